@@ -1,0 +1,50 @@
+# The workflows, by name. `make demo` and `make test` each set up .venv on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA ?= ../shared/data
+
+.PHONY: dev demo serve test unit integration e2e model evaluate events clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+dev: $(BIN)/.installed  ## install the library, its CLI and the test tools into .venv
+
+demo: dev  ## the whole pipeline on the bundled sample shop, a search, then the API (DEMO_ARGS=--no-serve to exit)
+	$(BIN)/shazzam demo $(DEMO_ARGS)
+
+serve: dev  ## the API on 127.0.0.1:8000 with the schedules running
+	$(BIN)/shazzam serve
+
+test: dev  ## every test: unit, integration (MariaDB, moto), end to end
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+unit: dev
+	$(BIN)/python -m pytest -q tests/unit
+
+integration: dev
+	$(BIN)/python -m pytest -q tests/integration
+
+e2e: dev
+	$(BIN)/python -m pytest -q tests/e2e
+
+$(VENV)-train/.installed: training/requirements.txt
+	$(PYTHON) -m venv $(VENV)-train
+	$(VENV)-train/bin/pip install -q torch==2.13.0
+	$(VENV)-train/bin/pip install -q -r training/requirements.txt
+	$(VENV)-train/bin/pip install -q --no-deps efficientnet-lite-pytorch==0.1.0
+	$(VENV)-train/bin/pip install -q --no-deps -e .
+	touch $@
+
+model: $(VENV)-train/.installed  ## rebuild layers/models/garment_v0.tflite (torch lives only in .venv-train)
+	$(VENV)-train/bin/python training/export_embedder.py --data $(DATA)/clothing-dataset-small --out layers/models
+
+evaluate: dev  ## retrieval precision@10 and classifier accuracy of the committed model
+	$(BIN)/python training/evaluate.py --data $(DATA)/clothing-dataset-small
+
+clean:
+	rm -rf .shazzam .pytest_cache

@@ -1,0 +1,277 @@
+"""The `shazzam` command: the embedded runtime from a terminal.
+
+  shazzam demo      the whole system on a bundled sample shop, then a search (and serve)
+  shazzam serve     the API on 127.0.0.1, the event queue and the schedules
+  shazzam ingest    scrape shops now, carry their images through the pipeline, index them
+  shazzam search    search the local catalogue with a photo
+  shazzam shops     add or list the shops the scheduled scrape visits
+  shazzam invoke    run one function's handler on an event file (see events/)
+Every result has a --json form; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from shazzam.storage import ObjectNotFound
+
+DEFAULT_DATA_DIR = ".shazzam"
+
+
+def _runtime(args):
+    from shazzam.local.runtime import LocalRuntime
+
+    return LocalRuntime(args.data_dir, model_dir=args.model_dir)
+
+
+def _progress_bar(description: str, quiet: bool):
+    """A tqdm bar whose total grows as handlers queue more events; returns (callback, close)."""
+    from tqdm import tqdm
+
+    bar = tqdm(desc=description, unit="event", file=sys.stderr, disable=quiet, total=0)
+
+    def update(done: int, waiting: int) -> None:
+        bar.total = done + waiting
+        bar.n = done
+        bar.refresh()
+
+    return update, bar.close
+
+
+def ingest_now(runtime, shop_urls: list[str], limit: int | None, quiet: bool) -> dict:
+    """Scrape, deliver every event the scrape causes, then index: what the schedules do, at once."""
+    from tqdm import tqdm
+
+    scraped = {}
+    targets = shop_urls or [None]
+    with tqdm(desc="scrape", unit="product", file=sys.stderr, disable=quiet) as bar:
+        for url in targets:
+            detail = {"shop_url": url} if url else {}
+            if limit is not None:
+                detail["limit"] = limit
+            # The scrape function runs here; its uploads queue detect events meanwhile.
+            report = runtime.fire_schedule("scrape", detail)
+            for name, value in report.items():
+                scraped[name] = scraped.get(name, 0) + value
+            bar.update(report.get("products", 0))
+    update, close = _progress_bar("detect/standardise/embed", quiet)
+    drained = runtime.drain(update)
+    close()
+    indexed = runtime.fire_schedule("index")
+    return {"scrape": scraped, "events": {"delivered": drained.delivered, "failed": drained.failed, **drained.by_function}, "index": indexed}
+
+
+def print_results(response: dict, out) -> None:
+    for number, garment in enumerate(response["garments"], 1):
+        print(
+            f"garment {number}: {garment['category']} ({garment['category_source']}, "
+            f"classifier says {garment['predicted_category']} {garment['confidence']:.0%}), box {garment['box']}",
+            file=out,
+        )
+        if not garment["results"]:
+            print("  no items in this category yet", file=out)
+        for rank, item in enumerate(garment["results"], 1):
+            price = f"{item['price']} {item['currency'] or ''}".strip() if item["price"] else "price unknown"
+            print(f"  {rank:2d}. {item['title']:<40.40}  {price:>12}  L1 {item['distance']:7.3f}  {item['url']}", file=out)
+
+
+def cmd_demo(args) -> int:
+    from shazzam import catalogue, pipeline
+    from shazzam.local.sample_shop import SampleShop, repository_samples_dir
+
+    out = sys.stderr if args.json else sys.stdout
+    started = time.perf_counter()
+    runtime = _runtime(args)
+    samples = repository_samples_dir()
+    try:
+        with SampleShop(port=args.shop_port, limit=args.limit) as shop:
+            print(f"sample shop serving on {shop.base_url}", file=out)
+            catalogue.add_shop(runtime.db, shop.base_url, name="Shazzam Sample Shop")
+            report = ingest_now(runtime, [], None, args.quiet)
+            counts = catalogue.counts(runtime.db)
+            print(
+                f"catalogue: {counts['products']} products, {counts['images']} images "
+                f"({counts['images_failed']} failed), {counts['indexed']} garments indexed",
+                file=out,
+            )
+            queries = json.loads((samples / "queries" / "queries.json").read_text())
+            query = queries[0]
+            query_path = samples / "queries" / query["file"]
+            response = pipeline.search(runtime.app, query_path.read_bytes(), k=args.k)
+            print(f"\nsearch with {query_path.name} (a {query['category']} not in the catalogue):", file=out)
+            print_results(response, out)
+            summary = {
+                "counts": counts,
+                "ingest": report,
+                "query": {"file": str(query_path), "category": query["category"]},
+                "results": response,
+                "wall_s": round(time.perf_counter() - started, 1),
+            }
+            if not args.no_serve:
+                server = runtime.start_api(args.host, args.port)
+                runtime.start_background()
+                print(f"\nAPI on http://{args.host}:{server.server_port}/  (POST /search, GET /categories); Ctrl-C stops", file=out)
+                _wait_for_interrupt()
+                server.shutdown()
+            if args.json:
+                print(json.dumps(summary, default=str))
+    finally:
+        runtime.close()
+    return 0
+
+
+def _wait_for_interrupt() -> None:
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
+def cmd_serve(args) -> int:
+    runtime = _runtime(args)
+    server = runtime.start_api(args.host, args.port)
+    runtime.start_background(schedules=not args.no_schedules)
+    print(f"API on http://{args.host}:{server.server_port}/ ; data in {args.data_dir}; Ctrl-C stops", file=sys.stderr)
+    _wait_for_interrupt()
+    server.shutdown()
+    runtime.close()
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    from shazzam import catalogue
+
+    runtime = _runtime(args)
+    try:
+        report = ingest_now(runtime, args.shop, args.limit, args.quiet)
+        report["counts"] = catalogue.counts(runtime.db)
+    finally:
+        runtime.close()
+    print(json.dumps(report, default=str) if args.json else _format_report(report))
+    return 0
+
+
+def _format_report(report: dict) -> str:
+    return "\n".join(f"{name}: {value}" for name, value in report.items())
+
+
+def cmd_search(args) -> int:
+    from shazzam import pipeline
+
+    runtime = _runtime(args)
+    try:
+        image = Path(args.image).read_bytes()
+        try:
+            response = pipeline.search(runtime.app, image, category=args.category, k=args.k)
+        except pipeline.BadRequest as exc:
+            print(f"shazzam search: {exc}", file=sys.stderr)
+            return 2
+    finally:
+        runtime.close()
+    if args.json:
+        print(json.dumps(response, default=str))
+    else:
+        print_results(response, sys.stdout)
+    return 0
+
+
+def cmd_shops(args) -> int:
+    from shazzam import catalogue
+    from shazzam.db import Database
+
+    db = Database(f"sqlite:///{Path(args.data_dir) / 'catalogue.db'}").open_connection()
+    if args.shops_command == "add":
+        catalogue.add_shop(db, args.url, name=args.name)
+    shops = catalogue.active_shops(db)
+    print(json.dumps(shops, default=str) if args.json else "\n".join(f"{s['name']}  {s['base_url']}" for s in shops))
+    return 0
+
+
+def cmd_invoke(args) -> int:
+    runtime = _runtime(args)
+    try:
+        event = json.loads(Path(args.event).read_text())
+        result = runtime.invoke(args.function, event)
+        drained = runtime.drain() if args.follow else None
+    except ObjectNotFound as exc:
+        print(f"shazzam invoke: object {exc} not found", file=sys.stderr)
+        return 2
+    finally:
+        runtime.close()
+    print(json.dumps({"result": result, "followed": drained and drained.__dict__}, default=str, indent=None if args.json else 2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shazzam", description="Visual fashion search, on one machine.")
+    parser.add_argument("--data-dir", default=os.environ.get("SHAZZAM_DATA_DIR", DEFAULT_DATA_DIR), help="local data folder (default %(default)s)")
+    parser.add_argument("--model-dir", default=os.environ.get("SHAZZAM_MODEL_DIR"), help="folder of the .tflite models")
+    parser.add_argument("--verbose", action="store_true", help="log what the functions do")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="ingest the bundled sample shop, search, then serve the API")
+    demo.add_argument("--no-serve", action="store_true", help="exit after the search instead of serving")
+    demo.add_argument("--json", action="store_true", help="end with one JSON line: counts and results")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000, help="API port (default %(default)s)")
+    demo.add_argument("--shop-port", type=int, default=8765, help="sample shop port; fixed so reruns see the same URLs")
+    demo.add_argument("--limit", type=int, default=None, help="serve only the first N sample products")
+    demo.add_argument("-k", type=int, default=5, help="results per garment (default %(default)s)")
+    demo.set_defaults(run=cmd_demo)
+
+    serve = commands.add_parser("serve", help="serve the API and run the schedules")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--no-schedules", action="store_true", help="only the API and the event queue")
+    serve.set_defaults(run=cmd_serve)
+
+    ingest = commands.add_parser("ingest", help="scrape shops and index their items now")
+    ingest.add_argument("--shop", action="append", default=[], help="shop base URL (repeatable; default: every registered shop)")
+    ingest.add_argument("--limit", type=int, help="at most N products per shop")
+    ingest.add_argument("--json", action="store_true")
+    ingest.set_defaults(run=cmd_ingest)
+
+    search = commands.add_parser("search", help="find items similar to the garments in a photo")
+    search.add_argument("image", help="path of a photo")
+    search.add_argument("--category", help="search this category instead of the classifier's")
+    search.add_argument("-k", type=int, default=10, help="results per garment (default %(default)s)")
+    search.add_argument("--json", action="store_true")
+    search.set_defaults(run=cmd_search)
+
+    shops = commands.add_parser("shops", help="the shops the scheduled scrape visits")
+    shops_commands = shops.add_subparsers(dest="shops_command", required=True)
+    add = shops_commands.add_parser("add")
+    add.add_argument("url")
+    add.add_argument("--name")
+    add.add_argument("--json", action="store_true")
+    listing = shops_commands.add_parser("list")
+    listing.add_argument("--json", action="store_true")
+    shops.set_defaults(run=cmd_shops)
+
+    invoke = commands.add_parser("invoke", help="run one function's handler on an event file")
+    invoke.add_argument("function", help="scrape, detect, standardise, embed, index, revalidate or search")
+    invoke.add_argument("event", help="an event JSON file, e.g. events/scheduled-index.json")
+    invoke.add_argument("--follow", action="store_true", help="also deliver the events the handler causes")
+    invoke.add_argument("--json", action="store_true")
+    invoke.set_defaults(run=cmd_invoke)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = "INFO" if args.verbose else "WARNING"
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", level)
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

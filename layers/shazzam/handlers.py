@@ -1,0 +1,49 @@
+"""Lambda entry points built from pipeline stages: event parsing with powertools, nothing else.
+
+Each `functions/<name>/handler.py` is one line over these, so the event plumbing lives once.
+A stage that rejects its input (a corrupt image, say) records why and returns normally; an
+unexpected exception propagates so Lambda retries and then dead-letters the event.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+from urllib.parse import unquote_plus
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, S3Event
+
+from shazzam import app as app_module
+from shazzam.pipeline import StageResult
+
+
+def s3_stage_handler(stage: Callable[[app_module.App, str], StageResult], service: str):
+    logger = Logger(service=f"shazzam-{service}")
+
+    @logger.inject_lambda_context
+    def lambda_handler(event: dict, context) -> dict:
+        app = app_module.current()
+        results = []
+        for record in S3Event(event).records:
+            # S3 URL-encodes keys in notifications, and powertools' get_object.key returns them raw.
+            result = stage(app, unquote_plus(record.s3.get_object.key))
+            if result.status == "failed":
+                logger.warning("input rejected", extra=result.as_dict())
+            results.append(result.as_dict())
+        return {"results": results}
+
+    return lambda_handler
+
+
+def scheduled_handler(job: Callable[..., dict], service: str, options: tuple[str, ...] = ()):
+    """A job run by an EventBridge schedule; `options` may be passed in the event's detail."""
+    logger = Logger(service=f"shazzam-{service}")
+
+    @logger.inject_lambda_context
+    def lambda_handler(event: dict, context) -> dict:
+        detail = EventBridgeEvent(event).detail or {}
+        report = job(app_module.current(), **{name: detail[name] for name in options if name in detail})
+        logger.info("done", extra={"report": report})
+        return report
+
+    return lambda_handler

@@ -1,0 +1,52 @@
+"""Stable ids derived from URLs and content, so every replayed event addresses the same rows and keys."""
+
+from __future__ import annotations
+
+import hashlib
+
+
+def _digest(kind: str, value: str) -> str:
+    return hashlib.sha1(f"{kind}:{value}".encode(), usedforsecurity=False).hexdigest()
+
+
+def shop_id(base_url: str) -> str:
+    return _digest("shop", base_url)
+
+
+def product_id(url: str) -> str:
+    return _digest("product", url)
+
+
+def image_id(src_link: str) -> str:
+    return _digest("image", src_link)
+
+
+def detection_id(image_id: str, index: int) -> str:
+    return f"{image_id}-{index:03d}"
+
+
+def image_id_of_detection(detection_id: str) -> str:
+    return detection_id.rsplit("-", 1)[0]
+
+
+# Object keys of the ingest flow: each stage's output is the next stage's trigger.
+def incoming_key(image_id: str) -> str:
+    return f"incoming/{image_id}"
+
+
+def detections_key(image_id: str) -> str:
+    return f"detections/{image_id}.json"
+
+
+def standard_key(detection_id: str) -> str:
+    return f"standard/{detection_id}.png"
+
+
+def pending_vector_key(category: str, detection_id: str) -> str:
+    return f"vectors/pending/{category}/{detection_id}.npy"
+
+
+def key_stem(key: str) -> str:
+    """`prefix/.../name.ext` -> `name`."""
+    name = key.rsplit("/", 1)[-1]
+    return name.split(".", 1)[0]

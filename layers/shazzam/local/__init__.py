@@ -1,0 +1,1 @@
+"""Local (no-cloud) helpers: the bundled sample shop and friends."""

@@ -1,0 +1,226 @@
+"""The embedded runtime: AWS's event plumbing on one machine, around the unchanged handlers.
+
+- the local object store emits S3-shaped ObjectCreated events on put; they queue here and are
+  delivered to the functions whose prefix matches (shazzam.wiring), as S3 notifications are;
+- a scheduler thread fires the EventBridge-shaped scheduled events at their rates;
+- an HTTP server turns requests into API Gateway (v2) events for the API function.
+A delivery that raises is retried, then written to `<data_dir>/dead-letters/`, as a Lambda
+destination would; the rest of the queue goes on.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import logging
+import os
+import threading
+import time
+import traceback
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable
+from urllib.parse import unquote_plus, urlsplit
+
+from shazzam import app as app_module
+from shazzam import events, wiring
+from shazzam.db import Database
+from shazzam.storage import LocalFolderStore
+
+log = logging.getLogger(__name__)
+
+DELIVERY_ATTEMPTS = 3
+MAX_REQUEST_BYTES = 32 * 1024 * 1024
+
+
+def functions_dir() -> Path:
+    """The repository's functions/ folder (the library is installed editable from layers/)."""
+    path = Path(os.environ.get("SHAZZAM_FUNCTIONS_DIR", Path(__file__).resolve().parents[3] / "functions"))
+    if not path.is_dir():
+        raise RuntimeError(f"functions folder not found at {path}; set SHAZZAM_FUNCTIONS_DIR")
+    return path
+
+
+def load_handler(name: str) -> Callable:
+    """Import `functions/<name>/handler.py` as Lambda would, and return its `lambda_handler`."""
+    wiring.by_name(name)  # only functions the wiring table knows
+    path = functions_dir() / name / "handler.py"
+    spec = importlib.util.spec_from_file_location(f"shazzam_functions.{name}.handler", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.lambda_handler
+
+
+@dataclass
+class LambdaContext:
+    """What Lambda passes as `context`, as far as the handlers and powertools read it."""
+
+    function_name: str
+    memory_limit_in_mb: int = 512
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    function_version: str = "$LATEST"
+    log_group_name: str = "local"
+    log_stream_name: str = "local"
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return f"arn:aws:lambda:local:{events.ACCOUNT}:function:{self.function_name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 900_000
+
+
+@dataclass
+class DrainReport:
+    delivered: int = 0
+    failed: int = 0
+    by_function: dict = field(default_factory=dict)
+
+
+class LocalRuntime:
+    def __init__(self, data_dir: str | os.PathLike, *, db_url: str | None = None, model_dir: str | None = None, fetcher_factory=None):
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._queue: deque[dict] = deque()
+        self._queue_lock = threading.Lock()
+        self.store = LocalFolderStore(self.data_dir / "objects", on_put=self._enqueue)
+        self.db = Database(db_url or f"sqlite:///{self.data_dir / 'catalogue.db'}").open_connection()
+        self.app = app_module.App(db=self.db, store=self.store, model_dir=model_dir, fetcher_factory=fetcher_factory)
+        app_module.configure(self.app)
+        self._handlers: dict[str, Callable] = {}
+        self._stop = threading.Event()
+
+    # --- invoking functions -------------------------------------------------------------------
+
+    def handler(self, name: str) -> Callable:
+        if name not in self._handlers:
+            self._handlers[name] = load_handler(name)
+        return self._handlers[name]
+
+    def invoke(self, name: str, event: dict):
+        function = wiring.by_name(name)
+        return self.handler(name)(event, LambdaContext(name, memory_limit_in_mb=function.memory_mb))
+
+    def fire_schedule(self, name: str, detail: dict | None = None):
+        return self.invoke(name, events.scheduled(f"shazzam-{name}", detail))
+
+    # --- S3 notifications -----------------------------------------------------------------------
+
+    def _enqueue(self, event: dict) -> None:
+        with self._queue_lock:
+            self._queue.append(event)
+
+    def pending(self) -> int:
+        with self._queue_lock:
+            return len(self._queue)
+
+    def _next_event(self) -> dict | None:
+        with self._queue_lock:
+            return self._queue.popleft() if self._queue else None
+
+    def deliver(self, event: dict, report: DrainReport) -> None:
+        key = unquote_plus(event["Records"][0]["s3"]["object"]["key"])
+        for function in wiring.functions_for_key(key):
+            for attempt in range(1, DELIVERY_ATTEMPTS + 1):
+                try:
+                    self.invoke(function.name, event)
+                    report.delivered += 1
+                    report.by_function[function.name] = report.by_function.get(function.name, 0) + 1
+                    break
+                except Exception as exc:  # noqa: BLE001 - any failure goes to the dead-letter folder
+                    if attempt == DELIVERY_ATTEMPTS:
+                        report.failed += 1
+                        self._dead_letter(function.name, event, exc)
+
+    def drain(self, progress: Callable[[int, int], None] | None = None) -> DrainReport:
+        """Deliver queued events (and those their handlers cause) until none is left."""
+        report = DrainReport()
+        while (event := self._next_event()) is not None:
+            self.deliver(event, report)
+            if progress is not None:
+                progress(report.delivered + report.failed, self.pending())
+        return report
+
+    def _dead_letter(self, function: str, event: dict, exc: Exception) -> None:
+        folder = self.data_dir / "dead-letters"
+        folder.mkdir(exist_ok=True)
+        record = {"function": function, "error": repr(exc), "traceback": traceback.format_exc(), "event": event}
+        (folder / f"{time.time_ns()}-{function}.json").write_text(json.dumps(record, indent=2))
+        log.error("%s failed on an event; written to %s", function, folder)
+
+    # --- serving --------------------------------------------------------------------------------
+
+    def http_request(self, method: str, target: str, headers: dict, body: bytes) -> tuple[int, dict, bytes]:
+        parts = urlsplit(target)
+        response = self.invoke("search", events.http_api_request(method, parts.path, parts.query, headers, body))
+        payload = response.get("body") or ""
+        data = base64.b64decode(payload) if response.get("isBase64Encoded") else payload.encode()
+        return response.get("statusCode", 200), response.get("headers") or {}, data
+
+    def start_api(self, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
+        runtime = self
+
+        class ApiRequestHandler(BaseHTTPRequestHandler):
+            def _handle(self):
+                length = int(self.headers.get("content-length") or 0)
+                if length > MAX_REQUEST_BYTES:
+                    self._reply(413, {"content-type": "application/json"}, b'{"error": "request body too large"}')
+                    return
+                body = self.rfile.read(length) if length else b""
+                status, headers, data = runtime.http_request(self.command, self.path, dict(self.headers.items()), body)
+                self._reply(status, headers, data)
+
+            def _reply(self, status, headers, data):
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_OPTIONS = _handle
+
+            def log_message(self, format, *args):
+                log.info("%s %s", self.address_string(), format % args)
+
+        server = ThreadingHTTPServer((host, port), ApiRequestHandler)
+        threading.Thread(target=server.serve_forever, name="shazzam-api", daemon=True).start()
+        return server
+
+    def start_background(self, schedules: bool = True, tick_s: float = 0.2) -> threading.Thread:
+        """Deliver queued events continuously and fire each schedule at its rate."""
+        due = {function.name: time.monotonic() + schedule.interval_seconds() for function, schedule in wiring.scheduled_functions()}
+        rates = {function.name: schedule.interval_seconds() for function, schedule in wiring.scheduled_functions()}
+
+        def loop():
+            report = DrainReport()
+            while not self._stop.is_set():
+                event = self._next_event()
+                if event is not None:
+                    self.deliver(event, report)
+                    continue
+                now = time.monotonic()
+                for name in due if schedules else ():
+                    if now >= due[name]:
+                        due[name] = now + rates[name]
+                        try:
+                            self.fire_schedule(name)
+                        except Exception as exc:  # noqa: BLE001
+                            self._dead_letter(name, events.scheduled(f"shazzam-{name}"), exc)
+                self._stop.wait(tick_s)
+
+        thread = threading.Thread(target=loop, name="shazzam-events", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        self.stop()
+        app_module.configure(None)
+        self.db.close()

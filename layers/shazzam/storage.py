@@ -1,0 +1,204 @@
+"""One object-store interface, two backends: a local folder (embedded default) and S3.
+
+Both support the conditional writes the index relies on: `if_none_match=True` creates only
+when the key is absent, `if_match=etag` replaces only the version the caller read. The local
+store can also emit S3-shaped `ObjectCreated` events, which is how the embedded runtime wires
+uploads to functions exactly as S3 notifications do in the cloud.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Protocol
+
+from shazzam.events import s3_object_created
+
+
+class ObjectNotFound(KeyError):
+    """No object under that key."""
+
+
+class PreconditionFailed(Exception):
+    """A conditional write lost: the object changed (if_match) or exists (if_none_match)."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+
+
+class ObjectStore(Protocol):
+    bucket: str
+
+    def get(self, key: str) -> bytes: ...
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]: ...
+
+    def head(self, key: str) -> ObjectInfo | None: ...
+
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str = "application/octet-stream",
+        if_match: str | None = None,
+        if_none_match: bool = False,
+    ) -> str: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
+
+
+def etag_of(data: bytes) -> str:
+    """S3's ETag of a single-part upload: the quoted MD5 of the bytes."""
+    return '"' + hashlib.md5(data, usedforsecurity=False).hexdigest() + '"'
+
+
+def validate_key(key: str) -> str:
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"invalid object key {key!r}")
+    return key
+
+
+class LocalFolderStore:
+    """Objects as files under `root`; writes are atomic (temp file + rename) and serialised."""
+
+    def __init__(self, root: str | os.PathLike, bucket: str = "shazzam-local", on_put: Callable[[dict], None] | None = None):
+        self.root = Path(root)
+        self.bucket = bucket
+        self.on_put = on_put
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._thread_lock = threading.Lock()
+        self._lock_path = self.root.parent / f".{self.root.name}.lock"
+
+    def _path(self, key: str) -> Path:
+        return self.root / validate_key(key)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFound(key) from None
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        data = self.get(key)
+        return data, etag_of(data)
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            data = self.get(key)
+        except ObjectNotFound:
+            return None
+        return ObjectInfo(key, len(data), etag_of(data))
+
+    def put(self, key, data, *, content_type="application/octet-stream", if_match=None, if_none_match=False) -> str:
+        path = self._path(key)
+        etag = etag_of(data)
+        # The file lock serialises writers across processes, the thread lock across threads.
+        with self._thread_lock, open(self._lock_path, "a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            if if_none_match or if_match is not None:
+                current = self.head(key)
+                if if_none_match and current is not None:
+                    raise PreconditionFailed(f"{key} already exists")
+                if if_match is not None and (current is None or current.etag != if_match):
+                    raise PreconditionFailed(f"{key} changed since it was read")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as tmp_file:
+                    tmp_file.write(data)
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        if self.on_put is not None:
+            self.on_put(s3_object_created(self.bucket, key, len(data), etag))
+        return etag
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        for path in sorted(self.root.rglob("*")):
+            if path.is_file() and not path.name.startswith(".tmp-"):
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    yield ObjectInfo(key, path.stat().st_size, "")
+
+
+class S3Store:
+    """An S3 bucket through boto3. Notifications come from S3 itself, not from this class."""
+
+    def __init__(self, bucket: str, client=None):
+        import boto3
+
+        self.bucket = bucket
+        self.client = client or boto3.client("s3")
+
+    def _not_found(self, exc) -> bool:
+        return exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")
+
+    def get(self, key: str) -> bytes:
+        return self.get_with_etag(key)[0]
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=validate_key(key))
+        except ClientError as exc:
+            if self._not_found(exc):
+                raise ObjectNotFound(key) from None
+            raise
+        return response["Body"].read(), response["ETag"]
+
+    def head(self, key: str) -> ObjectInfo | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self.client.head_object(Bucket=self.bucket, Key=validate_key(key))
+        except ClientError as exc:
+            if self._not_found(exc):
+                return None
+            raise
+        return ObjectInfo(key, response["ContentLength"], response["ETag"])
+
+    def put(self, key, data, *, content_type="application/octet-stream", if_match=None, if_none_match=False) -> str:
+        from botocore.exceptions import ClientError
+
+        conditions = {}
+        if if_none_match:
+            conditions["IfNoneMatch"] = "*"
+        if if_match is not None:
+            conditions["IfMatch"] = if_match
+        try:
+            response = self.client.put_object(
+                Bucket=self.bucket, Key=validate_key(key), Body=data, ContentType=content_type, **conditions
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "NoSuchKey"):
+                raise PreconditionFailed(f"{key}: {code}") from None
+            raise
+        return response["ETag"]
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=validate_key(key))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                yield ObjectInfo(item["Key"], item["Size"], item["ETag"])

@@ -1,0 +1,90 @@
+"""Which function answers which trigger: declared once, read by the CDK app and the local runtime."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ObjectCreated:
+    """S3 ObjectCreated notifications for keys under `prefix` (and ending with `suffix`)."""
+
+    prefix: str
+    suffix: str = ""
+
+    def matches(self, key: str) -> bool:
+        return key.startswith(self.prefix) and key.endswith(self.suffix)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """An EventBridge schedule; locally only `rate(...)` expressions are run on a timer."""
+
+    expression: str
+
+    def interval_seconds(self) -> float:
+        match = re.fullmatch(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)", self.expression)
+        if not match:
+            raise ValueError(f"unsupported schedule expression {self.expression!r}")
+        unit = {"minute": 60, "hour": 3600, "day": 86400}[match.group(2).rstrip("s")]
+        return int(match.group(1)) * unit
+
+
+@dataclass(frozen=True)
+class Route:
+    """An API Gateway HTTP API (v2) route."""
+
+    method: str
+    path: str
+
+
+@dataclass(frozen=True)
+class Function:
+    name: str
+    description: str
+    triggers: tuple
+    memory_mb: int = 512
+    timeout_s: int = 60
+
+
+FUNCTIONS: tuple[Function, ...] = (
+    Function(
+        "scrape",
+        "Discover product pages of each shop, store products and images, upload new images to incoming/",
+        (Schedule("rate(1 day)"),),
+        memory_mb=512,
+        timeout_s=900,
+    ),
+    Function("detect", "Find garments in an incoming image", (ObjectCreated("incoming/"),), memory_mb=1024),
+    Function("standardise", "Crop and standardise each detected garment", (ObjectCreated("detections/", ".json"),)),
+    Function("embed", "Embed and categorise a standardised garment", (ObjectCreated("standard/", ".png"),), memory_mb=1024),
+    Function("index", "Merge pending vectors into the category shards", (Schedule("rate(5 minutes)"),), timeout_s=300),
+    Function("revalidate", "Re-check product pages; drop dead items", (Schedule("rate(1 day)"),), timeout_s=900),
+    Function(
+        "search",
+        "The public API: find garments in a photo and the most similar items",
+        (Route("POST", "/search"), Route("GET", "/categories"), Route("GET", "/health")),
+        memory_mb=1536,
+        timeout_s=29,
+    ),
+)
+
+
+def by_name(name: str) -> Function:
+    for function in FUNCTIONS:
+        if function.name == name:
+            return function
+    raise KeyError(f"no function named {name!r}")
+
+
+def functions_for_key(key: str) -> list[Function]:
+    return [f for f in FUNCTIONS for t in f.triggers if isinstance(t, ObjectCreated) and t.matches(key)]
+
+
+def scheduled_functions() -> list[tuple[Function, Schedule]]:
+    return [(f, t) for f in FUNCTIONS for t in f.triggers if isinstance(t, Schedule)]
+
+
+def routes() -> list[tuple[Function, Route]]:
+    return [(f, t) for f in FUNCTIONS for t in f.triggers if isinstance(t, Route)]

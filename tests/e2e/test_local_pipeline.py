@@ -1,0 +1,154 @@
+"""The whole local pipeline on a handful of sample-shop items: scrape over HTTP, the event
+chain, the index, search through the HTTP API, bad input, replays and revalidation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from shazzam import catalogue, ids, pipeline
+from shazzam.local.runtime import LocalRuntime
+from shazzam.local.sample_shop import SampleShop, repository_samples_dir
+
+SAMPLES = repository_samples_dir()
+CLASSES = ("dress", "shoes", "pants", "hat")
+PER_CLASS = 3
+
+
+@pytest.fixture
+def small_shop(tmp_path):
+    """A shop of 3 items from each of 4 classes, served over HTTP like the demo's."""
+    catalog = json.loads((SAMPLES / "shop" / "catalog.json").read_text())
+    chosen = [item for cls in CLASSES for item in [i for i in catalog if i["sku"].startswith(f"{cls}-")][:PER_CLASS]]
+    folder = tmp_path / "shop"
+    (folder / "images").mkdir(parents=True)
+    for item in chosen:
+        shutil.copy(SAMPLES / "shop" / item["image"], folder / item["image"])
+    (folder / "catalog.json").write_text(json.dumps(chosen))
+    with SampleShop(folder) as shop:
+        yield shop, chosen
+
+
+@pytest.fixture
+def runtime(tmp_path):
+    runtime = LocalRuntime(tmp_path / "data")
+    yield runtime
+    runtime.close()
+
+
+def ingest(runtime):
+    scraped = runtime.fire_schedule("scrape")
+    drained = runtime.drain()
+    indexed = runtime.fire_schedule("index")
+    return scraped, drained, indexed
+
+
+def http(url, body=None, content_type=None):
+    request = urllib.request.Request(url, data=body, headers={"content-type": content_type} if content_type else {})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_scrape_to_search_over_http(runtime, small_shop, tmp_path):
+    shop, items = small_shop
+    catalogue.add_shop(runtime.db, shop.base_url, name="Test shop")
+    scraped, drained, indexed = ingest(runtime)
+    assert scraped["products"] == len(items) and scraped["images_uploaded"] == len(items)
+    assert drained.failed == 0 and drained.by_function == {"detect": 12, "standardise": 12, "embed": 12}
+    assert sum(entry["total"] for entry in indexed.values()) == len(items)
+    assert catalogue.counts(runtime.db)["indexed"] == len(items)
+    assert not (runtime.data_dir / "dead-letters").exists()
+    # the product's own category (from its JSON-LD) decides its shard
+    assert set(indexed) == set(CLASSES)
+
+    server = runtime.start_api(port=0)
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        query = (SAMPLES / "queries" / "shoes-query.jpg").read_bytes()
+        status, body = http(f"{base}/search?k=3", query, "image/jpeg")
+        assert status == 200
+        (garment,) = body["garments"]
+        assert garment["category"] == "shoes" and garment["category_source"] == "classifier"
+        assert len(garment["results"]) == 3
+        assert all(r["url"].startswith(shop.base_url) and r["price"] and r["currency"] == "EUR" for r in garment["results"])
+        assert [r["distance"] for r in garment["results"]] == sorted(r["distance"] for r in garment["results"])
+
+        status, body = http(f"{base}/search?category=hat&k=2", query, "image/jpeg")
+        assert status == 200 and body["garments"][0]["category"] == "hat" and len(body["garments"][0]["results"]) == 2
+
+        status, body = http(f"{base}/search", b"\x89PNG\r\n\x1a\n broken", "image/png")
+        assert status == 400 and "image rejected" in body["error"]
+        status, body = http(f"{base}/search?category=socks", query, "image/jpeg")
+        assert status == 400 and "unknown category" in body["error"]
+        status, body = http(f"{base}/search", b"{not json", "application/json")
+        assert status == 400
+        status, body = http(f"{base}/categories")
+        assert status == 200 and {c["name"]: c["items"] for c in body["categories"]}["dress"] == PER_CLASS
+    finally:
+        server.shutdown()
+
+
+def test_bad_objects_fail_with_a_reason_and_the_rest_goes_on(runtime, small_shop):
+    shop, items = small_shop
+    good = (SAMPLES / "shop" / items[0]["image"]).read_bytes()
+    bad = {
+        "empty": b"",
+        "truncated": good[: len(good) // 3],
+        "text": b"<html>not an image</html>",
+        "bomb": _bomb_png(),
+    }
+    for name, data in bad.items():
+        runtime.store.put(f"incoming/{name}", data)
+    catalogue.add_shop(runtime.db, shop.base_url)
+    _, drained, _ = ingest(runtime)
+    assert drained.failed == 0
+    rows = {row["id"]: row for row in runtime.db.run_query("SELECT id, status, error FROM images")}
+    for name in bad:
+        assert rows[name]["status"] == "failed" and rows[name]["error"], name
+    assert "pixels" in rows["bomb"]["error"] and "empty" in rows["empty"]["error"]
+    assert catalogue.counts(runtime.db)["indexed"] == len(items)
+
+
+def _bomb_png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("1", (10000, 10000)).save(buffer, "PNG", optimize=True)  # 100 Mpx in ~12 kB
+    return buffer.getvalue()
+
+
+def test_replays_change_nothing_and_dead_items_leave_the_index(runtime, small_shop):
+    shop, items = small_shop
+    catalogue.add_shop(runtime.db, shop.base_url)
+    ingest(runtime)
+    before = catalogue.counts(runtime.db)
+    manifest_before = runtime.app.shards.categories()
+
+    scraped, drained, indexed = ingest(runtime)  # the schedule fires again: nothing has changed
+    assert scraped["images_uploaded"] == 0 and scraped["images_unchanged"] == len(items)
+    assert drained.delivered == 0 and indexed == {}
+    image_id = ids.image_id(shop.image_url(items[0]["sku"]))
+    runtime.store.put(ids.incoming_key(image_id), runtime.store.get(ids.incoming_key(image_id)))  # a duplicate S3 event
+    runtime.drain()
+    runtime.fire_schedule("index")
+    assert catalogue.counts(runtime.db) == before
+    runtime.app.shards.manifest_ttl_s = 0
+    assert runtime.app.shards.categories() == manifest_before
+
+    gone = items[0]
+    shop.remove(gone["sku"])
+    report = runtime.fire_schedule("revalidate")
+    assert report["products_dead"] == 1 and report["vectors_dropped"] == 1
+    assert runtime.app.shards.categories()["dress"] == PER_CLASS - 1
+    response = pipeline.search(runtime.app, (SAMPLES / "shop" / gone["image"]).read_bytes(), category="dress", k=10)
+    assert gone["sku"] not in {r["url"].rsplit("/", 1)[-1].split(".")[0] for r in response["garments"][0]["results"]}

@@ -1,0 +1,280 @@
+"""The Database API and the catalogue's SQL, on SQLite and on a real MariaDB (db_url runs both)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+
+from shazzam import catalogue, ids
+from shazzam.db import Database, migrate
+from shazzam.scrape import ScrapedProduct
+
+SHOP = "https://shop.example"
+
+
+@pytest.fixture
+def db(db_url):
+    database = Database(db_url).open_connection()
+    yield database
+    database.close()
+
+
+def product(url: str = f"{SHOP}/p/1", title: str = "Red dress", price: str | None = "19.99", **overrides) -> ScrapedProduct:
+    values = dict(
+        url=url,
+        title=title,
+        price=Decimal(price) if price is not None else None,
+        currency="EUR",
+        category="dress",
+        brand="Acme",
+        sku="SKU-1",
+        image_urls=(f"{url}.jpg",),
+    )
+    values.update(overrides)
+    return ScrapedProduct(**values)
+
+
+def detection(image_id: str, index: int, box=(0, 0, 10, 10)) -> dict:
+    return {"id": ids.detection_id(image_id, index), "box": list(box), "label": "top", "score": 0.9}
+
+
+def one(db: Database, sql: str, **params) -> dict:
+    (row,) = db.run_query(sql, params)
+    return row
+
+
+@pytest.fixture
+def image_with_detections(db):
+    """A shop, a live product, one image of it with three detections."""
+    shop_id = catalogue.add_shop(db, SHOP, "Example")
+    product_id = catalogue.save_product(db, shop_id, product())
+    image_id = ids.image_id(f"{SHOP}/p/1.jpg")
+    catalogue.save_image(db, image_id, f"{SHOP}/p/1.jpg", product_id)
+    catalogue.save_detections(db, image_id, [detection(image_id, i) for i in range(3)])
+    return shop_id, product_id, image_id
+
+
+# -- Database ------------------------------------------------------------------------------
+
+
+def test_open_migrates_once(db_url):
+    database = Database(db_url).open_connection()
+    assert database.run_query("SELECT version FROM schema_migrations") == [{"version": 1}]
+    for table in ("shops", "products", "images", "detections"):
+        assert database.run_query(f"SELECT COUNT(*) AS n FROM {table}") == [{"n": 0}]
+    assert migrate(database.engine) == []
+    database.close()
+    again = Database(db_url).open_connection()
+    assert again.run_query("SELECT version, description FROM schema_migrations")[0]["version"] == 1
+    assert len(again.run_query("SELECT version FROM schema_migrations")) == 1
+    assert migrate(again.engine) == []
+    again.close()
+
+
+def test_migrate_on_a_fresh_database_applies_version_1(db_url):
+    database = Database(db_url, migrate=False).open_connection()
+    assert migrate(database.engine) == [1]
+    assert migrate(database.engine) == []
+    database.close()
+
+
+def test_dialect(db, db_url):
+    assert db.dialect == ("sqlite" if db_url.startswith("sqlite") else "mysql")
+
+
+def test_run_query_binds_named_params_and_returns_dicts(db):
+    catalogue.add_shop(db, SHOP, "Example")
+    rows = db.run_query("SELECT id, name, base_url FROM shops WHERE base_url = :url", {"url": SHOP})
+    assert rows == [{"id": ids.shop_id(SHOP), "name": "Example", "base_url": SHOP}]
+    assert db.run_query("SELECT id FROM shops WHERE base_url = :url", {"url": "https://other"}) == []
+    assert db.run_query("UPDATE shops SET name = :name", {"name": "Renamed"}) == []
+    assert one(db, "SELECT name FROM shops")["name"] == "Renamed"
+
+
+def test_injection_shaped_values_are_stored_verbatim(db):
+    nasty = "x'); DROP TABLE shops; --"
+    shop_id = catalogue.add_shop(db, nasty, nasty)
+    db.run_query(
+        "UPDATE shops SET name = :name WHERE id = :id", {"name": 'Robert"); DROP TABLE products;-- \\', "id": shop_id}
+    )
+    row = one(db, "SELECT base_url, name FROM shops WHERE id = :id", id=shop_id)
+    assert row == {"base_url": nasty, "name": 'Robert"); DROP TABLE products;-- \\'}
+    assert one(db, "SELECT COUNT(*) AS n FROM products")["n"] == 0  # the table survived
+    assert db.run_query("SELECT id FROM shops WHERE base_url = :u", {"u": nasty}) == [{"id": shop_id}]
+
+
+def test_run_query_rolls_back_a_failed_statement(db):
+    with pytest.raises(sa.exc.IntegrityError):
+        db.run_query(
+            "INSERT INTO products (id, shop_id, url, title, is_dead, created_at, last_seen_at) "
+            "VALUES ('p', 'no-such-shop', 'u', 't', 0, '2024-01-01', '2024-01-01')"
+        )
+    assert one(db, "SELECT COUNT(*) AS n FROM products")["n"] == 0
+
+
+# -- catalogue -----------------------------------------------------------------------------
+
+
+def test_add_shop_is_idempotent(db):
+    first = catalogue.add_shop(db, SHOP, "Example")
+    second = catalogue.add_shop(db, SHOP, "Example Renamed")
+    assert first == second == ids.shop_id(SHOP)
+    assert db.run_query("SELECT id, name FROM shops") == [{"id": first, "name": "Example Renamed"}]
+    assert [shop["base_url"] for shop in catalogue.active_shops(db)] == [SHOP]
+
+
+def test_save_product_upserts_and_revives(db):
+    shop_id = catalogue.add_shop(db, SHOP)
+    product_id = catalogue.save_product(db, shop_id, product(title="Red dress", price="19.99"))
+    assert product_id == ids.product_id(f"{SHOP}/p/1")
+    created = one(db, "SELECT created_at FROM products WHERE id = :id", id=product_id)["created_at"]
+    catalogue.mark_product_dead(db, product_id)
+    assert catalogue.counts(db)["products"] == 0
+
+    again = catalogue.save_product(db, shop_id, product(title="Red dress, now cheaper", price="9.50", brand=None))
+    assert again == product_id
+    row = one(db, "SELECT title, price, brand, is_dead, created_at FROM products WHERE id = :id", id=product_id)
+    assert row["title"] == "Red dress, now cheaper"
+    assert Decimal(str(row["price"])) == Decimal("9.50")
+    assert row["brand"] is None
+    assert not row["is_dead"]
+    assert row["created_at"] == created  # the first sighting is kept
+    assert one(db, "SELECT COUNT(*) AS n FROM products")["n"] == 1
+    assert catalogue.live_products(db) == [{"id": product_id, "url": f"{SHOP}/p/1"}]
+
+
+def test_save_product_truncates_long_titles(db):
+    shop_id = catalogue.add_shop(db, SHOP)
+    product_id = catalogue.save_product(db, shop_id, product(title="é" * 600, price=None))
+    row = one(db, "SELECT title, price FROM products WHERE id = :id", id=product_id)
+    assert row == {"title": "é" * 512, "price": None}
+
+
+def test_save_image_keeps_hash_and_status_on_resave(db):
+    shop_id = catalogue.add_shop(db, SHOP)
+    product_id = catalogue.save_product(db, shop_id, product())
+    image_id = ids.image_id("https://cdn/x.jpg")
+    catalogue.save_image(db, image_id, "https://cdn/x.jpg", product_id)
+    assert catalogue.get_image(db, image_id)["status"] == "new"
+    catalogue.update_image(db, image_id, content_sha256="ab" * 32, status="detected", width=640, height=480)
+    catalogue.save_image(db, image_id, "https://cdn/x.jpg", product_id)
+    image = catalogue.get_image(db, image_id)
+    assert (image["content_sha256"], image["status"], image["width"]) == ("ab" * 32, "detected", 640)
+    assert catalogue.product_category_of_image(db, image_id) == "dress"
+    assert catalogue.get_image(db, "missing") is None
+
+
+def test_save_detections_replaces_the_set(db, image_with_detections):
+    _, _, image_id = image_with_detections
+    rows = db.run_query("SELECT id FROM detections WHERE image_id = :i ORDER BY id", {"i": image_id})
+    assert [row["id"] for row in rows] == [ids.detection_id(image_id, i) for i in range(3)]
+
+    catalogue.update_detection(db, ids.detection_id(image_id, 0), embedding_status="embedded", category="top")
+    # A re-detect finds one box fewer, and moves the first.
+    catalogue.save_detections(db, image_id, [detection(image_id, 0, box=(5, 6, 70, 80)), detection(image_id, 1)])
+    rows = db.run_query("SELECT id FROM detections WHERE image_id = :i ORDER BY id", {"i": image_id})
+    assert [row["id"] for row in rows] == [ids.detection_id(image_id, 0), ids.detection_id(image_id, 1)]
+    first = catalogue.get_detection(db, ids.detection_id(image_id, 0))
+    assert [first[c] for c in ("box_left", "box_top", "box_right", "box_bottom")] == [5, 6, 70, 80]
+    assert first["embedding_status"] == "embedded"  # a replay does not reset progress
+    assert catalogue.get_detection(db, ids.detection_id(image_id, 2)) is None
+
+    catalogue.save_detections(db, image_id, [])
+    assert catalogue.counts(db)["detections"] == 0
+
+
+def test_save_detections_leaves_other_images_alone(db, image_with_detections):
+    _, product_id, image_id = image_with_detections
+    other = ids.image_id("https://cdn/other.jpg")
+    catalogue.save_image(db, other, "https://cdn/other.jpg", product_id)
+    catalogue.save_detections(db, other, [detection(other, 0)])
+    assert catalogue.counts(db)["detections"] == 4
+
+
+def test_mark_indexed_only_moves_embedded_rows(db, image_with_detections):
+    _, _, image_id = image_with_detections
+    d0, d1, d2 = (ids.detection_id(image_id, i) for i in range(3))
+    catalogue.update_detection(db, d0, embedding_status="embedded", category="top")
+    catalogue.update_detection(db, d1, embedding_status="failed", error="bad crop")
+    catalogue.mark_indexed(db, [d0, d1, d2, "unknown-id"])
+    statuses = {row["id"]: row["embedding_status"] for row in db.run_query("SELECT id, embedding_status FROM detections")}
+    assert statuses == {d0: "indexed", d1: "failed", d2: "pending"}
+    assert catalogue.counts(db)["indexed"] == 1
+    catalogue.mark_indexed(db, [])  # nothing to do is fine
+
+
+def test_mark_indexed_in_chunks(db, image_with_detections):
+    _, _, image_id = image_with_detections
+    found = [detection(image_id, i) for i in range(600)]
+    catalogue.save_detections(db, image_id, found)
+    db.run_query("UPDATE detections SET embedding_status = 'embedded'")
+    catalogue.mark_indexed(db, [d["id"] for d in found])
+    assert catalogue.counts(db)["indexed"] == 600
+
+
+def test_mark_product_dead_marks_its_images(db, image_with_detections):
+    shop_id, product_id, image_id = image_with_detections
+    other_product = catalogue.save_product(db, shop_id, product(url=f"{SHOP}/p/2"))
+    other_image = ids.image_id("https://cdn/2.jpg")
+    catalogue.save_image(db, other_image, "https://cdn/2.jpg", other_product)
+    catalogue.mark_product_dead(db, product_id)
+    assert catalogue.get_image(db, image_id)["is_dead"]
+    assert not catalogue.get_image(db, other_image)["is_dead"]
+    assert catalogue.live_images(db) == [{"id": other_image, "src_link": "https://cdn/2.jpg"}]
+    assert [p["id"] for p in catalogue.live_products(db)] == [other_product]
+
+
+def test_dead_indexed_detections_group_by_category(db, image_with_detections):
+    shop_id, product_id, image_id = image_with_detections
+    d0, d1, d2 = (ids.detection_id(image_id, i) for i in range(3))
+    for det, category in ((d0, "top"), (d1, "trousers"), (d2, "top")):
+        catalogue.update_detection(db, det, embedding_status="embedded", category=category)
+    catalogue.mark_indexed(db, [d0, d1])  # d2 stays embedded: not in a shard yet
+
+    live_product = catalogue.save_product(db, shop_id, product(url=f"{SHOP}/p/2"))
+    live_image = ids.image_id("https://cdn/2.jpg")
+    catalogue.save_image(db, live_image, "https://cdn/2.jpg", live_product)
+    catalogue.save_detections(db, live_image, [detection(live_image, 0)])
+    catalogue.update_detection(db, ids.detection_id(live_image, 0), embedding_status="indexed", category="top")
+
+    assert catalogue.dead_indexed_detections(db) == {}
+    catalogue.mark_product_dead(db, product_id)
+    assert catalogue.dead_indexed_detections(db) == {"top": {d0}, "trousers": {d1}}
+
+    catalogue.mark_unindexed(db, [d0, d1])
+    assert catalogue.dead_indexed_detections(db) == {}
+
+
+def test_items_for_detections_excludes_dead_products(db, image_with_detections):
+    shop_id, product_id, image_id = image_with_detections
+    d0, d1, _ = (ids.detection_id(image_id, i) for i in range(3))
+    items = catalogue.items_for_detections(db, [d0, d1, "unknown"])
+    assert set(items) == {d0, d1}
+    item = items[d0]
+    assert item["product_id"] == product_id
+    assert item["title"] == "Red dress"
+    assert Decimal(str(item["price"])) == Decimal("19.99")
+    assert (item["currency"], item["brand"], item["shop"]) == ("EUR", "Acme", "Example")
+    assert item["image_url"] == f"{SHOP}/p/1.jpg"
+    assert catalogue.items_for_detections(db, []) == {}
+
+    catalogue.mark_product_dead(db, product_id)
+    assert catalogue.items_for_detections(db, [d0, d1]) == {}
+
+
+def test_counts(db, image_with_detections):
+    _, _, image_id = image_with_detections
+    catalogue.update_image(db, image_id, status="failed", error="corrupt")
+    catalogue.update_detection(db, ids.detection_id(image_id, 0), embedding_status="indexed")
+    assert catalogue.counts(db) == {
+        "shops": 1, "products": 1, "images": 1, "images_failed": 1, "detections": 3, "indexed": 1,
+    }
+
+
+def test_mark_shop_scraped(db):
+    shop_id = catalogue.add_shop(db, SHOP)
+    assert one(db, "SELECT last_scraped_at FROM shops")["last_scraped_at"] is None
+    catalogue.mark_shop_scraped(db, shop_id)
+    assert one(db, "SELECT last_scraped_at FROM shops")["last_scraped_at"] is not None

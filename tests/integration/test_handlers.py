@@ -1,0 +1,112 @@
+"""Each function's handler on its sample event from events/, on the embedded runtime and on moto S3."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shazzam import app as app_module
+from shazzam import ids
+from shazzam.local.runtime import LambdaContext, LocalRuntime, load_handler
+from shazzam.storage import S3Store
+
+REPO = Path(__file__).resolve().parents[2]
+EVENTS = REPO / "events"
+SAMPLE_IMAGE = REPO / "samples" / "shop" / "images" / "dress-01.jpg"
+
+
+def sample_event(name: str) -> dict:
+    return json.loads((EVENTS / name).read_text())
+
+
+def event_key(event: dict) -> str:
+    return event["Records"][0]["s3"]["object"]["key"]
+
+
+@pytest.fixture(params=["local", "s3"])
+def backend(request, tmp_path, monkeypatch):
+    """(app, invoke): the adapters the handlers see, and a way to call a handler by name."""
+    if request.param == "local":
+        runtime = LocalRuntime(tmp_path / "data")
+        yield runtime.app, runtime.invoke
+        runtime.close()
+        return
+    request.getfixturevalue("aws")
+    import boto3
+
+    bucket = sample_event("s3-incoming.json")["Records"][0]["s3"]["bucket"]["name"]
+    boto3.client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    monkeypatch.setenv("SHAZZAM_BUCKET", bucket)
+    monkeypatch.setenv("SHAZZAM_DB_URL", f"sqlite:///{tmp_path / 'catalogue.db'}")
+    app_module.configure(None)  # the handlers build their adapters from the environment, as in Lambda
+    app = app_module.current()
+    assert isinstance(app.store, S3Store)
+    handlers = {}
+
+    def invoke(name, event):
+        handlers.setdefault(name, load_handler(name))
+        return handlers[name](event, LambdaContext(name))
+
+    yield app, invoke
+    app_module.configure(None)
+
+
+def test_each_handler_runs_on_its_sample_event(backend):
+    app, invoke = backend
+    incoming = sample_event("s3-incoming.json")
+    image_id = ids.key_stem(event_key(incoming))
+    app.store.put(event_key(incoming), SAMPLE_IMAGE.read_bytes(), content_type="image/jpeg")
+
+    detected = invoke("detect", incoming)
+    assert [r["status"] for r in detected["results"]] == ["done"]
+    assert event_key(sample_event("s3-detections.json")) in detected["results"][0]["outputs"]
+
+    standardised = invoke("standardise", sample_event("s3-detections.json"))
+    assert standardised["results"][0]["outputs"] == [event_key(sample_event("s3-standard.json"))]
+
+    embedded = invoke("embed", sample_event("s3-standard.json"))
+    (vector_key,) = embedded["results"][0]["outputs"]
+    assert vector_key.startswith("vectors/pending/") and ids.detection_id(image_id, 0) in vector_key
+
+    indexed = invoke("index", sample_event("scheduled-index.json"))
+    assert sum(entry["added"] for entry in indexed.values()) == 1
+
+    assert invoke("scrape", sample_event("scheduled-scrape.json"))["shops"] == 0  # no shop registered
+    assert invoke("revalidate", sample_event("scheduled-revalidate.json"))["products_checked"] == 0
+
+    health = invoke("search", sample_event("apigw-health.json"))
+    assert health["statusCode"] == 200 and json.loads(health["body"]) == {"status": "ok"}
+    categories = json.loads(invoke("search", sample_event("apigw-categories.json"))["body"])["categories"]
+    assert sum(c["items"] for c in categories) == 1
+    found = invoke("search", sample_event("apigw-search.json"))
+    assert found["statusCode"] == 200
+    garments = json.loads(found["body"])["garments"]
+    assert len(garments) == 1 and garments[0]["category"] in app.garment_model.categories
+    bad = invoke("search", sample_event("apigw-search-bad-image.json"))
+    assert bad["statusCode"] == 400 and "image rejected" in json.loads(bad["body"])["error"]
+
+
+def test_replayed_events_change_nothing(backend):
+    app, invoke = backend
+    incoming = sample_event("s3-incoming.json")
+    app.store.put(event_key(incoming), SAMPLE_IMAGE.read_bytes(), content_type="image/jpeg")
+    for _ in range(2):
+        invoke("detect", incoming)
+        invoke("standardise", sample_event("s3-detections.json"))
+        invoke("embed", sample_event("s3-standard.json"))
+        invoke("index", sample_event("scheduled-index.json"))
+    rows = app.db.run_query("SELECT id, embedding_status FROM detections")
+    assert rows == [{"id": ids.detection_id(ids.key_stem(event_key(incoming)), 0), "embedding_status": "indexed"}]
+    assert sum(app.shards.categories().values()) == 1
+
+
+def test_a_corrupt_upload_is_recorded_as_failed(backend):
+    app, invoke = backend
+    incoming = sample_event("s3-incoming.json")
+    app.store.put(event_key(incoming), SAMPLE_IMAGE.read_bytes()[:300])
+    result = invoke("detect", incoming)["results"][0]
+    assert result["status"] == "failed" and "truncated" in result["reason"]
+    (row,) = app.db.run_query("SELECT status, error FROM images")
+    assert row["status"] == "failed" and row["error"]

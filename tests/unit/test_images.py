@@ -1,0 +1,288 @@
+"""load_image on hostile input, colour modes, EXIF, cropping and the model's standard input."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shazzam.images import (
+    MODEL_INPUT_SIZE,
+    Box,
+    ImageError,
+    get_subsection_of_image,
+    load_image,
+    standardise_img,
+    to_model_input,
+)
+
+
+def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def gradient(width: int = 64, height: int = 48) -> Image.Image:
+    x = np.linspace(0, 255, width, dtype=np.uint8)[np.newaxis, :].repeat(height, 0)
+    y = np.linspace(0, 255, height, dtype=np.uint8)[:, np.newaxis].repeat(width, 1)
+    return Image.fromarray(np.stack([x, y, 255 - x], axis=-1), "RGB")
+
+
+@pytest.fixture(scope="module")
+def jpeg() -> bytes:
+    return encode(gradient(), "JPEG", quality=90)
+
+
+# -- accepted and rejected bytes -------------------------------------------------------------
+
+
+def test_loads_a_jpeg(jpeg):
+    image = load_image(jpeg)
+    assert image.mode == "RGB"
+    assert image.size == (64, 48)
+
+
+@pytest.mark.parametrize(
+    "make_data, reason",
+    [
+        (lambda jpeg: b"", "empty"),
+        (lambda jpeg: jpeg[: len(jpeg) // 2], "truncated"),
+        (lambda jpeg: np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(), "not a readable image"),
+        (lambda jpeg: b"Just some text.\nNot a picture at all.\n" * 20, "not a readable image"),
+    ],
+    ids=["empty", "truncated-jpeg", "random-bytes", "text-file"],
+)
+def test_rejects_bad_bytes(jpeg, make_data, reason):
+    with pytest.raises(ImageError, match=reason):
+        load_image(make_data(jpeg))
+
+
+def test_rejects_oversize_byte_count(jpeg):
+    with pytest.raises(ImageError, match="more than the 100 allowed"):
+        load_image(jpeg, max_bytes=100)
+    assert load_image(jpeg, max_bytes=len(jpeg)).size == (64, 48)
+
+
+def png_bomb(side: int) -> bytes:
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    compressor = zlib.compressobj(9)
+    row = b"\0" * (side + 1)  # filter byte + one byte per pixel
+    # Large bombs carry only their first rows: the header alone must get them rejected.
+    rows = side if side <= 1000 else 16
+    body = b"".join(compressor.compress(row) for _ in range(rows)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+def test_png_bomb_helper_builds_a_real_png():
+    image = Image.open(io.BytesIO(png_bomb(300)))
+    assert image.size == (300, 300) and image.mode == "L"
+    assert load_image(png_bomb(300)).getpixel((150, 150)) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "side, reason",
+    [(8_000, "8000x8000 = 64000000 pixels"), (20_000, "decompression bomb")],
+    ids=["past-our-limit", "past-pillows-limit"],
+)
+def test_rejects_a_decompression_bomb(side, reason):
+    # A valid PNG declaring side x side greyscale pixels, all zero: a few kB that would decode
+    # to hundreds of MB. Built by hand because having Pillow encode it takes seconds.
+    bomb = png_bomb(side)
+    assert len(bomb) < 500_000
+    with pytest.raises(ImageError, match=reason):
+        load_image(bomb)
+
+
+def test_max_pixels_is_applied_before_decoding(jpeg):
+    with pytest.raises(ImageError, match="pixels"):
+        load_image(jpeg, max_pixels=64 * 48 - 1)
+    assert load_image(jpeg, max_pixels=64 * 48).size == (64, 48)
+
+
+def test_rejects_a_format_outside_the_allow_list():
+    data = encode(Image.new("RGB", (8, 8), "red"), "PPM")
+    with pytest.raises(ImageError, match="unsupported image format PPM"):
+        load_image(data)
+
+
+# -- EXIF and colour modes -----------------------------------------------------------------
+
+
+def test_exif_orientation_6_is_applied():
+    # Left half red, right half blue; orientation 6 means "rotate 90 degrees clockwise to view".
+    image = Image.new("RGB", (80, 40), "red")
+    image.paste(Image.new("RGB", (40, 40), "blue"), (40, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    loaded = load_image(encode(image, "JPEG", exif=exif.tobytes(), quality=95))
+    assert loaded.size == (40, 80)
+    # After a clockwise turn the left (red) half is on top, the blue half at the bottom.
+    top, bottom = loaded.getpixel((20, 10)), loaded.getpixel((20, 70))
+    assert top[0] > 200 and top[2] < 60
+    assert bottom[2] > 200 and bottom[0] < 60
+
+
+def test_palette_image_becomes_rgb():
+    image = Image.new("P", (10, 10), 1)
+    image.putpalette([0, 0, 0, 10, 200, 30] + [0] * 762)
+    loaded = load_image(encode(image, "PNG"))
+    assert loaded.mode == "RGB"
+    assert loaded.getpixel((5, 5)) == (10, 200, 30)
+
+
+def test_palette_transparency_is_flattened_on_white():
+    image = Image.new("P", (10, 10), 0)
+    image.putpalette([0, 0, 0, 10, 200, 30] + [0] * 762)
+    image.paste(1, (0, 0, 5, 10))
+    loaded = load_image(encode(image, "PNG", transparency=0))
+    assert loaded.mode == "RGB"
+    assert loaded.getpixel((2, 5)) == (10, 200, 30)
+    assert loaded.getpixel((8, 5)) == (255, 255, 255)  # index 0 is transparent, not black
+
+
+def test_cmyk_jpeg_becomes_rgb():
+    loaded = load_image(encode(Image.new("CMYK", (16, 16), (0, 255, 255, 0)), "JPEG", quality=95))
+    assert loaded.mode == "RGB"
+    red, green, blue = loaded.getpixel((8, 8))
+    assert red > 200 and green < 60 and blue < 60
+
+
+def test_16_bit_greyscale_is_scaled_not_clipped():
+    values = np.array([[0, 16384, 32768, 65535]], dtype=np.uint16).repeat(4, axis=0)
+    image = Image.fromarray(values)
+    assert image.mode == "I;16"
+    loaded = load_image(encode(image, "PNG"))
+    assert loaded.mode == "RGB"
+    row = np.asarray(loaded)[0, :, 0].astype(int)
+    assert row[0] == 0 and row[-1] == 255
+    # Clipping would make everything from 16384 up 255; scaling keeps the steps apart.
+    assert 50 <= row[1] <= 80 and 115 <= row[2] <= 140
+    assert row[0] < row[1] < row[2] < row[3]
+
+
+def test_la_image_becomes_rgb_on_white():
+    image = Image.new("LA", (10, 10), (100, 255))
+    image.paste((100, 0), (5, 0, 10, 10))
+    loaded = load_image(encode(image, "PNG"))
+    assert loaded.mode == "RGB"
+    assert loaded.getpixel((2, 2)) == (100, 100, 100)
+    assert loaded.getpixel((7, 2)) == (255, 255, 255)
+
+
+def test_rgba_transparent_pixels_become_white():
+    image = Image.new("RGBA", (10, 10), (0, 0, 255, 255))
+    image.paste((0, 0, 0, 0), (0, 0, 5, 10))
+    loaded = load_image(encode(image, "PNG"))
+    assert loaded.mode == "RGB"
+    assert loaded.getpixel((2, 2)) == (255, 255, 255)  # transparent black is white, not black
+    assert loaded.getpixel((7, 2)) == (0, 0, 255)
+
+
+def test_animated_gif_gives_first_frame():
+    frames = [Image.new("RGB", (8, 8), colour) for colour in ("red", "blue")]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    loaded = load_image(data)
+    red, green, blue = loaded.getpixel((4, 4))
+    assert red > 200 and blue < 60
+
+
+# -- cropping ------------------------------------------------------------------------------
+
+
+def test_subsection_crops_the_box():
+    image = gradient(100, 80)
+    crop = get_subsection_of_image(image, Box(10, 20, 30, 60))
+    assert crop.size == (20, 40)
+    assert crop.getpixel((0, 0)) == image.getpixel((10, 20))
+
+
+def test_subsection_clamps_to_the_image():
+    image = gradient(100, 80)
+    crop = get_subsection_of_image(image, [-20, -5, 150, 40])
+    assert crop.size == (100, 40)
+    assert crop.getpixel((0, 0)) == image.getpixel((0, 0))
+
+
+def test_subsection_accepts_float_boxes():
+    assert get_subsection_of_image(gradient(100, 80), (9.6, 0.2, 20.4, 10.0)).size == (10, 10)
+
+
+@pytest.mark.parametrize(
+    "box",
+    [[10, 10, 10, 20], [10, 20, 30, 20], [30, 10, 10, 20], [200, 0, 300, 80], [-50, -50, -1, -1]],
+    ids=["zero-width", "zero-height", "inverted", "right-of-image", "above-left"],
+)
+def test_subsection_rejects_empty_boxes(box):
+    with pytest.raises(ImageError, match="empty"):
+        get_subsection_of_image(gradient(100, 80), box)
+
+
+# -- standardisation -----------------------------------------------------------------------
+
+
+def test_standardise_gives_224_rgb():
+    out = standardise_img(Image.new("L", (300, 500), 128))
+    assert out.mode == "RGB"
+    assert out.size == (MODEL_INPUT_SIZE, MODEL_INPUT_SIZE)
+
+
+def _quadrants(width: int, height: int) -> Image.Image:
+    """Red left half, blue right half; a green band in the top eighth, a yellow one in the bottom eighth."""
+    image = Image.new("RGB", (width, height), (255, 0, 0))
+    image.paste((0, 0, 255), (width // 2, 0, width, height))
+    image.paste((0, 255, 0), (0, 0, width, height // 8))
+    image.paste((255, 255, 0), (0, height - height // 8, width, height))
+    return image
+
+
+def test_standardise_crops_the_centre_of_a_tall_image():
+    # 400x800 -> 256x512 -> the centre 224x224: the top and bottom eighths are gone, the width stays.
+    out = np.asarray(standardise_img(_quadrants(400, 800))).astype(int)
+    middle = MODEL_INPUT_SIZE // 2
+    assert tuple(out[2, 2]) == (255, 0, 0) and tuple(out[-3, -3]) == (0, 0, 255)
+    assert not (out == (0, 255, 0)).all(axis=2).any() and not (out == (255, 255, 0)).all(axis=2).any()
+    red_columns = np.flatnonzero((out[middle] == (255, 0, 0)).all(axis=1))
+    assert abs(len(red_columns) - 112) <= 16  # the left half, less what the crop trims off the sides
+
+
+def test_standardise_crops_the_centre_of_a_wide_image():
+    out = np.asarray(standardise_img(_quadrants(800, 400)))
+    assert out.shape == (MODEL_INPUT_SIZE, MODEL_INPUT_SIZE, 3)
+    middle = MODEL_INPUT_SIZE // 2
+    # 800x400 -> 512x256 -> centre: the left quarter (red) and right quarter (blue) are cut away equally.
+    assert tuple(out[middle, 2]) == (255, 0, 0) and tuple(out[middle, -3]) == (0, 0, 255)
+    assert tuple(out[5, middle]) == (0, 255, 0)  # the top band survives: only the sides are cut
+
+
+def test_standardise_upscales_a_tiny_crop():
+    assert standardise_img(Image.new("RGB", (10, 30), (1, 2, 3))).size == (MODEL_INPUT_SIZE, MODEL_INPUT_SIZE)
+
+
+def test_model_input_shape_dtype_range_and_determinism(jpeg):
+    first = to_model_input(load_image(jpeg))
+    second = to_model_input(load_image(bytes(jpeg)))
+    assert first.dtype == np.float32
+    assert first.shape == (1, MODEL_INPUT_SIZE, MODEL_INPUT_SIZE, 3)
+    assert first.min() >= 0 and first.max() <= 255
+    assert first.max() > 1.5  # raw 0..255, not rescaled to 0..1
+    np.testing.assert_array_equal(first, second)
+
+
+def test_model_input_differs_for_different_images(jpeg):
+    other = encode(gradient().transpose(Image.Transpose.FLIP_LEFT_RIGHT), "JPEG", quality=90)
+    assert not np.array_equal(to_model_input(load_image(jpeg)), to_model_input(load_image(other)))
+
+
+def test_random_bytes_with_a_jpeg_header_are_rejected():
+    data = b"\xff\xd8\xff\xe0" + os.urandom(2048)
+    with pytest.raises(ImageError):
+        load_image(data)

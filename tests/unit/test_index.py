@@ -1,0 +1,306 @@
+"""The sharded index on a LocalFolderStore: encoding, publish/merge/drop, races, search, GC."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from shazzam import index
+from shazzam.distance import l2_normalise
+from shazzam.index import (
+    MANIFEST_KEY,
+    Shard,
+    ShardReader,
+    collect_old_versions,
+    decode_shard,
+    decode_vector,
+    encode_shard,
+    encode_vector,
+    load_shard,
+    pending_vectors,
+    publish,
+    read_manifest,
+)
+from shazzam.storage import LocalFolderStore, PreconditionFailed
+
+DIM = 8
+
+
+@pytest.fixture
+def store(tmp_path):
+    return LocalFolderStore(tmp_path / "objects")
+
+
+def vectors(names, seed=0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {name: rng.normal(size=DIM).astype(np.float32) for name in names}
+
+
+def shard_keys(store, category):
+    return sorted(info.key for info in store.list(f"index/{category}/"))
+
+
+def live_shard(store, category) -> Shard:
+    manifest, _ = read_manifest(store)
+    return load_shard(store, manifest, category)
+
+
+# -- encoding ------------------------------------------------------------------------------
+
+
+def test_vector_round_trip():
+    vector = np.random.default_rng(1).normal(size=128)
+    decoded = decode_vector(encode_vector(vector))
+    assert decoded.dtype == np.float32
+    np.testing.assert_array_equal(decoded, vector.astype(np.float32))
+
+
+def test_vector_decode_refuses_pickles():
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError):
+        decode_vector(buffer.getvalue())
+
+
+def test_shard_round_trip():
+    shard = Shard("top", ["b-001", "a-002", "ünïcode-003"], l2_normalise(np.random.default_rng(2).normal(size=(3, DIM))))
+    decoded = decode_shard(encode_shard(shard, model="garment_v9"))
+    assert decoded.category == "top"
+    assert decoded.ids == shard.ids
+    assert all(isinstance(i, str) for i in decoded.ids)
+    np.testing.assert_array_equal(decoded.vectors, shard.vectors)
+    assert decoded.vectors.dtype == np.float32
+
+
+def test_empty_shard_round_trip():
+    decoded = decode_shard(encode_shard(Shard("top", [], np.zeros((0, 0), np.float32)), model="m"))
+    assert decoded.ids == [] and len(decoded.vectors) == 0
+
+
+# -- publish -------------------------------------------------------------------------------
+
+
+def test_first_publish_creates_manifest_and_shard(store):
+    add = vectors(["d1", "d2", "d3"])
+    entry = publish(store, "top", add=add, model="garment_v1")
+    manifest, etag = read_manifest(store)
+    assert etag is not None
+    assert manifest["shards"] == {"top": entry}
+    assert entry["count"] == 3 and entry["model"] == "garment_v1"
+    assert entry["key"] == f"index/top/{entry['version']}.h5"
+    assert shard_keys(store, "top") == [entry["key"]]
+    shard = live_shard(store, "top")
+    assert shard.ids == ["d1", "d2", "d3"]
+    np.testing.assert_allclose(np.linalg.norm(shard.vectors, axis=1), 1.0, rtol=1e-6)  # stored normalised
+    np.testing.assert_allclose(shard.vectors[1], l2_normalise(add["d2"]), rtol=1e-6)
+
+
+def test_second_publish_merges_and_overrides(store):
+    publish(store, "top", add=vectors(["d1", "d2"], seed=1))
+    replacement = vectors(["d2", "d3"], seed=2)
+    entry = publish(store, "top", add=replacement)
+    shard = live_shard(store, "top")
+    assert shard.ids == ["d1", "d2", "d3"] and entry["count"] == 3
+    np.testing.assert_allclose(shard.vectors[1], l2_normalise(replacement["d2"]), rtol=1e-6)
+    # The first version is within its grace period, so it stays for readers that still hold it.
+    assert len(shard_keys(store, "top")) == 2
+
+
+def test_drop_removes_ids(store):
+    publish(store, "top", add=vectors(["d1", "d2", "d3"]))
+    entry = publish(store, "top", drop={"d2", "never-there"})
+    assert live_shard(store, "top").ids == ["d1", "d3"] and entry["count"] == 2
+    entry = publish(store, "top", drop={"d1", "d3"})
+    assert entry["count"] == 0 and live_shard(store, "top").ids == []
+    assert ShardReader(store, manifest_ttl_s=0).search("top", np.ones(DIM), 5) == []
+
+
+def test_categories_are_independent(store):
+    publish(store, "top", add=vectors(["t1"]))
+    publish(store, "shoes", add=vectors(["s1", "s2"]))
+    publish(store, "top", drop={"t1"})
+    manifest, _ = read_manifest(store)
+    assert {c: e["count"] for c, e in manifest["shards"].items()} == {"top": 0, "shoes": 2}
+    assert ShardReader(store, manifest_ttl_s=0).categories() == {"shoes": 2, "top": 0}
+
+
+def test_search_returns_the_exact_nearest(store):
+    rng = np.random.default_rng(3)
+    names = [f"d{i:03d}" for i in range(300)]
+    raw = rng.normal(size=(300, DIM)).astype(np.float32)
+    publish(store, "top", add=dict(zip(names[:150], raw[:150])))
+    publish(store, "top", add=dict(zip(names[150:], raw[150:])))
+    reader = ShardReader(store, manifest_ttl_s=0)
+    normalised = l2_normalise(raw)
+    for _ in range(5):
+        query = rng.normal(size=DIM).astype(np.float32)
+        results = reader.search("top", query * 7.5, 10)  # the query's scale does not matter
+        expected = np.abs(normalised - l2_normalise(query)).sum(axis=1)
+        order = np.lexsort((np.arange(300), expected))[:10]
+        assert [name for name, _ in results] == [names[i] for i in order]
+        np.testing.assert_allclose([d for _, d in results], expected[order], rtol=1e-5, atol=1e-5)
+    assert reader.search("unknown", np.ones(DIM), 3) == []
+
+
+def test_reader_follows_a_new_manifest(store):
+    reader = ShardReader(store, manifest_ttl_s=0)
+    publish(store, "top", add={"a": np.eye(DIM)[0]})
+    assert [name for name, _ in reader.search("top", np.eye(DIM)[1], 5)] == ["a"]
+    publish(store, "top", add={"b": np.eye(DIM)[1]})
+    assert [name for name, _ in reader.search("top", np.eye(DIM)[1], 5)] == ["b", "a"]
+
+
+def test_reader_caches_the_manifest_within_its_ttl(store):
+    publish(store, "top", add={"a": np.eye(DIM)[0]})
+    reader = ShardReader(store, manifest_ttl_s=3600)
+    assert reader.categories() == {"top": 1}
+    publish(store, "top", add={"b": np.eye(DIM)[1]})
+    assert reader.categories() == {"top": 1}  # still the cached manifest
+    assert ShardReader(store, manifest_ttl_s=0).categories() == {"top": 2}
+
+
+# -- old versions --------------------------------------------------------------------------
+
+
+def test_old_versions_are_collected_after_the_grace(store):
+    for i in range(3):
+        entry = publish(store, "top", add=vectors([f"d{i}"], seed=i))
+    publish(store, "shoes", add=vectors(["s"]))
+    assert len(shard_keys(store, "top")) == 3
+    collect_old_versions(store, "top", keep=entry["key"], grace_s=3600)
+    assert len(shard_keys(store, "top")) == 3  # still within the grace
+    collect_old_versions(store, "top", keep=entry["key"], grace_s=0)
+    assert shard_keys(store, "top") == [entry["key"]]
+    assert len(shard_keys(store, "shoes")) == 1  # other categories untouched
+    assert live_shard(store, "top").ids == ["d0", "d1", "d2"]
+
+
+def test_publish_collects_versions_past_the_grace(store, monkeypatch):
+    first = publish(store, "top", add=vectors(["d1"]))
+    # As if the grace had passed by the time of the next publish.
+    monkeypatch.setattr(
+        index, "collect_old_versions",
+        lambda store, category, keep, grace_s=0: collect_old_versions(store, category, keep, grace_s),
+    )
+    second = publish(store, "top", add=vectors(["d2"]))
+    assert shard_keys(store, "top") == [second["key"]]
+    assert first["key"] != second["key"]
+
+
+# -- races ---------------------------------------------------------------------------------
+
+
+class RacingStore(LocalFolderStore):
+    """Before the first manifest swap, lets another publisher win the race."""
+
+    def __init__(self, root, rival):
+        super().__init__(root)
+        self.rival = rival
+        self.raced = False
+        self.deleted: list[str] = []
+
+    def put(self, key, data, **kwargs):
+        if key == MANIFEST_KEY and not self.raced:
+            self.raced = True
+            self.rival(LocalFolderStore(self.root))
+        return super().put(key, data, **kwargs)
+
+    def delete(self, key):
+        self.deleted.append(key)
+        super().delete(key)
+
+
+@pytest.mark.parametrize("first_publish", [False, True], ids=["no-manifest-yet", "existing-manifest"])
+def test_a_lost_manifest_race_is_retried_without_losing_vectors(tmp_path, first_publish):
+    root = tmp_path / "objects"
+    if first_publish:
+        publish(LocalFolderStore(root), "shoes", add=vectors(["s0"]))
+    rival_entries = []
+    store = RacingStore(root, rival=lambda other: rival_entries.append(publish(other, "shoes", add=vectors(["s1"]))))
+    entry = publish(store, "top", add=vectors(["t1", "t2"]))
+
+    assert store.raced and rival_entries
+    manifest, _ = read_manifest(store)
+    assert manifest["shards"]["top"] == entry
+    assert manifest["shards"]["shoes"] == rival_entries[0]  # the rival's swap was not overwritten
+    assert live_shard(store, "top").ids == ["t1", "t2"]
+    assert live_shard(store, "shoes").ids == (["s0", "s1"] if first_publish else ["s1"])
+    # The losing attempt's shard version was never referenced, and is gone.
+    (orphan,) = [key for key in store.deleted if key.startswith("index/top/")]
+    assert orphan != entry["key"]
+    assert shard_keys(store, "top") == [entry["key"]]
+
+
+def test_publish_gives_up_when_the_manifest_keeps_changing(store, monkeypatch):
+    original = store.put
+
+    def always_lose(key, data, **kwargs):
+        if key == MANIFEST_KEY:
+            raise PreconditionFailed(key)
+        return original(key, data, **kwargs)
+
+    monkeypatch.setattr(store, "put", always_lose)
+    with pytest.raises(RuntimeError, match="could not publish top"):
+        publish(store, "top", add=vectors(["t1"]))
+    assert shard_keys(store, "top") == []  # every attempt cleaned up its shard
+
+
+def test_concurrent_publishers_keep_every_id(store):
+    errors = []
+    start = threading.Barrier(4)
+
+    def publisher(worker):
+        try:
+            start.wait()
+            for batch in range(2):
+                names = [f"w{worker}-b{batch}-{i}" for i in range(3)]
+                publish(store, "top", add=vectors(names, seed=worker * 10 + batch))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=publisher, args=(worker,)) for worker in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors
+    shard = live_shard(store, "top")
+    assert len(shard.ids) == 4 * 2 * 3
+    assert set(shard.ids) == {f"w{w}-b{b}-{i}" for w in range(4) for b in range(2) for i in range(3)}
+    assert read_manifest(store)[0]["shards"]["top"]["count"] == 24
+
+
+# -- pending vectors -----------------------------------------------------------------------
+
+
+def test_pending_vectors_group_by_category(store):
+    keys = {
+        "top": ["vectors/pending/top/a-000.npy", "vectors/pending/top/b-001.npy"],
+        "shoes": ["vectors/pending/shoes/c-000.npy"],
+    }
+    for category_keys in keys.values():
+        for key in category_keys:
+            store.put(key, encode_vector(np.ones(DIM)))
+    store.put("vectors/pending/top/notes.txt", b"ignored")
+    store.put("vectors/pending/loose.npy", b"ignored")
+    store.put("vectors/pending/top/deeper/x.npy", b"ignored")
+    store.put("vectors/done/top/d.npy", b"ignored")
+    grouped = pending_vectors(store)
+    assert {category: sorted(found) for category, found in grouped.items()} == keys
+    assert pending_vectors(LocalFolderStore(store.root.parent / "empty")) == {}
+
+
+def test_manifest_is_json_with_every_category(store):
+    publish(store, "top", add=vectors(["t"]))
+    publish(store, "shoes", add=vectors(["s"]))
+    manifest = json.loads(store.get(MANIFEST_KEY))
+    assert set(manifest["shards"]) == {"top", "shoes"}
+    assert "updated_at" in manifest
+    versions = [entry["version"] for entry in manifest["shards"].values()]
+    assert all(int(v.split("-")[0]) <= time.time_ns() for v in versions)

@@ -1,0 +1,395 @@
+"""shazzam.scrape: category normalisation, JSON-LD extraction, the polite fetcher, discovery."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from shazzam.scrape import (
+    CATEGORIES,
+    USER_AGENT,
+    Fetcher,
+    FetchError,
+    ScrapedProduct,
+    discover_product_urls,
+    extract_products,
+    normalise_category,
+    scrape_shop,
+)
+
+# --------------------------------------------------------------------------------------------
+# normalise_category
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        *[(name, name) for name in CATEGORIES],
+        ("T-Shirts", "t-shirt"),
+        ("tee", "t-shirt"),
+        ("Graphic Tees", "t-shirt"),
+        ("T-Shirts & Tops", "t-shirt"),
+        ("Jeans", "pants"),
+        ("Trousers", "pants"),
+        ("coat", "outwear"),
+        ("Coats & Jackets", "outwear"),
+        ("Sneakers & Shoes", "shoes"),
+        ("boots", "shoes"),
+        ("cap", "hat"),
+        ("Beanies", "hat"),
+        ("Sweater", "longsleeve"),
+        ("Long Sleeve Tops", "longsleeve"),
+        ("long-sleeve t-shirt", "longsleeve"),
+        ("Sweatshirts", "longsleeve"),
+        ("Blouse", "shirt"),
+        ("Shirts", "shirt"),
+        ("Dress shirts", "shirt"),
+        ("Summer Dresses", "dress"),
+        ("Denim Shorts", "shorts"),
+        ("Midi Skirts", "skirt"),
+        ("Women > Clothing > Dresses", "dress"),
+        ("Accessories", None),
+        ("Capri", None),  # whole words only: not "cap"
+        ("", None),
+        (None, None),
+    ],
+)
+def test_normalise_category(text: str | None, expected: str | None) -> None:
+    assert normalise_category(text) == expected
+
+
+# --------------------------------------------------------------------------------------------
+# extract_products
+# --------------------------------------------------------------------------------------------
+
+PAGE = "https://shop.example/en/products/page.html"
+
+
+def _html(*blocks: object, raw: str = "") -> str:
+    scripts = "\n".join(
+        f'<script type="application/ld+json">{json.dumps(b)}</script>' for b in blocks
+    )
+    return f"<html><head>{scripts}{raw}</head><body><h1>x</h1></body></html>"
+
+
+def test_extract_simple_product_with_offer() -> None:
+    html = _html(
+        {
+            "@context": "https://schema.org",
+            "@type": "Product",
+            "name": "Linen summer dress",
+            "sku": "D-1",
+            "brand": {"@type": "Brand", "name": "Vireo"},
+            "category": "Dresses",
+            "image": "https://cdn.example/d1.jpg",
+            "offers": {"@type": "Offer", "price": "49.99", "priceCurrency": "eur"},
+        }
+    )
+    assert extract_products(html, PAGE) == [
+        ScrapedProduct(
+            url=PAGE,
+            title="Linen summer dress",
+            price=Decimal("49.99"),
+            currency="EUR",
+            category="dress",
+            brand="Vireo",
+            sku="D-1",
+            image_urls=("https://cdn.example/d1.jpg",),
+        )
+    ]
+
+
+def test_extract_graph_type_list_aggregate_offer_image_object_relative_urls() -> None:
+    html = _html(
+        {
+            "@context": "https://schema.org",
+            "@graph": [
+                {"@type": "WebPage", "name": "not a product"},
+                {
+                    "@type": ["Product", "IndividualProduct"],
+                    "name": "Wool coat",
+                    "brand": "Northbay",
+                    "category": ["Women", "Coats & Jackets"],
+                    "image": [
+                        {"@type": "ImageObject", "url": "/img/coat-1.jpg"},
+                        {"@type": "ImageObject", "contentUrl": "img/coat-2.jpg"},
+                        "../coat-3.jpg",
+                    ],
+                    "url": "/en/products/coat.html",
+                    "offers": {
+                        "@type": "AggregateOffer",
+                        "lowPrice": 120,
+                        "highPrice": 150,
+                        "priceCurrency": "GBP",
+                    },
+                },
+            ],
+        }
+    )
+    [product] = extract_products(html, PAGE)
+    assert product.title == "Wool coat"
+    assert product.brand == "Northbay"
+    assert product.category == "outwear"
+    assert product.price == Decimal("120")
+    assert product.currency == "GBP"
+    assert product.url == "https://shop.example/en/products/coat.html"
+    assert product.image_urls == (
+        "https://shop.example/img/coat-1.jpg",
+        "https://shop.example/en/products/img/coat-2.jpg",
+        "https://shop.example/en/coat-3.jpg",
+    )
+
+
+def test_extract_top_level_list_nested_product_and_offer_list() -> None:
+    html = _html(
+        [
+            {"@type": "BreadcrumbList", "itemListElement": []},
+            {
+                "@type": "ItemPage",
+                "mainEntity": {
+                    "@type": "http://schema.org/Product",
+                    "name": "Canvas sneakers",
+                    "image": {"@type": "ImageObject", "url": "https://cdn.example/s.jpg"},
+                    "category": {
+                        "@type": "BreadcrumbList",
+                        "itemListElement": [
+                            {"@type": "ListItem", "position": 1, "name": "Men"},
+                            {"@type": "ListItem", "position": 2, "name": "Sneakers"},
+                        ],
+                    },
+                    "offers": [
+                        {"@type": "Offer", "price": 59.5, "priceCurrency": "USD",
+                         "url": "https://shop.example/p/sneakers"},
+                        {"@type": "Offer", "price": "65.00", "priceCurrency": "USD"},
+                    ],
+                },
+            },
+        ]
+    )
+    [product] = extract_products(html, PAGE)
+    assert product.title == "Canvas sneakers"
+    assert product.category == "shoes"
+    assert product.price == Decimal("59.5")
+    assert product.url == "https://shop.example/p/sneakers"
+    assert product.brand is None and product.sku is None
+
+
+def test_extract_skips_invalid_json_products_without_image_or_name() -> None:
+    good = {"@type": "Product", "name": "Tee", "image": "/t.jpg",
+            "offers": {"@type": "Offer", "price": "not a price", "priceCurrency": "EUR"}}
+    html = _html(
+        {"@type": "Product", "name": "No image", "offers": {"price": "1"}},
+        {"@type": "Product", "image": "/nameless.jpg"},
+        good,
+        raw='<script type="application/ld+json">{"@type": "Product", "name": broken</script>'
+        '<script type="text/javascript">{"@type": "Product"}</script>',
+    )
+    [product] = extract_products(html, PAGE)
+    assert product.title == "Tee"
+    assert product.price is None
+    assert product.currency == "EUR"
+    assert product.image_urls == ("https://shop.example/t.jpg",)
+    assert product.category is None
+
+
+def test_extract_price_formats() -> None:
+    def price(value: object) -> Decimal | None:
+        html = _html({"@type": "Product", "name": "x", "image": "/x.jpg",
+                      "offers": {"price": value}})
+        return extract_products(html, PAGE)[0].price
+
+    assert price("19.99") == Decimal("19.99")
+    assert price(20) == Decimal("20")
+    assert price("12,50") == Decimal("12.50")
+    assert price("1,299.00") == Decimal("1299.00")
+    assert price("") is None
+    assert price(True) is None
+    assert price("-3") is None
+
+
+def test_extract_no_json_ld() -> None:
+    assert extract_products("<html><body>nothing</body></html>", PAGE) == []
+
+
+# --------------------------------------------------------------------------------------------
+# A tiny local HTTP server
+# --------------------------------------------------------------------------------------------
+
+
+class _Site:
+    """Routes: path -> (status, content type, body); records the user agents seen."""
+
+    def __init__(self, routes: dict[str, tuple[int, str, bytes]]) -> None:
+        self.routes = routes
+        self.user_agents: list[str] = []
+        self.requests: list[str] = []
+
+
+@pytest.fixture
+def site() -> Iterator[tuple[_Site, str]]:
+    state = _Site({})
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            state.user_agents.append(self.headers.get("User-Agent", ""))
+            state.requests.append(self.path)
+            status, content_type, body = state.routes.get(
+                self.path, (404, "text/plain", b"not found")
+            )
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
+    thread.start()
+    try:
+        yield state, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_fetcher_honours_robots_disallow_and_caches_it(site: tuple[_Site, str]) -> None:
+    state, base = site
+    state.routes = {
+        "/robots.txt": (200, "text/plain",
+                        b"User-agent: *\nDisallow: /private\n\nSitemap: " + base.encode()
+                        + b"/sm.xml\n"),
+        "/page": (200, "text/html; charset=utf-8", "héllo".encode()),
+    }
+    fetcher = Fetcher()
+    assert fetcher.allowed(base + "/page")
+    assert not fetcher.allowed(base + "/private/x")
+    with pytest.raises(FetchError, match="disallowed by robots.txt"):
+        fetcher.get(base + "/private/x")
+    result = fetcher.get(base + "/page")
+    assert (result.status, result.body) == (200, "héllo".encode())
+    assert result.text() == "héllo"
+    assert result.content_type.startswith("text/html")
+    assert fetcher.sitemaps(base + "/") == [base + "/sm.xml"]
+    assert state.requests.count("/robots.txt") == 1
+    assert set(state.user_agents) == {USER_AGENT}
+
+
+def test_fetcher_missing_robots_allows_all_and_returns_http_errors(
+    site: tuple[_Site, str],
+) -> None:
+    state, base = site
+    state.routes = {"/a": (200, "text/html", b"<html></html>")}
+    fetcher = Fetcher()
+    assert fetcher.allowed(base + "/anything")
+    assert fetcher.sitemaps(base) == []
+    assert fetcher.get(base + "/a").status == 200
+    missing = fetcher.get(base + "/missing")
+    assert missing.status == 404
+    assert missing.body == b"not found"
+
+
+def test_fetcher_body_cap(site: tuple[_Site, str]) -> None:
+    state, base = site
+    state.routes = {"/big": (200, "application/octet-stream", b"x" * 5000),
+                    "/small": (200, "application/octet-stream", b"x" * 1000)}
+    fetcher = Fetcher(max_bytes=1000)
+    assert len(fetcher.get(base + "/small").body) == 1000
+    with pytest.raises(FetchError):
+        fetcher.get(base + "/big")
+
+
+@pytest.mark.parametrize(
+    "url", ["file:///etc/passwd", "ftp://example.com/x", "javascript:alert(1)", "/relative"]
+)
+def test_fetcher_refuses_other_schemes(url: str) -> None:
+    fetcher = Fetcher()
+    with pytest.raises(FetchError):
+        fetcher.get(url)
+    with pytest.raises(FetchError):
+        fetcher.allowed(url)
+
+
+def test_fetcher_network_error_raises_fetch_error() -> None:
+    # Port 9 on 127.0.0.1 (discard) is normally closed: the connection is refused.
+    with pytest.raises(FetchError):
+        Fetcher(timeout=2).get("http://127.0.0.1:9/")
+
+
+# --------------------------------------------------------------------------------------------
+# Discovery and the whole shop
+# --------------------------------------------------------------------------------------------
+
+_NS = 'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"'
+
+
+def _urlset(*locs: str) -> bytes:
+    body = "".join(f"<url><loc>{loc}</loc></url>" for loc in locs)
+    return f'<?xml version="1.0"?><urlset {_NS}>{body}</urlset>'.encode()
+
+
+def _index(*locs: str) -> bytes:
+    body = "".join(f"<sitemap><loc>{loc}</loc></sitemap>" for loc in locs)
+    return f'<?xml version="1.0"?><sitemapindex {_NS}>{body}</sitemapindex>'.encode()
+
+
+def test_discover_follows_indexes_dedupes_and_stays_on_host(site: tuple[_Site, str]) -> None:
+    state, base = site
+    xml = "application/xml"
+    state.routes = {
+        # no robots.txt: falls back to /sitemap.xml
+        "/sitemap.xml": (200, xml, _index(base + "/sm-a.xml", base + "/sm-b.xml",
+                                          base + "/sitemap.xml")),
+        "/sm-a.xml": (200, xml, _urlset(base + "/p/1", base + "/p/2",
+                                        "https://elsewhere.example/p/9")),
+        "/sm-b.xml": (200, xml, _index(base + "/sm-c.xml", base + "/sm-a.xml")),
+        "/sm-c.xml": (200, xml, _urlset(base + "/p/2", base + "/p/3")),
+    }
+    fetcher = Fetcher()
+    assert discover_product_urls(base + "/", fetcher) == [
+        base + "/p/1", base + "/p/2", base + "/p/3",
+    ]
+    assert state.requests.count("/sm-a.xml") == 1
+    assert discover_product_urls(base + "/", fetcher, limit=2) == [base + "/p/1", base + "/p/2"]
+
+
+def test_discover_depth_is_bounded(site: tuple[_Site, str]) -> None:
+    state, base = site
+    xml = "application/xml"
+    state.routes = {
+        "/robots.txt": (200, "text/plain", f"Sitemap: {base}/s1.xml\n".encode()),
+        "/s1.xml": (200, xml, _index(base + "/s2.xml")),
+        "/s2.xml": (200, xml, _index(base + "/s3.xml")),
+        "/s3.xml": (200, xml, _index(base + "/s4.xml")),
+        "/s4.xml": (200, xml, _urlset(base + "/too-deep")),
+    }
+    assert discover_product_urls(base, Fetcher()) == []
+    assert "/s4.xml" not in state.requests
+
+
+def test_scrape_shop_skips_non_html_and_errors(site: tuple[_Site, str]) -> None:
+    state, base = site
+    product = {"@type": "Product", "name": "Tee", "image": "/t.jpg", "url": base + "/p/tee"}
+    page = _html(product).encode()
+    state.routes = {
+        "/sitemap.xml": (200, "application/xml",
+                         _urlset(base + "/p/1", base + "/p/2", base + "/p/gone",
+                                 base + "/p/feed")),
+        "/p/1": (200, "text/html; charset=utf-8", page),
+        "/p/2": (200, "text/html", page),  # same product url: deduplicated
+        "/p/feed": (200, "application/json", page),
+    }
+    products = list(scrape_shop(base, Fetcher()))
+    assert [p.url for p in products] == [base + "/p/tee"]
+    assert products[0].image_urls == (base + "/t.jpg",)

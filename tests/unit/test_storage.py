@@ -1,0 +1,238 @@
+"""The object-store contract, and what only LocalFolderStore does (events, threads, files).
+
+`StoreContract` is the behaviour both backends share; a subclass supplies a `store` fixture.
+tests/integration/test_s3_store.py runs the same contract against S3Store on moto.
+"""
+
+from __future__ import annotations
+
+import threading
+from urllib.parse import unquote_plus
+
+import pytest
+
+from shazzam.storage import LocalFolderStore, ObjectNotFound, PreconditionFailed, etag_of
+
+
+class StoreContract:
+    """Behaviour every ObjectStore must have. Subclasses provide the `store` fixture."""
+
+    def test_put_get_head(self, store):
+        etag = store.put("a/b/c.bin", b"hello")
+        assert store.get("a/b/c.bin") == b"hello"
+        info = store.head("a/b/c.bin")
+        assert info is not None
+        assert (info.key, info.size, info.etag) == ("a/b/c.bin", 5, etag)
+        assert etag == etag_of(b"hello")
+        assert store.get_with_etag("a/b/c.bin") == (b"hello", etag)
+
+    def test_put_replaces(self, store):
+        first = store.put("k", b"one")
+        second = store.put("k", b"two!")
+        assert first != second
+        assert store.get("k") == b"two!"
+        assert store.head("k").size == 4
+
+    def test_empty_object(self, store):
+        store.put("empty", b"")
+        assert store.get("empty") == b""
+        assert store.head("empty").size == 0
+
+    def test_missing_object(self, store):
+        with pytest.raises(ObjectNotFound):
+            store.get("nope/missing")
+        with pytest.raises(ObjectNotFound):
+            store.get_with_etag("nope/missing")
+        assert store.head("nope/missing") is None
+
+    def test_list_by_prefix(self, store):
+        for key in ("index/a/1.h5", "index/a/2.h5", "index/b/1.h5", "incoming/x", "indexes"):
+            store.put(key, key.encode())
+        assert sorted(info.key for info in store.list("index/")) == ["index/a/1.h5", "index/a/2.h5", "index/b/1.h5"]
+        assert sorted(info.key for info in store.list("index/a/")) == ["index/a/1.h5", "index/a/2.h5"]
+        assert sorted(info.key for info in store.list("index")) == ["index/a/1.h5", "index/a/2.h5", "index/b/1.h5", "indexes"]
+        assert len(list(store.list())) == 5
+        assert list(store.list("absent/")) == []
+        sizes = {info.key: info.size for info in store.list("in")}
+        assert sizes["incoming/x"] == len(b"incoming/x")
+
+    def test_delete(self, store):
+        store.put("d/1", b"x")
+        store.put("d/2", b"y")
+        store.delete("d/1")
+        assert store.head("d/1") is None
+        with pytest.raises(ObjectNotFound):
+            store.get("d/1")
+        assert [info.key for info in store.list("d/")] == ["d/2"]
+        store.delete("d/never-existed")  # deleting nothing is not an error
+
+    @pytest.mark.parametrize("key", ["../x", "/abs", "a//b", "", "a/./b", "a/../b", "trailing/"])
+    def test_invalid_keys_raise(self, store, key):
+        with pytest.raises(ValueError):
+            store.put(key, b"x")
+        with pytest.raises(ValueError):
+            store.get(key)
+        with pytest.raises(ValueError):
+            store.head(key)
+        with pytest.raises(ValueError):
+            store.delete(key)
+
+    def test_if_none_match_creates_once(self, store):
+        store.put("manifest.json", b"first", if_none_match=True)
+        with pytest.raises(PreconditionFailed):
+            store.put("manifest.json", b"second", if_none_match=True)
+        assert store.get("manifest.json") == b"first"
+
+    def test_if_match_current_etag_succeeds(self, store):
+        etag = store.put("m", b"v1")
+        new_etag = store.put("m", b"v2", if_match=etag)
+        assert store.get_with_etag("m") == (b"v2", new_etag)
+
+    def test_if_match_stale_etag_fails(self, store):
+        stale = store.put("m", b"v1")
+        store.put("m", b"v2")
+        with pytest.raises(PreconditionFailed):
+            store.put("m", b"v3", if_match=stale)
+        assert store.get("m") == b"v2"
+
+    def test_if_match_missing_object_fails(self, store):
+        with pytest.raises(PreconditionFailed):
+            store.put("never-written", b"x", if_match=etag_of(b"x"))
+        assert store.head("never-written") is None
+
+    def test_key_with_space_and_unicode(self, store):
+        key = "incoming/summer dress é+1.jpg"
+        store.put(key, b"data")
+        assert store.get(key) == b"data"
+        assert [info.key for info in store.list("incoming/")] == [key]
+
+
+class TestLocalFolderStore(StoreContract):
+    @pytest.fixture
+    def store(self, tmp_path):
+        return LocalFolderStore(tmp_path / "objects")
+
+
+# -- LocalFolderStore only -----------------------------------------------------------------
+
+
+def test_local_store_keeps_files_under_root(tmp_path):
+    store = LocalFolderStore(tmp_path / "objects")
+    store.put("a/b.txt", b"hi")
+    assert (tmp_path / "objects" / "a" / "b.txt").read_bytes() == b"hi"
+    assert not (tmp_path / "x").exists()
+    # A directory is not an object.
+    with pytest.raises(ObjectNotFound):
+        store.get("a")
+
+
+def test_on_put_gets_an_s3_object_created_event(tmp_path):
+    from aws_lambda_powertools.utilities.data_classes import S3Event
+
+    events = []
+    store = LocalFolderStore(tmp_path / "objects", bucket="my-bucket", on_put=events.append)
+    key = "incoming/red summer dress+v2.jpg"
+    etag = store.put(key, b"12345")
+    assert len(events) == 1
+    record = events[0]["Records"][0]
+    assert record["eventSource"] == "aws:s3"
+    assert record["eventName"].startswith("ObjectCreated:")
+    raw_key = record["s3"]["object"]["key"]
+    assert " " not in raw_key and raw_key != key  # URL-encoded as S3 sends it
+    assert unquote_plus(raw_key) == key
+    event = S3Event(events[0])
+    assert event.bucket_name == "my-bucket"
+    assert event.object_key == key
+    # powertools hands the record's key over raw, as S3 sent it: consumers must decode it.
+    assert unquote_plus(event.record.s3.get_object.key) == key
+    assert event.record.s3.get_object.size == 5
+    assert event.record.s3.get_object.etag == etag.strip('"')
+
+
+def test_the_s3_handler_gives_its_stage_the_decoded_key(tmp_path):
+    """A key with a space and a '+' reaches the stage as written, not URL-encoded."""
+    from types import SimpleNamespace
+
+    from shazzam import app as app_module
+    from shazzam.handlers import s3_stage_handler
+    from shazzam.pipeline import StageResult
+
+    events, seen = [], []
+    store = LocalFolderStore(tmp_path / "objects", on_put=events.append)
+    key = "incoming/red summer dress+v2.jpg"
+    store.put(key, b"x")
+
+    def stage(app, stage_key):
+        seen.append(stage_key)
+        return StageResult(stage_key, "done")
+
+    context = SimpleNamespace(
+        function_name="detect", memory_limit_in_mb=128, aws_request_id="req-1",
+        invoked_function_arn="arn:aws:lambda:eu-west-1:000000000000:function:detect",
+    )
+    app_module.configure(app_module.App(db=None, store=store))
+    try:
+        result = s3_stage_handler(stage, "test")(events[0], context)
+    finally:
+        app_module.configure(None)
+    assert seen == [key]
+    assert result["results"][0]["key"] == key
+
+
+def test_on_put_not_called_for_a_failed_conditional_write(tmp_path):
+    events = []
+    store = LocalFolderStore(tmp_path / "objects", on_put=events.append)
+    store.put("k", b"1", if_none_match=True)
+    with pytest.raises(PreconditionFailed):
+        store.put("k", b"2", if_none_match=True)
+    assert len(events) == 1
+
+
+def test_list_hides_temporary_files(tmp_path):
+    store = LocalFolderStore(tmp_path / "objects")
+    store.put("a/real", b"x")
+    (tmp_path / "objects" / "a" / ".tmp-leftover").write_bytes(b"partial")
+    assert [info.key for info in store.list()] == ["a/real"]
+
+
+def test_concurrent_conditional_increments_lose_nothing(tmp_path):
+    store = LocalFolderStore(tmp_path / "objects")
+    store.put("counter", b"0")
+    threads_n, increments = 8, 25
+    conflicts = []
+    errors = []
+    start = threading.Barrier(threads_n)
+
+    def worker():
+        try:
+            start.wait()
+            for _ in range(increments):
+                while True:
+                    data, etag = store.get_with_etag("counter")
+                    try:
+                        store.put("counter", str(int(data) + 1).encode(), if_match=etag)
+                        break
+                    except PreconditionFailed:
+                        conflicts.append(1)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(threads_n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors
+    assert int(store.get("counter")) == threads_n * increments
+
+
+def test_two_stores_on_one_folder_share_the_lock(tmp_path):
+    first = LocalFolderStore(tmp_path / "objects")
+    second = LocalFolderStore(tmp_path / "objects")
+    first.put("m", b"v1", if_none_match=True)
+    with pytest.raises(PreconditionFailed):
+        second.put("m", b"v2", if_none_match=True)
+    etag = second.head("m").etag
+    first.put("m", b"v3")
+    with pytest.raises(PreconditionFailed):
+        second.put("m", b"v4", if_match=etag)

@@ -1,0 +1,60 @@
+"""The committed garment model through shazzam.vision: outputs, determinism, integrity checks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shazzam.images import load_image
+from shazzam.vision import MANIFEST, GarmentModel, ModelError, default_model_dir, load_garment_model
+
+REPO = Path(__file__).resolve().parents[2]
+SHOP = REPO / "samples" / "shop"
+
+
+def sample(sku: str) -> Image.Image:
+    return load_image((SHOP / "images" / f"{sku}.jpg").read_bytes())
+
+
+def test_prediction_is_a_unit_embedding_and_a_known_category():
+    model = load_garment_model()
+    prediction = model.predict(sample("shoes-01"))
+    assert prediction.embedding.shape == (1280,) and prediction.embedding.dtype == np.float32
+    assert np.linalg.norm(prediction.embedding) == pytest.approx(1.0, abs=1e-5)
+    assert prediction.category in model.categories and len(model.categories) == 10
+    assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+    assert prediction.confidence == max(prediction.probabilities.values())
+
+
+def test_the_classifier_knows_obvious_items():
+    model = load_garment_model()
+    right = sum(model.predict(sample(f"{cls}-{n:02d}")).category == cls for cls in ("shoes", "hat", "pants", "dress") for n in (1, 2, 3))
+    assert right >= 10  # of 12: measured test accuracy is about 0.9
+
+
+def test_predictions_are_deterministic_across_threads():
+    model = load_garment_model()
+    images = [sample(f"t-shirt-{n:02d}") for n in range(1, 7)]
+    serial = [model.predict(image).embedding for image in images]
+    with ThreadPoolExecutor(4) as pool:
+        parallel = list(pool.map(lambda image: model.predict(image).embedding, images))
+    for one, other in zip(serial, parallel):
+        np.testing.assert_array_equal(one, other)
+
+
+def test_a_model_file_that_does_not_match_its_manifest_is_refused(tmp_path):
+    for name in ("garment_v0.json", "garment_v0.tflite"):
+        shutil.copy(default_model_dir() / name, tmp_path / name)
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    manifest["sha256"] = "0" * 64
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="sha256"):
+        GarmentModel.from_manifest(tmp_path / MANIFEST)
+    with pytest.raises(ModelError, match="no model manifest"):
+        GarmentModel.from_manifest(tmp_path / "missing.json")
