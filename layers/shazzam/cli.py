@@ -46,20 +46,21 @@ def _progress_bar(description: str, quiet: bool):
 
 def ingest_now(runtime, shop_urls: list[str], limit: int | None, quiet: bool) -> dict:
     """Scrape, deliver every event the scrape causes, then index: what the schedules do, at once."""
-    from tqdm import tqdm
-
-    scraped = {}
-    targets = shop_urls or [None]
-    with tqdm(desc="scrape", unit="product", file=sys.stderr, disable=quiet) as bar:
-        for url in targets:
-            detail = {"shop_url": url} if url else {}
-            if limit is not None:
-                detail["limit"] = limit
-            # The scrape function runs here; its uploads queue detect events meanwhile.
-            report = runtime.fire_schedule("scrape", detail)
-            for name, value in report.items():
-                scraped[name] = scraped.get(name, 0) + value
-            bar.update(report.get("products", 0))
+    scraped: dict[str, int] = {}
+    for url in shop_urls or [None]:
+        detail = {"shop_url": url} if url else {}
+        if limit is not None:
+            detail["limit"] = limit
+        # The scrape function runs here; each image it uploads queues a detect event.
+        for name, value in runtime.fire_schedule("scrape", detail).items():
+            scraped[name] = scraped.get(name, 0) + value
+    if not quiet:
+        print(
+            f"scraped {scraped.get('products', 0)} products from {scraped.get('shops', 0)} shop(s): "
+            f"{scraped.get('images_uploaded', 0)} images uploaded, {scraped.get('images_unchanged', 0)} unchanged, "
+            f"{scraped.get('images_failed', 0)} failed",
+            file=sys.stderr,
+        )
     update, close = _progress_bar("detect/standardise/embed", quiet)
     drained = runtime.drain(update)
     close()

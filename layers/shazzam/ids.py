@@ -46,6 +46,11 @@ def pending_vector_key(category: str, detection_id: str) -> str:
     return f"vectors/pending/{category}/{detection_id}.npy"
 
 
+def removed_vector_key(category: str, detection_id: str) -> str:
+    """An empty marker: drop this detection from the category's shard at the next index run."""
+    return f"vectors/removed/{category}/{detection_id}"
+
+
 def key_stem(key: str) -> str:
     """`prefix/.../name.ext` -> `name`."""
     name = key.rsplit("/", 1)[-1]

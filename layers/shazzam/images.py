@@ -68,8 +68,10 @@ def load_image(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX
             image.load()
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"not a readable image: {exc}") from exc
+    except UnidentifiedImageError:
+        raise ImageError("not an image in a format we read (JPEG, PNG, WebP, GIF, BMP, TIFF)") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"too many pixels: {exc}") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"corrupt or truncated image: {exc}") from exc
     if getattr(image, "n_frames", 1) > 1:
@@ -127,9 +129,19 @@ def standardise_img(image: Image.Image, size: int = MODEL_INPUT_SIZE) -> Image.I
     return resized.crop((left, top, left + size, top + size))
 
 
-def to_model_input(image: Image.Image) -> np.ndarray:
+def model_input(standardised: Image.Image) -> np.ndarray:
     """A standardised image as the float32 NHWC batch of one, raw 0..255, that the models take."""
-    return np.asarray(standardise_img(image), dtype=np.float32)[np.newaxis]
+    if standardised.size != (MODEL_INPUT_SIZE, MODEL_INPUT_SIZE) or standardised.mode != "RGB":
+        raise ValueError(
+            f"model input must be a {MODEL_INPUT_SIZE}x{MODEL_INPUT_SIZE} RGB image from standardise_img, "
+            f"got {standardised.size[0]}x{standardised.size[1]} {standardised.mode}"
+        )
+    return np.asarray(standardised, dtype=np.float32)[np.newaxis]
+
+
+def to_model_input(image: Image.Image) -> np.ndarray:
+    """Any decoded image to the model's input: standardise_img exactly once, then model_input."""
+    return model_input(standardise_img(image))
 
 
 def encode_png(image: Image.Image) -> bytes:

@@ -2,6 +2,7 @@
 
 Layout in the object store:
   vectors/pending/<category>/<detection_id>.npy   written by embed, one vector each
+  vectors/removed/<category>/<detection_id>       empty marker: embed moved the item to another category
   index/<category>/<version>.h5                   immutable shard versions
   index/manifest.json                             which version of each category is live
 
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST_KEY = "index/manifest.json"
 PENDING_PREFIX = "vectors/pending/"
+REMOVED_PREFIX = "vectors/removed/"
 PUBLISH_ATTEMPTS = 8
 # Superseded shard versions stay this long for readers that still hold the old manifest.
 OLD_VERSION_GRACE_S = 15 * 60
@@ -139,12 +141,12 @@ def collect_old_versions(store: ObjectStore, category: str, keep: str, grace_s: 
             store.delete(info.key)
 
 
-def pending_vectors(store: ObjectStore) -> dict[str, list[str]]:
-    """Pending vector keys grouped by category."""
+def vector_keys(store: ObjectStore, prefix: str = PENDING_PREFIX, suffix: str = ".npy") -> dict[str, list[str]]:
+    """`<prefix><category>/<name><suffix>` keys (pending vectors, or removal markers) by category."""
     grouped: dict[str, list[str]] = {}
-    for info in store.list(PENDING_PREFIX):
-        parts = info.key[len(PENDING_PREFIX) :].split("/")
-        if len(parts) == 2 and parts[1].endswith(".npy"):
+    for info in store.list(prefix):
+        parts = info.key[len(prefix) :].split("/")
+        if len(parts) == 2 and parts[1] and parts[1].endswith(suffix):
             grouped.setdefault(parts[0], []).append(info.key)
     return grouped
 

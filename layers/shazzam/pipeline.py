@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from shazzam import catalogue, ids
 from shazzam.app import App
 from shazzam.images import ImageError, encode_png, get_subsection_of_image, load_image, standardise_img
-from shazzam.index import decode_vector, encode_vector, pending_vectors, publish
+from shazzam.index import PENDING_PREFIX, REMOVED_PREFIX, decode_vector, encode_vector, publish, vector_keys
 from shazzam.storage import ObjectNotFound
 
 log = logging.getLogger(__name__)
@@ -140,6 +140,9 @@ def standardise(app: App, key: str) -> StageResult:
         output = ids.standard_key(detection["id"])
         app.store.put(output, encode_png(crop), content_type="image/png")
         outputs.append(output)
+    # Transient images are not kept: the catalogue holds the link, boxes and vectors.
+    app.store.delete(ids.incoming_key(document["image_id"]))
+    app.store.delete(key)
     return StageResult(key, "done", outputs=outputs)
 
 
@@ -156,14 +159,18 @@ def embed(app: App, key: str) -> StageResult:
     except ImageError as exc:
         catalogue.update_detection(app.db, detection_id, embedding_status="failed", error=str(exc))
         return StageResult(key, "failed", str(exc))
-    prediction = app.garment_model.predict(image)
+    prediction = app.garment_model.predict(image, standardised=True)  # standardise made it
     category = detection["label"] if detection["label"] in app.garment_model.categories else prediction.category
     output = ids.pending_vector_key(category, detection_id)
     app.store.put(output, encode_vector(prediction.embedding))
-    status = "indexed" if detection["embedding_status"] == "indexed" and detection["category"] == category else "embedded"
+    previous = detection["category"]
+    if detection["embedding_status"] == "indexed" and previous and previous != category:
+        # The item changed category: the next index run takes it out of its old shard.
+        app.store.put(ids.removed_vector_key(previous, detection_id), b"")
     catalogue.update_detection(
-        app.db, detection_id, category=category, category_confidence=prediction.confidence, embedding_status=status, error=None
+        app.db, detection_id, category=category, category_confidence=prediction.confidence, embedding_status="embedded", error=None
     )
+    app.store.delete(key)
     return StageResult(key, "done", outputs=[output])
 
 
@@ -171,20 +178,22 @@ def embed(app: App, key: str) -> StageResult:
 
 
 def index(app: App) -> dict:
-    """Merge every pending vector into its category shard; delete what was merged."""
+    """Merge every pending vector into its category shard, drop removed ones; delete what was merged."""
     report = {}
-    for category, keys in sorted(pending_vectors(app.store).items()):
+    pending, removed = vector_keys(app.store, PENDING_PREFIX), vector_keys(app.store, REMOVED_PREFIX, suffix="")
+    for category in sorted(set(pending) | set(removed)):
         vectors = {}
-        for key in keys:
+        for key in pending.get(category, []):
             try:
                 vectors[ids.key_stem(key)] = decode_vector(app.store.get(key))
             except ObjectNotFound:
                 continue  # merged by an overlapping index run
-        entry = publish(app.store, category, add=vectors)
-        for key in keys:
+        dropped = {ids.key_stem(key) for key in removed.get(category, [])}
+        entry = publish(app.store, category, add=vectors, drop=dropped - set(vectors))
+        for key in pending.get(category, []) + removed.get(category, []):
             app.store.delete(key)
         catalogue.mark_indexed(app.db, vectors)
-        report[category] = {"added": len(vectors), "total": entry["count"]}
+        report[category] = {"added": len(vectors), "removed": len(dropped - set(vectors)), "total": entry["count"]}
     return report
 
 

@@ -128,7 +128,18 @@ class LocalFolderStore:
         return etag
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        path = self._path(key)
+        with self._thread_lock, open(self._lock_path, "a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            path.unlink(missing_ok=True)
+            # Folders are an artefact of this backend (S3 has none): drop the ones left empty.
+            for parent in path.parents:
+                if parent == self.root or not parent.is_relative_to(self.root):
+                    break
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         for path in sorted(self.root.rglob("*")):

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from shazzam.distance import l2_normalise
-from shazzam.images import to_model_input
+from shazzam.images import model_input, standardise_img
 
 MANIFEST = "garment_v0.json"
 LAMBDA_MODEL_DIR = Path("/opt/models")
@@ -147,15 +147,20 @@ class GarmentModel:
     def categories(self) -> tuple[str, ...]:
         return self._categories
 
-    def infer(self, image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
-        """The raw (un-normalised) embedding and the class probabilities of one image."""
-        outputs = self.model.run(to_model_input(image))
+    def infer(self, image: Image.Image, *, standardised: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The raw (un-normalised) embedding and the class probabilities of one image.
+
+        `standardised=True` says the image already went through standardise_img (the ingest
+        pipeline stores it so); it must not be standardised twice, since the centre crop of a
+        centre crop is a different, zoomed-in input.
+        """
+        outputs = self.model.run(model_input(image if standardised else standardise_img(image)))
         embedding = np.asarray(outputs[self._embedding_index], dtype=np.float32).reshape(-1)
         probabilities = np.asarray(outputs[self._probabilities_index], dtype=np.float32).reshape(-1)
         return embedding, probabilities
 
-    def predict(self, image: Image.Image) -> GarmentPrediction:
-        embedding, probabilities = self.infer(image)
+    def predict(self, image: Image.Image, *, standardised: bool = False) -> GarmentPrediction:
+        embedding, probabilities = self.infer(image, standardised=standardised)
         best = int(np.argmax(probabilities))
         return GarmentPrediction(
             embedding=l2_normalise(embedding),

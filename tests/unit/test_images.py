@@ -53,8 +53,8 @@ def test_loads_a_jpeg(jpeg):
     [
         (lambda jpeg: b"", "empty"),
         (lambda jpeg: jpeg[: len(jpeg) // 2], "truncated"),
-        (lambda jpeg: np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(), "not a readable image"),
-        (lambda jpeg: b"Just some text.\nNot a picture at all.\n" * 20, "not a readable image"),
+        (lambda jpeg: np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(), "not an image in a format we read"),
+        (lambda jpeg: b"Just some text.\nNot a picture at all.\n" * 20, "not an image in a format we read"),
     ],
     ids=["empty", "truncated-jpeg", "random-bytes", "text-file"],
 )

@@ -21,7 +21,7 @@ from shazzam.index import (
     encode_shard,
     encode_vector,
     load_shard,
-    pending_vectors,
+    vector_keys,
     publish,
     read_manifest,
 )
@@ -291,9 +291,9 @@ def test_pending_vectors_group_by_category(store):
     store.put("vectors/pending/loose.npy", b"ignored")
     store.put("vectors/pending/top/deeper/x.npy", b"ignored")
     store.put("vectors/done/top/d.npy", b"ignored")
-    grouped = pending_vectors(store)
+    grouped = vector_keys(store)
     assert {category: sorted(found) for category, found in grouped.items()} == keys
-    assert pending_vectors(LocalFolderStore(store.root.parent / "empty")) == {}
+    assert vector_keys(LocalFolderStore(store.root.parent / "empty")) == {}
 
 
 def test_manifest_is_json_with_every_category(store):
