@@ -4,9 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/data
 
-.PHONY: dev demo serve test unit integration e2e model evaluate events clean
+.PHONY: dev demo serve test unit integration e2e model evaluate bench-search clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml setup.py layers/shazzam/_l1kernel.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
@@ -45,6 +45,10 @@ model: $(VENV)-train/.installed  ## rebuild layers/models/garment_v0.tflite (tor
 
 evaluate: dev  ## retrieval precision@10 and classifier accuracy of the committed model
 	$(BIN)/python training/evaluate.py --data $(DATA)/clothing-dataset-small
+
+bench-search: dev  ## exact L1 search: ours vs the original's method vs FAISS (10k, 100k, 1M items)
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/shazzam bench search $(BENCH_ARGS)
 
 clean:
 	rm -rf .shazzam .pytest_cache

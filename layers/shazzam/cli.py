@@ -6,6 +6,7 @@
   shazzam search    search the local catalogue with a photo
   shazzam shops     add or list the shops the scheduled scrape visits
   shazzam invoke    run one function's handler on an event file (see events/)
+  shazzam bench     benchmarks (bench search: the index's L1 search)
 Every result has a --json form; progress goes to stderr.
 """
 
@@ -210,6 +211,15 @@ def cmd_invoke(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from shazzam import bench_search
+
+    sizes = [int(size) for size in args.sizes.split(",")]
+    report = bench_search.run(sizes, args.queries, dim=args.dim, log=(lambda message: None) if args.quiet else None)
+    print(json.dumps(report) if args.json else bench_search.format_report(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shazzam", description="Visual fashion search, on one machine.")
     parser.add_argument("--data-dir", default=os.environ.get("SHAZZAM_DATA_DIR", DEFAULT_DATA_DIR), help="local data folder (default %(default)s)")
@@ -256,6 +266,15 @@ def build_parser() -> argparse.ArgumentParser:
     listing = shops_commands.add_parser("list")
     listing.add_argument("--json", action="store_true")
     shops.set_defaults(run=cmd_shops)
+
+    bench = commands.add_parser("bench", help="benchmarks")
+    bench_commands = bench.add_subparsers(dest="bench_command", required=True)
+    bench_search = bench_commands.add_parser("search", help="exact L1 search: ours, the original's, FAISS")
+    bench_search.add_argument("--sizes", default="10000,100000,1000000", help="items per shard (default %(default)s)")
+    bench_search.add_argument("--queries", type=int, default=40, help="queries per size (a quarter at 1M)")
+    bench_search.add_argument("--dim", type=int, default=1280, help="embedding dimension (default %(default)s, garment_v0's)")
+    bench_search.add_argument("--json", action="store_true")
+    bench_search.set_defaults(run=cmd_bench)
 
     invoke = commands.add_parser("invoke", help="run one function's handler on an event file")
     invoke.add_argument("function", help="scrape, detect, standardise, embed, index, revalidate or search")

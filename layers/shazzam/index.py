@@ -13,6 +13,7 @@ of one, and concurrent publishers never drop each other's vectors.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -25,7 +26,8 @@ from datetime import datetime, timezone
 import h5py
 import numpy as np
 
-from shazzam.distance import l1_topk, l2_normalise
+from shazzam.distance import QUANT_STEP, l1_topk_u8, l2_normalise, quantise
+from shazzam.ids import key_stem
 from shazzam.storage import ObjectNotFound, ObjectStore, PreconditionFailed
 
 log = logging.getLogger(__name__)
@@ -36,18 +38,40 @@ REMOVED_PREFIX = "vectors/removed/"
 PUBLISH_ATTEMPTS = 8
 # Superseded shard versions stay this long for readers that still hold the old manifest.
 OLD_VERSION_GRACE_S = 15 * 60
+SHARD_FORMAT = 2  # 1 held float32 vectors; 2 holds uint8 codes (shazzam.distance.quantise)
+
+
+class CorruptShard(ValueError):
+    """A shard whose bytes do not match its checksum, or that is not a shard of this format."""
 
 
 @dataclass
 class Shard:
     category: str
     ids: list[str]
-    vectors: np.ndarray  # (n, d) float32, L2-normalised
+    codes: np.ndarray  # (n, d) uint8: quantise(l2_normalise(embedding))
+    model: str = ""
     key: str = ""  # the object it was read from
 
+    @property
+    def dim(self) -> int:
+        return int(self.codes.shape[1]) if self.codes.ndim == 2 else 0
+
+    def search_many(self, queries: np.ndarray, k: int, parts: int = 1) -> list[list[tuple[str, float]]]:
+        """The k nearest items to each query embedding: [(id, L1 distance)], nearest first."""
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        if not self.ids:
+            return [[] for _ in queries]
+        if queries.shape[1] != self.dim:
+            raise ValueError(f"query has {queries.shape[1]} dimensions, the {self.category} shard {self.dim}")
+        rows, distances = l1_topk_u8(quantise(l2_normalise(queries)), self.codes, k, parts=parts)
+        return [
+            [(self.ids[row], float(distance) * QUANT_STEP) for row, distance in zip(query_rows, query_distances)]
+            for query_rows, query_distances in zip(rows, distances)
+        ]
+
     def search(self, query: np.ndarray, k: int) -> list[tuple[str, float]]:
-        rows, distances = l1_topk(query, self.vectors, k)
-        return [(self.ids[row], float(distance)) for row, distance in zip(rows, distances)]
+        return self.search_many(query, k)[0]
 
 
 def encode_vector(vector: np.ndarray) -> bytes:
@@ -60,22 +84,54 @@ def decode_vector(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
-def encode_shard(shard: Shard, model: str) -> bytes:
+def _checksum(id_bytes: np.ndarray, codes: np.ndarray) -> str:
+    digest = hashlib.sha256(np.ascontiguousarray(codes).data)
+    digest.update(np.ascontiguousarray(id_bytes).data)
+    return digest.hexdigest()
+
+
+def encode_shard(shard: Shard) -> bytes:
+    codes = shard.codes.reshape(len(shard.ids), shard.dim)
+    # Fixed-width UTF-8 bytes: read back as one array, far faster than variable-length strings.
+    id_bytes = np.array([item.encode() for item in shard.ids], dtype=np.bytes_) if shard.ids else np.zeros(0, "S1")
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as h5:
-        h5.attrs["category"] = shard.category
-        h5.attrs["model"] = model
-        h5.attrs["created_at"] = datetime.now(timezone.utc).isoformat()
-        h5.create_dataset("ids", data=np.array(shard.ids, dtype=h5py.string_dtype()))
-        dim = shard.vectors.shape[1] if shard.vectors.ndim == 2 else 0
-        h5.create_dataset("vectors", data=shard.vectors.reshape(len(shard.ids), dim).astype(np.float32))
+        h5.attrs.update(
+            {
+                "format": SHARD_FORMAT,
+                "category": shard.category,
+                "model": shard.model,
+                "dim": shard.dim,
+                "count": len(shard.ids),
+                "metric": "l1",
+                "quantisation": "uint8",
+                "step": QUANT_STEP,
+                "checksum": _checksum(id_bytes, codes),
+                "created_at": datetime.now(timezone.utc).isoformat(),
+            }
+        )
+        h5.create_dataset("ids", data=id_bytes)
+        h5.create_dataset("codes", data=codes, dtype=np.uint8)
     return buffer.getvalue()
 
 
 def decode_shard(data: bytes) -> Shard:
-    with h5py.File(io.BytesIO(data), "r") as h5:
-        ids = [value.decode() if isinstance(value, bytes) else value for value in h5["ids"][()]]
-        return Shard(category=str(h5.attrs["category"]), ids=ids, vectors=h5["vectors"][()])
+    """Read a shard, refusing one whose contents do not match its checksum."""
+    try:
+        with h5py.File(io.BytesIO(data), "r") as h5:
+            attrs = dict(h5.attrs)
+            if attrs.get("format") != SHARD_FORMAT:
+                raise CorruptShard(f"shard format {attrs.get('format')!r}, expected {SHARD_FORMAT}")
+            id_bytes = h5["ids"][()]
+            codes = h5["codes"][()]
+    except CorruptShard:
+        raise
+    except (OSError, KeyError, ValueError) as exc:
+        raise CorruptShard(f"unreadable shard: {exc}") from exc
+    if len(id_bytes) != attrs["count"] or _checksum(id_bytes, codes) != attrs["checksum"]:
+        raise CorruptShard("shard contents do not match its checksum")
+    ids = np.char.decode(id_bytes, "utf-8").tolist() if len(id_bytes) else []
+    return Shard(category=str(attrs["category"]), ids=ids, codes=codes, model=str(attrs["model"]))
 
 
 def read_manifest(store: ObjectStore) -> tuple[dict, str | None]:
@@ -105,15 +161,16 @@ def publish(
         current = load_shard(store, manifest, category)
         merged: dict[str, np.ndarray] = {}
         if current is not None:
-            merged = dict(zip(current.ids, current.vectors))
-        merged.update({key: l2_normalise(vector) for key, vector in add.items()})
+            merged = dict(zip(current.ids, current.codes))
+        if add:
+            merged.update(zip(add, quantise(l2_normalise(np.stack(list(add.values()))))))
         for key in drop:
             merged.pop(key, None)
         ids = sorted(merged)
-        vectors = np.stack([merged[key] for key in ids]) if ids else np.zeros((0, 0), np.float32)
+        codes = np.stack([merged[key] for key in ids]) if ids else np.zeros((0, 0), np.uint8)
         version = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         key = f"index/{category}/{version}.h5"
-        store.put(key, encode_shard(Shard(category, ids, vectors), model), if_none_match=True)
+        store.put(key, encode_shard(Shard(category, ids, codes, model=model)), if_none_match=True)
         entry = {"key": key, "version": version, "count": len(ids), "model": model}
         manifest["shards"][category] = entry
         manifest["updated_at"] = datetime.now(timezone.utc).isoformat()
@@ -151,6 +208,30 @@ def vector_keys(store: ObjectStore, prefix: str = PENDING_PREFIX, suffix: str = 
     return grouped
 
 
+def compact(store: ObjectStore, model: str = "garment_v0") -> dict[str, dict]:
+    """One index run: merge pending vectors and removal markers into new shard versions.
+
+    Only the keys it read are deleted, after the manifest that holds them is swapped in, so a
+    vector written meanwhile waits for the next run and an overlapping run merges the same ids
+    again (a dict by id: no duplicates). Returns, per category, the ids added and removed.
+    """
+    report = {}
+    pending, removed = vector_keys(store, PENDING_PREFIX), vector_keys(store, REMOVED_PREFIX, suffix="")
+    for category in sorted(set(pending) | set(removed)):
+        vectors = {}
+        for key in pending.get(category, []):
+            try:
+                vectors[key_stem(key)] = decode_vector(store.get(key))
+            except ObjectNotFound:
+                continue  # merged and deleted by an overlapping run
+        dropped = {key_stem(key) for key in removed.get(category, [])} - set(vectors)
+        entry = publish(store, category, add=vectors, drop=dropped, model=model)
+        for key in pending.get(category, []) + removed.get(category, []):
+            store.delete(key)
+        report[category] = {"added": sorted(vectors), "removed": sorted(dropped), "total": entry["count"]}
+    return report
+
+
 class ShardReader:
     """Serves searches from shards cached in memory while the manifest says they are current."""
 
@@ -173,19 +254,32 @@ class ShardReader:
         return {category: entry["count"] for category, entry in sorted(self.manifest()["shards"].items())}
 
     def shard(self, category: str) -> Shard | None:
+        """The live shard of a category; a corrupt new version is refused and the one in service kept."""
         entry = self.manifest()["shards"].get(category)
         if entry is None:
             return None
         with self._lock:
             cached = self._shards.get(category)
             if cached is None or cached.key != entry["key"]:
-                cached = decode_shard(self.store.get(entry["key"]))
-                cached.key = entry["key"]
-                self._shards[category] = cached
+                try:
+                    loaded = decode_shard(self.store.get(entry["key"]))
+                except (CorruptShard, ObjectNotFound) as exc:
+                    if cached is None:
+                        raise
+                    log.error("keeping %s in service: %s is unusable (%s)", cached.key, entry["key"], exc)
+                    return cached
+                loaded.key = entry["key"]
+                self._shards[category] = cached = loaded
             return cached
 
-    def search(self, category: str, query: np.ndarray, k: int) -> list[tuple[str, float]]:
+    def search(self, category: str, query: np.ndarray, k: int, model: str | None = None) -> list[tuple[str, float]]:
+        """Nearest items of a category to one embedding; empty for an empty or unknown category."""
+        return self.search_many(category, np.asarray(query)[np.newaxis], k, model=model)[0]
+
+    def search_many(self, category: str, queries: np.ndarray, k: int, model: str | None = None) -> list[list[tuple[str, float]]]:
         shard = self.shard(category)
         if shard is None or not shard.ids:
-            return []
-        return shard.search(l2_normalise(query), k)
+            return [[] for _ in queries]
+        if model is not None and shard.model and model != shard.model:
+            raise ValueError(f"query embeddings come from model {model}, the {category} shard from {shard.model}")
+        return shard.search_many(queries, k)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from shazzam import catalogue, ids
 from shazzam.app import App
 from shazzam.images import ImageError, encode_png, get_subsection_of_image, load_image, standardise_img
-from shazzam.index import PENDING_PREFIX, REMOVED_PREFIX, decode_vector, encode_vector, publish, vector_keys
+from shazzam.index import compact, encode_vector, publish
 from shazzam.storage import ObjectNotFound
 
 log = logging.getLogger(__name__)
@@ -178,22 +178,11 @@ def embed(app: App, key: str) -> StageResult:
 
 
 def index(app: App) -> dict:
-    """Merge every pending vector into its category shard, drop removed ones; delete what was merged."""
+    """Merge pending vectors into their category shards (shazzam.index.compact); record them as indexed."""
     report = {}
-    pending, removed = vector_keys(app.store, PENDING_PREFIX), vector_keys(app.store, REMOVED_PREFIX, suffix="")
-    for category in sorted(set(pending) | set(removed)):
-        vectors = {}
-        for key in pending.get(category, []):
-            try:
-                vectors[ids.key_stem(key)] = decode_vector(app.store.get(key))
-            except ObjectNotFound:
-                continue  # merged by an overlapping index run
-        dropped = {ids.key_stem(key) for key in removed.get(category, [])}
-        entry = publish(app.store, category, add=vectors, drop=dropped - set(vectors))
-        for key in pending.get(category, []) + removed.get(category, []):
-            app.store.delete(key)
-        catalogue.mark_indexed(app.db, vectors)
-        report[category] = {"added": len(vectors), "removed": len(dropped - set(vectors)), "total": entry["count"]}
+    for category, merged in compact(app.store, model=app.garment_model.name).items():
+        catalogue.mark_indexed(app.db, merged["added"])
+        report[category] = {"added": len(merged["added"]), "removed": len(merged["removed"]), "total": merged["total"]}
     return report
 
 

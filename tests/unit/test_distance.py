@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from shazzam import distance
-from shazzam.distance import l1_distances, l1_topk, l2_normalise
+from shazzam.distance import QUANT_STEP, kernel_name, l1_distances, l1_distances_u8, l1_topk, l1_topk_u8, l2_normalise, quantise
 
 
 def brute_force(query: np.ndarray, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -111,3 +111,49 @@ def test_l2_normalise_single_vector():
     out = l2_normalise(np.array([0.0, 5.0, 0.0]))
     np.testing.assert_allclose(out, [0.0, 1.0, 0.0])
     np.testing.assert_array_equal(l2_normalise(np.zeros(3)), np.zeros(3, np.float32))
+
+
+# -- uint8 codes -----------------------------------------------------------------------------
+
+def test_quantise_rounds_to_steps_and_clips():
+    values = np.array([[0.0, QUANT_STEP * 0.49, QUANT_STEP * 0.51, 0.1, 0.25, 0.9, -0.3]], np.float32)
+    assert quantise(values).tolist() == [[0, 0, 1, 102, 255, 255, 0]]
+
+
+@pytest.mark.parametrize("dim", [1, 15, 16, 31, 33, 64, 100, 1280])
+def test_code_distances_match_integer_arithmetic(dim, monkeypatch):
+    rng = np.random.default_rng(dim)
+    codes = rng.integers(0, 256, (70, dim), dtype=np.uint8)
+    queries = rng.integers(0, 256, (3, dim), dtype=np.uint8)
+    expected = np.abs(queries[:, None, :].astype(np.int64) - codes[None].astype(np.int64)).sum(axis=2)
+    np.testing.assert_array_equal(l1_distances_u8(queries, codes), expected)
+    monkeypatch.setenv("SHAZZAM_L1_KERNEL", "numpy")
+    assert kernel_name() == "numpy"
+    np.testing.assert_array_equal(l1_distances_u8(queries, codes), expected)
+
+
+def test_the_compiled_kernel_is_in_use_where_built():
+    # CI builds it (a C compiler is on every machine of this project); numpy is only the fallback.
+    assert kernel_name() in ("avx2", "sse2", "scalar")
+
+
+@pytest.mark.parametrize("parts", [1, 3])
+def test_code_topk_is_exact_with_ties_by_index_across_chunks(parts, monkeypatch):
+    monkeypatch.setattr(distance, "CHUNK_ROWS", 37)
+    rng = np.random.default_rng(7)
+    codes = rng.integers(0, 3, (500, 4), dtype=np.uint8)  # few values: many ties
+    queries = rng.integers(0, 3, (4, 4), dtype=np.uint8)
+    rows, distances = l1_topk_u8(queries, codes, 25, parts=parts)
+    for query, got_rows, got_distances in zip(queries, rows, distances):
+        full = np.abs(codes.astype(int) - query.astype(int)).sum(axis=1)
+        order = np.lexsort((np.arange(500), full))[:25]
+        np.testing.assert_array_equal(got_rows, order)
+        np.testing.assert_array_equal(got_distances, full[order])
+
+
+def test_code_topk_with_k_beyond_the_rows_and_bad_k():
+    codes = np.zeros((3, 8), np.uint8)
+    rows, _ = l1_topk_u8(np.ones((1, 8), np.uint8), codes, 10)
+    assert rows.tolist() == [[0, 1, 2]]
+    with pytest.raises(ValueError):
+        l1_topk_u8(np.ones((1, 8), np.uint8), codes, 0)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from shazzam import index
-from shazzam.distance import l2_normalise
+from shazzam.distance import QUANT_STEP, l2_normalise, quantise
 from shazzam.index import (
     MANIFEST_KEY,
     Shard,
@@ -36,8 +36,9 @@ def store(tmp_path):
 
 
 def vectors(names, seed=0) -> dict[str, np.ndarray]:
+    """Non-negative, like the model's embeddings (pooled ReLU6 features)."""
     rng = np.random.default_rng(seed)
-    return {name: rng.normal(size=DIM).astype(np.float32) for name in names}
+    return {name: np.abs(rng.normal(size=DIM)).astype(np.float32) for name in names}
 
 
 def shard_keys(store, category):
@@ -69,18 +70,53 @@ def test_vector_decode_refuses_pickles():
 
 
 def test_shard_round_trip():
-    shard = Shard("top", ["b-001", "a-002", "ünïcode-003"], l2_normalise(np.random.default_rng(2).normal(size=(3, DIM))))
-    decoded = decode_shard(encode_shard(shard, model="garment_v9"))
-    assert decoded.category == "top"
+    codes = quantise(l2_normalise(np.abs(np.random.default_rng(2).normal(size=(3, DIM)))))
+    shard = Shard("top", ["b-001", "a-002", "ünïcode-003"], codes, model="garment_v9")
+    decoded = decode_shard(encode_shard(shard))
+    assert decoded.category == "top" and decoded.model == "garment_v9"
     assert decoded.ids == shard.ids
     assert all(isinstance(i, str) for i in decoded.ids)
-    np.testing.assert_array_equal(decoded.vectors, shard.vectors)
-    assert decoded.vectors.dtype == np.float32
+    np.testing.assert_array_equal(decoded.codes, codes)
+    assert decoded.codes.dtype == np.uint8
 
 
 def test_empty_shard_round_trip():
-    decoded = decode_shard(encode_shard(Shard("top", [], np.zeros((0, 0), np.float32)), model="m"))
-    assert decoded.ids == [] and len(decoded.vectors) == 0
+    decoded = decode_shard(encode_shard(Shard("top", [], np.zeros((0, 0), np.uint8), model="m")))
+    assert decoded.ids == [] and len(decoded.codes) == 0
+
+
+def test_a_corrupt_or_truncated_shard_is_refused():
+    codes = (np.arange(2 * DIM, dtype=np.uint8).reshape(2, DIM) * 7 + 101).astype(np.uint8)
+    data = encode_shard(Shard("top", ["a", "b"], codes, model="m"))
+    with pytest.raises(index.CorruptShard):
+        decode_shard(data[: len(data) // 2])
+    with pytest.raises(index.CorruptShard):
+        decode_shard(b"not hdf5 at all")
+    position = data.index(codes.tobytes()) + 5  # one flipped bit inside the codes
+    tampered = data[:position] + bytes([data[position] ^ 1]) + data[position + 1 :]
+    with pytest.raises(index.CorruptShard, match="checksum"):
+        decode_shard(tampered)
+
+
+def test_a_corrupt_new_version_leaves_the_old_one_in_service(store):
+    publish(store, "top", add=vectors(["a"]))
+    reader = ShardReader(store, manifest_ttl_s=0)
+    assert [name for name, _ in reader.search("top", np.ones(DIM), 3)] == ["a"]
+    entry = publish(store, "top", add=vectors(["b"], seed=1))
+    store.put(entry["key"], b"torn write")  # as if the new version were damaged
+    assert [name for name, _ in reader.search("top", np.ones(DIM), 3)] == ["a"]
+    with pytest.raises(index.CorruptShard):
+        ShardReader(store, manifest_ttl_s=0).search("top", np.ones(DIM), 3)  # nothing older to fall back on
+
+
+def test_queries_of_the_wrong_dimension_or_model_are_refused(store):
+    publish(store, "top", add=vectors(["a"]), model="garment_v0")
+    reader = ShardReader(store, manifest_ttl_s=0)
+    with pytest.raises(ValueError, match="dimensions"):
+        reader.search("top", np.ones(DIM + 1), 3)
+    with pytest.raises(ValueError, match="model garment_v9"):
+        reader.search("top", np.ones(DIM), 3, model="garment_v9")
+    assert reader.search("top", np.ones(DIM), 3, model="garment_v0")[0][0] == "a"
 
 
 # -- publish -------------------------------------------------------------------------------
@@ -97,8 +133,7 @@ def test_first_publish_creates_manifest_and_shard(store):
     assert shard_keys(store, "top") == [entry["key"]]
     shard = live_shard(store, "top")
     assert shard.ids == ["d1", "d2", "d3"]
-    np.testing.assert_allclose(np.linalg.norm(shard.vectors, axis=1), 1.0, rtol=1e-6)  # stored normalised
-    np.testing.assert_allclose(shard.vectors[1], l2_normalise(add["d2"]), rtol=1e-6)
+    np.testing.assert_array_equal(shard.codes[1], quantise(l2_normalise(add["d2"])))  # normalised, then coded
 
 
 def test_second_publish_merges_and_overrides(store):
@@ -107,7 +142,7 @@ def test_second_publish_merges_and_overrides(store):
     entry = publish(store, "top", add=replacement)
     shard = live_shard(store, "top")
     assert shard.ids == ["d1", "d2", "d3"] and entry["count"] == 3
-    np.testing.assert_allclose(shard.vectors[1], l2_normalise(replacement["d2"]), rtol=1e-6)
+    np.testing.assert_array_equal(shard.codes[1], quantise(l2_normalise(replacement["d2"])))
     # The first version is within its grace period, so it stays for readers that still hold it.
     assert len(shard_keys(store, "top")) == 2
 
@@ -132,20 +167,23 @@ def test_categories_are_independent(store):
 
 def test_search_returns_the_exact_nearest(store):
     rng = np.random.default_rng(3)
+    dim = 256  # enough dimensions that, as for real embeddings, normalised values stay under the clip
     names = [f"d{i:03d}" for i in range(300)]
-    raw = rng.normal(size=(300, DIM)).astype(np.float32)
+    raw = np.abs(rng.normal(size=(300, dim))).astype(np.float32)
     publish(store, "top", add=dict(zip(names[:150], raw[:150])))
     publish(store, "top", add=dict(zip(names[150:], raw[150:])))
     reader = ShardReader(store, manifest_ttl_s=0)
-    normalised = l2_normalise(raw)
+    codes = quantise(l2_normalise(raw)).astype(np.int64)
     for _ in range(5):
-        query = rng.normal(size=DIM).astype(np.float32)
+        query = np.abs(rng.normal(size=dim)).astype(np.float32)
         results = reader.search("top", query * 7.5, 10)  # the query's scale does not matter
-        expected = np.abs(normalised - l2_normalise(query)).sum(axis=1)
+        expected = np.abs(codes - quantise(l2_normalise(query)).astype(np.int64)).sum(axis=1)
         order = np.lexsort((np.arange(300), expected))[:10]
         assert [name for name, _ in results] == [names[i] for i in order]
-        np.testing.assert_allclose([d for _, d in results], expected[order], rtol=1e-5, atol=1e-5)
-    assert reader.search("unknown", np.ones(DIM), 3) == []
+        np.testing.assert_allclose([d for _, d in results], expected[order] * QUANT_STEP, rtol=1e-6)
+        float_distances = np.abs(l2_normalise(raw) - l2_normalise(query)).sum(axis=1)[order]
+        np.testing.assert_allclose([d for _, d in results], float_distances, atol=dim * QUANT_STEP / 2)
+    assert reader.search("unknown", np.ones(dim), 3) == []
 
 
 def test_reader_follows_a_new_manifest(store):
