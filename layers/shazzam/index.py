@@ -74,14 +74,16 @@ class Shard:
         return self.search_many(query, k)[0]
 
 
-def encode_vector(vector: np.ndarray) -> bytes:
+def encode_vector(vector: np.ndarray, model: str) -> bytes:
+    """A pending vector and the model that made it (vectors of two models never share a shard)."""
     buffer = io.BytesIO()
-    np.save(buffer, np.asarray(vector, dtype=np.float32), allow_pickle=False)
+    np.savez(buffer, vector=np.asarray(vector, dtype=np.float32), model=np.array(model))
     return buffer.getvalue()
 
 
-def decode_vector(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)
+def decode_vector(data: bytes) -> tuple[np.ndarray, str]:
+    with np.load(io.BytesIO(data), allow_pickle=False) as stored:
+        return stored["vector"], str(stored["model"])
 
 
 def _checksum(id_bytes: np.ndarray, codes: np.ndarray) -> str:
@@ -152,16 +154,24 @@ def publish(
     category: str,
     add: dict[str, np.ndarray] | None = None,
     drop: set[str] | frozenset[str] = frozenset(),
-    model: str = "garment_v0",
+    model: str | None = None,
 ) -> dict:
-    """Merge `add` into and remove `drop` from the category's shard; returns the new manifest entry."""
+    """Merge `add` into and remove `drop` from the category's shard; returns the new manifest entry.
+
+    `model` names the model that embedded `add`; a shard of another model is replaced rather
+    than mixed with it. None keeps the shard's own model (a removal needs no model).
+    """
     add = add or {}
     for _attempt in range(PUBLISH_ATTEMPTS):
         manifest, etag = read_manifest(store)
         current = load_shard(store, manifest, category)
+        if model is None:
+            model = current.model if current is not None else "unspecified"
         merged: dict[str, np.ndarray] = {}
-        if current is not None:
+        if current is not None and current.model == model:
             merged = dict(zip(current.ids, current.codes))
+        elif current is not None:
+            log.warning("%s shard of model %s is replaced by one of model %s: re-embed its items", category, current.model, model)
         if add:
             merged.update(zip(add, quantise(l2_normalise(np.stack(list(add.values()))))))
         for key in drop:
@@ -208,7 +218,7 @@ def vector_keys(store: ObjectStore, prefix: str = PENDING_PREFIX, suffix: str = 
     return grouped
 
 
-def compact(store: ObjectStore, model: str = "garment_v0") -> dict[str, dict]:
+def compact(store: ObjectStore, model: str) -> dict[str, dict]:
     """One index run: merge pending vectors and removal markers into new shard versions.
 
     Only the keys it read are deleted, after the manifest that holds them is swapped in, so a
@@ -221,9 +231,13 @@ def compact(store: ObjectStore, model: str = "garment_v0") -> dict[str, dict]:
         vectors = {}
         for key in pending.get(category, []):
             try:
-                vectors[key_stem(key)] = decode_vector(store.get(key))
+                vector, made_by = decode_vector(store.get(key))
             except ObjectNotFound:
                 continue  # merged and deleted by an overlapping run
+            if made_by != model:
+                log.warning("dropping %s: embedded by %s, the index holds %s", key, made_by, model)
+                continue
+            vectors[key_stem(key)] = vector
         dropped = {key_stem(key) for key in removed.get(category, [])} - set(vectors)
         entry = publish(store, category, add=vectors, drop=dropped, model=model)
         for key in pending.get(category, []) + removed.get(category, []):

@@ -162,7 +162,7 @@ def embed(app: App, key: str) -> StageResult:
     prediction = app.garment_model.predict(image, standardised=True)  # standardise made it
     category = detection["label"] if detection["label"] in app.garment_model.categories else prediction.category
     output = ids.pending_vector_key(category, detection_id)
-    app.store.put(output, encode_vector(prediction.embedding))
+    app.store.put(output, encode_vector(prediction.embedding, app.garment_model.name))
     previous = detection["category"]
     if detection["embedding_status"] == "indexed" and previous and previous != category:
         # The item changed category: the next index run takes it out of its old shard.

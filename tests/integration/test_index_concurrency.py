@@ -27,13 +27,13 @@ def run_concurrently(store, writers: int, per_writer: int, compactors: int = 2) 
         for item in range(per_writer):
             detection_id = f"w{number}-{item:05d}-000"
             category = CATEGORIES[item % len(CATEGORIES)]
-            store.put(f"vectors/pending/{category}/{detection_id}.npy", encode_vector(np.abs(rng.normal(size=DIM))))
+            store.put(f"vectors/pending/{category}/{detection_id}.npy", encode_vector(np.abs(rng.normal(size=DIM)), "garment_v0"))
             with lock:
                 written.add(detection_id)
 
     def compactor() -> None:
         while not writing_done.is_set():
-            compact(store)
+            compact(store, "garment_v0")
 
     def reader() -> None:
         while not writing_done.is_set():
@@ -59,7 +59,7 @@ def run_concurrently(store, writers: int, per_writer: int, compactors: int = 2) 
     writing_done.set()
     for thread in background:
         thread.join()
-    compact(store)  # the next scheduled run picks up what the last overlap left
+    compact(store, "garment_v0")  # the next scheduled run picks up what the last overlap left
     return written, problems
 
 

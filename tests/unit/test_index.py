@@ -55,8 +55,8 @@ def live_shard(store, category) -> Shard:
 
 def test_vector_round_trip():
     vector = np.random.default_rng(1).normal(size=128)
-    decoded = decode_vector(encode_vector(vector))
-    assert decoded.dtype == np.float32
+    decoded, model = decode_vector(encode_vector(vector, "garment_v7"))
+    assert decoded.dtype == np.float32 and model == "garment_v7"
     np.testing.assert_array_equal(decoded, vector.astype(np.float32))
 
 
@@ -64,9 +64,19 @@ def test_vector_decode_refuses_pickles():
     import io
 
     buffer = io.BytesIO()
-    np.save(buffer, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.savez(buffer, vector=np.array([{"a": 1}], dtype=object), model=np.array("m"))
     with pytest.raises(ValueError):
         decode_vector(buffer.getvalue())
+
+
+def test_vectors_of_another_model_never_join_a_shard(store):
+    store.put("vectors/pending/top/a-000.npy", encode_vector(np.ones(DIM), "garment_v0"))
+    store.put("vectors/pending/top/b-000.npy", encode_vector(np.ones(DIM), "garment_v1"))
+    report = index.compact(store, model="garment_v1")
+    assert report["top"]["added"] == ["b-000"] and not list(store.list("vectors/pending/"))
+    publish(store, "shoes", add=vectors(["old"]), model="garment_v0")
+    entry = publish(store, "shoes", add=vectors(["new"]), model="garment_v1")  # a new model: the old vectors go
+    assert entry["count"] == 1 and live_shard(store, "shoes").ids == ["new"]
 
 
 def test_shard_round_trip():
@@ -324,7 +334,7 @@ def test_pending_vectors_group_by_category(store):
     }
     for category_keys in keys.values():
         for key in category_keys:
-            store.put(key, encode_vector(np.ones(DIM)))
+            store.put(key, encode_vector(np.ones(DIM), "m"))
     store.put("vectors/pending/top/notes.txt", b"ignored")
     store.put("vectors/pending/loose.npy", b"ignored")
     store.put("vectors/pending/top/deeper/x.npy", b"ignored")
