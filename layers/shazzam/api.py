@@ -1,79 +1,264 @@
-"""The public HTTP API (API Gateway HTTP API v2): routes and request validation.
+"""The public HTTP API (API Gateway HTTP API, payload format 2.0): routes and request parsing.
 
-POST /search        body: JSON {"image": "<base64>", "category"?: str, "k"?: int},
-                    or the raw image bytes (Content-Type image/*) with ?category=&k=
+POST /search        the photo as multipart/form-data (field `image`), as JSON {"image": "<base64>"},
+                    as the raw bytes (Content-Type image/*), or {"upload": "<key from POST /uploads>"};
+                    parameters `category`, `k`, `min_price`, `max_price`, `currency`, `shop` in the
+                    JSON body, the form or the query string
+POST /uploads       a presigned upload for photos larger than the synchronous payload limit
 GET  /categories    the categories and how many items each shard holds
-GET  /health        liveness
+GET  /items/{id}    one catalogue item
+GET  /health        model and index versions, item counts
+GET  /openapi.json  the committed OpenAPI 3 document (openapi.json beside this file)
+Every error is application/problem+json (RFC 9457) whose `detail` tells a person what to fix.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import email.parser
+import email.policy
 import json
+import re
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, CORSConfig, Response, content_types
-from aws_lambda_powertools.event_handler.exceptions import BadRequestError
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, CORSConfig, Response
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 
 from shazzam import app as app_module
-from shazzam import pipeline
+from shazzam import catalogue, pipeline
 from shazzam.images import MAX_BYTES
+from shazzam.index import read_manifest
+from shazzam.storage import ObjectNotFound, S3Store
+
+OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+PROBLEM_JSON = "application/problem+json"
+# Lambda refuses synchronous request events over 6 MB; larger photos go through POST /uploads.
+MAX_SEARCH_BODY_BYTES = 6 * 1024 * 1024
+UPLOAD_PREFIX = "uploads/"
+UPLOAD_KEY = re.compile(re.escape(UPLOAD_PREFIX) + "[0-9a-f]{32}")
+UPLOAD_EXPIRES_S = 900
+UPLOAD_CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp", "image/heic", "image/heif")
+# Where the embedded runtime accepts what S3 accepts for a presigned POST (see local/runtime.py).
+LOCAL_UPLOAD_PATH = "/local-uploads"
+SEARCH_PARAMETERS = ("category", "k", "min_price", "max_price", "currency", "shop")
+STATUS_TITLES = {
+    400: "Malformed request",
+    404: "Not found",
+    413: "Too large",
+    415: "Unsupported image",
+    422: "Invalid parameter",
+    429: "Too many requests",
+    500: "Internal error",
+}
 
 logger = Logger(service="shazzam-search")
 resolver = APIGatewayHttpResolver(cors=CORSConfig(allow_origin="*", max_age=300))
 
 
-def _error(status: int, message: str) -> Response:
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps({"error": message}))
+class Problem(Exception):
+    """An HTTP error answered as application/problem+json."""
+
+    def __init__(self, status: int, detail: str):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
 
 
-def _raw_body() -> bytes:
+def problem_body(status: int, detail: str) -> dict:
+    return {"type": "about:blank", "title": STATUS_TITLES.get(status, "Error"), "status": status, "detail": detail}
+
+
+def problem_response(status: int, detail: str) -> Response:
+    return Response(status_code=status, content_type=PROBLEM_JSON, body=json.dumps(problem_body(status, detail)))
+
+
+# --- request parsing --------------------------------------------------------------------------
+
+
+def _body_bytes() -> bytes:
     event = resolver.current_event
     body = event.body or ""
     if event.is_base64_encoded:
         try:
             return base64.b64decode(body, validate=True)
-        except binascii.Error as exc:
-            raise BadRequestError("request body is not valid base64") from exc
-    return body.encode("latin-1", errors="replace") if isinstance(body, str) else body
+        except binascii.Error:
+            raise Problem(400, "the request body is not valid base64") from None
+    return body.encode("utf-8", errors="surrogateescape")
 
 
-def _parse_search_request() -> tuple[bytes, str | None, int]:
-    event = resolver.current_event
-    content_type = (event.headers or {}).get("content-type", "").split(";")[0].strip().lower()
-    query = event.query_string_parameters or {}
-    raw = _raw_body()
-    if len(raw) > MAX_BYTES * 4 // 3 + 1024:
-        raise pipeline.BadRequest(f"request body is larger than {MAX_BYTES} bytes")
-    if content_type == "application/json" or (not content_type and raw[:1] == b"{"):
-        try:
-            payload = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BadRequestError(f"request body is not valid JSON: {exc}") from exc
-        if not isinstance(payload, dict) or not isinstance(payload.get("image"), str):
-            raise BadRequestError('JSON body needs "image": the photo as a base64 string')
-        try:
-            image = base64.b64decode(payload["image"], validate=True)
-        except binascii.Error as exc:
-            raise BadRequestError('"image" is not valid base64') from exc
-        category, k = payload.get("category"), payload.get("k", query.get("k", pipeline.DEFAULT_K))
-        category = category if category is not None else query.get("category")
-    else:
-        image, category, k = raw, query.get("category"), query.get("k", pipeline.DEFAULT_K)
-    if category is not None and not isinstance(category, str):
-        raise BadRequestError('"category" must be a string')
+def _header(name: str, default: str = "") -> str:
+    return (resolver.current_event.headers.get(name) or default).strip()  # powertools' headers ignore case
+
+
+def parse_multipart(content_type: str, body: bytes) -> dict[str, bytes | str]:
+    """The fields of a multipart/form-data body: files as bytes, the rest as text.
+
+    Powertools reads forms only with its data validation on, which needs pydantic in the Lambda
+    package; the standard library's MIME parser reads them without it.
+    """
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1", errors="replace") + b"\r\n\r\n" + body
+    )
+    if not message.is_multipart() or message.defects:
+        raise Problem(400, "the multipart/form-data body is malformed (is the boundary right?)")
+    fields: dict[str, bytes | str] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not name:
+            continue
+        payload = part.get_payload(decode=True) or b""
+        fields[name] = payload if part.get_filename() is not None else payload.decode("utf-8", errors="replace")
+    return fields
+
+
+def _json_object(body: bytes) -> dict:
     try:
-        k = int(k)
-    except (TypeError, ValueError) as exc:
-        raise BadRequestError('"k" must be an integer') from exc
-    return image, (category or None), k
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise Problem(400, f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise Problem(400, "the JSON body must be an object")
+    return payload
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    photo: bytes
+    parameters: dict  # as sent: strings from a query or form, any JSON type from a JSON body
+    upload_key: str | None = None  # set when the photo came through POST /uploads
+
+
+def _from_upload(key: object, parameters: dict) -> SearchRequest:
+    if not isinstance(key, str) or not UPLOAD_KEY.fullmatch(key):
+        raise Problem(422, '"upload" must be the key POST /uploads answered, such as "uploads/<32 hex digits>"')
+    try:
+        return SearchRequest(app_module.current().store.get(key), parameters, upload_key=key)
+    except ObjectNotFound:
+        raise Problem(422, f"no upload {key}: was the photo posted to the upload URL? Each upload serves one search") from None
+
+
+def _search_request() -> SearchRequest:
+    """The photo and the parameters, from whichever of the four request forms was sent."""
+    body = _body_bytes()
+    if len(body) > MAX_SEARCH_BODY_BYTES:
+        raise Problem(413, f"the request is larger than {MAX_SEARCH_BODY_BYTES} bytes; upload the photo with POST /uploads first")
+    content_type = _header("content-type")
+    media_type = content_type.split(";")[0].strip().lower()
+    parameters: dict = dict(resolver.current_event.query_string_parameters or {})
+    if media_type == "multipart/form-data":
+        fields = parse_multipart(content_type, body)
+        parameters.update({name: value for name, value in fields.items() if name in SEARCH_PARAMETERS})
+        if isinstance(fields.get("image"), bytes):
+            return SearchRequest(fields["image"], parameters)
+        if "upload" in fields:
+            return _from_upload(fields["upload"], parameters)
+        raise Problem(400, 'the form needs a file field "image" (or an "upload" key)')
+    if media_type == "application/json" or (not media_type and body[:1] == b"{"):
+        payload = _json_object(body)
+        parameters.update({name: payload[name] for name in SEARCH_PARAMETERS if name in payload})
+        if "upload" in payload:
+            return _from_upload(payload["upload"], parameters)
+        if not isinstance(payload.get("image"), str):
+            raise Problem(400, 'the JSON body needs "image": the photo as a base64 string (or "upload": an upload key)')
+        # A data: URL (what a browser's FileReader gives) is as good as bare base64.
+        encoded = payload["image"].split(",", 1)[1] if payload["image"].startswith("data:") else payload["image"]
+        try:
+            return SearchRequest(base64.b64decode(encoded, validate=True), parameters)
+        except binascii.Error:
+            raise Problem(400, '"image" is not valid base64') from None
+    if media_type and not media_type.startswith("image/") and media_type != "application/octet-stream":
+        raise Problem(415, f"send the photo as image/*, multipart/form-data or application/json, not {media_type}")
+    return SearchRequest(body, parameters)
+
+
+def _text(parameters: dict, name: str) -> str | None:
+    value = parameters.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise Problem(422, f'"{name}" must be a string')
+    return value.strip()
+
+
+def _integer(parameters: dict, name: str, default: int) -> int:
+    value = parameters.get(name)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise Problem(422, f'"{name}" must be an integer')
+    try:
+        return int(value)
+    except ValueError:
+        raise Problem(422, f'"{name}" must be an integer, not {value!r}') from None
+
+
+def _price(parameters: dict, name: str) -> Decimal | None:
+    value = parameters.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise Problem(422, f'"{name}" must be a number')
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        raise Problem(422, f'"{name}" must be a number, not {value!r}') from None
+
+
+def search_parameters(parameters: dict) -> tuple[str | None, int, pipeline.SearchFilters]:
+    currency = _text(parameters, "currency")
+    filters = pipeline.SearchFilters(
+        min_price=_price(parameters, "min_price"),
+        max_price=_price(parameters, "max_price"),
+        currency=currency and currency.upper(),
+        shop=_text(parameters, "shop"),
+    )
+    return _text(parameters, "category"), _integer(parameters, "k", pipeline.DEFAULT_K), filters
+
+
+# --- routes -----------------------------------------------------------------------------------
 
 
 @resolver.post("/search")
 def search():
-    image, category, k = _parse_search_request()
-    return pipeline.search(app_module.current(), image, category=category, k=k)
+    request = _search_request()
+    category, k, filters = search_parameters(request.parameters)
+    app = app_module.current()
+    answer = pipeline.search(app, request.photo, category=category, k=k, filters=filters)
+    if request.upload_key is not None:
+        app.store.delete(request.upload_key)  # transient, like every photo: one search each
+    return answer
+
+
+@resolver.post("/uploads")
+def create_upload():
+    body = _body_bytes()
+    payload = _json_object(body) if body.strip() else {}
+    content_type = payload.get("content_type", "image/jpeg")
+    if content_type not in UPLOAD_CONTENT_TYPES:
+        raise Problem(415, f"content_type must be one of {', '.join(UPLOAD_CONTENT_TYPES)}")
+    key = f"{UPLOAD_PREFIX}{uuid.uuid4().hex}"
+    store = app_module.current().store
+    if isinstance(store, S3Store):
+        presigned = store.client.generate_presigned_post(
+            Bucket=store.bucket,
+            Key=key,
+            Fields={"Content-Type": content_type},
+            Conditions=[{"Content-Type": content_type}, ["content-length-range", 1, MAX_BYTES]],
+            ExpiresIn=UPLOAD_EXPIRES_S,
+        )
+    else:
+        host = _header("host", "127.0.0.1:8000")
+        presigned = {"url": f"http://{host}{LOCAL_UPLOAD_PATH}", "fields": {"key": key, "Content-Type": content_type}}
+    return Response(
+        status_code=201,
+        content_type="application/json",
+        body=json.dumps({"key": key, **presigned, "max_bytes": MAX_BYTES, "expires_in": UPLOAD_EXPIRES_S}),
+    )
 
 
 @resolver.get("/categories")
@@ -83,19 +268,73 @@ def categories():
     return {"categories": [{"name": name, "items": counts.get(name, 0)} for name in app.garment_model.categories]}
 
 
+@resolver.get("/items/<item_id>")
+def item(item_id: str):
+    found = catalogue.get_item(app_module.current().db, item_id)
+    if found is None:
+        raise Problem(404, f"no item {item_id}")
+    return {
+        "item_id": found["product_id"],
+        "title": found["title"],
+        "shop": found["shop"],
+        "shop_url": found["shop_url"],
+        "brand": found["brand"],
+        "category": found["category"],
+        "price": None if found["price"] is None else f"{found['price']:.2f}",
+        "currency": found["currency"],
+        "url": found["url"],
+        "image_urls": found["image_urls"],
+        "live": not found["is_dead"],
+        "last_seen_at": found["last_seen_at"].isoformat() if found["last_seen_at"] else None,
+    }
+
+
 @resolver.get("/health")
 def health():
-    return {"status": "ok"}
+    app = app_module.current()
+    manifest, _ = read_manifest(app.store)
+    shards = manifest["shards"]
+    return {
+        "status": "ok",
+        "model": {"name": app.garment_model.name, "sha256": app.garment_model.sha256, "detector": app.detector.name},
+        "index": {
+            "updated_at": manifest.get("updated_at"),
+            "shards": {category: {"version": entry["version"], "items": entry["count"]} for category, entry in sorted(shards.items())},
+        },
+        "items": {"indexed": sum(entry["count"] for entry in shards.values()), **catalogue.counts(app.db)},
+        "shops": catalogue.shop_names(app.db),
+    }
+
+
+@resolver.get("/openapi.json")
+def openapi():
+    return Response(status_code=200, content_type="application/json", body=OPENAPI_PATH.read_text())
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+@resolver.exception_handler(Problem)
+def problem(exc: Problem):
+    return problem_response(exc.status, exc.detail)
 
 
 @resolver.exception_handler(pipeline.BadRequest)
 def bad_request(exc: pipeline.BadRequest):
-    return _error(400, str(exc))
+    return problem_response(exc.status, str(exc))
 
 
-@resolver.exception_handler(BadRequestError)
-def bad_request_error(exc: BadRequestError):
-    return _error(400, exc.msg)
+@resolver.not_found
+def not_found(exc: NotFoundError):
+    event = resolver.current_event
+    return problem_response(404, f"no route {event.request_context.http.method} {event.raw_path}; see /openapi.json")
+
+
+@resolver.exception_handler(Exception)
+def internal_error(exc: Exception):
+    # A bug, not the caller's fault: log it whole, and still answer in the API's error shape.
+    logger.exception("unhandled error")
+    return problem_response(500, "something went wrong on our side; please try again")
 
 
 @logger.inject_lambda_context

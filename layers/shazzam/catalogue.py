@@ -2,26 +2,74 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Iterable, Sequence
 
 import sqlalchemy as sa
 
 from shazzam import ids
-from shazzam.db import Database, detections, images, products, shops, upsert, utcnow
+from shazzam.db import Database, detections, http_cache, images, product_images, products, shops, upsert, utcnow
+
+# Reasons a product is dead that a later visit may undo (a removed page can come back).
+REVIVABLE = ("http-404", "http-410", "soft-404", "out-of-stock", "removed", "gone")
 
 
 def add_shop(db: Database, base_url: str, name: str | None = None) -> str:
+    """Register a shop with the default source settings (local if its URL is a loopback literal)."""
+    from shazzam.scrape.sources import infer_local
+
     shop_id = ids.shop_id(base_url)
     with db.transaction() as connection:
         connection.execute(
             upsert(
                 connection,
                 shops,
-                {"id": shop_id, "base_url": base_url, "name": name or base_url, "active": True, "created_at": utcnow()},
+                {
+                    "id": shop_id,
+                    "base_url": base_url,
+                    "name": name or base_url,
+                    "active": True,
+                    "created_at": utcnow(),
+                    "is_local": infer_local(base_url),
+                },
                 update=("name", "active"),
             )
         )
     return shop_id
+
+
+def save_source(db: Database, source) -> str:
+    """Insert or update a shop from a ShopSource (a sources file's entry): every setting."""
+    shop_id = ids.shop_id(source.base_url)
+    values = {
+        "id": shop_id,
+        "base_url": source.base_url,
+        "name": source.name or source.base_url,
+        "active": True,
+        "created_at": utcnow(),
+        "strategy": source.strategy,
+        "schedule": source.schedule,
+        "delay_s": source.delay_s,
+        "concurrency": source.concurrency,
+        "is_local": source.local,
+        "settings": json.dumps(source.settings(), sort_keys=True),
+    }
+    with db.transaction() as connection:
+        connection.execute(upsert(connection, shops, values, update=[k for k in values if k not in ("id", "created_at")]))
+    return shop_id
+
+
+def source_of_shop(row: dict):
+    """The ShopSource a `shops` row describes (defaults where its columns are NULL)."""
+    from shazzam.scrape.sources import source_from_mapping
+
+    settings = json.loads(row.get("settings") or "{}")
+    values = {"base_url": row["base_url"], "name": row["name"], "local": bool(row.get("is_local")), **settings}
+    for column in ("strategy", "schedule", "delay_s", "concurrency"):
+        if row.get(column) is not None:
+            values[column] = row[column]
+    return source_from_mapping({k: v for k, v in values.items() if v is not None})
 
 
 def active_shops(db: Database) -> list[dict]:
@@ -35,10 +83,11 @@ def mark_shop_scraped(db: Database, shop_id: str) -> None:
         connection.execute(sa.update(shops).where(shops.c.id == shop_id).values(last_scraped_at=utcnow()))
 
 
-def save_product(db: Database, shop_id: str, product) -> str:
-    """Insert or refresh a scraped product (it is alive again if it was dead)."""
+def save_product(db: Database, shop_id: str, product, page_url: str | None = None) -> str:
+    """Insert or refresh a scraped product: alive again if it was dead, unless out of stock."""
     product_id = ids.product_id(product.url)
     now = utcnow()
+    in_stock = getattr(product, "in_stock", True)
     values = {
         "id": product_id,
         "shop_id": shop_id,
@@ -49,13 +98,102 @@ def save_product(db: Database, shop_id: str, product) -> str:
         "category": product.category,
         "brand": (product.brand or None) and product.brand[:255],
         "sku": (product.sku or None) and product.sku[:255],
-        "is_dead": False,
+        "is_dead": not in_stock,
+        "dead_reason": None if in_stock else "out-of-stock",
+        "dead_at": None if in_stock else now,
         "created_at": now,
         "last_seen_at": now,
+        "availability": getattr(product, "availability", None),
+        "colour": (getattr(product, "colour", None) or None) and product.colour[:64],
+        "sizes": json.dumps(list(getattr(product, "sizes", ()))),
+        "breadcrumb": getattr(product, "breadcrumb", None),
+        "fingerprint": product.fingerprint() if hasattr(product, "fingerprint") else None,
     }
+    if page_url is not None:
+        values["page_url"] = page_url
     with db.transaction() as connection:
         connection.execute(upsert(connection, products, values, update=[k for k in values if k not in ("id", "created_at")]))
     return product_id
+
+
+def products_of_shop(db: Database, shop_id: str) -> dict[str, dict]:
+    """The shop's products by URL: id, page, fingerprint and whether (and why) dead."""
+    with db.transaction() as connection:
+        rows = connection.execute(
+            sa.select(products.c.id, products.c.url, products.c.page_url, products.c.fingerprint, products.c.is_dead, products.c.dead_reason)
+            .where(products.c.shop_id == shop_id)
+        )
+        return {row["url"]: dict(row) for row in rows.mappings()}
+
+
+def touch_products(db: Database, product_ids: Sequence[str]) -> None:
+    """Seen again, unchanged (their page answered 304 or the same bytes)."""
+    with db.transaction() as connection:
+        for start in range(0, len(product_ids), 500):
+            connection.execute(sa.update(products).where(products.c.id.in_(product_ids[start : start + 500])).values(last_seen_at=utcnow()))
+
+
+def page_cache(db: Database, shop_id: str) -> dict[str, dict]:
+    """url -> {etag, last_modified, content_sha256} of every URL of the shop fetched before."""
+    with db.transaction() as connection:
+        rows = connection.execute(
+            sa.select(http_cache.c.url, http_cache.c.etag, http_cache.c.last_modified, http_cache.c.content_sha256).where(http_cache.c.shop_id == shop_id)
+        )
+        return {row["url"]: dict(row) for row in rows.mappings()}
+
+
+def save_page_cache(db: Database, shop_id: str, url: str, etag: str | None, last_modified: str | None, content_sha256: str | None) -> None:
+    values = {
+        "id": _url_key(url),
+        "shop_id": shop_id,
+        "url": url,
+        "etag": (etag or None) and etag[:255],
+        "last_modified": (last_modified or None) and last_modified[:64],
+        "content_sha256": content_sha256,
+        "fetched_at": utcnow(),
+    }
+    with db.transaction() as connection:
+        connection.execute(upsert(connection, http_cache, values))
+
+
+def _url_key(url: str) -> str:
+    return hashlib.sha1(f"url:{url}".encode(), usedforsecurity=False).hexdigest()
+
+
+def link_image(db: Database, product_id: str, image_id: str, position: int = 0) -> None:
+    """Record that the product shows the image (idempotent)."""
+    with db.transaction() as connection:
+        connection.execute(upsert(connection, product_images, {"product_id": product_id, "image_id": image_id, "position": position}, update=("position",)))
+
+
+def image_count(db: Database, product_ids: Sequence[str]) -> int:
+    """How many images the products show, through their links."""
+    total = 0
+    with db.transaction() as connection:
+        for start in range(0, len(product_ids), 500):
+            total += connection.execute(
+                sa.select(sa.func.count()).select_from(product_images).where(product_images.c.product_id.in_(product_ids[start : start + 500]))
+            ).scalar() or 0
+    return total
+
+
+def image_with_content(db: Database, content_sha256: str, other_than: str) -> str | None:
+    """A stored (not duplicate) image with exactly these bytes, other than ``other_than``."""
+    with db.transaction() as connection:
+        return connection.execute(
+            sa.select(images.c.id)
+            .where(images.c.content_sha256 == content_sha256, images.c.id != other_than, images.c.duplicate_of.is_(None), images.c.status != "failed")
+            .limit(1)
+        ).scalar()
+
+
+def image_hashes(db: Database) -> dict[str, str]:
+    """image id -> dHash of every stored (not duplicate, not failed) image."""
+    with db.transaction() as connection:
+        rows = connection.execute(
+            sa.select(images.c.id, images.c.phash).where(images.c.phash.is_not(None), images.c.duplicate_of.is_(None), images.c.status != "failed")
+        )
+        return {row.id: row.phash for row in rows}
 
 
 def get_image(db: Database, image_id: str) -> dict | None:
@@ -160,10 +298,72 @@ def live_images(db: Database) -> list[dict]:
         return [dict(row) for row in rows.mappings()]
 
 
-def mark_product_dead(db: Database, product_id: str) -> None:
+def stored_live_images(db: Database) -> list[dict]:
+    """Live images that were stored (not duplicates of another), with their product's shop."""
     with db.transaction() as connection:
-        connection.execute(sa.update(products).where(products.c.id == product_id).values(is_dead=True))
-        connection.execute(sa.update(images).where(images.c.product_id == product_id).values(is_dead=True, updated_at=utcnow()))
+        rows = connection.execute(
+            sa.select(images.c.id, images.c.src_link, products.c.shop_id)
+            .join(products, images.c.product_id == products.c.id)
+            .where(images.c.is_dead.is_(False), images.c.duplicate_of.is_(None), products.c.is_dead.is_(False))
+            .order_by(images.c.id)
+        )
+        return [dict(row) for row in rows.mappings()]
+
+
+def products_to_revalidate(db: Database) -> list[dict]:
+    """Live products, and dead ones that may come back (gone pages, out of stock), by shop."""
+    with db.transaction() as connection:
+        rows = connection.execute(
+            sa.select(products.c.id, products.c.url, products.c.shop_id, products.c.is_dead, products.c.dead_reason)
+            .where(sa.or_(products.c.is_dead.is_(False), products.c.dead_reason.in_(REVIVABLE)))
+            .order_by(products.c.shop_id, products.c.url)
+        )
+        return [dict(row) for row in rows.mappings()]
+
+
+def shops_by_id(db: Database) -> dict[str, dict]:
+    with db.transaction() as connection:
+        return {row["id"]: dict(row) for row in connection.execute(sa.select(shops)).mappings()}
+
+
+def _images_of(connection: sa.Connection, product_id: str) -> list[str]:
+    linked = sa.select(product_images.c.image_id).where(product_images.c.product_id == product_id)
+    owned = sa.select(images.c.id).where(images.c.product_id == product_id, images.c.duplicate_of.is_(None))
+    return sorted({row[0] for row in connection.execute(sa.union(linked, owned))})
+
+
+def _live_owner(connection: sa.Connection, image_id: str) -> str | None:
+    """A live product that shows the image, if any."""
+    return connection.execute(
+        sa.select(products.c.id)
+        .join(product_images, product_images.c.product_id == products.c.id)
+        .where(product_images.c.image_id == image_id, products.c.is_dead.is_(False))
+        .order_by(products.c.id)
+        .limit(1)
+    ).scalar()
+
+
+def mark_product_dead(db: Database, product_id: str, reason: str = "gone") -> None:
+    """Tombstone a product (search skips it at once); its images die unless another live product shows them."""
+    now = utcnow()
+    with db.transaction() as connection:
+        connection.execute(sa.update(products).where(products.c.id == product_id).values(is_dead=True, dead_reason=reason[:32], dead_at=now))
+        for image_id in _images_of(connection, product_id):
+            owner = _live_owner(connection, image_id)
+            values = {"product_id": owner} if owner else {"is_dead": True}
+            connection.execute(sa.update(images).where(images.c.id == image_id).values(updated_at=now, **values))
+
+
+def revive_product(db: Database, product_id: str) -> list[str]:
+    """Bring a dead product back; returns its images that were dead (they need ingesting again)."""
+    now = utcnow()
+    with db.transaction() as connection:
+        connection.execute(sa.update(products).where(products.c.id == product_id).values(is_dead=False, dead_reason=None, dead_at=None, last_seen_at=now))
+        image_ids = _images_of(connection, product_id)
+        revived = [row[0] for row in connection.execute(sa.select(images.c.id).where(images.c.id.in_(image_ids), images.c.is_dead.is_(True)))] if image_ids else []
+        for image_id in revived:
+            connection.execute(sa.update(images).where(images.c.id == image_id).values(is_dead=False, product_id=product_id, updated_at=now))
+        return revived
 
 
 def dead_indexed_detections(db: Database) -> dict[str, set[str]]:
@@ -195,30 +395,78 @@ def mark_unindexed(db: Database, detection_ids: Iterable[str]) -> None:
             )
 
 
-def items_for_detections(db: Database, detection_ids: Sequence[str]) -> dict[str, dict]:
-    """The live catalogue item behind each detection id: product, price, shop, picture."""
+def _item_columns() -> tuple:
+    """What a result shows of a catalogue item (products joined with shops)."""
+    return (
+        products.c.id.label("product_id"),
+        products.c.title,
+        products.c.url,
+        products.c.price,
+        products.c.currency,
+        products.c.brand,
+        products.c.category,
+        shops.c.name.label("shop"),
+    )
+
+
+def items_for_detections(db: Database, detection_ids: Sequence[str], filters=None) -> dict[str, dict]:
+    """The live catalogue item behind each detection id: product, price, shop, picture.
+
+    `filters` (a pipeline.SearchFilters) keeps only items within its price range, currency and shop
+    (by name or id); an item without a price never passes a price limit.
+    """
     if not detection_ids:
         return {}
+    conditions = [detections.c.id.in_(list(detection_ids)), products.c.is_dead.is_(False), images.c.is_dead.is_(False)]
+    if filters is not None:
+        if filters.min_price is not None:
+            conditions.append(products.c.price >= filters.min_price)
+        if filters.max_price is not None:
+            conditions.append(products.c.price <= filters.max_price)
+        if filters.currency is not None:
+            conditions.append(products.c.currency == filters.currency)
+        if filters.shop is not None:
+            conditions.append(sa.or_(shops.c.name == filters.shop, shops.c.id == filters.shop))
     with db.transaction() as connection:
         rows = connection.execute(
-            sa.select(
-                detections.c.id.label("detection_id"),
-                products.c.id.label("product_id"),
-                products.c.title,
-                products.c.url,
-                products.c.price,
-                products.c.currency,
-                products.c.brand,
-                products.c.category,
-                images.c.src_link.label("image_url"),
-                shops.c.name.label("shop"),
-            )
+            sa.select(detections.c.id.label("detection_id"), *_item_columns(), images.c.src_link.label("image_url"))
             .join(images, detections.c.image_id == images.c.id)
             .join(products, images.c.product_id == products.c.id)
             .join(shops, products.c.shop_id == shops.c.id)
-            .where(detections.c.id.in_(list(detection_ids)), products.c.is_dead.is_(False), images.c.is_dead.is_(False))
+            .where(*conditions)
         )
         return {row["detection_id"]: dict(row) for row in rows.mappings()}
+
+
+def get_item(db: Database, product_id: str) -> dict | None:
+    """One catalogue item (a product) with its shop and picture links, dead or alive; None if unknown."""
+    with db.transaction() as connection:
+        row = (
+            connection.execute(
+                sa.select(
+                    *_item_columns(),
+                    products.c.is_dead,
+                    products.c.last_seen_at,
+                    shops.c.base_url.label("shop_url"),
+                )
+                .join(shops, products.c.shop_id == shops.c.id)
+                .where(products.c.id == product_id)
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            return None
+        image_urls = connection.execute(
+            sa.select(images.c.src_link).where(images.c.product_id == product_id, images.c.is_dead.is_(False)).order_by(images.c.id)
+        ).scalars()
+        return {**dict(row), "image_urls": list(image_urls)}
+
+
+def shop_names(db: Database) -> list[str]:
+    """The names of the active shops, for the search filter."""
+    with db.transaction() as connection:
+        return list(connection.execute(sa.select(shops.c.name).where(shops.c.active.is_(True)).order_by(shops.c.name)).scalars())
 
 
 def counts(db: Database) -> dict[str, int]:

@@ -1,8 +1,9 @@
 """The `shazzam` command: the embedded runtime from a terminal.
 
   shazzam demo      the whole system on a bundled sample shop, then a search (and serve)
-  shazzam serve     the API on 127.0.0.1, the event queue and the schedules
+  shazzam serve     the web page and the API on 127.0.0.1, the event queue and the schedules
   shazzam ingest    scrape shops now, carry their images through the pipeline, index them
+  shazzam scrape    one scrape pass over the sources (or one), with a summary
   shazzam search    search the local catalogue with a photo
   shazzam shops     add or list the shops the scheduled scrape visits
   shazzam invoke    run one function's handler on an event file (see events/)
@@ -118,7 +119,7 @@ def cmd_demo(args) -> int:
             if not args.no_serve:
                 server = runtime.start_api(args.host, args.port)
                 runtime.start_background()
-                print(f"\nAPI on http://{args.host}:{server.server_port}/  (POST /search, GET /categories); Ctrl-C stops", file=out)
+                print(f"\n{_serving_line(args.host, server.server_port)}; Ctrl-C stops", file=out)
                 _wait_for_interrupt()
                 server.shutdown()
             if args.json:
@@ -136,11 +137,15 @@ def _wait_for_interrupt() -> None:
         pass
 
 
+def _serving_line(host: str, port: int) -> str:
+    return f"the page on http://{host}:{port}/ , the API beside it (POST /search; see /openapi.json)"
+
+
 def cmd_serve(args) -> int:
     runtime = _runtime(args)
     server = runtime.start_api(args.host, args.port)
     runtime.start_background(schedules=not args.no_schedules)
-    print(f"API on http://{args.host}:{server.server_port}/ ; data in {args.data_dir}; Ctrl-C stops", file=sys.stderr)
+    print(f"{_serving_line(args.host, server.server_port)}; data in {args.data_dir}; Ctrl-C stops", file=sys.stderr)
     _wait_for_interrupt()
     server.shutdown()
     runtime.close()
@@ -157,6 +162,53 @@ def cmd_ingest(args) -> int:
     finally:
         runtime.close()
     print(json.dumps(report, default=str) if args.json else _format_report(report))
+    return 0
+
+
+def scrape_summary(report: dict) -> dict:
+    """The flat report of pipeline.scrape with its `errors.<kind>` keys folded into `errors`."""
+    summary = {name: value for name, value in report.items() if not name.startswith("errors")}
+    summary["errors"] = {name.split(".", 1)[1]: value for name, value in report.items() if name.startswith("errors.")}
+    return summary
+
+
+def cmd_scrape(args) -> int:
+    from tqdm import tqdm
+
+    from shazzam import catalogue, pipeline
+    from shazzam.scrape import load_sources
+
+    runtime = _runtime(args)
+    try:
+        for source in load_sources(args.sources) if args.sources else []:
+            catalogue.save_source(runtime.db, source)
+        bar = tqdm(desc="scrape", unit="page", file=sys.stderr, disable=args.quiet, total=0)
+
+        def progress(done: int, total: int) -> None:
+            bar.total = max(total, done)
+            bar.n = done
+            bar.refresh()
+
+        report = pipeline.scrape(runtime.app, limit=args.limit, progress=progress, source=args.source, force=args.force)
+        bar.close()
+        summary = scrape_summary(report)
+        # Deliver the detect/standardise/embed events the new images caused, as S3 would.
+        drained = runtime.drain()
+        summary["pipeline"] = {"delivered": drained.delivered, "failed": drained.failed}
+    finally:
+        runtime.close()
+    if args.json:
+        print(json.dumps(summary, default=str))
+    else:
+        errors = ", ".join(f"{kind} {n}" for kind, n in summary["errors"].items()) or "none"
+        print(
+            f"{summary['shops']} source(s): {summary['pages_fetched']} pages fetched, {summary['skipped_by_robots']} skipped by robots.txt\n"
+            f"products: {summary['products_new']} new, {summary['products_changed']} changed, {summary['products_unchanged']} unchanged, "
+            f"{summary['products_dead']} dead, {summary['products_revived']} revived\n"
+            f"images: {summary['images_uploaded']} queued, {summary['images_unchanged']} unchanged, "
+            f"{summary['images_duplicate']} duplicates, {summary['images_failed']} failed\n"
+            f"errors: {errors}"
+        )
     return 0
 
 
@@ -238,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-k", type=int, default=5, help="results per garment (default %(default)s)")
     demo.set_defaults(run=cmd_demo)
 
-    serve = commands.add_parser("serve", help="serve the API and run the schedules")
+    serve = commands.add_parser("serve", help="serve the web page and the API, and run the schedules")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--no-schedules", action="store_true", help="only the API and the event queue")
@@ -249,6 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--limit", type=int, help="at most N products per shop")
     ingest.add_argument("--json", action="store_true")
     ingest.set_defaults(run=cmd_ingest)
+
+    scrape = commands.add_parser("scrape", help="one scrape pass over the sources, with a summary")
+    scrape.add_argument("source", nargs="?", help="only this source (its name or base URL)")
+    scrape.add_argument("--sources", help="a TOML file of [[source]] tables to register (or update) first")
+    scrape.add_argument("--limit", type=int, help="at most N product pages per source")
+    scrape.add_argument("--force", action="store_true", help="scrape sources whose schedule is not due yet")
+    scrape.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    scrape.set_defaults(run=cmd_scrape)
 
     search = commands.add_parser("search", help="find items similar to the garments in a photo")
     search.add_argument("image", help="path of a photo")

@@ -28,6 +28,13 @@ shops = sa.Table(
     sa.Column("active", sa.Boolean, nullable=False, default=True),
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Column("last_scraped_at", sa.DateTime),
+    # v2: the shop as a scrape source (shazzam.scrape.sources.ShopSource); NULL means the default.
+    sa.Column("strategy", sa.String(16)),
+    sa.Column("schedule", sa.String(64)),
+    sa.Column("delay_s", sa.Float),
+    sa.Column("concurrency", sa.Integer),
+    sa.Column("is_local", sa.Boolean, nullable=False, default=False),
+    sa.Column("settings", sa.Text),  # JSON: allowed hosts, listing URLs, fetch limits...
 )
 
 products = sa.Table(
@@ -45,6 +52,15 @@ products = sa.Table(
     sa.Column("is_dead", sa.Boolean, nullable=False, default=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Column("last_seen_at", sa.DateTime, nullable=False),
+    # v2
+    sa.Column("page_url", sa.Text),  # the page (or feed page) it was scraped from
+    sa.Column("availability", sa.String(32)),
+    sa.Column("colour", sa.String(64)),
+    sa.Column("sizes", sa.Text),  # JSON list
+    sa.Column("breadcrumb", sa.Text),
+    sa.Column("fingerprint", sa.String(64)),  # ScrapedProduct.fingerprint(): changed or not
+    sa.Column("dead_reason", sa.String(32)),  # http-404, http-410, soft-404, out-of-stock, removed
+    sa.Column("dead_at", sa.DateTime),
 )
 
 images = sa.Table(
@@ -62,6 +78,9 @@ images = sa.Table(
     sa.Column("is_dead", sa.Boolean, nullable=False, default=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Column("updated_at", sa.DateTime, nullable=False),
+    # v2: a 256-bit dHash (hex), and the image this one duplicates (then it has no detections).
+    sa.Column("phash", sa.String(64)),
+    sa.Column("duplicate_of", sa.String(40)),
 )
 
 detections = sa.Table(
@@ -84,6 +103,28 @@ detections = sa.Table(
     sa.Column("updated_at", sa.DateTime, nullable=False),
 )
 
+# v2: every product that shows an image (an image found on many products is stored once).
+product_images = sa.Table(
+    "product_images",
+    metadata,
+    sa.Column("product_id", sa.String(40), sa.ForeignKey("products.id"), primary_key=True),
+    sa.Column("image_id", sa.String(40), sa.ForeignKey("images.id"), primary_key=True, index=True),
+    sa.Column("position", sa.Integer, nullable=False, default=0),
+)
+
+# v2: validators and body hash of each fetched URL, so an unchanged page costs a 304 at most.
+http_cache = sa.Table(
+    "http_cache",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("shop_id", sa.String(40), index=True),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("etag", sa.String(255)),
+    sa.Column("last_modified", sa.String(64)),
+    sa.Column("content_sha256", sa.String(64)),
+    sa.Column("fetched_at", sa.DateTime, nullable=False),
+)
+
 schema_migrations = sa.Table(
     "schema_migrations",
     metadata,
@@ -97,8 +138,55 @@ def _initial_schema(connection: sa.Connection) -> None:
     metadata.create_all(connection, tables=[shops, products, images, detections], checkfirst=True)
 
 
+# Columns added by migration 2, as portable DDL (SQLite and MySQL/MariaDB both accept each).
+_V2_COLUMNS = {
+    "shops": (
+        ("strategy", "VARCHAR(16)"),
+        ("schedule", "VARCHAR(64)"),
+        ("delay_s", "FLOAT"),
+        ("concurrency", "INTEGER"),
+        ("is_local", "BOOLEAN NOT NULL DEFAULT 0"),
+        ("settings", "TEXT"),
+    ),
+    "products": (
+        ("page_url", "TEXT"),
+        ("availability", "VARCHAR(32)"),
+        ("colour", "VARCHAR(64)"),
+        ("sizes", "TEXT"),
+        ("breadcrumb", "TEXT"),
+        ("fingerprint", "VARCHAR(64)"),
+        ("dead_reason", "VARCHAR(32)"),
+        ("dead_at", "DATETIME"),
+    ),
+    "images": (("phash", "VARCHAR(64)"), ("duplicate_of", "VARCHAR(40)")),
+}
+
+
+def _scrape_sources_and_freshness(connection: sa.Connection) -> None:
+    # Migration 1 creates tables from the current definitions, so a database born after v2
+    # already has these columns: only a database from before v2 needs the ALTERs.
+    inspector = sa.inspect(connection)
+    for table, columns in _V2_COLUMNS.items():
+        present = {column["name"] for column in inspector.get_columns(table)}
+        for name, ddl in columns:
+            if name not in present:
+                connection.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}"))
+    metadata.create_all(connection, tables=[product_images, http_cache], checkfirst=True)
+    # Shops registered by a loopback URL (the demo's sample shop) were local by intent: say so,
+    # or the address guard would now refuse them.
+    connection.execute(
+        sa.text(
+            "UPDATE shops SET is_local = 1 WHERE base_url LIKE 'http://127.%' OR base_url LIKE 'https://127.%'"
+            " OR base_url LIKE 'http://localhost%' OR base_url LIKE 'https://localhost%'"
+        )
+    )
+
+
 # Append only: each entry runs once per database, in order, inside one transaction.
-MIGRATIONS: Sequence[tuple[int, str, Any]] = ((1, "shops, products, images, detections", _initial_schema),)
+MIGRATIONS: Sequence[tuple[int, str, Any]] = (
+    (1, "shops, products, images, detections", _initial_schema),
+    (2, "scrape sources, product freshness and death, image dedup, HTTP cache", _scrape_sources_and_freshness),
+)
 
 
 def utcnow() -> datetime:
@@ -164,6 +252,10 @@ def _create_engine(url: str) -> sa.Engine:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA journal_mode=WAL")
+            # In WAL mode NORMAL is still safe from corruption (a power cut may lose the last
+            # commits, never half of one) and spares an fsync per commit: the scraper commits a
+            # few times per product, and FULL made those fsyncs half of a scrape's time.
+            cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
         return engine

@@ -13,6 +13,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_BYTES = 20 * 1024 * 1024
@@ -21,11 +22,23 @@ MODEL_INPUT_SIZE = 224
 CENTRE_CROP_FRACTION = 0.875
 PAD_COLOUR = (255, 255, 255)
 
-ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"})
+ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO", "HEIF"})
+READABLE_FORMATS = "JPEG, PNG, WebP, HEIC/HEIF, GIF, BMP, TIFF"
+# How our formats begin: a file that starts so but does not open is broken, not foreign.
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+
+# Phones send HEIC: pillow-heif teaches Pillow to open it like any other format.
+pillow_heif.register_heif_opener()
 
 
 class ImageError(ValueError):
-    """The bytes are not an image we accept; the message says why."""
+    """The bytes are not an image we accept; the message says why, `kind` says which way:
+    `empty`, `too_large` (bytes or pixels), `unsupported` (not an image, or a format we do not
+    read) or `corrupt` (one of our formats, but broken or truncated)."""
+
+    def __init__(self, message: str, kind: str = "corrupt"):
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -48,36 +61,42 @@ class Box:
 def load_image(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Decode untrusted bytes into an upright RGB image, or raise ImageError."""
     if not data:
-        raise ImageError("empty file")
+        raise ImageError("empty file (0 bytes)", "empty")
     if len(data) > max_bytes:
-        raise ImageError(f"file is {len(data)} bytes, more than the {max_bytes} allowed")
+        raise ImageError(f"file is {len(data)} bytes, more than the {max_bytes} allowed", "too_large")
     try:
         with warnings.catch_warnings():
-            # Pillow warns, then errors, on bombs past its own limit; we apply ours before decoding.
+            # Pillow warns, then errors, on bombs past its own limit; ours applies before decoding.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             if image.format not in ALLOWED_FORMATS:
-                raise ImageError(f"unsupported image format {image.format}")
+                raise ImageError(f"{image.format} is not a format we read ({READABLE_FORMATS})", "unsupported")
             width, height = image.size
             if width < 1 or height < 1:
                 raise ImageError("image has no pixels")
             if width * height > max_pixels:
                 raise ImageError(
-                    f"image is {width}x{height} = {width * height} pixels, more than the {max_pixels} allowed"
+                    f"image is {width}x{height} = {width * height} pixels, more than the {max_pixels} allowed", "too_large"
                 )
             image.load()
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError("not an image in a format we read (JPEG, PNG, WebP, GIF, BMP, TIFF)") from None
+        if _looks_like_ours(data):
+            raise ImageError("corrupt or truncated image (its header is broken)") from None
+        raise ImageError(f"not an image in a format we read ({READABLE_FORMATS})", "unsupported") from None
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"too many pixels: {exc}") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"too many pixels: {exc}", "too_large") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError) as exc:
         raise ImageError(f"corrupt or truncated image: {exc}") from exc
     if getattr(image, "n_frames", 1) > 1:
         image.seek(0)
     image = ImageOps.exif_transpose(image)
     return to_rgb(image)
+
+
+def _looks_like_ours(data: bytes) -> bool:
+    return data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -6,10 +6,14 @@ those ids, and re-running it on the same input rewrites the same rows and object
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
+import re
+import time
 from dataclasses import dataclass, field
+from decimal import Decimal
+
+from PIL import Image
 
 from shazzam import catalogue, ids
 from shazzam.app import App
@@ -23,8 +27,17 @@ DEFAULT_K = 10
 MAX_K = 50
 
 
+# When filters narrow the results, this many nearest candidates are joined with the catalogue.
+FILTERED_CANDIDATES = 1000
+
+
 class BadRequest(ValueError):
-    """The caller's input is wrong; the message says how."""
+    """The caller's input is wrong; the message says how, `status` is the HTTP status that fits
+    (400 malformed, 413 too large, 415 not an image we read, 422 a bad parameter)."""
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass
@@ -43,42 +56,22 @@ class StageResult:
 # --- scrape -----------------------------------------------------------------------------------
 
 
-def scrape(app: App, shop_url: str | None = None, limit: int | None = None, progress=None) -> dict:
-    """Scrape one shop (or every active one): save products, upload new or changed images."""
-    from shazzam.scrape import FetchError, scrape_shop
+def scrape(
+    app: App,
+    shop_url: str | None = None,
+    limit: int | None = None,
+    progress=None,
+    source: str | None = None,
+    force: bool = False,
+) -> dict:
+    """One scrape pass over every due source (or one shop URL, or the source named): save new and
+    changed products, tombstone gone ones, upload each new image to incoming/ once.
 
-    shops = [{"id": catalogue.add_shop(app.db, shop_url), "base_url": shop_url}] if shop_url else catalogue.active_shops(app.db)
-    report = {"shops": 0, "products": 0, "images_uploaded": 0, "images_unchanged": 0, "images_failed": 0}
-    fetcher = app.fetcher()
-    for shop in shops:
-        report["shops"] += 1
-        for product in scrape_shop(shop["base_url"], fetcher, limit=limit):
-            product_id = catalogue.save_product(app.db, shop["id"], product)
-            report["products"] += 1
-            for src_link in product.image_urls:
-                image_id = ids.image_id(src_link)
-                catalogue.save_image(app.db, image_id, src_link, product_id)
-                try:
-                    fetched = fetcher.get(src_link)
-                except FetchError as exc:
-                    catalogue.update_image(app.db, image_id, status="failed", error=f"fetch failed: {exc}")
-                    report["images_failed"] += 1
-                    continue
-                if fetched.status != 200:
-                    catalogue.update_image(app.db, image_id, status="failed", error=f"fetch failed: HTTP {fetched.status}")
-                    report["images_failed"] += 1
-                    continue
-                digest = hashlib.sha256(fetched.body).hexdigest()
-                if (catalogue.get_image(app.db, image_id) or {}).get("content_sha256") == digest:
-                    report["images_unchanged"] += 1
-                    continue
-                catalogue.update_image(app.db, image_id, content_sha256=digest, status="new", error=None)
-                app.store.put(ids.incoming_key(image_id), fetched.body, content_type=fetched.content_type or "application/octet-stream")
-                report["images_uploaded"] += 1
-            if progress is not None:
-                progress(product)
-        catalogue.mark_shop_scraped(app.db, shop["id"])
-    return report
+    ``progress(done, total)`` is called after each page. Returns the summary's counts, errors by
+    kind as ``errors.<kind>`` (see shazzam.scrape.passes)."""
+    from shazzam.scrape.passes import scrape_pass
+
+    return scrape_pass(app, shop_url=shop_url, limit=limit, progress=progress, source_name=source, force=force)
 
 
 # --- detect -> standardise -> embed -----------------------------------------------------------
@@ -187,30 +180,14 @@ def index(app: App) -> dict:
 
 
 def revalidate(app: App) -> dict:
-    """Mark products whose page is gone (HTTP 404/410) and images that are gone as dead; drop them from the shards."""
-    from shazzam.scrape import FetchError
+    """Re-check products and images: 404/410, soft 404s and out-of-stock offers are tombstoned (is_dead,
+    with a reason and time), products that came back are revived; dead items leave the shards."""
+    from shazzam.scrape.passes import Summary, revalidate_products
 
-    fetcher = app.fetcher()
-    report = {"products_checked": 0, "products_dead": 0, "images_checked": 0, "images_dead": 0, "vectors_dropped": 0}
-
-    def gone(url: str) -> bool:
-        """Only an explicit 404/410 kills an item; a network error or a 5xx may pass."""
-        try:
-            return fetcher.get(url).status in (404, 410)
-        except FetchError as exc:
-            log.warning("could not revalidate %s: %s", url, exc)
-            return False
-
-    for product in catalogue.live_products(app.db):
-        report["products_checked"] += 1
-        if gone(product["url"]):
-            catalogue.mark_product_dead(app.db, product["id"])
-            report["products_dead"] += 1
-    for image in catalogue.live_images(app.db):
-        report["images_checked"] += 1
-        if gone(image["src_link"]):
-            catalogue.update_image(app.db, image["id"], is_dead=True)
-            report["images_dead"] += 1
+    summary = Summary()
+    report = {**revalidate_products(app, summary), "vectors_dropped": 0}
+    report["images_queued"] = summary.counts["images_uploaded"]
+    report.update({f"errors.{kind}": n for kind, n in sorted(summary.errors.items())})
     for category, dead in catalogue.dead_indexed_detections(app.db).items():
         publish(app.store, category, drop=dead)
         catalogue.mark_unindexed(app.db, dead)
@@ -218,51 +195,76 @@ def revalidate(app: App) -> dict:
     return report
 
 
-# --- search -----------------------------------------------------------------------------------
+# --- search ---------------------------------------------------------------------------------
 
 
-def search(app: App, image_bytes: bytes, category: str | None = None, k: int = DEFAULT_K) -> dict:
-    """Find the garments in a photo and, for each, the k most similar live catalogue items."""
-    model = app.garment_model
-    if category is not None and category not in model.categories:
-        raise BadRequest(f"unknown category {category!r}; known: {', '.join(model.categories)}")
-    if not isinstance(k, int) or not 1 <= k <= MAX_K:
+@dataclass(frozen=True)
+class SearchFilters:
+    """What a searcher narrows the results to; None means no limit."""
+
+    min_price: Decimal | None = None
+    max_price: Decimal | None = None
+    currency: str | None = None
+    shop: str | None = None
+
+    def any(self) -> bool:
+        return any(value is not None for value in (self.min_price, self.max_price, self.currency, self.shop))
+
+
+def check_search_parameters(app: App, category: str | None, k: int, filters: SearchFilters) -> None:
+    """Raise BadRequest (422) for a parameter no search could satisfy, before any image work."""
+    categories = app.garment_model.categories
+    if category is not None and category not in categories:
+        raise BadRequest(f"unknown category {category!r}; known: {', '.join(categories)}")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
         raise BadRequest(f"k must be an integer from 1 to {MAX_K}")
+    for name in ("min_price", "max_price"):
+        value = getattr(filters, name)
+        if value is not None and (not value.is_finite() or value < 0):
+            raise BadRequest(f"{name} must be a number of at least 0")
+    if filters.min_price is not None and filters.max_price is not None and filters.min_price > filters.max_price:
+        raise BadRequest("min_price is more than max_price")
+    if filters.currency is not None and not re.fullmatch(r"[A-Z]{3}", filters.currency):
+        raise BadRequest("currency must be a three-letter ISO 4217 code such as EUR")
+
+
+# How each way a photo can be refused maps to HTTP (see shazzam.images.ImageError).
+STATUS_OF_IMAGE_ERROR = {"empty": 400, "corrupt": 400, "too_large": 413, "unsupported": 415}
+
+
+def load_photo(data: bytes) -> Image.Image:
+    """Decode the searcher's photo, or raise BadRequest with the HTTP status its fault calls for."""
     try:
-        image = load_image(image_bytes)
+        return load_image(data)
     except ImageError as exc:
-        raise BadRequest(f"image rejected: {exc}") from exc
+        raise BadRequest(f"image rejected: {exc}", status=STATUS_OF_IMAGE_ERROR[exc.kind]) from exc
+
+
+def search(
+    app: App,
+    image_bytes: bytes,
+    category: str | None = None,
+    k: int = DEFAULT_K,
+    filters: SearchFilters = SearchFilters(),
+) -> dict:
+    """Find the garments in a photo and, for each, the k most similar live catalogue items."""
+    started = time.perf_counter()
+    check_search_parameters(app, category, k, filters)
+    image = load_photo(image_bytes)
+    model = app.garment_model
     garments = []
     for detection in app.detector.detect(image):
         prediction = model.predict(get_subsection_of_image(image, detection.box))
         chosen = category or prediction.category
-        # Over-fetch a little: a shard may still hold an item revalidate has just marked dead.
-        hits = app.shards.search(chosen, prediction.embedding, k + 10)
-        items = catalogue.items_for_detections(app.db, [detection_id for detection_id, _ in hits])
-        results = []
-        for detection_id, distance in hits:
-            item = items.get(detection_id)
-            if item is None:
-                continue
-            results.append(
-                {
-                    "title": item["title"],
-                    "url": item["url"],
-                    "price": None if item["price"] is None else f"{item['price']:.2f}",
-                    "currency": item["currency"],
-                    "brand": item["brand"],
-                    "shop": item["shop"],
-                    "image_url": item["image_url"],
-                    "product_id": item["product_id"],
-                    "detection_id": detection_id,
-                    "distance": round(distance, 4),
-                }
-            )
-            if len(results) == k:
-                break
+        # Over-fetch: a shard may still hold items revalidate has just marked dead, and filters
+        # drop more; the catalogue join below keeps the k best that pass.
+        hits = app.shards.search(chosen, prediction.embedding, FILTERED_CANDIDATES if filters.any() else k + 10, model=model.name)
+        items = catalogue.items_for_detections(app.db, [detection_id for detection_id, _ in hits], filters)
+        results = [_result(items[detection_id], distance) for detection_id, distance in hits if detection_id in items][:k]
         garments.append(
             {
                 "box": detection.box.as_list(),
+                "score": round(float(detection.score), 4),
                 "category": chosen,
                 "category_source": "request" if category else "classifier",
                 "predicted_category": prediction.category,
@@ -270,4 +272,23 @@ def search(app: App, image_bytes: bytes, category: str | None = None, k: int = D
                 "results": results,
             }
         )
-    return {"image": {"width": image.width, "height": image.height}, "garments": garments}
+    return {
+        "image": {"width": image.width, "height": image.height},
+        "garments": garments,
+        "model": {"name": model.name, "detector": app.detector.name},
+        "took_ms": round((time.perf_counter() - started) * 1000, 1),
+    }
+
+
+def _result(item: dict, distance: float) -> dict:
+    return {
+        "item_id": item["product_id"],
+        "title": item["title"],
+        "shop": item["shop"],
+        "brand": item["brand"],
+        "price": None if item["price"] is None else f"{item['price']:.2f}",
+        "currency": item["currency"],
+        "url": item["url"],
+        "image_url": item["image_url"],
+        "distance": round(distance, 4),
+    }

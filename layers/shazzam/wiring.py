@@ -64,7 +64,14 @@ FUNCTIONS: tuple[Function, ...] = (
     Function(
         "search",
         "The public API: find garments in a photo and the most similar items",
-        (Route("POST", "/search"), Route("GET", "/categories"), Route("GET", "/health")),
+        (
+            Route("POST", "/search"),
+            Route("POST", "/uploads"),
+            Route("GET", "/categories"),
+            Route("GET", "/items/{item_id}"),
+            Route("GET", "/health"),
+            Route("GET", "/openapi.json"),
+        ),
         memory_mb=1536,
         timeout_s=29,
     ),

@@ -85,9 +85,9 @@ def test_scrape_to_search_over_http(runtime, small_shop, tmp_path):
         assert status == 200 and body["garments"][0]["category"] == "hat" and len(body["garments"][0]["results"]) == 2
 
         status, body = http(f"{base}/search", b"\x89PNG\r\n\x1a\n broken", "image/png")
-        assert status == 400 and "image rejected" in body["error"]
+        assert status == 400 and "image rejected" in body["detail"]
         status, body = http(f"{base}/search?category=socks", query, "image/jpeg")
-        assert status == 400 and "unknown category" in body["error"]
+        assert status == 422 and "unknown category" in body["detail"]
         status, body = http(f"{base}/search", b"{not json", "application/json")
         assert status == 400
         status, body = http(f"{base}/categories")

@@ -110,8 +110,30 @@ def test_max_pixels_is_applied_before_decoding(jpeg):
 
 def test_rejects_a_format_outside_the_allow_list():
     data = encode(Image.new("RGB", (8, 8), "red"), "PPM")
-    with pytest.raises(ImageError, match="unsupported image format PPM"):
+    with pytest.raises(ImageError, match="PPM is not a format we read") as raised:
         load_image(data)
+    assert raised.value.kind == "unsupported"
+
+
+@pytest.mark.parametrize(
+    "data, kind",
+    [
+        (b"", "empty"),
+        (b"<html>hello</html>", "unsupported"),
+        (b"\x89PNG\r\n\x1a\n broken", "corrupt"),
+    ],
+)
+def test_each_rejection_says_which_kind_it_is(data, kind):
+    with pytest.raises(ImageError) as raised:
+        load_image(data)
+    assert raised.value.kind == kind
+
+
+def test_heic_photos_from_phones_are_read():
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (0, 0, 255)).save(buffer, "HEIF")
+    image = load_image(buffer.getvalue())
+    assert image.size == (64, 48) and image.mode == "RGB" and image.getpixel((30, 20))[2] > 200
 
 
 # -- EXIF and colour modes -----------------------------------------------------------------

@@ -36,7 +36,7 @@ def test_bundled_samples_are_complete() -> None:
 
 
 def test_scrape_sample_shop(shop: SampleShop) -> None:
-    fetcher = Fetcher()
+    fetcher = Fetcher(local=True, delay_s=0)
     products = list(scrape_shop(shop.base_url, fetcher))
     assert len(products) == 5
     assert [p.sku for p in products] == list(shop.products)
@@ -57,7 +57,7 @@ def test_scrape_sample_shop(shop: SampleShop) -> None:
 
 
 def test_robots_sitemap_and_404(shop: SampleShop) -> None:
-    fetcher = Fetcher()
+    fetcher = Fetcher(local=True, delay_s=0)
     assert fetcher.sitemaps(shop.base_url) == [shop.base_url + "sitemap.xml"]
     assert not fetcher.allowed(shop.base_url + "cart")
     with pytest.raises(FetchError, match="robots"):
@@ -69,7 +69,7 @@ def test_robots_sitemap_and_404(shop: SampleShop) -> None:
 
 
 def test_removed_product_answers_404(shop: SampleShop) -> None:
-    fetcher = Fetcher()
+    fetcher = Fetcher(local=True, delay_s=0)
     sku = next(iter(shop.products))
     page = fetcher.get(shop.product_url(sku))
     assert page.status == 200

@@ -101,6 +101,7 @@ def test_extract_simple_product_with_offer() -> None:
             brand="Vireo",
             sku="D-1",
             image_urls=("https://cdn.example/d1.jpg",),
+            breadcrumb="Dresses",
         )
     ]
 
@@ -272,7 +273,7 @@ def test_fetcher_honours_robots_disallow_and_caches_it(site: tuple[_Site, str]) 
                         + b"/sm.xml\n"),
         "/page": (200, "text/html; charset=utf-8", "héllo".encode()),
     }
-    fetcher = Fetcher()
+    fetcher = Fetcher(local=True, delay_s=0)
     assert fetcher.allowed(base + "/page")
     assert not fetcher.allowed(base + "/private/x")
     with pytest.raises(FetchError, match="disallowed by robots.txt"):
@@ -291,7 +292,7 @@ def test_fetcher_missing_robots_allows_all_and_returns_http_errors(
 ) -> None:
     state, base = site
     state.routes = {"/a": (200, "text/html", b"<html></html>")}
-    fetcher = Fetcher()
+    fetcher = Fetcher(local=True, delay_s=0)
     assert fetcher.allowed(base + "/anything")
     assert fetcher.sitemaps(base) == []
     assert fetcher.get(base + "/a").status == 200
@@ -304,7 +305,7 @@ def test_fetcher_body_cap(site: tuple[_Site, str]) -> None:
     state, base = site
     state.routes = {"/big": (200, "application/octet-stream", b"x" * 5000),
                     "/small": (200, "application/octet-stream", b"x" * 1000)}
-    fetcher = Fetcher(max_bytes=1000)
+    fetcher = Fetcher(max_bytes=1000, local=True, delay_s=0)
     assert len(fetcher.get(base + "/small").body) == 1000
     with pytest.raises(FetchError):
         fetcher.get(base + "/big")
@@ -356,7 +357,7 @@ def test_discover_follows_indexes_dedupes_and_stays_on_host(site: tuple[_Site, s
         "/sm-b.xml": (200, xml, _index(base + "/sm-c.xml", base + "/sm-a.xml")),
         "/sm-c.xml": (200, xml, _urlset(base + "/p/2", base + "/p/3")),
     }
-    fetcher = Fetcher()
+    fetcher = Fetcher(local=True, delay_s=0)
     assert discover_product_urls(base + "/", fetcher) == [
         base + "/p/1", base + "/p/2", base + "/p/3",
     ]
@@ -374,7 +375,7 @@ def test_discover_depth_is_bounded(site: tuple[_Site, str]) -> None:
         "/s3.xml": (200, xml, _index(base + "/s4.xml")),
         "/s4.xml": (200, xml, _urlset(base + "/too-deep")),
     }
-    assert discover_product_urls(base, Fetcher()) == []
+    assert discover_product_urls(base, Fetcher(local=True, delay_s=0)) == []
     assert "/s4.xml" not in state.requests
 
 
@@ -390,6 +391,22 @@ def test_scrape_shop_skips_non_html_and_errors(site: tuple[_Site, str]) -> None:
         "/p/2": (200, "text/html", page),  # same product url: deduplicated
         "/p/feed": (200, "application/json", page),
     }
-    products = list(scrape_shop(base, Fetcher()))
+    products = list(scrape_shop(base, Fetcher(local=True, delay_s=0)))
     assert [p.url for p in products] == [base + "/p/tee"]
     assert products[0].image_urls == (base + "/t.jpg",)
+
+
+def test_robots_crawl_delay_raises_the_delay(site: tuple[_Site, str]) -> None:
+    import time
+
+    state, base = site
+    state.routes = {
+        "/robots.txt": (200, "text/plain", b"User-agent: *\nCrawl-delay: 0.2\n"),
+        "/a": (200, "text/html", b"<html></html>"),
+    }
+    fetcher = Fetcher(local=True, delay_s=0)
+    fetcher.get(base + "/a")
+    started = time.monotonic()
+    fetcher.get(base + "/a")
+    fetcher.get(base + "/a")
+    assert time.monotonic() - started >= 0.35

@@ -87,6 +87,7 @@ def test_scheduled_functions_and_routes():
     scheduled = {function.name: schedule.interval_seconds() for function, schedule in wiring.scheduled_functions()}
     assert scheduled == {"scrape": 86400, "index": 300, "revalidate": 86400}
     assert {(route.method, route.path) for _, route in wiring.routes()} == {
-        ("POST", "/search"), ("GET", "/categories"), ("GET", "/health"),
+        ("POST", "/search"), ("POST", "/uploads"), ("GET", "/categories"), ("GET", "/items/{item_id}"),
+        ("GET", "/health"), ("GET", "/openapi.json"),
     }
     assert {function.name for function, _ in wiring.routes()} == {"search"}

@@ -27,14 +27,20 @@ from typing import Callable
 from urllib.parse import unquote_plus, urlsplit
 
 from shazzam import app as app_module
-from shazzam import events, wiring
+from shazzam import api, events, wiring
 from shazzam.db import Database
+from shazzam.images import MAX_BYTES
 from shazzam.storage import LocalFolderStore
 
 log = logging.getLogger(__name__)
 
 DELIVERY_ATTEMPTS = 3
-MAX_REQUEST_BYTES = 32 * 1024 * 1024
+# API Gateway throttles; locally more concurrent requests than this get a 429.
+MAX_REQUESTS_IN_FLIGHT = 32
+# Room for the multipart boundaries and fields around an uploaded file.
+UPLOAD_FORM_OVERHEAD = 64 * 1024
+DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
+WEB_CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
 
 
 def functions_dir() -> Path:
@@ -43,6 +49,19 @@ def functions_dir() -> Path:
     if not path.is_dir():
         raise RuntimeError(f"functions folder not found at {path}; set SHAZZAM_FUNCTIONS_DIR")
     return path
+
+
+def web_files() -> dict[str, tuple[Path, str]]:
+    """The static page (web/), by URL path; only these files are served, so no path escapes it."""
+    folder = Path(os.environ.get("SHAZZAM_WEB_DIR", Path(__file__).resolve().parents[3] / "web"))
+    files = {f"/{path.name}": (path, WEB_CONTENT_TYPES[path.suffix]) for path in folder.glob("*") if path.suffix in WEB_CONTENT_TYPES}
+    if "/index.html" in files:
+        files["/"] = files["/index.html"]
+    return files
+
+
+def _problem(status: int, detail: str) -> tuple[int, dict, bytes]:
+    return status, {"content-type": api.PROBLEM_JSON}, json.dumps(api.problem_body(status, detail)).encode()
 
 
 def load_handler(name: str) -> Callable:
@@ -161,28 +180,82 @@ class LocalRuntime:
         data = base64.b64decode(payload) if response.get("isBase64Encoded") else payload.encode()
         return response.get("statusCode", 200), response.get("headers") or {}, data
 
-    def start_api(self, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
+    def receive_upload(self, content_type: str, body: bytes) -> tuple[int, dict, bytes]:
+        """What S3 does with a presigned POST: store the form's `file` under its `key`."""
+        try:
+            fields = api.parse_multipart(content_type, body)
+        except api.Problem as exc:
+            return _problem(exc.status, exc.detail)
+        key, data = fields.get("key"), fields.get("file")
+        if not isinstance(key, str) or not key.startswith(api.UPLOAD_PREFIX) or not isinstance(data, bytes) or not data:
+            return _problem(400, 'the form needs the "key" POST /uploads answered and a non-empty file field "file"')
+        if len(data) > MAX_BYTES:
+            return _problem(413, f"the file is larger than {MAX_BYTES} bytes")
+        self.store.put(key, data, content_type=str(fields.get("Content-Type", "application/octet-stream")))
+        return 204, {}, b""
+
+    def start_api(self, host: str = "127.0.0.1", port: int = 8000, max_in_flight: int = MAX_REQUESTS_IN_FLIGHT) -> ThreadingHTTPServer:
+        """Serve the API function, the web page at / and the local stand-in for S3 presigned uploads.
+
+        Like API Gateway in front of Lambda, it refuses bodies over the synchronous payload limit
+        (413) and more than `max_in_flight` concurrent requests (429), in the API's error shape.
+        """
         runtime = self
+        in_flight = threading.BoundedSemaphore(max_in_flight) if max_in_flight > 0 else None
+        pages = web_files()
 
         class ApiRequestHandler(BaseHTTPRequestHandler):
-            def _handle(self):
-                length = int(self.headers.get("content-length") or 0)
-                if length > MAX_REQUEST_BYTES:
-                    self._reply(413, {"content-type": "application/json"}, b'{"error": "request body too large"}')
-                    return
-                body = self.rfile.read(length) if length else b""
-                status, headers, data = runtime.http_request(self.command, self.path, dict(self.headers.items()), body)
-                self._reply(status, headers, data)
+            protocol_version = "HTTP/1.1"
+            # One write per response and no Nagle delay: otherwise every keep-alive answer waits
+            # ~40 ms for the client's delayed ACK.
+            wbufsize = 256 * 1024
+            disable_nagle_algorithm = True
 
-            def _reply(self, status, headers, data):
+            def _handle(self):
+                path = urlsplit(self.path).path
+                if self.command == "GET" and path in pages:
+                    self._reply(200, {"content-type": pages[path][1], "cache-control": "no-cache"}, pages[path][0].read_bytes())
+                    return
+                is_upload = self.command == "POST" and path == api.LOCAL_UPLOAD_PATH
+                try:
+                    length = int(self.headers.get("content-length") or 0)
+                except ValueError:
+                    self._reply(*_problem(400, "the Content-Length header is not a number"), close=True)
+                    return
+                limit = MAX_BYTES + UPLOAD_FORM_OVERHEAD if is_upload else api.MAX_SEARCH_BODY_BYTES
+                if length > limit:
+                    # Read what a client may reasonably send (so it sees the answer, not a broken
+                    # pipe), then close; beyond that, close at once.
+                    if length <= DRAIN_LIMIT_BYTES:
+                        self.rfile.read(length)
+                    hint = "" if is_upload else "; upload the photo with POST /uploads first"
+                    self._reply(*_problem(413, f"the request is larger than {limit} bytes{hint}"), close=True)
+                    return
+                if in_flight is None or not in_flight.acquire(blocking=False):
+                    self.rfile.read(length)
+                    self._reply(*_problem(429, "the server is busy; try again in a second"), extra={"retry-after": "1"})
+                    return
+                try:
+                    body = self.rfile.read(length) if length else b""
+                    if is_upload:
+                        self._reply(*runtime.receive_upload(self.headers.get("content-type", ""), body))
+                    else:
+                        self._reply(*runtime.http_request(self.command, self.path, dict(self.headers.items()), body))
+                finally:
+                    in_flight.release()
+
+            def _reply(self, status, headers, data, extra=None, close=False):
                 self.send_response(status)
-                for name, value in headers.items():
+                for name, value in {**headers, **(extra or {})}.items():
                     self.send_header(name, value)
                 self.send_header("content-length", str(len(data)))
+                if close:
+                    self.send_header("connection", "close")
+                    self.close_connection = True
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_POST = do_OPTIONS = _handle
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _handle
 
             def log_message(self, format, *args):
                 log.info("%s %s", self.address_string(), format % args)

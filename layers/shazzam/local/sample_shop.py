@@ -10,14 +10,17 @@ plus ``images/``) the way a small online shop would, so the scraper runs unchang
     /products/<sku>.html      HTML with title, price, image and a schema.org Product (JSON-LD)
     /images/<file>            the product's JPEG
 
-Anything else answers 404, as do removed products (``remove(sku)``) and their images.
+Anything else answers 404, as do removed products (``remove(sku)``) and their images. Every
+answer carries an ETag (a hash of the body) and honours ``If-None-Match`` with a 304, as real
+shops and CDNs do, so a second scrape of an unchanged shop costs only 304s.
 
     with SampleShop(limit=5) as shop:
-        products = list(scrape_shop(shop.base_url, Fetcher()))
+        products = list(scrape_shop(shop.base_url, Fetcher(local=True, delay_s=0)))
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import threading
@@ -246,9 +249,17 @@ class _ShopHandler(BaseHTTPRequestHandler):
 
     def _send(self, with_body: bool) -> None:
         status, content_type, body = self.shop.respond(self.path)
+        etag = '"' + hashlib.sha1(body, usedforsecurity=False).hexdigest() + '"'
+        if status == HTTPStatus.OK and etag in self.headers.get("If-None-Match", ""):
+            self.send_response(HTTPStatus.NOT_MODIFIED)
+            self.send_header("ETag", etag)
+            self.end_headers()
+            return
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        if status == HTTPStatus.OK:
+            self.send_header("ETag", etag)
         self.end_headers()
         if with_body:
             self.wfile.write(body)

@@ -1,0 +1,69 @@
+"""Scraper throughput against the bundled sample shop on 127.0.0.1 (a benchmark, not a test).
+
+    .venv/bin/python bench/scrape_throughput.py [--products 300] [--delay 0] [--json]
+
+Three measures, each on a fresh temporary catalogue (SQLite) and object folder:
+  crawl       discovery + fetch + parse of every product page (shazzam.scrape.Crawl), no database;
+  first pass  pipeline.scrape: the crawl, plus saving products and downloading, hashing and
+              storing each image under incoming/ (the detect/standardise/embed events are not run);
+  second pass pipeline.scrape again over the unchanged shop: conditional requests only.
+With --delay 0 the figure is what the code can do; with the default politeness (1 s per host)
+it is one page a second, by design. Nothing leaves 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+
+from shazzam import catalogue, pipeline
+from shazzam.local.runtime import LocalRuntime
+from shazzam.local.sample_shop import SampleShop
+from shazzam.scrape import Crawl, Fetcher, ShopSource
+
+
+def measure(products: int, delay: float, concurrency: int) -> dict:
+    results: dict[str, dict] = {}
+    with SampleShop(limit=products) as shop:
+        source = ShopSource(base_url=shop.base_url, name="bench", local=True, delay_s=delay, concurrency=concurrency)
+        started = time.perf_counter()
+        crawl = Crawl(source, Fetcher(policy=source.policy()))
+        pages = sum(1 for outcome in crawl.pages() if outcome.state == "changed")
+        results["crawl"] = _rate(pages, time.perf_counter() - started)
+        with tempfile.TemporaryDirectory() as folder:
+            runtime = LocalRuntime(folder)
+            try:
+                catalogue.save_source(runtime.db, source)
+                for name in ("first_pass", "second_pass"):
+                    started = time.perf_counter()
+                    report = pipeline.scrape(runtime.app)
+                    results[name] = {**_rate(report["products"], time.perf_counter() - started), "images_uploaded": report["images_uploaded"]}
+            finally:
+                runtime.close()
+    return results
+
+
+def _rate(pages: int, seconds: float) -> dict:
+    return {"pages": pages, "seconds": round(seconds, 2), "pages_per_s": round(pages / seconds, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--products", type=int, default=300)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds between requests to the host")
+    parser.add_argument("--concurrency", type=int, default=1, help="requests in flight per host (1 or 2)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    results = measure(args.products, args.delay, args.concurrency)
+    if args.json:
+        print(json.dumps(results))
+        return
+    for name, figures in results.items():
+        extra = f", {figures['images_uploaded']} images uploaded" if "images_uploaded" in figures else ""
+        print(f"{name:12s} {figures['pages']:5d} pages in {figures['seconds']:6.2f} s = {figures['pages_per_s']:7.1f} pages/s{extra}")
+
+
+if __name__ == "__main__":
+    main()

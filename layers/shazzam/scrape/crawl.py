@@ -1,0 +1,311 @@
+"""One pass over a source: discover its product pages (or feed pages), fetch and parse each.
+
+Discovery strategies:
+- ``sitemap``: the Sitemap lines of robots.txt (else ``/sitemap.xml``), sitemap indexes (bounded
+  depth, no revisits), gzip-compressed sitemaps; only URLs on the source's own host;
+- ``listing``: listing pages (``listing_urls``, default the base URL), their product links
+  (``product_pattern``) and their pagination (``rel=next``, ``?page=N``, ``/page/N``), with a
+  seen-set against pagination loops and a page cap;
+- ``shopify``: ``/products.json?page=N`` until a page comes back empty;
+- ``auto``: sitemaps, and the listing pages when the sitemaps name nothing.
+
+Every page is fetched conditionally (ETag / Last-Modified from ``known``); a 304, or a body
+whose hash is the one seen last time, is ``unchanged`` and is not parsed again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import xml.etree.ElementTree as ET
+import zlib
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping
+from urllib.parse import urljoin, urlsplit
+
+from shazzam.scrape.extract import ScrapedProduct, parse_page, products_of_page, shopify_products
+from shazzam.scrape.fetch import FetchError, Fetcher, FetchResult, RobotsDisallowed
+from shazzam.scrape.sources import ShopSource
+
+log = logging.getLogger(__name__)
+
+SITEMAP_MAX_DEPTH = 3
+SHOPIFY_PAGE_SIZE = 250
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+_PAGINATION = re.compile(r"[?&](?:page|p|pg)=\d+|/page/\d+/?$", re.I)
+_NOT_FOUND = re.compile(r"\b(?:not found|404|no longer (?:available|exists)|does ?n[o']t exist|page (?:is )?missing)\b", re.I)
+
+
+@dataclass(frozen=True)
+class CachedPage:
+    etag: str | None = None
+    last_modified: str | None = None
+    content_sha256: str | None = None
+
+
+@dataclass
+class PageOutcome:
+    """What became of one page: ``changed`` (parsed: new or different), ``unchanged``,
+    ``gone`` (404/410, or a soft 404), ``robots`` (disallowed) or ``error``."""
+
+    url: str
+    state: str
+    products: list[ScrapedProduct] = field(default_factory=list)
+    status: int | None = None
+    reason: str | None = None  # the error kind, or why a page is gone
+    cache: CachedPage | None = None  # validators to remember when the page was parsed
+
+
+def _host(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()
+
+
+def _local_name(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    """Decompress a gzip body to at most ``limit`` bytes (a gzip bomb stops there)."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    data = inflater.decompress(body, limit + 1)
+    if len(data) > limit:
+        raise FetchError(f"gzip body over {limit} bytes", kind="too-large")
+    return data
+
+
+def parse_sitemap(body: bytes, limit: int) -> tuple[str, list[str]]:
+    """(root kind: "sitemapindex" | "urlset" | other, the <loc> URLs) of a (gzipped) sitemap."""
+    if body[:2] == b"\x1f\x8b":
+        body = _gunzip(body, limit)
+    root = ET.fromstring(body)
+    locs = [
+        element.text.strip()
+        for child in root
+        for element in child
+        if _local_name(element.tag) == "loc" and element.text and element.text.strip()
+    ]
+    return _local_name(root.tag), locs
+
+
+def looks_not_found(page, redirected: bool) -> bool:
+    """A 200 page without a product that says "not found", or that a redirect led elsewhere."""
+    wording = " ".join(filter(None, (page.title, page.h1)))
+    return redirected or bool(_NOT_FOUND.search(wording))
+
+
+class Crawl:
+    """One pass over one source. ``stats`` counts pages fetched, robots skips and errors by kind."""
+
+    def __init__(
+        self,
+        source: ShopSource,
+        fetcher: Fetcher,
+        known: Mapping[str, CachedPage] | None = None,
+        limit: int | None = None,
+    ) -> None:
+        self.source = source
+        self.fetcher = fetcher
+        self.known = known or {}
+        self.limit = limit
+        self.stats: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self._product_pattern = re.compile(source.product_pattern)
+        self.total = 0  # pages to visit, known once discovery is done
+
+    # -- bookkeeping --------------------------------------------------------------------------
+
+    def _fetch(self, url: str, **kwargs) -> FetchResult | None:
+        """A discovery document (sitemap, listing page); None, counted, when it cannot be had."""
+        try:
+            result = self.fetcher.get(url, **kwargs)
+        except RobotsDisallowed:
+            self.stats["skipped_by_robots"] += 1
+            return None
+        except FetchError as error:
+            log.warning("%s: %s", url, error)
+            self.errors[error.kind] += 1
+            return None
+        self.stats["pages_fetched"] += 1
+        if result.status != 200:
+            self.errors[f"http-{result.status}"] += 1
+            return None
+        return result
+
+    def _full(self, found: dict) -> bool:
+        return self.limit is not None and len(found) >= self.limit
+
+    # -- discovery ----------------------------------------------------------------------------
+
+    def sitemap_urls(self) -> list[str]:
+        try:
+            roots = self.fetcher.sitemaps(self.source.base_url)
+        except FetchError as error:
+            self.errors[error.kind] += 1
+            return []
+        roots = roots or [urljoin(self.source.base_url, "/sitemap.xml")]
+        seen_sitemaps: set[str] = set()
+        found: dict[str, None] = {}
+
+        def visit(sitemap_url: str, depth: int) -> None:
+            if self._full(found) or sitemap_url in seen_sitemaps or depth > SITEMAP_MAX_DEPTH:
+                return
+            seen_sitemaps.add(sitemap_url)
+            result = self._fetch(sitemap_url)
+            if result is None:
+                return
+            try:
+                kind, locs = parse_sitemap(result.body, self.fetcher.policy.max_bytes)
+            except (ET.ParseError, FetchError, zlib.error) as error:
+                log.warning("sitemap %s: %s", sitemap_url, error)
+                self.errors["bad-sitemap"] += 1
+                return
+            for loc in locs:
+                url = urljoin(sitemap_url, loc)
+                if kind == "sitemapindex":
+                    visit(url, depth + 1)
+                elif _host(url) == self.source.host and not self._full(found):
+                    found.setdefault(url)
+
+        for root in roots:
+            visit(root, 1)
+        return list(found)
+
+    def listing_urls(self) -> list[str]:
+        starts = [urljoin(self.source.base_url, url) for url in self.source.listing_urls] or [self.source.base_url]
+        queue, seen = list(starts), set(starts)
+        found: dict[str, None] = {}
+        while queue and len(seen) <= self.source.max_pages and not self._full(found):
+            result = self._fetch(queue.pop(0), accept=HTML_TYPES)
+            if result is None:
+                continue
+            page = parse_page(result.text(), result.url)
+            for link in page.links:
+                if _host(link) != self.source.host:
+                    continue
+                path = urlsplit(link).path
+                if self._product_pattern.search(path):
+                    if not self._full(found):
+                        found.setdefault(link)
+                elif (link in page.next_links or _PAGINATION.search(link)) and link not in seen:
+                    seen.add(link)
+                    queue.append(link)
+        return list(found)
+
+    def product_page_urls(self) -> list[str]:
+        strategy = self.source.strategy
+        urls = self.sitemap_urls() if strategy in ("sitemap", "auto") else []
+        if strategy == "listing" or (strategy == "auto" and not urls):
+            urls = self.listing_urls()
+        return urls
+
+    # -- pages ----------------------------------------------------------------------------------
+
+    def visit(self, url: str) -> PageOutcome:
+        """Fetch (conditionally) and parse one product page, or one page of a Shopify feed."""
+        return self._shopify_page(url) if self.source.strategy == "shopify" else self._product_page(url)
+
+    def _fetch_if_changed(self, url: str, accept: tuple[str, ...]) -> tuple[FetchResult, CachedPage] | PageOutcome:
+        """The page and its new cache entry when it changed; else the outcome that says why not."""
+        cached = self.known.get(url) or CachedPage()
+        try:
+            result = self.fetcher.get(url, etag=cached.etag, last_modified=cached.last_modified, accept=accept)
+        except RobotsDisallowed:
+            return PageOutcome(url, "robots", reason="robots")
+        except FetchError as error:
+            return PageOutcome(url, "error", reason=error.kind)
+        if result.not_modified:
+            return PageOutcome(url, "unchanged", status=304)
+        if result.status in (404, 410):
+            return PageOutcome(url, "gone", status=result.status, reason=f"http-{result.status}")
+        if result.status != 200:
+            return PageOutcome(url, "error", status=result.status, reason=f"http-{result.status}")
+        digest = hashlib.sha256(result.body).hexdigest()
+        if digest == cached.content_sha256:
+            return PageOutcome(url, "unchanged", status=200)
+        return result, CachedPage(result.etag, result.last_modified, digest)
+
+    def _product_page(self, url: str) -> PageOutcome:
+        fetched = self._fetch_if_changed(url, HTML_TYPES)
+        if isinstance(fetched, PageOutcome):
+            return fetched
+        result, cache = fetched
+        page = parse_page(result.text(), result.url)
+        products = products_of_page(page)
+        if products:
+            return PageOutcome(url, "changed", products, status=200, cache=cache)
+        if looks_not_found(page, redirected=result.url != url):
+            return PageOutcome(url, "gone", status=200, reason="soft-404")
+        return PageOutcome(url, "error", status=200, reason="no-product")
+
+    def _shopify_page(self, url: str) -> PageOutcome:
+        fetched = self._fetch_if_changed(url, ("application/json",))
+        if isinstance(fetched, PageOutcome):
+            # A feed page that 404s says nothing about the products on it: an error, not "gone".
+            return fetched if fetched.state != "gone" else PageOutcome(url, "error", status=fetched.status, reason=fetched.reason)
+        result, cache = fetched
+        try:
+            products = shopify_products(json.loads(result.body), self.source.base_url, self.source.currency)
+        except ValueError:
+            return PageOutcome(url, "error", status=200, reason="bad-feed")
+        return PageOutcome(url, "changed", products, status=200, cache=cache)
+
+    def _count(self, outcome: PageOutcome) -> PageOutcome:
+        if outcome.state == "robots":
+            self.stats["skipped_by_robots"] += 1
+        elif outcome.status is not None:
+            self.stats["pages_fetched"] += 1
+        if outcome.state == "error":
+            self.errors[outcome.reason or "error"] += 1
+        return outcome
+
+    def pages(self) -> Iterator[PageOutcome]:
+        """Every product page (or feed page) of the source, fetched ``concurrency`` at a time."""
+        if self.source.strategy == "shopify":
+            yield from self._shopify_pages()
+            return
+        urls = self.product_page_urls()
+        self.total = len(urls)
+        with ThreadPoolExecutor(max_workers=self.fetcher.policy.concurrency, thread_name_prefix="scrape") as pool:
+            for outcome in pool.map(self._product_page, urls):
+                yield self._count(outcome)
+
+    def _shopify_pages(self) -> Iterator[PageOutcome]:
+        products = 0
+        for number in range(1, self.source.max_pages + 1):
+            url = urljoin(self.source.base_url, f"/products.json?limit={SHOPIFY_PAGE_SIZE}&page={number}")
+            self.total = number
+            outcome = self._count(self._shopify_page(url))
+            if outcome.state == "changed" and not outcome.products:
+                return  # past the last page
+            yield outcome
+            products += len(outcome.products)
+            if outcome.state in ("error", "robots") or (self.limit is not None and products >= self.limit):
+                return
+
+
+def scrape_shop(shop_url: str | ShopSource, fetcher: Fetcher, limit: int | None = None) -> Iterator[ScrapedProduct]:
+    """Discover a shop's pages, fetch each and yield its products (unique by product URL).
+
+    ``limit`` bounds the number of pages discovered and fetched, not the products yielded.
+    """
+    source = shop_url if isinstance(shop_url, ShopSource) else ShopSource(base_url=shop_url, strategy="sitemap")
+    seen: set[str] = set()
+    for outcome in Crawl(source, fetcher, limit=limit).pages():
+        if outcome.state != "changed":
+            log.warning("skipping %s: %s", outcome.url, outcome.reason or outcome.state)
+        for product in outcome.products:
+            if product.url not in seen:
+                seen.add(product.url)
+                yield product
+
+
+def discover_product_urls(shop_url: str, fetcher: Fetcher, limit: int | None = None) -> list[str]:
+    """Product page URLs of a shop from its sitemaps (robots.txt Sitemap lines, else /sitemap.xml)."""
+    return Crawl(ShopSource(base_url=shop_url, strategy="sitemap"), fetcher, limit=limit).sitemap_urls()
+
+
+__all__ = ["CachedPage", "Crawl", "PageOutcome", "discover_product_urls", "parse_sitemap", "scrape_shop"]

@@ -1,0 +1,64 @@
+"""Is it an image, and which image: magic-number sniffing and a 256-bit difference hash (dHash).
+
+Two downloads are the same picture when their bytes hash alike (sha256), or, re-encoded or
+resized by a CDN, when their dHashes differ in at most ``NEAR_DUPLICATE_BITS`` bits. Measured on
+the 300 sample-shop photos: re-encoded and resized copies (0.5x-1.5x, JPEG quality 60-90) stay
+within 15 bits of the original, while the closest two different photos are 45 bits apart. A
+64-bit (8x8) dHash was not enough: product shots on plain backgrounds collided within 2 bits.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+from PIL import Image
+
+HASH_SIDE = 16  # a 16x16 grid of horizontal gradients: 256 bits
+NEAR_DUPLICATE_BITS = 24
+MAX_HASH_PIXELS = 64_000_000  # decoding bigger images for a hash is not worth the memory
+
+_MAGIC = (
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"BM", "bmp"),
+)
+
+
+def image_format(data: bytes) -> str | None:
+    """The image format the bytes start with, whatever the Content-Type said; None if not one."""
+    for magic, name in _MAGIC:
+        if data.startswith(magic):
+            return name
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data[4:8] == b"ftyp" and data[8:12] in (b"avif", b"avis", b"heic", b"heix", b"mif1"):
+        return "avif/heif"
+    return None
+
+
+def dhash(data: bytes) -> str | None:
+    """256-bit difference hash as 64 hex digits; None when Pillow cannot decode the image."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                if image.width * image.height > MAX_HASH_PIXELS:
+                    return None
+                image.draft("L", (4 * HASH_SIDE, 4 * HASH_SIDE))  # JPEG: decode at a reduced scale, much faster
+                small = image.convert("L").resize((HASH_SIDE + 1, HASH_SIDE), Image.Resampling.LANCZOS)
+    except (OSError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError):
+        return None
+    pixels = small.tobytes()  # mode L: one byte per pixel, row by row
+    bits = 0
+    width = HASH_SIDE + 1
+    for row in range(HASH_SIDE):
+        for column in range(HASH_SIDE):
+            bits = bits << 1 | (pixels[row * width + column] > pixels[row * width + column + 1])
+    return f"{bits:0{HASH_SIDE * HASH_SIDE // 4}x}"
+
+
+def hamming(a: str, b: str) -> int:
+    return bin(int(a, 16) ^ int(b, 16)).count("1")

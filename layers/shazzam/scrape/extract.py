@@ -1,0 +1,676 @@
+"""Products out of a product page (schema.org JSON-LD, microdata, OpenGraph) or a Shopify feed.
+
+One pass of :class:`PageParser` over the HTML collects everything: the JSON-LD blocks, the
+microdata items, the meta tags, the canonical link, the product gallery's images (``src``,
+``srcset``, lazy-loading ``data-*`` attributes) and the page's links (for listing pages).
+:func:`extract_products` prefers JSON-LD, fills its gaps from microdata and OpenGraph, and falls
+back to them when a page has no JSON-LD product. Every URL is resolved against the page URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html as html_lib
+import json
+import logging
+import re
+from dataclasses import asdict, dataclass, field, replace
+from decimal import Decimal, InvalidOperation
+from html.parser import HTMLParser
+from typing import Any, Iterator
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+from shazzam.scrape.categories import normalise_category
+
+log = logging.getLogger(__name__)
+
+# schema.org availability values that mean "cannot be bought": the product is taken as dead.
+UNAVAILABLE = frozenset({"OutOfStock", "SoldOut", "Discontinued"})
+
+
+@dataclass(frozen=True)
+class ScrapedProduct:
+    url: str
+    title: str
+    price: Decimal | None
+    currency: str | None
+    category: str | None
+    brand: str | None
+    sku: str | None
+    image_urls: tuple[str, ...]
+    availability: str | None = None  # a schema.org ItemAvailability name: InStock, OutOfStock...
+    colour: str | None = None
+    sizes: tuple[str, ...] = ()
+    breadcrumb: str | None = None  # "Women > Dresses"
+
+    @property
+    def in_stock(self) -> bool:
+        return self.availability not in UNAVAILABLE
+
+    def fingerprint(self) -> str:
+        """A hash of every field: equal fingerprints mean nothing the catalogue keeps changed."""
+        return hashlib.sha256(json.dumps(asdict(self), default=str, sort_keys=True).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# One pass over the HTML
+# --------------------------------------------------------------------------------------------
+
+_VOID = frozenset("area base br col embed hr img input link meta param source track wbr".split())
+# Containers whose images are the product's own pictures (not logos, not related products).
+_GALLERY = re.compile(r"gallery|product[-_]?(?:image|photo|media|picture)|pdp[-_]?(?:image|media)", re.I)
+_LAZY_SRC = ("data-src", "data-lazy-src", "data-original", "data-zoom-image", "data-large_image", "src")
+_LAZY_SRCSET = ("data-srcset", "srcset")
+
+
+@dataclass
+class MicrodataItem:
+    types: list[str]
+    props: dict[str, list[Any]] = field(default_factory=dict)
+
+    def first(self, name: str) -> Any:
+        values = self.props.get(name)
+        return values[0] if values else None
+
+
+@dataclass
+class _Open:
+    tag: str
+    item: MicrodataItem | None = None  # an itemscope opened by this element
+    item_prop: str | None = None  # ... which is the value of this property of the parent item
+    capture: tuple[MicrodataItem, str, list[str]] | None = None  # text value being collected
+    gallery: bool = False
+
+
+class PageParser(HTMLParser):
+    """Collects JSON-LD, microdata, meta tags, canonical, gallery images and links of a page."""
+
+    def __init__(self, page_url: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.page_url = page_url
+        self.json_ld: list[str] = []
+        self.items: list[MicrodataItem] = []  # top-level microdata items
+        self.meta: dict[str, list[str]] = {}
+        self.canonical: str | None = None
+        self.title: str | None = None
+        self.h1: str | None = None
+        self.images: list[str] = []  # gallery images, best candidate of each <img>/<source>
+        self.links: list[str] = []
+        self.next_links: list[str] = []  # rel="next"
+        self._stack: list[_Open] = []
+        self._script: list[str] | None = None
+        self._text_target: str | None = None
+        self._text: list[str] = []
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _url(self, value: str | None) -> str | None:
+        return absolute_url(self.page_url, value)
+
+    def _item(self) -> MicrodataItem | None:
+        for entry in reversed(self._stack):
+            if entry.item is not None:
+                return entry.item
+        return None
+
+    def _in_gallery(self) -> bool:
+        return any(entry.gallery for entry in self._stack)
+
+    def _add_image(self, attrs: dict[str, str | None]) -> None:
+        for name in _LAZY_SRCSET:
+            best = best_srcset_candidate(attrs.get(name) or "")
+            if best and (url := self._url(best)):
+                self.images.append(url)
+                return
+        for name in _LAZY_SRC:
+            if url := self._url(attrs.get(name)):
+                self.images.append(url)
+                return
+
+    # -- HTMLParser ---------------------------------------------------------------------------
+
+    def handle_starttag(self, tag: str, attr_list: list[tuple[str, str | None]]) -> None:
+        attrs = {name: (value if value is not None else "") for name, value in attr_list}
+        if tag == "script":
+            kind = attrs.get("type", "").split(";")[0].strip().lower()
+            self._script = [] if kind == "application/ld+json" else None
+        elif tag == "meta":
+            key = (attrs.get("property") or attrs.get("name") or "").strip().lower()
+            if key and attrs.get("content") is not None:
+                self.meta.setdefault(key, []).append(attrs["content"].strip())
+        elif tag == "link":
+            rel = attrs.get("rel", "").lower().split()
+            if "canonical" in rel and self.canonical is None:
+                self.canonical = self._url(attrs.get("href"))
+            if "next" in rel and (url := self._url(attrs.get("href"))):
+                self.next_links.append(url)
+        elif tag == "a":
+            if url := self._url(attrs.get("href")):
+                self.links.append(url)
+                if "next" in attrs.get("rel", "").lower().split():
+                    self.next_links.append(url)
+        elif tag in ("title", "h1"):
+            self._text_target, self._text = tag, []
+
+        parent = self._item()
+        prop = attrs.get("itemprop", "").strip() or None
+        opened = _Open(tag)
+        opened.gallery = bool(_GALLERY.search(f"{attrs.get('class', '')} {attrs.get('id', '')}"))
+        if "itemscope" in attrs:
+            item = MicrodataItem(types=[t.rsplit("/", 1)[-1] for t in attrs.get("itemtype", "").split()])
+            opened.item, opened.item_prop = item, prop
+            opened.gallery = opened.gallery or "Product" in item.types
+            if parent is None:
+                self.items.append(item)
+        elif prop and parent is not None:
+            value = self._attribute_value(tag, attrs)
+            if value is not None:
+                for name in prop.split():
+                    parent.props.setdefault(name, []).append(value)
+            elif tag not in _VOID:
+                opened.capture = (parent, prop, [])
+        if tag in ("img", "source") and (self._in_gallery() or opened.gallery or prop == "image"):
+            self._add_image(attrs)
+        if tag not in _VOID:
+            self._stack.append(opened)
+        elif opened.item is not None:
+            self._close(opened)
+
+    def _attribute_value(self, tag: str, attrs: dict[str, str]) -> str | None:
+        if "content" in attrs:
+            return attrs["content"].strip()
+        if tag in ("a", "link", "area"):
+            return self._url(attrs.get("href"))
+        if tag in ("img", "source", "video", "audio", "embed", "iframe"):
+            images: list[str] = []
+            for name in _LAZY_SRCSET:
+                if best := best_srcset_candidate(attrs.get(name) or ""):
+                    images.append(best)
+            images += [attrs[name] for name in _LAZY_SRC if attrs.get(name)]
+            return next((url for url in map(self._url, images) if url), None)
+        if tag in ("data", "meter") and "value" in attrs:
+            return attrs["value"].strip()
+        if tag == "time" and "datetime" in attrs:
+            return attrs["datetime"].strip()
+        return None
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script" and self._script is not None:
+            self.json_ld.append("".join(self._script))
+            self._script = None
+        if tag == self._text_target:
+            text = " ".join("".join(self._text).split())
+            if tag == "title" and self.title is None:
+                self.title = text or None
+            elif tag == "h1" and self.h1 is None:
+                self.h1 = text or None
+            self._text_target = None
+        if not any(entry.tag == tag for entry in self._stack):
+            return  # a stray end tag
+        while self._stack:
+            entry = self._stack.pop()
+            self._close(entry)
+            if entry.tag == tag:
+                break
+
+    def _close(self, entry: _Open) -> None:
+        if entry.capture is not None:
+            item, prop, parts = entry.capture
+            text = " ".join("".join(parts).split())
+            for name in prop.split():
+                item.props.setdefault(name, []).append(text)
+        if entry.item is not None and entry.item_prop:
+            parent = self._item()
+            if parent is not None:
+                for name in entry.item_prop.split():
+                    parent.props.setdefault(name, []).append(entry.item)
+
+    def handle_data(self, data: str) -> None:
+        if self._script is not None:
+            self._script.append(data)
+            return
+        if self._text_target is not None:
+            self._text.append(data)
+        for entry in self._stack:
+            if entry.capture is not None:
+                entry.capture[2].append(data)
+
+    def close(self) -> None:
+        super().close()
+        while self._stack:
+            self._close(self._stack.pop())
+
+
+def parse_page(html: str, page_url: str) -> PageParser:
+    parser = PageParser(page_url)
+    parser.feed(html)
+    parser.close()
+    return parser
+
+
+# --------------------------------------------------------------------------------------------
+# Small parsers
+# --------------------------------------------------------------------------------------------
+
+
+def absolute_url(base: str, value: Any) -> str | None:
+    """An http(s) URL resolved against ``base`` (relative, protocol-relative), fragment dropped."""
+    if not isinstance(value, str):
+        return None
+    value = html_lib.unescape(value.strip())
+    if not value or value.startswith(("data:", "javascript:", "mailto:", "#")):
+        return None
+    parts = urlsplit(urljoin(base, value))
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", parts.query, ""))
+
+
+def best_srcset_candidate(srcset: str) -> str | None:
+    """The widest (or densest) URL of a ``srcset``; URLs may themselves contain commas."""
+    best, best_size = None, -1.0
+    position, text = 0, srcset.strip()
+    while position < len(text):
+        while position < len(text) and (text[position].isspace() or text[position] == ","):
+            position += 1
+        start = position
+        while position < len(text) and not text[position].isspace():
+            position += 1
+        url = text[start:position]
+        descriptor = ""
+        if url.endswith(","):
+            url = url.rstrip(",")
+        else:
+            end = text.find(",", position)
+            end = len(text) if end < 0 else end
+            descriptor, position = text[position:end].strip(), end + 1
+        if not url:
+            continue
+        match = re.fullmatch(r"([\d.]+)([wx])", descriptor)
+        size = float(match.group(1)) if match else 1.0
+        if size > best_size:
+            best, best_size = url, size
+    return best
+
+
+def parse_price(value: Any) -> Decimal | None:
+    """"19.99", 20, "12,50", "1,299.00", "1.299,00", "€ 1 299,00", "$1,299" -> Decimal."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        text = repr(value) if isinstance(value, float) else str(value)
+    elif isinstance(value, str):
+        text = re.sub(r"[^\d,.\-]", "", html_lib.unescape(value))
+        if "," in text and "." in text:
+            if text.rfind(",") > text.rfind("."):
+                text = text.replace(".", "").replace(",", ".")
+            else:
+                text = text.replace(",", "")
+        elif text.count(",") == 1 and re.search(r",\d{3}$", text) and not text.startswith("0,"):
+            text = text.replace(",", "")  # "1,299": a thousands separator
+        elif "," in text:
+            text = text.replace(",", ".", 1).replace(",", "")
+    else:
+        return None
+    try:
+        price = Decimal(text)
+    except InvalidOperation:
+        return None
+    if not price.is_finite() or price < 0:
+        return None
+    return price
+
+
+def parse_availability(value: Any) -> str | None:
+    """"https://schema.org/InStock", "instock", "out of stock", "OutOfStock" -> "InStock"/"OutOfStock"..."""
+    text = _text(value)
+    if not text:
+        return None
+    name = re.sub(r"[^a-z]", "", text.rsplit("/", 1)[-1].lower())
+    known = {
+        "instock": "InStock", "outofstock": "OutOfStock", "soldout": "SoldOut",
+        "discontinued": "Discontinued", "preorder": "PreOrder", "presale": "PreSale",
+        "backorder": "BackOrder", "limitedavailability": "LimitedAvailability",
+        "onlineonly": "OnlineOnly", "instoreonly": "InStoreOnly", "available": "InStock",
+        "unavailable": "OutOfStock", "oos": "OutOfStock",
+    }
+    return known.get(name)
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, MicrodataItem):
+        value = value.first("name")
+    if isinstance(value, dict):
+        value = value.get("name") or value.get("@value") or value.get("@id")
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        # Some shops HTML-escape their JSON-LD ("Tom &amp; Co"); unescaping plain text is harmless.
+        text = " ".join(html_lib.unescape(str(value)).split())
+        return text or None
+    return None
+
+
+def _local_name(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1] if "}" in tag else tag
+
+
+# --------------------------------------------------------------------------------------------
+# JSON-LD
+# --------------------------------------------------------------------------------------------
+
+
+def _loads_lenient(block: str) -> Any:
+    """json.loads, then again after the usual breakage: comments, CDATA, trailing commas."""
+    try:
+        return json.loads(block, strict=False)
+    except (ValueError, RecursionError):
+        pass
+    repaired = re.sub(r"^\s*(<!--|//\s*<!\[CDATA\[|<!\[CDATA\[)|(-->|//\s*\]\]>|\]\]>)\s*$", "", block.strip())
+    repaired = re.sub(r",\s*([}\]])", r"\1", repaired)
+    try:
+        return json.loads(repaired, strict=False)
+    except (ValueError, RecursionError):
+        log.debug("skipping an invalid JSON-LD block")
+        return None
+
+
+def _types(node: dict[str, Any]) -> list[str]:
+    return [_local_name(str(v)).rsplit("/", 1)[-1] for v in _as_list(node.get("@type")) if isinstance(v, str)]
+
+
+def _walk(data: Any) -> Iterator[dict[str, Any]]:
+    """Every dict anywhere in the JSON-LD (iterative, so deep nesting cannot overflow)."""
+    stack: list[Any] = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(reversed(item))
+        elif isinstance(item, dict):
+            yield item
+            stack.extend(reversed([v for v in item.values() if isinstance(v, (dict, list))]))
+
+
+def _offer_fields(offers: Any) -> tuple[Decimal | None, str | None, str | None, str | None]:
+    """(price, currency, url, availability) of the first offer with a price (else the first)."""
+    first = None
+    for offer in _as_list(offers):
+        if not isinstance(offer, dict):
+            continue
+        spec = offer.get("priceSpecification") if isinstance(offer.get("priceSpecification"), dict) else {}
+        raw = next((v for v in (offer.get("price"), offer.get("lowPrice"), spec.get("price")) if v is not None), None)
+        fields = (
+            parse_price(raw),
+            _text(offer.get("priceCurrency")) or _text(spec.get("priceCurrency")),
+            _text(offer.get("url")),
+            parse_availability(offer.get("availability")),
+        )
+        if fields[0] is not None:
+            return fields
+        first = first or fields
+        nested = offer.get("offers")  # an AggregateOffer listing its offers
+        if nested is not None:
+            price, currency, url, availability = _offer_fields(nested)
+            if price is not None:
+                return price, fields[1] or currency, fields[2] or url, fields[3] or availability
+    return first or (None, None, None, None)
+
+
+def _image_urls(value: Any, page_url: str) -> list[str]:
+    urls: list[str] = []
+    for item in _as_list(value):
+        if isinstance(item, dict):
+            item = item.get("url") or item.get("contentUrl")
+            if isinstance(item, list):
+                item = item[0] if item else None
+        url = absolute_url(page_url, item)
+        if url and url not in urls:
+            urls.append(url)
+    return urls
+
+
+def _crumbs(value: Any) -> list[str]:
+    """Names of a category value: "Women > Dresses", a list, or a BreadcrumbList (JSON or microdata)."""
+    names: list[str] = []
+    for item in _as_list(value):
+        if isinstance(item, (dict, MicrodataItem)):
+            elements = item.get("itemListElement") if isinstance(item, dict) else item.props.get("itemListElement")
+            if elements is not None:
+                ordered = sorted(_as_list(elements), key=_position)
+                names.extend(name for name in (_crumb_name(e) for e in ordered) if name)
+            elif name := _text(item):
+                names.append(name)
+        elif isinstance(item, str):
+            names.extend(part.strip() for part in re.split(r"[>/|›»]", html_lib.unescape(item)) if part.strip())
+    return names
+
+
+def _position(element: Any) -> float:
+    raw = element.get("position") if isinstance(element, dict) else element.first("position") if isinstance(element, MicrodataItem) else None
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _crumb_name(element: Any) -> str | None:
+    if isinstance(element, MicrodataItem):
+        return _text(element.first("name")) or _text(element.first("item"))
+    if isinstance(element, dict):
+        return _text(element.get("name")) or _text(element.get("item"))
+    return None
+
+
+def _category_of(names: list[str]) -> str | None:
+    """The most specific level (last) that names a category; the whole path as a last resort."""
+    for text in reversed(names):
+        if category := normalise_category(text):
+            return category
+    return normalise_category(" ".join(names)) if names else None
+
+
+def _sizes(value: Any) -> tuple[str, ...]:
+    sizes: list[str] = []
+    for item in _as_list(value):
+        text = _text(item)
+        if text:
+            sizes.extend(part.strip() for part in text.split(",") if part.strip()) if "," in text else sizes.append(text)
+    return tuple(dict.fromkeys(sizes))
+
+
+def _json_ld_product(node: dict[str, Any], page_url: str, canonical: str | None) -> ScrapedProduct | None:
+    title = _text(node.get("name"))
+    images = _image_urls(node.get("image"), page_url)
+    if not title or not images:
+        return None
+    price, currency, offer_url, availability = _offer_fields(node.get("offers"))
+    variants = [v for v in _as_list(node.get("hasVariant")) if isinstance(v, dict)]
+    sizes = _sizes(node.get("size")) or _sizes([v.get("size") for v in variants])
+    crumbs = _crumbs(node.get("category"))
+    url = absolute_url(page_url, _text(node.get("url")) or canonical or offer_url) or page_url
+    return ScrapedProduct(
+        url=url,
+        title=title,
+        price=price,
+        currency=currency.upper() if currency else None,
+        category=_category_of(crumbs),
+        brand=_text(node.get("brand")),
+        sku=_text(node.get("sku")),
+        image_urls=tuple(images),
+        availability=availability,
+        colour=_text(node.get("color")),
+        sizes=sizes,
+        breadcrumb=" > ".join(crumbs) or None,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Microdata and OpenGraph
+# --------------------------------------------------------------------------------------------
+
+
+def _microdata_walk(items: list[MicrodataItem]) -> Iterator[MicrodataItem]:
+    stack = list(reversed(items))
+    while stack:
+        item = stack.pop()
+        yield item
+        for values in item.props.values():
+            stack.extend(reversed([v for v in values if isinstance(v, MicrodataItem)]))
+
+
+def _microdata_product(item: MicrodataItem, page: PageParser) -> ScrapedProduct | None:
+    title = _text(item.first("name"))
+    images = [url for url in (absolute_url(page.page_url, v) for v in item.props.get("image", []) if isinstance(v, str)) if url]
+    if not title or not images:
+        return None
+    offer = item.first("offers")
+    offer_props = offer.props if isinstance(offer, MicrodataItem) else {}
+    get = lambda name: (offer_props.get(name) or item.props.get(name) or [None])[0]  # noqa: E731
+    crumbs = _crumbs(item.props.get("category"))
+    currency = _text(get("priceCurrency"))
+    return ScrapedProduct(
+        url=absolute_url(page.page_url, _text(item.first("url")) or page.canonical) or page.page_url,
+        title=title,
+        price=parse_price(_text(get("price")) or _text(get("lowPrice"))),
+        currency=currency.upper() if currency else None,
+        category=_category_of(crumbs),
+        brand=_text(item.first("brand")),
+        sku=_text(item.first("sku")),
+        image_urls=tuple(dict.fromkeys(images)),
+        availability=parse_availability(get("availability")),
+        colour=_text(item.first("color")),
+        sizes=_sizes(item.props.get("size")),
+        breadcrumb=" > ".join(crumbs) or None,
+    )
+
+
+def _og(page: PageParser, *names: str) -> str | None:
+    for name in names:
+        for value in page.meta.get(name, []):
+            if value:
+                return html_lib.unescape(value)
+    return None
+
+
+def _opengraph_product(page: PageParser) -> ScrapedProduct | None:
+    """A product from OpenGraph (og:type product, or a product:price) when nothing richer exists."""
+    is_product = (_og(page, "og:type") or "").lower() in ("product", "og:product", "product.item")
+    price = _og(page, "product:price:amount", "og:price:amount", "product:sale_price:amount")
+    if not (is_product or price):
+        return None
+    title = _og(page, "og:title") or page.h1 or page.title
+    images = [url for name in ("og:image", "og:image:secure_url", "og:image:url") for url in (absolute_url(page.page_url, v) for v in page.meta.get(name, [])) if url]
+    if not title or not images and not page.images:
+        return None
+    currency = _og(page, "product:price:currency", "og:price:currency")
+    crumbs = _crumbs(_og(page, "product:category"))
+    return ScrapedProduct(
+        url=absolute_url(page.page_url, _og(page, "og:url") or page.canonical) or page.page_url,
+        title=title,
+        price=parse_price(price),
+        currency=currency.upper() if currency else None,
+        category=_category_of(crumbs),
+        brand=_og(page, "product:brand", "og:brand"),
+        sku=_og(page, "product:retailer_item_id"),
+        image_urls=tuple(dict.fromkeys(images or page.images)),
+        availability=parse_availability(_og(page, "product:availability", "og:availability")),
+        colour=_og(page, "product:color"),
+        breadcrumb=" > ".join(crumbs) or None,
+    )
+
+
+def _fill(product: ScrapedProduct, other: ScrapedProduct | None) -> ScrapedProduct:
+    """``product`` with its empty fields taken from ``other``."""
+    if other is None:
+        return product
+    missing = {name: getattr(other, name) for name in ("price", "currency", "category", "brand", "sku", "availability", "colour", "sizes", "breadcrumb") if not getattr(product, name) and getattr(other, name)}
+    return replace(product, **missing) if missing else product
+
+
+# --------------------------------------------------------------------------------------------
+# The page
+# --------------------------------------------------------------------------------------------
+
+
+def products_of_page(page: PageParser) -> list[ScrapedProduct]:
+    json_ld = [data for data in map(_loads_lenient, page.json_ld) if data is not None]
+    nodes = [node for data in json_ld for node in _walk(data)]
+    from_json_ld = [p for p in (_json_ld_product(n, page.page_url, page.canonical) for n in nodes if "Product" in _types(n)) if p]
+    microdata = [p for p in (_microdata_product(i, page) for i in _microdata_walk(page.items) if "Product" in i.types) if p]
+    products = from_json_ld or microdata
+    opengraph = _opengraph_product(page)
+    if not products:
+        return [opengraph] if opengraph else []
+    page_crumbs = [c for node in nodes if "BreadcrumbList" in _types(node) for c in [_crumbs(node)] if c]
+    page_crumbs += [c for i in _microdata_walk(page.items) if "BreadcrumbList" in i.types for c in [_crumbs(i)] if c]
+    if len(products) == 1:
+        # One product on the page: the gallery and the other vocabularies describe it too.
+        product = _fill(_fill(products[0], microdata[0] if microdata and from_json_ld else None), opengraph)
+        extra = [url for url in page.images if url not in product.image_urls]
+        products = [replace(product, image_urls=product.image_urls + tuple(dict.fromkeys(extra)))]
+    if page_crumbs:
+        crumbs = page_crumbs[0]
+        products = [p if p.breadcrumb else replace(p, breadcrumb=" > ".join(crumbs), category=p.category or _category_of(crumbs)) for p in products]
+    return list(dict.fromkeys(products))
+
+
+def extract_products(html: str, page_url: str) -> list[ScrapedProduct]:
+    """Every product with a name and an image on the page (JSON-LD, microdata, OpenGraph)."""
+    return products_of_page(parse_page(html, page_url))
+
+
+# --------------------------------------------------------------------------------------------
+# Shopify-style /products.json
+# --------------------------------------------------------------------------------------------
+
+
+def shopify_products(data: Any, base_url: str, currency: str | None = None) -> list[ScrapedProduct]:
+    """Products of one page of a Shopify ``/products.json`` feed (which names no currency)."""
+    products: list[ScrapedProduct] = []
+    for item in _as_list(data.get("products") if isinstance(data, dict) else None):
+        if not isinstance(item, dict) or not _text(item.get("title")) or not _text(item.get("handle")):
+            continue
+        images = _image_urls([i.get("src") for i in _as_list(item.get("images")) if isinstance(i, dict)], base_url)
+        if not images:
+            continue
+        variants = [v for v in _as_list(item.get("variants")) if isinstance(v, dict)]
+        options = {str(o.get("name", "")).lower(): o for o in _as_list(item.get("options")) if isinstance(o, dict)}
+        prices = [p for p in (parse_price(v.get("price")) for v in variants) if p is not None]
+        available = [v.get("available") for v in variants if isinstance(v.get("available"), bool)]
+        crumbs = [t for t in [_text(item.get("product_type"))] if t]
+        products.append(
+            ScrapedProduct(
+                url=absolute_url(base_url, f"/products/{item['handle']}") or base_url,
+                title=_text(item["title"]) or "",
+                price=min(prices) if prices else None,
+                currency=currency,
+                category=_category_of(crumbs) or _category_of(_sizes(item.get("tags"))),
+                brand=_text(item.get("vendor")),
+                sku=_text(variants[0].get("sku")) if variants else None,
+                image_urls=tuple(images),
+                availability=("InStock" if any(available) else "OutOfStock") if available else None,
+                colour=_text((options.get("color") or options.get("colour") or {}).get("values", [None])[0]) if (options.get("color") or options.get("colour")) else None,
+                sizes=_sizes((options.get("size") or {}).get("values")),
+                breadcrumb=" > ".join(crumbs) or None,
+            )
+        )
+    return products
+
+
+__all__ = [
+    "ScrapedProduct",
+    "UNAVAILABLE",
+    "PageParser",
+    "absolute_url",
+    "best_srcset_candidate",
+    "extract_products",
+    "parse_availability",
+    "parse_page",
+    "parse_price",
+    "products_of_page",
+    "shopify_products",
+]

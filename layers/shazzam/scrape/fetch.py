@@ -1,0 +1,410 @@
+"""Polite, guarded HTTP GET: the one way the scraper touches the network.
+
+What a :class:`Fetcher` guarantees, request by request (the conventions of Scrapy and of good
+crawlers):
+
+- robots.txt of every host is read once (protego) and obeyed, for the first URL and for every
+  redirect hop; its Crawl-delay raises the delay;
+- an honest user agent;
+- per host: at most ``concurrency`` requests in flight and ``delay_s`` between request starts;
+- ``Retry-After`` honoured on 429/503 (up to ``max_retry_after_s``), exponential backoff on other
+  5xx and on network errors, ``retries`` times;
+- a socket timeout, a total deadline per response (a body that never ends), a byte cap (checked
+  against Content-Length first, then while reading), an optional content-type check before the
+  body is read, a redirect cap;
+- only http/https; only hosts in ``allowed_hosts`` when that set is given; and never a private,
+  loopback, link-local or otherwise non-public address unless the policy is ``local``. The
+  address check is made on the socket actually connected, so DNS tricks cannot get round it;
+- conditional requests: ``etag`` / ``last_modified`` turn an unchanged resource into a 304.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http.client
+import ipaddress
+import logging
+import re
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field, fields, replace
+from typing import Iterable
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+from protego import Protego
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "ShazzamBot/0.2 (+https://github.com/shazzam-for-clothes; catalogue of clothes for visual search)"
+DEFAULT_TIMEOUT_S = 15.0
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+MAX_CRAWL_DELAY_S = 60.0  # a robots.txt Crawl-delay above this is taken as this
+_CHUNK = 64 * 1024
+_REDIRECTS = (301, 302, 303, 307, 308)
+
+
+class FetchError(Exception):
+    """A URL could not be fetched; ``kind`` says why in one word (the summary counts by it)."""
+
+    def __init__(self, message: str, kind: str = "network") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class RobotsDisallowed(FetchError):
+    def __init__(self, url: str) -> None:
+        super().__init__(f"disallowed by robots.txt: {url}", kind="robots")
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    """How one source may be fetched. Tests shrink the times; a local source sets ``local``."""
+
+    user_agent: str = USER_AGENT
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    total_timeout_s: float = 120.0
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_redirects: int = 5
+    retries: int = 3
+    backoff_s: float = 1.0
+    max_retry_after_s: float = 300.0
+    delay_s: float = 1.0
+    concurrency: int = 1
+    local: bool = False
+    allowed_hosts: frozenset[str] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allowed_hosts", frozenset(h.lower() for h in self.allowed_hosts))
+        object.__setattr__(self, "concurrency", max(1, int(self.concurrency)))
+
+
+POLICY_FIELDS = frozenset(f.name for f in fields(FetchPolicy))
+
+
+@dataclass
+class FetchResult:
+    url: str
+    status: int
+    content_type: str
+    body: bytes
+    etag: str | None = None
+    last_modified: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
+
+    @property
+    def not_modified(self) -> bool:
+        return self.status == 304
+
+    def text(self) -> str:
+        """The body decoded with the charset of the content type (UTF-8 by default)."""
+        match = re.search(r"charset=([\w.-]+)", self.content_type or "", re.I)
+        charset = match.group(1) if match else "utf-8"
+        try:
+            return self.body.decode(charset, errors="replace")
+        except LookupError:
+            return self.body.decode("utf-8", errors="replace")
+
+
+def is_public_address(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def is_private_host(host: str) -> bool:
+    """Whether a host is written as a non-public IP literal or is localhost (no DNS asked)."""
+    host = (host or "").strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return not is_public_address(host)
+    except ValueError:
+        return False
+
+
+def _guarded(connection_class):
+    """An http.client connection class that refuses a socket connected to a forbidden address."""
+
+    class Guarded(connection_class):
+        allow_private = False
+
+        def connect(self) -> None:
+            super().connect()
+            peer = self.sock.getpeername()[0]
+            if not self.allow_private and not is_public_address(peer):
+                self.sock.close()
+                raise FetchError(f"{self.host} resolves to a non-public address {peer}", kind="blocked-address")
+
+    return Guarded
+
+
+_GuardedHTTP = _guarded(http.client.HTTPConnection)
+_GuardedHTTPS = _guarded(http.client.HTTPSConnection)
+
+
+class _HostGate:
+    """At most ``concurrency`` requests in flight to one host, and ``delay`` between their starts."""
+
+    def __init__(self, concurrency: int) -> None:
+        self.slots = threading.BoundedSemaphore(concurrency)
+        self.lock = threading.Lock()
+        self.next_start = 0.0
+
+    def wait_turn(self, delay: float) -> None:
+        with self.lock:
+            now = time.monotonic()
+            start = max(now, self.next_start)
+            self.next_start = start + delay
+        if start > now:
+            time.sleep(start - now)
+
+    def hold_off(self, seconds: float) -> None:
+        """Nobody starts a request to this host for ``seconds`` (a Retry-After)."""
+        with self.lock:
+            self.next_start = max(self.next_start, time.monotonic() + seconds)
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), "", "", ""))
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class Fetcher:
+    """GET under a :class:`FetchPolicy`; ``Fetcher(local=True, delay_s=0)`` overrides fields."""
+
+    def __init__(
+        self,
+        user_agent: str | None = None,
+        timeout: float | None = None,
+        max_bytes: int | None = None,
+        *,
+        policy: FetchPolicy | None = None,
+        **overrides,
+    ) -> None:
+        unknown = set(overrides) - POLICY_FIELDS
+        if unknown:
+            raise TypeError(f"unknown fetch policy fields: {', '.join(sorted(unknown))}")
+        for name, value in (("user_agent", user_agent), ("timeout_s", timeout), ("max_bytes", max_bytes)):
+            if value is not None:
+                overrides[name] = value
+        self.policy = replace(policy or FetchPolicy(), **overrides)
+        self._robots: dict[str, Protego] = {}
+        self._gates: dict[str, _HostGate] = {}
+        self._lock = threading.Lock()
+
+    def with_policy(self, policy: FetchPolicy) -> "Fetcher":
+        """A fetcher for another source: its own policy, robots cache and host gates."""
+        return Fetcher(policy=policy)
+
+    @property
+    def user_agent(self) -> str:
+        return self.policy.user_agent
+
+    # -- guards -------------------------------------------------------------------------------
+
+    def check_url(self, url: str) -> None:
+        """Raise FetchError unless the URL's scheme and host may be fetched under the policy."""
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in ("http", "https"):
+            raise FetchError(f"unsupported URL scheme {parts.scheme!r}: {url}", kind="scheme")
+        host = (parts.hostname or "").lower()
+        if not host:
+            raise FetchError(f"no host in {url}", kind="scheme")
+        hosts = self.policy.allowed_hosts
+        if hosts and "*" not in hosts and host not in hosts:
+            raise FetchError(f"host {host} is not allowed for this source", kind="host-not-allowed")
+        if not self.policy.local and is_private_host(host):
+            raise FetchError(f"{host} is a non-public address", kind="blocked-address")
+
+    def _gate(self, url: str) -> _HostGate:
+        origin = _origin(url)
+        with self._lock:
+            gate = self._gates.get(origin)
+            if gate is None:
+                gate = self._gates[origin] = _HostGate(self.policy.concurrency)
+            return gate
+
+    # -- robots.txt ---------------------------------------------------------------------------
+
+    def _robots_for(self, url: str) -> Protego:
+        origin = _origin(url)
+        with self._lock:
+            parser = self._robots.get(origin)
+        if parser is not None:
+            return parser
+        # A network error propagates as FetchError and is not cached (the next call retries).
+        result = self._get_following(origin + "/robots.txt", check_robots=False)
+        if result.status == 200:
+            parser = Protego.parse(result.text())
+        elif result.status in (401, 403) or result.status >= 500:
+            parser = Protego.parse("User-agent: *\nDisallow: /\n")  # refused or broken: stay out
+        else:
+            parser = Protego.parse("")  # no robots.txt: everything allowed
+        with self._lock:
+            self._robots.setdefault(origin, parser)
+        return parser
+
+    def allowed(self, url: str) -> bool:
+        """Whether robots.txt of the URL's host lets this user agent fetch it."""
+        self.check_url(url)
+        return self._robots_for(url).can_fetch(url, self.user_agent)
+
+    def sitemaps(self, base_url: str) -> list[str]:
+        """The Sitemap URLs that robots.txt of base_url's host names (possibly none)."""
+        self.check_url(base_url)
+        return list(self._robots_for(base_url).sitemaps)
+
+    def _delay_for(self, url: str) -> float:
+        parser = self._robots.get(_origin(url))
+        crawl_delay = parser.crawl_delay(self.user_agent) if parser is not None else None
+        return max(self.policy.delay_s, min(float(crawl_delay or 0), MAX_CRAWL_DELAY_S))
+
+    # -- fetching -----------------------------------------------------------------------------
+
+    def get(
+        self,
+        url: str,
+        *,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        accept: Iterable[str] | None = None,
+    ) -> FetchResult:
+        """GET a URL, following redirects, retrying transient failures.
+
+        HTTP errors come back as their status (4xx, or 5xx once retries are spent); a refusal
+        (robots, address, size, type, time) raises FetchError. ``accept`` lists media types
+        ("text/html", "image/*"): a 200 of another type raises FetchError before its body is read.
+        """
+        return self._get_following(url, etag=etag, last_modified=last_modified, accept=accept)
+
+    def _get_following(self, url, *, check_robots=True, etag=None, last_modified=None, accept=None) -> FetchResult:
+        for _hop in range(self.policy.max_redirects + 1):
+            self.check_url(url)
+            if check_robots and not self._robots_for(url).can_fetch(url, self.user_agent):
+                raise RobotsDisallowed(url)
+            result, location = self._get_retrying(url, etag, last_modified, accept)
+            if location is None:
+                return result
+            url = urljoin(url, location)
+            etag = last_modified = None  # validators belong to the URL they came from
+        raise FetchError(f"more than {self.policy.max_redirects} redirects", kind="too-many-redirects")
+
+    def _get_retrying(self, url, etag, last_modified, accept) -> tuple[FetchResult, str | None]:
+        policy = self.policy
+        gate = self._gate(url)
+        for attempt in range(policy.retries + 1):
+            last = attempt == policy.retries
+            gate.wait_turn(self._delay_for(url))
+            try:
+                with gate.slots:
+                    result, location = self._get_once(url, etag, last_modified, accept)
+            except FetchError as error:
+                if error.kind not in ("network", "timeout") or last:
+                    raise
+                time.sleep(policy.backoff_s * 2**attempt)
+                continue
+            if result.status in (429, 503) or result.status >= 500:
+                wait = _retry_after_s(result.retry_after) if result.status in (429, 503) else None
+                if wait is not None and wait > policy.max_retry_after_s:
+                    raise FetchError(f"{url}: Retry-After {wait:.0f} s is too long", kind="rate-limited")
+                if not last:
+                    if wait is not None:
+                        gate.hold_off(wait)  # every worker on this host waits, not only this one
+                    else:
+                        time.sleep(policy.backoff_s * 2**attempt)
+                    continue
+            return result, location
+        raise AssertionError("unreachable")
+
+    def _get_once(self, url, etag, last_modified, accept) -> tuple["_Response", str | None]:
+        policy = self.policy
+        parts = urlsplit(url)
+        connection_class = _GuardedHTTPS if parts.scheme.lower() == "https" else _GuardedHTTP
+        kwargs = {"context": ssl.create_default_context()} if connection_class is _GuardedHTTPS else {}
+        connection = connection_class(parts.hostname, parts.port, timeout=policy.timeout_s, **kwargs)
+        connection.allow_private = policy.local
+        headers = {"User-Agent": policy.user_agent, "Accept": "*/*", "Accept-Encoding": "identity"}
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        target = urlunsplit(("", "", parts.path or "/", parts.query, ""))
+        deadline = time.monotonic() + policy.total_timeout_s
+        try:
+            connection.request("GET", target, headers=headers)
+            response = connection.getresponse()
+            location = response.getheader("Location")
+            if response.status in _REDIRECTS and location:
+                return _Response.of(url, response, b""), location
+            if response.status == 200 and accept is not None and not _accepts(accept, response.getheader("Content-Type", "")):
+                raise FetchError(f"{url} is {response.getheader('Content-Type')!r}", kind="content-type")
+            body = self._read_capped(response, url, deadline)
+            return _Response.of(url, response, body), None
+        except FetchError:
+            raise
+        except (socket.timeout, TimeoutError) as error:
+            raise FetchError(f"{url}: timed out ({error})", kind="timeout") from error
+        except (http.client.HTTPException, OSError, ValueError) as error:
+            raise FetchError(f"cannot fetch {url}: {error}", kind="network") from error
+        finally:
+            connection.close()
+
+    def _read_capped(self, response: http.client.HTTPResponse, url: str, deadline: float) -> bytes:
+        limit = self.policy.max_bytes
+        length = response.getheader("Content-Length")
+        if length is not None and length.strip().isdigit() and int(length) > limit:
+            raise FetchError(f"body of {url} is {length} bytes, over {limit}", kind="too-large")
+        chunks: list[bytes] = []
+        total = 0
+        while chunk := response.read1(_CHUNK):
+            total += len(chunk)
+            if total > limit:
+                raise FetchError(f"body of {url} is over {limit} bytes", kind="too-large")
+            if time.monotonic() > deadline:
+                raise FetchError(f"body of {url} still coming after {self.policy.total_timeout_s} s", kind="timeout")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _accepts(accept: Iterable[str], content_type: str) -> bool:
+    media = content_type.split(";")[0].strip().lower()
+    for pattern in accept:
+        if media == pattern or (pattern.endswith("/*") and media.startswith(pattern[:-1])):
+            return True
+    return False
+
+
+@dataclass
+class _Response(FetchResult):
+    retry_after: str | None = None
+
+    @classmethod
+    def of(cls, url: str, response: http.client.HTTPResponse, body: bytes) -> "_Response":
+        return cls(
+            url=url,
+            status=response.status,
+            content_type=response.getheader("Content-Type", "") or "",
+            body=body,
+            etag=response.getheader("ETag"),
+            last_modified=response.getheader("Last-Modified"),
+            retry_after=response.getheader("Retry-After"),
+        )

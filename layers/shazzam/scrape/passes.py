@@ -1,0 +1,311 @@
+"""The scraper's two passes against the catalogue and the object store (pipeline.scrape and
+pipeline.revalidate call these).
+
+A scrape pass visits each due source: unchanged pages (304, or the same bytes) only refresh
+their products' last-seen time; changed pages are parsed and each product is classified new,
+changed or unchanged by its fingerprint. Only new or changed products fetch images, and an
+image is stored (put under ``incoming/``) once: the same URL, the same bytes or a near-identical
+picture (dHash) found again is linked to the product instead.
+
+A revalidation pass re-checks every live product, and every dead one that may come back: a
+404/410, a soft 404 or an out-of-stock offer tombstones it (search skips it at once); a product
+that is back in stock, or whose page is back, is revived and its images ingested again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+from shazzam import catalogue, ids
+from shazzam.scrape.crawl import CachedPage, Crawl, PageOutcome
+from shazzam.scrape.dedup import NEAR_DUPLICATE_BITS, dhash, hamming, image_format
+from shazzam.scrape.extract import ScrapedProduct
+from shazzam.scrape.fetch import FetchError, Fetcher
+from shazzam.scrape.sources import ShopSource
+
+log = logging.getLogger(__name__)
+
+IMAGE_TYPES = ("image/*", "application/octet-stream")  # some CDNs label everything octet-stream
+COUNTERS = (
+    "shops",
+    "pages_fetched",
+    "skipped_by_robots",
+    "products",
+    "products_new",
+    "products_changed",
+    "products_unchanged",
+    "products_dead",
+    "products_revived",
+    "images_uploaded",
+    "images_unchanged",
+    "images_duplicate",
+    "images_failed",
+    "errors",
+)
+
+
+@dataclass
+class Summary:
+    """Counts of one pass; errors by kind are flat keys ``errors.<kind>`` (reports add up)."""
+
+    counts: Counter = field(default_factory=Counter)
+    errors: Counter = field(default_factory=Counter)
+
+    def error(self, kind: str) -> None:
+        self.errors[kind] += 1
+
+    def as_dict(self) -> dict:
+        report = {name: self.counts[name] for name in COUNTERS}
+        report["errors"] = sum(self.errors.values())
+        report.update({f"errors.{kind}": n for kind, n in sorted(self.errors.items())})
+        return report
+
+
+def _cached(rows: dict[str, dict]) -> dict[str, CachedPage]:
+    return {url: CachedPage(row["etag"], row["last_modified"], row["content_sha256"]) for url, row in rows.items()}
+
+
+class SourcePass:
+    """One scrape (or revalidation) of one source, writing to the catalogue and the store."""
+
+    def __init__(self, app, shop_id: str, source: ShopSource, fetcher: Fetcher, summary: Summary, hashes: dict[str, str]) -> None:
+        self.app, self.db, self.shop_id, self.source = app, app.db, shop_id, source
+        self.fetcher = fetcher
+        self.summary = summary
+        self.hashes = hashes  # image id -> dHash of every stored image, shared by the sources
+        self.cache = catalogue.page_cache(self.db, shop_id)
+        self.cached_pages = _cached(self.cache)
+        self.known = catalogue.products_of_shop(self.db, shop_id)  # by product URL
+        self.by_page: dict[str, list[dict]] = {}
+        for row in self.known.values():
+            self.by_page.setdefault(row["page_url"] or row["url"], []).append(row)
+        self.seen: set[str] = set()
+
+    def crawl(self, limit: int | None, conditional: bool = True) -> Crawl:
+        """A crawl of the source; ``conditional`` False fetches every page in full."""
+        return Crawl(self.source, self.fetcher, self.cached_pages if conditional else {}, limit=limit)
+
+    def products_on_page(self, page_url: str) -> list[dict]:
+        return self.by_page.get(page_url, [])
+
+    def remember(self, url: str, cache: CachedPage) -> None:
+        catalogue.save_page_cache(self.db, self.shop_id, url, cache.etag, cache.last_modified, cache.content_sha256)
+
+    # -- pages ----------------------------------------------------------------------------------
+
+    def page(self, outcome: PageOutcome) -> None:
+        counts = self.summary.counts
+        if outcome.state == "unchanged":
+            rows = self.products_on_page(outcome.url)
+            catalogue.touch_products(self.db, [row["id"] for row in rows])
+            counts["products"] += len(rows)
+            counts["products_unchanged"] += len(rows)
+            counts["images_unchanged"] += catalogue.image_count(self.db, [row["id"] for row in rows])
+            for row in rows:
+                if row["is_dead"] and row["dead_reason"] != "out-of-stock":
+                    self.revive(row["id"])  # the page is back as it was when the product lived
+                    row.update(is_dead=False, dead_reason=None)
+        elif outcome.state == "gone":
+            for row in self.products_on_page(outcome.url):
+                if not row["is_dead"]:
+                    catalogue.mark_product_dead(self.db, row["id"], outcome.reason or "gone")
+                    row.update(is_dead=True, dead_reason=outcome.reason)
+                    counts["products_dead"] += 1
+        elif outcome.state == "changed":
+            listed_before = list(self.products_on_page(outcome.url))
+            for product in outcome.products:
+                if product.url not in self.seen:
+                    self.seen.add(product.url)
+                    self.product(product, outcome.url)
+            # A product its page (or feed page) no longer shows has been removed from the shop.
+            still_listed = {product.url for product in outcome.products}
+            for row in listed_before:
+                if row["url"] not in still_listed and not row["is_dead"]:
+                    catalogue.mark_product_dead(self.db, row["id"], "removed")
+                    row.update(is_dead=True, dead_reason="removed")
+                    counts["products_dead"] += 1
+            self.remember(outcome.url, outcome.cache)
+
+    def revive(self, product_id: str) -> None:
+        """Bring a dead product back and ingest again the images that died with it."""
+        self.summary.counts["products_revived"] += 1
+        for position, image_id in enumerate(catalogue.revive_product(self.db, product_id)):
+            row = catalogue.get_image(self.db, image_id)
+            self.image(product_id, row["src_link"], position, refetch=True)
+
+    def product(self, product: ScrapedProduct, page_url: str) -> None:
+        counts = self.summary.counts
+        prior = self.known.get(product.url)
+        product_id = catalogue.save_product(self.db, self.shop_id, product, page_url=page_url)
+        row = {"id": product_id, "url": product.url, "page_url": page_url, "fingerprint": product.fingerprint(), "is_dead": not product.in_stock, "dead_reason": None if product.in_stock else "out-of-stock"}
+        if prior is not None:
+            self.by_page[prior["page_url"] or prior["url"]].remove(prior)
+        self.by_page.setdefault(page_url, []).append(row)
+        self.known[product.url] = row
+        counts["products"] += 1
+        unchanged = prior is not None and prior["fingerprint"] == product.fingerprint()
+        counts["products_unchanged" if unchanged else "products_changed" if prior else "products_new"] += 1
+        if not product.in_stock:
+            if not (prior and prior["is_dead"]):
+                counts["products_dead"] += 1
+            catalogue.mark_product_dead(self.db, product_id, "out-of-stock")
+            return
+        if prior is not None and prior["is_dead"]:
+            self.revive(product_id)
+        elif unchanged:
+            counts["images_unchanged"] += len(product.image_urls)
+            return
+        for position, url in enumerate(product.image_urls):
+            self.image(product_id, url, position)
+
+    # -- images ---------------------------------------------------------------------------------
+
+    def image(self, product_id: str, url: str, position: int, refetch: bool = False) -> None:
+        """Fetch an image of a new or changed product; store it unless it is one we have."""
+        counts = self.summary.counts
+        image_id = ids.image_id(url)
+        row = catalogue.get_image(self.db, image_id)
+        if row is None:
+            catalogue.save_image(self.db, image_id, url, product_id)
+        elif row["duplicate_of"]:
+            catalogue.link_image(self.db, product_id, row["duplicate_of"], position)
+            counts["images_unchanged"] += 1
+            return
+        stored = bool(row and row["content_sha256"] and row["status"] != "failed" and not refetch)
+        cached = self.cache.get(url, {}) if stored else {}
+        try:
+            result = self.fetcher.get(url, etag=cached.get("etag"), last_modified=cached.get("last_modified"), accept=IMAGE_TYPES)
+        except FetchError as error:
+            return self._image_failed(image_id, product_id, position, error.kind, str(error), stored)
+        if result.not_modified:
+            catalogue.link_image(self.db, product_id, image_id, position)
+            counts["images_unchanged"] += 1
+            return
+        if result.status != 200:
+            return self._image_failed(image_id, product_id, position, f"http-{result.status}", f"HTTP {result.status}", stored)
+        if image_format(result.body) is None:
+            return self._image_failed(image_id, product_id, position, "not-an-image", f"not an image ({result.content_type or 'no type'})")
+        digest = hashlib.sha256(result.body).hexdigest()
+        self.remember(url, CachedPage(result.etag, result.last_modified, digest))
+        if stored and row["content_sha256"] == digest:
+            catalogue.link_image(self.db, product_id, image_id, position)
+            counts["images_unchanged"] += 1
+            return
+        phash = dhash(result.body)
+        original = catalogue.image_with_content(self.db, digest, other_than=image_id) or self._near_duplicate(image_id, phash)
+        if original is not None:
+            catalogue.update_image(self.db, image_id, content_sha256=digest, phash=phash, duplicate_of=original, status="duplicate", error=None)
+            catalogue.link_image(self.db, product_id, original, position)
+            counts["images_duplicate"] += 1
+            return
+        catalogue.update_image(self.db, image_id, content_sha256=digest, phash=phash, duplicate_of=None, status="new", error=None, is_dead=False)
+        catalogue.link_image(self.db, product_id, image_id, position)
+        if phash:
+            self.hashes[image_id] = phash
+        self.app.store.put(ids.incoming_key(image_id), result.body, content_type=result.content_type or "application/octet-stream")
+        counts["images_uploaded"] += 1
+
+    def _near_duplicate(self, image_id: str, phash: str | None) -> str | None:
+        if phash is None:
+            return None
+        for other, other_hash in self.hashes.items():
+            if other != image_id and hamming(phash, other_hash) <= NEAR_DUPLICATE_BITS:
+                return other
+        return None
+
+    def _image_failed(self, image_id: str, product_id: str, position: int, kind: str, message: str, stored: bool = False) -> None:
+        """Record a failed fetch; an image stored before keeps its row (revalidate judges it)."""
+        if not stored:
+            catalogue.update_image(self.db, image_id, status="failed", error=f"fetch failed: {message}"[:1000])
+        catalogue.link_image(self.db, product_id, image_id, position)
+        self.summary.counts["images_failed"] += 1
+        self.summary.error(kind)
+
+
+def _sources(app, shop_url: str | None, source_name: str | None) -> list[tuple[dict, ShopSource]]:
+    if shop_url:
+        catalogue.add_shop(app.db, shop_url)
+    rows = [row for row in catalogue.active_shops(app.db) if (not shop_url or row["base_url"] == shop_url)]
+    if source_name:
+        rows = [row for row in rows if source_name in (row["name"], row["base_url"])]
+    return [(row, catalogue.source_of_shop(row)) for row in rows]
+
+
+def scrape_pass(
+    app,
+    shop_url: str | None = None,
+    limit: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    source_name: str | None = None,
+    force: bool = False,
+) -> dict:
+    """Scrape every due source (or the one named): see the module docstring."""
+    from shazzam.db import utcnow
+
+    summary = Summary()
+    hashes = catalogue.image_hashes(app.db)
+    base = app.fetcher()
+    for row, source in _sources(app, shop_url, source_name):
+        if not (force or shop_url or source_name or source.is_due(row.get("last_scraped_at"), utcnow())):
+            continue
+        summary.counts["shops"] += 1
+        visit = SourcePass(app, row["id"], source, base.with_policy(source.policy()), summary, hashes)
+        crawl = visit.crawl(limit)
+        for done, outcome in enumerate(crawl.pages(), 1):
+            visit.page(outcome)
+            if progress is not None:
+                progress(done, crawl.total)
+        summary.counts.update({name: crawl.stats[name] for name in ("pages_fetched", "skipped_by_robots")})
+        summary.errors.update(crawl.errors)
+        catalogue.mark_shop_scraped(app.db, row["id"])
+    return summary.as_dict()
+
+
+def revalidate_products(app, summary: Summary) -> dict:
+    """Re-check products and images; returns counts (the caller drops dead vectors from shards)."""
+    report = Counter(products_checked=0, images_checked=0, images_dead=0)
+    base = app.fetcher()
+    shops = catalogue.shops_by_id(app.db)
+    passes: dict[str, SourcePass] = {}
+    visited: set[str] = set()
+
+    def source_pass(shop_id: str) -> SourcePass:
+        if shop_id not in passes:
+            source = catalogue.source_of_shop(shops[shop_id])
+            passes[shop_id] = SourcePass(app, shop_id, source, base.with_policy(source.policy()), summary, catalogue.image_hashes(app.db))
+        return passes[shop_id]
+
+    for product in catalogue.products_to_revalidate(app.db):
+        report["products_checked"] += 1
+        visit = source_pass(product["shop_id"])
+        page_url = (visit.known.get(product["url"]) or {}).get("page_url") or product["url"]
+        if page_url in visited:
+            continue  # another product of the same page (a feed page, a product group)
+        visited.add(page_url)
+        # A dead product's page is fetched in full: it may be back exactly as it was.
+        outcome = visit.crawl(None, conditional=not product["is_dead"]).visit(page_url)
+        visit.page(outcome)
+        if outcome.state in ("error", "robots"):
+            summary.error(outcome.reason or outcome.state)  # a 5xx or a timeout kills nothing
+    for image in catalogue.stored_live_images(app.db):
+        report["images_checked"] += 1
+        visit = source_pass(image["shop_id"])
+        cached = visit.cache.get(image["src_link"], {})
+        try:
+            result = visit.fetcher.get(image["src_link"], etag=cached.get("etag"), last_modified=cached.get("last_modified"), accept=IMAGE_TYPES)
+        except FetchError as error:
+            summary.error(error.kind)
+            continue
+        if result.status in (404, 410):
+            catalogue.update_image(app.db, image["id"], is_dead=True)
+            report["images_dead"] += 1
+    report["products_dead"] = summary.counts["products_dead"]
+    report["products_revived"] = summary.counts["products_revived"]
+    return dict(report)
+
+
+__all__ = ["COUNTERS", "SourcePass", "Summary", "revalidate_products", "scrape_pass"]

@@ -1,0 +1,122 @@
+"""Shop sources: what to scrape and how politely. Declared in a TOML file, or rows of `shops`.
+
+    [[source]]
+    name = "Sample shop"
+    base_url = "http://127.0.0.1:8765/"
+    strategy = "sitemap"          # sitemap | listing | shopify | auto (sitemaps, else listing)
+    schedule = "rate(1 day)"      # omitted: every time the scrape function fires
+    delay_s = 1.0                 # between two requests to the host (robots Crawl-delay raises it)
+    concurrency = 1               # requests in flight per host, 1 or 2
+    local = true                  # may reach private/loopback addresses (demo and tests only)
+    allowed_hosts = ["cdn.example"]   # besides the base URL's host; ["*"]: any public host
+    listing_urls = ["/collections/all"]
+    product_pattern = "/products?/"   # links on listing pages that are product pages
+    currency = "EUR"              # for feeds that name none (Shopify)
+    [source.fetch]                # any other FetchPolicy field: timeout_s, retries, max_bytes...
+    timeout_s = 10
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from shazzam.scrape.fetch import POLICY_FIELDS, FetchPolicy, is_private_host
+
+STRATEGIES = ("auto", "sitemap", "listing", "shopify")
+MAX_CONCURRENCY = 2  # per host: the polite ceiling whatever a source asks for
+LOCAL_DELAY_S = 0.0  # a local source (the demo shop on 127.0.0.1) is not throttled by default
+PUBLIC_DELAY_S = 1.0
+
+
+@dataclass(frozen=True)
+class ShopSource:
+    base_url: str
+    name: str | None = None
+    strategy: str = "auto"
+    schedule: str | None = None
+    delay_s: float | None = None
+    concurrency: int = 1
+    local: bool = False
+    allowed_hosts: tuple[str, ...] = ()
+    listing_urls: tuple[str, ...] = ()
+    product_pattern: str = r"/products?/"
+    currency: str | None = None
+    max_pages: int = 100_000
+    fetch: Mapping[str, Any] = field(default_factory=dict)  # other FetchPolicy fields
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; one of {', '.join(STRATEGIES)}")
+        if urlsplit(self.base_url).scheme not in ("http", "https"):
+            raise ValueError(f"base_url must be http(s): {self.base_url!r}")
+        unknown = set(self.fetch) - POLICY_FIELDS
+        if unknown:
+            raise ValueError(f"unknown fetch settings: {', '.join(sorted(unknown))}")
+        re.compile(self.product_pattern)
+
+    @property
+    def host(self) -> str:
+        return (urlsplit(self.base_url).hostname or "").lower()
+
+    def policy(self) -> FetchPolicy:
+        delay = self.delay_s if self.delay_s is not None else (LOCAL_DELAY_S if self.local else PUBLIC_DELAY_S)
+        settings = {
+            **self.fetch,
+            "delay_s": delay,
+            "concurrency": min(max(int(self.concurrency), 1), MAX_CONCURRENCY),
+            "local": self.local,
+            "allowed_hosts": frozenset({self.host, *self.allowed_hosts}),
+        }
+        return replace(FetchPolicy(), **settings)
+
+    def is_due(self, last_scraped_at: datetime | None, now: datetime) -> bool:
+        if self.schedule is None or last_scraped_at is None:
+            return True
+        from shazzam.wiring import Schedule
+
+        # A little slack, so a daily source is not skipped by a run that fires a minute early.
+        return now - last_scraped_at >= timedelta(seconds=Schedule(self.schedule).interval_seconds() * 0.95)
+
+    def settings(self) -> dict[str, Any]:
+        """The fields kept in the shops row's `settings` JSON (the rest have their own columns)."""
+        return {
+            "allowed_hosts": list(self.allowed_hosts),
+            "listing_urls": list(self.listing_urls),
+            "product_pattern": self.product_pattern,
+            "currency": self.currency,
+            "max_pages": self.max_pages,
+            "fetch": dict(self.fetch),
+        }
+
+
+def infer_local(base_url: str) -> bool:
+    """A base URL written as a loopback/private literal (127.0.0.1, localhost) is local by intent."""
+    return is_private_host(urlsplit(base_url).hostname or "")
+
+
+def source_from_mapping(data: Mapping[str, Any]) -> ShopSource:
+    known = {f.name for f in fields(ShopSource)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"unknown source settings: {', '.join(sorted(unknown))}")
+    values = dict(data)
+    for name in ("allowed_hosts", "listing_urls"):
+        if name in values:
+            values[name] = tuple(values[name])
+    values.setdefault("local", infer_local(values.get("base_url", "")))
+    return ShopSource(**values)
+
+
+def load_sources(path: str | Path) -> list[ShopSource]:
+    """The ``[[source]]`` tables of a TOML file."""
+    data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    return [source_from_mapping(entry) for entry in data.get("source", [])]
+
+
+__all__ = ["STRATEGIES", "ShopSource", "infer_local", "load_sources", "source_from_mapping"]

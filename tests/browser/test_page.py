@@ -1,0 +1,120 @@
+"""The web page in headless Chromium: a street photo in, outlines and results out, garments switched
+by mouse and keyboard, a price filter applied, an error shown, and a phone-sized screen."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tests.browser.conftest import ARTEFACTS
+from tests.conftest import REPO, SHARED_DATA
+
+STREET_PHOTO = SHARED_DATA / "ccp" / "photos" / "0007.jpg"
+# The bundled sample when ../shared/data is absent: the page, not the photo, is under test here.
+PHOTO = STREET_PHOTO if STREET_PHOTO.exists() else REPO / "samples" / "queries" / "dress-query.jpg"
+
+
+def search_photo(page, site, photo: Path = PHOTO):
+    page.goto(site)
+    page.wait_for_function("document.querySelectorAll('#category option').length > 1")  # categories loaded
+    page.set_input_files("#file", str(photo))
+    page.wait_for_selector("#items .item")
+
+
+def prices(page) -> list[float]:
+    texts = page.locator("#items .price").all_inner_texts()
+    return [float(re.sub(r"[^\d.]", "", text.replace(",", "."))) for text in texts]
+
+
+def test_a_photo_shows_every_garment_outlined_and_its_results(page, site):
+    search_photo(page, site)
+    assert page.locator("#boxes .box").count() == 3
+    assert page.locator("#garments [role=tab]").count() == 3
+    assert page.locator("#boxes .box.chosen").count() == 1
+    first = page.locator("#items .item")
+    assert first.count() > 0
+    card = first.first
+    assert card.locator(".title").inner_text() and card.locator(".shop").inner_text()
+    assert card.locator("a").get_attribute("href").startswith("http://127.0.0.1:")
+    page.wait_for_function("[...document.querySelectorAll('#items img')].slice(0, 4).every(i => i.complete && i.naturalWidth > 0)")
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTEFACTS / "results-desktop.png"))
+    assert page.console_errors == []
+
+
+def test_switching_garments_by_click_and_keyboard(page, site):
+    search_photo(page, site)
+    tabs = page.locator("#garments [role=tab]")
+    page.locator("#boxes .box").nth(2).click()
+    assert tabs.nth(2).get_attribute("aria-selected") == "true"
+    assert "chosen" in page.locator("#boxes .box").nth(2).get_attribute("class")
+    tabs.nth(2).focus()
+    page.keyboard.press("ArrowRight")  # wraps round to the first garment
+    assert tabs.nth(0).get_attribute("aria-selected") == "true"
+    assert page.evaluate("document.activeElement.textContent").startswith("1.")
+    page.keyboard.press("ArrowRight")
+    assert tabs.nth(1).get_attribute("aria-selected") == "true"
+    assert page.console_errors == []
+
+
+def test_category_override_and_price_filter(page, site):
+    search_photo(page, site)
+    page.select_option("#category", "dress")
+    page.wait_for_function("document.querySelector('#garments [role=tab]').textContent.includes('as you chose')")
+    all_prices = prices(page)
+    limit = sorted(all_prices)[len(all_prices) // 2]
+    page.fill("#max_price", str(limit))
+    page.keyboard.press("Enter")  # submits the filter form
+    page.wait_for_function(f"document.querySelectorAll('#items .item').length < {len(all_prices)}")
+    assert prices(page) and max(prices(page)) <= limit
+    page.fill("#max_price", "1")
+    page.click("#apply")
+    page.wait_for_selector("#items .item", state="detached")
+    assert "Nothing matches" in page.inner_text("#summary")
+    assert page.console_errors == []
+
+
+def test_a_file_that_is_not_an_image_shows_a_friendly_error(page, site, tmp_path):
+    fake = tmp_path / "holiday.jpg"
+    fake.write_bytes(b"these bytes are not a photo at all")
+    page.goto(site)
+    page.set_input_files("#file", str(fake))
+    error = page.locator("#error")
+    error.wait_for(state="visible")
+    assert "Unsupported image" in error.inner_text() and "not an image" in error.inner_text()
+    assert page.locator("body.busy").count() == 0
+    # The browser itself logs the refused request; nothing else may reach the console.
+    assert [m for m in page.console_errors if "status of 415" not in m] == []
+
+
+def test_works_on_a_phone_screen(browser, site):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    errors = []
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    try:
+        search_photo(page, site)
+        page.locator("#boxes .box").nth(1).tap()
+        assert page.locator("#garments [role=tab]").nth(1).get_attribute("aria-selected") == "true"
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # nothing overflows sideways
+        ARTEFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTEFACTS / "results-phone.png"), full_page=True)
+    finally:
+        context.close()
+    assert errors == []
+
+
+def test_a_photo_over_the_synchronous_limit_goes_through_an_upload(page, site, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    noise = np.random.default_rng(6).integers(0, 256, (2400, 1800, 3), dtype=np.uint8)
+    big = tmp_path / "big.jpg"
+    Image.fromarray(noise).save(big, quality=98)
+    assert big.stat().st_size > 4 * 1024 * 1024  # above the page's direct-upload limit
+    requests = []
+    page.on("request", lambda request: requests.append(f"{request.method} {request.url.removeprefix(site.rstrip('/'))}"))
+    search_photo(page, site, big)
+    assert ["POST /uploads", "POST /local-uploads", "POST /search"] == [r for r in requests if r.startswith("POST")]
+    assert page.locator("#boxes .box").count() == 3
+    assert page.console_errors == []

@@ -1,0 +1,168 @@
+"""The API over HTTP as `shazzam serve` answers it, on a small indexed catalogue: results, filters,
+items, uploads, throttling, and a thousand malformed requests without a single 5xx."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import io
+import json
+import random
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from shazzam.local.runtime import LocalRuntime
+from shazzam.local.sample_shop import SampleShop
+from tests.api_fixtures import SHOPS, build_catalogue
+from tests.unit.test_api import multipart
+
+REPO = Path(__file__).resolve().parents[2]
+PHOTO = (REPO / "samples" / "queries" / "dress-query.jpg").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """(runtime, port, saved products): the API and page on 127.0.0.1, over a 30-item catalogue."""
+    runtime = LocalRuntime(tmp_path_factory.mktemp("served") / "data")
+    with SampleShop() as shop:
+        saved = build_catalogue(runtime, shop)
+        server = runtime.start_api(port=0)
+        yield runtime, server.server_port, saved
+        server.shutdown()
+    runtime.close()
+
+
+def request(port: int, method: str, path: str, body: bytes = b"", headers: dict | None = None):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        data = response.read()
+    finally:
+        connection.close()
+    content_type = response.getheader("content-type", "")
+    return response.status, content_type, json.loads(data) if "json" in content_type and data else data
+
+
+def search(port: int, query: str = "", photo: bytes = PHOTO):
+    return request(port, "POST", f"/search{query}", photo, {"content-type": "image/jpeg"})
+
+
+def test_search_finds_dresses_with_everything_a_result_shows(served):
+    _, port, saved = served
+    status, _, answer = search(port, "?k=3")
+    assert status == 200, answer
+    (garment,) = answer["garments"]
+    assert garment["category"] == "dress" and len(garment["results"]) == 3
+    for result in garment["results"]:
+        assert set(result) >= {"item_id", "title", "shop", "price", "currency", "url", "image_url", "distance"}
+        assert result["shop"] in SHOPS and result["url"].startswith("http://127.0.0.1:")
+    assert [r["distance"] for r in garment["results"]] == sorted(r["distance"] for r in garment["results"])
+    item_id = garment["results"][0]["item_id"]
+    status, _, item = request(port, "GET", f"/items/{item_id}")
+    assert status == 200 and item["item_id"] == item_id and item["live"] and item["image_urls"]
+
+
+def test_filters_narrow_the_results(served):
+    _, port, saved = served
+    dresses = [p for p in saved if p["category"] == "dress"]
+    cheapest = min(p["price"] for p in dresses)
+    status, _, answer = search(port, f"?max_price={cheapest}")
+    assert status == 200
+    assert [r["item_id"] for r in answer["garments"][0]["results"]] == [p["id"] for p in dresses if p["price"] == cheapest]
+    status, _, answer = search(port, f"?shop={SHOPS[1].replace(' ', '+')}")
+    results = answer["garments"][0]["results"]
+    assert results and {r["shop"] for r in results} == {SHOPS[1]}
+    status, _, answer = search(port, "?currency=usd")
+    assert status == 200 and answer["garments"][0]["results"] == []  # every sample price is in EUR
+
+
+def test_the_same_search_as_multipart_json_and_an_upload(served):
+    _, port, _ = served
+    content_type, form = multipart({"image": PHOTO, "k": "2"})
+    by_form = request(port, "POST", "/search", form, {"content-type": content_type})[2]
+    body = json.dumps({"image": base64.b64encode(PHOTO).decode(), "k": 2}).encode()
+    by_json = request(port, "POST", "/search", body, {"content-type": "application/json"})[2]
+    status, _, upload = request(port, "POST", "/uploads", b"{}", {"content-type": "application/json"})
+    assert status == 201 and upload["url"].endswith("/local-uploads")
+    content_type, form = multipart({**upload["fields"], "file": PHOTO})
+    assert request(port, "POST", "/local-uploads", form, {"content-type": content_type})[0] == 204
+    body = json.dumps({"upload": upload["key"], "k": 2}).encode()
+    by_upload = request(port, "POST", "/search", body, {"content-type": "application/json"})[2]
+    ranked = [[r["item_id"] for r in answer["garments"][0]["results"]] for answer in (by_form, by_json, by_upload)]
+    assert ranked[0] == ranked[1] == ranked[2] and len(ranked[0]) == 2
+
+
+def test_page_health_and_openapi_are_served(served):
+    _, port, saved = served
+    status, content_type, page = request(port, "GET", "/")
+    assert status == 200 and content_type.startswith("text/html") and b"<title>" in page
+    status, _, health = request(port, "GET", "/health")
+    assert status == 200 and health["items"]["indexed"] == len(saved) and set(health["shops"]) == set(SHOPS)
+    status, _, document = request(port, "GET", "/openapi.json")
+    assert status == 200 and document["openapi"].startswith("3.")
+
+
+def test_oversized_bodies_and_too_many_requests(served):
+    runtime, port, _ = served
+    status, content_type, problem = request(port, "POST", "/search", b"\0" * (7 * 1024 * 1024), {"content-type": "image/jpeg"})
+    assert status == 413 and content_type == "application/problem+json" and "/uploads" in problem["detail"]
+    busy = runtime.start_api(port=0, max_in_flight=0)  # every request finds the server full
+    try:
+        status, content_type, problem = request(busy.server_port, "GET", "/health")
+        assert status == 429 and content_type == "application/problem+json" and "busy" in problem["detail"]
+    finally:
+        busy.shutdown()
+
+
+def malformed_requests(count: int, seed: int = 6):
+    """(method, path, headers, body) of every kind the issue names, varied at random."""
+    rng = random.Random(seed)
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buffer, format="PNG")
+    tiny_png = buffer.getvalue()
+    giant = bytearray(tiny_png)
+    giant[16:24] = struct.pack(">II", 100_000, 100_000)
+    giant[29:33] = struct.pack(">I", zlib.crc32(bytes(giant[12:29])))
+    makers = [
+        lambda: ("/search", "image/jpeg", PHOTO[: rng.randrange(1, len(PHOTO) - 1)]),  # truncated
+        lambda: ("/search", "image/png", bytes(giant)),  # giant dimensions
+        lambda: ("/search", "image/jpeg", b""),  # zero bytes
+        lambda: ("/search", rng.choice(["image/jpeg", "application/octet-stream", ""]), rng.randbytes(rng.randrange(1, 4096))),
+        lambda: ("/search", rng.choice(["text/html", "application/xml", "audio/mpeg", "video/mp4"]), PHOTO[:512]),
+        lambda: ("/search", "application/json", rng.choice([b"{", b"[]", b"null", b'{"image": 3}', b'{"image": "%%%"}', b'{"k": 2}'])),
+        lambda: ("/search", "application/json", json.dumps({"image": base64.b64encode(rng.randbytes(64)).decode()}).encode()),
+        lambda: (f"/search?k={rng.choice(['-1', '0', '51', 'x', '1e9', '2.5'])}", "image/png", tiny_png),
+        lambda: (f"/search?category={rng.choice(['socks', 'DRESS', '%00', 'a' * 300])}", "image/png", tiny_png),
+        lambda: ("/search?min_price=-5&max_price=nan", "image/png", tiny_png),
+        lambda: ("/search", "multipart/form-data; boundary=zz", b"--zz\r\n" + rng.randbytes(200)),
+        lambda: ("/search", "multipart/form-data", tiny_png),
+        lambda: ("/items/" + rng.choice(["x", "%2e%2e", "0" * 40]), None, b""),
+        lambda: ("/uploads", "application/json", rng.choice([b"[", b'{"content_type": "text/plain"}'])),
+    ]
+    for _ in range(count):
+        path, content_type, body = rng.choice(makers)()
+        method = "GET" if path.startswith("/items/") else "POST"
+        yield method, path, {"content-type": content_type} if content_type else {}, body
+
+
+def test_a_thousand_malformed_requests_get_4xx_problems_and_no_5xx(served):
+    _, port, _ = served
+    statuses: dict[int, int] = {}
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        for method, path, headers, body in malformed_requests(1000):
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+            statuses[response.status] = statuses.get(response.status, 0) + 1
+            assert 400 <= response.status < 500, (method, path, headers, body[:80], data)
+            assert response.getheader("content-type") == "application/problem+json"
+            assert json.loads(data)["detail"]
+    finally:
+        connection.close()
+    assert set(statuses) <= {400, 404, 413, 415, 422}, statuses

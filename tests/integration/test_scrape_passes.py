@@ -1,0 +1,201 @@
+"""Scrape and revalidation passes against the quirky shop, on the embedded runtime (and MariaDB):
+what is fetched, stored, deduplicated, tombstoned and revived, read from the shop's request log."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from shazzam import catalogue, ids, pipeline
+from shazzam.db import Database, metadata, migrate
+from shazzam.local.runtime import LocalRuntime
+from shazzam.local.sample_shop import SampleShop
+from shazzam.scrape import ShopSource
+from shazzam.scrape import crawl as crawl_module
+from tests.support.quirky_shop import QuirkyShop
+
+FAST = {"timeout_s": 1.0, "total_timeout_s": 0.3, "retries": 1, "backoff_s": 0.01, "max_bytes": 2_000_000, "max_retry_after_s": 5}
+
+
+@pytest.fixture
+def shop():
+    with QuirkyShop(endless_s=2) as running:
+        yield running
+
+
+@pytest.fixture
+def runtime(tmp_path):
+    runtime = LocalRuntime(tmp_path / "data")
+    yield runtime
+    runtime.close()
+
+
+def register(runtime, shop, **settings) -> str:
+    source = ShopSource(base_url=shop.base_url, name="quirky", local=True, delay_s=0, fetch=FAST, **settings)
+    return catalogue.save_source(runtime.db, source)
+
+
+def product(runtime, shop, slug) -> dict:
+    return catalogue.products_of_shop(runtime.db, ids.shop_id(shop.base_url))[shop.url(f"products/{slug}.html")]
+
+
+def image(runtime, shop, name) -> dict:
+    return catalogue.get_image(runtime.db, ids.image_id(shop.url(f"images/{name}")))
+
+
+def incoming(runtime) -> set[str]:
+    return {info.key for info in runtime.store.list("incoming/")}
+
+
+def test_a_pass_over_the_quirky_shop(runtime, shop):
+    register(runtime, shop)
+    report = pipeline.scrape(runtime.app)
+    assert report["shops"] == 1 and report["skipped_by_robots"] == 2  # private/secret.html, private/other.html
+    assert report["products_new"] == 15 and report["products_dead"] == 1  # out of stock
+    assert report["images_duplicate"] == 2 and report["images_failed"] == 5
+    assert {k: v for k, v in report.items() if k.startswith("errors.")} == {
+        "errors.host-not-allowed": 2,  # localhost:<port> and 169.254.169.254
+        "errors.not-an-image": 1,
+        "errors.timeout": 1,  # the endless page
+        "errors.too-large": 2,  # the 50 MB images
+        "errors.too-many-redirects": 1,
+    }
+    # Zero requests to disallowed paths or other hosts; one honest user agent.
+    paths = shop.paths()
+    assert not [p for p in paths if p.startswith("/private/")]
+    assert {entry.host for entry in shop.log} == {f"127.0.0.1:{shop.port}"}
+    assert paths.count("/robots.txt") == 1 and "/images/other.jpg" not in paths and "/images/logo.png" not in paths
+    # Extraction through the quirks.
+    entities = product(runtime, shop, "entities")
+    assert runtime.db.run_query("SELECT title, price FROM products WHERE id = :id", {"id": entities["id"]})[0] == {"title": 'Café & Co "Midi" dress', "price": 1299}
+    assert product(runtime, shop, "out-of-stock")["dead_reason"] == "out-of-stock"
+    # The same picture is stored once and linked to every product that shows it.
+    shared = image(runtime, shop, "shared.jpg")
+    assert image(runtime, shop, "shared-copy.jpg")["duplicate_of"] == shared["id"]  # same bytes
+    assert image(runtime, shop, "shared-small.jpg")["duplicate_of"] == shared["id"]  # resized: dHash
+    linked = runtime.db.run_query("SELECT product_id FROM product_images WHERE image_id = :id", {"id": shared["id"]})
+    assert len(linked) == 4  # twin-a, twin-b, same-bytes, resized
+    assert len(incoming(runtime)) == report["images_uploaded"] == 8
+    assert image(runtime, shop, "fake.jpg")["status"] == "failed" and ids.incoming_key(image(runtime, shop, "fake.jpg")["id"]) not in incoming(runtime)
+
+
+def test_a_second_pass_over_an_unchanged_shop_downloads_and_parses_nothing(runtime, shop, monkeypatch):
+    register(runtime, shop)
+    pipeline.scrape(runtime.app)
+    before, uploaded = len(shop.log), incoming(runtime)
+    parsed = []
+    original = crawl_module.parse_page
+    monkeypatch.setattr(crawl_module, "parse_page", lambda html, url: parsed.append(url) or original(html, url))
+    report = pipeline.scrape(runtime.app)
+    again = [entry.path for entry in shop.log[before:]]
+    assert not [p for p in again if p.startswith("/images/")]
+    assert parsed == []
+    assert report["images_uploaded"] == 0 and report["products_new"] == report["products_changed"] == 0
+    assert report["products_unchanged"] == 15 and incoming(runtime) == uploaded
+
+
+def test_changes_between_passes(runtime, shop):
+    register(runtime, shop)
+    pipeline.scrape(runtime.app)
+    shop.set_price("twin-a", "9.00")  # changed; its image is known (a 304)
+    shop.remove("microdata")  # 404
+    shop.soft_remove("og")  # 200 "page not found"
+    shop.set_stock("out-of-stock", True)  # back in stock: revived, its image fetched now
+    before = len(shop.log)
+    report = pipeline.scrape(runtime.app)
+    # twin-a's price and the other's availability changed; it is revived, two pages are gone
+    assert report["products_changed"] == 2 and report["products_revived"] == 1 and report["products_dead"] == 2
+    assert report["images_uploaded"] == 1 and report["images_unchanged"] >= 1
+    assert [e.path for e in shop.log[before:] if e.path.startswith("/images/")] == ["/images/shared.jpg", "/images/oos.jpg"]
+    assert not product(runtime, shop, "twin-a")["is_dead"]
+    assert product(runtime, shop, "microdata")["dead_reason"] == "http-404"
+    assert product(runtime, shop, "og")["dead_reason"] == "soft-404"
+    assert not product(runtime, shop, "out-of-stock")["is_dead"]
+    assert ids.incoming_key(image(runtime, shop, "oos.jpg")["id"]) in incoming(runtime)
+
+
+def test_revalidate_tombstones_keeps_shared_images_and_revives(runtime, shop):
+    register(runtime, shop)
+    pipeline.scrape(runtime.app)
+    shop.remove("twin-b")
+    shop.soft_remove("og")
+    report = pipeline.revalidate(runtime.app)
+    assert report["products_dead"] == 2 and report["products_revived"] == 0
+    twin_b = product(runtime, shop, "twin-b")
+    assert twin_b["is_dead"] and twin_b["dead_reason"] == "http-404"
+    dead_at = runtime.db.run_query("SELECT dead_at FROM products WHERE id = :id", {"id": twin_b["id"]})[0]["dead_at"]
+    assert dead_at is not None
+    shared = image(runtime, shop, "shared.jpg")
+    assert not shared["is_dead"] and shared["product_id"] != twin_b["id"]  # twin-a still shows it
+    assert image(runtime, shop, "og.jpg")["is_dead"]
+
+    for key in incoming(runtime):
+        runtime.store.delete(key)  # as the pipeline would have consumed them
+    shop.restore("og")
+    report = pipeline.revalidate(runtime.app)
+    assert report["products_revived"] == 1 and not product(runtime, shop, "og")["is_dead"]
+    og_image = image(runtime, shop, "og.jpg")
+    assert not og_image["is_dead"] and incoming(runtime) == {ids.incoming_key(og_image["id"])}  # ingested again
+
+
+def test_listing_and_shopify_sources(runtime, shop):
+    register(runtime, shop, strategy="listing", listing_urls=("/collections/all",))
+    report = pipeline.scrape(runtime.app)
+    assert report["products_new"] == 2 and report["images_uploaded"] == 2
+    feed = ShopSource(base_url=shop.base_url, strategy="shopify", currency="EUR", local=True, delay_s=0, fetch=FAST)
+    catalogue.save_source(runtime.db, feed)  # the same shop, now read through its feed
+    report = pipeline.scrape(runtime.app)
+    assert report["products_new"] == 1 and report["images_uploaded"] == 1
+    assert pipeline.scrape(runtime.app)["products_unchanged"] == 1  # the feed page answers 304
+    shop.remove("feed-tee")  # the feed no longer lists it
+    assert pipeline.revalidate(runtime.app)["products_dead"] == 1
+    assert catalogue.products_of_shop(runtime.db, ids.shop_id(shop.base_url))[shop.url("products/feed-tee")]["dead_reason"] == "removed"
+
+
+def test_sources_are_scraped_on_their_schedule(runtime, shop):
+    register(runtime, shop, strategy="listing", listing_urls=("/collections/all",), schedule="rate(1 day)")
+    assert pipeline.scrape(runtime.app)["shops"] == 1
+    assert pipeline.scrape(runtime.app)["shops"] == 0  # not due for a day
+    assert pipeline.scrape(runtime.app, force=True)["shops"] == 1
+    assert pipeline.scrape(runtime.app, source="quirky")["shops"] == 1
+
+
+def test_the_scrape_works_on_both_databases(db_url, tmp_path):
+    runtime = LocalRuntime(tmp_path / "data", db_url=db_url)
+    try:
+        with SampleShop(limit=3) as sample:
+            catalogue.add_shop(runtime.db, sample.base_url)  # a loopback URL: a local source
+            assert pipeline.scrape(runtime.app)["images_uploaded"] == 3
+            assert pipeline.scrape(runtime.app)["images_unchanged"] == 3
+            sample.remove(next(iter(sample.products)))
+            assert pipeline.revalidate(runtime.app)["products_dead"] == 1
+    finally:
+        runtime.close()
+
+
+def test_migration_2_upgrades_a_version_1_database(db_url):
+    """A database made by migration 1 alone (before v2's columns existed) gains them by ALTER."""
+    from shazzam.db import _V2_COLUMNS
+
+    engine = sa.create_engine(db_url)
+    old = sa.MetaData()
+    for name in ("shops", "products", "images", "detections"):
+        table = metadata.tables[name]
+        added = {column for column, _ in _V2_COLUMNS.get(name, ())}
+        columns = [sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable) for c in table.columns if c.name not in added]
+        sa.Table(name, old, *columns)
+    with engine.begin() as connection:
+        old.create_all(connection)
+        connection.execute(sa.text("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, description VARCHAR(255) NOT NULL, applied_at DATETIME NOT NULL)"))
+        connection.execute(sa.text("INSERT INTO schema_migrations VALUES (1, 'v1', '2026-01-01 00:00:00')"))
+        connection.execute(sa.text("INSERT INTO shops (id, base_url, name, active, created_at) VALUES ('s', 'https://shop.example/', 'x', 1, '2026-01-01 00:00:00')"))
+        connection.execute(sa.text("INSERT INTO shops (id, base_url, name, active, created_at) VALUES ('t', 'http://127.0.0.1:8765/', 'y', 1, '2026-01-01 00:00:00')"))
+    engine.dispose()
+    database = Database(db_url, migrate=False).open_connection()
+    assert migrate(database.engine) == [2]
+    columns = {column["name"] for column in sa.inspect(database.engine).get_columns("products")}
+    assert {"availability", "dead_reason", "dead_at", "fingerprint"} <= columns
+    local, public = catalogue.active_shops(database)  # ordered by base URL: http://127... first
+    assert not public["is_local"] and catalogue.source_of_shop(public).strategy == "auto"
+    assert local["is_local"] and catalogue.source_of_shop(local).local  # the demo's shop stays reachable
+    database.close()

@@ -1,0 +1,181 @@
+"""The API contract at the handler: the four request forms, the answer's shape, problem+json errors."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from shazzam import api
+from shazzam.events import http_api_request
+from shazzam.local.runtime import LambdaContext, LocalRuntime
+
+REPO = Path(__file__).resolve().parents[2]
+PHOTO = (REPO / "samples" / "queries" / "dress-query.jpg").read_bytes()
+
+
+def multipart(fields: dict[str, bytes | str], filename: str = "photo.jpg") -> tuple[str, bytes]:
+    """A multipart/form-data body as a browser sends it: bytes values are files."""
+    boundary = uuid.uuid4().hex
+    body = b""
+    for name, value in fields.items():
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if isinstance(value, bytes) else "")
+        data = value if isinstance(value, bytes) else value.encode()
+        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n"
+    return f"multipart/form-data; boundary={boundary}", body + f"--{boundary}--\r\n".encode()
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory):
+    runtime = LocalRuntime(tmp_path_factory.mktemp("api") / "data")
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def call(runtime):
+    """call(method, path, body=b"", content_type=None, query="") -> (status, headers, parsed body)."""
+
+    def call(method: str, path: str, body: bytes = b"", content_type: str | None = None, query: str = ""):
+        headers = {"host": "127.0.0.1:8000"} | ({"content-type": content_type} if content_type else {})
+        response = api.lambda_handler(http_api_request(method, path, query, headers, body), LambdaContext("search"))
+        return response["statusCode"], response["headers"], json.loads(response["body"]) if response.get("body") else None
+
+    return call
+
+
+def assert_search_answer(answer: dict) -> None:
+    (garment,) = answer["garments"]  # detector v0: the whole photo is one garment
+    assert garment["box"] == [0, 0, answer["image"]["width"], answer["image"]["height"]]
+    assert {"category", "category_source", "predicted_category", "confidence", "score", "results"} <= set(garment)
+    assert answer["model"]["name"] == "garment_v0" and answer["took_ms"] > 0
+
+
+def test_the_photo_in_each_request_form(call):
+    for content_type, body in [
+        ("application/json", json.dumps({"image": base64.b64encode(PHOTO).decode(), "k": 3}).encode()),
+        ("application/json", json.dumps({"image": "data:image/jpeg;base64," + base64.b64encode(PHOTO).decode()}).encode()),
+        ("image/jpeg", PHOTO),
+        multipart({"image": PHOTO, "k": "3"}),
+    ]:
+        status, _, answer = call("POST", "/search", body, content_type)
+        assert status == 200, answer
+        assert_search_answer(answer)
+    content_type, body = multipart({"image": PHOTO, "category": "dress"})
+    status, _, answer = call("POST", "/search", body, content_type)
+    assert status == 200 and answer["garments"][0]["category"] == "dress"
+    assert answer["garments"][0]["category_source"] == "request"
+
+
+def test_heic_from_a_phone_is_read(call):
+    import pillow_heif
+
+    heic = io.BytesIO()
+    pillow_heif.from_pillow(Image.open(io.BytesIO(PHOTO))).save(heic, format="HEIF", quality=60)
+    status, _, answer = call("POST", "/search", heic.getvalue(), "image/heic")
+    assert status == 200, answer
+    assert_search_answer(answer)
+
+
+def png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), "white").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def giant_png_header() -> bytes:
+    """A valid PNG whose header claims 60000x60000 pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    data = bytearray(png(1, 1))
+    data[16:24] = struct.pack(">II", 60000, 60000)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    "body, content_type, query, status, words",
+    [
+        (b"", "image/jpeg", "", 400, "empty"),
+        (PHOTO[:2000], "image/jpeg", "", 400, "image rejected"),
+        (b"this is not an image", "image/jpeg", "", 415, "not an image"),
+        (PHOTO, "text/plain", "", 415, "text/plain"),
+        (giant_png_header(), "image/png", "", 413, "pixels"),
+        (b"{not json", "application/json", "", 400, "not valid JSON"),
+        (b"[1, 2]", "application/json", "", 400, "must be an object"),
+        (b'{"image": 5}', "application/json", "", 400, '"image"'),
+        (b'{"image": "!!!"}', "application/json", "", 400, "base64"),
+        (PHOTO, "image/jpeg", "k=-1", 422, "k must be"),
+        (PHOTO, "image/jpeg", "k=many", 422, '"k" must be an integer'),
+        (PHOTO, "image/jpeg", "category=socks", 422, "unknown category"),
+        (PHOTO, "image/jpeg", "min_price=cheap", 422, "min_price"),
+        (PHOTO, "image/jpeg", "min_price=50&max_price=10", 422, "more than max_price"),
+        (PHOTO, "image/jpeg", "currency=euro", 422, "currency"),
+        (b'{"upload": "uploads/nope"}', "application/json", "", 422, "upload"),
+        (b"--x\r\nnothing", "multipart/form-data", "", 400, "multipart"),
+    ],
+)
+def test_bad_requests_get_a_problem_a_person_understands(call, body, content_type, query, status, words):
+    got, headers, problem = call("POST", "/search", body, content_type, query)
+    assert got == status, problem
+    assert headers["Content-Type"] == "application/problem+json"
+    assert problem["status"] == status and problem["title"] and words in problem["detail"]
+
+
+def test_a_body_over_the_synchronous_limit_is_413(call):
+    status, _, problem = call("POST", "/search", b"\xff" * (api.MAX_SEARCH_BODY_BYTES + 1), "image/jpeg")
+    assert status == 413 and "POST /uploads" in problem["detail"]
+
+
+def test_unknown_routes_and_items_are_404_problems(call):
+    status, headers, problem = call("GET", "/nowhere")
+    assert status == 404 and headers["Content-Type"] == "application/problem+json" and "/openapi.json" in problem["detail"]
+    status, _, problem = call("GET", "/items/does-not-exist")
+    assert status == 404 and "does-not-exist" in problem["detail"]
+
+
+def test_upload_then_search_by_key_locally(call, runtime):
+    status, _, upload = call("POST", "/uploads", b'{"content_type": "image/jpeg"}', "application/json")
+    assert status == 201 and upload["url"] == f"http://127.0.0.1:8000{api.LOCAL_UPLOAD_PATH}"
+    assert upload["fields"]["key"] == upload["key"] and upload["max_bytes"] == api.MAX_BYTES
+    content_type, form = multipart({**upload["fields"], "file": PHOTO})
+    assert runtime.receive_upload(content_type, form)[0] == 204
+    by_key = json.dumps({"upload": upload["key"], "k": 2}).encode()
+    status, _, answer = call("POST", "/search", by_key, "application/json")
+    assert status == 200, answer
+    assert_search_answer(answer)
+    status, _, problem = call("POST", "/search", by_key, "application/json")
+    assert status == 422 and "one search" in problem["detail"]  # the photo is not kept
+    status, _, problem = call("POST", "/uploads", b'{"content_type": "text/html"}', "application/json")
+    assert status == 415 and "image/jpeg" in problem["detail"]
+
+
+def test_upload_is_a_presigned_s3_post_in_the_cloud(s3_bucket, monkeypatch, tmp_path, call):
+    from shazzam import app as app_module
+    from shazzam.storage import S3Store
+
+    previous = app_module.current()
+    app_module.configure(app_module.App(db=previous.db, store=S3Store(s3_bucket)))
+    try:
+        status, _, upload = call("POST", "/uploads", b"", None)
+    finally:
+        app_module.configure(previous)
+    assert status == 201 and s3_bucket in upload["url"]
+    assert upload["fields"]["key"] == upload["key"] and "policy" in upload["fields"]
+
+
+def test_health_categories_and_openapi(call):
+    status, _, health = call("GET", "/health")
+    assert status == 200 and health["status"] == "ok"
+    assert health["model"]["name"] == "garment_v0" and health["model"]["detector"]
+    assert "shards" in health["index"] and "indexed" in health["items"]
+    status, _, categories = call("GET", "/categories")
+    assert status == 200 and len(categories["categories"]) == 10
+    status, headers, document = call("GET", "/openapi.json")
+    assert status == 200 and document == json.loads(api.OPENAPI_PATH.read_text())

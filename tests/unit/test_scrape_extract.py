@@ -1,0 +1,168 @@
+"""shazzam.scrape extraction beyond JSON-LD: microdata, OpenGraph, galleries, feeds; sources; dHash."""
+
+from __future__ import annotations
+
+import io
+import json
+from decimal import Decimal
+
+import pytest
+from PIL import Image
+
+from shazzam.scrape import ShopSource, extract_products, load_sources, shopify_products
+from shazzam.scrape.dedup import NEAR_DUPLICATE_BITS, dhash, hamming, image_format
+from shazzam.scrape.extract import best_srcset_candidate, parse_availability, parse_price
+from tests.support.quirky_shop import jpeg, picture
+
+PAGE = "https://shop.example/en/p/item.html"
+
+
+@pytest.mark.parametrize(
+    "srcset, expected",
+    [
+        ("a.jpg 400w, b.jpg 1200w, c.jpg 800w", "b.jpg"),
+        ("a.jpg 1x, b.jpg 2x", "b.jpg"),
+        ("https://cdn.example/w_100,h_100/a.jpg 100w, https://cdn.example/w_900,h_900/a.jpg 900w", "https://cdn.example/w_900,h_900/a.jpg"),
+        ("only.jpg", "only.jpg"),
+        ("", None),
+    ],
+)
+def test_best_srcset_candidate(srcset, expected):
+    assert best_srcset_candidate(srcset) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("1,299.00", "1299.00"), ("1.299,00", "1299.00"), ("$1,299", "1299"), ("€ 1 299,00", "1299.00"), ("12,50", "12.50"), ("0,999", "0.999"), ("abc", None)],
+)
+def test_parse_price_with_commas_and_symbols(text, expected):
+    assert parse_price(text) == (Decimal(expected) if expected else None)
+
+
+def test_parse_availability():
+    assert parse_availability("https://schema.org/InStock") == "InStock"
+    assert parse_availability("http://schema.org/OutOfStock") == "OutOfStock"
+    assert parse_availability("out of stock") == "OutOfStock"
+    assert parse_availability("whatever") is None
+
+
+def test_gallery_images_srcset_lazy_and_protocol_relative_resolved_against_the_page():
+    html = """<html><head><script type="application/ld+json">
+      {"@type": "Product", "name": "Jupe &amp; co", "image": "../img/a.jpg", "offers": {"price": "1,299.00", "priceCurrency": "eur"}}
+      </script></head><body>
+      <img src="/logo.png">
+      <div class="product-gallery">
+        <img src="small.jpg" srcset="small.jpg 300w, big.jpg 1200w">
+        <img src="data:image/gif;base64,R0l" data-src="/img/lazy.jpg">
+        <picture><source data-srcset="//cdn.example/c.webp 1x, //cdn.example/c2.webp 2x"><img src="/img/c.jpg"></picture>
+      </div>
+      <div class="related"><img src="/img/other.jpg"></div></body></html>"""
+    [product] = extract_products(html, PAGE)
+    assert product.title == "Jupe & co"
+    assert product.price == Decimal("1299.00") and product.currency == "EUR"
+    assert product.image_urls == (
+        "https://shop.example/en/img/a.jpg",
+        "https://shop.example/en/p/big.jpg",
+        "https://shop.example/img/lazy.jpg",
+        "https://cdn.example/c2.webp",
+        "https://shop.example/img/c.jpg",
+    )
+    assert product.category is None  # the shop names none: the classifier will decide, not the title
+
+
+def test_microdata_product_with_nested_offer_and_breadcrumb():
+    html = """<html><body><div itemscope itemtype="http://schema.org/Product">
+      <h1 itemprop="name">Linen &eacute;t&eacute; shirt</h1>
+      <a itemprop="url" href="/p/linen"></a>
+      <img itemprop="image" src="/img/linen.jpg">
+      <span itemprop="brand">Lino</span><span itemprop="color">White</span>
+      <select><option itemprop="size">S</option><option itemprop="size">M</option></select>
+      <div itemprop="offers" itemscope itemtype="http://schema.org/Offer">
+        <meta itemprop="price" content="49.90"><meta itemprop="priceCurrency" content="GBP">
+        <link itemprop="availability" href="http://schema.org/OutOfStock">
+      </div></div>
+      <ol itemscope itemtype="http://schema.org/BreadcrumbList">
+        <li itemprop="itemListElement" itemscope itemtype="http://schema.org/ListItem"><span itemprop="name">Shirts</span><meta itemprop="position" content="2"></li>
+        <li itemprop="itemListElement" itemscope itemtype="http://schema.org/ListItem"><span itemprop="name">Men</span><meta itemprop="position" content="1"></li>
+      </ol></body></html>"""
+    [product] = extract_products(html, PAGE)
+    assert product.title == "Linen été shirt"
+    assert product.url == "https://shop.example/p/linen"
+    assert (product.price, product.currency, product.availability) == (Decimal("49.90"), "GBP", "OutOfStock")
+    assert not product.in_stock
+    assert (product.brand, product.colour, product.sizes) == ("Lino", "White", ("S", "M"))
+    assert product.breadcrumb == "Men > Shirts" and product.category == "shirt"
+    assert product.image_urls == ("https://shop.example/img/linen.jpg",)
+
+
+def test_opengraph_is_the_fallback_and_canonical_wins_over_the_page_url():
+    html = """<html><head><link rel="canonical" href="https://shop.example/p/og?ref=x#top">
+      <meta property="og:type" content="product"><meta property="og:title" content="Beanie &amp; scarf">
+      <meta property="og:image" content="/img/og.jpg"><meta property="product:price:amount" content="12,00">
+      <meta property="product:price:currency" content="EUR"><meta property="product:availability" content="instock">
+      </head><body></body></html>"""
+    [product] = extract_products(html, PAGE)
+    assert product.url == "https://shop.example/p/og?ref=x"
+    assert (product.title, product.price, product.availability, product.category) == ("Beanie & scarf", Decimal("12.00"), "InStock", None)
+    assert extract_products('<html><head><meta property="og:title" content="A blog post"></head></html>', PAGE) == []
+
+
+def test_broken_and_multiple_json_ld_blocks():
+    good = {"@type": "Product", "name": "Coat", "image": "/c.jpg", "offers": {"price": "99"}}
+    html = (
+        '<script type="application/ld+json">{"@type": "Product", "name": </script>'
+        f'<script type="application/ld+json"><!-- {json.dumps(good)[:-1]}, }} --></script>'
+        '<script type="application/ld+json">{"@type": "BreadcrumbList", "itemListElement": [{"position": 1, "name": "Outerwear"}]}</script>'
+    )
+    [product] = extract_products(html, PAGE)
+    assert product.title == "Coat" and product.price == Decimal("99")
+    assert product.breadcrumb == "Outerwear" and product.category == "outwear"
+
+
+def test_shopify_products_feed():
+    data = {"products": [
+        {"handle": "tee", "title": "Tee", "vendor": "V", "product_type": "T-Shirts",
+         "variants": [{"price": "19.00", "available": False, "sku": "T1"}, {"price": "17.50", "available": True}],
+         "images": [{"src": "//cdn.shopify.example/t.jpg"}], "options": [{"name": "Size", "values": ["S", "M"]}]},
+        {"handle": "no-image", "title": "x", "images": []},
+    ]}
+    [product] = shopify_products(data, "https://shop.example/", currency="USD")
+    assert product.url == "https://shop.example/products/tee"
+    assert (product.price, product.currency, product.availability) == (Decimal("17.50"), "USD", "InStock")
+    assert product.category == "t-shirt" and product.sizes == ("S", "M") and product.sku == "T1"
+    assert product.image_urls == ("https://cdn.shopify.example/t.jpg",)
+
+
+def test_fingerprint_changes_with_any_field():
+    html = '<script type="application/ld+json">{"@type": "Product", "name": "A", "image": "/a.jpg", "offers": {"price": "%s"}}</script>'
+    [a], [b], [c] = (extract_products(html % price, PAGE) for price in ("1", "1", "2"))
+    assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+
+
+def test_dhash_sees_resized_copies_and_sniffs_formats():
+    original = jpeg(picture(7, 128))
+    resized = jpeg(picture(7, 128).resize((60, 60)), quality=60)
+    other = jpeg(picture(8, 128))
+    assert hamming(dhash(original), dhash(resized)) <= NEAR_DUPLICATE_BITS < hamming(dhash(original), dhash(other))
+    assert dhash(b"<html>") is None
+    png = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(png, "PNG")
+    assert (image_format(original), image_format(png.getvalue()), image_format(b"<html></html>")) == ("jpeg", "png", None)
+
+
+def test_sources_file(tmp_path):
+    path = tmp_path / "sources.toml"
+    path.write_text(
+        '[[source]]\nname = "Local"\nbase_url = "http://127.0.0.1:9/"\nstrategy = "listing"\nconcurrency = 5\n'
+        '[source.fetch]\ntimeout_s = 3\n\n'
+        '[[source]]\nbase_url = "https://shop.example/"\nschedule = "rate(1 day)"\nallowed_hosts = ["cdn.example"]\n'
+    )
+    local, public = load_sources(path)
+    assert local.local and local.policy().delay_s == 0 and local.policy().concurrency == 2  # capped
+    assert local.policy().timeout_s == 3 and local.policy().allowed_hosts == {"127.0.0.1"}
+    assert not public.local and public.policy().delay_s == 1.0
+    assert public.policy().allowed_hosts == {"shop.example", "cdn.example"}
+    with pytest.raises(ValueError):
+        ShopSource(base_url="https://shop.example/", strategy="guess")
+    with pytest.raises(ValueError):
+        ShopSource(base_url="https://shop.example/", fetch={"speed": 11})

@@ -1,0 +1,281 @@
+// Shazzam for Clothes: pick, drop, paste or shoot a photo; see every garment found outlined and
+// the similar items of the one chosen. Plain browser JavaScript, no build step.
+"use strict";
+
+const API = document.querySelector('meta[name="shazzam-api"]').content.replace(/\/$/, "");
+// Bodies above this go through POST /uploads (the synchronous limit is 6 MB, base64 adds a third).
+const DIRECT_UPLOAD_LIMIT = 4 * 1024 * 1024;
+const MAX_PHOTO_BYTES = 20 * 1024 * 1024;
+
+const $ = (id) => document.getElementById(id);
+const state = { photo: null, answer: null, chosen: 0, photoUrl: null };
+
+class ApiError extends Error {
+  constructor(status, title, detail) {
+    super(detail || title);
+    this.status = status;
+    this.title = title;
+  }
+}
+
+async function api(path, options = {}) {
+  let response;
+  try {
+    response = await fetch(API + path, options);
+  } catch (error) {
+    throw new ApiError(0, "Cannot reach the server", "Check your connection and try again.");
+  }
+  const type = response.headers.get("content-type") || "";
+  const body = type.includes("json") ? await response.json() : null;
+  if (!response.ok) {
+    throw new ApiError(response.status, (body && body.title) || `Error ${response.status}`, body && body.detail);
+  }
+  return body;
+}
+
+// --- the options: categories and shops come from the API -------------------------------------
+
+async function loadOptions() {
+  const [categories, health] = await Promise.all([api("/categories"), api("/health")]);
+  for (const category of categories.categories) {
+    $("category").append(new Option(`${category.name} (${category.items})`, category.name));
+  }
+  for (const shop of health.shops) $("shop").append(new Option(shop, shop));
+}
+
+// --- searching ---------------------------------------------------------------------------------
+
+function searchParameters() {
+  const parameters = {};
+  for (const name of ["category", "min_price", "max_price", "shop"]) {
+    const value = $(name).value.trim();
+    if (value) parameters[name] = value;
+  }
+  return parameters;
+}
+
+async function uploadFirst(photo) {
+  const upload = await api("/uploads", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ content_type: photo.type || "image/jpeg" }),
+  });
+  const form = new FormData();
+  for (const [name, value] of Object.entries(upload.fields)) form.append(name, value);
+  form.append("file", photo);
+  const stored = await fetch(upload.url, { method: "POST", body: form });
+  if (!stored.ok) throw new ApiError(stored.status, "Upload failed", "The photo could not be uploaded; try a smaller one.");
+  return upload.key;
+}
+
+async function search() {
+  if (!state.photo) return;
+  showError(null);
+  setBusy(true, "Looking for garments…");
+  try {
+    const parameters = searchParameters();
+    let answer;
+    if (state.photo.size > DIRECT_UPLOAD_LIMIT) {
+      const key = await uploadFirst(state.photo);
+      answer = await api("/search", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ upload: key, ...parameters }),
+      });
+    } else {
+      const form = new FormData();
+      form.append("image", state.photo, state.photo.name || "photo");
+      for (const [name, value] of Object.entries(parameters)) form.append(name, value);
+      answer = await api("/search", { method: "POST", body: form });
+    }
+    state.answer = answer;
+    state.chosen = Math.min(state.chosen, answer.garments.length - 1);
+    render();
+  } catch (error) {
+    showError(error);
+  } finally {
+    setBusy(false);
+  }
+}
+
+function choosePhoto(file) {
+  if (!file) return;
+  if (file.type && !file.type.startsWith("image/")) {
+    showError(new ApiError(415, "That is not a photo", `${file.name || "The file"} is ${file.type}; choose a JPEG, PNG, WebP or HEIC image.`));
+    return;
+  }
+  if (file.size > MAX_PHOTO_BYTES) {
+    const megabytes = (file.size / 1024 / 1024).toFixed(1);
+    showError(new ApiError(413, "That photo is too large", `It is ${megabytes} MB; photos up to 20 MB work.`));
+    return;
+  }
+  state.photo = file;
+  state.answer = null;
+  state.chosen = 0;
+  if (state.photoUrl) URL.revokeObjectURL(state.photoUrl);
+  state.photoUrl = URL.createObjectURL(file);
+  // Show the photo at once; its outlines and results follow when the search answers.
+  $("photo").src = state.photoUrl;
+  $("stage").style.aspectRatio = "";
+  $("boxes").replaceChildren();
+  $("garments").replaceChildren();
+  $("items").replaceChildren();
+  $("summary").textContent = "";
+  $("result").hidden = false;
+  $("apply").disabled = false;
+  search();
+}
+
+// --- showing -------------------------------------------------------------------------------------
+
+function setBusy(busy, message = "") {
+  document.body.classList.toggle("busy", busy);
+  $("result").setAttribute("aria-busy", String(busy));
+  $("status").textContent = message;
+}
+
+function showError(error) {
+  const box = $("error");
+  box.hidden = !error;
+  box.replaceChildren();
+  if (!error) return;
+  const title = document.createElement("strong");
+  title.textContent = error.title || "Something went wrong";
+  const detail = document.createElement("span");
+  detail.textContent = error.message;
+  box.append(title, detail);
+}
+
+function price(item) {
+  if (item.price === null) return "Price on the shop's page";
+  try {
+    return new Intl.NumberFormat(undefined, { style: "currency", currency: item.currency || "EUR" }).format(Number(item.price));
+  } catch {
+    return `${item.price} ${item.currency || ""}`.trim();
+  }
+}
+
+function garmentLabel(garment, index) {
+  const how = garment.category_source === "request" ? "as you chose" : `${Math.round(garment.confidence * 100)}% sure`;
+  return `${index + 1}. ${garment.category} (${how})`;
+}
+
+function render() {
+  const { answer } = state;
+  $("result").hidden = false;
+  const { width, height } = answer.image;
+  $("stage").style.aspectRatio = `${width} / ${height}`;
+
+  const boxes = $("boxes");
+  const tabs = $("garments");
+  boxes.replaceChildren();
+  tabs.replaceChildren();
+  answer.garments.forEach((garment, index) => {
+    const [left, top, right, bottom] = garment.box;
+    const outline = document.createElement("button");
+    outline.type = "button";
+    outline.className = "box";
+    outline.tabIndex = -1; // the tabs below are the keyboard's way in; the outlines are for pointing
+    outline.style.left = `${(100 * left) / width}%`;
+    outline.style.top = `${(100 * top) / height}%`;
+    outline.style.width = `${(100 * (right - left)) / width}%`;
+    outline.style.height = `${(100 * (bottom - top)) / height}%`;
+    outline.setAttribute("aria-label", garmentLabel(garment, index));
+    outline.dataset.label = `${index + 1} ${garment.category}`;
+    outline.addEventListener("click", () => choose(index));
+    boxes.append(outline);
+
+    const tab = document.createElement("button");
+    tab.type = "button";
+    tab.className = "garment";
+    tab.setAttribute("role", "tab");
+    tab.textContent = garmentLabel(garment, index);
+    tab.addEventListener("click", () => choose(index));
+    tab.addEventListener("keydown", (event) => {
+      const step = { ArrowRight: 1, ArrowDown: 1, ArrowLeft: -1, ArrowUp: -1 }[event.key];
+      if (!step) return;
+      event.preventDefault();
+      choose((index + step + answer.garments.length) % answer.garments.length, true);
+    });
+    tabs.append(tab);
+  });
+  if (!answer.garments.length) {
+    $("summary").textContent = "No garment found in this photo. Try one where the clothes fill more of the picture.";
+    $("items").replaceChildren();
+    return;
+  }
+  choose(state.chosen);
+}
+
+function choose(index, focus = false) {
+  state.chosen = index;
+  const garment = state.answer.garments[index];
+  [...$("boxes").children].forEach((box, i) => box.classList.toggle("chosen", i === index));
+  [...$("garments").children].forEach((tab, i) => {
+    tab.setAttribute("aria-selected", String(i === index));
+    tab.tabIndex = i === index ? 0 : -1;
+    if (i === index && focus) tab.focus();
+  });
+  const n = garment.results.length;
+  $("summary").textContent = n
+    ? `${n} similar ${garment.category} item${n === 1 ? "" : "s"} · searched in ${Math.round(state.answer.took_ms)} ms`
+    : "Nothing matches in this category with these filters. Widen the price range or pick another shop.";
+  $("items").replaceChildren(...garment.results.map(card));
+}
+
+function card(item) {
+  const li = document.createElement("li");
+  li.className = "item";
+  const link = document.createElement("a");
+  link.href = item.url;
+  link.target = "_blank";
+  link.rel = "noopener";
+  const picture = document.createElement("img");
+  picture.src = item.image_url;
+  picture.alt = item.title;
+  picture.loading = "lazy";
+  const title = document.createElement("span");
+  title.className = "title";
+  title.textContent = item.title;
+  const cost = document.createElement("span");
+  cost.className = "price";
+  cost.textContent = price(item);
+  const shop = document.createElement("span");
+  shop.className = "shop";
+  shop.textContent = item.shop;
+  link.append(picture, title, cost, shop);
+  li.append(link);
+  return li;
+}
+
+// --- input: pick, drop, paste, camera; the filter form -------------------------------------------
+
+$("file").addEventListener("change", (event) => choosePhoto(event.target.files[0]));
+$("camera").addEventListener("change", (event) => choosePhoto(event.target.files[0]));
+const drop = $("drop");
+drop.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  drop.classList.add("over");
+});
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (event) => {
+  event.preventDefault();
+  drop.classList.remove("over");
+  choosePhoto(event.dataTransfer.files[0]);
+});
+document.addEventListener("paste", (event) => {
+  const file = [...event.clipboardData.files].find((f) => f.type.startsWith("image/"));
+  if (file) choosePhoto(file);
+});
+$("filters").addEventListener("submit", (event) => {
+  event.preventDefault();
+  search();
+});
+$("category").addEventListener("change", search);
+$("shop").addEventListener("change", search);
+$("photo").addEventListener("error", () => {
+  // Browsers without HEIC support cannot show the photo; the outlines still show on a blank stage.
+  $("photo").removeAttribute("src");
+});
+
+loadOptions().catch(showError);
