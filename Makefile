@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/data
 
-.PHONY: dev demo serve test unit integration e2e model evaluate bench-search clean
+.PHONY: dev demo serve test unit integration e2e model finetune compare-models evaluate bench-search clean
 
 $(BIN)/.installed: pyproject.toml setup.py layers/shazzam/_l1kernel.c
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ $(VENV)-train/.installed: training/requirements.txt
 
 model: $(VENV)-train/.installed  ## rebuild layers/models/garment_v0.tflite (torch lives only in .venv-train)
 	$(VENV)-train/bin/python training/export_embedder.py --data $(DATA)/clothing-dataset-small --out layers/models
+
+finetune: $(VENV)-train/.installed  ## train and export layers/models/garment_v1.* (about 30 minutes on 2 cores)
+	$(VENV)-train/bin/python training/finetune.py --data $(DATA)/clothing-dataset-small --out layers/models --epochs 14 --seed 20241128 --aug-views 2
+
+compare-models: dev  ## garment_v0 and garment_v1 side by side: precision@10, accuracy, ms per image, size
+	$(BIN)/python training/compare_models.py layers/models/garment_v0.json layers/models/garment_v1.json --data $(DATA)/clothing-dataset-small
 
 evaluate: dev  ## retrieval precision@10 and classifier accuracy of the committed model
 	$(BIN)/python training/evaluate.py --data $(DATA)/clothing-dataset-small

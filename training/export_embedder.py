@@ -203,6 +203,20 @@ def parity_inputs(data: Path) -> list[np.ndarray]:
     ]
 
 
+def output_mapping(outputs: list[dict], embedding_dim: int, categories: int) -> dict[str, int]:
+    """Which tflite output is the embedding and which the probabilities, told apart by shape."""
+    mapping = {}
+    for position, detail in enumerate(outputs):
+        shape = list(detail["shape"])
+        if shape == [1, embedding_dim]:
+            mapping["embedding"] = position
+        elif shape == [1, categories]:
+            mapping["probabilities"] = position
+    if sorted(mapping) != ["embedding", "probabilities"] or len(outputs) != 2:
+        raise SystemExit(f"cannot map tflite outputs {[list(d['shape']) for d in outputs]}")
+    return mapping
+
+
 def check_parity(tflite_path: Path, module: GarmentEmbedder, inputs: list[np.ndarray]):
     """Output index mapping of the .tflite and its max abs difference from torch, per output."""
     from ai_edge_litert.interpreter import Interpreter
@@ -213,15 +227,7 @@ def check_parity(tflite_path: Path, module: GarmentEmbedder, inputs: list[np.nda
     if list(input_detail["shape"]) != [1, 224, 224, 3] or input_detail["dtype"] != np.float32:
         raise SystemExit(f"unexpected tflite input {input_detail['shape']} {input_detail['dtype']}")
     outputs = interpreter.get_output_details()
-    mapping = {}
-    for position, detail in enumerate(outputs):
-        shape = list(detail["shape"])
-        if shape == [1, EMBEDDING_DIM]:
-            mapping["embedding"] = position
-        elif shape == [1, len(CATEGORIES)]:
-            mapping["probabilities"] = position
-    if sorted(mapping) != ["embedding", "probabilities"] or len(outputs) != 2:
-        raise SystemExit(f"cannot map tflite outputs {[list(d['shape']) for d in outputs]}")
+    mapping = output_mapping(outputs, EMBEDDING_DIM, len(CATEGORIES))
     diffs = {"embedding": 0.0, "probabilities": 0.0}
     with torch.inference_mode():
         for x in inputs:
