@@ -29,7 +29,7 @@ from shazzam.distance import BLOCK_ROWS, kernel_name, l1_topk_u8, l2_normalise, 
 from shazzam.index import ShardReader, publish
 from shazzam.storage import LocalFolderStore
 
-DIM = 1280  # garment_v0's embedding; --dim 256 is the size the fine-tuned embedder aims at
+DIM = 256  # garment_v1's embedding (garment_v0's was 1280: --dim 1280)
 K = 10
 BATCH = 16
 ORIGINAL_MAX_BYTES = 4 << 30  # the original's temporaries: two more copies of the float32 matrix

@@ -321,6 +321,26 @@ def products_to_revalidate(db: Database) -> list[dict]:
         return [dict(row) for row in rows.mappings()]
 
 
+def images_embedded_by_other_models(db: Database, model: str, limit: int | None = None) -> list[dict]:
+    """Live stored images whose detections' vectors come from another model than `model`."""
+    with db.transaction() as connection:
+        statement = (
+            sa.select(images.c.id, images.c.src_link, images.c.product_id, products.c.shop_id)
+            .distinct()
+            .join(detections, detections.c.image_id == images.c.id)
+            .join(products, images.c.product_id == products.c.id)
+            .where(
+                images.c.is_dead.is_(False),
+                products.c.is_dead.is_(False),
+                detections.c.embedding_status.in_(("embedded", "indexed")),
+                sa.or_(detections.c.embedded_by.is_(None), detections.c.embedded_by != model),
+            )
+            .order_by(images.c.id)
+        )
+        rows = connection.execute(statement if limit is None else statement.limit(limit))
+        return [dict(row) for row in rows.mappings()]
+
+
 def shops_by_id(db: Database) -> dict[str, dict]:
     with db.transaction() as connection:
         return {row["id"]: dict(row) for row in connection.execute(sa.select(shops)).mappings()}

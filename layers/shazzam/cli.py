@@ -67,6 +67,10 @@ def ingest_now(runtime, shop_urls: list[str], limit: int | None, quiet: bool) ->
     drained = runtime.drain(update)
     close()
     indexed = runtime.fire_schedule("index")
+    # After a model change each index run fetches stale images again: carry them through too.
+    while indexed.get("reembedding", {}).get("images_uploaded"):
+        drained = runtime.drain(update)
+        indexed = runtime.fire_schedule("index")
     return {"scrape": scraped, "events": {"delivered": drained.delivered, "failed": drained.failed, **drained.by_function}, "index": indexed}
 
 
@@ -332,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_search = bench_commands.add_parser("search", help="exact L1 search: ours, the original's, FAISS")
     bench_search.add_argument("--sizes", default="10000,100000,1000000", help="items per shard (default %(default)s)")
     bench_search.add_argument("--queries", type=int, default=40, help="queries per size (a quarter at 1M)")
-    bench_search.add_argument("--dim", type=int, default=1280, help="embedding dimension (default %(default)s, garment_v0's)")
+    bench_search.add_argument("--dim", type=int, default=256, help="embedding dimension (default %(default)s, garment_v1's; garment_v0's was 1280)")
     bench_search.add_argument("--json", action="store_true")
     bench_search.set_defaults(run=cmd_bench)
 

@@ -96,6 +96,8 @@ detections = sa.Table(
     sa.Column("score", sa.Float, nullable=False),
     sa.Column("category", sa.String(32)),
     sa.Column("category_confidence", sa.Float),
+    # v3: the model whose vector of this detection is (or is going) in the index.
+    sa.Column("embedded_by", sa.String(64)),
     # pending -> embedded -> indexed, or failed (with error).
     sa.Column("embedding_status", sa.String(16), nullable=False, default="pending"),
     sa.Column("error", sa.Text),
@@ -162,15 +164,19 @@ _V2_COLUMNS = {
 }
 
 
-def _scrape_sources_and_freshness(connection: sa.Connection) -> None:
-    # Migration 1 creates tables from the current definitions, so a database born after v2
-    # already has these columns: only a database from before v2 needs the ALTERs.
+def _add_missing_columns(connection: sa.Connection, columns_by_table: Mapping[str, Sequence[tuple[str, str]]]) -> None:
+    # Migration 1 creates tables from the current definitions, so a database born after a later
+    # version already has its columns: only an older database needs the ALTERs.
     inspector = sa.inspect(connection)
-    for table, columns in _V2_COLUMNS.items():
+    for table, columns in columns_by_table.items():
         present = {column["name"] for column in inspector.get_columns(table)}
         for name, ddl in columns:
             if name not in present:
                 connection.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}"))
+
+
+def _scrape_sources_and_freshness(connection: sa.Connection) -> None:
+    _add_missing_columns(connection, _V2_COLUMNS)
     metadata.create_all(connection, tables=[product_images, http_cache], checkfirst=True)
     # Shops registered by a loopback URL (the demo's sample shop) were local by intent: say so,
     # or the address guard would now refuse them.
@@ -182,10 +188,15 @@ def _scrape_sources_and_freshness(connection: sa.Connection) -> None:
     )
 
 
+def _detection_models(connection: sa.Connection) -> None:
+    _add_missing_columns(connection, {"detections": (("embedded_by", "VARCHAR(64)"),)})
+
+
 # Append only: each entry runs once per database, in order, inside one transaction.
 MIGRATIONS: Sequence[tuple[int, str, Any]] = (
     (1, "shops, products, images, detections", _initial_schema),
     (2, "scrape sources, product freshness and death, image dedup, HTTP cache", _scrape_sources_and_freshness),
+    (3, "which model embedded each detection", _detection_models),
 )
 
 

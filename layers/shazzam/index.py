@@ -41,6 +41,10 @@ OLD_VERSION_GRACE_S = 15 * 60
 SHARD_FORMAT = 2  # 1 held float32 vectors; 2 holds uint8 codes (shazzam.distance.quantise)
 
 
+class StaleShard(ValueError):
+    """A query from another model than the one that made the shard: the two cannot be compared."""
+
+
 class CorruptShard(ValueError):
     """A shard whose bytes do not match its checksum, or that is not a shard of this format."""
 
@@ -295,5 +299,5 @@ class ShardReader:
         if shard is None or not shard.ids:
             return [[] for _ in queries]
         if model is not None and shard.model and model != shard.model:
-            raise ValueError(f"query embeddings come from model {model}, the {category} shard from {shard.model}")
+            raise StaleShard(f"query embeddings come from model {model}, the {category} shard from {shard.model}")
         return shard.search_many(queries, k)

@@ -15,9 +15,9 @@ import sys
 
 from shazzam import api, pipeline
 from shazzam.images import MAX_BYTES, MAX_PIXELS
-from shazzam.vision import default_model_dir
+from shazzam.vision import manifest_path
 
-CATEGORIES = json.loads((default_model_dir() / "garment_v0.json").read_text())["outputs"]["probabilities"]["categories"]
+CATEGORIES = json.loads(manifest_path().read_text())["outputs"]["probabilities"]["categories"]
 
 
 def _ref(name: str) -> dict:

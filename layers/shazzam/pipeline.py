@@ -18,7 +18,7 @@ from PIL import Image
 from shazzam import catalogue, ids
 from shazzam.app import App
 from shazzam.images import ImageError, encode_png, get_subsection_of_image, load_image, standardise_img
-from shazzam.index import compact, encode_vector, publish
+from shazzam.index import StaleShard, compact, encode_vector, publish
 from shazzam.storage import ObjectNotFound
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,13 @@ def embed(app: App, key: str) -> StageResult:
         # The item changed category: the next index run takes it out of its old shard.
         app.store.put(ids.removed_vector_key(previous, detection_id), b"")
     catalogue.update_detection(
-        app.db, detection_id, category=category, category_confidence=prediction.confidence, embedding_status="embedded", error=None
+        app.db,
+        detection_id,
+        category=category,
+        category_confidence=prediction.confidence,
+        embedding_status="embedded",
+        embedded_by=app.garment_model.name,
+        error=None,
     )
     app.store.delete(key)
     return StageResult(key, "done", outputs=[output])
@@ -170,13 +176,29 @@ def embed(app: App, key: str) -> StageResult:
 # --- index and revalidate ---------------------------------------------------------------------
 
 
+# Images fetched again per index run after a model change: bounded, so one run stays short.
+REEMBED_BATCH = 500
+
+
 def index(app: App) -> dict:
-    """Merge pending vectors into their category shards (shazzam.index.compact); record them as indexed."""
+    """Merge pending vectors into their category shards (shazzam.index.compact); record them as
+    indexed. Then, while the catalogue still holds vectors of an older model, fetch a batch of
+    those images again so that the pipeline embeds them with the current one."""
     report = {}
     for category, merged in compact(app.store, model=app.garment_model.name).items():
         catalogue.mark_indexed(app.db, merged["added"])
         report[category] = {"added": len(merged["added"]), "removed": len(merged["removed"]), "total": merged["total"]}
+    reembedding = reembed(app, limit=REEMBED_BATCH)
+    if reembedding["stale"]:
+        report["reembedding"] = reembedding
     return report
+
+
+def reembed(app: App, limit: int | None = None) -> dict:
+    """Queue the images embedded by another model than the current one (see scrape.passes.reembed_pass)."""
+    from shazzam.scrape.passes import reembed_pass
+
+    return reembed_pass(app, app.garment_model.name, limit)
 
 
 def revalidate(app: App) -> dict:
@@ -258,7 +280,12 @@ def search(
         chosen = category or prediction.category
         # Over-fetch: a shard may still hold items revalidate has just marked dead, and filters
         # drop more; the catalogue join below keeps the k best that pass.
-        hits = app.shards.search(chosen, prediction.embedding, FILTERED_CANDIDATES if filters.any() else k + 10, model=model.name)
+        try:
+            hits = app.shards.search(chosen, prediction.embedding, FILTERED_CANDIDATES if filters.any() else k + 10, model=model.name)
+        except StaleShard:
+            # The category is still indexed by an older model and is being embedded again.
+            log.warning("the %s shard predates model %s: no results until it is re-indexed", chosen, model.name)
+            hits = []
         items = catalogue.items_for_detections(app.db, [detection_id for detection_id, _ in hits], filters)
         results = [_result(items[detection_id], distance) for detection_id, distance in hits if detection_id in items][:k]
         garments.append(

@@ -1,7 +1,8 @@
 """The garment model at runtime: a LiteRT (TFLite) interpreter behind a small, thread-safe API.
 
 Imports only numpy, Pillow, ai_edge_litert and the standard library (no torch), so it fits a
-Lambda layer. The model and its manifest (`garment_v0.json`, see `layers/models/garment_v0.md`)
+Lambda layer. The model and its manifest (`garment_v1.json` unless $SHAZZAM_MODEL names another; see
+`layers/models/garment_v1.md`)
 live in `default_model_dir()`.
 """
 
@@ -21,7 +22,9 @@ from PIL import Image
 from shazzam.distance import l2_normalise
 from shazzam.images import model_input, standardise_img
 
-MANIFEST = "garment_v0.json"
+# The model the service runs; vectors of two models never share a shard (shazzam.index).
+DEFAULT_MODEL = "garment_v1"
+MODEL_ENV = "SHAZZAM_MODEL"
 LAMBDA_MODEL_DIR = Path("/opt/models")
 MODEL_DIR_ENV = "SHAZZAM_MODEL_DIR"
 
@@ -87,7 +90,7 @@ class TFLiteModel:
 
 @dataclass
 class GarmentPrediction:
-    """One image's embedding (1280 float32, L2-normalised) and its most likely category."""
+    """One image's embedding (float32, L2-normalised; 256-d for garment_v1) and its most likely category."""
 
     embedding: np.ndarray
     category: str
@@ -180,8 +183,17 @@ def default_model_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "models"
 
 
-@functools.cache
-def load_garment_model(model_dir: str | None = None) -> GarmentModel:
-    """The garment model of `model_dir` (default: default_model_dir()), loaded once per process."""
+def manifest_path(model_dir: str | None = None) -> Path:
+    """The manifest of the model the service runs: $SHAZZAM_MODEL (default garment_v1) in the model folder."""
     directory = Path(model_dir) if model_dir else default_model_dir()
-    return GarmentModel.from_manifest(directory / MANIFEST)
+    return directory / f"{os.environ.get(MODEL_ENV) or DEFAULT_MODEL}.json"
+
+
+def load_garment_model(model_dir: str | None = None) -> GarmentModel:
+    """The garment model the service runs (see manifest_path), loaded once per process."""
+    return _load_manifest(manifest_path(model_dir))
+
+
+@functools.cache
+def _load_manifest(path: Path) -> GarmentModel:
+    return GarmentModel.from_manifest(path)

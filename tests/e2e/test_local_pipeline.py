@@ -155,3 +155,27 @@ def test_replays_change_nothing_and_dead_items_leave_the_index(runtime, small_sh
     assert runtime.app.shards.categories()["dress"] == PER_CLASS - 1
     response = pipeline.search(runtime.app, (SAMPLES / "shop" / gone["image"]).read_bytes(), category="dress", k=10)
     assert gone["sku"] not in {r["url"].rsplit("/", 1)[-1].split(".")[0] for r in response["garments"][0]["results"]}
+
+
+def test_a_new_model_embeds_the_catalogue_again(runtime, small_shop, monkeypatch):
+    """Built with garment_v0, served with garment_v1: the index runs fetch the images again."""
+    shop, items = small_shop
+    catalogue.add_shop(runtime.db, shop.base_url)
+    monkeypatch.setenv("SHAZZAM_MODEL", "garment_v0")
+    ingest(runtime)
+    runtime.app.shards.manifest_ttl_s = 0
+    query = (SAMPLES / "queries" / "shoes-query.jpg").read_bytes()
+
+    monkeypatch.setenv("SHAZZAM_MODEL", "garment_v1")
+    stale = pipeline.search(runtime.app, query, category="shoes", k=3)
+    assert stale["garments"][0]["results"] == []  # a v1 query cannot be compared with v0 vectors
+    report = runtime.fire_schedule("index")
+    assert report["reembedding"] == {"stale": len(items), "images_uploaded": len(items), "images_failed": 0}
+    runtime.drain()
+    runtime.fire_schedule("index")
+    manifest = runtime.app.shards.manifest()["shards"]
+    assert {entry["model"] for entry in manifest.values()} == {"garment_v1"}
+    assert sum(entry["count"] for entry in manifest.values()) == len(items)
+    fresh = pipeline.search(runtime.app, query, category="shoes", k=3)
+    assert len(fresh["garments"][0]["results"]) == 3 and fresh["model"]["name"] == "garment_v1"
+    assert "reembedding" not in runtime.fire_schedule("index")  # nothing stale is left

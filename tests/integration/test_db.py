@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from shazzam import catalogue, ids
-from shazzam.db import Database, migrate
+from shazzam.db import MIGRATIONS, Database, migrate
 from shazzam.scrape import ScrapedProduct
 
 SHOP = "https://shop.example"
@@ -61,21 +61,21 @@ def image_with_detections(db):
 
 def test_open_migrates_once(db_url):
     database = Database(db_url).open_connection()
-    assert database.run_query("SELECT version FROM schema_migrations ORDER BY version") == [{"version": 1}, {"version": 2}]
+    assert database.run_query("SELECT version FROM schema_migrations ORDER BY version") == [{"version": 1}, {"version": 2}, {"version": 3}]
     for table in ("shops", "products", "images", "detections"):
         assert database.run_query(f"SELECT COUNT(*) AS n FROM {table}") == [{"n": 0}]
     assert migrate(database.engine) == []
     database.close()
     again = Database(db_url).open_connection()
     assert again.run_query("SELECT version, description FROM schema_migrations ORDER BY version")[0]["version"] == 1
-    assert len(again.run_query("SELECT version FROM schema_migrations")) == 2
+    assert len(again.run_query("SELECT version FROM schema_migrations")) == len(MIGRATIONS)
     assert migrate(again.engine) == []
     again.close()
 
 
 def test_migrate_on_a_fresh_database_applies_every_version(db_url):
     database = Database(db_url, migrate=False).open_connection()
-    assert migrate(database.engine) == [1, 2]
+    assert migrate(database.engine) == [1, 2, 3]
     assert migrate(database.engine) == []
     database.close()
 

@@ -11,6 +11,7 @@ from shazzam import app as app_module
 from shazzam import ids
 from shazzam.local.runtime import LambdaContext, LocalRuntime, load_handler
 from shazzam.storage import S3Store
+from shazzam.vision import load_garment_model
 
 REPO = Path(__file__).resolve().parents[2]
 EVENTS = REPO / "events"
@@ -79,7 +80,7 @@ def test_each_handler_runs_on_its_sample_event(backend):
     health = invoke("search", sample_event("apigw-health.json"))
     assert health["statusCode"] == 200
     status = json.loads(health["body"])
-    assert status["status"] == "ok" and status["model"]["name"] == "garment_v0" and status["items"]["indexed"] == 1
+    assert status["status"] == "ok" and status["model"]["name"] == load_garment_model().name and status["items"]["indexed"] == 1
     categories = json.loads(invoke("search", sample_event("apigw-categories.json"))["body"])["categories"]
     assert sum(c["items"] for c in categories) == 1
     found = invoke("search", sample_event("apigw-search.json"))

@@ -173,15 +173,15 @@ def test_the_scrape_works_on_both_databases(db_url, tmp_path):
         runtime.close()
 
 
-def test_migration_2_upgrades_a_version_1_database(db_url):
-    """A database made by migration 1 alone (before v2's columns existed) gains them by ALTER."""
+def test_later_migrations_upgrade_a_version_1_database(db_url):
+    """A database made by migration 1 alone (before v2's and v3's columns existed) gains them by ALTER."""
     from shazzam.db import _V2_COLUMNS
 
     engine = sa.create_engine(db_url)
     old = sa.MetaData()
     for name in ("shops", "products", "images", "detections"):
         table = metadata.tables[name]
-        added = {column for column, _ in _V2_COLUMNS.get(name, ())}
+        added = {column for column, _ in _V2_COLUMNS.get(name, ())} | ({"embedded_by"} if name == "detections" else set())
         columns = [sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable) for c in table.columns if c.name not in added]
         sa.Table(name, old, *columns)
     with engine.begin() as connection:
@@ -192,7 +192,8 @@ def test_migration_2_upgrades_a_version_1_database(db_url):
         connection.execute(sa.text("INSERT INTO shops (id, base_url, name, active, created_at) VALUES ('t', 'http://127.0.0.1:8765/', 'y', 1, '2026-01-01 00:00:00')"))
     engine.dispose()
     database = Database(db_url, migrate=False).open_connection()
-    assert migrate(database.engine) == [2]
+    assert migrate(database.engine) == [2, 3]
+    assert "embedded_by" in {column["name"] for column in sa.inspect(database.engine).get_columns("detections")}
     columns = {column["name"] for column in sa.inspect(database.engine).get_columns("products")}
     assert {"availability", "dead_reason", "dead_at", "fingerprint"} <= columns
     local, public = catalogue.active_shops(database)  # ordered by base URL: http://127... first

@@ -14,6 +14,7 @@ from PIL import Image
 from shazzam import api
 from shazzam.events import http_api_request
 from shazzam.local.runtime import LambdaContext, LocalRuntime
+from shazzam.vision import load_garment_model
 
 REPO = Path(__file__).resolve().parents[2]
 PHOTO = (REPO / "samples" / "queries" / "dress-query.jpg").read_bytes()
@@ -53,7 +54,7 @@ def assert_search_answer(answer: dict) -> None:
     (garment,) = answer["garments"]  # detector v0: the whole photo is one garment
     assert garment["box"] == [0, 0, answer["image"]["width"], answer["image"]["height"]]
     assert {"category", "category_source", "predicted_category", "confidence", "score", "results"} <= set(garment)
-    assert answer["model"]["name"] == "garment_v0" and answer["took_ms"] > 0
+    assert answer["model"]["name"] == load_garment_model().name and answer["took_ms"] > 0
 
 
 def test_the_photo_in_each_request_form(call):
@@ -173,7 +174,7 @@ def test_upload_is_a_presigned_s3_post_in_the_cloud(s3_bucket, monkeypatch, tmp_
 def test_health_categories_and_openapi(call):
     status, _, health = call("GET", "/health")
     assert status == 200 and health["status"] == "ok"
-    assert health["model"]["name"] == "garment_v0" and health["model"]["detector"]
+    assert health["model"]["name"] == load_garment_model().name and health["model"]["detector"]
     assert "shards" in health["index"] and "indexed" in health["items"]
     status, _, categories = call("GET", "/categories")
     assert status == 200 and len(categories["categories"]) == 10

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from shazzam.images import load_image
-from shazzam.vision import MANIFEST, GarmentModel, ModelError, default_model_dir, load_garment_model
+from shazzam.vision import GarmentModel, ModelError, default_model_dir, load_garment_model, manifest_path
 
 REPO = Path(__file__).resolve().parents[2]
 SHOP = REPO / "samples" / "shop"
@@ -25,7 +25,7 @@ def sample(sku: str) -> Image.Image:
 def test_prediction_is_a_unit_embedding_and_a_known_category():
     model = load_garment_model()
     prediction = model.predict(sample("shoes-01"))
-    assert prediction.embedding.shape == (1280,) and prediction.embedding.dtype == np.float32
+    assert prediction.embedding.shape == (model.embedding_dim,) and prediction.embedding.dtype == np.float32
     assert np.linalg.norm(prediction.embedding) == pytest.approx(1.0, abs=1e-5)
     assert prediction.category in model.categories and len(model.categories) == 10
     assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
@@ -49,12 +49,13 @@ def test_predictions_are_deterministic_across_threads():
 
 
 def test_a_model_file_that_does_not_match_its_manifest_is_refused(tmp_path):
-    for name in ("garment_v0.json", "garment_v0.tflite"):
+    served = manifest_path()
+    manifest = json.loads(served.read_text())
+    for name in (served.name, manifest["file"]):
         shutil.copy(default_model_dir() / name, tmp_path / name)
-    manifest = json.loads((tmp_path / MANIFEST).read_text())
     manifest["sha256"] = "0" * 64
-    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+    (tmp_path / served.name).write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match="sha256"):
-        GarmentModel.from_manifest(tmp_path / MANIFEST)
+        GarmentModel.from_manifest(tmp_path / served.name)
     with pytest.raises(ModelError, match="no model manifest"):
         GarmentModel.from_manifest(tmp_path / "missing.json")

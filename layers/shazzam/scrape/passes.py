@@ -265,6 +265,25 @@ def scrape_pass(
     return summary.as_dict()
 
 
+def reembed_pass(app, model: str, limit: int | None = None) -> dict:
+    """Fetch again the images whose vectors another model made, so the pipeline embeds them anew.
+
+    Transient images are not kept, so a new model can only see the catalogue through its links.
+    Each image goes through the same polite fetch as a scrape, and on to incoming/.
+    """
+    summary = Summary()
+    base = app.fetcher()
+    shops = catalogue.shops_by_id(app.db)
+    passes: dict[str, SourcePass] = {}
+    stale = catalogue.images_embedded_by_other_models(app.db, model, limit)
+    for image in stale:
+        if image["shop_id"] not in passes:
+            source = catalogue.source_of_shop(shops[image["shop_id"]])
+            passes[image["shop_id"]] = SourcePass(app, image["shop_id"], source, base.with_policy(source.policy()), summary, {})
+        passes[image["shop_id"]].image(image["product_id"], image["src_link"], position=0, refetch=True)
+    return {"stale": len(stale), **{name: summary.counts[name] for name in ("images_uploaded", "images_failed")}}
+
+
 def revalidate_products(app, summary: Summary) -> dict:
     """Re-check products and images; returns counts (the caller drops dead vectors from shards)."""
     report = Counter(products_checked=0, images_checked=0, images_dead=0)
