@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/data
 
-.PHONY: dev demo serve test unit integration e2e model finetune compare-models evaluate bench-search clean
+.PHONY: dev demo serve test unit integration e2e model finetune compare-models evaluate bench-search clean layers synth infra-tests cold-start deploy
 
 $(BIN)/.installed: pyproject.toml setup.py layers/shazzam/_l1kernel.c
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,26 @@ evaluate: dev  ## retrieval precision@10 and classifier accuracy of the committe
 bench-search: dev  ## exact L1 search: ours vs the original's method vs FAISS (10k, 100k, 1M items)
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/shazzam bench search $(BENCH_ARGS)
+
+layers: dev  ## build the Lambda layers' folders in build/layers (deps as manylinux wheels for Python 3.12) and print their sizes
+	$(BIN)/python cdk/build_layers.py $(LAYERS_ARGS)
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-fund --no-audit
+	touch $@
+
+synth: layers node_modules/.installed  ## `cdk synth` offline into cdk.out (with cdk-nag), then cfn-lint the template
+	npx cdk synth --quiet
+	$(BIN)/cfn-lint --ignore-checks W3005 -- cdk.out/Shazzam.template.json
+
+infra-tests: dev  ## the template, cdk-nag and cfn-lint tests (tests/infrastructure)
+	$(BIN)/python -m pytest -q tests/infrastructure
+
+cold-start: layers  ## each handler's cold import and the search function's first request, from the built layers
+	$(BIN)/python cdk/measure_cold_start.py $(COLD_START_ARGS)
+
+deploy: synth  ## deploy to the AWS account of the current credentials (cdk bootstrap once per account/region first)
+	npx cdk deploy --require-approval broadening $(DEPLOY_ARGS)
 
 clean:
 	rm -rf .shazzam .pytest_cache

@@ -6,16 +6,24 @@ Environment (all optional; the defaults are the embedded runtime):
                      mysql+pymysql://... in the cloud
   SHAZZAM_BUCKET     S3 bucket; without it objects live in $SHAZZAM_DATA_DIR/objects
   SHAZZAM_MODEL_DIR  folder of the .tflite models and their manifests
+  SHAZZAM_DB_SECRET_ARN  in the cloud, instead of SHAZZAM_DB_URL: a Secrets Manager secret of
+                     RDS's shape ({"username", "password", "host", "port", "dbname"}), re-read
+                     when a login is refused (rotation); SHAZZAM_DB_HOST overrides its host
+                     (the RDS Proxy endpoint), SHAZZAM_DB_TLS=verify connects over verified TLS
 The embedded runtime and the tests install their own adapters with `configure`.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import ssl
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+import sqlalchemy as sa
 
 from shazzam.db import Database
 from shazzam.storage import LocalFolderStore, ObjectStore, S3Store
@@ -65,10 +73,81 @@ def data_dir() -> Path:
     return Path(os.environ.get("SHAZZAM_DATA_DIR", ".shazzam"))
 
 
+ACCESS_DENIED = 1045  # MySQL's ER_ACCESS_DENIED_ERROR: a login refused
+
+
+class SecretCredentials:
+    """The database login kept in Secrets Manager, fetched once and again only when refused."""
+
+    def __init__(self, secret_arn: str, client=None):
+        self.secret_arn = secret_arn
+        self._client = client
+        self._value: dict | None = None
+        self._lock = threading.Lock()
+
+    def _fetch(self) -> dict:
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("secretsmanager")
+        return json.loads(self._client.get_secret_value(SecretId=self.secret_arn)["SecretString"])
+
+    def current(self, refresh: bool = False) -> dict:
+        with self._lock:
+            if self._value is None or refresh:
+                self._value = self._fetch()
+            return self._value
+
+    def url(self) -> str:
+        secret = self.current()
+        query = {"charset": "utf8mb4"}
+        if os.environ.get("SHAZZAM_DB_TLS", "off") == "verify":
+            # pymysql verifies only when given a CA file: the system bundle, which trusts the
+            # proxy's ACM-issued certificate.
+            query["ssl_ca"] = os.environ.get("SHAZZAM_DB_CA") or ssl.get_default_verify_paths().openssl_cafile
+            query["ssl_check_hostname"] = "true"
+        return sa.engine.URL.create(
+            "mysql+pymysql",
+            username=secret["username"],
+            password=secret["password"],
+            host=os.environ.get("SHAZZAM_DB_HOST") or secret["host"],
+            port=int(secret.get("port") or 3306),
+            database=secret.get("dbname") or "shazzam",
+            query=query,
+        ).render_as_string(hide_password=False)
+
+    def install(self, engine: sa.Engine) -> None:
+        """Make the engine's new connections log in with the secret's current password."""
+        sa.event.listen(engine, "do_connect", lambda dialect, _record, cargs, cparams: self.connect(dialect.dbapi, cargs, cparams))
+
+    def connect(self, dbapi, cargs, cparams):
+        """Connect; after a refused login (the secret rotated since it was read) read it again, retry once."""
+        cparams["password"] = self.current()["password"]
+        try:
+            return dbapi.connect(*cargs, **cparams)
+        except dbapi.OperationalError as exc:
+            if not exc.args or exc.args[0] != ACCESS_DENIED:
+                raise
+        secret = self.current(refresh=True)
+        cparams.update(user=secret["username"], password=secret["password"])
+        return dbapi.connect(*cargs, **cparams)
+
+
+def database_from_environment(migrate: bool = True) -> Database:
+    """The catalogue database the environment names, opened (and migrated unless told not to)."""
+    secret_arn = os.environ.get("SHAZZAM_DB_SECRET_ARN")
+    if not secret_arn:
+        return Database(migrate=migrate).open_connection()
+    credentials = SecretCredentials(secret_arn)
+    database = Database(credentials.url(), migrate=migrate).open_connection()
+    credentials.install(database.engine)  # later connections follow the secret's rotations
+    return database
+
+
 def from_environment() -> App:
     bucket = os.environ.get("SHAZZAM_BUCKET")
     store = S3Store(bucket) if bucket else LocalFolderStore(data_dir() / "objects")
-    return App(db=Database().open_connection(), store=store, model_dir=os.environ.get("SHAZZAM_MODEL_DIR"))
+    return App(db=database_from_environment(), store=store, model_dir=os.environ.get("SHAZZAM_MODEL_DIR"))
 
 
 def current() -> App:

@@ -1,0 +1,70 @@
+"""What a deployment may change without touching code: CDK context, with the defaults here."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from constructs import Node
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def project_context() -> dict:
+    """cdk.json's context: what `cdk synth` would pass, for direct runs and the tests."""
+    return json.loads((ROOT / "cdk.json").read_text())["context"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Folder of the built layers (cdk/build_layers.py); tests point it at small stand-ins.
+    layers_dir: Path = ROOT / "build" / "layers"
+    # `<function name> -> schedule expression`, overriding shazzam.wiring's (e.g. a slower index).
+    schedules: dict = field(default_factory=dict)
+    # One NAT gateway (~32 USD/month + data) serves both AZs; 2 removes the single-AZ egress risk.
+    nat_gateways: int = 1
+    # RDS Proxy pools the many short Lambda connections of a burst of S3 events (min 8 ACU billed).
+    rds_proxy: bool = True
+    db_min_acu: float = 0.5
+    db_max_acu: float = 4
+    # Production keeps the database and the bucket when the stack goes; a dev stack may not.
+    retain_data: bool = True
+    # One scrape at a time: shops see one polite crawler, never a pile of them.
+    scrape_concurrency: int = 1
+    api_rate_limit: int = 50  # requests/s, steady
+    api_burst_limit: int = 100
+    cors_origins: tuple = ("*",)
+    search_p99_ms: int = 2000  # the API latency alarm's threshold
+    alarm_email: str | None = None
+
+    @classmethod
+    def from_context(cls, node: Node) -> "Settings":
+        def get(key, default):
+            value = node.try_get_context(key)
+            if value is None:
+                return default
+            # `-c key=value` arrives as a string; cdk.json values arrive typed.
+            if isinstance(value, str) and not isinstance(default, str):
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    pass
+            return value
+
+        defaults = cls()
+        return cls(
+            layers_dir=Path(get("layersDir", str(defaults.layers_dir))),
+            schedules=dict(get("schedules", {})),
+            nat_gateways=int(get("natGateways", defaults.nat_gateways)),
+            rds_proxy=bool(get("rdsProxy", defaults.rds_proxy)),
+            db_min_acu=float(get("dbMinAcu", defaults.db_min_acu)),
+            db_max_acu=float(get("dbMaxAcu", defaults.db_max_acu)),
+            retain_data=bool(get("retainData", defaults.retain_data)),
+            scrape_concurrency=int(get("scrapeConcurrency", defaults.scrape_concurrency)),
+            api_rate_limit=int(get("apiRateLimit", defaults.api_rate_limit)),
+            api_burst_limit=int(get("apiBurstLimit", defaults.api_burst_limit)),
+            cors_origins=tuple(get("corsOrigins", list(defaults.cors_origins))),
+            search_p99_ms=int(get("searchP99Ms", defaults.search_p99_ms)),
+            alarm_email=get("alarmEmail", None),
+        )

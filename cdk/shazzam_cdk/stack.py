@@ -1,0 +1,156 @@
+"""The Shazzam stack: bucket, network, database, one function per wiring entry, their triggers."""
+
+from __future__ import annotations
+
+from aws_cdk import App, Aspects, CfnOutput, Duration, Stack, triggers
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_notifications as s3n
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from cdk_nag import AwsSolutionsChecks
+from constructs import Construct
+from shazzam import wiring
+from shazzam.wiring import ObjectCreated, Schedule
+
+from .access import ACCESS
+from .api import SearchApi
+from .database import CatalogueDatabase, Network
+from .functions import ASYNC_RETRIES, MAX_EVENT_AGE, ROOT, Layers, ShazzamFunction
+from .nag import suppress_accepted_findings
+from .settings import Settings
+from .storage import CatalogueBucket
+
+
+class ShazzamStack(Stack):
+    def __init__(self, scope: Construct, id: str, *, settings: Settings, **kwargs):
+        super().__init__(scope, id, description="Shazzam for Clothes: visual fashion search", **kwargs)
+        self.settings = settings
+        self.storage = CatalogueBucket(self, "Storage", retain=settings.retain_data, cors_origins=settings.cors_origins)
+        self.network = Network(self, "Network", nat_gateways=settings.nat_gateways)
+        self.database = CatalogueDatabase(
+            self,
+            "Database",
+            network=self.network,
+            min_acu=settings.db_min_acu,
+            max_acu=settings.db_max_acu,
+            use_proxy=settings.rds_proxy,
+            retain=settings.retain_data,
+        )
+        self.layers = Layers(self, "Layers", layers_dir=settings.layers_dir)
+        self.alarm_topic = sns.Topic(
+            self,
+            "Alarms",
+            display_name="Shazzam alarms",
+            enforce_ssl=True,
+            master_key=kms.Alias.from_alias_name(self, "SnsKey", "alias/aws/sns"),
+        )
+        if settings.alarm_email:
+            self.alarm_topic.add_subscription(subscriptions.EmailSubscription(settings.alarm_email))
+
+        self.functions: dict[str, ShazzamFunction] = {}
+        for wired in wiring.FUNCTIONS:
+            self.functions[wired.name] = self._function(wired)
+        self.api = self._api()
+        self.migration = self._migration()
+        CfnOutput(self, "ApiUrl", value=self.api.url)
+        CfnOutput(self, "BucketName", value=self.storage.bucket.bucket_name)
+        CfnOutput(self, "AlarmTopic", value=self.alarm_topic.topic_arn)
+
+    def _environment(self) -> dict[str, str]:
+        return {"SHAZZAM_BUCKET": self.storage.bucket.bucket_name, **self.database.environment()}
+
+    def _function(self, wired: wiring.Function) -> ShazzamFunction:
+        name = wired.name
+        function = ShazzamFunction(
+            self,
+            f"{name.capitalize()}",
+            wired=wired,
+            layers=self.layers,
+            environment=self._environment(),
+            vpc=self.network.vpc,
+            subnets=self.network.function_subnets,
+            security_group=self.network.functions_sg,
+            reserved_concurrency=self.settings.scrape_concurrency if name == "scrape" else None,
+        )
+        self.storage.grant(function.function, ACCESS[name])
+        self.database.grant_connect(function.function)
+        function.add_alarms(self.alarm_topic)
+        for trigger in wired.triggers:
+            if isinstance(trigger, ObjectCreated):
+                self.storage.bucket.add_event_notification(
+                    s3.EventType.OBJECT_CREATED,
+                    s3n.LambdaDestination(function.function),
+                    s3.NotificationKeyFilter(prefix=trigger.prefix, suffix=trigger.suffix or None),
+                )
+            elif isinstance(trigger, Schedule):
+                expression = self.settings.schedules.get(name, trigger.expression)
+                events.Rule(
+                    function,
+                    "Schedule",
+                    description=f"Run {name} on {expression}",
+                    schedule=events.Schedule.expression(expression),
+                    targets=[
+                        targets.LambdaFunction(
+                            function.function,
+                            retry_attempts=ASYNC_RETRIES,
+                            max_event_age=MAX_EVENT_AGE,
+                            dead_letter_queue=function.failures.queue,
+                        )
+                    ],
+                )
+        return function
+
+    def _api(self) -> SearchApi:
+        routes = [route for function, route in wiring.routes()]
+        handlers = {function.name for function, _ in wiring.routes()}
+        assert len(handlers) == 1, "one function answers the API (the search function routes internally)"
+        api = SearchApi(
+            self,
+            "SearchApi",
+            handler=self.functions[handlers.pop()].function,
+            routes=routes,
+            rate_limit=self.settings.api_rate_limit,
+            burst_limit=self.settings.api_burst_limit,
+            cors_origins=self.settings.cors_origins,
+        )
+        api.add_alarms(self.alarm_topic, self.settings.search_p99_ms)
+        return api
+
+    def _migration(self) -> triggers.TriggerFunction:
+        """Apply the schema (shazzam.db.migrate) once the database is up, and again whenever the
+        function's version changes (a new library layer brings new migrations)."""
+        migration = triggers.TriggerFunction(
+            self,
+            "Migrate",
+            description="Apply the catalogue's pending schema migrations (shazzam.db.migrate)",
+            runtime=lambda_.Runtime.PYTHON_3_12,
+            handler="handler.lambda_handler",
+            code=lambda_.Code.from_asset(str(ROOT / "cdk" / "migrate"), exclude=["__pycache__"]),
+            layers=[self.layers.library, self.layers.dependencies],
+            timeout=Duration.minutes(5),
+            memory_size=512,
+            environment=self.database.environment(),
+            tracing=lambda_.Tracing.ACTIVE,
+            vpc=self.network.vpc,
+            vpc_subnets=self.network.function_subnets,
+            security_groups=[self.network.functions_sg],
+            execute_after=[self.database],
+        )
+        self.database.grant_connect(migration)
+        return migration
+
+
+def build_app(app: App, *, nag: bool | None = None) -> ShazzamStack:
+    """The stack, checked by cdk-nag's AWS Solutions pack unless `nag` (or context nag=false) says not."""
+    settings = Settings.from_context(app.node)
+    stack = ShazzamStack(app, app.node.try_get_context("stackName") or "Shazzam", settings=settings)
+    suppress_accepted_findings(stack)
+    if nag is None:
+        nag = app.node.try_get_context("nag") not in (False, "false")
+    if nag:
+        Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
+    return stack

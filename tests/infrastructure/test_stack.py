@@ -1,0 +1,360 @@
+"""The synthesized template against the wiring table and the security requirements."""
+
+from __future__ import annotations
+
+import pytest
+from aws_cdk.assertions import Match
+from shazzam import wiring
+from shazzam.wiring import ObjectCreated, Route
+from shazzam_cdk.access import ACCESS, TRANSIENT_PREFIXES
+
+
+def of_type(resources: dict, kind: str) -> dict:
+    return {name: r for name, r in resources.items() if r["Type"] == kind}
+
+
+def function_id(resources: dict, name: str) -> str:
+    description = wiring.by_name(name).description
+    (found,) = [
+        i for i, r in of_type(resources, "AWS::Lambda::Function").items() if r["Properties"].get("Description") == description
+    ]
+    return found
+
+
+def role_statements(resources: dict, function: str) -> list[dict]:
+    role = resources[function]["Properties"]["Role"]["Fn::GetAtt"][0]
+    statements = []
+    for policy in of_type(resources, "AWS::IAM::Policy").values():
+        if {"Ref": role} in policy["Properties"]["Roles"]:
+            statements += policy["Properties"]["PolicyDocument"]["Statement"]
+    return statements
+
+
+def bucket_id(resources: dict) -> str:
+    (found,) = [i for i in of_type(resources, "AWS::S3::Bucket") if i.startswith("StorageObjects")]
+    return found
+
+
+def object_prefix(resource, bucket: str) -> str | None:
+    """`incoming/` for `<bucket ARN>/incoming/*`; None for anything else."""
+    parts = resource.get("Fn::Join", [None, []])[1] if isinstance(resource, dict) else []
+    if len(parts) == 2 and parts[0] == {"Fn::GetAtt": [bucket, "Arn"]} and parts[1].endswith("*"):
+        return parts[1][1:-1]
+    return None
+
+
+def s3_grants(resources: dict, name: str) -> dict[str, set[str]]:
+    """action -> prefixes granted to the function's role (bucket-level actions as "<bucket>")."""
+    bucket = bucket_id(resources)
+    grants: dict[str, set[str]] = {}
+    for statement in role_statements(resources, function_id(resources, name)):
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        targets = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        for action in (a for a in actions if a.startswith("s3:")):
+            assert statement["Effect"] == "Allow"
+            for target in targets:
+                if target == {"Fn::GetAtt": [bucket, "Arn"]}:
+                    grants.setdefault(action, set()).add("<bucket>")
+                else:
+                    prefix = object_prefix(target, bucket)
+                    assert prefix, f"{name}: {action} on {target}, not on one of its prefixes"
+                    grants.setdefault(action, set()).add(prefix)
+    return grants
+
+
+# --- the bucket ------------------------------------------------------------------------------
+
+
+def test_bucket_is_private_encrypted_and_versioned(template, resources):
+    template.has_resource_properties(
+        "AWS::S3::Bucket",
+        {
+            "PublicAccessBlockConfiguration": {
+                "BlockPublicAcls": True,
+                "BlockPublicPolicy": True,
+                "IgnorePublicAcls": True,
+                "RestrictPublicBuckets": True,
+            },
+            "BucketEncryption": {
+                "ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+            },
+            "VersioningConfiguration": {"Status": "Enabled"},
+            "LoggingConfiguration": Match.object_like({"LogFilePrefix": "objects/"}),
+        },
+    )
+    for bucket in of_type(resources, "AWS::S3::Bucket").values():
+        assert bucket["Properties"]["PublicAccessBlockConfiguration"]["BlockPublicPolicy"] is True
+        assert "BucketEncryption" in bucket["Properties"]
+
+
+def test_every_bucket_policy_denies_plain_http(resources):
+    policies = of_type(resources, "AWS::S3::BucketPolicy")
+    assert len(policies) == len(of_type(resources, "AWS::S3::Bucket"))
+    for policy in policies.values():
+        denies = [
+            s
+            for s in policy["Properties"]["PolicyDocument"]["Statement"]
+            if s["Effect"] == "Deny" and s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
+        ]
+        assert denies and denies[0]["Action"] == "s3:*"
+
+
+def test_transient_prefixes_expire_after_a_day(resources):
+    rules = resources[bucket_id(resources)]["Properties"]["LifecycleConfiguration"]["Rules"]
+    by_prefix = {r.get("Prefix"): r for r in rules}
+    for prefix in ("incoming/", "detections/", "standard/", "uploads/"):
+        assert prefix in TRANSIENT_PREFIXES
+        assert by_prefix[prefix]["ExpirationInDays"] == 1
+        assert by_prefix[prefix]["NoncurrentVersionExpiration"]["NoncurrentDays"] == 1
+        assert by_prefix[prefix]["Status"] == "Enabled"
+    assert "ExpirationInDays" not in by_prefix["index/"]  # the index is kept
+
+
+def test_object_created_notifications_follow_the_wiring(resources):
+    (notifications,) = of_type(resources, "Custom::S3BucketNotifications").values()
+    assert notifications["Properties"]["BucketName"] == {"Ref": bucket_id(resources)}
+    configured = {
+        (
+            c["LambdaFunctionArn"]["Fn::GetAtt"][0],
+            tuple(sorted((r["Name"], r["Value"]) for r in c["Filter"]["Key"]["FilterRules"])),
+        )
+        for c in notifications["Properties"]["NotificationConfiguration"]["LambdaFunctionConfigurations"]
+        if c["Events"] == ["s3:ObjectCreated:*"]
+    }
+    expected = set()
+    for function in wiring.FUNCTIONS:
+        for trigger in function.triggers:
+            if isinstance(trigger, ObjectCreated):
+                rules = [("prefix", trigger.prefix)] + ([("suffix", trigger.suffix)] if trigger.suffix else [])
+                expected.add((function_id(resources, function.name), tuple(sorted(rules))))
+    assert configured == expected
+    assert len(expected) == 3
+
+
+# --- the functions ---------------------------------------------------------------------------
+
+
+def test_one_function_per_wiring_entry(resources):
+    for function in wiring.FUNCTIONS:
+        properties = resources[function_id(resources, function.name)]["Properties"]
+        assert properties["Runtime"] == "python3.12"
+        assert properties["Handler"] == "handler.lambda_handler"
+        assert properties["MemorySize"] == function.memory_mb
+        assert properties["Timeout"] == function.timeout_s
+        assert properties["TracingConfig"] == {"Mode": "Active"}
+        assert len(properties["Layers"]) == 3
+        assert properties["VpcConfig"]["SubnetIds"] and properties["VpcConfig"]["SecurityGroupIds"]
+        environment = properties["Environment"]["Variables"]
+        assert environment["POWERTOOLS_SERVICE_NAME"] == f"shazzam-{function.name}"
+        assert environment["SHAZZAM_MODEL_DIR"] == "/opt/models"
+        assert environment["SHAZZAM_BUCKET"] == {"Ref": bucket_id(resources)}
+        assert "SHAZZAM_DB_SECRET_ARN" in environment and "SHAZZAM_DB_HOST" in environment
+        assert "SHAZZAM_DB_URL" not in environment  # no secret in configuration
+    wired = {f.description for f in wiring.FUNCTIONS}
+    assert sum(r["Properties"].get("Description") in wired for r in of_type(resources, "AWS::Lambda::Function").values()) == len(
+        wiring.FUNCTIONS
+    )
+
+
+def test_only_scrape_has_reserved_concurrency(resources):
+    for function in wiring.FUNCTIONS:
+        reserved = resources[function_id(resources, function.name)]["Properties"].get("ReservedConcurrentExecutions")
+        assert reserved == (1 if function.name == "scrape" else None)
+
+
+def test_layers_ship_the_library_dependencies_and_models(resources):
+    layers = of_type(resources, "AWS::Lambda::LayerVersion")
+    assert len(layers) == 3
+    for layer in layers.values():
+        assert layer["Properties"]["CompatibleRuntimes"] == ["python3.12"]
+
+
+def test_schedules_follow_the_wiring(resources):
+    rules = of_type(resources, "AWS::Events::Rule")
+    scheduled = {
+        (r["Properties"]["Targets"][0]["Arn"]["Fn::GetAtt"][0], r["Properties"]["ScheduleExpression"]) for r in rules.values()
+    }
+    expected = {(function_id(resources, f.name), s.expression) for f, s in wiring.scheduled_functions()}
+    assert scheduled == expected
+    for rule in rules.values():
+        target = rule["Properties"]["Targets"][0]
+        assert target["RetryPolicy"]["MaximumRetryAttempts"] == 2
+        assert "DeadLetterConfig" in target
+
+
+def test_a_throwaway_stack_without_proxy_and_with_other_schedules(tmp_path_factory):
+    from aws_cdk.assertions import Annotations, Match, Template
+
+    from tests.infrastructure.conftest import synthesize
+
+    stack = synthesize(tmp_path_factory, schedules={"index": "rate(15 minutes)"}, rdsProxy=False, retainData=False)
+    template = Template.from_stack(stack)
+    expressions = {r["Properties"]["ScheduleExpression"] for r in template.find_resources("AWS::Events::Rule").values()}
+    assert "rate(15 minutes)" in expressions and "rate(5 minutes)" not in expressions
+    template.resource_count_is("AWS::RDS::DBProxy", 0)
+    template.has_resource_properties("AWS::RDS::DBCluster", {"DeletionProtection": False})
+    template.has_resource("AWS::RDS::DBCluster", {"DeletionPolicy": "Delete"})
+    errors = Annotations.from_stack(stack).find_error("*", Match.string_like_regexp("AwsSolutions-.*"))
+    assert [e.entry.data for e in errors] == []
+
+
+# --- failure handling ------------------------------------------------------------------------
+
+
+def asynchronous() -> list[wiring.Function]:
+    return [f for f in wiring.FUNCTIONS if not any(isinstance(t, Route) for t in f.triggers)]
+
+
+def test_async_invocations_retry_twice_then_go_to_a_queue(resources):
+    configs = of_type(resources, "AWS::Lambda::EventInvokeConfig")
+    by_function = {c["Properties"]["FunctionName"]["Ref"]: c["Properties"] for c in configs.values()}
+    queues = of_type(resources, "AWS::SQS::Queue")
+    for function in asynchronous():
+        config = by_function[function_id(resources, function.name)]
+        assert config["MaximumRetryAttempts"] == 2
+        queue = config["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
+        assert queues[queue]["Properties"]["SqsManagedSseEnabled"] is True
+        assert queues[queue]["Properties"]["MessageRetentionPeriod"] == 14 * 86400
+    assert len(by_function) == len(asynchronous())
+
+
+def test_alarms_on_errors_throttles_failure_queues_and_latency(resources):
+    alarms = of_type(resources, "AWS::CloudWatch::Alarm").values()
+    metrics = [(a["Properties"].get("Namespace"), a["Properties"].get("MetricName")) for a in alarms]
+    assert metrics.count(("AWS/Lambda", "Errors")) == len(wiring.FUNCTIONS)
+    assert metrics.count(("AWS/Lambda", "Throttles")) == len(wiring.FUNCTIONS)
+    assert metrics.count(("AWS/SQS", "ApproximateNumberOfMessagesVisible")) == len(asynchronous())
+    assert ("AWS/ApiGateway", "Latency") in metrics and ("AWS/ApiGateway", "5xx") in metrics
+    for alarm in alarms:
+        assert alarm["Properties"]["AlarmActions"], "every alarm notifies the alarm topic"
+
+
+# --- the API ---------------------------------------------------------------------------------
+
+
+def test_routes_follow_the_wiring(resources):
+    keys = {r["Properties"]["RouteKey"] for r in of_type(resources, "AWS::ApiGatewayV2::Route").values()}
+    assert keys == {f"{route.method} {route.path}" for _, route in wiring.routes()}
+    (integration,) = of_type(resources, "AWS::ApiGatewayV2::Integration").values()
+    assert integration["Properties"]["PayloadFormatVersion"] == "2.0"
+    search = function_id(resources, "search")
+    assert integration["Properties"]["IntegrationUri"] == {"Fn::GetAtt": [search, "Arn"]}
+
+
+def test_api_is_throttled_logged_and_allows_cors(template):
+    template.has_resource_properties(
+        "AWS::ApiGatewayV2::Stage",
+        {
+            "StageName": "$default",
+            "AutoDeploy": True,
+            "DefaultRouteSettings": {"ThrottlingRateLimit": 50, "ThrottlingBurstLimit": 100},
+            "AccessLogSettings": Match.object_like({"DestinationArn": Match.any_value()}),
+        },
+    )
+    template.has_resource_properties(
+        "AWS::ApiGatewayV2::Api",
+        {
+            "ProtocolType": "HTTP",
+            "CorsConfiguration": Match.object_like({"AllowOrigins": ["*"], "AllowMethods": Match.array_with(["POST"])}),
+        },
+    )
+
+
+# --- the database ----------------------------------------------------------------------------
+
+
+def test_database_is_aurora_serverless_v2_in_isolated_subnets(template, resources):
+    template.has_resource_properties(
+        "AWS::RDS::DBCluster",
+        {
+            "Engine": "aurora-mysql",
+            "StorageEncrypted": True,
+            "DeletionProtection": True,
+            "EnableIAMDatabaseAuthentication": True,
+            "BackupRetentionPeriod": 7,
+            "ServerlessV2ScalingConfiguration": {"MinCapacity": 0.5, "MaxCapacity": 4},
+            "DatabaseName": "shazzam",
+            "MasterUserPassword": Match.object_like({"Fn::Join": Match.any_value()}),  # resolved from the secret
+        },
+    )
+    template.has_resource_properties("AWS::RDS::DBInstance", {"DBInstanceClass": "db.serverless"})
+    (subnet_group,) = of_type(resources, "AWS::RDS::DBSubnetGroup").values()
+    subnets = {s["Ref"] for s in subnet_group["Properties"]["SubnetIds"]}
+    assert subnets and all("database" in s for s in subnets)
+    public = [n for n, r in of_type(resources, "AWS::EC2::Subnet").items() if r["Properties"].get("MapPublicIpOnLaunch")]
+    assert not subnets & set(public)
+
+
+def test_credentials_rotate_and_the_proxy_requires_tls(template):
+    template.resource_count_is("AWS::SecretsManager::Secret", 1)
+    template.has_resource_properties(
+        "AWS::SecretsManager::RotationSchedule", {"RotationRules": {"ScheduleExpression": "rate(30 days)"}}
+    )
+    template.has_resource_properties("AWS::RDS::DBProxy", {"EngineFamily": "MYSQL", "RequireTLS": True})
+
+
+def test_functions_reach_the_database_through_the_proxy_only_on_3306(resources):
+    ingress = of_type(resources, "AWS::EC2::SecurityGroupIngress").values()
+    for rule in ingress:
+        port = rule["Properties"]["FromPort"]
+        # 3306, or the cluster's own port (the rotation function's rule, which CDK writes so).
+        assert port == rule["Properties"]["ToPort"]
+        assert port == 3306 or port["Fn::GetAtt"][1] == "Endpoint.Port"
+        assert "SourceSecurityGroupId" in rule["Properties"]  # never a CIDR
+    for function in wiring.FUNCTIONS:
+        environment = resources[function_id(resources, function.name)]["Properties"]["Environment"]["Variables"]
+        assert environment["SHAZZAM_DB_HOST"]["Fn::GetAtt"][1] == "Endpoint"
+        assert environment["SHAZZAM_DB_TLS"] == "verify"
+
+
+def test_schema_is_migrated_on_deploy(resources):
+    (trigger,) = of_type(resources, "Custom::Trigger").values()
+    assert "DependsOn" in trigger and any("Database" in d for d in trigger["DependsOn"])
+
+
+# --- least privilege -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [f.name for f in wiring.FUNCTIONS])
+def test_each_function_gets_only_its_prefixes(resources, name):
+    access = ACCESS[name]
+    expected = {}
+    if access.read:
+        expected["s3:GetObject"] = set(access.read)
+        expected["s3:ListBucket"] = {"<bucket>"}
+    if access.write:
+        expected["s3:PutObject"] = set(access.write)
+    if access.delete:
+        expected["s3:DeleteObject"] = set(access.delete)
+    assert s3_grants(resources, name) == expected
+
+
+def test_each_stage_reads_its_trigger_and_writes_the_next_trigger():
+    s3_triggers = {f.name: t.prefix for f in wiring.FUNCTIONS for t in f.triggers if isinstance(t, ObjectCreated)}
+    for name, prefix in s3_triggers.items():
+        assert prefix in ACCESS[name].read
+    assert "incoming/" in ACCESS["scrape"].write
+    assert "detections/" in ACCESS["detect"].write
+    assert "standard/" in ACCESS["standardise"].write
+    assert "vectors/pending/" in ACCESS["embed"].write
+    assert "index/" in ACCESS["index"].write
+
+
+@pytest.mark.parametrize("name", [f.name for f in wiring.FUNCTIONS])
+def test_each_function_reads_only_the_database_secret(resources, name):
+    statements = role_statements(resources, function_id(resources, name))
+    secret_reads = [s for s in statements if "secretsmanager:GetSecretValue" in s["Action"]]
+    assert len(secret_reads) == 1 and secret_reads[0]["Resource"]["Ref"].startswith("DatabaseClusterSecretAttachment")
+    actions = {a for s in statements for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])}
+    assert not {a for a in actions if a.endswith(":*") or a == "*"}
+    allowed_services = {"s3", "secretsmanager", "xray", "sqs", "lambda"}
+    assert {a.split(":")[0] for a in actions} <= allowed_services
+
+
+def test_api_function_has_no_failure_queue_but_pipeline_functions_do(resources):
+    for function in wiring.FUNCTIONS:
+        statements = role_statements(resources, function_id(resources, function.name))
+        sends = [s for s in statements if "sqs:SendMessage" in s["Action"]]
+        assert bool(sends) == any(not isinstance(t, Route) for t in function.triggers)
+        for statement in sends:
+            assert statement["Resource"]["Fn::GetAtt"][1] == "Arn"  # its own queue, not "*"
