@@ -203,6 +203,21 @@ def parity_inputs(data: Path) -> list[np.ndarray]:
     ]
 
 
+def write_manifest(out: Path, name: str, tflite_path: Path, sha256: str, mapping: dict, embedding_dim: int, categories) -> None:
+    """`<name>.json`, what shazzam.vision.GarmentModel.from_manifest reads beside the .tflite."""
+    manifest = {
+        "name": name,
+        "file": tflite_path.name,
+        "sha256": sha256,
+        "input": {"shape": [1, 224, 224, 3], "dtype": "float32", "range": "raw RGB 0..255, shazzam.images.standardise_img"},
+        "outputs": {
+            "embedding": {"index": mapping["embedding"], "dim": embedding_dim},
+            "probabilities": {"index": mapping["probabilities"], "categories": list(categories)},
+        },
+    }
+    (out / f"{name}.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
 def output_mapping(outputs: list[dict], embedding_dim: int, categories: int) -> dict[str, int]:
     """Which tflite output is the embedding and which the probabilities, told apart by shape."""
     mapping = {}
@@ -383,18 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"tflite differs from torch beyond {PARITY_TOLERANCE}: {bad}")
 
     sha256, size = sha256_of(tflite_path), tflite_path.stat().st_size
-    manifest = {
-        "name": NAME,
-        "file": tflite_path.name,
-        "sha256": sha256,
-        "input": {"shape": [1, 224, 224, 3], "dtype": "float32",
-                  "range": "raw RGB 0..255, shazzam.images.standardise_img"},
-        "outputs": {
-            "embedding": {"index": mapping["embedding"], "dim": EMBEDDING_DIM},
-            "probabilities": {"index": mapping["probabilities"], "categories": CATEGORIES},
-        },
-    }
-    (out / f"{NAME}.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_manifest(out, NAME, tflite_path, sha256, mapping, EMBEDDING_DIM, CATEGORIES)
     write_card(out / f"{NAME}.md", sha256=sha256, size=size, mapping=mapping, parity=parity, chosen=chosen,
                candidates=candidates, head_metrics=head_metrics, counts=counts)
     print(f"wrote {tflite_path} ({size} bytes, sha256 {sha256}), {NAME}.json, {NAME}.md "

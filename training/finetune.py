@@ -45,7 +45,7 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evaluate import SPLITS, list_split, precision_at_k  # noqa: E402
-from export_embedder import output_mapping  # noqa: E402
+from export_embedder import output_mapping, write_manifest  # noqa: E402
 
 import shazzam.images  # noqa: E402
 from shazzam.distance import l1_topk_u8, l2_normalise, quantise  # noqa: E402
@@ -509,18 +509,7 @@ def write_outputs(report: dict, data: Path, out: Path, summary: dict, args, seco
     tflite_path = out / f"{NAME}.tflite"
     shutil.copyfile(chosen["path"], tflite_path)
     sha256 = hashlib.sha256(tflite_path.read_bytes()).hexdigest()
-    manifest = {
-        "name": NAME,
-        "file": tflite_path.name,
-        "sha256": sha256,
-        "input": {"shape": [1, 224, 224, 3], "dtype": "float32",
-                  "range": "raw RGB 0..255, shazzam.images.standardise_img"},
-        "outputs": {
-            "embedding": {"index": chosen["mapping"]["embedding"], "dim": EMBEDDING_DIM},
-            "probabilities": {"index": chosen["mapping"]["probabilities"], "categories": CATEGORIES},
-        },
-    }
-    (out / f"{NAME}.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_manifest(out, NAME, tflite_path, sha256, chosen["mapping"], EMBEDDING_DIM, CATEGORIES)
     log(f"wrote {tflite_path} ({kind}, {chosen['size']} bytes); measuring it as the service runs it")
     model = GarmentModel.from_manifest(out / f"{NAME}.json", num_threads=args.threads)
     served = evaluate(data, model, cache=None, progress=False)
