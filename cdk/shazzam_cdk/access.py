@@ -24,8 +24,9 @@ ACCESS: dict[str, PrefixAccess] = {
     # Consumes its inputs: the image and its detections document go once the crops are written.
     "standardise": PrefixAccess(read=("detections/", "incoming/"), write=("standard/",), delete=("detections/", "incoming/")),
     "embed": PrefixAccess(read=("standard/",), write=("vectors/pending/", "vectors/removed/"), delete=("standard/",)),
-    # Lists, merges and deletes pending vectors into new shard versions, swaps the manifest, prunes old versions.
-    "index": PrefixAccess(read=("vectors/", "index/"), write=("index/",), delete=("vectors/", "index/")),
+    # Lists, merges and deletes pending vectors into new shard versions, swaps the manifest, prunes old versions;
+    # after a model change, puts images embedded by the old model back into incoming/ (pipeline.reembed).
+    "index": PrefixAccess(read=("vectors/", "index/"), write=("index/", "incoming/"), delete=("vectors/", "index/")),
     # Re-queues changed images and drops dead items from the shards.
     "revalidate": PrefixAccess(read=("index/",), write=("incoming/", "index/"), delete=("index/",)),
     # Reads shards; presigns uploads/ posts (signed with its role) and deletes each after its search.
