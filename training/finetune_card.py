@@ -9,7 +9,7 @@ def render(*, summary: dict, report: dict, kind: str, sha256: str, size: int, ma
     from finetune import CATEGORIES, EMBEDDING_DIM, FROZEN_BLOCKS, NAME, PARITY
 
     served = summary["served"]
-    val, test = summary["validation"], summary["test"]
+    test = summary["test"]
     history = "\n".join(
         f"| {h['epoch']} | {h['precision_at_10']:.4f} | {h['precision_at_10_uint8']:.4f} | {h['accuracy']:.4f} | "
         f"{h['max_component']:.3f} |"

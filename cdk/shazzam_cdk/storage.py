@@ -10,6 +10,10 @@ from constructs import Construct
 from .access import TRANSIENT_PREFIXES, PrefixAccess
 
 
+# Every bucket of the stack: no public access, encrypted, reachable over TLS only.
+PRIVATE = dict(block_public_access=s3.BlockPublicAccess.BLOCK_ALL, encryption=s3.BucketEncryption.S3_MANAGED, enforce_ssl=True)
+
+
 class CatalogueBucket(Construct):
     def __init__(self, scope: Construct, id: str, *, retain: bool, cors_origins: tuple[str, ...]):
         super().__init__(scope, id)
@@ -17,9 +21,7 @@ class CatalogueBucket(Construct):
         self.access_logs = s3.Bucket(
             self,
             "AccessLogs",
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            encryption=s3.BucketEncryption.S3_MANAGED,
-            enforce_ssl=True,
+            **PRIVATE,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,  # log delivery is granted by bucket policy
             lifecycle_rules=[s3.LifecycleRule(id="expire-access-logs", expiration=Duration.days(90))],
             removal_policy=removal,
@@ -39,9 +41,7 @@ class CatalogueBucket(Construct):
         self.bucket = s3.Bucket(
             self,
             "Objects",
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            encryption=s3.BucketEncryption.S3_MANAGED,
-            enforce_ssl=True,
+            **PRIVATE,
             # The index (shards and the manifest swapped by conditional writes) is the one thing
             # worth keeping: versioning lets a bad index run be rolled back.
             versioned=True,

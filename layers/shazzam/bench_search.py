@@ -16,7 +16,6 @@ clustered, L2-normalised; queries are perturbed catalogue items.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
