@@ -6,6 +6,12 @@ Layout in the object store:
   index/<category>/<version>.h5                   immutable shard versions
   index/manifest.json                             which version of each category is live
 
+A shard (format 3) holds per item: the uint8 scan codes (one byte a dimension), two quarter bits
+per non-zero code (shazzam.distance.fine_codes) and its id, 22 bytes for a detection id
+(`<sha1 hex>-<nnn>` packed as 20 + 2 bytes), else UTF-8; its attributes record the code step.
+Format 2 shards (uint8 codes of a fixed step, fixed-width ids) are still read and searched; the
+next publish of their category rewrites them as format 3. Format 1 (float32) is refused.
+
 A shard is never edited in place. `publish` writes a new version, then swaps the manifest with a
 conditional write (retrying on a lost race), so readers see the old or the new shard, never half
 of one, and concurrent publishers never drop each other's vectors.
@@ -13,10 +19,12 @@ of one, and concurrent publishers never drop each other's vectors.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -26,7 +34,17 @@ from datetime import datetime, timezone
 import h5py
 import numpy as np
 
-from shazzam.distance import QUANT_STEP, l1_topk_u8, l2_normalise, quantise
+from shazzam.distance import (
+    FINE_MAX,
+    QUANT_STEP,
+    choose_step,
+    fine_codes,
+    join_codes,
+    l2_normalise,
+    low_bit_offsets,
+    search_codes,
+    split_codes,
+)
 from shazzam.ids import key_stem
 from shazzam.storage import ObjectNotFound, ObjectStore, PreconditionFailed
 
@@ -38,7 +56,15 @@ REMOVED_PREFIX = "vectors/removed/"
 PUBLISH_ATTEMPTS = 8
 # Superseded shard versions stay this long for readers that still hold the old manifest.
 OLD_VERSION_GRACE_S = 15 * 60
-SHARD_FORMAT = 2  # 1 held float32 vectors; 2 holds uint8 codes (shazzam.distance.quantise)
+# 1 held float32 vectors; 2 uint8 codes of one fixed step and fixed-width ids; 3 adds the quarter
+# bits of the non-zero codes, the shard's own step and packed ids.
+SHARD_FORMAT = 3
+READABLE_FORMATS = (2, 3)
+# Detection ids (shazzam.ids.detection_id): stored as the 20 digest bytes and a uint16.
+PACKABLE_ID = re.compile(r"[0-9a-f]{40}-[0-9]{3}")
+_HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
+_NIBBLE = np.zeros(256, np.uint8)
+_NIBBLE[_HEX] = np.arange(16, dtype=np.uint8)
 
 
 class StaleShard(ValueError):
@@ -53,25 +79,50 @@ class CorruptShard(ValueError):
 class Shard:
     category: str
     ids: list[str]
-    codes: np.ndarray  # (n, d) uint8: quantise(l2_normalise(embedding))
+    codes: np.ndarray  # (n, d) uint8 scan codes: quantise(l2_normalise(embedding), step)
     model: str = ""
     key: str = ""  # the object it was read from
+    low_bits: np.ndarray | None = None  # packed quarter bits of the non-zero codes (split_codes); None: none
+    step: float = QUANT_STEP  # the code step: distance = re-rank code distance x step / 8
+    format: int = SHARD_FORMAT  # the format it was read from
+
+    @classmethod
+    def from_vectors(cls, category: str, ids: list[str], vectors: np.ndarray, model: str = "", step: float | None = None) -> "Shard":
+        """Code embeddings (any scale) as a shard does: L2-normalised, on the step choose_step gives."""
+        normalised = l2_normalise(vectors)
+        step = choose_step(normalised, step)
+        codes, low_bits = split_codes(fine_codes(normalised, step))
+        return cls(category, list(ids), codes, model=model, low_bits=low_bits, step=step)
 
     @property
     def dim(self) -> int:
         return int(self.codes.shape[1]) if self.codes.ndim == 2 else 0
+
+    @functools.cached_property
+    def offsets(self) -> np.ndarray:
+        return low_bit_offsets(self.codes)
+
+    def fine(self) -> np.ndarray:
+        """The re-rank codes (n, d), uint16 (shazzam.distance.fine_codes)."""
+        return join_codes(self.codes, self.low_bits).astype(np.uint16)
+
+    def search_rows(self, queries: np.ndarray, k: int, parts: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and L1 distances of the k nearest items to each query embedding (shazzam.distance.search_codes)."""
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        if queries.shape[1] != self.dim and self.ids:
+            raise ValueError(f"query has {queries.shape[1]} dimensions, the {self.category} shard {self.dim}")
+        offsets = self.offsets if self.low_bits is not None else None
+        return search_codes(l2_normalise(queries), self.codes, self.low_bits, self.step, k, parts=parts, offsets=offsets)
 
     def search_many(self, queries: np.ndarray, k: int, parts: int = 1) -> list[list[tuple[str, float]]]:
         """The k nearest items to each query embedding: [(id, L1 distance)], nearest first."""
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         if not self.ids:
             return [[] for _ in queries]
-        if queries.shape[1] != self.dim:
-            raise ValueError(f"query has {queries.shape[1]} dimensions, the {self.category} shard {self.dim}")
-        rows, distances = l1_topk_u8(quantise(l2_normalise(queries)), self.codes, k, parts=parts)
+        rows, distances = self.search_rows(queries, k, parts=parts)
         return [
-            [(self.ids[row], float(distance) * QUANT_STEP) for row, distance in zip(query_rows, query_distances)]
-            for query_rows, query_distances in zip(rows, distances)
+            [(self.ids[row], float(distance)) for row, distance in zip(query_rows, query_distances)]
+            for query_rows, query_distances in zip(rows.tolist(), distances.tolist())
         ]
 
     def search(self, query: np.ndarray, k: int) -> list[tuple[str, float]]:
@@ -90,16 +141,57 @@ def decode_vector(data: bytes) -> tuple[np.ndarray, str]:
         return stored["vector"], str(stored["model"])
 
 
-def _checksum(id_bytes: np.ndarray, codes: np.ndarray) -> str:
-    digest = hashlib.sha256(np.ascontiguousarray(codes).data)
-    digest.update(np.ascontiguousarray(id_bytes).data)
+def _checksum(*parts) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part if isinstance(part, bytes) else np.ascontiguousarray(part).data)
     return digest.hexdigest()
+
+
+def pack_ids(ids: list[str]) -> dict[str, np.ndarray]:
+    """Ids as a shard stores them: detection ids as 20 digest bytes + a uint16 (22 bytes), any
+    other id as UTF-8 in one newline-separated blob; one bit per item says which."""
+    packed = np.array([PACKABLE_ID.fullmatch(item) is not None for item in ids], dtype=bool)
+    chosen = [item for item, is_packed in zip(ids, packed) if is_packed]
+    others = [item for item, is_packed in zip(ids, packed) if not is_packed]
+    if any("\n" in item for item in others):
+        raise ValueError("an id contains a newline")
+    chars = np.frombuffer("".join(chosen).encode("ascii"), np.uint8).reshape(len(chosen), 44)
+    nibbles = _NIBBLE[chars[:, :40]]
+    digits = chars[:, 41:].astype(np.uint16) - ord("0")
+    return {
+        "id_packed": np.packbits(packed),
+        "id_digest": (nibbles[:, 0::2] << 4) | nibbles[:, 1::2],
+        "id_index": digits[:, 0] * 100 + digits[:, 1] * 10 + digits[:, 2],
+        "id_text": np.frombuffer("\n".join(others).encode(), np.uint8),
+    }
+
+
+def unpack_ids(arrays: dict[str, np.ndarray], count: int) -> list[str]:
+    packed = np.unpackbits(arrays["id_packed"], count=count).astype(bool)
+    digest, index = arrays["id_digest"], arrays["id_index"].astype(np.uint16)
+    if len(digest) != packed.sum() or len(index) != len(digest):
+        raise CorruptShard("shard ids do not match their count")
+    chars = np.empty((len(digest), 44), np.uint8)
+    chars[:, 0:40:2], chars[:, 1:40:2] = _HEX[digest >> 4], _HEX[digest & 15]
+    chars[:, 40] = ord("-")
+    for position, unit in zip((41, 42, 43), (100, 10, 1)):
+        chars[:, position] = ord("0") + index // unit % 10
+    ids = np.empty(count, dtype=object)
+    ids[packed] = chars.view("S44").ravel().astype("U44") if len(chars) else []
+    text = arrays["id_text"].tobytes().decode()
+    others = text.split("\n") if (~packed).any() else []
+    if len(others) != (~packed).sum():
+        raise CorruptShard("shard ids do not match their count")
+    ids[~packed] = others
+    return ids.tolist()
 
 
 def encode_shard(shard: Shard) -> bytes:
     codes = shard.codes.reshape(len(shard.ids), shard.dim)
-    # Fixed-width UTF-8 bytes: read back as one array, far faster than variable-length strings.
-    id_bytes = np.array([item.encode() for item in shard.ids], dtype=np.bytes_) if shard.ids else np.zeros(0, "S1")
+    low_bits = shard.low_bits if shard.low_bits is not None else split_codes(shard.fine())[1]
+    id_arrays = pack_ids(shard.ids)
+    datasets = {"codes": codes.astype(np.uint8), "low_bits": low_bits.astype(np.uint8), **id_arrays}
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as h5:
         h5.attrs.update(
@@ -110,34 +202,64 @@ def encode_shard(shard: Shard) -> bytes:
                 "dim": shard.dim,
                 "count": len(shard.ids),
                 "metric": "l1",
-                "quantisation": "uint8",
-                "step": QUANT_STEP,
-                "checksum": _checksum(id_bytes, codes),
+                "quantisation": "uint8 round(x / step) + 2 quarter bits per non-zero code",
+                "step": float(shard.step),
+                "checksum": _checksum(_shape_line(shard.step, shard.dim, len(shard.ids)), *datasets.values()),
                 "created_at": datetime.now(timezone.utc).isoformat(),
             }
         )
-        h5.create_dataset("ids", data=id_bytes)
-        h5.create_dataset("codes", data=codes, dtype=np.uint8)
+        for name, data in datasets.items():
+            h5.create_dataset(name, data=data)
     return buffer.getvalue()
 
 
+def _shape_line(step: float, dim: int, count: int) -> bytes:
+    return f"{float(step)!r} {int(dim)} {int(count)}".encode()
+
+
 def decode_shard(data: bytes) -> Shard:
-    """Read a shard, refusing one whose contents do not match its checksum."""
+    """Read a shard (format 3, or 2), refusing one whose contents do not match its checksum."""
     try:
         with h5py.File(io.BytesIO(data), "r") as h5:
             attrs = dict(h5.attrs)
-            if attrs.get("format") != SHARD_FORMAT:
-                raise CorruptShard(f"shard format {attrs.get('format')!r}, expected {SHARD_FORMAT}")
-            id_bytes = h5["ids"][()]
-            codes = h5["codes"][()]
+            shard_format = attrs.get("format")
+            shard_format = shard_format.item() if isinstance(shard_format, np.generic) else shard_format
+            if shard_format not in READABLE_FORMATS:
+                raise CorruptShard(
+                    f"shard format {shard_format!r} is not readable (this version reads formats "
+                    f"{', '.join(map(str, READABLE_FORMATS))}): re-index the category from its vectors"
+                )
+            arrays = {name: h5[name][()] for name in h5.keys()}
     except CorruptShard:
         raise
     except (OSError, KeyError, ValueError) as exc:
         raise CorruptShard(f"unreadable shard: {exc}") from exc
-    if len(id_bytes) != attrs["count"] or _checksum(id_bytes, codes) != attrs["checksum"]:
+    try:
+        if shard_format == 2:
+            return _decode_format_2(attrs, arrays)
+        codes, low_bits, count, step = arrays["codes"], arrays["low_bits"], int(attrs["count"]), float(attrs["step"])
+        id_arrays = {name: arrays[name] for name in ("id_packed", "id_digest", "id_index", "id_text")}
+        if _checksum(_shape_line(step, attrs["dim"], count), codes, low_bits, *id_arrays.values()) != attrs["checksum"]:
+            raise CorruptShard("shard contents do not match its checksum")
+        offsets = low_bit_offsets(codes)
+        if len(codes) != count or len(low_bits) != int(offsets[-1]):
+            raise CorruptShard("shard codes do not match their count")
+        ids = unpack_ids(id_arrays, count)
+    except KeyError as exc:
+        raise CorruptShard(f"shard lacks {exc}") from exc
+    shard = Shard(str(attrs["category"]), ids, codes, model=str(attrs["model"]), low_bits=low_bits, step=step, format=3)
+    shard.__dict__["offsets"] = offsets  # the cached property, already computed
+    return shard
+
+
+def _decode_format_2(attrs: dict, arrays: dict) -> Shard:
+    """uint8 codes round(x / step) and fixed-width ids: no quarter bits (re-ranked at the bins' centres)."""
+    id_bytes, codes = arrays["ids"], arrays["codes"]
+    if len(id_bytes) != attrs["count"] or _checksum(codes, id_bytes) != attrs["checksum"]:
         raise CorruptShard("shard contents do not match its checksum")
     ids = np.char.decode(id_bytes, "utf-8").tolist() if len(id_bytes) else []
-    return Shard(category=str(attrs["category"]), ids=ids, codes=codes, model=str(attrs["model"]))
+    step = float(attrs.get("step", QUANT_STEP))
+    return Shard(str(attrs["category"]), ids, codes, model=str(attrs["model"]), low_bits=None, step=step, format=2)
 
 
 def read_manifest(store: ObjectStore) -> tuple[dict, str | None]:
@@ -171,20 +293,34 @@ def publish(
         current = load_shard(store, manifest, category)
         if model is None:
             model = current.model if current is not None else "unspecified"
-        merged: dict[str, np.ndarray] = {}
+        merged: dict[str, np.ndarray] = {}  # id -> re-rank codes (fine_codes)
+        step, clipped, coded = None, 0, 0
         if current is not None and current.model == model:
-            merged = dict(zip(current.ids, current.codes))
+            fine = current.fine()
+            merged, step = dict(zip(current.ids, fine)), current.step
+            clipped, coded = int(np.count_nonzero(fine == FINE_MAX)), fine.size
         elif current is not None:
             log.warning("%s shard of model %s is replaced by one of model %s: re-embed its items", category, current.model, model)
         if add:
-            merged.update(zip(add, quantise(l2_normalise(np.stack(list(add.values()))))))
+            added = l2_normalise(np.stack(list(add.values())))
+            wider = choose_step(added, step, clipped_before=clipped, count_before=coded)
+            if step is not None and wider > step and merged:
+                # New values beyond the shard's clip: every item moves to the wider grid (rare: once
+                # a shard holds a model's range, its step stays).
+                log.info("%s shard: code step %.3g -> %.3g", category, step, wider)
+                kept = list(merged)
+                merged = dict(zip(kept, fine_codes(np.stack(list(merged.values())) * np.float32(step / 8), wider)))
+            step = wider
+            merged.update(zip(add, fine_codes(added, step)))
         for key in drop:
             merged.pop(key, None)
         ids = sorted(merged)
-        codes = np.stack([merged[key] for key in ids]) if ids else np.zeros((0, 0), np.uint8)
+        fine = np.stack([merged[key] for key in ids]) if ids else np.zeros((0, 0), np.uint16)
+        codes, low_bits = split_codes(fine)
+        shard = Shard(category, ids, codes, model=model, low_bits=low_bits, step=step or QUANT_STEP)
         version = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         key = f"index/{category}/{version}.h5"
-        store.put(key, encode_shard(Shard(category, ids, codes, model=model)), if_none_match=True)
+        store.put(key, encode_shard(shard), if_none_match=True)
         entry = {"key": key, "version": version, "count": len(ids), "model": model}
         manifest["shards"][category] = entry
         manifest["updated_at"] = datetime.now(timezone.utc).isoformat()

@@ -6,7 +6,21 @@ import numpy as np
 import pytest
 
 from shazzam import distance
-from shazzam.distance import QUANT_STEP, kernel_name, l1_distances, l1_distances_u8, l1_topk, l1_topk_u8, l2_normalise, quantise
+from shazzam.distance import (
+    QUANT_STEP,
+    choose_step,
+    fine_codes,
+    join_codes,
+    kernel_name,
+    l1_distances,
+    l1_distances_u8,
+    l1_topk,
+    l1_topk_u8,
+    l2_normalise,
+    quantise,
+    search_codes,
+    split_codes,
+)
 
 
 def brute_force(query: np.ndarray, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -118,6 +132,68 @@ def test_l2_normalise_single_vector():
 def test_quantise_rounds_to_steps_and_clips():
     values = np.array([[0.0, QUANT_STEP * 0.49, QUANT_STEP * 0.51, 0.1, 0.25, 0.9, -0.3]], np.float32)
     assert quantise(values).tolist() == [[0, 0, 1, 102, 255, 255, 0]]
+    assert quantise(values, step=2 * QUANT_STEP)[0, [0, 1, 2, 3, 5, 6]].tolist() == [0, 0, 0, 51, 255, 0]
+
+
+def test_fine_codes_add_the_quarter_of_the_bin():
+    s = QUANT_STEP
+    values = np.array([[0.0, 0.3 * s, 0.6 * s, 0.8 * s, 1.1 * s, 1.3 * s, 7.45 * s, 0.2001, 0.9, -0.3]], np.float32)
+    # scan code c, quarter r (of [c - 0.5, c + 0.5)): 8c + 2r - 3, the quarter's centre in eighths
+    assert fine_codes(values).tolist() == [[0, 0, 8 - 3, 8 - 1, 8 + 1, 8 + 3, 56 + 3, 8 * 204 + 1, 8 * 255 + 3, 0]]
+    assert np.all(np.abs(fine_codes(values)[0, 2:7] * s / 8 - values[0, 2:7]) <= s / 8 + 1e-9)
+    np.testing.assert_array_equal((fine_codes(values).astype(int) + 4) >> 3, quantise(values))
+
+
+def test_split_codes_round_trip():
+    rng = np.random.default_rng(0)
+    values = l2_normalise(np.maximum(rng.normal(size=(9, 19)), 0))  # half zeros, as ReLU features
+    fine = fine_codes(values)
+    codes, low_bits = split_codes(fine)
+    np.testing.assert_array_equal(codes, quantise(values))
+    # 2 bits a non-zero code, each row's in whole bytes
+    assert low_bits.ndim == 1 and len(low_bits) == sum((2 * np.count_nonzero(row) + 7) // 8 for row in codes)
+    np.testing.assert_array_equal(join_codes(codes, low_bits), fine)
+    np.testing.assert_array_equal(join_codes(codes, low_bits, rows=np.array([7, 2])), fine[[7, 2]])
+    np.testing.assert_array_equal(join_codes(codes, None), 8 * codes.astype(int))
+
+
+def test_step_widens_only_when_values_would_clip():
+    rng = np.random.default_rng(1)
+    spread = l2_normalise(np.abs(rng.normal(size=(100, 256))))  # values well under 0.25
+    assert choose_step(spread) == QUANT_STEP
+    assert choose_step(spread, current=3 * QUANT_STEP) == 3 * QUANT_STEP  # never narrower than the shard's
+    few = l2_normalise(np.abs(rng.normal(size=(2000, 8))))  # 8 dimensions: many values beyond 0.25
+    step = choose_step(few)
+    assert step > QUANT_STEP and np.mean(few > step * 255) <= 1e-5 + 1e-12
+    assert choose_step(np.zeros((0, 8))) == QUANT_STEP
+    outlier = spread.copy()
+    outlier[0, :3] = 0.3  # one item's few large values: clipped rather than coarsening every code
+    assert choose_step(outlier) == QUANT_STEP
+    # ... unless the shard already holds enough clipped values for the fraction to count
+    assert choose_step(outlier, clipped_before=10, count_before=25600) > QUANT_STEP
+
+
+@pytest.mark.parametrize("parts", [1, 2])
+def test_search_codes_reranks_the_scan_by_the_nine_bit_codes(parts):
+    rng = np.random.default_rng(11)
+    items = l2_normalise(np.abs(rng.normal(size=(700, 64))))
+    queries = l2_normalise(np.abs(rng.normal(size=(5, 64))))
+    step = choose_step(items)  # 64 dimensions: values beyond 0.25
+    codes, low_bits = split_codes(fine_codes(items, step))
+    rows, distances = search_codes(queries, codes, low_bits, step, 10, parts=parts)
+    fine = fine_codes(items, step).astype(np.int64)
+    for query, got_rows, got_distances in zip(queries, rows, distances):
+        full = np.abs(fine - fine_codes(query, step).astype(np.int64)).sum(axis=1)
+        order = np.lexsort((np.arange(700), full))[:10]
+        np.testing.assert_array_equal(got_rows, order)  # the re-rank top 10 is within the scan's top 50
+        np.testing.assert_allclose(got_distances, full[order] * step / 8, rtol=1e-6)
+        exact = np.abs(items[got_rows] - query).sum(axis=1)
+        clipped = np.maximum(items[got_rows] - 255.5 * step, 0).sum(axis=1) + max(query.max() - 255.5 * step, 0)
+        assert np.all(np.abs(got_distances - exact) <= 64 * step / 4 + clipped + 1e-6)  # s/8 each side a value
+    with pytest.raises(ValueError):
+        search_codes(queries, codes, low_bits, step, 0)
+    empty_rows, _ = search_codes(queries, codes[:0], low_bits[:0], step, 3)
+    assert empty_rows.shape == (5, 0)
 
 
 @pytest.mark.parametrize("dim", [1, 15, 16, 31, 33, 64, 100, 1280])
@@ -157,3 +233,18 @@ def test_code_topk_with_k_beyond_the_rows_and_bad_k():
     assert rows.tolist() == [[0, 1, 2]]
     with pytest.raises(ValueError):
         l1_topk_u8(np.ones((1, 8), np.uint8), codes, 0)
+
+
+@pytest.mark.parametrize("kind", ["normal", "ties", "sorted", "reversed"])
+def test_the_sampled_kth_smallest_is_exact(kind):
+    rng = np.random.default_rng(3)
+    values = {
+        "normal": rng.normal(3000, 300, 70_000).astype(np.uint32),
+        "ties": rng.integers(0, 5, 70_000).astype(np.uint32),
+        "sorted": np.arange(70_000, dtype=np.uint32),
+        "reversed": np.arange(70_000, dtype=np.uint32)[::-1].copy(),
+    }[kind]
+    for k in (1, 2, 10, 30, 100, 1000):
+        assert distance._kth_smallest(values, k) == np.sort(values)[k - 1]
+        rows = distance._topk_of(values, k)
+        np.testing.assert_array_equal(rows, np.lexsort((np.arange(len(values)), values))[:k])

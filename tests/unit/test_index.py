@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from shazzam import index
-from shazzam.distance import QUANT_STEP, l2_normalise, quantise
+from shazzam.distance import QUANT_STEP, choose_step, fine_codes, l2_normalise, quantise
 from shazzam.index import (
     MANIFEST_KEY,
     Shard,
@@ -80,13 +80,16 @@ def test_vectors_of_another_model_never_join_a_shard(store):
 
 
 def test_shard_round_trip():
-    codes = quantise(l2_normalise(np.abs(np.random.default_rng(2).normal(size=(3, DIM)))))
-    shard = Shard("top", ["b-001", "a-002", "ünïcode-003"], codes, model="garment_v9")
+    raw = np.abs(np.random.default_rng(2).normal(size=(4, DIM)))
+    ids = ["b-001", "a-002", "ünïcode-003", "0123456789abcdef0123456789abcdef01234567-004"]
+    shard = Shard.from_vectors("top", ids, raw, model="garment_v9")
     decoded = decode_shard(encode_shard(shard))
-    assert decoded.category == "top" and decoded.model == "garment_v9"
+    assert decoded.category == "top" and decoded.model == "garment_v9" and decoded.format == index.SHARD_FORMAT
     assert decoded.ids == shard.ids
-    assert all(isinstance(i, str) for i in decoded.ids)
-    np.testing.assert_array_equal(decoded.codes, codes)
+    assert all(type(i) is str for i in decoded.ids)
+    assert decoded.step == shard.step
+    np.testing.assert_array_equal(decoded.codes, shard.codes)
+    np.testing.assert_array_equal(decoded.fine(), fine_codes(l2_normalise(raw), shard.step))
     assert decoded.codes.dtype == np.uint8
 
 
@@ -106,6 +109,100 @@ def test_a_corrupt_or_truncated_shard_is_refused():
     tampered = data[:position] + bytes([data[position] ^ 1]) + data[position + 1 :]
     with pytest.raises(index.CorruptShard, match="checksum"):
         decode_shard(tampered)
+
+
+def test_detection_ids_are_packed_and_other_ids_kept_as_text():
+    detection = [f"{i:040x}-{i % 1000:03d}" for i in range(0, 5000, 7)]
+    others = ["upload-1-000", "ünïcode-003", "ABCDEF" * 7 + "-001", "0" * 40 + "-1234", ""]
+    ids = sorted(detection + others)
+    arrays = index.pack_ids(ids)
+    assert arrays["id_digest"].shape == (len(detection), 20) and arrays["id_index"].dtype == np.uint16
+    assert index.unpack_ids(arrays, len(ids)) == ids
+    with pytest.raises(ValueError, match="newline"):
+        index.pack_ids(["a\nb"])
+
+
+def test_bytes_per_item_of_a_192_dimension_shard_stay_under_256():
+    rng = np.random.default_rng(4)
+    n = 20_000
+    ids = [f"{i:040x}-000" for i in range(n)]
+    data = encode_shard(Shard.from_vectors("top", ids, np.maximum(rng.normal(size=(n, 192)), 0), model="m"))
+    # codes, quarter bits (2 a non-zero value: half of these are 0), id; the file's own overhead is small
+    assert len(data) / n <= 192 + 192 / 8 + 22 + 1
+
+
+def test_format_2_shards_are_read_and_rewritten_by_the_next_publish(store):
+    import io
+
+    import h5py
+
+    raw = {name: np.abs(np.random.default_rng(i).normal(size=256)) for i, name in enumerate(["a-000", "b-000"])}
+    codes = np.clip(np.rint(l2_normalise(np.stack(list(raw.values()))) / QUANT_STEP), 0, 255).astype(np.uint8)
+    id_bytes = np.array([name.encode() for name in raw], dtype=np.bytes_)
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as h5:  # as the previous version wrote them
+        h5.attrs.update({"format": 2, "category": "top", "model": "m", "dim": 256, "count": 2, "metric": "l1",
+                         "quantisation": "uint8", "step": QUANT_STEP, "checksum": index._checksum(codes, id_bytes)})
+        h5.create_dataset("ids", data=id_bytes)
+        h5.create_dataset("codes", data=codes)
+    store.put("index/top/00000000000000000001-old.h5", buffer.getvalue())
+    store.put(MANIFEST_KEY, json.dumps({"shards": {"top": {"key": "index/top/00000000000000000001-old.h5", "count": 2, "model": "m"}}}).encode())
+    old = ShardReader(store, manifest_ttl_s=0).shard("top")
+    assert old.format == 2 and old.ids == ["a-000", "b-000"]
+    np.testing.assert_array_equal(old.fine(), codes.astype(np.uint16) * 8)  # the centres of the bins
+    assert ShardReader(store, manifest_ttl_s=0).search("top", raw["b-000"], 1) == [("b-000", 0.0)]
+    publish(store, "top", add={"c-000": np.abs(np.random.default_rng(9).normal(size=256))}, model="m")
+    new = live_shard(store, "top")
+    assert new.format == 3 and new.ids == ["a-000", "b-000", "c-000"]
+    np.testing.assert_array_equal(new.codes[:2], codes)  # carried over at the precision they had
+
+
+def test_format_1_and_unknown_formats_are_refused_with_a_clear_error():
+    import io
+
+    import h5py
+
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as h5:
+        h5.attrs.update({"format": 1, "category": "top"})
+    with pytest.raises(index.CorruptShard, match="format 1 is not readable.*re-index"):
+        decode_shard(buffer.getvalue())
+
+
+def test_a_wider_step_regrids_the_shard(store):
+    small = {f"s{i}": np.ones(256) for i in range(3)}  # every value 1/16: inside the default clip
+    publish(store, "top", add=small)
+    assert live_shard(store, "top").step == QUANT_STEP
+    spiky = np.full(256, 0.01)
+    spiky[:4] = 1.0  # normalised values near 0.5: beyond 0.25, but too few to move the step
+    publish(store, "top", add={"x": spiky})
+    assert live_shard(store, "top").step == QUANT_STEP
+    spiky[:10] = 0.6  # now 10 of 1,024 values: the step widens
+
+    publish(store, "top", add={"x": spiky})
+    shard = live_shard(store, "top")
+    assert shard.step > QUANT_STEP and shard.step * 255.5 >= l2_normalise(spiky).max()  # no value clipped
+    results = ShardReader(store, manifest_ttl_s=0).search("top", np.ones(256), 4)
+    assert [name for name, _ in results[:3]] == ["s0", "s1", "s2"]
+    assert results[0][1] == pytest.approx(0.0, abs=256 * shard.step / 4)
+    assert results[3][0] == "x" and results[3][1] == pytest.approx(
+        np.abs(l2_normalise(spiky) - l2_normalise(np.ones(256))).sum(), abs=256 * shard.step / 4
+    )
+
+
+def test_a_shard_whose_step_or_quarter_bits_were_changed_is_refused():
+    import io
+
+    import h5py
+
+    shard = Shard.from_vectors("top", ["a", "b"], np.abs(np.random.default_rng(6).normal(size=(2, 64))), model="m")
+    for name, change in (("step", lambda h5: h5.attrs.__setitem__("step", 2 * shard.step)),
+                         ("low_bits", lambda h5: h5["low_bits"].__setitem__(0, h5["low_bits"][0] ^ 1))):
+        buffer = io.BytesIO(encode_shard(shard))
+        with h5py.File(buffer, "r+") as h5:
+            change(h5)
+        with pytest.raises(index.CorruptShard, match="checksum"):
+            decode_shard(buffer.getvalue())
 
 
 def test_a_corrupt_new_version_leaves_the_old_one_in_service(store):
@@ -143,7 +240,10 @@ def test_first_publish_creates_manifest_and_shard(store):
     assert shard_keys(store, "top") == [entry["key"]]
     shard = live_shard(store, "top")
     assert shard.ids == ["d1", "d2", "d3"]
-    np.testing.assert_array_equal(shard.codes[1], quantise(l2_normalise(add["d2"])))  # normalised, then coded
+    # normalised, then coded on the shard's step (8 dimensions: values beyond 0.25 widen it)
+    assert shard.step == choose_step(l2_normalise(np.stack(list(add.values())))) > QUANT_STEP
+    np.testing.assert_array_equal(shard.fine()[1], fine_codes(l2_normalise(add["d2"]), shard.step))
+    np.testing.assert_array_equal(shard.codes[1], quantise(l2_normalise(add["d2"]), shard.step))
 
 
 def test_second_publish_merges_and_overrides(store):
@@ -152,7 +252,7 @@ def test_second_publish_merges_and_overrides(store):
     entry = publish(store, "top", add=replacement)
     shard = live_shard(store, "top")
     assert shard.ids == ["d1", "d2", "d3"] and entry["count"] == 3
-    np.testing.assert_array_equal(shard.codes[1], quantise(l2_normalise(replacement["d2"])))
+    np.testing.assert_array_equal(shard.fine()[1], fine_codes(l2_normalise(replacement["d2"]), shard.step))
     # The first version is within its grace period, so it stays for readers that still hold it.
     assert len(shard_keys(store, "top")) == 2
 
@@ -183,17 +283,38 @@ def test_search_returns_the_exact_nearest(store):
     publish(store, "top", add=dict(zip(names[:150], raw[:150])))
     publish(store, "top", add=dict(zip(names[150:], raw[150:])))
     reader = ShardReader(store, manifest_ttl_s=0)
-    codes = quantise(l2_normalise(raw)).astype(np.int64)
+    assert reader.shard("top").step == QUANT_STEP
+    fine = fine_codes(l2_normalise(raw)).astype(np.int64)
     for _ in range(5):
         query = np.abs(rng.normal(size=dim)).astype(np.float32)
         results = reader.search("top", query * 7.5, 10)  # the query's scale does not matter
-        expected = np.abs(codes - quantise(l2_normalise(query)).astype(np.int64)).sum(axis=1)
+        # the nearest by the re-rank codes, reported as code distance x step / 8
+        expected = np.abs(fine - fine_codes(l2_normalise(query)).astype(np.int64)).sum(axis=1)
         order = np.lexsort((np.arange(300), expected))[:10]
         assert [name for name, _ in results] == [names[i] for i in order]
-        np.testing.assert_allclose([d for _, d in results], expected[order] * QUANT_STEP, rtol=1e-6)
+        np.testing.assert_allclose([d for _, d in results], expected[order] * QUANT_STEP / 8, rtol=1e-6)
         float_distances = np.abs(l2_normalise(raw) - l2_normalise(query)).sum(axis=1)[order]
         np.testing.assert_allclose([d for _, d in results], float_distances, atol=dim * QUANT_STEP / 2)
     assert reader.search("unknown", np.ones(dim), 3) == []
+
+
+def test_search_matches_exact_float_l1_on_clustered_embeddings(store):
+    """Recall against exact float32 L1, through publish and the reader, on garment-like data."""
+    from shazzam.bench_search import exact_float_topk, garment_like_embeddings
+
+    rng = np.random.default_rng(5)
+    vectors = garment_like_embeddings(4000 + 20, rng, 128)
+    items, queries = vectors[:4000], vectors[4000:]
+    names = [f"{i:040x}-000" for i in range(4000)]  # sorted, so rows keep their order
+    publish(store, "top", add=dict(zip(names, items)))
+    results = ShardReader(store, manifest_ttl_s=0).search_many("top", queries, 10)
+    truth = exact_float_topk(items, queries)
+    found = [[int(name[:40], 16) for name, _ in result] for result in results]
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)]) >= 0.98
+    for result, query in zip(results, queries):  # reported distances: L1 within rounding
+        rows = [int(name[:40], 16) for name, _ in result]
+        exact = np.abs(items[rows] - query).sum(axis=1)
+        np.testing.assert_allclose([d for _, d in result], exact, atol=0.01)
 
 
 def test_reader_follows_a_new_manifest(store):
