@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/data
 
-.PHONY: dev demo serve test unit integration e2e model finetune compare-models evaluate bench-search clean layers synth infra-tests cold-start deploy
+.PHONY: dev demo serve test unit integration e2e model finetune compare-models evaluate eval vgg16-baseline bench-search clean layers synth infra-tests cold-start deploy
 
 $(BIN)/.installed: pyproject.toml setup.py layers/shazzam/_l1kernel.c
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,11 @@ demo: dev  ## the whole pipeline on the bundled sample shop, a search, then the 
 serve: dev  ## the API on 127.0.0.1:8000 with the schedules running
 	$(BIN)/shazzam serve
 
-test: dev  ## every test: unit, integration (MariaDB, moto), end to end
+# The CDK CLI from npm (package-lock.json) for the `cdk synth` test, installed wherever npm is;
+# without it that test skips (fails in CI, where npm is part of the contract).
+NPM_SETUP := $(if $(shell command -v npm 2>/dev/null),node_modules/.installed)
+
+test: dev $(NPM_SETUP)  ## every test: unit, integration (MariaDB, moto), end to end, browser, CDK (synth with the CLI too)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 unit: dev
@@ -46,17 +50,23 @@ model: $(VENV)-train/.installed  ## rebuild layers/models/garment_v0.tflite (tor
 finetune: $(VENV)-train/.installed  ## train and export layers/models/garment_v1.* (about 30 minutes on 2 cores)
 	$(VENV)-train/bin/python training/finetune.py --data $(DATA)/clothing-dataset-small --out layers/models --epochs 14 --seed 20241128 --aug-views 2
 
-compare-models: dev  ## garment_v0 and garment_v1 side by side: precision@10, accuracy, ms per image, size
-	$(BIN)/python training/compare_models.py layers/models/garment_v0.json layers/models/garment_v1.json --data $(DATA)/clothing-dataset-small
+VGG16_BASELINE ?= build/vgg16_fc7.tflite
 
-evaluate: dev  ## retrieval precision@10 and classifier accuracy of the committed model
-	$(BIN)/python training/evaluate.py --data $(DATA)/clothing-dataset-small
+$(VGG16_BASELINE): training/export_vgg16_baseline.py | $(VENV)-train/.installed
+	$(VENV)-train/bin/python training/export_vgg16_baseline.py --out $@
+
+vgg16-baseline: $(VGG16_BASELINE)  ## the VGG16 fc7 .tflite (random weights, ~540 MB, ignored by git) that `shazzam eval` times against
+
+eval: dev $(VGG16_BASELINE)  ## the serving model vs garment_v0 on the test split: retrieval, classifier, robustness, speed, size vs the targets (EVAL_ARGS=--json ...)
+	$(BIN)/shazzam eval --data $(DATA)/clothing-dataset-small --vgg16 $(VGG16_BASELINE) --out build/eval $(EVAL_ARGS)
+
+evaluate compare-models: eval  ## the same as `make eval` (the scripts behind these targets are now `shazzam eval`)
 
 bench-search: dev  ## exact L1 search: ours vs the original's method vs FAISS (10k, 100k, 1M items)
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/shazzam bench search $(BENCH_ARGS)
 
-layers: dev  ## build the Lambda layers' folders in build/layers (deps as manylinux wheels for Python 3.12) and print their sizes
+layers: dev  ## build the Lambda layers in build/layers (library + C kernel, deps from cdk/requirements-lambda.txt for Python 3.12, models) and print their sizes; LAYERS_ARGS=--lock refreshes the lock
 	$(BIN)/python cdk/build_layers.py $(LAYERS_ARGS)
 
 node_modules/.installed: package.json package-lock.json
@@ -67,7 +77,7 @@ synth: layers node_modules/.installed  ## `cdk synth` offline into cdk.out (with
 	npx cdk synth --quiet
 	$(BIN)/cfn-lint --ignore-checks W3005 -- cdk.out/Shazzam.template.json
 
-infra-tests: dev  ## the template, cdk-nag and cfn-lint tests (tests/infrastructure)
+infra-tests: dev $(NPM_SETUP)  ## the template, cdk-nag and cfn-lint tests, and `cdk synth` with the CLI (tests/infrastructure)
 	$(BIN)/python -m pytest -q tests/infrastructure
 
 cold-start: layers  ## each handler's cold import and the search function's first request, from the built layers

@@ -6,8 +6,9 @@ Every figure comes from a fresh interpreter (nothing cached in memory) that sees
 would: the function's folder, the three built layers (cdk/build_layers.py) and boto3 (which the
 runtime provides). The interpreter should be a CPython 3.12, the deps layer's version.
   - every function: the wall time of `import handler` (and, from `-X importtime`, the packages it spends it in);
-  - search, further: opening the database, loading the model, embedding a photo, and loading and
-    searching a shard of --items vectors, the work of its first request. Target: <= 2 s in all.
+  - search, further: opening the database, loading the models (garment embedder and detector),
+    detecting the garments of a photo, embedding it, and loading and searching a shard of --items
+    vectors, the work of its first request. Target: <= 2 s in all.
 Figures are from this machine; Lambda's CPU share grows with memory (search has 1536 MB, ~1 vCPU).
 """
 
@@ -40,13 +41,18 @@ from shazzam.images import load_image
 app = app_module.current()  # SQLite here (the cloud opens MySQL through the proxy)
 marks["open database"] = time.perf_counter() - started - sum(marks.values())
 model = app.garment_model
-marks["load model"] = time.perf_counter() - started - sum(marks.values())
-prediction = model.predict(load_image(open(sys.argv[1], "rb").read()))
+detector = app.detector
+marks["load models"] = time.perf_counter() - started - sum(marks.values())
+photo = load_image(open(sys.argv[1], "rb").read())
+detections = detector.detect(photo)
+marks["detect garments"] = time.perf_counter() - started - sum(marks.values())
+prediction = model.predict(photo)
 marks["embed photo"] = time.perf_counter() - started - sum(marks.values())
 results = app.shards.search("dress", prediction.embedding, k=10, model=model.name)
 marks["load shard + search"] = time.perf_counter() - started - sum(marks.values())
 assert len(results) == 10
-print(json.dumps(marks))
+from shazzam import distance
+print(json.dumps({"marks": marks, "kernel": distance.kernel_name(), "detector": detector.name, "garments": len(detections)}))
 """
 
 MAKE_SHARD = r"""
@@ -107,13 +113,14 @@ def import_time(python: str, name: str, environment: dict) -> tuple[float, list[
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--python", default=shutil.which("python3.12") or "python3.12", help="a CPython 3.12")
+    parser.add_argument("--python", default=None, help="a CPython 3.12 (default: the one build_layers.py finds)")
     parser.add_argument("--layers", type=Path, default=ROOT / "build" / "layers")
     parser.add_argument("--items", type=int, default=20000, help="vectors in the measured search shard")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT / "cdk"))
     import build_layers
 
+    args.python = args.python or build_layers.find_python312() or "python3.12"
     # The interpreter itself, not a launcher (pyenv's shims need an environment Lambda's lacks).
     args.python = subprocess.run(
         [args.python, "-c", "import sys; print(sys.executable)"], capture_output=True, text=True, check=True
@@ -140,8 +147,12 @@ def main(argv: list[str] | None = None) -> int:
             cwd=ROOT / "functions" / "search", env=environment, capture_output=True, text=True, check=True,
         )  # fmt: skip
         total = time.perf_counter() - started
-        marks = json.loads(process.stdout.strip().splitlines()[-1])
-        print(f"\nsearch cold start, first request ({args.items} vectors in the shard):")
+        answer = json.loads(process.stdout.strip().splitlines()[-1])
+        marks = answer["marks"]
+        print(
+            f"\nsearch cold start, first request ({args.items} vectors in the shard, detector {answer['detector']} "
+            f"({answer['garments']} found), L1 kernel {answer['kernel']}):"
+        )
         for mark, seconds in marks.items():
             print(f"  {mark:22s} {seconds:5.2f} s")
         print(

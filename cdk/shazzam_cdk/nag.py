@@ -93,6 +93,7 @@ def suppress_accepted_findings(stack: Stack) -> None:
         ],
         apply_to_children=True,
     )
+    suppress_site_findings(stack)
     # Singletons CDK adds on its own: S3 notification wiring and log-retention setting.
     for child in stack.node.children:
         if child.node.id.startswith(("BucketNotificationsHandler", "LogRetention")):
@@ -109,6 +110,73 @@ def suppress_accepted_findings(stack: Stack) -> None:
                         id="AwsSolutions-IAM5",
                         reason="CDK's log-retention handler sets retention on log groups whose names it learns at deploy time.",
                         applies_to=["Resource::*"],
+                    ),
+                ],
+                apply_to_children=True,
+            )
+
+
+def suppress_site_findings(stack: Stack) -> None:
+    """The static page (shazzam_cdk.site): CloudFront in front of a private bucket, and CDK's
+    BucketDeployment handler that copies web/ into it at deploy time."""
+    site = stack.site
+    NagSuppressions.add_resource_suppressions(
+        site.distribution,
+        [
+            NagPackSuppression(
+                id="AwsSolutions-CFR1",
+                reason="No geo restriction: the page is a public storefront search meant for shoppers anywhere; "
+                "nothing it serves is subject to regional restrictions.",
+            ),
+            NagPackSuppression(
+                id="AwsSolutions-CFR2",
+                reason="No WAF on the page: it serves three static files (GET/HEAD only, cached, no server logic); "
+                "the API it calls is throttled at its stage and validates every request itself.",
+            ),
+            *(
+                []
+                if site.custom_domain
+                else [
+                    NagPackSuppression(
+                        id="AwsSolutions-CFR4",
+                        reason="The default *.cloudfront.net certificate cannot be held to a minimum TLS version; "
+                        "with context siteDomain + siteCertificateArn the distribution requires TLS 1.2 (2021 policy).",
+                    )
+                ]
+            ),
+        ],
+    )
+    for child in stack.node.children:
+        if child.node.id.startswith("Custom::CDKBucketDeployment"):
+            NagSuppressions.add_resource_suppressions(
+                child,
+                [
+                    NagPackSuppression(
+                        id="AwsSolutions-IAM4",
+                        reason="CDK's BucketDeployment handler (runs at deploy time only): AWSLambdaBasicExecutionRole "
+                        "only lets it write its own logs.",
+                        applies_to=["Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"],
+                    ),
+                    NagPackSuppression(
+                        id="AwsSolutions-IAM5",
+                        reason="CDK's BucketDeployment grants: read the CDK asset bucket's objects, write/prune the page "
+                        "bucket's objects (only that bucket), and create CloudFront invalidations, an action that takes "
+                        "no resource scope.",
+                        applies_to=[
+                            "Action::s3:GetBucket*",
+                            "Action::s3:GetObject*",
+                            "Action::s3:List*",
+                            "Action::s3:Abort*",
+                            "Action::s3:DeleteObject*",
+                            "Resource::arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-<AWS::Region>/*",
+                            {"regex": "/^Resource::<SiteFiles[0-9A-F]+\\.Arn>\\/\\*$/g"},
+                            "Resource::*",
+                        ],
+                    ),
+                    NagPackSuppression(
+                        id="AwsSolutions-L1",
+                        reason="The runtime of CDK's own BucketDeployment handler is chosen by aws-cdk-lib (updated with "
+                        "it); it runs only during deploys and never sees a request.",
                     ),
                 ],
                 apply_to_children=True,

@@ -37,6 +37,10 @@ class Settings:
     cors_origins: tuple = ("*",)
     search_p99_ms: int = 2000  # the API latency alarm's threshold
     alarm_email: str | None = None
+    # The page under a domain of one's own: its name and an ACM certificate for it in us-east-1
+    # (both or neither); without them it is served at the distribution's *.cloudfront.net name.
+    site_domain: str | None = None
+    site_certificate_arn: str | None = None
 
     @classmethod
     def from_context(cls, node: Node) -> "Settings":
@@ -67,4 +71,6 @@ class Settings:
             cors_origins=tuple(get("corsOrigins", list(defaults.cors_origins))),
             search_p99_ms=int(get("searchP99Ms", defaults.search_p99_ms)),
             alarm_email=get("alarmEmail", None),
+            site_domain=get("siteDomain", None),
+            site_certificate_arn=get("siteCertificateArn", None),
         )

@@ -22,6 +22,7 @@ from .database import CatalogueDatabase, Network
 from .functions import ASYNC_RETRIES, MAX_EVENT_AGE, ROOT, Layers, ShazzamFunction
 from .nag import suppress_accepted_findings
 from .settings import Settings
+from .site import WebSite
 from .storage import CatalogueBucket
 
 
@@ -56,6 +57,19 @@ class ShazzamStack(Stack):
             self.functions[wired.name] = self._function(wired)
         self.api = self._api()
         self.migration = self._migration()
+        self.site = WebSite(
+            self,
+            "Site",
+            web_dir=ROOT / "web",
+            api_url=self.api.url,
+            api_origin=self.api.api.api_endpoint,
+            upload_bucket=self.storage.bucket,
+            access_logs=self.storage.access_logs,
+            retain_logs=settings.retain_data,
+            domain_name=settings.site_domain,
+            certificate_arn=settings.site_certificate_arn,
+        )
+        CfnOutput(self, "SiteUrl", value=self.site.url, description="The web page (CloudFront)")
         CfnOutput(self, "ApiUrl", value=self.api.url)
         CfnOutput(self, "BucketName", value=self.storage.bucket.bucket_name)
         CfnOutput(self, "AlarmTopic", value=self.alarm_topic.topic_arn)

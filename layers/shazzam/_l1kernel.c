@@ -9,6 +9,11 @@
  * vectorises. The GIL is released, so parts of a shard can be searched from several threads.
  */
 #define PY_SSIZE_T_CLEAN
+/* The stable ABI of Python 3.11 (the buffer protocol joined it then): one build, named
+ * _l1kernel.abi3.so, loads on 3.11, 3.12 (Lambda's runtime) and later. */
+#ifndef Py_LIMITED_API
+#define Py_LIMITED_API 0x030B0000
+#endif
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
