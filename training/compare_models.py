@@ -12,6 +12,10 @@ For each manifest (loaded with `shazzam.vision.GarmentModel.from_manifest`, sha2
 - ms per image on one thread (TFLite Interpreter num_threads=1, median of `--timing-images`
   invocations after a warm-up; preprocessing excluded), and the file size.
 Embeddings are cached like training/evaluate.py does (keyed by the model's sha256).
+
+`shazzam eval` (`make eval`; `make compare-models` runs it too) measures all of this and more
+(precision@1/5/10, mAP@10, robustness, VGG16 speed ratio, the issue's targets) for a model and
+its baseline in one run; this script stays for side-by-side tables of any number of manifests.
 """
 
 from __future__ import annotations

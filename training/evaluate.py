@@ -14,7 +14,12 @@ keyed by the model's sha256 and the file list. Figures:
 - accuracy of the model's classifier head on test (and validation).
 
 `evaluate(data_dir, model)` is the importable core; `precision_at_k` is shared with
-`training/export_embedder.py` so both report the same metric.
+`training/export_embedder.py` and `training/finetune.py` so they report the same metric.
+
+`shazzam eval` (`shazzam.evaluation`) supersedes this script's command line: it measures on the
+index's uint8 codes, adds precision@1/5, mAP@10, the confusion matrix, the re-photographed
+robustness figure, speed against VGG16 and the issue's targets, baseline beside the model.
+`list_split` and `SPLITS` come from there, so training and evaluation list the same files.
 """
 
 from __future__ import annotations
@@ -31,21 +36,9 @@ import numpy as np
 import shazzam.images
 from shazzam.distance import l1_topk, l2_normalise
 
-SPLITS = ("train", "validation", "test")
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
+from shazzam.evaluation import IMAGE_SUFFIXES, SPLITS, list_split  # noqa: F401 (imported by the training scripts)
+
 K = 10
-
-
-def list_split(data_dir: str | Path, split: str) -> list[tuple[Path, str]]:
-    """(path, label) for every image of one split, sorted; the label is the class folder's name."""
-    root = Path(data_dir) / split
-    if not root.is_dir():
-        raise FileNotFoundError(f"no {split} split under {data_dir}")
-    return [
-        (path, path.parent.name)
-        for path in sorted(root.glob("*/*"))
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
-    ]
 
 
 def precision_at_k(

@@ -1,0 +1,340 @@
+"""`shazzam eval`: the metric functions against hand-computed answers, the re-photograph transform,
+the refusals (test images in the gallery, a model unlike its manifest), and the whole core on a
+handful of real images from ../shared/data."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shazzam import cli, evaluation
+from shazzam.evaluation import (
+    EvaluationError,
+    Item,
+    average_precision_at_k,
+    check_disjoint,
+    confusion_matrix,
+    mean_average_precision_at_k,
+    precision_at_k,
+    recall_at_k,
+    retrieval_figures,
+    verify_manifest,
+)
+from shazzam.rephotograph import perspective_coefficients, phone_photo, rephotograph, rephotograph_jpeg
+
+MODELS = Path(__file__).resolve().parents[2] / "layers" / "models"
+
+
+# --- metrics, by hand ---
+
+
+def test_precision_at_k_by_hand():
+    relevant = np.array([[1, 0, 1, 1], [0, 0, 0, 1]], dtype=bool)
+    assert precision_at_k(relevant, 1) == pytest.approx((1 + 0) / 2)
+    assert precision_at_k(relevant, 2) == pytest.approx((0.5 + 0) / 2)
+    assert precision_at_k(relevant, 4) == pytest.approx((0.75 + 0.25) / 2)
+    with pytest.raises(ValueError):
+        precision_at_k(relevant, 5)
+
+
+def test_average_precision_at_10_by_hand():
+    first_and_third = np.zeros((1, 10), bool)
+    first_and_third[0, [0, 2]] = True
+    # precision@1 = 1 at the first hit, precision@3 = 2/3 at the second: (1 + 2/3) / min(10, R)
+    assert average_precision_at_k(first_and_third, 2, 10)[0] == pytest.approx((1 + 2 / 3) / 2)
+    assert average_precision_at_k(first_and_third, 50, 10)[0] == pytest.approx((1 + 2 / 3) / 10)
+    perfect = np.ones((1, 10), bool)
+    assert average_precision_at_k(perfect, 300, 10)[0] == pytest.approx(1.0)
+    last_only = np.zeros((1, 10), bool)
+    last_only[0, 9] = True
+    assert average_precision_at_k(last_only, 100, 10)[0] == pytest.approx(0.1 / 10)
+    nothing = np.zeros((1, 10), bool)
+    assert average_precision_at_k(nothing, 0, 10)[0] == 0.0
+    both = np.concatenate([first_and_third, perfect])
+    assert mean_average_precision_at_k(both, np.array([2, 300]), 10) == pytest.approx(((1 + 2 / 3) / 2 + 1) / 2)
+
+
+def test_a_miss_ranked_higher_costs_more():
+    early_miss = np.ones((1, 10), bool)
+    early_miss[0, 0] = False
+    late_miss = np.ones((1, 10), bool)
+    late_miss[0, 9] = False
+    assert precision_at_k(early_miss, 10) == precision_at_k(late_miss, 10) == pytest.approx(0.9)
+    assert average_precision_at_k(early_miss, 100)[0] < average_precision_at_k(late_miss, 100)[0]
+    assert average_precision_at_k(late_miss, 100)[0] == pytest.approx(0.9)
+    # 2/2 + 3/3 + ... + 10/10 minus what the early miss costs: sum_{i=2..10} (i-1)/i over 10
+    assert average_precision_at_k(early_miss, 100)[0] == pytest.approx(sum((i - 1) / i for i in range(2, 11)) / 10)
+
+
+def test_recall_at_k_by_hand():
+    found = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 0], [0, 0, 1]], dtype=bool)
+    assert recall_at_k(found, 1) == pytest.approx(1 / 4)
+    assert recall_at_k(found, 2) == pytest.approx(2 / 4)
+    assert recall_at_k(found, 3) == pytest.approx(3 / 4)
+
+
+def test_confusion_matrix_by_hand():
+    matrix = confusion_matrix(["a", "a", "b", "c", "c"], ["a", "b", "b", "a", "c"], ["a", "b", "c"])
+    assert matrix.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 1]]
+    with pytest.raises(ValueError, match="'z'"):
+        confusion_matrix(["a"], ["z"], ["a", "b"])
+
+
+def test_nearest_is_the_index_search():
+    from shazzam.distance import l1_topk_u8, l2_normalise, quantise
+    from shazzam.index import Shard
+
+    rng = np.random.default_rng(0)
+    gallery = rng.uniform(0, 1, size=(50, 24)).astype(np.float32)
+    queries = rng.uniform(0, 1, size=(5, 24)).astype(np.float32)
+    if evaluation.GalleryIndex.uses_shard():
+        expected, _ = Shard.from_vectors("g", [str(i) for i in range(50)], gallery).search_rows(queries, 10)
+    else:
+        expected, _ = l1_topk_u8(quantise(l2_normalise(queries)), quantise(l2_normalise(gallery)), 10)
+    assert evaluation.nearest(queries, gallery, 10).tolist() == np.asarray(expected).tolist()
+    # The codes keep the exact L1 order of the normalised vectors at the top, on data this spread out.
+    exact = np.abs(l2_normalise(queries)[:, None, :] - l2_normalise(gallery)[None]).sum(axis=2)
+    assert evaluation.nearest(queries, gallery, 1)[:, 0].tolist() == np.argmin(exact, axis=1).tolist()
+    index = evaluation.GalleryIndex(gallery)
+    assert index.codes.dtype == np.uint8 and index.codes.shape == gallery.shape
+    assert index.bytes_per_vector >= 24
+
+
+def test_retrieval_figures_by_hand():
+    # Three prototypes; the query is nearest to b, then to the first a, then to the second a.
+    ones = np.ones(32, np.float32)
+    a1, b, a2 = ones.copy(), ones.copy(), ones.copy()
+    b[:16] *= 2
+    a2[16:] *= 2
+    query = ones.copy()
+    query[:16] *= 1.8
+    assert evaluation.nearest(query[None], np.stack([a1, b, a2]), 3).tolist() == [[1, 0, 2]]
+    # Four copies of each: the 10 nearest are the 4 b's, then the 4 first a's, then 2 second a's.
+    gallery = np.tile(np.stack([a1, b, a2]), (4, 1))
+    labels = np.array(["a", "b", "a"] * 4)
+    figures = retrieval_figures(query[None], np.array(["a"]), gallery, labels)
+    assert set(figures) == {"precision_at_1", "precision_at_5", "precision_at_10", "map_at_10"}
+    assert figures["precision_at_1"] == 0.0
+    assert figures["precision_at_5"] == pytest.approx(1 / 5)
+    assert figures["precision_at_10"] == pytest.approx(6 / 10)
+    # hits at ranks 5..10, R = 8 a's in the gallery: (1/5 + 2/6 + 3/7 + 4/8 + 5/9 + 6/10) / min(10, 8)
+    assert figures["map_at_10"] == pytest.approx((1 / 5 + 2 / 6 + 3 / 7 + 4 / 8 + 5 / 9 + 6 / 10) / 8)
+
+
+def test_targets_and_their_flags():
+    figures = {"precision_at_10": 0.95, "map_at_10": 0.9, "ms_per_image_1_thread": 12.5, "bytes_per_vector": 256}
+    flags = {row["figure"]: row["met"] for row in evaluation.targets_report(figures)}
+    assert flags["precision_at_10"] is True
+    assert flags["map_at_10"] is False
+    assert flags["ms_per_image_1_thread"] is False
+    assert flags["bytes_per_vector"] is True
+    assert flags["rephotographed_recall_at_1"] is None  # not measured
+
+
+# --- the re-photograph transform ---
+
+
+def _garment_picture(seed: int = 0, size=(300, 400)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    pixels = np.full((size[1], size[0], 3), 240, np.uint8)
+    pixels[60:340, 70:230] = rng.integers(0, 255, size=3)  # a "garment"
+    pixels[100:140, 90:210] = rng.integers(0, 255, size=3)  # a stripe
+    return Image.fromarray(pixels)
+
+
+def test_rephotograph_is_deterministic_for_a_seed_and_changes_the_image():
+    picture = _garment_picture()
+    first = rephotograph_jpeg(picture, np.random.default_rng([1, 2]))
+    again = rephotograph_jpeg(picture, np.random.default_rng([1, 2]))
+    other = rephotograph_jpeg(picture, np.random.default_rng([1, 3]))
+    assert first == again
+    assert first != other
+    assert first[:3] == b"\xff\xd8\xff"  # a JPEG, as a phone sends
+    decoded = rephotograph(picture, np.random.default_rng([1, 2]))
+    assert decoded.mode == "RGB" and 320 <= max(decoded.size) <= 800
+    resized = np.asarray(decoded.resize(picture.size), np.float32)
+    assert np.abs(resized - np.asarray(picture, np.float32)).mean() > 10  # really changed
+
+
+def test_phone_photo_is_deterministic_for_a_seed():
+    picture = _garment_picture(1)
+    a = np.asarray(phone_photo(picture, np.random.default_rng(5)))
+    b = np.asarray(phone_photo(picture, np.random.default_rng(5)))
+    assert a.shape == (224, 224, 3) and (a == b).all()
+
+
+def test_training_augment_module_is_the_library_transform():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "training" / "augment.py"
+    spec = importlib.util.spec_from_file_location("training_augment", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.phone_photo is phone_photo
+    assert callable(module.random_resized_crop) and callable(module.colour_jitter)
+
+
+def test_perspective_coefficients_map_the_corners():
+    source = [(0, 0), (100, 0), (100, 80), (0, 80)]
+    target = [(5, -3), (97, 4), (103, 77), (-2, 83)]
+    a, b, c, d, e, f, g, h = perspective_coefficients(source, target)
+    for (sx, sy), (tx, ty) in zip(source, target):
+        w = g * tx + h * ty + 1
+        assert (a * tx + b * ty + c) / w == pytest.approx(sx, abs=1e-6)
+        assert (d * tx + e * ty + f) / w == pytest.approx(sy, abs=1e-6)
+
+
+# --- refusals ---
+
+
+def _tiny_dataset(root: Path, duplicate: bool = False) -> Path:
+    """Two classes, two images per split and class; duplicate=True copies a train image into test."""
+    for s, split in enumerate(evaluation.SPLITS):
+        for c, name in enumerate(("dress", "hat")):
+            (root / split / name).mkdir(parents=True)
+            for n in range(2):
+                _garment_picture(100 * s + 10 * c + n).save(root / split / name / f"{n}.jpg")
+    if duplicate:
+        shutil.copyfile(root / "train" / "hat" / "1.jpg", root / "test" / "hat" / "copy.jpg")
+    return root
+
+
+def test_a_test_image_in_the_gallery_is_refused(tmp_path):
+    data = _tiny_dataset(tmp_path / "data", duplicate=True)
+    dataset = evaluation.load_dataset(data)
+    gallery = dataset["train"] + dataset["validation"]
+    with pytest.raises(EvaluationError, match="1 test image.*also in the gallery.*copy.jpg"):
+        check_disjoint(dataset["test"], gallery)
+    with pytest.raises(EvaluationError, match="also in the gallery"):
+        evaluation.run_evaluation(data, MODELS / "garment_v1.json", robustness=0, cache_dir=None)
+    clean = _tiny_dataset(tmp_path / "clean")
+    clean_set = evaluation.load_dataset(clean)
+    check_disjoint(clean_set["test"], clean_set["train"] + clean_set["validation"])
+
+
+def test_check_disjoint_goes_by_content_not_name(tmp_path):
+    a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    a.write_bytes(b"same bytes")
+    b.write_bytes(b"same bytes")
+    digest = hashlib.sha256(b"same bytes").hexdigest()
+    with pytest.raises(EvaluationError):
+        check_disjoint([Item(a, "hat", digest)], [Item(b, "dress", digest)])
+    check_disjoint([Item(a, "hat", digest)], [Item(b, "hat", "0" * 64)])
+
+
+def _manifest(tmp_path: Path, sha256: str) -> Path:
+    (tmp_path / "fake.tflite").write_bytes(b"not the model the manifest describes")
+    manifest = json.loads((MODELS / "garment_v1.json").read_text())
+    manifest.update({"name": "fake", "file": "fake.tflite", "sha256": sha256})
+    path = tmp_path / "fake.json"
+    path.write_text(json.dumps(manifest))
+    return path
+
+
+def test_a_model_file_unlike_its_manifest_is_refused(tmp_path, capsys):
+    path = _manifest(tmp_path, "0" * 64)
+    with pytest.raises(EvaluationError, match="does not match its manifest"):
+        verify_manifest(path)
+    data = _tiny_dataset(tmp_path / "data")
+    with pytest.raises(EvaluationError, match="does not match its manifest"):
+        evaluation.run_evaluation(data, path, robustness=0)
+    # The command says so and exits 2, for the evaluated model and for the baseline alike.
+    assert cli.main(["--data-dir", str(tmp_path / "dd"), "eval", "--data", str(data), "--model", str(path)]) == 2
+    assert "does not match its manifest" in capsys.readouterr().err
+    assert cli.main(["--data-dir", str(tmp_path / "dd"), "eval", "--data", str(data), "--baseline", str(path)]) == 2
+    assert "does not match its manifest" in capsys.readouterr().err
+
+
+def test_a_manifest_without_a_checksum_or_file_is_refused(tmp_path):
+    path = _manifest(tmp_path, "")
+    with pytest.raises(EvaluationError, match="no model file and sha256"):
+        verify_manifest(path)
+    with pytest.raises(EvaluationError, match="no model manifest"):
+        verify_manifest(tmp_path / "absent.json")
+    missing = json.loads(path.read_text())
+    missing.update({"file": "absent.tflite", "sha256": "0" * 64})
+    path.write_text(json.dumps(missing))
+    with pytest.raises(EvaluationError, match="no model file at"):
+        verify_manifest(path)
+
+
+def test_the_committed_models_match_their_manifests():
+    for name in ("garment_v0", "garment_v1"):
+        assert verify_manifest(MODELS / f"{name}.json")["name"] == name
+
+
+def test_missing_split_is_a_clear_error(tmp_path):
+    (tmp_path / "train" / "hat").mkdir(parents=True)
+    with pytest.raises(EvaluationError, match="no train split|holds no images"):
+        evaluation.load_dataset(tmp_path)
+
+
+# --- the whole core on a handful of real images ---
+
+
+@pytest.fixture
+def handful(shared_data, tmp_path) -> Path:
+    """Three train, one validation and one test image of every class, linked from the shared data."""
+    source = shared_data / "clothing-dataset-small"
+    per_split = {"train": 3, "validation": 1, "test": 1}
+    for split, count in per_split.items():
+        for class_dir in sorted((source / split).iterdir()):
+            target = tmp_path / "handful" / split / class_dir.name
+            target.mkdir(parents=True)
+            for image in sorted(class_dir.glob("*.jpg"))[:count]:
+                (target / image.name).symlink_to(image)
+    return tmp_path / "handful"
+
+
+@pytest.mark.shared_data
+def test_the_eval_core_on_a_handful_of_real_images(handful, tmp_path):
+    cache = tmp_path / "cache"
+    report = evaluation.run_evaluation(
+        handful, MODELS / "garment_v1.json", MODELS / "garment_v0.json", robustness=6, seed=3,
+        cache_dir=cache, vgg16=tmp_path / "no-vgg16.tflite", timing_images=2, out_dir=tmp_path / "out",
+    )
+    assert report["data"]["images"] == {"train": 30, "validation": 10, "test": 10}
+    assert report["data"]["gallery_size"] == 40
+    for role, name, dim in (("model", "garment_v1", 256), ("baseline", "garment_v0", 1280)):
+        figures = report[role]
+        assert figures["model"] == name and figures["embedding_dim"] == dim
+        assert dim <= figures["bytes_per_vector"] <= dim * 1.25  # the codes, and any re-rank bits
+        for key in ("precision_at_1", "precision_at_5", "precision_at_10", "map_at_10", "classifier_accuracy_test",
+                    "rephotographed_recall_at_1", "rephotographed_recall_at_10"):
+            assert 0.0 <= figures[key] <= 1.0, (role, key)
+        assert figures["rephotographed_recall_at_1"] <= figures["rephotographed_recall_at_10"]
+        assert figures["rephotographed_queries"] == 6
+        assert figures["ms_per_image_1_thread"] > 0
+        confusion = np.array(figures["confusion_test"]["rows_true_columns_predicted"])
+        assert confusion.sum() == 10 and confusion.trace() / 10 == pytest.approx(figures["classifier_accuracy_test"])
+        assert {row["figure"] for row in figures["targets"]} == {t.key for t in evaluation.TARGETS}
+    # Far from chance (0.1 per class here) even on ten queries, for the fine-tuned model.
+    assert report["model"]["precision_at_1"] >= 0.5
+    assert report["vgg16_fc7"]["measured"] is False
+    text = evaluation.format_report(report)
+    assert "VGG16 fc7 ratio not measured" in text and "make vgg16-baseline" in text
+    assert "precision@10" in text and "confusion matrix, garment_v1" in text
+    json.dumps(report)  # the --json form
+    try:
+        import matplotlib  # noqa: F401
+        import sklearn  # noqa: F401
+    except ImportError:
+        assert "tsne_skipped" in report
+    else:
+        png = Path(report["tsne"]["garment_v1"])
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The rerun reads the embeddings from the cache: same figures.
+    cached = sorted(p.name for p in cache.iterdir())
+    assert len(cached) == 4  # the data set and the re-photographed queries, for each model
+    again = evaluation.run_evaluation(handful, MODELS / "garment_v1.json", None, robustness=6, seed=3,
+                                      cache_dir=cache, vgg16=None, timing_images=1, out_dir=None)
+    assert sorted(p.name for p in cache.iterdir()) == cached
+    for key in ("precision_at_10", "map_at_10", "rephotographed_recall_at_1", "classifier_accuracy_test"):
+        assert again["model"][key] == report["model"][key]
+    assert "baseline" not in again
