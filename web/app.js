@@ -155,9 +155,15 @@ function price(item) {
   }
 }
 
+function garmentName(garment) {
+  // A garment the catalogue has no category for (a bag, glasses, a belt) is named by what the detector saw.
+  return garment.category || garment.label || "garment";
+}
+
 function garmentLabel(garment, index) {
+  if (garment.searchable === false) return `${index + 1}. ${garmentName(garment)} (not sold here yet)`;
   const how = garment.category_source === "request" ? "as you chose" : `${Math.round(garment.confidence * 100)}% sure`;
-  return `${index + 1}. ${garment.category} (${how})`;
+  return `${index + 1}. ${garmentName(garment)} (${how})`;
 }
 
 function render() {
@@ -181,7 +187,7 @@ function render() {
     outline.style.width = `${(100 * (right - left)) / width}%`;
     outline.style.height = `${(100 * (bottom - top)) / height}%`;
     outline.setAttribute("aria-label", garmentLabel(garment, index));
-    outline.dataset.label = `${index + 1} ${garment.category}`;
+    outline.dataset.label = `${index + 1} ${garmentName(garment)}`;
     outline.addEventListener("click", () => choose(index));
     boxes.append(outline);
 
@@ -219,7 +225,9 @@ function choose(index, focus = false) {
   const n = garment.results.length;
   $("summary").textContent = n
     ? `${n} similar ${garment.category} item${n === 1 ? "" : "s"} · searched in ${Math.round(state.answer.took_ms)} ms`
-    : "Nothing matches in this category with these filters. Widen the price range or pick another shop.";
+    : garment.searchable === false
+      ? `The catalogue sells no ${garmentName(garment)} yet. Pick another garment.`
+      : "Nothing matches in this category with these filters. Widen the price range or pick another shop.";
   $("items").replaceChildren(...garment.results.map(card));
 }
 

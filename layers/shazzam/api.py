@@ -2,8 +2,9 @@
 
 POST /search        the photo as multipart/form-data (field `image`), as JSON {"image": "<base64>"},
                     as the raw bytes (Content-Type image/*), or {"upload": "<key from POST /uploads>"};
-                    parameters `category`, `k`, `min_price`, `max_price`, `currency`, `shop` in the
-                    JSON body, the form or the query string
+                    parameters `category`, `k`, `min_price`, `max_price`, `currency`, `shop`,
+                    `garment` (search only that garment of the answer) or `box` (search only that
+                    part of the photo) in the JSON body, the form or the query string
 POST /uploads       a presigned upload for photos larger than the synchronous payload limit
 GET  /categories    the categories and how many items each shard holds
 GET  /items/{id}    one catalogue item
@@ -45,7 +46,7 @@ UPLOAD_EXPIRES_S = 900
 UPLOAD_CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp", "image/heic", "image/heif")
 # Where the embedded runtime accepts what S3 accepts for a presigned POST (see local/runtime.py).
 LOCAL_UPLOAD_PATH = "/local-uploads"
-SEARCH_PARAMETERS = ("category", "k", "min_price", "max_price", "currency", "shop")
+SEARCH_PARAMETERS = ("category", "k", "min_price", "max_price", "currency", "shop", "garment", "box")
 STATUS_TITLES = {
     400: "Malformed request",
     404: "Not found",
@@ -209,6 +210,29 @@ def _price(parameters: dict, name: str) -> Decimal | None:
         raise Problem(422, f'"{name}" must be a number, not {value!r}') from None
 
 
+BOX_MESSAGE = '"box" must be four integers "left,top,right,bottom" in the photo\'s pixels'
+
+
+def _box(parameters: dict) -> list[int] | None:
+    """`box` as [left, top, right, bottom]: a JSON array, or "left,top,right,bottom" text."""
+    value = parameters.get("box")
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        value = value.strip("[]() ").split(",")
+    if not isinstance(value, list) or len(value) != 4:
+        raise Problem(422, BOX_MESSAGE)
+    box = []
+    for part in value:
+        if isinstance(part, bool) or not isinstance(part, (int, str)):
+            raise Problem(422, BOX_MESSAGE)
+        try:
+            box.append(int(part))
+        except ValueError:
+            raise Problem(422, BOX_MESSAGE) from None
+    return box
+
+
 def search_parameters(parameters: dict) -> tuple[str | None, int, pipeline.SearchFilters]:
     currency = _text(parameters, "currency")
     filters = pipeline.SearchFilters(
@@ -220,6 +244,12 @@ def search_parameters(parameters: dict) -> tuple[str | None, int, pipeline.Searc
     return _text(parameters, "category"), _integer(parameters, "k", pipeline.DEFAULT_K), filters
 
 
+def garment_parameters(parameters: dict) -> tuple[int | None, list[int] | None]:
+    """Which garment to search: `garment` (an index in an earlier answer) or a `box`; None, None: all."""
+    garment = None if parameters.get("garment") in (None, "") else _integer(parameters, "garment", 0)
+    return garment, _box(parameters)
+
+
 # --- routes -----------------------------------------------------------------------------------
 
 
@@ -227,8 +257,9 @@ def search_parameters(parameters: dict) -> tuple[str | None, int, pipeline.Searc
 def search():
     request = _search_request()
     category, k, filters = search_parameters(request.parameters)
+    garment, box = garment_parameters(request.parameters)
     app = app_module.current()
-    answer = pipeline.search(app, request.photo, category=category, k=k, filters=filters)
+    answer = pipeline.search(app, request.photo, category=category, k=k, filters=filters, garment=garment, box=box)
     if request.upload_key is not None:
         app.store.delete(request.upload_key)  # transient, like every photo: one search each
     return answer

@@ -8,6 +8,8 @@
   shazzam shops     add or list the shops the scheduled scrape visits
   shazzam invoke    run one function's handler on an event file (see events/)
   shazzam bench     benchmarks (bench search: the index's L1 search)
+  shazzam eval      the garment model's figures on clothing-dataset-small vs a baseline, with targets
+  shazzam eval-detector  the garment detector's mAP and recall on CCP, speed and size, with targets
 Every result has a --json form; progress goes to stderr.
 """
 
@@ -75,9 +77,16 @@ def ingest_now(runtime, shop_urls: list[str], limit: int | None, quiet: bool) ->
 
 
 def print_results(response: dict, out) -> None:
+    if not response["garments"]:
+        print("no garment found in the photo", file=out)
     for number, garment in enumerate(response["garments"], 1):
+        number = garment.get("index", number - 1) + 1  # a garment's number in the full answer
+        found = f"[{garment['label']}] " if garment.get("label") else ""
+        if not garment.get("searchable", True):
+            print(f"garment {number}: {found}nothing of its kind in the catalogue yet, box {garment['box']}", file=out)
+            continue
         print(
-            f"garment {number}: {garment['category']} ({garment['category_source']}, "
+            f"garment {number}: {found}{garment['category']} ({garment['category_source']}, "
             f"classifier says {garment['predicted_category']} {garment['confidence']:.0%}), box {garment['box']}",
             file=out,
         )
@@ -227,8 +236,12 @@ def cmd_search(args) -> int:
     try:
         image = Path(args.image).read_bytes()
         try:
-            response = pipeline.search(runtime.app, image, category=args.category, k=args.k)
-        except pipeline.BadRequest as exc:
+            box = [int(v) for v in args.box.split(",")] if args.box else None
+            if args.garment is not None and args.garment < 1:
+                raise ValueError("--garment is a garment's number as printed, from 1")
+            garment = None if args.garment is None else args.garment - 1
+            response = pipeline.search(runtime.app, image, category=args.category, k=args.k, garment=garment, box=box)
+        except (pipeline.BadRequest, ValueError) as exc:
             print(f"shazzam search: {exc}", file=sys.stderr)
             return 2
     finally:
@@ -276,6 +289,59 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    """`shazzam eval`: retrieval, classifier, robustness, speed and size figures vs the targets."""
+    from shazzam import evaluation
+
+    try:
+        model = evaluation.resolve_manifest(args.model, args.model_dir)
+        baseline = None if (args.baseline or "").lower() in ("", "none") else evaluation.resolve_manifest(args.baseline, args.model_dir)
+        report = evaluation.run_evaluation(
+            args.data,
+            model,
+            baseline,
+            robustness=args.robustness,
+            seed=args.seed,
+            cache_dir=None if args.cache == "" else (args.cache or Path(args.data_dir) / "eval-cache"),
+            vgg16=args.vgg16,
+            timing_images=args.timing_images,
+            out_dir=None if args.out == "" else (args.out or Path(args.data_dir) / "eval"),
+            threads=args.threads,
+            progress=not args.quiet,
+            log=None if args.quiet else (lambda message: print(message, file=sys.stderr)),
+        )
+    except evaluation.EvaluationError as exc:
+        print(f"shazzam eval: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report) if args.json else evaluation.format_report(report))
+    return 0
+
+
+def cmd_eval_detector(args) -> int:
+    """`shazzam eval-detector`: the detector on CCP's validation photos and clothing-dataset-small, vs the targets."""
+    from shazzam import detection_eval
+    from shazzam.detector import detector_manifest_path
+    from shazzam.vision import default_model_dir
+
+    if args.model and (args.model.endswith(".json") or os.sep in args.model):
+        manifest = Path(args.model)
+    elif args.model:
+        manifest = Path(args.model_dir or default_model_dir()) / f"{args.model}.json"
+    else:
+        manifest = detector_manifest_path(args.model_dir)
+    if manifest is None or not manifest.is_file():
+        print(f"shazzam eval-detector: no detector manifest at {manifest} (is detector_v1 in the model folder?)", file=sys.stderr)
+        return 2
+    small = Path(args.small_data) if args.small_data else None
+    try:
+        report = detection_eval.run(manifest, Path(args.data), small if small and small.is_dir() else None, Path(args.out) if args.out else None)
+    except FileNotFoundError as exc:
+        print(f"shazzam eval-detector: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report) if args.json else detection_eval.format_report(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shazzam", description="Visual fashion search, on one machine.")
     parser.add_argument("--data-dir", default=os.environ.get("SHAZZAM_DATA_DIR", DEFAULT_DATA_DIR), help="local data folder (default %(default)s)")
@@ -318,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("image", help="path of a photo")
     search.add_argument("--category", help="search this category instead of the classifier's")
     search.add_argument("-k", type=int, default=10, help="results per garment (default %(default)s)")
+    search.add_argument("--garment", type=int, help="search only this garment (its number as a search of the photo prints it)")
+    search.add_argument("--box", help="search only this part of the photo: left,top,right,bottom in pixels")
     search.add_argument("--json", action="store_true")
     search.set_defaults(run=cmd_search)
 
@@ -336,9 +404,31 @@ def build_parser() -> argparse.ArgumentParser:
     bench_search = bench_commands.add_parser("search", help="exact L1 search: ours, the original's, FAISS")
     bench_search.add_argument("--sizes", default="10000,100000,1000000", help="items per shard (default %(default)s)")
     bench_search.add_argument("--queries", type=int, default=40, help="queries per size (a quarter at 1M)")
-    bench_search.add_argument("--dim", type=int, default=256, help="embedding dimension (default %(default)s, garment_v1's; garment_v0's was 1280)")
+    bench_search.add_argument("--dim", type=int, default=None, help="embedding dimension (default: the serving model's, from its manifest)")
     bench_search.add_argument("--json", action="store_true")
     bench_search.set_defaults(run=cmd_bench)
+
+    evaluate = commands.add_parser("eval", help="the garment model's figures vs the baseline and the targets (issue #3)")
+    evaluate.add_argument("--data", default="../shared/data/clothing-dataset-small", help="dataset root with train/validation/test (default %(default)s)")
+    evaluate.add_argument("--model", help="model name in the model folder, or a manifest path (default: the serving model, $SHAZZAM_MODEL or garment_v1)")
+    evaluate.add_argument("--baseline", default="garment_v0", help="baseline model name or manifest path, 'none' to skip (default %(default)s)")
+    evaluate.add_argument("--robustness", type=int, default=500, help="re-photographed gallery images to search for (default %(default)s; 0 skips)")
+    evaluate.add_argument("--seed", type=int, default=20261128, help="seed of the re-photographed queries (default %(default)s)")
+    evaluate.add_argument("--vgg16", default="build/vgg16_fc7.tflite", help="VGG16 fc7 .tflite to time against (default %(default)s; make vgg16-baseline builds it)")
+    evaluate.add_argument("--timing-images", type=int, default=20, help="test images each model is timed on (default %(default)s)")
+    evaluate.add_argument("--threads", type=int, default=None, help="interpreter threads while embedding the data set (timing always uses 1)")
+    evaluate.add_argument("--cache", default=None, help="embeddings cache folder (default DATA_DIR/eval-cache; '' disables)")
+    evaluate.add_argument("--out", default=None, help="folder for the t-SNE PNGs (default DATA_DIR/eval; '' draws none)")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.set_defaults(run=cmd_eval)
+
+    eval_detector = commands.add_parser("eval-detector", help="the garment detector's mAP, recall, speed and size vs the targets (issue #8)")
+    eval_detector.add_argument("--data", default="../shared/data/ccp", help="CCP root; photos 0701-0800 are the validation set (default %(default)s)")
+    eval_detector.add_argument("--small-data", default="../shared/data/clothing-dataset-small", help="clothing-dataset-small root for the top-label check (default %(default)s)")
+    eval_detector.add_argument("--model", help="detector name in the model folder, or a manifest path (default: $SHAZZAM_DETECTOR or detector_v1)")
+    eval_detector.add_argument("--out", help="folder for a PNG of boxes drawn on a few validation photos")
+    eval_detector.add_argument("--json", action="store_true", help="print one JSON object")
+    eval_detector.set_defaults(run=cmd_eval_detector)
 
     invoke = commands.add_parser("invoke", help="run one function's handler on an event file")
     invoke.add_argument("function", help="scrape, detect, standardise, embed, index, revalidate or search")

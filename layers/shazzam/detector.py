@@ -1,20 +1,61 @@
-"""Garment detection. v0 answers one box, the whole image, until the detector issue lands."""
+"""Garment detection: every garment in a photo, as a box, a detector class and a score.
+
+`load_detector()` answers the `GarmentDetector` of the model folder's detector_v1 (a LiteRT
+segmentation model: per-pixel class probabilities at stride 4, see its manifest), or the v0
+`WholeImageDetector` (one box, the whole photo) when that model is not there. $SHAZZAM_DETECTOR
+names another manifest in the model folder, or the path of one; `whole-image` forces v0.
+
+How boxes are made, the same way shazzam.ccp makes the ground truth from CCP's masks
+(shazzam.regions): the argmax label map at stride 4 (cells outside the letterboxed photo count
+as background); per class, its connected pieces smaller than `min_area_fraction` of the photo
+are dropped as specks, and so are pieces smaller than `min_share_of_largest` of the class's
+largest (stray blobs that would stretch the box); the box is the extent of the rest, mapped back to the photo's pixels
+through the letterbox and clipped to it. The score is the class's mean probability over the
+cells it won (how sure the model is of the pixels it calls that garment); boxes scoring under
+`score_threshold` are dropped. One box per class: two shoes are one footwear box.
+
+Imports numpy, Pillow, ai_edge_litert and the standard library only: it runs in the Lambda layer.
+"""
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
+from shazzam.detector_input import INPUT_HEIGHT, INPUT_WIDTH, Letterbox, detector_input, letterbox_geometry
 from shazzam.images import Box
+from shazzam.regions import label_map_regions
+from shazzam.taxonomy import DETECTOR_CLASSES
+from shazzam.vision import ModelError, TFLiteModel, default_model_dir
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DETECTOR = "detector_v1"
+DETECTOR_ENV = "SHAZZAM_DETECTOR"
+WHOLE_IMAGE = "whole-image"
+CLASSES = ("background", *DETECTOR_CLASSES)
+# Used when the manifest's "postprocess" does not say. A speck here is a piece under 0.04% of
+# the photo: 2.5 cells of the 6,144 a 2:3 photo fills at stride 4 (a sunglasses lens is 3-4).
+DEFAULT_MIN_AREA_FRACTION = 0.0004
+# Mean probability over the class's cells; a class that wins cells only narrowly scores ~0.3.
+DEFAULT_SCORE_THRESHOLD = 0.35
 
 
 @dataclass(frozen=True)
 class Detection:
     box: Box
-    label: str | None  # a garment category when the detector knows one
+    label: str | None  # a detector class (shazzam.taxonomy.DETECTOR_CLASSES), None when unknown
     score: float
+    # Which of the box's pixels are the garment: bool, (box height, box width). None from v0.
+    mask: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 class WholeImageDetector:
@@ -26,6 +67,166 @@ class WholeImageDetector:
         return [Detection(box=Box.whole(image), label=None, score=1.0)]
 
 
+@dataclass(frozen=True)
+class Postprocess:
+    min_area_fraction: float = DEFAULT_MIN_AREA_FRACTION
+    score_threshold: float = DEFAULT_SCORE_THRESHOLD
+    min_share_of_largest: float = 0.0
+    stride: int = 4
+
+
+def detections_from_probabilities(
+    probabilities: np.ndarray,
+    geometry: Letterbox,
+    settings: Postprocess = Postprocess(),
+    classes: tuple[str, ...] = CLASSES,
+    masks: bool = True,
+) -> list[Detection]:
+    """The garments of one photo from the model's output: `probabilities` [rows, cols, classes]
+    (softmax, stride `settings.stride` on the letterboxed canvas), `geometry` from detector_input.
+    Best score first."""
+    probabilities = np.asarray(probabilities, dtype=np.float32)
+    if probabilities.ndim == 4:
+        probabilities = probabilities[0]
+    rows, cols, channels = probabilities.shape
+    if channels != len(classes):
+        raise ValueError(f"{channels} output channels, expected {len(classes)} ({', '.join(classes)})")
+    stride = settings.stride
+    labels = probabilities.argmax(axis=-1)
+    # The photo's part of the canvas, in pixels and in cells (a cell belongs if its centre does).
+    _, (content_w, content_h) = letterbox_geometry(geometry.width, geometry.height)
+    x0, y0 = geometry.pad_x, geometry.pad_y
+    x1, y1 = x0 + content_w, y0 + content_h
+    centres_x = np.arange(cols) * stride + stride / 2
+    centres_y = np.arange(rows) * stride + stride / 2
+    inside = ((centres_y >= y0) & (centres_y < y1))[:, None] & ((centres_x >= x0) & (centres_x < x1))[None, :]
+    labels = np.where(inside, labels, 0)
+    min_cells = max(1.0, settings.min_area_fraction * content_w * content_h / stride**2)
+    found = []
+    for region in label_map_regions(labels, range(1, channels), min_cells, settings.min_share_of_largest):
+        score = float(probabilities[..., region.label][region.mask].mean())
+        if score < settings.score_threshold:
+            continue
+        # The cells' extent on the canvas, within the photo's part of it, back to the photo's pixels.
+        left, top = geometry.to_original(max(region.left * stride, x0), max(region.top * stride, y0))
+        right, bottom = geometry.to_original(min(region.right * stride, x1), min(region.bottom * stride, y1))
+        box = Box(
+            max(0, int(np.floor(left + 1e-6))),
+            max(0, int(np.floor(top + 1e-6))),
+            min(geometry.width, int(np.ceil(right - 1e-6))),
+            min(geometry.height, int(np.ceil(bottom - 1e-6))),
+        )
+        if box.right <= box.left or box.bottom <= box.top:
+            continue
+        mask = None
+        if masks:
+            # Each pixel of the box takes the cell its centre falls in.
+            cx = np.clip(((np.arange(box.left, box.right) + 0.5) * geometry.scale + x0) // stride, 0, cols - 1).astype(int)
+            cy = np.clip(((np.arange(box.top, box.bottom) + 0.5) * geometry.scale + y0) // stride, 0, rows - 1).astype(int)
+            mask = region.mask[np.ix_(cy, cx)]
+        found.append(Detection(box=box, label=classes[region.label], score=score, mask=mask))
+    found.sort(key=lambda detection: -detection.score)
+    return found
+
+
+class GarmentDetector:
+    """detector_v1 and kin: a .tflite from a manifest (see the module's docstring)."""
+
+    def __init__(self, model: TFLiteModel, manifest: dict):
+        self.model = model
+        self.manifest = manifest
+        self.name: str = manifest.get("name", model.path.stem)
+        self.sha256: str | None = manifest.get("sha256")
+        output = manifest["outputs"]["probabilities"]
+        self._index = int(output.get("index", 0))
+        classes = tuple(output.get("classes") or CLASSES)
+        if classes != CLASSES:
+            raise ModelError(f"{model.path.name} classes {list(classes)} are not shazzam.taxonomy's {list(CLASSES)}")
+        self.classes = classes
+        shapes = model.output_shapes
+        try:
+            shape = shapes[self._index]
+        except IndexError:
+            raise ModelError(f"manifest output index {self._index} does not exist in {model.path.name} ({shapes})") from None
+        if len(shape) != 4 or shape[-1] != len(classes):
+            raise ModelError(f"{model.path.name} output {shape} is not [1, rows, cols, {len(classes)}]")
+        if model.input_shape != (1, INPUT_HEIGHT, INPUT_WIDTH, 3):
+            raise ModelError(f"{model.path.name} input {model.input_shape} is not [1, {INPUT_HEIGHT}, {INPUT_WIDTH}, 3]")
+        stride = int(output.get("stride", INPUT_HEIGHT // shape[1]))
+        if shape[1] * stride != INPUT_HEIGHT or shape[2] * stride != INPUT_WIDTH:
+            raise ModelError(f"{model.path.name} output {shape} at stride {stride} does not cover the {INPUT_WIDTH}x{INPUT_HEIGHT} input")
+        post = manifest.get("postprocess") or {}
+        self.settings = Postprocess(
+            min_area_fraction=float(post.get("min_area_fraction", DEFAULT_MIN_AREA_FRACTION)),
+            score_threshold=float(post.get("score_threshold", DEFAULT_SCORE_THRESHOLD)),
+            min_share_of_largest=float(post.get("min_share_of_largest", 0.0)),
+            stride=stride,
+        )
+
+    @classmethod
+    def from_manifest(cls, path: str | Path, *, num_threads: int | None = None, verify: bool = True) -> "GarmentDetector":
+        """Load the manifest at `path` and the .tflite it names (beside it), checking its sha256."""
+        path = Path(path)
+        try:
+            manifest = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ModelError(f"no detector manifest at {path}") from None
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"unreadable detector manifest {path}: {exc}") from exc
+        model_path = path.parent / manifest["file"]
+        if verify and manifest.get("sha256"):
+            try:
+                digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+            except FileNotFoundError:
+                raise ModelError(f"no detector model file at {model_path}") from None
+            if digest != manifest["sha256"]:
+                raise ModelError(f"{model_path} has sha256 {digest}, the manifest says {manifest['sha256']}")
+        return cls(TFLiteModel(model_path, num_threads=num_threads), manifest)
+
+    def probabilities(self, image: Image.Image) -> tuple[np.ndarray, Letterbox]:
+        """The model's output for one upright RGB photo, [rows, cols, classes], and its letterbox."""
+        batch, geometry = detector_input(image)
+        return self.model.run(batch)[self._index][0], geometry
+
+    def detect(self, image: Image.Image, *, masks: bool = True) -> list[Detection]:
+        """Every garment found, best score first; [] when there is none."""
+        probabilities, geometry = self.probabilities(image)
+        return detections_from_probabilities(probabilities, geometry, self.settings, self.classes, masks=masks)
+
+
+def detector_manifest_path(model_dir: str | Path | None = None) -> Path | None:
+    """The manifest of the detector to run: $SHAZZAM_DETECTOR (a name in the model folder, or a
+    path to a manifest), default detector_v1; None when told `whole-image`."""
+    configured = os.environ.get(DETECTOR_ENV) or DEFAULT_DETECTOR
+    if configured == WHOLE_IMAGE:
+        return None
+    if configured.endswith(".json") or os.sep in configured:
+        return Path(configured)
+    return (Path(model_dir) if model_dir else default_model_dir()) / f"{configured}.json"
+
+
+def load_detector(model_dir: str | Path | None = None):
+    """The detector the service runs, loaded once per process: the GarmentDetector of
+    detector_manifest_path(), or the WholeImageDetector when that manifest or its model is absent.
+    A model that is there but broken (checksum, shapes) raises ModelError rather than degrade."""
+    return _load(detector_manifest_path(model_dir))
+
+
 @functools.cache
-def load_detector() -> WholeImageDetector:
-    return WholeImageDetector()
+def _load(path: Path | None):
+    if path is None:
+        log.info("detector: %s (as %s says)", WholeImageDetector.name, DETECTOR_ENV)
+        return WholeImageDetector()
+    if not path.is_file() or not _model_file_of(path).is_file():
+        log.info("detector: no model at %s; using %s, one box per photo", path, WholeImageDetector.name)
+        return WholeImageDetector()
+    detector = GarmentDetector.from_manifest(path)
+    log.info("detector: %s from %s", detector.name, path)
+    return detector
+
+
+def _model_file_of(manifest: Path) -> Path:
+    try:
+        return manifest.parent / json.loads(manifest.read_text())["file"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"unreadable detector manifest {manifest}: {exc}") from exc

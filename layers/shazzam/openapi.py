@@ -15,6 +15,7 @@ import sys
 
 from shazzam import api, pipeline
 from shazzam.images import MAX_BYTES, MAX_PIXELS
+from shazzam.taxonomy import DETECTOR_CLASSES
 from shazzam.vision import manifest_path
 
 CATEGORIES = json.loads(manifest_path().read_text())["outputs"]["probabilities"]["categories"]
@@ -42,6 +43,14 @@ SEARCH_FIELDS = {
     "max_price": {"type": "number", "minimum": 0},
     "currency": {"type": "string", "pattern": "^[A-Za-z]{3}$", "description": "ISO 4217 code, e.g. EUR"},
     "shop": {"type": "string", "description": "a shop's name (see GET /health) or id"},
+    "garment": {"type": "integer", "minimum": 0, "description": "search only this garment: its `index` in an answer for the same photo"},
+    "box": {
+        "description": "search only this part of the photo, skipping the detector: [left, top, right, bottom] in pixels of the upright photo (JSON), or \"left,top,right,bottom\" (query, form)",
+        "oneOf": [
+            {"type": "array", "items": {"type": "integer"}, "minItems": 4, "maxItems": 4},
+            {"type": "string", "pattern": r"^\s*-?\d+\s*(,\s*-?\d+\s*){3}$"},
+        ],
+    },
 }
 
 SCHEMAS = {
@@ -68,23 +77,27 @@ SCHEMAS = {
     },
     "Garment": {
         "type": "object",
-        "required": ["box", "score", "category", "category_source", "predicted_category", "confidence", "results"],
+        "required": ["index", "box", "label", "score", "searchable", "category", "category_source", "predicted_category", "confidence", "results"],
         "properties": {
+            "index": {"type": "integer", "description": "the garment's place in the answer for this photo; pass as `garment` to search only it"},
             "box": {"type": "array", "items": {"type": "integer"}, "minItems": 4, "maxItems": 4, "description": "[left, top, right, bottom] in pixels of the upright photo"},
+            "label": {"type": ["string", "null"], "enum": [*DETECTOR_CLASSES, None], "description": "what the detector found; null from a detector that does not say, or for a requested box"},
             "score": {"type": "number", "description": "the detector's confidence"},
-            "category": {"type": "string", "enum": CATEGORIES},
-            "category_source": {"type": "string", "enum": ["classifier", "request"]},
-            "predicted_category": {"type": "string", "enum": CATEGORIES},
-            "confidence": {"type": "number"},
+            "searchable": {"type": "boolean", "description": "false for garments the catalogue has no category for (bag, eyewear, belt): no category, no results"},
+            "category": {"type": ["string", "null"], "enum": [*CATEGORIES, None], "description": "the category searched"},
+            "category_source": {"type": ["string", "null"], "enum": ["classifier", "request", None]},
+            "predicted_category": {"type": ["string", "null"], "enum": [*CATEGORIES, None], "description": "the classifier's choice among the detector label's categories"},
+            "confidence": {"type": ["number", "null"], "description": "the classifier's probability of predicted_category among those categories"},
             "results": {"type": "array", "items": _ref("Result"), "description": "nearest first"},
         },
     },
     "SearchAnswer": {
         "type": "object",
-        "required": ["image", "garments", "model", "took_ms"],
+        "required": ["image", "garments", "results", "model", "took_ms"],
         "properties": {
             "image": {"type": "object", "required": ["width", "height"], "properties": {"width": {"type": "integer"}, "height": {"type": "integer"}}},
-            "garments": {"type": "array", "items": _ref("Garment")},
+            "garments": {"type": "array", "items": _ref("Garment"), "description": "every garment found: the searchable ones first, then the rest, each by score"},
+            "results": {"type": "array", "items": _ref("Result"), "description": "the first garment's results (empty when there is none), for clients that show one list"},
             "model": {"type": "object", "required": ["name", "detector"], "properties": {"name": {"type": "string"}, "detector": {"type": "string"}}},
             "took_ms": {"type": "number"},
         },
@@ -200,7 +213,7 @@ def document() -> dict:
                         "400": _problem("Malformed request: bad JSON, base64 or form; an empty, corrupt or truncated image"),
                         "413": _problem(f"Too large: more than {api.MAX_SEARCH_BODY_BYTES} bytes, or more than {MAX_PIXELS} pixels"),
                         "415": _problem("Not an image, or a format we do not read"),
-                        "422": _problem("A bad parameter: unknown category, k out of range, a price that is not a number, an unknown upload"),
+                        "422": _problem("A bad parameter: unknown category, k out of range, a price that is not a number, a garment the photo does not have, a bad box, an unknown upload"),
                         "429": _problem("Throttled; retry after the Retry-After header's seconds"),
                     },
                 }

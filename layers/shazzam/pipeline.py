@@ -17,9 +17,10 @@ from PIL import Image
 
 from shazzam import catalogue, ids
 from shazzam.app import App
-from shazzam.images import ImageError, encode_png, get_subsection_of_image, load_image, standardise_img
+from shazzam.images import Box, ImageError, encode_png, get_subsection_of_image, load_image, standardise_img
 from shazzam.index import StaleShard, compact, encode_vector, publish
 from shazzam.storage import ObjectNotFound
+from shazzam.taxonomy import DETECTOR_CLASS_OF, SEARCHABLE
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +79,21 @@ def scrape(
 
 
 def detect(app: App, key: str) -> StageResult:
-    """incoming/<image_id> -> detection rows and detections/<image_id>.json."""
+    """incoming/<image_id> -> detection rows and detections/<image_id>.json.
+
+    A catalogue image (one a product shows) is a product shot: one garment of it is indexed, the
+    detection of the product's category's detector class (the dress, not the shoes, of a dress
+    worn by a model); when the detector found none of that class the photo is taken whole as the
+    product, and when the product has no category, its largest searchable garment. Any other
+    image (put straight into incoming/) keeps a row for every garment found; those of classes the
+    catalogue has no category for (bag, eyewear, belt) are recorded but not embedded."""
     image_id = ids.key_stem(key)
     try:
         data = app.store.get(key)
     except ObjectNotFound:
         return StageResult(key, "skipped", "object no longer exists")
-    if catalogue.get_image(app.db, image_id) is None:
+    row = catalogue.get_image(app.db, image_id)
+    if row is None:
         # Uploaded straight into incoming/ rather than by the scraper: keep a row to report on.
         catalogue.save_image(app.db, image_id, f"{app.store.bucket}/{key}", None)
     try:
@@ -92,23 +101,59 @@ def detect(app: App, key: str) -> StageResult:
     except ImageError as exc:
         catalogue.update_image(app.db, image_id, status="failed", error=str(exc))
         return StageResult(key, "failed", str(exc))
-    product_category = catalogue.product_category_of_image(app.db, image_id)
-    found = []
-    for index, detection in enumerate(app.detector.detect(image)):
-        found.append(
-            {
-                "id": ids.detection_id(image_id, index),
-                "box": detection.box.as_list(),
-                "label": detection.label or product_category,
-                "score": round(float(detection.score), 4),
-            }
-        )
-    catalogue.save_detections(app.db, image_id, found)
+    detections = app.detector.detect(image)
+    if row is not None and row.get("product_id"):
+        detections = [product_garment(detections, catalogue.product_category_of_image(app.db, image_id), image)]
+    found, skipped = [], []
+    for index, detection in enumerate(detections):
+        entry = {
+            "id": ids.detection_id(image_id, index),
+            "box": detection.box.as_list(),
+            "label": detection.label,
+            "score": round(float(detection.score), 4),
+        }
+        (found if searchable(detection.label) else skipped).append(entry)
+    catalogue.save_detections(app.db, image_id, found + skipped)
+    for entry in skipped:
+        catalogue.update_detection(app.db, entry["id"], embedding_status="skipped", error=f"no catalogue category for a {entry['label']}")
     catalogue.update_image(app.db, image_id, status="detected", error=None, width=image.width, height=image.height)
     document = {"image_id": image_id, "width": image.width, "height": image.height, "detections": found}
     output = ids.detections_key(image_id)
     app.store.put(output, json.dumps(document, sort_keys=True).encode(), content_type="application/json")
     return StageResult(key, "done", outputs=[output])
+
+
+def searchable(label: str | None) -> bool:
+    """Whether a garment of this detector class has catalogue categories (None: unknown, any)."""
+    return label is None or bool(SEARCHABLE.get(label, ()))
+
+
+def product_garment(detections: list, product_category: str | None, image: Image.Image):
+    """The garment a product image shows (see detect): a Detection."""
+    from shazzam.detector import Detection
+
+    wanted = DETECTOR_CLASS_OF.get(product_category) if product_category else None
+    if wanted is not None:
+        matching = [d for d in detections if d.label == wanted]
+        if matching:
+            return max(matching, key=lambda d: d.score)
+    elif detections:
+        candidates = [d for d in detections if searchable(d.label)]
+        if candidates:
+            return max(candidates, key=lambda d: (d.box.right - d.box.left) * (d.box.bottom - d.box.top))
+    return Detection(box=Box.whole(image), label=None, score=0.0)
+
+
+def category_within(prediction, allowed: tuple[str, ...] | None) -> tuple[str, float]:
+    """The classifier's best category among `allowed` (all when None or empty) and its probability
+    among them (renormalised, so 0.9 means 90% of what the classifier gives those categories)."""
+    probabilities = prediction.probabilities
+    names = [c for c in allowed if c in probabilities] if allowed else list(probabilities)
+    if not names:
+        return prediction.category, float(prediction.confidence)
+    best = max(names, key=lambda c: probabilities[c])
+    total = sum(probabilities[c] for c in names)
+    return best, float(probabilities[best] / total) if total > 0 else 0.0
 
 
 def standardise(app: App, key: str) -> StageResult:
@@ -153,7 +198,18 @@ def embed(app: App, key: str) -> StageResult:
         catalogue.update_detection(app.db, detection_id, embedding_status="failed", error=str(exc))
         return StageResult(key, "failed", str(exc))
     prediction = app.garment_model.predict(image, standardised=True)  # standardise made it
-    category = detection["label"] if detection["label"] in app.garment_model.categories else prediction.category
+    # The product's category when the shop gives one we know; else the classifier's choice among
+    # the detector class's categories (a "pants" garment is pants or shorts).
+    product_category = catalogue.product_category_of_image(app.db, detection["image_id"])
+    confidence = prediction.confidence
+    if product_category in app.garment_model.categories:
+        category = product_category
+    elif detection["label"] in SEARCHABLE:
+        category, confidence = category_within(prediction, SEARCHABLE[detection["label"]])
+    elif detection["label"] in app.garment_model.categories:
+        category = detection["label"]  # a row from before the detector: its label was the category
+    else:
+        category = prediction.category
     output = ids.pending_vector_key(category, detection_id)
     app.store.put(output, encode_vector(prediction.embedding, app.garment_model.name))
     previous = detection["category"]
@@ -164,7 +220,7 @@ def embed(app: App, key: str) -> StageResult:
         app.db,
         detection_id,
         category=category,
-        category_confidence=prediction.confidence,
+        category_confidence=confidence,
         embedding_status="embedded",
         embedded_by=app.garment_model.name,
         error=None,
@@ -233,7 +289,14 @@ class SearchFilters:
         return any(value is not None for value in (self.min_price, self.max_price, self.currency, self.shop))
 
 
-def check_search_parameters(app: App, category: str | None, k: int, filters: SearchFilters) -> None:
+def check_search_parameters(
+    app: App,
+    category: str | None,
+    k: int,
+    filters: SearchFilters,
+    garment: int | None = None,
+    box: list[int] | None = None,
+) -> None:
     """Raise BadRequest (422) for a parameter no search could satisfy, before any image work."""
     categories = app.garment_model.categories
     if category is not None and category not in categories:
@@ -248,6 +311,19 @@ def check_search_parameters(app: App, category: str | None, k: int, filters: Sea
         raise BadRequest("min_price is more than max_price")
     if filters.currency is not None and not re.fullmatch(r"[A-Z]{3}", filters.currency):
         raise BadRequest("currency must be a three-letter ISO 4217 code such as EUR")
+    if garment is not None and (isinstance(garment, bool) or not isinstance(garment, int) or garment < 0):
+        raise BadRequest("garment must be an integer of at least 0 (the garment's index in an earlier answer)")
+    if box is not None:
+        if garment is not None:
+            raise BadRequest("give garment or box, not both")
+        if (
+            not isinstance(box, (list, tuple))
+            or len(box) != 4
+            or any(isinstance(v, bool) or not isinstance(v, int) for v in box)
+            or box[2] <= box[0]
+            or box[3] <= box[1]
+        ):
+            raise BadRequest("box must be four integers left, top, right, bottom in the photo's pixels, right > left and bottom > top")
 
 
 # How each way a photo can be refused maps to HTTP (see shazzam.images.ImageError).
@@ -268,16 +344,52 @@ def search(
     category: str | None = None,
     k: int = DEFAULT_K,
     filters: SearchFilters = SearchFilters(),
+    garment: int | None = None,
+    box: list[int] | None = None,
 ) -> dict:
-    """Find the garments in a photo and, for each, the k most similar live catalogue items."""
+    """Find the garments in a photo and, for each, the k most similar live catalogue items.
+
+    `garments` lists every garment found, those the catalogue has categories for first, then the
+    rest (bag, eyewear, belt: reported with their box, no category and no results), each by
+    detector score; `index` is a garment's place in that list. `garment` searches only that one
+    (an index from an earlier answer for the same photo); `box` skips the detector and searches
+    that part of the photo. `category` overrides the classifier for every garment searched.
+    The top-level `results` are the first garment's, for clients that show one list."""
+    from shazzam.detector import Detection
+
     started = time.perf_counter()
-    check_search_parameters(app, category, k, filters)
+    check_search_parameters(app, category, k, filters, garment, box)
     image = load_photo(image_bytes)
     model = app.garment_model
+    if box is not None:
+        clipped = Box(max(0, box[0]), max(0, box[1]), min(image.width, box[2]), min(image.height, box[3]))
+        if clipped.right <= clipped.left or clipped.bottom <= clipped.top:
+            raise BadRequest(f"box {list(box)} is outside the {image.width}x{image.height} photo")
+        detections = [Detection(box=clipped, label=None, score=1.0)]
+    else:
+        found = app.detector.detect(image)
+        detections = [d for d in found if searchable(d.label)] + [d for d in found if not searchable(d.label)]
+    chosen_ones = list(enumerate(detections))
+    if garment is not None:
+        if garment >= len(detections):
+            raise BadRequest(f"garment {garment} is not in this photo: {len(detections)} garment(s) found, indices 0 to {len(detections) - 1}")
+        chosen_ones = [chosen_ones[garment]]
     garments = []
-    for detection in app.detector.detect(image):
+    for index, detection in chosen_ones:
+        entry = {
+            "index": index,
+            "box": detection.box.as_list(),
+            "label": detection.label,
+            "score": round(float(detection.score), 4),
+        }
+        allowed = SEARCHABLE.get(detection.label) if detection.label is not None else None
+        if detection.label is not None and not allowed and not (category and garment is not None):
+            # Nothing in the catalogue to search (yet); a garment picked by index with a category is.
+            garments.append({**entry, "searchable": False, "category": None, "category_source": None, "predicted_category": None, "confidence": None, "results": []})
+            continue
         prediction = model.predict(get_subsection_of_image(image, detection.box))
-        chosen = category or prediction.category
+        predicted, confidence = category_within(prediction, allowed)
+        chosen = category or predicted
         # Over-fetch: a shard may still hold items revalidate has just marked dead, and filters
         # drop more; the catalogue join below keeps the k best that pass.
         try:
@@ -290,18 +402,19 @@ def search(
         results = [_result(items[detection_id], distance) for detection_id, distance in hits if detection_id in items][:k]
         garments.append(
             {
-                "box": detection.box.as_list(),
-                "score": round(float(detection.score), 4),
+                **entry,
+                "searchable": True,
                 "category": chosen,
                 "category_source": "request" if category else "classifier",
-                "predicted_category": prediction.category,
-                "confidence": round(prediction.confidence, 4),
+                "predicted_category": predicted,
+                "confidence": round(confidence, 4),
                 "results": results,
             }
         )
     return {
         "image": {"width": image.width, "height": image.height},
         "garments": garments,
+        "results": garments[0]["results"] if garments else [],
         "model": {"name": model.name, "detector": app.detector.name},
         "took_ms": round((time.perf_counter() - started) * 1000, 1),
     }

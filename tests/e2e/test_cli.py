@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.e2e.test_local_pipeline import garment_of
+
 REPO = Path(__file__).resolve().parents[2]
 QUERIES = REPO / "samples" / "queries"
 
@@ -26,16 +28,20 @@ def test_demo_then_search_and_invoke(tmp_path):
     assert demo.returncode == 0, demo.stderr
     summary = json.loads(demo.stdout.strip().splitlines()[-1])
     assert summary["counts"]["products"] == 40 and summary["counts"]["indexed"] == 40
-    (garment,) = summary["results"]["garments"]
+    garment = garment_of(summary["results"], "dress")
     assert garment["category"] == "dress" and len(garment["results"]) == 5
     assert "search with dress-query.jpg" in demo.stderr  # the human-readable form goes to stderr with --json
 
     found = shazzam("search", str(QUERIES / "dress-query.jpg"), "-k", "3", "--json", data_dir=tmp_path)
     assert found.returncode == 0, found.stderr
-    assert len(json.loads(found.stdout)["garments"][0]["results"]) == 3
+    assert len(json.loads(found.stdout)["results"]) == 3
+    picked = shazzam("search", str(QUERIES / "dress-query.jpg"), "--garment", "1", "--category", "skirt", "--json", data_dir=tmp_path)
+    (garment,) = json.loads(picked.stdout)["garments"]
+    assert garment["index"] == 0 and garment["category"] == "skirt" and garment["category_source"] == "request"
 
     text = shazzam("search", str(QUERIES / "dress-query.jpg"), "--category", "dress", "-k", "2", data_dir=tmp_path)
-    assert text.returncode == 0 and text.stdout.count(" L1 ") == 2
+    searched = text.stdout.count("(request, ")  # each searchable garment, searched in dress
+    assert text.returncode == 0 and searched >= 1 and text.stdout.count(" L1 ") == 2 * searched, text.stdout
 
     refused = shazzam("search", str(REPO / "README.md"), data_dir=tmp_path)
     assert refused.returncode == 2 and "image rejected" in refused.stderr
@@ -44,3 +50,25 @@ def test_demo_then_search_and_invoke(tmp_path):
     assert invoked.returncode == 0, invoked.stderr
     categories = json.loads(json.loads(invoked.stdout)["result"]["body"])["categories"]
     assert sum(c["items"] for c in categories) == 40
+
+
+def test_eval_detector_scores_the_committed_detector(tmp_path, shared_data):
+    from tests.support.detectors import real_detector_manifest
+
+    manifest = real_detector_manifest()
+    run = shazzam(
+        "eval-detector", "--json", "--model", str(manifest), "--data", str(shared_data / "ccp"),
+        "--small-data", "", "--out", str(tmp_path / "eval"), data_dir=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["photos"] == 100 and 0 <= report["metrics"]["map50"] <= 1
+    assert set(report["metrics"]["per_class"]) == {"top", "outerwear", "pants", "dress", "skirt", "footwear", "bag", "hat", "eyewear", "belt"}
+    assert report["latency_ms"]["median"] > 0 and report["model_bytes"] > 0
+    assert {check["name"] for check in report["targets"]} >= {"mAP@0.5", "model bytes", "top-label agreement"}
+    assert Path(report["picture"]).is_file()
+
+
+def test_eval_detector_without_a_model_says_so(tmp_path):
+    run = shazzam("eval-detector", "--model", str(tmp_path / "nothing.json"), data_dir=tmp_path)
+    assert run.returncode == 2 and "no detector manifest" in run.stderr

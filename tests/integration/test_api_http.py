@@ -26,9 +26,13 @@ PHOTO = (REPO / "samples" / "queries" / "dress-query.jpg").read_bytes()
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """(runtime, port, saved products): the API and page on 127.0.0.1, over a 30-item catalogue."""
+    """(runtime, port, saved products): the API and page on 127.0.0.1, over a 30-item catalogue.
+
+    Detector v0 (the whole photo is one garment) serves: these tests are about the API, and the
+    query is a product photo of a dress (tests/integration/test_pipeline.py runs detector_v1)."""
     runtime = LocalRuntime(tmp_path_factory.mktemp("served") / "data")
-    with SampleShop() as shop:
+    with pytest.MonkeyPatch.context() as patch, SampleShop() as shop:
+        patch.setenv("SHAZZAM_DETECTOR", "whole-image")
         saved = build_catalogue(runtime, shop)
         server = runtime.start_api(port=0)
         yield runtime, server.server_port, saved

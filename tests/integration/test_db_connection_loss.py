@@ -27,6 +27,7 @@ def proxied_mysql_url(mysql_url):
 @pytest.mark.mysql
 def test_a_cut_connection_mid_stage_is_retried_without_loss_or_duplicates(proxied_mysql_url, tmp_path, monkeypatch):
     proxy, url = proxied_mysql_url
+    monkeypatch.setenv("SHAZZAM_DETECTOR", "whole-image")  # one garment per photo: one row per image to count
     runtime = LocalRuntime(tmp_path / "data", db_url=url)
     try:
         real_upsert = catalogue.upsert

@@ -28,7 +28,11 @@ def event_key(event: dict) -> str:
 
 @pytest.fixture(params=["local", "s3"])
 def backend(request, tmp_path, monkeypatch):
-    """(app, invoke): the adapters the handlers see, and a way to call a handler by name."""
+    """(app, invoke): the adapters the handlers see, and a way to call a handler by name.
+
+    Detector v0 (the whole photo is one garment, detection -000) runs: the sample events name
+    that one detection's objects."""
+    monkeypatch.setenv("SHAZZAM_DETECTOR", "whole-image")
     if request.param == "local":
         runtime = LocalRuntime(tmp_path / "data")
         yield runtime.app, runtime.invoke

@@ -21,7 +21,7 @@ def runtime(tmp_path):
     runtime.close()
 
 
-def upload_product(runtime, category: str) -> str:
+def upload_product(runtime, category: str | None, image: bytes = IMAGE) -> str:
     shop_id = catalogue.add_shop(runtime.db, "https://shop.example/")
     product = ScrapedProduct(
         url="https://shop.example/p/1", title="A skirt", price=None, currency=None, category=category,
@@ -30,7 +30,7 @@ def upload_product(runtime, category: str) -> str:
     product_id = catalogue.save_product(runtime.db, shop_id, product)
     image_id = ids.image_id(product.image_urls[0])
     catalogue.save_image(runtime.db, image_id, product.image_urls[0], product_id)
-    runtime.store.put(ids.incoming_key(image_id), IMAGE)
+    runtime.store.put(ids.incoming_key(image_id), image)
     runtime.drain()
     return runtime.fire_schedule("index")
 
@@ -49,7 +49,13 @@ def test_the_product_category_wins_over_the_classifier(runtime):
     assert row == {"category": "hat", "embedding_status": "indexed"}
 
 
-def test_without_a_product_category_the_classifier_decides(runtime):
+@pytest.fixture
+def whole_image(monkeypatch):
+    """Detector v0 (the whole photo is one garment): for tests about what happens to a garment."""
+    monkeypatch.setenv("SHAZZAM_DETECTOR", "whole-image")
+
+
+def test_without_a_product_category_the_classifier_decides(runtime, whole_image):
     runtime.store.put("incoming/upload-1", IMAGE)
     runtime.drain()
     runtime.fire_schedule("index")
@@ -57,7 +63,7 @@ def test_without_a_product_category_the_classifier_decides(runtime):
     assert row["category"] == "skirt" and row["category_confidence"] > 0.5
 
 
-def test_ingest_and_search_preprocess_a_photo_identically(runtime):
+def test_ingest_and_search_preprocess_a_photo_identically(runtime, whole_image):
     """The catalogue vector (crop -> PNG -> embed) equals the query vector and the training input's."""
     import numpy as np
 
@@ -74,3 +80,96 @@ def test_ingest_and_search_preprocess_a_photo_identically(runtime):
     np.testing.assert_array_equal(to_model_input(load_image(IMAGE))[0], np.asarray(standardise_img(load_image(IMAGE)), np.float32))
     ((detection_id, distance),) = runtime.app.shards.search(shard.category, stored, 1)
     assert detection_id == "upload-1-000" and distance == pytest.approx(0.0, abs=1e-4)
+
+
+# --- several garments a photo (issue #8) ------------------------------------------------------
+
+
+def detection_rows(runtime) -> list[dict]:
+    return runtime.db.run_query(
+        "SELECT id, box_left, box_top, box_right, box_bottom, label, category, embedding_status FROM detections ORDER BY id"
+    )
+
+
+@pytest.mark.parametrize(
+    "category, label, box",
+    [
+        ("pants", "pants", (0.25, 0.45, 0.75, 0.86)),  # the product's garment among the outfit's
+        ("shorts", "pants", (0.25, 0.45, 0.75, 0.86)),
+        ("dress", None, (0, 0, 1, 1)),  # no dress found: the product shot is the dress
+        (None, "top", (0.20, 0.12, 0.80, 0.50)),  # no category: the largest searchable garment
+    ],
+)
+def test_a_product_image_indexes_one_garment_its_own(runtime, monkeypatch, category, label, box):
+    from shazzam.images import load_image
+    from tests.support.detectors import FixedDetector, use_detector
+
+    use_detector(monkeypatch, FixedDetector())
+    upload_product(runtime, category)
+    (row,) = detection_rows(runtime)
+    width, height = load_image(IMAGE).size
+    expected = [round(box[0] * width), round(box[1] * height), round(box[2] * width), round(box[3] * height)]
+    assert [row["box_left"], row["box_top"], row["box_right"], row["box_bottom"]] == expected
+    assert row["label"] == label and row["embedding_status"] == "indexed"
+    if category:
+        assert row["category"] == category  # the shop's category wins
+    else:
+        assert row["category"] in ("longsleeve", "shirt", "t-shirt")  # the classifier, among a top's
+
+
+def test_a_photo_without_a_product_keeps_every_garment(runtime, monkeypatch):
+    from tests.support.detectors import FixedDetector, use_detector
+
+    use_detector(monkeypatch, FixedDetector())
+    runtime.store.put("incoming/street-1", IMAGE)
+    report = runtime.drain()
+    assert report.failed == 0 and report.by_function == {"detect": 1, "standardise": 1, "embed": 3}
+    runtime.fire_schedule("index")
+    rows = {row["label"]: row for row in detection_rows(runtime)}
+    assert set(rows) == {"bag", "top", "pants", "footwear"}
+    assert rows["bag"]["embedding_status"] == "skipped" and rows["bag"]["category"] is None  # no shard for bags
+    assert rows["top"]["category"] in ("longsleeve", "shirt", "t-shirt")
+    assert rows["pants"]["category"] in ("pants", "shorts") and rows["footwear"]["category"] == "shoes"
+    assert all(rows[label]["embedding_status"] == "indexed" for label in ("top", "pants", "footwear"))
+    assert {info.key.split("/")[0] for info in runtime.store.list()} == {"index"}  # nothing transient left
+
+
+@pytest.fixture
+def ccp_photo(shared_data) -> bytes:
+    path = shared_data / "ccp" / "photos" / "0707.jpg"
+    if not path.is_file():
+        from tests.conftest import unavailable
+
+        unavailable(f"no CCP photo at {path}")
+    return path.read_bytes()
+
+
+def test_a_street_photo_gets_results_for_each_garment(runtime, monkeypatch, ccp_photo):
+    """The committed detector_v1 on a CCP validation photo, over a small served catalogue."""
+    from shazzam import pipeline
+    from shazzam.local.sample_shop import SampleShop
+    from shazzam.taxonomy import DETECTOR_CLASSES, SEARCHABLE
+    from tests.api_fixtures import build_catalogue
+    from tests.support.detectors import real_detector_manifest, serve_real_detector
+
+    real_detector_manifest()
+    serve_real_detector(monkeypatch)
+    with SampleShop() as shop:
+        build_catalogue(runtime, shop, per_category=2)
+    answer = pipeline.search(runtime.app, ccp_photo, k=3)
+    assert answer["model"]["detector"] != "whole-image-v0"
+    garments = answer["garments"]
+    assert len(garments) >= 2, garments  # a person in an outfit: at least a top or dress, and shoes
+    width, height = answer["image"]["width"], answer["image"]["height"]
+    for garment in garments:
+        assert garment["label"] in DETECTOR_CLASSES
+        left, top, right, bottom = garment["box"]
+        assert 0 <= left < right <= width and 0 <= top < bottom <= height
+        if garment["searchable"]:
+            assert garment["category"] in SEARCHABLE[garment["label"]]
+            assert len(garment["results"]) == 2  # every category holds 2 items
+    assert answer["results"] == garments[0]["results"] and garments[0]["searchable"]
+    # one garment, picked by its index, searched in a category of the user's choosing
+    picked = pipeline.search(runtime.app, ccp_photo, k=3, garment=len(garments) - 1, category="dress")
+    (only,) = picked["garments"]
+    assert only["index"] == len(garments) - 1 and only["box"] == garments[-1]["box"] and only["category"] == "dress"

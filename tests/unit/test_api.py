@@ -14,7 +14,9 @@ from PIL import Image
 from shazzam import api
 from shazzam.events import http_api_request
 from shazzam.local.runtime import LambdaContext, LocalRuntime
+from shazzam.detector import WholeImageDetector
 from shazzam.vision import load_garment_model
+from tests.support.detectors import FixedDetector, use_detector
 
 REPO = Path(__file__).resolve().parents[2]
 PHOTO = (REPO / "samples" / "queries" / "dress-query.jpg").read_bytes()
@@ -50,10 +52,90 @@ def call(runtime):
     return call
 
 
+def json_body(**fields) -> bytes:
+    return json.dumps({"image": base64.b64encode(PHOTO).decode(), **fields}).encode()
+
+
+def test_every_garment_of_an_outfit_gets_its_results(call, monkeypatch):
+    use_detector(monkeypatch, FixedDetector())  # a bag (0.99), a top, pants and shoes
+    status, _, answer = call("POST", "/search", json_body(k=2), "application/json")
+    assert status == 200, answer
+    assert_search_answer(answer)
+    labels = [garment["label"] for garment in answer["garments"]]
+    assert labels == ["top", "pants", "footwear", "bag"]  # searchable first, each by score
+    top, pants, shoes, bag = answer["garments"]
+    assert top["category"] in ("longsleeve", "shirt", "t-shirt") and top["category_source"] == "classifier"
+    assert pants["category"] in ("pants", "shorts") and shoes["category"] == "shoes"
+    assert all(g["searchable"] and 0 < g["confidence"] <= 1 for g in (top, pants, shoes))
+    assert bag == {**bag, "searchable": False, "category": None, "category_source": None, "predicted_category": None, "confidence": None, "results": []}
+    assert answer["results"] == top["results"]  # what a client showing one list shows
+    assert answer["model"]["detector"] == FixedDetector.name
+
+
+def test_one_garment_picked_by_index_or_box(call, monkeypatch):
+    use_detector(monkeypatch, FixedDetector())
+    status, _, everything = call("POST", "/search", json_body(), "application/json")
+    status, _, answer = call("POST", "/search", PHOTO, "image/jpeg", "garment=1&category=skirt")
+    assert status == 200, answer
+    (pants,) = answer["garments"]
+    assert pants["index"] == 1 and pants["box"] == everything["garments"][1]["box"] and pants["label"] == "pants"
+    assert pants["category"] == "skirt" and pants["category_source"] == "request"
+    # a bag picked with a category is searched in it; picked alone, it has nothing to search
+    status, _, answer = call("POST", "/search", json_body(garment=3, category="hat"), "application/json")
+    assert status == 200 and answer["garments"][0]["label"] == "bag" and answer["garments"][0]["category"] == "hat"
+    status, _, answer = call("POST", "/search", json_body(garment=3), "application/json")
+    assert answer["garments"][0]["results"] == [] and answer["results"] == []
+
+    for content_type, body, query in (
+        ("image/jpeg", PHOTO, "box=10,20,200,300"),
+        ("application/json", json_body(box=[10, 20, 200, 300]), ""),
+        (*multipart({"image": PHOTO, "box": "10, 20, 200, 300"}), ""),
+    ):
+        status, _, answer = call("POST", "/search", body, content_type, query)
+        assert status == 200, answer
+        (garment,) = answer["garments"]
+        assert garment["box"] == [10, 20, 200, 300] and garment["label"] is None and garment["searchable"]
+    status, _, answer = call("POST", "/search", json_body(box=[-50, -50, 100000, 100000]), "application/json")
+    assert answer["garments"][0]["box"] == [0, 0, answer["image"]["width"], answer["image"]["height"]]  # clipped
+
+
+@pytest.mark.parametrize(
+    "fields, words",
+    [
+        ({"garment": 4}, "4 garment(s) found"),
+        ({"garment": -1}, "garment must be"),
+        ({"garment": "first"}, '"garment" must be an integer'),
+        ({"box": [1, 2, 3]}, '"box" must be four integers'),
+        ({"box": "a,b,c,d"}, '"box" must be four integers'),
+        ({"box": [10, 10, 5, 20]}, "right > left"),
+        ({"box": [5000, 5000, 6000, 6000]}, "outside"),
+        ({"box": [0, 0, 10, 10], "garment": 0}, "not both"),
+    ],
+)
+def test_bad_garment_choices_are_422(call, monkeypatch, fields, words):
+    use_detector(monkeypatch, FixedDetector())
+    status, _, problem = call("POST", "/search", json_body(**fields), "application/json")
+    assert status == 422 and words in problem["detail"], problem
+
+
+def test_a_photo_without_garments_answers_no_garments(call, monkeypatch):
+    use_detector(monkeypatch, FixedDetector(garments=()))
+    status, _, answer = call("POST", "/search", PHOTO, "image/jpeg")
+    assert status == 200 and answer["garments"] == [] and answer["results"] == []
+
+
 def assert_search_answer(answer: dict) -> None:
-    (garment,) = answer["garments"]  # detector v0: the whole photo is one garment
-    assert garment["box"] == [0, 0, answer["image"]["width"], answer["image"]["height"]]
-    assert {"category", "category_source", "predicted_category", "confidence", "score", "results"} <= set(garment)
+    """The answer's shape, whichever detector runs (v0: one garment, the whole photo)."""
+    width, height = answer["image"]["width"], answer["image"]["height"]
+    for index, garment in enumerate(answer["garments"]):
+        assert garment["index"] == index
+        left, top, right, bottom = garment["box"]
+        assert 0 <= left < right <= width and 0 <= top < bottom <= height
+        assert {"label", "score", "searchable", "category", "category_source", "predicted_category", "confidence", "results"} <= set(garment)
+    if answer["model"]["detector"] == WholeImageDetector.name:
+        (garment,) = answer["garments"]
+        assert garment["box"] == [0, 0, width, height] and garment["label"] is None
+    assert answer["results"] == (answer["garments"][0]["results"] if answer["garments"] else [])
     assert answer["model"]["name"] == load_garment_model().name and answer["took_ms"] > 0
 
 
@@ -69,8 +151,10 @@ def test_the_photo_in_each_request_form(call):
         assert_search_answer(answer)
     content_type, body = multipart({"image": PHOTO, "category": "dress"})
     status, _, answer = call("POST", "/search", body, content_type)
-    assert status == 200 and answer["garments"][0]["category"] == "dress"
-    assert answer["garments"][0]["category_source"] == "request"
+    assert status == 200 and answer["garments"], answer  # a photo of a dress: something is found
+    for garment in answer["garments"]:
+        if garment["searchable"]:
+            assert garment["category"] == "dress" and garment["category_source"] == "request"
 
 
 def test_heic_from_a_phone_is_read(call):

@@ -15,6 +15,7 @@ from shazzam.events import http_api_request
 from shazzam.local.runtime import LambdaContext, LocalRuntime
 from shazzam.local.sample_shop import SampleShop
 from tests.api_fixtures import build_catalogue
+from tests.support.detectors import FixedDetector, use_detector
 
 REPO = Path(__file__).resolve().parents[2]
 DOCUMENT = json.loads(api.OPENAPI_PATH.read_text())
@@ -43,7 +44,7 @@ def answers(tmp_path_factory):
     runtime = LocalRuntime(tmp_path_factory.mktemp("openapi") / "data")
     photo = (REPO / "samples" / "queries" / "shoes-query.jpg").read_bytes()
     with SampleShop() as shop:
-        build_catalogue(runtime, shop, per_category=1)
+        saved = build_catalogue(runtime, shop, per_category=1)
 
     def call(method, path, body=b"", content_type="application/json", query=""):
         event = http_api_request(method, path, query, {"content-type": content_type, "host": "127.0.0.1:8000"}, body)
@@ -61,15 +62,20 @@ def answers(tmp_path_factory):
             call("GET", "/items/nope"),
         ]
     )
-    item_id = found[("POST", "/search", 200)]["garments"][0]["results"][0]["item_id"]
-    found.update([call("GET", f"/items/{item_id}")])
+    found.update([call("GET", f"/items/{saved[0]['id']}")])
+    # an outfit: several garments, one the catalogue has no category for (its fields are null)
+    with pytest.MonkeyPatch.context() as patch:
+        use_detector(patch, FixedDetector())
+        (method, path, status), outfit = call("POST", "/search", photo, "image/jpeg", "k=2")
+    assert [g["searchable"] for g in outfit["garments"]] == [True, True, True, False]
+    found[(method, path, status, "outfit")] = outfit
     yield found
     runtime.close()
 
 
 def test_real_answers_match_the_documented_schemas(answers):
-    assert len(answers) == 8
-    for (method, path, status), body in answers.items():
+    assert len(answers) == 9
+    for (method, path, status, *_), body in answers.items():
         documented_path = "/items/{item_id}" if path.startswith("/items/") else path
         response = DOCUMENT["paths"][documented_path][method.lower()]["responses"][str(status)]
         (content,) = response["content"].values()

@@ -1,0 +1,74 @@
+"""CCP (Clothing Co-Parsing, ../shared/data/ccp) as detector data: label maps and ground-truth boxes.
+
+Shared by training (the per-pixel target) and evaluation (the boxes). numpy and Pillow only.
+
+- `channel_map(mask)`: CCP's 59 labels mapped through shazzam.taxonomy.CCP onto the detector's
+  output channels (0 = background, i + 1 = DETECTOR_CLASSES[i]); what the model is trained on.
+- `ground_truth(mask)`: one box per detector class present in the photo, the extent of all its
+  pixels after dropping specks, its connected pieces (8-connected) smaller than
+  shazzam.regions.MIN_AREA_FRACTION (0.02%) of the photo's area. Two shoes are one footwear box.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from shazzam.regions import MIN_AREA_FRACTION, label_map_regions
+from shazzam.taxonomy import DETECTOR_CLASSES, ccp_label_to_channel
+
+VALIDATION = range(701, 801)  # photos 0701..0800: never trained on
+TRAINING = range(1, 701)
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    label: str  # a detector class
+    box: tuple[int, int, int, int]  # left, top, right (exclusive), bottom (exclusive), photo pixels
+    area: int  # pixels kept
+
+
+class CCP:
+    """The data set's folder: photos/NNNN.jpg, masks/NNNN.png, labels.json."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.labels: list[str] = json.loads((self.root / "labels.json").read_text())
+        self.lut = np.asarray(ccp_label_to_channel(self.labels), dtype=np.uint8)
+
+    def photo_path(self, number: int) -> Path:
+        return self.root / "photos" / f"{number:04d}.jpg"
+
+    def mask_path(self, number: int) -> Path:
+        return self.root / "masks" / f"{number:04d}.png"
+
+    def numbers(self, numbers: range = VALIDATION) -> list[int]:
+        """The photo numbers of `numbers` that have both a photo and a mask."""
+        return [n for n in numbers if self.photo_path(n).is_file() and self.mask_path(n).is_file()]
+
+    def channel_map(self, number: int) -> np.ndarray:
+        return channel_map(np.asarray(Image.open(self.mask_path(number))), self.lut)
+
+    def ground_truth(self, number: int, min_area_fraction: float = MIN_AREA_FRACTION) -> list[GroundTruth]:
+        return ground_truth(self.channel_map(number), min_area_fraction)
+
+
+def channel_map(mask: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """A CCP label map (uint8, label numbers) as detector channels (uint8, 0 = background)."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"a label map is 2-D, got shape {mask.shape}")
+    return np.asarray(lut, dtype=np.uint8)[mask]
+
+
+def ground_truth(channels: np.ndarray, min_area_fraction: float = MIN_AREA_FRACTION) -> list[GroundTruth]:
+    """One box per detector class in a channel map (see channel_map), specks dropped; class order."""
+    min_pixels = max(1.0, min_area_fraction * channels.size)
+    return [
+        GroundTruth(DETECTOR_CLASSES[region.label - 1], region.box(), region.area)
+        for region in label_map_regions(channels, range(1, len(DETECTOR_CLASSES) + 1), min_pixels)
+    ]

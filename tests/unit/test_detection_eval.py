@@ -1,0 +1,154 @@
+"""Ground truth from label maps and the detection metrics, on cases worked out by hand."""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+
+import numpy as np
+import pytest
+
+from shazzam import taxonomy
+from shazzam.ccp import CCP, channel_map, ground_truth
+from shazzam.detection_eval import (
+    AP50_TARGETS,
+    Predicted,
+    Truth,
+    average_precision,
+    detection_metrics,
+    iou,
+    match,
+    targets,
+)
+from shazzam.regions import MIN_AREA_FRACTION, components
+from shazzam.taxonomy import DETECTOR_CLASSES
+
+
+def brute_force_components(mask: np.ndarray) -> int:
+    """8-connected components by breadth-first search: the slow reference."""
+    seen = np.zeros_like(mask, dtype=bool)
+    count = 0
+    for start in zip(*np.nonzero(mask)):
+        if seen[start]:
+            continue
+        count += 1
+        queue = deque([start])
+        seen[start] = True
+        while queue:
+            y, x = queue.popleft()
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    ny, nx = y + dy, x + dx
+                    if 0 <= ny < mask.shape[0] and 0 <= nx < mask.shape[1] and mask[ny, nx] and not seen[ny, nx]:
+                        seen[ny, nx] = True
+                        queue.append((ny, nx))
+    return count
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_components_agree_with_a_flood_fill(seed):
+    rng = np.random.default_rng(seed)
+    mask = rng.random((40, 37)) < (0.2 + 0.08 * seed)
+    labels, count = components(mask)
+    assert count == brute_force_components(mask)
+    assert ((labels > 0) == mask).all()
+    # pixels touching (diagonals too) share a label
+    for y, x in zip(*np.nonzero(mask)):
+        for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+            ny, nx = y + dy, x + dx
+            if 0 <= ny < 40 and 0 <= nx < 37 and mask[ny, nx]:
+                assert labels[y, x] == labels[ny, nx]
+
+
+# CCP-like label numbers for a synthetic mask.
+LABELS = ["null", "shirt", "jeans", "shoes", "boots", "skin", "bag"]
+LUT = np.asarray(taxonomy.ccp_label_to_channel(LABELS), dtype=np.uint8)
+
+
+def test_ground_truth_boxes_from_a_mask():
+    mask = np.zeros((1000, 600), dtype=np.uint8)  # 600,000 px: specks are under 120 px
+    mask[100:400, 150:450] = 1  # shirt -> top
+    mask[390:800, 180:420] = 2  # jeans -> pants
+    mask[900:950, 180:260] = 3  # shoes and boots: both footwear, one box over both
+    mask[905:960, 340:420] = 4
+    mask[500:510, 10:20] = 1  # a 100 px fleck of shirt far away: a speck
+    mask[0:1000, 0:5] = 5  # skin: not a garment
+    mask[600:700, 500:560] = 6  # bag
+    truths = {t.label: t for t in ground_truth(channel_map(mask, LUT))}
+    assert set(truths) == {"top", "pants", "footwear", "bag"}
+    assert truths["top"].box == (150, 100, 450, 400)  # the jeans cover the middle of its last rows only
+    assert truths["pants"].box == (180, 390, 420, 800)
+    assert truths["footwear"].box == (180, 900, 420, 960)
+    assert truths["footwear"].area == 50 * 80 + 55 * 80
+    assert truths["bag"].box == (500, 600, 560, 700)
+    # without speck removal the fleck stretches the top's box
+    loose = {t.label: t for t in ground_truth(channel_map(mask, LUT), min_area_fraction=0)}
+    assert loose["top"].box == (10, 100, 450, 510)
+    assert MIN_AREA_FRACTION * mask.size == pytest.approx(120)
+
+
+def test_the_real_ccp_labels_map_onto_detector_channels(shared_data):
+    ccp = CCP(shared_data / "ccp")
+    assert len(ccp.labels) == 59 and ccp.lut[0] == 0
+    assert ccp.lut[ccp.labels.index("jeans")] == DETECTOR_CLASSES.index("pants") + 1
+    truths = ccp.ground_truth(701)
+    assert truths and {t.label for t in truths} <= set(DETECTOR_CLASSES)
+    height, width = ccp.channel_map(701).shape
+    assert all(0 <= t.box[0] < t.box[2] <= width and 0 <= t.box[1] < t.box[3] <= height for t in truths)
+
+
+def test_iou():
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert iou((0, 0, 10, 10), (10, 0, 20, 10)) == 0.0
+
+
+def test_average_precision_worked_by_hand():
+    # 3 tops in 3 photos; predictions by score: a hit, a miss (wrong place), a hit; photo c's top
+    # is never found. Precision/recall: 1/1 at 1/3, 1/2 at 1/3, 2/3 at 2/3; made monotone, the
+    # precision is 1 up to recall 1/3 and 2/3 up to 2/3: AP = 1/3 * 1 + 1/3 * 2/3 = 5/9.
+    truths = {name: [Truth("top", (0, 0, 100, 100))] for name in ("a", "b", "c")}
+    predictions = {
+        "a": [Predicted("top", (0, 0, 100, 90), 0.9)],  # IoU 0.9
+        "b": [Predicted("top", (60, 60, 160, 160), 0.8)],  # IoU 0.09: a false positive
+        "d": [],
+        "c": [Predicted("pants", (0, 0, 100, 100), 0.99)],  # another class: not a top
+    }
+    predictions["d"] = [Predicted("top", (0, 0, 50, 50), 0.7)]  # a photo with no top: false positive
+    predictions["b"].append(Predicted("top", (0, 0, 100, 100), 0.75))
+    # (b now has two tops; the second, a perfect one, is the hit at 0.75; d's is a miss at 0.7)
+    outcome, positives = match(predictions, truths, "top", 0.5)
+    assert positives == 3 and outcome == [(0.9, True), (0.8, False), (0.75, True), (0.7, False)]
+    assert average_precision(outcome, positives) == pytest.approx(5 / 9)
+    # at IoU 0.95 only b's perfect box counts: precision 1/3 at recall 1/3 (monotone: 1/2 up to it)
+    outcome, _ = match(predictions, truths, "top", 0.95)
+    assert outcome == [(0.9, False), (0.8, False), (0.75, True), (0.7, False)]
+    assert average_precision(outcome, 3) == pytest.approx(1 / 3 * 1 / 3)
+    assert average_precision([], 3) == 0.0 and average_precision([(0.5, False)], 0) is None
+
+
+def test_a_box_is_matched_once():
+    truths = {"a": [Truth("dress", (0, 0, 10, 10))]}
+    predictions = {"a": [Predicted("dress", (0, 0, 10, 10), 0.9), Predicted("dress", (0, 0, 10, 9), 0.8)]}
+    outcome, _ = match(predictions, truths, "dress", 0.5)
+    assert outcome == [(0.9, True), (0.8, False)]
+
+
+def test_metrics_and_targets():
+    truths = {"1": [Truth("top", (0, 0, 10, 10)), Truth("skirt", (0, 10, 10, 20))], "2": [Truth("top", (0, 0, 10, 10))]}
+    predictions = {"1": [Predicted("top", (0, 0, 10, 10), 0.9), Predicted("skirt", (0, 14, 10, 20), 0.8)], "2": []}
+    metrics = detection_metrics(predictions, truths)
+    top, skirt = metrics["per_class"]["top"], metrics["per_class"]["skirt"]
+    assert top["ap50"] == pytest.approx(0.5) and top["recall50"] == 0.5 and top["truths"] == 2
+    assert top["ap50_95"] == pytest.approx(0.5)  # a perfect box: a hit at every threshold
+    assert skirt["ap50"] == 1.0 and skirt["ap50_95"] == pytest.approx(0.3)  # IoU 0.6: hits at .5, .55, .6
+    assert metrics["per_class"]["bag"]["ap50"] is None  # no bag to find: left out of the mean
+    assert metrics["map50"] == pytest.approx(0.75) and metrics["map50_95"] == pytest.approx(0.4)
+    report = {"metrics": metrics, "latency_ms": {"median": 12.0}, "model_bytes": 2_000_000, "agreement": None}
+    checks = {check["name"]: check for check in targets(report)}
+    assert checks["mAP@0.5"]["met"] is True and checks["AP@0.5 top"]["met"] is False
+    assert checks["AP@0.5 dress"]["met"] is None  # nothing measured
+    assert checks["latency ms/photo (1 thread)"]["met"] is True and checks["model bytes"]["met"] is True
+    assert checks["top-label agreement"]["met"] is None
+    assert set(AP50_TARGETS) == {"dress", "skirt", "top"}
+    json.dumps(report)  # --json prints it

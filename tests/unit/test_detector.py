@@ -1,0 +1,249 @@
+"""The garment detector: boxes from a probability map (specks, letterbox, clipping, scores), the
+detector on awkward photos through a fake interpreter, the loader's fallback, and the committed
+detector_v1 itself (skipped while it is absent, except in CI)."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shazzam import detector as detector_module
+from shazzam.detector import (
+    CLASSES,
+    GarmentDetector,
+    Postprocess,
+    WholeImageDetector,
+    detections_from_probabilities,
+    load_detector,
+)
+from shazzam.detector_input import INPUT_HEIGHT, INPUT_WIDTH, detector_input, letterbox_geometry
+from shazzam.images import load_image
+from shazzam.vision import ModelError
+from tests.support.detectors import real_detector_manifest, serve_real_detector
+
+ROWS, COLS, STRIDE = INPUT_HEIGHT // 4, INPUT_WIDTH // 4, 4
+SETTINGS = Postprocess(min_area_fraction=0.0004, score_threshold=0.35, stride=STRIDE)
+
+
+def channel(name: str) -> int:
+    return CLASSES.index(name)
+
+
+def probability_map(*blobs) -> np.ndarray:
+    """A softmax-like map: background 0.9 everywhere, each blob (name, rows, cols, p) its class at p."""
+    probs = np.full((ROWS, COLS, len(CLASSES)), 0.01, dtype=np.float32)
+    probs[..., 0] = 0.9
+    for name, rows, cols, p in blobs:
+        probs[rows, cols] = (1 - p) / (len(CLASSES) - 1)
+        probs[rows, cols, channel(name)] = p
+    return probs
+
+
+def geometry(width: int, height: int):
+    return letterbox_geometry(width, height)[0]
+
+
+def test_one_box_per_class_specks_dropped_back_in_photo_pixels():
+    probs = probability_map(
+        ("top", slice(10, 30), slice(20, 40), 0.8),
+        ("footwear", slice(80, 90), slice(20, 28), 0.9),  # two shoes apart: one footwear box
+        ("footwear", slice(82, 92), slice(36, 44), 0.7),
+        ("pants", slice(60, 61), slice(5, 6), 0.9),  # one cell: a speck (min 2.5 cells)
+    )
+    found = detections_from_probabilities(probs, geometry(512, 768), SETTINGS)  # 2:3, scale 0.5, no padding
+    by_label = {d.label: d for d in found}
+    assert set(by_label) == {"top", "footwear"}
+    assert by_label["top"].box.as_list() == [160, 80, 320, 240]  # cells x 4 / 0.5
+    assert by_label["footwear"].box.as_list() == [160, 640, 352, 736]
+    assert by_label["top"].score == pytest.approx(0.8)
+    assert by_label["footwear"].score == pytest.approx((80 * 0.9 + 80 * 0.7) / 160)
+    assert [d.score for d in found] == sorted((d.score for d in found), reverse=True)
+    top = by_label["top"]
+    assert top.mask.shape == (240 - 80, 320 - 160) and top.mask.all()
+    shoes = by_label["footwear"].mask
+    assert shoes.shape == (96, 192) and 0.3 < shoes.mean() < 0.7  # the gap between the shoes is not shoe
+
+
+def test_pieces_much_smaller_than_the_class_largest_do_not_stretch_its_box():
+    probs = probability_map(
+        ("footwear", slice(80, 90), slice(20, 28), 0.9),  # two shoes of about the same size
+        ("footwear", slice(82, 92), slice(36, 44), 0.9),
+        ("footwear", slice(40, 43), slice(50, 53), 0.9),  # a stray 9-cell blob at knee height
+    )
+    stretched = {d.label: d.box for d in detections_from_probabilities(probs, geometry(512, 768), SETTINGS)}
+    assert stretched["footwear"].top == 320  # without the rule: the blob is 9 cells, over the speck size
+    strict = Postprocess(SETTINGS.min_area_fraction, SETTINGS.score_threshold, min_share_of_largest=0.3, stride=4)
+    found = {d.label: d.box for d in detections_from_probabilities(probs, geometry(512, 768), strict)}
+    assert found["footwear"].as_list() == [160, 640, 352, 736]  # both shoes kept, the blob dropped
+
+
+def test_letterbox_padding_is_undone_and_cells_outside_the_photo_ignored():
+    # 1024x384 fits the 256x384 canvas at scale 0.25 as 256x96, padded 144 above and below.
+    box_geometry = geometry(1024, 384)
+    assert (box_geometry.scale, box_geometry.pad_x, box_geometry.pad_y) == (0.25, 0, 144)
+    probs = probability_map(
+        ("dress", slice(30, 50), slice(8, 24), 0.9),  # starts in the padding (rows 30-35 are above the photo)
+        ("hat", slice(0, 20), slice(40, 60), 0.9),  # wholly in the padding: not in the photo
+    )
+    (dress,) = detections_from_probabilities(probs, box_geometry, SETTINGS)
+    assert dress.label == "dress"
+    assert dress.box.as_list() == [128, 0, 384, 224]  # y from the photo's top edge to (50*4 - 144) / 0.25
+
+
+def test_boxes_are_clipped_to_the_photo():
+    # 300x500: scale 0.768, content 230x384 with 13 pixels of padding either side.
+    probs = probability_map(("outerwear", slice(0, ROWS), slice(0, COLS), 0.9))
+    (coat,) = detections_from_probabilities(probs, geometry(300, 500), SETTINGS)
+    assert coat.box.as_list() == [0, 0, 300, 500]
+
+
+def test_low_scores_and_empty_maps_give_nothing():
+    assert detections_from_probabilities(probability_map(), geometry(400, 600), SETTINGS) == []
+    # A class that wins its cells only narrowly: below the score threshold.
+    weak = probability_map(("bag", slice(10, 20), slice(10, 20), 0.3))
+    weak[10:20, 10:20, 0] = 0.25
+    assert detections_from_probabilities(weak, geometry(400, 600), SETTINGS) == []
+    assert detections_from_probabilities(weak, geometry(400, 600), Postprocess(score_threshold=0.2)) != []
+
+
+class FakeModel:
+    """Stands in for shazzam.vision.TFLiteModel: answers a fixed probability map."""
+
+    def __init__(self, probs: np.ndarray):
+        self.probs = probs
+        self.path = Path("fake.tflite")
+        self.input_shape = (1, INPUT_HEIGHT, INPUT_WIDTH, 3)
+        self.output_shapes = [(1, ROWS, COLS, len(CLASSES))]
+        self.inputs = []
+
+    def run(self, batch):
+        assert batch.shape == self.input_shape and batch.dtype == np.float32
+        self.inputs.append(batch)
+        return [self.probs[None]]
+
+
+MANIFEST = {
+    "name": "fake-detector",
+    "file": "fake.tflite",
+    "outputs": {"probabilities": {"index": 0, "shape": [1, ROWS, COLS, len(CLASSES)], "stride": 4, "classes": list(CLASSES)}},
+    "postprocess": {"min_area_fraction": 0.0004, "score_threshold": 0.35},
+}
+
+
+def jpeg(image: Image.Image, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", **kwargs)
+    return buffer.getvalue()
+
+
+def rotated_jpeg() -> bytes:
+    """A 300x200 landscape JPEG whose EXIF says: turn me upright (to 200x300)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW
+    return jpeg(Image.new("RGB", (300, 200), (200, 30, 30)), exif=exif.tobytes())
+
+
+@pytest.mark.parametrize(
+    "photo",
+    [
+        pytest.param(lambda: Image.new("RGB", (1, 1), "red"), id="tiny"),
+        pytest.param(lambda: Image.new("RGB", (6000, 4000), "blue"), id="huge"),
+        pytest.param(lambda: Image.new("RGB", (4000, 60), "green"), id="panoramic"),
+        pytest.param(lambda: Image.new("RGB", (60, 4000), "green"), id="tall"),
+        pytest.param(lambda: load_image(jpeg(Image.new("L", (240, 320), 90))), id="greyscale"),
+        pytest.param(lambda: load_image(rotated_jpeg()), id="exif-rotated"),
+    ],
+)
+def test_awkward_photos_give_boxes_inside_them(photo):
+    image = photo()
+    model = FakeModel(probability_map(("top", slice(20, 50), slice(10, 54), 0.9), ("footwear", slice(85, 95), slice(16, 48), 0.9)))
+    found = GarmentDetector(model, MANIFEST).detect(image)
+    for detection in found:
+        box = detection.box
+        assert 0 <= box.left < box.right <= image.width and 0 <= box.top < box.bottom <= image.height
+        assert detection.label in CLASSES[1:] and detection.mask.shape == (box.bottom - box.top, box.right - box.left)
+    assert model.inputs[0].shape == (1, INPUT_HEIGHT, INPUT_WIDTH, 3)
+    if image.size == (200, 300):  # upright after EXIF: the 2:3 canvas is filled, both garments are in it
+        assert {d.label for d in found} == {"top", "footwear"}
+
+
+def test_the_detector_feeds_the_model_detector_input():
+    image = Image.new("RGB", (500, 300), (10, 20, 30))
+    model = FakeModel(probability_map())
+    assert GarmentDetector(model, MANIFEST).detect(image) == []
+    np.testing.assert_array_equal(model.inputs[0], detector_input(image)[0])
+
+
+def test_a_manifest_that_disagrees_is_refused():
+    model = FakeModel(probability_map())
+    wrong = json.loads(json.dumps(MANIFEST))
+    wrong["outputs"]["probabilities"]["classes"] = list(reversed(CLASSES))
+    with pytest.raises(ModelError, match="classes"):
+        GarmentDetector(model, wrong)
+    model.output_shapes = [(1, ROWS, COLS, 7)]
+    with pytest.raises(ModelError, match="output"):
+        GarmentDetector(model, MANIFEST)
+    settings = GarmentDetector(FakeModel(probability_map()), {**MANIFEST, "postprocess": {}}).settings
+    assert settings == Postprocess(detector_module.DEFAULT_MIN_AREA_FRACTION, detector_module.DEFAULT_SCORE_THRESHOLD, stride=4)
+
+
+def test_without_a_model_the_whole_image_detector_answers(tmp_path, monkeypatch):
+    monkeypatch.delenv(detector_module.DETECTOR_ENV, raising=False)
+    assert isinstance(load_detector(tmp_path), WholeImageDetector)  # no manifest there
+    (tmp_path / "detector_v1.json").write_text(json.dumps({**MANIFEST, "file": "detector_v1.tflite"}))
+    assert isinstance(load_detector(tmp_path), WholeImageDetector)  # a manifest without its model
+    monkeypatch.setenv(detector_module.DETECTOR_ENV, "whole-image")
+    assert isinstance(load_detector(), WholeImageDetector)
+    image = Image.new("RGB", (30, 40))
+    (whole,) = WholeImageDetector().detect(image)
+    assert whole.box.as_list() == [0, 0, 30, 40] and whole.label is None
+
+
+# --- the committed model ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_detector():
+    return GarmentDetector.from_manifest(real_detector_manifest())
+
+
+def test_the_committed_detector_keeps_the_contract(real_detector, monkeypatch):
+    manifest = json.loads(real_detector_manifest().read_text())
+    assert manifest["input"]["shape"] == [1, INPUT_HEIGHT, INPUT_WIDTH, 3]
+    assert manifest["input"]["preprocessing"] == "shazzam.detector_input.detector_input"
+    assert manifest["outputs"]["probabilities"]["classes"] == list(CLASSES)
+    assert real_detector.settings.stride == 4
+    serve_real_detector(monkeypatch)
+    assert isinstance(load_detector(), GarmentDetector)  # what the service runs when it is there
+    probabilities, _ = real_detector.probabilities(Image.new("RGB", (400, 600), (120, 110, 100)))
+    assert probabilities.shape == (ROWS, COLS, len(CLASSES))
+    np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, atol=1e-3)
+
+
+def test_the_committed_detector_finds_nothing_in_an_empty_photo(real_detector):
+    for colour in ((127, 127, 127), (255, 255, 255), (20, 20, 20)):
+        assert real_detector.detect(Image.new("RGB", (400, 600), colour)) == [], colour
+
+
+@pytest.mark.parametrize("size", [(1, 1), (5000, 3000), (4000, 60), (60, 4000), (37, 53)])
+def test_the_committed_detector_on_awkward_sizes(real_detector, size):
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+    for detection in real_detector.detect(image):
+        box = detection.box
+        assert 0 <= box.left < box.right <= size[0] and 0 <= box.top < box.bottom <= size[1]
+
+
+def test_the_committed_detector_copes_with_a_missing_or_altered_file(tmp_path):
+    manifest = real_detector_manifest()
+    shutil.copy(manifest, tmp_path / manifest.name)
+    model_file = json.loads(manifest.read_text())["file"]
+    (tmp_path / model_file).write_bytes(b"not the model")
+    with pytest.raises(ModelError, match="sha256"):
+        GarmentDetector.from_manifest(tmp_path / manifest.name)

