@@ -146,7 +146,11 @@ class LocalFolderStore:
             if path.is_file() and not path.name.startswith(".tmp-"):
                 key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
-                    yield ObjectInfo(key, path.stat().st_size, "")
+                    try:
+                        size = path.stat().st_size
+                    except FileNotFoundError:  # deleted by another writer since the walk saw it
+                        continue
+                    yield ObjectInfo(key, size, "")
 
 
 class S3Store:

@@ -7,6 +7,7 @@ tests/integration/test_s3_store.py runs the same contract against S3Store on mot
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from urllib.parse import unquote_plus
 
 import pytest
@@ -193,6 +194,17 @@ def test_list_hides_temporary_files(tmp_path):
     store.put("a/real", b"x")
     (tmp_path / "objects" / "a" / ".tmp-leftover").write_bytes(b"partial")
     assert [info.key for info in store.list()] == ["a/real"]
+
+
+def test_list_skips_an_object_deleted_while_listing(tmp_path, monkeypatch):
+    store = LocalFolderStore(tmp_path / "objects")
+    for key in ("a/1", "a/2", "a/3"):
+        store.put(key, b"x")
+    listing = store.list("a/")
+    assert next(listing).key == "a/1"
+    store.delete("a/2")  # another writer, after the walk saw it and it passed the file check
+    monkeypatch.setattr(Path, "is_file", lambda self: True)
+    assert [info.key for info in listing] == ["a/3"]
 
 
 def test_concurrent_conditional_increments_lose_nothing(tmp_path):
