@@ -269,13 +269,36 @@ def run(sizes: list[int], queries: int, dim: int | None = None, seed: int = 0, l
     rng = np.random.default_rng(seed)
     bandwidth = memory_copy_bandwidth()
     log(f"memory copy bandwidth, one core: {bandwidth / 1e9:.1f} GB/s")
-    return {
+    report = {
         "memory_copy_gb_per_s": round(bandwidth / 1e9, 2),
         "kernel": kernel_name(),
         "k": K,
         "data": DATA_NOTE,
         "sizes": [bench_size(n, dim, queries if n < 1_000_000 else max(5, queries // 4), rng, bandwidth, log) for n in sizes],
     }
+    report["targets"] = targets(report["sizes"])
+    return report
+
+
+def targets(sizes: list[dict]) -> list[dict]:
+    """The index issue's targets, each with the figure measured (None where the run had no such size)."""
+    by_items = {size["items"]: size for size in sizes}
+    at_100k, at_1m = by_items.get(100_000), by_items.get(1_000_000)
+
+    def ours(size, key):
+        return size["methods"]["ours"][key] if size else None
+
+    checks = [
+        ("speed-up over the original's method at 100k", at_100k and at_100k.get("speedup_vs_original"), 20.0, ">="),
+        ("speed-up over FAISS flat L1 at 100k", at_100k and at_100k.get("speedup_vs_faiss"), 1.0, ">"),
+        ("recall@10 against exact float32 L1, worst size", min(ours(size, "recall_at_10") for size in sizes) if sizes else None, 0.99, ">="),
+        ("scan rate / memory copy bandwidth at 1M, one core", ours(at_1m, "scan_vs_copy_bandwidth"), 0.5, ">="),
+        ("bytes per item, largest of any size", max(size["shard"]["bytes_per_item"] for size in sizes) if sizes else None, 256.0, "<="),
+        ("100k shard cold load + first query, s", at_100k and at_100k.get("cold_load", {}).get("seconds"), 0.5, "<="),
+    ]
+    compare = {">=": lambda v, t: v >= t, ">": lambda v, t: v > t, "<=": lambda v, t: v <= t}
+    return [{"name": name, "value": value, "target": target, "op": op,
+             "met": None if value is None else bool(compare[op](value, target))} for name, value, target, op in checks]
 
 
 def format_report(report: dict) -> str:
@@ -312,4 +335,8 @@ def format_report(report: dict) -> str:
             f"  ours' recall@10 over {size['methods']['ours']['recall_queries']} queries (the timed ones are the first "
             f"{size['queries']}); uniform (unclustered) data, same size: {size['uniform']['recall_at_10']}"
         )
+    lines.append("\ntargets:")
+    for check in report.get("targets", []):
+        met = "not measured" if check["met"] is None else ("met" if check["met"] else "NOT MET")
+        lines.append(f"  {check['name']:<52} {check['value']!s:>8} {check['op']} {check['target']:<6} {met}")
     return "\n".join(lines)

@@ -47,3 +47,20 @@ def test_the_garment_like_generator_matches_the_real_embeddings_statistics():
         distances = np.sort(np.abs(items - query).sum(axis=1))
         ratios.append(distances[9] / np.median(distances))
     assert 0.65 <= np.median(ratios) <= 0.85  # garment_v1, within a class: 0.77
+
+
+def test_targets_are_judged_from_the_sizes_measured():
+    def size(items, speedup, faiss, recall, scan, per_item, cold):
+        return {"items": items, "speedup_vs_original": speedup, "speedup_vs_faiss": faiss,
+                "methods": {"ours": {"recall_at_10": recall, "scan_vs_copy_bandwidth": scan}},
+                "shard": {"bytes_per_item": per_item}, "cold_load": {"seconds": cold}}
+
+    checks = {c["name"]: c for c in bench_search.targets([
+        size(10_000, 8.0, 0.6, 0.995, 0.3, 234.5, 0.01),
+        size(100_000, 30.0, 3.9, 0.989, 0.8, 233.1, 0.07),
+    ])}
+    assert checks["speed-up over the original's method at 100k"]["met"] is True
+    assert checks["speed-up over FAISS flat L1 at 100k"]["value"] == 3.9  # not the 10k figure
+    assert checks["recall@10 against exact float32 L1, worst size"]["met"] is False  # 0.989 at 100k
+    assert checks["scan rate / memory copy bandwidth at 1M, one core"]["met"] is None  # no 1M run
+    assert checks["bytes per item, largest of any size"]["value"] == 234.5
