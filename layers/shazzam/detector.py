@@ -20,7 +20,6 @@ Imports numpy, Pillow, ai_edge_litert and the standard library only: it runs in 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -34,7 +33,7 @@ from shazzam.detector_input import INPUT_HEIGHT, INPUT_WIDTH, Letterbox, detecto
 from shazzam.images import Box
 from shazzam.regions import label_map_regions
 from shazzam.taxonomy import DETECTOR_CLASSES
-from shazzam.vision import ModelError, TFLiteModel, default_model_dir
+from shazzam.vision import ModelError, TFLiteModel, default_model_dir, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -166,21 +165,7 @@ class GarmentDetector:
     @classmethod
     def from_manifest(cls, path: str | Path, *, num_threads: int | None = None, verify: bool = True) -> "GarmentDetector":
         """Load the manifest at `path` and the .tflite it names (beside it), checking its sha256."""
-        path = Path(path)
-        try:
-            manifest = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ModelError(f"no detector manifest at {path}") from None
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"unreadable detector manifest {path}: {exc}") from exc
-        model_path = path.parent / manifest["file"]
-        if verify and manifest.get("sha256"):
-            try:
-                digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
-            except FileNotFoundError:
-                raise ModelError(f"no detector model file at {model_path}") from None
-            if digest != manifest["sha256"]:
-                raise ModelError(f"{model_path} has sha256 {digest}, the manifest says {manifest['sha256']}")
+        manifest, model_path = read_manifest(path, what="detector", verify=verify)
         return cls(TFLiteModel(model_path, num_threads=num_threads), manifest)
 
     def probabilities(self, image: Image.Image) -> tuple[np.ndarray, Letterbox]:

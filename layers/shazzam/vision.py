@@ -37,6 +37,27 @@ def _default_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+def read_manifest(path: str | Path, *, what: str = "model", verify: bool = True) -> tuple[dict, Path]:
+    """A model's manifest and the path of the .tflite it names (beside it), after checking the
+    file's sha256 against the manifest's (when `verify` and the manifest has one)."""
+    path = Path(path)
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"no {what} manifest at {path}") from None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"unreadable {what} manifest {path}: {exc}") from exc
+    model_path = path.parent / manifest["file"]
+    if verify and manifest.get("sha256"):
+        try:
+            digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+        except FileNotFoundError:
+            raise ModelError(f"no {what} file at {model_path}") from None
+        if digest != manifest["sha256"]:
+            raise ModelError(f"{model_path} has sha256 {digest}, the manifest says {manifest['sha256']}")
+    return manifest, model_path
+
+
 class TFLiteModel:
     """One .tflite file and its interpreter; `run` is safe to call from several threads."""
 
@@ -129,21 +150,7 @@ class GarmentModel:
     @classmethod
     def from_manifest(cls, path: str | Path, *, num_threads: int | None = None, verify: bool = True) -> "GarmentModel":
         """Load the manifest at `path` and the .tflite it names (beside it), checking its sha256."""
-        path = Path(path)
-        try:
-            manifest = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ModelError(f"no model manifest at {path}") from None
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"unreadable model manifest {path}: {exc}") from exc
-        model_path = path.parent / manifest["file"]
-        if verify and manifest.get("sha256"):
-            try:
-                digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
-            except FileNotFoundError:
-                raise ModelError(f"no model file at {model_path}") from None
-            if digest != manifest["sha256"]:
-                raise ModelError(f"{model_path} has sha256 {digest}, the manifest says {manifest['sha256']}")
+        manifest, model_path = read_manifest(path, verify=verify)
         return cls(TFLiteModel(model_path, num_threads=num_threads), manifest)
 
     @property

