@@ -410,8 +410,9 @@ def train(args) -> dict:
 
 def train_cached(args) -> dict:
     """The CPU recipe: the stem and blocks 0..F-1 keep their ImageNet weights and their taps are
-    computed once per view (each photo as it is and mirrored); blocks F..15 and the decoder are
-    trained on those, the loss taken at the output's stride (the cell centres' labels)."""
+    computed once per view (each photo as it is, mirrored, and --product-views product shots cut
+    out of it); blocks F..15 and the decoder are trained on those, the loss taken at the output's
+    stride (the cell centres' labels)."""
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     dataset = CCPTrain(Path(args.ccp), TRAIN_PHOTOS[: args.limit or None], args.seed, 0.0)
@@ -427,7 +428,10 @@ def train_cached(args) -> dict:
     started = time.perf_counter()
     with torch.inference_mode():
         for index, (photo, labels) in enumerate(dataset.samples):
-            for image, label_map in ((photo, labels), (ImageOps.mirror(photo), ImageOps.mirror(labels))):
+            views = [(photo, labels), (ImageOps.mirror(photo), ImageOps.mirror(labels))]
+            shot_rng = np.random.default_rng([args.seed, index, 7])
+            views += [shot for shot in (product_shot(photo, labels, shot_rng) for _ in range(args.product_views)) if shot]
+            for image, label_map in views:
                 canvas, _ = letterbox_image(image)
                 target, _ = letterbox_image(label_map, Image.NEAREST)
                 x = torch.from_numpy(np.asarray(canvas, dtype=np.float32))[None]
@@ -490,6 +494,7 @@ def parse_args(argv=None):
     parser.add_argument("--frozen-blocks", type=int, default=0,
                         help="CPU recipe: keep the stem and blocks 0..N-1 at their ImageNet weights and cache their "
                              "output (0: train end to end with full augmentation, for a GPU)")
+    parser.add_argument("--product-views", type=int, default=1, help="CPU recipe: product shots cached per photo")
     parser.add_argument("--export", metavar="MODELS_DIR", help="export <run-dir>/checkpoint.pt instead of training")
     return parser.parse_args(argv)
 
