@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import json
 import math
 import sys
 import time
@@ -277,16 +276,17 @@ def check_disjoint(queries: list[Item], gallery: list[Item]) -> None:
 
 def verify_manifest(manifest_path: str | Path) -> dict:
     """The manifest, once the model file it names is there and matches its sha256; else EvaluationError."""
+    from shazzam.vision import ModelError, read_manifest
+
     manifest_path = Path(manifest_path)
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except FileNotFoundError:
-        raise EvaluationError(f"no model manifest at {manifest_path}") from None
-    except (OSError, ValueError) as exc:
-        raise EvaluationError(f"unreadable model manifest {manifest_path}: {exc}") from None
+        manifest, model_path = read_manifest(manifest_path, verify=False)  # the checks below say more
+    except ModelError as exc:
+        raise EvaluationError(str(exc)) from None
+    except KeyError:  # no "file"
+        manifest = {}
     if not manifest.get("file") or not manifest.get("sha256"):
         raise EvaluationError(f"{manifest_path} names no model file and sha256 to check it against")
-    model_path = manifest_path.parent / manifest["file"]
     if not model_path.is_file():
         raise EvaluationError(f"no model file at {model_path} (named by {manifest_path})")
     digest = file_sha256(model_path)
