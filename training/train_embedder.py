@@ -20,7 +20,8 @@ checkpoint (`export_garment.py`). The defaults are the committed model's recipe,
   1280 -> D -> ReLU is the embedding (non-negative, for the index's uint8 codes) and a cosine
   classifier over the L2-normalised embedding gives the 10 categories of `shazzam.taxonomy`.
 - CPU recipe (--cache-views N, default 3; F = 12): the frozen part runs once per view and its
-  output is cached (the clean view of every image, N augmented views of each train image); each
+  output is cached (the clean view of every image, N augmented views of each train image) in
+  `<run-dir>/prefix-cache/`, which later runs with the same frozen part and views reuse; each
   step pairs two different cached views of each of B images, with a feature-map flip. With
   --cache-views 0 (for a GPU: `--device cuda`, bf16) every step augments afresh, end to end.
 - Loss: cross-entropy with label smoothing on both views + supervised contrastive loss over the 2B
@@ -321,18 +322,41 @@ def train(args) -> dict:
 # ------------------------------------------------------------------------- cached frozen part (CPU)
 
 
-def cache_prefix(model: GarmentNet, items, view, batch: int = 32, what: str = "") -> np.ndarray:
-    """fp16 feature maps of the frozen part for `view(index, image)` of every item."""
-    chunks = []
+class PrefixInputs(torch.utils.data.Dataset):
+    """The model input of `view(index, image)` for each item (decoding and augmenting in workers)."""
+
+    def __init__(self, items, view):
+        self.items, self.view = items, view
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        image = load_image(self.items[index][0].read_bytes())
+        return torch.from_numpy(model_input(self.view(index, image))[0].astype(np.uint8))  # integral: lossless
+
+
+def cache_prefix(model: GarmentNet, items, view, path: Path, workers: int, what: str = "") -> np.ndarray:
+    """fp16 feature maps of the frozen part for `view(index, image)` of every item, kept in `path`
+    so that another run with the same frozen part, views and data skips the slowest step."""
+    names = "\n".join(str(p) for p, _ in items)
+    if path.exists() and path.with_suffix(".txt").read_text() == names:
+        log(f"{what}: cached in {path}")
+        return np.load(path)
+    chunks, done = [], 0
     started = time.perf_counter()
+    loader = torch.utils.data.DataLoader(PrefixInputs(items, view), batch_size=32, num_workers=workers)
     with torch.inference_mode():
-        for start in range(0, len(items), batch):
-            arrays = [model_input(view(index, load_image(items[index][0].read_bytes())))
-                      for index in range(start, min(start + batch, len(items)))]
-            chunks.append(model.prefix(torch.from_numpy(np.concatenate(arrays))).to(torch.float16).numpy())
-            if start // batch % 20 == 0:
-                log(f"{what}: {start + len(arrays)}/{len(items)} ({(time.perf_counter() - started) / (start + len(arrays)) * 1000:.0f} ms/img)")
-    return np.concatenate(chunks)
+        for x in loader:
+            chunks.append(model.prefix(x.float()).to(torch.float16).numpy())
+            done += len(x)
+            if len(chunks) % 20 == 1:
+                log(f"{what}: {done}/{len(items)} ({(time.perf_counter() - started) / done * 1000:.0f} ms/img)")
+    features = np.concatenate(chunks)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, features)
+    path.with_suffix(".txt").write_text(names)
+    return features
 
 
 def train_cached(args) -> dict:
@@ -346,12 +370,16 @@ def train_cached(args) -> dict:
     items = {s: readable(list_split(data, s), s) for s in SPLITS}
     model = build_model(args.dim, args.frozen_blocks).eval()
     augment = Views(items["train"], args.seed, args.rephotograph_share)
-    serving = {s: cache_prefix(model, items[s], lambda i, im: standardise_img(im), what=f"{s} view 0") for s in SPLITS}
+    # the file names carry everything a view depends on besides the images (listed beside each file)
+    cache = Path(args.run_dir) / "prefix-cache" / f"frozen{args.frozen_blocks}"
+    serving = {s: cache_prefix(model, items[s], lambda i, im: standardise_img(im), cache / f"{s}-serving.npy",
+                               args.workers, what=f"{s} view 0") for s in SPLITS}
     views = [serving["train"]]
     for k in range(1, args.cache_views + 1):
         def view(index, image, k=k):
             return augment.view(image, np.random.default_rng([args.seed, k, index]))
-        views.append(cache_prefix(model, items["train"], view, what=f"train view {k}"))
+        path = cache / f"train-seed{args.seed}-rephotograph{args.rephotograph_share}-view{k}.npy"
+        views.append(cache_prefix(model, items["train"], view, path, args.workers, what=f"train view {k}"))
     labels = {s: np.array([label for _, label in items[s]]) for s in SPLITS}
 
     head = [model.project.weight, model.project.bias, model.classifier.weight, model.classifier.bias, model.scale]
