@@ -47,7 +47,7 @@ $(VENV)-train/.installed: training/requirements.txt
 model: $(VENV)-train/.installed  ## rebuild layers/models/garment_v0.tflite (torch lives only in .venv-train)
 	$(VENV)-train/bin/python training/export_embedder.py --data $(DATA)/clothing-dataset-small --out layers/models
 
-finetune: $(VENV)-train/.installed  ## train and export layers/models/garment_v2.* (the CPU recipe: about 30 minutes on 2 cores)
+finetune: $(VENV)-train/.installed  ## train and export layers/models/garment_v2.* (the CPU recipe: about 12 minutes on 2 cores)
 	$(VENV)-train/bin/python training/train_embedder.py --data $(DATA)/clothing-dataset-small --run-dir build/garment_v2
 	$(VENV)-train/bin/python training/train_embedder.py --run-dir build/garment_v2 --export layers/models
 
