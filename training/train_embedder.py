@@ -36,6 +36,8 @@ checkpoint (`export_garment.py`). The defaults are the committed model's recipe,
 from __future__ import annotations
 
 import argparse
+import hashlib
+import inspect
 import json
 import sys
 import time
@@ -49,6 +51,8 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import MEAN, STD, autocast, load_backbone, log, warmup_cosine  # noqa: E402
 
+import shazzam.images  # noqa: E402
+import shazzam.rephotograph  # noqa: E402
 from shazzam.images import ImageError, load_image, model_input, standardise_img, to_model_input  # noqa: E402
 from shazzam.rephotograph import phone_photo, rephotograph  # noqa: E402
 from shazzam.taxonomy import CATEGORIES  # noqa: E402
@@ -57,6 +61,9 @@ SPLITS = ("train", "validation", "test")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 SEED = 20261128
 CODE_MAX = 0.25  # unit components above this clip in the index's uint8 codes (shazzam.distance)
+# the code every cached view goes through (decoding, preprocessing, augmentation)
+VIEW_CODE_FINGERPRINT = hashlib.sha256(
+    "".join(inspect.getsource(module) for module in (shazzam.images, shazzam.rephotograph)).encode()).hexdigest()
 
 
 
@@ -244,6 +251,57 @@ def score(model, loaders, device, query: str, gallery: tuple[str, ...]) -> dict:
     }
 
 
+class Fit:
+    """What both recipes share: AdamW over the trained blocks and the heads, the warm-up cosine
+    schedule, one record per epoch, and keeping the epoch with the best validation precision@10 +
+    accuracy; `save` writes the run's checkpoint and summary."""
+
+    def __init__(self, model: GarmentNet, args, steps_per_epoch: int):
+        head = [model.project.weight, model.project.bias, model.classifier.weight, model.classifier.bias, model.scale]
+        head_ids = {id(p) for p in head}
+        body = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
+        self.optimiser = torch.optim.AdamW([{"params": body, "lr": args.lr_body}, {"params": head, "lr": args.lr_head}],
+                                           weight_decay=args.weight_decay)
+        self.bases = [g["lr"] for g in self.optimiser.param_groups]
+        self.model, self.args, self.steps_per_epoch = model, args, steps_per_epoch
+        self.total = args.epochs * steps_per_epoch
+        self.step, self.best, self.history = 0, {"criterion": -1.0}, []
+
+    def update(self, loss: torch.Tensor) -> None:
+        factor = warmup_cosine(self.step, self.steps_per_epoch, self.total)  # one epoch of warm-up
+        for group, base in zip(self.optimiser.param_groups, self.bases):
+            group["lr"] = base * factor
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimiser.step()
+        self.step += 1
+
+    def end_epoch(self, epoch: int, started: float, sums: np.ndarray, score_validation) -> None:
+        losses = dict(zip(("ce", "supcon", "instance", "clip"), (sums / self.steps_per_epoch).round(4).tolist()))
+        record = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - started, 1), **losses}
+        if epoch + 1 >= self.args.score_from or epoch + 1 == self.args.epochs:
+            record.update(score_validation())
+            criterion = record["precision_at_10"] + record["accuracy"]
+            if criterion > self.best["criterion"]:
+                self.best = {"criterion": criterion, "epoch": epoch + 1,
+                             "state": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}}
+        self.history.append(record)
+        log(json.dumps(record))
+
+    def restore_best(self) -> None:
+        self.model.load_state_dict(self.best["state"])
+
+    def save(self, test: dict, **facts) -> dict:
+        summary = {"best_epoch": self.best["epoch"], "test": test, "history": self.history, **facts,
+                   "torch": torch.__version__, "args": vars(self.args)}
+        run_dir = Path(self.args.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        torch.save({"state": self.best["state"], "dim": self.args.dim, "frozen_blocks": self.args.frozen_blocks,
+                    "summary": summary}, run_dir / "checkpoint.pt")
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+
 def train(args) -> dict:
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
@@ -261,18 +319,7 @@ def train(args) -> dict:
     loaders = {s: torch.utils.data.DataLoader(Serving(items[s]), batch_size=128, num_workers=args.workers)
                for s in ("train", "validation", "test")}
 
-    head = [model.project.weight, model.project.bias, model.classifier.weight, model.classifier.bias, model.scale]
-    head_ids = {id(p) for p in head}
-    body = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
-    optimiser = torch.optim.AdamW([{"params": body, "lr": args.lr_body}, {"params": head, "lr": args.lr_head}],
-                                  weight_decay=args.weight_decay)
-    steps_per_epoch = len(train_loader)
-    total = args.epochs * steps_per_epoch
-    warmup = steps_per_epoch
-    bases = [g["lr"] for g in optimiser.param_groups]
-    best = {"criterion": -1.0}
-    history = []
-    step = 0
+    fit = Fit(model, args, len(train_loader))
     started = time.perf_counter()
     for epoch in range(args.epochs):
         views.epoch = epoch
@@ -282,41 +329,19 @@ def train(args) -> dict:
         for x, y, _ in train_loader:
             x = x.to(device, non_blocking=True).flatten(0, 1).float()  # [B, 2, H, W, 3] -> [2B, ...], views adjacent
             y = y.to(device).repeat_interleave(2)
-            factor = warmup_cosine(step, warmup, total)
-            for group, base in zip(optimiser.param_groups, bases):
-                group["lr"] = base * factor
             with autocast(device):
                 _, unit, logits = model(x)
             unit, logits = unit.float(), logits.float()
             loss, terms = objective(unit, logits, y, args)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
+            fit.update(loss)
             sums += terms
-            step += 1
-        losses = dict(zip(("ce", "supcon", "instance", "clip"), (sums / steps_per_epoch).round(4).tolist()))
-        record = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - t0, 1), **losses}
-        if epoch + 1 >= args.score_from or epoch + 1 == args.epochs:
-            record.update(score(model, loaders, device, "validation", ("train",)))
-            criterion = record["precision_at_10"] + record["accuracy"]
-            if criterion > best["criterion"]:
-                best = {"criterion": criterion, "epoch": epoch + 1,
-                        "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-        history.append(record)
-        log(json.dumps(record))
+        fit.end_epoch(epoch, t0, sums, lambda: score(model, loaders, device, "validation", ("train",)))
     train_seconds = time.perf_counter() - started
-    model.load_state_dict(best["state"])
+    fit.restore_best()
     test = score(model, loaders, device, "test", ("train", "validation"))
-    summary = {"best_epoch": best["epoch"], "test": test, "history": history, "train_seconds": round(train_seconds),
-               "device": str(device), "torch": torch.__version__, "args": vars(args),
-               "images": {s: len(v) for s, v in items.items()}}
-    log(f"best epoch {best['epoch']}; test {test}; {train_seconds:.0f} s")
-    run_dir = Path(args.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    torch.save({"state": best["state"], "dim": args.dim, "frozen_blocks": args.frozen_blocks, "summary": summary},
-               run_dir / "checkpoint.pt")
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    log(f"best epoch {fit.best['epoch']}; test {test}; {train_seconds:.0f} s")
+    return fit.save(test, train_seconds=round(train_seconds), device=str(device),
+                    images={s: len(v) for s, v in items.items()})
 
 
 # ------------------------------------------------------------------------- cached frozen part (CPU)
@@ -338,8 +363,10 @@ class PrefixInputs(torch.utils.data.Dataset):
 
 def cache_prefix(model: GarmentNet, items, view, path: Path, workers: int, what: str = "") -> np.ndarray:
     """fp16 feature maps of the frozen part for `view(index, image)` of every item, kept in `path`
-    so that another run with the same frozen part, views and data skips the slowest step."""
-    names = "\n".join(str(p) for p, _ in items)
+    so that another run with the same frozen part, views and data skips the slowest step. The file
+    beside it lists the images and fingerprints the code that makes the views, so that a change to
+    the augmentation or the preprocessing remakes the cache instead of reusing stale views."""
+    names = "\n".join([VIEW_CODE_FINGERPRINT, *(str(p) for p, _ in items)])
     if path.exists() and path.with_suffix(".txt").read_text() == names:
         log(f"{what}: cached in {path}")
         return np.load(path)
@@ -382,15 +409,9 @@ def train_cached(args) -> dict:
         views.append(cache_prefix(model, items["train"], view, path, args.workers, what=f"train view {k}"))
     labels = {s: np.array([label for _, label in items[s]]) for s in SPLITS}
 
-    head = [model.project.weight, model.project.bias, model.classifier.weight, model.classifier.bias, model.scale]
-    head_ids = {id(p) for p in head}
-    body = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
-    optimiser = torch.optim.AdamW([{"params": body, "lr": args.lr_body}, {"params": head, "lr": args.lr_head}],
-                                  weight_decay=args.weight_decay)
     n = len(labels["train"])
     steps_per_epoch = n // args.batch
-    total, warmup = args.epochs * steps_per_epoch, steps_per_epoch
-    bases = [g["lr"] for g in optimiser.param_groups]
+    fit = Fit(model, args, steps_per_epoch)
 
     def embed_cached(features):
         model.eval()
@@ -410,7 +431,6 @@ def train_cached(args) -> dict:
                 "accuracy": float(np.mean(logits.argmax(1) == labels[query])),
                 "max_component": float(units.max()), "clipped_fraction": float(np.mean(units > CODE_MAX))}
 
-    best, history, step = {"criterion": -1.0}, [], 0
     started = time.perf_counter()
     train_labels = torch.from_numpy(labels["train"])
     for epoch in range(args.epochs):
@@ -427,38 +447,16 @@ def train_cached(args) -> dict:
             flips = torch.from_numpy(rng.random(len(x)) < 0.5)
             x[flips] = x[flips].flip(-1)
             y = train_labels[index].repeat_interleave(2)
-            factor = warmup_cosine(step, warmup, total)
-            for group, base in zip(optimiser.param_groups, bases):
-                group["lr"] = base * factor
             _, unit, logits = model.suffix(x)
             loss, terms = objective(unit, logits, y, args)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
+            fit.update(loss)
             sums += terms
-            step += 1
-        losses = dict(zip(("ce", "supcon", "instance", "clip"), (sums / steps_per_epoch).round(4).tolist()))
-        record = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - t0, 1), **losses}
-        if epoch + 1 >= args.score_from or epoch + 1 == args.epochs:
-            record.update(score("validation", ("train",)))
-            criterion = record["precision_at_10"] + record["accuracy"]
-            if criterion > best["criterion"]:
-                best = {"criterion": criterion, "epoch": epoch + 1,
-                        "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-        history.append(record)
-        log(json.dumps(record))
-    model.load_state_dict(best["state"])
+        fit.end_epoch(epoch, t0, sums, lambda: score("validation", ("train",)))
+    fit.restore_best()
     test = score("test", ("train", "validation"))
-    summary = {"best_epoch": best["epoch"], "test": test, "history": history,
-               "seconds": round(time.perf_counter() - started), "device": "cpu", "torch": torch.__version__,
-               "args": vars(args), "images": {s: len(v) for s, v in items.items()}}
-    log(f"best epoch {best['epoch']}; test {test}")
-    run_dir = Path(args.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    torch.save({"state": best["state"], "dim": args.dim, "frozen_blocks": args.frozen_blocks, "summary": summary},
-               run_dir / "checkpoint.pt")
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    log(f"best epoch {fit.best['epoch']}; test {test}")
+    return fit.save(test, seconds=round(time.perf_counter() - started), device="cpu",
+                    images={s: len(v) for s, v in items.items()})
 
 
 def parse_args(argv=None):
