@@ -334,12 +334,33 @@ def cmd_eval_detector(args) -> int:
         return 2
     small = Path(args.small_data) if args.small_data else None
     try:
-        report = detection_eval.run(manifest, Path(args.data), small if small and small.is_dir() else None, Path(args.out) if args.out else None)
-    except FileNotFoundError as exc:
+        overrides = detection_eval.postprocess_overrides(args.postprocess or [])
+        photos = _photo_range(args.photos)
+    except ValueError as exc:
+        print(f"shazzam eval-detector: {exc}", file=sys.stderr)
+        return 2
+    try:
+        report = detection_eval.run(manifest, Path(args.data), small if small and small.is_dir() else None,
+                                    Path(args.out) if args.out else None, photos=photos, overrides=overrides)
+    except (FileNotFoundError, ValueError) as exc:
         print(f"shazzam eval-detector: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(report) if args.json else detection_eval.format_report(report))
     return 0
+
+
+def _photo_range(text: str | None) -> range | None:
+    """"601-700" -> range(601, 701), "705" -> range(705, 706); None -> None (the validation photos)."""
+    if not text:
+        return None
+    first, _, last = text.partition("-")
+    try:
+        start, stop = int(first), int(last or first) + 1
+    except ValueError:
+        raise ValueError(f"--photos takes FIRST-LAST photo numbers such as 601-700, not {text!r}") from None
+    if not 1 <= start < stop:
+        raise ValueError(f"--photos {text!r} is an empty or negative range")
+    return range(start, stop)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -428,6 +449,12 @@ def build_parser() -> argparse.ArgumentParser:
     eval_detector.add_argument("--model", help="detector name in the model folder, or a manifest path (default: $SHAZZAM_DETECTOR or detector_v1)")
     eval_detector.add_argument("--out", help="folder for a PNG of boxes drawn on a few validation photos")
     eval_detector.add_argument("--json", action="store_true", help="print one JSON object")
+    eval_detector.add_argument("--photos", metavar="FIRST-LAST",
+                               help="CCP photo numbers to score instead of the validation set 701-800 "
+                                    "(601-700: training photos, where postprocess settings are chosen)")
+    eval_detector.add_argument("--postprocess", action="append", metavar="KEY=VALUE",
+                               help="override a manifest postprocess setting (min_area_fraction, score_threshold, "
+                                    "min_share_of_largest, upsample, mirror); repeatable")
     eval_detector.set_defaults(run=cmd_eval_detector)
 
     invoke = commands.add_parser("invoke", help="run one function's handler on an event file")

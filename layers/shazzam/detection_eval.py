@@ -213,26 +213,62 @@ def top_label_agreement(detector, root: Path, split: str = "test", progress=None
     }
 
 
-def run(manifest: Path, data: Path, small_data: Path | None, out: Path | None = None, progress=None) -> dict:
-    """The whole evaluation of the detector in `manifest` (see the module's docstring)."""
+def postprocess_overrides(pairs: Sequence[str]) -> dict:
+    """`KEY=VALUE` strings as shazzam.detector.Postprocess fields of the right types (for trying a
+    setting without editing the manifest); ValueError names what is wrong."""
+    from dataclasses import fields
+
+    from shazzam.detector import Postprocess
+
+    types = {f.name: f.type for f in fields(Postprocess) if f.name != "stride"}
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in types:
+            raise ValueError(f"postprocess setting {pair!r} is not KEY=VALUE with KEY one of {', '.join(types)}")
+        kind = types[key]
+        if kind in ("bool", bool):
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"postprocess {key} takes true or false, not {value!r}")
+            overrides[key] = value.lower() in ("true", "1")
+        else:
+            try:
+                overrides[key] = (int if kind in ("int", int) else float)(value)
+            except ValueError:
+                raise ValueError(f"postprocess {key} takes a number, not {value!r}") from None
+    return overrides
+
+
+def run(manifest: Path, data: Path, small_data: Path | None, out: Path | None = None, progress=None,
+        photos: range | None = None, overrides: Mapping[str, object] | None = None) -> dict:
+    """The whole evaluation of the detector in `manifest` (see the module's docstring).
+
+    `photos` scores other CCP photos than the validation set (training photos 0601-0700 are where
+    postprocess settings are chosen); `overrides` replaces manifest postprocess settings."""
+    from dataclasses import asdict, replace
+
     from shazzam.ccp import CCP, VALIDATION
+
     from shazzam.detector import GarmentDetector
 
     detector = GarmentDetector.from_manifest(manifest, num_threads=1)
+    if overrides:
+        detector.settings = replace(detector.settings, **overrides)
+        if detector.settings.upsample < 1 or detector.settings.stride % detector.settings.upsample:
+            raise ValueError(f"upsample {detector.settings.upsample} does not divide the stride {detector.settings.stride}")
+    photos = photos or VALIDATION
     ccp = CCP(data)
-    numbers = ccp.numbers(VALIDATION)
+    numbers = ccp.numbers(photos)
     if not numbers:
-        raise FileNotFoundError(f"no CCP validation photos (0701-0800) under {data}")
+        raise FileNotFoundError(f"no CCP photos {photos.start:04d}-{photos.stop - 1:04d} under {data}")
     predictions, truths, latencies = evaluate_ccp(detector, ccp, numbers, progress)
     report = {
         "model": detector.name,
         "manifest": str(manifest),
-        "postprocess": {
-            "min_area_fraction": detector.settings.min_area_fraction,
-            "score_threshold": detector.settings.score_threshold,
-            "min_share_of_largest": detector.settings.min_share_of_largest,
-        },
+        "postprocess": {k: v for k, v in asdict(detector.settings).items() if k != "stride"},
         "photos": len(numbers),
+        "photo_range": [photos.start, photos.stop - 1],
+        "held_out": set(photos) <= set(VALIDATION),
         "metrics": detection_metrics(predictions, truths),
         "latency_ms": {"median": statistics.median(latencies), "p90": float(np.percentile(latencies, 90)), "threads": 1},
         "model_bytes": detector.model.path.stat().st_size,
@@ -289,8 +325,10 @@ def format_report(report: dict) -> str:
         return "n/a" if value is None else f"{value:.{digits}f}"
 
     metrics = report["metrics"]
+    first, last = report.get("photo_range", (701, 800))
+    kind = "validation photos" if report.get("held_out", True) else "photos, TRAINING photos among them (not a held-out figure)"
     lines = [
-        f"detector {report['model']} on {report['photos']} CCP validation photos (0701-0800); "
+        f"detector {report['model']} on {report['photos']} CCP {kind} ({first:04d}-{last:04d}); "
         f"postprocess {report['postprocess']}",
         f"mAP@0.5 {number(metrics['map50'])}   mAP@0.5:0.95 {number(metrics['map50_95'])}",
         f"{'class':<10} {'AP@0.5':>7} {'AP@.5:.95':>9} {'recall@0.5':>10} {'boxes':>6} {'found':>6}",

@@ -6,8 +6,10 @@ segmentation model: per-pixel class probabilities at stride 4, see its manifest)
 names another manifest in the model folder, or the path of one; `whole-image` forces v0.
 
 How boxes are made, the same way shazzam.ccp makes the ground truth from CCP's masks
-(shazzam.regions): the argmax label map at stride 4 (cells outside the letterboxed photo count
-as background); per class, its connected pieces smaller than `min_area_fraction` of the photo
+(shazzam.regions): the model's probabilities, averaged with those of the mirrored photo when the
+manifest says `mirror` and upsampled bilinearly by `upsample` (as training upsampled its logits to
+score them against the full-resolution masks); their argmax label map (cells outside the
+letterboxed photo count as background); per class, its connected pieces smaller than `min_area_fraction` of the photo
 are dropped as specks, and so are pieces smaller than `min_share_of_largest` of the class's
 largest (stray blobs that would stretch the box); the box is the extent of the rest, mapped back to the photo's pixels
 through the letterbox and clipped to it. The score is the class's mean probability over the
@@ -71,7 +73,35 @@ class Postprocess:
     min_area_fraction: float = DEFAULT_MIN_AREA_FRACTION
     score_threshold: float = DEFAULT_SCORE_THRESHOLD
     min_share_of_largest: float = 0.0
-    stride: int = 4
+    stride: int = 4  # canvas pixels per cell of the model's output
+    # Cells per output cell along each axis before the argmax: a finer grid for the box edges
+    # (a pair of glasses is 5 x 2 cells at stride 4). Must divide `stride`.
+    upsample: int = 1
+    mirror: bool = False  # average the probabilities with those of the mirrored photo
+
+
+def upsample_bilinear(probabilities: np.ndarray, factor: int) -> np.ndarray:
+    """[rows, cols, channels] -> [rows * factor, cols * factor, channels], bilinear with pixel
+    centres aligned (torch's interpolate(..., mode="bilinear", align_corners=False)), as two
+    small matrix products."""
+    if factor == 1:
+        return probabilities
+    rows, cols, channels = probabilities.shape
+    vertical, horizontal = _interpolation_matrix(rows, factor), _interpolation_matrix(cols, factor)
+    tall = (vertical @ probabilities.reshape(rows, cols * channels)).reshape(rows * factor, cols, channels)
+    return np.matmul(horizontal, tall)
+
+
+def _interpolation_matrix(size: int, factor: int) -> np.ndarray:
+    """[size * factor, size]: each output sample's weights on the two input samples around it."""
+    source = np.clip((np.arange(size * factor) + 0.5) / factor - 0.5, 0, size - 1)
+    below = np.floor(source).astype(int)
+    above = np.minimum(below + 1, size - 1)
+    weight = (source - below).astype(np.float32)
+    matrix = np.zeros((size * factor, size), np.float32)
+    np.add.at(matrix, (np.arange(size * factor), below), 1 - weight)
+    np.add.at(matrix, (np.arange(size * factor), above), weight)
+    return matrix
 
 
 def detections_from_probabilities(
@@ -87,10 +117,14 @@ def detections_from_probabilities(
     probabilities = np.asarray(probabilities, dtype=np.float32)
     if probabilities.ndim == 4:
         probabilities = probabilities[0]
-    rows, cols, channels = probabilities.shape
+    channels = probabilities.shape[-1]
     if channels != len(classes):
         raise ValueError(f"{channels} output channels, expected {len(classes)} ({', '.join(classes)})")
-    stride = settings.stride
+    if settings.upsample < 1 or settings.stride % settings.upsample:
+        raise ValueError(f"upsample {settings.upsample} does not divide the stride {settings.stride}")
+    probabilities = upsample_bilinear(probabilities, settings.upsample)
+    rows, cols, _ = probabilities.shape
+    stride = settings.stride // settings.upsample
     labels = probabilities.argmax(axis=-1)
     # The photo's part of the canvas, in pixels and in cells (a cell belongs if its centre does).
     _, (content_w, content_h) = letterbox_geometry(geometry.width, geometry.height)
@@ -160,7 +194,11 @@ class GarmentDetector:
             score_threshold=float(post.get("score_threshold", DEFAULT_SCORE_THRESHOLD)),
             min_share_of_largest=float(post.get("min_share_of_largest", 0.0)),
             stride=stride,
+            upsample=int(post.get("upsample", 1)),
+            mirror=bool(post.get("mirror", False)),
         )
+        if self.settings.upsample < 1 or stride % self.settings.upsample:
+            raise ModelError(f"{model.path.name}: postprocess upsample {self.settings.upsample} does not divide the stride {stride}")
 
     @classmethod
     def from_manifest(cls, path: str | Path, *, num_threads: int | None = None, verify: bool = True) -> "GarmentDetector":
@@ -171,7 +209,12 @@ class GarmentDetector:
     def probabilities(self, image: Image.Image) -> tuple[np.ndarray, Letterbox]:
         """The model's output for one upright RGB photo, [rows, cols, classes], and its letterbox."""
         batch, geometry = detector_input(image)
-        return self.model.run(batch)[self._index][0], geometry
+        probabilities = self.model.run(batch)[self._index][0]
+        if self.settings.mirror:
+            # The mirrored canvas's output, mirrored back: the same cells, seen the other way round.
+            mirrored = self.model.run(np.ascontiguousarray(batch[:, :, ::-1]))[self._index][0][:, ::-1]
+            probabilities = (probabilities + mirrored) / 2
+        return probabilities, geometry
 
     def detect(self, image: Image.Image, *, masks: bool = True) -> list[Detection]:
         """Every garment found, best score first; [] when there is none."""

@@ -72,3 +72,24 @@ def test_eval_detector_scores_the_committed_detector(tmp_path, shared_data):
 def test_eval_detector_without_a_model_says_so(tmp_path):
     run = shazzam("eval-detector", "--model", str(tmp_path / "nothing.json"), data_dir=tmp_path)
     assert run.returncode == 2 and "no detector manifest" in run.stderr
+
+
+def test_eval_detector_scores_training_photos_with_other_settings_when_told(tmp_path, shared_data):
+    from tests.support.detectors import real_detector_manifest
+
+    run = shazzam(
+        "eval-detector", "--model", str(real_detector_manifest()), "--data", str(shared_data / "ccp"), "--small-data", "",
+        "--photos", "691-700", "--postprocess", "upsample=1", "--postprocess", "mirror=false", data_dir=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "10 CCP photos, TRAINING photos among them (not a held-out figure) (0691-0700)" in run.stdout
+    assert "'upsample': 1, 'mirror': False" in run.stdout
+
+
+def test_eval_detector_refuses_bad_options(tmp_path):
+    from tests.support.detectors import real_detector_manifest
+
+    for option, says in ((["--photos", "700-601"], "empty"), (["--photos", "six"], "FIRST-LAST"),
+                         (["--postprocess", "upsample=3"], "does not divide"), (["--postprocess", "wings=2"], "KEY=VALUE")):
+        run = shazzam("eval-detector", "--model", str(real_detector_manifest()), "--data", str(tmp_path), *option, data_dir=tmp_path)
+        assert run.returncode == 2 and says in run.stderr, (option, run.stderr)

@@ -18,6 +18,7 @@ from shazzam.detection_eval import (
     detection_metrics,
     iou,
     match,
+    postprocess_overrides,
     targets,
 )
 from shazzam.regions import MIN_AREA_FRACTION, components
@@ -152,3 +153,13 @@ def test_metrics_and_targets():
     assert checks["top-label agreement"]["met"] is None
     assert set(AP50_TARGETS) == {"dress", "skirt", "top"}
     json.dumps(report)  # --json prints it
+
+
+def test_postprocess_overrides_are_typed_and_checked():
+    assert postprocess_overrides(["upsample=2", "mirror=true", "score_threshold=0.5"]) == {"upsample": 2, "mirror": True, "score_threshold": 0.5}
+    assert postprocess_overrides(["mirror=0"]) == {"mirror": False}
+    assert postprocess_overrides([]) == {}
+    for bad, says in (("upsample", "KEY=VALUE"), ("stride=2", "KEY=VALUE"), ("colour=red", "KEY=VALUE"),
+                      ("mirror=maybe", "true or false"), ("upsample=two", "a number")):
+        with pytest.raises(ValueError, match=says):
+            postprocess_overrides([bad])

@@ -21,6 +21,7 @@ from shazzam.detector import (
     WholeImageDetector,
     detections_from_probabilities,
     load_detector,
+    upsample_bilinear,
 )
 from shazzam.detector_input import INPUT_HEIGHT, INPUT_WIDTH, detector_input, letterbox_geometry
 from shazzam.images import load_image
@@ -112,6 +113,65 @@ def test_low_scores_and_empty_maps_give_nothing():
     assert detections_from_probabilities(weak, geometry(400, 600), Postprocess(score_threshold=0.2)) != []
 
 
+def test_bilinear_upsampling_worked_by_hand():
+    # Pixel centres aligned: output sample j sits at (j + 0.5) / 2 - 0.5 of the input, clamped.
+    row = np.array([[[0.0], [1.0]]], dtype=np.float32)  # 1 x 2 x 1
+    np.testing.assert_allclose(upsample_bilinear(row, 2)[..., 0], [[0, 0.25, 0.75, 1], [0, 0.25, 0.75, 1]])
+    probs = probability_map(("top", slice(10, 30), slice(20, 40), 0.8))
+    finer = upsample_bilinear(probs, 2)
+    assert finer.shape == (2 * ROWS, 2 * COLS, len(CLASSES))
+    np.testing.assert_allclose(finer.sum(axis=-1), probs.sum(axis=-1).repeat(2, 0).repeat(2, 1), rtol=1e-5)
+    assert upsample_bilinear(probs, 1) is probs
+
+
+def test_upsampling_puts_box_edges_between_cells():
+    # A column of cells the top wins only narrowly: at stride 4 the box takes it whole, on the 2x
+    # grid only the half next to the confident cells.
+    probs = probability_map(("top", slice(10, 30), slice(20, 40), 0.8), ("top", slice(10, 30), slice(40, 41), 0.46))
+    probs[10:30, 40, 0] = 0.44
+    coarse = Postprocess(min_area_fraction=0.0004, score_threshold=0.35, stride=4)
+    fine = Postprocess(min_area_fraction=0.0004, score_threshold=0.35, stride=4, upsample=2)
+    (whole,) = detections_from_probabilities(probs, geometry(512, 768), coarse)
+    (half,) = detections_from_probabilities(probs, geometry(512, 768), fine)
+    assert whole.box.as_list() == [160, 80, 328, 240]  # 41 cells x 4 / 0.5
+    assert half.box.as_list() == [160, 80, 324, 240]  # half a cell less on the right
+    assert half.mask.shape == (240 - 80, 324 - 160)
+    with pytest.raises(ValueError, match="upsample 3"):
+        detections_from_probabilities(probs, geometry(512, 768), Postprocess(stride=4, upsample=3))
+
+
+class RedIsTopModel:
+    """A fake interpreter that sees: cells whose canvas pixels are mostly red are `top`."""
+
+    path = Path("red.tflite")
+    input_shape = (1, INPUT_HEIGHT, INPUT_WIDTH, 3)
+    output_shapes = [(1, ROWS, COLS, len(CLASSES))]
+
+    def __init__(self):
+        self.inputs = []
+
+    def run(self, batch):
+        self.inputs.append(batch)
+        red = (batch[0, ..., 0] > 200) & (batch[0, ..., 1] < 60)
+        share = red.reshape(ROWS, STRIDE, COLS, STRIDE).mean(axis=(1, 3))
+        probs = np.zeros((1, ROWS, COLS, len(CLASSES)), np.float32)
+        probs[0, ..., channel("top")] = share
+        probs[0, ..., 0] = 1 - share
+        return [probs]
+
+
+def test_mirror_averaging_maps_the_mirrored_output_back():
+    photo = Image.new("RGB", (256, 384), (127, 127, 127))
+    photo.paste((230, 20, 20), (16, 40, 96, 200))  # a red top on the photo's left
+    mirrored = {**MANIFEST, "postprocess": {**MANIFEST["postprocess"], "mirror": True}}
+    model = RedIsTopModel()
+    (top,) = GarmentDetector(model, mirrored).detect(photo)
+    assert len(model.inputs) == 2
+    np.testing.assert_array_equal(model.inputs[1], model.inputs[0][:, :, ::-1])
+    assert top.label == "top" and top.box.as_list() == [16, 40, 96, 200] and top.score == pytest.approx(1.0)
+    assert GarmentDetector(RedIsTopModel(), MANIFEST).detect(photo)[0].box == top.box
+
+
 class FakeModel:
     """Stands in for shazzam.vision.TFLiteModel: answers a fixed probability map."""
 
@@ -191,6 +251,9 @@ def test_a_manifest_that_disagrees_is_refused():
         GarmentDetector(model, MANIFEST)
     settings = GarmentDetector(FakeModel(probability_map()), {**MANIFEST, "postprocess": {}}).settings
     assert settings == Postprocess(detector_module.DEFAULT_MIN_AREA_FRACTION, detector_module.DEFAULT_SCORE_THRESHOLD, stride=4)
+    for upsample in (0, 3):
+        with pytest.raises(ModelError, match="upsample"):
+            GarmentDetector(FakeModel(probability_map()), {**MANIFEST, "postprocess": {"upsample": upsample}})
 
 
 def test_without_a_model_the_whole_image_detector_answers(tmp_path, monkeypatch):
