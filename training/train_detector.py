@@ -42,7 +42,7 @@ from torch import nn
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import MEAN, STD, autocast, load_backbone, log, warmup_cosine  # noqa: E402
+from common import MEAN, STD, autocast, load_backbone, log, package_versions, warmup_cosine  # noqa: E402
 
 from shazzam.detector_input import INPUT_HEIGHT, INPUT_WIDTH, letterbox_image  # noqa: E402
 from shazzam.images import ImageError, load_image  # noqa: E402
@@ -395,7 +395,7 @@ def train(args) -> dict:
         history.append(record)
         log(json.dumps(record))
     summary = {"history": history, "train_seconds": round(time.perf_counter() - started), "device": str(device),
-               "torch": torch.__version__, "args": vars(args), "photos": len(dataset)}
+               "torch": torch.__version__, "packages": package_versions(), "args": vars(args), "photos": len(dataset)}
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -465,7 +465,7 @@ def train_cached(args) -> dict:
         history.append({"epoch": epoch + 1, "seconds": round(time.perf_counter() - t0, 1), "pixel": round(loss_sum / steps_per_epoch, 4)})
         log(json.dumps(history[-1]))
     summary = {"history": history, "train_seconds": round(time.perf_counter() - started), "device": "cpu",
-               "torch": torch.__version__, "args": vars(args), "photos": len(dataset)}
+               "torch": torch.__version__, "packages": package_versions(), "args": vars(args), "photos": len(dataset)}
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.save({"state": {k: v.detach() for k, v in model.state_dict().items()}, "summary": summary}, run_dir / "checkpoint.pt")

@@ -49,7 +49,7 @@ from torch import nn
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import MEAN, STD, autocast, load_backbone, log, warmup_cosine  # noqa: E402
+from common import MEAN, STD, autocast, load_backbone, log, package_versions, warmup_cosine  # noqa: E402
 
 import shazzam.images  # noqa: E402
 import shazzam.rephotograph  # noqa: E402
@@ -293,7 +293,7 @@ class Fit:
 
     def save(self, test: dict, **facts) -> dict:
         summary = {"best_epoch": self.best["epoch"], "test": test, "history": self.history, **facts,
-                   "torch": torch.__version__, "args": vars(self.args)}
+                   "torch": torch.__version__, "packages": package_versions(), "args": vars(self.args)}
         run_dir = Path(self.args.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         torch.save({"state": self.best["state"], "dim": self.args.dim, "frozen_blocks": self.args.frozen_blocks,
