@@ -509,6 +509,36 @@ def tsne_plot(embeddings: np.ndarray, labels, categories, path: Path, title: str
     return path
 
 
+def misclassified_sheet(items: list[Item], probabilities: np.ndarray, categories, path: Path,
+                        limit: int = 48, tile: int = 160, columns: int = 8) -> tuple[Path, int]:
+    """A PNG of the test images the classifier got wrong, the most confident mistakes first (where
+    label noise shows), each captioned "true -> predicted confidence"; and how many were wrong."""
+    from PIL import Image, ImageDraw
+
+    categories = list(categories)
+    predicted = np.argmax(probabilities, axis=1)
+    wrong = [row for row, item in enumerate(items) if categories[predicted[row]] != item.label]
+    wrong.sort(key=lambda row: -float(probabilities[row, predicted[row]]))
+    shown = wrong[:limit]
+    caption = 14
+    rows = max(1, -(-len(shown) // columns))
+    sheet = Image.new("RGB", (columns * tile, rows * (tile + caption)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for n, row in enumerate(shown):
+        x, y = (n % columns) * tile, (n // columns) * (tile + caption)
+        with Image.open(items[row].path) as image:
+            thumbnail = image.convert("RGB")
+            thumbnail.thumbnail((tile, tile))
+        sheet.paste(thumbnail, (x + (tile - thumbnail.width) // 2, y + (tile - thumbnail.height) // 2))
+        text = f"{items[row].label} -> {categories[predicted[row]]} {probabilities[row, predicted[row]]:.2f}"
+        draw.text((x + 2, y + tile), text, fill=(0, 0, 0))
+    if not shown:
+        draw.text((4, 4), "no test image misclassified", fill=(0, 0, 0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return path, len(wrong)
+
+
 # --- one model, then the whole run ---
 
 
@@ -550,7 +580,7 @@ def evaluate_model(manifest_path: Path, dataset: dict[str, list[Item]], *, cache
     figures["model_file"] = str(model_file)
     figures["model_file_bytes"] = model_file.stat().st_size
     figures["bytes_per_vector"] = round(index.bytes_per_vector, 1)  # ids aside
-    return figures, (test_embeddings, test_labels), model
+    return figures, (test_embeddings, test_labels, test_probabilities), model
 
 
 def targets_report(figures: dict) -> list[dict]:
@@ -621,10 +651,13 @@ def run_evaluation(data_dir: str | Path, model_manifest: Path, baseline_manifest
                                       "then shazzam eval --vgg16 build/vgg16_fc7.tflite"}
     for role in manifests:
         report[role]["targets"] = targets_report(report[role])
-    # The picture.
+    # The pictures.
     if out_dir is not None:
-        report["tsne"] = {}
-        for role, ((embeddings, labels), model) in loaded.items():
+        report["tsne"], report["misclassified"] = {}, {}
+        for role, ((embeddings, labels, probabilities), model) in loaded.items():
+            path, count = misclassified_sheet(dataset[QUERY_SPLIT], probabilities, model.categories,
+                                              Path(out_dir) / f"misclassified-{model.name}.png")
+            report["misclassified"][model.name] = {"picture": str(path), "test_images": count}
             path = Path(out_dir) / f"tsne-{model.name}.png"
             try:
                 tsne_plot(embeddings, labels, model.categories, path,
@@ -729,5 +762,7 @@ def format_report(report: dict) -> str:
             lines.append(f"t-SNE of {name}'s test embeddings: {path or 'not drawn'}")
     if report.get("tsne_skipped"):
         lines.append(f"t-SNE skipped: {report['tsne_skipped']}")
+    for name, sheet in (report.get("misclassified") or {}).items():
+        lines.append(f"{name}'s {sheet['test_images']} misclassified test images, most confident first: {sheet['picture']}")
     lines.append(f"{report['seconds']} s")
     return "\n".join(lines)

@@ -21,6 +21,7 @@ from shazzam.evaluation import (
     check_disjoint,
     confusion_matrix,
     mean_average_precision_at_k,
+    misclassified_sheet,
     precision_at_k,
     recall_at_k,
     retrieval_figures,
@@ -146,6 +147,27 @@ def _garment_picture(seed: int = 0, size=(300, 400)) -> Image.Image:
     pixels[60:340, 70:230] = rng.integers(0, 255, size=3)  # a "garment"
     pixels[100:140, 90:210] = rng.integers(0, 255, size=3)  # a stripe
     return Image.fromarray(pixels)
+
+
+def test_the_misclassified_sheet_shows_the_most_confident_mistakes_first(tmp_path):
+    colours = {"red": (230, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 230)}
+    items = []
+    for name, colour in colours.items():
+        path = tmp_path / f"{name}.png"
+        Image.new("RGB", (40, 30), colour).save(path)
+        items.append(evaluation.Item(path, {"red": "dress", "green": "hat", "blue": "shoes"}[name], name))
+    categories = ["dress", "hat", "shoes"]
+    probabilities = np.array([[0.9, 0.05, 0.05],  # right
+                              [0.6, 0.3, 0.1],  # a hat called a dress at 0.6
+                              [0.05, 0.9, 0.05]])  # shoes called a hat at 0.9: shown first
+    path, wrong = misclassified_sheet(items, probabilities, categories, tmp_path / "out" / "sheet.png", tile=50, columns=4)
+    assert wrong == 2
+    sheet = np.asarray(Image.open(path).convert("RGB"))
+    assert sheet.shape == (50 + 14, 4 * 50, 3)
+    assert tuple(sheet[25, 25]) == colours["blue"] and tuple(sheet[25, 75]) == colours["green"]
+    assert tuple(sheet[25, 125]) == (255, 255, 255)  # the right answer is not on the sheet
+    _, none_wrong = misclassified_sheet(items[:1], probabilities[:1], categories, tmp_path / "none.png")
+    assert none_wrong == 0 and (tmp_path / "none.png").is_file()
 
 
 def test_rephotograph_is_deterministic_for_a_seed_and_changes_the_image():
@@ -318,6 +340,12 @@ def test_the_eval_core_on_a_handful_of_real_images(handful, tmp_path):
     else:
         png = Path(report["tsne"]["garment_v2"])
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for role, name in (("model", "garment_v2"), ("baseline", "garment_v0")):
+        sheet = report["misclassified"][name]
+        confusion = np.array(report[role]["confusion_test"]["rows_true_columns_predicted"])
+        assert sheet["test_images"] == confusion.sum() - confusion.trace()
+        assert Image.open(sheet["picture"]).format == "PNG"
+    assert "misclassified test images, most confident first" in text
     # The rerun reads the embeddings from the cache: same figures.
     cached = sorted(p.name for p in cache.iterdir())
     assert len(cached) == 4  # the data set and the re-photographed queries, for each model
