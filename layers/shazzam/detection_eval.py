@@ -248,14 +248,11 @@ def run(manifest: Path, data: Path, small_data: Path | None, out: Path | None = 
     from dataclasses import asdict, replace
 
     from shazzam.ccp import CCP, VALIDATION
-
     from shazzam.detector import GarmentDetector
 
     detector = GarmentDetector.from_manifest(manifest, num_threads=1)
     if overrides:
-        detector.settings = replace(detector.settings, **overrides)
-        if detector.settings.upsample < 1 or detector.settings.stride % detector.settings.upsample:
-            raise ValueError(f"upsample {detector.settings.upsample} does not divide the stride {detector.settings.stride}")
+        detector.settings = replace(detector.settings, **overrides)  # checked by Postprocess itself
     photos = photos or VALIDATION
     ccp = CCP(data)
     numbers = ccp.numbers(photos)

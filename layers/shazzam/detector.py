@@ -9,10 +9,10 @@ How boxes are made, the same way shazzam.ccp makes the ground truth from CCP's m
 (shazzam.regions): the model's probabilities, averaged with those of the mirrored photo when the
 manifest says `mirror` and upsampled bilinearly by `upsample` (as training upsampled its logits to
 score them against the full-resolution masks); their argmax label map (cells outside the
-letterboxed photo count as background); per class, its connected pieces smaller than `min_area_fraction` of the photo
-are dropped as specks, and so are pieces smaller than `min_share_of_largest` of the class's
-largest (stray blobs that would stretch the box); the box is the extent of the rest, mapped back to the photo's pixels
-through the letterbox and clipped to it. The score is the class's mean probability over the
+letterboxed photo count as background); per class, its connected pieces smaller than
+`min_area_fraction` of the photo are dropped as specks, and so are pieces smaller than
+`min_share_of_largest` of the class's largest (stray blobs that would stretch the box); the box is
+the extent of the rest, mapped back to the photo's pixels through the letterbox and clipped to it. The score is the class's mean probability over the
 cells it won (how sure the model is of the pixels it calls that garment); boxes scoring under
 `score_threshold` are dropped. One box per class: two shoes are one footwear box.
 
@@ -79,6 +79,10 @@ class Postprocess:
     upsample: int = 1
     mirror: bool = False  # average the probabilities with those of the mirrored photo
 
+    def __post_init__(self):
+        if self.upsample < 1 or self.stride % self.upsample:
+            raise ValueError(f"postprocess upsample {self.upsample} does not divide the stride {self.stride}")
+
 
 def upsample_bilinear(probabilities: np.ndarray, factor: int) -> np.ndarray:
     """[rows, cols, channels] -> [rows * factor, cols * factor, channels], bilinear with pixel
@@ -120,8 +124,6 @@ def detections_from_probabilities(
     channels = probabilities.shape[-1]
     if channels != len(classes):
         raise ValueError(f"{channels} output channels, expected {len(classes)} ({', '.join(classes)})")
-    if settings.upsample < 1 or settings.stride % settings.upsample:
-        raise ValueError(f"upsample {settings.upsample} does not divide the stride {settings.stride}")
     probabilities = upsample_bilinear(probabilities, settings.upsample)
     rows, cols, _ = probabilities.shape
     stride = settings.stride // settings.upsample
@@ -189,16 +191,17 @@ class GarmentDetector:
         if shape[1] * stride != INPUT_HEIGHT or shape[2] * stride != INPUT_WIDTH:
             raise ModelError(f"{model.path.name} output {shape} at stride {stride} does not cover the {INPUT_WIDTH}x{INPUT_HEIGHT} input")
         post = manifest.get("postprocess") or {}
-        self.settings = Postprocess(
-            min_area_fraction=float(post.get("min_area_fraction", DEFAULT_MIN_AREA_FRACTION)),
-            score_threshold=float(post.get("score_threshold", DEFAULT_SCORE_THRESHOLD)),
-            min_share_of_largest=float(post.get("min_share_of_largest", 0.0)),
-            stride=stride,
-            upsample=int(post.get("upsample", 1)),
-            mirror=bool(post.get("mirror", False)),
-        )
-        if self.settings.upsample < 1 or stride % self.settings.upsample:
-            raise ModelError(f"{model.path.name}: postprocess upsample {self.settings.upsample} does not divide the stride {stride}")
+        try:
+            self.settings = Postprocess(
+                min_area_fraction=float(post.get("min_area_fraction", DEFAULT_MIN_AREA_FRACTION)),
+                score_threshold=float(post.get("score_threshold", DEFAULT_SCORE_THRESHOLD)),
+                min_share_of_largest=float(post.get("min_share_of_largest", 0.0)),
+                stride=stride,
+                upsample=int(post.get("upsample", 1)),
+                mirror=bool(post.get("mirror", False)),
+            )
+        except ValueError as exc:
+            raise ModelError(f"{model.path.name}: {exc}") from None
 
     @classmethod
     def from_manifest(cls, path: str | Path, *, num_threads: int | None = None, verify: bool = True) -> "GarmentDetector":

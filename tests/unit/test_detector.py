@@ -136,8 +136,9 @@ def test_upsampling_puts_box_edges_between_cells():
     assert whole.box.as_list() == [160, 80, 328, 240]  # 41 cells x 4 / 0.5
     assert half.box.as_list() == [160, 80, 324, 240]  # half a cell less on the right
     assert half.mask.shape == (240 - 80, 324 - 160)
-    with pytest.raises(ValueError, match="upsample 3"):
-        detections_from_probabilities(probs, geometry(512, 768), Postprocess(stride=4, upsample=3))
+    for upsample in (0, 3):
+        with pytest.raises(ValueError, match=f"upsample {upsample} does not divide"):
+            Postprocess(stride=4, upsample=upsample)
 
 
 class RedIsTopModel:
