@@ -214,26 +214,25 @@ def top_label_agreement(detector, root: Path, split: str = "test", progress=None
 
 
 def postprocess_overrides(pairs: Sequence[str]) -> dict:
-    """`KEY=VALUE` strings as shazzam.detector.Postprocess fields of the right types (for trying a
-    setting without editing the manifest); ValueError names what is wrong."""
-    from dataclasses import fields
+    """`KEY=VALUE` strings as shazzam.detector.Postprocess fields, typed like their defaults (for
+    trying a setting without editing the manifest); ValueError names what is wrong."""
+    from dataclasses import asdict
 
     from shazzam.detector import Postprocess
 
-    types = {f.name: f.type for f in fields(Postprocess) if f.name != "stride"}
+    defaults = {name: value for name, value in asdict(Postprocess()).items() if name != "stride"}
     overrides = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or key not in types:
-            raise ValueError(f"postprocess setting {pair!r} is not KEY=VALUE with KEY one of {', '.join(types)}")
-        kind = types[key]
-        if kind in ("bool", bool):
+        if not sep or key not in defaults:
+            raise ValueError(f"postprocess setting {pair!r} is not KEY=VALUE with KEY one of {', '.join(defaults)}")
+        if isinstance(defaults[key], bool):
             if value.lower() not in ("true", "false", "1", "0"):
                 raise ValueError(f"postprocess {key} takes true or false, not {value!r}")
             overrides[key] = value.lower() in ("true", "1")
         else:
             try:
-                overrides[key] = (int if kind in ("int", int) else float)(value)
+                overrides[key] = type(defaults[key])(value)
             except ValueError:
                 raise ValueError(f"postprocess {key} takes a number, not {value!r}") from None
     return overrides
