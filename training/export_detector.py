@@ -47,14 +47,14 @@ def load_checkpoint(path: Path) -> tuple[ExportedParser, dict]:
     return reference, checkpoint.get("summary", {})
 
 
-def export_checkpoint(checkpoint: Path, ccp: Path, out: Path) -> Path:
+def export_checkpoint(checkpoint: Path, out: Path, name: str = NAME) -> Path:
     reference, summary = load_checkpoint(checkpoint)
     images = [load_image((REPO / p).read_bytes()) for p in PARITY_SAMPLES]
     inputs = [detector_input(image)[0] for image in images]
     with torch.inference_mode():
         expected = [reference(torch.from_numpy(x)).numpy() for x in inputs]
     out.mkdir(parents=True, exist_ok=True)
-    tflite_path = convert(reference, inputs[0], out / f"{NAME}.tflite")
+    tflite_path = convert(reference, inputs[0], out / f"{name}.tflite")
     results, details, ms = run_tflite(tflite_path, inputs)
     if [list(d["shape"]) for d in details] != [[1, INPUT_HEIGHT // 4, INPUT_WIDTH // 4, CHANNELS]]:
         raise SystemExit(f"unexpected outputs {[list(d['shape']) for d in details]}")
@@ -62,10 +62,10 @@ def export_checkpoint(checkpoint: Path, ccp: Path, out: Path) -> Path:
     log(f"{tflite_path}: {tflite_path.stat().st_size} bytes, relative error vs torch {error:.2e}, {ms:.1f} ms (1 thread)")
     if error >= MAX_RELATIVE_ERROR:
         raise SystemExit(f"parity {error:.2e} >= {MAX_RELATIVE_ERROR}")
-    np.savez_compressed(out / f"{NAME}.parity.npz", samples=np.array(PARITY_SAMPLES),
+    np.savez_compressed(out / f"{name}.parity.npz", samples=np.array(PARITY_SAMPLES),
                         probabilities=np.concatenate(expected).astype(np.float32))
     manifest = {
-        "name": NAME,
+        "name": name,
         "file": tflite_path.name,
         "sha256": sha256(tflite_path),
         "input": {"shape": [1, INPUT_HEIGHT, INPUT_WIDTH, 3], "dtype": "float32", "range": "raw RGB 0..255",
@@ -73,10 +73,10 @@ def export_checkpoint(checkpoint: Path, ccp: Path, out: Path) -> Path:
         "outputs": {"probabilities": {"index": 0, "shape": [1, INPUT_HEIGHT // 4, INPUT_WIDTH // 4, CHANNELS],
                                       "stride": 4, "classes": ["background", *DETECTOR_CLASSES]}},
         "postprocess": POSTPROCESS,
-        "parity": {"file": f"{NAME}.parity.npz", "max_relative_error": error},
+        "parity": {"file": f"{name}.parity.npz", "max_relative_error": error},
         "training": {k: summary.get(k) for k in ("train_seconds", "device", "torch", "packages", "photos")}
         | {"args": {k: v for k, v in (summary.get("args") or {}).items() if k not in ("export", "run_dir")}},
     }
-    (out / f"{NAME}.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    log(f"wrote {out / NAME}.json")
+    (out / f"{name}.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    log(f"wrote {out / name}.json")
     return tflite_path

@@ -24,6 +24,10 @@ On CPU or a GPU (`--device cuda`, bf16 autocast), the same recipe:
 - Loss: per-pixel cross-entropy at input resolution (logits upsampled) with class weights, + the
   image-level term. AdamW, cosine schedule, a fixed number of epochs (no selection on the held-out
   photos), fixed seeds.
+
+`--frozen-blocks N` is the CPU recipe instead (`train_cached`): the encoder's first N blocks keep
+their ImageNet weights and their output is cached once per view, so 2 cores train the rest in about
+an hour. Its results so far are below detector_v1 (layers/models/detector_v1.md).
 """
 
 from __future__ import annotations
@@ -411,8 +415,10 @@ def train(args) -> dict:
 def train_cached(args) -> dict:
     """The CPU recipe: the stem and blocks 0..F-1 keep their ImageNet weights and their taps are
     computed once per view (each photo as it is, mirrored, and --product-views product shots cut
-    out of it); blocks F..15 and the decoder are trained on those, the loss taken at the output's
-    stride (the cell centres' labels)."""
+    out of it; with --clothing, each clothing-dataset-small train image once); blocks F..15 and
+    the decoder are trained on those, the loss taken at the output's stride (the cell centres'
+    labels). Each step's batch holds --batch CCP views and --clothing-batch catalogue images, the
+    latter mirrored in feature space at random, in one forward pass (one set of batch statistics)."""
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     dataset = CCPTrain(Path(args.ccp), TRAIN_PHOTOS[: args.limit or None], args.seed, 0.0)
@@ -424,6 +430,12 @@ def train_cached(args) -> dict:
         module.eval()
         for p in module.parameters():
             p.requires_grad_(False)
+
+    def frozen_taps(image: Image.Image) -> list[torch.Tensor]:
+        canvas, _ = letterbox_image(image)
+        x = torch.from_numpy(np.asarray(canvas, dtype=np.float32))[None]
+        return [t[0].to(torch.float16) for t in model.encode(x, args.frozen_blocks)]
+
     taps, targets = [], []
     started = time.perf_counter()
     with torch.inference_mode():
@@ -432,13 +444,24 @@ def train_cached(args) -> dict:
             shot_rng = np.random.default_rng([args.seed, index, 7])
             views += [shot for shot in (product_shot(photo, labels, shot_rng) for _ in range(args.product_views)) if shot]
             for image, label_map in views:
-                canvas, _ = letterbox_image(image)
                 target, _ = letterbox_image(label_map, Image.NEAREST)
-                x = torch.from_numpy(np.asarray(canvas, dtype=np.float32))[None]
-                taps.append([t[0].to(torch.float16) for t in model.encode(x, args.frozen_blocks)])
+                taps.append(frozen_taps(image))
                 targets.append(torch.from_numpy(np.asarray(target, dtype=np.int64)[2::4, 2::4].copy()))
             if index % 100 == 0:
                 log(f"cached {index + 1}/{len(dataset.samples)} photos ({time.perf_counter() - started:.0f} s)")
+        clothing_taps, clothing_channels, refused = [], [], 0
+        for index, (path, channel) in enumerate(ClothingTrain(Path(args.clothing), args.seed).items if args.clothing else []):
+            try:
+                clothing_taps.append(frozen_taps(load_image(path.read_bytes())))
+                clothing_channels.append(channel)
+            except (ImageError, OSError) as exc:
+                refused += 1
+                log(f"refused {path.name}: {exc}")
+            if index % 500 == 0:
+                log(f"cached {index + 1} clothing-dataset-small images ({time.perf_counter() - started:.0f} s)")
+        if refused:
+            log(f"refused {refused} unreadable clothing-dataset-small image(s); training without them")
+    clothing_channels = torch.tensor(clothing_channels, dtype=torch.int64)
     optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=1e-4)
     steps_per_epoch = len(taps) // args.batch
     total, warmup = args.epochs * steps_per_epoch, steps_per_epoch
@@ -447,25 +470,40 @@ def train_cached(args) -> dict:
         model.train()
         for module in frozen:
             module.eval()
-        t0, loss_sum = time.perf_counter(), 0.0
+        t0, sums = time.perf_counter(), np.zeros(2)
         order = rng.permutation(len(taps))
+        clothing_order = rng.permutation(len(clothing_taps))
         for b in range(steps_per_epoch):
             index = order[b * args.batch : (b + 1) * args.batch]
             batch = [torch.stack([taps[i][level] for i in index]).float() for level in range(len(taps[0]))]
+            picked = clothing_order[np.arange(b * args.clothing_batch, (b + 1) * args.clothing_batch) % max(1, len(clothing_taps))] \
+                if len(clothing_taps) else []
+            if len(picked):
+                mirrored = torch.from_numpy(rng.random(len(picked)) < 0.5)
+                for level in range(len(batch)):
+                    extra = torch.stack([clothing_taps[i][level] for i in picked]).float()
+                    extra[mirrored] = extra[mirrored].flip(-1)
+                    batch[level] = torch.cat([batch[level], extra])
             factor = warmup_cosine(step, warmup, total)
             for group in optimiser.param_groups:
                 group["lr"] = args.lr * factor
-            loss = F.cross_entropy(model.decode(model.resume(batch, args.frozen_blocks)),
-                                   torch.stack([targets[i] for i in index]), weight=weights)
+            logits = model.decode(model.resume(batch, args.frozen_blocks))
+            pixel = F.cross_entropy(logits[: len(index)], torch.stack([targets[i] for i in index]), weight=weights)
+            loss, weak = pixel, torch.zeros(())
+            if len(picked):
+                weak = image_level_loss(logits[len(index) :], clothing_channels[picked])
+                loss = loss + args.clothing_weight * weak
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            loss_sum += loss.item()
+            sums += [pixel.item(), weak.item()]
             step += 1
-        history.append({"epoch": epoch + 1, "seconds": round(time.perf_counter() - t0, 1), "pixel": round(loss_sum / steps_per_epoch, 4)})
+        history.append({"epoch": epoch + 1, "seconds": round(time.perf_counter() - t0, 1),
+                        "pixel": round(sums[0] / steps_per_epoch, 4), "image_level": round(sums[1] / steps_per_epoch, 4)})
         log(json.dumps(history[-1]))
     summary = {"history": history, "train_seconds": round(time.perf_counter() - started), "device": "cpu",
-               "torch": torch.__version__, "packages": package_versions(), "args": vars(args), "photos": len(dataset)}
+               "torch": torch.__version__, "packages": package_versions(), "args": vars(args), "photos": len(dataset),
+               "views": len(taps), "clothing_images": len(clothing_taps)}
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.save({"state": {k: v.detach() for k, v in model.state_dict().items()}, "summary": summary}, run_dir / "checkpoint.pt")
@@ -495,7 +533,10 @@ def parse_args(argv=None):
                         help="CPU recipe: keep the stem and blocks 0..N-1 at their ImageNet weights and cache their "
                              "output (0: train end to end with full augmentation, for a GPU)")
     parser.add_argument("--product-views", type=int, default=1, help="CPU recipe: product shots cached per photo")
+    parser.add_argument("--clothing-batch", type=int, default=8,
+                        help="CPU recipe: clothing-dataset-small images per step for the image-level term")
     parser.add_argument("--export", metavar="MODELS_DIR", help="export <run-dir>/checkpoint.pt instead of training")
+    parser.add_argument("--name", default="detector_v1", help="--export: the exported model's name (its file names)")
     return parser.parse_args(argv)
 
 
@@ -505,7 +546,7 @@ def main(argv=None) -> int:
     if args.export:
         from export_detector import export_checkpoint
 
-        export_checkpoint(Path(args.run_dir) / "checkpoint.pt", Path(args.ccp), Path(args.export))
+        export_checkpoint(Path(args.run_dir) / "checkpoint.pt", Path(args.export), args.name)
         return 0
     train_cached(args) if args.frozen_blocks else train(args)
     return 0
