@@ -1,6 +1,6 @@
-"""Export a train_embedder.py checkpoint to layers/models/garment_v2.{tflite,json,parity.npz}.
+"""Export a train_embedder.py checkpoint to layers/models/garment_v3.{tflite,json,parity.npz}.
 
-    .venv-train/bin/python training/train_embedder.py --run-dir build/garment_v2 --export layers/models
+    .venv-train/bin/python training/train_embedder.py --run-dir build/garment_v3 --export layers/models
 
 The .tflite takes `shazzam.images.to_model_input(image)` (float32 [1, 224, 224, 3], raw RGB) and
 returns the embedding [1, D] (non-negative, not normalised) and the category probabilities [1, 10]
@@ -27,7 +27,7 @@ from train_embedder import GarmentNet  # noqa: E402
 from shazzam.images import load_image, to_model_input  # noqa: E402
 from shazzam.taxonomy import CATEGORIES  # noqa: E402
 
-NAME = "garment_v2"
+NAME = "garment_v3"
 REPO = Path(__file__).resolve().parent.parent
 PARITY_SAMPLES = ("samples/shop/images/dress-01.jpg", "samples/shop/images/shoes-01.jpg", "samples/shop/images/hat-01.jpg")
 
@@ -42,7 +42,7 @@ class ExportedGarment(nn.Module):
         return embedding, torch.softmax(logits, dim=1)
 
 
-def export_checkpoint(checkpoint_path: Path, data: Path, out: Path) -> Path:
+def export_checkpoint(checkpoint_path: Path, out: Path, name: str = NAME) -> Path:
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
     net = GarmentNet(load_backbone(), checkpoint["dim"], checkpoint["frozen_blocks"])
     net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in checkpoint["state"].items()})
@@ -51,7 +51,7 @@ def export_checkpoint(checkpoint_path: Path, data: Path, out: Path) -> Path:
     with torch.inference_mode():
         expected = [[t.numpy() for t in reference(torch.from_numpy(x))] for x in inputs]
     out.mkdir(parents=True, exist_ok=True)
-    tflite_path = convert(reference, inputs[0], out / f"{NAME}.tflite")
+    tflite_path = convert(reference, inputs[0], out / f"{name}.tflite")
     results, details, ms = run_tflite(tflite_path, inputs)
     mapping = output_mapping(details, checkpoint["dim"], len(CATEGORIES))
     errors = {name: max(relative_error(got[mapping[name]], want[position]) for got, want in zip(results, expected))
@@ -59,14 +59,14 @@ def export_checkpoint(checkpoint_path: Path, data: Path, out: Path) -> Path:
     log(f"{tflite_path}: {tflite_path.stat().st_size} bytes, relative error vs torch {errors}, {ms:.1f} ms (1 thread)")
     if max(errors.values()) >= MAX_RELATIVE_ERROR:
         raise SystemExit(f"parity {errors} >= {MAX_RELATIVE_ERROR}")
-    np.savez_compressed(out / f"{NAME}.parity.npz", samples=np.array(PARITY_SAMPLES),
+    np.savez_compressed(out / f"{name}.parity.npz", samples=np.array(PARITY_SAMPLES),
                         embedding=np.concatenate([e[0] for e in expected]).astype(np.float32),
                         probabilities=np.concatenate([e[1] for e in expected]).astype(np.float32))
-    write_manifest(out, NAME, tflite_path, sha256(tflite_path), mapping, checkpoint["dim"], CATEGORIES)
-    manifest_path = out / f"{NAME}.json"
+    write_manifest(out, name, tflite_path, sha256(tflite_path), mapping, checkpoint["dim"], CATEGORIES)
+    manifest_path = out / f"{name}.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["input"]["preprocessing"] = "shazzam.images.to_model_input"
-    manifest["parity"] = {"file": f"{NAME}.parity.npz", "max_relative_error": max(errors.values())}
+    manifest["parity"] = {"file": f"{name}.parity.npz", "max_relative_error": max(errors.values())}
     summary = checkpoint.get("summary", {})
     manifest["training"] = {k: summary.get(k) for k in ("best_epoch", "seconds", "device", "torch", "packages", "images", "test")} | {
         "args": {k: v for k, v in (summary.get("args") or {}).items() if k not in ("export", "run_dir", "data")}}

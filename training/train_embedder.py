@@ -1,10 +1,10 @@
-"""Train garment_v2: EfficientNet-Lite0 fine-tuned into a compact (192-d) garment embedder + classifier.
+"""Train garment_v3: EfficientNet-Lite0 fine-tuned into a compact (192-d) garment embedder + classifier.
 
 Runs in the training venv (torch, efficientnet-lite-pytorch; litert-torch for --export); `make
 finetune` runs both steps:
 
-    python training/train_embedder.py --data ../shared/data/clothing-dataset-small --run-dir build/garment_v2
-    python training/train_embedder.py --run-dir build/garment_v2 --export layers/models
+    python training/train_embedder.py --data ../shared/data/clothing-dataset-small --run-dir build/garment_v3
+    python training/train_embedder.py --run-dir build/garment_v3 --export layers/models
 
 The first trains and writes `<run-dir>/checkpoint.pt` and `summary.json`; the second exports the
 checkpoint (`export_garment.py`). The defaults are the committed model's recipe, made for a CPU:
@@ -28,8 +28,11 @@ checkpoint (`export_garment.py`). The defaults are the committed model's recipe,
   unit vectors (class positives) + an instance term (NT-Xent: each view's positive is the other
   view of the same photo, which is what finding a re-photographed item needs) + a penalty on unit
   components above the uint8 code range.
-- AdamW, cosine schedule with a warm-up, fixed seeds; the epoch with the best validation
-  precision@10 + accuracy (validation queries against train, L1 on L2-normalised embeddings) is kept.
+- AdamW, cosine schedule with a warm-up, fixed seeds, 10 epochs. The committed model trains on
+  train + validation and keeps the last epoch (the epoch count was chosen by garment_v2's
+  validation run); `--no-fit-validation` trains on train alone and keeps the epoch with the best
+  validation precision@10 + accuracy (validation queries against train, L1 on L2-normalised
+  embeddings). The test split is never trained on or chosen by.
 - Unreadable images are refused, counted in the log, and training carries on without them.
 """
 
@@ -302,6 +305,15 @@ class Fit:
         return summary
 
 
+def fitted_splits(args) -> tuple[str, ...]:
+    """The splits trained on. With validation among them no epoch can be chosen by it: the last is kept."""
+    if not args.fit_validation:
+        return ("train",)
+    args.score_from = args.epochs
+    log("training on train + validation for a fixed number of epochs; the validation figures are not held out")
+    return ("train", "validation")
+
+
 def train(args) -> dict:
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
@@ -311,7 +323,7 @@ def train(args) -> dict:
     model = build_model(args.dim, args.frozen_blocks).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    views = Views(items["train"], args.seed, args.rephotograph_share)
+    views = Views([item for split in fitted_splits(args) for item in items[split]], args.seed, args.rephotograph_share)
     generator = torch.Generator().manual_seed(args.seed)
     train_loader = torch.utils.data.DataLoader(
         views, batch_size=args.batch, shuffle=True, drop_last=True, num_workers=args.workers,
@@ -396,20 +408,22 @@ def train_cached(args) -> dict:
     data = Path(args.data)
     items = {s: readable(list_split(data, s), s) for s in SPLITS}
     model = build_model(args.dim, args.frozen_blocks).eval()
-    augment = Views(items["train"], args.seed, args.rephotograph_share)
+    fitted = fitted_splits(args)
+    fit_items = [item for s in fitted for item in items[s]]
+    augment = Views(fit_items, args.seed, args.rephotograph_share)
     # the file names carry everything a view depends on besides the images (listed beside each file)
     cache = Path(args.run_dir) / "prefix-cache" / f"frozen{args.frozen_blocks}"
     serving = {s: cache_prefix(model, items[s], lambda i, im: standardise_img(im), cache / f"{s}-serving.npy",
                                args.workers, what=f"{s} view 0") for s in SPLITS}
-    views = [serving["train"]]
+    views = [np.concatenate([serving[s] for s in fitted])]
     for k in range(1, args.cache_views + 1):
         def view(index, image, k=k):
             return augment.view(image, np.random.default_rng([args.seed, k, index]))
-        path = cache / f"train-seed{args.seed}-rephotograph{args.rephotograph_share}-view{k}.npy"
-        views.append(cache_prefix(model, items["train"], view, path, args.workers, what=f"train view {k}"))
+        path = cache / f"{'-'.join(fitted)}-seed{args.seed}-rephotograph{args.rephotograph_share}-view{k}.npy"
+        views.append(cache_prefix(model, fit_items, view, path, args.workers, what=f"{'+'.join(fitted)} view {k}"))
     labels = {s: np.array([label for _, label in items[s]]) for s in SPLITS}
 
-    n = len(labels["train"])
+    n = len(fit_items)
     steps_per_epoch = n // args.batch
     fit = Fit(model, args, steps_per_epoch)
 
@@ -432,7 +446,7 @@ def train_cached(args) -> dict:
                 "max_component": float(units.max()), "clipped_fraction": float(np.mean(units > CODE_MAX))}
 
     started = time.perf_counter()
-    train_labels = torch.from_numpy(labels["train"])
+    train_labels = torch.from_numpy(np.concatenate([labels[s] for s in fitted]))
     for epoch in range(args.epochs):
         model.train()
         t0 = time.perf_counter()
@@ -462,7 +476,7 @@ def train_cached(args) -> dict:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="../shared/data/clothing-dataset-small")
-    parser.add_argument("--run-dir", default="build/garment_v2")
+    parser.add_argument("--run-dir", default="build/garment_v3")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dim", type=int, default=192)
     parser.add_argument("--frozen-blocks", type=int, default=12)
@@ -482,7 +496,11 @@ def parse_args(argv=None):
     parser.add_argument("--cache-views", type=int, default=3,
                         help="cache the frozen part's output for this many augmented views of train (the CPU "
                              "recipe, the committed model's); 0: augment on the fly end to end (for a GPU)")
+    parser.add_argument("--fit-validation", action=argparse.BooleanOptionalAction, default=True,
+                        help="train on train + validation for --epochs, keeping the last epoch (--no-fit-validation: "
+                             "train on train, and keep the epoch with the best validation figures)")
     parser.add_argument("--export", metavar="MODELS_DIR", help="export <run-dir>/checkpoint.pt instead of training")
+    parser.add_argument("--name", default="garment_v3", help="--export: the exported model's name (its file names)")
     return parser.parse_args(argv)
 
 
@@ -492,7 +510,7 @@ def main(argv=None) -> int:
     if args.export:
         from export_garment import export_checkpoint
 
-        export_checkpoint(Path(args.run_dir) / "checkpoint.pt", Path(args.data), Path(args.export))
+        export_checkpoint(Path(args.run_dir) / "checkpoint.pt", Path(args.export), args.name)
         return 0
     started = time.perf_counter()
     train_cached(args) if args.cache_views else train(args)

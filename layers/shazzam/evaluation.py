@@ -570,7 +570,10 @@ def evaluate_model(manifest_path: Path, dataset: dict[str, list[Item]], *, cache
     test = classifier_figures(test_probabilities, test_labels, model.categories)
     validation = classifier_figures(splits["validation"][1], [item.label for item in dataset["validation"]], model.categories)
     figures["classifier_accuracy_test"] = test["accuracy"]
-    figures["classifier_accuracy_validation"] = validation["accuracy"]
+    # A model trained on the validation split (train_embedder.py --fit-validation) has no held-out
+    # validation figure: it would read 1.0 and mean nothing.
+    figures["trained_on_validation"] = bool(((manifest.get("training") or {}).get("args") or {}).get("fit_validation"))
+    figures["classifier_accuracy_validation"] = None if figures["trained_on_validation"] else validation["accuracy"]
     figures["confusion_test"] = {"categories": list(model.categories), "rows_true_columns_predicted": test["confusion"].tolist()}
     figures["code_step"] = index.step
     figures["clipped_by_codes"] = index.clipped
@@ -733,6 +736,9 @@ def format_report(report: dict) -> str:
         lines.append("  ".join(cell.ljust(width) if i == 0 else cell.rjust(width) for i, (cell, width) in enumerate(zip(row, widths))).rstrip())
         if index == 0:
             lines.append("  ".join("-" * width for width in widths))
+    for figures in filter(None, (model, baseline)):
+        if figures.get("trained_on_validation"):
+            lines.append(f"{figures['model']} was trained on train + validation: no validation figure (the test split is held out)")
     met = [t for t in model["targets"] if t["met"]]
     measured = [t for t in model["targets"] if t["met"] is not None]
     lines.append(f"\ntargets met by {model['model']}: {len(met)} of {len(TARGETS)}"
