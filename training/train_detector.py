@@ -476,8 +476,9 @@ def train_cached(args) -> dict:
         for b in range(steps_per_epoch):
             index = order[b * args.batch : (b + 1) * args.batch]
             batch = [torch.stack([taps[i][level] for i in index]).float() for level in range(len(taps[0]))]
-            picked = clothing_order[np.arange(b * args.clothing_batch, (b + 1) * args.clothing_batch) % max(1, len(clothing_taps))] \
-                if len(clothing_taps) else []
+            picked = []  # the next --clothing-batch catalogue images, cycling through them
+            if clothing_taps:
+                picked = clothing_order[np.arange(b * args.clothing_batch, (b + 1) * args.clothing_batch) % len(clothing_taps)]
             if len(picked):
                 mirrored = torch.from_numpy(rng.random(len(picked)) < 0.5)
                 for level in range(len(batch)):
