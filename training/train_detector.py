@@ -476,10 +476,8 @@ def train_cached(args) -> dict:
         for b in range(steps_per_epoch):
             index = order[b * args.batch : (b + 1) * args.batch]
             batch = [torch.stack([taps[i][level] for i in index]).float() for level in range(len(taps[0]))]
-            picked = []  # the next --clothing-batch catalogue images, cycling through them
-            if clothing_taps:
+            if clothing_taps:  # the next --clothing-batch catalogue images, cycling through them
                 picked = clothing_order[np.arange(b * args.clothing_batch, (b + 1) * args.clothing_batch) % len(clothing_taps)]
-            if len(picked):
                 mirrored = torch.from_numpy(rng.random(len(picked)) < 0.5)
                 for level in range(len(batch)):
                     extra = torch.stack([clothing_taps[i][level] for i in picked]).float()
@@ -491,7 +489,7 @@ def train_cached(args) -> dict:
             logits = model.decode(model.resume(batch, args.frozen_blocks))
             pixel = F.cross_entropy(logits[: len(index)], torch.stack([targets[i] for i in index]), weight=weights)
             loss, weak = pixel, torch.zeros(())
-            if len(picked):
+            if clothing_taps:
                 weak = image_level_loss(logits[len(index) :], clothing_channels[picked])
                 loss = loss + args.clothing_weight * weak
             optimiser.zero_grad(set_to_none=True)
