@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import math
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -55,3 +59,21 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def add_export_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.add_argument("--export", metavar="MODELS_DIR", help="export <run-dir>/checkpoint.pt instead of training")
+    parser.add_argument("--name", default=name, help="--export: the exported model's name (its file names)")
+
+
+def run(args: argparse.Namespace, train: Callable[[argparse.Namespace], object], exporter: str) -> int:
+    """A training script's main: train, or with --export turn <run-dir>/checkpoint.pt into a model
+    with `<exporter>.export_checkpoint` (imported only then: litert-torch is slow to load)."""
+    torch.set_num_threads(args.threads)
+    if args.export:
+        importlib.import_module(exporter).export_checkpoint(Path(args.run_dir) / "checkpoint.pt", Path(args.export), args.name)
+        return 0
+    started = time.perf_counter()
+    train(args)
+    log(f"{time.perf_counter() - started:.0f} s from start to checkpoint")
+    return 0

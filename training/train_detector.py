@@ -46,7 +46,7 @@ from torch import nn
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import MEAN, STD, autocast, load_backbone, log, package_versions, warmup_cosine  # noqa: E402
+from common import MEAN, STD, add_export_arguments, autocast, load_backbone, log, package_versions, run, warmup_cosine  # noqa: E402
 
 from shazzam.detector_input import INPUT_HEIGHT, INPUT_WIDTH, letterbox_image  # noqa: E402
 from shazzam.images import ImageError, load_image  # noqa: E402
@@ -258,15 +258,32 @@ class CCPTrain(torch.utils.data.Dataset):
         return torch.from_numpy(np.asarray(canvas, dtype=np.uint8).copy()), torch.from_numpy(np.asarray(target, dtype=np.uint8).copy())
 
 
+def readable_clothing(clothing: Path) -> list[tuple[Path, int]]:
+    """(path, detector channel) of each clothing-dataset-small train image, from its folder's
+    category; unreadable images are refused, counted in the log."""
+    items, refused = [], 0
+    for folder in sorted((clothing / "train").iterdir()):
+        if folder.name not in CATEGORIES:
+            continue
+        channel = DETECTOR_CLASSES.index(DETECTOR_CLASS_OF[folder.name]) + 1
+        for path in sorted(folder.iterdir()):
+            try:
+                load_image(path.read_bytes())
+            except (ImageError, OSError) as exc:
+                refused += 1
+                log(f"refused {path.name}: {exc}")
+                continue
+            items.append((path, channel))
+    if refused:
+        log(f"refused {refused} unreadable clothing-dataset-small image(s); training without them")
+    return items
+
+
 class ClothingTrain(torch.utils.data.Dataset):
     """clothing-dataset-small train images with their folder's detector class (image-level)."""
 
     def __init__(self, clothing: Path, seed: int):
-        self.items = []
-        for folder in sorted((clothing / "train").iterdir()):
-            if folder.name in CATEGORIES:
-                channel = DETECTOR_CLASSES.index(DETECTOR_CLASS_OF[folder.name]) + 1
-                self.items += [(p, channel) for p in sorted(folder.iterdir())]
+        self.items = readable_clothing(clothing)
         self.seed, self.epoch = seed, 0
 
     def __len__(self):
@@ -275,10 +292,7 @@ class ClothingTrain(torch.utils.data.Dataset):
     def __getitem__(self, index):
         path, channel = self.items[index]
         rng = np.random.default_rng([self.seed, self.epoch, index, 1])
-        try:
-            image = load_image(path.read_bytes())
-        except ImageError:
-            return torch.full((INPUT_HEIGHT, INPUT_WIDTH, 3), 127, dtype=torch.uint8), 0
+        image = load_image(path.read_bytes())
         if rng.random() < 0.5:
             image = ImageOps.mirror(image)
         canvas, _ = letterbox_image(colour(image, rng))
@@ -299,15 +313,11 @@ def class_weights(dataset: CCPTrain, power: float = 0.5) -> torch.Tensor:
 
 
 def image_level_loss(logits: torch.Tensor, channels: torch.Tensor, top_fraction: float = 0.05) -> torch.Tensor:
-    """Top-k pooled garment scores of each image must name its class (0 = unreadable: ignored)."""
-    n, c = logits.shape[:2]
+    """Top-k pooled garment scores of each image must name its class (channels: 1 = the first garment class)."""
     flat = logits[:, 1:].flatten(2)
     k = max(1, int(flat.shape[-1] * top_fraction))
     pooled = flat.topk(k, dim=-1).values.mean(-1)
-    keep = channels > 0
-    if not keep.any():
-        return logits.sum() * 0
-    return F.cross_entropy(pooled[keep], channels[keep] - 1)
+    return F.cross_entropy(pooled, channels - 1)
 
 
 def pixel_iou(model, ccp: Path, device, numbers=range(701, 801)) -> float:
@@ -405,7 +415,6 @@ def train(args) -> dict:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     torch.save({"state": state, "summary": summary}, run_dir / "checkpoint.pt")
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    log(f"done in {summary['train_seconds']} s")
     return summary
 
 
@@ -449,18 +458,12 @@ def train_cached(args) -> dict:
                 targets.append(torch.from_numpy(np.asarray(target, dtype=np.int64)[2::4, 2::4].copy()))
             if index % 100 == 0:
                 log(f"cached {index + 1}/{len(dataset.samples)} photos ({time.perf_counter() - started:.0f} s)")
-        clothing_taps, clothing_channels, refused = [], [], 0
-        for index, (path, channel) in enumerate(ClothingTrain(Path(args.clothing), args.seed).items if args.clothing else []):
-            try:
-                clothing_taps.append(frozen_taps(load_image(path.read_bytes())))
-                clothing_channels.append(channel)
-            except (ImageError, OSError) as exc:
-                refused += 1
-                log(f"refused {path.name}: {exc}")
+        clothing = readable_clothing(Path(args.clothing)) if args.clothing else []
+        clothing_taps, clothing_channels = [], [channel for _, channel in clothing]
+        for index, (path, _) in enumerate(clothing):
+            clothing_taps.append(frozen_taps(load_image(path.read_bytes())))
             if index % 500 == 0:
                 log(f"cached {index + 1} clothing-dataset-small images ({time.perf_counter() - started:.0f} s)")
-        if refused:
-            log(f"refused {refused} unreadable clothing-dataset-small image(s); training without them")
     clothing_channels = torch.tensor(clothing_channels, dtype=torch.int64)
     optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=1e-4)
     steps_per_epoch = len(taps) // args.batch
@@ -507,7 +510,6 @@ def train_cached(args) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.save({"state": {k: v.detach() for k, v in model.state_dict().items()}, "summary": summary}, run_dir / "checkpoint.pt")
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    log(f"done in {summary['train_seconds']} s")
     return summary
 
 
@@ -534,21 +536,13 @@ def parse_args(argv=None):
     parser.add_argument("--product-views", type=int, default=1, help="CPU recipe: product shots cached per photo")
     parser.add_argument("--clothing-batch", type=int, default=8,
                         help="CPU recipe: clothing-dataset-small images per step for the image-level term")
-    parser.add_argument("--export", metavar="MODELS_DIR", help="export <run-dir>/checkpoint.pt instead of training")
-    parser.add_argument("--name", default="detector_v1", help="--export: the exported model's name (its file names)")
+    add_export_arguments(parser, "detector_v1")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    if args.export:
-        from export_detector import export_checkpoint
-
-        export_checkpoint(Path(args.run_dir) / "checkpoint.pt", Path(args.export), args.name)
-        return 0
-    train_cached(args) if args.frozen_blocks else train(args)
-    return 0
+    return run(args, train_cached if args.frozen_blocks else train, exporter="export_detector")
 
 
 if __name__ == "__main__":

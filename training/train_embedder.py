@@ -52,7 +52,7 @@ from torch import nn
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import MEAN, STD, autocast, load_backbone, log, package_versions, warmup_cosine  # noqa: E402
+from common import MEAN, STD, add_export_arguments, autocast, load_backbone, log, package_versions, run, warmup_cosine  # noqa: E402
 
 import shazzam.images  # noqa: E402
 import shazzam.rephotograph  # noqa: E402
@@ -499,23 +499,13 @@ def parse_args(argv=None):
     parser.add_argument("--fit-validation", action=argparse.BooleanOptionalAction, default=True,
                         help="train on train + validation for --epochs, keeping the last epoch (--no-fit-validation: "
                              "train on train, and keep the epoch with the best validation figures)")
-    parser.add_argument("--export", metavar="MODELS_DIR", help="export <run-dir>/checkpoint.pt instead of training")
-    parser.add_argument("--name", default="garment_v3", help="--export: the exported model's name (its file names)")
+    add_export_arguments(parser, "garment_v3")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    if args.export:
-        from export_garment import export_checkpoint
-
-        export_checkpoint(Path(args.run_dir) / "checkpoint.pt", Path(args.export), args.name)
-        return 0
-    started = time.perf_counter()
-    train_cached(args) if args.cache_views else train(args)
-    log(f"{time.perf_counter() - started:.0f} s from start to checkpoint")
-    return 0
+    return run(args, train_cached if args.cache_views else train, exporter="export_garment")
 
 
 if __name__ == "__main__":
