@@ -24,7 +24,7 @@ serve: dev  ## the API on 127.0.0.1:8000 with the schedules running
 # without it that test skips (fails in CI, where npm is part of the contract).
 NPM_SETUP := $(if $(shell command -v npm 2>/dev/null),node_modules/.installed)
 
-test: dev $(NPM_SETUP)  ## every test: unit, integration (MariaDB, moto), end to end, browser, CDK (synth with the CLI too)
+test: dev $(VENV)-train/.installed $(NPM_SETUP)  ## every test: unit, integration (MariaDB, moto), end to end, browser, CDK (synth with the CLI too), the training scripts
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 unit: dev

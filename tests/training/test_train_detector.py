@@ -1,0 +1,39 @@
+"""training/train_detector.py: both recipes train on four CCP photos and export a detector the
+service loads, whose .tflite matches PyTorch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shazzam.detector import GarmentDetector
+from shazzam.images import load_image
+from tests.support.parity import assert_matches_pytorch
+from tests.training.conftest import train
+
+TINY = ("--limit", "4", "--epochs", "1", "--batch", "2", "--workers", "0", "--threads", "2", "--iou-every", "0")
+RECIPES = {
+    # the CPU recipe: blocks 0-10 cached, one product shot per photo, the catalogue term
+    "cached-cpu": ("--frozen-blocks", "11", "--product-views", "1", "--clothing-batch", "4"),
+    # the committed model's recipe (on a GPU there), end to end
+    "end-to-end": ("--device", "cpu"),
+}
+
+
+@pytest.mark.parametrize("recipe", RECIPES.values(), ids=RECIPES.keys())
+def test_trains_and_exports_a_detector_the_service_runs(training_python, shared_data, tiny_clothing, tmp_path, recipe):
+    run_dir, models = tmp_path / "run", tmp_path / "models"
+    log = train(training_python, "train_detector.py", "--ccp", shared_data / "ccp", "--clothing", tiny_clothing,
+                "--run-dir", run_dir, *TINY, *recipe)
+    assert "refused 1 unreadable clothing-dataset-small image(s)" in log
+    assert "s from start to checkpoint" in log
+    train(training_python, "train_detector.py", "--run-dir", run_dir, "--export", models, "--name", "tiny_detector")
+
+    manifest = json.loads((models / "tiny_detector.json").read_text())
+    assert manifest["name"] == "tiny_detector"
+    assert_matches_pytorch(models / "tiny_detector.json")
+    # the service loads it (checksum, shapes, classes, stride) and runs it on a held-out photo; one
+    # epoch on four photos finds little, so nothing is asserted of what it finds
+    photo = load_image((shared_data / "ccp" / "photos" / "0701.jpg").read_bytes())
+    assert isinstance(GarmentDetector.from_manifest(models / "tiny_detector.json").detect(photo), list)

@@ -1,0 +1,34 @@
+"""training/train_embedder.py: both recipes train on a handful of images and export a model the
+service loads, whose .tflite matches PyTorch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from shazzam.vision import GarmentModel
+from tests.support.parity import assert_matches_pytorch
+from tests.training.conftest import SAMPLE_IMAGES, train
+
+TINY = ("--epochs", "1", "--batch", "8", "--workers", "0", "--threads", "2", "--score-from", "1")
+
+
+@pytest.mark.parametrize("recipe", [("--cache-views", "1"), ("--cache-views", "0")], ids=["cached-cpu", "end-to-end"])
+def test_trains_and_exports_a_model_the_service_runs(training_python, tiny_clothing, tmp_path, recipe):
+    run_dir, models = tmp_path / "run", tmp_path / "models"
+    log = train(training_python, "train_embedder.py", "--data", tiny_clothing, "--run-dir", run_dir, *TINY, *recipe)
+    assert "refused 1 unreadable image(s)" in log
+    assert "s from start to checkpoint" in log
+    train(training_python, "train_embedder.py", "--run-dir", run_dir, "--export", models, "--name", "tiny_garment")
+
+    manifest = json.loads((models / "tiny_garment.json").read_text())
+    # the default recipe fits train + validation; the file that is not an image is left out
+    assert manifest["training"]["args"]["fit_validation"] is True
+    assert manifest["training"]["images"] == {"train": 20, "validation": 10, "test": 10}
+    assert_matches_pytorch(models / "tiny_garment.json")
+    model = GarmentModel.from_manifest(models / "tiny_garment.json")
+    prediction = model.predict(Image.open(SAMPLE_IMAGES / "dress-01.jpg"))
+    assert prediction.embedding.shape == (192,)
+    assert prediction.category in model.categories
