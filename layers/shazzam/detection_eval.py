@@ -14,6 +14,8 @@ detector class per photo, predictions likewise one per class):
   interpreter, boxes), the photo already decoded.
 - top-label agreement on clothing-dataset-small's test split: the share of photos whose best
   detection's class is the folder's (shazzam.taxonomy.DETECTOR_CLASS_OF); no detection disagrees.
+  Each of those photos shows one garment, so the same pass counts what a product shot should not
+  give: the share with exactly one box (of the folder's class), and boxes of other classes per photo.
 """
 
 from __future__ import annotations
@@ -197,9 +199,13 @@ def top_label_agreement(detector, root: Path, split: str = "test", progress=None
         return None
     photos = sorted((category.name, path) for category in folder.iterdir() if category.is_dir() for path in category.iterdir() if path.is_file())
     per_category: dict[str, list[int]] = {}
+    one_box = other_class_boxes = 0
     for done, (category, path) in enumerate(photos, 1):
         found = detector.detect(load_image(path.read_bytes()), masks=False)
-        agrees = bool(found) and found[0].label == DETECTOR_CLASS_OF.get(category)
+        wanted = DETECTOR_CLASS_OF.get(category)
+        agrees = bool(found) and found[0].label == wanted
+        one_box += len(found) == 1 and agrees
+        other_class_boxes += sum(d.label != wanted for d in found)
         counts = per_category.setdefault(category, [0, 0])
         counts[0] += agrees
         counts[1] += 1
@@ -210,6 +216,8 @@ def top_label_agreement(detector, root: Path, split: str = "test", progress=None
         "share": sum(a for a, _ in per_category.values()) / total if total else None,
         "photos": total,
         "per_category": {category: a / n for category, (a, n) in sorted(per_category.items())},
+        "one_box_share": one_box / total if total else None,
+        "other_class_boxes_per_photo": other_class_boxes / total if total else None,
     }
 
 
@@ -341,6 +349,8 @@ def format_report(report: dict) -> str:
     if agreement:
         per = ", ".join(f"{c} {s:.0%}" for c, s in agreement["per_category"].items())
         lines.append(f"clothing-dataset-small test: top label agrees on {agreement['share']:.1%} of {agreement['photos']} ({per})")
+        lines.append(f"  one garment each: exactly one box, of its class, on {agreement['one_box_share']:.1%}; "
+                     f"{agreement['other_class_boxes_per_photo']:.2f} boxes of other classes per photo")
     else:
         lines.append("clothing-dataset-small: not found, agreement not measured")
     lines.append("targets:")

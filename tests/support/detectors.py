@@ -36,7 +36,7 @@ class FixedDetector:
     def __init__(self, garments=OUTFIT):
         self.garments = garments
 
-    def detect(self, image) -> list[Detection]:
+    def detect(self, image, *, masks: bool = True) -> list[Detection]:
         found = [
             Detection(
                 Box(round(l * image.width), round(t * image.height), round(r * image.width), round(b * image.height)),

@@ -163,3 +163,28 @@ def test_postprocess_overrides_are_typed_and_checked():
                       ("mirror=maybe", "true or false"), ("upsample=two", "a number")):
         with pytest.raises(ValueError, match=says):
             postprocess_overrides([bad])
+
+
+def test_agreement_counts_what_a_product_shot_should_not_give(tmp_path):
+    from PIL import Image
+
+    from shazzam.detection_eval import format_report, top_label_agreement
+    from tests.support.detectors import FixedDetector
+
+    for category in ("dress", "pants"):
+        (tmp_path / "test" / category).mkdir(parents=True)
+        for n in range(2):
+            Image.new("RGB", (40, 60), "white").save(tmp_path / "test" / category / f"{n}.png")
+    # a dress alone, and a dress over a hat and a belt: right top label on the dress photos only
+    detector = FixedDetector((("dress", 0.9, (0.1, 0.1, 0.9, 0.9)),))
+    one = top_label_agreement(detector, tmp_path)
+    assert one["share"] == 0.5 and one["per_category"] == {"dress": 1.0, "pants": 0.0}
+    assert one["one_box_share"] == 0.5 and one["other_class_boxes_per_photo"] == 0.5  # the pants photos' dress
+    detector = FixedDetector((("dress", 0.9, (0.1, 0.1, 0.9, 0.9)), ("hat", 0.6, (0, 0, 1, 1)), ("belt", 0.4, (0.2, 0.5, 0.8, 0.6))))
+    three = top_label_agreement(detector, tmp_path)
+    assert three["share"] == 0.5 and three["one_box_share"] == 0.0
+    assert three["other_class_boxes_per_photo"] == 2.5  # hat and belt on each photo, the dress on the pants photos
+    report = {"model": "fixed", "photos": 0, "photo_range": [701, 800], "held_out": True, "postprocess": {},
+              "metrics": detection_metrics({}, {}), "latency_ms": {"median": 1.0, "p90": 1.0}, "model_bytes": 1,
+              "agreement": three}
+    assert "exactly one box, of its class, on 0.0%; 2.50 boxes of other classes per photo" in format_report({**report, "targets": targets(report)})
