@@ -14,7 +14,9 @@ letterboxed photo count as background); per class, its connected pieces smaller 
 `min_share_of_largest` of the class's largest (stray blobs that would stretch the box); the box is
 the extent of the rest, mapped back to the photo's pixels through the letterbox and clipped to it. The score is the class's mean probability over the
 cells it won (how sure the model is of the pixels it calls that garment); boxes scoring under
-`score_threshold` are dropped. One box per class: two shoes are one footwear box.
+`score_threshold` are dropped. One box per class: two shoes are one footwear box. Last, a photo
+whose largest garment covers much of it and holds most of the garment cells is a product shot
+(`product_box_fraction`, `product_cell_share`): that garment alone is returned.
 
 Imports numpy, Pillow, ai_edge_litert and the standard library only: it runs in the Lambda layer.
 """
@@ -78,10 +80,19 @@ class Postprocess:
     # (a pair of glasses is 5 x 2 cells at stride 4). Must divide `stride`.
     upsample: int = 1
     mirror: bool = False  # average the probabilities with those of the mirrored photo
+    # A product shot: when the largest garment's box covers at least `product_box_fraction` of
+    # the photo and its cells are at least `product_cell_share` of all the kept garments' cells,
+    # that garment alone is returned (the rest are the model's second guesses about the same
+    # garment or specks of the backdrop). 0 turns the rule off. A garment of a person in a
+    # full-length photo seldom covers a fifth of it.
+    product_box_fraction: float = 0.0
+    product_cell_share: float = 1.0
 
     def __post_init__(self):
         if self.upsample < 1 or self.stride % self.upsample:
             raise ValueError(f"postprocess upsample {self.upsample} does not divide the stride {self.stride}")
+        if not (0 <= self.product_box_fraction <= 1 and 0 <= self.product_cell_share <= 1):
+            raise ValueError("postprocess product_box_fraction and product_cell_share are fractions (0..1)")
 
 
 def upsample_bilinear(probabilities: np.ndarray, factor: int) -> np.ndarray:
@@ -159,9 +170,13 @@ def detections_from_probabilities(
             cx = np.clip(((np.arange(box.left, box.right) + 0.5) * geometry.scale + x0) // stride, 0, cols - 1).astype(int)
             cy = np.clip(((np.arange(box.top, box.bottom) + 0.5) * geometry.scale + y0) // stride, 0, rows - 1).astype(int)
             mask = region.mask[np.ix_(cy, cx)]
-        found.append(Detection(box=box, label=classes[region.label], score=score, mask=mask))
-    found.sort(key=lambda detection: -detection.score)
-    return found
+        found.append((region.area, Detection(box=box, label=classes[region.label], score=score, mask=mask)))
+    if len(found) > 1 and settings.product_box_fraction > 0:
+        cells, largest = max(found, key=lambda pair: pair[0])
+        box_fraction = largest.box.area / (geometry.width * geometry.height)
+        if box_fraction >= settings.product_box_fraction and cells >= settings.product_cell_share * sum(c for c, _ in found):
+            return [largest]
+    return sorted((detection for _, detection in found), key=lambda detection: -detection.score)
 
 
 class GarmentDetector:
@@ -199,6 +214,8 @@ class GarmentDetector:
                 stride=stride,
                 upsample=int(post.get("upsample", 1)),
                 mirror=bool(post.get("mirror", False)),
+                product_box_fraction=float(post.get("product_box_fraction", 0.0)),
+                product_cell_share=float(post.get("product_cell_share", 1.0)),
             )
         except ValueError as exc:
             raise ModelError(f"{model.path.name}: {exc}") from None

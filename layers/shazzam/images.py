@@ -57,6 +57,10 @@ class Box:
     def as_list(self) -> list[int]:
         return [self.left, self.top, self.right, self.bottom]
 
+    @property
+    def area(self) -> int:
+        return (self.right - self.left) * (self.bottom - self.top)
+
 
 def load_image(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Decode untrusted bytes into an upright RGB image, or raise ImageError."""

@@ -140,7 +140,7 @@ def product_garment(detections: list, product_category: str | None, image: Image
     elif detections:
         candidates = [d for d in detections if searchable(d.label)]
         if candidates:
-            return max(candidates, key=lambda d: (d.box.right - d.box.left) * (d.box.bottom - d.box.top))
+            return max(candidates, key=lambda d: d.box.area)
     return Detection(box=Box.whole(image), label=None, score=0.0)
 
 

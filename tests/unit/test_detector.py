@@ -84,6 +84,32 @@ def test_pieces_much_smaller_than_the_class_largest_do_not_stretch_its_box():
     assert found["footwear"].as_list() == [160, 640, 352, 736]  # both shoes kept, the blob dropped
 
 
+def test_a_product_shot_gives_its_one_garment():
+    product = Postprocess(SETTINGS.min_area_fraction, SETTINGS.score_threshold, stride=STRIDE,
+                          product_box_fraction=0.35, product_cell_share=0.7)
+    shirt_and_guesses = probability_map(
+        ("top", slice(10, 80), slice(5, 60), 0.8),  # 63 % of the photo
+        ("hat", slice(85, 90), slice(10, 20), 0.9),  # a second guess in a corner, scored higher
+        ("dress", slice(40, 60), slice(20, 30), 0.7),  # and one inside the shirt
+    )
+    assert len(detections_from_probabilities(shirt_and_guesses, geometry(512, 768), SETTINGS)) == 3  # rule off
+    (shirt,) = detections_from_probabilities(shirt_and_guesses, geometry(512, 768), product)
+    assert shirt.label == "top" and shirt.box.as_list() == [40, 80, 480, 640]
+
+    outfit = probability_map(  # a person at full length: no garment covers a third of the photo
+        ("top", slice(10, 40), slice(20, 44), 0.8),
+        ("pants", slice(40, 80), slice(22, 42), 0.8),
+        ("footwear", slice(80, 88), slice(20, 44), 0.9),
+    )
+    assert {d.label for d in detections_from_probabilities(outfit, geometry(512, 768), product)} == {"top", "pants", "footwear"}
+    close_up = probability_map(  # an open coat whose box fills the photo, and more top than coat between
+        ("outerwear", slice(10, 96), slice(0, 14), 0.8),
+        ("outerwear", slice(10, 96), slice(50, 64), 0.8),
+        ("top", slice(10, 96), slice(14, 50), 0.8),
+    )
+    assert {d.label for d in detections_from_probabilities(close_up, geometry(512, 768), product)} == {"outerwear", "top"}
+
+
 def test_letterbox_padding_is_undone_and_cells_outside_the_photo_ignored():
     # 1024x384 fits the 256x384 canvas at scale 0.25 as 256x96, padded 144 above and below.
     box_geometry = geometry(1024, 384)
@@ -255,6 +281,11 @@ def test_a_manifest_that_disagrees_is_refused():
     for upsample in (0, 3):
         with pytest.raises(ModelError, match="upsample"):
             GarmentDetector(FakeModel(probability_map()), {**MANIFEST, "postprocess": {"upsample": upsample}})
+    product = {"product_box_fraction": 0.35, "product_cell_share": 0.5}
+    settings = GarmentDetector(FakeModel(probability_map()), {**MANIFEST, "postprocess": product}).settings
+    assert (settings.product_box_fraction, settings.product_cell_share) == (0.35, 0.5)
+    with pytest.raises(ModelError, match="fractions"):
+        GarmentDetector(FakeModel(probability_map()), {**MANIFEST, "postprocess": {"product_cell_share": 50}})
 
 
 def test_without_a_model_the_whole_image_detector_answers(tmp_path, monkeypatch):
