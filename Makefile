@@ -51,9 +51,11 @@ finetune: $(VENV)-train/.installed  ## train and export layers/models/garment_v3
 	$(VENV)-train/bin/python training/train_embedder.py --data $(DATA)/clothing-dataset-small --run-dir build/garment_v3
 	$(VENV)-train/bin/python training/train_embedder.py --run-dir build/garment_v3 --export layers/models
 
-detector: $(VENV)-train/.installed  ## train and export layers/models/detector_v1.* (DETECTOR_ARGS=--device cuda on a GPU: ~7 minutes there, hours on a CPU)
-	$(VENV)-train/bin/python training/train_detector.py --ccp $(DATA)/ccp --clothing $(DATA)/clothing-dataset-small --run-dir build/detector_v1 $(DETECTOR_ARGS)
-	$(VENV)-train/bin/python training/train_detector.py --run-dir build/detector_v1 --export layers/models
+# detector_v2's recipe: the CPU one (the encoder's blocks 0-10 frozen and cached), seed 20261129.
+DETECTOR_ARGS ?= --frozen-blocks 11 --epochs 16 --weight-power 0.25 --product-views 1 --clothing-weight 0.1 --seed 20261129
+detector: $(VENV)-train/.installed  ## train and export layers/models/detector_v2.* (1-2 hours on 2 cores)
+	$(VENV)-train/bin/python training/train_detector.py --ccp $(DATA)/ccp --clothing $(DATA)/clothing-dataset-small --run-dir build/detector_v2 $(DETECTOR_ARGS)
+	$(VENV)-train/bin/python training/train_detector.py --run-dir build/detector_v2 --export layers/models
 
 VGG16_BASELINE ?= build/vgg16_fc7.tflite
 

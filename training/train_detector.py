@@ -1,12 +1,15 @@
-"""Train detector_v1: a garment parser (per-pixel garment classes at stride 4) whose masks give the boxes.
+"""Train detector_v2: a garment parser (per-pixel garment classes at stride 4) whose masks give the boxes.
 
-Runs in the training venv (torch, efficientnet-lite-pytorch; litert-torch for --export):
+Runs in the training venv (torch, efficientnet-lite-pytorch; litert-torch for --export); `make
+detector` runs both steps with detector_v2's recipe (the CPU one below, seed 20261129):
 
     python training/train_detector.py --ccp ../shared/data/ccp --clothing ../shared/data/clothing-dataset-small \
-        --run-dir build/detector_v1
-    python training/train_detector.py --run-dir build/detector_v1 --export layers/models
+        --run-dir build/detector_v2 --frozen-blocks 11 --epochs 16 --weight-power 0.25 --product-views 1 \
+        --clothing-weight 0.1 --seed 20261129
+    python training/train_detector.py --run-dir build/detector_v2 --export layers/models
 
-On CPU or a GPU (`--device cuda`, bf16 autocast), the same recipe:
+Both recipes, on CPU or a GPU (`--device cuda`, bf16 autocast); without --frozen-blocks the whole
+network trains end to end (detector_v1's recipe, on a GPU):
 
 - Input: `shazzam.detector_input` letterboxes any photo into 256 x 384 (raw RGB 0..255, NHWC); the
   model normalises with (x - 127) / 128. Output: softmax over 11 channels (background +
@@ -26,9 +29,8 @@ On CPU or a GPU (`--device cuda`, bf16 autocast), the same recipe:
   photos), fixed seeds.
 
 `--frozen-blocks N` is the CPU recipe instead (`train_cached`): the encoder's first N blocks keep
-their ImageNet weights and their output is cached once per view, so 2 cores train the rest in about
-an hour. With a light image-level term (`--clothing-weight 0.1`) it came level with detector_v1 on
-one seed (layers/models/detector_v1.md).
+their ImageNet weights and their output is cached once per view, so 2 cores train the rest in one
+to two hours (layers/models/detector_v2.md has both seeds' figures).
 """
 
 from __future__ import annotations
@@ -518,7 +520,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ccp", default="../shared/data/ccp")
     parser.add_argument("--clothing", default="", help="clothing-dataset-small folder for the image-level term")
-    parser.add_argument("--run-dir", default="build/detector_v1")
+    parser.add_argument("--run-dir", default="build/detector_v2")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--batch", type=int, default=16)
@@ -537,7 +539,7 @@ def parse_args(argv=None):
     parser.add_argument("--product-views", type=int, default=1, help="CPU recipe: product shots cached per photo")
     parser.add_argument("--clothing-batch", type=int, default=8,
                         help="CPU recipe: clothing-dataset-small images per step for the image-level term")
-    add_export_arguments(parser, "detector_v1")
+    add_export_arguments(parser, "detector_v2")
     return parser.parse_args(argv)
 
 

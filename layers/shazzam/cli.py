@@ -330,7 +330,7 @@ def cmd_eval_detector(args) -> int:
     else:
         manifest = detector_manifest_path(args.model_dir)
     if manifest is None or not manifest.is_file():
-        print(f"shazzam eval-detector: no detector manifest at {manifest} (is detector_v1 in the model folder?)", file=sys.stderr)
+        print(f"shazzam eval-detector: no detector manifest at {manifest} (is detector_v2 in the model folder?)", file=sys.stderr)
         return 2
     small = Path(args.small_data) if args.small_data else None
     try:
@@ -446,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_detector = commands.add_parser("eval-detector", help="the garment detector's mAP, recall, speed and size vs the targets (issue #8)")
     eval_detector.add_argument("--data", default="../shared/data/ccp", help="CCP root; photos 0701-0800 are the validation set (default %(default)s)")
     eval_detector.add_argument("--small-data", default="../shared/data/clothing-dataset-small", help="clothing-dataset-small root for the top-label check (default %(default)s)")
-    eval_detector.add_argument("--model", help="detector name in the model folder, or a manifest path (default: $SHAZZAM_DETECTOR or detector_v1)")
+    eval_detector.add_argument("--model", help="detector name in the model folder, or a manifest path (default: $SHAZZAM_DETECTOR or detector_v2)")
     eval_detector.add_argument("--out", help="folder for a PNG of boxes drawn on a few validation photos")
     eval_detector.add_argument("--json", action="store_true", help="print one JSON object")
     eval_detector.add_argument("--photos", metavar="FIRST-LAST",

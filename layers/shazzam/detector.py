@@ -1,6 +1,6 @@
 """Garment detection: every garment in a photo, as a box, a detector class and a score.
 
-`load_detector()` answers the `GarmentDetector` of the model folder's detector_v1 (a LiteRT
+`load_detector()` answers the `GarmentDetector` of the model folder's detector_v2 (a LiteRT
 segmentation model: per-pixel class probabilities at stride 4, see its manifest), or the v0
 `WholeImageDetector` (one box, the whole photo) when that model is not there. $SHAZZAM_DETECTOR
 names another manifest in the model folder, or the path of one; `whole-image` forces v0.
@@ -41,7 +41,7 @@ from shazzam.vision import ModelError, TFLiteModel, default_model_dir, read_mani
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DETECTOR = "detector_v1"
+DEFAULT_DETECTOR = "detector_v2"
 DETECTOR_ENV = "SHAZZAM_DETECTOR"
 WHOLE_IMAGE = "whole-image"
 CLASSES = ("background", *DETECTOR_CLASSES)
@@ -180,7 +180,7 @@ def detections_from_probabilities(
 
 
 class GarmentDetector:
-    """detector_v1 and kin: a .tflite from a manifest (see the module's docstring)."""
+    """detector_v2 and kin: a .tflite from a manifest (see the module's docstring)."""
 
     def __init__(self, model: TFLiteModel, manifest: dict):
         self.model = model
@@ -244,7 +244,7 @@ class GarmentDetector:
 
 def detector_manifest_path(model_dir: str | Path | None = None) -> Path | None:
     """The manifest of the detector to run: $SHAZZAM_DETECTOR (a name in the model folder, or a
-    path to a manifest), default detector_v1; None when told `whole-image`."""
+    path to a manifest), default detector_v2; None when told `whole-image`."""
     configured = os.environ.get(DETECTOR_ENV) or DEFAULT_DETECTOR
     if configured == WHOLE_IMAGE:
         return None

@@ -29,7 +29,7 @@ def served(tmp_path_factory):
     """(runtime, port, saved products): the API and page on 127.0.0.1, over a 30-item catalogue.
 
     Detector v0 (the whole photo is one garment) serves: these tests are about the API, and the
-    query is a product photo of a dress (tests/integration/test_pipeline.py runs detector_v1)."""
+    query is a product photo of a dress (tests/integration/test_pipeline.py runs detector_v2)."""
     runtime = LocalRuntime(tmp_path_factory.mktemp("served") / "data")
     with pytest.MonkeyPatch.context() as patch, SampleShop() as shop:
         patch.setenv("SHAZZAM_DETECTOR", "whole-image")

@@ -145,7 +145,7 @@ def ccp_photo(shared_data) -> bytes:
 
 
 def test_a_street_photo_gets_results_for_each_garment(runtime, monkeypatch, ccp_photo):
-    """The committed detector_v1 on a CCP validation photo, over a small served catalogue."""
+    """The committed detector_v2 on a CCP validation photo, over a small served catalogue."""
     from shazzam import pipeline
     from shazzam.local.sample_shop import SampleShop
     from shazzam.taxonomy import DETECTOR_CLASSES, SEARCHABLE

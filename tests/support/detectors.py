@@ -1,8 +1,8 @@
-"""Detectors for tests: fixed boxes in known places, and where the real detector_v1 lives.
+"""Detectors for tests: fixed boxes in known places, and where the real detector_v2 lives.
 
 `FixedDetector` stands in for the garment detector when a test is about what the pipeline or
 the API does with several garments, not about the model. Tests of the model itself use the
-detector_v1 in layers/models (`real_detector_manifest`): they skip while it is absent, except in
+detector_v2 in layers/models (`real_detector_manifest`): they skip while it is absent, except in
 CI, where they fail.
 """
 
@@ -17,7 +17,7 @@ from tests.conftest import REPO, unavailable
 
 # $SHAZZAM_TEST_DETECTOR points these tests at another manifest (a stand-in made by
 # tests/support/make_standin_detector.py, or a candidate model) while developing.
-REAL_DETECTOR = Path(os.environ.get("SHAZZAM_TEST_DETECTOR") or REPO / "layers" / "models" / "detector_v1.json")
+REAL_DETECTOR = Path(os.environ.get("SHAZZAM_TEST_DETECTOR") or REPO / "layers" / "models" / "detector_v2.json")
 
 # (label, score, (left, top, right, bottom) as fractions of the photo)
 OUTFIT = (
@@ -65,9 +65,9 @@ def use_detector(monkeypatch, detector) -> None:
 
 
 def real_detector_manifest():
-    """layers/models/detector_v1.json when its model is committed; skip (fail in CI) otherwise."""
+    """layers/models/detector_v2.json when its model is committed; skip (fail in CI) otherwise."""
     import json
 
     if not REAL_DETECTOR.is_file() or not (REAL_DETECTOR.parent / json.loads(REAL_DETECTOR.read_text())["file"]).is_file():
-        unavailable(f"no detector model at {REAL_DETECTOR.parent / 'detector_v1.tflite'} (the training issue adds it)")
+        unavailable(f"no detector model at {REAL_DETECTOR.parent / 'detector_v2.tflite'} (the training issue adds it)")
     return REAL_DETECTOR

@@ -1,6 +1,6 @@
 """The garment detector: boxes from a probability map (specks, letterbox, clipping, scores), the
 detector on awkward photos through a fake interpreter, the loader's fallback, and the committed
-detector_v1 itself (skipped while it is absent, except in CI)."""
+detector_v2 itself (skipped while it is absent, except in CI)."""
 
 from __future__ import annotations
 
@@ -291,7 +291,7 @@ def test_a_manifest_that_disagrees_is_refused():
 def test_without_a_model_the_whole_image_detector_answers(tmp_path, monkeypatch):
     monkeypatch.delenv(detector_module.DETECTOR_ENV, raising=False)
     assert isinstance(load_detector(tmp_path), WholeImageDetector)  # no manifest there
-    (tmp_path / "detector_v1.json").write_text(json.dumps({**MANIFEST, "file": "detector_v1.tflite"}))
+    (tmp_path / "detector_v2.json").write_text(json.dumps({**MANIFEST, "file": "detector_v2.tflite"}))
     assert isinstance(load_detector(tmp_path), WholeImageDetector)  # a manifest without its model
     monkeypatch.setenv(detector_module.DETECTOR_ENV, "whole-image")
     assert isinstance(load_detector(), WholeImageDetector)
