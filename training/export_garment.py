@@ -1,6 +1,6 @@
-"""Export a train_embedder.py checkpoint to layers/models/garment_v3.{tflite,json,parity.npz}.
+"""Export a train_embedder.py checkpoint to layers/models/garment_v4.{tflite,json,parity.npz}.
 
-    .venv-train/bin/python training/train_embedder.py --run-dir build/garment_v3 --export layers/models
+    .venv-train/bin/python training/train_embedder.py --run-dir build/garment_v4 --export layers/models
 
 The .tflite takes `shazzam.images.to_model_input(image)` (float32 [1, 224, 224, 3], raw RGB) and
 returns the embedding [1, D] (non-negative, not normalised) and the category probabilities [1, 10]
@@ -27,7 +27,7 @@ from train_embedder import GarmentNet  # noqa: E402
 from shazzam.images import load_image, to_model_input  # noqa: E402
 from shazzam.taxonomy import CATEGORIES  # noqa: E402
 
-NAME = "garment_v3"
+NAME = "garment_v4"
 REPO = Path(__file__).resolve().parent.parent
 PARITY_SAMPLES = ("samples/shop/images/dress-01.jpg", "samples/shop/images/shoes-01.jpg", "samples/shop/images/hat-01.jpg")
 
@@ -69,7 +69,7 @@ def export_checkpoint(checkpoint_path: Path, out: Path, name: str = NAME) -> Pat
     manifest["parity"] = {"file": f"{name}.parity.npz", "max_relative_error": max(errors.values())}
     summary = checkpoint.get("summary", {})
     manifest["training"] = {k: summary.get(k) for k in ("best_epoch", "seconds", "device", "torch", "packages", "images", "test")} | {
-        "args": {k: v for k, v in (summary.get("args") or {}).items() if k not in ("export", "run_dir", "data")}}
+        "args": {k: v for k, v in (summary.get("args") or {}).items() if k not in ("export", "name", "run_dir", "data")}}
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     log(f"wrote {manifest_path}")
     return tflite_path

@@ -1,8 +1,8 @@
 """The garment model at runtime: a LiteRT (TFLite) interpreter behind a small, thread-safe API.
 
 Imports only numpy, Pillow, ai_edge_litert and the standard library (no torch), so it fits a
-Lambda layer. The model and its manifest (`garment_v3.json` unless $SHAZZAM_MODEL names another; see
-`layers/models/garment_v3.md`)
+Lambda layer. The model and its manifest (`garment_v4.json` unless $SHAZZAM_MODEL names another; see
+`layers/models/garment_v4.md`)
 live in `default_model_dir()`.
 """
 
@@ -23,7 +23,7 @@ from shazzam.distance import l2_normalise
 from shazzam.images import model_input, standardise_img
 
 # The model the service runs; vectors of two models never share a shard (shazzam.index).
-DEFAULT_MODEL = "garment_v3"
+DEFAULT_MODEL = "garment_v4"
 MODEL_ENV = "SHAZZAM_MODEL"
 LAMBDA_MODEL_DIR = Path("/opt/models")
 MODEL_DIR_ENV = "SHAZZAM_MODEL_DIR"
@@ -111,7 +111,7 @@ class TFLiteModel:
 
 @dataclass
 class GarmentPrediction:
-    """One image's embedding (float32, L2-normalised; 192-d for garment_v3) and its most likely category."""
+    """One image's embedding (float32, L2-normalised; 192-d for garment_v4) and its most likely category."""
 
     embedding: np.ndarray
     category: str
@@ -191,7 +191,7 @@ def default_model_dir() -> Path:
 
 
 def manifest_path(model_dir: str | None = None) -> Path:
-    """The manifest of the model the service runs: $SHAZZAM_MODEL (default garment_v3) in the model folder."""
+    """The manifest of the model the service runs: $SHAZZAM_MODEL (default garment_v4) in the model folder."""
     directory = Path(model_dir) if model_dir else default_model_dir()
     return directory / f"{os.environ.get(MODEL_ENV) or DEFAULT_MODEL}.json"
 

@@ -3,6 +3,7 @@ on a handful of images, then export; what they export must load in the service a
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -47,3 +48,21 @@ def tiny_clothing(tmp_path_factory) -> Path:
                 shutil.copyfile(image, folder / image.name)
     (root / "train" / "shirt" / "truncated.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a JPEG after all")
     return root
+
+
+CHANGED_BLOCKS = """
+import sys, torch
+sys.path.insert(0, "training")
+from common import load_backbone
+trained = torch.load(sys.argv[1], weights_only=False)["state"]
+imagenet = load_backbone().state_dict()
+print(sorted({int(k.split(".")[1]) for k, v in imagenet.items()
+              if k.startswith("_blocks.") and k.endswith("weight") and not torch.equal(v, trained[k[1:]])}))
+"""
+
+
+def changed_blocks(python: Path, checkpoint: Path) -> list[int]:
+    """The EfficientNet-Lite0 blocks whose weights a training run moved from the ImageNet ones."""
+    done = subprocess.run([str(python), "-c", CHANGED_BLOCKS, str(checkpoint)], cwd=REPO,
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from shazzam.vision import GarmentModel
 from tests.support.parity import assert_matches_pytorch
-from tests.training.conftest import SAMPLE_IMAGES, train
+from tests.training.conftest import SAMPLE_IMAGES, changed_blocks, train
 
 TINY = ("--epochs", "1", "--batch", "8", "--workers", "0", "--threads", "2", "--score-from", "1")
 
@@ -21,12 +21,15 @@ def test_trains_and_exports_a_model_the_service_runs(training_python, tiny_cloth
     log = train(training_python, "train_embedder.py", "--data", tiny_clothing, "--run-dir", run_dir, *TINY, *recipe)
     assert "refused 1 unreadable image(s)" in log
     assert "s from start to checkpoint" in log
+    # the default --frozen-blocks 8: the stem and blocks 0-7 keep their ImageNet weights
+    assert changed_blocks(training_python, run_dir / "checkpoint.pt") == list(range(8, 16))
     train(training_python, "train_embedder.py", "--run-dir", run_dir, "--export", models, "--name", "tiny_garment")
 
     manifest = json.loads((models / "tiny_garment.json").read_text())
     # the default recipe fits train + validation; the file that is not an image is left out
     assert manifest["training"]["args"]["fit_validation"] is True
     assert manifest["training"]["images"] == {"train": 20, "validation": 10, "test": 10}
+    assert manifest["training"]["seconds"] > 0 and "name" not in manifest["training"]["args"]
     assert_matches_pytorch(models / "tiny_garment.json")
     model = GarmentModel.from_manifest(models / "tiny_garment.json")
     prediction = model.predict(Image.open(SAMPLE_IMAGES / "dress-01.jpg"))
