@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/data
 
-.PHONY: dev demo serve test unit integration e2e model finetune detector eval vgg16-baseline bench-search clean layers synth infra-tests cold-start deploy
+.PHONY: dev demo serve test unit integration e2e model finetune views detector eval vgg16-baseline bench-search clean layers synth infra-tests cold-start deploy
 
 $(BIN)/.installed: pyproject.toml setup.py layers/shazzam/_l1kernel.c
 	$(PYTHON) -m venv $(VENV)
@@ -47,9 +47,12 @@ $(VENV)-train/.installed: training/requirements.txt
 model: $(VENV)-train/.installed  ## rebuild layers/models/garment_v0.tflite (torch lives only in .venv-train)
 	$(VENV)-train/bin/python training/export_embedder.py --data $(DATA)/clothing-dataset-small --out layers/models
 
-finetune: $(VENV)-train/.installed  ## train and export layers/models/garment_v4.* (fresh views every step: about 40 minutes on 2 cores)
-	$(VENV)-train/bin/python training/train_embedder.py --data $(DATA)/clothing-dataset-small --run-dir build/garment_v4
-	$(VENV)-train/bin/python training/train_embedder.py --run-dir build/garment_v4 --export layers/models
+finetune: $(VENV)-train/.installed  ## train and export layers/models/garment_v5.* (fresh views every step: about 40 minutes on 2 cores)
+	$(VENV)-train/bin/python training/train_embedder.py --data $(DATA)/clothing-dataset-small --run-dir build/garment_v5
+	$(VENV)-train/bin/python training/train_embedder.py --run-dir build/garment_v5 --export layers/models
+
+views: dev  ## compare the serving views of the garment model on CCP garment crops it never saw (about 4 minutes)
+	$(BIN)/python training/choose_views.py --ccp $(DATA)/ccp --data $(DATA)/clothing-dataset-small
 
 # detector_v2's recipe: the CPU one (the encoder's blocks 0-10 frozen and cached), seed 20261129.
 DETECTOR_ARGS ?= --frozen-blocks 11 --epochs 16 --weight-power 0.25 --product-views 1 --clothing-weight 0.1 --seed 20261129

@@ -1,11 +1,13 @@
-"""Export a train_embedder.py checkpoint to layers/models/garment_v4.{tflite,json,parity.npz}.
+"""Export a train_embedder.py checkpoint to layers/models/garment_v5.{tflite,json,parity.npz}.
 
-    .venv-train/bin/python training/train_embedder.py --run-dir build/garment_v4 --export layers/models
+    .venv-train/bin/python training/train_embedder.py --run-dir build/garment_v5 --export layers/models
 
-The .tflite takes `shazzam.images.to_model_input(image)` (float32 [1, 224, 224, 3], raw RGB) and
-returns the embedding [1, D] (non-negative, not normalised) and the category probabilities [1, 10]
-(`shazzam.taxonomy.CATEGORIES` order); fp16 weights, float32 arithmetic (see export_tflite.py).
-The parity file holds the PyTorch reference's outputs for bundled sample photos.
+The .tflite takes one view of a standardised image (float32 [1, 224, 224, 3], raw RGB;
+`shazzam.images.to_model_input(image)` is the centre one) and returns the embedding [1, D]
+(non-negative, not normalised) and the category probabilities [1, 10] (`shazzam.taxonomy.CATEGORIES`
+order); fp16 weights, float32 arithmetic (see export_tflite.py). The manifest names the views the
+service averages the outputs over (SERVING_VIEWS). The parity file holds the PyTorch reference's
+outputs for bundled sample photos (centre views).
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ from train_embedder import GarmentNet  # noqa: E402
 from shazzam.images import load_image, to_model_input  # noqa: E402
 from shazzam.taxonomy import CATEGORIES  # noqa: E402
 
-NAME = "garment_v4"
+NAME = "garment_v5"
+# Outputs averaged over the centre crop and the whole square (shazzam.images.VIEWS): chosen on CCP
+# garment crops the embedder never saw, with training/choose_views.py (layers/models/garment_v5.md).
+SERVING_VIEWS = ("centre", "whole")
 REPO = Path(__file__).resolve().parent.parent
 PARITY_SAMPLES = ("samples/shop/images/dress-01.jpg", "samples/shop/images/shoes-01.jpg", "samples/shop/images/hat-01.jpg")
 
@@ -65,7 +70,8 @@ def export_checkpoint(checkpoint_path: Path, out: Path, name: str = NAME) -> Pat
     write_manifest(out, name, tflite_path, sha256(tflite_path), mapping, checkpoint["dim"], CATEGORIES)
     manifest_path = out / f"{name}.json"
     manifest = json.loads(manifest_path.read_text())
-    manifest["input"]["preprocessing"] = "shazzam.images.to_model_input"
+    manifest["input"]["preprocessing"] = "shazzam.images.to_model_input"  # one view: what parity checks
+    manifest["input"]["views"] = list(SERVING_VIEWS)
     manifest["parity"] = {"file": f"{name}.parity.npz", "max_relative_error": max(errors.values())}
     summary = checkpoint.get("summary", {})
     manifest["training"] = {k: summary.get(k) for k in ("best_epoch", "seconds", "device", "torch", "packages", "images", "test")} | {

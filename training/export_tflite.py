@@ -1,6 +1,6 @@
 """PyTorch -> one .tflite file with fp16 weights whose float32 output matches PyTorch (< 1e-3).
 
-Shared by training/train_embedder.py (garment_v4) and training/train_detector.py (detector_v2).
+Shared by training/train_embedder.py (garment_v5) and training/train_detector.py (detector_v2).
 
 Why the steps: casting a float32 model's weights to fp16 after conversion changes the outputs by
 ~0.5 % (what garment_v1 shipped with). Here the batch norms are folded into their convolutions in

@@ -1,10 +1,10 @@
-"""Train garment_v4: EfficientNet-Lite0 fine-tuned into a compact (192-d) garment embedder + classifier.
+"""Train garment_v5: EfficientNet-Lite0 fine-tuned into a compact (192-d) garment embedder + classifier.
 
 Runs in the training venv (torch, efficientnet-lite-pytorch; litert-torch for --export); `make
 finetune` runs both steps:
 
-    python training/train_embedder.py --data ../shared/data/clothing-dataset-small --run-dir build/garment_v4
-    python training/train_embedder.py --run-dir build/garment_v4 --export layers/models
+    python training/train_embedder.py --data ../shared/data/clothing-dataset-small --run-dir build/garment_v5
+    python training/train_embedder.py --run-dir build/garment_v5 --export layers/models
 
 The first trains and writes `<run-dir>/checkpoint.pt` and `summary.json`; the second exports the
 checkpoint (`export_garment.py`). The defaults are the committed model's recipe, made for a CPU:
@@ -14,7 +14,8 @@ checkpoint (`export_garment.py`). The defaults are the committed model's recipe,
   augmented views come from `shazzam.rephotograph.phone_photo` (random resized crop, flip, rotation, colour and
   light, blur, JPEG) or, for --rephotograph-share of them, the whole picture through
   `shazzam.rephotograph.rephotograph` (background, rotation, perspective, colour cast, blur, noise,
-  JPEG) and `standardise_img`.
+  JPEG) and the centre view of `standardise_img`. The service averages the exported model's
+  outputs over two views of each image (export_garment.SERVING_VIEWS); training sees one.
 - Network: the stem and MBConv blocks 0..F-1 keep their ImageNet weights (frozen, batch norm in
   eval mode); blocks F..15, the 1x1 head conv and its BN are trained; global average pool -> linear
   1280 -> D -> ReLU is the embedding (non-negative, for the index's uint8 codes) and a cosine
@@ -58,7 +59,7 @@ from common import MEAN, STD, add_export_arguments, autocast, load_backbone, log
 
 import shazzam.images  # noqa: E402
 import shazzam.rephotograph  # noqa: E402
-from shazzam.images import ImageError, load_image, model_input, standardise_img, to_model_input  # noqa: E402
+from shazzam.images import ImageError, centre_view, load_image, model_input, standardise_img, to_model_input  # noqa: E402
 from shazzam.rephotograph import phone_photo, rephotograph  # noqa: E402
 from shazzam.taxonomy import CATEGORIES  # noqa: E402
 
@@ -175,7 +176,7 @@ class Views(torch.utils.data.Dataset):
         """A phone-photo crop of the garment, or (a share of the time) the whole picture
         re-photographed: on a background, in perspective, through a phone's JPEG."""
         if rng.random() < self.rephotograph_share:
-            return standardise_img(rephotograph(image, rng))
+            return centre_view(standardise_img(rephotograph(image, rng)))
         return phone_photo(image, rng)
 
 
@@ -415,7 +416,7 @@ def train_cached(args) -> dict:
     augment = Views(fit_items, args.seed, args.rephotograph_share)
     # the file names carry everything a view depends on besides the images (listed beside each file)
     cache = Path(args.run_dir) / "prefix-cache" / f"frozen{args.frozen_blocks}"
-    serving = {s: cache_prefix(model, items[s], lambda i, im: standardise_img(im), cache / f"{s}-serving.npy",
+    serving = {s: cache_prefix(model, items[s], lambda i, im: centre_view(standardise_img(im)), cache / f"{s}-serving.npy",
                                args.workers, what=f"{s} view 0") for s in SPLITS}
     views = [np.concatenate([serving[s] for s in fitted])]
     for k in range(1, args.cache_views + 1):
@@ -478,7 +479,7 @@ def train_cached(args) -> dict:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="../shared/data/clothing-dataset-small")
-    parser.add_argument("--run-dir", default="build/garment_v4")
+    parser.add_argument("--run-dir", default="build/garment_v5")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dim", type=int, default=192)
     parser.add_argument("--frozen-blocks", type=int, default=8)
@@ -502,7 +503,7 @@ def parse_args(argv=None):
     parser.add_argument("--fit-validation", action=argparse.BooleanOptionalAction, default=True,
                         help="train on train + validation for --epochs, keeping the last epoch (--no-fit-validation: "
                              "train on train, and keep the epoch with the best validation figures)")
-    add_export_arguments(parser, "garment_v4")
+    add_export_arguments(parser, "garment_v5")
     return parser.parse_args(argv)
 
 

@@ -431,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="the garment model's figures vs the baseline and the targets (issue #3)")
     evaluate.add_argument("--data", default="../shared/data/clothing-dataset-small", help="dataset root with train/validation/test (default %(default)s)")
-    evaluate.add_argument("--model", help="model name in the model folder, or a manifest path (default: the serving model, $SHAZZAM_MODEL or garment_v4)")
+    evaluate.add_argument("--model", help="model name in the model folder, or a manifest path (default: the serving model, $SHAZZAM_MODEL or garment_v5)")
     evaluate.add_argument("--baseline", default="garment_v0", help="baseline model name or manifest path, 'none' to skip (default %(default)s)")
     evaluate.add_argument("--robustness", type=int, default=500, help="re-photographed gallery images to search for (default %(default)s; 0 skips)")
     evaluate.add_argument("--seed", type=int, default=20261128, help="seed of the re-photographed queries (default %(default)s)")

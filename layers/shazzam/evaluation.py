@@ -23,17 +23,18 @@ i-th nearest gallery item is relevant, else 0):
   re-photographed (`shazzam.rephotograph.rephotograph_jpeg`: crop, background, rotation,
   perspective, colour, blur, noise, JPEG) and searched against the whole gallery; recall@k is
   the fraction whose original (the same file content) is among the k nearest;
-- ms per image: the median time of one interpreter invocation (batch of 1, one thread,
-  preprocessing excluded), after a warm-up, the models timed in turn on the same inputs in one
-  process; the VGG16 fc7 baseline (`training/export_vgg16_baseline.py`) the same way;
+- ms per image: the median time to embed one image, one interpreter invocation (batch of 1, one
+  thread) for each of the views its manifest names, preprocessing excluded, after a warm-up, the
+  models timed in turn on the same images in one process; the VGG16 fc7 baseline
+  (`training/export_vgg16_baseline.py`) the same way, on the centre view;
 - bytes per stored vector: what the gallery shard holds per item for its vector, ids aside (the
   uint8 codes, one per dimension, plus the re-rank bits where the index stores them; the mean over
   items); the original system stored 4096 float32 (16,384 bytes).
 
 Before measuring, the evaluation refuses (EvaluationError) when a test image's content is also in
 the gallery (sha256 of the file bytes) or when a model file does not match its manifest's sha256.
-Embeddings are cached in .npz files keyed by the model file's sha256, the preprocessing code
-and the dataset's file contents, so a rerun only re-times the models.
+Embeddings are cached in .npz files keyed by the model file's sha256, its views, the
+preprocessing code and the dataset's file contents, so a rerun only re-times the models.
 """
 
 from __future__ import annotations
@@ -380,7 +381,7 @@ def _loader(path: Path):
 def embed_dataset(model, sha256: str, dataset: dict[str, list[Item]], cache: EmbeddingCache, progress: bool = False):
     """{split: (raw embeddings, probabilities)} of every image, through the service's code path."""
     items = [item for split in SPLITS for item in dataset[split]]
-    key = _key("dataset", sha256, _preprocessing_fingerprint(),
+    key = _key("dataset", sha256, *model.views, _preprocessing_fingerprint(),
                *(f"{split}/{item.label}/{item.sha256}" for split in SPLITS for item in dataset[split]))
     stored = cache.load(key)
     if stored is None:
@@ -435,7 +436,7 @@ def robustness_figures(model, sha256: str, gallery: list[Item], gallery_index: G
     """recall@1/10 of finding each re-photographed gallery image's original in the whole gallery."""
     if len(rephotographs.rows) == 0:
         return {"rephotographed_queries": 0, **{f"rephotographed_recall_at_{k}": None for k in RECALL_KS}}
-    key = _key("rephotographed", sha256, _preprocessing_fingerprint(), *rephotographs.fingerprint())
+    key = _key("rephotographed", sha256, *model.views, _preprocessing_fingerprint(), *rephotographs.fingerprint())
     stored = cache.load(key)
     if stored is None:
         embeddings, _ = embed_items(model, rephotographs.loaders(), f"re-photographed {model.name}", progress)
@@ -451,27 +452,31 @@ def robustness_figures(model, sha256: str, gallery: list[Item], gallery_index: G
 # --- speed ---
 
 
-def timing_inputs(items: list[Item], count: int) -> list[np.ndarray]:
-    """Model inputs ([1, 224, 224, 3] float32) of `count` items spread over the list."""
-    from shazzam.images import load_image, to_model_input
+def timing_inputs(items: list[Item], count: int) -> list["object"]:
+    """The standardised images (shazzam.images.standardise_img) of `count` items spread over the list."""
+    from shazzam.images import load_image, standardise_img
 
     step = max(1, len(items) // max(1, count))
-    return [to_model_input(load_image(item.path.read_bytes())) for item in items[::step][:count]]
+    return [standardise_img(load_image(item.path.read_bytes())) for item in items[::step][:count]]
 
 
-def time_models(paths: dict[str, Path], inputs: list[np.ndarray], threads: int = 1, warmup: int = 2) -> dict[str, float]:
-    """Median ms of one invocation of each .tflite on the inputs, one thread, the models taking turns."""
+def time_models(models: dict[str, tuple[Path, tuple[str, ...]]], images: list, threads: int = 1,
+                warmup: int = 2) -> dict[str, float]:
+    """Median ms to embed one of the standardised images with each (.tflite, views), one
+    invocation per view, one thread, the models taking turns; cutting the views out is not timed."""
+    from shazzam.images import model_views
     from shazzam.vision import TFLiteModel
 
-    models = {name: TFLiteModel(path, num_threads=threads) for name, path in paths.items()}
-    for model in models.values():
-        for x in inputs[:warmup]:
-            model.run(x)
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for x in inputs:
-        for name, model in models.items():
+    loaded = {name: TFLiteModel(path, num_threads=threads) for name, (path, _) in models.items()}
+    batches = {name: [model_views(image, views) for image in images] for name, (_, views) in models.items()}
+    for name, model in loaded.items():
+        for batch in batches[name][:warmup]:
+            model.run(batch)
+    times: dict[str, list[float]] = {name: [] for name in loaded}
+    for row in range(len(images)):
+        for name, model in loaded.items():
             started = time.perf_counter()
-            model.run(x)
+            model.run(batches[name][row])
             times[name].append(time.perf_counter() - started)
     return {name: float(np.median(values) * 1000) for name, values in times.items()}
 
@@ -565,6 +570,7 @@ def evaluate_model(manifest_path: Path, dataset: dict[str, list[Item]], *, cache
         "manifest": str(manifest_path),
         "sha256": sha256,
         "embedding_dim": model.embedding_dim,
+        "views": list(model.views),
         **retrieval_figures(test_embeddings, test_labels, gallery, gallery_labels, index),
     }
     test = classifier_figures(test_probabilities, test_labels, model.categories)
@@ -634,14 +640,15 @@ def run_evaluation(data_dir: str | Path, model_manifest: Path, baseline_manifest
     # Speed: the garment models and the VGG16 fc7 baseline, in turn, on one thread.
     say(f"timing on 1 thread over {timing_images} test images")
     inputs = timing_inputs(dataset[QUERY_SPLIT], timing_images)
-    to_time = {role: Path(report[role]["model_file"]) for role in manifests}
+    to_time = {role: (Path(report[role]["model_file"]), tuple(report[role]["views"])) for role in manifests}
     vgg16_path = Path(vgg16) if vgg16 else None
     if vgg16_path is not None and vgg16_path.is_file():
-        to_time["vgg16_fc7"] = vgg16_path
+        to_time["vgg16_fc7"] = (vgg16_path, ("centre",))
     timed = time_models(to_time, inputs, threads=1)
     for role in manifests:
         report[role]["ms_per_image_1_thread"] = timed[role]
-    report["timing"] = {"images": len(inputs), "threads": 1, "statistic": "median ms of one interpreter invocation, preprocessing excluded"}
+    report["timing"] = {"images": len(inputs), "threads": 1,
+                        "statistic": "median ms to embed one image: one interpreter invocation per view, preprocessing excluded"}
     if "vgg16_fc7" in timed:
         report["vgg16_fc7"] = {"file": str(vgg16_path), "file_bytes": vgg16_path.stat().st_size,
                                "ms_per_image_1_thread": timed["vgg16_fc7"],
@@ -721,6 +728,8 @@ def format_report(report: dict) -> str:
         + f" on {data['path']}",
         f"queries: {data['images']['test']} test images; gallery: train + validation, {data['gallery_size']} images "
         f"(no test image in it, by sha256); distance: {data['metric']}",
+        *(f"{figures['model']}: outputs averaged over the views {', '.join(figures['views'])} of each image"
+          for figures in filter(None, (model, baseline)) if len(figures.get("views", ())) > 1),
         "",
     ]
     header = ["figure", model["model"]] + ([baseline["model"]] if baseline else []) + ["target", "met"]

@@ -2,8 +2,9 @@
 
 Scraped and uploaded images come in every shape: huge, truncated, rotated by EXIF, palette,
 CMYK, 16-bit, with alpha. `load_image` turns untrusted bytes into a plain RGB `PIL.Image` or
-raises `ImageError` with a reason; `standardise_img` is the exact input the models were
-exported with (see `layers/models/*.md`).
+raises `ImageError` with a reason; `standardise_img` makes the square that the models' views
+(`model_views`) are cut from, exactly as the models were trained and exported (see
+`layers/models/*.md`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 MAX_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 40_000_000
 MODEL_INPUT_SIZE = 224
-CENTRE_CROP_FRACTION = 0.875
+STANDARD_SIZE = 256  # MODEL_INPUT_SIZE / 0.875: the ImageNet evaluation crop keeps the centre 87.5 %
 PAD_COLOUR = (255, 255, 255)
 
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO", "HEIF"})
@@ -133,38 +134,71 @@ def get_subsection_of_image(image: Image.Image, box: Box | list[int] | tuple[int
     return image.crop((left, top, right, bottom))
 
 
-def standardise_img(image: Image.Image, size: int = MODEL_INPUT_SIZE) -> Image.Image:
-    """The model's input: RGB, shorter side resized to size/0.875 (256), centre square of size x size.
+def standardise_img(image: Image.Image) -> Image.Image:
+    """The standardised image: RGB, shorter side resized to 256 (224 / 0.875), the centre square.
 
-    The ImageNet evaluation crop. Measured on clothing-dataset-small (precision@10, L1 on
-    L2-normalised embeddings): 0.751, against 0.708 when padding to a square on white and 0.701
-    when squashing to a square (see layers/models/garment_v0.md).
+    What the ingest pipeline stores and the garment model's views are cut from (`model_views`).
+    Centre-cropping beats padding or squashing: measured on clothing-dataset-small (precision@10,
+    L1 on L2-normalised embeddings), the ImageNet crop gave 0.751, against 0.708 when padding to a
+    square on white and 0.701 when squashing to a square (see layers/models/garment_v0.md).
     """
     image = to_rgb(image)
-    short = round(size / CENTRE_CROP_FRACTION)
-    scale = short / min(image.width, image.height)
+    scale = STANDARD_SIZE / min(image.width, image.height)
     resized = image.resize(
-        (max(size, round(image.width * scale)), max(size, round(image.height * scale))),
+        (max(STANDARD_SIZE, round(image.width * scale)), max(STANDARD_SIZE, round(image.height * scale))),
         Image.Resampling.BILINEAR,
         reducing_gap=None,
     )
-    left, top = (resized.width - size) // 2, (resized.height - size) // 2
-    return resized.crop((left, top, left + size, top + size))
+    left, top = (resized.width - STANDARD_SIZE) // 2, (resized.height - STANDARD_SIZE) // 2
+    return resized.crop((left, top, left + STANDARD_SIZE, top + STANDARD_SIZE))
 
 
-def model_input(standardised: Image.Image) -> np.ndarray:
-    """A standardised image as the float32 NHWC batch of one, raw 0..255, that the models take."""
-    if standardised.size != (MODEL_INPUT_SIZE, MODEL_INPUT_SIZE) or standardised.mode != "RGB":
+def _check_standardised(standardised: Image.Image) -> None:
+    if standardised.size != (STANDARD_SIZE, STANDARD_SIZE) or standardised.mode != "RGB":
         raise ValueError(
-            f"model input must be a {MODEL_INPUT_SIZE}x{MODEL_INPUT_SIZE} RGB image from standardise_img, "
+            f"a standardised image is a {STANDARD_SIZE}x{STANDARD_SIZE} RGB image from standardise_img, "
             f"got {standardised.size[0]}x{standardised.size[1]} {standardised.mode}"
         )
-    return np.asarray(standardised, dtype=np.float32)[np.newaxis]
+
+
+def centre_view(standardised: Image.Image) -> Image.Image:
+    """The centre 224 x 224 of a standardised image: the ImageNet evaluation crop, every model's input."""
+    _check_standardised(standardised)
+    margin = (STANDARD_SIZE - MODEL_INPUT_SIZE) // 2
+    return standardised.crop((margin, margin, margin + MODEL_INPUT_SIZE, margin + MODEL_INPUT_SIZE))
+
+
+def whole_view(standardised: Image.Image) -> Image.Image:
+    """The whole standardised square resized to 224 x 224: the garment's full width or height, its edges too."""
+    _check_standardised(standardised)
+    return standardised.resize((MODEL_INPUT_SIZE, MODEL_INPUT_SIZE), Image.Resampling.BILINEAR)
+
+
+# The views a model manifest may name (input.views); a model averages its outputs over them.
+VIEWS = {"centre": centre_view, "whole": whole_view}
+
+
+def model_input(view: Image.Image) -> np.ndarray:
+    """One 224 x 224 RGB view as the float32 NHWC batch of one, raw 0..255, that the models take."""
+    if view.size != (MODEL_INPUT_SIZE, MODEL_INPUT_SIZE) or view.mode != "RGB":
+        raise ValueError(
+            f"model input must be a {MODEL_INPUT_SIZE}x{MODEL_INPUT_SIZE} RGB view of a standardised image, "
+            f"got {view.size[0]}x{view.size[1]} {view.mode}"
+        )
+    return np.asarray(view, dtype=np.float32)[np.newaxis]
+
+
+def model_views(standardised: Image.Image, views: tuple[str, ...] = ("centre",)) -> np.ndarray:
+    """The named views of a standardised image as a float32 batch [len(views), 224, 224, 3]."""
+    unknown = [name for name in views if name not in VIEWS]
+    if unknown or not views:
+        raise ValueError(f"unknown model views {unknown or list(views)}: choose from {sorted(VIEWS)}")
+    return np.concatenate([model_input(VIEWS[name](standardised)) for name in views])
 
 
 def to_model_input(image: Image.Image) -> np.ndarray:
-    """Any decoded image to the model's input: standardise_img exactly once, then model_input."""
-    return model_input(standardise_img(image))
+    """Any decoded image to the model's single input: standardise_img exactly once, its centre view."""
+    return model_input(centre_view(standardise_img(image)))
 
 
 def encode_png(image: Image.Image) -> bytes:

@@ -67,6 +67,25 @@ CCP: dict[str, str] = {
 }
 
 
+# CCP label name -> catalogue category, where one label names one category (a "top" or a
+# "blouse" could be a shirt, a t-shirt or a longsleeve, so it has none): used to measure the
+# garment model on crops of CCP photos, people the embedder never saw (training/choose_views.py).
+CCP_CATEGORY: dict[str, str] = {
+    "dress": "dress",
+    "hat": "hat",
+    **dict.fromkeys(("hoodie", "jumper", "sweater", "sweatshirt"), "longsleeve"),
+    **dict.fromkeys(("blazer", "coat", "jacket"), "outwear"),
+    **dict.fromkeys(("jeans", "pants"), "pants"),
+    "shirt": "shirt",
+    **dict.fromkeys(
+        ("boots", "clogs", "flats", "heels", "loafers", "pumps", "sandals", "shoes", "sneakers", "wedges"), "shoes"
+    ),
+    "shorts": "shorts",
+    "skirt": "skirt",
+    "t-shirt": "t-shirt",
+}
+
+
 def ccp_label_to_channel(label_names: list[str]) -> list[int]:
     """A lookup table from CCP label number to detector output channel (0 = background)."""
     return [DETECTOR_CLASSES.index(CCP[name]) + 1 if name in CCP else 0 for name in label_names]
@@ -78,3 +97,6 @@ def check() -> None:
     assert set(SEARCHABLE) == set(DETECTOR_CLASSES)
     assert sorted(DETECTOR_CLASS_OF) == list(CATEGORIES), "every category belongs to exactly one detector class"
     assert set(CCP.values()) <= set(DETECTOR_CLASSES)
+    assert set(CCP_CATEGORY.values()) == set(CATEGORIES)
+    # a label's category belongs to the label's detector class
+    assert all(DETECTOR_CLASS_OF[category] == CCP[label] for label, category in CCP_CATEGORY.items())

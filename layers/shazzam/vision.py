@@ -1,9 +1,8 @@
 """The garment model at runtime: a LiteRT (TFLite) interpreter behind a small, thread-safe API.
 
 Imports only numpy, Pillow, ai_edge_litert and the standard library (no torch), so it fits a
-Lambda layer. The model and its manifest (`garment_v4.json` unless $SHAZZAM_MODEL names another; see
-`layers/models/garment_v4.md`)
-live in `default_model_dir()`.
+Lambda layer. The model and its manifest (`garment_v5.json` unless $SHAZZAM_MODEL names another; see
+`layers/models/garment_v5.md`) live in `default_model_dir()`.
 """
 
 from __future__ import annotations
@@ -20,10 +19,10 @@ import numpy as np
 from PIL import Image
 
 from shazzam.distance import l2_normalise
-from shazzam.images import model_input, standardise_img
+from shazzam.images import VIEWS, model_views, standardise_img
 
 # The model the service runs; vectors of two models never share a shard (shazzam.index).
-DEFAULT_MODEL = "garment_v4"
+DEFAULT_MODEL = "garment_v5"
 MODEL_ENV = "SHAZZAM_MODEL"
 LAMBDA_MODEL_DIR = Path("/opt/models")
 MODEL_DIR_ENV = "SHAZZAM_MODEL_DIR"
@@ -111,7 +110,7 @@ class TFLiteModel:
 
 @dataclass
 class GarmentPrediction:
-    """One image's embedding (float32, L2-normalised; 192-d for garment_v4) and its most likely category."""
+    """One image's embedding (float32, L2-normalised; 192-d for garment_v5) and its most likely category."""
 
     embedding: np.ndarray
     category: str
@@ -143,6 +142,11 @@ class GarmentModel:
                 f"{model.path.name} outputs {shapes} disagree with the manifest "
                 f"(embedding {self.embedding_dim}, {len(self._categories)} categories)"
             )
+        # A model may be served with several views of each image (input.views, see
+        # shazzam.images.VIEWS); its outputs are averaged over them. Manifests without it take one.
+        self.views: tuple[str, ...] = tuple(manifest.get("input", {}).get("views") or ("centre",))
+        if unknown := [name for name in self.views if name not in VIEWS]:
+            raise ModelError(f"manifest of {model.path.name} names unknown views {unknown} (known: {sorted(VIEWS)})")
         declared = manifest.get("input", {}).get("shape")
         if declared is not None and tuple(declared) != model.input_shape:
             raise ModelError(f"{model.path.name} input {model.input_shape} disagrees with the manifest {declared}")
@@ -158,15 +162,16 @@ class GarmentModel:
         return self._categories
 
     def infer(self, image: Image.Image, *, standardised: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """The raw (un-normalised) embedding and the class probabilities of one image.
+        """The raw (un-normalised) embedding and the class probabilities of one image, each the
+        mean over the model's views.
 
         `standardised=True` says the image already went through standardise_img (the ingest
         pipeline stores it so); it must not be standardised twice, since the centre crop of a
         centre crop is a different, zoomed-in input.
         """
-        outputs = self.model.run(model_input(image if standardised else standardise_img(image)))
-        embedding = np.asarray(outputs[self._embedding_index], dtype=np.float32).reshape(-1)
-        probabilities = np.asarray(outputs[self._probabilities_index], dtype=np.float32).reshape(-1)
+        outputs = self.model.run(model_views(image if standardised else standardise_img(image), self.views))
+        embedding = np.asarray(outputs[self._embedding_index], dtype=np.float32).mean(axis=0)
+        probabilities = np.asarray(outputs[self._probabilities_index], dtype=np.float32).mean(axis=0)
         return embedding, probabilities
 
     def predict(self, image: Image.Image, *, standardised: bool = False) -> GarmentPrediction:
@@ -191,7 +196,7 @@ def default_model_dir() -> Path:
 
 
 def manifest_path(model_dir: str | None = None) -> Path:
-    """The manifest of the model the service runs: $SHAZZAM_MODEL (default garment_v4) in the model folder."""
+    """The manifest of the model the service runs: $SHAZZAM_MODEL (default garment_v5) in the model folder."""
     directory = Path(model_dir) if model_dir else default_model_dir()
     return directory / f"{os.environ.get(MODEL_ENV) or DEFAULT_MODEL}.json"
 

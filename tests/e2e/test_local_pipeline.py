@@ -166,7 +166,7 @@ def test_replays_change_nothing_and_dead_items_leave_the_index(runtime, small_sh
 
 
 def test_a_new_model_embeds_the_catalogue_again(runtime, small_shop, monkeypatch):
-    """Built with garment_v0, served with garment_v4: the index runs fetch the images again."""
+    """Built with garment_v0, served with garment_v5: the index runs fetch the images again."""
     shop, items = small_shop
     catalogue.add_shop(runtime.db, shop.base_url)
     monkeypatch.setenv("SHAZZAM_MODEL", "garment_v0")
@@ -174,7 +174,7 @@ def test_a_new_model_embeds_the_catalogue_again(runtime, small_shop, monkeypatch
     runtime.app.shards.manifest_ttl_s = 0
     query = (SAMPLES / "queries" / "shoes-query.jpg").read_bytes()
 
-    monkeypatch.setenv("SHAZZAM_MODEL", "garment_v4")
+    monkeypatch.setenv("SHAZZAM_MODEL", "garment_v5")
     stale = pipeline.search(runtime.app, query, category="shoes", k=3)
     assert stale["garments"] and all(g["results"] == [] for g in stale["garments"])  # v1 queries, v0 vectors: no
     report = runtime.fire_schedule("index")
@@ -182,8 +182,8 @@ def test_a_new_model_embeds_the_catalogue_again(runtime, small_shop, monkeypatch
     runtime.drain()
     runtime.fire_schedule("index")
     manifest = runtime.app.shards.manifest()["shards"]
-    assert {entry["model"] for entry in manifest.values()} == {"garment_v4"}
+    assert {entry["model"] for entry in manifest.values()} == {"garment_v5"}
     assert sum(entry["count"] for entry in manifest.values()) == len(items)
     fresh = pipeline.search(runtime.app, query, category="shoes", k=3)
-    assert len(fresh["results"]) == 3 and fresh["model"]["name"] == "garment_v4"
+    assert len(fresh["results"]) == 3 and fresh["model"]["name"] == "garment_v5"
     assert "reembedding" not in runtime.fire_schedule("index")  # nothing stale is left

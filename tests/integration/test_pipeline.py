@@ -68,7 +68,7 @@ def test_ingest_and_search_preprocess_a_photo_identically(runtime, whole_image):
     import numpy as np
 
     from shazzam.distance import quantise
-    from shazzam.images import load_image, standardise_img, to_model_input
+    from shazzam.images import centre_view, load_image, standardise_img, to_model_input
 
     runtime.store.put("incoming/upload-1", IMAGE)
     runtime.drain()
@@ -76,8 +76,9 @@ def test_ingest_and_search_preprocess_a_photo_identically(runtime, whole_image):
     shard = runtime.app.shards.shard(runtime.db.run_query("SELECT category FROM detections")[0]["category"])
     stored = runtime.app.garment_model.predict(load_image(IMAGE)).embedding
     np.testing.assert_array_equal(shard.codes[0], quantise(stored))
-    # what training fed the model is what the standardise stage stores (lossless PNG)
-    np.testing.assert_array_equal(to_model_input(load_image(IMAGE))[0], np.asarray(standardise_img(load_image(IMAGE)), np.float32))
+    # what training fed the model is the centre of what the standardise stage stores (lossless PNG)
+    np.testing.assert_array_equal(to_model_input(load_image(IMAGE))[0],
+                                  np.asarray(centre_view(standardise_img(load_image(IMAGE))), np.float32))
     ((detection_id, distance),) = runtime.app.shards.search(shard.category, stored, 1)
     assert detection_id == "upload-1-000" and distance == pytest.approx(0.0, abs=1e-4)
 

@@ -223,7 +223,7 @@ def test_a_test_image_in_the_gallery_is_refused(tmp_path):
     with pytest.raises(EvaluationError, match="1 test image.*also in the gallery.*copy.jpg"):
         check_disjoint(dataset["test"], gallery)
     with pytest.raises(EvaluationError, match="also in the gallery"):
-        evaluation.run_evaluation(data, MODELS / "garment_v4.json", robustness=0, cache_dir=None)
+        evaluation.run_evaluation(data, MODELS / "garment_v5.json", robustness=0, cache_dir=None)
     clean = _tiny_dataset(tmp_path / "clean")
     clean_set = evaluation.load_dataset(clean)
     check_disjoint(clean_set["test"], clean_set["train"] + clean_set["validation"])
@@ -241,7 +241,7 @@ def test_check_disjoint_goes_by_content_not_name(tmp_path):
 
 def _manifest(tmp_path: Path, sha256: str) -> Path:
     (tmp_path / "fake.tflite").write_bytes(b"not the model the manifest describes")
-    manifest = json.loads((MODELS / "garment_v4.json").read_text())
+    manifest = json.loads((MODELS / "garment_v5.json").read_text())
     manifest.update({"name": "fake", "file": "fake.tflite", "sha256": sha256})
     path = tmp_path / "fake.json"
     path.write_text(json.dumps(manifest))
@@ -276,7 +276,7 @@ def test_a_manifest_without_a_checksum_or_file_is_refused(tmp_path):
 
 
 def test_the_committed_models_match_their_manifests():
-    for name in ("garment_v0", "garment_v4"):
+    for name in ("garment_v0", "garment_v5"):
         assert verify_manifest(MODELS / f"{name}.json")["name"] == name
 
 
@@ -307,12 +307,12 @@ def handful(shared_data, tmp_path) -> Path:
 def test_the_eval_core_on_a_handful_of_real_images(handful, tmp_path):
     cache = tmp_path / "cache"
     report = evaluation.run_evaluation(
-        handful, MODELS / "garment_v4.json", MODELS / "garment_v0.json", robustness=6, seed=3,
+        handful, MODELS / "garment_v5.json", MODELS / "garment_v0.json", robustness=6, seed=3,
         cache_dir=cache, vgg16=tmp_path / "no-vgg16.tflite", timing_images=2, out_dir=tmp_path / "out",
     )
     assert report["data"]["images"] == {"train": 30, "validation": 10, "test": 10}
     assert report["data"]["gallery_size"] == 40
-    for role, name, dim in (("model", "garment_v4", 192), ("baseline", "garment_v0", 1280)):
+    for role, name, dim in (("model", "garment_v5", 192), ("baseline", "garment_v0", 1280)):
         figures = report[role]
         assert figures["model"] == name and figures["embedding_dim"] == dim
         assert dim <= figures["bytes_per_vector"] <= dim * 1.25  # the codes, and any re-rank bits
@@ -327,15 +327,15 @@ def test_the_eval_core_on_a_handful_of_real_images(handful, tmp_path):
         assert {row["figure"] for row in figures["targets"]} == {t.key for t in evaluation.TARGETS}
     # Far from chance (0.1 per class here) even on ten queries, for the fine-tuned model.
     assert report["model"]["precision_at_1"] >= 0.5
-    # garment_v4 was trained on the validation split: it gets no validation figure, the baseline does.
+    # garment_v5 was trained on the validation split: it gets no validation figure, the baseline does.
     assert report["model"]["trained_on_validation"] and report["model"]["classifier_accuracy_validation"] is None
     assert not report["baseline"]["trained_on_validation"]
     assert 0.0 <= report["baseline"]["classifier_accuracy_validation"] <= 1.0
     assert report["vgg16_fc7"]["measured"] is False
     text = evaluation.format_report(report)
     assert "VGG16 fc7 ratio not measured" in text and "make vgg16-baseline" in text
-    assert "precision@10" in text and "confusion matrix, garment_v4" in text
-    assert "garment_v4 was trained on train + validation: no validation figure" in text
+    assert "precision@10" in text and "confusion matrix, garment_v5" in text
+    assert "garment_v5 was trained on train + validation: no validation figure" in text
     assert "garment_v0 was trained on" not in text
     json.dumps(report)  # the --json form
     try:
@@ -344,9 +344,9 @@ def test_the_eval_core_on_a_handful_of_real_images(handful, tmp_path):
     except ImportError:
         assert "tsne_skipped" in report
     else:
-        png = Path(report["tsne"]["garment_v4"])
+        png = Path(report["tsne"]["garment_v5"])
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    for role, name in (("model", "garment_v4"), ("baseline", "garment_v0")):
+    for role, name in (("model", "garment_v5"), ("baseline", "garment_v0")):
         sheet = report["misclassified"][name]
         confusion = np.array(report[role]["confusion_test"]["rows_true_columns_predicted"])
         assert sheet["test_images"] == confusion.sum() - confusion.trace()
@@ -355,7 +355,7 @@ def test_the_eval_core_on_a_handful_of_real_images(handful, tmp_path):
     # The rerun reads the embeddings from the cache: same figures.
     cached = sorted(p.name for p in cache.iterdir())
     assert len(cached) == 4  # the data set and the re-photographed queries, for each model
-    again = evaluation.run_evaluation(handful, MODELS / "garment_v4.json", None, robustness=6, seed=3,
+    again = evaluation.run_evaluation(handful, MODELS / "garment_v5.json", None, robustness=6, seed=3,
                                       cache_dir=cache, vgg16=None, timing_images=1, out_dir=None)
     assert sorted(p.name for p in cache.iterdir()) == cached
     for key in ("precision_at_10", "map_at_10", "rephotographed_recall_at_1", "classifier_accuracy_test"):

@@ -13,12 +13,17 @@ from PIL import Image
 
 from shazzam.images import (
     MODEL_INPUT_SIZE,
+    STANDARD_SIZE,
     Box,
     ImageError,
+    centre_view,
     get_subsection_of_image,
     load_image,
+    model_input,
+    model_views,
     standardise_img,
     to_model_input,
+    whole_view,
 )
 
 
@@ -251,10 +256,10 @@ def test_subsection_rejects_empty_boxes(box):
 # -- standardisation -----------------------------------------------------------------------
 
 
-def test_standardise_gives_224_rgb():
+def test_standardise_gives_a_256_rgb_square():
     out = standardise_img(Image.new("L", (300, 500), 128))
     assert out.mode == "RGB"
-    assert out.size == (MODEL_INPUT_SIZE, MODEL_INPUT_SIZE)
+    assert out.size == (STANDARD_SIZE, STANDARD_SIZE)
 
 
 def _quadrants(width: int, height: int) -> Image.Image:
@@ -266,27 +271,65 @@ def _quadrants(width: int, height: int) -> Image.Image:
     return image
 
 
-def test_standardise_crops_the_centre_of_a_tall_image():
-    # 400x800 -> 256x512 -> the centre 224x224: the top and bottom eighths are gone, the width stays.
+def _has(out: np.ndarray, colour) -> bool:
+    return bool((out == colour).all(axis=2).any())
+
+
+def test_standardise_keeps_the_centre_square_of_a_tall_image():
+    # 400x800 -> 256x512 -> the centre 256x256: the top and bottom eighths are gone, the width stays.
     out = np.asarray(standardise_img(_quadrants(400, 800))).astype(int)
-    middle = MODEL_INPUT_SIZE // 2
     assert tuple(out[2, 2]) == (255, 0, 0) and tuple(out[-3, -3]) == (0, 0, 255)
-    assert not (out == (0, 255, 0)).all(axis=2).any() and not (out == (255, 255, 0)).all(axis=2).any()
-    red_columns = np.flatnonzero((out[middle] == (255, 0, 0)).all(axis=1))
-    assert abs(len(red_columns) - 112) <= 16  # the left half, less what the crop trims off the sides
+    assert not _has(out, (0, 255, 0)) and not _has(out, (255, 255, 0))
+    red_columns = np.flatnonzero((out[STANDARD_SIZE // 2] == (255, 0, 0)).all(axis=1))
+    assert abs(len(red_columns) - 128) <= 2  # the whole left half
 
 
-def test_standardise_crops_the_centre_of_a_wide_image():
+def test_standardise_keeps_the_centre_square_of_a_wide_image():
     out = np.asarray(standardise_img(_quadrants(800, 400)))
-    assert out.shape == (MODEL_INPUT_SIZE, MODEL_INPUT_SIZE, 3)
-    middle = MODEL_INPUT_SIZE // 2
+    middle = STANDARD_SIZE // 2
     # 800x400 -> 512x256 -> centre: the left quarter (red) and right quarter (blue) are cut away equally.
     assert tuple(out[middle, 2]) == (255, 0, 0) and tuple(out[middle, -3]) == (0, 0, 255)
     assert tuple(out[5, middle]) == (0, 255, 0)  # the top band survives: only the sides are cut
 
 
 def test_standardise_upscales_a_tiny_crop():
-    assert standardise_img(Image.new("RGB", (10, 30), (1, 2, 3))).size == (MODEL_INPUT_SIZE, MODEL_INPUT_SIZE)
+    assert standardise_img(Image.new("RGB", (10, 30), (1, 2, 3))).size == (STANDARD_SIZE, STANDARD_SIZE)
+
+
+def test_centre_view_is_the_imagenet_crop():
+    # Resize the shorter side to 256, cut the centre 224: what every model was trained and exported on.
+    image = gradient(300, 500)
+    resized = image.resize((256, round(500 * 256 / 300)), Image.Resampling.BILINEAR, reducing_gap=None)
+    left, top = (resized.width - 224) // 2, (resized.height - 224) // 2
+    expected = np.asarray(resized.crop((left, top, left + 224, top + 224)))
+    np.testing.assert_array_equal(np.asarray(centre_view(standardise_img(image))), expected)
+    np.testing.assert_array_equal(to_model_input(image)[0], expected.astype(np.float32))
+
+
+def test_whole_view_keeps_the_edges_the_centre_view_cuts():
+    standardised = standardise_img(_quadrants(800, 400))  # green band on top, 32 rows of 256
+    centre, whole = np.asarray(centre_view(standardised)), np.asarray(whole_view(standardised))
+    assert centre.shape == whole.shape == (MODEL_INPUT_SIZE, MODEL_INPUT_SIZE, 3)
+    green_rows = [int((view == (0, 255, 0)).all(axis=2).any(axis=1).sum()) for view in (centre, whole)]
+    # about 16 of its 32 rows (less a blended edge row), against all 32 at 224/256 scale (28)
+    assert abs(green_rows[0] - 15.5) <= 1 and abs(green_rows[1] - 27.5) <= 1
+
+
+def test_model_views_batch_in_the_order_named():
+    standardised = standardise_img(gradient(300, 200))
+    batch = model_views(standardised, ("centre", "whole"))
+    assert batch.shape == (2, MODEL_INPUT_SIZE, MODEL_INPUT_SIZE, 3) and batch.dtype == np.float32
+    np.testing.assert_array_equal(batch[0], model_input(centre_view(standardised))[0])
+    np.testing.assert_array_equal(batch[1], model_input(whole_view(standardised))[0])
+    with pytest.raises(ValueError, match="unknown model views"):
+        model_views(standardised, ("centre", "zoomed"))
+
+
+def test_views_refuse_an_image_that_was_not_standardised():
+    with pytest.raises(ValueError, match="256x256 RGB image from standardise_img"):
+        centre_view(Image.new("RGB", (224, 224)))
+    with pytest.raises(ValueError, match="224x224 RGB view"):
+        model_input(Image.new("RGB", (256, 256)))
 
 
 def test_model_input_shape_dtype_range_and_determinism(jpeg):

@@ -59,3 +59,35 @@ def test_a_model_file_that_does_not_match_its_manifest_is_refused(tmp_path):
         GarmentModel.from_manifest(tmp_path / served.name)
     with pytest.raises(ModelError, match="no model manifest"):
         GarmentModel.from_manifest(tmp_path / "missing.json")
+
+
+def _served_copy(tmp_path: Path, **input_fields) -> Path:
+    """The serving model's manifest and file in tmp_path, with input fields replaced."""
+    served = manifest_path()
+    manifest = json.loads(served.read_text())
+    shutil.copy(default_model_dir() / manifest["file"], tmp_path / manifest["file"])
+    manifest["input"].update(input_fields)
+    (tmp_path / served.name).write_text(json.dumps(manifest))
+    return tmp_path / served.name
+
+
+def test_the_served_outputs_are_the_mean_over_the_manifest_views(tmp_path):
+    from shazzam.images import model_views, standardise_img
+
+    model = load_garment_model()
+    assert model.views == ("centre", "whole")
+    image = sample("dress-02")
+    embedding, probabilities = model.infer(image)
+    per_view = model.model.run(model_views(standardise_img(image), ("centre", "whole")))
+    np.testing.assert_allclose(embedding, per_view[0].mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(probabilities, per_view[1].mean(axis=0), rtol=1e-6)
+    assert not np.allclose(per_view[0][0], per_view[0][1])  # two views, two different inputs
+    one_view = GarmentModel.from_manifest(_served_copy(tmp_path, views=["centre"]))
+    np.testing.assert_allclose(one_view.infer(image)[0], per_view[0][0], rtol=1e-6)
+    # the standardised image the pipeline stores gives the same as the photo it came from
+    np.testing.assert_array_equal(model.infer(standardise_img(image), standardised=True)[0], embedding)
+
+
+def test_a_manifest_naming_an_unknown_view_is_refused(tmp_path):
+    with pytest.raises(ModelError, match=r"unknown views \['mirror'\]"):
+        GarmentModel.from_manifest(_served_copy(tmp_path, views=["centre", "mirror"]))

@@ -1,0 +1,163 @@
+"""Choose the views a garment model is served with, on data its training never saw.
+
+    .venv/bin/python training/choose_views.py --ccp ../shared/data/ccp \
+        --data ../shared/data/clothing-dataset-small --model layers/models/garment_v5.json [--json]
+
+The embedder is trained on clothing-dataset-small `train` + `validation`, and its `test` split is
+the judge (`shazzam eval`), so the choice is made elsewhere: on crops of CCP photos 0001-0700,
+people in the street, which no garment model has seen. Each garment whose CCP label names one
+catalogue category (`shazzam.taxonomy.CCP_CATEGORY`; all the pixels of that category in the photo,
+if they cover at least 1 % of it) is cut out by its mask's box, as the detector's box would be
+(`get_subsection_of_image`), and standardised. For each candidate set of views the model's outputs
+are averaged over the views (as `GarmentModel.infer` does), then:
+
+- precision@10 and mAP@10: the crops searched against the clothing-dataset-small gallery
+  (train + validation) with the index's search (`shazzam.evaluation.retrieval_figures`);
+- accuracy: the classifier's top category against the crop's.
+
+The domain differs (street photos against product shots), so the figures are low; they are for
+comparing candidates. Besides the served views of `shazzam.images.VIEWS` (centre, whole), two
+candidates live here only: `mirror` (the centre view flipped) and `tight` (the centre 75 % of the
+standardised square). Runs in the service's venv: no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from shazzam import evaluation
+from shazzam.ccp import CCP, TRAINING
+from shazzam.images import (
+    MODEL_INPUT_SIZE,
+    STANDARD_SIZE,
+    VIEWS,
+    ImageError,
+    get_subsection_of_image,
+    load_image,
+    model_input,
+    standardise_img,
+)
+from shazzam.taxonomy import CCP_CATEGORY
+from shazzam.vision import GarmentModel
+
+MIN_AREA_FRACTION = 0.01
+MIN_SIDE = 32
+
+
+def tight_view(standardised: Image.Image) -> Image.Image:
+    side = round(STANDARD_SIZE * 0.75)
+    margin = (STANDARD_SIZE - side) // 2
+    return standardised.crop((margin, margin, margin + side, margin + side)).resize(
+        (MODEL_INPUT_SIZE, MODEL_INPUT_SIZE), Image.Resampling.BILINEAR)
+
+
+CANDIDATE_VIEWS = {**VIEWS, "mirror": lambda s: ImageOps.mirror(VIEWS["centre"](s)), "tight": tight_view}
+DEFAULT_CANDIDATES = ("centre", "whole", "centre+whole", "centre+mirror", "centre+tight", "tight+whole")
+
+
+def ccp_crops(root: Path, photos: range) -> tuple[list[Image.Image], np.ndarray]:
+    """The standardised crop and catalogue category of every garment CCP_CATEGORY names."""
+    ccp = CCP(root)
+    label_ids: dict[str, list[int]] = {}
+    for index, name in enumerate(ccp.labels):
+        if name in CCP_CATEGORY:
+            label_ids.setdefault(CCP_CATEGORY[name], []).append(index)
+    crops, categories = [], []
+    for number in ccp.numbers(photos):
+        mask = np.asarray(Image.open(ccp.mask_path(number)))
+        photo = load_image(ccp.photo_path(number).read_bytes())
+        # CCP's masks are drawn on the photo as stored; load_image applies EXIF rotation, so a
+        # rotated photo would not line up with its mask: skip those.
+        if photo.size != (mask.shape[1], mask.shape[0]):
+            continue
+        for category, ids in sorted(label_ids.items()):
+            ys, xs = np.nonzero(np.isin(mask, ids))
+            if len(ys) < MIN_AREA_FRACTION * mask.size:
+                continue
+            box = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+            if min(box[2] - box[0], box[3] - box[1]) < MIN_SIDE:
+                continue
+            crops.append(standardise_img(get_subsection_of_image(photo, box)))
+            categories.append(category)
+    return crops, np.array(categories)
+
+
+def view_outputs(model: GarmentModel, images: list[Image.Image], views: set[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{view: (raw embeddings, probabilities)} of each standardised image, one view at a time."""
+    out = {}
+    for view in sorted(views):
+        embeddings = np.zeros((len(images), model.embedding_dim), np.float32)
+        probabilities = np.zeros((len(images), len(model.categories)), np.float32)
+        for row, image in enumerate(images):
+            results = model.model.run(model_input(CANDIDATE_VIEWS[view](image)))
+            embeddings[row] = results[model._embedding_index].reshape(-1)
+            probabilities[row] = results[model._probabilities_index].reshape(-1)
+        out[view] = (embeddings, probabilities)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ccp", default="../shared/data/ccp")
+    parser.add_argument("--data", default="../shared/data/clothing-dataset-small")
+    parser.add_argument("--model", default="layers/models/garment_v5.json", help="a garment model's manifest")
+    parser.add_argument("--photos", default=f"{TRAINING.start}-{TRAINING.stop - 1}", help="CCP photo numbers FIRST-LAST")
+    parser.add_argument("--candidates", default=",".join(DEFAULT_CANDIDATES),
+                        help=f"comma-separated view sets, views joined by '+', from {sorted(CANDIDATE_VIEWS)}")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    candidates = [tuple(c.split("+")) for c in args.candidates.split(",")]
+    unknown = {v for c in candidates for v in c} - set(CANDIDATE_VIEWS)
+    if unknown:
+        parser.error(f"unknown views {sorted(unknown)}: choose from {sorted(CANDIDATE_VIEWS)}")
+    first, last = (int(n) for n in args.photos.split("-"))
+    started = time.perf_counter()
+    model = GarmentModel.from_manifest(args.model, num_threads=args.threads)
+    crops, categories = ccp_crops(Path(args.ccp), range(first, last + 1))
+    dataset = evaluation.load_dataset(args.data)
+    gallery, gallery_labels, refused = [], [], 0
+    for item in (item for split in evaluation.GALLERY_SPLITS for item in dataset[split]):
+        try:
+            gallery.append(standardise_img(load_image(item.path.read_bytes())))
+        except ImageError:
+            refused += 1
+            continue
+        gallery_labels.append(item.label)
+    gallery_labels = np.array(gallery_labels)
+    if refused:
+        print(f"refused {refused} unreadable gallery image(s)", file=sys.stderr)
+    views = {v for c in candidates for v in c}
+    print(f"{len(crops)} CCP crops, {len(gallery)} gallery images, views {sorted(views)}", file=sys.stderr, flush=True)
+    crop_outputs, gallery_outputs = view_outputs(model, crops, views), view_outputs(model, gallery, views)
+    rows = []
+    for candidate in candidates:
+        queries = np.mean([crop_outputs[v][0] for v in candidate], axis=0)
+        probabilities = np.mean([crop_outputs[v][1] for v in candidate], axis=0)
+        figures = evaluation.retrieval_figures(queries, categories, np.mean([gallery_outputs[v][0] for v in candidate], axis=0),
+                                               gallery_labels)
+        accuracy = float(np.mean(np.array(model.categories)[probabilities.argmax(axis=1)] == categories))
+        rows.append({"views": list(candidate), "precision_at_10": figures["precision_at_10"],
+                     "map_at_10": figures["map_at_10"], "accuracy": accuracy})
+    report = {"model": model.name, "ccp_photos": args.photos, "crops": len(crops),
+              "crops_per_category": {c: int(np.sum(categories == c)) for c in model.categories},
+              "candidates": rows, "seconds": round(time.perf_counter() - started, 1)}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{model.name} on {len(crops)} crops of CCP photos {args.photos} ({report['seconds']} s)")
+        print(f"{'views':<16} {'P@10':>6} {'mAP@10':>7} {'accuracy':>8}")
+        for row in rows:
+            print(f"{'+'.join(row['views']):<16} {row['precision_at_10']:>6.3f} {row['map_at_10']:>7.3f} {row['accuracy']:>8.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
