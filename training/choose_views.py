@@ -96,9 +96,7 @@ def view_outputs(model: GarmentModel, images: list[Image.Image], views: set[str]
         embeddings = np.zeros((len(images), model.embedding_dim), np.float32)
         probabilities = np.zeros((len(images), len(model.categories)), np.float32)
         for row, image in enumerate(images):
-            results = model.model.run(model_input(CANDIDATE_VIEWS[view](image)))
-            embeddings[row] = results[model._embedding_index].reshape(-1)
-            probabilities[row] = results[model._probabilities_index].reshape(-1)
+            embeddings[row], probabilities[row] = (output[0] for output in model.outputs(model_input(CANDIDATE_VIEWS[view](image))))
         out[view] = (embeddings, probabilities)
     return out
 

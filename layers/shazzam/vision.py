@@ -169,10 +169,14 @@ class GarmentModel:
         pipeline stores it so); it must not be standardised twice, since the centre crop of a
         centre crop is a different, zoomed-in input.
         """
-        outputs = self.model.run(model_views(image if standardised else standardise_img(image), self.views))
-        embedding = np.asarray(outputs[self._embedding_index], dtype=np.float32).mean(axis=0)
-        probabilities = np.asarray(outputs[self._probabilities_index], dtype=np.float32).mean(axis=0)
-        return embedding, probabilities
+        embeddings, probabilities = self.outputs(model_views(image if standardised else standardise_img(image), self.views))
+        return embeddings.mean(axis=0), probabilities.mean(axis=0)
+
+    def outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The raw embeddings [n, D] and probabilities [n, C] of a batch of model inputs, one row a view."""
+        results = self.model.run(batch)
+        return (np.asarray(results[self._embedding_index], dtype=np.float32),
+                np.asarray(results[self._probabilities_index], dtype=np.float32))
 
     def predict(self, image: Image.Image, *, standardised: bool = False) -> GarmentPrediction:
         embedding, probabilities = self.infer(image, standardised=standardised)

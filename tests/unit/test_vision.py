@@ -78,7 +78,7 @@ def test_the_served_outputs_are_the_mean_over_the_manifest_views(tmp_path):
     assert model.views == ("centre", "whole")
     image = sample("dress-02")
     embedding, probabilities = model.infer(image)
-    per_view = model.model.run(model_views(standardise_img(image), ("centre", "whole")))
+    per_view = model.outputs(model_views(standardise_img(image), ("centre", "whole")))
     np.testing.assert_allclose(embedding, per_view[0].mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(probabilities, per_view[1].mean(axis=0), rtol=1e-6)
     assert not np.allclose(per_view[0][0], per_view[0][1])  # two views, two different inputs
