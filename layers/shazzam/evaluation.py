@@ -46,11 +46,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
 from shazzam.distance import QUANT_STEP, l1_topk_u8, l2_normalise, quantise
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 SPLITS = ("train", "validation", "test")
 GALLERY_SPLITS = ("train", "validation")
@@ -452,7 +455,7 @@ def robustness_figures(model, sha256: str, gallery: list[Item], gallery_index: G
 # --- speed ---
 
 
-def timing_inputs(items: list[Item], count: int) -> list["object"]:
+def timing_inputs(items: list[Item], count: int) -> list[Image.Image]:
     """The standardised images (shazzam.images.standardise_img) of `count` items spread over the list."""
     from shazzam.images import load_image, standardise_img
 
