@@ -68,7 +68,7 @@ $(VGG16_BASELINE): training/export_vgg16_baseline.py | $(VENV)-train/.installed
 vgg16-baseline: $(VGG16_BASELINE)  ## the VGG16 fc7 .tflite (random weights, ~540 MB, ignored by git) that `shazzam eval` times against
 
 eval: dev $(VGG16_BASELINE)  ## the serving model vs garment_v0 on the test split: retrieval, classifier, robustness, speed, size vs the targets (EVAL_ARGS=--json ...)
-	$(BIN)/shazzam eval --data $(DATA)/clothing-dataset-small --vgg16 $(VGG16_BASELINE) --out build/eval $(EVAL_ARGS)
+	$(BIN)/shazzam eval --data $(DATA)/clothing-dataset-small --ccp $(DATA)/ccp --vgg16 $(VGG16_BASELINE) --out build/eval $(EVAL_ARGS)
 
 
 bench-search: dev  ## exact L1 search: ours vs the original's method vs FAISS (10k, 100k, 1M items)

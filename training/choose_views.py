@@ -5,10 +5,12 @@
 
 The embedder is trained on clothing-dataset-small `train` + `validation`, and its `test` split is
 the judge (`shazzam eval`), so the choice is made elsewhere: on crops of CCP photos 0001-0700,
-people in the street, which no garment model has seen. Each garment whose CCP label names one
+people in the street, which no garment model up to garment_v5 has seen (a model trained with
+`train_embedder.py --ccp` has: compare those on `--photos 701-800`, the held-out photos that
+`shazzam eval --ccp` also reports on). Each garment whose CCP label names one
 catalogue category (`shazzam.taxonomy.CCP_CATEGORY`; all the pixels of that category in the photo,
 if they cover at least 1 % of it) is cut out by its mask's box, as the detector's box would be
-(`get_subsection_of_image`), and standardised. For each candidate set of views the model's outputs
+(`shazzam.ccp.CCP.garment_crops`), and standardised. For each candidate set of views the model's outputs
 are averaged over the views (as `GarmentModel.infer` does), then:
 
 - precision@10 and mAP@10: the crops searched against the clothing-dataset-small gallery
@@ -39,17 +41,11 @@ from shazzam.images import (
     STANDARD_SIZE,
     VIEWS,
     ImageError,
-    get_subsection_of_image,
     load_image,
     model_input,
     standardise_img,
 )
-from shazzam.taxonomy import CCP_CATEGORY
 from shazzam.vision import GarmentModel
-
-MIN_AREA_FRACTION = 0.01
-MIN_SIDE = 32
-
 
 def tight_view(standardised: Image.Image) -> Image.Image:
     side = round(STANDARD_SIZE * 0.75)
@@ -64,29 +60,8 @@ DEFAULT_CANDIDATES = ("centre", "whole", "centre+whole", "centre+mirror", "centr
 
 def ccp_crops(root: Path, photos: range) -> tuple[list[Image.Image], np.ndarray]:
     """The standardised crop and catalogue category of every garment CCP_CATEGORY names."""
-    ccp = CCP(root)
-    label_ids: dict[str, list[int]] = {}
-    for index, name in enumerate(ccp.labels):
-        if name in CCP_CATEGORY:
-            label_ids.setdefault(CCP_CATEGORY[name], []).append(index)
-    crops, categories = [], []
-    for number in ccp.numbers(photos):
-        mask = np.asarray(Image.open(ccp.mask_path(number)))
-        photo = load_image(ccp.photo_path(number).read_bytes())
-        # CCP's masks are drawn on the photo as stored; load_image applies EXIF rotation, so a
-        # rotated photo would not line up with its mask: skip those.
-        if photo.size != (mask.shape[1], mask.shape[0]):
-            continue
-        for category, ids in sorted(label_ids.items()):
-            ys, xs = np.nonzero(np.isin(mask, ids))
-            if len(ys) < MIN_AREA_FRACTION * mask.size:
-                continue
-            box = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
-            if min(box[2] - box[0], box[3] - box[1]) < MIN_SIDE:
-                continue
-            crops.append(standardise_img(get_subsection_of_image(photo, box)))
-            categories.append(category)
-    return crops, np.array(categories)
+    garments = list(CCP(root).garment_crops(photos))
+    return [standardise_img(crop) for _, _, crop in garments], np.array([category for _, category, _ in garments])
 
 
 def view_outputs(model: GarmentModel, images: list[Image.Image], views: set[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -45,6 +45,7 @@ import argparse
 import hashlib
 import inspect
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -81,6 +82,39 @@ def list_split(data: Path, split: str) -> list[tuple[Path, int]]:
             label = CATEGORIES.index(folder.name)
             items += [(p, label) for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
     return items
+
+
+def street_garments(ccp_root: Path, photos: range, folder: Path) -> list[tuple[Path, int]]:
+    """(path, category index) of the garment crops of these CCP photos (shazzam.ccp.CCP.garment_crops),
+    cut once into `folder` as JPEG (category folders, as the data set's)."""
+    from shazzam.ccp import CCP
+
+    what = f"{ccp_root.resolve()} {photos.start}-{photos.stop - 1}"
+    done = folder / "complete"
+    if not done.is_file() or done.read_text() != what:
+        shutil.rmtree(folder, ignore_errors=True)
+        for number, category, crop in CCP(ccp_root).garment_crops(photos):
+            (folder / category).mkdir(parents=True, exist_ok=True)
+            crop.save(folder / category / f"{number:04d}.jpg", quality=95)
+        folder.mkdir(parents=True, exist_ok=True)
+        done.write_text(what)
+    items = list_split(folder.parent, folder.name)
+    log(f"street garments: {len(items)} crops of CCP photos {photos.start:04d}-{photos.stop - 1:04d} from {ccp_root}")
+    return items
+
+
+def ccp_photos(text: str) -> str:
+    """FIRST-LAST, CCP photo numbers within the training photos (the held-out ones are refused)."""
+    from shazzam.ccp import TRAINING
+
+    try:
+        first, last = (int(n) for n in text.split("-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected FIRST-LAST, got {text!r}") from None
+    if not TRAINING.start <= first <= last < TRAINING.stop:
+        raise argparse.ArgumentTypeError(f"CCP photos {text} are not within the training photos "
+                                         f"{TRAINING.start}-{TRAINING.stop - 1} (0701-0800 are held out)")
+    return f"{first}-{last}"
 
 
 def readable(items: list[tuple[Path, int]], split: str) -> list[tuple[Path, int]]:
@@ -326,7 +360,11 @@ def train(args) -> dict:
     model = build_model(args.dim, args.frozen_blocks).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    views = Views([item for split in fitted_splits(args) for item in items[split]], args.seed, args.rephotograph_share)
+    fitted = [item for split in fitted_splits(args) for item in items[split]]
+    if args.ccp:
+        first, last = (int(n) for n in args.ccp_photos.split("-"))
+        fitted += street_garments(Path(args.ccp), range(first, last + 1), Path(args.run_dir) / "ccp-garments")
+    views = Views(fitted, args.seed, args.rephotograph_share)
     generator = torch.Generator().manual_seed(args.seed)
     train_loader = torch.utils.data.DataLoader(
         views, batch_size=args.batch, shuffle=True, drop_last=True, num_workers=args.workers,
@@ -356,7 +394,7 @@ def train(args) -> dict:
     test = score(model, loaders, device, "test", ("train", "validation"))
     log(f"best epoch {fit.best['epoch']}; test {test}; {train_seconds:.0f} s")
     return fit.save(test, seconds=round(train_seconds), device=str(device),
-                    images={s: len(v) for s, v in items.items()})
+                    images={s: len(v) for s, v in items.items()}, fitted_images=len(fitted))
 
 
 # ------------------------------------------------------------------------- cached frozen part (CPU)
@@ -503,12 +541,19 @@ def parse_args(argv=None):
     parser.add_argument("--fit-validation", action=argparse.BooleanOptionalAction, default=True,
                         help="train on train + validation for --epochs, keeping the last epoch (--no-fit-validation: "
                              "train on train, and keep the epoch with the best validation figures)")
+    parser.add_argument("--ccp", default=None,
+                        help="CCP root: also train on the garment crops of its photos --ccp-photos (street photos of "
+                             "people; the fresh-views recipe only)")
+    parser.add_argument("--ccp-photos", type=ccp_photos, default="1-700",
+                        help="the CCP photos --ccp trains on, FIRST-LAST within 1-700 (default all of them)")
     add_export_arguments(parser, "garment_v5")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.ccp and args.cache_views:
+        raise SystemExit("--ccp needs the fresh-views recipe (--cache-views 0)")
     return run(args, train_cached if args.cache_views else train, exporter="export_garment")
 
 

@@ -7,22 +7,31 @@ Shared by training (the per-pixel target) and evaluation (the boxes). numpy and 
 - `ground_truth(mask)`: one box per detector class present in the photo, the extent of all its
   pixels after dropping specks, its connected pieces (8-connected) smaller than
   shazzam.regions.MIN_AREA_FRACTION (0.02%) of the photo's area. Two shoes are one footwear box.
+- `CCP.garment_crops(numbers)`: each garment whose CCP label names one catalogue category
+  (shazzam.taxonomy.CCP_CATEGORY) cut out of its photo by its mask's box, as the detector's box
+  would cut it: street-photo queries for the garment model, and extra training images.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from shazzam.images import get_subsection_of_image, load_image
 from shazzam.regions import MIN_AREA_FRACTION, label_map_regions
-from shazzam.taxonomy import DETECTOR_CLASSES, ccp_label_to_channel
+from shazzam.taxonomy import CCP_CATEGORY, DETECTOR_CLASSES, ccp_label_to_channel
 
 VALIDATION = range(701, 801)  # photos 0701..0800: never trained on
 TRAINING = range(1, 701)
+# a garment crop: all the pixels of one catalogue category in the photo, if they cover at least
+# this share of it, and a box at least MIN_CROP_SIDE pixels on its short side
+MIN_CROP_AREA_FRACTION = 0.01
+MIN_CROP_SIDE = 32
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,29 @@ class CCP:
 
     def ground_truth(self, number: int, min_area_fraction: float = MIN_AREA_FRACTION) -> list[GroundTruth]:
         return ground_truth(self.channel_map(number), min_area_fraction)
+
+    def garment_crops(self, numbers: range) -> Iterator[tuple[int, str, Image.Image]]:
+        """(photo number, catalogue category, crop) of every garment CCP_CATEGORY names, in
+        photo then category order; the crop is the box of all that category's pixels."""
+        label_ids: dict[str, list[int]] = {}
+        for index, name in enumerate(self.labels):
+            if name in CCP_CATEGORY:
+                label_ids.setdefault(CCP_CATEGORY[name], []).append(index)
+        for number in self.numbers(numbers):
+            mask = np.asarray(Image.open(self.mask_path(number)))
+            photo = load_image(self.photo_path(number).read_bytes())
+            # CCP's masks are drawn on the photo as stored; load_image applies EXIF rotation, so a
+            # rotated photo would not line up with its mask: skip those.
+            if photo.size != (mask.shape[1], mask.shape[0]):
+                continue
+            for category, ids in sorted(label_ids.items()):
+                ys, xs = np.nonzero(np.isin(mask, ids))
+                if len(ys) < MIN_CROP_AREA_FRACTION * mask.size:
+                    continue
+                box = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+                if min(box[2] - box[0], box[3] - box[1]) < MIN_CROP_SIDE:
+                    continue
+                yield number, category, get_subsection_of_image(photo, box)
 
 
 def channel_map(mask: np.ndarray, lut: np.ndarray) -> np.ndarray:

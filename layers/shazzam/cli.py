@@ -308,6 +308,7 @@ def cmd_eval(args) -> int:
             out_dir=None if args.out == "" else (args.out or Path(args.data_dir) / "eval"),
             threads=args.threads,
             progress=not args.quiet,
+            ccp_dir=args.ccp or None,
             log=None if args.quiet else (lambda message: print(message, file=sys.stderr)),
         )
     except evaluation.EvaluationError as exc:
@@ -440,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--threads", type=int, default=None, help="interpreter threads while embedding the data set (timing always uses 1)")
     evaluate.add_argument("--cache", default=None, help="embeddings cache folder (default DATA_DIR/eval-cache; '' disables)")
     evaluate.add_argument("--out", default=None, help="folder for the t-SNE PNGs (default DATA_DIR/eval; '' draws none)")
+    evaluate.add_argument("--ccp", default=None, help="CCP root: also search and classify the garment crops of its held-out photos 0701-0800 (street photos)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(run=cmd_eval)
 

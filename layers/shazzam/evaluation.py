@@ -31,6 +31,11 @@ i-th nearest gallery item is relevant, else 0):
   uint8 codes, one per dimension, plus the re-rank bits where the index stores them; the mean over
   items); the original system stored 4096 float32 (16,384 bytes).
 
+With `--ccp`, street crops too (not a target of the issue; the service's real queries are photos of
+people): every garment of CCP's held-out photos 0701-0800 whose CCP label names one catalogue
+category, cut out by its mask's box as the detector would cut it (`shazzam.ccp.CCP.garment_crops`),
+searched against the same gallery (precision@1/10, mAP@10) and classified (accuracy).
+
 Before measuring, the evaluation refuses (EvaluationError) when a test image's content is also in
 the gallery (sha256 of the file bytes) or when a model file does not match its manifest's sha256.
 Embeddings are cached in .npz files keyed by the model file's sha256, its views, the
@@ -452,6 +457,46 @@ def robustness_figures(model, sha256: str, gallery: list[Item], gallery_index: G
             **{f"rephotographed_recall_at_{k}": recall_at_k(found, k) for k in RECALL_KS}}
 
 
+class StreetCrops:
+    """The garment crops of CCP's held-out photos (shazzam.ccp.VALIDATION), cut once per run."""
+
+    def __init__(self, ccp_dir: str | Path):
+        from shazzam.ccp import CCP, VALIDATION
+
+        ccp = CCP(ccp_dir)
+        self.photos = f"{VALIDATION.start:04d}-{VALIDATION.stop - 1:04d}"
+        garments = list(ccp.garment_crops(VALIDATION))
+        self.crops = [crop for _, _, crop in garments]
+        self.labels = np.array([category for _, category, _ in garments])
+        self._fingerprint = [f"{number}/{category}/{file_sha256(ccp.photo_path(number))}/{file_sha256(ccp.mask_path(number))}"
+                             for number, category, _ in garments]
+
+    def fingerprint(self) -> list[str]:
+        import shazzam.ccp
+
+        return [inspect.getsource(shazzam.ccp), *self._fingerprint]
+
+
+def street_figures(model, sha256: str, gallery_labels: np.ndarray, gallery_index: GalleryIndex,
+                   street: StreetCrops, cache: EmbeddingCache, progress: bool = False) -> dict:
+    """The street crops searched against the whole gallery, and classified."""
+    key = _key("street", sha256, *model.views, _preprocessing_fingerprint(), *street.fingerprint())
+    stored = cache.load(key)
+    if stored is None:
+        embeddings, probabilities = embed_items(model, [(lambda crop=crop: crop) for crop in street.crops],
+                                                f"street crops {model.name}", progress)
+        stored = {"embeddings": embeddings, "probabilities": probabilities}
+        cache.store(key, stored)
+    rows = gallery_index.nearest(stored["embeddings"], max(PRECISION_KS))
+    relevant = gallery_labels[rows] == street.labels[:, None]
+    totals = np.array([np.sum(gallery_labels == label) for label in street.labels])
+    predicted = np.array(model.categories)[stored["probabilities"].argmax(axis=1)]
+    return {"street_crops": len(street.crops), "street_photos": street.photos,
+            "street_precision_at_1": precision_at_k(relevant, 1), "street_precision_at_10": precision_at_k(relevant, 10),
+            "street_map_at_10": mean_average_precision_at_k(relevant, totals, MAP_K),
+            "street_accuracy": float(np.mean(predicted == street.labels))}
+
+
 # --- speed ---
 
 
@@ -551,7 +596,8 @@ def misclassified_sheet(items: list[Item], probabilities: np.ndarray, categories
 
 
 def evaluate_model(manifest_path: Path, dataset: dict[str, list[Item]], *, cache: EmbeddingCache,
-                   rephotographs: Rephotographs | None, threads: int | None = None, progress: bool = False):
+                   rephotographs: Rephotographs | None, street: StreetCrops | None = None,
+                   threads: int | None = None, progress: bool = False):
     """All figures of one model but its speed; returns (figures, test embeddings, model)."""
     from shazzam.vision import GarmentModel, ModelError
 
@@ -588,6 +634,8 @@ def evaluate_model(manifest_path: Path, dataset: dict[str, list[Item]], *, cache
     figures["clipped_by_codes"] = index.clipped
     if rephotographs is not None:
         figures.update(robustness_figures(model, sha256, gallery_items, index, rephotographs, cache, progress))
+    if street is not None:
+        figures.update(street_figures(model, sha256, gallery_labels, index, street, cache, progress))
     model_file = manifest_path.parent / manifest["file"]
     figures["model_file"] = str(model_file)
     figures["model_file_bytes"] = model_file.stat().st_size
@@ -604,7 +652,7 @@ def run_evaluation(data_dir: str | Path, model_manifest: Path, baseline_manifest
                    robustness: int = DEFAULT_ROBUSTNESS, seed: int = DEFAULT_SEED, cache_dir: str | Path | None = None,
                    vgg16: str | Path | None = None, timing_images: int = DEFAULT_TIMING_IMAGES,
                    out_dir: str | Path | None = None, threads: int | None = None, progress: bool = False,
-                   log: Callable[[str], None] | None = None) -> dict:
+                   ccp_dir: str | Path | None = None, log: Callable[[str], None] | None = None) -> dict:
     """Every figure `shazzam eval` prints, as one JSON-ready dict (see the module's docstring)."""
     started = time.perf_counter()
     say = log or (lambda message: None)
@@ -620,6 +668,9 @@ def run_evaluation(data_dir: str | Path, model_manifest: Path, baseline_manifest
     cache = EmbeddingCache(cache_dir)
     rows = robustness_sample(gallery_items, robustness, seed)
     rephotographs = Rephotographs(gallery_items, rows, seed) if robustness > 0 else None
+    if ccp_dir is not None and not (Path(ccp_dir) / "labels.json").is_file():
+        raise EvaluationError(f"no CCP data set at {ccp_dir} (photos/, masks/, labels.json)")
+    street = StreetCrops(ccp_dir) if ccp_dir is not None else None
     report: dict = {
         "data": {
             "path": str(data_dir),
@@ -637,7 +688,7 @@ def run_evaluation(data_dir: str | Path, model_manifest: Path, baseline_manifest
     for role, manifest in manifests.items():
         say(f"{role}: {manifest}")
         figures, test, model = evaluate_model(manifest, dataset, cache=cache, rephotographs=rephotographs,
-                                              threads=threads, progress=progress)
+                                              street=street, threads=threads, progress=progress)
         report[role] = figures
         loaded[role] = (test, model)
     # Speed: the garment models and the VGG16 fc7 baseline, in turn, on one thread.
@@ -689,7 +740,7 @@ def run_evaluation(data_dir: str | Path, model_manifest: Path, baseline_manifest
 def _fmt(value, key: str) -> str:
     if value is None:
         return "-"
-    if key in ("model_file_bytes", "embedding_dim", "rephotographed_queries") or (key == "bytes_per_vector" and float(value).is_integer()):
+    if key in ("model_file_bytes", "embedding_dim", "rephotographed_queries", "street_crops") or (key == "bytes_per_vector" and float(value).is_integer()):
         return f"{int(value):,}"
     if key == "bytes_per_vector":
         return f"{value:,.1f}"
@@ -713,6 +764,11 @@ ROWS = (
     ("re-photographed queries", "rephotographed_queries"),
     ("re-photographed recall@1", "rephotographed_recall_at_1"),
     ("re-photographed recall@10", "rephotographed_recall_at_10"),
+    ("street crops (CCP 0701-0800)", "street_crops"),
+    ("street crops: precision@1", "street_precision_at_1"),
+    ("street crops: precision@10", "street_precision_at_10"),
+    ("street crops: mAP@10", "street_map_at_10"),
+    ("street crops: classifier accuracy", "street_accuracy"),
     ("ms per image, 1 thread", "ms_per_image_1_thread"),
     ("faster than VGG16 fc7 (same interpreter, 1 thread)", "speedup_vs_vgg16_fc7"),
     ("model file bytes", "model_file_bytes"),
@@ -738,6 +794,8 @@ def format_report(report: dict) -> str:
     header = ["figure", model["model"]] + ([baseline["model"]] if baseline else []) + ["target", "met"]
     table = [header]
     for title, key in ROWS:
+        if key.startswith("street_") and "street_crops" not in model:
+            continue
         target = targets.get(key)
         met = target.met(model.get(key)) if target else None
         row = [title, _fmt(model.get(key), key)] + ([_fmt(baseline.get(key), key)] if baseline else [])

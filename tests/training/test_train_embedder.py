@@ -4,11 +4,14 @@ service loads, whose .tflite matches PyTorch."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 from PIL import Image
 
+from shazzam.taxonomy import CATEGORIES
 from shazzam.vision import GarmentModel
+from tests.conftest import REPO
 from tests.support.parity import assert_matches_pytorch
 from tests.training.conftest import SAMPLE_IMAGES, changed_blocks, train
 
@@ -35,3 +38,24 @@ def test_trains_and_exports_a_model_the_service_runs(training_python, tiny_cloth
     prediction = model.predict(Image.open(SAMPLE_IMAGES / "dress-01.jpg"))
     assert prediction.embedding.shape == (192,)
     assert prediction.category in model.categories
+
+
+@pytest.mark.shared_data
+def test_trains_on_the_garments_of_ccp_street_photos_too(training_python, tiny_clothing, shared_data, tmp_path):
+    run_dir = tmp_path / "run"
+    log = train(training_python, "train_embedder.py", "--data", tiny_clothing, "--run-dir", run_dir, *TINY,
+                "--ccp", shared_data / "ccp", "--ccp-photos", "1-3")
+    crops = sorted((run_dir / "ccp-garments").glob("*/*.jpg"))
+    assert len(crops) >= 3 and {p.parent.name for p in crops} <= set(CATEGORIES)
+    assert {p.stem for p in crops} <= {"0001", "0002", "0003"}
+    assert f"street garments: {len(crops)} crops of CCP photos 0001-0003" in log
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["fitted_images"] == 30 + len(crops)  # train + validation, and the crops
+    assert summary["args"]["ccp_photos"] == "1-3"
+
+
+def test_refuses_the_held_out_ccp_photos(training_python, tmp_path):
+    done = subprocess.run([str(training_python), str(REPO / "training" / "train_embedder.py"), "--ccp", str(tmp_path),
+                           "--ccp-photos", "690-710"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "not within the training photos 1-700 (0701-0800 are held out)" in done.stderr

@@ -7,6 +7,7 @@ from collections import deque
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from shazzam import taxonomy
 from shazzam.ccp import CCP, channel_map, ground_truth
@@ -23,6 +24,7 @@ from shazzam.detection_eval import (
 )
 from shazzam.regions import MIN_AREA_FRACTION, components
 from shazzam.taxonomy import DETECTOR_CLASSES
+from tests.support.ccp import write_ccp
 
 
 def brute_force_components(mask: np.ndarray) -> int:
@@ -96,6 +98,24 @@ def test_the_real_ccp_labels_map_onto_detector_channels(shared_data):
     assert truths and {t.label for t in truths} <= set(DETECTOR_CLASSES)
     height, width = ccp.channel_map(701).shape
     assert all(0 <= t.box[0] < t.box[2] <= width and 0 <= t.box[1] < t.box[3] <= height for t in truths)
+
+
+def test_garment_crops_are_cut_by_each_categorys_box(tmp_path):
+    labels = ["null", "shirt", "jeans", "shoes", "skin", "blouse"]
+    mask = np.zeros((200, 100), dtype=np.uint8)  # 20,000 px: a garment needs 200 (1 %)
+    mask[20:80, 20:80] = 1  # shirt -> shirt
+    mask[80:180, 30:70] = 2  # jeans -> pants
+    mask[180:195, 0:10] = 3  # shoes: 150 px, under 1 % of the photo
+    mask[0:200, 90:100] = 4  # skin: no category
+    mask[0:15, 0:20] = 5  # blouse: CCP_CATEGORY names no category for it
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (200, 100, 3), dtype=np.uint8))
+    sideways = picture.transpose(Image.Transpose.ROTATE_90)  # unlike its mask: skipped
+    thin = np.zeros((200, 100), dtype=np.uint8)
+    thin[0:200, 40:60] = 2  # 4,000 px of jeans, but 20 px wide: under MIN_CROP_SIDE
+    root = write_ccp(tmp_path / "ccp", labels, {1: (picture, mask), 2: (sideways, mask), 3: (picture, thin), 701: (picture, mask)})
+    crops = list(CCP(root).garment_crops(range(1, 701)))
+    assert [(number, category, crop.size) for number, category, crop in crops] == [(1, "pants", (40, 100)), (1, "shirt", (60, 60))]
+    assert [number for number, _, _ in CCP(root).garment_crops(range(701, 801))] == [701, 701]
 
 
 def test_iou():

@@ -28,6 +28,7 @@ from shazzam.evaluation import (
     verify_manifest,
 )
 from shazzam.rephotograph import perspective_coefficients, phone_photo, rephotograph, rephotograph_jpeg
+from tests.support.ccp import write_ccp
 
 MODELS = Path(__file__).resolve().parents[2] / "layers" / "models"
 
@@ -361,3 +362,35 @@ def test_the_eval_core_on_a_handful_of_real_images(handful, tmp_path):
     for key in ("precision_at_10", "map_at_10", "rephotographed_recall_at_1", "classifier_accuracy_test"):
         assert again["model"][key] == report["model"][key]
     assert "baseline" not in again
+
+
+@pytest.mark.shared_data
+def test_street_crops_are_searched_and_classified(handful, tmp_path):
+    """Garments cut out of CCP's held-out photos (0701-0800) by their masks, searched against the
+    gallery and classified; photos outside that range are not used."""
+    dress = Image.open(next((handful / "test" / "dress").iterdir())).convert("RGB").resize((120, 160))
+    pants = Image.open(next((handful / "test" / "pants").iterdir())).convert("RGB").resize((100, 200))
+    photo = Image.new("RGB", (300, 400), (90, 90, 90))
+    photo.paste(dress, (20, 20))
+    photo.paste(pants, (160, 180))
+    mask = np.zeros((400, 300), dtype=np.uint8)
+    mask[20:180, 20:140] = 1
+    mask[180:380, 160:260] = 2
+    ccp = write_ccp(tmp_path / "ccp", ["null", "dress", "jeans"], {701: (photo, mask), 702: (photo, mask), 5: (photo, mask)})
+    cache = tmp_path / "cache"
+    report = evaluation.run_evaluation(handful, MODELS / "garment_v5.json", None, robustness=0, cache_dir=cache,
+                                       vgg16=None, timing_images=1, out_dir=None, ccp_dir=ccp)
+    figures = report["model"]
+    assert figures["street_crops"] == 4 and figures["street_photos"] == "0701-0800"
+    for key in ("street_precision_at_1", "street_precision_at_10", "street_map_at_10", "street_accuracy"):
+        assert 0.0 <= figures[key] <= 1.0
+    # the same two garments twice: every figure is a multiple of a half
+    assert (figures["street_precision_at_1"] * 2).is_integer() and (figures["street_accuracy"] * 2).is_integer()
+    assert "street crops: precision@10" in evaluation.format_report(report)
+    assert len(list(cache.iterdir())) == 2  # the data set and the street crops
+    without = evaluation.run_evaluation(handful, MODELS / "garment_v5.json", None, robustness=0, cache_dir=cache,
+                                        vgg16=None, timing_images=1, out_dir=None)
+    assert "street_crops" not in without["model"] and "street crops" not in evaluation.format_report(without)
+    with pytest.raises(EvaluationError, match="no CCP data set"):
+        evaluation.run_evaluation(handful, MODELS / "garment_v5.json", None, robustness=0, cache_dir=cache,
+                                  vgg16=None, timing_images=1, out_dir=None, ccp_dir=tmp_path / "nowhere")
