@@ -36,6 +36,10 @@ checkpoint (`export_garment.py`). The defaults are the committed model's recipe,
   validation run); `--no-fit-validation` trains on train alone and keeps the epoch with the best
   validation precision@10 + accuracy (validation queries against train, L1 on L2-normalised
   embeddings). The test split is never trained on or chosen by.
+- `--ccp ROOT` adds the garments of CCP photos 0001-0700 (street photos of people), cut out by
+  their masks' boxes (`shazzam.ccp.CCP.garment_crops`); `--init-from CHECKPOINT` starts from an
+  earlier run instead of the ImageNet weights (a second stage). Neither is in the committed
+  model's recipe; the model card has what they gave.
 - Unreadable images are refused, counted in the log, and training carries on without them.
 """
 
@@ -357,7 +361,11 @@ def train(args) -> dict:
     np.random.seed(args.seed)
     data = Path(args.data)
     items = {s: readable(list_split(data, s), s) for s in SPLITS}
-    model = build_model(args.dim, args.frozen_blocks).to(device)
+    model = build_model(args.dim, args.frozen_blocks)
+    if args.init_from:  # a second stage: start from an earlier run's weights
+        model.load_state_dict(torch.load(args.init_from, weights_only=False)["state"])
+        log(f"starting from {args.init_from}")
+    model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     fitted = [item for split in fitted_splits(args) for item in items[split]]
@@ -544,6 +552,9 @@ def parse_args(argv=None):
     parser.add_argument("--ccp", default=None,
                         help="CCP root: also train on the garment crops of its photos --ccp-photos (street photos of "
                              "people; the fresh-views recipe only)")
+    parser.add_argument("--init-from", default=None,
+                        help="an earlier run's checkpoint.pt to start from instead of the ImageNet weights "
+                             "(the same --dim and --frozen-blocks; fresh-views recipe only)")
     parser.add_argument("--ccp-photos", type=ccp_photos, default="1-700",
                         help="the CCP photos --ccp trains on, FIRST-LAST within 1-700 (default all of them)")
     add_export_arguments(parser, "garment_v5")
@@ -552,8 +563,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.ccp and args.cache_views:
-        raise SystemExit("--ccp needs the fresh-views recipe (--cache-views 0)")
+    if (args.ccp or args.init_from) and args.cache_views:
+        raise SystemExit("--ccp and --init-from need the fresh-views recipe (--cache-views 0)")
     return run(args, train_cached if args.cache_views else train, exporter="export_garment")
 
 

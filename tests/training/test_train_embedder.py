@@ -41,7 +41,7 @@ def test_trains_and_exports_a_model_the_service_runs(training_python, tiny_cloth
 
 
 @pytest.mark.shared_data
-def test_trains_on_the_garments_of_ccp_street_photos_too(training_python, tiny_clothing, shared_data, tmp_path):
+def test_trains_on_ccp_street_garments_too_then_a_second_stage_from_that_run(training_python, tiny_clothing, shared_data, tmp_path):
     run_dir = tmp_path / "run"
     log = train(training_python, "train_embedder.py", "--data", tiny_clothing, "--run-dir", run_dir, *TINY,
                 "--ccp", shared_data / "ccp", "--ccp-photos", "1-3")
@@ -52,6 +52,29 @@ def test_trains_on_the_garments_of_ccp_street_photos_too(training_python, tiny_c
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["fitted_images"] == 30 + len(crops)  # train + validation, and the crops
     assert summary["args"]["ccp_photos"] == "1-3"
+
+    # a second stage on the catalogue alone starts from those weights: with no learning they stay
+    second = tmp_path / "second"
+    log = train(training_python, "train_embedder.py", "--data", tiny_clothing, "--run-dir", second, *TINY,
+                "--init-from", run_dir / "checkpoint.pt", "--lr-body", "0", "--lr-head", "0")
+    assert f"starting from {run_dir / 'checkpoint.pt'}" in log
+    assert json.loads((second / "summary.json").read_text())["fitted_images"] == 30
+    assert same_parameters(training_python, run_dir / "checkpoint.pt", second / "checkpoint.pt")
+
+
+SAME_PARAMETERS = """
+import sys, torch
+first, second = (torch.load(path, weights_only=False)["state"] for path in sys.argv[1:3])
+# parameters only: batch-norm running statistics move in train mode whatever the learning rate
+keys = [k for k in first if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+print(all(torch.equal(first[k], second[k]) for k in keys) and set(first) == set(second))
+"""
+
+
+def same_parameters(python, first, second) -> bool:
+    done = subprocess.run([str(python), "-c", SAME_PARAMETERS, str(first), str(second)], cwd=REPO,
+                          capture_output=True, text=True, check=True)
+    return done.stdout.strip() == "True"
 
 
 def test_refuses_the_held_out_ccp_photos(training_python, tmp_path):
