@@ -468,8 +468,9 @@ class StreetCrops:
         garments = list(ccp.garment_crops(VALIDATION))
         self.crops = [crop for _, _, crop in garments]
         self.labels = np.array([category for _, category, _ in garments])
-        self._fingerprint = [f"{number}/{category}/{file_sha256(ccp.photo_path(number))}/{file_sha256(ccp.mask_path(number))}"
-                             for number, category, _ in garments]
+        photos = {number: f"{file_sha256(ccp.photo_path(number))}/{file_sha256(ccp.mask_path(number))}"
+                  for number in dict.fromkeys(number for number, _, _ in garments)}
+        self._fingerprint = [f"{number}/{category}/{photos[number]}" for number, category, _ in garments]
 
     def fingerprint(self) -> list[str]:
         import shazzam.ccp
