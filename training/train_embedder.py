@@ -107,18 +107,24 @@ def street_garments(ccp_root: Path, photos: range, folder: Path) -> list[tuple[P
     return items
 
 
+def photo_range(text: str) -> range:
+    """FIRST-LAST as the range of those CCP photo numbers."""
+    first, last = (int(n) for n in text.split("-"))
+    return range(first, last + 1)
+
+
 def ccp_photos(text: str) -> str:
     """FIRST-LAST, CCP photo numbers within the training photos (the held-out ones are refused)."""
     from shazzam.ccp import TRAINING
 
     try:
-        first, last = (int(n) for n in text.split("-"))
+        photos = photo_range(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected FIRST-LAST, got {text!r}") from None
-    if not TRAINING.start <= first <= last < TRAINING.stop:
+    if not (photos and TRAINING.start <= photos.start and photos.stop <= TRAINING.stop):
         raise argparse.ArgumentTypeError(f"CCP photos {text} are not within the training photos "
                                          f"{TRAINING.start}-{TRAINING.stop - 1} (0701-0800 are held out)")
-    return f"{first}-{last}"
+    return f"{photos.start}-{photos.stop - 1}"
 
 
 def readable(items: list[tuple[Path, int]], split: str) -> list[tuple[Path, int]]:
@@ -370,8 +376,7 @@ def train(args) -> dict:
         model = model.to(memory_format=torch.channels_last)
     fitted = [item for split in fitted_splits(args) for item in items[split]]
     if args.ccp:
-        first, last = (int(n) for n in args.ccp_photos.split("-"))
-        fitted += street_garments(Path(args.ccp), range(first, last + 1), Path(args.run_dir) / "ccp-garments")
+        fitted += street_garments(Path(args.ccp), photo_range(args.ccp_photos), Path(args.run_dir) / "ccp-garments")
     views = Views(fitted, args.seed, args.rephotograph_share)
     generator = torch.Generator().manual_seed(args.seed)
     train_loader = torch.utils.data.DataLoader(
