@@ -456,7 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(601-700: training photos, where postprocess settings are chosen)")
     eval_detector.add_argument("--postprocess", action="append", metavar="KEY=VALUE",
                                help="override a manifest postprocess setting (min_area_fraction, score_threshold, "
-                                    "min_share_of_largest, upsample, mirror); repeatable")
+                                    "min_share_of_largest, upsample, mirror, product_box_fraction, product_cell_share, "
+                                    "hypothesis_levels as 0.3,0.1, hypothesis_weight); repeatable")
     eval_detector.set_defaults(run=cmd_eval_detector)
 
     invoke = commands.add_parser("invoke", help="run one function's handler on an event file")

@@ -18,6 +18,14 @@ cells it won (how sure the model is of the pixels it calls that garment); boxes 
 whose largest garment covers much of it and holds most of the garment cells is a product shot
 (`product_box_fraction`, `product_cell_share`): that garment alone is returned.
 
+Those are the boxes the service shows. `candidate_detections` is the model's whole ranked list of
+guesses, which the detector's mAP is measured on (as detectors' mAP is, over every scored box):
+every class's box from the argmax map whatever its score and without the product-shot rule, then,
+for each of `hypothesis_levels`, each class's box from the cells where its own probability reaches
+that level (its second guesses: a skirt the argmax calls a dress, a top half hidden under a coat),
+scored by that probability's mean over them times `hypothesis_weight`, unless the class already
+has a box overlapping it by HYPOTHESIS_OVERLAP or more.
+
 Imports numpy, Pillow, ai_edge_litert and the standard library only: it runs in the Lambda layer.
 """
 
@@ -27,7 +35,7 @@ import functools
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +43,7 @@ from PIL import Image
 
 from shazzam.detector_input import INPUT_HEIGHT, INPUT_WIDTH, Letterbox, detector_input, letterbox_geometry
 from shazzam.images import Box
-from shazzam.regions import label_map_regions
+from shazzam.regions import iou, label_map_regions
 from shazzam.taxonomy import DETECTOR_CLASSES
 from shazzam.vision import ModelError, TFLiteModel, default_model_dir, read_manifest
 
@@ -50,6 +58,8 @@ CLASSES = ("background", *DETECTOR_CLASSES)
 DEFAULT_MIN_AREA_FRACTION = 0.0004
 # Mean probability over the class's cells; a class that wins cells only narrowly scores ~0.3.
 DEFAULT_SCORE_THRESHOLD = 0.35
+# A second guess whose box overlaps a box of its class already listed by this IoU is that box again.
+HYPOTHESIS_OVERLAP = 0.7
 
 
 @dataclass(frozen=True)
@@ -87,12 +97,19 @@ class Postprocess:
     # people (CCP), the largest garment's box covers under a quarter of the photo.
     product_box_fraction: float = 0.0
     product_cell_share: float = 1.0
+    # candidate_detections only: the probability levels that give each class's second guesses,
+    # and the factor on their scores (below 1 ranks them after the argmax boxes of equal mean).
+    hypothesis_levels: tuple[float, ...] = ()
+    hypothesis_weight: float = 1.0
 
     def __post_init__(self):
         if self.upsample < 1 or self.stride % self.upsample:
             raise ValueError(f"postprocess upsample {self.upsample} does not divide the stride {self.stride}")
         if not (0 <= self.product_box_fraction <= 1 and 0 <= self.product_cell_share <= 1):
             raise ValueError("postprocess product_box_fraction and product_cell_share are fractions (0..1)")
+        object.__setattr__(self, "hypothesis_levels", tuple(float(level) for level in self.hypothesis_levels))
+        if not all(0 < level < 1 for level in self.hypothesis_levels) or not 0 < self.hypothesis_weight <= 1:
+            raise ValueError("postprocess hypothesis_levels are probabilities (0..1, exclusive) and hypothesis_weight is in (0, 1]")
 
 
 def upsample_bilinear(probabilities: np.ndarray, factor: int) -> np.ndarray:
@@ -129,54 +146,93 @@ def detections_from_probabilities(
     """The garments of one photo from the model's output: `probabilities` [rows, cols, classes]
     (softmax, stride `settings.stride` on the letterboxed canvas), `geometry` from detector_input.
     Best score first."""
-    probabilities = np.asarray(probabilities, dtype=np.float32)
-    if probabilities.ndim == 4:
-        probabilities = probabilities[0]
-    channels = probabilities.shape[-1]
-    if channels != len(classes):
-        raise ValueError(f"{channels} output channels, expected {len(classes)} ({', '.join(classes)})")
-    probabilities = upsample_bilinear(probabilities, settings.upsample)
-    rows, cols, _ = probabilities.shape
-    stride = settings.stride // settings.upsample
-    labels = probabilities.argmax(axis=-1)
-    # The photo's part of the canvas, in pixels and in cells (a cell belongs if its centre does).
-    _, (content_w, content_h) = letterbox_geometry(geometry.width, geometry.height)
-    x0, y0 = geometry.pad_x, geometry.pad_y
-    x1, y1 = x0 + content_w, y0 + content_h
-    centres_x = np.arange(cols) * stride + stride / 2
-    centres_y = np.arange(rows) * stride + stride / 2
-    inside = ((centres_y >= y0) & (centres_y < y1))[:, None] & ((centres_x >= x0) & (centres_x < x1))[None, :]
-    labels = np.where(inside, labels, 0)
-    min_cells = max(1.0, settings.min_area_fraction * content_w * content_h / stride**2)
-    found = []
-    for region in label_map_regions(labels, range(1, channels), min_cells, settings.min_share_of_largest):
-        score = float(probabilities[..., region.label][region.mask].mean())
-        if score < settings.score_threshold:
-            continue
-        # The cells' extent on the canvas, within the photo's part of it, back to the photo's pixels.
-        left, top = geometry.to_original(max(region.left * stride, x0), max(region.top * stride, y0))
-        right, bottom = geometry.to_original(min(region.right * stride, x1), min(region.bottom * stride, y1))
-        box = Box(
-            max(0, int(np.floor(left + 1e-6))),
-            max(0, int(np.floor(top + 1e-6))),
-            min(geometry.width, int(np.ceil(right - 1e-6))),
-            min(geometry.height, int(np.ceil(bottom - 1e-6))),
-        )
-        if box.right <= box.left or box.bottom <= box.top:
-            continue
-        mask = None
-        if masks:
-            # Each pixel of the box takes the cell its centre falls in.
-            cx = np.clip(((np.arange(box.left, box.right) + 0.5) * geometry.scale + x0) // stride, 0, cols - 1).astype(int)
-            cy = np.clip(((np.arange(box.top, box.bottom) + 0.5) * geometry.scale + y0) // stride, 0, rows - 1).astype(int)
-            mask = region.mask[np.ix_(cy, cx)]
-        found.append((region.area, Detection(box=box, label=classes[region.label], score=score, mask=mask)))
+    grid = _Grid(probabilities, geometry, settings, classes)
+    found = [(cells, detection) for cells, detection in grid.argmax_boxes(masks) if detection.score >= settings.score_threshold]
     if len(found) > 1 and settings.product_box_fraction > 0:
         cells, largest = max(found, key=lambda pair: pair[0])
         box_fraction = largest.box.area / (geometry.width * geometry.height)
         if box_fraction >= settings.product_box_fraction and cells >= settings.product_cell_share * sum(c for c, _ in found):
             return [largest]
     return sorted((detection for _, detection in found), key=lambda detection: -detection.score)
+
+
+def candidate_detections(
+    probabilities: np.ndarray,
+    geometry: Letterbox,
+    settings: Postprocess = Postprocess(),
+    classes: tuple[str, ...] = CLASSES,
+) -> list[Detection]:
+    """Every box the model's output supports, best score first, without masks (see the module's
+    docstring): what the detector's mAP is measured on. The service shows
+    detections_from_probabilities, the confident top of this list."""
+    grid = _Grid(probabilities, geometry, settings, classes)
+    listed = [detection for _, detection in grid.argmax_boxes(masks=False)]
+    guesses = []
+    for level in settings.hypothesis_levels:
+        for channel in range(1, len(classes)):
+            for _, detection in grid.boxes(np.where(grid.probabilities[..., channel] >= level, channel, 0), [channel], masks=False):
+                guesses.append(replace(detection, score=detection.score * settings.hypothesis_weight))
+    for guess in sorted(guesses, key=lambda detection: -detection.score):
+        if all(d.label != guess.label or iou(d.box.as_list(), guess.box.as_list()) < HYPOTHESIS_OVERLAP for d in listed):
+            listed.append(guess)
+    return sorted(listed, key=lambda detection: -detection.score)
+
+
+class _Grid:
+    """The model's output for one photo, upsampled, with what turning cells into photo boxes needs."""
+
+    def __init__(self, probabilities: np.ndarray, geometry: Letterbox, settings: Postprocess, classes: tuple[str, ...]):
+        probabilities = np.asarray(probabilities, dtype=np.float32)
+        if probabilities.ndim == 4:
+            probabilities = probabilities[0]
+        channels = probabilities.shape[-1]
+        if channels != len(classes):
+            raise ValueError(f"{channels} output channels, expected {len(classes)} ({', '.join(classes)})")
+        self.probabilities = upsample_bilinear(probabilities, settings.upsample)
+        self.geometry, self.settings, self.classes = geometry, settings, classes
+        rows, cols, _ = self.probabilities.shape
+        self.stride = settings.stride // settings.upsample
+        # The photo's part of the canvas, in pixels and in cells (a cell belongs if its centre does).
+        _, (content_w, content_h) = letterbox_geometry(geometry.width, geometry.height)
+        self.x0, self.y0 = geometry.pad_x, geometry.pad_y
+        self.x1, self.y1 = self.x0 + content_w, self.y0 + content_h
+        centres_x = np.arange(cols) * self.stride + self.stride / 2
+        centres_y = np.arange(rows) * self.stride + self.stride / 2
+        self.inside = ((centres_y >= self.y0) & (centres_y < self.y1))[:, None] & ((centres_x >= self.x0) & (centres_x < self.x1))[None, :]
+        self.min_cells = max(1.0, settings.min_area_fraction * content_w * content_h / self.stride**2)
+
+    def argmax_boxes(self, masks: bool) -> list[tuple[int, Detection]]:
+        """Each class's box from the argmax label map: (its cells, the detection)."""
+        return self.boxes(self.probabilities.argmax(axis=-1), range(1, len(self.classes)), masks)
+
+    def boxes(self, labels: np.ndarray, channels, masks: bool) -> list[tuple[int, Detection]]:
+        """Each of `channels`' box in the label map `labels` (cells outside the letterboxed photo
+        count as background), scored by the channel's mean probability over its cells."""
+        labels = np.where(self.inside, labels, 0)
+        geometry, stride = self.geometry, self.stride
+        found = []
+        for region in label_map_regions(labels, channels, self.min_cells, self.settings.min_share_of_largest):
+            score = float(self.probabilities[..., region.label][region.mask].mean())
+            # The cells' extent on the canvas, within the photo's part of it, back to the photo's pixels.
+            left, top = geometry.to_original(max(region.left * stride, self.x0), max(region.top * stride, self.y0))
+            right, bottom = geometry.to_original(min(region.right * stride, self.x1), min(region.bottom * stride, self.y1))
+            box = Box(
+                max(0, int(np.floor(left + 1e-6))),
+                max(0, int(np.floor(top + 1e-6))),
+                min(geometry.width, int(np.ceil(right - 1e-6))),
+                min(geometry.height, int(np.ceil(bottom - 1e-6))),
+            )
+            if box.right <= box.left or box.bottom <= box.top:
+                continue
+            mask = None
+            if masks:
+                # Each pixel of the box takes the cell its centre falls in.
+                rows, cols = region.mask.shape
+                cx = np.clip(((np.arange(box.left, box.right) + 0.5) * geometry.scale + self.x0) // stride, 0, cols - 1).astype(int)
+                cy = np.clip(((np.arange(box.top, box.bottom) + 0.5) * geometry.scale + self.y0) // stride, 0, rows - 1).astype(int)
+                mask = region.mask[np.ix_(cy, cx)]
+            found.append((region.area, Detection(box=box, label=self.classes[region.label], score=score, mask=mask)))
+        return found
 
 
 class GarmentDetector:
@@ -216,9 +272,11 @@ class GarmentDetector:
                 mirror=bool(post.get("mirror", False)),
                 product_box_fraction=float(post.get("product_box_fraction", 0.0)),
                 product_cell_share=float(post.get("product_cell_share", 1.0)),
+                hypothesis_levels=tuple(post.get("hypothesis_levels", ())),
+                hypothesis_weight=float(post.get("hypothesis_weight", 1.0)),
             )
-        except ValueError as exc:
-            raise ModelError(f"{model.path.name}: {exc}") from None
+        except (ValueError, TypeError) as exc:
+            raise ModelError(f"{model.path.name}: postprocess {exc}") from None
 
     @classmethod
     def from_manifest(cls, path: str | Path, *, num_threads: int | None = None, verify: bool = True) -> "GarmentDetector":
@@ -240,6 +298,11 @@ class GarmentDetector:
         """Every garment found, best score first; [] when there is none."""
         probabilities, geometry = self.probabilities(image)
         return detections_from_probabilities(probabilities, geometry, self.settings, self.classes, masks=masks)
+
+    def candidates(self, image: Image.Image) -> list[Detection]:
+        """Every box the model supports, best score first (candidate_detections): for evaluation."""
+        probabilities, geometry = self.probabilities(image)
+        return candidate_detections(probabilities, geometry, self.settings, self.classes)
 
 
 def detector_manifest_path(model_dir: str | Path | None = None) -> Path | None:

@@ -10,6 +10,7 @@ row) at any resolution.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,3 +125,14 @@ def label_map_regions(
         xs = np.flatnonzero(kept.any(axis=0))
         regions.append(Region(label, int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1, int(kept.sum()), kept))
     return regions
+
+
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two [left, top, right, bottom) boxes."""
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    if width <= 0 or height <= 0:
+        return 0.0
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0

@@ -65,7 +65,11 @@ def test_eval_detector_scores_the_committed_detector(tmp_path, shared_data):
     assert report["photos"] == 100 and 0 <= report["metrics"]["map50"] <= 1
     assert set(report["metrics"]["per_class"]) == {"top", "outerwear", "pants", "dress", "skirt", "footwear", "bag", "hat", "eyewear", "belt"}
     assert report["latency_ms"]["median"] > 0 and report["model_bytes"] > 0
-    assert {check["name"] for check in report["targets"]} >= {"mAP@0.5", "model bytes", "top-label agreement"}
+    assert {check["name"] for check in report["targets"]} >= {"mAP@0.5", "model bytes", "top-label agreement", "recall@0.5 top (shown)"}
+    # the boxes shown are the confident top of the ranked list the AP is measured on
+    shown, scored = report["served"]["per_class"], report["metrics"]["per_class"]
+    assert all(shown[label]["predicted"] <= scored[label]["predicted"] for label in scored)
+    assert sum(entry["predicted"] for entry in scored.values()) > sum(entry["predicted"] for entry in shown.values())
     assert Path(report["picture"]).is_file()
 
 
@@ -79,11 +83,12 @@ def test_eval_detector_scores_training_photos_with_other_settings_when_told(tmp_
 
     run = shazzam(
         "eval-detector", "--model", str(real_detector_manifest()), "--data", str(shared_data / "ccp"), "--small-data", "",
-        "--photos", "691-700", "--postprocess", "upsample=1", "--postprocess", "mirror=false", data_dir=tmp_path,
+        "--photos", "691-700", "--postprocess", "upsample=1", "--postprocess", "mirror=false",
+        "--postprocess", "hypothesis_levels=0.2", data_dir=tmp_path,
     )
     assert run.returncode == 0, run.stderr
     assert "10 CCP photos, TRAINING photos among them (not a held-out figure) (0691-0700)" in run.stdout
-    assert "'upsample': 1, 'mirror': False" in run.stdout
+    assert "'upsample': 1, 'mirror': False" in run.stdout and "'hypothesis_levels': (0.2,)" in run.stdout
 
 
 def test_eval_detector_refuses_bad_options(tmp_path):

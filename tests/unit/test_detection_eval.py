@@ -17,12 +17,11 @@ from shazzam.detection_eval import (
     Truth,
     average_precision,
     detection_metrics,
-    iou,
     match,
     postprocess_overrides,
     targets,
 )
-from shazzam.regions import MIN_AREA_FRACTION, components
+from shazzam.regions import MIN_AREA_FRACTION, components, iou
 from shazzam.taxonomy import DETECTOR_CLASSES
 from tests.support.ccp import write_ccp
 
@@ -165,9 +164,12 @@ def test_metrics_and_targets():
     assert skirt["ap50"] == 1.0 and skirt["ap50_95"] == pytest.approx(0.3)  # IoU 0.6: hits at .5, .55, .6
     assert metrics["per_class"]["bag"]["ap50"] is None  # no bag to find: left out of the mean
     assert metrics["map50"] == pytest.approx(0.75) and metrics["map50_95"] == pytest.approx(0.4)
-    report = {"metrics": metrics, "latency_ms": {"median": 12.0}, "model_bytes": 2_000_000, "agreement": None}
+    # the boxes shown: the confident top of that list (here the top alone), judged on recall
+    shown = detection_metrics({"1": predictions["1"][:1], "2": []}, truths)
+    report = {"metrics": metrics, "served": shown, "latency_ms": {"median": 12.0}, "model_bytes": 2_000_000, "agreement": None}
     checks = {check["name"]: check for check in targets(report)}
     assert checks["mAP@0.5"]["met"] is True and checks["AP@0.5 top"]["met"] is False
+    assert checks["recall@0.5 skirt (shown)"]["value"] == 0.0 and checks["recall@0.5 top (shown)"]["value"] == 0.5
     assert checks["AP@0.5 dress"]["met"] is None  # nothing measured
     assert checks["latency ms/photo (1 thread)"]["met"] is True and checks["model bytes"]["met"] is True
     assert checks["top-label agreement"]["met"] is None
@@ -179,8 +181,11 @@ def test_postprocess_overrides_are_typed_and_checked():
     assert postprocess_overrides(["upsample=2", "mirror=true", "score_threshold=0.5"]) == {"upsample": 2, "mirror": True, "score_threshold": 0.5}
     assert postprocess_overrides(["mirror=0"]) == {"mirror": False}
     assert postprocess_overrides([]) == {}
+    assert postprocess_overrides(["hypothesis_levels=0.3,0.1"]) == {"hypothesis_levels": (0.3, 0.1)}
+    assert postprocess_overrides(["hypothesis_levels="]) == {"hypothesis_levels": ()}
     for bad, says in (("upsample", "KEY=VALUE"), ("stride=2", "KEY=VALUE"), ("colour=red", "KEY=VALUE"),
-                      ("mirror=maybe", "true or false"), ("upsample=two", "a number")):
+                      ("mirror=maybe", "true or false"), ("upsample=two", "a number"),
+                      ("hypothesis_levels=0.3;0.1", "separated by commas")):
         with pytest.raises(ValueError, match=says):
             postprocess_overrides([bad])
 
@@ -205,6 +210,7 @@ def test_agreement_counts_what_a_product_shot_should_not_give(tmp_path):
     assert three["share"] == 0.5 and three["one_box_share"] == 0.0
     assert three["other_class_boxes_per_photo"] == 2.5  # hat and belt on each photo, the dress on the pants photos
     report = {"model": "fixed", "photos": 0, "photo_range": [701, 800], "held_out": True, "postprocess": {},
-              "metrics": detection_metrics({}, {}), "latency_ms": {"median": 1.0, "p90": 1.0}, "model_bytes": 1,
+              "metrics": detection_metrics({}, {}), "served": detection_metrics({}, {}),
+              "latency_ms": {"median": 1.0, "p90": 1.0}, "model_bytes": 1,
               "agreement": three}
     assert "exactly one box, of its class, on 0.0%; 2.50 boxes of other classes per photo" in format_report({**report, "targets": targets(report)})

@@ -19,6 +19,7 @@ from shazzam.detector import (
     GarmentDetector,
     Postprocess,
     WholeImageDetector,
+    candidate_detections,
     detections_from_probabilities,
     load_detector,
     upsample_bilinear,
@@ -137,6 +138,35 @@ def test_low_scores_and_empty_maps_give_nothing():
     weak[10:20, 10:20, 0] = 0.25
     assert detections_from_probabilities(weak, geometry(400, 600), SETTINGS) == []
     assert detections_from_probabilities(weak, geometry(400, 600), Postprocess(score_threshold=0.2)) != []
+
+
+def test_candidates_add_second_guesses_that_the_boxes_shown_leave_out():
+    # A skirt the model mostly calls a dress (dress 0.5, skirt 0.4 over its cells) and a weak bag.
+    probs = probability_map(("dress", slice(40, 60), slice(20, 40), 0.5), ("bag", slice(10, 20), slice(10, 20), 0.3))
+    probs[40:60, 20:40, channel("skirt")] = 0.4
+    probs[40:60, 20:40, 0] = 0.0
+    probs[10:20, 10:20, 0] = 0.25
+    settings = Postprocess(min_area_fraction=0.0004, score_threshold=0.6, stride=4, hypothesis_levels=(0.3, 0.1), hypothesis_weight=0.5)
+    assert detections_from_probabilities(probs, geometry(512, 768), settings) == []  # nothing confident to show
+    found = [(d.label, d.box.as_list(), round(d.score, 3)) for d in candidate_detections(probs, geometry(512, 768), settings)]
+    assert found == [
+        ("dress", [160, 320, 320, 480], 0.5),  # the argmax boxes, whatever their score
+        ("bag", [80, 80, 160, 160], 0.3),
+        ("skirt", [160, 320, 320, 480], 0.2),  # the second guess: skirt >= 0.3 there, at half weight
+    ]  # the dress and the bag again at lower levels overlap their own boxes: not listed twice
+    assert all(d.mask is None for d in candidate_detections(probs, geometry(512, 768), settings))
+    bare = Postprocess(min_area_fraction=0.0004, score_threshold=0.6, stride=4)
+    assert [d.label for d in candidate_detections(probs, geometry(512, 768), bare)] == ["dress", "bag"]
+    for bad in ({"hypothesis_levels": (1.2,)}, {"hypothesis_levels": (0,)}, {"hypothesis_weight": 0}):
+        with pytest.raises(ValueError, match="hypothesis"):
+            Postprocess(**bad)
+
+
+def test_candidates_keep_what_the_product_shot_rule_drops():
+    probs = probability_map(("top", slice(10, 90), slice(5, 60), 0.9), ("hat", slice(2, 6), slice(20, 30), 0.7))
+    product = Postprocess(min_area_fraction=0.0004, score_threshold=0.35, stride=4, product_box_fraction=0.35, product_cell_share=0.7)
+    assert [d.label for d in detections_from_probabilities(probs, geometry(512, 768), product)] == ["top"]
+    assert [d.label for d in candidate_detections(probs, geometry(512, 768), product)] == ["top", "hat"]
 
 
 def test_bilinear_upsampling_worked_by_hand():
@@ -286,6 +316,12 @@ def test_a_manifest_that_disagrees_is_refused():
     assert (settings.product_box_fraction, settings.product_cell_share) == (0.35, 0.5)
     with pytest.raises(ModelError, match="fractions"):
         GarmentDetector(FakeModel(probability_map()), {**MANIFEST, "postprocess": {"product_cell_share": 50}})
+    guesses = {"hypothesis_levels": [0.3, 0.1], "hypothesis_weight": 0.5}
+    settings = GarmentDetector(FakeModel(probability_map()), {**MANIFEST, "postprocess": guesses}).settings
+    assert (settings.hypothesis_levels, settings.hypothesis_weight) == ((0.3, 0.1), 0.5)
+    for bad in ({"hypothesis_levels": 0.3}, {"hypothesis_levels": [30]}):
+        with pytest.raises(ModelError, match="postprocess"):
+            GarmentDetector(FakeModel(probability_map()), {**MANIFEST, "postprocess": bad})
 
 
 def test_without_a_model_the_whole_image_detector_answers(tmp_path, monkeypatch):
