@@ -7,9 +7,10 @@ Shared by training (the per-pixel target) and evaluation (the boxes). numpy and 
 - `ground_truth(mask)`: one box per detector class present in the photo, the extent of all its
   pixels after dropping specks, its connected pieces (8-connected) smaller than
   shazzam.regions.MIN_AREA_FRACTION (0.02%) of the photo's area. Two shoes are one footwear box.
-- `CCP.garment_crops(numbers)`: each garment whose CCP label names one catalogue category
-  (shazzam.taxonomy.CCP_CATEGORY) cut out of its photo by its mask's box, as the detector's box
-  would cut it: street-photo queries for the garment model, and extra training images.
+- `CCP.garments(numbers)`: each garment whose CCP label names one catalogue category
+  (shazzam.taxonomy.CCP_CATEGORY), with its mask's box; `CCP.garment_crops(numbers)` cuts each out
+  of its photo, as the detector's box would cut it: street-photo queries for the garment model,
+  and extra training images.
 """
 
 from __future__ import annotations
@@ -65,9 +66,9 @@ class CCP:
     def ground_truth(self, number: int, min_area_fraction: float = MIN_AREA_FRACTION) -> list[GroundTruth]:
         return ground_truth(self.channel_map(number), min_area_fraction)
 
-    def garment_crops(self, numbers: range) -> Iterator[tuple[int, str, Image.Image]]:
-        """(photo number, catalogue category, crop) of every garment CCP_CATEGORY names, in
-        photo then category order; the crop is the box of all that category's pixels."""
+    def garments(self, numbers: range) -> Iterator[tuple[int, str, list[int], Image.Image]]:
+        """(photo number, catalogue category, box, photo) of every garment CCP_CATEGORY names, in
+        photo then category order; the box [left, top, right, bottom) holds all that category's pixels."""
         label_ids: dict[str, list[int]] = {}
         for index, name in enumerate(self.labels):
             if name in CCP_CATEGORY:
@@ -86,7 +87,12 @@ class CCP:
                 box = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
                 if min(box[2] - box[0], box[3] - box[1]) < MIN_CROP_SIDE:
                     continue
-                yield number, category, get_subsection_of_image(photo, box)
+                yield number, category, box, photo
+
+    def garment_crops(self, numbers: range) -> Iterator[tuple[int, str, Image.Image]]:
+        """(photo number, catalogue category, crop) of each of garments(numbers), cut out by its box."""
+        for number, category, box, photo in self.garments(numbers):
+            yield number, category, get_subsection_of_image(photo, box)
 
 
 def channel_map(mask: np.ndarray, lut: np.ndarray) -> np.ndarray:

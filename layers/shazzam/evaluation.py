@@ -34,7 +34,14 @@ i-th nearest gallery item is relevant, else 0):
 With `--ccp`, street crops too (not a target of the issue; the service's real queries are photos of
 people): every garment of CCP's held-out photos 0701-0800 whose CCP label names one catalogue
 category, cut out by its mask's box as the detector would cut it (`shazzam.ccp.CCP.garment_crops`),
-searched against the same gallery (precision@1/10, mAP@10) and classified (accuracy).
+searched against the same gallery (precision@1/10, mAP@10) and classified (accuracy). And the same
+garments as the service finds them: each held-out photo through the serving detector
+(`shazzam.detector.load_detector`, the boxes it shows), each garment matched to the shown box
+overlapping its mask's box most, at IoU >= 0.5, among those a search looks for (not bags, glasses,
+belts; `street_look_found`: the share matched), that box
+cut out and classified among its detector class's categories as a search does
+(`shazzam.taxonomy.category_within`; `street_look_named`: the share of all the garments whose
+category comes out right, so the served search would look in the right shard).
 
 Before measuring, the evaluation refuses (EvaluationError) when a test image's content is also in
 the gallery (sha256 of the file bytes) or when a model file does not match its manifest's sha256.
@@ -462,15 +469,18 @@ class StreetCrops:
 
     def __init__(self, ccp_dir: str | Path):
         from shazzam.ccp import CCP, VALIDATION
+        from shazzam.images import get_subsection_of_image
 
-        ccp = CCP(ccp_dir)
+        self.ccp = ccp = CCP(ccp_dir)
         self.photos = f"{VALIDATION.start:04d}-{VALIDATION.stop - 1:04d}"
-        garments = list(ccp.garment_crops(VALIDATION))
-        self.crops = [crop for _, _, crop in garments]
-        self.labels = np.array([category for _, category, _ in garments])
+        garments = list(ccp.garments(VALIDATION))
+        self.numbers = [number for number, _, _, _ in garments]
+        self.boxes = [box for _, _, box, _ in garments]
+        self.crops = [get_subsection_of_image(photo, box) for _, _, box, photo in garments]
+        self.labels = np.array([category for _, category, _, _ in garments])
         photos = {number: f"{file_sha256(ccp.photo_path(number))}/{file_sha256(ccp.mask_path(number))}"
-                  for number in dict.fromkeys(number for number, _, _ in garments)}
-        self._fingerprint = [f"{number}/{category}/{photos[number]}" for number, category, _ in garments]
+                  for number in dict.fromkeys(self.numbers)}
+        self._fingerprint = [f"{number}/{category}/{photos[number]}" for number, category in zip(self.numbers, self.labels)]
 
     def fingerprint(self) -> list[str]:
         import shazzam.ccp
@@ -496,6 +506,50 @@ def street_figures(model, sha256: str, gallery_labels: np.ndarray, gallery_index
             "street_precision_at_1": precision_at_k(relevant, 1), "street_precision_at_10": precision_at_k(relevant, 10),
             "street_map_at_10": mean_average_precision_at_k(relevant, totals, MAP_K),
             "street_accuracy": float(np.mean(predicted == street.labels))}
+
+
+class DetectedGarments:
+    """The street garments as the service finds them (see the module's docstring): for each, the
+    crop of the box the detector shows that overlaps it most, at IoU >= MATCH_IOU, among those a
+    search looks for (not bags, glasses, belts), and that box's detector class; None where no such
+    box does. One detector pass per photo, once per run."""
+
+    MATCH_IOU = 0.5
+
+    def __init__(self, street: StreetCrops, detector):
+        from shazzam.images import get_subsection_of_image, load_image
+        from shazzam.regions import iou
+        from shazzam.taxonomy import SEARCHABLE
+
+        self.detector = detector.name
+        self.matches: list[tuple[Image.Image, str | None] | None] = [None] * len(street.numbers)
+        for number in dict.fromkeys(street.numbers):
+            photo = load_image(street.ccp.photo_path(number).read_bytes())
+            shown = [d for d in detector.detect(photo, masks=False) if d.label is None or SEARCHABLE.get(d.label)]
+            for row in (row for row, n in enumerate(street.numbers) if n == number):
+                overlaps = [(iou(d.box.as_list(), street.boxes[row]), d) for d in shown]
+                best_iou, best = max(overlaps, key=lambda pair: pair[0], default=(0.0, None))
+                if best is not None and best_iou >= self.MATCH_IOU:
+                    self.matches[row] = (get_subsection_of_image(photo, best.box), best.label)
+
+
+def street_look_figures(model, street: StreetCrops, detected: DetectedGarments, progress: bool = False) -> dict:
+    """Of the street garments, the share the detector finds and the share then named right."""
+    from shazzam.taxonomy import SEARCHABLE, category_within
+
+    rows = [row for row, match in enumerate(detected.matches) if match is not None]
+    _, probabilities = embed_items(model, [(lambda crop=detected.matches[row][0]: crop) for row in rows],
+                                   f"detected street garments {model.name}", progress)
+    named = 0
+    for row, scores in zip(rows, probabilities):
+        label = detected.matches[row][1]
+        allowed = SEARCHABLE[label] if label is not None else None
+        category, _ = category_within(dict(zip(model.categories, scores.tolist())), allowed)
+        named += category == street.labels[row]
+    total = len(detected.matches)
+    return {"street_look_detector": detected.detector,
+            "street_look_found": len(rows) / total if total else None,
+            "street_look_named": named / total if total else None}
 
 
 # --- speed ---
@@ -598,7 +652,7 @@ def misclassified_sheet(items: list[Item], probabilities: np.ndarray, categories
 
 def evaluate_model(manifest_path: Path, dataset: dict[str, list[Item]], *, cache: EmbeddingCache,
                    rephotographs: Rephotographs | None, street: StreetCrops | None = None,
-                   threads: int | None = None, progress: bool = False):
+                   detected: DetectedGarments | None = None, threads: int | None = None, progress: bool = False):
     """All figures of one model but its speed; returns (figures, test embeddings, model)."""
     from shazzam.vision import GarmentModel, ModelError
 
@@ -637,6 +691,8 @@ def evaluate_model(manifest_path: Path, dataset: dict[str, list[Item]], *, cache
         figures.update(robustness_figures(model, sha256, gallery_items, index, rephotographs, cache, progress))
     if street is not None:
         figures.update(street_figures(model, sha256, gallery_labels, index, street, cache, progress))
+    if street is not None and detected is not None:
+        figures.update(street_look_figures(model, street, detected, progress))
     model_file = manifest_path.parent / manifest["file"]
     figures["model_file"] = str(model_file)
     figures["model_file_bytes"] = model_file.stat().st_size
@@ -672,6 +728,11 @@ def run_evaluation(data_dir: str | Path, model_manifest: Path, baseline_manifest
     if ccp_dir is not None and not (Path(ccp_dir) / "labels.json").is_file():
         raise EvaluationError(f"no CCP data set at {ccp_dir} (photos/, masks/, labels.json)")
     street = StreetCrops(ccp_dir) if ccp_dir is not None else None
+    detected = None
+    if street is not None:
+        from shazzam.detector import load_detector
+
+        detected = DetectedGarments(street, load_detector())
     report: dict = {
         "data": {
             "path": str(data_dir),
@@ -689,7 +750,7 @@ def run_evaluation(data_dir: str | Path, model_manifest: Path, baseline_manifest
     for role, manifest in manifests.items():
         say(f"{role}: {manifest}")
         figures, test, model = evaluate_model(manifest, dataset, cache=cache, rephotographs=rephotographs,
-                                              street=street, threads=threads, progress=progress)
+                                              street=street, detected=detected, threads=threads, progress=progress)
         report[role] = figures
         loaded[role] = (test, model)
     # Speed: the garment models and the VGG16 fc7 baseline, in turn, on one thread.
@@ -770,6 +831,8 @@ ROWS = (
     ("street crops: precision@10", "street_precision_at_10"),
     ("street crops: mAP@10", "street_map_at_10"),
     ("street crops: classifier accuracy", "street_accuracy"),
+    ("street garments a box of the detector finds (IoU >= 0.5)", "street_look_found"),
+    ("street garments found, then named right", "street_look_named"),
     ("ms per image, 1 thread", "ms_per_image_1_thread"),
     ("faster than VGG16 fc7 (same interpreter, 1 thread)", "speedup_vs_vgg16_fc7"),
     ("model file bytes", "model_file_bytes"),
@@ -810,6 +873,9 @@ def format_report(report: dict) -> str:
     for figures in filter(None, (model, baseline)):
         if figures.get("trained_on_validation"):
             lines.append(f"{figures['model']} was trained on train + validation: no validation figure (the test split is held out)")
+    if model.get("street_look_detector"):
+        lines.append(f"street garments found by {model['street_look_detector']}: a box it shows overlaps the garment's "
+                     "(IoU >= 0.5); named right: that box's crop classified among its detector class's categories, as a search does")
     met = [t for t in model["targets"] if t["met"]]
     measured = [t for t in model["targets"] if t["met"] is not None]
     lines.append(f"\ntargets met by {model['model']}: {len(met)} of {len(TARGETS)}"

@@ -20,7 +20,7 @@ from shazzam.app import App
 from shazzam.images import Box, ImageError, encode_png, get_subsection_of_image, load_image, standardise_img
 from shazzam.index import StaleShard, compact, encode_vector, publish
 from shazzam.storage import ObjectNotFound
-from shazzam.taxonomy import DETECTOR_CLASS_OF, SEARCHABLE
+from shazzam.taxonomy import DETECTOR_CLASS_OF, SEARCHABLE, category_within
 
 log = logging.getLogger(__name__)
 
@@ -144,18 +144,6 @@ def product_garment(detections: list, product_category: str | None, image: Image
     return Detection(box=Box.whole(image), label=None, score=0.0)
 
 
-def category_within(prediction, allowed: tuple[str, ...] | None) -> tuple[str, float]:
-    """The classifier's best category among `allowed` (all when None or empty) and its probability
-    among them (renormalised, so 0.9 means 90% of what the classifier gives those categories)."""
-    probabilities = prediction.probabilities
-    names = [c for c in allowed if c in probabilities] if allowed else list(probabilities)
-    if not names:
-        return prediction.category, float(prediction.confidence)
-    best = max(names, key=lambda c: probabilities[c])
-    total = sum(probabilities[c] for c in names)
-    return best, float(probabilities[best] / total) if total > 0 else 0.0
-
-
 def standardise(app: App, key: str) -> StageResult:
     """detections/<image_id>.json -> standard/<detection_id>.png for each garment."""
     try:
@@ -205,7 +193,7 @@ def embed(app: App, key: str) -> StageResult:
     if product_category in app.garment_model.categories:
         category = product_category
     elif detection["label"] in SEARCHABLE:
-        category, confidence = category_within(prediction, SEARCHABLE[detection["label"]])
+        category, confidence = category_within(prediction.probabilities, SEARCHABLE[detection["label"]])
     elif detection["label"] in app.garment_model.categories:
         category = detection["label"]  # a row from before the detector: its label was the category
     else:
@@ -388,7 +376,7 @@ def search(
             garments.append({**entry, "searchable": False, "category": None, "category_source": None, "predicted_category": None, "confidence": None, "results": []})
             continue
         prediction = model.predict(get_subsection_of_image(image, detection.box))
-        predicted, confidence = category_within(prediction, allowed)
+        predicted, confidence = category_within(prediction.probabilities, allowed)
         chosen = category or predicted
         # Over-fetch: a shard may still hold items revalidate has just marked dead, and filters
         # drop more; the catalogue join below keeps the k best that pass.

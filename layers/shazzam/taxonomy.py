@@ -17,6 +17,8 @@ reported with their boxes but have no shard to search until the catalogue sells 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 CATEGORIES: tuple[str, ...] = (
     "dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes", "shorts", "skirt", "t-shirt",
 )
@@ -89,6 +91,17 @@ CCP_CATEGORY: dict[str, str] = {
 def ccp_label_to_channel(label_names: list[str]) -> list[int]:
     """A lookup table from CCP label number to detector output channel (0 = background)."""
     return [DETECTOR_CLASSES.index(CCP[name]) + 1 if name in CCP else 0 for name in label_names]
+
+
+def category_within(probabilities: Mapping[str, float], allowed: Sequence[str] | None) -> tuple[str, float]:
+    """The classifier's best category among `allowed` (all when None or empty, or when it gives
+    none of them) and its probability among them (renormalised, so 0.9 means 90% of what the
+    classifier gives those categories): how a detected garment's category is chosen."""
+    names = [c for c in allowed if c in probabilities] if allowed else []
+    names = names or list(probabilities)
+    best = max(names, key=lambda c: probabilities[c])
+    total = sum(probabilities[c] for c in names)
+    return best, float(probabilities[best] / total) if total > 0 else 0.0
 
 
 def check() -> None:

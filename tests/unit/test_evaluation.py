@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shazzam import cli, evaluation
+from shazzam import cli, evaluation, taxonomy
 from shazzam.evaluation import (
     EvaluationError,
     Item,
@@ -364,6 +364,54 @@ def test_the_eval_core_on_a_handful_of_real_images(handful, tmp_path):
     assert "baseline" not in again
 
 
+class BoxesDetector:
+    """Shows the same boxes on every photo."""
+
+    name = "fixed-boxes"
+
+    def __init__(self, *found):
+        self.found = list(found)
+
+    def detect(self, image, masks=True):
+        return self.found
+
+
+class DressLeaningModel:
+    """Every crop: dress 0.6, pants 0.3, skirt 0.1."""
+
+    name, embedding_dim, views = "dress-leaning", 4, ("centre",)
+    categories = taxonomy.CATEGORIES
+
+    def infer(self, image):
+        scores = {"dress": 0.6, "pants": 0.3, "skirt": 0.1}
+        return np.ones(4, np.float32), np.array([scores.get(c, 0.0) for c in self.categories], np.float32)
+
+
+def test_street_garments_found_by_the_detector_and_named_within_its_class(tmp_path):
+    from shazzam.detector import Detection
+    from shazzam.images import Box
+
+    photo = Image.new("RGB", (300, 400), (90, 90, 90))
+    mask = np.zeros((400, 300), dtype=np.uint8)
+    mask[20:180, 20:140] = 1  # a dress
+    mask[180:380, 160:260] = 2  # jeans: pants
+    street = evaluation.StreetCrops(write_ccp(tmp_path / "ccp", ["null", "dress", "jeans"], {701: (photo, mask)}))
+    assert street.boxes == [[20, 20, 140, 180], [160, 180, 260, 380]] and list(street.labels) == ["dress", "pants"]
+
+    def figures(*found):
+        detected = evaluation.DetectedGarments(street, BoxesDetector(*found))
+        return evaluation.street_look_figures(DressLeaningModel(), street, detected)
+
+    # The dress seen as a skirt: found, but searched among skirts; the pants box too low (IoU 0.4).
+    seen = figures(Detection(Box(20, 20, 140, 180), "skirt", 0.9), Detection(Box(160, 300, 260, 380), "pants", 0.8))
+    assert seen == {"street_look_detector": "fixed-boxes", "street_look_found": 0.5, "street_look_named": 0.0}
+    # A bag over the dress is no search's box; the dress box is. Pants are named within pants, shorts.
+    seen = figures(Detection(Box(20, 20, 140, 180), "bag", 0.9), Detection(Box(22, 22, 140, 180), "dress", 0.7),
+                   Detection(Box(160, 190, 260, 380), "pants", 0.8))
+    assert seen["street_look_found"] == 1.0 and seen["street_look_named"] == 1.0
+    assert figures()["street_look_found"] == 0.0  # nothing found: nothing to name, no error
+
+
 @pytest.mark.shared_data
 def test_street_crops_are_searched_and_classified(handful, tmp_path):
     """Garments cut out of CCP's held-out photos (0701-0800) by their masks, searched against the
@@ -387,6 +435,8 @@ def test_street_crops_are_searched_and_classified(handful, tmp_path):
     # the same two garments twice: every figure is a multiple of a half
     assert (figures["street_precision_at_1"] * 2).is_integer() and (figures["street_accuracy"] * 2).is_integer()
     assert "street crops: precision@10" in evaluation.format_report(report)
+    assert figures["street_look_detector"] == "detector_v2" and 0.0 <= figures["street_look_named"] <= figures["street_look_found"] <= 1.0
+    assert "street garments found, then named right" in evaluation.format_report(report)
     assert len(list(cache.iterdir())) == 2  # the data set and the street crops
     without = evaluation.run_evaluation(handful, MODELS / "garment_v5.json", None, robustness=0, cache_dir=cache,
                                         vgg16=None, timing_images=1, out_dir=None)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from shazzam import taxonomy
 
 MODELS = Path(__file__).resolve().parents[2] / "layers" / "models"
@@ -42,3 +44,12 @@ def test_ccp_labels_map_into_the_detector_classes_and_skin_is_background():
 def test_each_catalogue_category_is_searched_under_exactly_one_detector_class():
     assert {c: taxonomy.DETECTOR_CLASS_OF[c] for c in ("t-shirt", "shorts", "shoes")} == {
         "t-shirt": "top", "shorts": "pants", "shoes": "footwear"}
+
+
+def test_category_within_a_detector_class():
+    from shazzam.taxonomy import category_within
+
+    scores = {"dress": 0.6, "pants": 0.1, "shorts": 0.3}
+    assert category_within(scores, ("pants", "shorts")) == ("shorts", pytest.approx(0.75))  # renormalised within
+    assert category_within(scores, None) == ("dress", pytest.approx(0.6))  # no class: any category
+    assert category_within(scores, ("hat",)) == ("dress", pytest.approx(0.6))  # none it scores: any category
