@@ -147,7 +147,7 @@ def detections_from_probabilities(
     (softmax, stride `settings.stride` on the letterboxed canvas), `geometry` from detector_input.
     Best score first."""
     grid = _Grid(probabilities, geometry, settings, classes)
-    found = [(cells, detection) for cells, detection in grid.argmax_boxes(masks) if detection.score >= settings.score_threshold]
+    found = grid.argmax_boxes(masks, min_score=settings.score_threshold)
     if len(found) > 1 and settings.product_box_fraction > 0:
         cells, largest = max(found, key=lambda pair: pair[0])
         box_fraction = largest.box.area / (geometry.width * geometry.height)
@@ -201,18 +201,21 @@ class _Grid:
         self.inside = ((centres_y >= self.y0) & (centres_y < self.y1))[:, None] & ((centres_x >= self.x0) & (centres_x < self.x1))[None, :]
         self.min_cells = max(1.0, settings.min_area_fraction * content_w * content_h / self.stride**2)
 
-    def argmax_boxes(self, masks: bool) -> list[tuple[int, Detection]]:
+    def argmax_boxes(self, masks: bool, min_score: float = 0.0) -> list[tuple[int, Detection]]:
         """Each class's box from the argmax label map: (its cells, the detection)."""
-        return self.boxes(self.probabilities.argmax(axis=-1), range(1, len(self.classes)), masks)
+        return self.boxes(self.probabilities.argmax(axis=-1), range(1, len(self.classes)), masks, min_score)
 
-    def boxes(self, labels: np.ndarray, channels, masks: bool) -> list[tuple[int, Detection]]:
+    def boxes(self, labels: np.ndarray, channels, masks: bool, min_score: float = 0.0) -> list[tuple[int, Detection]]:
         """Each of `channels`' box in the label map `labels` (cells outside the letterboxed photo
-        count as background), scored by the channel's mean probability over its cells."""
+        count as background), scored by the channel's mean probability over its cells; those
+        scoring under `min_score` are left out before their masks are cut."""
         labels = np.where(self.inside, labels, 0)
         geometry, stride = self.geometry, self.stride
         found = []
         for region in label_map_regions(labels, channels, self.min_cells, self.settings.min_share_of_largest):
             score = float(self.probabilities[..., region.label][region.mask].mean())
+            if score < min_score:
+                continue
             # The cells' extent on the canvas, within the photo's part of it, back to the photo's pixels.
             left, top = geometry.to_original(max(region.left * stride, self.x0), max(region.top * stride, self.y0))
             right, bottom = geometry.to_original(min(region.right * stride, self.x1), min(region.bottom * stride, self.y1))
