@@ -86,7 +86,7 @@ def from_exported(manifest_path: Path, net: GarmentNet) -> tuple[dict[str, torch
         raise SystemExit(f"{tflite_path} does not match the checksum in {manifest_path}")
     interpreter = Interpreter(model_path=str(tflite_path))
     interpreter.allocate_tensors()
-    ops = interpreter._get_ops_details()
+    ops = interpreter._get_ops_details()  # the operator graph: the interpreter's only view of which constant feeds which op
     source = {op["outputs"][0]: op["inputs"][0] for op in ops if op["op_name"] == "DEQUANTIZE"}  # fp16 constants
 
     def constant(index: int) -> torch.Tensor:
