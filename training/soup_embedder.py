@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import hashlib
 import json
 import sys
@@ -138,16 +139,23 @@ def check_recovered(state: dict, net: GarmentNet, manifest: dict, manifest_path:
         raise SystemExit(f"{manifest_path}: the weights read back do not reproduce the model (relative error {error:.1e})")
 
 
+@functools.cache
+def network(dim: int, frozen_blocks: int) -> GarmentNet:
+    """One ImageNet-initialised network per shape, loaded once: folding and reading back only read
+    it (check_recovered works on a copy); main loads the soup into it last."""
+    return GarmentNet(load_backbone(), dim, frozen_blocks)
+
+
 def ingredient(path: Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
     """(folded state, training summary, shape) of a run directory or an exported model's manifest."""
     if path.suffix == ".json":
         manifest = json.loads(path.read_text())
         shape = {"dim": manifest["outputs"]["embedding"]["dim"], "frozen_blocks": manifest["training"]["args"]["frozen_blocks"]}
-        state, summary = from_exported(path, GarmentNet(load_backbone(), **shape))
+        state, summary = from_exported(path, network(**shape))
         return state, summary, shape
     checkpoint = torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=False)
     shape = {"dim": checkpoint["dim"], "frozen_blocks": checkpoint["frozen_blocks"]}
-    return folded(checkpoint["state"], GarmentNet(load_backbone(), **shape)), checkpoint["summary"], shape
+    return folded(checkpoint["state"], network(**shape)), checkpoint["summary"], shape
 
 
 def recipe(summary: dict) -> dict:
@@ -186,7 +194,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     state, shape, summaries = soup(args.runs)
-    model = GarmentNet(load_backbone(), **shape)
+    model = network(**shape)
     model.load_state_dict(state)
     data = Path(args.data)
     items = {s: readable(list_split(data, s), s) for s in SPLITS}
