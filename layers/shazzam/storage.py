@@ -142,15 +142,26 @@ class LocalFolderStore:
                     break
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        for path in sorted(self.root.rglob("*")):
-            if path.is_file() and not path.name.startswith(".tmp-"):
-                key = path.relative_to(self.root).as_posix()
-                if key.startswith(prefix):
-                    try:
-                        size = path.stat().st_size
-                    except FileNotFoundError:  # deleted by another writer since the walk saw it
-                        continue
-                    yield ObjectInfo(key, size, "")
+        """The objects whose keys start with `prefix`, in key order, as S3 lists them."""
+        folder = prefix.rpartition("/")[0]
+        if folder and any(part in ("", ".", "..") for part in folder.split("/")):
+            return  # no valid key lies there (validate_key), and the walk must not leave the root
+        keys = []
+        # Only the prefix's folder is walked. Other writers delete objects meanwhile, and with the
+        # last object its folder (delete): a folder gone before the walk reached it is skipped
+        # (onerror), as S3 would not list its objects either.
+        for directory, _, names in os.walk(self.root / folder, onerror=lambda error: None):
+            relative = Path(directory).relative_to(self.root).as_posix()
+            for name in names:
+                key = name if relative == "." else f"{relative}/{name}"
+                if key.startswith(prefix) and not name.startswith(".tmp-"):
+                    keys.append(key)
+        for key in sorted(keys):
+            try:
+                size = (self.root / key).stat().st_size
+            except FileNotFoundError:  # deleted by another writer since the walk saw it
+                continue
+            yield ObjectInfo(key, size, "")
 
 
 class S3Store:

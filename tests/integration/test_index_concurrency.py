@@ -50,8 +50,18 @@ def run_concurrently(store, writers: int, per_writer: int, compactors: int = 2) 
                     problems.append(f"{entry['key']} holds {len(shard.ids)} ids, manifest says {entry['count']}")
             time.sleep(0.01)
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(writers)]
-    background = [threading.Thread(target=compactor) for _ in range(compactors)] + [threading.Thread(target=reader)]
+    def reporting(target):
+        """`target`, its exception recorded as a problem: a thread's exception would not fail the test."""
+        def run(*args) -> None:
+            try:
+                target(*args)
+            except Exception as exc:  # noqa: BLE001 - every failure is a finding here
+                problems.append(f"{target.__name__} failed: {exc!r}")
+        return run
+
+    threads = [threading.Thread(target=reporting(writer), args=(n,)) for n in range(writers)]
+    background = [threading.Thread(target=reporting(compactor)) for _ in range(compactors)]
+    background.append(threading.Thread(target=reporting(reader)))
     for thread in threads + background:
         thread.start()
     for thread in threads:

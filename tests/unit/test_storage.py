@@ -6,6 +6,7 @@ tests/integration/test_s3_store.py runs the same contract against S3Store on mot
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from urllib.parse import unquote_plus
@@ -196,15 +197,39 @@ def test_list_hides_temporary_files(tmp_path):
     assert [info.key for info in store.list()] == ["a/real"]
 
 
-def test_list_skips_an_object_deleted_while_listing(tmp_path, monkeypatch):
+def test_list_skips_an_object_deleted_while_listing(tmp_path):
     store = LocalFolderStore(tmp_path / "objects")
     for key in ("a/1", "a/2", "a/3"):
         store.put(key, b"x")
     listing = store.list("a/")
     assert next(listing).key == "a/1"
-    store.delete("a/2")  # another writer, after the walk saw it and it passed the file check
-    monkeypatch.setattr(Path, "is_file", lambda self: True)
+    store.delete("a/2")  # another writer, after the walk saw it
     assert [info.key for info in listing] == ["a/3"]
+
+
+def test_list_skips_a_folder_deleted_while_listing(tmp_path, monkeypatch):
+    store = LocalFolderStore(tmp_path / "objects")
+    for key in ("index/hat/1.h5", "index/shoes/1.h5"):
+        store.put(key, b"x")
+    scandir = os.scandir
+
+    def another_writer_deletes_first(path="."):
+        if Path(path).name == "shoes":
+            store.delete("index/shoes/1.h5")  # its last object: the folder goes with it
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", another_writer_deletes_first)
+    assert [info.key for info in store.list("index/")] == ["index/hat/1.h5"]
+
+
+def test_list_never_leaves_the_root(tmp_path):
+    store = LocalFolderStore(tmp_path / "objects")
+    (tmp_path / "outside").write_bytes(b"secret")
+    store.put("inside", b"x")
+    assert [info.key for info in store.list("../")] == []
+    assert [info.key for info in store.list("./")] == []
+    assert [info.key for info in store.list("/")] == []
+    assert [info.key for info in store.list("")] == ["inside"]
 
 
 def test_concurrent_conditional_increments_lose_nothing(tmp_path):
