@@ -290,7 +290,10 @@ def publish(
     add = add or {}
     for _attempt in range(PUBLISH_ATTEMPTS):
         manifest, etag = read_manifest(store)
-        current = load_shard(store, manifest, category)
+        try:
+            current = load_shard(store, manifest, category)
+        except ObjectNotFound:
+            continue  # replaced and collected since the manifest was read: read it again
         if model is None:
             model = current.model if current is not None else "unspecified"
         merged: dict[str, np.ndarray] = {}  # id -> re-rank codes (fine_codes)
@@ -331,21 +334,34 @@ def publish(
             else:
                 store.put(MANIFEST_KEY, body, content_type="application/json", if_match=etag)
         except PreconditionFailed:
-            store.delete(key)  # never referenced: someone else swapped the manifest first
-            log.info("manifest changed while publishing %s; retrying", category)
-            continue
+            # Someone else swapped the manifest first, or this very write did and its reply was
+            # lost (the SDK's retry of it then fails its condition): only the manifest can tell.
+            if read_manifest(store)[0]["shards"].get(category, {}).get("key") != key:
+                store.delete(key)  # never referenced
+                log.info("manifest changed while publishing %s; retrying", category)
+                continue
         collect_old_versions(store, category, keep=key)
         return entry
     raise RuntimeError(f"could not publish {category}: the manifest kept changing")
 
 
 def collect_old_versions(store: ObjectStore, category: str, keep: str, grace_s: float = OLD_VERSION_GRACE_S) -> None:
-    """Delete superseded shard versions older than the grace period."""
+    """Delete the shard versions superseded for longer than the grace period.
+
+    A version is superseded when the next one is published, so its grace runs from the next
+    version's time, not its own: a reader that read the manifest just before a swap still finds
+    the shard it names, however long that shard was live.
+    """
     cutoff_ns = time.time_ns() - int(grace_s * 1e9)
+    versions = []
     for info in store.list(f"index/{category}/"):
-        version = info.key.rsplit("/", 1)[-1].split("-", 1)[0]
-        if info.key != keep and version.isdigit() and int(version) < cutoff_ns:
-            store.delete(info.key)
+        stamp = info.key.rsplit("/", 1)[-1].split("-", 1)[0]
+        if stamp.isdigit():
+            versions.append((int(stamp), info.key))
+    versions.sort()
+    for (_, key), (superseded_at, _) in zip(versions, versions[1:]):
+        if key != keep and superseded_at < cutoff_ns:
+            store.delete(key)
 
 
 def vector_keys(store: ObjectStore, prefix: str = PENDING_PREFIX, suffix: str = ".npy") -> dict[str, list[str]]:
@@ -397,9 +413,9 @@ class ShardReader:
         self._manifest_read_at = float("-inf")
         self._shards: dict[str, Shard] = {}
 
-    def manifest(self) -> dict:
+    def manifest(self, refresh: bool = False) -> dict:
         with self._lock:
-            if time.monotonic() - self._manifest_read_at > self.manifest_ttl_s:
+            if refresh or time.monotonic() - self._manifest_read_at > self.manifest_ttl_s:
                 self._manifest, _ = read_manifest(self.store)
                 self._manifest_read_at = time.monotonic()
             return self._manifest
@@ -412,6 +428,14 @@ class ShardReader:
         entry = self.manifest()["shards"].get(category)
         if entry is None:
             return None
+        try:
+            return self._load(category, entry)
+        except ObjectNotFound:
+            # A manifest up to manifest_ttl_s old may name a version collected since: read it again.
+            entry = self.manifest(refresh=True)["shards"].get(category)
+            return self._load(category, entry) if entry is not None else None
+
+    def _load(self, category: str, entry: dict) -> Shard:
         with self._lock:
             cached = self._shards.get(category)
             if cached is None or cached.key != entry["key"]:

@@ -362,6 +362,71 @@ def test_publish_collects_versions_past_the_grace(store, monkeypatch):
     assert first["key"] != second["key"]
 
 
+def test_a_long_live_version_keeps_its_grace_once_superseded(store, monkeypatch):
+    now = time.time_ns()
+    monkeypatch.setattr(index.time, "time_ns", lambda: now - 20 * 60 * 10**9)  # 20 minutes ago
+    old = publish(store, "top", add=vectors(["d1"]))
+    monkeypatch.setattr(index.time, "time_ns", lambda: now)
+    new = publish(store, "top", add=vectors(["d2"]))
+    # Superseded just now: a reader that read the manifest before the swap still finds it.
+    assert shard_keys(store, "top") == [old["key"], new["key"]]
+    monkeypatch.setattr(index.time, "time_ns", lambda: now + 1)
+    collect_old_versions(store, "top", keep=new["key"], grace_s=0)
+    assert shard_keys(store, "top") == [new["key"]]
+
+
+def test_a_reader_whose_manifest_names_a_collected_version_reads_the_manifest_again(store):
+    publish(store, "top", add={"a": np.eye(DIM)[0]})
+    reader = ShardReader(store, manifest_ttl_s=3600)
+    reader.manifest()  # a cold search function read it...
+    new = publish(store, "top", add={"b": np.eye(DIM)[1]})
+    collect_old_versions(store, "top", keep=new["key"], grace_s=0)  # ...and its version is gone
+    assert [name for name, _ in reader.search("top", np.eye(DIM)[1], 5)] == ["b", "a"]
+
+
+def test_publish_reads_again_when_the_shard_it_read_is_collected_meanwhile(store, monkeypatch):
+    publish(store, "top", add=vectors(["t1"]))
+    read = index.read_manifest
+
+    def rival_swaps_and_collects(store_):
+        manifest = read(store_)
+        monkeypatch.setattr(index, "read_manifest", read)
+        rival = publish(store_, "top", add=vectors(["t2"], seed=1))
+        collect_old_versions(store_, "top", keep=rival["key"], grace_s=0)
+        return manifest
+
+    monkeypatch.setattr(index, "read_manifest", rival_swaps_and_collects)
+    entry = publish(store, "top", add=vectors(["t3"], seed=2))
+    assert live_shard(store, "top").ids == ["t1", "t2", "t3"]
+    assert read_manifest(store)[0]["shards"]["top"] == entry
+
+
+class LostReplyStore(LocalFolderStore):
+    """The manifest write succeeds but its reply is lost; the SDK's retry then fails its condition."""
+
+    lose_next_reply = False
+
+    def put(self, key, data, **kwargs):
+        etag = super().put(key, data, **kwargs)
+        if key == MANIFEST_KEY and self.lose_next_reply:
+            self.lose_next_reply = False
+            raise PreconditionFailed(f"{key}: 412 on the retry of a write that succeeded")
+        return etag
+
+
+@pytest.mark.parametrize("first_publish", [False, True], ids=["no-manifest-yet", "existing-manifest"])
+def test_a_manifest_write_whose_reply_was_lost_keeps_its_shard(tmp_path, first_publish):
+    store = LostReplyStore(tmp_path / "objects")
+    if first_publish:
+        publish(store, "top", add=vectors(["t1"]))
+    store.lose_next_reply = True
+    entry = publish(store, "top", add=vectors(["t2"], seed=1))
+    assert read_manifest(store)[0]["shards"]["top"] == entry
+    assert live_shard(store, "top").ids == (["t1", "t2"] if first_publish else ["t2"])
+    assert ShardReader(store).shard("top").ids == live_shard(store, "top").ids
+    assert publish(store, "top", add=vectors(["t3"], seed=2))["count"] == (3 if first_publish else 2)
+
+
 # -- races ---------------------------------------------------------------------------------
 
 
