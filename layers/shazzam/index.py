@@ -28,6 +28,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -374,12 +375,14 @@ def vector_keys(store: ObjectStore, prefix: str = PENDING_PREFIX, suffix: str = 
     return grouped
 
 
-def compact(store: ObjectStore, model: str) -> dict[str, dict]:
+def compact(store: ObjectStore, model: str, on_merged: Callable[[str, list[str]], None] | None = None) -> dict[str, dict]:
     """One index run: merge pending vectors and removal markers into new shard versions.
 
     Only the keys it read are deleted, after the manifest that holds them is swapped in, so a
     vector written meanwhile waits for the next run and an overlapping run merges the same ids
-    again (a dict by id: no duplicates). Returns, per category, the ids added and removed.
+    again (a dict by id: no duplicates). `on_merged(category, ids)` records each category's merged
+    ids before its keys are deleted: if it fails, or a later category does, the keys stay and the
+    next run merges and records them again. Returns, per category, the ids added and removed.
     """
     report = {}
     pending, removed = vector_keys(store, PENDING_PREFIX), vector_keys(store, REMOVED_PREFIX, suffix="")
@@ -396,6 +399,8 @@ def compact(store: ObjectStore, model: str) -> dict[str, dict]:
             vectors[key_stem(key)] = vector
         dropped = {key_stem(key) for key in removed.get(category, [])} - set(vectors)
         entry = publish(store, category, add=vectors, drop=dropped, model=model)
+        if on_merged is not None:
+            on_merged(category, sorted(vectors))
         for key in pending.get(category, []) + removed.get(category, []):
             store.delete(key)
         report[category] = {"added": sorted(vectors), "removed": sorted(dropped), "total": entry["count"]}

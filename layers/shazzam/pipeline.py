@@ -198,12 +198,13 @@ def embed(app: App, key: str) -> StageResult:
         category = detection["label"]  # a row from before the detector: its label was the category
     else:
         category = prediction.category
-    output = ids.pending_vector_key(category, detection_id)
-    app.store.put(output, encode_vector(prediction.embedding, app.garment_model.name))
     previous = detection["category"]
-    if detection["embedding_status"] == "indexed" and previous and previous != category:
-        # The item changed category: the next index run takes it out of its old shard.
+    if previous and previous != category and detection["embedding_status"] in ("indexed", "embedded"):
+        # The item changed category: its vector must not stay behind in the old one, merged or not.
+        app.store.delete(ids.pending_vector_key(previous, detection_id))
         app.store.put(ids.removed_vector_key(previous, detection_id), b"")
+    # The row before the vector: an index run that merges the vector then finds the row it marks
+    # indexed (in the other order, a run in between would leave it "embedded" for good).
     catalogue.update_detection(
         app.db,
         detection_id,
@@ -213,6 +214,8 @@ def embed(app: App, key: str) -> StageResult:
         embedded_by=app.garment_model.name,
         error=None,
     )
+    output = ids.pending_vector_key(category, detection_id)
+    app.store.put(output, encode_vector(prediction.embedding, app.garment_model.name))
     app.store.delete(key)
     return StageResult(key, "done", outputs=[output])
 
@@ -228,10 +231,10 @@ def index(app: App) -> dict:
     """Merge pending vectors into their category shards (shazzam.index.compact); record them as
     indexed. Then, while the catalogue still holds vectors of an older model, fetch a batch of
     those images again so that the pipeline embeds them with the current one."""
-    report = {}
-    for category, merged in compact(app.store, model=app.garment_model.name).items():
-        catalogue.mark_indexed(app.db, merged["added"])
-        report[category] = {"added": len(merged["added"]), "removed": len(merged["removed"]), "total": merged["total"]}
+    merged_by_category = compact(app.store, model=app.garment_model.name,
+                                 on_merged=lambda _category, added: catalogue.mark_indexed(app.db, added))
+    report = {category: {"added": len(merged["added"]), "removed": len(merged["removed"]), "total": merged["total"]}
+              for category, merged in merged_by_category.items()}
     reembedding = reembed(app, limit=REEMBED_BATCH)
     if reembedding["stale"]:
         report["reembedding"] = reembedding

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shazzam import catalogue, ids
+from shazzam import catalogue, ids, index, pipeline
 from shazzam.local.runtime import LocalRuntime
 from shazzam.scrape import ScrapedProduct
 
@@ -21,18 +21,25 @@ def runtime(tmp_path):
     runtime.close()
 
 
-def upload_product(runtime, category: str | None, image: bytes = IMAGE) -> str:
+def upload_product(runtime, category: str | None, image: bytes = IMAGE, number: int = 1, index: bool = True):
+    """A shop's product with one image, through detect, standardise and embed; then an index run
+    (its report) unless `index` is false."""
     shop_id = catalogue.add_shop(runtime.db, "https://shop.example/")
     product = ScrapedProduct(
-        url="https://shop.example/p/1", title="A skirt", price=None, currency=None, category=category,
-        brand=None, sku="1", image_urls=("https://shop.example/i/1.jpg",),
+        url=f"https://shop.example/p/{number}", title="A skirt", price=None, currency=None, category=category,
+        brand=None, sku=str(number), image_urls=(f"https://shop.example/i/{number}.jpg",),
     )
     product_id = catalogue.save_product(runtime.db, shop_id, product)
     image_id = ids.image_id(product.image_urls[0])
     catalogue.save_image(runtime.db, image_id, product.image_urls[0], product_id)
     runtime.store.put(ids.incoming_key(image_id), image)
     runtime.drain()
-    return runtime.fire_schedule("index")
+    return runtime.fire_schedule("index") if index else None
+
+
+def statuses(runtime) -> list[tuple[str, str]]:
+    return [(row["category"], row["embedding_status"])
+            for row in runtime.db.run_query("SELECT category, embedding_status FROM detections ORDER BY category")]
 
 
 def test_an_item_that_changes_category_moves_shard(runtime):
@@ -41,6 +48,51 @@ def test_an_item_that_changes_category_moves_shard(runtime):
     assert report == {"dress": {"added": 0, "removed": 1, "total": 0}, "skirt": {"added": 1, "removed": 0, "total": 1}}
     runtime.app.shards.manifest_ttl_s = 0
     assert runtime.app.shards.categories() == {"dress": 0, "skirt": 1}
+
+
+def test_an_item_refiled_before_an_index_run_reached_it_lands_in_one_shard(runtime):
+    upload_product(runtime, "dress", index=False)
+    assert upload_product(runtime, "skirt") == {"dress": {"added": 0, "removed": 1, "total": 0},
+                                                "skirt": {"added": 1, "removed": 0, "total": 1}}
+    runtime.app.shards.manifest_ttl_s = 0
+    assert runtime.app.shards.categories() == {"dress": 0, "skirt": 1}
+    assert statuses(runtime) == [("skirt", "indexed")]
+
+
+def test_an_index_run_during_embed_leaves_the_row_to_be_marked_by_the_next(runtime, monkeypatch):
+    update_detection = catalogue.update_detection
+
+    def index_run_meanwhile(db, detection_id, **values):
+        if values.get("embedding_status") == "embedded":
+            runtime.fire_schedule("index")
+        return update_detection(db, detection_id, **values)
+
+    monkeypatch.setattr(catalogue, "update_detection", index_run_meanwhile)
+    upload_product(runtime, "skirt", index=False)
+    monkeypatch.setattr(catalogue, "update_detection", update_detection)
+    runtime.fire_schedule("index")
+    assert statuses(runtime) == [("skirt", "indexed")]  # so revalidate can take it out when it dies
+    assert not list(runtime.store.list("vectors/"))
+
+
+def test_a_failed_category_leaves_the_categories_merged_before_it_recorded(runtime, monkeypatch):
+    upload_product(runtime, "dress", index=False)
+    upload_product(runtime, "skirt", number=2, index=False)
+    publish = index.publish
+
+    def skirt_fails(store, category, **kwargs):
+        if category == "skirt":
+            raise RuntimeError("could not publish skirt: the manifest kept changing")
+        return publish(store, category, **kwargs)
+
+    monkeypatch.setattr(index, "publish", skirt_fails)
+    with pytest.raises(RuntimeError):
+        pipeline.index(runtime.app)
+    assert statuses(runtime) == [("dress", "indexed"), ("skirt", "embedded")]
+    monkeypatch.setattr(index, "publish", publish)
+    assert pipeline.index(runtime.app) == {"skirt": {"added": 1, "removed": 0, "total": 1}}
+    assert statuses(runtime) == [("dress", "indexed"), ("skirt", "indexed")]
+    assert not list(runtime.store.list("vectors/"))
 
 
 def test_the_product_category_wins_over_the_classifier(runtime):
