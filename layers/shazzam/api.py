@@ -47,6 +47,8 @@ UPLOAD_CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp", "image/heic", "
 # Where the embedded runtime accepts what S3 accepts for a presigned POST (see local/runtime.py).
 LOCAL_UPLOAD_PATH = "/local-uploads"
 SEARCH_PARAMETERS = ("category", "k", "min_price", "max_price", "currency", "shop", "garment", "box")
+# A search form has the photo (or an upload key) and the parameters above; many more parts is abuse.
+MAX_FORM_PARTS = 32
 STATUS_TITLES = {
     400: "Malformed request",
     404: "Not found",
@@ -102,6 +104,10 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, bytes | str]:
     Powertools reads forms only with its data validation on, which needs pydantic in the Lambda
     package; the standard library's MIME parser reads them without it.
     """
+    boundary = email.message_from_string(f"Content-Type: {content_type}\r\n\r\n").get_boundary()
+    # The MIME parser's time grows with the number of parts: count them before parsing.
+    if boundary and body.count(b"--" + boundary.encode("latin-1", errors="replace")) > MAX_FORM_PARTS + 1:
+        raise Problem(400, f"the multipart/form-data body has more than {MAX_FORM_PARTS} parts")
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
         b"Content-Type: " + content_type.encode("latin-1", errors="replace") + b"\r\n\r\n" + body
     )
@@ -120,7 +126,9 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, bytes | str]:
 def _json_object(body: bytes) -> dict:
     try:
         payload = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except RecursionError:
+        raise Problem(400, "the request body is not valid JSON: it is nested too deeply") from None
+    except ValueError as exc:  # malformed, not UTF-8, or a number of more digits than Python converts
         raise Problem(400, f"the request body is not valid JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise Problem(400, "the JSON body must be an object")
@@ -166,15 +174,28 @@ def _search_request() -> SearchRequest:
             return _from_upload(payload["upload"], parameters)
         if not isinstance(payload.get("image"), str):
             raise Problem(400, 'the JSON body needs "image": the photo as a base64 string (or "upload": an upload key)')
-        # A data: URL (what a browser's FileReader gives) is as good as bare base64.
-        encoded = payload["image"].split(",", 1)[1] if payload["image"].startswith("data:") else payload["image"]
-        try:
-            return SearchRequest(base64.b64decode(encoded, validate=True), parameters)
-        except binascii.Error:
-            raise Problem(400, '"image" is not valid base64') from None
+        return SearchRequest(_decode_base64_image(payload["image"]), parameters)
     if media_type and not media_type.startswith("image/") and media_type != "application/octet-stream":
         raise Problem(415, f"send the photo as image/*, multipart/form-data or application/json, not {media_type}")
     return SearchRequest(body, parameters)
+
+
+# What `base64` and other encoders write besides the standard alphabet: line breaks, URL-safe letters.
+_URL_SAFE_TO_STANDARD = str.maketrans("-_", "+/")
+
+
+def _decode_base64_image(image: str) -> bytes:
+    """The bytes of "image": base64 (standard or URL-safe, line breaks allowed), or a data: URL of it,
+    which is what a browser's FileReader gives."""
+    if image.startswith("data:"):
+        _, comma, image = image.partition(",")
+        if not comma:
+            raise Problem(400, '"image" is a data: URL without data: a comma must come before its base64')
+    try:
+        return base64.b64decode("".join(image.split()).translate(_URL_SAFE_TO_STANDARD), validate=True)
+    except (binascii.Error, ValueError):
+        raise Problem(400, '"image" is not valid base64 (the photo\'s bytes in standard or URL-safe base64, '
+                           'padded to a multiple of 4 characters)') from None
 
 
 def _text(parameters: dict, name: str) -> str | None:

@@ -200,7 +200,7 @@ def document() -> dict:
                                         _ref("SearchParameters"),
                                         {
                                             "type": "object",
-                                            "properties": {"image": {"type": "string", "contentEncoding": "base64"}, "upload": {"type": "string", "description": "a key from POST /uploads; each serves one search"}},
+                                            "properties": {"image": {"type": "string", "contentEncoding": "base64", "description": "the photo in base64 (standard or URL-safe, line breaks allowed) or a data: URL of it"}, "upload": {"type": "string", "description": "a key from POST /uploads; each serves one search"}},
                                         },
                                     ]
                                 }

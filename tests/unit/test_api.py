@@ -157,6 +157,15 @@ def test_the_photo_in_each_request_form(call):
             assert garment["category"] == "dress" and garment["category_source"] == "request"
 
 
+def test_base64_with_line_breaks_or_url_safe_letters_is_read(call):
+    wrapped = base64.encodebytes(PHOTO).decode()  # what the `base64` command writes: 76-character lines
+    url_safe = base64.urlsafe_b64encode(PHOTO).decode()
+    assert "\n" in wrapped and ("-" in url_safe or "_" in url_safe)
+    for image in (wrapped, url_safe, "data:image/jpeg;base64," + url_safe):
+        status, _, answer = call("POST", "/search", json.dumps({"image": image, "k": 1}).encode(), "application/json")
+        assert status == 200, answer
+
+
 def test_heic_from_a_phone_is_read(call):
     import pillow_heif
 
@@ -204,6 +213,11 @@ def giant_png_header() -> bytes:
         (PHOTO, "image/jpeg", "currency=euro", 422, "currency"),
         (b'{"upload": "uploads/nope"}', "application/json", "", 422, "upload"),
         (b"--x\r\nnothing", "multipart/form-data", "", 400, "multipart"),
+        (b'{"image": "data:image/jpeg;base64"}', "application/json", "", 400, "without data"),
+        (b"[" * 200_000, "application/json", "", 400, "nested too deeply"),
+        (b'{"image": "x", "k": ' + b"9" * 5000 + b"}", "application/json", "", 400, "not valid JSON"),
+        (b"".join(b"--x\r\nContent-Disposition: form-data; name=f%d\r\n\r\n1\r\n" % i for i in range(1000)) + b"--x--\r\n",
+         "multipart/form-data; boundary=x", "", 400, "more than 32 parts"),
     ],
 )
 def test_bad_requests_get_a_problem_a_person_understands(call, body, content_type, query, status, words):
