@@ -22,6 +22,8 @@ MAX_PIXELS = 40_000_000
 MODEL_INPUT_SIZE = 224
 STANDARD_SIZE = 256  # MODEL_INPUT_SIZE / 0.875: the ImageNet evaluation crop keeps the centre 87.5 %
 PAD_COLOUR = (255, 255, 255)
+# standardise_img resizes only the centre square of an image whose longer side is more than this many times its shorter.
+MAX_ASPECT = 4
 
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO", "HEIF"})
 READABLE_FORMATS = "JPEG, PNG, WebP, HEIC/HEIF, GIF, BMP, TIFF"
@@ -144,12 +146,17 @@ def standardise_img(image: Image.Image) -> Image.Image:
     """
     image = to_rgb(image)
     scale = STANDARD_SIZE / min(image.width, image.height)
-    resized = image.resize(
-        (max(STANDARD_SIZE, round(image.width * scale)), max(STANDARD_SIZE, round(image.height * scale))),
-        Image.Resampling.BILINEAR,
-        reducing_gap=None,
-    )
-    left, top = (resized.width - STANDARD_SIZE) // 2, (resized.height - STANDARD_SIZE) // 2
+    size = (max(STANDARD_SIZE, round(image.width * scale)), max(STANDARD_SIZE, round(image.height * scale)))
+    left, top = (size[0] - STANDARD_SIZE) // 2, (size[1] - STANDARD_SIZE) // 2
+    if max(size) > MAX_ASPECT * STANDARD_SIZE:
+        # A sliver resized whole would be a huge strip (a 100000 x 1 box: 25.6 million x 256 pixels):
+        # resize only the part of it that becomes the square. The same pixels, but for rounding (at
+        # most 1 level), so it is kept to slivers: every other image stays byte for byte what the
+        # models were trained and exported on.
+        sx, sy = image.width / size[0], image.height / size[1]
+        box = (left * sx, top * sy, (left + STANDARD_SIZE) * sx, (top + STANDARD_SIZE) * sy)
+        return image.resize((STANDARD_SIZE, STANDARD_SIZE), Image.Resampling.BILINEAR, box=box, reducing_gap=None)
+    resized = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=None)
     return resized.crop((left, top, left + STANDARD_SIZE, top + STANDARD_SIZE))
 
 

@@ -6,6 +6,7 @@ import io
 import os
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +26,9 @@ from shazzam.images import (
     to_model_input,
     whole_view,
 )
+
+
+SAMPLE_PHOTO = Path(__file__).resolve().parents[2] / "samples" / "queries" / "dress-query.jpg"
 
 
 def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -294,6 +298,38 @@ def test_standardise_keeps_the_centre_square_of_a_wide_image():
 
 def test_standardise_upscales_a_tiny_crop():
     assert standardise_img(Image.new("RGB", (10, 30), (1, 2, 3))).size == (STANDARD_SIZE, STANDARD_SIZE)
+
+
+def _resized_whole_then_cropped(image: Image.Image) -> np.ndarray:
+    """The centre square the plain way: resize the whole image, then crop (what standardise_img does
+    for every image but a sliver)."""
+    scale = STANDARD_SIZE / min(image.size)
+    resized = image.resize((max(STANDARD_SIZE, round(image.width * scale)), max(STANDARD_SIZE, round(image.height * scale))),
+                           Image.Resampling.BILINEAR, reducing_gap=None)
+    left, top = (resized.width - STANDARD_SIZE) // 2, (resized.height - STANDARD_SIZE) // 2
+    return np.asarray(resized.crop((left, top, left + STANDARD_SIZE, top + STANDARD_SIZE)), dtype=int)
+
+
+@pytest.mark.parametrize("size", [(5000, 700), (700, 5000), (4001, 600)])
+def test_standardise_gives_a_sliver_the_same_square_without_resizing_it_whole(size, monkeypatch):
+    photo = Image.open(io.BytesIO(SAMPLE_PHOTO.read_bytes())).convert("RGB").resize(size)
+    expected = _resized_whole_then_cropped(photo)
+    asked = []
+    resize = Image.Image.resize
+    monkeypatch.setattr(Image.Image, "resize", lambda self, to, *a, **k: asked.append(to) or resize(self, to, *a, **k))
+    out = np.asarray(standardise_img(photo), dtype=int)
+    assert np.abs(out - expected).max() <= 1  # rounding
+    assert asked == [(STANDARD_SIZE, STANDARD_SIZE)]  # never the strip
+
+
+def test_standardise_handles_a_box_one_pixel_high():
+    sliver = Image.new("RGB", (100_000, 1), (10, 20, 30))
+    assert np.array_equal(np.unique(np.asarray(standardise_img(sliver)).reshape(-1, 3), axis=0), [[10, 20, 30]])
+
+
+def test_standardise_resizes_a_photo_up_to_the_aspect_limit_whole():
+    photo = Image.open(io.BytesIO(SAMPLE_PHOTO.read_bytes())).convert("RGB").resize((1000, 300))
+    assert np.array_equal(np.asarray(standardise_img(photo), dtype=int), _resized_whole_then_cropped(photo))
 
 
 def test_centre_view_is_the_imagenet_crop():
