@@ -6,6 +6,7 @@ runs in the cloud. SQL is always parameterised (`:name` binds), never formatted.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
@@ -273,8 +274,41 @@ def _create_engine(url: str) -> sa.Engine:
     return sa.create_engine(url, pool_pre_ping=True, pool_recycle=300)
 
 
+MIGRATION_LOCK_TIMEOUT_S = 120
+
+
+@contextmanager
+def _migration_lock(engine: sa.Engine) -> Iterator[None]:
+    """One process migrates a database at a time. Many open a fresh one at once (Lambdas cold
+    starting after a deploy, `shazzam serve` beside a CLI command), and checking for a table then
+    creating it is a race the loser fails ("table already exists"). MySQL's DDL commits itself,
+    so a transaction cannot hold them off: a named server lock does (GET_LOCK), and for SQLite a
+    file lock beside the database file."""
+    if engine.dialect.name == "mysql":
+        name = "CONCAT('shazzam.migrate.', DATABASE())"
+        with engine.connect() as connection:
+            got = connection.execute(sa.text(f"SELECT GET_LOCK({name}, :timeout)"), {"timeout": MIGRATION_LOCK_TIMEOUT_S}).scalar()
+            if got != 1:
+                raise RuntimeError(f"another process held the migration lock for {MIGRATION_LOCK_TIMEOUT_S} s")
+            try:
+                yield
+            finally:
+                connection.execute(sa.text(f"SELECT RELEASE_LOCK({name})"))
+    elif engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        with open(f"{engine.url.database}.migrate-lock", "a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            yield
+    else:
+        yield
+
+
 def migrate(engine: sa.Engine) -> list[int]:
     """Apply the migrations this database has not seen; returns the versions applied."""
+    with _migration_lock(engine):
+        return _apply_migrations(engine)
+
+
+def _apply_migrations(engine: sa.Engine) -> list[int]:
     applied_now = []
     with engine.begin() as connection:
         schema_migrations.create(connection, checkfirst=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from decimal import Decimal
 
 import pytest
@@ -77,6 +78,31 @@ def test_migrate_on_a_fresh_database_applies_every_version(db_url):
     database = Database(db_url, migrate=False).open_connection()
     assert migrate(database.engine) == [1, 2, 3]
     assert migrate(database.engine) == []
+    database.close()
+
+
+def _open_at_once(url: str, barrier, outcomes) -> None:
+    barrier.wait()
+    try:
+        Database(url).open_connection().run_query("SELECT 1")
+        outcomes.put("opened")
+    except Exception as exc:  # noqa: BLE001 - the test reports what each process met
+        outcomes.put(repr(exc))
+
+
+def test_processes_opening_a_fresh_database_at_once_all_open_it(db_url):
+    # Lambdas cold-starting after a deploy, or `shazzam serve` beside a CLI command: each migrates.
+    context = multiprocessing.get_context("fork")
+    barrier, outcomes = context.Barrier(8), context.Queue()
+    processes = [context.Process(target=_open_at_once, args=(db_url, barrier, outcomes)) for _ in range(8)]
+    for process in processes:
+        process.start()
+    results = [outcomes.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join()
+    assert results == ["opened"] * 8
+    database = Database(db_url, migrate=False).open_connection()
+    assert len(database.run_query("SELECT version FROM schema_migrations")) == len(MIGRATIONS)
     database.close()
 
 
