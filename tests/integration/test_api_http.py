@@ -8,13 +8,16 @@ import http.client
 import io
 import json
 import random
+import socket
 import struct
+import time
 import zlib
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from shazzam.local import runtime as runtime_module
 from shazzam.local.runtime import LocalRuntime
 from shazzam.local.sample_shop import SampleShop
 from tests.api_fixtures import SHOPS, build_catalogue
@@ -121,6 +124,57 @@ def test_oversized_bodies_and_too_many_requests(served):
         assert status == 429 and content_type == "application/problem+json" and "busy" in problem["detail"]
     finally:
         busy.shutdown()
+
+
+def test_a_stalled_client_holds_no_slot_and_is_cut_off(served, monkeypatch):
+    runtime, _, _ = served
+    monkeypatch.setattr(runtime_module, "REQUEST_TIMEOUT_S", 1)
+    server = runtime.start_api(port=0, max_in_flight=1)
+    try:
+        stalled = socket.create_connection(("127.0.0.1", server.server_port), timeout=10)
+        stalled.sendall(b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 1000\r\n\r\n")
+        time.sleep(0.2)
+        assert request(server.server_port, "GET", "/health")[0] == 200  # the one slot is free
+        started = time.monotonic()
+        assert stalled.recv(1024) == b"" and time.monotonic() - started < 5  # closed after the timeout
+        stalled.close()
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize("length", ["-1", "12abc", "1e3"])
+def test_a_content_length_that_is_not_a_count_of_bytes_is_400(served, length):
+    _, port, _ = served
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(f"POST /search HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode())
+        answer = connection.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 400") and b"Content-Length" in answer
+
+
+def chunked(data: bytes, size: int = 5000) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(data[i:i + size]), data[i:i + size]) for i in range(0, len(data), size)) + b"0\r\n\r\n"
+
+
+def test_a_chunked_body_is_read_like_any_other(served):
+    _, port, _ = served
+    headers = {"content-type": "image/jpeg", "transfer-encoding": "chunked"}
+    status, _, answer = request(port, "POST", "/search?k=2", chunked(PHOTO), headers)
+    assert status == 200 and len(answer["garments"][0]["results"]) == 2
+    status, _, problem = request(port, "POST", "/search", b"zz\r\nnot hex\r\n", headers)
+    assert status == 400 and "chunk" in problem["detail"]
+
+
+def test_a_presigned_upload_takes_only_the_key_and_type_it_was_given(served):
+    _, port, _ = served
+    upload = request(port, "POST", "/uploads", b"{}", {"content-type": "application/json"})[2]
+    for fields, words in [
+        ({**upload["fields"], "key": "uploads/../../outside"}, '"key"'),
+        ({**upload["fields"], "key": "uploads/" + "a" * 300}, '"key"'),
+        ({**upload["fields"], "Content-Type": "text/html"}, '"Content-Type"'),
+    ]:
+        content_type, form = multipart({**fields, "file": PHOTO})
+        status, _, problem = request(port, "POST", "/local-uploads", form, {"content-type": content_type})
+        assert status == 403 and words in problem["detail"], problem
 
 
 def malformed_requests(count: int, seed: int = 6):

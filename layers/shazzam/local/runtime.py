@@ -40,6 +40,46 @@ MAX_REQUESTS_IN_FLIGHT = 32
 # Room for the multipart boundaries and fields around an uploaded file.
 UPLOAD_FORM_OVERHEAD = 64 * 1024
 DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
+# Seconds a connection may stay silent mid-request before the server closes it.
+REQUEST_TIMEOUT_S = 30
+
+
+class BadBody(ValueError):
+    """The request's body is not what its headers announce."""
+
+
+class BodyTooLarge(BadBody):
+    """The request's body is over the route's limit."""
+
+
+def read_chunked(stream, limit: int) -> bytes:
+    """A Transfer-Encoding: chunked body (what curl -T - and streaming clients send), at most `limit` bytes."""
+    chunks, total = [], 0
+    while True:
+        line = stream.readline(1024).split(b";", 1)[0].strip()
+        try:
+            size = int(line, 16)
+        except ValueError:
+            raise BadBody("a chunked body's chunk size is not a hexadecimal number") from None
+        if size < 0:
+            raise BadBody("a chunked body's chunk size is negative")
+        if size == 0:
+            while stream.readline(1024) not in (b"\r\n", b"\n", b""):
+                pass  # trailer fields, which nothing here uses
+            return b"".join(chunks)
+        total += size
+        if total > limit:
+            raise BodyTooLarge()
+        chunk = stream.read(size)
+        if len(chunk) < size or stream.readline(1024).strip():
+            raise BadBody("a chunked body ended mid-chunk")
+        chunks.append(chunk)
+
+
+class ApiServer(ThreadingHTTPServer):
+    # The listen backlog: socketserver's default of 5 reset clients arriving in a burst before the
+    # server could answer them, even with a 429.
+    request_queue_size = 128
 WEB_CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
 
 
@@ -186,12 +226,17 @@ class LocalRuntime:
             fields = api.parse_multipart(content_type, body)
         except api.Problem as exc:
             return _problem(exc.status, exc.detail)
-        key, data = fields.get("key"), fields.get("file")
-        if not isinstance(key, str) or not key.startswith(api.UPLOAD_PREFIX) or not isinstance(data, bytes) or not data:
+        key, data, content_type = fields.get("key"), fields.get("file"), fields.get("Content-Type")
+        if not isinstance(data, bytes) or not data:
             return _problem(400, 'the form needs the "key" POST /uploads answered and a non-empty file field "file"')
+        # What the presigned POST's policy lets S3 accept: the key and type POST /uploads gave.
+        if not isinstance(key, str) or not api.UPLOAD_KEY.fullmatch(key):
+            return _problem(403, f'"key" must be the key POST /uploads answered ({api.UPLOAD_PREFIX} and 32 hex digits)')
+        if content_type not in api.UPLOAD_CONTENT_TYPES:
+            return _problem(403, f'"Content-Type" must be the one POST /uploads answered: one of {", ".join(api.UPLOAD_CONTENT_TYPES)}')
         if len(data) > MAX_BYTES:
             return _problem(413, f"the file is larger than {MAX_BYTES} bytes")
-        self.store.put(key, data, content_type=str(fields.get("Content-Type", "application/octet-stream")))
+        self.store.put(key, data, content_type=content_type)
         return 204, {}, b""
 
     def start_api(self, host: str = "127.0.0.1", port: int = 8000, max_in_flight: int = MAX_REQUESTS_IN_FLIGHT) -> ThreadingHTTPServer:
@@ -201,7 +246,7 @@ class LocalRuntime:
         (413) and more than `max_in_flight` concurrent requests (429), in the API's error shape.
         """
         runtime = self
-        in_flight = threading.BoundedSemaphore(max_in_flight) if max_in_flight > 0 else None
+        in_flight = threading.BoundedSemaphore(max(0, max_in_flight))  # 0: a full server, for tests
         pages = web_files()
 
         class ApiRequestHandler(BaseHTTPRequestHandler):
@@ -210,6 +255,8 @@ class LocalRuntime:
             # ~40 ms for the client's delayed ACK.
             wbufsize = 256 * 1024
             disable_nagle_algorithm = True
+            # A client that stops sending (or never sends the body it announced) is cut off.
+            timeout = REQUEST_TIMEOUT_S
 
             def _handle(self):
                 path = urlsplit(self.path).path
@@ -217,32 +264,46 @@ class LocalRuntime:
                     self._reply(200, {"content-type": pages[path][1], "cache-control": "no-cache"}, pages[path][0].read_bytes())
                     return
                 is_upload = self.command == "POST" and path == api.LOCAL_UPLOAD_PATH
-                try:
-                    length = int(self.headers.get("content-length") or 0)
-                except ValueError:
-                    self._reply(*_problem(400, "the Content-Length header is not a number"), close=True)
-                    return
                 limit = MAX_BYTES + UPLOAD_FORM_OVERHEAD if is_upload else api.MAX_SEARCH_BODY_BYTES
-                if length > limit:
-                    # Read what a client may reasonably send (so it sees the answer, not a broken
-                    # pipe), then close; beyond that, close at once.
-                    if length <= DRAIN_LIMIT_BYTES:
-                        self.rfile.read(length)
-                    hint = "" if is_upload else "; upload the photo with POST /uploads first"
+                hint = "" if is_upload else "; upload the photo with POST /uploads first"
+                try:
+                    body = self._body(limit)
+                except BodyTooLarge:
                     self._reply(*_problem(413, f"the request is larger than {limit} bytes{hint}"), close=True)
                     return
-                if in_flight is None or not in_flight.acquire(blocking=False):
-                    self.rfile.read(length)
+                except BadBody as exc:
+                    self._reply(*_problem(400, str(exc)), close=True)
+                    return
+                # The slot is taken once the body is in: a slow sender holds none.
+                if not in_flight.acquire(blocking=False):
                     self._reply(*_problem(429, "the server is busy; try again in a second"), extra={"retry-after": "1"})
                     return
                 try:
-                    body = self.rfile.read(length) if length else b""
                     if is_upload:
                         self._reply(*runtime.receive_upload(self.headers.get("content-type", ""), body))
                     else:
                         self._reply(*runtime.http_request(self.command, self.path, dict(self.headers.items()), body))
                 finally:
                     in_flight.release()
+
+            def _body(self, limit: int) -> bytes:
+                """The request body, by Content-Length or in chunks (Transfer-Encoding: chunked)."""
+                if "chunked" in self.headers.get("transfer-encoding", "").lower():
+                    return read_chunked(self.rfile, limit)
+                text = (self.headers.get("content-length") or "0").strip()
+                if not text.isdigit():
+                    raise BadBody("the Content-Length header must be a whole number of bytes")
+                length = int(text)
+                if length > limit:
+                    # Read what a client may reasonably send (so it sees the answer, not a broken
+                    # pipe), then close; beyond that, close at once.
+                    if length <= DRAIN_LIMIT_BYTES:
+                        self.rfile.read(length)
+                    raise BodyTooLarge()
+                body = self.rfile.read(length) if length else b""
+                if len(body) < length:
+                    raise BadBody(f"the body ended after {len(body)} of the {length} bytes its Content-Length announced")
+                return body
 
             def _reply(self, status, headers, data, extra=None, close=False):
                 self.send_response(status)
@@ -260,7 +321,7 @@ class LocalRuntime:
             def log_message(self, format, *args):
                 log.info("%s %s", self.address_string(), format % args)
 
-        server = ThreadingHTTPServer((host, port), ApiRequestHandler)
+        server = ApiServer((host, port), ApiRequestHandler)
         threading.Thread(target=server.serve_forever, name="shazzam-api", daemon=True).start()
         return server
 
