@@ -95,6 +95,24 @@ def test_a_failed_category_leaves_the_categories_merged_before_it_recorded(runti
     assert not list(runtime.store.list("vectors/"))
 
 
+def test_what_a_runtime_stopped_mid_ingest_left_is_taken_up_by_the_next(tmp_path):
+    stopped = LocalRuntime(tmp_path / "data")
+    stopped.store.put("incoming/upload-1", IMAGE)
+    stopped.store.put("incoming/upload-2", b"not an image")
+    assert stopped.pending() == 2
+    stopped.close()  # Ctrl-C before anything was delivered: the queue lived in memory
+
+    second = LocalRuntime(tmp_path / "data")
+    assert second.pending() == 2
+    assert second.drain().failed == 0
+    assert second.fire_schedule("index") == {"skirt": {"added": 1, "removed": 0, "total": 1}}
+    assert [info.key for info in second.store.list("incoming/")] == ["incoming/upload-2"]  # kept: it failed
+    second.close()
+    third = LocalRuntime(tmp_path / "data")
+    assert third.pending() == 0  # neither the ingested photo nor the failed one comes round again
+    third.close()
+
+
 def test_the_product_category_wins_over_the_classifier(runtime):
     upload_product(runtime, "hat")  # a skirt photo, filed by the shop as a hat
     (row,) = runtime.db.run_query("SELECT category, embedding_status FROM detections")

@@ -27,8 +27,9 @@ from typing import Callable
 from urllib.parse import unquote_plus, urlsplit
 
 from shazzam import app as app_module
-from shazzam import api, events, wiring
+from shazzam import api, catalogue, events, wiring
 from shazzam.db import Database
+from shazzam.ids import detections_key, incoming_key, key_stem
 from shazzam.images import MAX_BYTES
 from shazzam.storage import LocalFolderStore
 
@@ -152,6 +153,7 @@ class LocalRuntime:
         app_module.configure(self.app)
         self._handlers: dict[str, Callable] = {}
         self._stop = threading.Event()
+        self.requeue_unprocessed()
 
     # --- invoking functions -------------------------------------------------------------------
 
@@ -172,6 +174,33 @@ class LocalRuntime:
     def _enqueue(self, event: dict) -> None:
         with self._queue_lock:
             self._queue.append(event)
+
+    def requeue_unprocessed(self) -> int:
+        """Queue again what a runtime stopped mid-ingest (Ctrl-C, a crash) left: its queue lived in
+        memory, and S3 would have delivered those notifications. Each stage deletes or supersedes its
+        input once done and the handlers are idempotent, so a second delivery changes nothing; an
+        incoming image already detected, or one that failed, is left alone. Returns how many."""
+        queued = 0
+        for function in wiring.FUNCTIONS:
+            for trigger in function.triggers:
+                if not isinstance(trigger, wiring.ObjectCreated):
+                    continue
+                for info in self.store.list(trigger.prefix):
+                    if trigger.matches(info.key) and self._unprocessed(info.key) and (head := self.store.head(info.key)):
+                        self._enqueue(events.s3_object_created(self.store.bucket, info.key, head.size, head.etag))
+                        queued += 1
+        if queued:
+            log.info("queued %d objects a previous runtime left unprocessed", queued)
+        return queued
+
+    def _unprocessed(self, key: str) -> bool:
+        image_id = key_stem(key)
+        if key != incoming_key(image_id):
+            return True
+        if self.store.head(detections_key(image_id)) is not None:
+            return False  # detected: standardise takes it from there
+        row = catalogue.get_image(self.db, image_id)
+        return row is None or row["status"] != "failed"
 
     def pending(self) -> int:
         with self._queue_lock:
