@@ -278,55 +278,52 @@ MIGRATION_LOCK_TIMEOUT_S = 120
 
 
 @contextmanager
-def _migration_lock(engine: sa.Engine) -> Iterator[None]:
-    """One process migrates a database at a time. Many open a fresh one at once (Lambdas cold
-    starting after a deploy, `shazzam serve` beside a CLI command), and checking for a table then
-    creating it is a race the loser fails ("table already exists"). MySQL's DDL commits itself,
-    so a transaction cannot hold them off: a named server lock does (GET_LOCK), and for SQLite a
-    file lock beside the database file."""
-    if engine.dialect.name == "mysql":
-        name = "CONCAT('shazzam.migrate.', DATABASE())"
-        with engine.connect() as connection:
+def _migrating(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A connection to migrate on, while no other process migrates the database. Many open a fresh
+    one at once (Lambdas cold starting after a deploy, `shazzam serve` beside a CLI command), and
+    checking for a table then creating it is a race the loser fails ("table already exists").
+    MySQL's DDL commits itself, so a transaction cannot hold the others off: a named server lock
+    does (GET_LOCK, held by this connection's session); for SQLite, a file lock beside the file.
+    One connection for all of it, so a warm Lambda keeps a single pooled connection."""
+    with engine.connect() as connection:
+        if engine.dialect.name == "mysql":
+            name = "CONCAT('shazzam.migrate.', DATABASE())"
             got = connection.execute(sa.text(f"SELECT GET_LOCK({name}, :timeout)"), {"timeout": MIGRATION_LOCK_TIMEOUT_S}).scalar()
+            connection.commit()
             if got != 1:
                 raise RuntimeError(f"another process held the migration lock for {MIGRATION_LOCK_TIMEOUT_S} s")
             try:
-                yield
+                yield connection
             finally:
+                connection.rollback()
                 connection.execute(sa.text(f"SELECT RELEASE_LOCK({name})"))
-    elif engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
-        with open(f"{engine.url.database}.migrate-lock", "a") as lock_file:
-            fcntl.flock(lock_file, fcntl.LOCK_EX)
-            yield
-    else:
-        yield
+                connection.commit()
+        elif engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+            with open(f"{engine.url.database}.migrate-lock", "a") as lock_file:
+                fcntl.flock(lock_file, fcntl.LOCK_EX)
+                yield connection
+        else:
+            yield connection
 
 
 def migrate(engine: sa.Engine) -> list[int]:
     """Apply the migrations this database has not seen; returns the versions applied."""
-    with _migration_lock(engine):
-        return _apply_migrations(engine)
-
-
-def _apply_migrations(engine: sa.Engine) -> list[int]:
     applied_now = []
-    with engine.begin() as connection:
-        schema_migrations.create(connection, checkfirst=True)
-    for version, description, apply in MIGRATIONS:
-        with engine.begin() as connection:
-            done = connection.execute(
-                sa.select(schema_migrations.c.version).where(schema_migrations.c.version == version)
-            ).first()
-            if done:
-                continue
-            apply(connection)
-            try:
+    with _migrating(engine) as connection:
+        with connection.begin():
+            schema_migrations.create(connection, checkfirst=True)
+        for version, description, apply in MIGRATIONS:
+            with connection.begin():
+                done = connection.execute(
+                    sa.select(schema_migrations.c.version).where(schema_migrations.c.version == version)
+                ).first()
+                if done:
+                    continue
+                apply(connection)
                 connection.execute(
                     upsert(connection, schema_migrations, {"version": version, "description": description, "applied_at": utcnow()}, update=())
                 )
-            except sa.exc.IntegrityError:  # another process migrated concurrently
-                continue
-            applied_now.append(version)
+                applied_now.append(version)
     return applied_now
 
 
