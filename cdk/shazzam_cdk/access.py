@@ -23,10 +23,12 @@ ACCESS: dict[str, PrefixAccess] = {
     "detect": PrefixAccess(read=("incoming/",), write=("detections/",)),
     # Consumes its inputs: the image and its detections document go once the crops are written.
     "standardise": PrefixAccess(read=("detections/", "incoming/"), write=("standard/",), delete=("detections/", "incoming/")),
-    "embed": PrefixAccess(read=("standard/",), write=("vectors/pending/", "vectors/removed/"), delete=("standard/",)),
+    # Deletes its input; an item re-filed before it was indexed loses its pending vector of the old category.
+    "embed": PrefixAccess(read=("standard/",), write=("vectors/pending/", "vectors/removed/"), delete=("standard/", "vectors/pending/")),
     # Lists, merges and deletes pending vectors into new shard versions, swaps the manifest, prunes old versions;
-    # after a model change, puts images embedded by the old model back into incoming/ (pipeline.reembed).
-    "index": PrefixAccess(read=("vectors/", "index/"), write=("index/", "incoming/"), delete=("vectors/", "index/")),
+    # sets an unreadable pending vector aside; after a model change, puts images embedded by the old model back
+    # into incoming/ (pipeline.reembed).
+    "index": PrefixAccess(read=("vectors/", "index/"), write=("index/", "incoming/", "vectors/unreadable/"), delete=("vectors/", "index/")),
     # Re-queues changed images and drops dead items from the shards.
     "revalidate": PrefixAccess(read=("index/",), write=("incoming/", "index/"), delete=("index/",)),
     # Reads shards; presigns uploads/ posts (signed with its role) and deletes each after its search.

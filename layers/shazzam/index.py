@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 MANIFEST_KEY = "index/manifest.json"
 PENDING_PREFIX = "vectors/pending/"
 REMOVED_PREFIX = "vectors/removed/"
+UNREADABLE_PREFIX = "vectors/unreadable/"  # pending vectors an index run could not read, kept for a look
 PUBLISH_ATTEMPTS = 8
 # Superseded shard versions stay this long for readers that still hold the old manifest.
 OLD_VERSION_GRACE_S = 15 * 60
@@ -387,12 +388,17 @@ def compact(store: ObjectStore, model: str, on_merged: Callable[[str, list[str]]
     report = {}
     pending, removed = vector_keys(store, PENDING_PREFIX), vector_keys(store, REMOVED_PREFIX, suffix="")
     for category in sorted(set(pending) | set(removed)):
-        vectors = {}
+        vectors, read = {}, {}  # read: key -> the ETag of the version merged (or dropped)
         for key in pending.get(category, []):
             try:
-                vector, made_by = decode_vector(store.get(key))
+                data, read[key] = store.get_with_etag(key)
             except ObjectNotFound:
                 continue  # merged and deleted by an overlapping run
+            try:
+                vector, made_by = decode_vector(data)
+            except (ValueError, OSError, EOFError) as exc:
+                set_aside(store, key, data, read.pop(key), exc)
+                continue
             if made_by != model:
                 log.warning("dropping %s: embedded by %s, the index holds %s", key, made_by, model)
                 continue
@@ -401,10 +407,26 @@ def compact(store: ObjectStore, model: str, on_merged: Callable[[str, list[str]]
         entry = publish(store, category, add=vectors, drop=dropped, model=model)
         if on_merged is not None:
             on_merged(category, sorted(vectors))
-        for key in pending.get(category, []) + removed.get(category, []):
-            store.delete(key)
+        for key, etag in read.items():
+            try:
+                store.delete(key, if_match=etag)
+            except PreconditionFailed:  # embedded again since it was read (a new model, a new photo)
+                log.info("%s was rewritten during this run: the next run merges it", key)
+        for key in removed.get(category, []):
+            store.delete(key)  # a marker carries no data: one written meanwhile says the same
         report[category] = {"added": sorted(vectors), "removed": sorted(dropped), "total": entry["count"]}
     return report
+
+
+def set_aside(store: ObjectStore, key: str, data: bytes, etag: str, error: Exception) -> None:
+    """Move an unreadable pending vector out of the runs' way (one would fail every run), keeping it."""
+    aside = UNREADABLE_PREFIX + key[len(PENDING_PREFIX):]
+    store.put(aside, data)
+    try:
+        store.delete(key, if_match=etag)
+    except PreconditionFailed:
+        pass  # rewritten meanwhile: the next run reads the new one
+    log.error("set aside an unreadable pending vector %s as %s: %s", key, aside, error)
 
 
 class ShardReader:

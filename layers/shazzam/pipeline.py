@@ -19,7 +19,7 @@ from shazzam import catalogue, ids
 from shazzam.app import App
 from shazzam.images import Box, ImageError, encode_png, get_subsection_of_image, load_image, standardise_img
 from shazzam.index import StaleShard, compact, encode_vector, publish
-from shazzam.storage import ObjectNotFound
+from shazzam.storage import ObjectNotFound, PreconditionFailed
 from shazzam.taxonomy import DETECTOR_CLASS_OF, SEARCHABLE, category_within
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def detect(app: App, key: str) -> StageResult:
     catalogue has no category for (bag, eyewear, belt) are recorded but not embedded."""
     image_id = ids.key_stem(key)
     try:
-        data = app.store.get(key)
+        data, etag = app.store.get_with_etag(key)
     except ObjectNotFound:
         return StageResult(key, "skipped", "object no longer exists")
     row = catalogue.get_image(app.db, image_id)
@@ -117,7 +117,8 @@ def detect(app: App, key: str) -> StageResult:
     for entry in skipped:
         catalogue.update_detection(app.db, entry["id"], embedding_status="skipped", error=f"no catalogue category for a {entry['label']}")
     catalogue.update_image(app.db, image_id, status="detected", error=None, width=image.width, height=image.height)
-    document = {"image_id": image_id, "width": image.width, "height": image.height, "detections": found}
+    # image_etag: which version of incoming/<image_id> the boxes belong to (the shop may replace it).
+    document = {"image_id": image_id, "image_etag": etag, "width": image.width, "height": image.height, "detections": found}
     output = ids.detections_key(image_id)
     app.store.put(output, json.dumps(document, sort_keys=True).encode(), content_type="application/json")
     return StageResult(key, "done", outputs=[output])
@@ -147,10 +148,14 @@ def product_garment(detections: list, product_category: str | None, image: Image
 def standardise(app: App, key: str) -> StageResult:
     """detections/<image_id>.json -> standard/<detection_id>.png for each garment."""
     try:
-        document = json.loads(app.store.get(key))
-        data = app.store.get(ids.incoming_key(document["image_id"]))
+        raw_document, document_etag = app.store.get_with_etag(key)
+        document = json.loads(raw_document)
+        data, image_etag = app.store.get_with_etag(ids.incoming_key(document["image_id"]))
     except ObjectNotFound:
         return StageResult(key, "skipped", "object no longer exists")
+    if document.get("image_etag", image_etag) != image_etag:
+        _delete_if_unchanged(app, key, document_etag)
+        return StageResult(key, "skipped", "the photo was replaced after it was detected; its own detection follows")
     try:
         image = load_image(data)
     except ImageError as exc:
@@ -166,10 +171,18 @@ def standardise(app: App, key: str) -> StageResult:
         output = ids.standard_key(detection["id"])
         app.store.put(output, encode_png(crop), content_type="image/png")
         outputs.append(output)
-    # Transient images are not kept: the catalogue holds the link, boxes and vectors.
-    app.store.delete(ids.incoming_key(document["image_id"]))
-    app.store.delete(key)
+    # Transient images are not kept: the catalogue holds the link, boxes and vectors. Only the
+    # versions read are deleted: a changed photo uploaded meanwhile is detected in its turn.
+    _delete_if_unchanged(app, ids.incoming_key(document["image_id"]), image_etag)
+    _delete_if_unchanged(app, key, document_etag)
     return StageResult(key, "done", outputs=outputs)
+
+
+def _delete_if_unchanged(app: App, key: str, etag: str) -> None:
+    try:
+        app.store.delete(key, if_match=etag)
+    except PreconditionFailed:
+        log.info("%s changed since it was read: its new version is processed in turn", key)
 
 
 def embed(app: App, key: str) -> StageResult:

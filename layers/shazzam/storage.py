@@ -1,7 +1,8 @@
 """One object-store interface, two backends: a local folder (embedded default) and S3.
 
 Both support the conditional writes the index relies on: `if_none_match=True` creates only
-when the key is absent, `if_match=etag` replaces only the version the caller read. The local
+when the key is absent, `if_match=etag` replaces (or deletes) only the version the caller read,
+so a stage never deletes an input that was rewritten after it read it. The local
 store can also emit S3-shaped `ObjectCreated` events, which is how the embedded runtime wires
 uploads to functions exactly as S3 notifications do in the cloud.
 """
@@ -54,7 +55,7 @@ class ObjectStore(Protocol):
         if_none_match: bool = False,
     ) -> str: ...
 
-    def delete(self, key: str) -> None: ...
+    def delete(self, key: str, *, if_match: str | None = None) -> None: ...
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
 
@@ -127,10 +128,16 @@ class LocalFolderStore:
             self.on_put(s3_object_created(self.bucket, key, len(data), etag))
         return etag
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
         path = self._path(key)
         with self._thread_lock, open(self._lock_path, "a") as lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
+            if if_match is not None:
+                current = self.head(key)
+                if current is None:
+                    return
+                if current.etag != if_match:
+                    raise PreconditionFailed(f"{key} changed since it was read")
             path.unlink(missing_ok=True)
             # Folders are an artefact of this backend (S3 has none): drop the ones left empty.
             for parent in path.parents:
@@ -220,8 +227,18 @@ class S3Store:
             raise
         return response["ETag"]
 
-    def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=validate_key(key))
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        from botocore.exceptions import ClientError
+
+        conditions = {"IfMatch": if_match} if if_match is not None else {}
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=validate_key(key), **conditions)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
+                raise PreconditionFailed(f"{key}: {code}") from None
+            if not self._not_found(exc):
+                raise
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")

@@ -113,6 +113,23 @@ def test_what_a_runtime_stopped_mid_ingest_left_is_taken_up_by_the_next(tmp_path
     third.close()
 
 
+def test_a_photo_replaced_after_detection_is_the_one_indexed(runtime, monkeypatch):
+    dress = (REPO / "samples" / "shop" / "images" / "dress-01.jpg").read_bytes()
+    standardise = pipeline.standardise
+    image_key = []
+
+    def shop_replaces_the_photo_first(app, key):
+        if not image_key:  # the scrape function, meanwhile, uploads the shop's new photo
+            image_key.append(ids.incoming_key(ids.key_stem(key)))
+            app.store.put(image_key[0], dress)
+        return standardise(app, key)
+
+    monkeypatch.setattr(pipeline, "standardise", shop_replaces_the_photo_first)
+    upload_product(runtime, None)  # the old photo, a skirt
+    assert statuses(runtime) == [("dress", "indexed")]  # the new photo's garment, with its own boxes
+    assert runtime.store.head(image_key[0]) is None  # ingested, then gone like every photo
+
+
 def test_the_product_category_wins_over_the_classifier(runtime):
     upload_product(runtime, "hat")  # a skirt photo, filed by the shop as a hat
     (row,) = runtime.db.run_query("SELECT category, embedding_status FROM detections")

@@ -16,6 +16,7 @@ from shazzam.index import (
     Shard,
     ShardReader,
     collect_old_versions,
+    compact,
     decode_shard,
     decode_vector,
     encode_shard,
@@ -528,6 +529,33 @@ def test_pending_vectors_group_by_category(store):
     grouped = vector_keys(store)
     assert {category: sorted(found) for category, found in grouped.items()} == keys
     assert vector_keys(LocalFolderStore(store.root.parent / "empty")) == {}
+
+
+def test_a_vector_rewritten_during_a_run_waits_for_the_next(store, monkeypatch):
+    key = "vectors/pending/top/a-000.npy"
+    store.put(key, encode_vector(np.eye(DIM)[0], "m"))
+    publish_ = index.publish
+
+    def embedded_again_meanwhile(store_, category, **kwargs):
+        store_.put(key, encode_vector(np.eye(DIM)[1], "m"))  # a new photo of the item, embedded
+        return publish_(store_, category, **kwargs)
+
+    monkeypatch.setattr(index, "publish", embedded_again_meanwhile)
+    assert compact(store, "m")["top"]["added"] == ["a-000"]
+    monkeypatch.setattr(index, "publish", publish_)
+    assert decode_vector(store.get(key))[0][1] == 1  # not deleted: the run read the older one
+    compact(store, "m")
+    assert not list(store.list("vectors/pending/"))
+    assert [name for name, _ in ShardReader(store).search("top", np.eye(DIM)[1], 1)] == ["a-000"]
+
+
+def test_an_unreadable_pending_vector_is_set_aside_and_the_run_goes_on(store):
+    store.put("vectors/pending/top/a-000.npy", encode_vector(np.eye(DIM)[0], "m"))
+    store.put("vectors/pending/top/b-000.npy", b"truncated by a crash")
+    assert compact(store, "m")["top"]["added"] == ["a-000"]
+    assert not list(store.list("vectors/pending/"))
+    assert store.get("vectors/unreadable/top/b-000.npy") == b"truncated by a crash"  # kept for a look
+    assert compact(store, "m") == {}  # and the next run is not stuck on it
 
 
 def test_manifest_is_json_with_every_category(store):

@@ -79,6 +79,16 @@ class StoreContract:
         with pytest.raises(ValueError):
             store.delete(key)
 
+    def test_delete_if_match_deletes_only_the_version_read(self, store):
+        read = store.put("k", b"1")
+        store.put("k", b"2")  # rewritten since it was read
+        with pytest.raises(PreconditionFailed):
+            store.delete("k", if_match=read)
+        assert store.get("k") == b"2"
+        store.delete("k", if_match=store.head("k").etag)
+        assert store.head("k") is None
+        store.delete("k", if_match=read)  # already gone: nothing to do
+
     def test_if_none_match_creates_once(self, store):
         store.put("manifest.json", b"first", if_none_match=True)
         with pytest.raises(PreconditionFailed):
