@@ -60,6 +60,14 @@ def scheduled(rule: str, detail: dict | None = None, region: str = "local") -> d
     }
 
 
+def query_string_parameters(query: str) -> dict[str, str] | None:
+    """As API Gateway's payload 2.0 gives them: a parameter sent twice arrives comma-joined."""
+    parameters: dict[str, str] = {}
+    for name, value in parse_qsl(query):
+        parameters[name] = f"{parameters[name]},{value}" if name in parameters else value
+    return parameters or None
+
+
 def http_api_request(method: str, path: str, query: str = "", headers: dict | None = None, body: bytes = b"", source_ip: str = "127.0.0.1") -> dict:
     """An API Gateway HTTP API (payload format 2.0) request; bodies travel base64-encoded."""
     headers = {name.lower(): value for name, value in (headers or {}).items()}
@@ -70,7 +78,7 @@ def http_api_request(method: str, path: str, query: str = "", headers: dict | No
         "rawPath": path,
         "rawQueryString": query,
         "headers": headers,
-        "queryStringParameters": dict(parse_qsl(query)) or None,
+        "queryStringParameters": query_string_parameters(query),
         "requestContext": {
             "accountId": ACCOUNT,
             "apiId": "local",

@@ -29,6 +29,8 @@ ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO",
 READABLE_FORMATS = "JPEG, PNG, WebP, HEIC/HEIF, GIF, BMP, TIFF"
 # How our formats begin: a file that starts so but does not open is broken, not foreign.
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+# HEIF files name their brand after "ftyp" at byte 4: what phones write.
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1")
 
 # Phones send HEIC: pillow-heif teaches Pillow to open it like any other format.
 pillow_heif.register_heif_opener()
@@ -103,7 +105,8 @@ def load_image(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX
 
 
 def _looks_like_ours(data: bytes) -> bool:
-    return data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+    return (data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+            or (data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

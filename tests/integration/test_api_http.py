@@ -151,6 +151,30 @@ def test_a_content_length_that_is_not_a_count_of_bytes_is_400(served, length):
     assert answer.startswith(b"HTTP/1.1 400") and b"Content-Length" in answer
 
 
+@pytest.mark.parametrize("raw, status", [
+    (b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n", 501),
+    (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    (b"GET / HTTP/1.1 extra\r\nHost: x\r\n\r\n", 400),
+])
+def test_the_servers_own_refusals_are_problems_too(served, raw, status):
+    _, port, _ = served
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(raw)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 %d" % status) and b"application/problem+json" in head.lower()
+    if status != 501:  # HEAD: headers only
+        assert json.loads(body)["status"] == status
+
+
+def test_a_parameter_sent_twice_arrives_comma_joined_as_on_api_gateway(served):
+    _, port, _ = served
+    status, _, problem = search(port, "?k=1&k=2")
+    assert status == 422 and "1,2" in problem["detail"]
+
+
 def chunked(data: bytes, size: int = 5000) -> bytes:
     return b"".join(b"%x\r\n%s\r\n" % (len(data[i:i + size]), data[i:i + size]) for i in range(0, len(data), size)) + b"0\r\n\r\n"
 

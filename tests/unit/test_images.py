@@ -138,6 +138,12 @@ def test_each_rejection_says_which_kind_it_is(data, kind):
     assert raised.value.kind == kind
 
 
+def test_a_broken_heic_is_corrupt_not_foreign():
+    with pytest.raises(ImageError) as refused:
+        load_image(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64)
+    assert refused.value.kind == "corrupt"
+
+
 def test_heic_photos_from_phones_are_read():
     buffer = io.BytesIO()
     Image.new("RGB", (64, 48), (0, 0, 255)).save(buffer, "HEIF")

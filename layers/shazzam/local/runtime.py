@@ -21,6 +21,7 @@ import traceback
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
@@ -346,6 +347,15 @@ class LocalRuntime:
                 self.wfile.write(data)
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _handle
+
+            def send_error(self, code, message=None, explain=None):
+                # The server's own refusals (a garbled request line, a URL too long, a method it does
+                # not serve) in the API's error shape, like every other answer, not an HTML page.
+                # A request line that did not parse leaves HTTP/0.9, which has no status line; no
+                # client speaks it any more, so the answer gets one.
+                self.request_version = "HTTP/1.1" if self.request_version == "HTTP/0.9" else self.request_version
+                status, headers, data = _problem(code, explain or message or HTTPStatus(code).phrase)
+                self._reply(status, headers, b"" if self.command == "HEAD" else data, close=True)
 
             def log_message(self, format, *args):
                 log.info("%s %s", self.address_string(), format % args)
