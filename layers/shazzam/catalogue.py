@@ -446,7 +446,7 @@ def items_for_detections(db: Database, detection_ids: Sequence[str], filters=Non
         if filters.currency is not None:
             conditions.append(products.c.currency == filters.currency)
         if filters.shop is not None:
-            conditions.append(sa.or_(shops.c.name == filters.shop, shops.c.id == filters.shop))
+            conditions.append(_is_shop(filters.shop))
     with db.transaction() as connection:
         rows = connection.execute(
             sa.select(detections.c.id.label("detection_id"), *_item_columns(), images.c.src_link.label("image_url"))
@@ -481,6 +481,16 @@ def get_item(db: Database, product_id: str) -> dict | None:
             sa.select(images.c.src_link).where(images.c.product_id == product_id, images.c.is_dead.is_(False)).order_by(images.c.id)
         ).scalars()
         return {**dict(row), "image_urls": list(image_urls)}
+
+
+def _is_shop(name_or_id: str):
+    """A shop by its id, or its name in any case (what a person types)."""
+    return sa.or_(sa.func.lower(shops.c.name) == name_or_id.lower(), shops.c.id == name_or_id)
+
+
+def shop_exists(db: Database, name_or_id: str) -> bool:
+    with db.transaction() as connection:
+        return connection.execute(sa.select(shops.c.id).where(_is_shop(name_or_id)).limit(1)).first() is not None
 
 
 def shop_names(db: Database) -> list[str]:

@@ -42,7 +42,7 @@ SEARCH_FIELDS = {
     "min_price": {"type": "number", "minimum": 0},
     "max_price": {"type": "number", "minimum": 0},
     "currency": {"type": "string", "pattern": "^[A-Za-z]{3}$", "description": "ISO 4217 code, e.g. EUR"},
-    "shop": {"type": "string", "description": "a shop's name (see GET /health) or id"},
+    "shop": {"type": "string", "description": "a shop's name in any case (see GET /health) or id"},
     "garment": {"type": "integer", "minimum": 0, "description": "search only this garment: its `index` in an answer for the same photo"},
     "box": {
         "description": "search only this part of the photo, skipping the detector: [left, top, right, bottom] in pixels of the upright photo (JSON), or \"left,top,right,bottom\" (query, form)",
@@ -213,7 +213,7 @@ def document() -> dict:
                         "400": _problem("Malformed request: bad JSON, base64 or form; an empty, corrupt or truncated image"),
                         "413": _problem(f"Too large: more than {api.MAX_SEARCH_BODY_BYTES} bytes, or more than {MAX_PIXELS} pixels"),
                         "415": _problem("Not an image, or a format we do not read"),
-                        "422": _problem("A bad parameter: unknown category, k out of range, a price that is not a number, a garment the photo does not have, a bad box, an unknown upload"),
+                        "422": _problem("A bad parameter: unknown category or shop, k out of range, a price that is not a number, a garment the photo does not have, a bad box, an unknown upload"),
                         "429": _problem("Throttled; retry after the Retry-After header's seconds"),
                     },
                 }

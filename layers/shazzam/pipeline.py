@@ -315,6 +315,8 @@ def check_search_parameters(
         raise BadRequest("min_price is more than max_price")
     if filters.currency is not None and not re.fullmatch(r"[A-Z]{3}", filters.currency):
         raise BadRequest("currency must be a three-letter ISO 4217 code such as EUR")
+    if filters.shop is not None and not catalogue.shop_exists(app.db, filters.shop):
+        raise BadRequest(f"unknown shop {filters.shop!r}; shops: {', '.join(catalogue.shop_names(app.db)) or 'none yet'}")
     if garment is not None and (isinstance(garment, bool) or not isinstance(garment, int) or garment < 0):
         raise BadRequest("garment must be an integer of at least 0 (the garment's index in an earlier answer)")
     if box is not None:

@@ -88,6 +88,14 @@ def test_filters_narrow_the_results(served):
     assert status == 200 and answer["garments"][0]["results"] == []  # every sample price is in EUR
 
 
+def test_a_shop_is_named_in_any_case_and_an_unknown_one_is_422(served):
+    _, port, saved = served
+    status, _, answer = search(port, f"?shop={SHOPS[0].upper().replace(' ', '+')}&k=50")
+    assert status == 200 and {r["shop"] for r in answer["garments"][0]["results"]} == {SHOPS[0]}
+    status, _, problem = search(port, "?shop=Nowhere+Shop")
+    assert status == 422 and "unknown shop 'Nowhere Shop'" in problem["detail"] and SHOPS[0] in problem["detail"]
+
+
 def test_the_same_search_as_multipart_json_and_an_upload(served):
     _, port, _ = served
     content_type, form = multipart({"image": PHOTO, "k": "2"})
