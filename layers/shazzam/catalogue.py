@@ -83,6 +83,12 @@ def mark_shop_scraped(db: Database, shop_id: str) -> None:
         connection.execute(sa.update(shops).where(shops.c.id == shop_id).values(last_scraped_at=utcnow()))
 
 
+def product_shop(db: Database, product_id: str) -> str | None:
+    """The id of the shop a product belongs to; None for a product not in the catalogue."""
+    with db.transaction() as connection:
+        return connection.execute(sa.select(products.c.shop_id).where(products.c.id == product_id)).scalar()
+
+
 def save_product(db: Database, shop_id: str, product, page_url: str | None = None) -> str:
     """Insert or refresh a scraped product: alive again if it was dead, unless out of stock."""
     product_id = ids.product_id(product.url)

@@ -200,3 +200,25 @@ def test_later_migrations_upgrade_a_version_1_database(db_url):
     assert not public["is_local"] and catalogue.source_of_shop(public).strategy == "auto"
     assert local["is_local"] and catalogue.source_of_shop(local).local  # the demo's shop stays reachable
     database.close()
+
+
+def test_a_shop_cannot_take_over_another_shops_product(runtime):
+    import dataclasses
+    from decimal import Decimal
+
+    from shazzam.scrape import Fetcher, ScrapedProduct
+    from shazzam.scrape.passes import SourcePass, Summary
+
+    first = catalogue.add_shop(runtime.db, "https://shop.example/")
+    second = catalogue.add_shop(runtime.db, "https://shop.example/outlet/")  # two shops on one host
+    listed = ScrapedProduct(url="https://shop.example/p/1", title="Coat", price=Decimal("99"), currency="EUR",
+                            category="outwear", brand=None, sku="1", image_urls=("https://shop.example/c.jpg",))
+    product_id = catalogue.save_product(runtime.db, first, listed)
+    summary = Summary()
+    source = ShopSource(base_url="https://shop.example/outlet/", local=True)
+    outlet = SourcePass(runtime.app, second, source, Fetcher(local=True, delay_s=0, **FAST), summary, {})
+    outlet.product(dataclasses.replace(listed, title="Taken", price=Decimal("0.01")), "https://shop.example/outlet/x")
+    assert summary.errors["product-of-another-shop"] == 1
+    kept = catalogue.get_item(runtime.db, product_id)
+    assert (kept["title"], kept["price"]) == ("Coat", Decimal("99"))
+    assert catalogue.product_shop(runtime.db, product_id) == first

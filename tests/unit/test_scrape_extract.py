@@ -33,7 +33,8 @@ def test_best_srcset_candidate(srcset, expected):
 
 @pytest.mark.parametrize(
     "text, expected",
-    [("1,299.00", "1299.00"), ("1.299,00", "1299.00"), ("$1,299", "1299"), ("€ 1 299,00", "1299.00"), ("12,50", "12.50"), ("0,999", "0.999"), ("abc", None)],
+    [("1,299.00", "1299.00"), ("1.299,00", "1299.00"), ("$1,299", "1299"), ("€ 1 299,00", "1299.00"), ("12,50", "12.50"), ("0,999", "0.999"), ("abc", None),
+     ("1,299,000", "1299000"), ("1.299.000", "1299000"), ("1.299.000,50", "1299000.50"), ("1.299", "1.299")],
 )
 def test_parse_price_with_commas_and_symbols(text, expected):
     assert parse_price(text) == (Decimal(expected) if expected else None)
@@ -105,6 +106,27 @@ def test_opengraph_is_the_fallback_and_canonical_wins_over_the_page_url():
     assert product.url == "https://shop.example/p/og?ref=x"
     assert (product.title, product.price, product.availability, product.category) == ("Beanie & scarf", Decimal("12.00"), "InStock", None)
     assert extract_products('<html><head><meta property="og:title" content="A blog post"></head></html>', PAGE) == []
+
+
+@pytest.mark.parametrize("declared, expected", [
+    ("https://other-shop.example/p/1", PAGE),  # another host: one shop must not write over another's product
+    ("https://shop.example/", PAGE),  # a canonical link to the home page would fold every product into one
+    ("https://www.shop.example/p/9", "https://www.shop.example/p/9"),  # the same site
+    ("/p/9?colour=red", "https://shop.example/p/9?colour=red"),
+])
+def test_a_product_keeps_its_page_url_unless_it_declares_another_page_of_the_site(declared, expected):
+    html = f"""<html><head><link rel="canonical" href="{declared}"><script type="application/ld+json">
+      {{"@type": "Product", "name": "Coat", "image": "/c.jpg", "url": "{declared}"}}</script></head></html>"""
+    [product] = extract_products(html, PAGE)
+    assert product.url == expected
+
+
+def test_deeply_nested_markup_keeps_microdata_and_the_gallery():
+    depth = 50_000  # unclosed <div>s: each parser event once walked all of them
+    html = ('<div itemscope itemtype="https://schema.org/Product"><span itemprop="name">Deep <b>coat</b></span>'
+            '<img itemprop="image" src="/deep.jpg">' + "<div>x" * depth + '<meta itemprop="sku" content="D1"></div>')
+    [product] = extract_products(html, PAGE)
+    assert (product.title, product.sku, product.image_urls) == ("Deep coat", "D1", ("https://shop.example/deep.jpg",))
 
 
 def test_broken_and_multiple_json_ld_blocks():

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
+import json
+import threading
 import time
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -117,3 +121,72 @@ def test_listing_pagination_loop_and_shopify_feed(shop, fetcher):
     outcomes = list(Crawl(feed, fetcher).pages())
     assert [p.title for o in outcomes for p in o.products] == ["Feed tee"]
     assert outcomes[0].products[0].image_urls == (shop.url("images/feed-1.jpg"),)
+
+
+def test_a_too_long_retry_after_closes_the_host_for_that_long(shop):
+    fetcher = Fetcher(local=True, delay_s=0, **{**FAST, "max_retry_after_s": 0.5})
+    with pytest.raises(FetchError):
+        fetcher.get(shop.url("products/rate-limited.html"))  # 429, Retry-After: 1
+    with pytest.raises(FetchError) as error:
+        fetcher.get(shop.url("products/final.html"))
+    assert error.value.kind == "rate-limited" and "/products/final.html" not in shop.paths()
+    time.sleep(1.05)
+    assert fetcher.get(shop.url("products/final.html")).status == 200
+
+
+class PlainShop:
+    """A shop of fixed answers by path: {path: (status, body)}; it logs the paths asked for."""
+
+    def __init__(self, answers: dict[str, tuple[int, bytes]]):
+        self.asked: list[str] = []
+        shop = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                shop.asked.append(self.path)
+                status, body = answers.get(urlsplit(self.path).path, (404, b"not here"))
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Type", "application/json" if self.path.startswith("/products.json") else "text/xml")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.base_url = f"http://127.0.0.1:{self.server.server_port}/"
+
+    def close(self):
+        self.server.shutdown()
+
+
+@pytest.fixture
+def plain_shop():
+    shops = []
+    yield lambda answers: shops.append(PlainShop(answers)) or shops[-1]
+    for shop in shops:
+        shop.close()
+
+
+def test_a_throttled_robots_txt_keeps_the_crawler_out(plain_shop):
+    shop = plain_shop({"/robots.txt": (429, b"slow down"), "/p/1.html": (200, b"<html></html>")})
+    with pytest.raises(RobotsDisallowed):
+        Fetcher(local=True, delay_s=0, **FAST).get(shop.base_url + "p/1.html")
+    assert set(shop.asked) == {"/robots.txt"}  # asked again once (a retry), the page never
+
+
+def test_a_relative_sitemap_line_is_read_against_robots_txt(plain_shop):
+    shop = plain_shop({"/robots.txt": (200, b"User-agent: *\nSitemap: /maps/products.xml\n")})
+    assert Fetcher(local=True, delay_s=0, **FAST).sitemaps(shop.base_url) == [shop.base_url + "maps/products.xml"]
+
+
+def test_a_shopify_feed_that_ignores_its_page_parameter_is_read_once(plain_shop):
+    feed = {"products": [{"title": "Tee", "handle": "tee", "images": [{"src": "/tee.jpg"}],
+                          "variants": [{"price": "10.00", "available": True}]}]}
+    shop = plain_shop({"/robots.txt": (200, b""), "/products.json": (200, json.dumps(feed).encode())})
+    source = ShopSource(base_url=shop.base_url, strategy="shopify", local=True, currency="EUR")
+    outcomes = list(Crawl(source, Fetcher(local=True, delay_s=0, **FAST)).pages())
+    assert [p.title for o in outcomes for p in o.products] == ["Tee"]
+    assert sum(path.startswith("/products.json") for path in shop.asked) == 2  # page 2 repeated page 1: the end

@@ -274,13 +274,18 @@ class Crawl:
                 yield self._count(outcome)
 
     def _shopify_pages(self) -> Iterator[PageOutcome]:
-        products = 0
+        products, previous = 0, None
         for number in range(1, self.source.max_pages + 1):
             url = urljoin(self.source.base_url, f"/products.json?limit={SHOPIFY_PAGE_SIZE}&page={number}")
             self.total = number
             outcome = self._count(self._shopify_page(url))
             if outcome.state == "changed" and not outcome.products:
                 return  # past the last page
+            listed = [product.url for product in outcome.products]
+            if outcome.state == "changed" and listed == previous:
+                log.warning("%s repeats the page before it (the feed ignores ?page): stopping", url)
+                return
+            previous = listed if outcome.state == "changed" else None
             yield outcome
             products += len(outcome.products)
             if outcome.state in ("error", "robots") or (self.limit is not None and products >= self.limit):

@@ -14,6 +14,7 @@ import html as html_lib
 import json
 import logging
 import re
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from html.parser import HTMLParser
@@ -78,7 +79,7 @@ class _Open:
     tag: str
     item: MicrodataItem | None = None  # an itemscope opened by this element
     item_prop: str | None = None  # ... which is the value of this property of the parent item
-    capture: tuple[MicrodataItem, str, list[str]] | None = None  # text value being collected
+    capture: tuple[MicrodataItem, str, int] | None = None  # text value being collected: from _captured[int:]
     gallery: bool = False
 
 
@@ -97,7 +98,14 @@ class PageParser(HTMLParser):
         self.images: list[str] = []  # gallery images, best candidate of each <img>/<source>
         self.links: list[str] = []
         self.next_links: list[str] = []  # rel="next"
+        # What is open, kept so that each event costs the same however deep the page nests (a page
+        # of 60,000 unclosed <div>s made every event walk the stack: parsing grew with its square).
         self._stack: list[_Open] = []
+        self._open_tags: Counter[str] = Counter()
+        self._open_items: list[MicrodataItem] = []
+        self._open_galleries = 0
+        self._open_captures = 0
+        self._captured: list[str] = []  # text met while a capture is open; each capture keeps its start
         self._script: list[str] | None = None
         self._text_target: str | None = None
         self._text: list[str] = []
@@ -108,13 +116,32 @@ class PageParser(HTMLParser):
         return absolute_url(self.page_url, value)
 
     def _item(self) -> MicrodataItem | None:
-        for entry in reversed(self._stack):
-            if entry.item is not None:
-                return entry.item
-        return None
+        return self._open_items[-1] if self._open_items else None
 
     def _in_gallery(self) -> bool:
-        return any(entry.gallery for entry in self._stack)
+        return self._open_galleries > 0
+
+    def _push(self, entry: _Open) -> None:
+        self._stack.append(entry)
+        self._open_tags[entry.tag] += 1
+        self._open_items += [entry.item] if entry.item is not None else []
+        self._open_galleries += entry.gallery
+        self._open_captures += entry.capture is not None
+
+    def _pop(self) -> _Open:
+        entry = self._stack.pop()
+        self._open_tags[entry.tag] -= 1
+        if entry.item is not None:
+            self._open_items.pop()
+        self._open_galleries -= entry.gallery
+        self._open_captures -= entry.capture is not None
+        return entry
+
+    def _end(self) -> None:
+        """Close the innermost open element."""
+        self._close(self._pop())
+        if not self._open_captures:
+            self._captured.clear()
 
     def _add_image(self, attrs: dict[str, str | None]) -> None:
         for name in _LAZY_SRCSET:
@@ -168,11 +195,11 @@ class PageParser(HTMLParser):
                 for name in prop.split():
                     parent.props.setdefault(name, []).append(value)
             elif tag not in _VOID:
-                opened.capture = (parent, prop, [])
+                opened.capture = (parent, prop, len(self._captured))
         if tag in ("img", "source") and (self._in_gallery() or opened.gallery or prop == "image"):
             self._add_image(attrs)
         if tag not in _VOID:
-            self._stack.append(opened)
+            self._push(opened)
         elif opened.item is not None:
             self._close(opened)
 
@@ -205,18 +232,18 @@ class PageParser(HTMLParser):
             elif tag == "h1" and self.h1 is None:
                 self.h1 = text or None
             self._text_target = None
-        if not any(entry.tag == tag for entry in self._stack):
+        if not self._open_tags[tag]:
             return  # a stray end tag
         while self._stack:
-            entry = self._stack.pop()
-            self._close(entry)
-            if entry.tag == tag:
+            closing = self._stack[-1].tag
+            self._end()
+            if closing == tag:
                 break
 
     def _close(self, entry: _Open) -> None:
         if entry.capture is not None:
-            item, prop, parts = entry.capture
-            text = " ".join("".join(parts).split())
+            item, prop, start = entry.capture
+            text = " ".join("".join(self._captured[start:]).split())
             for name in prop.split():
                 item.props.setdefault(name, []).append(text)
         if entry.item is not None and entry.item_prop:
@@ -231,14 +258,13 @@ class PageParser(HTMLParser):
             return
         if self._text_target is not None:
             self._text.append(data)
-        for entry in self._stack:
-            if entry.capture is not None:
-                entry.capture[2].append(data)
+        if self._open_captures:
+            self._captured.append(data)
 
     def close(self) -> None:
         super().close()
         while self._stack:
-            self._close(self._stack.pop())
+            self._end()
 
 
 def parse_page(html: str, page_url: str) -> PageParser:
@@ -264,6 +290,27 @@ def absolute_url(base: str, value: Any) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return None
     return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", parts.query, ""))
+
+
+def product_url(page_url: str, *declared: Any) -> str:
+    """The product's URL: the first URL the page declares for it (its structured data's url, the
+    canonical link) if that is another page of the same site, else the page's own. A URL on another
+    host would let one shop's page write over another shop's product, and a canonical link to the
+    home page (a common misconfiguration) would fold every product into one."""
+    page = urlsplit(page_url)
+    for value in declared:
+        url = absolute_url(page_url, _text(value) if not isinstance(value, str) else value)
+        if url is None:
+            continue
+        parts = urlsplit(url)
+        if _site(parts.hostname) == _site(page.hostname) and parts.path.strip("/"):
+            return url
+    return page_url
+
+
+def _site(hostname: str | None) -> str:
+    hostname = (hostname or "").lower()
+    return hostname[4:] if hostname.startswith("www.") else hostname
 
 
 def best_srcset_candidate(srcset: str) -> str | None:
@@ -294,7 +341,7 @@ def best_srcset_candidate(srcset: str) -> str | None:
 
 
 def parse_price(value: Any) -> Decimal | None:
-    """"19.99", 20, "12,50", "1,299.00", "1.299,00", "€ 1 299,00", "$1,299" -> Decimal."""
+    """"19.99", 20, "12,50", "1,299.00", "1.299,00", "€ 1 299,00", "$1,299", "1,299,000" -> Decimal."""
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
@@ -306,8 +353,10 @@ def parse_price(value: Any) -> Decimal | None:
                 text = text.replace(".", "").replace(",", ".")
             else:
                 text = text.replace(",", "")
-        elif text.count(",") == 1 and re.search(r",\d{3}$", text) and not text.startswith("0,"):
-            text = text.replace(",", "")  # "1,299": a thousands separator
+        elif re.fullmatch(r"-?\d{1,3}(,\d{3})+", text) and not text.lstrip("-").startswith("0,"):
+            text = text.replace(",", "")  # "1,299", "1,299,000": thousands separators
+        elif re.fullmatch(r"-?\d{1,3}(\.\d{3}){2,}", text):
+            text = text.replace(".", "")  # "1.299.000" (one dot, "1.299", stays a decimal point)
         elif "," in text:
             text = text.replace(",", ".", 1).replace(",", "")
     else:
@@ -491,7 +540,7 @@ def _json_ld_product(node: dict[str, Any], page_url: str, canonical: str | None)
     variants = [v for v in _as_list(node.get("hasVariant")) if isinstance(v, dict)]
     sizes = _sizes(node.get("size")) or _sizes([v.get("size") for v in variants])
     crumbs = _crumbs(node.get("category"))
-    url = absolute_url(page_url, _text(node.get("url")) or canonical or offer_url) or page_url
+    url = product_url(page_url, node.get("url"), canonical, offer_url)
     return ScrapedProduct(
         url=url,
         title=title,
@@ -533,7 +582,7 @@ def _microdata_product(item: MicrodataItem, page: PageParser) -> ScrapedProduct 
     crumbs = _crumbs(item.props.get("category"))
     currency = _text(get("priceCurrency"))
     return ScrapedProduct(
-        url=absolute_url(page.page_url, _text(item.first("url")) or page.canonical) or page.page_url,
+        url=product_url(page.page_url, item.first("url"), page.canonical),
         title=title,
         price=parse_price(_text(get("price")) or _text(get("lowPrice"))),
         currency=currency.upper() if currency else None,
@@ -569,7 +618,7 @@ def _opengraph_product(page: PageParser) -> ScrapedProduct | None:
     currency = _og(page, "product:price:currency", "og:price:currency")
     crumbs = _crumbs(_og(page, "product:category"))
     return ScrapedProduct(
-        url=absolute_url(page.page_url, _og(page, "og:url") or page.canonical) or page.page_url,
+        url=product_url(page.page_url, _og(page, "og:url"), page.canonical),
         title=title,
         price=parse_price(price),
         currency=currency.upper() if currency else None,

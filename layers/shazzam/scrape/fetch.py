@@ -155,6 +155,7 @@ class _HostGate:
         self.slots = threading.BoundedSemaphore(concurrency)
         self.lock = threading.Lock()
         self.next_start = 0.0
+        self.closed_until = 0.0  # a Retry-After longer than we wait: no request before then
 
     def wait_turn(self, delay: float) -> None:
         with self.lock:
@@ -168,6 +169,14 @@ class _HostGate:
         """Nobody starts a request to this host for ``seconds`` (a Retry-After)."""
         with self.lock:
             self.next_start = max(self.next_start, time.monotonic() + seconds)
+
+    def close_for(self, seconds: float) -> None:
+        """No request to this host for ``seconds``: each is refused at once (a Retry-After too long to wait)."""
+        with self.lock:
+            self.closed_until = max(self.closed_until, time.monotonic() + seconds)
+
+    def closed_for(self) -> float:
+        return max(0.0, self.closed_until - time.monotonic())
 
 
 def _origin(url: str) -> str:
@@ -255,8 +264,8 @@ class Fetcher:
         result = self._get_following(origin + "/robots.txt", check_robots=False)
         if result.status == 200:
             parser = Protego.parse(result.text())
-        elif result.status in (401, 403) or result.status >= 500:
-            parser = Protego.parse("User-agent: *\nDisallow: /\n")  # refused or broken: stay out
+        elif result.status in (401, 403, 429) or result.status >= 500:
+            parser = Protego.parse("User-agent: *\nDisallow: /\n")  # refused, throttled or broken: stay out
         else:
             parser = Protego.parse("")  # no robots.txt: everything allowed
         with self._lock:
@@ -271,7 +280,8 @@ class Fetcher:
     def sitemaps(self, base_url: str) -> list[str]:
         """The Sitemap URLs that robots.txt of base_url's host names (possibly none)."""
         self.check_url(base_url)
-        return list(self._robots_for(base_url).sitemaps)
+        robots_url = _origin(base_url) + "/robots.txt"  # a Sitemap line may be relative to it
+        return [urljoin(robots_url, sitemap) for sitemap in self._robots_for(base_url).sitemaps]
 
     def _delay_for(self, url: str) -> float:
         parser = self._robots.get(_origin(url))
@@ -311,6 +321,8 @@ class Fetcher:
     def _get_retrying(self, url, etag, last_modified, accept) -> tuple[FetchResult, str | None]:
         policy = self.policy
         gate = self._gate(url)
+        if (closed := gate.closed_for()) > 0:
+            raise FetchError(f"{url}: the host asked for no requests for {closed:.0f} s more", kind="rate-limited")
         for attempt in range(policy.retries + 1):
             last = attempt == policy.retries
             gate.wait_turn(self._delay_for(url))
@@ -325,6 +337,7 @@ class Fetcher:
             if result.status in (429, 503) or result.status >= 500:
                 wait = _retry_after_s(result.retry_after) if result.status in (429, 503) else None
                 if wait is not None and wait > policy.max_retry_after_s:
+                    gate.close_for(wait)  # the rest of the host's pages are not asked for either
                     raise FetchError(f"{url}: Retry-After {wait:.0f} s is too long", kind="rate-limited")
                 if not last:
                     if wait is not None:

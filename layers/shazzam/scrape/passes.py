@@ -140,6 +140,11 @@ class SourcePass:
     def product(self, product: ScrapedProduct, page_url: str) -> None:
         counts = self.summary.counts
         prior = self.known.get(product.url)
+        if prior is None and catalogue.product_shop(self.db, ids.product_id(product.url)) not in (None, self.shop_id):
+            # Two shops list one URL (shops sharing a host): the product stays the first one's.
+            log.warning("%s on %s is a product of another shop: not taken", product.url, page_url)
+            self.summary.error("product-of-another-shop")
+            return
         product_id = catalogue.save_product(self.db, self.shop_id, product, page_url=page_url)
         row = {"id": product_id, "url": product.url, "page_url": page_url, "fingerprint": product.fingerprint(), "is_dead": not product.in_stock, "dead_reason": None if product.in_stock else "out-of-stock"}
         if prior is not None:
