@@ -47,7 +47,7 @@ class App:
     def detector(self):
         from shazzam.detector import load_detector
 
-        return load_detector()
+        return load_detector(self.model_dir)
 
     def fetcher(self):
         if self.fetcher_factory is not None:

@@ -16,9 +16,11 @@ REVIVABLE = ("http-404", "http-410", "soft-404", "out-of-stock", "removed", "gon
 
 
 def add_shop(db: Database, base_url: str, name: str | None = None) -> str:
-    """Register a shop with the default source settings (local if its URL is a loopback literal)."""
-    from shazzam.scrape.sources import infer_local
+    """Register a shop with the default source settings (local if its URL is a loopback literal);
+    ValueError for a URL no scrape could use, before anything is saved."""
+    from shazzam.scrape.sources import ShopSource, infer_local
 
+    ShopSource(base_url=base_url)
     shop_id = ids.shop_id(base_url)
     with db.transaction() as connection:
         connection.execute(

@@ -31,7 +31,8 @@ DEFAULT_DATA_DIR = ".shazzam"
 def _runtime(args):
     from shazzam.local.runtime import LocalRuntime
 
-    return LocalRuntime(args.data_dir, model_dir=args.model_dir)
+    # The catalogue may live elsewhere (MariaDB, say); the objects always live in the data folder.
+    return LocalRuntime(args.data_dir, db_url=os.environ.get("SHAZZAM_DB_URL") or None, model_dir=args.model_dir)
 
 
 def _progress_bar(description: str, quiet: bool):
@@ -236,10 +237,11 @@ def cmd_search(args) -> int:
     try:
         image = Path(args.image).read_bytes()
         try:
-            box = [int(v) for v in args.box.split(",")] if args.box else None
-            if args.garment is not None and args.garment < 1:
-                raise ValueError("--garment is a garment's number as printed, from 1")
-            garment = None if args.garment is None else args.garment - 1
+            try:
+                box = [int(v) for v in args.box.split(",")] if args.box else None
+            except ValueError:
+                raise ValueError(f"--box is four whole numbers left,top,right,bottom in the photo's pixels, not {args.box!r}") from None
+            garment = None if args.garment is None else args.garment - 1  # printed from 1, indexed from 0
             response = pipeline.search(runtime.app, image, category=args.category, k=args.k, garment=garment, box=box)
         except (pipeline.BadRequest, ValueError) as exc:
             print(f"shazzam search: {exc}", file=sys.stderr)
@@ -255,9 +257,9 @@ def cmd_search(args) -> int:
 
 def cmd_shops(args) -> int:
     from shazzam import catalogue
-    from shazzam.db import Database
+    from shazzam.db import Database, sqlite_url
 
-    db = Database(f"sqlite:///{Path(args.data_dir) / 'catalogue.db'}").open_connection()
+    db = Database(os.environ.get("SHAZZAM_DB_URL") or sqlite_url(Path(args.data_dir) / "catalogue.db")).open_connection()
     if args.shops_command == "add":
         catalogue.add_shop(db, args.url, name=args.name)
     shops = catalogue.active_shops(db)
@@ -364,9 +366,31 @@ def _photo_range(text: str | None) -> range | None:
     return range(start, stop)
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1")
+    return value
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free one) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0 to 65535)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shazzam", description="Visual fashion search, on one machine.")
-    parser.add_argument("--data-dir", default=os.environ.get("SHAZZAM_DATA_DIR", DEFAULT_DATA_DIR), help="local data folder (default %(default)s)")
+    parser.add_argument("--data-dir", default=os.environ.get("SHAZZAM_DATA_DIR") or DEFAULT_DATA_DIR, help="local data folder (default %(default)s)")
     parser.add_argument("--model-dir", default=os.environ.get("SHAZZAM_MODEL_DIR"), help="folder of the .tflite models")
     parser.add_argument("--verbose", action="store_true", help="log what the functions do")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -376,28 +400,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-serve", action="store_true", help="exit after the search instead of serving")
     demo.add_argument("--json", action="store_true", help="end with one JSON line: counts and results")
     demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=8000, help="API port (default %(default)s)")
-    demo.add_argument("--shop-port", type=int, default=8765, help="sample shop port; fixed so reruns see the same URLs")
-    demo.add_argument("--limit", type=int, default=None, help="serve only the first N sample products")
-    demo.add_argument("-k", type=int, default=5, help="results per garment (default %(default)s)")
+    demo.add_argument("--port", type=port_number, default=8000, help="API port (default %(default)s)")
+    demo.add_argument("--shop-port", type=port_number, default=8765, help="sample shop port; fixed so reruns see the same URLs")
+    demo.add_argument("--limit", type=positive_int, default=None, help="serve only the first N sample products")
+    demo.add_argument("-k", type=positive_int, default=5, help="results per garment (default %(default)s)")
     demo.set_defaults(run=cmd_demo)
 
     serve = commands.add_parser("serve", help="serve the web page and the API, and run the schedules")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=port_number, default=8000)
     serve.add_argument("--no-schedules", action="store_true", help="only the API and the event queue")
     serve.set_defaults(run=cmd_serve)
 
     ingest = commands.add_parser("ingest", help="scrape shops and index their items now")
     ingest.add_argument("--shop", action="append", default=[], help="shop base URL (repeatable; default: every registered shop)")
-    ingest.add_argument("--limit", type=int, help="at most N products per shop")
+    ingest.add_argument("--limit", type=positive_int, help="at most N products per shop")
     ingest.add_argument("--json", action="store_true")
     ingest.set_defaults(run=cmd_ingest)
 
     scrape = commands.add_parser("scrape", help="one scrape pass over the sources, with a summary")
     scrape.add_argument("source", nargs="?", help="only this source (its name or base URL)")
     scrape.add_argument("--sources", help="a TOML file of [[source]] tables to register (or update) first")
-    scrape.add_argument("--limit", type=int, help="at most N product pages per source")
+    scrape.add_argument("--limit", type=positive_int, help="at most N product pages per source")
     scrape.add_argument("--force", action="store_true", help="scrape sources whose schedule is not due yet")
     scrape.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     scrape.set_defaults(run=cmd_scrape)
@@ -405,8 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     search = commands.add_parser("search", help="find items similar to the garments in a photo")
     search.add_argument("image", help="path of a photo")
     search.add_argument("--category", help="search this category instead of the classifier's")
-    search.add_argument("-k", type=int, default=10, help="results per garment (default %(default)s)")
-    search.add_argument("--garment", type=int, help="search only this garment (its number as a search of the photo prints it)")
+    search.add_argument("-k", type=positive_int, default=10, help="results per garment (default %(default)s)")
+    search.add_argument("--garment", type=positive_int, help="search only this garment (its number as a search of the photo prints it)")
     search.add_argument("--box", help="search only this part of the photo: left,top,right,bottom in pixels")
     search.add_argument("--json", action="store_true")
     search.set_defaults(run=cmd_search)
@@ -425,8 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_commands = bench.add_subparsers(dest="bench_command", required=True)
     bench_search = bench_commands.add_parser("search", help="exact L1 search: ours, the original's, FAISS")
     bench_search.add_argument("--sizes", default="10000,100000,1000000", help="items per shard (default %(default)s)")
-    bench_search.add_argument("--queries", type=int, default=40, help="queries per size (a quarter at 1M)")
-    bench_search.add_argument("--dim", type=int, default=None, help="embedding dimension (default: the serving model's, from its manifest)")
+    bench_search.add_argument("--queries", type=positive_int, default=40, help="queries per size (a quarter at 1M)")
+    bench_search.add_argument("--dim", type=positive_int, default=None, help="embedding dimension (default: the serving model's, from its manifest)")
     bench_search.add_argument("--json", action="store_true")
     bench_search.set_defaults(run=cmd_bench)
 
@@ -437,8 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--robustness", type=int, default=500, help="re-photographed gallery images to search for (default %(default)s; 0 skips)")
     evaluate.add_argument("--seed", type=int, default=20261128, help="seed of the re-photographed queries (default %(default)s)")
     evaluate.add_argument("--vgg16", default="build/vgg16_fc7.tflite", help="VGG16 fc7 .tflite to time against (default %(default)s; make vgg16-baseline builds it)")
-    evaluate.add_argument("--timing-images", type=int, default=20, help="test images each model is timed on (default %(default)s)")
-    evaluate.add_argument("--threads", type=int, default=None, help="interpreter threads while embedding the data set (timing always uses 1)")
+    evaluate.add_argument("--timing-images", type=positive_int, default=20, help="test images each model is timed on (default %(default)s)")
+    evaluate.add_argument("--threads", type=positive_int, default=None, help="interpreter threads while embedding the data set (timing always uses 1)")
     evaluate.add_argument("--cache", default=None, help="embeddings cache folder (default DATA_DIR/eval-cache; '' disables)")
     evaluate.add_argument("--out", default=None, help="folder for the t-SNE PNGs (default DATA_DIR/eval; '' draws none)")
     evaluate.add_argument("--ccp", default=None, help="CCP root: also search and classify the garment crops of its held-out photos 0701-0800 (street photos)")
@@ -474,7 +498,16 @@ def main(argv: list[str] | None = None) -> int:
     level = "INFO" if args.verbose else "WARNING"
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", level)
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    return args.run(args)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print(f"shazzam {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a person reads this: one line, the traceback on request
+        if args.verbose:
+            raise
+        print(f"shazzam {args.command}: {type(exc).__name__}: {exc} (--verbose shows where)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -205,9 +205,14 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+def sqlite_url(path: str | os.PathLike) -> str:
+    """The URL of a SQLite file, its path escaped (a folder named "a%20b" or "q?x" stays that folder)."""
+    return sa.engine.URL.create("sqlite", database=os.fspath(path)).render_as_string()
+
+
 def default_url() -> str:
-    data_dir = os.environ.get("SHAZZAM_DATA_DIR", ".shazzam")
-    return os.environ.get("SHAZZAM_DB_URL") or f"sqlite:///{os.path.join(data_dir, 'catalogue.db')}"
+    data_dir = os.environ.get("SHAZZAM_DATA_DIR") or ".shazzam"
+    return os.environ.get("SHAZZAM_DB_URL") or sqlite_url(os.path.join(data_dir, "catalogue.db"))
 
 
 class Database:

@@ -322,8 +322,13 @@ def detector_manifest_path(model_dir: str | Path | None = None) -> Path | None:
 def load_detector(model_dir: str | Path | None = None):
     """The detector the service runs, loaded once per process: the GarmentDetector of
     detector_manifest_path(), or the WholeImageDetector when that manifest or its model is absent.
-    A model that is there but broken (checksum, shapes) raises ModelError rather than degrade."""
-    return _load(detector_manifest_path(model_dir))
+    A model that is there but broken (checksum, shapes) raises ModelError rather than degrade, and
+    so does a detector that $SHAZZAM_DETECTOR names but is not there (a typo must not go unseen)."""
+    path = detector_manifest_path(model_dir)
+    if path is not None and os.environ.get(DETECTOR_ENV) and not path.is_file():
+        raise ModelError(f"{DETECTOR_ENV}={os.environ[DETECTOR_ENV]!r}: no detector manifest at {path} "
+                         f"(name one in the model folder, a manifest path, or {WHOLE_IMAGE!r})")
+    return _load(path)
 
 
 @functools.cache

@@ -57,7 +57,7 @@ def site(tmp_path_factory):
     runtime = LocalRuntime(tmp_path_factory.mktemp("site") / "data")
     with pytest.MonkeyPatch.context() as patch, SampleShop() as shop:
         build_catalogue(runtime, shop, per_category=8)
-        patch.setattr("shazzam.detector.load_detector", OutfitDetector)
+        patch.setattr("shazzam.detector.load_detector", lambda *args, **kwargs: OutfitDetector())
         server = runtime.start_api(port=0)
         yield f"http://127.0.0.1:{server.server_port}/"
         server.shutdown()

@@ -98,3 +98,28 @@ def test_eval_detector_refuses_bad_options(tmp_path):
                          (["--postprocess", "upsample=3"], "does not divide"), (["--postprocess", "wings=2"], "KEY=VALUE")):
         run = shazzam("eval-detector", "--model", str(real_detector_manifest()), "--data", str(tmp_path), *option, data_dir=tmp_path)
         assert run.returncode == 2 and says in run.stderr, (option, run.stderr)
+
+
+def test_a_shop_url_no_scrape_could_use_is_refused_before_it_is_saved(tmp_path):
+    refused = shazzam("shops", "add", "shop.example.com", data_dir=tmp_path)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "base_url must be an http(s) URL" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert shazzam("shops", "list", "--json", data_dir=tmp_path).stdout.strip() == "[]"
+
+
+def test_user_errors_are_one_line_and_verbose_shows_where(tmp_path):
+    missing = shazzam("search", str(tmp_path / "nope.jpg"), data_dir=tmp_path)
+    assert missing.returncode == 1 and missing.stderr.strip().splitlines()[-1].startswith("shazzam search: FileNotFoundError")
+    assert "Traceback" not in missing.stderr
+    verbose = subprocess.run([sys.executable, "-m", "shazzam.cli", "--data-dir", str(tmp_path), "--verbose", "search", str(tmp_path / "nope.jpg")],
+                             capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert verbose.returncode == 1 and "Traceback" in verbose.stderr
+    for args in (("search", "x.jpg", "-k", "0"), ("serve", "--port", "70000"), ("eval", "--timing-images", "0")):
+        rejected = shazzam(*args, data_dir=tmp_path)
+        assert rejected.returncode == 2 and "Traceback" not in rejected.stderr, args  # argparse: before any work
+
+
+def test_a_data_folder_whose_name_looks_like_url_syntax_keeps_its_database(tmp_path):
+    folder = tmp_path / "pct%20dir?q"
+    assert shazzam("shops", "add", "http://127.0.0.1:9/", data_dir=folder).returncode == 0
+    assert (folder / "catalogue.db").is_file() and not (tmp_path / "pct dir").exists()

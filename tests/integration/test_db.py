@@ -120,7 +120,7 @@ def test_run_query_binds_named_params_and_returns_dicts(db):
 
 
 def test_injection_shaped_values_are_stored_verbatim(db):
-    nasty = "x'); DROP TABLE shops; --"
+    nasty = "https://shop.example/x'); DROP TABLE shops; --"
     shop_id = catalogue.add_shop(db, nasty, nasty)
     db.run_query(
         "UPDATE shops SET name = :name WHERE id = :id", {"name": 'Robert"); DROP TABLE products;-- \\', "id": shop_id}

@@ -222,3 +222,13 @@ def test_a_shop_cannot_take_over_another_shops_product(runtime):
     kept = catalogue.get_item(runtime.db, product_id)
     assert (kept["title"], kept["price"]) == ("Coat", Decimal("99"))
     assert catalogue.product_shop(runtime.db, product_id) == first
+
+
+def test_a_shop_row_no_scrape_can_use_is_skipped_and_the_others_are_scraped(runtime, shop):
+    from shazzam.db import shops, utcnow
+
+    register(runtime, shop)
+    with runtime.db.transaction() as connection:  # saved by an older version, before settings were checked
+        connection.execute(sa.insert(shops).values(id="broken", base_url="shop.example.com", name="broken", active=True,
+                                                   created_at=utcnow(), is_local=False))
+    assert pipeline.scrape(runtime.app)["products"] > 0

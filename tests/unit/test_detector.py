@@ -336,6 +336,20 @@ def test_without_a_model_the_whole_image_detector_answers(tmp_path, monkeypatch)
     assert whole.box.as_list() == [0, 0, 30, 40] and whole.label is None
 
 
+def test_a_detector_the_environment_names_but_that_is_not_there_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setenv(detector_module.DETECTOR_ENV, "detector_v9")  # a typo must not go unseen
+    with pytest.raises(ModelError, match="detector_v9"):
+        load_detector(tmp_path)
+
+
+def test_the_app_looks_for_the_detector_in_its_model_folder(tmp_path, monkeypatch):
+    from shazzam.app import App
+
+    monkeypatch.setenv(detector_module.DETECTOR_ENV, "detector_v2")
+    with pytest.raises(ModelError, match=str(tmp_path)):
+        App(db=None, store=None, model_dir=str(tmp_path)).detector
+
+
 # --- the committed model ------------------------------------------------------------------------
 
 

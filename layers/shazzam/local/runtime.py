@@ -29,7 +29,7 @@ from urllib.parse import unquote_plus, urlsplit
 
 from shazzam import app as app_module
 from shazzam import api, catalogue, events, wiring
-from shazzam.db import Database
+from shazzam.db import Database, sqlite_url
 from shazzam.ids import detections_key, incoming_key, key_stem
 from shazzam.images import MAX_BYTES
 from shazzam.storage import LocalFolderStore
@@ -149,7 +149,7 @@ class LocalRuntime:
         self._queue: deque[dict] = deque()
         self._queue_lock = threading.Lock()
         self.store = LocalFolderStore(self.data_dir / "objects", on_put=self._enqueue)
-        self.db = Database(db_url or f"sqlite:///{self.data_dir / 'catalogue.db'}").open_connection()
+        self.db = Database(db_url or sqlite_url(self.data_dir / "catalogue.db")).open_connection()
         self.app = app_module.App(db=self.db, store=self.store, model_dir=model_dir, fetcher_factory=fetcher_factory)
         app_module.configure(self.app)
         self._handlers: dict[str, Callable] = {}

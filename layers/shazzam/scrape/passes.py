@@ -237,7 +237,15 @@ def _sources(app, shop_url: str | None, source_name: str | None) -> list[tuple[d
     rows = [row for row in catalogue.active_shops(app.db) if (not shop_url or row["base_url"] == shop_url)]
     if source_name:
         rows = [row for row in rows if source_name in (row["name"], row["base_url"])]
-    return [(row, catalogue.source_of_shop(row)) for row in rows]
+        if not rows:
+            raise ValueError(f"no active shop is named or based at {source_name!r}")
+    sources = []
+    for row in rows:
+        try:
+            sources.append((row, catalogue.source_of_shop(row)))
+        except ValueError as exc:  # a row saved before its settings were checked: the others go on
+            log.error("shop %s is skipped: %s", row["base_url"], exc)
+    return sources
 
 
 def scrape_pass(

@@ -53,8 +53,17 @@ class ShopSource:
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; one of {', '.join(STRATEGIES)}")
-        if urlsplit(self.base_url).scheme not in ("http", "https"):
-            raise ValueError(f"base_url must be http(s): {self.base_url!r}")
+        parts = urlsplit(self.base_url) if isinstance(self.base_url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"base_url must be an http(s) URL with a host, such as https://shop.example/: {self.base_url!r}")
+        for name, kind, low in (("concurrency", int, 1), ("max_pages", int, 1), ("delay_s", (int, float), 0)):
+            value = getattr(self, name)
+            if value is None and name == "delay_s":
+                continue
+            if isinstance(value, bool) or not isinstance(value, kind) or value < low:
+                raise ValueError(f"{name} must be a number of at least {low}, not {value!r}")
+        if not isinstance(self.local, bool):
+            raise ValueError(f"local must be true or false, not {self.local!r}")
         unknown = set(self.fetch) - POLICY_FIELDS
         if unknown:
             raise ValueError(f"unknown fetch settings: {', '.join(sorted(unknown))}")
