@@ -185,6 +185,23 @@ def image_count(db: Database, product_ids: Sequence[str]) -> int:
     return total
 
 
+def images_whose_fetch_failed(db: Database, product_ids: Sequence[str]) -> list[dict]:
+    """The images these products show whose last download failed for a passing reason (network,
+    timeout, rate-limited, HTTP 429 or 5xx; see SourcePass._image_failed): product_id, src_link, position."""
+    passing = sa.or_(*(images.c.error.like(f"fetch failed ({kind}%") for kind in ("network", "timeout", "rate-limited", "http-429", "http-5")))
+    found: list[dict] = []
+    with db.transaction() as connection:
+        for start in range(0, len(product_ids), 500):
+            rows = connection.execute(
+                sa.select(product_images.c.product_id, images.c.src_link, product_images.c.position)
+                .join(images, product_images.c.image_id == images.c.id)
+                .where(product_images.c.product_id.in_(product_ids[start : start + 500]), images.c.status == "failed", passing)
+                .order_by(product_images.c.product_id, product_images.c.position)
+            )
+            found += [dict(row) for row in rows.mappings()]
+    return found
+
+
 def image_with_content(db: Database, content_sha256: str, other_than: str) -> str | None:
     """A stored (not duplicate) image with exactly these bytes, other than ``other_than``."""
     with db.transaction() as connection:

@@ -232,3 +232,16 @@ def test_a_shop_row_no_scrape_can_use_is_skipped_and_the_others_are_scraped(runt
         connection.execute(sa.insert(shops).values(id="broken", base_url="shop.example.com", name="broken", active=True,
                                                    created_at=utcnow(), is_local=False))
     assert pipeline.scrape(runtime.app)["products"] > 0
+
+
+def test_an_image_whose_download_failed_for_a_passing_reason_is_fetched_again(runtime, shop):
+    register(runtime, shop)
+    shop.unavailable_images.add("final.jpg")
+    pipeline.scrape(runtime.app)
+    assert image(runtime, shop, "final.jpg")["status"] == "failed"
+    shop.unavailable_images.clear()
+    before = len(shop.log)
+    report = pipeline.scrape(runtime.app)  # its page has not changed
+    assert image(runtime, shop, "final.jpg")["status"] == "new" and report["images_uploaded"] == 1
+    assert ids.incoming_key(image(runtime, shop, "final.jpg")["id"]) in incoming(runtime)
+    assert "/images/fake.jpg" not in [e.path for e in shop.log[before:]]  # not an image: not asked for again

@@ -70,6 +70,7 @@ class QuirkyShop:
         self.removed: set[str] = set()
         self.soft_removed: set[str] = set()
         self.out_of_stock: set[str] = {"out-of-stock"}
+        self.unavailable_images: set[str] = set()  # answered 503 while listed (a CDN's bad minute)
         base = picture(1, 128)
         self.images = {
             "main.jpg": jpeg(base),
@@ -364,6 +365,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._huge(with_length=False)
         if path == "/images/fake.jpg":
             return self._send(200, "image/jpeg", b"<html><body>Not an image</body></html>")
+        if path[len("/images/"):] in shop.unavailable_images:
+            return self._send(503, "text/html", b"<html><title>Service unavailable</title></html>")
         if path.startswith("/images/") and path[len("/images/"):] in shop.images:
             slug_of_image = {"oos.jpg": "out-of-stock"}.get(path[len("/images/"):])
             if slug_of_image not in shop.removed:

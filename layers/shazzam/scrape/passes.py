@@ -104,7 +104,8 @@ class SourcePass:
             catalogue.touch_products(self.db, [row["id"] for row in rows])
             counts["products"] += len(rows)
             counts["products_unchanged"] += len(rows)
-            counts["images_unchanged"] += catalogue.image_count(self.db, [row["id"] for row in rows])
+            retried = self.retry_failed_images([row["id"] for row in rows if not row["is_dead"]])
+            counts["images_unchanged"] += catalogue.image_count(self.db, [row["id"] for row in rows]) - retried
             for row in rows:
                 if row["is_dead"] and row["dead_reason"] != "out-of-stock":
                     self.revive(row["id"])  # the page is back as it was when the product lived
@@ -162,12 +163,22 @@ class SourcePass:
         if prior is not None and prior["is_dead"]:
             self.revive(product_id)
         elif unchanged:
-            counts["images_unchanged"] += len(product.image_urls)
+            counts["images_unchanged"] += len(product.image_urls) - self.retry_failed_images([product_id])
             return
         for position, url in enumerate(product.image_urls):
             self.image(product_id, url, position)
 
     # -- images ---------------------------------------------------------------------------------
+
+    def retry_failed_images(self, product_ids: list[str]) -> int:
+        """Fetch again the images of unchanged products whose download failed last time for a reason
+        that passes (a network error, a timeout, a 5xx, a 429): a CDN's bad minute would otherwise
+        leave them failed for as long as the page stays the same. Too large, not an image or a 404
+        waits for the page to change."""
+        failed = catalogue.images_whose_fetch_failed(self.db, product_ids)
+        for row in failed:
+            self.image(row["product_id"], row["src_link"], row["position"])
+        return len(failed)
 
     def image(self, product_id: str, url: str, position: int, refetch: bool = False) -> None:
         """Fetch an image of a new or changed product; store it unless it is one we have."""
@@ -225,7 +236,7 @@ class SourcePass:
     def _image_failed(self, image_id: str, product_id: str, position: int, kind: str, message: str, stored: bool = False) -> None:
         """Record a failed fetch; an image stored before keeps its row (revalidate judges it)."""
         if not stored:
-            catalogue.update_image(self.db, image_id, status="failed", error=f"fetch failed: {message}"[:1000])
+            catalogue.update_image(self.db, image_id, status="failed", error=f"fetch failed ({kind}): {message}"[:1000])
         catalogue.link_image(self.db, product_id, image_id, position)
         self.summary.counts["images_failed"] += 1
         self.summary.error(kind)
