@@ -190,3 +190,16 @@ def test_a_shopify_feed_that_ignores_its_page_parameter_is_read_once(plain_shop)
     outcomes = list(Crawl(source, Fetcher(local=True, delay_s=0, **FAST)).pages())
     assert [p.title for o in outcomes for p in o.products] == ["Tee"]
     assert sum(path.startswith("/products.json") for path in shop.asked) == 2  # page 2 repeated page 1: the end
+
+
+@pytest.mark.parametrize("content_type, head", [
+    ("text/html", b'<meta charset="iso-8859-1">'),
+    ("text/html", b'<meta http-equiv="Content-Type" content="text/html; charset=ISO-8859-1">'),
+    ("text/html; charset=iso-8859-1", b""),
+])
+def test_a_page_is_decoded_with_the_charset_its_header_or_its_meta_names(content_type, head):
+    from shazzam.scrape.fetch import FetchResult
+
+    body = b"<html><head>" + head + b"<title>Caf\xe9 cr\xe8me robe</title></head></html>"
+    assert "Café crème robe" in FetchResult("https://shop.example/", 200, content_type, body).text()
+    assert "Café" in FetchResult("https://shop.example/", 200, "text/html", "<title>Café</title>".encode()).text()

@@ -101,13 +101,18 @@ class FetchResult:
         return self.status == 304
 
     def text(self) -> str:
-        """The body decoded with the charset of the content type (UTF-8 by default)."""
-        match = re.search(r"charset=([\w.-]+)", self.content_type or "", re.I)
-        charset = match.group(1) if match else "utf-8"
+        """The body decoded with the charset of the content type, else of the page's own <meta>
+        (HTML's rule: within its first 1,024 bytes), else UTF-8."""
+        match = re.search(r"charset=([\w.-]+)", self.content_type or "", re.I) or _META_CHARSET.search(self.body[:1024])
+        charset = (match.group(1).decode("ascii") if isinstance(match.group(1), bytes) else match.group(1)) if match else "utf-8"
         try:
             return self.body.decode(charset, errors="replace")
         except LookupError:
             return self.body.decode("utf-8", errors="replace")
+
+
+# <meta charset="x"> or <meta http-equiv="Content-Type" content="text/html; charset=x">
+_META_CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?([\w.-]+)", re.I)
 
 
 def is_public_address(address: str) -> bool:
