@@ -203,3 +203,34 @@ def test_a_page_is_decoded_with_the_charset_its_header_or_its_meta_names(content
     body = b"<html><head>" + head + b"<title>Caf\xe9 cr\xe8me robe</title></head></html>"
     assert "Café crème robe" in FetchResult("https://shop.example/", 200, content_type, body).text()
     assert "Café" in FetchResult("https://shop.example/", 200, "text/html", "<title>Café</title>".encode()).text()
+
+
+def test_headers_dripped_a_byte_at_a_time_are_cut_at_the_deadline():
+    import socket as socket_module
+
+    listener = socket_module.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def drip():
+        connection, _ = listener.accept()
+        connection.recv(65536)
+        connection.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+        while not stop.is_set():  # each byte well within the socket timeout, the headers never done
+            try:
+                connection.sendall(b"a")
+            except OSError:
+                break
+            time.sleep(0.1)
+        connection.close()
+
+    threading.Thread(target=drip, daemon=True).start()
+    fetcher = Fetcher(local=True, delay_s=0, **{**FAST, "retries": 0})
+    started = time.monotonic()
+    try:
+        with pytest.raises(FetchError) as error:
+            fetcher._get_once(f"http://127.0.0.1:{listener.getsockname()[1]}/p.html", None, None, None)
+    finally:
+        stop.set()
+        listener.close()
+    assert error.value.kind == "timeout"
+    assert time.monotonic() - started < FAST["total_timeout_s"] + 3

@@ -367,23 +367,36 @@ class Fetcher:
             headers["If-Modified-Since"] = last_modified
         target = urlunsplit(("", "", parts.path or "/", parts.query, ""))
         deadline = time.monotonic() + policy.total_timeout_s
+        # The socket timeout bounds each read, not the request: a server dripping its status line
+        # and headers a byte at a time held a pass for minutes. At the deadline (and a grace for the
+        # body check below to speak first) the socket is shut, which ends any read in progress.
+        cut = threading.Event()
+        watchdog = threading.Timer(policy.total_timeout_s + WATCHDOG_GRACE_S, _shut, args=(connection, cut))
+        watchdog.daemon = True
+        watchdog.start()
         try:
             connection.request("GET", target, headers=headers)
             response = connection.getresponse()
             location = response.getheader("Location")
             if response.status in _REDIRECTS and location:
-                return _Response.of(url, response, b""), location
-            if response.status == 200 and accept is not None and not _accepts(accept, response.getheader("Content-Type", "")):
-                raise FetchError(f"{url} is {response.getheader('Content-Type')!r}", kind="content-type")
-            body = self._read_capped(response, url, deadline)
-            return _Response.of(url, response, body), None
+                answer = _Response.of(url, response, b""), location
+            else:
+                if response.status == 200 and accept is not None and not _accepts(accept, response.getheader("Content-Type", "")):
+                    raise FetchError(f"{url} is {response.getheader('Content-Type')!r}", kind="content-type")
+                answer = _Response.of(url, response, self._read_capped(response, url, deadline)), None
+            if cut.is_set():  # what came before the cut may parse as a whole answer: it is not one
+                raise FetchError(f"{url}: no complete answer within {policy.total_timeout_s} s", kind="timeout")
+            return answer
         except FetchError:
             raise
         except (socket.timeout, TimeoutError) as error:
             raise FetchError(f"{url}: timed out ({error})", kind="timeout") from error
         except (http.client.HTTPException, OSError, ValueError) as error:
+            if cut.is_set():  # the read ended because the deadline passed
+                raise FetchError(f"{url}: no complete answer within {policy.total_timeout_s} s", kind="timeout") from error
             raise FetchError(f"cannot fetch {url}: {error}", kind="network") from error
         finally:
+            watchdog.cancel()
             connection.close()
 
     def _read_capped(self, response: http.client.HTTPResponse, url: str, deadline: float) -> bytes:
@@ -401,6 +414,19 @@ class Fetcher:
                 raise FetchError(f"body of {url} still coming after {self.policy.total_timeout_s} s", kind="timeout")
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+WATCHDOG_GRACE_S = 1.0
+
+
+def _shut(connection: http.client.HTTPConnection, cut: threading.Event) -> None:
+    cut.set()
+    sock = connection.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed
 
 
 def _accepts(accept: Iterable[str], content_type: str) -> bool:
