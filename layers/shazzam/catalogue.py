@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from decimal import Decimal
 from typing import Iterable, Sequence
 
 import sqlalchemy as sa
@@ -85,6 +87,20 @@ def mark_shop_scraped(db: Database, shop_id: str) -> None:
         connection.execute(sa.update(shops).where(shops.c.id == shop_id).values(last_scraped_at=utcnow()))
 
 
+# products.price is NUMERIC(12, 2): MySQL refuses a row whose price does not fit (SQLite would keep it).
+MAX_PRICE = Decimal("9999999999.99")
+
+
+def _storable_price(price) -> Decimal | None:
+    """The price as the column holds it (to the cent), or None for one it cannot hold."""
+    if price is None:
+        return None
+    price = Decimal(price)
+    if not price.is_finite() or not 0 <= price <= MAX_PRICE:
+        return None
+    return price.quantize(Decimal("0.01"))
+
+
 def product_shop(db: Database, product_id: str) -> str | None:
     """The id of the shop a product belongs to; None for a product not in the catalogue."""
     with db.transaction() as connection:
@@ -101,8 +117,8 @@ def save_product(db: Database, shop_id: str, product, page_url: str | None = Non
         "shop_id": shop_id,
         "url": product.url,
         "title": product.title[:512],
-        "price": product.price,
-        "currency": product.currency,
+        "price": _storable_price(product.price),
+        "currency": product.currency if isinstance(product.currency, str) and re.fullmatch(r"[A-Z]{3}", product.currency) else None,
         "category": product.category,
         "brand": (product.brand or None) and product.brand[:255],
         "sku": (product.sku or None) and product.sku[:255],

@@ -131,6 +131,18 @@ def test_injection_shaped_values_are_stored_verbatim(db):
     assert db.run_query("SELECT id FROM shops WHERE base_url = :u", {"u": nasty}) == [{"id": shop_id}]
 
 
+@pytest.mark.parametrize("price, currency, stored", [
+    ("12345678901234.5", "EUR", (None, "EUR")),  # does not fit NUMERIC(12, 2): MySQL refused the row
+    ("1.005", "EURO", (Decimal("1.00"), None)),  # a currency that is not an ISO code: refused too
+    ("1e40", "usd", (None, None)),
+])
+def test_a_price_or_currency_the_columns_cannot_hold_is_dropped_not_the_product(db, price, currency, stored):
+    shop_id = catalogue.add_shop(db, SHOP, "Example")
+    product_id = catalogue.save_product(db, shop_id, product(price=price, currency=currency))
+    row = one(db, "SELECT price, currency FROM products WHERE id = :id", id=product_id)
+    assert (row["price"], row["currency"]) == stored
+
+
 def test_run_query_rolls_back_a_failed_statement(db):
     with pytest.raises(sa.exc.IntegrityError):
         db.run_query(
