@@ -377,6 +377,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def results_per_garment(text: str) -> int:
+    """An argparse type: -k, 1 to the API's most results per garment."""
+    from shazzam.pipeline import MAX_K
+
+    value = positive_int(text)
+    if value > MAX_K:
+        raise argparse.ArgumentTypeError(f"{value} is more than {MAX_K}, the most results per garment")
+    return value
+
+
 def port_number(text: str) -> int:
     """An argparse type: a TCP port, 0 (any free one) to 65535."""
     try:
@@ -403,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=port_number, default=8000, help="API port (default %(default)s)")
     demo.add_argument("--shop-port", type=port_number, default=8765, help="sample shop port; fixed so reruns see the same URLs")
     demo.add_argument("--limit", type=positive_int, default=None, help="serve only the first N sample products")
-    demo.add_argument("-k", type=positive_int, default=5, help="results per garment (default %(default)s)")
+    demo.add_argument("-k", type=results_per_garment, default=5, help="results per garment (default %(default)s)")
     demo.set_defaults(run=cmd_demo)
 
     serve = commands.add_parser("serve", help="serve the web page and the API, and run the schedules")
@@ -429,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     search = commands.add_parser("search", help="find items similar to the garments in a photo")
     search.add_argument("image", help="path of a photo")
     search.add_argument("--category", help="search this category instead of the classifier's")
-    search.add_argument("-k", type=positive_int, default=10, help="results per garment (default %(default)s)")
+    search.add_argument("-k", type=results_per_garment, default=10, help="results per garment (default %(default)s)")
     search.add_argument("--garment", type=positive_int, help="search only this garment (its number as a search of the photo prints it)")
     search.add_argument("--box", help="search only this part of the photo: left,top,right,bottom in pixels")
     search.add_argument("--json", action="store_true")
