@@ -415,6 +415,23 @@ def mark_product_dead(db: Database, product_id: str, reason: str = "gone") -> No
             connection.execute(sa.update(images).where(images.c.id == image_id).values(updated_at=now, **values))
 
 
+def drop_images_not_shown(db: Database, product_id: str, shown: set[str]) -> list[str]:
+    """Unlink the images a product's page no longer shows (the shop replaced a picture); each dies,
+    and so leaves search and the shards, unless another live product shows it. Returns them."""
+    now = utcnow()
+    dropped = []
+    with db.transaction() as connection:
+        for image_id in _images_of(connection, product_id):
+            if image_id in shown:
+                continue
+            connection.execute(sa.delete(product_images).where(product_images.c.product_id == product_id, product_images.c.image_id == image_id))
+            owner = _live_owner(connection, image_id)
+            values = {"product_id": owner} if owner else {"is_dead": True}
+            connection.execute(sa.update(images).where(images.c.id == image_id).values(updated_at=now, **values))
+            dropped.append(image_id)
+    return dropped
+
+
 def revive_product(db: Database, product_id: str) -> list[str]:
     """Bring a dead product back; returns its images that were dead (they need ingesting again)."""
     now = utcnow()

@@ -143,6 +143,22 @@ def test_a_price_or_currency_the_columns_cannot_hold_is_dropped_not_the_product(
     assert (row["price"], row["currency"]) == stored
 
 
+def test_an_image_no_page_shows_any_more_dies_and_a_shared_one_changes_owner(db):
+    shop_id = catalogue.add_shop(db, SHOP, "Example")
+    first = catalogue.save_product(db, shop_id, product())
+    second = catalogue.save_product(db, shop_id, product(url=f"{SHOP}/p/2"))
+    for image_url, owners in ((f"{SHOP}/old.jpg", [first]), (f"{SHOP}/shared.jpg", [first, second]), (f"{SHOP}/new.jpg", [first])):
+        catalogue.save_image(db, ids.image_id(image_url), image_url, owners[0])
+        for owner in owners:
+            catalogue.link_image(db, owner, ids.image_id(image_url))
+    dropped = catalogue.drop_images_not_shown(db, first, {ids.image_id(f"{SHOP}/new.jpg")})
+    assert sorted(dropped) == sorted(ids.image_id(f"{SHOP}/{name}.jpg") for name in ("old", "shared"))
+    assert catalogue.get_image(db, ids.image_id(f"{SHOP}/old.jpg"))["is_dead"]
+    shared = catalogue.get_image(db, ids.image_id(f"{SHOP}/shared.jpg"))
+    assert not shared["is_dead"] and shared["product_id"] == second
+    assert catalogue.get_item(db, first)["image_urls"] == [f"{SHOP}/new.jpg"]
+
+
 def test_run_query_rolls_back_a_failed_statement(db):
     with pytest.raises(sa.exc.IntegrityError):
         db.run_query(

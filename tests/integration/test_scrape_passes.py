@@ -245,3 +245,13 @@ def test_an_image_whose_download_failed_for_a_passing_reason_is_fetched_again(ru
     assert image(runtime, shop, "final.jpg")["status"] == "new" and report["images_uploaded"] == 1
     assert ids.incoming_key(image(runtime, shop, "final.jpg")["id"]) in incoming(runtime)
     assert "/images/fake.jpg" not in [e.path for e in shop.log[before:]]  # not an image: not asked for again
+
+
+def test_a_picture_the_page_no_longer_shows_is_unlinked(runtime, shop):
+    register(runtime, shop)
+    pipeline.scrape(runtime.app)
+    shop.replaced_images["final"] = ["/images/other.jpg"]  # the shop replaced the product's photo
+    pipeline.scrape(runtime.app)
+    item = catalogue.get_item(runtime.db, product(runtime, shop, "final")["id"])
+    assert item["image_urls"] == [shop.url("images/other.jpg")]
+    assert not image(runtime, shop, "final.jpg")["is_dead"]  # another live page shows it still

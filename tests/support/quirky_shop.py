@@ -71,6 +71,7 @@ class QuirkyShop:
         self.soft_removed: set[str] = set()
         self.out_of_stock: set[str] = {"out-of-stock"}
         self.unavailable_images: set[str] = set()  # answered 503 while listed (a CDN's bad minute)
+        self.replaced_images: dict[str, list[str]] = {}  # slug -> the images its page shows instead
         base = picture(1, 128)
         self.images = {
             "main.jpg": jpeg(base),
@@ -267,6 +268,7 @@ class QuirkyShop:
         }.get(slug)
         if images is None:
             return None
+        images = self.replaced_images.get(slug, images)
         return 200, "text/html; charset=utf-8", self.json_ld_page(slug, f"Product {slug}", images).encode()
 
     def listing(self, page: int) -> str:

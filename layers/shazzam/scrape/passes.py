@@ -167,6 +167,12 @@ class SourcePass:
             return
         for position, url in enumerate(product.image_urls):
             self.image(product_id, url, position)
+        shown = set()
+        for url in product.image_urls:  # as linked: a duplicate's original stands for it
+            row = catalogue.get_image(self.db, ids.image_id(url))
+            shown.add(row["duplicate_of"] if row and row["duplicate_of"] else ids.image_id(url))
+        if prior is not None and (dropped := catalogue.drop_images_not_shown(self.db, product_id, shown)):
+            log.info("%s no longer shows %d image(s): dropped", product.url, len(dropped))
 
     # -- images ---------------------------------------------------------------------------------
 
