@@ -106,6 +106,8 @@ def cmd_demo(args) -> int:
     started = time.perf_counter()
     runtime = _runtime(args)
     samples = repository_samples_dir()
+    # The API's port is taken first: a busy one is found before the ingest, not after it.
+    server = None if args.no_serve else runtime.start_api(args.host, args.port)
     try:
         with SampleShop(port=args.shop_port, limit=args.limit) as shop:
             print(f"sample shop serving on {shop.base_url}", file=out)
@@ -130,15 +132,15 @@ def cmd_demo(args) -> int:
                 "results": response,
                 "wall_s": round(time.perf_counter() - started, 1),
             }
-            if not args.no_serve:
-                server = runtime.start_api(args.host, args.port)
+            if server is not None:
                 runtime.start_background()
                 print(f"\n{_serving_line(args.host, server.server_port)}; Ctrl-C stops", file=out)
                 _wait_for_interrupt()
-                server.shutdown()
             if args.json:
                 print(json.dumps(summary, default=str))
     finally:
+        if server is not None:
+            server.shutdown()
         runtime.close()
     return 0
 

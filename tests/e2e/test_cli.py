@@ -123,3 +123,12 @@ def test_a_data_folder_whose_name_looks_like_url_syntax_keeps_its_database(tmp_p
     folder = tmp_path / "pct%20dir?q"
     assert shazzam("shops", "add", "http://127.0.0.1:9/", data_dir=folder).returncode == 0
     assert (folder / "catalogue.db").is_file() and not (tmp_path / "pct dir").exists()
+
+
+def test_the_demo_finds_a_busy_port_before_its_ingest(tmp_path):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        busy = shazzam("demo", "--port", str(taken.getsockname()[1]), "--shop-port", "0", data_dir=tmp_path)
+    assert busy.returncode == 1 and "Address already in use" in busy.stderr and "Traceback" not in busy.stderr
+    assert "sample shop serving" not in busy.stdout  # it stopped before the ingest began
