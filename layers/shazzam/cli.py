@@ -26,6 +26,7 @@ from pathlib import Path
 from shazzam.storage import ObjectNotFound
 
 DEFAULT_DATA_DIR = ".shazzam"
+SMALL_DATA_DEFAULT = "../shared/data/clothing-dataset-small"  # beside a checkout; absent on a user's machine
 
 
 def _runtime(args):
@@ -338,6 +339,12 @@ def cmd_eval_detector(args) -> int:
         print(f"shazzam eval-detector: no detector manifest at {manifest} (is detector_v2 in the model folder?)", file=sys.stderr)
         return 2
     small = Path(args.small_data) if args.small_data else None
+    if small is not None and not small.is_dir():
+        if args.small_data != SMALL_DATA_DEFAULT:
+            print(f"shazzam eval-detector: --small-data {small} is not a folder", file=sys.stderr)
+            return 2
+        print(f"shazzam eval-detector: no clothing-dataset-small at {small}: the top-label agreement is skipped", file=sys.stderr)
+        small = None
     try:
         overrides = detection_eval.postprocess_overrides(args.postprocess or [])
         photos = _photo_range(args.photos)
@@ -345,7 +352,7 @@ def cmd_eval_detector(args) -> int:
         print(f"shazzam eval-detector: {exc}", file=sys.stderr)
         return 2
     try:
-        report = detection_eval.run(manifest, Path(args.data), small if small and small.is_dir() else None,
+        report = detection_eval.run(manifest, Path(args.data), small,
                                     Path(args.out) if args.out else None, photos=photos, overrides=overrides)
     except (FileNotFoundError, ValueError) as exc:
         print(f"shazzam eval-detector: {exc}", file=sys.stderr)
@@ -483,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     eval_detector = commands.add_parser("eval-detector", help="the garment detector's mAP, recall, speed and size vs the targets (issue #8)")
     eval_detector.add_argument("--data", default="../shared/data/ccp", help="CCP root; photos 0701-0800 are the validation set (default %(default)s)")
-    eval_detector.add_argument("--small-data", default="../shared/data/clothing-dataset-small", help="clothing-dataset-small root for the top-label check (default %(default)s)")
+    eval_detector.add_argument("--small-data", default=SMALL_DATA_DEFAULT, help="clothing-dataset-small root for the top-label check (default %(default)s)")
     eval_detector.add_argument("--model", help="detector name in the model folder, or a manifest path (default: $SHAZZAM_DETECTOR or detector_v2)")
     eval_detector.add_argument("--out", help="folder for a PNG of boxes drawn on a few validation photos")
     eval_detector.add_argument("--json", action="store_true", help="print one JSON object")

@@ -95,7 +95,8 @@ def test_eval_detector_refuses_bad_options(tmp_path):
     from tests.support.detectors import real_detector_manifest
 
     for option, says in ((["--photos", "700-601"], "empty"), (["--photos", "six"], "FIRST-LAST"),
-                         (["--postprocess", "upsample=3"], "does not divide"), (["--postprocess", "wings=2"], "KEY=VALUE")):
+                         (["--postprocess", "upsample=3"], "does not divide"), (["--postprocess", "wings=2"], "KEY=VALUE"),
+                         (["--small-data", str(tmp_path / "missing")], "is not a folder")):
         run = shazzam("eval-detector", "--model", str(real_detector_manifest()), "--data", str(tmp_path), *option, data_dir=tmp_path)
         assert run.returncode == 2 and says in run.stderr, (option, run.stderr)
 
