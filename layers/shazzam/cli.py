@@ -246,6 +246,10 @@ def cmd_search(args) -> int:
                 raise ValueError(f"--box is four whole numbers left,top,right,bottom in the photo's pixels, not {args.box!r}") from None
             garment = None if args.garment is None else args.garment - 1  # printed from 1, indexed from 0
             response = pipeline.search(runtime.app, image, category=args.category, k=args.k, garment=garment, box=box)
+        except pipeline.GarmentNotFound as exc:  # the API counts from 0, this command from 1
+            where = f"it has {exc.found}, numbered 1 to {exc.found}" if exc.found else "no garment was found in it"
+            print(f"shazzam search: garment {exc.index + 1} is not in this photo: {where}", file=sys.stderr)
+            return 2
         except (pipeline.BadRequest, ValueError) as exc:
             print(f"shazzam search: {exc}", file=sys.stderr)
             return 2

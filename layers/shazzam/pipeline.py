@@ -41,6 +41,15 @@ class BadRequest(ValueError):
         self.status = status
 
 
+class GarmentNotFound(BadRequest):
+    """The garment picked by index is not among those found in the photo."""
+
+    def __init__(self, index: int, found: int):
+        where = f"{found} garment(s) found, indices 0 to {found - 1}" if found else "no garment was found in it"
+        super().__init__(f"garment {index} is not in this photo: {where}")
+        self.index, self.found = index, found
+
+
 @dataclass
 class StageResult:
     """What one stage did with one input: `done`, `skipped` (nothing to do) or `failed`."""
@@ -378,7 +387,7 @@ def search(
     chosen_ones = list(enumerate(detections))
     if garment is not None:
         if garment >= len(detections):
-            raise BadRequest(f"garment {garment} is not in this photo: {len(detections)} garment(s) found, indices 0 to {len(detections) - 1}")
+            raise GarmentNotFound(garment, len(detections))
         chosen_ones = [chosen_ones[garment]]
     garments = []
     for index, detection in chosen_ones:

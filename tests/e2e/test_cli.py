@@ -45,6 +45,8 @@ def test_demo_then_search_and_invoke(tmp_path):
 
     refused = shazzam("search", str(REPO / "README.md"), data_dir=tmp_path)
     assert refused.returncode == 2 and "image rejected" in refused.stderr
+    absent = shazzam("search", str(QUERIES / "dress-query.jpg"), "--garment", "9", data_dir=tmp_path)
+    assert absent.returncode == 2 and "garment 9 is not in this photo: it has" in absent.stderr and "numbered 1 to" in absent.stderr
 
     invoked = shazzam("invoke", "search", str(REPO / "events" / "apigw-categories.json"), "--json", data_dir=tmp_path)
     assert invoked.returncode == 0, invoked.stderr
