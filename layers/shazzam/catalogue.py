@@ -346,7 +346,7 @@ def stored_live_images(db: Database) -> list[dict]:
             sa.select(images.c.id, images.c.src_link, products.c.shop_id)
             .join(products, images.c.product_id == products.c.id)
             .where(images.c.is_dead.is_(False), images.c.duplicate_of.is_(None), products.c.is_dead.is_(False))
-            .order_by(images.c.id)
+            .order_by(images.c.updated_at, images.c.id)  # least recently checked (or changed) first
         )
         return [dict(row) for row in rows.mappings()]
 
@@ -357,7 +357,7 @@ def products_to_revalidate(db: Database) -> list[dict]:
         rows = connection.execute(
             sa.select(products.c.id, products.c.url, products.c.shop_id, products.c.is_dead, products.c.dead_reason)
             .where(sa.or_(products.c.is_dead.is_(False), products.c.dead_reason.in_(REVIVABLE)))
-            .order_by(products.c.shop_id, products.c.url)
+            .order_by(products.c.last_seen_at, products.c.shop_id, products.c.url)  # least recently seen first
         )
         return [dict(row) for row in rows.mappings()]
 

@@ -15,7 +15,7 @@ from decimal import Decimal
 
 from PIL import Image
 
-from shazzam import catalogue, ids
+from shazzam import catalogue, ids, wiring
 from shazzam.app import App
 from shazzam.images import Box, ImageError, encode_png, get_subsection_of_image, load_image, standardise_img
 from shazzam.index import StaleShard, compact, encode_vector, publish
@@ -245,8 +245,12 @@ def embed(app: App, key: str) -> StageResult:
 # --- index and revalidate ---------------------------------------------------------------------
 
 
-# Images fetched again per index run after a model change: bounded, so one run stays short.
+# Images fetched again per index run after a model change: bounded in number and in time (polite
+# fetches take a second or more each), so one run ends well inside the index function's timeout.
 REEMBED_BATCH = 500
+REEMBED_BUDGET_S = wiring.by_name("index").timeout_s * 0.4
+# Revalidate visits what it can in this much of its function's timeout; the next run goes on.
+REVALIDATE_BUDGET_S = wiring.by_name("revalidate").timeout_s * 0.6
 
 
 def index(app: App) -> dict:
@@ -257,17 +261,17 @@ def index(app: App) -> dict:
                                  on_merged=lambda _category, added: catalogue.mark_indexed(app.db, added))
     report = {category: {"added": len(merged["added"]), "removed": len(merged["removed"]), "total": merged["total"]}
               for category, merged in merged_by_category.items()}
-    reembedding = reembed(app, limit=REEMBED_BATCH)
+    reembedding = reembed(app, limit=REEMBED_BATCH, budget_s=REEMBED_BUDGET_S)
     if reembedding["stale"]:
         report["reembedding"] = reembedding
     return report
 
 
-def reembed(app: App, limit: int | None = None) -> dict:
+def reembed(app: App, limit: int | None = None, budget_s: float | None = None) -> dict:
     """Queue the images embedded by another model than the current one (see scrape.passes.reembed_pass)."""
     from shazzam.scrape.passes import reembed_pass
 
-    return reembed_pass(app, app.garment_model.name, limit)
+    return reembed_pass(app, app.garment_model.name, limit, budget_s)
 
 
 def revalidate(app: App) -> dict:
@@ -276,14 +280,23 @@ def revalidate(app: App) -> dict:
     from shazzam.scrape.passes import Summary, revalidate_products
 
     summary = Summary()
-    report = {**revalidate_products(app, summary), "vectors_dropped": 0}
+    # Dead items leave the shards first too: a run cut short by its timeout still removes them.
+    dropped = drop_dead_vectors(app)
+    report = {**revalidate_products(app, summary, budget_s=REVALIDATE_BUDGET_S), "vectors_dropped": dropped}
     report["images_queued"] = summary.counts["images_uploaded"]
     report.update({f"errors.{kind}": n for kind, n in sorted(summary.errors.items())})
+    report["vectors_dropped"] += drop_dead_vectors(app)
+    return report
+
+
+def drop_dead_vectors(app: App) -> int:
+    """Take the detections of dead products and images out of their shards; returns how many."""
+    dropped = 0
     for category, dead in catalogue.dead_indexed_detections(app.db).items():
         publish(app.store, category, drop=dead)
         catalogue.mark_unindexed(app.db, dead)
-        report["vectors_dropped"] += len(dead)
-    return report
+        dropped += len(dead)
+    return dropped
 
 
 # --- search ---------------------------------------------------------------------------------

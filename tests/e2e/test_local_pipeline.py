@@ -157,7 +157,11 @@ def test_replays_change_nothing_and_dead_items_leave_the_index(runtime, small_sh
 
     gone = items[0]
     shop.remove(gone["sku"])
-    report = runtime.fire_schedule("revalidate")
+    with pytest.MonkeyPatch.context() as patch:  # a run with no time left visits nothing...
+        patch.setattr(pipeline, "REVALIDATE_BUDGET_S", 0)
+        idle = runtime.fire_schedule("revalidate")
+    assert (idle["products_checked"], idle["images_checked"], idle["products_dead"]) == (0, 0, 0)
+    report = runtime.fire_schedule("revalidate")  # ...the next one starts with what it left
     assert report["products_dead"] == 1 and report["vectors_dropped"] == 1
     assert runtime.app.shards.categories()["dress"] == PER_CLASS - 1
     response = pipeline.search(runtime.app, (SAMPLES / "shop" / gone["image"]).read_bytes(), category="dress", k=10)
@@ -177,6 +181,10 @@ def test_a_new_model_embeds_the_catalogue_again(runtime, small_shop, monkeypatch
     monkeypatch.setenv("SHAZZAM_MODEL", "garment_v5")
     stale = pipeline.search(runtime.app, query, category="shoes", k=3)
     assert stale["garments"] and all(g["results"] == [] for g in stale["garments"])  # v1 queries, v0 vectors: no
+    monkeypatch.setattr(pipeline, "REEMBED_BUDGET_S", 0)  # a run out of time fetches nothing; the next goes on
+    assert runtime.fire_schedule("index")["reembedding"] == {"stale": len(items), "images_uploaded": 0, "images_failed": 0}
+    monkeypatch.undo()
+    monkeypatch.setenv("SHAZZAM_MODEL", "garment_v5")
     report = runtime.fire_schedule("index")
     assert report["reembedding"] == {"stale": len(items), "images_uploaded": len(items), "images_failed": 0}
     runtime.drain()

@@ -159,6 +159,17 @@ def test_an_image_no_page_shows_any_more_dies_and_a_shared_one_changes_owner(db)
     assert catalogue.get_item(db, first)["image_urls"] == [f"{SHOP}/new.jpg"]
 
 
+def test_revalidate_visits_the_least_recently_seen_first(db):
+    from datetime import datetime
+
+    shop_id = catalogue.add_shop(db, SHOP, "Example")
+    first = catalogue.save_product(db, shop_id, product())
+    second = catalogue.save_product(db, shop_id, product(url=f"{SHOP}/p/2"))
+    # the first seen again later (a run cut short visited it, not the other); MySQL keeps whole seconds
+    db.run_query("UPDATE products SET last_seen_at = :at WHERE id = :id", {"at": datetime(2030, 1, 1), "id": first})
+    assert [row["id"] for row in catalogue.products_to_revalidate(db)] == [second, first]
+
+
 def test_run_query_rolls_back_a_failed_statement(db):
     with pytest.raises(sa.exc.IntegrityError):
         db.run_query(

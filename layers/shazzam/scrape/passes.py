@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
@@ -295,18 +296,22 @@ def scrape_pass(
     return summary.as_dict()
 
 
-def reembed_pass(app, model: str, limit: int | None = None) -> dict:
+def reembed_pass(app, model: str, limit: int | None = None, budget_s: float | None = None) -> dict:
     """Fetch again the images whose vectors another model made, so the pipeline embeds them anew.
 
     Transient images are not kept, so a new model can only see the catalogue through its links.
-    Each image goes through the same polite fetch as a scrape, and on to incoming/.
+    Each image goes through the same polite fetch as a scrape, and on to incoming/. Fetching stops
+    once `budget_s` is spent (the rest waits for the next run): polite fetches take a second or more.
     """
     summary = Summary()
     base = app.fetcher()
     shops = catalogue.shops_by_id(app.db)
     passes: dict[str, SourcePass] = {}
     stale = catalogue.images_embedded_by_other_models(app.db, model, limit)
+    deadline = None if budget_s is None else time.monotonic() + budget_s
     for image in stale:
+        if deadline is not None and time.monotonic() >= deadline:
+            break
         if image["shop_id"] not in passes:
             source = catalogue.source_of_shop(shops[image["shop_id"]])
             passes[image["shop_id"]] = SourcePass(app, image["shop_id"], source, base.with_policy(source.policy()), summary, {})
@@ -314,9 +319,16 @@ def reembed_pass(app, model: str, limit: int | None = None) -> dict:
     return {"stale": len(stale), **{name: summary.counts[name] for name in ("images_uploaded", "images_failed")}}
 
 
-def revalidate_products(app, summary: Summary) -> dict:
-    """Re-check products and images; returns counts (the caller drops dead vectors from shards)."""
+def revalidate_products(app, summary: Summary, budget_s: float | None = None) -> dict:
+    """Re-check products (those seen least recently first) and images (those checked least recently
+    first); returns counts (the caller drops dead vectors from shards). Within `budget_s` seconds
+    in all, two thirds of them for products: a run that cannot visit everything leaves the rest
+    for the next, which starts with them."""
     report = Counter(products_checked=0, images_checked=0, images_dead=0)
+    started = time.monotonic()
+    products_until = images_until = float("inf")
+    if budget_s is not None:
+        products_until, images_until = started + budget_s * 2 / 3, started + budget_s
     base = app.fetcher()
     shops = catalogue.shops_by_id(app.db)
     passes: dict[str, SourcePass] = {}
@@ -329,6 +341,8 @@ def revalidate_products(app, summary: Summary) -> dict:
         return passes[shop_id]
 
     for product in catalogue.products_to_revalidate(app.db):
+        if time.monotonic() >= products_until:
+            break
         report["products_checked"] += 1
         visit = source_pass(product["shop_id"])
         page_url = (visit.known.get(product["url"]) or {}).get("page_url") or product["url"]
@@ -341,7 +355,10 @@ def revalidate_products(app, summary: Summary) -> dict:
         if outcome.state in ("error", "robots"):
             summary.error(outcome.reason or outcome.state)  # a 5xx or a timeout kills nothing
     for image in catalogue.stored_live_images(app.db):
+        if time.monotonic() >= images_until:
+            break
         report["images_checked"] += 1
+        catalogue.update_image(app.db, image["id"])  # checked now: the next run starts with others
         visit = source_pass(image["shop_id"])
         cached = visit.cache.get(image["src_link"], {})
         try:
