@@ -47,7 +47,7 @@ from shazzam.distance import (
     split_codes,
 )
 from shazzam.ids import key_stem
-from shazzam.storage import ObjectNotFound, ObjectStore, PreconditionFailed
+from shazzam.storage import ObjectNotFound, ObjectStore, PreconditionFailed, delete_if_unchanged
 
 log = logging.getLogger(__name__)
 
@@ -408,10 +408,7 @@ def compact(store: ObjectStore, model: str, on_merged: Callable[[str, list[str]]
         if on_merged is not None:
             on_merged(category, sorted(vectors))
         for key, etag in read.items():
-            try:
-                store.delete(key, if_match=etag)
-            except PreconditionFailed:  # embedded again since it was read (a new model, a new photo)
-                log.info("%s was rewritten during this run: the next run merges it", key)
+            delete_if_unchanged(store, key, etag)  # one embedded again meanwhile waits for the next run
         for key in removed.get(category, []):
             store.delete(key)  # a marker carries no data: one written meanwhile says the same
         report[category] = {"added": sorted(vectors), "removed": sorted(dropped), "total": entry["count"]}
@@ -422,10 +419,7 @@ def set_aside(store: ObjectStore, key: str, data: bytes, etag: str, error: Excep
     """Move an unreadable pending vector out of the runs' way (one would fail every run), keeping it."""
     aside = UNREADABLE_PREFIX + key[len(PENDING_PREFIX):]
     store.put(aside, data)
-    try:
-        store.delete(key, if_match=etag)
-    except PreconditionFailed:
-        pass  # rewritten meanwhile: the next run reads the new one
+    delete_if_unchanged(store, key, etag)  # rewritten meanwhile: the next run reads the new one
     log.error("set aside an unreadable pending vector %s as %s: %s", key, aside, error)
 
 

@@ -19,7 +19,7 @@ from shazzam import catalogue, ids, wiring
 from shazzam.app import App
 from shazzam.images import Box, ImageError, encode_png, get_subsection_of_image, load_image, standardise_img
 from shazzam.index import StaleShard, compact, encode_vector, publish
-from shazzam.storage import ObjectNotFound, PreconditionFailed
+from shazzam.storage import ObjectNotFound, delete_if_unchanged
 from shazzam.taxonomy import DETECTOR_CLASS_OF, SEARCHABLE, category_within
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ def standardise(app: App, key: str) -> StageResult:
     except ObjectNotFound:
         return StageResult(key, "skipped", "object no longer exists")
     if document.get("image_etag", image_etag) != image_etag:
-        _delete_if_unchanged(app, key, document_etag)
+        delete_if_unchanged(app.store, key, document_etag)
         return StageResult(key, "skipped", "the photo was replaced after it was detected; its own detection follows")
     try:
         image = load_image(data)
@@ -182,16 +182,9 @@ def standardise(app: App, key: str) -> StageResult:
         outputs.append(output)
     # Transient images are not kept: the catalogue holds the link, boxes and vectors. Only the
     # versions read are deleted: a changed photo uploaded meanwhile is detected in its turn.
-    _delete_if_unchanged(app, ids.incoming_key(document["image_id"]), image_etag)
-    _delete_if_unchanged(app, key, document_etag)
+    delete_if_unchanged(app.store, ids.incoming_key(document["image_id"]), image_etag)
+    delete_if_unchanged(app.store, key, document_etag)
     return StageResult(key, "done", outputs=outputs)
-
-
-def _delete_if_unchanged(app: App, key: str, etag: str) -> None:
-    try:
-        app.store.delete(key, if_match=etag)
-    except PreconditionFailed:
-        log.info("%s changed since it was read: its new version is processed in turn", key)
 
 
 def embed(app: App, key: str) -> StageResult:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 import tempfile
 import threading
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
 from shazzam.events import s3_object_created
+
+log = logging.getLogger(__name__)
 
 
 class ObjectNotFound(KeyError):
@@ -63,6 +66,17 @@ class ObjectStore(Protocol):
 def etag_of(data: bytes) -> str:
     """S3's ETag of a single-part upload: the quoted MD5 of the bytes."""
     return '"' + hashlib.md5(data, usedforsecurity=False).hexdigest() + '"'
+
+
+def delete_if_unchanged(store: "ObjectStore", key: str, etag: str) -> bool:
+    """Delete the version of `key` that was read (its ETag); False, and nothing deleted, when the
+    object was rewritten since: the newer version is another event's to process."""
+    try:
+        store.delete(key, if_match=etag)
+    except PreconditionFailed:
+        log.info("%s changed since it was read: its new version is left for its own turn", key)
+        return False
+    return True
 
 
 def validate_key(key: str) -> str:
