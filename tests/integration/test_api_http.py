@@ -10,8 +10,10 @@ import json
 import random
 import socket
 import struct
+import sys
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -120,6 +122,29 @@ def test_page_health_and_openapi_are_served(served):
     assert status == 200 and health["items"]["indexed"] == len(saved) and set(health["shops"]) == set(SHOPS)
     status, _, document = request(port, "GET", "/openapi.json")
     assert status == 200 and document["openapi"].startswith("3.")
+
+
+def test_concurrent_requests_each_get_their_own_answer(served):
+    """The server answers on many threads, but the API's router (powertools) keeps the request in
+    process-wide state, as a Lambda environment may: one request at a time, as Lambda runs it."""
+    _, port, saved = served
+    paths = ["/categories", "/health", "/openapi.json", "/items/no-such-item"] * 50
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the threads interleave as they do on a loaded machine
+    try:
+        with ThreadPoolExecutor(max_workers=16) as pool:  # within the 32 in flight the server takes
+            answers = list(pool.map(lambda path: request(port, "GET", path), paths))
+    finally:
+        sys.setswitchinterval(interval)
+    for path, (status, _, body) in zip(paths, answers):
+        if path == "/categories":
+            assert status == 200 and "categories" in body, body
+        elif path == "/health":
+            assert status == 200 and body["items"]["indexed"] == len(saved), body
+        elif path == "/openapi.json":
+            assert status == 200 and body["openapi"].startswith("3."), body
+        else:
+            assert status == 404 and "no-such-item" in body["detail"], body
 
 
 def test_oversized_bodies_and_too_many_requests(served):

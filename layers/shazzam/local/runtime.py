@@ -153,6 +153,10 @@ class LocalRuntime:
         self.app = app_module.App(db=self.db, store=self.store, model_dir=model_dir, fetcher_factory=fetcher_factory)
         app_module.configure(self.app)
         self._handlers: dict[str, Callable] = {}
+        # One invocation of a function at a time, as in one Lambda execution environment: the
+        # handlers keep the request in process-wide state (powertools' router does), and the
+        # threaded API server would otherwise hand one request's event to another's route.
+        self._environments = {function.name: threading.Lock() for function in wiring.FUNCTIONS}
         self._stop = threading.Event()
         self.requeue_unprocessed()
 
@@ -165,7 +169,8 @@ class LocalRuntime:
 
     def invoke(self, name: str, event: dict):
         function = wiring.by_name(name)
-        return self.handler(name)(event, LambdaContext(name, memory_limit_in_mb=function.memory_mb))
+        with self._environments[name]:
+            return self.handler(name)(event, LambdaContext(name, memory_limit_in_mb=function.memory_mb))
 
     def fire_schedule(self, name: str, detail: dict | None = None):
         return self.invoke(name, events.scheduled(f"shazzam-{name}", detail))
