@@ -158,15 +158,15 @@ def touch_products(db: Database, product_ids: Sequence[str]) -> None:
 
 
 def page_cache(db: Database, shop_id: str) -> dict[str, dict]:
-    """url -> {etag, last_modified, content_sha256} of every URL of the shop fetched before."""
+    """url -> {etag, last_modified, content_sha256, checked_at} of every URL of the shop visited before."""
+    columns = (http_cache.c.url, http_cache.c.etag, http_cache.c.last_modified, http_cache.c.content_sha256, http_cache.c.checked_at)
     with db.transaction() as connection:
-        rows = connection.execute(
-            sa.select(http_cache.c.url, http_cache.c.etag, http_cache.c.last_modified, http_cache.c.content_sha256).where(http_cache.c.shop_id == shop_id)
-        )
+        rows = connection.execute(sa.select(*columns).where(http_cache.c.shop_id == shop_id))
         return {row["url"]: dict(row) for row in rows.mappings()}
 
 
 def save_page_cache(db: Database, shop_id: str, url: str, etag: str | None, last_modified: str | None, content_sha256: str | None) -> None:
+    now = utcnow()
     values = {
         "id": _url_key(url),
         "shop_id": shop_id,
@@ -174,10 +174,19 @@ def save_page_cache(db: Database, shop_id: str, url: str, etag: str | None, last
         "etag": (etag or None) and etag[:255],
         "last_modified": (last_modified or None) and last_modified[:64],
         "content_sha256": content_sha256,
-        "fetched_at": utcnow(),
+        "fetched_at": now,
+        "checked_at": now,
     }
     with db.transaction() as connection:
         connection.execute(upsert(connection, http_cache, values))
+
+
+def mark_page_checked(db: Database, shop_id: str, url: str) -> None:
+    """Visited now, whatever came of it (unchanged, gone, an error): its validators stay."""
+    now = utcnow()
+    values = {"id": _url_key(url), "shop_id": shop_id, "url": url, "fetched_at": now, "checked_at": now}
+    with db.transaction() as connection:
+        connection.execute(upsert(connection, http_cache, values, update=["checked_at"]))
 
 
 def _url_key(url: str) -> str:

@@ -126,6 +126,9 @@ http_cache = sa.Table(
     sa.Column("last_modified", sa.String(64)),
     sa.Column("content_sha256", sa.String(64)),
     sa.Column("fetched_at", sa.DateTime, nullable=False),
+    # v4: when a scrape or revalidate last visited the URL, whatever came of it; a scrape round cut
+    # short by its time budget goes on with the pages it has not visited yet.
+    sa.Column("checked_at", sa.DateTime),
 )
 
 schema_migrations = sa.Table(
@@ -193,11 +196,16 @@ def _detection_models(connection: sa.Connection) -> None:
     _add_missing_columns(connection, {"detections": (("embedded_by", "VARCHAR(64)"),)})
 
 
+def _page_visits(connection: sa.Connection) -> None:
+    _add_missing_columns(connection, {"http_cache": (("checked_at", "DATETIME"),)})
+
+
 # Append only: each entry runs once per database, in order, inside one transaction.
 MIGRATIONS: Sequence[tuple[int, str, Any]] = (
     (1, "shops, products, images, detections", _initial_schema),
     (2, "scrape sources, product freshness and death, image dedup, HTTP cache", _scrape_sources_and_freshness),
     (3, "which model embedded each detection", _detection_models),
+    (4, "when each page was last visited", _page_visits),
 )
 
 

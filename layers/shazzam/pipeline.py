@@ -66,6 +66,11 @@ class StageResult:
 # --- scrape -----------------------------------------------------------------------------------
 
 
+# A scrape visits pages for this much of its function's timeout, leaving the rest for the page in
+# hand (its images are fetched as it is saved); the next run goes on where it stopped.
+SCRAPE_BUDGET_S = wiring.by_name("scrape").timeout_s * 0.6
+
+
 def scrape(
     app: App,
     shop_url: str | None = None,
@@ -73,15 +78,18 @@ def scrape(
     progress=None,
     source: str | None = None,
     force: bool = False,
+    budget_s: float | None = SCRAPE_BUDGET_S,
 ) -> dict:
     """One scrape pass over every due source (or one shop URL, or the source named): save new and
-    changed products, tombstone gone ones, upload each new image to incoming/ once.
+    changed products, tombstone gone ones, upload each new image to incoming/ once. Within
+    ``budget_s`` seconds (None: no limit, as `shazzam scrape` runs): the next pass goes on where
+    this one stopped.
 
     ``progress(done, total)`` is called after each page. Returns the summary's counts, errors by
     kind as ``errors.<kind>`` (see shazzam.scrape.passes)."""
     from shazzam.scrape.passes import scrape_pass
 
-    return scrape_pass(app, shop_url=shop_url, limit=limit, progress=progress, source_name=source, force=force)
+    return scrape_pass(app, shop_url=shop_url, limit=limit, progress=progress, source_name=source, force=force, budget_s=budget_s)
 
 
 # --- detect -> standardise -> embed -----------------------------------------------------------

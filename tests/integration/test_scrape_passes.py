@@ -174,7 +174,7 @@ def test_the_scrape_works_on_both_databases(db_url, tmp_path):
 
 
 def test_later_migrations_upgrade_a_version_1_database(db_url):
-    """A database made by migration 1 alone (before v2's and v3's columns existed) gains them by ALTER."""
+    """A database made by migration 1 alone (before the later versions' columns existed) gains them by ALTER."""
     from shazzam.db import _V2_COLUMNS
 
     engine = sa.create_engine(db_url)
@@ -192,7 +192,7 @@ def test_later_migrations_upgrade_a_version_1_database(db_url):
         connection.execute(sa.text("INSERT INTO shops (id, base_url, name, active, created_at) VALUES ('t', 'http://127.0.0.1:8765/', 'y', 1, '2026-01-01 00:00:00')"))
     engine.dispose()
     database = Database(db_url, migrate=False).open_connection()
-    assert migrate(database.engine) == [2, 3]
+    assert migrate(database.engine) == [2, 3, 4]
     assert "embedded_by" in {column["name"] for column in sa.inspect(database.engine).get_columns("detections")}
     columns = {column["name"] for column in sa.inspect(database.engine).get_columns("products")}
     assert {"availability", "dead_reason", "dead_at", "fingerprint"} <= columns
@@ -255,3 +255,39 @@ def test_a_picture_the_page_no_longer_shows_is_unlinked(runtime, shop):
     links = runtime.db.run_query("SELECT image_id FROM product_images WHERE product_id = :id", {"id": product(runtime, shop, "final")["id"]})
     assert links == [{"image_id": image(runtime, shop, "other.jpg")["id"]}]
     assert not image(runtime, shop, "final.jpg")["is_dead"]  # another live page shows it still
+
+
+def test_a_pass_out_of_time_leaves_the_rest_of_the_round_to_the_next(runtime, shop, monkeypatch):
+    from shazzam.scrape.crawl import Crawl
+    from shazzam.scrape.passes import SourcePass
+
+    shop_id = register(runtime, shop)
+    visits: list[list[str]] = []
+    saving = SourcePass.page
+    monkeypatch.setattr(SourcePass, "page", lambda self, outcome: visits[-1].append(outcome.url) or saving(self, outcome))
+
+    visits.append([])
+    with monkeypatch.context() as clock:
+        clock.setattr(Crawl, "out_of_time", lambda self: len(visits[-1]) >= 5)  # the budget runs out after five pages
+        first = pipeline.scrape(runtime.app)
+    assert len(visits[0]) == 5 and first["shops_unfinished"] == 1 and first["pages_left"] > 0
+    assert catalogue.active_shops(runtime.db)[0]["last_scraped_at"] is None  # still due
+
+    visits.append([])
+    second = pipeline.scrape(runtime.app)
+    assert second["shops_unfinished"] == second["pages_left"] == 0
+    assert not set(visits[0]) & set(visits[1]) and len(visits[1]) == first["pages_left"]  # the pages the first did not reach
+    assert catalogue.active_shops(runtime.db)[0]["last_scraped_at"] is not None  # the round is done
+    assert first["products_new"] + second["products_new"] == 15  # as one whole pass finds (test_a_pass_over_the_quirky_shop)
+
+    visits.append([])
+    pipeline.scrape(runtime.app)  # a new round: every page, those visited longest ago first
+    assert set(visits[2]) == set(visits[0]) | set(visits[1]) and set(visits[2][:5]) == set(visits[0])
+    assert catalogue.shops_by_id(runtime.db)[shop_id]["last_scraped_at"] is not None
+
+
+def test_a_pass_with_no_time_left_reaches_no_shop_and_leaves_them_due(runtime, shop):
+    register(runtime, shop)
+    report = pipeline.scrape(runtime.app, budget_s=0)
+    assert report["shops"] == 0 and report["shops_left"] == 1 and report["pages_fetched"] == 0 and shop.log == []
+    assert pipeline.scrape(runtime.app)["shops"] == 1

@@ -11,6 +11,10 @@ Discovery strategies:
 
 Every page is fetched conditionally (ETag / Last-Modified from ``known``); a 304, or a body
 whose hash is the one seen last time, is ``unchanged`` and is not parsed again.
+
+Product pages are visited least recently checked first (never-visited ones before all), and a
+crawl given ``round_started`` leaves out the pages visited since then: a round of a large shop cut
+short by its time budget goes on, at the next pass, with the pages it has not reached yet.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ import hashlib
 import json
 import logging
 import re
+import time
 import xml.etree.ElementTree as ET
 import zlib
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Iterator, Mapping
 from urllib.parse import urljoin, urlsplit
 
@@ -45,6 +51,7 @@ class CachedPage:
     etag: str | None = None
     last_modified: str | None = None
     content_sha256: str | None = None
+    checked_at: datetime | None = None  # the last visit, whatever came of it
 
 
 @dataclass
@@ -106,11 +113,15 @@ class Crawl:
         fetcher: Fetcher,
         known: Mapping[str, CachedPage] | None = None,
         limit: int | None = None,
+        round_started: datetime | None = None,
+        deadline: float | None = None,
     ) -> None:
         self.source = source
         self.fetcher = fetcher
         self.known = known or {}
         self.limit = limit
+        self.round_started = round_started  # pages checked since then are not visited again
+        self.deadline = deadline  # time.monotonic() past which discovery stops fetching
         self.stats: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
         self._product_pattern = re.compile(source.product_pattern)
@@ -138,6 +149,18 @@ class Crawl:
     def _full(self, found: dict) -> bool:
         return self.limit is not None and len(found) >= self.limit
 
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def _in_visit_order(self, urls: list[str]) -> list[str]:
+        """Least recently checked first; without those checked since the round started."""
+        checked = {url: page.checked_at for url in urls if (page := self.known.get(url)) and page.checked_at}
+        if self.round_started is not None:
+            # <=: MySQL keeps whole seconds, so a visit in the round's first second may compare equal
+            # to its start; visiting that page once more costs less than skipping it.
+            urls = [url for url in urls if url not in checked or checked[url] <= self.round_started]
+        return sorted(urls, key=lambda url: (url in checked, checked.get(url) or datetime.min))
+
     # -- discovery ----------------------------------------------------------------------------
 
     def sitemap_urls(self) -> list[str]:
@@ -151,7 +174,7 @@ class Crawl:
         found: dict[str, None] = {}
 
         def visit(sitemap_url: str, depth: int) -> None:
-            if self._full(found) or sitemap_url in seen_sitemaps or depth > SITEMAP_MAX_DEPTH:
+            if self._full(found) or sitemap_url in seen_sitemaps or depth > SITEMAP_MAX_DEPTH or self.out_of_time():
                 return
             seen_sitemaps.add(sitemap_url)
             result = self._fetch(sitemap_url)
@@ -178,7 +201,7 @@ class Crawl:
         starts = [urljoin(self.source.base_url, url) for url in self.source.listing_urls] or [self.source.base_url]
         queue, seen = list(starts), set(starts)
         found: dict[str, None] = {}
-        while queue and len(seen) <= self.source.max_pages and not self._full(found):
+        while queue and len(seen) <= self.source.max_pages and not self._full(found) and not self.out_of_time():
             result = self._fetch(queue.pop(0), accept=HTML_TYPES)
             if result is None:
                 continue
@@ -267,17 +290,22 @@ class Crawl:
         if self.source.strategy == "shopify":
             yield from self._shopify_pages()
             return
-        urls = self.product_page_urls()
+        urls = self._in_visit_order(self.product_page_urls())
         self.total = len(urls)
-        with ThreadPoolExecutor(max_workers=self.fetcher.policy.concurrency, thread_name_prefix="scrape") as pool:
+        pool = ThreadPoolExecutor(max_workers=self.fetcher.policy.concurrency, thread_name_prefix="scrape")
+        try:
             for outcome in pool.map(self._product_page, urls):
                 yield self._count(outcome)
+        finally:  # a consumer that stops early (out of time) leaves the queued pages unfetched
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _shopify_pages(self) -> Iterator[PageOutcome]:
         products, previous = 0, None
         for number in range(1, self.source.max_pages + 1):
             url = urljoin(self.source.base_url, f"/products.json?limit={SHOPIFY_PAGE_SIZE}&page={number}")
             self.total = number
+            if self.out_of_time():
+                return
             outcome = self._count(self._shopify_page(url))
             if outcome.state == "changed" and not outcome.products:
                 return  # past the last page

@@ -3,7 +3,8 @@ pipeline.revalidate call these).
 
 A scrape pass visits each due source: unchanged pages (304, or the same bytes) only refresh
 their products' last-seen time; changed pages are parsed and each product is classified new,
-changed or unchanged by its fingerprint. Only new or changed products fetch images, and an
+changed or unchanged by its fingerprint. A pass may stop at a time budget; the source's round of
+pages then goes on at the next pass (see scrape_pass). Only new or changed products fetch images, and an
 image is stored (put under ``incoming/``) once: the same URL, the same bytes or a near-identical
 picture (dHash) found again is linked to the product instead.
 
@@ -18,7 +19,9 @@ import hashlib
 import logging
 import time
 from collections import Counter
+from contextlib import closing
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Callable
 
 from shazzam import catalogue, ids
@@ -35,6 +38,9 @@ COUNTERS = (
     "shops",
     "pages_fetched",
     "skipped_by_robots",
+    "shops_unfinished",
+    "shops_left",
+    "pages_left",
     "products",
     "products_new",
     "products_changed",
@@ -67,7 +73,7 @@ class Summary:
 
 
 def _cached(rows: dict[str, dict]) -> dict[str, CachedPage]:
-    return {url: CachedPage(row["etag"], row["last_modified"], row["content_sha256"]) for url, row in rows.items()}
+    return {url: CachedPage(row["etag"], row["last_modified"], row["content_sha256"], row["checked_at"]) for url, row in rows.items()}
 
 
 class SourcePass:
@@ -86,9 +92,9 @@ class SourcePass:
             self.by_page.setdefault(row["page_url"] or row["url"], []).append(row)
         self.seen: set[str] = set()
 
-    def crawl(self, limit: int | None, conditional: bool = True) -> Crawl:
-        """A crawl of the source; ``conditional`` False fetches every page in full."""
-        return Crawl(self.source, self.fetcher, self.cached_pages if conditional else {}, limit=limit)
+    def crawl(self, limit: int | None, conditional: bool = True, round_started: datetime | None = None, deadline: float | None = None) -> Crawl:
+        """A crawl of the source; ``conditional`` False fetches every page in full (see Crawl for the rest)."""
+        return Crawl(self.source, self.fetcher, self.cached_pages if conditional else {}, limit=limit, round_started=round_started, deadline=deadline)
 
     def products_on_page(self, page_url: str) -> list[dict]:
         return self.by_page.get(page_url, [])
@@ -131,6 +137,8 @@ class SourcePass:
                     row.update(is_dead=True, dead_reason="removed")
                     counts["products_dead"] += 1
             self.remember(outcome.url, outcome.cache)
+        if outcome.state != "changed":
+            catalogue.mark_page_checked(self.db, self.shop_id, outcome.url)
 
     def revive(self, product_id: str) -> None:
         """Bring a dead product back and ingest again the images that died with it."""
@@ -273,26 +281,49 @@ def scrape_pass(
     progress: Callable[[int, int], None] | None = None,
     source_name: str | None = None,
     force: bool = False,
+    budget_s: float | None = None,
 ) -> dict:
-    """Scrape every due source (or the one named): see the module docstring."""
+    """Scrape every due source (or the one named): see the module docstring.
+
+    A source's round of pages ends when every page has been visited since it began (its last
+    finished round, else when the shop was added); only then is the shop marked scraped. Within
+    ``budget_s`` seconds the pass stops where it is: a source's unvisited pages (``pages_left``)
+    and the due sources not reached (``shops_left``, those scraped longest ago go first) are what
+    the next pass starts with. ``force`` starts a new round at once."""
     from shazzam.db import utcnow
 
     summary = Summary()
     hashes = catalogue.image_hashes(app.db)
     base = app.fetcher()
-    for row, source in _sources(app, shop_url, source_name):
+    deadline = None if budget_s is None else time.monotonic() + budget_s
+    sources = sorted(_sources(app, shop_url, source_name), key=lambda pair: (pair[0]["last_scraped_at"] is not None, pair[0]["last_scraped_at"] or datetime.min))
+    for row, source in sources:
         if not (force or shop_url or source_name or source.is_due(row.get("last_scraped_at"), utcnow())):
+            continue
+        if deadline is not None and time.monotonic() >= deadline:
+            summary.counts["shops_left"] += 1
             continue
         summary.counts["shops"] += 1
         visit = SourcePass(app, row["id"], source, base.with_policy(source.policy()), summary, hashes)
-        crawl = visit.crawl(limit)
-        for done, outcome in enumerate(crawl.pages(), 1):
-            visit.page(outcome)
-            if progress is not None:
-                progress(done, crawl.total)
+        round_started = None if force else row["last_scraped_at"] or row["created_at"]
+        crawl = visit.crawl(limit, round_started=round_started, deadline=deadline)
+        done = 0
+        with closing(crawl.pages()) as pages:
+            for outcome in pages:
+                if crawl.out_of_time():
+                    break
+                visit.page(outcome)
+                done += 1
+                if progress is not None:
+                    progress(done, crawl.total)
         summary.counts.update({name: crawl.stats[name] for name in ("pages_fetched", "skipped_by_robots")})
         summary.errors.update(crawl.errors)
-        catalogue.mark_shop_scraped(app.db, row["id"])
+        if crawl.out_of_time():
+            summary.counts["shops_unfinished"] += 1
+            summary.counts["pages_left"] += crawl.total - done
+            log.info("%s: out of time with %d of %d pages left; the next pass goes on", source.base_url, crawl.total - done, crawl.total)
+        else:
+            catalogue.mark_shop_scraped(app.db, row["id"])
     return summary.as_dict()
 
 

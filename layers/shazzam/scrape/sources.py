@@ -4,7 +4,8 @@
     name = "Sample shop"
     base_url = "http://127.0.0.1:8765/"
     strategy = "sitemap"          # sitemap | listing | shopify | auto (sitemaps, else listing)
-    schedule = "rate(1 day)"      # omitted: every time the scrape function fires
+    schedule = "rate(1 day)"      # omitted: every time the scrape function fires (a round
+                                  # cut short by the run's time budget goes on at the next)
     delay_s = 1.0                 # between two requests to the host (robots Crawl-delay raises it)
     concurrency = 1               # requests in flight per host, 1 or 2
     local = true                  # may reach private/loopback addresses (demo and tests only)
