@@ -15,6 +15,9 @@ from shazzam.db import Database, detections, http_cache, images, product_images,
 
 # Reasons a product is dead that a later visit may undo (a removed page can come back).
 REVIVABLE = ("http-404", "http-410", "soft-404", "out-of-stock", "removed", "gone")
+# Ids per IN (...) list: a search may join thousands of candidates, more than SQLite's bound
+# parameters per statement on older builds (999).
+IN_LIST_SIZE = 900
 
 
 def add_shop(db: Database, base_url: str, name: str | None = None) -> str:
@@ -504,7 +507,7 @@ def items_for_detections(db: Database, detection_ids: Sequence[str], filters=Non
     """
     if not detection_ids:
         return {}
-    conditions = [detections.c.id.in_(list(detection_ids)), products.c.is_dead.is_(False), images.c.is_dead.is_(False)]
+    conditions = [products.c.is_dead.is_(False), images.c.is_dead.is_(False)]
     if filters is not None:
         if filters.min_price is not None:
             conditions.append(products.c.price >= filters.min_price)
@@ -513,16 +516,21 @@ def items_for_detections(db: Database, detection_ids: Sequence[str], filters=Non
         if filters.currency is not None:
             conditions.append(products.c.currency == filters.currency)
         if filters.shop is not None:
-            conditions.append(_is_shop(filters.shop))
+            conditions.append(products.c.shop_id.in_(shop_ids(db, filters.shop)))
+    statement = (
+        sa.select(detections.c.id.label("detection_id"), *_item_columns(), images.c.src_link.label("image_url"))
+        .join(images, detections.c.image_id == images.c.id)
+        .join(products, images.c.product_id == products.c.id)
+        .join(shops, products.c.shop_id == shops.c.id)
+        .where(*conditions)
+    )
+    found = {}
+    detection_ids = list(detection_ids)
     with db.transaction() as connection:
-        rows = connection.execute(
-            sa.select(detections.c.id.label("detection_id"), *_item_columns(), images.c.src_link.label("image_url"))
-            .join(images, detections.c.image_id == images.c.id)
-            .join(products, images.c.product_id == products.c.id)
-            .join(shops, products.c.shop_id == shops.c.id)
-            .where(*conditions)
-        )
-        return {row["detection_id"]: dict(row) for row in rows.mappings()}
+        for start in range(0, len(detection_ids), IN_LIST_SIZE):  # bound parameters per statement
+            rows = connection.execute(statement.where(detections.c.id.in_(detection_ids[start : start + IN_LIST_SIZE])))
+            found.update((row["detection_id"], dict(row)) for row in rows.mappings())
+    return found
 
 
 def get_item(db: Database, product_id: str) -> dict | None:
@@ -550,14 +558,17 @@ def get_item(db: Database, product_id: str) -> dict | None:
         return {**dict(row), "image_urls": list(image_urls)}
 
 
-def _is_shop(name_or_id: str):
-    """A shop by its id, or its name in any case (what a person types)."""
-    return sa.or_(sa.func.lower(shops.c.name) == name_or_id.lower(), shops.c.id == name_or_id)
+def shop_ids(db: Database, name_or_id: str) -> list[str]:
+    """The shops a search names: by id, or by name in any case (what a person types). Compared
+    here, not in SQL: SQLite's lower() folds only ASCII letters ("Élan" would not match "élan")."""
+    wanted = name_or_id.casefold()
+    with db.transaction() as connection:
+        rows = connection.execute(sa.select(shops.c.id, shops.c.name)).all()
+    return [row.id for row in rows if row.id == name_or_id or row.name.casefold() == wanted]
 
 
 def shop_exists(db: Database, name_or_id: str) -> bool:
-    with db.transaction() as connection:
-        return connection.execute(sa.select(shops.c.id).where(_is_shop(name_or_id)).limit(1)).first() is not None
+    return bool(shop_ids(db, name_or_id))
 
 
 def shop_names(db: Database) -> list[str]:

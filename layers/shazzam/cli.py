@@ -292,8 +292,7 @@ def cmd_invoke(args) -> int:
 def cmd_bench(args) -> int:
     from shazzam import bench_search
 
-    sizes = [int(size) for size in args.sizes.split(",")]
-    report = bench_search.run(sizes, args.queries, dim=args.dim, log=(lambda message: None) if args.quiet else None)
+    report = bench_search.run(args.sizes, args.queries, dim=args.dim, log=(lambda message: None) if args.quiet else None)
     print(json.dumps(report) if args.json else bench_search.format_report(report))
     return 0
 
@@ -390,6 +389,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def shard_sizes(text: str) -> list[int]:
+    """An argparse type: comma-separated item counts, each above the bench's k (recall@k needs more)."""
+    from shazzam.bench_search import K
+
+    sizes = [positive_int(part.strip()) for part in text.split(",")]
+    if any(size <= K for size in sizes):
+        raise argparse.ArgumentTypeError(f"each size must be more than {K} items (recall@{K} needs them), not {text!r}")
+    return sizes
+
+
 def results_per_garment(text: str) -> int:
     """An argparse type: -k, 1 to the API's most results per garment."""
     from shazzam.pipeline import MAX_K
@@ -471,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="benchmarks")
     bench_commands = bench.add_subparsers(dest="bench_command", required=True)
     bench_search = bench_commands.add_parser("search", help="exact L1 search: ours, the original's, FAISS")
-    bench_search.add_argument("--sizes", default="10000,100000,1000000", help="items per shard (default %(default)s)")
+    bench_search.add_argument("--sizes", type=shard_sizes, default="10000,100000,1000000", help="items per shard (default %(default)s)")
     bench_search.add_argument("--queries", type=positive_int, default=40, help="queries per size (a quarter at 1M)")
     bench_search.add_argument("--dim", type=positive_int, default=None, help="embedding dimension (default: the serving model's, from its manifest)")
     bench_search.add_argument("--json", action="store_true")

@@ -28,6 +28,7 @@ import re
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -54,7 +55,7 @@ log = logging.getLogger(__name__)
 MANIFEST_KEY = "index/manifest.json"
 PENDING_PREFIX = "vectors/pending/"
 REMOVED_PREFIX = "vectors/removed/"
-UNREADABLE_PREFIX = "vectors/unreadable/"  # pending vectors an index run could not read, kept for a look
+UNREADABLE_PREFIX = "vectors/unreadable/"  # pending vectors an index run could not read or use, kept for a look
 PUBLISH_ATTEMPTS = 8
 # Superseded shard versions stay this long for readers that still hold the old manifest.
 OLD_VERSION_GRACE_S = 15 * 60
@@ -113,6 +114,8 @@ class Shard:
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         if queries.shape[1] != self.dim and self.ids:
             raise ValueError(f"query has {queries.shape[1]} dimensions, the {self.category} shard {self.dim}")
+        for query in queries:
+            check_vector(query)  # a NaN query would find every item at distance 0
         offsets = self.offsets if self.low_bits is not None else None
         return search_codes(l2_normalise(queries), self.codes, self.low_bits, self.step, k, parts=parts, offsets=offsets)
 
@@ -307,6 +310,10 @@ def publish(
         elif current is not None:
             log.warning("%s shard of model %s is replaced by one of model %s: re-embed its items", category, current.model, model)
         if add:
+            dims = Counter(len(vector) for vector in add.values())
+            dim = current.dim if merged else dims.most_common(1)[0][0]
+            if set(dims) != {dim}:
+                raise WrongDimension(category, sorted(key for key, vector in add.items() if len(vector) != dim), dim)
             added = l2_normalise(np.stack(list(add.values())))
             wider = choose_step(added, step, clipped_before=clipped, count_before=coded)
             if step is not None and wider > step and merged:
@@ -388,7 +395,7 @@ def compact(store: ObjectStore, model: str, on_merged: Callable[[str, list[str]]
     report = {}
     pending, removed = vector_keys(store, PENDING_PREFIX), vector_keys(store, REMOVED_PREFIX, suffix="")
     for category in sorted(set(pending) | set(removed)):
-        vectors, read = {}, {}  # read: key -> the ETag of the version merged (or dropped)
+        vectors, read, raw = {}, {}, {}  # read: key -> the ETag of the version merged (or dropped)
         for key in pending.get(category, []):
             try:
                 data, read[key] = store.get_with_etag(key)
@@ -396,6 +403,7 @@ def compact(store: ObjectStore, model: str, on_merged: Callable[[str, list[str]]
                 continue  # merged and deleted by an overlapping run
             try:
                 vector, made_by = decode_vector(data)
+                check_vector(vector)
             except (ValueError, OSError, EOFError) as exc:
                 set_aside(store, key, data, read.pop(key), exc)
                 continue
@@ -403,8 +411,17 @@ def compact(store: ObjectStore, model: str, on_merged: Callable[[str, list[str]]
                 log.warning("dropping %s: embedded by %s, the index holds %s", key, made_by, model)
                 continue
             vectors[key_stem(key)] = vector
+            raw[key_stem(key)] = key, data
         dropped = {key_stem(key) for key in removed.get(category, [])} - set(vectors)
-        entry = publish(store, category, add=vectors, drop=dropped, model=model)
+        while True:
+            try:
+                entry = publish(store, category, add=vectors, drop=dropped, model=model)
+                break
+            except WrongDimension as exc:
+                for detection_id in exc.ids:
+                    key, data = raw[detection_id]
+                    del vectors[detection_id]
+                    set_aside(store, key, data, read.pop(key), exc)
         if on_merged is not None:
             on_merged(category, sorted(vectors))
         for key, etag in read.items():
@@ -415,12 +432,31 @@ def compact(store: ObjectStore, model: str, on_merged: Callable[[str, list[str]]
     return report
 
 
+def check_vector(vector: np.ndarray) -> None:
+    """ValueError unless the vector is one embedding a shard can hold: 1-D, finite, with a finite
+    norm (a norm that overflows float32 would code it as all zeros)."""
+    if vector.ndim != 1 or vector.size == 0:
+        raise ValueError(f"a vector must be one row of numbers, not an array of shape {vector.shape}")
+    with np.errstate(over="ignore"):
+        norm = np.linalg.norm(np.asarray(vector, dtype=np.float32))
+    if not np.isfinite(vector).all() or not np.isfinite(norm):
+        raise ValueError("a vector with NaN, infinite or overflowing values")
+
+
+class WrongDimension(ValueError):
+    """Vectors to add whose dimension is not the shard's (or, for a new shard, the most common)."""
+
+    def __init__(self, category: str, ids: list[str], dim: int):
+        super().__init__(f"{len(ids)} vector(s) for the {category} shard do not have its {dim} dimensions: {ids[:5]}")
+        self.ids = ids
+
+
 def set_aside(store: ObjectStore, key: str, data: bytes, etag: str, error: Exception) -> None:
-    """Move an unreadable pending vector out of the runs' way (one would fail every run), keeping it."""
+    """Move an unusable pending vector out of the runs' way (one would fail every run), keeping it."""
     aside = UNREADABLE_PREFIX + key[len(PENDING_PREFIX):]
     store.put(aside, data)
     delete_if_unchanged(store, key, etag)  # rewritten meanwhile: the next run reads the new one
-    log.error("set aside an unreadable pending vector %s as %s: %s", key, aside, error)
+    log.error("set aside an unusable pending vector %s as %s: %s", key, aside, error)
 
 
 class ShardReader:

@@ -28,8 +28,10 @@ DEFAULT_K = 10
 MAX_K = 50
 
 
-# When filters narrow the results, this many nearest candidates are joined with the catalogue.
+# Shard rows a filtered search joins with the catalogue at first, and any search at most (see
+# nearest_items): past that, a filter that only far items pass gets fewer than k results.
 FILTERED_CANDIDATES = 1000
+MAX_CANDIDATES = 16_000
 
 
 class BadRequest(ValueError):
@@ -419,16 +421,12 @@ def search(
         prediction = model.predict(get_subsection_of_image(image, detection.box))
         predicted, confidence = category_within(prediction.probabilities, allowed)
         chosen = category or predicted
-        # Over-fetch: a shard may still hold items revalidate has just marked dead, and filters
-        # drop more; the catalogue join below keeps the k best that pass.
         try:
-            hits = app.shards.search(chosen, prediction.embedding, FILTERED_CANDIDATES if filters.any() else k + 10, model=model.name)
+            results = nearest_items(app, chosen, prediction.embedding, k, filters)
         except StaleShard:
             # The category is still indexed by an older model and is being embedded again.
             log.warning("the %s shard predates model %s: no results until it is re-indexed", chosen, model.name)
-            hits = []
-        items = catalogue.items_for_detections(app.db, [detection_id for detection_id, _ in hits], filters)
-        results = [_result(items[detection_id], distance) for detection_id, distance in hits if detection_id in items][:k]
+            results = []
         garments.append(
             {
                 **entry,
@@ -447,6 +445,28 @@ def search(
         "model": {"name": model.name, "detector": app.detector.name},
         "took_ms": round((time.perf_counter() - started) * 1000, 1),
     }
+
+
+def nearest_items(app: App, category: str, embedding, k: int, filters: SearchFilters) -> list[dict]:
+    """The k nearest live catalogue items passing the filters, each once (at its nearest picture).
+
+    The shard holds pictures, not items: an item with several pictures has several rows, items
+    revalidate has just marked dead are still there, and filters drop more. So the search asks
+    for more rows than k, and for four times as many again, up to MAX_CANDIDATES, while the
+    catalogue join leaves fewer than k items."""
+    wanted = FILTERED_CANDIDATES if filters.any() else k + 10
+    while True:
+        hits = app.shards.search(category, embedding, wanted, model=app.garment_model.name)
+        items = catalogue.items_for_detections(app.db, [detection_id for detection_id, _ in hits], filters)
+        results, shown = [], set()
+        for detection_id, distance in hits:
+            item = items.get(detection_id)
+            if item is not None and item["product_id"] not in shown:
+                shown.add(item["product_id"])
+                results.append(_result(item, distance))
+        if len(results) >= k or len(hits) < wanted or wanted >= MAX_CANDIDATES:
+            return results[:k]
+        wanted = min(wanted * 4, MAX_CANDIDATES)
 
 
 def _result(item: dict, distance: float) -> dict:

@@ -117,7 +117,8 @@ def test_user_errors_are_one_line_and_verbose_shows_where(tmp_path):
     verbose = subprocess.run([sys.executable, "-m", "shazzam.cli", "--data-dir", str(tmp_path), "--verbose", "search", str(tmp_path / "nope.jpg")],
                              capture_output=True, text=True, timeout=120, cwd=REPO)
     assert verbose.returncode == 1 and "Traceback" in verbose.stderr
-    for args in (("search", "x.jpg", "-k", "0"), ("serve", "--port", "70000"), ("eval", "--timing-images", "0")):
+    for args in (("search", "x.jpg", "-k", "0"), ("serve", "--port", "70000"), ("eval", "--timing-images", "0"),
+                 ("bench", "search", "--sizes", "10"), ("bench", "search", "--sizes", "1000,1e4")):
         rejected = shazzam(*args, data_dir=tmp_path)
         assert rejected.returncode == 2 and "Traceback" not in rejected.stderr, args  # argparse: before any work
 

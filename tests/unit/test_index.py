@@ -558,6 +558,35 @@ def test_an_unreadable_pending_vector_is_set_aside_and_the_run_goes_on(store):
     assert compact(store, "m") == {}  # and the next run is not stuck on it
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [np.ones(DIM - 1), np.ones((2, DIM)), np.full(DIM, np.nan), np.r_[np.inf, np.ones(DIM - 1)], np.full(DIM, 1e20)],
+    ids=["another-dimension", "two-rows", "nan", "infinite", "norm-overflows"],
+)
+def test_a_pending_vector_no_shard_can_hold_is_set_aside_and_the_run_goes_on(store, bad):
+    store.put("vectors/pending/dress/a-000.npy", encode_vector(np.eye(DIM)[0], "m"))
+    store.put("vectors/pending/dress/b-000.npy", encode_vector(np.asarray(bad, dtype=np.float32), "m"))
+    store.put("vectors/pending/shoes/c-000.npy", encode_vector(np.eye(DIM)[1], "m"))
+    report = compact(store, "m")
+    assert report["dress"]["added"] == ["a-000"] and report["shoes"]["added"] == ["c-000"]
+    assert [info.key for info in store.list("vectors/unreadable/")] == ["vectors/unreadable/dress/b-000.npy"]
+    assert not list(store.list("vectors/pending/")) and compact(store, "m") == {}
+
+
+def test_a_vector_of_another_dimension_than_the_live_shard_is_set_aside(store):
+    publish(store, "top", add=vectors(["a-000"]), model="m")
+    store.put("vectors/pending/top/b-000.npy", encode_vector(np.ones(DIM + 1), "m"))
+    store.put("vectors/pending/top/c-000.npy", encode_vector(np.eye(DIM)[2], "m"))
+    assert compact(store, "m")["top"] == {"added": ["c-000"], "removed": [], "total": 2}
+    assert [info.key for info in store.list("vectors/unreadable/")] == ["vectors/unreadable/top/b-000.npy"]
+
+
+def test_a_query_that_is_not_finite_is_refused(store):
+    publish(store, "top", add=vectors(["a-000"]))
+    with pytest.raises(ValueError, match="NaN"):
+        ShardReader(store).search("top", np.full(DIM, np.nan), 1)  # else every item is at distance 0
+
+
 def test_manifest_is_json_with_every_category(store):
     publish(store, "top", add=vectors(["t"]))
     publish(store, "shoes", add=vectors(["s"]))
