@@ -264,6 +264,11 @@ def index(app: App) -> dict:
                                  on_merged=lambda _category, added: catalogue.mark_indexed(app.db, added))
     report = {category: {"added": len(merged["added"]), "removed": len(merged["removed"]), "total": merged["total"]}
               for category, merged in merged_by_category.items()}
+    # Items that died while their vectors were pending were merged all the same, and scrapes mark
+    # items dead too: out of the shards now rather than at the next revalidate.
+    dropped = drop_dead_vectors(app)
+    if dropped:
+        report["vectors_dropped"] = dropped
     reembedding = reembed(app, limit=REEMBED_BATCH, budget_s=REEMBED_BUDGET_S)
     if reembedding["stale"]:
         report["reembedding"] = reembedding

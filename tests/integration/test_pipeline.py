@@ -59,6 +59,17 @@ def test_an_item_refiled_before_an_index_run_reached_it_lands_in_one_shard(runti
     assert statuses(runtime) == [("skirt", "indexed")]
 
 
+def test_an_item_that_died_while_its_vector_was_pending_leaves_the_shard_at_the_index_run(runtime):
+    upload_product(runtime, "dress", index=False)
+    (product_id,) = catalogue.products_of_shop(runtime.db, ids.shop_id("https://shop.example/")).values()
+    catalogue.mark_product_dead(runtime.db, product_id["id"], "out-of-stock")  # a scrape, before the index run
+    report = runtime.fire_schedule("index")
+    assert report["dress"]["added"] == 1 and report["vectors_dropped"] == 1
+    runtime.app.shards.manifest_ttl_s = 0
+    assert runtime.app.shards.categories() == {"dress": 0}
+    assert statuses(runtime) == [("dress", "removed")]
+
+
 def test_an_index_run_during_embed_leaves_the_row_to_be_marked_by_the_next(runtime, monkeypatch):
     update_detection = catalogue.update_detection
 
