@@ -304,6 +304,8 @@ def create_upload():
             ExpiresIn=UPLOAD_EXPIRES_S,
         )
     else:
+        # The address the client reached this server by (127.0.0.1, a LAN address, a tunnel); a
+        # Host header that lies only misleads the client that sent it.
         host = _header("host", "127.0.0.1:8000")
         presigned = {"url": f"http://{host}{LOCAL_UPLOAD_PATH}", "fields": {"key": key, "Content-Type": content_type}}
     return Response(

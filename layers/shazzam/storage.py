@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import time
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,6 +184,21 @@ class LocalFolderStore:
             except FileNotFoundError:  # deleted by another writer since the walk saw it
                 continue
             yield ObjectInfo(key, size, "")
+
+
+    def expire(self, prefix: str, max_age_s: float) -> int:
+        """What an S3 lifecycle rule does: delete the objects under `prefix` older than `max_age_s`
+        seconds (by the time they were written). Returns how many."""
+        cutoff, expired = time.time() - max_age_s, 0
+        for info in list(self.list(prefix)):
+            try:
+                written = (self.root / info.key).stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if written < cutoff:
+                self.delete(info.key)
+                expired += 1
+        return expired
 
 
 class S3Store:

@@ -48,12 +48,14 @@ def served(tmp_path_factory):
 def request(port: int, method: str, path: str, body: bytes = b"", headers: dict | None = None):
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        connection.request(method, path, body=body, headers=headers or {})
+        connection.request(method, path, body=body, headers={"origin": "http://elsewhere.example", **(headers or {})})
         response = connection.getresponse()
         data = response.read()
     finally:
         connection.close()
     content_type = response.getheader("content-type", "")
+    if response.status >= 400:  # a page on another origin can read why it was refused
+        assert response.getheader("access-control-allow-origin") == "*", (response.status, data)
     return response.status, content_type, json.loads(data) if "json" in content_type and data else data
 
 

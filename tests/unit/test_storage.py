@@ -283,3 +283,29 @@ def test_two_stores_on_one_folder_share_the_lock(tmp_path):
     first.put("m", b"v3")
     with pytest.raises(PreconditionFailed):
         second.put("m", b"v4", if_match=etag)
+
+
+def test_expire_deletes_what_is_older_than_the_age_under_the_prefix(tmp_path):
+    store = LocalFolderStore(tmp_path)
+    for key in ("uploads/old", "uploads/new", "index/old"):
+        store.put(key, b"x")
+    day_ago = os.path.getmtime(tmp_path / "uploads/new") - 86_401
+    for key in ("uploads/old", "index/old"):
+        os.utime(tmp_path / key, (day_ago, day_ago))
+    assert store.expire("uploads/", 86_400) == 1
+    assert [info.key for info in store.list()] == ["index/old", "uploads/new"]
+
+
+def test_a_runtime_deletes_uploads_older_than_a_day_as_the_lifecycle_rule_does(tmp_path):
+    from shazzam.local.runtime import UPLOAD_LIFETIME_S, LocalRuntime
+
+    runtime = LocalRuntime(tmp_path)
+    runtime.store.put("uploads/0123456789abcdef0123456789abcdef", b"a photo")
+    runtime.close()
+    stale = os.path.getmtime(tmp_path / "objects/uploads/0123456789abcdef0123456789abcdef") - UPLOAD_LIFETIME_S - 1
+    os.utime(tmp_path / "objects/uploads/0123456789abcdef0123456789abcdef", (stale, stale))
+    runtime = LocalRuntime(tmp_path)
+    try:
+        assert list(runtime.store.list("uploads/")) == []
+    finally:
+        runtime.close()

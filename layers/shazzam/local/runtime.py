@@ -44,6 +44,7 @@ UPLOAD_FORM_OVERHEAD = 64 * 1024
 DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
 # Seconds a connection may stay silent mid-request before the server closes it.
 REQUEST_TIMEOUT_S = 30
+UPLOAD_LIFETIME_S = 24 * 3600  # as the bucket's lifecycle rule (cdk/shazzam_cdk/storage.py)
 
 
 class BadBody(ValueError):
@@ -103,7 +104,9 @@ def web_files() -> dict[str, tuple[Path, str]]:
 
 
 def _problem(status: int, detail: str) -> tuple[int, dict, bytes]:
-    return status, {"content-type": api.PROBLEM_JSON}, json.dumps(api.problem_body(status, detail)).encode()
+    """The local server's own refusal, CORS headers and all, as API Gateway's (and S3's) would be."""
+    headers = {"content-type": api.PROBLEM_JSON, "access-control-allow-origin": "*"}
+    return status, headers, json.dumps(api.problem_body(status, detail)).encode()
 
 
 def load_handler(name: str) -> Callable:
@@ -159,6 +162,7 @@ class LocalRuntime:
         self._environments = {function.name: threading.Lock() for function in wiring.FUNCTIONS}
         self._stop = threading.Event()
         self.requeue_unprocessed()
+        self.expire_uploads()
 
     # --- invoking functions -------------------------------------------------------------------
 
@@ -207,6 +211,14 @@ class LocalRuntime:
             return False  # detected: standardise takes it from there
         row = catalogue.get_image(self.db, image_id)
         return row is None or row["status"] != "failed"
+
+    def expire_uploads(self) -> int:
+        """Delete the photos uploaded for a search more than a day ago, as the bucket's lifecycle
+        rule does in the cloud (searches name an upload only within minutes of it)."""
+        expired = self.store.expire(api.UPLOAD_PREFIX, UPLOAD_LIFETIME_S)
+        if expired:
+            log.info("deleted %d uploads older than a day", expired)
+        return expired
 
     def pending(self) -> int:
         with self._queue_lock:
@@ -376,12 +388,16 @@ class LocalRuntime:
 
         def loop():
             report = DrainReport()
+            expire_uploads_at = time.monotonic() + 3600  # and hourly after the start's
             while not self._stop.is_set():
                 event = self._next_event()
                 if event is not None:
                     self.deliver(event, report)
                     continue
                 now = time.monotonic()
+                if now >= expire_uploads_at:
+                    expire_uploads_at = now + 3600
+                    self.expire_uploads()
                 for name in due if schedules else ():
                     if now >= due[name]:
                         due[name] = now + rates[name]
