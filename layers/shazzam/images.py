@@ -10,12 +10,16 @@ raises `ImageError` with a reason; `standardise_img` makes the square that the m
 from __future__ import annotations
 
 import io
+import logging
+import struct
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+log = logging.getLogger(__name__)
 
 MAX_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 40_000_000
@@ -87,7 +91,11 @@ def load_image(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX
                 raise ImageError(
                     f"image is {width}x{height} = {width * height} pixels, more than the {max_pixels} allowed", "too_large"
                 )
+            # load() decodes the first frame of an animation or a multi-page file, and a HEIF's
+            # primary image: the picture a viewer shows. Counting frames (n_frames) would parse
+            # every frame, which is slow for many and fails on a broken one after the first.
             image.load()
+            image = to_rgb(_upright(image))
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -96,12 +104,19 @@ def load_image(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX
         raise ImageError(f"not an image in a format we read ({READABLE_FORMATS})", "unsupported") from None
     except Image.DecompressionBombError as exc:
         raise ImageError(f"too many pixels: {exc}", "too_large") from exc
-    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError, struct.error, IndexError, TypeError, KeyError) as exc:
+        # Pillow's parsers raise any of these on broken data.
         raise ImageError(f"corrupt or truncated image: {exc}") from exc
-    if getattr(image, "n_frames", 1) > 1:
-        image.seek(0)
-    image = ImageOps.exif_transpose(image)
-    return to_rgb(image)
+    return image
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The image as its EXIF orientation says it is seen; as stored when its EXIF is unreadable."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError, KeyError):
+        log.warning("unreadable EXIF: the image is used as stored")
+        return image
 
 
 def _looks_like_ours(data: bytes) -> bool:
@@ -110,22 +125,41 @@ def _looks_like_ours(data: bytes) -> bool:
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Any colour mode to 8-bit RGB; transparency is flattened on white."""
+    """Any colour mode to 8-bit RGB; transparency (an alpha channel, or the transparent colour or
+    palette entries of a PNG or GIF) is flattened on white. Integer arithmetic and one full-size
+    copy at a time: a 40-megapixel image must fit the functions' memory."""
+    key = image.info.get("transparency")
+    if image.mode in WIDE_GREY_MODES:
+        array = np.asarray(image)
+        opaque = None if key is None or isinstance(key, bytes) else array != key
+        image = Image.fromarray(_eight_bit_grey(array, image.mode), "L")
+        if opaque is not None:
+            image.putalpha(Image.fromarray(opaque.astype(np.uint8) * 255, "L"))
+    elif key is not None and image.mode in ("RGB", "L", "P"):
+        image = image.convert("RGBA")  # the transparent colour or palette entries become alpha
     if image.mode == "RGB":
         return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # 16/32-bit greyscale: scale the actual range down to 8 bits rather than clipping.
-        array = np.asarray(image, dtype=np.float64)
-        top = array.max() if array.size else 0
-        scale = 255.0 / top if top > 255 else 1.0
-        image = Image.fromarray(np.clip(array * scale, 0, 255).astype(np.uint8), "L")
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, PAD_COLOUR + (255,))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, PAD_COLOUR)
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
     return image.convert("RGB")
+
+
+WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def _eight_bit_grey(array: np.ndarray, mode: str) -> np.ndarray:
+    """16-bit (or 32-bit int) grey to 8 bits as the eye sees it (value / 257), float 0..1 to 0..255.
+    A 32-bit image whose values all fit 8 bits is taken as 8-bit."""
+    if mode == "F":
+        top = float(np.nanmax(array)) if array.size and not np.isnan(array).all() else 0.0
+        scaled = np.nan_to_num(array, nan=0.0) * (255.0 if top <= 1.0 else 1.0)
+        return np.clip(scaled, 0, 255).astype(np.uint8)
+    if mode == "I" and (not array.size or array.max() <= 255):
+        return np.clip(array, 0, 255).astype(np.uint8)
+    return (np.clip(array, 0, 65535) // 257).astype(np.uint8)
 
 
 def get_subsection_of_image(image: Image.Image, box: Box | list[int] | tuple[int, int, int, int]) -> Image.Image:

@@ -57,7 +57,8 @@ FUNCTIONS: tuple[Function, ...] = (
         timeout_s=900,
     ),
     Function("detect", "Find garments in an incoming image", (ObjectCreated("incoming/"),), memory_mb=1024),
-    Function("standardise", "Crop and standardise each detected garment", (ObjectCreated("detections/", ".json"),)),
+    # 1 GB: a 40-megapixel photo with transparency takes about 700 MB to decode and flatten.
+    Function("standardise", "Crop and standardise each detected garment", (ObjectCreated("detections/", ".json"),), memory_mb=1024),
     Function("embed", "Embed and categorise a standardised garment", (ObjectCreated("standard/", ".png"),), memory_mb=1024),
     Function("index", "Merge pending vectors into the category shards", (Schedule("rate(5 minutes)"),), timeout_s=300),
     Function("revalidate", "Re-check product pages; drop dead items", (Schedule("rate(1 day)"),), timeout_s=900),

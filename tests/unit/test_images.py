@@ -199,11 +199,27 @@ def test_16_bit_greyscale_is_scaled_not_clipped():
     assert image.mode == "I;16"
     loaded = load_image(encode(image, "PNG"))
     assert loaded.mode == "RGB"
-    row = np.asarray(loaded)[0, :, 0].astype(int)
-    assert row[0] == 0 and row[-1] == 255
     # Clipping would make everything from 16384 up 255; scaling keeps the steps apart.
-    assert 50 <= row[1] <= 80 and 115 <= row[2] <= 140
-    assert row[0] < row[1] < row[2] < row[3]
+    assert np.asarray(loaded)[0, :, 0].tolist() == [0, 63, 127, 255]
+
+
+def test_a_dark_photo_stays_as_dark_in_16_bits_or_as_floats():
+    dark = np.linspace(0, 100, 64, dtype=np.uint8)[np.newaxis].repeat(8, axis=0)  # nothing bright
+    as_8_bits = np.asarray(load_image(encode(Image.fromarray(dark), "PNG")))[..., 0]
+    as_16_bits = np.asarray(load_image(encode(Image.fromarray(dark.astype(np.uint16) * 257), "PNG")))[..., 0]
+    as_floats = np.asarray(load_image(encode(Image.fromarray(dark.astype(np.float32) / 255), "TIFF")))[..., 0]
+    assert np.abs(as_16_bits.astype(int) - as_8_bits).max() <= 1  # not stretched to the photo's own brightest
+    assert np.abs(as_floats.astype(int) - as_8_bits).max() <= 1  # 0..1 floats, not black
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "I;16"])
+def test_a_png_transparent_colour_is_flattened_on_white(mode):
+    pixels = np.full((10, 10, 3), 200, np.uint8)
+    pixels[:, :5] = 0  # the transparent colour (tRNS), on the left half
+    image = Image.fromarray(pixels).convert(mode) if mode != "I;16" else Image.fromarray(pixels[..., 0].astype(np.uint16) * 257)
+    key = (0, 0, 0) if mode == "RGB" else 0
+    loaded = load_image(encode(image, "PNG", transparency=key))
+    assert loaded.getpixel((2, 2)) == (255, 255, 255) and loaded.getpixel((7, 2)) == (200, 200, 200)
 
 
 def test_la_image_becomes_rgb_on_white():
@@ -222,6 +238,57 @@ def test_rgba_transparent_pixels_become_white():
     assert loaded.mode == "RGB"
     assert loaded.getpixel((2, 2)) == (255, 255, 255)  # transparent black is white, not black
     assert loaded.getpixel((7, 2)) == (0, 0, 255)
+
+
+def broken_tiff_second_page() -> bytes:
+    """A TIFF whose first page is whole and whose next-page pointer leads to a page with no tags."""
+    tiff = bytearray(encode(Image.new("RGB", (40, 30), "red"), "TIFF"))
+    ifd = int.from_bytes(tiff[4:8], "little")
+    entries = int.from_bytes(tiff[ifd : ifd + 2], "little")
+    tiff[ifd + 2 + 12 * entries : ifd + 6 + 12 * entries] = len(tiff).to_bytes(4, "little")
+    return bytes(tiff + b"\0" * 6)
+
+
+def truncated_after_first_frame() -> bytes:
+    frames = [Image.new("RGB", (60, 40), colour) for colour in ("red", "green", "blue")]
+    animated = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    return animated[: len(encode(frames[0], "GIF"))]
+
+
+BROKEN_EXIF = b"MMy*\x00\x00\x00\x08" + b"\x00" * 20
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(truncated_after_first_frame(), id="gif-cut-after-its-first-frame"),
+        pytest.param(broken_tiff_second_page(), id="tiff-with-a-broken-second-page"),
+        pytest.param(encode(Image.new("RGB", (40, 30), "red"), "PNG", exif=BROKEN_EXIF), id="png-broken-exif"),
+        pytest.param(encode(Image.new("RGB", (40, 30), "red"), "WEBP", exif=BROKEN_EXIF), id="webp-broken-exif"),
+    ],
+)
+def test_a_first_picture_that_is_whole_is_read_whatever_follows_it(data):
+    loaded = load_image(data)  # damage after the picture, or in its EXIF, is not the picture's
+    assert loaded.mode == "RGB" and loaded.getpixel((5, 5))[0] > 200
+
+
+def test_a_tiff_of_many_pages_is_read_without_walking_them(monkeypatch):
+    from PIL import TiffImagePlugin
+
+    pages_read, reading = [], TiffImagePlugin.TiffImageFile._seek
+    monkeypatch.setattr(TiffImagePlugin.TiffImageFile, "_seek", lambda self, frame: pages_read.append(frame) or reading(self, frame))
+    pages = [Image.new("RGB", (2, 2), "red")] * 3
+    load_image(encode(pages[0], "TIFF", save_all=True, append_images=pages[1:]))
+    assert set(pages_read) == {0}  # counting pages parses every one: tens of thousands took most of a search's timeout
+
+
+def test_heif_gives_its_primary_image_and_never_decodes_one_over_the_pixel_limit():
+    red, blue = Image.new("RGB", (64, 48), (255, 0, 0)), Image.new("RGB", (64, 48), (0, 0, 255))
+    loaded = load_image(encode(red, "HEIF", save_all=True, append_images=[blue], primary_index=1, quality=95))
+    assert loaded.getpixel((5, 5))[2] > 200  # the primary (blue), which every viewer shows
+    huge = Image.new("RGB", (4000, 3000), "grey")
+    data = encode(huge, "HEIF", save_all=True, append_images=[blue], primary_index=1, quality=10)
+    assert load_image(data, max_pixels=4000 * 3000 - 1).size == (64, 48)
 
 
 def test_animated_gif_gives_first_frame():
@@ -393,3 +460,37 @@ def test_random_bytes_with_a_jpeg_header_are_rejected():
     data = b"\xff\xd8\xff\xe0" + os.urandom(2048)
     with pytest.raises(ImageError):
         load_image(data)
+
+
+MEASURE_PEAK = """
+import resource, sys
+from shazzam.images import load_image, standardise_img
+data = open(sys.argv[1], "rb").read()
+standardise_img(load_image(data))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P-transparent", "I;16"])
+def test_the_largest_photo_accepted_fits_the_standardise_functions_memory(tmp_path, mode):
+    """A 40-megapixel photo can be a small file (a flat colour compresses to almost nothing); the
+    stages that decode it (detect and standardise, 1 GB each) must not be killed for memory,
+    whatever its colour mode."""
+    import subprocess
+    import sys
+
+    from shazzam import wiring
+    from shazzam.images import MAX_PIXELS
+
+    side = int(MAX_PIXELS**0.5)
+    if mode == "I;16":
+        image = Image.fromarray(np.full((side, side), 300, np.uint16))
+    elif mode == "P-transparent":
+        image = Image.new("P", (side, side), 0)
+    else:
+        image = Image.new(mode, (side, side))
+    path = tmp_path / "large.png"
+    image.save(path, "PNG", compress_level=1, **({"transparency": 0} if mode == "P-transparent" else {}))
+    del image
+    peak_mb = int(subprocess.run([sys.executable, "-c", MEASURE_PEAK, str(path)], capture_output=True, text=True, check=True).stdout)
+    assert peak_mb < 0.85 * wiring.by_name("standardise").memory_mb, peak_mb
