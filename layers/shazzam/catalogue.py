@@ -364,14 +364,21 @@ def stored_live_images(db: Database) -> list[dict]:
 
 
 def products_to_revalidate(db: Database) -> list[dict]:
-    """Live products, and dead ones that may come back (gone pages, out of stock), by shop."""
+    """Live products, and dead ones that may come back (gone pages, out of stock), those seen or
+    checked least recently first: a dead product checked and still gone goes to the back."""
+    last_visit = sa.case((products.c.checked_at > products.c.last_seen_at, products.c.checked_at), else_=products.c.last_seen_at)
     with db.transaction() as connection:
         rows = connection.execute(
             sa.select(products.c.id, products.c.url, products.c.shop_id, products.c.is_dead, products.c.dead_reason)
             .where(sa.or_(products.c.is_dead.is_(False), products.c.dead_reason.in_(REVIVABLE)))
-            .order_by(products.c.last_seen_at, products.c.shop_id, products.c.url)  # least recently seen first
+            .order_by(last_visit, products.c.shop_id, products.c.url)
         )
         return [dict(row) for row in rows.mappings()]
+
+
+def mark_product_checked(db: Database, product_id: str) -> None:
+    with db.transaction() as connection:
+        connection.execute(sa.update(products).where(products.c.id == product_id).values(checked_at=utcnow()))
 
 
 def images_embedded_by_other_models(db: Database, model: str, limit: int | None = None) -> list[dict]:

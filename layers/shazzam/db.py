@@ -62,6 +62,7 @@ products = sa.Table(
     sa.Column("fingerprint", sa.String(64)),  # ScrapedProduct.fingerprint(): changed or not
     sa.Column("dead_reason", sa.String(32)),  # http-404, http-410, soft-404, out-of-stock, removed
     sa.Column("dead_at", sa.DateTime),
+    sa.Column("checked_at", sa.DateTime),  # v4: revalidate's last visit (a dead product is not "seen")
 )
 
 images = sa.Table(
@@ -197,7 +198,7 @@ def _detection_models(connection: sa.Connection) -> None:
 
 
 def _page_visits(connection: sa.Connection) -> None:
-    _add_missing_columns(connection, {"http_cache": (("checked_at", "DATETIME"),)})
+    _add_missing_columns(connection, {"http_cache": (("checked_at", "DATETIME"),), "products": (("checked_at", "DATETIME"),)})
 
 
 # Append only: each entry runs once per database, in order, inside one transaction.
@@ -205,7 +206,7 @@ MIGRATIONS: Sequence[tuple[int, str, Any]] = (
     (1, "shops, products, images, detections", _initial_schema),
     (2, "scrape sources, product freshness and death, image dedup, HTTP cache", _scrape_sources_and_freshness),
     (3, "which model embedded each detection", _detection_models),
-    (4, "when each page was last visited", _page_visits),
+    (4, "when each page and product was last visited", _page_visits),
 )
 
 

@@ -170,6 +170,18 @@ def test_revalidate_visits_the_least_recently_seen_first(db):
     assert [row["id"] for row in catalogue.products_to_revalidate(db)] == [second, first]
 
 
+def test_a_dead_product_checked_and_still_gone_goes_to_the_back_of_revalidate(db):
+    from datetime import datetime
+
+    shop_id = catalogue.add_shop(db, SHOP, "Example")
+    dead, second, third = (catalogue.save_product(db, shop_id, product(url=f"{SHOP}/p/{n}")) for n in (1, 2, 3))
+    for second_of_minute, product_id in enumerate((dead, second, third), 1):
+        db.run_query("UPDATE products SET last_seen_at = :at WHERE id = :id", {"at": datetime(2026, 1, 1, 0, 0, second_of_minute), "id": product_id})
+    catalogue.mark_product_dead(db, dead, "http-404")  # dead products are not seen again...
+    catalogue.mark_product_checked(db, dead)  # ...but revalidate checked it: the others' turn first
+    assert [row["id"] for row in catalogue.products_to_revalidate(db)] == [second, third, dead]
+
+
 def test_run_query_rolls_back_a_failed_statement(db):
     with pytest.raises(sa.exc.IntegrityError):
         db.run_query(

@@ -181,7 +181,8 @@ def test_later_migrations_upgrade_a_version_1_database(db_url):
     old = sa.MetaData()
     for name in ("shops", "products", "images", "detections"):
         table = metadata.tables[name]
-        added = {column for column, _ in _V2_COLUMNS.get(name, ())} | ({"embedded_by"} if name == "detections" else set())
+        later = {"detections": {"embedded_by"}, "products": {"checked_at"}}.get(name, set())  # versions 3 and 4
+        added = {column for column, _ in _V2_COLUMNS.get(name, ())} | later
         columns = [sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable) for c in table.columns if c.name not in added]
         sa.Table(name, old, *columns)
     with engine.begin() as connection:
@@ -195,7 +196,7 @@ def test_later_migrations_upgrade_a_version_1_database(db_url):
     assert migrate(database.engine) == [2, 3, 4]
     assert "embedded_by" in {column["name"] for column in sa.inspect(database.engine).get_columns("detections")}
     columns = {column["name"] for column in sa.inspect(database.engine).get_columns("products")}
-    assert {"availability", "dead_reason", "dead_at", "fingerprint"} <= columns
+    assert {"availability", "dead_reason", "dead_at", "fingerprint", "checked_at"} <= columns
     local, public = catalogue.active_shops(database)  # ordered by base URL: http://127... first
     assert not public["is_local"] and catalogue.source_of_shop(public).strategy == "auto"
     assert local["is_local"] and catalogue.source_of_shop(local).local  # the demo's shop stays reachable

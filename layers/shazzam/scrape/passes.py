@@ -375,6 +375,7 @@ def revalidate_products(app, summary: Summary, budget_s: float | None = None) ->
         if time.monotonic() >= products_until:
             break
         report["products_checked"] += 1
+        catalogue.mark_product_checked(app.db, product["id"])  # the next run starts with others
         visit = source_pass(product["shop_id"])
         page_url = (visit.known.get(product["url"]) or {}).get("page_url") or product["url"]
         if page_url in visited:
