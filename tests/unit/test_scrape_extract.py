@@ -188,3 +188,6 @@ def test_sources_file(tmp_path):
         ShopSource(base_url="https://shop.example/", strategy="guess")
     with pytest.raises(ValueError):
         ShopSource(base_url="https://shop.example/", fetch={"speed": 11})
+    for schedule in ("cron(0 3 * * ? *)", "rate(0 days)", "daily", 3):  # is_due could not read them, every pass would fail
+        with pytest.raises(ValueError, match="schedule must be rate"):
+            ShopSource(base_url="https://shop.example/", schedule=schedule)

@@ -65,6 +65,15 @@ class ShopSource:
                 raise ValueError(f"{name} must be a number of at least {low}, not {value!r}")
         if not isinstance(self.local, bool):
             raise ValueError(f"local must be true or false, not {self.local!r}")
+        if self.schedule is not None:
+            from shazzam.wiring import Schedule
+
+            try:
+                if not isinstance(self.schedule, str) or Schedule(self.schedule).interval_seconds() < 1:
+                    raise ValueError
+            except ValueError:
+                raise ValueError(f"schedule must be rate(N minutes|hours|days) with N at least 1 (how often at most the "
+                                 f"source is scraped), not {self.schedule!r}") from None
         unknown = set(self.fetch) - POLICY_FIELDS
         if unknown:
             raise ValueError(f"unknown fetch settings: {', '.join(sorted(unknown))}")
