@@ -15,6 +15,9 @@ from shazzam.db import Database, detections, http_cache, images, product_images,
 
 # Reasons a product is dead that a later visit may undo (a removed page can come back).
 REVIVABLE = ("http-404", "http-410", "soft-404", "out-of-stock", "removed", "gone")
+# What a TEXT column holds on MySQL/MariaDB, in bytes of UTF-8: in strict mode it refuses more
+# (SQLite keeps anything), so free text is cut to it.
+TEXT_BYTES = 65_535
 # Ids per IN (...) list: a search may join thousands of candidates, more than SQLite's bound
 # parameters per statement on older builds (999).
 IN_LIST_SIZE = 900
@@ -35,7 +38,7 @@ def add_shop(db: Database, base_url: str, name: str | None = None) -> str:
                 {
                     "id": shop_id,
                     "base_url": base_url,
-                    "name": name or base_url,
+                    "name": (name or base_url)[:255],
                     "active": True,
                     "created_at": utcnow(),
                     "is_local": infer_local(base_url),
@@ -52,7 +55,7 @@ def save_source(db: Database, source) -> str:
     values = {
         "id": shop_id,
         "base_url": source.base_url,
-        "name": source.name or source.base_url,
+        "name": (source.name or source.base_url)[:255],
         "active": True,
         "created_at": utcnow(),
         "strategy": source.strategy,
@@ -132,8 +135,8 @@ def save_product(db: Database, shop_id: str, product, page_url: str | None = Non
         "last_seen_at": now,
         "availability": getattr(product, "availability", None),
         "colour": (getattr(product, "colour", None) or None) and product.colour[:64],
-        "sizes": json.dumps(list(getattr(product, "sizes", ()))),
-        "breadcrumb": getattr(product, "breadcrumb", None),
+        "sizes": _sizes_json(getattr(product, "sizes", ())),
+        "breadcrumb": _fit_text(getattr(product, "breadcrumb", None)),
         "fingerprint": product.fingerprint() if hasattr(product, "fingerprint") else None,
     }
     if page_url is not None:
@@ -141,6 +144,21 @@ def save_product(db: Database, shop_id: str, product, page_url: str | None = Non
     with db.transaction() as connection:
         connection.execute(upsert(connection, products, values, update=[k for k in values if k not in ("id", "created_at")]))
     return product_id
+
+
+def _fit_text(text: str | None) -> str | None:
+    """Cut to what a TEXT column holds (TEXT_BYTES), on a character boundary."""
+    if text is None or len(text) <= TEXT_BYTES // 4:  # 4 bytes a character at most: fits
+        return text
+    return text.encode("utf-8")[:TEXT_BYTES].decode("utf-8", "ignore")
+
+
+def _sizes_json(sizes) -> str:
+    """The sizes as a JSON list, as many of them as its TEXT column holds."""
+    sizes = list(sizes)
+    while len(text := json.dumps(sizes).encode("utf-8")) > TEXT_BYTES:
+        sizes = sizes[: len(sizes) * TEXT_BYTES // len(text)]
+    return text.decode("utf-8")
 
 
 def products_of_shop(db: Database, shop_id: str) -> dict[str, dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 from decimal import Decimal
 
@@ -11,6 +12,7 @@ import sqlalchemy as sa
 from shazzam import catalogue, ids
 from shazzam.db import MIGRATIONS, Database, migrate
 from shazzam.scrape import ScrapedProduct
+from shazzam.scrape import ShopSource as ScrapedSource
 
 SHOP = "https://shop.example"
 
@@ -227,6 +229,21 @@ def test_save_product_truncates_long_titles(db):
     product_id = catalogue.save_product(db, shop_id, product(title="é" * 600, price=None))
     row = one(db, "SELECT title, price FROM products WHERE id = :id", id=product_id)
     assert row == {"title": "é" * 512, "price": None}
+
+
+def test_whatever_a_shop_sends_is_stored_on_both_databases(db):
+    """MariaDB in strict mode refuses text its columns cannot hold, where SQLite keeps anything."""
+    shop_id = catalogue.add_shop(db, f"{SHOP}/" + "c" * 300)  # its name is its URL: cut to the column
+    catalogue.save_source(db, ScrapedSource(base_url="https://other.example/", name="n" * 300))
+    product_id = catalogue.save_product(db, shop_id, product(
+        title="Summer dress \ud83d",  # half an emoji, as a CMS cutting UTF-16 leaves it
+        breadcrumb="👗" * 20_000,  # 80 kB of UTF-8: more than a TEXT column
+        sizes=tuple(f"EU {n}" for n in range(7_000)),  # 76 kB of JSON
+    ))
+    row = one(db, "SELECT title, breadcrumb, sizes FROM products WHERE id = :id", id=product_id)
+    assert row["title"] == "Summer dress \ufffd" and len(row["breadcrumb"].encode()) <= catalogue.TEXT_BYTES
+    sizes = json.loads(row["sizes"])
+    assert sizes[:2] == ["EU 0", "EU 1"] and len(row["sizes"]) <= catalogue.TEXT_BYTES
 
 
 def test_save_image_keeps_hash_and_status_on_resave(db):

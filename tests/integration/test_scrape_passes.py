@@ -292,3 +292,32 @@ def test_a_pass_with_no_time_left_reaches_no_shop_and_leaves_them_due(runtime, s
     report = pipeline.scrape(runtime.app, budget_s=0)
     assert report["shops"] == 0 and report["shops_left"] == 1 and report["pages_fetched"] == 0 and shop.log == []
     assert pipeline.scrape(runtime.app)["shops"] == 1
+
+
+def test_a_product_the_database_refuses_is_counted_and_the_others_are_saved(runtime, shop, monkeypatch):
+    import sqlalchemy as sa
+
+    register(runtime, shop)
+    saving = catalogue.save_product
+
+    def refuse_one(db, shop_id, product, page_url=None):
+        if product.url.endswith("/twin-a.html"):
+            raise sa.exc.DataError("INSERT", {}, Exception("1406 Data too long"))
+        return saving(db, shop_id, product, page_url=page_url)
+
+    monkeypatch.setattr(catalogue, "save_product", refuse_one)
+    report = pipeline.scrape(runtime.app)
+    assert report["errors.unstorable"] == 1 and report["products_new"] == 14  # the other 14 of the 15
+    assert catalogue.active_shops(runtime.db)[0]["last_scraped_at"] is not None  # the round ended
+
+
+def test_urls_longer_than_a_sitemap_allows_are_not_taken():
+    from decimal import Decimal
+
+    from shazzam.scrape import ScrapedProduct
+    from shazzam.scrape.extract import MAX_URL_LENGTH
+
+    long = "https://shop.example/i/" + "x" * MAX_URL_LENGTH
+    product = ScrapedProduct(url="https://shop.example/p/1", title="Dress \ud83d", price=Decimal("1"), currency="EUR", category=None,
+                             brand=None, sku=None, image_urls=(long, "https://shop.example/i/1.jpg"), sizes=("S\udc00",))
+    assert product.image_urls == ("https://shop.example/i/1.jpg",) and product.title == "Dress \ufffd" and product.sizes == ("S\ufffd",)

@@ -33,7 +33,7 @@ from datetime import datetime
 from typing import Iterator, Mapping
 from urllib.parse import urljoin, urlsplit
 
-from shazzam.scrape.extract import ScrapedProduct, parse_page, products_of_page, shopify_products
+from shazzam.scrape.extract import MAX_URL_LENGTH, ScrapedProduct, parse_page, products_of_page, shopify_products
 from shazzam.scrape.fetch import FetchError, Fetcher, FetchResult, RobotsDisallowed
 from shazzam.scrape.sources import ShopSource
 
@@ -154,6 +154,7 @@ class Crawl:
 
     def _in_visit_order(self, urls: list[str]) -> list[str]:
         """Least recently checked first; without those checked since the round started."""
+        urls = [url for url in urls if len(url) <= MAX_URL_LENGTH]
         checked = {url: page.checked_at for url in urls if (page := self.known.get(url)) and page.checked_at}
         if self.round_started is not None:
             # <=: MySQL keeps whole seconds, so a visit in the round's first second may compare equal

@@ -29,6 +29,17 @@ log = logging.getLogger(__name__)
 UNAVAILABLE = frozenset({"OutOfStock", "SoldOut", "Discontinued"})
 
 
+# The sitemaps protocol's limit: a longer URL is not a shop's product page or picture.
+MAX_URL_LENGTH = 2048
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def storable_text(text: str) -> str:
+    """Text a database can store: a lone surrogate (an emoji cut in half by a shop's CMS, which JSON
+    escapes let through) becomes U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text)  # a str holds a pair as one character: any left is alone
+
+
 @dataclass(frozen=True)
 class ScrapedProduct:
     url: str
@@ -43,6 +54,14 @@ class ScrapedProduct:
     colour: str | None = None
     sizes: tuple[str, ...] = ()
     breadcrumb: str | None = None  # "Women > Dresses"
+
+    def __post_init__(self) -> None:
+        for name in ("url", "title", "currency", "category", "brand", "sku", "availability", "colour", "breadcrumb"):
+            if isinstance(value := getattr(self, name), str):
+                object.__setattr__(self, name, storable_text(value))
+        object.__setattr__(self, "sizes", tuple(storable_text(size) for size in self.sizes))
+        pictures = tuple(storable_text(url) for url in self.image_urls)
+        object.__setattr__(self, "image_urls", tuple(url for url in pictures if len(url) <= MAX_URL_LENGTH))
 
     @property
     def in_stock(self) -> bool:

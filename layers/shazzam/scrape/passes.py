@@ -24,10 +24,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
 
+import sqlalchemy as sa
+
 from shazzam import catalogue, ids
 from shazzam.scrape.crawl import CachedPage, Crawl, PageOutcome
 from shazzam.scrape.dedup import NEAR_DUPLICATE_BITS, dhash, hamming, image_format
-from shazzam.scrape.extract import ScrapedProduct
+from shazzam.scrape.extract import MAX_URL_LENGTH, ScrapedProduct
 from shazzam.scrape.fetch import FetchError, Fetcher
 from shazzam.scrape.sources import ShopSource
 
@@ -128,7 +130,11 @@ class SourcePass:
             for product in outcome.products:
                 if product.url not in self.seen:
                     self.seen.add(product.url)
-                    self.product(product, outcome.url)
+                    try:
+                        self.product(product, outcome.url)
+                    except sa.exc.DataError as exc:  # a value the database refuses: the others go on
+                        log.error("%s on %s cannot be stored: %s", product.url, outcome.url, exc)
+                        self.summary.error("unstorable")
             # A product its page (or feed page) no longer shows has been removed from the shop.
             still_listed = {product.url for product in outcome.products}
             for row in listed_before:
@@ -149,6 +155,10 @@ class SourcePass:
 
     def product(self, product: ScrapedProduct, page_url: str) -> None:
         counts = self.summary.counts
+        if len(product.url) > MAX_URL_LENGTH:
+            log.warning("a product URL of %d characters on %s: not taken", len(product.url), page_url)
+            self.summary.error("url-too-long")
+            return
         prior = self.known.get(product.url)
         if prior is None and catalogue.product_shop(self.db, ids.product_id(product.url)) not in (None, self.shop_id):
             # Two shops list one URL (shops sharing a host): the product stays the first one's.
