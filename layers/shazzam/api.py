@@ -23,6 +23,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass
+from http import HTTPStatus
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -38,8 +39,10 @@ from shazzam.storage import ObjectNotFound, S3Store
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 PROBLEM_JSON = "application/problem+json"
-# Lambda refuses synchronous request events over 6 MB; larger photos go through POST /uploads.
-MAX_SEARCH_BODY_BYTES = 6 * 1024 * 1024
+# Lambda refuses synchronous request events over 6 MB, and API Gateway passes a photo's bytes in
+# base64 (a third more) inside the event beside its headers: 4.5 MB of body fits, with room to
+# spare. Larger photos go through POST /uploads.
+MAX_SEARCH_BODY_BYTES = (6 * 1024 * 1024 - 256 * 1024) * 3 // 4
 UPLOAD_PREFIX = "uploads/"
 UPLOAD_KEY = re.compile(re.escape(UPLOAD_PREFIX) + "[0-9a-f]{32}")
 UPLOAD_EXPIRES_S = 900
@@ -60,7 +63,9 @@ STATUS_TITLES = {
 }
 
 logger = Logger(service="shazzam-search")
-resolver = APIGatewayHttpResolver(cors=CORSConfig(allow_origin="*", max_age=300))
+# Retry-After is not among the headers a browser lets a page of another origin read.
+CORS_EXPOSED_HEADERS = ("Retry-After",)
+resolver = APIGatewayHttpResolver(cors=CORSConfig(allow_origin="*", expose_headers=list(CORS_EXPOSED_HEADERS), max_age=300))
 
 
 class Problem(Exception):
@@ -73,7 +78,8 @@ class Problem(Exception):
 
 
 def problem_body(status: int, detail: str) -> dict:
-    return {"type": "about:blank", "title": STATUS_TITLES.get(status, "Error"), "status": status, "detail": detail}
+    title = STATUS_TITLES.get(status) or HTTPStatus(status).phrase  # about:blank's title is the status's
+    return {"type": "about:blank", "title": title, "status": status, "detail": detail}
 
 
 def problem_response(status: int, detail: str) -> Response:
@@ -119,7 +125,9 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, bytes | str]:
         if not name:
             continue
         payload = part.get_payload(decode=True) or b""
-        fields[name] = payload if part.get_filename() is not None else payload.decode("utf-8", errors="replace")
+        # A file has a filename, or failing that (RFC 7578 only says SHOULD) a type other than text.
+        is_file = part.get_filename() is not None or part.get_content_maintype() not in ("text", "multipart")
+        fields[name] = payload if is_file else payload.decode("utf-8", errors="replace")
     return fields
 
 
@@ -170,7 +178,7 @@ def _search_request() -> SearchRequest:
     if media_type == "application/json" or (not media_type and body[:1] == b"{"):
         payload = _json_object(body)
         parameters.update({name: payload[name] for name in SEARCH_PARAMETERS if name in payload})
-        if "upload" in payload:
+        if payload.get("upload") is not None:  # null, as for every parameter, is absent
             return _from_upload(payload["upload"], parameters)
         if not isinstance(payload.get("image"), str):
             raise Problem(400, 'the JSON body needs "image": the photo as a base64 string (or "upload": an upload key)')
@@ -307,7 +315,9 @@ def create_upload():
         # The address the client reached this server by (127.0.0.1, a LAN address, a tunnel); a
         # Host header that lies only misleads the client that sent it.
         host = _header("host", "127.0.0.1:8000")
-        presigned = {"url": f"http://{host}{LOCAL_UPLOAD_PATH}", "fields": {"key": key, "Content-Type": content_type}}
+        # A proxy or tunnel that ends TLS says so: an http:// URL from an https:// page is blocked.
+        scheme = "https" if _header("x-forwarded-proto").split(",")[0].strip().lower() == "https" else "http"
+        presigned = {"url": f"{scheme}://{host}{LOCAL_UPLOAD_PATH}", "fields": {"key": key, "Content-Type": content_type}}
     return Response(
         status_code=201,
         content_type="application/json",

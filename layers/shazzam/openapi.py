@@ -167,6 +167,10 @@ SCHEMAS = {
 
 
 def document() -> dict:
+    return _with_internal_errors(_document())
+
+
+def _document() -> dict:
     query_parameters = [{"name": name, "in": "query", "required": False, "schema": schema} for name, schema in SEARCH_FIELDS.items()]
     image_limits = f"At most {api.MAX_SEARCH_BODY_BYTES} bytes in the request (larger photos: POST /uploads) and {MAX_PIXELS} pixels."
     return {
@@ -234,6 +238,7 @@ def document() -> dict:
                     "responses": {
                         "201": _json("Where and how to upload", _ref("Upload")),
                         "400": _problem("Malformed JSON"),
+                        "413": _problem(f"A request larger than {api.MAX_SEARCH_BODY_BYTES} bytes"),
                         "415": _problem("A content type that is not a photo"),
                         "429": _problem("Throttled"),
                     },
@@ -265,7 +270,7 @@ def document() -> dict:
                 "get": {
                     "operationId": "openapi",
                     "summary": "This document",
-                    "responses": {"200": {"description": "The OpenAPI document", "content": {"application/json": {"schema": {"type": "object"}}}}},
+                    "responses": {"200": {"description": "The OpenAPI document", "content": {"application/json": {"schema": {"type": "object"}}}}, "429": _problem("Throttled")},
                 }
             },
         },
@@ -275,6 +280,14 @@ def document() -> dict:
 
 def render() -> str:
     return json.dumps(document(), indent=2) + "\n"
+
+
+def _with_internal_errors(document: dict) -> dict:
+    """Every operation may also answer 500 (a fault of ours, in the same problem shape)."""
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            operation["responses"]["500"] = _problem("A fault of ours; retrying later may work")
+    return document
 
 
 def main(argv: list[str] | None = None) -> int:

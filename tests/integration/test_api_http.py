@@ -54,8 +54,9 @@ def request(port: int, method: str, path: str, body: bytes = b"", headers: dict 
     finally:
         connection.close()
     content_type = response.getheader("content-type", "")
-    if response.status >= 400:  # a page on another origin can read why it was refused
+    if response.status >= 400 or path == "/local-uploads":  # a page on another origin reads the answer
         assert response.getheader("access-control-allow-origin") == "*", (response.status, data)
+        assert response.getheader("access-control-expose-headers") == "Retry-After", (response.status, data)
     return response.status, content_type, json.loads(data) if "json" in content_type and data else data
 
 

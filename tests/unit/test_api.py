@@ -255,6 +255,32 @@ def test_upload_then_search_by_key_locally(call, runtime):
     assert status == 415 and "image/jpeg" in problem["detail"]
 
 
+def test_behind_a_tls_proxy_the_local_upload_url_is_https(runtime):
+    event = http_api_request("POST", "/uploads", "", {"host": "shazzam.example", "x-forwarded-proto": "https"}, b"")
+    upload = json.loads(api.lambda_handler(event, LambdaContext("search"))["body"])
+    assert upload["url"] == f"https://shazzam.example{api.LOCAL_UPLOAD_PATH}"  # an https page may not post to http
+
+
+def test_the_largest_search_body_fits_a_lambda_event():
+    """API Gateway passes the body in base64 inside the event; Lambda refuses events over 6 MB."""
+    event = http_api_request("POST", "/search", "k=50", {"content-type": "image/jpeg", "user-agent": "x" * 2048}, b"\xff" * api.MAX_SEARCH_BODY_BYTES)
+    assert len(json.dumps(event)) < 6 * 1024 * 1024
+
+
+def test_an_image_part_without_a_filename_and_a_null_upload_are_read_as_meant(call):
+    boundary = "b0undary"
+    form = (f'--{boundary}\r\nContent-Disposition: form-data; name="image"\r\nContent-Type: image/jpeg\r\n\r\n'.encode()
+            + PHOTO + f"\r\n--{boundary}--\r\n".encode())  # RFC 7578: a filename is only a SHOULD
+    status, _, answer = call("POST", "/search", form, f"multipart/form-data; boundary={boundary}")
+    assert status == 200, answer
+    status, _, answer = call("POST", "/search", json_body(upload=None), "application/json")  # null is absent, as for k
+    assert status == 200, answer
+
+
+def test_a_problem_is_titled_by_its_status():
+    assert api.problem_body(403, "no")["title"] == "Forbidden" and api.problem_body(422, "no")["title"] == "Invalid parameter"
+
+
 def test_upload_is_a_presigned_s3_post_in_the_cloud(s3_bucket, monkeypatch, tmp_path, call):
     from shazzam import app as app_module
     from shazzam.storage import S3Store

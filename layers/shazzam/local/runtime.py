@@ -44,6 +44,8 @@ UPLOAD_FORM_OVERHEAD = 64 * 1024
 DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
 # Seconds a connection may stay silent mid-request before the server closes it.
 REQUEST_TIMEOUT_S = 30
+# What API Gateway (its CORS settings) and the bucket (its CORS rules) add to every answer.
+CORS_HEADERS = {"access-control-allow-origin": "*", "access-control-expose-headers": ", ".join(api.CORS_EXPOSED_HEADERS)}
 UPLOAD_LIFETIME_S = 24 * 3600  # as the bucket's lifecycle rule (cdk/shazzam_cdk/storage.py)
 
 
@@ -105,7 +107,7 @@ def web_files() -> dict[str, tuple[Path, str]]:
 
 def _problem(status: int, detail: str) -> tuple[int, dict, bytes]:
     """The local server's own refusal, CORS headers and all, as API Gateway's (and S3's) would be."""
-    headers = {"content-type": api.PROBLEM_JSON, "access-control-allow-origin": "*"}
+    headers = {"content-type": api.PROBLEM_JSON, **CORS_HEADERS}
     return status, headers, json.dumps(api.problem_body(status, detail)).encode()
 
 
@@ -284,7 +286,7 @@ class LocalRuntime:
         if len(data) > MAX_BYTES:
             return _problem(413, f"the file is larger than {MAX_BYTES} bytes")
         self.store.put(key, data, content_type=content_type)
-        return 204, {}, b""
+        return 204, dict(CORS_HEADERS), b""
 
     def start_api(self, host: str = "127.0.0.1", port: int = 8000, max_in_flight: int = MAX_REQUESTS_IN_FLIGHT) -> ThreadingHTTPServer:
         """Serve the API function, the web page at / and the local stand-in for S3 presigned uploads.
@@ -312,7 +314,7 @@ class LocalRuntime:
                     return
                 is_upload = self.command == "POST" and path == api.LOCAL_UPLOAD_PATH
                 limit = MAX_BYTES + UPLOAD_FORM_OVERHEAD if is_upload else api.MAX_SEARCH_BODY_BYTES
-                hint = "" if is_upload else "; upload the photo with POST /uploads first"
+                hint = "; upload the photo with POST /uploads first" if path == "/search" else ""
                 try:
                     body = self._body(limit)
                 except BodyTooLarge:
