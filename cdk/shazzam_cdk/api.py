@@ -43,6 +43,7 @@ class SearchApi(Construct):
                 allow_origins=list(cors_origins),
                 allow_methods=[apigw.CorsHttpMethod.GET, apigw.CorsHttpMethod.POST, apigw.CorsHttpMethod.OPTIONS],
                 allow_headers=["content-type"],
+                expose_headers=["retry-after"],  # a throttled page reads how long to wait
                 max_age=Duration.days(1),
             ),
         )

@@ -283,7 +283,7 @@ def test_api_is_throttled_logged_and_allows_cors(template):
         "AWS::ApiGatewayV2::Api",
         {
             "ProtocolType": "HTTP",
-            "CorsConfiguration": Match.object_like({"AllowOrigins": ["*"], "AllowMethods": Match.array_with(["POST"])}),
+            "CorsConfiguration": Match.object_like({"AllowOrigins": ["*"], "AllowMethods": Match.array_with(["POST"]), "ExposeHeaders": ["retry-after"]}),
         },
     )
 
