@@ -8,7 +8,9 @@ const DIRECT_UPLOAD_LIMIT = 4 * 1024 * 1024;
 const MAX_PHOTO_BYTES = 20 * 1024 * 1024;
 
 const $ = (id) => document.getElementById(id);
-const state = { photo: null, answer: null, chosen: 0, photoUrl: null };
+// search: the latest search's number; an answer to an older one (a photo or filters changed since)
+// is dropped. inFlight aborts that older request. options: the category and shop lists, loading.
+const state = { photo: null, answer: null, chosen: 0, photoUrl: null, search: 0, inFlight: null, options: null };
 
 class ApiError extends Error {
   constructor(status, title, detail) {
@@ -18,29 +20,57 @@ class ApiError extends Error {
   }
 }
 
+// What to say when an error answer is not the API's own (API Gateway's throttling and timeouts
+// answer {"message": ...}, a proxy HTML).
+const PLAIN_ERRORS = {
+  429: ["The server is busy", "Try again in a moment."],
+  502: ["Something went wrong on our side", "Try again in a moment."],
+  503: ["The service is unavailable", "Try again in a moment."],
+  504: ["The search took too long", "Try again, or with a smaller photo."],
+};
+
 async function api(path, options = {}) {
   let response;
   try {
     response = await fetch(API + path, options);
   } catch (error) {
+    if (error.name === "AbortError") throw error; // a newer search replaced this one
     throw new ApiError(0, "Cannot reach the server", "Check your connection and try again.");
   }
   const type = response.headers.get("content-type") || "";
-  const body = type.includes("json") ? await response.json() : null;
+  const body = type.includes("json") ? await response.json().catch(() => null) : null;
   if (!response.ok) {
-    throw new ApiError(response.status, (body && body.title) || `Error ${response.status}`, body && body.detail);
+    const [title, detail] = PLAIN_ERRORS[response.status] || [`Error ${response.status}`, "Try again in a moment."];
+    throw new ApiError(response.status, (body && body.title) || title, (body && (body.detail || body.message)) || detail);
   }
   return body;
 }
 
 // --- the options: categories and shops come from the API -------------------------------------
 
-async function loadOptions() {
+async function fetchOptions() {
   const [categories, health] = await Promise.all([api("/categories"), api("/health")]);
   for (const category of categories.categories) {
     $("category").append(new Option(`${category.name} (${category.items})`, category.name));
   }
   for (const shop of health.shops) $("shop").append(new Option(shop, shop));
+}
+
+// Once; a failed load (the server was unreachable a moment) is tried again a few seconds later and
+// before each search, so the lists do not stay empty for the rest of the visit.
+function loadOptions() {
+  state.options = state.options || fetchOptions().catch((error) => {
+    state.options = null;
+    throw error;
+  });
+  return state.options;
+}
+
+function keepLoadingOptions(delay = 2000) {
+  loadOptions().catch((error) => {
+    if (delay === 2000) showError(error);
+    if (delay <= 60000) setTimeout(() => keepLoadingOptions(delay * 2), delay);
+  });
 }
 
 // --- searching ---------------------------------------------------------------------------------
@@ -54,47 +84,60 @@ function searchParameters() {
   return parameters;
 }
 
-async function uploadFirst(photo) {
+async function uploadFirst(photo, signal) {
   const upload = await api("/uploads", {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify({ content_type: photo.type || "image/jpeg" }),
+    signal,
   });
   const form = new FormData();
   for (const [name, value] of Object.entries(upload.fields)) form.append(name, value);
   form.append("file", photo);
-  const stored = await fetch(upload.url, { method: "POST", body: form });
+  const stored = await fetch(upload.url, { method: "POST", body: form, signal });
   if (!stored.ok) throw new ApiError(stored.status, "Upload failed", "The photo could not be uploaded; try a smaller one.");
   return upload.key;
 }
 
 async function search() {
   if (!state.photo) return;
+  // A price the browser cannot read ("12e") is not sent as no price: say so, search nothing.
+  if (!$("filters").reportValidity()) return;
+  const ticket = ++state.search;
+  if (state.inFlight) state.inFlight.abort();
+  const controller = new AbortController();
+  state.inFlight = controller;
   showError(null);
   setBusy(true, "Looking for garments…");
+  loadOptions().catch(() => {}); // if the lists failed to load, try again now
   try {
     const parameters = searchParameters();
     let answer;
     if (state.photo.size > DIRECT_UPLOAD_LIMIT) {
-      const key = await uploadFirst(state.photo);
+      const key = await uploadFirst(state.photo, controller.signal);
       answer = await api("/search", {
         method: "POST",
         headers: { "content-type": "application/json" },
         body: JSON.stringify({ upload: key, ...parameters }),
+        signal: controller.signal,
       });
     } else {
       const form = new FormData();
       form.append("image", state.photo, state.photo.name || "photo");
       for (const [name, value] of Object.entries(parameters)) form.append(name, value);
-      answer = await api("/search", { method: "POST", body: form });
+      answer = await api("/search", { method: "POST", body: form, signal: controller.signal });
     }
+    if (ticket !== state.search) return;
     state.answer = answer;
     state.chosen = Math.min(state.chosen, answer.garments.length - 1);
     render();
   } catch (error) {
-    showError(error);
+    if (ticket === state.search) showError(error);
   } finally {
-    setBusy(false);
+    if (ticket === state.search) {
+      state.inFlight = null;
+      setBusy(false);
+    }
   }
 }
 
@@ -116,7 +159,7 @@ function choosePhoto(file) {
   state.photoUrl = URL.createObjectURL(file);
   // Show the photo at once; its outlines and results follow when the search answers.
   $("photo").src = state.photoUrl;
-  $("stage").style.aspectRatio = "";
+  $("stage").style.removeProperty("--photo-ratio");
   $("boxes").replaceChildren();
   $("garments").replaceChildren();
   $("items").replaceChildren();
@@ -141,9 +184,12 @@ function showError(error) {
   if (!error) return;
   const title = document.createElement("strong");
   title.textContent = error.title || "Something went wrong";
-  const detail = document.createElement("span");
-  detail.textContent = error.message;
-  box.append(title, detail);
+  box.append(title);
+  if (error.message && error.message !== title.textContent) {
+    const detail = document.createElement("span");
+    detail.textContent = error.message;
+    box.append(detail);
+  }
 }
 
 function price(item) {
@@ -170,7 +216,7 @@ function render() {
   const { answer } = state;
   $("result").hidden = false;
   const { width, height } = answer.image;
-  $("stage").style.aspectRatio = `${width} / ${height}`;
+  $("stage").style.setProperty("--photo-ratio", String(width / height)); // the photo's shape, never squashed
 
   const boxes = $("boxes");
   const tabs = $("garments");
@@ -281,9 +327,13 @@ $("filters").addEventListener("submit", (event) => {
 });
 $("category").addEventListener("change", search);
 $("shop").addEventListener("change", search);
+$("photo").addEventListener("load", () => {
+  const { naturalWidth: width, naturalHeight: height } = $("photo");
+  if (width && height) $("stage").style.setProperty("--photo-ratio", String(width / height));
+});
 $("photo").addEventListener("error", () => {
   // Browsers without HEIC support cannot show the photo; the outlines still show on a blank stage.
   $("photo").removeAttribute("src");
 });
 
-loadOptions().catch(showError);
+keepLoadingOptions();

@@ -46,7 +46,8 @@ MAX_SEARCH_BODY_BYTES = (6 * 1024 * 1024 - 256 * 1024) * 3 // 4
 UPLOAD_PREFIX = "uploads/"
 UPLOAD_KEY = re.compile(re.escape(UPLOAD_PREFIX) + "[0-9a-f]{32}")
 UPLOAD_EXPIRES_S = 900
-UPLOAD_CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp", "image/heic", "image/heif")
+# Every format shazzam.images reads (a page may upload any photo a person drops on it).
+UPLOAD_CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp", "image/heic", "image/heif", "image/gif", "image/bmp", "image/tiff")
 # Where the embedded runtime accepts what S3 accepts for a presigned POST (see local/runtime.py).
 LOCAL_UPLOAD_PATH = "/local-uploads"
 SEARCH_PARAMETERS = ("category", "k", "min_price", "max_price", "currency", "shop", "garment", "box")

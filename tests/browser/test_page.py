@@ -118,3 +118,65 @@ def test_a_photo_over_the_synchronous_limit_goes_through_an_upload(page, site, t
     assert ["POST /uploads", "POST /local-uploads", "POST /search"] == [r for r in requests if r.startswith("POST")]
     assert page.locator("#boxes .box").count() == 3
     assert page.console_errors == []
+
+
+def test_an_older_answer_never_replaces_a_newer_search(page, site):
+    # The first search answers late (a slow network, a cold start); the photo chosen after it wins.
+    page.add_init_script("""(() => { const real = window.fetch; let searches = 0;
+      window.fetch = async (url, options) => { const answer = await real(url, options);
+        if (String(url).endsWith('/search') && searches++ === 0) await new Promise((done) => setTimeout(done, 2500));
+        return answer; }; })();""")
+    page.goto(site)
+    page.set_input_files("#file", str(REPO / "samples" / "queries" / "dress-query.jpg"))
+    page.wait_for_timeout(300)
+    second = REPO / "samples" / "queries" / "shoes-query.jpg"
+    page.set_input_files("#file", str(second))
+    page.wait_for_selector("#items .item")
+    assert page.locator("body.busy").count() == 0
+    page.wait_for_timeout(3000)  # the first answer has come and gone
+    from PIL import Image
+
+    width, height = Image.open(second).size
+    shown = float(page.evaluate("document.getElementById('stage').style.getPropertyValue('--photo-ratio')"))
+    assert abs(shown - width / height) < 1e-3 and page.console_errors == []
+
+
+def test_the_photo_keeps_its_shape_and_the_outcome_is_announced(browser, site, tmp_path):
+    from PIL import Image
+
+    tall = tmp_path / "tall.jpg"
+    Image.open(REPO / "samples" / "queries" / "dress-query.jpg").resize((450, 800)).save(tall)  # a phone's 9:16
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    try:
+        search_photo(page, site, tall)
+        stage = page.locator("#stage").bounding_box()
+        assert abs(stage["width"] / stage["height"] - 450 / 800) < 0.02  # not stretched to the screen's width
+        assert "similar" in page.locator("[role=status]#summary").inner_text()  # a screen reader hears it
+    finally:
+        context.close()
+
+
+def test_the_lists_load_once_the_server_answers_and_an_unreadable_price_is_not_ignored(page, site):
+    unreachable = {"categories": True}
+
+    def categories(route):
+        if unreachable["categories"]:
+            route.abort()
+        else:
+            route.continue_()
+
+    page.route("**/categories", categories)
+    page.goto(site)
+    page.locator("#error").wait_for(state="visible")
+    assert "Cannot reach the server" in page.inner_text("#error")
+    unreachable["categories"] = False
+    page.wait_for_function("document.querySelectorAll('#category option').length > 1", timeout=15_000)  # tried again
+    page.set_input_files("#file", str(PHOTO))
+    page.wait_for_selector("#items .item")
+    searches = []
+    page.on("request", lambda request: request.url.endswith("/search") and searches.append(request.url))
+    page.locator("#max_price").press_sequentially("12e")  # a number input's value is "" for this
+    page.select_option("#shop", index=1)
+    page.wait_for_timeout(500)
+    assert searches == [] and not page.evaluate("document.getElementById('filters').checkValidity()")

@@ -253,6 +253,8 @@ def test_upload_then_search_by_key_locally(call, runtime):
     assert status == 422 and "one search" in problem["detail"]  # the photo is not kept
     status, _, problem = call("POST", "/uploads", b'{"content_type": "text/html"}', "application/json")
     assert status == 415 and "image/jpeg" in problem["detail"]
+    for photo_type in ("image/bmp", "image/tiff", "image/gif"):  # read like the others: uploaded like them
+        assert call("POST", "/uploads", json.dumps({"content_type": photo_type}).encode(), "application/json")[0] == 201
 
 
 def test_behind_a_tls_proxy_the_local_upload_url_is_https(runtime):
