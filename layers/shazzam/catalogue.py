@@ -162,10 +162,10 @@ def _sizes_json(sizes) -> str:
 
 
 def products_of_shop(db: Database, shop_id: str) -> dict[str, dict]:
-    """The shop's products by URL: id, page, fingerprint and whether (and why) dead."""
+    """The shop's products by URL: id, page, fingerprint, category and whether (and why) dead."""
     with db.transaction() as connection:
         rows = connection.execute(
-            sa.select(products.c.id, products.c.url, products.c.page_url, products.c.fingerprint, products.c.is_dead, products.c.dead_reason)
+            sa.select(products.c.id, products.c.url, products.c.page_url, products.c.fingerprint, products.c.category, products.c.is_dead, products.c.dead_reason)
             .where(products.c.shop_id == shop_id)
         )
         return {row["url"]: dict(row) for row in rows.mappings()}

@@ -321,3 +321,16 @@ def test_urls_longer_than_a_sitemap_allows_are_not_taken():
     product = ScrapedProduct(url="https://shop.example/p/1", title="Dress \ud83d", price=Decimal("1"), currency="EUR", category=None,
                              brand=None, sku=None, image_urls=(long, "https://shop.example/i/1.jpg"), sizes=("S\udc00",))
     assert product.image_urls == ("https://shop.example/i/1.jpg",) and product.title == "Dress \ufffd" and product.sizes == ("S\ufffd",)
+
+
+def test_a_product_the_shop_refiles_is_detected_and_embedded_again_in_its_new_category(runtime, shop):
+    register(runtime, shop)
+    pipeline.scrape(runtime.app)
+    runtime.drain()
+    before = len(shop.log)
+    shop.set_category("twin-a", "Women > Skirts")  # same page otherwise, same picture
+    report = pipeline.scrape(runtime.app)
+    assert report["products_changed"] == 1 and product(runtime, shop, "twin-a")["category"] == "skirt"
+    # its picture goes through detect again (fetched in full), which crops the skirt and re-files it
+    assert "/images/shared.jpg" in [entry.path for entry in shop.log[before:]]
+    assert ids.incoming_key(image(runtime, shop, "shared.jpg")["id"]) in incoming(runtime)

@@ -63,6 +63,7 @@ class QuirkyShop:
         self.log: list[Logged] = []
         self._lock = threading.Lock()
         self._once: set[str] = set()
+        self.categories: dict[str, str] = {}
         self.prices = {"entities": "1,299.00", "microdata": "45.00", "og": "30.00", "twin-a": "10.00", "twin-b": "11.00",
                        "same-bytes": "12.00", "resized": "13.00", "final": "20.00", "rate-limited": "21.00",
                        "flaky": "22.00", "slow": "23.00", "broken-jsonld": "24.00", "out-of-stock": "25.00",
@@ -126,6 +127,9 @@ class QuirkyShop:
     def set_price(self, slug: str, price: str) -> None:
         self.prices[slug] = price
 
+    def set_category(self, slug: str, category: str) -> None:
+        self.categories[slug] = category
+
     def remove(self, slug: str) -> None:
         self.removed.add(slug)
 
@@ -174,7 +178,8 @@ class QuirkyShop:
         locs = "".join(f"<url><loc>{html.escape(self.url(p))}</loc></url>" for p in paths)
         return f'<?xml version="1.0" encoding="UTF-8"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{locs}</urlset>'
 
-    def json_ld_page(self, slug: str, title: str, images: list[str], *, gallery: str = "", extra_head: str = "", category: str = "Women > Dresses") -> str:
+    def json_ld_page(self, slug: str, title: str, images: list[str], *, gallery: str = "", extra_head: str = "") -> str:
+        category = self.categories.get(slug, "Women > Dresses")
         availability = "https://schema.org/OutOfStock" if slug in self.out_of_stock else "https://schema.org/InStock"
         data = {
             "@context": "https://schema.org",

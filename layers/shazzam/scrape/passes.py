@@ -166,7 +166,8 @@ class SourcePass:
             self.summary.error("product-of-another-shop")
             return
         product_id = catalogue.save_product(self.db, self.shop_id, product, page_url=page_url)
-        row = {"id": product_id, "url": product.url, "page_url": page_url, "fingerprint": product.fingerprint(), "is_dead": not product.in_stock, "dead_reason": None if product.in_stock else "out-of-stock"}
+        row = {"id": product_id, "url": product.url, "page_url": page_url, "fingerprint": product.fingerprint(), "category": product.category,
+               "is_dead": not product.in_stock, "dead_reason": None if product.in_stock else "out-of-stock"}
         if prior is not None:
             self.by_page[prior["page_url"] or prior["url"]].remove(prior)
         self.by_page.setdefault(page_url, []).append(row)
@@ -184,8 +185,11 @@ class SourcePass:
         elif unchanged:
             counts["images_unchanged"] += len(product.image_urls) - self.retry_failed_images([product_id])
             return
+        # Re-filed by the shop: its pictures go through detect and embed again, which crop the
+        # garment of the new category and move its vector to that shard.
+        refiled = prior is not None and prior.get("category") != product.category
         for position, url in enumerate(product.image_urls):
-            self.image(product_id, url, position)
+            self.image(product_id, url, position, refetch=refiled)
         shown = set()
         for url in product.image_urls:  # as linked: a duplicate's original stands for it
             row = catalogue.get_image(self.db, ids.image_id(url))
