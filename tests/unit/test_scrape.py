@@ -58,10 +58,61 @@ from shazzam.scrape import (
         ("Capri", None),  # whole words only: not "cap"
         ("", None),
         (None, None),
+        # the head noun names the garment, other garment words modify it
+        ("T-shirt dress", "dress"),
+        ("Sweater dress", "dress"),
+        ("Long-sleeved dress", "dress"),
+        ("Coat dress", "dress"),
+        ("Shirt dress", "dress"),
+        ("Dress boots", "shoes"),
+        ("Sweat-shirt", "longsleeve"),
+        ("Cap sleeve top", None),
+        ("Cap sleeve blouse", "shirt"),
+        # singular and one-word forms
+        ("Sweatpants", "pants"),
+        ("Skinny jean", "pants"),
+        ("Raincoats", "outwear"),
+        ("Oversized hoody", "longsleeve"),
+        ("Chunky trainer", "shoes"),
+        # things that are not garments of the ten categories, whatever garment word is beside them
+        ("Shoe bags", None),
+        ("Dress socks", None),
+        ("Sneaker-Socken", None),
+        ("T-shirt bras", None),
+        ("Boxer shorts", None),
+        ("Coat hanger", None),
+        # other languages: the head noun first in French, Italian, Spanish; accents and compounds
+        ("Herren > Bekleidung > Hemden", "shirt"),
+        ("Damen > Röcke", "skirt"),
+        ("Femme > Robes", "dress"),
+        ("Robe t-shirt", "dress"),
+        ("T-Shirt-Kleid", "dress"),
+        ("Giacca di jeans", "outwear"),
+        ("Mujer > Faldas", "skirt"),
+        ("Heren > Broeken", "pants"),
+        ("Kobiety > Sukienki", "dress"),
+        ("Męskie > Płaszcze", "outwear"),
+        ("Dam > Klänningar", "dress"),
+        ("Langarm-Shirts", "longsleeve"),
+        ("T-shirts manches longues", "longsleeve"),
     ],
 )
 def test_normalise_category(text: str | None, expected: str | None) -> None:
     assert normalise_category(text) == expected
+
+
+@pytest.mark.parametrize(
+    "crumbs, expected",
+    [
+        (["Women", "Shoes & Bags", "Bags"], None),  # the leaf names a bag: not the parent's shoes
+        (["Accessories", "Hats & Scarves", "Scarves"], None),
+        (["Women", "Dresses", "Sale"], "dress"),  # the leaf names nothing: its parent does
+    ],
+)
+def test_a_breadcrumbs_leaf_decides_unless_it_names_nothing(crumbs, expected):
+    from shazzam.scrape.extract import _category_of
+
+    assert _category_of(crumbs) == expected
 
 
 # --------------------------------------------------------------------------------------------

@@ -191,3 +191,21 @@ def test_sources_file(tmp_path):
     for schedule in ("cron(0 3 * * ? *)", "rate(0 days)", "daily", 3):  # is_due could not read them, every pass would fail
         with pytest.raises(ValueError, match="schedule must be rate"):
             ShopSource(base_url="https://shop.example/", schedule=schedule)
+
+
+def _page_with(products: list[dict], crumbs: list[str]) -> str:
+    breadcrumb = {"@context": "https://schema.org", "@type": "BreadcrumbList",
+                  "itemListElement": [{"@type": "ListItem", "position": n, "name": name} for n, name in enumerate(crumbs, 1)]}
+    blocks = "".join(f'<script type="application/ld+json">{json.dumps(block)}</script>' for block in [*products, breadcrumb])
+    return f'<html><head><link rel="canonical" href="https://shop.example/p/dress">{blocks}</head><body></body></html>'
+
+
+def test_the_pages_breadcrumb_names_the_category_its_product_does_not_and_only_its_own():
+    def product(url, name, **extra):
+        return {"@context": "https://schema.org", "@type": "Product", "name": name, "url": url, "image": f"{url}.jpg",
+                "offers": {"price": "10", "priceCurrency": "EUR"}, **extra}
+
+    html = _page_with([product("https://shop.example/p/dress", "Midi", category="Sale"),
+                       product("https://shop.example/p/trainers", "Complete the look")], ["Women", "Dresses"])
+    found = {p.url.rsplit("/", 1)[-1]: p.category for p in extract_products(html, "https://shop.example/p/dress")}
+    assert found == {"dress": "dress", "trainers": None}  # "Sale" names nothing; the trainers are not the page's

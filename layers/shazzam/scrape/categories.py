@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 CATEGORIES = (
     "dress",
@@ -17,123 +18,139 @@ CATEGORIES = (
     "t-shirt",
 )
 
-# Most specific first: compounds ("dress shirt"), "long sleeve" before "t-shirt", "t-shirt"
-# before "shirt", "shorts" before "jeans". Each entry is (phrase, category); a phrase matches
-# whole words of the text lower-cased with every run of punctuation turned into one space.
-_CATEGORY_PHRASES: tuple[tuple[str, str], ...] = (
-    # compounds whose first word names another category
-    ("dress shirts", "shirt"),
-    ("dress shirt", "shirt"),
-    ("dress pants", "pants"),
-    ("dress trousers", "pants"),
-    ("dress shoes", "shoes"),
-    # longsleeve wording that may also say "t-shirt"
-    ("long sleeves", "longsleeve"),
-    ("long sleeve", "longsleeve"),
-    ("long sleeved", "longsleeve"),
-    ("longsleeves", "longsleeve"),
-    ("longsleeve", "longsleeve"),
-    # t-shirt
-    ("t shirts", "t-shirt"),
-    ("t shirt", "t-shirt"),
-    ("tshirts", "t-shirt"),
-    ("tshirt", "t-shirt"),
-    ("tees", "t-shirt"),
-    ("tee", "t-shirt"),
-    # longsleeve
-    ("sweatshirts", "longsleeve"),
-    ("sweatshirt", "longsleeve"),
-    ("sweaters", "longsleeve"),
-    ("sweater", "longsleeve"),
-    ("jumpers", "longsleeve"),
-    ("jumper", "longsleeve"),
-    ("pullovers", "longsleeve"),
-    ("pullover", "longsleeve"),
-    ("hoodies", "longsleeve"),
-    ("hoodie", "longsleeve"),
-    ("cardigans", "longsleeve"),
-    ("cardigan", "longsleeve"),
-    ("knitwear", "longsleeve"),
-    # outwear
-    ("outerwear", "outwear"),
-    ("outwear", "outwear"),
-    ("coats", "outwear"),
-    ("coat", "outwear"),
-    ("jackets", "outwear"),
-    ("jacket", "outwear"),
-    ("parkas", "outwear"),
-    ("parka", "outwear"),
-    ("blazers", "outwear"),
-    ("blazer", "outwear"),
-    ("anoraks", "outwear"),
-    ("anorak", "outwear"),
-    ("gilets", "outwear"),
-    ("gilet", "outwear"),
-    # shorts (before pants: "jean shorts" is shorts)
-    ("shorts", "shorts"),
-    ("bermudas", "shorts"),
-    ("bermuda", "shorts"),
-    # skirt
-    ("skirts", "skirt"),
-    ("skirt", "skirt"),
-    # dress
-    ("dresses", "dress"),
-    ("dress", "dress"),
-    ("gowns", "dress"),
-    ("gown", "dress"),
-    # pants
-    ("pants", "pants"),
-    ("trousers", "pants"),
-    ("trouser", "pants"),
-    ("jeans", "pants"),
-    ("chinos", "pants"),
-    ("leggings", "pants"),
-    ("joggers", "pants"),
-    # shoes
-    ("shoes", "shoes"),
-    ("shoe", "shoes"),
-    ("sneakers", "shoes"),
-    ("sneaker", "shoes"),
-    ("trainers", "shoes"),
-    ("boots", "shoes"),
-    ("boot", "shoes"),
-    ("sandals", "shoes"),
-    ("sandal", "shoes"),
-    ("loafers", "shoes"),
-    ("heels", "shoes"),
-    ("footwear", "shoes"),
-    # hat
-    ("hats", "hat"),
-    ("hat", "hat"),
-    ("caps", "hat"),
-    ("cap", "hat"),
-    ("beanies", "hat"),
-    ("beanie", "hat"),
-    ("headwear", "hat"),
-    # shirt
-    ("shirts", "shirt"),
-    ("shirt", "shirt"),
-    ("blouses", "shirt"),
-    ("blouse", "shirt"),
-)
+# A shop's wording names its garment by a head noun, which other garment words may modify: in
+# English the head comes last ("T-shirt dress", "Shirt dress", "Dress shirts" as one compound), in
+# French, Italian and Spanish first ("Robe t-shirt", "Giacca di jeans"). So every phrase of the
+# lexicon is found in the text (longest first at each word), and the head is the last English one,
+# unless a word of another language names a garment (an English loanword there only modifies).
+# "Long sleeve" turns a t-shirt or a shirt (or a bare "top") into a longsleeve; words for things that
+# are not garments of the ten categories (bags, socks, bras, belts...) as the head give no category
+# at all, rather than the category of the garment word beside them ("Shoe bags", "Dress socks").
+
+LONG_SLEEVE = "long sleeve"  # a modifier, not a category
+NEUTRAL = "neutral"  # a phrase that names nothing, taken whole so that its words name nothing either
+NOT_A_GARMENT = "not a garment"
 
 
-def _normalise_words(text: str) -> str:
-    """Lower-case, turn every run of non-alphanumerics into one space, pad with spaces."""
-    return " " + re.sub(r"[^0-9a-z]+", " ", text.lower()).strip() + " "
+def _entries(category: str, *phrases: str) -> dict[str, str]:
+    return {phrase: category for phrase in phrases}
+
+
+ENGLISH: dict[str, str] = {
+    **_entries("shirt", "dress shirt", "dress shirts", "shirt", "shirts", "blouse", "blouses", "overshirt"),
+    **_entries("pants", "dress pants", "dress trousers", "pants", "trousers", "trouser", "jeans", "jean", "chinos", "chino",
+               "leggings", "legging", "joggers", "jogger", "sweatpants", "trackpants", "track pants", "cargo pants", "slacks"),
+    **_entries("shoes", "dress shoes", "dress boots", "dress sandals", "shoes", "shoe", "sneakers", "sneaker", "trainers", "trainer",
+               "boots", "boot", "sandals", "sandal", "loafers", "loafer", "heels", "pumps", "mules", "flip flops", "espadrilles",
+               "footwear", "ballet flats", "slippers", "clogs"),
+    **_entries("longsleeve", "sweat shirt", "sweat shirts", "sweatshirts", "sweatshirt", "sweaters", "sweater", "jumpers", "jumper",
+               "pullovers", "pullover", "hoodies", "hoodie", "hoody", "cardigans", "cardigan", "knitwear", "jersey", "jerseys",
+               "longsleeves", "longsleeve"),
+    **_entries(LONG_SLEEVE, "long sleeves", "long sleeve", "long sleeved"),
+    **_entries("t-shirt", "t shirts", "t shirt", "tshirts", "tshirt", "tees", "tee"),
+    **_entries("outwear", "outerwear", "outwear", "coats", "coat", "jackets", "jacket", "parkas", "parka", "blazers", "blazer",
+               "anoraks", "anorak", "gilets", "gilet", "raincoats", "raincoat", "windbreakers", "windbreaker", "trench",
+               "puffer", "bomber"),
+    **_entries("shorts", "shorts", "short", "bermudas", "bermuda", "swim shorts"),
+    **_entries("skirt", "skirts", "skirt"),
+    **_entries("dress", "dresses", "dress", "gowns", "gown"),
+    **_entries("hat", "hats", "hat", "caps", "cap", "beanies", "beanie", "headwear", "beret", "bucket hat", "fedora"),
+    **_entries(NEUTRAL, "cap sleeve", "cap sleeves", "short sleeve", "short sleeves", "short sleeved", "boot cut", "bootcut",
+               "tops", "top"),
+    **_entries(NOT_A_GARMENT, "bag", "bags", "handbag", "handbags", "backpack", "backpacks", "wallet", "wallets", "sock", "socks",
+               "tights", "bra", "bras", "bralette", "underwear", "boxer", "boxers", "boxer shorts", "briefs", "lingerie",
+               "care", "horn", "laces", "shoelaces", "insoles", "box", "hanger", "hangers", "tie", "ties", "scarf", "scarves",
+               "belt", "belts", "glove", "gloves", "jewellery", "jewelry", "accessories", "sunglasses", "umbrella",
+               "gift card", "gift cards", "perfume"),
+}
+
+# German, French, Spanish, Italian, Dutch, Polish, Swedish (accents removed, as the text is). Left
+# out: words that are also common English or brand names ("Rock", "Hose", "Pet", "Kappa").
+OTHER_LANGUAGES: dict[str, str] = {
+    **_entries("dress", "kleid", "kleider", "robe", "robes", "vestido", "vestidos", "abito", "abiti", "vestito", "vestiti",
+               "jurk", "jurken", "sukienka", "sukienki", "klanning", "klanningar"),
+    **_entries("skirt", "rocke", "roecke", "jupe", "jupes", "falda", "faldas", "gonna", "gonne", "rok", "rokken",
+               "spodnica", "spodnice", "kjol", "kjolar"),
+    **_entries("pants", "hosen", "pantalon", "pantalons", "pantalones", "pantaloni", "broek", "broeken", "spodnie",
+               "byxor", "byxa"),
+    **_entries("shorts", "kurze hose", "kurze hosen", "pantalones cortos", "pantaloncini", "korte broek", "spodenki"),
+    **_entries("shirt", "hemd", "hemden", "bluse", "blusen", "chemise", "chemises", "chemisier", "chemisiers", "camisa",
+               "camisas", "blusa", "blusas", "camicia", "camicie", "overhemd", "overhemden", "koszula", "koszule", "skjorta",
+               "skjortor"),
+    **_entries("t-shirt", "camiseta", "camisetas", "maglietta", "magliette", "koszulka", "koszulki"),
+    **_entries("longsleeve", "strickjacke", "strickjacken", "pulli", "pull", "pulls", "sudadera", "sudaderas", "maglione",
+               "maglioni", "felpa", "felpe", "trui", "truien", "sweter", "swetry", "bluza", "bluzy", "troja", "trojor"),
+    **_entries(LONG_SLEEVE, "langarm", "langarmshirt", "langarmshirts", "manches longues", "manche longue", "manga larga",
+               "manica lunga", "lange mouwen", "dlugi rekaw", "langarmad"),
+    **_entries("outwear", "jacke", "jacken", "mantel", "maentel", "veste", "vestes", "manteau", "manteaux", "blouson",
+               "blousons", "chaqueta", "chaquetas", "abrigo", "abrigos", "cazadora", "cazadoras", "giacca", "giacche",
+               "cappotto", "cappotti", "giubbotto", "giubbotti", "jas", "jassen", "jasje", "kurtka", "kurtki", "plaszcz",
+               "plaszcze", "jacka", "jackor"),
+    **_entries("shoes", "schuhe", "schuh", "stiefel", "turnschuhe", "chaussures", "baskets", "bottes", "sandales", "zapatos",
+               "zapatillas", "botas", "sandalias", "scarpe", "stivali", "sandali", "schoenen", "laarzen", "buty", "skor",
+               "stovlar"),
+    **_entries("hat", "hut", "hute", "huete", "mutze", "mutzen", "muetze", "muetzen", "kappe", "chapeau", "chapeaux",
+               "casquette", "casquettes", "bonnet", "bonnets", "sombrero", "sombreros", "gorra", "gorras", "gorro", "cappello",
+               "cappelli", "berretto", "hoed", "hoeden", "muts", "mutsen", "czapka", "czapki", "hatt",
+               "hattar", "mossa", "mossor"),
+    **_entries(NOT_A_GARMENT, "tasche", "taschen", "sac", "sacs", "bolso", "bolsos", "borsa", "borse", "tas", "tassen",
+               "torba", "torebki", "vaska", "vaskor", "socken", "strumpfe", "chaussettes", "calcetines", "calzini", "sokken",
+               "skarpetki", "strumpor", "bh", "soutien gorge", "sujetador", "reggiseno", "unterwasche", "sous vetements",
+               "ropa interior", "intimo", "ondergoed", "bielizna", "underklader", "gurtel", "ceinture", "cinturon",
+               "cintura", "riem", "pasek", "skarp", "schal", "echarpe", "bufanda", "sciarpa", "sjaal", "szalik", "halsduk"),
+}
+
+_LEXICON: dict[str, tuple[str, bool]] = {
+    **{phrase: (category, True) for phrase, category in ENGLISH.items()},
+    **{phrase: (category, False) for phrase, category in OTHER_LANGUAGES.items()},
+}
+_LONGEST = max(len(phrase.split()) for phrase in _LEXICON)
+# Romance languages join a garment to its material or style with a preposition: the head is before it.
+_PREPOSITIONS = frozenset({"di", "de", "del", "della", "da", "en", "a", "in", "aus", "van"})
+_TOPS = frozenset({"t-shirt", "shirt", NEUTRAL})
+# Letters NFKD does not take apart.
+_LETTERS = str.maketrans({"ł": "l", "Ł": "L", "ø": "o", "Ø": "O", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ß": "ss", "đ": "d"})
+
+
+def _words(text: str) -> list[str]:
+    """Lower-case words without accents; every run of other characters is a break."""
+    plain = unicodedata.normalize("NFKD", text.translate(_LETTERS))
+    plain = "".join(ch for ch in plain if not unicodedata.combining(ch)).lower()
+    return re.sub(r"[^0-9a-z]+", " ", plain).split()
+
+
+def _phrases(words: list[str]) -> list[tuple[str, str, bool]]:
+    """(phrase, category, is English) of the lexicon in the words, longest first at each word."""
+    found, index = [], 0
+    while index < len(words):
+        for size in range(min(_LONGEST, len(words) - index), 0, -1):
+            phrase = " ".join(words[index : index + size])
+            if phrase in _LEXICON:
+                found.append((phrase, *_LEXICON[phrase]))
+                index += size
+                break
+        else:
+            if words[index] in _PREPOSITIONS and any(category not in (NEUTRAL, LONG_SLEEVE) for _, category, _ in found):
+                break  # "giacca di jeans": what follows describes the garment already named
+            index += 1
+    return found
+
+
+def head_category(text: str | None) -> str | None:
+    """The category the wording's head noun names, NOT_A_GARMENT, or None when it names nothing."""
+    if not text:
+        return None
+    found = _phrases(_words(str(text)))
+    nouns = [(category, english) for _, category, english in found if category not in (NEUTRAL, LONG_SLEEVE)]
+    foreign = [category for category, english in nouns if not english]
+    head = foreign[0] if foreign else nouns[-1][0] if nouns else None
+    if any(category == LONG_SLEEVE for _, category, _ in found) and (head is None or head in _TOPS):
+        return "longsleeve"
+    return head
 
 
 def normalise_category(text: str | None) -> str | None:
-    """Map a shop's category wording ("T-Shirts", "Coats & Jackets") to one of CATEGORIES.
-
-    Matches whole words, most specific phrase first; unknown wording gives None.
-    """
-    if not text:
-        return None
-    words = _normalise_words(str(text))
-    if words.strip() == "":
-        return None
-    for phrase, category in _CATEGORY_PHRASES:
-        if f" {phrase} " in words:
-            return category
-    return None
+    """Map a shop's category wording ("T-Shirts", "Coats & Jackets", "Damen > Kleider") to one of
+    CATEGORIES; wording that names none, or names something else (a bag, socks), gives None."""
+    category = head_category(text)
+    return category if category in CATEGORIES else None

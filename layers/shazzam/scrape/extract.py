@@ -21,7 +21,7 @@ from html.parser import HTMLParser
 from typing import Any, Iterator
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-from shazzam.scrape.categories import normalise_category
+from shazzam.scrape.categories import CATEGORIES, NOT_A_GARMENT, head_category, normalise_category
 
 log = logging.getLogger(__name__)
 
@@ -534,9 +534,13 @@ def _crumb_name(element: Any) -> str | None:
 
 
 def _category_of(names: list[str]) -> str | None:
-    """The most specific level (last) that names a category; the whole path as a last resort."""
+    """The most specific level (last) that names a category, or None from the first that names
+    something else ("Shoes & Bags > Bags"); the whole path as a last resort."""
     for text in reversed(names):
-        if category := normalise_category(text):
+        category = head_category(text)
+        if category == NOT_A_GARMENT:
+            return None
+        if category in CATEGORIES:
             return category
     return normalise_category(" ".join(names)) if names else None
 
@@ -681,8 +685,14 @@ def products_of_page(page: PageParser) -> list[ScrapedProduct]:
         extra = [url for url in page.images if url not in product.image_urls]
         products = [replace(product, image_urls=product.image_urls + tuple(dict.fromkeys(extra)))]
     if page_crumbs:
+        # The page's breadcrumb is its main product's (the one the page is about), not that of
+        # products it also marks up ("complete the look"); it names the category when the
+        # product's own wording does not ("Sale", "New in").
+        # With no product at the page's own URL (the variants of one product group), it is all of theirs.
         crumbs = page_crumbs[0]
-        products = [p if p.breadcrumb else replace(p, breadcrumb=" > ".join(crumbs), category=p.category or _category_of(crumbs)) for p in products]
+        own = [p for p in products if p.url in (page.page_url, page.canonical)] or products
+        products = [replace(p, breadcrumb=p.breadcrumb or " > ".join(crumbs), category=p.category or _category_of(crumbs)) if p in own else p
+                    for p in products]
     return list(dict.fromkeys(products))
 
 
