@@ -88,6 +88,11 @@ def active_shops(db: Database) -> list[dict]:
         return [dict(row) for row in rows.mappings()]
 
 
+def mark_shop_attempted(db: Database, shop_id: str) -> None:
+    with db.transaction() as connection:
+        connection.execute(sa.update(shops).where(shops.c.id == shop_id).values(attempted_at=utcnow()))
+
+
 def mark_shop_scraped(db: Database, shop_id: str) -> None:
     with db.transaction() as connection:
         connection.execute(sa.update(shops).where(shops.c.id == shop_id).values(last_scraped_at=utcnow()))

@@ -36,6 +36,7 @@ shops = sa.Table(
     sa.Column("concurrency", sa.Integer),
     sa.Column("is_local", sa.Boolean, nullable=False, default=False),
     sa.Column("settings", sa.Text),  # JSON: allowed hosts, listing URLs, fetch limits...
+    sa.Column("attempted_at", sa.DateTime),  # v4: when a scrape pass last started on it
 )
 
 products = sa.Table(
@@ -198,7 +199,8 @@ def _detection_models(connection: sa.Connection) -> None:
 
 
 def _page_visits(connection: sa.Connection) -> None:
-    _add_missing_columns(connection, {"http_cache": (("checked_at", "DATETIME"),), "products": (("checked_at", "DATETIME"),)})
+    _add_missing_columns(connection, {"http_cache": (("checked_at", "DATETIME"),), "products": (("checked_at", "DATETIME"),),
+                                      "shops": (("attempted_at", "DATETIME"),)})
 
 
 # Append only: each entry runs once per database, in order, inside one transaction.
@@ -206,7 +208,7 @@ MIGRATIONS: Sequence[tuple[int, str, Any]] = (
     (1, "shops, products, images, detections", _initial_schema),
     (2, "scrape sources, product freshness and death, image dedup, HTTP cache", _scrape_sources_and_freshness),
     (3, "which model embedded each detection", _detection_models),
-    (4, "when each page and product was last visited", _page_visits),
+    (4, "when each page, product and shop was last visited", _page_visits),
 )
 
 

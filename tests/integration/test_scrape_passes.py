@@ -181,7 +181,7 @@ def test_later_migrations_upgrade_a_version_1_database(db_url):
     old = sa.MetaData()
     for name in ("shops", "products", "images", "detections"):
         table = metadata.tables[name]
-        later = {"detections": {"embedded_by"}, "products": {"checked_at"}}.get(name, set())  # versions 3 and 4
+        later = {"detections": {"embedded_by"}, "products": {"checked_at"}, "shops": {"attempted_at"}}.get(name, set())  # versions 3 and 4
         added = {column for column, _ in _V2_COLUMNS.get(name, ())} | later
         columns = [sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable) for c in table.columns if c.name not in added]
         sa.Table(name, old, *columns)
@@ -334,3 +334,21 @@ def test_a_product_the_shop_refiles_is_detected_and_embedded_again_in_its_new_ca
     # its picture goes through detect again (fetched in full), which crops the skirt and re-files it
     assert "/images/shared.jpg" in [entry.path for entry in shop.log[before:]]
     assert ids.incoming_key(image(runtime, shop, "shared.jpg")["id"]) in incoming(runtime)
+
+
+def test_due_shops_take_turns_so_one_too_large_for_a_pass_starves_none(runtime, shop, monkeypatch):
+    import time
+
+    from shazzam.scrape.passes import SourcePass
+
+    with SampleShop(limit=3) as small:
+        register(runtime, shop)
+        catalogue.add_shop(runtime.db, small.base_url)
+        saving = SourcePass.page
+        monkeypatch.setattr(SourcePass, "page", lambda self, outcome: time.sleep(0.2) or saving(self, outcome))  # slow pages
+        reached = []
+        for _ in range(2):
+            report = pipeline.scrape(runtime.app, budget_s=0.5)  # spent on the first shop's first pages
+            assert report["shops"] == 1 and report["shops_left"] == 1
+            reached.append({row["id"] for row in catalogue.active_shops(runtime.db) if row["attempted_at"]})
+        assert len(reached[0]) == 1 and len(reached[1]) == 2  # the second pass began with the other shop

@@ -94,6 +94,14 @@ from shazzam.scrape import (
         ("Męskie > Płaszcze", "outwear"),
         ("Dam > Klänningar", "dress"),
         ("Langarm-Shirts", "longsleeve"),
+        # lists are named by their first garment; lengths, fabrics and extras do not name one
+        ("Shoes & Accessories", "shoes"),
+        ("Hats, Scarves & Gloves", "hat"),
+        ("Shirts & Ties", "shirt"),
+        ("Midi Dress with Belt", "dress"),
+        ("Bootcut Jeans (Short)", "pants"),
+        ("Jersey Tops", None),
+        ("T-Shirt Tie Dye", "t-shirt"),
         ("T-shirts manches longues", "longsleeve"),
     ],
 )
@@ -107,6 +115,8 @@ def test_normalise_category(text: str | None, expected: str | None) -> None:
         (["Women", "Shoes & Bags", "Bags"], None),  # the leaf names a bag: not the parent's shoes
         (["Accessories", "Hats & Scarves", "Scarves"], None),
         (["Women", "Dresses", "Sale"], "dress"),  # the leaf names nothing: its parent does
+        (["Women", "Dresses", "Short"], "dress"),
+        (["Men", "Suits & Blazers", "Ties"], None),
     ],
 )
 def test_a_breadcrumbs_leaf_decides_unless_it_names_nothing(crumbs, expected):

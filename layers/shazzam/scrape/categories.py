@@ -44,19 +44,19 @@ ENGLISH: dict[str, str] = {
                "boots", "boot", "sandals", "sandal", "loafers", "loafer", "heels", "pumps", "mules", "flip flops", "espadrilles",
                "footwear", "ballet flats", "slippers", "clogs"),
     **_entries("longsleeve", "sweat shirt", "sweat shirts", "sweatshirts", "sweatshirt", "sweaters", "sweater", "jumpers", "jumper",
-               "pullovers", "pullover", "hoodies", "hoodie", "hoody", "cardigans", "cardigan", "knitwear", "jersey", "jerseys",
-               "longsleeves", "longsleeve"),
+               "pullovers", "pullover", "hoodies", "hoodie", "hoody", "cardigans", "cardigan", "knitwear",
+               "longsleeves", "longsleeve"),  # not "jersey": a fabric ("Jersey tops")
     **_entries(LONG_SLEEVE, "long sleeves", "long sleeve", "long sleeved"),
     **_entries("t-shirt", "t shirts", "t shirt", "tshirts", "tshirt", "tees", "tee"),
     **_entries("outwear", "outerwear", "outwear", "coats", "coat", "jackets", "jacket", "parkas", "parka", "blazers", "blazer",
                "anoraks", "anorak", "gilets", "gilet", "raincoats", "raincoat", "windbreakers", "windbreaker", "trench",
                "puffer", "bomber"),
-    **_entries("shorts", "shorts", "short", "bermudas", "bermuda", "swim shorts"),
+    **_entries("shorts", "shorts", "bermudas", "bermuda", "swim shorts"),  # not "short": a length ("Jeans (Short)")
     **_entries("skirt", "skirts", "skirt"),
     **_entries("dress", "dresses", "dress", "gowns", "gown"),
     **_entries("hat", "hats", "hat", "caps", "cap", "beanies", "beanie", "headwear", "beret", "bucket hat", "fedora"),
     **_entries(NEUTRAL, "cap sleeve", "cap sleeves", "short sleeve", "short sleeves", "short sleeved", "boot cut", "bootcut",
-               "tops", "top"),
+               "tops", "top", "tie dye", "tie dyed"),
     **_entries(NOT_A_GARMENT, "bag", "bags", "handbag", "handbags", "backpack", "backpacks", "wallet", "wallets", "sock", "socks",
                "tights", "bra", "bras", "bralette", "underwear", "boxer", "boxers", "boxer shorts", "briefs", "lingerie",
                "care", "horn", "laces", "shoelaces", "insoles", "box", "hanger", "hangers", "tie", "ties", "scarf", "scarves",
@@ -105,8 +105,11 @@ _LEXICON: dict[str, tuple[str, bool]] = {
     **{phrase: (category, False) for phrase, category in OTHER_LANGUAGES.items()},
 }
 _LONGEST = max(len(phrase.split()) for phrase in _LEXICON)
-# Romance languages join a garment to its material or style with a preposition: the head is before it.
-_PREPOSITIONS = frozenset({"di", "de", "del", "della", "da", "en", "a", "in", "aus", "van"})
+# A garment joined to its material, style or extras by a preposition is the head: "Giacca di jeans",
+# "Robe de soirée", "Midi dress with belt" (a product's name as a breadcrumb's last level).
+_PREPOSITIONS = frozenset({"with", "di", "de", "del", "della", "da", "en", "a", "in", "aus", "van", "mit", "avec", "con", "met", "med", "z"})
+# Parts of a name that lists several things ("Shoes & Accessories", "Hats, Scarves & Gloves").
+_LIST = re.compile(r"\s*(?:&|\+|,|/|\band\b|\bund\b|\bet\b|\by\b|\be\b|\ben\b|\boch\b|\bi\b)\s*", re.I)
 _TOPS = frozenset({"t-shirt", "shirt", NEUTRAL})
 # Letters NFKD does not take apart.
 _LETTERS = str.maketrans({"ł": "l", "Ł": "L", "ø": "o", "Ø": "O", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ß": "ss", "đ": "d"})
@@ -137,10 +140,17 @@ def _phrases(words: list[str]) -> list[tuple[str, str, bool]]:
 
 
 def head_category(text: str | None) -> str | None:
-    """The category the wording's head noun names, NOT_A_GARMENT, or None when it names nothing."""
+    """The category the wording's head noun names, NOT_A_GARMENT, or None when it names nothing. A
+    list ("Shirts & Ties") is named by its first garment: a shop lists its main things first."""
     if not text:
         return None
-    found = _phrases(_words(str(text)))
+    heads = [_head(part) for part in _LIST.split(str(text)) if part.strip()]
+    garments = [head for head in heads if head in CATEGORIES]
+    return garments[0] if garments else NOT_A_GARMENT if NOT_A_GARMENT in heads else None
+
+
+def _head(text: str) -> str | None:
+    found = _phrases(_words(text))
     nouns = [(category, english) for _, category, english in found if category not in (NEUTRAL, LONG_SLEEVE)]
     foreign = [category for category, english in nouns if not english]
     head = foreign[0] if foreign else nouns[-1][0] if nouns else None

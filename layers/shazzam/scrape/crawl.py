@@ -26,7 +26,8 @@ import re
 import time
 import xml.etree.ElementTree as ET
 import zlib
-from collections import Counter
+import itertools
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -121,7 +122,9 @@ class Crawl:
         self.known = known or {}
         self.limit = limit
         self.round_started = round_started  # pages checked since then are not visited again
-        self.deadline = deadline  # time.monotonic() past which discovery stops fetching
+        self.deadline = deadline  # time.monotonic() past which nothing more is fetched
+        # Whether the crawl saw less than all the source's pages: `limit` cut discovery, or time ran out.
+        self.cut_short = False
         self.stats: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
         self._product_pattern = re.compile(source.product_pattern)
@@ -147,7 +150,9 @@ class Crawl:
         return result
 
     def _full(self, found: dict) -> bool:
-        return self.limit is not None and len(found) >= self.limit
+        full = self.limit is not None and len(found) >= self.limit
+        self.cut_short |= full
+        return full
 
     def out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
@@ -293,12 +298,22 @@ class Crawl:
             return
         urls = self._in_visit_order(self.product_page_urls())
         self.total = len(urls)
-        pool = ThreadPoolExecutor(max_workers=self.fetcher.policy.concurrency, thread_name_prefix="scrape")
-        try:
-            for outcome in pool.map(self._product_page, urls):
+        if self.out_of_time():
+            self.cut_short = True
+            return  # discovery took the time (and may be unfinished): no page fetched only to be dropped
+        # Fetched at most one page ahead of the pages in flight: what a consumer that stops early
+        # (out of time) leaves is not fetched, rather than fetched, dropped and fetched again.
+        ahead = self.fetcher.policy.concurrency + 1
+        queued = iter(urls)
+        with ThreadPoolExecutor(max_workers=self.fetcher.policy.concurrency, thread_name_prefix="scrape") as pool:
+            fetching = deque(pool.submit(self._product_page, url) for url in itertools.islice(queued, ahead))
+            while fetching:
+                outcome = fetching.popleft().result()
+                if self.out_of_time():
+                    self.cut_short |= next(queued, None) is not None
+                else:
+                    fetching.extend(pool.submit(self._product_page, url) for url in itertools.islice(queued, 1))
                 yield self._count(outcome)
-        finally:  # a consumer that stops early (out of time) leaves the queued pages unfetched
-            pool.shutdown(wait=True, cancel_futures=True)
 
     def _shopify_pages(self) -> Iterator[PageOutcome]:
         products, previous = 0, None
@@ -306,7 +321,12 @@ class Crawl:
             url = urljoin(self.source.base_url, f"/products.json?limit={SHOPIFY_PAGE_SIZE}&page={number}")
             self.total = number
             if self.out_of_time():
+                self.cut_short = True
                 return
+            cached = self.known.get(url)
+            if self.round_started is not None and cached and cached.checked_at and cached.checked_at > self.round_started:
+                previous = None
+                continue  # read this round: the round goes on with the pages after it
             outcome = self._count(self._shopify_page(url))
             if outcome.state == "changed" and not outcome.products:
                 return  # past the last page

@@ -310,7 +310,9 @@ def scrape_pass(
     hashes = catalogue.image_hashes(app.db)
     base = app.fetcher()
     deadline = None if budget_s is None else time.monotonic() + budget_s
-    sources = sorted(_sources(app, shop_url, source_name), key=lambda pair: (pair[0]["last_scraped_at"] is not None, pair[0]["last_scraped_at"] or datetime.min))
+    # Due shops take turns: the one a pass started on longest ago first (one whose round a pass
+    # leaves unfinished goes behind the others, so a shop too large for a pass starves none).
+    sources = sorted(_sources(app, shop_url, source_name), key=lambda pair: pair[0]["attempted_at"] or datetime.min)
     for row, source in sources:
         if not (force or shop_url or source_name or source.is_due(row.get("last_scraped_at"), utcnow())):
             continue
@@ -318,13 +320,15 @@ def scrape_pass(
             summary.counts["shops_left"] += 1
             continue
         summary.counts["shops"] += 1
+        catalogue.mark_shop_attempted(app.db, row["id"])
         visit = SourcePass(app, row["id"], source, base.with_policy(source.policy()), summary, hashes)
         round_started = None if force else row["last_scraped_at"] or row["created_at"]
         crawl = visit.crawl(limit, round_started=round_started, deadline=deadline)
-        done = 0
+        done, stopped = 0, False
         with closing(crawl.pages()) as pages:
             for outcome in pages:
                 if crawl.out_of_time():
+                    stopped = True
                     break
                 visit.page(outcome)
                 done += 1
@@ -332,10 +336,11 @@ def scrape_pass(
                     progress(done, crawl.total)
         summary.counts.update({name: crawl.stats[name] for name in ("pages_fetched", "skipped_by_robots")})
         summary.errors.update(crawl.errors)
-        if crawl.out_of_time():
+        if stopped or crawl.cut_short:
+            # Pages of this round are left: not visited, not discovered (time, or `limit`).
             summary.counts["shops_unfinished"] += 1
             summary.counts["pages_left"] += crawl.total - done
-            log.info("%s: out of time with %d of %d pages left; the next pass goes on", source.base_url, crawl.total - done, crawl.total)
+            log.info("%s: %d of %d pages found left; the next pass goes on", source.base_url, crawl.total - done, crawl.total)
         else:
             catalogue.mark_shop_scraped(app.db, row["id"])
     return summary.as_dict()
