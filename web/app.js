@@ -10,7 +10,7 @@ const MAX_PHOTO_BYTES = 20 * 1024 * 1024;
 const $ = (id) => document.getElementById(id);
 // search: the latest search's number; an answer to an older one (a photo or filters changed since)
 // is dropped. inFlight aborts that older request. options: the category and shop lists, loading.
-const state = { photo: null, answer: null, chosen: 0, photoUrl: null, search: 0, inFlight: null, options: null };
+const state = { photo: null, answer: null, chosen: 0, photoUrl: null, search: 0, inFlight: null, options: null, error: null };
 
 class ApiError extends Error {
   constructor(status, title, detail) {
@@ -66,11 +66,18 @@ function loadOptions() {
   return state.options;
 }
 
-function keepLoadingOptions(delay = 2000) {
-  loadOptions().catch((error) => {
-    if (delay === 2000) showError(error);
-    if (delay <= 60000) setTimeout(() => keepLoadingOptions(delay * 2), delay);
-  });
+function keepLoadingOptions(delay = 2000, shown = null) {
+  loadOptions()
+    .then(() => {
+      if (shown && state.error === shown) showError(null); // the server is back: the error is stale
+    })
+    .catch((error) => {
+      if (!shown) {
+        showError(error);
+        shown = error;
+      }
+      if (delay <= 60000) setTimeout(() => keepLoadingOptions(delay * 2, shown), delay);
+    });
 }
 
 // --- searching ---------------------------------------------------------------------------------
@@ -101,10 +108,14 @@ async function uploadFirst(photo, signal) {
 
 async function search() {
   if (!state.photo) return;
-  // A price the browser cannot read ("12e") is not sent as no price: say so, search nothing.
-  if (!$("filters").reportValidity()) return;
-  const ticket = ++state.search;
+  const ticket = ++state.search; // from here on, an older search's answer is dropped
   if (state.inFlight) state.inFlight.abort();
+  // A price the browser cannot read ("12e") is not sent as no price: say so, search nothing.
+  if (!$("filters").reportValidity()) {
+    state.inFlight = null;
+    setBusy(false);
+    return;
+  }
   const controller = new AbortController();
   state.inFlight = controller;
   showError(null);
@@ -178,6 +189,7 @@ function setBusy(busy, message = "") {
 }
 
 function showError(error) {
+  state.error = error;
   const box = $("error");
   box.hidden = !error;
   box.replaceChildren();

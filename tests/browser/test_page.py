@@ -172,6 +172,7 @@ def test_the_lists_load_once_the_server_answers_and_an_unreadable_price_is_not_i
     assert "Cannot reach the server" in page.inner_text("#error")
     unreachable["categories"] = False
     page.wait_for_function("document.querySelectorAll('#category option').length > 1", timeout=15_000)  # tried again
+    page.locator("#error").wait_for(state="hidden")  # and the error it showed is gone
     page.set_input_files("#file", str(PHOTO))
     page.wait_for_selector("#items .item")
     searches = []
