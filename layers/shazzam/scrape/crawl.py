@@ -309,10 +309,10 @@ class Crawl:
             fetching = deque(pool.submit(self._product_page, url) for url in itertools.islice(queued, ahead))
             while fetching:
                 outcome = fetching.popleft().result()
-                if self.out_of_time():
-                    self.cut_short |= next(queued, None) is not None
-                else:
+                if not self.out_of_time():
                     fetching.extend(pool.submit(self._product_page, url) for url in itertools.islice(queued, 1))
+                elif next(queued, None) is not None:
+                    self.cut_short = True  # pages found and left unfetched
                 yield self._count(outcome)
 
     def _shopify_pages(self) -> Iterator[PageOutcome]:

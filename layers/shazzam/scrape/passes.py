@@ -302,8 +302,8 @@ def scrape_pass(
     A source's round of pages ends when every page has been visited since it began (its last
     finished round, else when the shop was added); only then is the shop marked scraped. Within
     ``budget_s`` seconds the pass stops where it is: a source's unvisited pages (``pages_left``)
-    and the due sources not reached (``shops_left``, those scraped longest ago go first) are what
-    the next pass starts with. ``force`` starts a new round at once."""
+    and the due sources not reached (``shops_left``) are what the next passes take up, the sources
+    a pass started on longest ago first. ``force`` starts a new round at once."""
     from shazzam.db import utcnow
 
     summary = Summary()
