@@ -258,6 +258,20 @@ def test_a_picture_the_page_no_longer_shows_is_unlinked(runtime, shop):
     assert not image(runtime, shop, "final.jpg")["is_dead"]  # another live page shows it still
 
 
+def test_a_picture_the_page_shows_again_after_dropping_it_is_ingested_again(runtime, shop):
+    register(runtime, shop)
+    shop.set_stock("out-of-stock", True)
+    pipeline.scrape(runtime.app, force=True)
+    shop.replaced_images["out-of-stock"] = ["/images/other.jpg"]
+    pipeline.scrape(runtime.app, force=True)
+    assert image(runtime, shop, "oos.jpg")["is_dead"]  # no live page shows it: it left the shards
+    del shop.replaced_images["out-of-stock"]
+    report = pipeline.scrape(runtime.app, force=True)
+    revived = image(runtime, shop, "oos.jpg")
+    assert not revived["is_dead"] and revived["status"] == "new" and report["images_uploaded"] >= 1
+    assert ids.incoming_key(revived["id"]) in incoming(runtime)  # detected, embedded and indexed again
+
+
 def test_a_pass_out_of_time_leaves_the_rest_of_the_round_to_the_next(runtime, shop, monkeypatch):
     from shazzam.scrape.crawl import Crawl
     from shazzam.scrape.passes import SourcePass

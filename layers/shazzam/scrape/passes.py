@@ -220,6 +220,9 @@ class SourcePass:
             catalogue.link_image(self.db, product_id, row["duplicate_of"], position)
             counts["images_unchanged"] += 1
             return
+        # A dead picture (a page dropped it, or revalidate found it gone) that a page shows again
+        # left the shards when it died: it is ingested again, not merely linked.
+        refetch = refetch or bool(row and row["is_dead"])
         stored = bool(row and row["content_sha256"] and row["status"] != "failed" and not refetch)
         cached = self.cache.get(url, {}) if stored else {}
         try:
