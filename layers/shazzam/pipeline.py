@@ -121,6 +121,11 @@ def detect(app: App, key: str) -> StageResult:
         catalogue.update_image(app.db, image_id, status="failed", error=str(exc))
         return StageResult(key, "failed", str(exc))
     detections = app.detector.detect(image)
+    current = app.store.head(key)
+    if current is None or current.etag != etag:
+        # Replaced while the detector ran: the newer version's own event detects it, and this run's
+        # rows and document, written after that run's, would put the old photo's boxes in its place.
+        return StageResult(key, "skipped", "the photo was replaced while it was detected; its own detection follows")
     if row is not None and row.get("product_id"):
         detections = [product_garment(detections, catalogue.product_category_of_image(app.db, image_id), image)]
     found, skipped = [], []
@@ -204,7 +209,8 @@ def embed(app: App, key: str) -> StageResult:
     if detection is None:
         return StageResult(key, "skipped", "no such detection (the image was re-detected)")
     try:
-        image = load_image(app.store.get(key))
+        data, crop_etag = app.store.get_with_etag(key)
+        image = load_image(data)
     except ObjectNotFound:
         return StageResult(key, "skipped", "object no longer exists")
     except ImageError as exc:
@@ -241,7 +247,7 @@ def embed(app: App, key: str) -> StageResult:
     )
     output = ids.pending_vector_key(category, detection_id)
     app.store.put(output, encode_vector(prediction.embedding, app.garment_model.name))
-    app.store.delete(key)
+    delete_if_unchanged(app.store, key, crop_etag)  # a newer crop written meanwhile is its own event's
     return StageResult(key, "done", outputs=[output])
 
 

@@ -141,6 +141,45 @@ def test_a_photo_replaced_after_detection_is_the_one_indexed(runtime, monkeypatc
     assert runtime.store.head(image_key[0]) is None  # ingested, then gone like every photo
 
 
+def test_a_photo_replaced_while_it_was_detected_is_the_one_indexed(runtime, monkeypatch):
+    dress = (REPO / "samples" / "shop" / "images" / "dress-01.jpg").read_bytes()
+    detect = runtime.app.detector.detect
+    calls = []
+
+    def shop_replaces_the_photo_meanwhile(image):
+        calls.append(image)
+        if len(calls) == 1:  # the new photo's detect (another invocation) finishes first
+            key = next(runtime.store.list("incoming/")).key
+            with monkeypatch.context() as delivered_below:
+                delivered_below.setattr(runtime.store, "on_put", None)
+                runtime.store.put(key, dress)
+            pipeline.detect(runtime.app, key)  # that upload's event
+        return detect(image)
+
+    monkeypatch.setattr(runtime.app.detector, "detect", shop_replaces_the_photo_meanwhile)
+    upload_product(runtime, None)  # the old photo, a skirt
+    assert statuses(runtime) == [("dress", "indexed")]
+
+
+def test_a_photo_replaced_while_its_crop_was_embedded_is_the_one_indexed(runtime, monkeypatch):
+    dress = (REPO / "samples" / "shop" / "images" / "dress-01.jpg").read_bytes()
+    predict = runtime.app.garment_model.predict
+    calls = []
+
+    def shop_replaces_the_photo_meanwhile(image, **options):
+        calls.append(image)
+        if len(calls) == 1:  # the new photo's detect and standardise (other invocations) rewrite the crop
+            image_id = runtime.db.run_query("SELECT id FROM images")[0]["id"]
+            runtime.store.put(ids.incoming_key(image_id), dress)
+            pipeline.detect(runtime.app, ids.incoming_key(image_id))
+            pipeline.standardise(runtime.app, ids.detections_key(image_id))
+        return predict(image, **options)
+
+    monkeypatch.setattr(runtime.app.garment_model, "predict", shop_replaces_the_photo_meanwhile)
+    upload_product(runtime, None)  # the old photo, a skirt
+    assert statuses(runtime) == [("dress", "indexed")]  # the new crop was embedded, not deleted unread
+
+
 def test_the_product_category_wins_over_the_classifier(runtime):
     upload_product(runtime, "hat")  # a skirt photo, filed by the shop as a hat
     (row,) = runtime.db.run_query("SELECT category, embedding_status FROM detections")
