@@ -236,19 +236,25 @@ def image_count(db: Database, product_ids: Sequence[str]) -> int:
     return total
 
 
-def images_whose_fetch_failed(db: Database, product_ids: Sequence[str]) -> list[dict]:
-    """The images these products show whose last download failed for a passing reason (network,
-    timeout, rate-limited, HTTP 429 or 5xx; see SourcePass._image_failed): product_id, src_link, position."""
+def images_to_fetch_again(db: Database, product_ids: Sequence[str]) -> list[dict]:
+    """The images of these (unchanged) products that are not stored and should be: those whose last
+    download failed for a passing reason (network, timeout, rate-limited, HTTP 429 or 5xx; see
+    SourcePass._image_failed), and those never downloaded at all (a run stopped between saving the
+    product and storing its picture). product_id, src_link, position."""
     passing = sa.or_(*(images.c.error.like(f"fetch failed ({kind}%") for kind in ("network", "timeout", "rate-limited", "http-429", "http-5")))
+    never_stored = sa.and_(images.c.status == "new", images.c.content_sha256.is_(None), images.c.duplicate_of.is_(None))
     found: list[dict] = []
     with db.transaction() as connection:
         for start in range(0, len(product_ids), 500):
-            rows = connection.execute(
+            chunk = product_ids[start : start + 500]
+            failed = (
                 sa.select(product_images.c.product_id, images.c.src_link, product_images.c.position)
                 .join(images, product_images.c.image_id == images.c.id)
-                .where(product_images.c.product_id.in_(product_ids[start : start + 500]), images.c.status == "failed", passing)
-                .order_by(product_images.c.product_id, product_images.c.position)
+                .where(product_images.c.product_id.in_(chunk), images.c.status == "failed", passing)
             )
+            # A picture is linked to its product once stored, so one never stored has no link yet.
+            unfetched = sa.select(images.c.product_id, images.c.src_link, sa.literal(0).label("position")).where(images.c.product_id.in_(chunk), never_stored)
+            rows = connection.execute(sa.union(failed, unfetched).order_by("product_id", "position", "src_link"))
             found += [dict(row) for row in rows.mappings()]
     return found
 

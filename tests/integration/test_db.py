@@ -161,6 +161,22 @@ def test_an_image_no_page_shows_any_more_dies_and_a_shared_one_changes_owner(db)
     assert catalogue.get_item(db, first)["image_urls"] == [f"{SHOP}/new.jpg"]
 
 
+def test_images_to_fetch_again_are_the_passing_failures_and_the_never_fetched(db):
+    shop_id = catalogue.add_shop(db, SHOP, "Example")
+    owner = catalogue.save_product(db, shop_id, product())
+    states = {"stored": ("new", "ab" * 32, None), "timed-out": ("failed", None, "fetch failed (timeout): slow"),
+              "gone": ("failed", None, "fetch failed (http-404): HTTP 404"), "never-fetched": ("new", None, None)}
+    for position, (name, (status, digest, error)) in enumerate(states.items()):
+        image_id = ids.image_id(f"{SHOP}/{name}.jpg")
+        catalogue.save_image(db, image_id, f"{SHOP}/{name}.jpg", owner)
+        catalogue.update_image(db, image_id, status=status, content_sha256=digest, error=error)
+        if name != "never-fetched":  # linked once stored or failed
+            catalogue.link_image(db, owner, image_id, position)
+    again = catalogue.images_to_fetch_again(db, [owner])
+    assert again == [{"product_id": owner, "src_link": f"{SHOP}/never-fetched.jpg", "position": 0},
+                     {"product_id": owner, "src_link": f"{SHOP}/timed-out.jpg", "position": 1}]
+
+
 def test_revalidate_visits_the_least_recently_seen_first(db):
     from datetime import datetime
 

@@ -248,6 +248,22 @@ def test_an_image_whose_download_failed_for_a_passing_reason_is_fetched_again(ru
     assert "/images/fake.jpg" not in [e.path for e in shop.log[before:]]  # not an image: not asked for again
 
 
+def test_an_image_a_stopped_run_never_fetched_is_fetched_by_the_next(runtime, shop):
+    from shazzam.db import images, product_images
+
+    register(runtime, shop)
+    pipeline.scrape(runtime.app)
+    lost = image(runtime, shop, "final.jpg")["id"]
+    with runtime.db.transaction() as connection:  # as a run stopped after saving the product, before the fetch
+        connection.execute(sa.delete(product_images).where(product_images.c.image_id == lost))
+        connection.execute(sa.update(images).where(images.c.id == lost).values(status="new", content_sha256=None, phash=None))
+    runtime.store.delete(ids.incoming_key(lost))
+    report = pipeline.scrape(runtime.app)  # its page has not changed
+    assert report["images_uploaded"] == 1 and image(runtime, shop, "final.jpg")["content_sha256"]
+    assert ids.incoming_key(lost) in incoming(runtime)
+    assert pipeline.scrape(runtime.app)["images_uploaded"] == 0
+
+
 def test_a_picture_the_page_no_longer_shows_is_unlinked(runtime, shop):
     register(runtime, shop)
     pipeline.scrape(runtime.app)

@@ -201,10 +201,10 @@ class SourcePass:
 
     def retry_failed_images(self, product_ids: list[str]) -> int:
         """Fetch again the images of unchanged products whose download failed last time for a reason
-        that passes (a network error, a timeout, a 5xx, a 429): a CDN's bad minute would otherwise
-        leave them failed for as long as the page stays the same. Too large, not an image or a 404
-        waits for the page to change."""
-        failed = catalogue.images_whose_fetch_failed(self.db, product_ids)
+        that passes (a network error, a timeout, a 5xx, a 429), or that a stopped run never
+        fetched: a CDN's bad minute would otherwise leave them failed for as long as the page
+        stays the same. Too large, not an image or a 404 waits for the page to change."""
+        failed = catalogue.images_to_fetch_again(self.db, product_ids)
         for row in failed:
             self.image(row["product_id"], row["src_link"], row["position"])
         return len(failed)
