@@ -317,6 +317,14 @@ def test_a_pass_out_of_time_leaves_the_rest_of_the_round_to_the_next(runtime, sh
     assert catalogue.shops_by_id(runtime.db)[shop_id]["last_scraped_at"] is not None
 
 
+def test_runs_with_a_limit_go_on_with_the_pages_the_last_did_not_reach(runtime, shop):
+    register(runtime, shop)
+    runs = [pipeline.scrape(runtime.app, limit=6) for _ in range(4)]  # 6 pages a run
+    assert [run["shops_unfinished"] for run in runs] == [1, 1, 1, 0]  # the fourth finds none left: the round ends
+    assert [run["products_new"] for run in runs] == [6, 5, 4, 0]  # 15, as one whole pass finds (test_a_pass_over_the_quirky_shop)
+    assert catalogue.active_shops(runtime.db)[0]["last_scraped_at"] is not None
+
+
 def test_a_pass_with_no_time_left_reaches_no_shop_and_leaves_them_due(runtime, shop):
     register(runtime, shop)
     report = pipeline.scrape(runtime.app, budget_s=0)

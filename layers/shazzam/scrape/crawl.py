@@ -129,6 +129,7 @@ class Crawl:
         self.errors: Counter[str] = Counter()
         self._product_pattern = re.compile(source.product_pattern)
         self.total = 0  # pages to visit, known once discovery is done
+        self._found_due = 0  # pages discovery found that are due (_due)
 
     # -- bookkeeping --------------------------------------------------------------------------
 
@@ -149,10 +150,24 @@ class Crawl:
             return None
         return result
 
-    def _full(self, found: dict) -> bool:
-        full = self.limit is not None and len(found) >= self.limit
+    def _found(self, found: dict, url: str) -> None:
+        if url not in found:
+            found[url] = None
+            self._found_due += self._due(url)
+
+    def _full(self) -> bool:
+        """Whether discovery has `limit` pages to visit. Pages visited this round do not count, so
+        that a limited run goes on with the pages after them instead of finding those again."""
+        full = self.limit is not None and self._found_due >= self.limit
         self.cut_short |= full
         return full
+
+    def _due(self, url: str) -> bool:
+        """Not visited since the round started. A visit at the round's start is due: MySQL keeps
+        whole seconds, so one in the round's first second may compare equal to its start, and
+        visiting that page once more costs less than skipping it."""
+        page = self.known.get(url)
+        return self.round_started is None or not (page and page.checked_at and page.checked_at > self.round_started)
 
     def out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
@@ -162,14 +177,13 @@ class Crawl:
         urls = [url for url in urls if len(url) <= MAX_URL_LENGTH]
         checked = {url: page.checked_at for url in urls if (page := self.known.get(url)) and page.checked_at}
         if self.round_started is not None:
-            # <=: MySQL keeps whole seconds, so a visit in the round's first second may compare equal
-            # to its start; visiting that page once more costs less than skipping it.
-            urls = [url for url in urls if url not in checked or checked[url] <= self.round_started]
+            urls = [url for url in urls if self._due(url)]
         return sorted(urls, key=lambda url: (url in checked, checked.get(url) or datetime.min))
 
     # -- discovery ----------------------------------------------------------------------------
 
     def sitemap_urls(self) -> list[str]:
+        self._found_due = 0
         try:
             roots = self.fetcher.sitemaps(self.source.base_url)
         except FetchError as error:
@@ -180,7 +194,7 @@ class Crawl:
         found: dict[str, None] = {}
 
         def visit(sitemap_url: str, depth: int) -> None:
-            if self._full(found) or sitemap_url in seen_sitemaps or depth > SITEMAP_MAX_DEPTH or self.out_of_time():
+            if self._full() or sitemap_url in seen_sitemaps or depth > SITEMAP_MAX_DEPTH or self.out_of_time():
                 return
             seen_sitemaps.add(sitemap_url)
             result = self._fetch(sitemap_url)
@@ -196,8 +210,8 @@ class Crawl:
                 url = urljoin(sitemap_url, loc)
                 if kind == "sitemapindex":
                     visit(url, depth + 1)
-                elif _host(url) == self.source.host and not self._full(found):
-                    found.setdefault(url)
+                elif _host(url) == self.source.host and not self._full():
+                    self._found(found, url)
 
         for root in roots:
             visit(root, 1)
@@ -207,7 +221,8 @@ class Crawl:
         starts = [urljoin(self.source.base_url, url) for url in self.source.listing_urls] or [self.source.base_url]
         queue, seen = list(starts), set(starts)
         found: dict[str, None] = {}
-        while queue and len(seen) <= self.source.max_pages and not self._full(found) and not self.out_of_time():
+        self._found_due = 0
+        while queue and len(seen) <= self.source.max_pages and not self._full() and not self.out_of_time():
             result = self._fetch(queue.pop(0), accept=HTML_TYPES)
             if result is None:
                 continue
@@ -217,8 +232,8 @@ class Crawl:
                     continue
                 path = urlsplit(link).path
                 if self._product_pattern.search(path):
-                    if not self._full(found):
-                        found.setdefault(link)
+                    if not self._full():
+                        self._found(found, link)
                 elif (link in page.next_links or _PAGINATION.search(link)) and link not in seen:
                     seen.add(link)
                     queue.append(link)
