@@ -295,8 +295,15 @@ def publish(
     add = add or {}
     for _attempt in range(PUBLISH_ATTEMPTS):
         manifest, etag = read_manifest(store)
+        entry = manifest["shards"].get(category)
         try:
-            current = load_shard(store, manifest, category)
+            if model is not None and entry and entry.get("model", model) != model:
+                # Replaced whole, so never read: a shard of an older model may be in a format this
+                # version no longer reads (a data folder of the first version).
+                log.warning("%s shard of model %s is replaced by one of model %s: re-embed its items", category, entry.get("model"), model)
+                current = None
+            else:
+                current = load_shard(store, manifest, category)
         except ObjectNotFound:
             continue  # replaced and collected since the manifest was read: read it again
         if model is None:

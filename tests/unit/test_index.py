@@ -80,6 +80,14 @@ def test_vectors_of_another_model_never_join_a_shard(store):
     assert entry["count"] == 1 and live_shard(store, "shoes").ids == ["new"]
 
 
+def test_a_shard_of_another_model_is_replaced_unread(store):
+    publish(store, "shoes", add=vectors(["old"]), model="garment_v0")
+    manifest, _ = read_manifest(store)
+    store.put(manifest["shards"]["shoes"]["key"], b"a format this version cannot read")  # a first-version data folder's
+    entry = publish(store, "shoes", add=vectors(["new"]), model="garment_v1")
+    assert entry["count"] == 1 and live_shard(store, "shoes").ids == ["new"]
+
+
 def test_shard_round_trip():
     raw = np.abs(np.random.default_rng(2).normal(size=(4, DIM)))
     ids = ["b-001", "a-002", "ünïcode-003", "0123456789abcdef0123456789abcdef01234567-004"]
