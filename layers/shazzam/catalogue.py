@@ -43,7 +43,7 @@ def add_shop(db: Database, base_url: str, name: str | None = None) -> str:
                     "created_at": utcnow(),
                     "is_local": infer_local(base_url),
                 },
-                update=("name", "active"),
+                update=("name", "active") if name else ("active",),  # a shop named before keeps its name
             )
         )
     return shop_id

@@ -218,6 +218,8 @@ def test_add_shop_is_idempotent(db):
     assert first == second == ids.shop_id(SHOP)
     assert db.run_query("SELECT id, name FROM shops") == [{"id": first, "name": "Example Renamed"}]
     assert [shop["base_url"] for shop in catalogue.active_shops(db)] == [SHOP]
+    catalogue.add_shop(db, SHOP)  # as `shazzam ingest --shop URL` does: no name given, the name stays
+    assert db.run_query("SELECT name FROM shops") == [{"name": "Example Renamed"}]
 
 
 def test_save_product_upserts_and_revives(db):
