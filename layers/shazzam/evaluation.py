@@ -388,9 +388,15 @@ def embed_items(model, images: list[Callable[[], "object"]], description: str, p
 
 
 def _loader(path: Path):
-    from shazzam.images import load_image
+    from shazzam.images import ImageError, load_image
 
-    return lambda: load_image(path.read_bytes())
+    def load():
+        try:
+            return load_image(path.read_bytes())
+        except (ImageError, OSError) as exc:  # which of thousands of images it is
+            raise EvaluationError(f"{path}: {exc}") from exc
+
+    return load
 
 
 def embed_dataset(model, sha256: str, dataset: dict[str, list[Item]], cache: EmbeddingCache, progress: bool = False):

@@ -249,6 +249,13 @@ def _manifest(tmp_path: Path, sha256: str) -> Path:
     return path
 
 
+def test_an_unreadable_image_is_named(tmp_path):
+    data = _tiny_dataset(tmp_path / "data")
+    (data / "test" / "hat" / "zz-bad.jpg").write_bytes(b"not a picture")
+    with pytest.raises(EvaluationError, match=r"test/hat/zz-bad\.jpg: "):
+        evaluation.run_evaluation(data, MODELS / "garment_v5.json", robustness=0, cache_dir=None, timing_images=0)
+
+
 def test_a_model_file_unlike_its_manifest_is_refused(tmp_path, capsys):
     path = _manifest(tmp_path, "0" * 64)
     with pytest.raises(EvaluationError, match="does not match its manifest"):
