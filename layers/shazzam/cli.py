@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from shazzam import wiring
 from shazzam.storage import ObjectNotFound
 
 DEFAULT_DATA_DIR = ".shazzam"
@@ -274,10 +275,27 @@ def cmd_shops(args) -> int:
     return 0
 
 
+def event_kind_missing(function: str, event) -> str | None:
+    """The kind of event `function` takes, when `event` is not of that kind (else None)."""
+    kinds = {type(trigger) for trigger in wiring.by_name(function).triggers}
+    if not isinstance(event, dict):
+        return "a JSON object"
+    if wiring.ObjectCreated in kinds and not isinstance(event.get("Records"), list):
+        return "an S3 ObjectCreated notification (its Records), such as events/s3-incoming.json"
+    if wiring.Route in kinds and "requestContext" not in event:
+        return "an API Gateway HTTP API request, such as events/apigw-health.json"
+    if wiring.Schedule in kinds and "detail-type" not in event:
+        return "an EventBridge scheduled event, such as events/scheduled-index.json"
+    return None
+
+
 def cmd_invoke(args) -> int:
+    event = json.loads(Path(args.event).read_text())
+    if wanted := event_kind_missing(args.function, event):
+        print(f"shazzam invoke: {args.function} takes {wanted}; {args.event} is not one", file=sys.stderr)
+        return 2
     runtime = _runtime(args)
     try:
-        event = json.loads(Path(args.event).read_text())
         result = runtime.invoke(args.function, event)
         drained = runtime.drain() if args.follow else None
     except ObjectNotFound as exc:
@@ -517,7 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_detector.set_defaults(run=cmd_eval_detector)
 
     invoke = commands.add_parser("invoke", help="run one function's handler on an event file")
-    invoke.add_argument("function", help="scrape, detect, standardise, embed, index, revalidate or search")
+    invoke.add_argument("function", choices=[function.name for function in wiring.FUNCTIONS], help="the function whose handler runs")
     invoke.add_argument("event", help="an event JSON file, e.g. events/scheduled-index.json")
     invoke.add_argument("--follow", action="store_true", help="also deliver the events the handler causes")
     invoke.add_argument("--json", action="store_true")

@@ -50,6 +50,8 @@ def test_demo_then_search_and_invoke(tmp_path):
 
     invoked = shazzam("invoke", "search", str(REPO / "events" / "apigw-categories.json"), "--json", data_dir=tmp_path)
     assert invoked.returncode == 0, invoked.stderr
+    mismatched = shazzam("invoke", "detect", str(REPO / "events" / "scheduled-index.json"), data_dir=tmp_path)
+    assert mismatched.returncode == 2 and "detect takes an S3 ObjectCreated notification" in mismatched.stderr
     categories = json.loads(json.loads(invoked.stdout)["result"]["body"])["categories"]
     assert sum(c["items"] for c in categories) == 40
 

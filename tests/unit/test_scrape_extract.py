@@ -188,6 +188,9 @@ def test_sources_file(tmp_path):
         ShopSource(base_url="https://shop.example/", strategy="guess")
     with pytest.raises(ValueError):
         ShopSource(base_url="https://shop.example/", fetch={"speed": 11})
+    path.write_text('[[source]]\nname = "No address"\n')
+    with pytest.raises(ValueError, match="a source without base_url"):
+        load_sources(path)
     for schedule in ("cron(0 3 * * ? *)", "rate(0 days)", "daily", 3):  # is_due could not read them, every pass would fail
         with pytest.raises(ValueError, match="schedule must be rate"):
             ShopSource(base_url="https://shop.example/", schedule=schedule)

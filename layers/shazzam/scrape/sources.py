@@ -124,6 +124,8 @@ def source_from_mapping(data: Mapping[str, Any]) -> ShopSource:
     unknown = set(data) - known
     if unknown:
         raise ValueError(f"unknown source settings: {', '.join(sorted(unknown))}")
+    if "base_url" not in data:
+        raise ValueError(f"a source without base_url (the shop's address, such as https://shop.example/): {dict(data)!r}")
     values = dict(data)
     for name in ("allowed_hosts", "listing_urls"):
         if name in values:
