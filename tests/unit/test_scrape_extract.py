@@ -71,6 +71,23 @@ def test_gallery_images_srcset_lazy_and_protocol_relative_resolved_against_the_p
     assert product.category is None  # the shop names none: the classifier will decide, not the title
 
 
+def test_a_product_with_any_offer_in_stock_is_in_stock():
+    sizes = [{"@type": "Offer", "name": size, "price": "20.00", "priceCurrency": "EUR", "availability": f"https://schema.org/{stock}"}
+             for size, stock in (("S", "OutOfStock"), ("M", "InStock"), ("L", "SoldOut"))]
+    for offers in (sizes, {"@type": "AggregateOffer", "lowPrice": "20.00", "priceCurrency": "EUR", "offers": sizes}):
+        block = json.dumps({"@type": "Product", "name": "Dress", "image": "/d.jpg", "offers": offers})
+        [product] = extract_products(f'<script type="application/ld+json">{block}</script>', PAGE)
+        assert product.in_stock and product.availability == "InStock" and product.price == Decimal("20.00")
+    for offers in ([sizes[0], sizes[2]], {"@type": "AggregateOffer", "lowPrice": "20.00", "offers": [sizes[0], sizes[2]]}):
+        sold_out = json.dumps({"@type": "Product", "name": "Dress", "image": "/d.jpg", "offers": offers})
+        assert not extract_products(f'<script type="application/ld+json">{sold_out}</script>', PAGE)[0].in_stock
+    microdata = """<div itemscope itemtype="http://schema.org/Product"><span itemprop="name">Dress</span>
+      <img itemprop="image" src="/d.jpg">
+      <div itemprop="offers" itemscope itemtype="http://schema.org/Offer"><link itemprop="availability" href="http://schema.org/OutOfStock"></div>
+      <div itemprop="offers" itemscope itemtype="http://schema.org/Offer"><link itemprop="availability" href="http://schema.org/InStock"></div></div>"""
+    assert extract_products(microdata, PAGE)[0].in_stock
+
+
 def test_microdata_product_with_nested_offer_and_breadcrumb():
     html = """<html><body><div itemscope itemtype="http://schema.org/Product">
       <h1 itemprop="name">Linen &eacute;t&eacute; shirt</h1>

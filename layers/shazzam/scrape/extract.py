@@ -464,7 +464,32 @@ def _walk(data: Any) -> Iterator[dict[str, Any]]:
 
 
 def _offer_fields(offers: Any) -> tuple[Decimal | None, str | None, str | None, str | None]:
-    """(price, currency, url, availability) of the first offer with a price (else the first)."""
+    """(price, currency, url, availability) of the first offer with a price (else the first); in
+    stock when any offer is (themes list one offer per size, the first of which may be sold out)."""
+    price, currency, url, availability = _first_offer_fields(offers)
+    return price, currency, url, _in_stock_if_any(availability, _availabilities(offers))
+
+
+def _in_stock_if_any(availability: str | None, availabilities: list[str]) -> str | None:
+    """`availability`, unless it says sold out (or nothing) and another offer's does not."""
+    if availability is not None and availability not in UNAVAILABLE:
+        return availability
+    return next((a for a in availabilities if a not in UNAVAILABLE), availability or next(iter(availabilities), None))
+
+
+def _availabilities(offers: Any) -> list[str]:
+    """The availability of every offer, an AggregateOffer's own offers included."""
+    found = []
+    for offer in _as_list(offers):
+        if isinstance(offer, dict):
+            if (availability := parse_availability(offer.get("availability"))) is not None:
+                found.append(availability)
+            if offer.get("offers") is not None:
+                found += _availabilities(offer["offers"])
+    return found
+
+
+def _first_offer_fields(offers: Any) -> tuple[Decimal | None, str | None, str | None, str | None]:
     first = None
     for offer in _as_list(offers):
         if not isinstance(offer, dict):
@@ -482,7 +507,7 @@ def _offer_fields(offers: Any) -> tuple[Decimal | None, str | None, str | None, 
         first = first or fields
         nested = offer.get("offers")  # an AggregateOffer listing its offers
         if nested is not None:
-            price, currency, url, availability = _offer_fields(nested)
+            price, currency, url, availability = _first_offer_fields(nested)
             if price is not None:
                 return price, fields[1] or currency, fields[2] or url, fields[3] or availability
     return first or (None, None, None, None)
@@ -613,7 +638,9 @@ def _microdata_product(item: MicrodataItem, page: PageParser) -> ScrapedProduct 
         brand=_text(item.first("brand")),
         sku=_text(item.first("sku")),
         image_urls=tuple(dict.fromkeys(images)),
-        availability=parse_availability(get("availability")),
+        availability=_in_stock_if_any(parse_availability(get("availability")), [
+            a for o in item.props.get("offers", []) if isinstance(o, MicrodataItem)
+            if (a := parse_availability((o.props.get("availability") or [None])[0]))]),
         colour=_text(item.first("color")),
         sizes=_sizes(item.props.get("size")),
         breadcrumb=" > ".join(crumbs) or None,
