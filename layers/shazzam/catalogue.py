@@ -13,8 +13,10 @@ import sqlalchemy as sa
 from shazzam import ids
 from shazzam.db import Database, detections, http_cache, images, product_images, products, shops, upsert, utcnow
 
+# Why a product died when its page went away (the page back unchanged brings it back).
+PAGE_GONE = ("http-404", "http-410", "soft-404", "gone")
 # Reasons a product is dead that a later visit may undo (a removed page can come back).
-REVIVABLE = ("http-404", "http-410", "soft-404", "out-of-stock", "removed", "gone")
+REVIVABLE = (*PAGE_GONE, "out-of-stock", "removed")
 # What a TEXT column holds on MySQL/MariaDB, in bytes of UTF-8: in strict mode it refuses more
 # (SQLite keeps anything), so free text is cut to it.
 TEXT_BYTES = 65_535

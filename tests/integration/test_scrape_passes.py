@@ -150,6 +150,8 @@ def test_listing_and_shopify_sources(runtime, shop):
     shop.remove("feed-tee")  # the feed no longer lists it
     assert pipeline.revalidate(runtime.app)["products_dead"] == 1
     assert catalogue.products_of_shop(runtime.db, ids.shop_id(shop.base_url))[shop.url("products/feed-tee")]["dead_reason"] == "removed"
+    assert pipeline.scrape(runtime.app, force=True)["products_revived"] == 0  # the feed page, unchanged since, still leaves it out
+    assert catalogue.products_of_shop(runtime.db, ids.shop_id(shop.base_url))[shop.url("products/feed-tee")]["is_dead"]
 
 
 def test_sources_are_scraped_on_their_schedule(runtime, shop):

@@ -116,8 +116,10 @@ class SourcePass:
             retried = self.retry_failed_images([row["id"] for row in rows if not row["is_dead"]])
             counts["images_unchanged"] += catalogue.image_count(self.db, [row["id"] for row in rows]) - retried
             for row in rows:
-                if row["is_dead"] and row["dead_reason"] != "out-of-stock":
-                    self.revive(row["id"])  # the page is back as it was when the product lived
+                # The page is back as it was when the product lived. Not one it stopped listing
+                # ("removed": the page changed then, and its validators are those of that change).
+                if row["is_dead"] and row["dead_reason"] in catalogue.PAGE_GONE:
+                    self.revive(row["id"])
                     row.update(is_dead=False, dead_reason=None)
         elif outcome.state == "gone":
             for row in self.products_on_page(outcome.url):
