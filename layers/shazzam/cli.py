@@ -543,8 +543,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def joined_box(argv: list[str]) -> list[str]:
+    """`--box -5,0,100,100` as `--box=-5,0,100,100`: argparse takes a value that starts with a
+    dash for an option, and a box may start left of or above the photo."""
+    joined, pending = [], False
+    for arg in argv:
+        if pending and arg.startswith("-"):
+            joined[-1] = f"--box={arg}"
+        else:
+            joined.append(arg)
+        pending = arg == "--box"
+    return joined
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(joined_box(sys.argv[1:] if argv is None else argv))
     level = "INFO" if args.verbose else "WARNING"
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", level)
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")

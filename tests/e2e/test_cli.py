@@ -138,3 +138,12 @@ def test_the_demo_finds_a_busy_port_before_its_ingest(tmp_path):
         busy = shazzam("demo", "--port", str(taken.getsockname()[1]), "--shop-port", "0", data_dir=tmp_path)
     assert busy.returncode == 1 and "Address already in use" in busy.stderr and "Traceback" not in busy.stderr
     assert "sample shop serving" not in busy.stdout  # it stopped before the ingest began
+
+
+def test_a_box_may_start_left_of_or_above_the_photo():
+    from shazzam import cli
+
+    argv = cli.joined_box(["search", "photo.jpg", "--box", "-5,-2,100,100", "--json"])
+    args = cli.build_parser().parse_args(argv)
+    assert args.box == "-5,-2,100,100" and args.json
+    assert cli.joined_box(["search", "photo.jpg", "--box", "5,0,9,9"]) == ["search", "photo.jpg", "--box", "5,0,9,9"]
