@@ -383,12 +383,17 @@ def live_images(db: Database) -> list[dict]:
 
 
 def stored_live_images(db: Database) -> list[dict]:
-    """Live images that were stored (not duplicates of another), with their product's shop."""
+    """Live images that were stored (not duplicates of another), with their product, its shop and
+    the image's place among the product's pictures."""
+    shown_at = sa.and_(product_images.c.image_id == images.c.id, product_images.c.product_id == images.c.product_id)
     with db.transaction() as connection:
         rows = connection.execute(
-            sa.select(images.c.id, images.c.src_link, products.c.shop_id)
+            sa.select(images.c.id, images.c.src_link, images.c.content_sha256, images.c.product_id, products.c.shop_id,
+                      sa.func.coalesce(product_images.c.position, 0).label("position"))
             .join(products, images.c.product_id == products.c.id)
-            .where(images.c.is_dead.is_(False), images.c.duplicate_of.is_(None), products.c.is_dead.is_(False))
+            .outerjoin(product_images, shown_at)
+            .where(images.c.is_dead.is_(False), images.c.duplicate_of.is_(None), images.c.content_sha256.is_not(None),
+                   products.c.is_dead.is_(False))
             .order_by(images.c.updated_at, images.c.id)  # least recently checked (or changed) first
         )
         return [dict(row) for row in rows.mappings()]

@@ -290,6 +290,20 @@ def test_a_picture_the_page_shows_again_after_dropping_it_is_ingested_again(runt
     assert ids.incoming_key(revived["id"]) in incoming(runtime)  # detected, embedded and indexed again
 
 
+def test_revalidate_ingests_again_a_picture_replaced_behind_the_same_address(runtime, shop):
+    from tests.support.quirky_shop import jpeg, picture
+
+    register(runtime, shop)
+    pipeline.scrape(runtime.app)
+    stored = image(runtime, shop, "final.jpg")
+    shop.images["final.jpg"] = jpeg(picture(30))  # the page itself is unchanged
+    report = pipeline.revalidate(runtime.app)
+    assert report["images_replaced"] == 1 and report["images_queued"] == 1
+    assert image(runtime, shop, "final.jpg")["content_sha256"] != stored["content_sha256"]
+    assert runtime.store.get(ids.incoming_key(stored["id"])) == shop.images["final.jpg"]
+    assert pipeline.revalidate(runtime.app)["images_replaced"] == 0
+
+
 def test_a_pass_out_of_time_leaves_the_rest_of_the_round_to_the_next(runtime, shop, monkeypatch):
     from shazzam.scrape.crawl import Crawl
     from shazzam.scrape.passes import SourcePass

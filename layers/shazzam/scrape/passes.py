@@ -379,7 +379,7 @@ def revalidate_products(app, summary: Summary, budget_s: float | None = None) ->
     first); returns counts (the caller drops dead vectors from shards). Within `budget_s` seconds
     in all, two thirds of them for products: a run that cannot visit everything leaves the rest
     for the next, which starts with them."""
-    report = Counter(products_checked=0, images_checked=0, images_dead=0)
+    report = Counter(products_checked=0, images_checked=0, images_dead=0, images_replaced=0)
     started = time.monotonic()
     products_until = images_until = float("inf")
     if budget_s is not None:
@@ -425,6 +425,11 @@ def revalidate_products(app, summary: Summary, budget_s: float | None = None) ->
         if result.status in (404, 410):
             catalogue.update_image(app.db, image["id"], is_dead=True)
             report["images_dead"] += 1
+        elif result.status == 200 and not result.not_modified and hashlib.sha256(result.body).hexdigest() != image["content_sha256"]:
+            # The shop replaced the picture behind the same address: ingested again, as a changed
+            # page's pictures are (fetched once more there: a rare event).
+            visit.image(image["product_id"], image["src_link"], image["position"], refetch=True)
+            report["images_replaced"] += 1
     report["products_dead"] = summary.counts["products_dead"]
     report["products_revived"] = summary.counts["products_revived"]
     return dict(report)
