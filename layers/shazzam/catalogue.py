@@ -261,21 +261,43 @@ def images_to_fetch_again(db: Database, product_ids: Sequence[str]) -> list[dict
     return found
 
 
+def live_copies_of(db: Database, image_id: str) -> list[dict]:
+    """The copies of an image (duplicates of it under other addresses) that live products show:
+    product_id, shop_id, src_link, position."""
+    shown_at = sa.and_(product_images.c.product_id == images.c.product_id, product_images.c.image_id == image_id)
+    with db.transaction() as connection:
+        rows = connection.execute(
+            sa.select(images.c.product_id, products.c.shop_id, images.c.src_link, sa.func.coalesce(product_images.c.position, 0).label("position"))
+            .join(products, images.c.product_id == products.c.id)
+            .outerjoin(product_images, shown_at)
+            .where(images.c.duplicate_of == image_id, images.c.is_dead.is_(False), products.c.is_dead.is_(False))
+            .order_by(images.c.id)
+        )
+        return [dict(row) for row in rows.mappings()]
+
+
+def unlink_image(db: Database, product_id: str, image_id: str) -> None:
+    with db.transaction() as connection:
+        connection.execute(sa.delete(product_images).where(product_images.c.product_id == product_id, product_images.c.image_id == image_id))
+
+
 def image_with_content(db: Database, content_sha256: str, other_than: str) -> str | None:
-    """A stored (not duplicate) image with exactly these bytes, other than ``other_than``."""
+    """A live stored (not duplicate) image with exactly these bytes, other than ``other_than``."""
     with db.transaction() as connection:
         return connection.execute(
             sa.select(images.c.id)
-            .where(images.c.content_sha256 == content_sha256, images.c.id != other_than, images.c.duplicate_of.is_(None), images.c.status != "failed")
+            .where(images.c.content_sha256 == content_sha256, images.c.id != other_than, images.c.duplicate_of.is_(None),
+                   images.c.status != "failed", images.c.is_dead.is_(False))
             .limit(1)
         ).scalar()
 
 
 def image_hashes(db: Database) -> dict[str, str]:
-    """image id -> dHash of every stored (not duplicate, not failed) image."""
+    """image id -> dHash of every live stored (not duplicate, not failed) image."""
     with db.transaction() as connection:
         rows = connection.execute(
-            sa.select(images.c.id, images.c.phash).where(images.c.phash.is_not(None), images.c.duplicate_of.is_(None), images.c.status != "failed")
+            sa.select(images.c.id, images.c.phash).where(images.c.phash.is_not(None), images.c.duplicate_of.is_(None),
+                                                         images.c.status != "failed", images.c.is_dead.is_(False))
         )
         return {row.id: row.phash for row in rows}
 

@@ -304,6 +304,34 @@ def test_revalidate_ingests_again_a_picture_replaced_behind_the_same_address(run
     assert pipeline.revalidate(runtime.app)["images_replaced"] == 0
 
 
+def test_when_an_original_picture_is_gone_its_copies_stand_in(runtime, shop):
+    register(runtime, shop)
+    pipeline.scrape(runtime.app)
+    copy, resized = image(runtime, shop, "shared-copy.jpg"), image(runtime, shop, "shared-small.jpg")
+    assert copy["duplicate_of"] == resized["duplicate_of"] == image(runtime, shop, "shared.jpg")["id"]
+    del shop.images["shared.jpg"]  # the twins' picture address now answers 404; the copies' do not
+    assert pipeline.revalidate(runtime.app)["images_dead"] == 1
+    first, second = sorted((image(runtime, shop, "shared-copy.jpg"), image(runtime, shop, "shared-small.jpg")), key=lambda row: row["id"])
+    assert not first["duplicate_of"] and first["status"] == "new" and ids.incoming_key(first["id"]) in incoming(runtime)
+    assert second["duplicate_of"] == first["id"]  # the first copy is the original now
+    for slug, shown in (("same-bytes", "shared-copy.jpg"), ("resized", "shared-small.jpg")):  # the gone one unlinked
+        assert catalogue.get_item(runtime.db, product(runtime, shop, slug)["id"])["image_urls"] == [shop.url(f"images/{shown}")]
+
+
+def test_a_copy_whose_address_shows_another_picture_is_stored_as_its_own(runtime, shop):
+    from tests.support.quirky_shop import jpeg, picture
+
+    register(runtime, shop)
+    pipeline.scrape(runtime.app)
+    shop.images["shared-copy.jpg"] = jpeg(picture(31))  # no longer a copy of shared.jpg
+    shop.set_price("same-bytes", "11.50")  # its page changes
+    assert pipeline.scrape(runtime.app, force=True)["images_uploaded"] == 1
+    copy = image(runtime, shop, "shared-copy.jpg")
+    assert not copy["duplicate_of"] and ids.incoming_key(copy["id"]) in incoming(runtime)
+    links = runtime.db.run_query("SELECT image_id FROM product_images WHERE product_id = :id", {"id": product(runtime, shop, "same-bytes")["id"]})
+    assert links == [{"image_id": copy["id"]}]
+
+
 def test_a_pass_out_of_time_leaves_the_rest_of_the_round_to_the_next(runtime, shop, monkeypatch):
     from shazzam.scrape.crawl import Crawl
     from shazzam.scrape.passes import SourcePass

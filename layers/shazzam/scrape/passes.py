@@ -218,31 +218,31 @@ class SourcePass:
         row = catalogue.get_image(self.db, image_id)
         if row is None:
             catalogue.save_image(self.db, image_id, url, product_id)
-        elif row["duplicate_of"]:
-            catalogue.link_image(self.db, product_id, row["duplicate_of"], position)
-            counts["images_unchanged"] += 1
-            return
-        # A dead picture (a page dropped it, or revalidate found it gone) that a page shows again
-        # left the shards when it died: it is ingested again, not merely linked.
-        refetch = refetch or bool(row and row["is_dead"])
+        # A copy of another picture stands for it (the product links the original) while both
+        # live and its bytes stay those of the original.
+        copied = catalogue.get_image(self.db, row["duplicate_of"]) if row and row["duplicate_of"] else None
+        shown = copied["id"] if copied else image_id
+        # A dead picture (a page dropped it, or revalidate found it gone) that a page shows again,
+        # or a copy of one, left the shards when it died: it is ingested again, not merely linked.
+        refetch = refetch or bool(row and row["is_dead"]) or bool(copied and copied["is_dead"])
         stored = bool(row and row["content_sha256"] and row["status"] != "failed" and not refetch)
         cached = self.cache.get(url, {}) if stored else {}
         try:
             result = self.fetcher.get(url, etag=cached.get("etag"), last_modified=cached.get("last_modified"), accept=IMAGE_TYPES)
         except FetchError as error:
-            return self._image_failed(image_id, product_id, position, error.kind, str(error), stored)
+            return self._image_failed(image_id, product_id, position, error.kind, str(error), stored, shown)
         if result.not_modified:
-            catalogue.link_image(self.db, product_id, image_id, position)
+            catalogue.link_image(self.db, product_id, shown, position)
             counts["images_unchanged"] += 1
             return
         if result.status != 200:
-            return self._image_failed(image_id, product_id, position, f"http-{result.status}", f"HTTP {result.status}", stored)
+            return self._image_failed(image_id, product_id, position, f"http-{result.status}", f"HTTP {result.status}", stored, shown)
         if image_format(result.body) is None:
             return self._image_failed(image_id, product_id, position, "not-an-image", f"not an image ({result.content_type or 'no type'})")
         digest = hashlib.sha256(result.body).hexdigest()
         self.remember(url, CachedPage(result.etag, result.last_modified, digest))
         if stored and row["content_sha256"] == digest:
-            catalogue.link_image(self.db, product_id, image_id, position)
+            catalogue.link_image(self.db, product_id, shown, position)
             counts["images_unchanged"] += 1
             return
         phash = dhash(result.body)
@@ -267,11 +267,13 @@ class SourcePass:
                 return other
         return None
 
-    def _image_failed(self, image_id: str, product_id: str, position: int, kind: str, message: str, stored: bool = False) -> None:
-        """Record a failed fetch; an image stored before keeps its row (revalidate judges it)."""
+    def _image_failed(self, image_id: str, product_id: str, position: int, kind: str, message: str, stored: bool = False,
+                      shown: str | None = None) -> None:
+        """Record a failed fetch; an image stored before keeps its row and its link to what it shows
+        (itself, or the original it copies): revalidate judges it."""
         if not stored:
             catalogue.update_image(self.db, image_id, status="failed", error=f"fetch failed ({kind}): {message}"[:1000])
-        catalogue.link_image(self.db, product_id, image_id, position)
+        catalogue.link_image(self.db, product_id, shown if stored and shown else image_id, position)
         self.summary.counts["images_failed"] += 1
         self.summary.error(kind)
 
@@ -424,7 +426,14 @@ def revalidate_products(app, summary: Summary, budget_s: float | None = None) ->
             continue
         if result.status in (404, 410):
             catalogue.update_image(app.db, image["id"], is_dead=True)
+            visit.hashes.pop(image["id"], None)
             report["images_dead"] += 1
+            # The same picture under other addresses stood for by this one: each is ingested in
+            # its stead (the first becomes the original the others copy), or their products would
+            # be left without a searchable picture.
+            for copy in catalogue.live_copies_of(app.db, image["id"]):
+                source_pass(copy["shop_id"]).image(copy["product_id"], copy["src_link"], copy["position"], refetch=True)
+                catalogue.unlink_image(app.db, copy["product_id"], image["id"])
         elif result.status == 200 and not result.not_modified and hashlib.sha256(result.body).hexdigest() != image["content_sha256"]:
             # The shop replaced the picture behind the same address: ingested again, as a changed
             # page's pictures are (fetched once more there: a rare event).
