@@ -135,7 +135,7 @@ def test_a_too_long_retry_after_closes_the_host_for_that_long(shop):
 
 
 class PlainShop:
-    """A shop of fixed answers by path: {path: (status, body)}; it logs the paths asked for."""
+    """A shop of fixed answers by path: {path: (status, body[, headers])}; it logs the paths asked for."""
 
     def __init__(self, answers: dict[str, tuple[int, bytes]]):
         self.asked: list[str] = []
@@ -144,8 +144,10 @@ class PlainShop:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802
                 shop.asked.append(self.path)
-                status, body = answers.get(urlsplit(self.path).path, (404, b"not here"))
+                status, body, *headers = answers.get(urlsplit(self.path).path, (404, b"not here"))
                 self.send_response(status)
+                for name, value in (headers[0] if headers else {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Content-Type", "application/json" if self.path.startswith("/products.json") else "text/xml")
                 self.end_headers()
@@ -190,6 +192,57 @@ def test_a_shopify_feed_that_ignores_its_page_parameter_is_read_once(plain_shop)
     outcomes = list(Crawl(source, Fetcher(local=True, delay_s=0, **FAST)).pages())
     assert [p.title for o in outcomes for p in o.products] == ["Tee"]
     assert sum(path.startswith("/products.json") for path in shop.asked) == 2  # page 2 repeated page 1: the end
+
+
+def test_a_malformed_address_is_refused_and_the_crawl_goes_on(plain_shop):
+    shop = plain_shop({"/robots.txt": (200, b""), "/moved": (301, b"", {"Location": "http://[bad/"}),
+                       "/sitemap.xml": (200, b'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+                                             b"<url><loc>http://[bad/</loc></url><url><loc>/p/1.html</loc></url></urlset>")})
+    fetcher = Fetcher(local=True, delay_s=0, **FAST)
+    for url in ("http://127.0.0.1:99999/p.html", "http://[bad/", shop.base_url + "moved"):
+        with pytest.raises(FetchError) as error:
+            fetcher.get(url)
+        assert error.value.kind == "bad-url", url
+    crawl = Crawl(ShopSource(base_url=shop.base_url, strategy="sitemap", local=True), fetcher)
+    assert crawl.sitemap_urls() == [shop.base_url + "p/1.html"] and crawl.errors["bad-url"] == 1
+
+
+def test_a_retry_after_of_odd_digits_or_past_the_deadline_is_not_waited_for(plain_shop):
+    shop = plain_shop({"/robots.txt": (200, b""), "/odd": (503, b"", {"Retry-After": "\u00b2"}),
+                       "/later": (503, b"", {"Retry-After": "2"})})
+    fetcher = Fetcher(local=True, delay_s=0, **FAST)
+    assert fetcher.get(shop.base_url + "odd").status == 503  # "²" is no number of seconds: backed off, not raised
+    fetcher.deadline = time.monotonic() + 0.5
+    started = time.monotonic()
+    with pytest.raises(FetchError) as error:
+        fetcher.get(shop.base_url + "later")
+    assert error.value.kind == "rate-limited" and time.monotonic() - started < 1 and shop.asked.count("/later") == 1
+
+
+def test_robots_groups_are_matched_on_the_product_token(plain_shop):
+    shop = plain_shop({"/robots.txt": (200, b"User-agent: *\nDisallow: /\n\nUser-agent: Search\nAllow: /\n")})
+    fetcher = Fetcher(local=True, delay_s=0, user_agent="ShazzamBot/1 (visual search of clothes)", **FAST)
+    assert fetcher.robots_agent == "ShazzamBot" and not fetcher.allowed(shop.base_url + "p/1.html")
+
+
+def test_robots_txt_may_redirect_to_another_host(plain_shop):
+    elsewhere = plain_shop({"/robots.txt": (200, b"User-agent: *\nDisallow: /private\n")})
+    shop = plain_shop({"/robots.txt": (301, b"", {"Location": elsewhere.base_url.replace("127.0.0.1", "localhost") + "robots.txt"}),
+                       "/p/1.html": (200, b"<html></html>")})
+    fetcher = Fetcher(local=True, delay_s=0, allowed_hosts=frozenset({"127.0.0.1"}), **FAST)
+    assert fetcher.get(shop.base_url + "p/1.html").status == 200 and not fetcher.allowed(shop.base_url + "private/x")
+    assert fetcher._gate("http://127.0.0.1:1/a") is fetcher._gate("https://127.0.0.1/b")  # one host, one pace
+
+
+@pytest.mark.parametrize("content_type, body", [
+    ('text/html; charset="iso-8859-1"', b"<title>Caf\xe9</title>"),
+    ("text/html", b"\xff\xfe" + "<title>Café</title>".encode("utf-16-le")),
+    ("text/html; charset=iso-8859-1", b"\xef\xbb\xbf" + "<title>Café</title>".encode()),
+])
+def test_a_quoted_charset_or_a_byte_order_mark_is_read(content_type, body):
+    from shazzam.scrape.fetch import FetchResult
+
+    assert FetchResult("https://shop.example/", 200, content_type, body).text().endswith("<title>Café</title>")
 
 
 @pytest.mark.parametrize("content_type, head", [

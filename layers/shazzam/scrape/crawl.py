@@ -69,7 +69,10 @@ class PageOutcome:
 
 
 def _host(url: str) -> str:
-    return (urlsplit(url).hostname or "").lower()
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:  # a malformed URL ("http://[bad/") is on no host
+        return ""
 
 
 def _local_name(tag: str) -> str:
@@ -123,6 +126,7 @@ class Crawl:
         self.limit = limit
         self.round_started = round_started  # pages checked since then are not visited again
         self.deadline = deadline  # time.monotonic() past which nothing more is fetched
+        fetcher.deadline = deadline  # nor does a retry wait past it
         # Whether the crawl saw less than all the source's pages: `limit` cut discovery, or time ran out.
         self.cut_short = False
         self.stats: Counter[str] = Counter()
@@ -207,7 +211,11 @@ class Crawl:
                 self.errors["bad-sitemap"] += 1
                 return
             for loc in locs:
-                url = urljoin(sitemap_url, loc)
+                try:
+                    url = urljoin(sitemap_url, loc)
+                except ValueError:
+                    self.errors["bad-url"] += 1
+                    continue
                 if kind == "sitemapindex":
                     visit(url, depth + 1)
                 elif _host(url) == self.source.host and not self._full():

@@ -305,7 +305,10 @@ def absolute_url(base: str, value: Any) -> str | None:
     value = html_lib.unescape(value.strip())
     if not value or value.startswith(("data:", "javascript:", "mailto:", "#")):
         return None
-    parts = urlsplit(urljoin(base, value))
+    try:
+        parts = urlsplit(urljoin(base, value))
+    except ValueError:  # "http://[bad/": no address at all
+        return None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return None
     return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", parts.query, ""))

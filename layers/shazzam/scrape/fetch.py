@@ -103,7 +103,10 @@ class FetchResult:
     def text(self) -> str:
         """The body decoded with the charset of the content type, else of the page's own <meta>
         (HTML's rule: within its first 1,024 bytes), else UTF-8."""
-        match = re.search(r"charset=([\w.-]+)", self.content_type or "", re.I) or _META_CHARSET.search(self.body[:1024])
+        for bom, encoding in _BOMS:  # a byte order mark wins over any label (the HTML standard's rule)
+            if self.body.startswith(bom):
+                return self.body[len(bom) :].decode(encoding, errors="replace")
+        match = re.search(r"charset\s*=\s*[\"']?([\w.-]+)", self.content_type or "", re.I) or _META_CHARSET.search(self.body[:1024])
         charset = (match.group(1).decode("ascii") if isinstance(match.group(1), bytes) else match.group(1)) if match else "utf-8"
         try:
             return self.body.decode(charset, errors="replace")
@@ -111,6 +114,7 @@ class FetchResult:
             return self.body.decode("utf-8", errors="replace")
 
 
+_BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
 # <meta charset="x"> or <meta http-equiv="Content-Type" content="text/html; charset=x">
 _META_CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?([\w.-]+)", re.I)
 
@@ -193,7 +197,7 @@ def _retry_after_s(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # not "²", which isdigit() takes for a digit
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -224,6 +228,9 @@ class Fetcher:
         self._robots: dict[str, Protego] = {}
         self._gates: dict[str, _HostGate] = {}
         self._lock = threading.Lock()
+        # time.monotonic() past which no retry waits (a run's budget): a host that keeps answering
+        # 503 with Retry-After would otherwise hold one request for retries x 300 s.
+        self.deadline: float | None = None
 
     def with_policy(self, policy: FetchPolicy) -> "Fetcher":
         """A fetcher for another source: its own policy, robots cache and host gates."""
@@ -233,28 +240,38 @@ class Fetcher:
     def user_agent(self) -> str:
         return self.policy.user_agent
 
+    @property
+    def robots_agent(self) -> str:
+        """The product token robots.txt groups name ("ShazzamBot"), not the whole User-Agent
+        header, whose other words ("search", "https") would match other crawlers' groups."""
+        return (self.user_agent.split("/")[0].split() or ["*"])[0]
+
     # -- guards -------------------------------------------------------------------------------
 
-    def check_url(self, url: str) -> None:
-        """Raise FetchError unless the URL's scheme and host may be fetched under the policy."""
-        parts = urlsplit(url)
+    def check_url(self, url: str, any_host: bool = False) -> None:
+        """Raise FetchError unless the URL's scheme and host may be fetched under the policy
+        (`any_host`: whatever the source's allowed hosts, as a robots.txt redirect may go)."""
+        try:
+            parts = urlsplit(url)
+            host, _port = (parts.hostname or "").lower(), parts.port  # a port out of range raises here
+        except ValueError as error:
+            raise FetchError(f"malformed URL {url!r}: {error}", kind="bad-url") from None
         if parts.scheme.lower() not in ("http", "https"):
             raise FetchError(f"unsupported URL scheme {parts.scheme!r}: {url}", kind="scheme")
-        host = (parts.hostname or "").lower()
         if not host:
             raise FetchError(f"no host in {url}", kind="scheme")
         hosts = self.policy.allowed_hosts
-        if hosts and "*" not in hosts and host not in hosts:
+        if hosts and "*" not in hosts and host not in hosts and not any_host:
             raise FetchError(f"host {host} is not allowed for this source", kind="host-not-allowed")
         if not self.policy.local and is_private_host(host):
             raise FetchError(f"{host} is a non-public address", kind="blocked-address")
 
     def _gate(self, url: str) -> _HostGate:
-        origin = _origin(url)
+        host = (urlsplit(url).hostname or "").lower()  # one host's pace, whatever the scheme or port
         with self._lock:
-            gate = self._gates.get(origin)
+            gate = self._gates.get(host)
             if gate is None:
-                gate = self._gates[origin] = _HostGate(self.policy.concurrency)
+                gate = self._gates[host] = _HostGate(self.policy.concurrency)
             return gate
 
     # -- robots.txt ---------------------------------------------------------------------------
@@ -266,7 +283,7 @@ class Fetcher:
         if parser is not None:
             return parser
         # A network error propagates as FetchError and is not cached (the next call retries).
-        result = self._get_following(origin + "/robots.txt", check_robots=False)
+        result = self._get_following(origin + "/robots.txt", robots_file=True)
         if result.status == 200:
             parser = Protego.parse(result.text())
         elif result.status in (401, 403, 429) or result.status >= 500:
@@ -280,7 +297,7 @@ class Fetcher:
     def allowed(self, url: str) -> bool:
         """Whether robots.txt of the URL's host lets this user agent fetch it."""
         self.check_url(url)
-        return self._robots_for(url).can_fetch(url, self.user_agent)
+        return self._robots_for(url).can_fetch(url, self.robots_agent)
 
     def sitemaps(self, base_url: str) -> list[str]:
         """The Sitemap URLs that robots.txt of base_url's host names (possibly none)."""
@@ -290,7 +307,7 @@ class Fetcher:
 
     def _delay_for(self, url: str) -> float:
         parser = self._robots.get(_origin(url))
-        crawl_delay = parser.crawl_delay(self.user_agent) if parser is not None else None
+        crawl_delay = parser.crawl_delay(self.robots_agent) if parser is not None else None
         return max(self.policy.delay_s, min(float(crawl_delay or 0), MAX_CRAWL_DELAY_S))
 
     # -- fetching -----------------------------------------------------------------------------
@@ -311,15 +328,20 @@ class Fetcher:
         """
         return self._get_following(url, etag=etag, last_modified=last_modified, accept=accept)
 
-    def _get_following(self, url, *, check_robots=True, etag=None, last_modified=None, accept=None) -> FetchResult:
+    def _get_following(self, url, *, robots_file=False, etag=None, last_modified=None, accept=None) -> FetchResult:
+        """`robots_file`: robots.txt itself, which is not checked against itself and whose
+        redirects are followed to any public host (RFC 9309, 2.3.1.2)."""
         for _hop in range(self.policy.max_redirects + 1):
-            self.check_url(url)
-            if check_robots and not self._robots_for(url).can_fetch(url, self.user_agent):
+            self.check_url(url, any_host=robots_file)
+            if not robots_file and not self._robots_for(url).can_fetch(url, self.robots_agent):
                 raise RobotsDisallowed(url)
             result, location = self._get_retrying(url, etag, last_modified, accept)
             if location is None:
                 return result
-            url = urljoin(url, location)
+            try:
+                url = urljoin(url, location)
+            except ValueError:
+                raise FetchError(f"{url} redirects to a malformed URL {location!r}", kind="bad-url") from None
             etag = last_modified = None  # validators belong to the URL they came from
         raise FetchError(f"more than {self.policy.max_redirects} redirects", kind="too-many-redirects")
 
@@ -337,6 +359,7 @@ class Fetcher:
             except FetchError as error:
                 if error.kind not in ("network", "timeout") or last:
                     raise
+                self._may_wait(policy.backoff_s * 2**attempt, url)
                 time.sleep(policy.backoff_s * 2**attempt)
                 continue
             if result.status in (429, 503) or result.status >= 500:
@@ -345,6 +368,7 @@ class Fetcher:
                     gate.close_for(wait)  # the rest of the host's pages are not asked for either
                     raise FetchError(f"{url}: Retry-After {wait:.0f} s is too long", kind="rate-limited")
                 if not last:
+                    self._may_wait(wait if wait is not None else policy.backoff_s * 2**attempt, url)
                     if wait is not None:
                         gate.hold_off(wait)  # every worker on this host waits, not only this one
                     else:
@@ -352,6 +376,10 @@ class Fetcher:
                     continue
             return result, location
         raise AssertionError("unreachable")
+
+    def _may_wait(self, seconds: float, url: str) -> None:
+        if self.deadline is not None and time.monotonic() + seconds > self.deadline:
+            raise FetchError(f"{url}: a retry in {seconds:.0f} s would pass the run's deadline", kind="rate-limited")
 
     def _get_once(self, url, etag, last_modified, accept) -> tuple["_Response", str | None]:
         policy = self.policy
