@@ -34,6 +34,8 @@ from shazzam.scrape import (
         ("T-Shirts", "t-shirt"),
         ("tee", "t-shirt"),
         ("Graphic Tees", "t-shirt"),
+        ("Tee-shirt", "t-shirt"),  # French spelling: not a shirt
+        ("Tee-shirts homme", "t-shirt"),
         ("T-Shirts & Tops", "t-shirt"),
         ("Jeans", "pants"),
         ("Trousers", "pants"),

@@ -34,7 +34,11 @@ def test_best_srcset_candidate(srcset, expected):
 @pytest.mark.parametrize(
     "text, expected",
     [("1,299.00", "1299.00"), ("1.299,00", "1299.00"), ("$1,299", "1299"), ("€ 1 299,00", "1299.00"), ("12,50", "12.50"), ("0,999", "0.999"), ("abc", None),
-     ("1,299,000", "1299000"), ("1.299.000", "1299000"), ("1.299.000,50", "1299000.50"), ("1.299", "1.299")],
+     ("1,299,000", "1299000"), ("1.299.000", "1299000"), ("1.299.000,50", "1299000.50"), ("1.299", "1.299"),
+     # the first number only, not every digit of the text run together
+     ("$10 – $20", "10"), ("12,99 € – 24,99 €", "12.99"), ("Now £20 Was £40", "20"), ("299,00 kr.", "299.00"),
+     ("Rs. 1,499", "1499"), ("Bs. 100", "100"), ("19.99 incl. VAT", "19.99"), ("29,99 € inkl. MwSt.", "29.99"),
+     ("12,-", "12"), ("2.500,-", "2500"), ("CHF 49.-", "49"), ("1\u202f299,00", "1299.00"), ("1'299.00", "1299.00"), ("-5", None)],
 )
 def test_parse_price_with_commas_and_symbols(text, expected):
     assert parse_price(text) == (Decimal(expected) if expected else None)
@@ -69,6 +73,22 @@ def test_gallery_images_srcset_lazy_and_protocol_relative_resolved_against_the_p
         "https://shop.example/img/c.jpg",
     )
     assert product.category is None  # the shop names none: the classifier will decide, not the title
+
+
+def test_offers_currencies_and_addresses_as_shops_write_them():
+    def product(**fields):
+        block = json.dumps({"@type": "Product", "name": "Dress", "image": "/d.jpg", **fields})
+        return extract_products(f'<script type="application/ld+json">{block}</script>', PAGE)[0]
+
+    assert product(offers={"price": "", "priceSpecification": [
+        {"priceType": "https://schema.org/StrikethroughPrice", "price": "49.99", "priceCurrency": "EUR"},
+        {"price": "29.99", "priceCurrency": "EUR"}]}).price == Decimal("29.99")
+    assert product(offers={"price": "12", "priceCurrency": "€"}).currency == "EUR"
+    assert product(offers={"price": "19.99 EUR"}).currency == "EUR"
+    assert product(offers={"price": "19.99 incl. VAT"}).currency is None
+    assert not product(offers={"price": "10", "availability": "schema:OutOfStock"}).in_stock
+    assert product(image="https://cdn.example/i.jpg?w=800&timestamp=1&amp;region=eu").image_urls == (
+        "https://cdn.example/i.jpg?w=800&timestamp=1&region=eu",)
 
 
 def test_a_product_with_any_offer_in_stock_is_in_stock():

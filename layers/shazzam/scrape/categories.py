@@ -47,7 +47,7 @@ ENGLISH: dict[str, str] = {
                "pullovers", "pullover", "hoodies", "hoodie", "hoody", "cardigans", "cardigan", "knitwear",
                "longsleeves", "longsleeve"),  # not "jersey": a fabric ("Jersey tops")
     **_entries(LONG_SLEEVE, "long sleeves", "long sleeve", "long sleeved"),
-    **_entries("t-shirt", "t shirts", "t shirt", "tshirts", "tshirt", "tees", "tee"),
+    **_entries("t-shirt", "t shirts", "t shirt", "tshirts", "tshirt", "tee shirts", "tee shirt", "tees", "tee"),
     **_entries("outwear", "outerwear", "outwear", "coats", "coat", "jackets", "jacket", "parkas", "parka", "blazers", "blazer",
                "anoraks", "anorak", "gilets", "gilet", "raincoats", "raincoat", "windbreakers", "windbreaker", "trench",
                "puffer", "bomber"),

@@ -302,7 +302,9 @@ def absolute_url(base: str, value: Any) -> str | None:
     """An http(s) URL resolved against ``base`` (relative, protocol-relative), fragment dropped."""
     if not isinstance(value, str):
         return None
-    value = html_lib.unescape(value.strip())
+    # Attribute values come decoded; "&amp;" is what a template may have left in JSON-LD. A full
+    # unescape would also read "&times" in "?w=800&timestamp=1" as "×".
+    value = value.strip().replace("&amp;", "&")
     if not value or value.startswith(("data:", "javascript:", "mailto:", "#")):
         return None
     try:
@@ -362,6 +364,12 @@ def best_srcset_candidate(srcset: str) -> str | None:
     return best
 
 
+# Spaces and apostrophes that group thousands: "1 299,00", "1'299.00" (also NBSP and thin spaces).
+_GROUP_SEPARATORS = "[ \u00a0\u202f\u2009'\u2019]"
+# A number in a price: digits grouped by those in threes, or digits with dots and commas.
+_PRICE_NUMBER = re.compile(rf"-?\d{{1,3}}(?:{_GROUP_SEPARATORS}\d{{3}})+(?:[.,]\d+)?(?!\d)|-?\d[\d.,]*")
+
+
 def parse_price(value: Any) -> Decimal | None:
     """"19.99", 20, "12,50", "1,299.00", "1.299,00", "€ 1 299,00", "$1,299", "1,299,000" -> Decimal."""
     if value is None or isinstance(value, bool):
@@ -369,7 +377,15 @@ def parse_price(value: Any) -> Decimal | None:
     if isinstance(value, (int, float)):
         text = repr(value) if isinstance(value, float) else str(value)
     elif isinstance(value, str):
-        text = re.sub(r"[^\d,.\-]", "", html_lib.unescape(value))
+        # The first number only: "12,99 € – 24,99 €", "Now £20 Was £40", "19.99 incl. VAT".
+        unescaped = html_lib.unescape(value)
+        match = _PRICE_NUMBER.search(unescaped)
+        if match is None:
+            return None
+        text = re.sub(_GROUP_SEPARATORS, "", match.group())
+        if unescaped[match.end() :].startswith("-") and text[-1:] in (",", "."):
+            text = re.sub(r"[.,]", "", text)  # "12,-", "2.500,-", "49.-": whole units
+        text = text.rstrip(".,")
         if "," in text and "." in text:
             if text.rfind(",") > text.rfind("."):
                 text = text.replace(".", "").replace(",", ".")
@@ -392,12 +408,29 @@ def parse_price(value: Any) -> Decimal | None:
     return price
 
 
+# Symbols that name one currency only ("$" and "kr" name several, so they are not read).
+CURRENCY_SYMBOLS = {"€": "EUR", "£": "GBP", "₹": "INR", "₩": "KRW", "₽": "RUB", "₺": "TRY", "₴": "UAH", "₪": "ILS", "zł": "PLN"}
+
+
+def currency_code(value: Any, price_text: Any = None) -> str | None:
+    """An ISO 4217 code from a currency field ("eur", "€"), else from the price's own text
+    ("19.99 EUR", "€ 12")."""
+    text = _text(value)
+    if text:
+        return CURRENCY_SYMBOLS.get(text.strip(), text.strip().upper())
+    if isinstance(price_text, str):
+        if code := re.search(r"(?<![A-Za-z])([A-Z]{3})\s*\d|\d\s*([A-Z]{3})(?![A-Za-z])", price_text):
+            return code.group(1) or code.group(2)
+        return next((code for symbol, code in CURRENCY_SYMBOLS.items() if symbol in price_text), None)
+    return None
+
+
 def parse_availability(value: Any) -> str | None:
     """"https://schema.org/InStock", "instock", "out of stock", "OutOfStock" -> "InStock"/"OutOfStock"..."""
     text = _text(value)
     if not text:
         return None
-    name = re.sub(r"[^a-z]", "", text.rsplit("/", 1)[-1].lower())
+    name = re.sub(r"[^a-z]", "", re.split(r"[/:]", text)[-1].lower())  # ".../InStock", "schema:InStock"
     known = {
         "instock": "InStock", "outofstock": "OutOfStock", "soldout": "SoldOut",
         "discontinued": "Discontinued", "preorder": "PreOrder", "presale": "PreSale",
@@ -492,16 +525,23 @@ def _availabilities(offers: Any) -> list[str]:
     return found
 
 
+def _price_specification(value: Any) -> dict:
+    """The price specification that is the price (of a list, not the struck-through or list price)."""
+    specs = [spec for spec in _as_list(value) if isinstance(spec, dict)]
+    selling = [s for s in specs if re.split(r"[/:]", str(s.get("priceType") or ""))[-1] not in ("StrikethroughPrice", "ListPrice", "SRP", "MSRP")]
+    return (selling or specs or [{}])[0]
+
+
 def _first_offer_fields(offers: Any) -> tuple[Decimal | None, str | None, str | None, str | None]:
     first = None
     for offer in _as_list(offers):
         if not isinstance(offer, dict):
             continue
-        spec = offer.get("priceSpecification") if isinstance(offer.get("priceSpecification"), dict) else {}
-        raw = next((v for v in (offer.get("price"), offer.get("lowPrice"), spec.get("price")) if v is not None), None)
+        spec = _price_specification(offer.get("priceSpecification"))
+        raw = next((v for v in (offer.get("price"), offer.get("lowPrice"), spec.get("price")) if v not in (None, "")), None)
         fields = (
             parse_price(raw),
-            _text(offer.get("priceCurrency")) or _text(spec.get("priceCurrency")),
+            currency_code(offer.get("priceCurrency") or spec.get("priceCurrency"), raw),
             _text(offer.get("url")),
             parse_availability(offer.get("availability")),
         )
@@ -596,7 +636,7 @@ def _json_ld_product(node: dict[str, Any], page_url: str, canonical: str | None)
         url=url,
         title=title,
         price=price,
-        currency=currency.upper() if currency else None,
+        currency=currency,
         category=_category_of(crumbs),
         brand=_text(node.get("brand")),
         sku=_text(node.get("sku")),
@@ -631,12 +671,12 @@ def _microdata_product(item: MicrodataItem, page: PageParser) -> ScrapedProduct 
     offer_props = offer.props if isinstance(offer, MicrodataItem) else {}
     get = lambda name: (offer_props.get(name) or item.props.get(name) or [None])[0]  # noqa: E731
     crumbs = _crumbs(item.props.get("category"))
-    currency = _text(get("priceCurrency"))
+    currency = currency_code(get("priceCurrency"), _text(get("price")))
     return ScrapedProduct(
         url=product_url(page.page_url, item.first("url"), page.canonical),
         title=title,
         price=parse_price(_text(get("price")) or _text(get("lowPrice"))),
-        currency=currency.upper() if currency else None,
+        currency=currency,
         category=_category_of(crumbs),
         brand=_text(item.first("brand")),
         sku=_text(item.first("sku")),
@@ -668,13 +708,13 @@ def _opengraph_product(page: PageParser) -> ScrapedProduct | None:
     images = [url for name in ("og:image", "og:image:secure_url", "og:image:url") for url in (absolute_url(page.page_url, v) for v in page.meta.get(name, [])) if url]
     if not title or not images and not page.images:
         return None
-    currency = _og(page, "product:price:currency", "og:price:currency")
+    currency = currency_code(_og(page, "product:price:currency", "og:price:currency"), price)
     crumbs = _crumbs(_og(page, "product:category"))
     return ScrapedProduct(
         url=product_url(page.page_url, _og(page, "og:url"), page.canonical),
         title=title,
         price=parse_price(price),
-        currency=currency.upper() if currency else None,
+        currency=currency,
         category=_category_of(crumbs),
         brand=_og(page, "product:brand", "og:brand"),
         sku=_og(page, "product:retailer_item_id"),
