@@ -91,6 +91,18 @@ def test_offers_currencies_and_addresses_as_shops_write_them():
         "https://cdn.example/i.jpg?w=800&timestamp=1&region=eu",)
 
 
+def test_a_related_product_without_an_address_does_not_pass_for_the_pages_own():
+    related = {"@type": "ItemList", "name": "You may also like", "itemListElement": [
+        {"@type": "ListItem", "position": 1, "item": {"@type": "Product", "name": "Chino", "image": "/chino.jpg", "offers": {"price": "79"}}},
+        {"@type": "ListItem", "position": 2, "item": {"@type": "Product", "name": "Belt", "image": "/belt.jpg", "url": "/p/belt"}}]}
+    own = {"@type": "Product", "name": "Linen shirt", "image": "/shirt.jpg", "offers": {"price": "59", "priceCurrency": "EUR"}}
+    html = "".join(f'<script type="application/ld+json">{json.dumps(block)}</script>' for block in (related, own))
+    products = extract_products(f'<link rel="canonical" href="{PAGE}">{html}', PAGE)
+    assert [(p.title, p.url) for p in products] == [("Belt", "https://shop.example/p/belt"), ("Linen shirt", PAGE)]
+    page = {"@type": "ItemPage", "mainEntity": own}  # the page's product as its main entity
+    assert [p.title for p in extract_products(f'<script type="application/ld+json">{json.dumps(page)}</script>', PAGE)] == ["Linen shirt"]
+
+
 def test_a_product_with_any_offer_in_stock_is_in_stock():
     sizes = [{"@type": "Offer", "name": size, "price": "20.00", "priceCurrency": "EUR", "availability": f"https://schema.org/{stock}"}
              for size, stock in (("S", "OutOfStock"), ("M", "InStock"), ("L", "SoldOut"))]

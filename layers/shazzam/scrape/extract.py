@@ -738,10 +738,25 @@ def _fill(product: ScrapedProduct, other: ScrapedProduct | None) -> ScrapedProdu
 # --------------------------------------------------------------------------------------------
 
 
+def _top_level(json_ld: list[Any]) -> list[dict]:
+    """The nodes a page's JSON-LD is about: each block's own, its @graph's, and their mainEntity."""
+    found: list[dict] = []
+    for data in json_ld:
+        for node in _as_list(data):
+            if isinstance(node, dict):
+                found += [node, *(n for n in _as_list(node.get("@graph")) if isinstance(n, dict))]
+    return found + [e for node in found for e in _as_list(node.get("mainEntity")) if isinstance(e, dict)]
+
+
 def products_of_page(page: PageParser) -> list[ScrapedProduct]:
     json_ld = [data for data in map(_loads_lenient, page.json_ld) if data is not None]
     nodes = [node for data in json_ld for node in _walk(data)]
-    from_json_ld = [p for p in (_json_ld_product(n, page.page_url, page.canonical) for n in nodes if "Product" in _types(n)) if p]
+    # A product nested in another node ("you may also like", a look it completes) is taken only
+    # with an address of its own: it would otherwise take the page's and pass for its product.
+    top = {id(node) for node in _top_level(json_ld)}
+    own_address = lambda node: _text(node.get("url")) or any(isinstance(o, dict) and _text(o.get("url")) for o in _as_list(node.get("offers")))  # noqa: E731
+    from_json_ld = [p for p in (_json_ld_product(n, page.page_url, page.canonical) for n in nodes
+                                if "Product" in _types(n) and (id(n) in top or own_address(n))) if p]
     microdata = [p for p in (_microdata_product(i, page) for i in _microdata_walk(page.items) if "Product" in i.types) if p]
     products = from_json_ld or microdata
     opengraph = _opengraph_product(page)
