@@ -103,6 +103,12 @@ def test_a_related_product_without_an_address_does_not_pass_for_the_pages_own():
     assert [p.title for p in extract_products(f'<script type="application/ld+json">{json.dumps(page)}</script>', PAGE)] == ["Linen shirt"]
 
 
+def test_markup_in_a_name_and_a_commented_cdata_wrapper_are_read_through():
+    block = json.dumps({"@type": "Product", "name": "Linen <b>shirt</b> &amp; tie<br/>", "image": "/s.jpg"})
+    [product] = extract_products(f'<script type="application/ld+json">/*<![CDATA[*/{block}/*]]>*/</script>', PAGE)
+    assert product.title == "Linen shirt & tie"
+
+
 def test_a_product_with_any_offer_in_stock_is_in_stock():
     sizes = [{"@type": "Offer", "name": size, "price": "20.00", "priceCurrency": "EUR", "availability": f"https://schema.org/{stock}"}
              for size, stock in (("S", "OutOfStock"), ("M", "InStock"), ("L", "SoldOut"))]

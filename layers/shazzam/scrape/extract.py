@@ -453,8 +453,9 @@ def _text(value: Any) -> str | None:
     if isinstance(value, dict):
         value = value.get("name") or value.get("@value") or value.get("@id")
     if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        # Some shops HTML-escape their JSON-LD ("Tom &amp; Co"); unescaping plain text is harmless.
-        text = " ".join(html_lib.unescape(str(value)).split())
+        # Some shops HTML-escape their JSON-LD ("Tom &amp; Co") or leave markup in it ("Linen
+        # <b>shirt</b>"); unescaping plain text is harmless.
+        text = " ".join(re.sub(r"<[^<>]*>", " ", html_lib.unescape(str(value))).split())
         return text or None
     return None
 
@@ -474,7 +475,7 @@ def _loads_lenient(block: str) -> Any:
         return json.loads(block, strict=False)
     except (ValueError, RecursionError):
         pass
-    repaired = re.sub(r"^\s*(<!--|//\s*<!\[CDATA\[|<!\[CDATA\[)|(-->|//\s*\]\]>|\]\]>)\s*$", "", block.strip())
+    repaired = re.sub(r"^\s*(<!--|//\s*<!\[CDATA\[|/\*\s*<!\[CDATA\[\s*\*/|<!\[CDATA\[)|(-->|//\s*\]\]>|/\*\s*\]\]>\s*\*/|\]\]>)\s*$", "", block.strip())
     repaired = re.sub(r",\s*([}\]])", r"\1", repaired)
     try:
         return json.loads(repaired, strict=False)
