@@ -89,6 +89,8 @@ def test_offers_currencies_and_addresses_as_shops_write_them():
     assert not product(offers={"price": "10", "availability": "schema:OutOfStock"}).in_stock
     assert product(image="https://cdn.example/i.jpg?w=800&timestamp=1&amp;region=eu").image_urls == (
         "https://cdn.example/i.jpg?w=800&timestamp=1&region=eu",)
+    assert product(image=["/img/summer dress.jpg", "/bilder/größe.jpg", "/a%20b.jpg"]).image_urls == (
+        "https://shop.example/img/summer%20dress.jpg", "https://shop.example/bilder/gr%C3%B6%C3%9Fe.jpg", "https://shop.example/a%20b.jpg")
 
 
 def test_a_related_product_without_an_address_does_not_pass_for_the_pages_own():

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from html.parser import HTMLParser
 from typing import Any, Iterator
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 from shazzam.scrape.categories import CATEGORIES, NOT_A_GARMENT, head_category, normalise_category
 
@@ -313,7 +313,10 @@ def absolute_url(base: str, value: Any) -> str | None:
         return None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return None
-    return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", parts.query, ""))
+    # Spaces and non-ASCII in a path ("/bilder/größe.jpg") percent-encoded, as a browser sends them
+    # (http.client refuses them raw); what is already encoded stays as it is.
+    path, query = (quote(part, safe="/%:@!$&'()*+,;=-._~?") for part in (parts.path or "/", parts.query))
+    return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
 
 
 def product_url(page_url: str, *declared: Any) -> str:
