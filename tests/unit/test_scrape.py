@@ -35,6 +35,10 @@ from shazzam.scrape import (
         ("tee", "t-shirt"),
         ("Graphic Tees", "t-shirt"),
         ("Tee-shirt", "t-shirt"),  # French spelling: not a shirt
+        ("T-shirt à manches longues", "longsleeve"),  # its sleeves, after the preposition, still count
+        ("Camiseta de manga larga", "longsleeve"),
+        ("T-shirt with long sleeves", "longsleeve"),
+        ("Dress with long sleeves", "dress"),
         ("Tee-shirts homme", "t-shirt"),
         ("T-Shirts & Tops", "t-shirt"),
         ("Jeans", "pants"),

@@ -124,17 +124,19 @@ def _words(text: str) -> list[str]:
 
 def _phrases(words: list[str]) -> list[tuple[str, str, bool]]:
     """(phrase, category, is English) of the lexicon in the words, longest first at each word."""
-    found, index = [], 0
+    found, index, described = [], 0, False
     while index < len(words):
         for size in range(min(_LONGEST, len(words) - index), 0, -1):
             phrase = " ".join(words[index : index + size])
-            if phrase in _LEXICON:
+            if phrase in _LEXICON and (not described or _LEXICON[phrase][0] == LONG_SLEEVE):
                 found.append((phrase, *_LEXICON[phrase]))
                 index += size
                 break
         else:
             if words[index] in _PREPOSITIONS and any(category not in (NEUTRAL, LONG_SLEEVE) for _, category, _ in found):
-                break  # "giacca di jeans": what follows describes the garment already named
+                # "giacca di jeans": what follows describes the garment already named; only its
+                # sleeves still count ("T-shirt à manches longues").
+                described = True
             index += 1
     return found
 
