@@ -111,6 +111,19 @@ def test_markup_in_a_name_and_a_commented_cdata_wrapper_are_read_through():
     assert product.title == "Linen shirt & tie"
 
 
+def test_a_product_group_is_one_product_in_its_variants_sizes():
+    def variant(size, stock):
+        return {"@type": "Product", "name": f"Wool coat {size}", "size": size, "image": "/coat.jpg", "url": f"/p/coat?size={size}",
+                "offers": {"price": "120.00", "priceCurrency": "EUR", "availability": f"https://schema.org/{stock}"}}
+
+    group = {"@type": "ProductGroup", "name": "Wool coat", "brand": {"@type": "Brand", "name": "Acme"}, "category": "Women > Coats",
+             "hasVariant": [variant("S", "OutOfStock"), variant("M", "InStock")]}
+    [coat] = extract_products(f'<script type="application/ld+json">{json.dumps(group)}</script>', PAGE)
+    assert (coat.url, coat.title, coat.brand, coat.category, coat.sizes) == (PAGE, "Wool coat", "Acme", "outwear", ("S", "M"))
+    assert coat.price == Decimal("120.00") and coat.currency == "EUR" and coat.in_stock
+    assert coat.image_urls == ("https://shop.example/coat.jpg",)
+
+
 def test_a_product_with_any_offer_in_stock_is_in_stock():
     sizes = [{"@type": "Offer", "name": size, "price": "20.00", "priceCurrency": "EUR", "availability": f"https://schema.org/{stock}"}
              for size, stock in (("S", "OutOfStock"), ("M", "InStock"), ("L", "SoldOut"))]

@@ -627,12 +627,17 @@ def _sizes(value: Any) -> tuple[str, ...]:
 
 
 def _json_ld_product(node: dict[str, Any], page_url: str, canonical: str | None) -> ScrapedProduct | None:
+    # A ProductGroup (one product in several sizes or colours) is the product; its variants give
+    # what it does not say itself: pictures, offers, sizes.
+    variants = [v for v in _as_list(node.get("hasVariant")) if isinstance(v, dict)]
     title = _text(node.get("name"))
-    images = _image_urls(node.get("image"), page_url)
+    images = _image_urls(node.get("image"), page_url) or list(dict.fromkeys(u for v in variants for u in _image_urls(v.get("image"), page_url)))
     if not title or not images:
         return None
-    price, currency, offer_url, availability = _offer_fields(node.get("offers"))
-    variants = [v for v in _as_list(node.get("hasVariant")) if isinstance(v, dict)]
+    offers = node.get("offers") or [offer for v in variants for offer in _as_list(v.get("offers"))]
+    price, currency, offer_url, availability = _offer_fields(offers)
+    if variants and not node.get("offers"):
+        offer_url = None  # a variant's address ("?size=S") is not the group's
     sizes = _sizes(node.get("size")) or _sizes([v.get("size") for v in variants])
     crumbs = _crumbs(node.get("category"))
     url = product_url(page_url, node.get("url"), canonical, offer_url)
@@ -759,8 +764,11 @@ def products_of_page(page: PageParser) -> list[ScrapedProduct]:
     # with an address of its own: it would otherwise take the page's and pass for its product.
     top = {id(node) for node in _top_level(json_ld)}
     own_address = lambda node: _text(node.get("url")) or any(isinstance(o, dict) and _text(o.get("url")) for o in _as_list(node.get("offers")))  # noqa: E731
+    # The variants of a product group are the group's sizes and colours, not products of their own.
+    variants = {id(v) for node in nodes if "ProductGroup" in _types(node) for v in _as_list(node.get("hasVariant"))}
     from_json_ld = [p for p in (_json_ld_product(n, page.page_url, page.canonical) for n in nodes
-                                if "Product" in _types(n) and (id(n) in top or own_address(n))) if p]
+                                if {"Product", "ProductGroup"} & set(_types(n)) and id(n) not in variants
+                                and (id(n) in top or own_address(n))) if p]
     microdata = [p for p in (_microdata_product(i, page) for i in _microdata_walk(page.items) if "Product" in i.types) if p]
     products = from_json_ld or microdata
     opengraph = _opengraph_product(page)
