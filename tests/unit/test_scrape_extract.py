@@ -124,6 +124,18 @@ def test_a_product_group_is_one_product_in_its_variants_sizes():
     assert coat.image_urls == ("https://shop.example/coat.jpg",)
 
 
+def test_references_by_id_in_a_graph_are_followed():
+    graph = {"@context": "https://schema.org", "@graph": [
+        {"@type": "ImageObject", "@id": "#primaryimage", "url": "https://shop.example/shirt.jpg"},
+        {"@type": "Organization", "@id": "#organization", "name": "Acme"},
+        {"@type": "Product", "name": "Linen shirt", "image": {"@id": "#primaryimage"}, "brand": {"@id": "#organization"},
+         "offers": [{"@id": "#offer"}]},
+        {"@type": "Offer", "@id": "#offer", "price": "59.00", "priceCurrency": "EUR", "availability": "https://schema.org/OutOfStock"}]}
+    [shirt] = extract_products(f'<script type="application/ld+json">{json.dumps(graph)}</script>', PAGE)
+    assert (shirt.brand, shirt.price, shirt.currency, shirt.in_stock) == ("Acme", Decimal("59.00"), "EUR", False)
+    assert shirt.image_urls == ("https://shop.example/shirt.jpg",)
+
+
 def test_a_product_with_any_offer_in_stock_is_in_stock():
     sizes = [{"@type": "Offer", "name": size, "price": "20.00", "priceCurrency": "EUR", "availability": f"https://schema.org/{stock}"}
              for size, stock in (("S", "OutOfStock"), ("M", "InStock"), ("L", "SoldOut"))]

@@ -757,8 +757,26 @@ def _top_level(json_ld: list[Any]) -> list[dict]:
     return found + [e for node in found for e in _as_list(node.get("mainEntity")) if isinstance(e, dict)]
 
 
+def _resolved(json_ld: list[Any]) -> list[Any]:
+    """The blocks with each reference-only node ({"@id": ...}, as Yoast and WooCommerce write a
+    product's image, offers and brand) replaced by the node of that @id, once."""
+    nodes = {node["@id"]: node for data in json_ld for node in _walk(data)
+             if isinstance(node.get("@id"), str) and len(node) > 1}
+
+    def resolve(value: Any, depth: int = 0) -> Any:
+        if isinstance(value, dict):
+            if set(value) == {"@id"} and value["@id"] in nodes:
+                return nodes[value["@id"]]
+            return {key: resolve(item, depth + 1) for key, item in value.items()} if depth < 64 else value
+        if isinstance(value, list):
+            return [resolve(item, depth + 1) for item in value] if depth < 64 else value
+        return value
+
+    return [resolve(data) for data in json_ld] if nodes else json_ld
+
+
 def products_of_page(page: PageParser) -> list[ScrapedProduct]:
-    json_ld = [data for data in map(_loads_lenient, page.json_ld) if data is not None]
+    json_ld = _resolved([data for data in map(_loads_lenient, page.json_ld) if data is not None])
     nodes = [node for data in json_ld for node in _walk(data)]
     # A product nested in another node ("you may also like", a look it completes) is taken only
     # with an address of its own: it would otherwise take the page's and pass for its product.
