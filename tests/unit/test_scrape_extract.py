@@ -136,6 +136,16 @@ def test_references_by_id_in_a_graph_are_followed():
     assert shirt.image_urls == ("https://shop.example/shirt.jpg",)
 
 
+def test_pictures_of_related_products_and_the_footer_are_not_the_products():
+    block = json.dumps({"@type": "Product", "name": "Linen shirt", "image": "/shirt.jpg"})
+    html = f"""<script type="application/ld+json">{block}</script>
+      <div class="product-gallery"><img src="/shirt-back.jpg"></div>
+      <div class="block related"><span class="product-image-container"><img class="product-image-photo" src="/chino.jpg"></span></div>
+      <footer><div class="instagram-gallery"><img src="/insta/1.jpg"></div></footer>"""
+    [product] = extract_products(html, PAGE)
+    assert product.image_urls == ("https://shop.example/shirt.jpg", "https://shop.example/shirt-back.jpg")
+
+
 def test_a_product_with_any_offer_in_stock_is_in_stock():
     sizes = [{"@type": "Offer", "name": size, "price": "20.00", "priceCurrency": "EUR", "availability": f"https://schema.org/{stock}"}
              for size, stock in (("S", "OutOfStock"), ("M", "InStock"), ("L", "SoldOut"))]

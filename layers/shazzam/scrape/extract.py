@@ -79,6 +79,9 @@ class ScrapedProduct:
 _VOID = frozenset("area base br col embed hr img input link meta param source track wbr".split())
 # Containers whose images are the product's own pictures (not logos, not related products).
 _GALLERY = re.compile(r"gallery|product[-_]?(?:image|photo|media|picture)|pdp[-_]?(?:image|media)", re.I)
+# ... and containers of other products' or the shop's pictures, even inside or named like one
+# (Magento's related block is "product-image-container" too; an Instagram "gallery" in the footer).
+_ELSEWHERE = re.compile(r"related|up-?sell|cross-?sell|recommend|also-?like|product-item|instagram|footer", re.I)
 _LAZY_SRC = ("data-src", "data-lazy-src", "data-original", "data-zoom-image", "data-large_image", "src")
 _LAZY_SRCSET = ("data-srcset", "srcset")
 
@@ -100,6 +103,7 @@ class _Open:
     item_prop: str | None = None  # ... which is the value of this property of the parent item
     capture: tuple[MicrodataItem, str, int] | None = None  # text value being collected: from _captured[int:]
     gallery: bool = False
+    elsewhere: bool = False
 
 
 class PageParser(HTMLParser):
@@ -123,6 +127,7 @@ class PageParser(HTMLParser):
         self._open_tags: Counter[str] = Counter()
         self._open_items: list[MicrodataItem] = []
         self._open_galleries = 0
+        self._open_elsewhere = 0
         self._open_captures = 0
         self._captured: list[str] = []  # text met while a capture is open; each capture keeps its start
         self._script: list[str] | None = None
@@ -138,13 +143,14 @@ class PageParser(HTMLParser):
         return self._open_items[-1] if self._open_items else None
 
     def _in_gallery(self) -> bool:
-        return self._open_galleries > 0
+        return self._open_galleries > 0 and not self._open_elsewhere
 
     def _push(self, entry: _Open) -> None:
         self._stack.append(entry)
         self._open_tags[entry.tag] += 1
         self._open_items += [entry.item] if entry.item is not None else []
         self._open_galleries += entry.gallery
+        self._open_elsewhere += entry.elsewhere
         self._open_captures += entry.capture is not None
 
     def _pop(self) -> _Open:
@@ -153,6 +159,7 @@ class PageParser(HTMLParser):
         if entry.item is not None:
             self._open_items.pop()
         self._open_galleries -= entry.gallery
+        self._open_elsewhere -= entry.elsewhere
         self._open_captures -= entry.capture is not None
         return entry
 
@@ -201,7 +208,9 @@ class PageParser(HTMLParser):
         parent = self._item()
         prop = attrs.get("itemprop", "").strip() or None
         opened = _Open(tag)
-        opened.gallery = bool(_GALLERY.search(f"{attrs.get('class', '')} {attrs.get('id', '')}"))
+        names = f"{attrs.get('class', '')} {attrs.get('id', '')}"
+        opened.elsewhere = tag in ("footer", "aside", "nav") or bool(_ELSEWHERE.search(names))
+        opened.gallery = bool(_GALLERY.search(names)) and not opened.elsewhere
         if "itemscope" in attrs:
             item = MicrodataItem(types=[t.rsplit("/", 1)[-1] for t in attrs.get("itemtype", "").split()])
             opened.item, opened.item_prop = item, prop
@@ -215,7 +224,7 @@ class PageParser(HTMLParser):
                     parent.props.setdefault(name, []).append(value)
             elif tag not in _VOID:
                 opened.capture = (parent, prop, len(self._captured))
-        if tag in ("img", "source") and (self._in_gallery() or opened.gallery or prop == "image"):
+        if tag in ("img", "source") and (self._in_gallery() or opened.gallery or prop == "image") and not (self._open_elsewhere or opened.elsewhere):
             self._add_image(attrs)
         if tag not in _VOID:
             self._push(opened)
