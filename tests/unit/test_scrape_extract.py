@@ -84,6 +84,8 @@ def test_offers_currencies_and_addresses_as_shops_write_them():
         {"priceType": "https://schema.org/StrikethroughPrice", "price": "49.99", "priceCurrency": "EUR"},
         {"price": "29.99", "priceCurrency": "EUR"}]}).price == Decimal("29.99")
     assert product(offers={"price": "12", "priceCurrency": "€"}).currency == "EUR"
+    assert product(offers=[{"price": "0.00"}, {"price": "39.00"}]).price == Decimal("39.00")  # 0.00: a placeholder
+    assert product(offers=[{"price": "0.00"}]).price == Decimal("0.00")
     assert product(offers={"price": "19.99 EUR"}).currency == "EUR"
     assert product(offers={"price": "19.99 incl. VAT"}).currency is None
     assert not product(offers={"price": "10", "availability": "schema:OutOfStock"}).in_stock

@@ -546,7 +546,9 @@ def _price_specification(value: Any) -> dict:
 
 
 def _first_offer_fields(offers: Any) -> tuple[Decimal | None, str | None, str | None, str | None]:
-    first = None
+    """The first offer with a price above 0 (a 0.00 beside others is a theme's placeholder), else
+    the first with a price, else the first."""
+    first = free = None
     for offer in _as_list(offers):
         if not isinstance(offer, dict):
             continue
@@ -558,15 +560,16 @@ def _first_offer_fields(offers: Any) -> tuple[Decimal | None, str | None, str | 
             _text(offer.get("url")),
             parse_availability(offer.get("availability")),
         )
-        if fields[0] is not None:
-            return fields
-        first = first or fields
         nested = offer.get("offers")  # an AggregateOffer listing its offers
-        if nested is not None:
+        if fields[0] is None and nested is not None:
             price, currency, url, availability = _first_offer_fields(nested)
-            if price is not None:
-                return price, fields[1] or currency, fields[2] or url, fields[3] or availability
-    return first or (None, None, None, None)
+            fields = (price, fields[1] or currency, fields[2] or url, fields[3] or availability) if price is not None else fields
+        if fields[0]:
+            return fields
+        if fields[0] is not None:
+            free = free or fields
+        first = first or fields
+    return free or first or (None, None, None, None)
 
 
 def _image_urls(value: Any, page_url: str) -> list[str]:
