@@ -88,6 +88,7 @@ def test_offers_currencies_and_addresses_as_shops_write_them():
     assert product(offers=[{"price": "0.00"}]).price == Decimal("0.00")
     assert product(offers={"price": "19.99 EUR"}).currency == "EUR"
     assert product(offers={"price": "19.99 incl. VAT"}).currency is None
+    assert product(offers={"price": "NOW 20"}).currency is None
     assert not product(offers={"price": "10", "availability": "schema:OutOfStock"}).in_stock
     assert product(image="https://cdn.example/i.jpg?w=800&timestamp=1&amp;region=eu").image_urls == (
         "https://cdn.example/i.jpg?w=800&timestamp=1&region=eu",)

@@ -424,6 +424,11 @@ def parse_price(value: Any) -> Decimal | None:
 CURRENCY_SYMBOLS = {"€": "EUR", "£": "GBP", "₹": "INR", "₩": "KRW", "₽": "RUB", "₺": "TRY", "₴": "UAH", "₪": "ILS", "zł": "PLN"}
 
 
+# The codes read from a price's own text ("19.99 EUR"), where three capitals may be other words.
+CURRENCY_CODES = frozenset({"EUR", "USD", "GBP", "CHF", "SEK", "NOK", "DKK", "ISK", "PLN", "CZK", "HUF", "RON", "BGN", "TRY", "RUB",
+                            "UAH", "ILS", "JPY", "CNY", "KRW", "INR", "SGD", "HKD", "AUD", "NZD", "CAD", "MXN", "BRL", "ZAR", "AED"})
+
+
 def currency_code(value: Any, price_text: Any = None) -> str | None:
     """An ISO 4217 code from a currency field ("eur", "€"), else from the price's own text
     ("19.99 EUR", "€ 12")."""
@@ -431,8 +436,9 @@ def currency_code(value: Any, price_text: Any = None) -> str | None:
     if text:
         return CURRENCY_SYMBOLS.get(text.strip(), text.strip().upper())
     if isinstance(price_text, str):
-        if code := re.search(r"(?<![A-Za-z])([A-Z]{3})\s*\d|\d\s*([A-Z]{3})(?![A-Za-z])", price_text):
-            return code.group(1) or code.group(2)
+        for match in re.finditer(r"(?<![A-Za-z])([A-Z]{3})\s*\d|\d\s*([A-Z]{3})(?![A-Za-z])", price_text):
+            if (code := match.group(1) or match.group(2)) in CURRENCY_CODES:  # not "NOW 20"
+                return code
         return next((code for symbol, code in CURRENCY_SYMBOLS.items() if symbol in price_text), None)
     return None
 
