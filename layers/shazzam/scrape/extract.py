@@ -143,7 +143,7 @@ class PageParser(HTMLParser):
         return self._open_items[-1] if self._open_items else None
 
     def _in_gallery(self) -> bool:
-        return self._open_galleries > 0 and not self._open_elsewhere
+        return self._open_galleries > 0
 
     def _push(self, entry: _Open) -> None:
         self._stack.append(entry)
@@ -765,6 +765,10 @@ def _fill(product: ScrapedProduct, other: ScrapedProduct | None) -> ScrapedProdu
 # --------------------------------------------------------------------------------------------
 
 
+def _has_own_address(node: dict) -> bool:
+    return bool(_text(node.get("url")) or any(isinstance(o, dict) and _text(o.get("url")) for o in _as_list(node.get("offers"))))
+
+
 def _top_level(json_ld: list[Any]) -> list[dict]:
     """The nodes a page's JSON-LD is about: each block's own, its @graph's, and their mainEntity."""
     found: list[dict] = []
@@ -799,12 +803,11 @@ def products_of_page(page: PageParser) -> list[ScrapedProduct]:
     # A product nested in another node ("you may also like", a look it completes) is taken only
     # with an address of its own: it would otherwise take the page's and pass for its product.
     top = {id(node) for node in _top_level(json_ld)}
-    own_address = lambda node: _text(node.get("url")) or any(isinstance(o, dict) and _text(o.get("url")) for o in _as_list(node.get("offers")))  # noqa: E731
     # The variants of a product group are the group's sizes and colours, not products of their own.
     variants = {id(v) for node in nodes if "ProductGroup" in _types(node) for v in _as_list(node.get("hasVariant"))}
     from_json_ld = [p for p in (_json_ld_product(n, page.page_url, page.canonical) for n in nodes
                                 if {"Product", "ProductGroup"} & set(_types(n)) and id(n) not in variants
-                                and (id(n) in top or own_address(n))) if p]
+                                and (id(n) in top or _has_own_address(n))) if p]
     microdata = [p for p in (_microdata_product(i, page) for i in _microdata_walk(page.items) if "Product" in i.types) if p]
     products = from_json_ld or microdata
     opengraph = _opengraph_product(page)
