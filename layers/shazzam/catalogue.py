@@ -27,12 +27,13 @@ IN_LIST_SIZE = 900
 
 def add_shop(db: Database, base_url: str, name: str | None = None) -> str:
     """Register a shop with the default source settings (local if its URL is a loopback literal);
-    ValueError for a URL no scrape could use, before anything is saved."""
+    ValueError for a URL no scrape could use, before anything is saved. Any spelling of a shop's
+    address (`https://Shop.example` or `https://shop.example/`) names the same shop."""
     from shazzam.scrape.sources import ShopSource, infer_local
 
-    ShopSource(base_url=base_url)
-    shop_id = ids.shop_id(base_url)
+    base_url = ShopSource(base_url=base_url).base_url
     with db.transaction() as connection:
+        shop_id = _shop_id(connection, base_url)
         connection.execute(
             upsert(
                 connection,
@@ -45,7 +46,8 @@ def add_shop(db: Database, base_url: str, name: str | None = None) -> str:
                     "created_at": utcnow(),
                     "is_local": infer_local(base_url),
                 },
-                update=("name", "active") if name else ("active",),  # a shop named before keeps its name
+                # a shop named before keeps its name; one saved under another spelling takes this one
+                update=("base_url", "name", "active") if name else ("base_url", "active"),
             )
         )
     return shop_id
@@ -53,22 +55,39 @@ def add_shop(db: Database, base_url: str, name: str | None = None) -> str:
 
 def save_source(db: Database, source) -> str:
     """Insert or update a shop from a ShopSource (a sources file's entry): every setting."""
-    shop_id = ids.shop_id(source.base_url)
-    values = {
-        "id": shop_id,
-        "base_url": source.base_url,
-        "name": (source.name or source.base_url)[:255],
-        "active": True,
-        "created_at": utcnow(),
-        "strategy": source.strategy,
-        "schedule": source.schedule,
-        "delay_s": source.delay_s,
-        "concurrency": source.concurrency,
-        "is_local": source.local,
-        "settings": json.dumps(source.settings(), sort_keys=True),
-    }
     with db.transaction() as connection:
+        shop_id = _shop_id(connection, source.base_url)
+        values = {
+            "id": shop_id,
+            "base_url": source.base_url,
+            "name": (source.name or source.base_url)[:255],
+            "active": True,
+            "created_at": utcnow(),
+            "strategy": source.strategy,
+            "schedule": source.schedule,
+            "delay_s": source.delay_s,
+            "concurrency": source.concurrency,
+            "is_local": source.local,
+            "settings": json.dumps(source.settings(), sort_keys=True),
+        }
         connection.execute(upsert(connection, shops, values, update=[k for k in values if k not in ("id", "created_at")]))
+    return shop_id
+
+
+def _shop_id(connection: sa.Connection, base_url: str) -> str:
+    """The id of the shop at base_url (canonical): a row saved before addresses were made canonical,
+    under another spelling of it, keeps its id (its products point at it); else the new id."""
+    from shazzam.scrape.sources import canonical_shop_url
+
+    shop_id = ids.shop_id(base_url)
+    for row in connection.execute(sa.select(shops.c.id, shops.c.base_url).order_by(shops.c.created_at)):
+        if row.id == shop_id:
+            return shop_id
+        try:
+            if canonical_shop_url(row.base_url) == base_url:
+                return row.id
+        except ValueError:
+            continue
     return shop_id
 
 

@@ -114,8 +114,8 @@ def test_dialect(db, db_url):
 
 def test_run_query_binds_named_params_and_returns_dicts(db):
     catalogue.add_shop(db, SHOP, "Example")
-    rows = db.run_query("SELECT id, name, base_url FROM shops WHERE base_url = :url", {"url": SHOP})
-    assert rows == [{"id": ids.shop_id(SHOP), "name": "Example", "base_url": SHOP}]
+    rows = db.run_query("SELECT id, name, base_url FROM shops WHERE base_url = :url", {"url": f"{SHOP}/"})
+    assert rows == [{"id": ids.shop_id(f"{SHOP}/"), "name": "Example", "base_url": f"{SHOP}/"}]
     assert db.run_query("SELECT id FROM shops WHERE base_url = :url", {"url": "https://other"}) == []
     assert db.run_query("UPDATE shops SET name = :name", {"name": "Renamed"}) == []
     assert one(db, "SELECT name FROM shops")["name"] == "Renamed"
@@ -215,11 +215,34 @@ def test_run_query_rolls_back_a_failed_statement(db):
 def test_add_shop_is_idempotent(db):
     first = catalogue.add_shop(db, SHOP, "Example")
     second = catalogue.add_shop(db, SHOP, "Example Renamed")
-    assert first == second == ids.shop_id(SHOP)
+    assert first == second == ids.shop_id(f"{SHOP}/")
     assert db.run_query("SELECT id, name FROM shops") == [{"id": first, "name": "Example Renamed"}]
-    assert [shop["base_url"] for shop in catalogue.active_shops(db)] == [SHOP]
+    assert [shop["base_url"] for shop in catalogue.active_shops(db)] == [f"{SHOP}/"]
     catalogue.add_shop(db, SHOP)  # as `shazzam ingest --shop URL` does: no name given, the name stays
     assert db.run_query("SELECT name FROM shops") == [{"name": "Example Renamed"}]
+
+
+def test_every_spelling_of_a_shops_address_is_one_shop(db):
+    shop_id = catalogue.add_shop(db, "HTTPS://Shop.Example:443", "Example")
+    for spelling in (SHOP, f"{SHOP}/", "https://SHOP.example/#top"):
+        assert catalogue.add_shop(db, spelling) == shop_id
+    assert catalogue.save_source(db, ScrapedSource(base_url=SHOP, name="Example", delay_s=2.0)) == shop_id
+    assert db.run_query("SELECT base_url, name, delay_s FROM shops") == [
+        {"base_url": f"{SHOP}/", "name": "Example", "delay_s": 2.0}
+    ]
+    assert catalogue.add_shop(db, f"{SHOP}/en/") != shop_id  # another path is another shop
+
+
+def test_a_shop_saved_under_another_spelling_keeps_its_id(db):
+    # A row from before addresses were made canonical: its id is the hash of the address as typed.
+    legacy = ids.shop_id(SHOP)
+    db.run_query(
+        "INSERT INTO shops (id, base_url, name, active, created_at, is_local) "
+        "VALUES (:id, :url, 'Example', 1, '2026-01-01', 0)", {"id": legacy, "url": SHOP}
+    )
+    catalogue.save_product(db, legacy, product(title="Red dress", price="19.99"))
+    assert catalogue.add_shop(db, f"{SHOP}/") == legacy
+    assert db.run_query("SELECT id, base_url, name FROM shops") == [{"id": legacy, "base_url": f"{SHOP}/", "name": "Example"}]
 
 
 def test_save_product_upserts_and_revives(db):

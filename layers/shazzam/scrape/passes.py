@@ -31,7 +31,7 @@ from shazzam.scrape.crawl import CachedPage, Crawl, PageOutcome
 from shazzam.scrape.dedup import NEAR_DUPLICATE_BITS, dhash, hamming, image_format
 from shazzam.scrape.extract import MAX_URL_LENGTH, ScrapedProduct
 from shazzam.scrape.fetch import FetchError, Fetcher
-from shazzam.scrape.sources import ShopSource
+from shazzam.scrape.sources import ShopSource, canonical_shop_url
 
 log = logging.getLogger(__name__)
 
@@ -278,12 +278,18 @@ class SourcePass:
         self.summary.error(kind)
 
 
+def _canonical_or_none(text: str) -> str | None:
+    try:
+        return canonical_shop_url(text)
+    except ValueError:
+        return None
+
+
 def _sources(app, shop_url: str | None, source_name: str | None) -> list[tuple[dict, ShopSource]]:
-    if shop_url:
-        catalogue.add_shop(app.db, shop_url)
-    rows = [row for row in catalogue.active_shops(app.db) if (not shop_url or row["base_url"] == shop_url)]
+    shop_id = catalogue.add_shop(app.db, shop_url) if shop_url else None
+    rows = [row for row in catalogue.active_shops(app.db) if (not shop_id or row["id"] == shop_id)]
     if source_name:
-        rows = [row for row in rows if source_name in (row["name"], row["base_url"])]
+        rows = [row for row in rows if source_name in (row["name"], row["base_url"], _canonical_or_none(source_name))]
         if not rows:
             raise ValueError(f"no active shop is named or based at {source_name!r}")
     sources = []

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Mapping
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from shazzam.scrape.fetch import POLICY_FIELDS, FetchPolicy, is_private_host
 
@@ -57,6 +57,10 @@ class ShopSource:
         parts = urlsplit(self.base_url) if isinstance(self.base_url, str) else None
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"base_url must be an http(s) URL with a host, such as https://shop.example/: {self.base_url!r}")
+        try:
+            object.__setattr__(self, "base_url", canonical_shop_url(self.base_url))
+        except ValueError as exc:  # a port out of range
+            raise ValueError(f"base_url is not a usable URL ({exc}): {self.base_url!r}") from None
         for name, kind, low in (("concurrency", int, 1), ("max_pages", int, 1), ("delay_s", (int, float), 0)):
             value = getattr(self, name)
             if value is None and name == "delay_s":
@@ -119,6 +123,21 @@ def infer_local(base_url: str) -> bool:
     return is_private_host(urlsplit(base_url).hostname or "")
 
 
+def canonical_shop_url(url: str) -> str:
+    """The one spelling of a shop's address, so that its spellings name one shop (one id): scheme and
+    host in lower case, no default port, no fragment, "/" for an empty path. The path keeps its case
+    (paths are case-sensitive on most servers). ValueError for a port out of range."""
+    parts = urlsplit(url.strip())
+    scheme, host, port = parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 literal keeps its brackets
+    if port is not None and port != {"http": 80, "https": 443}.get(scheme):
+        host = f"{host}:{port}"
+    if parts.username or parts.password:
+        host = parts.netloc.rsplit("@", 1)[0] + "@" + host
+    return urlunsplit((scheme, host, parts.path or "/", parts.query, ""))
+
+
 def source_from_mapping(data: Mapping[str, Any]) -> ShopSource:
     known = {f.name for f in fields(ShopSource)}
     unknown = set(data) - known
@@ -140,4 +159,4 @@ def load_sources(path: str | Path) -> list[ShopSource]:
     return [source_from_mapping(entry) for entry in data.get("source", [])]
 
 
-__all__ = ["STRATEGIES", "ShopSource", "infer_local", "load_sources", "source_from_mapping"]
+__all__ = ["STRATEGIES", "ShopSource", "canonical_shop_url", "infer_local", "load_sources", "source_from_mapping"]
