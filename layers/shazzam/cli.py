@@ -335,6 +335,7 @@ def cmd_eval(args) -> int:
             threads=args.threads,
             progress=not args.quiet,
             ccp_dir=args.ccp or None,
+            model_dir=args.model_dir,
             log=None if args.quiet else (lambda message: print(message, file=sys.stderr)),
         )
     except evaluation.EvaluationError as exc:

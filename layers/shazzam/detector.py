@@ -76,7 +76,8 @@ class WholeImageDetector:
 
     name = "whole-image-v0"
 
-    def detect(self, image: Image.Image) -> list[Detection]:
+    def detect(self, image: Image.Image, *, masks: bool = False) -> list[Detection]:
+        """One box, the whole image; it has no mask to give, whatever `masks` asks."""
         return [Detection(box=Box.whole(image), label=None, score=1.0)]
 
 

@@ -715,8 +715,10 @@ def run_evaluation(data_dir: str | Path, model_manifest: Path, baseline_manifest
                    robustness: int = DEFAULT_ROBUSTNESS, seed: int = DEFAULT_SEED, cache_dir: str | Path | None = None,
                    vgg16: str | Path | None = None, timing_images: int = DEFAULT_TIMING_IMAGES,
                    out_dir: str | Path | None = None, threads: int | None = None, progress: bool = False,
-                   ccp_dir: str | Path | None = None, log: Callable[[str], None] | None = None) -> dict:
-    """Every figure `shazzam eval` prints, as one JSON-ready dict (see the module's docstring)."""
+                   ccp_dir: str | Path | None = None, model_dir: str | Path | None = None,
+                   log: Callable[[str], None] | None = None) -> dict:
+    """Every figure `shazzam eval` prints, as one JSON-ready dict (see the module's docstring).
+    model_dir: where the detector that finds the street garments is (the service's default if None)."""
     started = time.perf_counter()
     say = log or (lambda message: None)
     # Refuse early, before minutes of embedding: the models' checksums, then the splits' overlap.
@@ -738,7 +740,7 @@ def run_evaluation(data_dir: str | Path, model_manifest: Path, baseline_manifest
     if street is not None:
         from shazzam.detector import load_detector
 
-        detected = DetectedGarments(street, load_detector())
+        detected = DetectedGarments(street, load_detector(model_dir))
     report: dict = {
         "data": {
             "path": str(data_dir),

@@ -419,6 +419,17 @@ def test_street_garments_found_by_the_detector_and_named_within_its_class(tmp_pa
     assert figures()["street_look_found"] == 0.0  # nothing found: nothing to name, no error
 
 
+def test_street_garments_with_the_whole_image_detector(tmp_path):
+    """The service's fallback (no detector model): one box, the whole photo, and no class to search in."""
+    from shazzam.detector import WholeImageDetector
+
+    mask = np.ones((400, 300), dtype=np.uint8)  # a dress filling the photo
+    street = evaluation.StreetCrops(write_ccp(tmp_path / "ccp", ["null", "dress"], {701: (Image.new("RGB", (300, 400)), mask)}))
+    detected = evaluation.DetectedGarments(street, WholeImageDetector())
+    seen = evaluation.street_look_figures(DressLeaningModel(), street, detected)
+    assert seen == {"street_look_detector": "whole-image-v0", "street_look_found": 1.0, "street_look_named": 1.0}
+
+
 @pytest.mark.shared_data
 def test_street_crops_are_searched_and_classified(handful, tmp_path):
     """Garments cut out of CCP's held-out photos (0701-0800) by their masks, searched against the
@@ -445,6 +456,10 @@ def test_street_crops_are_searched_and_classified(handful, tmp_path):
     assert figures["street_look_detector"] == "detector_v2" and 0.0 <= figures["street_look_named"] <= figures["street_look_found"] <= 1.0
     assert "street garments found, then named right" in evaluation.format_report(report)
     assert len(list(cache.iterdir())) == 2  # the data set and the street crops
+    # --model-dir names where the detector is: a folder without one leaves the whole-image fallback
+    elsewhere = evaluation.run_evaluation(handful, MODELS / "garment_v5.json", None, robustness=0, cache_dir=cache,
+                                          vgg16=None, timing_images=1, out_dir=None, ccp_dir=ccp, model_dir=tmp_path)
+    assert elsewhere["model"]["street_look_detector"] == "whole-image-v0"
     without = evaluation.run_evaluation(handful, MODELS / "garment_v5.json", None, robustness=0, cache_dir=cache,
                                         vgg16=None, timing_images=1, out_dir=None)
     assert "street_crops" not in without["model"] and "street crops" not in evaluation.format_report(without)
