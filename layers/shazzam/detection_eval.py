@@ -32,6 +32,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from shazzam.evaluation import beside_target
 from shazzam.regions import iou
 from shazzam.taxonomy import DETECTOR_CLASS_OF, DETECTOR_CLASSES
 
@@ -366,7 +367,11 @@ def format_report(report: dict) -> str:
     for check in report["targets"]:
         verdict = "not measured" if check["met"] is None else ("met" if check["met"] else "NOT MET")
         value = check["value"]
-        shown = "n/a" if value is None else (f"{value:.1f}" if check["name"].startswith("latency") else f"{value:,.0f}" if check["name"] == "model bytes" else f"{value:.3f}")
+        if value is None:
+            shown = "n/a"
+        else:
+            shown = f"{value:.1f}" if check["name"].startswith("latency") else f"{value:,.0f}" if check["name"] == "model bytes" else f"{value:.3f}"
+            shown = beside_target(value, shown, check["target"], at_most=check["op"] == "<=")
         lines.append(f"  {check['name']:<28} {shown:>12} {check['op']} {check['target']:<10} {verdict}")
     if report.get("picture"):
         lines.append(f"picture: {report['picture']}")

@@ -807,6 +807,20 @@ def run_evaluation(data_dir: str | Path, model_manifest: Path, baseline_manifest
 # --- the text form ---
 
 
+def beside_target(value: float, text: str, limit: float, at_most: bool = False) -> str:
+    """`text` (value as a report prints it), with more decimals where rounding would carry it across
+    the limit: 0.94996 against ">= 0.95" reads 0.94996, not 0.9500 beside a "not met"."""
+    met = value <= limit if at_most else value >= limit
+    digits = len(text.rsplit(".", 1)[1]) if "." in text else 0
+    while digits < 12:
+        shown = float(text.replace(",", ""))
+        if (shown <= limit if at_most else shown >= limit) == met:
+            break
+        digits += 1
+        text = f"{value:,.{digits}f}"
+    return text
+
+
 def _fmt(value, key: str) -> str:
     if value is None:
         return "-"
@@ -870,7 +884,9 @@ def format_report(report: dict) -> str:
             continue
         target = targets.get(key)
         met = target.met(model.get(key)) if target else None
-        row = [title, _fmt(model.get(key), key)] + ([_fmt(baseline.get(key), key)] if baseline else [])
+        row = [title] + [_fmt(figures.get(key), key) if target is None or figures.get(key) is None
+                         else beside_target(figures[key], _fmt(figures[key], key), target.limit, target.at_most)
+                         for figures in filter(None, (model, baseline))]
         row += [target.describe() if target else "", "" if target is None else {True: "yes", False: "NO", None: "-"}[met]]
         table.append(row)
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]

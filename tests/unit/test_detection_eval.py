@@ -214,3 +214,7 @@ def test_agreement_counts_what_a_product_shot_should_not_give(tmp_path):
               "latency_ms": {"median": 1.0, "p90": 1.0}, "model_bytes": 1,
               "agreement": three}
     assert "exactly one box, of its class, on 0.0%; 2.50 boxes of other classes per photo" in format_report({**report, "targets": targets(report)})
+    # a figure just under its target is not printed rounded up to it, beside "NOT MET"
+    below = {**report, "metrics": {**report["metrics"], "map50": 0.7196}}
+    line = next(line for line in format_report({**below, "targets": targets(below)}).splitlines() if line.strip().startswith("mAP@0.5 "))
+    assert line.split()[1:] == ["0.7196", ">=", "0.72", "NOT", "MET"]

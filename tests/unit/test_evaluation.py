@@ -139,6 +139,22 @@ def test_targets_and_their_flags():
     assert flags["rephotographed_recall_at_1"] is None  # not measured
 
 
+def test_a_figure_beside_its_target_is_not_rounded_across_it():
+    assert evaluation.beside_target(0.94996, "0.9500", 0.95) == "0.94996"  # not met: not "0.9500"
+    assert evaluation.beside_target(0.95, "0.9500", 0.95) == "0.9500"
+    assert evaluation.beside_target(0.9512, "0.9512", 0.95) == "0.9512"
+    assert evaluation.beside_target(12.04, "12.0", 12.0, at_most=True) == "12.04"
+    assert evaluation.beside_target(256.04, "256.0", 256, at_most=True) == "256.04"
+    figures = {"model": "m", "sha256": "0" * 64, "precision_at_10": 0.94996,
+               "confusion_test": {"categories": ["dress"], "rows_true_columns_predicted": [[1]]}}
+    report = {"model": {**figures, "targets": evaluation.targets_report(figures)},
+              "data": {"path": "d", "images": {"test": 1}, "gallery_size": 1, "metric": "L1"},
+              "timing": {"statistic": "median", "images": 1, "threads": 1},
+              "vgg16_fc7": {"measured": False, "file": None, "how": "make vgg16-baseline"}, "seconds": 0}
+    line = next(line for line in evaluation.format_report(report).splitlines() if line.startswith("precision@10"))
+    assert line.split()[1:] == ["0.94996", ">=", "0.95", "NO"]
+
+
 # --- the re-photograph transform ---
 
 
