@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from shazzam.images import get_subsection_of_image, load_image
+from shazzam.images import ImageError, get_subsection_of_image, load_image
 from shazzam.regions import MIN_AREA_FRACTION, label_map_regions
 from shazzam.taxonomy import CCP_CATEGORY, DETECTOR_CLASSES, ccp_label_to_channel
 
@@ -60,6 +60,16 @@ class CCP:
         """The photo numbers of `numbers` that have both a photo and a mask."""
         return [n for n in numbers if self.photo_path(n).is_file() and self.mask_path(n).is_file()]
 
+    def photo(self, number: int) -> Image.Image:
+        """The photo upright, as the service sees it; ImageError when it does not line up with its
+        mask (CCP's masks are drawn on the photos as stored: an EXIF rotation would turn one away)."""
+        photo = load_image(self.photo_path(number).read_bytes())
+        with Image.open(self.mask_path(number)) as mask:
+            if photo.size != mask.size:
+                raise ImageError(f"CCP photo {number:04d} is {photo.size[0]}x{photo.size[1]} upright but its mask is "
+                                 f"{mask.size[0]}x{mask.size[1]}: an EXIF rotation? (the masks are drawn on the photos as stored)")
+        return photo
+
     def channel_map(self, number: int) -> np.ndarray:
         return channel_map(np.asarray(Image.open(self.mask_path(number))), self.lut)
 
@@ -75,10 +85,9 @@ class CCP:
                 label_ids.setdefault(CCP_CATEGORY[name], []).append(index)
         for number in self.numbers(numbers):
             mask = np.asarray(Image.open(self.mask_path(number)))
-            photo = load_image(self.photo_path(number).read_bytes())
-            # CCP's masks are drawn on the photo as stored; load_image applies EXIF rotation, so a
-            # rotated photo would not line up with its mask: skip those.
-            if photo.size != (mask.shape[1], mask.shape[0]):
+            try:
+                photo = self.photo(number)
+            except ImageError:  # a street crop fewer; a judge of boxes (detection_eval) refuses instead
                 continue
             for category, ids in sorted(label_ids.items()):
                 ys, xs = np.nonzero(np.isin(mask, ids))

@@ -167,9 +167,8 @@ def targets(report: dict) -> list[dict]:
 
 def evaluate_ccp(detector, ccp, numbers: Sequence[int], progress: Callable[[int, int], None] | None = None) -> tuple[dict, dict, dict, list[float]]:
     """The boxes shown and the candidates (GarmentDetector.detect, .candidates) of the CCP photos
-    `numbers`, their ground truth, and detect()'s ms per photo."""
-    from shazzam.images import load_image
-
+    `numbers`, their ground truth, and detect()'s ms per photo. ImageError for a photo that does
+    not line up with its mask."""
     def predicted(found):
         return [Predicted(d.label, tuple(d.box.as_list()), d.score) for d in found if d.label]
 
@@ -178,7 +177,7 @@ def evaluate_ccp(detector, ccp, numbers: Sequence[int], progress: Callable[[int,
     truths: dict[str, list[Truth]] = {}
     latencies = []
     for done, number in enumerate(numbers, 1):
-        photo = load_image(ccp.photo_path(number).read_bytes())
+        photo = ccp.photo(number)
         started = time.perf_counter()
         found = detector.detect(photo)
         latencies.append((time.perf_counter() - started) * 1000)
@@ -305,7 +304,7 @@ def draw_examples(detector, ccp, numbers, predictions, truths, out: Path, height
     tiles = []
     for number in numbers:
         key = f"{number:04d}"
-        photo = Image.open(ccp.photo_path(number)).convert("RGB")
+        photo = ccp.photo(number)
         scale = height / photo.height
         photo = photo.resize((round(photo.width * scale), height))
         draw = ImageDraw.Draw(photo)

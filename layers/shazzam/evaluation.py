@@ -523,14 +523,14 @@ class DetectedGarments:
     MATCH_IOU = 0.5
 
     def __init__(self, street: StreetCrops, detector):
-        from shazzam.images import get_subsection_of_image, load_image
+        from shazzam.images import get_subsection_of_image
         from shazzam.regions import iou
         from shazzam.taxonomy import SEARCHABLE
 
         self.detector = detector.name
         self.matches: list[tuple[Image.Image, str | None] | None] = [None] * len(street.numbers)
         for number in dict.fromkeys(street.numbers):
-            photo = load_image(street.ccp.photo_path(number).read_bytes())
+            photo = street.ccp.photo(number)
             shown = [d for d in detector.detect(photo, masks=False) if d.label is None or SEARCHABLE.get(d.label)]
             for row in (row for row, n in enumerate(street.numbers) if n == number):
                 overlaps = [(iou(d.box.as_list(), street.boxes[row]), d) for d in shown]

@@ -117,6 +117,29 @@ def test_garment_crops_are_cut_by_each_categorys_box(tmp_path):
     assert [number for number, _, _ in CCP(root).garment_crops(range(701, 801))] == [701, 701]
 
 
+def test_a_photo_turned_by_exif_away_from_its_mask_is_refused_by_the_judge(tmp_path):
+    """The masks are drawn on the photos as stored; upright (as the service sees it), a photo
+    with an EXIF rotation no longer lines up with its mask, and its boxes cannot be judged."""
+    from shazzam.detection_eval import evaluate_ccp
+    from shazzam.images import ImageError
+    from tests.support.detectors import FixedDetector
+
+    mask = np.zeros((200, 100), dtype=np.uint8)
+    mask[20:80, 20:80] = 1
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (200, 100, 3), dtype=np.uint8))
+    root = write_ccp(tmp_path / "ccp", ["null", "shirt"], {701: (picture, mask), 702: (picture, mask)})
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: turn 90 degrees to show
+    picture.save(root / "photos" / "0702.jpg", exif=exif)
+    ccp = CCP(root)
+    assert ccp.photo(701).size == (100, 200)
+    with pytest.raises(ImageError, match="0702 is 200x100 upright but its mask is 100x200"):
+        ccp.photo(702)
+    with pytest.raises(ImageError, match="0702"):
+        evaluate_ccp(FixedDetector(), ccp, [702])
+    assert [number for number, _, _ in ccp.garment_crops(range(701, 801))] == [701]  # a street crop fewer
+
+
 def test_iou():
     assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
     assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
