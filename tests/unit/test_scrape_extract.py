@@ -139,6 +139,15 @@ def test_references_by_id_in_a_graph_are_followed():
     assert shirt.image_urls == ("https://shop.example/shirt.jpg",)
 
 
+def test_a_reference_nothing_resolves_is_no_name_but_an_address_or_term_may_be_one():
+    block = {"@type": "Product", "name": "Linen shirt", "image": "/shirt.jpg", "url": {"@id": "/p/shirt"},
+             "brand": {"@id": "https://shop.example/#brand"}, "color": {"@id": "#colour-blue"},
+             "offers": {"price": "59.00", "priceCurrency": "EUR", "availability": {"@id": "schema:OutOfStock"}}}
+    [shirt] = extract_products(f'<script type="application/ld+json">{json.dumps(block)}</script>', PAGE)
+    assert (shirt.brand, shirt.colour) == (None, None)
+    assert (shirt.url, shirt.in_stock) == ("https://shop.example/p/shirt", False)
+
+
 def test_pictures_of_related_products_and_the_footer_are_not_the_products():
     block = json.dumps({"@type": "Product", "name": "Linen shirt", "image": "/shirt.jpg"})
     html = f"""<script type="application/ld+json">{block}</script>

@@ -335,7 +335,7 @@ def product_url(page_url: str, *declared: Any) -> str:
     home page (a common misconfiguration) would fold every product into one."""
     page = urlsplit(page_url)
     for value in declared:
-        url = absolute_url(page_url, _text(value) if not isinstance(value, str) else value)
+        url = absolute_url(page_url, _text(value, ids=True) if not isinstance(value, str) else value)
         if url is None:
             continue
         parts = urlsplit(url)
@@ -445,7 +445,7 @@ def currency_code(value: Any, price_text: Any = None) -> str | None:
 
 def parse_availability(value: Any) -> str | None:
     """"https://schema.org/InStock", "instock", "out of stock", "OutOfStock" -> "InStock"/"OutOfStock"..."""
-    text = _text(value)
+    text = _text(value, ids=True)
     if not text:
         return None
     name = re.sub(r"[^a-z]", "", re.split(r"[/:]", text)[-1].lower())  # ".../InStock", "schema:InStock"
@@ -465,11 +465,14 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def _text(value: Any) -> str | None:
+def _text(value: Any, ids: bool = False) -> str | None:
+    """A value's text: a string, a number, or a node's name or @value. ids: a node's @id too, for
+    fields whose value is an address or a schema.org term ({"@id": "schema:InStock"}); a brand or
+    colour node with only an @id (a reference nothing on the page resolves) has no name."""
     if isinstance(value, MicrodataItem):
         value = value.first("name")
     if isinstance(value, dict):
-        value = value.get("name") or value.get("@value") or value.get("@id")
+        value = value.get("name") or value.get("@value") or (value.get("@id") if ids else None)
     if isinstance(value, (str, int, float)) and not isinstance(value, bool):
         # Some shops HTML-escape their JSON-LD ("Tom &amp; Co") or leave markup in it ("Linen
         # <b>shirt</b>"); unescaping plain text is harmless.
@@ -563,7 +566,7 @@ def _first_offer_fields(offers: Any) -> tuple[Decimal | None, str | None, str | 
         fields = (
             parse_price(raw),
             currency_code(offer.get("priceCurrency") or spec.get("priceCurrency"), raw),
-            _text(offer.get("url")),
+            _text(offer.get("url"), ids=True),
             parse_availability(offer.get("availability")),
         )
         nested = offer.get("offers")  # an AggregateOffer listing its offers
@@ -619,7 +622,7 @@ def _crumb_name(element: Any) -> str | None:
     if isinstance(element, MicrodataItem):
         return _text(element.first("name")) or _text(element.first("item"))
     if isinstance(element, dict):
-        return _text(element.get("name")) or _text(element.get("item"))
+        return _text(element.get("name")) or _text(element.get("item"), ids=True)  # a crumb's address names it too
     return None
 
 
@@ -766,7 +769,7 @@ def _fill(product: ScrapedProduct, other: ScrapedProduct | None) -> ScrapedProdu
 
 
 def _has_own_address(node: dict) -> bool:
-    return bool(_text(node.get("url")) or any(isinstance(o, dict) and _text(o.get("url")) for o in _as_list(node.get("offers"))))
+    return bool(_text(node.get("url"), ids=True) or any(isinstance(o, dict) and _text(o.get("url"), ids=True) for o in _as_list(node.get("offers"))))
 
 
 def _top_level(json_ld: list[Any]) -> list[dict]:
