@@ -197,6 +197,13 @@ def products_of_shop(db: Database, shop_id: str) -> dict[str, dict]:
         return {row["url"]: dict(row) for row in rows.mappings()}
 
 
+def unfile_products(db: Database, product_ids: Sequence[str]) -> None:
+    """No longer filed under the (feed) page they were scraped from: that page stopped listing them."""
+    with db.transaction() as connection:
+        for start in range(0, len(product_ids), IN_LIST_SIZE):
+            connection.execute(sa.update(products).where(products.c.id.in_(product_ids[start : start + IN_LIST_SIZE])).values(page_url=None))
+
+
 def touch_products(db: Database, product_ids: Sequence[str]) -> None:
     """Seen again, unchanged (their page answered 304 or the same bytes)."""
     with db.transaction() as connection:

@@ -148,10 +148,48 @@ def test_listing_and_shopify_sources(runtime, shop):
     assert report["products_new"] == 1 and report["images_uploaded"] == 1
     assert pipeline.scrape(runtime.app)["products_unchanged"] == 1  # the feed page answers 304
     shop.remove("feed-tee")  # the feed no longer lists it
-    assert pipeline.revalidate(runtime.app)["products_dead"] == 1
+    # Revalidation leaves feeds to the scrape: only a round over the whole feed can tell a product
+    # removed from one pushed onto the next page.
+    assert pipeline.revalidate(runtime.app)["products_dead"] == 0
+    assert pipeline.scrape(runtime.app, force=True)["products_dead"] == 1
     assert catalogue.products_of_shop(runtime.db, ids.shop_id(shop.base_url))[shop.url("products/feed-tee")]["dead_reason"] == "removed"
-    assert pipeline.scrape(runtime.app, force=True)["products_revived"] == 0  # the feed page, unchanged since, still leaves it out
+    assert pipeline.scrape(runtime.app, force=True)["products_revived"] == 0  # the feed, unchanged since, still leaves it out
     assert catalogue.products_of_shop(runtime.db, ids.shop_id(shop.base_url))[shop.url("products/feed-tee")]["is_dead"]
+
+
+def test_a_product_pushed_onto_the_next_feed_page_is_not_removed(db_url, tmp_path, shop, monkeypatch):
+    monkeypatch.setattr(crawl_module, "SHOPIFY_PAGE_SIZE", 1)  # one product a feed page
+    runtime = LocalRuntime(tmp_path / "data", db_url=db_url)
+    try:
+        register(runtime, shop, strategy="shopify", currency="EUR")
+        shop.add_to_feed("feed-polo")  # page 1: polo, page 2: tee
+
+        def live() -> dict[str, str | None]:
+            rows = catalogue.products_of_shop(runtime.db, ids.shop_id(shop.base_url)).values()
+            return {row["url"].rsplit("/", 1)[1]: row["page_url"] and row["page_url"].rsplit("=", 1)[1] for row in rows if not row["is_dead"]}
+
+        assert pipeline.scrape(runtime.app)["products_new"] == 2
+        assert live() == {"feed-polo": "1", "feed-tee": "2"}
+        shop.add_to_feed("feed-vest")  # each moves a page down: vest, polo, tee
+        report = pipeline.scrape(runtime.app, force=True)
+        assert (report["products_new"], report["products_dead"], report["products_revived"], report["images_uploaded"]) == (1, 0, 0, 1)
+        assert live() == {"feed-vest": "1", "feed-polo": "2", "feed-tee": "3"}
+        # A pass that stops after the first page: the product it no longer lists is unfiled, not removed.
+        shop.add_to_feed("feed-coat")
+        report = pipeline.scrape(runtime.app, force=True, limit=1)
+        assert (report["products_new"], report["products_dead"]) == (1, 0)
+        assert live() == {"feed-coat": "1", "feed-vest": None, "feed-polo": "2", "feed-tee": "3"}
+        report = pipeline.scrape(runtime.app, force=True)
+        assert (report["products_dead"], report["products_revived"], report["images_uploaded"]) == (0, 0, 0)
+        assert live() == {"feed-coat": "1", "feed-vest": "2", "feed-polo": "3", "feed-tee": "4"}
+        # Removed from the shop: the others move up a page, and it is found on none by the round's end.
+        shop.remove("feed-vest")
+        report = pipeline.scrape(runtime.app, force=True)
+        assert (report["products_dead"], report["products_revived"], report["images_uploaded"]) == (1, 0, 0)
+        assert live() == {"feed-coat": "1", "feed-polo": "2", "feed-tee": "3"}
+        assert catalogue.products_of_shop(runtime.db, ids.shop_id(shop.base_url))[shop.url("products/feed-vest")]["dead_reason"] == "removed"
+    finally:
+        runtime.close()
 
 
 def test_sources_are_scraped_on_their_schedule(runtime, shop):
@@ -160,6 +198,9 @@ def test_sources_are_scraped_on_their_schedule(runtime, shop):
     assert pipeline.scrape(runtime.app)["shops"] == 0  # not due for a day
     assert pipeline.scrape(runtime.app, force=True)["shops"] == 1
     assert pipeline.scrape(runtime.app, source="quirky")["shops"] == 1
+    assert pipeline.scrape(runtime.app, source=shop.base_url.rstrip("/"))["shops"] == 1  # any spelling of its address
+    with pytest.raises(ValueError, match="no active shop"):
+        pipeline.scrape(runtime.app, source="someone else")
 
 
 def test_the_scrape_works_on_both_databases(db_url, tmp_path):

@@ -73,6 +73,7 @@ class QuirkyShop:
         self.out_of_stock: set[str] = {"out-of-stock"}
         self.unavailable_images: set[str] = set()  # answered 503 while listed (a CDN's bad minute)
         self.replaced_images: dict[str, list[str]] = {}  # slug -> the images its page shows instead
+        self.feed_handles = ["feed-tee"]  # the products of /products.json, newest first
         base = picture(1, 128)
         self.images = {
             "main.jpg": jpeg(base),
@@ -286,15 +287,24 @@ class QuirkyShop:
             f'<a href="/cart">cart</a></body></html>'
         )
 
-    def feed(self, page: int) -> dict:
-        if page > 1 or "feed-tee" in self.removed:
-            return {"products": []}
-        return {"products": [{
-            "handle": "feed-tee", "title": "Feed tee", "vendor": "Feedy", "product_type": "T-Shirts", "tags": ["summer"],
-            "variants": [{"price": "15.00", "available": "feed-tee" not in self.out_of_stock, "sku": "FT-1"}],
-            "images": [{"src": f"//127.0.0.1:{self.port}/images/feed-1.jpg"}],
+    def feed(self, page: int, limit: int = 250) -> dict:
+        """A page of /products.json: `feed_handles` in order, `limit` a page, less those removed."""
+        listed = [handle for handle in self.feed_handles if handle not in self.removed]
+        return {"products": [self._feed_product(handle) for handle in listed[(page - 1) * limit : page * limit]]}
+
+    def add_to_feed(self, handle: str) -> None:
+        """A new product, listed first (as a shop lists its newest): the others move down the pages."""
+        self.feed_handles.insert(0, handle)
+        self.images.setdefault(f"{handle}.jpg", jpeg(picture(100 + len(self.feed_handles))))
+
+    def _feed_product(self, handle: str) -> dict:
+        image = "feed-1.jpg" if handle == "feed-tee" else f"{handle}.jpg"
+        return {
+            "handle": handle, "title": handle.replace("-", " ").capitalize(), "vendor": "Feedy", "product_type": "T-Shirts", "tags": ["summer"],
+            "variants": [{"price": "15.00", "available": handle not in self.out_of_stock, "sku": f"FT-{handle}"}],
+            "images": [{"src": f"//127.0.0.1:{self.port}/images/{image}"}],
             "options": [{"name": "Size", "values": ["S", "M"]}, {"name": "Color", "values": ["White"]}],
-        }]}
+        }
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -347,7 +357,8 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/collections/all":
             return self._send(200, "text/html", shop.listing(int(query.get("page", ["1"])[0])).encode())
         if path == "/products.json":
-            return self._send(200, "application/json", json.dumps(shop.feed(int(query.get("page", ["1"])[0]))).encode())
+            page, limit = int(query.get("page", ["1"])[0]), int(query.get("limit", ["250"])[0])
+            return self._send(200, "application/json", json.dumps(shop.feed(page, limit)).encode())
         if path in ("/products/redirect.html", "/products/redirect-start"):
             return self._redirect(301, "/products/redirect-2")
         if path == "/products/redirect-2":

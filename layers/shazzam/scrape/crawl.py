@@ -129,6 +129,9 @@ class Crawl:
         fetcher.deadline = deadline  # nor does a retry wait past it
         # Whether the crawl saw less than all the source's pages: `limit` cut discovery, or time ran out.
         self.cut_short = False
+        # A Shopify feed read to its end (its first empty page) in this round: its pages' URLs. A
+        # product no page of the round listed has left the shop.
+        self.feed_pages: list[str] | None = None
         self.stats: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
         self._product_pattern = re.compile(source.product_pattern)
@@ -338,10 +341,13 @@ class Crawl:
                     self.cut_short = True  # pages found and left unfetched
                 yield self._count(outcome)
 
+    def feed_page_url(self, number: int) -> str:
+        return urljoin(self.source.base_url, f"/products.json?limit={SHOPIFY_PAGE_SIZE}&page={number}")
+
     def _shopify_pages(self) -> Iterator[PageOutcome]:
         products, previous = 0, None
         for number in range(1, self.source.max_pages + 1):
-            url = urljoin(self.source.base_url, f"/products.json?limit={SHOPIFY_PAGE_SIZE}&page={number}")
+            url = self.feed_page_url(number)
             self.total = number
             if self.out_of_time():
                 self.cut_short = True
@@ -352,10 +358,12 @@ class Crawl:
                 continue  # read this round: the round goes on with the pages after it
             outcome = self._count(self._shopify_page(url))
             if outcome.state == "changed" and not outcome.products:
-                return  # past the last page
+                self.feed_pages = [self.feed_page_url(n) for n in range(1, number)]  # past the last page
+                return
             listed = [product.url for product in outcome.products]
             if outcome.state == "changed" and listed == previous:
                 log.warning("%s repeats the page before it (the feed ignores ?page): stopping", url)
+                self.feed_pages = [self.feed_page_url(n) for n in range(1, number)]
                 return
             previous = listed if outcome.state == "changed" else None
             yield outcome

@@ -10,7 +10,10 @@ picture (dHash) found again is linked to the product instead.
 
 A revalidation pass re-checks every live product, and every dead one that may come back: a
 404/410, a soft 404 or an out-of-stock offer tombstones it (search skips it at once); a product
-that is back in stock, or whose page is back, is revived and its images ingested again.
+that is back in stock, or whose page is back, is revived and its images ingested again. Products
+of a Shopify feed are left to the scrape: a feed page that stops listing one only unfiles it (a
+newer product may have pushed it onto the next page), and a round that reads the whole feed
+removes those it found on no page.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
@@ -137,16 +141,37 @@ class SourcePass:
                     except sa.exc.DataError as exc:  # a value the database refuses: the others go on
                         log.error("%s on %s cannot be stored: %s", product.url, outcome.url, exc)
                         self.summary.error("unstorable")
-            # A product its page (or feed page) no longer shows has been removed from the shop.
             still_listed = {product.url for product in outcome.products}
-            for row in listed_before:
-                if row["url"] not in still_listed and not row["is_dead"]:
-                    catalogue.mark_product_dead(self.db, row["id"], "removed")
-                    row.update(is_dead=True, dead_reason="removed")
-                    counts["products_dead"] += 1
+            unlisted = [row for row in listed_before if row["url"] not in still_listed]
+            if self.source.strategy == "shopify":
+                # A product a feed page stopped listing may only have been pushed onto the next page
+                # by one added before it: it is unfiled, and removed at the end of a round that read
+                # the whole feed without finding it (remove_unlisted).
+                catalogue.unfile_products(self.db, [row["id"] for row in unlisted])
+                for row in unlisted:
+                    self.by_page[outcome.url].remove(row)
+                    row["page_url"] = None
+                    self.by_page.setdefault(row["url"], []).append(row)
+            else:  # a product page no longer shows it: removed from the shop
+                for row in unlisted:
+                    if not row["is_dead"]:
+                        catalogue.mark_product_dead(self.db, row["id"], "removed")
+                        row.update(is_dead=True, dead_reason="removed")
+                        counts["products_dead"] += 1
             self.remember(outcome.url, outcome.cache)
         if outcome.state != "changed":
             catalogue.mark_page_checked(self.db, self.shop_id, outcome.url)
+
+    def remove_unlisted(self, feed_pages: list[str]) -> None:
+        """At the end of a round that read the whole feed: a live product filed under none of its
+        pages (unfiled by the page that stopped listing it, and listed by no other since) has been
+        removed from the shop."""
+        pages = set(feed_pages)
+        for row in self.known.values():
+            if not row["is_dead"] and row["page_url"] not in pages:
+                catalogue.mark_product_dead(self.db, row["id"], "removed")
+                row.update(is_dead=True, dead_reason="removed")
+                self.summary.counts["products_dead"] += 1
 
     def revive(self, product_id: str) -> None:
         """Bring a dead product back and ingest again the images that died with it."""
@@ -279,8 +304,9 @@ class SourcePass:
 
 
 def _canonical_or_none(text: str) -> str | None:
+    """The canonical shop address `text` spells, or None where it is no http(s) address (a name)."""
     try:
-        return canonical_shop_url(text)
+        return canonical_shop_url(text) if urlsplit(text).scheme in ("http", "https") else None
     except ValueError:
         return None
 
@@ -289,7 +315,8 @@ def _sources(app, shop_url: str | None, source_name: str | None) -> list[tuple[d
     shop_id = catalogue.add_shop(app.db, shop_url) if shop_url else None
     rows = [row for row in catalogue.active_shops(app.db) if (not shop_id or row["id"] == shop_id)]
     if source_name:
-        rows = [row for row in rows if source_name in (row["name"], row["base_url"], _canonical_or_none(source_name))]
+        address = _canonical_or_none(source_name)
+        rows = [row for row in rows if source_name in (row["name"], row["base_url"]) or address == row["base_url"]]
         if not rows:
             raise ValueError(f"no active shop is named or based at {source_name!r}")
     sources = []
@@ -355,6 +382,8 @@ def scrape_pass(
             summary.counts["pages_left"] += crawl.total - done
             log.info("%s: %d of %d pages found left; the next pass goes on", source.base_url, crawl.total - done, crawl.total)
         else:
+            if crawl.feed_pages is not None:
+                visit.remove_unlisted(crawl.feed_pages)
             catalogue.mark_shop_scraped(app.db, row["id"])
     return summary.as_dict()
 
@@ -406,9 +435,13 @@ def revalidate_products(app, summary: Summary, budget_s: float | None = None) ->
     for product in catalogue.products_to_revalidate(app.db):
         if time.monotonic() >= products_until:
             break
+        visit = source_pass(product["shop_id"])
+        if visit.source.strategy == "shopify":
+            # Every scrape round reads the whole feed, and only a whole round can tell a product
+            # the shop removed from one a newer product pushed onto the next page.
+            continue
         report["products_checked"] += 1
         catalogue.mark_product_checked(app.db, product["id"])  # the next run starts with others
-        visit = source_pass(product["shop_id"])
         page_url = (visit.known.get(product["url"]) or {}).get("page_url") or product["url"]
         if page_url in visited:
             continue  # another product of the same page (a feed page, a product group)
