@@ -197,11 +197,10 @@ def products_of_shop(db: Database, shop_id: str) -> dict[str, dict]:
         return {row["url"]: dict(row) for row in rows.mappings()}
 
 
-def unfile_products(db: Database, product_ids: Sequence[str]) -> None:
-    """No longer filed under the (feed) page they were scraped from: that page stopped listing them."""
+def file_product(db: Database, product_id: str, page_url: str | None) -> None:
+    """File a product under the (feed) page that lists it, or under none (its page stopped listing it)."""
     with db.transaction() as connection:
-        for start in range(0, len(product_ids), IN_LIST_SIZE):
-            connection.execute(sa.update(products).where(products.c.id.in_(product_ids[start : start + IN_LIST_SIZE])).values(page_url=None))
+        connection.execute(sa.update(products).where(products.c.id == product_id).values(page_url=page_url))
 
 
 def touch_products(db: Database, product_ids: Sequence[str]) -> None:

@@ -192,6 +192,83 @@ def test_a_product_pushed_onto_the_next_feed_page_is_not_removed(db_url, tmp_pat
         runtime.close()
 
 
+def feed_state(runtime, shop) -> tuple[dict, dict]:
+    """The feed's products, live ({handle: the feed page it is filed under}) and dead ({handle: why})."""
+    rows = catalogue.products_of_shop(runtime.db, ids.shop_id(shop.base_url)).values()
+    handle = lambda row: row["url"].rsplit("/", 1)[1]  # noqa: E731
+    return ({handle(row): row["page_url"] and row["page_url"].rsplit("=", 1)[1] for row in rows if not row["is_dead"]},
+            {handle(row): row["dead_reason"] for row in rows if row["is_dead"]})
+
+
+def one_a_page(runtime, shop, monkeypatch, handles):
+    """A Shopify source whose feed lists `handles`, one a page."""
+    monkeypatch.setattr(crawl_module, "SHOPIFY_PAGE_SIZE", 1)
+    shop.feed_handles = []
+    for handle in reversed(handles):
+        shop.add_to_feed(handle)
+    register(runtime, shop, strategy="shopify", currency="EUR")
+
+
+def test_a_product_listed_on_two_feed_pages_is_filed_under_the_later(runtime, shop, monkeypatch):
+    one_a_page(runtime, shop, monkeypatch, ["a", "x", "b"])
+    monkeypatch.setattr(crawl_module, "SHOPIFY_PAGE_SIZE", 2)
+    served = shop.feed
+
+    def feed(page, limit=250):  # the shop adds "c" just after serving page 1 (a, x)
+        answer = served(page, limit)
+        if page == 1 and "c" not in shop.feed_handles:
+            shop.add_to_feed("c")
+        return answer
+
+    monkeypatch.setattr(shop, "feed", feed)
+    pipeline.scrape(runtime.app)  # page 2 (x, b) lists x again
+    assert feed_state(runtime, shop) == ({"a": "1", "x": "2", "b": "2"}, {})
+    report = pipeline.scrape(runtime.app, force=True)  # page 1 (c, a) changed; page 2 the same bytes
+    assert report["products_dead"] == 0 and feed_state(runtime, shop) == ({"c": "1", "a": "1", "x": "2", "b": "2"}, {})
+
+
+def test_a_feed_that_fails_before_its_end_leaves_removals_to_the_products_own_pages(runtime, shop, monkeypatch):
+    one_a_page(runtime, shop, monkeypatch, ["a", "b", "c"])
+    pipeline.scrape(runtime.app)
+    shop.failing_feed_pages = {3, 4, 5}
+    shop.remove("a")
+    shop.add_to_feed("d")
+    shop.add_to_feed("e")  # e | d | b | c: a on no page, b pushed onto the failing page 3
+    report = pipeline.scrape(runtime.app, force=True)
+    assert report["products_dead"] == 0 and report["errors"] > 0  # no whole round: nothing removed
+    assert feed_state(runtime, shop) == ({"e": "1", "d": "2", "a": None, "b": None, "c": "3"}, {})
+    report = pipeline.revalidate(runtime.app)  # the unfiled ones' own pages: a's is gone, b's is there
+    assert report["products_dead"] == 1
+    assert feed_state(runtime, shop) == ({"e": "1", "d": "2", "b": None, "c": "3"}, {"a": "http-404"})
+
+
+def test_a_feed_page_of_products_without_pictures_is_not_its_end(runtime, shop, monkeypatch):
+    one_a_page(runtime, shop, monkeypatch, ["a", "b", "c"])
+    pipeline.scrape(runtime.app)
+    shop.feed_handles = ["a", "draft", "b", "c"]
+    described = shop._feed_product
+    monkeypatch.setattr(shop, "_feed_product", lambda handle: {**described(handle), "images": []} if handle == "draft" else described(handle))
+    report = pipeline.scrape(runtime.app, force=True)
+    assert report["products_dead"] == 0 and feed_state(runtime, shop) == ({"a": "1", "b": "3", "c": "4"}, {})
+
+
+def test_an_answer_that_is_no_feed_removes_nothing(runtime, shop, monkeypatch):
+    one_a_page(runtime, shop, monkeypatch, ["a", "b"])
+    pipeline.scrape(runtime.app)
+    monkeypatch.setattr(shop, "feed", lambda page, limit=250: {"errors": "Not Found"})
+    report = pipeline.scrape(runtime.app, force=True)
+    assert report["errors.bad-feed"] == 1 and report["products_dead"] == 0
+    assert feed_state(runtime, shop) == ({"a": "1", "b": "2"}, {})
+
+
+def test_a_shop_saved_under_another_spelling_is_found_by_any(runtime, shop):
+    legacy = shop.base_url.rstrip("/")  # as a row from before addresses were made canonical holds it
+    runtime.db.run_query("INSERT INTO shops (id, base_url, name, active, created_at, is_local, strategy, settings) "
+                         "VALUES (:id, :url, 'quirky', 1, '2026-01-01', 1, 'listing', :settings)",
+                         {"id": ids.shop_id(legacy), "url": legacy, "settings": '{"listing_urls": ["/collections/all"]}'})
+    assert pipeline.scrape(runtime.app, source=shop.base_url)["shops"] == 1
+
+
 def test_sources_are_scraped_on_their_schedule(runtime, shop):
     register(runtime, shop, strategy="listing", listing_urls=("/collections/all",), schedule="rate(1 day)")
     assert pipeline.scrape(runtime.app)["shops"] == 1

@@ -74,6 +74,7 @@ class QuirkyShop:
         self.unavailable_images: set[str] = set()  # answered 503 while listed (a CDN's bad minute)
         self.replaced_images: dict[str, list[str]] = {}  # slug -> the images its page shows instead
         self.feed_handles = ["feed-tee"]  # the products of /products.json, newest first
+        self.failing_feed_pages: set[int] = set()  # answered 500 (a backend that times out on them)
         base = picture(1, 128)
         self.images = {
             "main.jpg": jpeg(base),
@@ -297,6 +298,15 @@ class QuirkyShop:
         self.feed_handles.insert(0, handle)
         self.images.setdefault(f"{handle}.jpg", jpeg(picture(100 + len(self.feed_handles))))
 
+    def feed_product_page(self, handle: str) -> tuple[int, str, bytes] | None:
+        """The own page of a product of the feed (/products/<handle>), while the shop has it."""
+        if handle not in self.feed_handles or handle in self.removed:
+            return None
+        item = self._feed_product(handle)
+        data = {"@type": "Product", "name": item["title"], "image": [image["src"] for image in item["images"]],
+                "offers": {"@type": "Offer", "price": "15.00", "priceCurrency": "EUR"}}
+        return 200, "text/html", f'<html><head><script type="application/ld+json">{json.dumps(data)}</script></head></html>'.encode()
+
     def _feed_product(self, handle: str) -> dict:
         image = "feed-1.jpg" if handle == "feed-tee" else f"{handle}.jpg"
         return {
@@ -358,6 +368,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, "text/html", shop.listing(int(query.get("page", ["1"])[0])).encode())
         if path == "/products.json":
             page, limit = int(query.get("page", ["1"])[0]), int(query.get("limit", ["250"])[0])
+            if page in shop.failing_feed_pages:
+                return self._send(500, "text/plain", b"timeout")
             return self._send(200, "application/json", json.dumps(shop.feed(page, limit)).encode())
         if path in ("/products/redirect.html", "/products/redirect-start"):
             return self._redirect(301, "/products/redirect-2")
@@ -373,6 +385,8 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(shop.slow_s)
         if path == "/products/endless.html":
             return self._endless()
+        if path.startswith("/products/") and (answer := shop.feed_product_page(path[len("/products/"):])) is not None:
+            return self._send(*answer)
         if path.startswith("/products/") and path.endswith(".html"):
             answer = shop.product_page(path[len("/products/"):-len(".html")])
             if answer is not None:

@@ -66,6 +66,7 @@ class PageOutcome:
     status: int | None = None
     reason: str | None = None  # the error kind, or why a page is gone
     cache: CachedPage | None = None  # validators to remember when the page was parsed
+    feed_end: bool = False  # a feed page listing nothing at all: past the feed's last page
 
 
 def _host(url: str) -> str:
@@ -303,10 +304,18 @@ class Crawl:
             return fetched if fetched.state != "gone" else PageOutcome(url, "error", status=fetched.status, reason=fetched.reason)
         result, cache = fetched
         try:
-            products = shopify_products(json.loads(result.body), self.source.base_url, self.source.currency)
+            data = json.loads(result.body)
         except ValueError:
             return PageOutcome(url, "error", status=200, reason="bad-feed")
-        return PageOutcome(url, "changed", products, status=200, cache=cache)
+        if not isinstance(data, dict) or not isinstance(data.get("products"), list):
+            return PageOutcome(url, "error", status=200, reason="bad-feed")  # not a feed: it says nothing of the products
+        products = shopify_products(data, self.source.base_url, self.source.currency)
+        # The end is a page listing nothing, not one whose items all lack a picture or a title.
+        return PageOutcome(url, "changed", products, status=200, cache=cache, feed_end=not data["products"])
+
+    def product_page(self, url: str) -> PageOutcome:
+        """Fetch and parse one product page, whatever the source's strategy (a Shopify product's own page)."""
+        return self._product_page(url)
 
     def _count(self, outcome: PageOutcome) -> PageOutcome:
         if outcome.state == "robots":
@@ -357,11 +366,11 @@ class Crawl:
                 previous = None
                 continue  # read this round: the round goes on with the pages after it
             outcome = self._count(self._shopify_page(url))
-            if outcome.state == "changed" and not outcome.products:
+            if outcome.state == "changed" and outcome.feed_end:
                 self.feed_pages = [self.feed_page_url(n) for n in range(1, number)]  # past the last page
                 return
             listed = [product.url for product in outcome.products]
-            if outcome.state == "changed" and listed == previous:
+            if outcome.state == "changed" and listed and listed == previous:
                 log.warning("%s repeats the page before it (the feed ignores ?page): stopping", url)
                 self.feed_pages = [self.feed_page_url(n) for n in range(1, number)]
                 return

@@ -13,7 +13,8 @@ A revalidation pass re-checks every live product, and every dead one that may co
 that is back in stock, or whose page is back, is revived and its images ingested again. Products
 of a Shopify feed are left to the scrape: a feed page that stops listing one only unfiles it (a
 newer product may have pushed it onto the next page), and a round that reads the whole feed
-removes those it found on no page.
+removes those it found on no page. Revalidation checks an unfiled one's own page (a feed that
+fails before its end never has a whole round).
 """
 
 from __future__ import annotations
@@ -141,17 +142,19 @@ class SourcePass:
                     except sa.exc.DataError as exc:  # a value the database refuses: the others go on
                         log.error("%s on %s cannot be stored: %s", product.url, outcome.url, exc)
                         self.summary.error("unstorable")
+                elif self.source.strategy == "shopify" and product.url in self.known:
+                    # Listed on two feed pages: a product added while the feed was read pushed it
+                    # from the end of one page to the top of the next. It is filed under the later
+                    # one, which lists it once the feed is still again (the earlier one changes).
+                    self.refile(self.known[product.url], outcome.url)
             still_listed = {product.url for product in outcome.products}
             unlisted = [row for row in listed_before if row["url"] not in still_listed]
             if self.source.strategy == "shopify":
                 # A product a feed page stopped listing may only have been pushed onto the next page
                 # by one added before it: it is unfiled, and removed at the end of a round that read
                 # the whole feed without finding it (remove_unlisted).
-                catalogue.unfile_products(self.db, [row["id"] for row in unlisted])
                 for row in unlisted:
-                    self.by_page[outcome.url].remove(row)
-                    row["page_url"] = None
-                    self.by_page.setdefault(row["url"], []).append(row)
+                    self.refile(row, None)
             else:  # a product page no longer shows it: removed from the shop
                 for row in unlisted:
                     if not row["is_dead"]:
@@ -161,6 +164,13 @@ class SourcePass:
             self.remember(outcome.url, outcome.cache)
         if outcome.state != "changed":
             catalogue.mark_page_checked(self.db, self.shop_id, outcome.url)
+
+    def refile(self, row: dict, page_url: str | None) -> None:
+        """File a product under another (feed) page, or under none."""
+        self.by_page[row["page_url"] or row["url"]].remove(row)
+        catalogue.file_product(self.db, row["id"], page_url)
+        row["page_url"] = page_url
+        self.by_page.setdefault(page_url or row["url"], []).append(row)
 
     def remove_unlisted(self, feed_pages: list[str]) -> None:
         """At the end of a round that read the whole feed: a live product filed under none of its
@@ -316,7 +326,7 @@ def _sources(app, shop_url: str | None, source_name: str | None) -> list[tuple[d
     rows = [row for row in catalogue.active_shops(app.db) if (not shop_id or row["id"] == shop_id)]
     if source_name:
         address = _canonical_or_none(source_name)
-        rows = [row for row in rows if source_name in (row["name"], row["base_url"]) or address == row["base_url"]]
+        rows = [row for row in rows if source_name in (row["name"], row["base_url"]) or (address and address == _canonical_or_none(row["base_url"]))]
         if not rows:
             raise ValueError(f"no active shop is named or based at {source_name!r}")
     sources = []
@@ -436,13 +446,23 @@ def revalidate_products(app, summary: Summary, budget_s: float | None = None) ->
         if time.monotonic() >= products_until:
             break
         visit = source_pass(product["shop_id"])
-        if visit.source.strategy == "shopify":
-            # Every scrape round reads the whole feed, and only a whole round can tell a product
-            # the shop removed from one a newer product pushed onto the next page.
+        filed_under = (visit.known.get(product["url"]) or {}).get("page_url")
+        if visit.source.strategy == "shopify" and filed_under is not None:
+            # Each scrape round reads the whole feed; a feed page alone cannot tell a product the
+            # shop removed from one a newer product pushed onto the next page.
             continue
         report["products_checked"] += 1
         catalogue.mark_product_checked(app.db, product["id"])  # the next run starts with others
-        page_url = (visit.known.get(product["url"]) or {}).get("page_url") or product["url"]
+        if visit.source.strategy == "shopify":
+            # Unfiled: its feed page stopped listing it and no whole round has found it since (a
+            # feed that errors before its end never has one). Its own page says if it is gone.
+            outcome = visit.crawl(None, conditional=False).product_page(product["url"])
+            if outcome.state == "gone":
+                visit.page(outcome)
+            elif outcome.state in ("error", "robots"):
+                summary.error(outcome.reason or outcome.state)
+            continue
+        page_url = filed_under or product["url"]
         if page_url in visited:
             continue  # another product of the same page (a feed page, a product group)
         visited.add(page_url)
