@@ -5,9 +5,10 @@
 
 The embedder is trained on clothing-dataset-small `train` + `validation`, and its `test` split is
 the judge (`shazzam eval`), so the choice is made elsewhere: on crops of CCP photos 0001-0700,
-people in the street, which no garment model up to garment_v5 has seen (a model trained with
-`train_embedder.py --ccp` has: compare those on `--photos 701-800`, the held-out photos that
-`shazzam eval --ccp` also reports on). Each garment whose CCP label names one
+people in the street, which no garment model up to garment_v5 has seen. (A model trained with
+`train_embedder.py --ccp` has seen them, and CCP's only other photos, 0701-0800, are the judge of
+`shazzam eval --ccp`: for such a model no CCP photo is left to choose on; take its views as they
+are, or leave some of 0001-0700 out of its training with `--ccp-photos` and choose on those.) Each garment whose CCP label names one
 catalogue category (`shazzam.taxonomy.CCP_CATEGORY`; all the pixels of that category in the photo,
 if they cover at least 1 % of it) is cut out by its mask's box, as the detector's box would be
 (`shazzam.ccp.CCP.garment_crops`), and standardised. For each candidate set of views the model's outputs

@@ -466,7 +466,8 @@ def train_cached(args) -> dict:
     fit_items = [item for s in fitted for item in items[s]]
     augment = Views(fit_items, args.seed, args.rephotograph_share)
     # the file names carry everything a view depends on besides the images (listed beside each file)
-    cache = Path(args.run_dir) / "prefix-cache" / f"frozen{args.frozen_blocks}"
+    # Lite0's and Lite1's prefixes have the same shape at some depths: the backbone names the cache too.
+    cache = Path(args.run_dir) / "prefix-cache" / f"{args.backbone}-frozen{args.frozen_blocks}"
     serving = {s: cache_prefix(model, items[s], lambda i, im: centre_view(standardise_img(im)), cache / f"{s}-serving.npy",
                                args.workers, what=f"{s} view 0") for s in SPLITS}
     views = [np.concatenate([serving[s] for s in fitted])]

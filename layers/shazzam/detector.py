@@ -7,8 +7,9 @@ names another manifest in the model folder, or the path of one; `whole-image` fo
 
 How boxes are made, the same way shazzam.ccp makes the ground truth from CCP's masks
 (shazzam.regions): the model's probabilities, averaged with those of the mirrored photo when the
-manifest says `mirror` and upsampled bilinearly by `upsample` (as training upsampled its logits to
-score them against the full-resolution masks); their argmax label map (cells outside the
+manifest says `mirror` and upsampled bilinearly by `upsample` (box edges may fall between the
+model's cells; the end-to-end training recipe scored its upsampled logits against the
+full-resolution masks, the cached one scores the cell centres); their argmax label map (cells outside the
 letterboxed photo count as background); per class, its connected pieces smaller than
 `min_area_fraction` of the photo are dropped as specks, and so are pieces smaller than
 `min_share_of_largest` of the class's largest (stray blobs that would stretch the box); the box is
