@@ -280,22 +280,31 @@ def load_shard(store: ObjectStore, manifest: dict, category: str) -> Shard | Non
     return decode_shard(store.get(entry["key"])) if entry else None
 
 
+ANY_VERSION = object()  # publish's default: merge into whatever version is current
+
+
 def publish(
     store: ObjectStore,
     category: str,
     add: dict[str, np.ndarray] | None = None,
     drop: set[str] | frozenset[str] = frozenset(),
     model: str | None = None,
+    expect_version: str | None | object = ANY_VERSION,
 ) -> dict:
     """Merge `add` into and remove `drop` from the category's shard; returns the new manifest entry.
 
     `model` names the model that embedded `add`; a shard of another model is replaced rather
     than mixed with it. None keeps the shard's own model (a removal needs no model).
+    `expect_version`: the shard version (None: no shard yet) that `add` and `drop` were read
+    against; ShardMoved when the manifest names another (an overlapping run published meanwhile,
+    so they may be stale). By default they are merged into whatever version is current.
     """
     add = add or {}
     for _attempt in range(PUBLISH_ATTEMPTS):
         manifest, etag = read_manifest(store)
         entry = manifest["shards"].get(category)
+        if expect_version is not ANY_VERSION and (entry or {}).get("version") != expect_version:
+            raise ShardMoved(category)
         try:
             if model is not None and entry and entry.get("model", model) != model:
                 # Replaced whole, so never read: a shard of an older model may be in a format this
@@ -395,48 +404,74 @@ def compact(store: ObjectStore, model: str, on_merged: Callable[[str, list[str]]
 
     Only the keys it read are deleted, after the manifest that holds them is swapped in, so a
     vector written meanwhile waits for the next run and an overlapping run merges the same ids
-    again (a dict by id: no duplicates). `on_merged(category, ids)` records each category's merged
+    again (a dict by id: no duplicates). A category's shard is published only over the version
+    the run began reading from: when an overlapping run published it meanwhile, what this one read
+    may be stale (an embed re-filed the item, or a removal followed), so it reads again. `on_merged(category, ids)` records each category's merged
     ids before its keys are deleted: if it fails, or a later category does, the keys stay and the
     next run merges and records them again. Returns, per category, the ids added and removed.
     """
     report = {}
     pending, removed = vector_keys(store, PENDING_PREFIX), vector_keys(store, REMOVED_PREFIX, suffix="")
     for category in sorted(set(pending) | set(removed)):
-        vectors, read, raw = {}, {}, {}  # read: key -> the ETag of the version merged (or dropped)
-        for key in pending.get(category, []):
+        for _attempt in range(PUBLISH_ATTEMPTS):
             try:
-                data, read[key] = store.get_with_etag(key)
-            except ObjectNotFound:
-                continue  # merged and deleted by an overlapping run
-            try:
-                vector, made_by = decode_vector(data)
-                check_vector(vector)
-            except (ValueError, OSError, EOFError) as exc:
-                set_aside(store, key, data, read.pop(key), exc)
-                continue
-            if made_by != model:
-                log.warning("dropping %s: embedded by %s, the index holds %s", key, made_by, model)
-                continue
-            vectors[key_stem(key)] = vector
-            raw[key_stem(key)] = key, data
-        dropped = {key_stem(key) for key in removed.get(category, [])} - set(vectors)
-        while True:
-            try:
-                entry = publish(store, category, add=vectors, drop=dropped, model=model)
+                report[category] = _compact_category(store, model, category, pending.get(category, []), removed.get(category, []), on_merged)
                 break
-            except WrongDimension as exc:
-                for detection_id in exc.ids:
-                    key, data = raw[detection_id]
-                    del vectors[detection_id]
-                    set_aside(store, key, data, read.pop(key), exc)
-        if on_merged is not None:
-            on_merged(category, sorted(vectors))
-        for key, etag in read.items():
-            delete_if_unchanged(store, key, etag)  # one embedded again meanwhile waits for the next run
-        for key in removed.get(category, []):
-            store.delete(key)  # a marker carries no data: one written meanwhile says the same
-        report[category] = {"added": sorted(vectors), "removed": sorted(dropped), "total": entry["count"]}
+            except ShardMoved:
+                # Another run published this shard since this one began reading: what was read may
+                # be stale (a vector it merged, then an embed re-filed or a removal marker dropped).
+                log.info("%s shard published by an overlapping run; reading its pending vectors again", category)
+                pending, removed = vector_keys(store, PENDING_PREFIX), vector_keys(store, REMOVED_PREFIX, suffix="")
+        else:
+            raise RuntimeError(f"could not compact {category}: overlapping runs kept publishing it")
     return report
+
+
+class ShardMoved(Exception):
+    """The shard's version is no longer the one a run began from."""
+
+
+def _compact_category(store: ObjectStore, model: str, category: str, pending: list[str], removed: list[str],
+                      on_merged: Callable[[str, list[str]], None] | None) -> dict:
+    begun_from = _shard_version(store, category)  # before reading: see publish's `expect_version`
+    vectors, read, raw = {}, {}, {}  # read: key -> the ETag of the version merged (or dropped)
+    for key in pending:
+        try:
+            data, read[key] = store.get_with_etag(key)
+        except ObjectNotFound:
+            continue  # merged and deleted by an overlapping run
+        try:
+            vector, made_by = decode_vector(data)
+            check_vector(vector)
+        except (ValueError, OSError, EOFError) as exc:
+            set_aside(store, key, data, read.pop(key), exc)
+            continue
+        if made_by != model:
+            log.warning("dropping %s: embedded by %s, the index holds %s", key, made_by, model)
+            continue
+        vectors[key_stem(key)] = vector
+        raw[key_stem(key)] = key, data
+    dropped = {key_stem(key) for key in removed} - set(vectors)
+    while True:
+        try:
+            entry = publish(store, category, add=vectors, drop=dropped, model=model, expect_version=begun_from)
+            break
+        except WrongDimension as exc:
+            for detection_id in exc.ids:
+                key, data = raw[detection_id]
+                del vectors[detection_id]
+                set_aside(store, key, data, read.pop(key), exc)
+    if on_merged is not None:
+        on_merged(category, sorted(vectors))
+    for key, etag in read.items():
+        delete_if_unchanged(store, key, etag)  # one embedded again meanwhile waits for the next run
+    for key in removed:
+        store.delete(key)  # a marker carries no data: one written meanwhile says the same
+    return {"added": sorted(vectors), "removed": sorted(dropped), "total": entry["count"]}
+
+
+def _shard_version(store: ObjectStore, category: str) -> str | None:
+    return read_manifest(store)[0]["shards"].get(category, {}).get("version")
 
 
 def check_vector(vector: np.ndarray) -> None:

@@ -59,6 +59,45 @@ def test_an_item_refiled_before_an_index_run_reached_it_lands_in_one_shard(runti
     assert statuses(runtime) == [("skirt", "indexed")]
 
 
+def during_the_read_of_a_pending_vector(runtime, monkeypatch, meanwhile) -> None:
+    """An index run that calls `meanwhile()` just after it read the first pending vector."""
+    read = runtime.store.get_with_etag
+    done = []
+
+    def get_with_etag(key):
+        result = read(key)
+        if key.startswith("vectors/pending/") and not done:
+            done.append(key)
+            meanwhile()
+        return result
+
+    monkeypatch.setattr(runtime.store, "get_with_etag", get_with_etag)
+    pipeline.index(runtime.app)
+    monkeypatch.setattr(runtime.store, "get_with_etag", read)
+
+
+@pytest.mark.parametrize("change", ["refiled", "died"])
+def test_an_index_run_overlapped_by_another_publishes_nothing_it_read_before(runtime, monkeypatch, change):
+    """Run 1 reads the pending dress vector; meanwhile the item is re-filed as a skirt (or dies) and
+    a second run merges that. Run 1 must not then publish the dress vector it read."""
+    upload_product(runtime, "dress", index=False)
+
+    def meanwhile():
+        if change == "refiled":
+            upload_product(runtime, "skirt", index=False)
+        else:
+            (product,) = catalogue.products_of_shop(runtime.db, ids.shop_id("https://shop.example/")).values()
+            catalogue.mark_product_dead(runtime.db, product["id"], "out-of-stock")
+        pipeline.index(runtime.app)
+
+    during_the_read_of_a_pending_vector(runtime, monkeypatch, meanwhile)
+    pipeline.index(runtime.app)
+    runtime.app.shards.manifest_ttl_s = 0
+    expected = {"dress": 0, "skirt": 1} if change == "refiled" else {"dress": 0}
+    assert runtime.app.shards.categories() == expected
+    assert statuses(runtime) == ([("skirt", "indexed")] if change == "refiled" else [("dress", "removed")])
+
+
 def test_an_item_that_died_while_its_vector_was_pending_leaves_the_shard_at_the_index_run(runtime):
     upload_product(runtime, "dress", index=False)
     (product_id,) = catalogue.products_of_shop(runtime.db, ids.shop_id("https://shop.example/")).values()
