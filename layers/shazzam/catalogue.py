@@ -410,6 +410,16 @@ def mark_indexed(db: Database, detection_ids: Iterable[str]) -> None:
             )
 
 
+def forget_embedder(db: Database, detection_ids: Iterable[str]) -> None:
+    """Their vectors were dropped unmerged (another model's): no model's vector of theirs is kept,
+    so the re-embed pass (images_embedded_by_other_models) fetches their images again."""
+    detection_ids = list(detection_ids)
+    with db.transaction() as connection:
+        for start in range(0, len(detection_ids), 500):
+            chunk = detection_ids[start : start + 500]
+            connection.execute(sa.update(detections).where(detections.c.id.in_(chunk)).values(embedded_by=None, updated_at=utcnow()))
+
+
 def live_products(db: Database) -> list[dict]:
     with db.transaction() as connection:
         rows = connection.execute(

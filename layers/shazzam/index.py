@@ -399,7 +399,8 @@ def vector_keys(store: ObjectStore, prefix: str = PENDING_PREFIX, suffix: str = 
     return grouped
 
 
-def compact(store: ObjectStore, model: str, on_merged: Callable[[str, list[str]], None] | None = None) -> dict[str, dict]:
+def compact(store: ObjectStore, model: str, on_merged: Callable[[str, list[str]], None] | None = None,
+            on_other_model: Callable[[list[str]], None] | None = None) -> dict[str, dict]:
     """One index run: merge pending vectors and removal markers into new shard versions.
 
     Only the keys it read are deleted, after the manifest that holds them is swapped in, so a
@@ -408,14 +409,18 @@ def compact(store: ObjectStore, model: str, on_merged: Callable[[str, list[str]]
     the run began reading from: when an overlapping run published it meanwhile, what this one read
     may be stale (an embed re-filed the item, or a removal followed), so it reads again. `on_merged(category, ids)` records each category's merged
     ids before its keys are deleted: if it fails, or a later category does, the keys stay and the
-    next run merges and records them again. Returns, per category, the ids added and removed.
+    next run merges and records them again. Pending vectors of another model than `model` are
+    deleted unmerged; `on_other_model(ids)` is told first, so that their items are embedded again
+    (during a rollout, the embed function may already run a model the index does not yet hold).
+    Returns, per category, the ids added and removed.
     """
     report = {}
     pending, removed = vector_keys(store, PENDING_PREFIX), vector_keys(store, REMOVED_PREFIX, suffix="")
     for category in sorted(set(pending) | set(removed)):
         for _attempt in range(PUBLISH_ATTEMPTS):
             try:
-                report[category] = _compact_category(store, model, category, pending.get(category, []), removed.get(category, []), on_merged)
+                report[category] = _compact_category(store, model, category, pending.get(category, []), removed.get(category, []),
+                                                     on_merged, on_other_model)
                 break
             except ShardMoved:
                 # Another run published this shard since this one began reading: what was read may
@@ -432,9 +437,11 @@ class ShardMoved(Exception):
 
 
 def _compact_category(store: ObjectStore, model: str, category: str, pending: list[str], removed: list[str],
-                      on_merged: Callable[[str, list[str]], None] | None) -> dict:
+                      on_merged: Callable[[str, list[str]], None] | None,
+                      on_other_model: Callable[[list[str]], None] | None) -> dict:
     begun_from = _shard_version(store, category)  # before reading: see publish's `expect_version`
     vectors, read, raw = {}, {}, {}  # read: key -> the ETag of the version merged (or dropped)
+    other_model = []
     for key in pending:
         try:
             data, read[key] = store.get_with_etag(key)
@@ -448,6 +455,7 @@ def _compact_category(store: ObjectStore, model: str, category: str, pending: li
             continue
         if made_by != model:
             log.warning("dropping %s: embedded by %s, the index holds %s", key, made_by, model)
+            other_model.append(key_stem(key))
             continue
         vectors[key_stem(key)] = vector
         raw[key_stem(key)] = key, data
@@ -463,6 +471,8 @@ def _compact_category(store: ObjectStore, model: str, category: str, pending: li
                 set_aside(store, key, data, read.pop(key), exc)
     if on_merged is not None:
         on_merged(category, sorted(vectors))
+    if on_other_model is not None and other_model:
+        on_other_model(sorted(other_model))
     for key, etag in read.items():
         delete_if_unchanged(store, key, etag)  # one embedded again meanwhile waits for the next run
     for key in removed:

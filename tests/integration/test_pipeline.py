@@ -98,6 +98,18 @@ def test_an_index_run_overlapped_by_another_publishes_nothing_it_read_before(run
     assert statuses(runtime) == ([("skirt", "indexed")] if change == "refiled" else [("dress", "removed")])
 
 
+def test_a_vector_of_a_model_the_index_does_not_hold_is_embedded_again(runtime, monkeypatch):
+    """A rollout's window: the embed function runs the new model, the index function still the old."""
+    new = runtime.app.garment_model.name
+    upload_product(runtime, "dress", index=False)
+    monkeypatch.setattr(runtime.app.garment_model, "name", "garment_old")
+    report = pipeline.index(runtime.app)  # the old index drops the new model's vector, unmerged
+    assert report["dress"]["added"] == 0 and list(runtime.store.list("vectors/pending/")) == []
+    # No model's vector of the item is kept: the new model's re-embed pass fetches its image again.
+    assert runtime.db.run_query("SELECT embedded_by FROM detections") == [{"embedded_by": None}]
+    assert [image["src_link"] for image in catalogue.images_embedded_by_other_models(runtime.db, new)] == ["https://shop.example/i/1.jpg"]
+
+
 def test_an_item_that_died_while_its_vector_was_pending_leaves_the_shard_at_the_index_run(runtime):
     upload_product(runtime, "dress", index=False)
     (product_id,) = catalogue.products_of_shop(runtime.db, ids.shop_id("https://shop.example/")).values()
