@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 
 def _digest(kind: str, value: str) -> str:
@@ -30,6 +31,12 @@ def image_id_of_detection(detection_id: str) -> str:
 
 
 # Object keys of the ingest flow: each stage's output is the next stage's trigger.
+def image_id_of_name(name: str) -> str:
+    """An image id for a file put into incoming/ by hand: its name, with what a key's stem cannot
+    hold (dots, slashes, spaces) turned into "_" ("street-1.jpg" -> "street-1_jpg")."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name) or "_"
+
+
 def incoming_key(image_id: str) -> str:
     return f"incoming/{image_id}"
 

@@ -111,6 +111,13 @@ def detect(app: App, key: str) -> StageResult:
         data, etag = app.store.get_with_etag(key)
     except ObjectNotFound:
         return StageResult(key, "skipped", "object no longer exists")
+    if key != ids.incoming_key(image_id):
+        # A name with a dot or a folder ("incoming/street-1.jpg"): the later stages find a photo by
+        # its id alone, so it moves to incoming/<an id made of its name>, whose own event detects it.
+        moved = ids.incoming_key(ids.image_id_of_name(key[len("incoming/"):]))
+        app.store.put(moved, data)
+        delete_if_unchanged(app.store, key, etag)
+        return StageResult(key, "done", f"moved to {moved}, which is detected under that name", [moved])
     row = catalogue.get_image(app.db, image_id)
     if row is None:
         # Uploaded straight into incoming/ rather than by the scraper: keep a row to report on.

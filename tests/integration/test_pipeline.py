@@ -98,6 +98,14 @@ def test_an_index_run_overlapped_by_another_publishes_nothing_it_read_before(run
     assert statuses(runtime) == ([("skirt", "indexed")] if change == "refiled" else [("dress", "removed")])
 
 
+def test_a_photo_put_into_incoming_under_a_file_name_is_searchable(runtime, whole_image):
+    runtime.store.put("incoming/street-1.jpg", IMAGE)  # by hand, as a file is named
+    runtime.drain()
+    runtime.fire_schedule("index")
+    assert runtime.db.run_query("SELECT id, embedding_status FROM detections") == [{"id": "street-1_jpg-000", "embedding_status": "indexed"}]
+    assert [info.key for info in runtime.store.list("incoming/")] == []  # moved, then consumed
+
+
 def test_a_vector_of_a_model_the_index_does_not_hold_is_embedded_again(runtime, monkeypatch):
     """A rollout's window: the embed function runs the new model, the index function still the old."""
     new = runtime.app.garment_model.name
