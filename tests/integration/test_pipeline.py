@@ -183,6 +183,21 @@ def test_what_a_runtime_stopped_mid_ingest_left_is_taken_up_by_the_next(tmp_path
     third.close()
 
 
+def test_a_photo_replaced_after_its_detection_before_a_stop_is_detected_at_the_restart(tmp_path):
+    from shazzam.local.runtime import DrainReport
+
+    stopped = LocalRuntime(tmp_path / "data")
+    stopped.store.put("incoming/upload-1", IMAGE)  # a skirt
+    stopped.deliver(stopped._next_event(), DrainReport())  # detected, not yet standardised
+    stopped.store.put("incoming/upload-1", (REPO / "samples" / "shop" / "images" / "dress-01.jpg").read_bytes())
+    stopped.close()  # replaced, then stopped before the new photo's event was delivered
+
+    second = LocalRuntime(tmp_path / "data")
+    assert second.drain().failed == 0
+    assert second.fire_schedule("index") == {"dress": {"added": 1, "removed": 0, "total": 1}}
+    second.close()
+
+
 def test_a_photo_replaced_after_detection_is_the_one_indexed(runtime, monkeypatch):
     dress = (REPO / "samples" / "shop" / "images" / "dress-01.jpg").read_bytes()
     standardise = pipeline.standardise

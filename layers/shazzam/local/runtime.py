@@ -32,7 +32,7 @@ from shazzam import api, catalogue, events, wiring
 from shazzam.db import Database, sqlite_url
 from shazzam.ids import detections_key, incoming_key, key_stem
 from shazzam.images import MAX_BYTES
-from shazzam.storage import LocalFolderStore
+from shazzam.storage import LocalFolderStore, ObjectNotFound
 
 log = logging.getLogger(__name__)
 
@@ -209,8 +209,15 @@ class LocalRuntime:
         image_id = key_stem(key)
         if key != incoming_key(image_id):
             return True
-        if self.store.head(detections_key(image_id)) is not None:
-            return False  # detected: standardise takes it from there
+        try:
+            detected = json.loads(self.store.get(detections_key(image_id)))
+        except (ObjectNotFound, ValueError):
+            detected = None
+        if detected is not None:
+            # Detected: standardise takes it from there, unless the photo was replaced since (the
+            # document names the version its boxes belong to, and standardise drops it then).
+            head = self.store.head(key)
+            return head is not None and detected.get("image_etag", head.etag) != head.etag
         row = catalogue.get_image(self.db, image_id)
         return row is None or row["status"] != "failed"
 
