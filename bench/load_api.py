@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -40,7 +41,7 @@ class BandsDetector:
     def __init__(self, garments: int):
         self.garments = garments
 
-    def detect(self, image):
+    def detect(self, image, *, masks: bool = False):
         from shazzam.detector import Detection
         from shazzam.images import Box
 
@@ -85,7 +86,7 @@ def fill_catalogue(runtime, per_category: int, seed: int = 6) -> None:
                 ],
             )
         vectors = rng.standard_normal((per_category, model.embedding_dim)).astype(np.float32)
-        publish(runtime.store, category, add=dict(zip(rows, vectors, strict=True)))
+        publish(runtime.store, category, add=dict(zip(rows, vectors, strict=True)), model=model.name)  # what searches ask for
 
 
 def serve(data_dir: str, per_category: int, garments: int) -> None:
@@ -95,7 +96,7 @@ def serve(data_dir: str, per_category: int, garments: int) -> None:
 
     runtime = LocalRuntime(data_dir)
     fill_catalogue(runtime, per_category)
-    detector.load_detector = lambda: BandsDetector(garments)
+    detector.load_detector = lambda *_args, **_kwargs: BandsDetector(garments)  # App.detector passes its model folder
     server = runtime.start_api(port=0)
     print(server.server_port, flush=True)
     sys.stdin.read()
@@ -145,17 +146,33 @@ def run_level(port: int, photo: bytes, concurrency: int, requests: int) -> dict:
     wall = time.perf_counter() - started
     ordered = sorted(latencies)
 
-    def percentile(fraction: float) -> float:
-        return round(1000 * ordered[min(len(ordered) - 1, int(fraction * len(ordered)))], 1) if ordered else float("nan")
+    def percentile(fraction: float) -> float | None:
+        """Nearest rank: the smallest latency at least `fraction` of them do not exceed."""
+        return round(1000 * ordered[max(0, math.ceil(fraction * len(ordered)) - 1)], 1) if ordered else None
 
     return {
         "concurrency": concurrency,
         "requests": requests,
         "searches_per_s": round(len(latencies) / wall, 1),
-        "p50_ms": round(1000 * statistics.median(ordered), 1) if ordered else float("nan"),
+        "p50_ms": round(1000 * statistics.median(ordered), 1) if ordered else None,
         "p99_ms": percentile(0.99),
         "errors": errors,
     }
+
+
+def check_searches_answer(port: int, photo: bytes, garments: int) -> None:
+    """SystemExit unless a search answers 200 with results for each garment: a benchmark of errors
+    or of empty answers (no shard searched) would time nothing it claims to."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    connection.request("POST", "/search?k=10", body=photo, headers={"content-type": "image/jpeg"})
+    response = connection.getresponse()
+    body = response.read()
+    connection.close()
+    if response.status != 200:
+        raise SystemExit(f"load_api: a search answered {response.status}: {body[:300]!r}")
+    found = json.loads(body).get("garments", [])
+    if len(found) != garments or not all(garment.get("results") for garment in found):
+        raise SystemExit(f"load_api: a search found {len(found)} garment(s), not all with results: {body[:300]!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             port = int(child.stdout.readline())
             print(f"catalogue of {10 * args.per_category} items built and served in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+            check_searches_answer(port, photo, args.garments)
             run_level(port, photo, 1, 5)  # warm: model loaded, shards cached
             levels = [run_level(port, photo, concurrency, args.requests) for concurrency in args.concurrency]
         finally:
