@@ -125,20 +125,23 @@ def memory_copy_bandwidth(size: int = 512 << 20) -> float:
     return 2 * size / best
 
 
-def timed(searches: dict[str, Callable], queries: np.ndarray) -> dict[str, tuple[np.ndarray, list[float]]]:
-    """Each search's answers and latencies over the queries, the methods taking turns query by query
-    (their order rotating), each warmed by one untimed query first: a slow spell of this shared
-    machine falls on every method alike, and their ratios hold."""
-    for search in searches.values():
-        search(queries[:1])
+def timed(searches: dict[str, Callable], queries: np.ndarray, block: int = 8) -> dict[str, tuple[np.ndarray, list[float]]]:
+    """Each search's answers and latencies over the queries. The methods take turns a block of
+    queries at a time (their order rotating), so that a slow spell of this shared machine falls on
+    each alike; each block starts with an untimed query, so that a method is timed in its steady
+    state (a 100k shard's codes live in the CPU's cache, until another method's scan evicts them)
+    and not in the wake of the others'."""
     results = {name: [] for name in searches}
     latencies = {name: [] for name in searches}
     names = list(searches)
-    for turn, query in enumerate(queries):
+    for turn, start in enumerate(range(0, len(queries), block)):
+        chunk = queries[start : start + block]
         for name in names[turn % len(names):] + names[: turn % len(names)]:
-            started = time.perf_counter()
-            results[name].append(searches[name](query[np.newaxis]))
-            latencies[name].append(time.perf_counter() - started)
+            searches[name](chunk[:1])
+            for query in chunk:
+                started = time.perf_counter()
+                results[name].append(searches[name](query[np.newaxis]))
+                latencies[name].append(time.perf_counter() - started)
     return {name: (np.vstack(results[name]), latencies[name]) for name in searches}
 
 

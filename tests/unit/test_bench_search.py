@@ -68,13 +68,13 @@ def test_targets_are_judged_from_the_sizes_measured():
     assert checks["bytes per item, largest of any size"]["value"] == 234.5
 
 
-def test_the_methods_take_turns_query_by_query_each_warmed_first():
+def test_the_methods_take_turns_a_block_at_a_time_each_block_warmed_first():
     import numpy as np
 
     calls = []
-    searches = {name: (lambda query, name=name: calls.append((name, float(query[0, 0]))) or np.arange(10)) for name in ("a", "b", "c")}
-    answers = bench_search.timed(searches, np.arange(4, dtype=np.float32).reshape(4, 1))
-    assert calls[:3] == [("a", 0.0), ("b", 0.0), ("c", 0.0)]  # the untimed warm-up
-    assert [name for name, _ in calls[3:]] == ["a", "b", "c", "b", "c", "a", "c", "a", "b", "a", "b", "c"]
-    assert {name: len(latencies) for name, (_, latencies) in answers.items()} == {"a": 4, "b": 4, "c": 4}
-
+    searches = {name: (lambda query, name=name: calls.append((name, int(query[0, 0]))) or np.arange(10)) for name in ("a", "b")}
+    answers = bench_search.timed(searches, np.arange(4, dtype=np.float32).reshape(4, 1), block=2)
+    assert calls == [("a", 0), ("a", 0), ("a", 1), ("b", 0), ("b", 0), ("b", 1),  # each block: an untimed query first
+                     ("b", 2), ("b", 2), ("b", 3), ("a", 2), ("a", 2), ("a", 3)]  # the order rotates
+    assert {name: [int(row[0]) for row in found] for name, (found, _) in answers.items()} == {"a": [0] * 4, "b": [0] * 4}
+    assert {name: len(latencies) for name, (_, latencies) in answers.items()} == {"a": 4, "b": 4}
