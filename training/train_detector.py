@@ -440,6 +440,11 @@ def train(args) -> dict:
 # ------------------------------------------------------------------------- cached frozen part (CPU)
 
 
+# Options of the end-to-end recipe that the cached one does not read: it trains on the CPU, makes
+# its product shots with --product-views, watches no pixel IoU and decodes in this process.
+CACHED_RECIPE_IGNORES = ("device", "iou_every", "product_share", "workers")
+
+
 def train_cached(args) -> dict:
     """The CPU recipe: the stem and blocks 0..F-1 keep their ImageNet weights and their taps are
     computed once per view (each photo as it is, mirrored, and --product-views product shots cut
@@ -522,8 +527,9 @@ def train_cached(args) -> dict:
         history.append({"epoch": epoch + 1, "seconds": round(time.perf_counter() - t0, 1),
                         "pixel": round(sums[0] / steps_per_epoch, 4), "image_level": round(sums[1] / steps_per_epoch, 4)})
         log(json.dumps(history[-1]))
+    used = {k: v for k, v in vars(args).items() if k not in CACHED_RECIPE_IGNORES}  # the manifest records what shaped the model
     summary = {"history": history, "train_seconds": round(time.perf_counter() - started), "device": "cpu",
-               "torch": torch.__version__, "packages": package_versions(), "args": vars(args), "photos": len(dataset),
+               "torch": torch.__version__, "packages": package_versions(), "args": used, "photos": len(dataset),
                "views": len(taps), "clothing_images": len(clothing_taps)}
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

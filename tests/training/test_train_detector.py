@@ -37,6 +37,8 @@ def test_trains_and_exports_a_detector_the_service_runs(training_python, shared_
 
     manifest = json.loads((models / "tiny_detector.json").read_text())
     assert manifest["name"] == "tiny_detector"
+    # the options that shaped the model, not those the recipe does not read
+    assert ("product_share" in manifest["training"]["args"]) == (recipe != "cached-cpu")
     assert_matches_pytorch(models / "tiny_detector.json")
     # the service loads it (checksum, shapes, classes, stride) and runs it on a held-out photo; one
     # epoch on four photos finds little, so nothing is asserted of what it finds
