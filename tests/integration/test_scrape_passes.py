@@ -157,6 +157,23 @@ def test_listing_and_shopify_sources(runtime, shop):
     assert catalogue.products_of_shop(runtime.db, ids.shop_id(shop.base_url))[shop.url("products/feed-tee")]["is_dead"]
 
 
+def feed_state(runtime, shop) -> tuple[dict, dict]:
+    """The feed's products, live ({handle: the feed page it is filed under}) and dead ({handle: why})."""
+    rows = catalogue.products_of_shop(runtime.db, ids.shop_id(shop.base_url)).values()
+    handle = lambda row: row["url"].rsplit("/", 1)[1]  # noqa: E731
+    return ({handle(row): row["page_url"] and row["page_url"].rsplit("=", 1)[1] for row in rows if not row["is_dead"]},
+            {handle(row): row["dead_reason"] for row in rows if row["is_dead"]})
+
+
+def one_a_page(runtime, shop, monkeypatch, handles):
+    """A Shopify source whose feed lists `handles`, one a page."""
+    monkeypatch.setattr(crawl_module, "SHOPIFY_PAGE_SIZE", 1)
+    shop.feed_handles = []
+    for handle in reversed(handles):
+        shop.add_to_feed(handle)
+    register(runtime, shop, strategy="shopify", currency="EUR")
+
+
 def test_a_product_pushed_onto_the_next_feed_page_is_not_removed(db_url, tmp_path, shop, monkeypatch):
     monkeypatch.setattr(crawl_module, "SHOPIFY_PAGE_SIZE", 1)  # one product a feed page
     runtime = LocalRuntime(tmp_path / "data", db_url=db_url)
@@ -165,8 +182,7 @@ def test_a_product_pushed_onto_the_next_feed_page_is_not_removed(db_url, tmp_pat
         shop.add_to_feed("feed-polo")  # page 1: polo, page 2: tee
 
         def live() -> dict[str, str | None]:
-            rows = catalogue.products_of_shop(runtime.db, ids.shop_id(shop.base_url)).values()
-            return {row["url"].rsplit("/", 1)[1]: row["page_url"] and row["page_url"].rsplit("=", 1)[1] for row in rows if not row["is_dead"]}
+            return feed_state(runtime, shop)[0]
 
         assert pipeline.scrape(runtime.app)["products_new"] == 2
         assert live() == {"feed-polo": "1", "feed-tee": "2"}
@@ -190,23 +206,6 @@ def test_a_product_pushed_onto_the_next_feed_page_is_not_removed(db_url, tmp_pat
         assert catalogue.products_of_shop(runtime.db, ids.shop_id(shop.base_url))[shop.url("products/feed-vest")]["dead_reason"] == "removed"
     finally:
         runtime.close()
-
-
-def feed_state(runtime, shop) -> tuple[dict, dict]:
-    """The feed's products, live ({handle: the feed page it is filed under}) and dead ({handle: why})."""
-    rows = catalogue.products_of_shop(runtime.db, ids.shop_id(shop.base_url)).values()
-    handle = lambda row: row["url"].rsplit("/", 1)[1]  # noqa: E731
-    return ({handle(row): row["page_url"] and row["page_url"].rsplit("=", 1)[1] for row in rows if not row["is_dead"]},
-            {handle(row): row["dead_reason"] for row in rows if row["is_dead"]})
-
-
-def one_a_page(runtime, shop, monkeypatch, handles):
-    """A Shopify source whose feed lists `handles`, one a page."""
-    monkeypatch.setattr(crawl_module, "SHOPIFY_PAGE_SIZE", 1)
-    shop.feed_handles = []
-    for handle in reversed(handles):
-        shop.add_to_feed(handle)
-    register(runtime, shop, strategy="shopify", currency="EUR")
 
 
 def test_a_product_listed_on_two_feed_pages_is_filed_under_the_later(runtime, shop, monkeypatch):
