@@ -20,7 +20,8 @@ class PrefixAccess:
 ACCESS: dict[str, PrefixAccess] = {
     # Downloads product images into incoming/ (the start of the ingest flow).
     "scrape": PrefixAccess(write=("incoming/",)),
-    "detect": PrefixAccess(read=("incoming/",), write=("detections/",)),
+    # A photo put under a file name (incoming/street-1.jpg) is moved to its id-shaped key first.
+    "detect": PrefixAccess(read=("incoming/",), write=("detections/", "incoming/"), delete=("incoming/",)),
     # Consumes its inputs: the image and its detections document go once the crops are written.
     "standardise": PrefixAccess(read=("detections/", "incoming/"), write=("standard/",), delete=("detections/", "incoming/")),
     # Deletes its input; an item re-filed before it was indexed loses its pending vector of the old category.
