@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from aws_cdk import App, Aspects, CfnOutput, Duration, Stack, triggers
+from aws_cdk import App, Aspects, CfnOutput, Duration, RemovalPolicy, Stack, triggers
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
@@ -42,12 +43,13 @@ class ShazzamStack(Stack):
             retain=settings.retain_data,
         )
         self.layers = Layers(self, "Layers", layers_dir=settings.layers_dir)
+        # The topic's own key: an alarm can publish to an encrypted topic only if CloudWatch may use
+        # its key, and the policy of the AWS-managed alias/aws/sns cannot be changed to say so.
+        alarm_key = kms.Key(self, "AlarmKey", description="Shazzam alarm topic", enable_key_rotation=True,
+                            removal_policy=RemovalPolicy.DESTROY, pending_window=Duration.days(7))
+        alarm_key.grant(iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*")
         self.alarm_topic = sns.Topic(
-            self,
-            "Alarms",
-            display_name="Shazzam alarms",
-            enforce_ssl=True,
-            master_key=kms.Alias.from_alias_name(self, "SnsKey", "alias/aws/sns"),
+            self, "Alarms", display_name="Shazzam alarms", enforce_ssl=True, master_key=alarm_key
         )
         if settings.alarm_email:
             self.alarm_topic.add_subscription(subscriptions.EmailSubscription(settings.alarm_email))

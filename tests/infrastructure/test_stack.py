@@ -257,6 +257,22 @@ def test_alarms_on_errors_throttles_failure_queues_and_latency(resources):
         assert alarm["Properties"]["AlarmActions"], "every alarm notifies the alarm topic"
 
 
+def test_cloudwatch_may_use_the_alarm_topics_key(resources):
+    # An alarm publishes to its encrypted topic only if CloudWatch may use the topic's key, and the
+    # policy of the AWS-managed key (alias/aws/sns) cannot say so: the topic needs a key of its own.
+    (topic,) = of_type(resources, "AWS::SNS::Topic").values()
+    key_ref = topic["Properties"]["KmsMasterKeyId"]
+    assert isinstance(key_ref, dict), f"the alarm topic uses {key_ref}, not a key of the stack's own"
+    key = resources[key_ref["Fn::GetAtt"][0]]
+    assert key["Type"] == "AWS::KMS::Key" and key["Properties"]["EnableKeyRotation"] is True
+    granted = set()
+    for statement in key["Properties"]["KeyPolicy"]["Statement"]:
+        if statement["Effect"] == "Allow" and statement["Principal"].get("Service") == "cloudwatch.amazonaws.com":
+            actions = statement["Action"]
+            granted |= {actions} if isinstance(actions, str) else set(actions)
+    assert {"kms:Decrypt", "kms:GenerateDataKey*"} <= granted
+
+
 # --- the API ---------------------------------------------------------------------------------
 
 
