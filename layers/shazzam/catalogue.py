@@ -281,7 +281,9 @@ def images_to_fetch_again(db: Database, product_ids: Sequence[str]) -> list[dict
             )
             # A picture is linked to its product once stored, so one never stored has no link yet.
             unfetched = sa.select(images.c.product_id, images.c.src_link, sa.literal(0).label("position")).where(images.c.product_id.in_(chunk), never_stored)
-            rows = connection.execute(sa.union(failed, unfetched).order_by("product_id", "position", "src_link"))
+            # UNION ALL: the halves are disjoint (failed, new), and UNION's de-duplication would compare
+            # links by MySQL's case-blind collation, taking Dress.JPG and dress.jpg for one picture.
+            rows = connection.execute(sa.union_all(failed, unfetched).order_by("product_id", "position", "src_link"))
             found += [dict(row) for row in rows.mappings()]
     return found
 

@@ -177,6 +177,17 @@ def test_images_to_fetch_again_are_the_passing_failures_and_the_never_fetched(db
                      {"product_id": owner, "src_link": f"{SHOP}/timed-out.jpg", "position": 1}]
 
 
+def test_images_whose_links_differ_only_in_case_are_all_fetched_again(db):
+    # MySQL's collation takes Dress.JPG and dress.jpg for one value; on a CDN they are two pictures.
+    shop_id = catalogue.add_shop(db, SHOP, "Example")
+    owner = catalogue.save_product(db, shop_id, product())
+    links = [f"{SHOP}/cdn/Dress.JPG", f"{SHOP}/cdn/dress.jpg"]
+    for link in links:
+        catalogue.save_image(db, ids.image_id(link), link, owner)
+    again = catalogue.images_to_fetch_again(db, [owner])
+    assert sorted(row["src_link"] for row in again) == sorted(links)
+
+
 def test_revalidate_visits_the_least_recently_seen_first(db):
     from datetime import datetime
 
