@@ -298,6 +298,10 @@ def test_sources_file(tmp_path):
     for schedule in ("cron(0 3 * * ? *)", "rate(0 days)", "daily", 3):  # is_due could not read them, every pass would fail
         with pytest.raises(ValueError, match="schedule must be rate"):
             ShopSource(base_url="https://shop.example/", schedule=schedule)
+    # Out of what the shops table stores (MySQL refused the row: a file the demo takes failed in the cloud).
+    for setting in ({"concurrency": 3_000_000_000}, {"delay_s": 1e39}, {"delay_s": float("nan")}, {"max_pages": 10**12}):
+        with pytest.raises(ValueError, match=f"{next(iter(setting))} must be a number from"):
+            ShopSource(base_url="https://shop.example/", **setting)
 
 
 def _page_with(products: list[dict], crumbs: list[str]) -> str:

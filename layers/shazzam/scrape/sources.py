@@ -33,6 +33,9 @@ STRATEGIES = ("auto", "sitemap", "listing", "shopify")
 MAX_CONCURRENCY = 2  # per host: the polite ceiling whatever a source asks for
 LOCAL_DELAY_S = 0.0  # a local source (the demo shop on 127.0.0.1) is not throttled by default
 PUBLIC_DELAY_S = 1.0
+# (setting, type, least, most): the most is what the shops table stores (a 32-bit integer column);
+# far above any sensible value, and the policy caps concurrency at MAX_CONCURRENCY anyway.
+SETTING_RANGES = (("concurrency", int, 1, 1_000), ("max_pages", int, 1, 1_000_000_000), ("delay_s", (int, float), 0, 86_400))
 
 
 @dataclass(frozen=True)
@@ -61,12 +64,12 @@ class ShopSource:
             object.__setattr__(self, "base_url", canonical_shop_url(self.base_url))
         except ValueError as exc:  # a port out of range
             raise ValueError(f"base_url is not a usable URL ({exc}): {self.base_url!r}") from None
-        for name, kind, low in (("concurrency", int, 1), ("max_pages", int, 1), ("delay_s", (int, float), 0)):
+        for name, kind, low, high in SETTING_RANGES:
             value = getattr(self, name)
             if value is None and name == "delay_s":
                 continue
-            if isinstance(value, bool) or not isinstance(value, kind) or value < low:
-                raise ValueError(f"{name} must be a number of at least {low}, not {value!r}")
+            if isinstance(value, bool) or not isinstance(value, kind) or not low <= value <= high:
+                raise ValueError(f"{name} must be a number from {low} to {high:,}, not {value!r}")
         if not isinstance(self.local, bool):
             raise ValueError(f"local must be true or false, not {self.local!r}")
         if self.schedule is not None:
