@@ -38,7 +38,10 @@ def test_best_srcset_candidate(srcset, expected):
      # the first number only, not every digit of the text run together
      ("$10 – $20", "10"), ("12,99 € – 24,99 €", "12.99"), ("Now £20 Was £40", "20"), ("299,00 kr.", "299.00"),
      ("Rs. 1,499", "1499"), ("Bs. 100", "100"), ("19.99 incl. VAT", "19.99"), ("29,99 € inkl. MwSt.", "29.99"),
-     ("12,-", "12"), ("2.500,-", "2500"), ("CHF 49.-", "49"), ("1\u202f299,00", "1299.00"), ("1'299.00", "1299.00"), ("-5", None)],
+     ("12,-", "12"), ("2.500,-", "2500"), ("CHF 49.-", "49"), ("1\u202f299,00", "1299.00"), ("1'299.00", "1299.00"), ("-5", None),
+     # three decimals beside a currency's symbol or code are thousands (no such currency has three)
+     ("1.299 €", "1299"), ("€1.299", "1299"), ("EUR 2.500", "2500"), ("£1.299,99", "1299.99"),
+     ("1.2E3", "1200"), ("2e2", "200")],
 )
 def test_parse_price_with_commas_and_symbols(text, expected):
     assert parse_price(text) == (Decimal(expected) if expected else None)
@@ -49,6 +52,8 @@ def test_parse_availability():
     assert parse_availability("http://schema.org/OutOfStock") == "OutOfStock"
     assert parse_availability("out of stock") == "OutOfStock"
     assert parse_availability("whatever") is None
+    assert parse_availability("http://schema.org/OutOfStock/") == "OutOfStock"
+    assert parse_availability("Not available") == parse_availability("not in stock") == "OutOfStock"
 
 
 def test_gallery_images_srcset_lazy_and_protocol_relative_resolved_against_the_page():
@@ -86,6 +91,13 @@ def test_offers_currencies_and_addresses_as_shops_write_them():
     assert product(offers={"price": "12", "priceCurrency": "€"}).currency == "EUR"
     assert product(offers=[{"price": "0.00"}, {"price": "39.00"}]).price == Decimal("39.00")  # 0.00: a placeholder
     assert product(offers=[{"price": "0.00"}]).price == Decimal("0.00")
+    # The price is one you can pay: a sold-out size's is not, unless every offer is sold out.
+    sold_out = {"price": "10.00", "priceCurrency": "EUR", "availability": "https://schema.org/OutOfStock"}
+    buyable = {"price": "20.00", "priceCurrency": "EUR", "availability": "https://schema.org/InStock"}
+    assert (product(offers=[sold_out, buyable]).price, product(offers=[sold_out, buyable]).in_stock) == (Decimal("20.00"), True)
+    assert product(offers=[sold_out, {**buyable, "availability": "SoldOut"}]).price == Decimal("10.00")
+    assert product(offers={"@type": "AggregateOffer", "lowPrice": "0", "highPrice": "59", "priceCurrency": "EUR",
+                           "offers": [{"@type": "Offer", "price": "59", "availability": "InStock"}]}).price == Decimal("59")
     assert product(offers={"price": "19.99 EUR"}).currency == "EUR"
     assert product(offers={"price": "19.99 incl. VAT"}).currency is None
     assert product(offers={"price": "NOW 20"}).currency is None
@@ -257,6 +269,16 @@ def test_shopify_products_feed():
     assert (product.price, product.currency, product.availability) == (Decimal("17.50"), "USD", "InStock")
     assert product.category == "t-shirt" and product.sizes == ("S", "M") and product.sku == "T1"
     assert product.image_urls == ("https://cdn.shopify.example/t.jpg",)
+
+    def price_of(*variants):
+        feed = {"products": [{"handle": "x", "title": "X", "images": [{"src": "/x.jpg"}], "variants": list(variants)}]}
+        return shopify_products(feed, "https://shop.example/", currency="EUR")[0].price
+
+    # The cheapest variant one can buy, not a sold-out one or a theme's 0.00 placeholder.
+    assert price_of({"price": "10.00", "available": False}, {"price": "30.00", "available": True}) == Decimal("30.00")
+    assert price_of({"price": "0.00", "available": True}, {"price": "59.00", "available": True}) == Decimal("59.00")
+    assert price_of({"price": "10.00", "available": False}, {"price": "30.00", "available": False}) == Decimal("10.00")
+    assert price_of({"price": "0.00"}) == Decimal("0.00")
 
 
 def test_fingerprint_changes_with_any_field():

@@ -380,6 +380,15 @@ def best_srcset_candidate(srcset: str) -> str | None:
 _GROUP_SEPARATORS = "[ \u00a0\u202f\u2009'\u2019]"
 # A number in a price: digits grouped by those in threes, or digits with dots and commas.
 _PRICE_NUMBER = re.compile(rf"-?\d{{1,3}}(?:{_GROUP_SEPARATORS}\d{{3}})+(?:[.,]\d+)?(?!\d)|-?\d[\d.,]*")
+_SCIENTIFIC = re.compile(r"-?\d+(?:\.\d+)?[eE][+-]?\d+")
+
+# Symbols that name one currency only ("$" and "kr" name several, so they are not read).
+CURRENCY_SYMBOLS = {"€": "EUR", "£": "GBP", "₹": "INR", "₩": "KRW", "₽": "RUB", "₺": "TRY", "₴": "UAH", "₪": "ILS", "zł": "PLN"}
+
+
+def _names_currency(text: str) -> bool:
+    """A currency sign or code in a price's text ("1.299 €", "$1.299", "EUR 2.500")."""
+    return any(sign in text for sign in (*CURRENCY_SYMBOLS, "$")) or any(code in CURRENCY_CODES for code in re.findall(r"[A-Z]{3}", text))
 
 
 def parse_price(value: Any) -> Decimal | None:
@@ -388,6 +397,8 @@ def parse_price(value: Any) -> Decimal | None:
         return None
     if isinstance(value, (int, float)):
         text = repr(value) if isinstance(value, float) else str(value)
+    elif isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+        text = value.strip()  # "1.2E3", as a JSON number written as text
     elif isinstance(value, str):
         # The first number only: "12,99 € – 24,99 €", "Now £20 Was £40", "19.99 incl. VAT".
         unescaped = html_lib.unescape(value)
@@ -405,8 +416,10 @@ def parse_price(value: Any) -> Decimal | None:
                 text = text.replace(",", "")
         elif re.fullmatch(r"-?\d{1,3}(,\d{3})+", text) and not text.lstrip("-").startswith("0,"):
             text = text.replace(",", "")  # "1,299", "1,299,000": thousands separators
-        elif re.fullmatch(r"-?\d{1,3}(\.\d{3}){2,}", text):
-            text = text.replace(".", "")  # "1.299.000" (one dot, "1.299", stays a decimal point)
+        elif re.fullmatch(r"-?\d{1,3}(\.\d{3}){2,}", text) or (re.fullmatch(r"-?\d{1,3}\.\d{3}", text) and _names_currency(unescaped)):
+            # "1.299.000"; "1.299 €", "EUR 2.500": no currency has three decimals. A bare "1.299"
+            # stays a decimal point.
+            text = text.replace(".", "")
         elif "," in text:
             text = text.replace(",", ".", 1).replace(",", "")
     else:
@@ -420,8 +433,6 @@ def parse_price(value: Any) -> Decimal | None:
     return price
 
 
-# Symbols that name one currency only ("$" and "kr" name several, so they are not read).
-CURRENCY_SYMBOLS = {"€": "EUR", "£": "GBP", "₹": "INR", "₩": "KRW", "₽": "RUB", "₺": "TRY", "₴": "UAH", "₪": "ILS", "zł": "PLN"}
 
 
 # The codes read from a price's own text ("19.99 EUR"), where three capitals may be other words.
@@ -448,13 +459,13 @@ def parse_availability(value: Any) -> str | None:
     text = _text(value, ids=True)
     if not text:
         return None
-    name = re.sub(r"[^a-z]", "", re.split(r"[/:]", text)[-1].lower())  # ".../InStock", "schema:InStock"
+    name = re.sub(r"[^a-z]", "", re.split(r"[/:]", text.rstrip("/ "))[-1].lower())  # ".../InStock", "schema:InStock"
     known = {
         "instock": "InStock", "outofstock": "OutOfStock", "soldout": "SoldOut",
         "discontinued": "Discontinued", "preorder": "PreOrder", "presale": "PreSale",
         "backorder": "BackOrder", "limitedavailability": "LimitedAvailability",
         "onlineonly": "OnlineOnly", "instoreonly": "InStoreOnly", "available": "InStock",
-        "unavailable": "OutOfStock", "oos": "OutOfStock",
+        "unavailable": "OutOfStock", "notavailable": "OutOfStock", "notinstock": "OutOfStock", "oos": "OutOfStock",
     }
     return known.get(name)
 
@@ -522,8 +533,8 @@ def _walk(data: Any) -> Iterator[dict[str, Any]]:
 
 
 def _offer_fields(offers: Any) -> tuple[Decimal | None, str | None, str | None, str | None]:
-    """(price, currency, url, availability) of the first offer with a price (else the first); in
-    stock when any offer is (themes list one offer per size, the first of which may be sold out)."""
+    """(price, currency, url, availability) of the offer _first_offer_fields picks; in stock when
+    any offer is (themes list one offer per size, the first of which may be sold out)."""
     price, currency, url, availability = _first_offer_fields(offers)
     return price, currency, url, _in_stock_if_any(availability, _availabilities(offers))
 
@@ -555,9 +566,10 @@ def _price_specification(value: Any) -> dict:
 
 
 def _first_offer_fields(offers: Any) -> tuple[Decimal | None, str | None, str | None, str | None]:
-    """The first offer with a price above 0 (a 0.00 beside others is a theme's placeholder), else
-    the first with a price, else the first."""
-    first = free = None
+    """The first offer one can buy with a price above 0 (a sold-out size's price is not the
+    product's; a 0.00 beside others is a theme's placeholder), else the first with a price above
+    0, else the first with a price, else the first."""
+    candidates = []
     for offer in _as_list(offers):
         if not isinstance(offer, dict):
             continue
@@ -569,16 +581,15 @@ def _first_offer_fields(offers: Any) -> tuple[Decimal | None, str | None, str | 
             _text(offer.get("url"), ids=True),
             parse_availability(offer.get("availability")),
         )
-        nested = offer.get("offers")  # an AggregateOffer listing its offers
-        if fields[0] is None and nested is not None:
+        nested = offer.get("offers")  # an AggregateOffer listing its offers (its lowPrice may be a 0 placeholder)
+        if not fields[0] and nested is not None:
             price, currency, url, availability = _first_offer_fields(nested)
-            fields = (price, fields[1] or currency, fields[2] or url, fields[3] or availability) if price is not None else fields
-        if fields[0]:
-            return fields
-        if fields[0] is not None:
-            free = free or fields
-        first = first or fields
-    return free or first or (None, None, None, None)
+            if price is not None and (fields[0] is None or price > 0):
+                fields = (price, fields[1] or currency, fields[2] or url, fields[3] or availability)
+        candidates.append(fields)
+    ranked = ([f for f in candidates if f[0] and f[3] not in UNAVAILABLE], [f for f in candidates if f[0]],
+              [f for f in candidates if f[0] is not None], candidates)
+    return next((group[0] for group in ranked if group), (None, None, None, None))
 
 
 def _image_urls(value: Any, page_url: str) -> list[str]:
@@ -856,8 +867,11 @@ def shopify_products(data: Any, base_url: str, currency: str | None = None) -> l
             continue
         variants = [v for v in _as_list(item.get("variants")) if isinstance(v, dict)]
         options = {str(o.get("name", "")).lower(): o for o in _as_list(item.get("options")) if isinstance(o, dict)}
-        prices = [p for p in (parse_price(v.get("price")) for v in variants) if p is not None]
         available = [v.get("available") for v in variants if isinstance(v.get("available"), bool)]
+        priced = [(parse_price(v.get("price")), v.get("available") is not False) for v in variants]
+        # The cheapest variant one can buy, else the cheapest; a 0.00 beside others is a placeholder.
+        prices = next((group for group in ([p for p, buyable in priced if p and buyable], [p for p, _ in priced if p],
+                                           [p for p, _ in priced if p is not None]) if group), [])
         crumbs = [t for t in [_text(item.get("product_type"))] if t]
         products.append(
             ScrapedProduct(
