@@ -53,6 +53,7 @@ LOCAL_UPLOAD_PATH = "/local-uploads"
 SEARCH_PARAMETERS = ("category", "k", "min_price", "max_price", "currency", "shop", "garment", "box")
 # A search form has the photo (or an upload key) and the parameters above; many more parts is abuse.
 MAX_FORM_PARTS = 32
+NESTED_PART = re.compile(rb"(?im)^content-type:[ \t]*(multipart|message)/")
 STATUS_TITLES = {
     400: "Malformed request",
     404: "Not found",
@@ -112,9 +113,15 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, bytes | str]:
     package; the standard library's MIME parser reads them without it.
     """
     boundary = email.message_from_string(f"Content-Type: {content_type}\r\n\r\n").get_boundary()
-    # The MIME parser's time grows with the number of parts: count them before parsing.
-    if boundary and body.count(b"--" + boundary.encode("latin-1", errors="replace")) > MAX_FORM_PARTS + 1:
-        raise Problem(400, f"the multipart/form-data body has more than {MAX_FORM_PARTS} parts")
+    # The MIME parser's time grows with the number of parts: count them before parsing, and refuse
+    # a part that is itself multipart (or a message), whose own parts the parser would read uncounted.
+    if boundary:
+        delimiter = b"--" + boundary.encode("latin-1", errors="replace")
+        if body.count(delimiter) > MAX_FORM_PARTS + 1:
+            raise Problem(400, f"the multipart/form-data body has more than {MAX_FORM_PARTS} parts")
+        headers = re.compile(re.escape(delimiter) + rb"[^\n]*\n((?:[^\r\n][^\n]*\n)*)")
+        if any(NESTED_PART.search(match.group(1)) for match in headers.finditer(body)):
+            raise Problem(400, "a multipart/form-data part may not be nested multipart or a message: send each file as its own part")
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
         b"Content-Type: " + content_type.encode("latin-1", errors="replace") + b"\r\n\r\n" + body
     )

@@ -218,6 +218,11 @@ def giant_png_header() -> bytes:
         (b'{"image": "x", "k": ' + b"9" * 5000 + b"}", "application/json", "", 400, "not valid JSON"),
         (b"".join(b"--x\r\nContent-Disposition: form-data; name=f%d\r\n\r\n1\r\n" % i for i in range(1000)) + b"--x--\r\n",
          "multipart/form-data; boundary=x", "", 400, "more than 32 parts"),
+        # The MIME parser would read the parts of a part too, with no count on them.
+        (b"--x\r\nContent-Disposition: form-data; name=f\r\nContent-Type: multipart/mixed; boundary=y\r\n\r\n"
+         + b"--y\r\n\r\n\r\n" * 1000 + b"--y--\r\n--x--\r\n", "multipart/form-data; boundary=x", "", 400, "nested"),
+        (b"--x\r\nContent-Disposition: form-data; name=f\r\ncontent-type:Message/RFC822\r\n\r\nSubject: a\r\n\r\nb\r\n--x--\r\n",
+         "multipart/form-data; boundary=x", "", 400, "nested"),
     ],
 )
 def test_bad_requests_get_a_problem_a_person_understands(call, body, content_type, query, status, words):
