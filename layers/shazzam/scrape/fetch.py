@@ -119,10 +119,22 @@ _BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "
 _META_CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?([\w.-]+)", re.I)
 
 
+# IPv6 prefixes whose last 32 bits are an IPv4 address a gateway may forward to: NAT64 (RFC 6052,
+# RFC 8215) and the deprecated IPv4-compatible addresses.
+_IPV4_IN_LAST_32_BITS = tuple(ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96"))
+
+
 def is_public_address(address: str) -> bool:
+    """Global and not multicast; an IPv6 address that carries an IPv4 one (mapped, NAT64, 6to4,
+    Teredo, IPv4-compatible) only if that one is public too."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return is_public_address(str(ip.ipv4_mapped))
+        carried = [ip.sixtofour, *(ip.teredo or ())]
+        carried += [ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF) for net in _IPV4_IN_LAST_32_BITS if ip in net]
+        if any(v4 is not None and not is_public_address(str(v4)) for v4 in carried):
+            return False
     return ip.is_global and not ip.is_multicast
 
 
