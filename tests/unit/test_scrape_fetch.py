@@ -292,3 +292,34 @@ def test_headers_dripped_a_byte_at_a_time_are_cut_at_the_deadline():
         listener.close()
     assert error.value.kind == "timeout"
     assert time.monotonic() - started < FAST["total_timeout_s"] + 3
+
+
+def test_the_runs_deadline_bounds_a_chain_of_slow_redirects():
+    # Each hop had its own total timeout, so six redirects each dripped just under it ran six
+    # timeouts past the run's deadline (the scrape Lambda was killed before it reported).
+    class SlowRedirects(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == "/robots.txt":
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            time.sleep(0.4)  # well within each request's own timeout
+            self.send_response(302)
+            self.send_header("Location", f"/r{int(self.path[2:]) + 1}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowRedirects)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    fetcher = Fetcher(local=True, delay_s=0, **{**FAST, "retries": 0, "total_timeout_s": 1.0, "max_redirects": 5})
+    fetcher.deadline = time.monotonic() + 1.0
+    try:
+        with pytest.raises(FetchError) as error:
+            fetcher.get(f"http://127.0.0.1:{server.server_port}/r0")
+    finally:
+        server.shutdown()
+    assert error.value.kind == "timeout"  # not too-many-redirects, six requests later

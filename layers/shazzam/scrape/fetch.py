@@ -344,6 +344,7 @@ class Fetcher:
         """`robots_file`: robots.txt itself, which is not checked against itself and whose
         redirects are followed to any public host (RFC 9309, 2.3.1.2)."""
         for _hop in range(self.policy.max_redirects + 1):
+            self._check_run_deadline(url)
             self.check_url(url, any_host=robots_file)
             if not robots_file and not self._robots_for(url).can_fetch(url, self.robots_agent):
                 raise RobotsDisallowed(url)
@@ -365,6 +366,7 @@ class Fetcher:
         for attempt in range(policy.retries + 1):
             last = attempt == policy.retries
             gate.wait_turn(self._delay_for(url))
+            self._check_run_deadline(url)
             try:
                 with gate.slots:
                     result, location = self._get_once(url, etag, last_modified, accept)
@@ -389,6 +391,12 @@ class Fetcher:
             return result, location
         raise AssertionError("unreachable")
 
+    def _check_run_deadline(self, url: str) -> None:
+        # Each request has its own total timeout; the run's deadline bounds them all, a redirect
+        # chain's hops and a request's retries included (six slow hops took six timeouts).
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise FetchError(f"{url}: the run's time is up", kind="timeout")
+
     def _may_wait(self, seconds: float, url: str) -> None:
         if self.deadline is not None and time.monotonic() + seconds > self.deadline:
             raise FetchError(f"{url}: a retry in {seconds:.0f} s would pass the run's deadline", kind="rate-limited")
@@ -406,12 +414,15 @@ class Fetcher:
         if last_modified:
             headers["If-Modified-Since"] = last_modified
         target = urlunsplit(("", "", parts.path or "/", parts.query, ""))
-        deadline = time.monotonic() + policy.total_timeout_s
+        seconds = policy.total_timeout_s
+        if self.deadline is not None:
+            seconds = max(0.0, min(seconds, self.deadline - time.monotonic()))
+        deadline = time.monotonic() + seconds
         # The socket timeout bounds each read, not the request: a server dripping its status line
         # and headers a byte at a time held a pass for minutes. At the deadline (and a grace for the
         # body check below to speak first) the socket is shut, which ends any read in progress.
         cut = threading.Event()
-        watchdog = threading.Timer(policy.total_timeout_s + WATCHDOG_GRACE_S, _shut, args=(connection, cut))
+        watchdog = threading.Timer(seconds + WATCHDOG_GRACE_S, _shut, args=(connection, cut))
         watchdog.daemon = True
         watchdog.start()
         try:
@@ -425,7 +436,7 @@ class Fetcher:
                     raise FetchError(f"{url} is {response.getheader('Content-Type')!r}", kind="content-type")
                 answer = _Response.of(url, response, self._read_capped(response, url, deadline)), None
             if cut.is_set():  # what came before the cut may parse as a whole answer: it is not one
-                raise FetchError(f"{url}: no complete answer within {policy.total_timeout_s} s", kind="timeout")
+                raise FetchError(f"{url}: no complete answer within {seconds:.0f} s", kind="timeout")
             return answer
         except FetchError:
             raise
@@ -433,7 +444,7 @@ class Fetcher:
             raise FetchError(f"{url}: timed out ({error})", kind="timeout") from error
         except (http.client.HTTPException, OSError, ValueError) as error:
             if cut.is_set():  # the read ended because the deadline passed
-                raise FetchError(f"{url}: no complete answer within {policy.total_timeout_s} s", kind="timeout") from error
+                raise FetchError(f"{url}: no complete answer within {seconds:.0f} s", kind="timeout") from error
             raise FetchError(f"cannot fetch {url}: {error}", kind="network") from error
         finally:
             watchdog.cancel()
@@ -451,7 +462,7 @@ class Fetcher:
             if total > limit:
                 raise FetchError(f"body of {url} is over {limit} bytes", kind="too-large")
             if time.monotonic() > deadline:
-                raise FetchError(f"body of {url} still coming after {self.policy.total_timeout_s} s", kind="timeout")
+                raise FetchError(f"body of {url} still coming at its deadline", kind="timeout")
             chunks.append(chunk)
         return b"".join(chunks)
 
