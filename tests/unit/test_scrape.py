@@ -412,6 +412,21 @@ def _index(*locs: str) -> bytes:
     return f'<?xml version="1.0"?><sitemapindex {_NS}>{body}</sitemapindex>'.encode()
 
 
+def test_a_sitemap_is_read_as_a_stream_and_may_not_declare_entities() -> None:
+    from shazzam.scrape.crawl import SitemapError, parse_sitemap
+
+    plain = _urlset("https://shop.example/p/1?a=1&amp;b=2", "  https://shop.example/p/2\n")
+    assert parse_sitemap(plain, 1_000_000) == ("urlset", ["https://shop.example/p/1?a=1&b=2", "https://shop.example/p/2"])
+    assert parse_sitemap(b"<sitemapindex><sitemap><loc>/s.xml</loc><x><loc>/deep</loc></x></sitemap></sitemapindex>", 1000) == (
+        "sitemapindex", ["/s.xml"])  # a <loc> deeper than an entry's own is not one
+    # A few kilobytes of entities made a hundred times as many megabytes of <loc>.
+    laughs = ('<?xml version="1.0"?><!DOCTYPE urlset [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+              f"<urlset {_NS}><url><loc>https://shop.example/&b;</loc></url></urlset>").encode()
+    for refused in (laughs, b"<urlset><url><loc>x</url>", b""):
+        with pytest.raises(SitemapError):
+            parse_sitemap(refused, 1_000_000)
+
+
 def test_discover_follows_indexes_dedupes_and_stays_on_host(site: tuple[_Site, str]) -> None:
     state, base = site
     xml = "application/xml"

@@ -47,6 +47,16 @@ def test_parse_price_with_commas_and_symbols(text, expected):
     assert parse_price(text) == (Decimal(expected) if expected else None)
 
 
+def test_a_json_ld_block_too_large_for_a_product_is_skipped(monkeypatch):
+    from shazzam.scrape import extract
+
+    monkeypatch.setattr(extract, "MAX_JSON_LD_CHARS", 400)
+    product = {"@type": "Product", "name": "Dress", "image": "/d.jpg", "offers": {"price": "10"}}
+    block = lambda padding: f'<script type="application/ld+json">{json.dumps({**product, "description": padding})}</script>'
+    assert [p.title for p in extract_products(block("x" * 100), PAGE)] == ["Dress"]
+    assert extract_products(block("x" * 400), PAGE) == []
+
+
 def test_parse_availability():
     assert parse_availability("https://schema.org/InStock") == "InStock"
     assert parse_availability("http://schema.org/OutOfStock") == "OutOfStock"

@@ -501,8 +501,16 @@ def _local_name(tag: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+# A product's JSON-LD is kilobytes (a group of hundreds of variants, hundreds of kilobytes); a
+# block of 20 MB of empty objects took over a gigabyte to load and walk.
+MAX_JSON_LD_CHARS = 2_000_000
+
+
 def _loads_lenient(block: str) -> Any:
     """json.loads, then again after the usual breakage: comments, CDATA, trailing commas."""
+    if len(block) > MAX_JSON_LD_CHARS:
+        log.warning("skipping a JSON-LD block of %d characters (over %d)", len(block), MAX_JSON_LD_CHARS)
+        return None
     try:
         return json.loads(block, strict=False)
     except (ValueError, RecursionError):
