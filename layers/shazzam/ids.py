@@ -31,10 +31,17 @@ def image_id_of_detection(detection_id: str) -> str:
 
 
 # Object keys of the ingest flow: each stage's output is the next stage's trigger.
+MAX_ID_LENGTH = 40  # the id columns' width (a SHA-1 in hex)
+
+
 def image_id_of_name(name: str) -> str:
     """An image id for a file put into incoming/ by hand: its name, with what a key's stem cannot
-    hold (dots, slashes, spaces) turned into "_" ("street-1.jpg" -> "street-1_jpg")."""
-    return re.sub(r"[^A-Za-z0-9_-]", "_", name) or "_"
+    hold (dots, slashes, spaces) turned into "_" ("street-1.jpg" -> "street-1_jpg"); a longer one
+    than the id columns hold keeps its first 23 characters and a digest of the whole name."""
+    cleaned = re.sub(r"[^A-Za-z0-9_-]", "_", name) or "_"
+    if len(cleaned) <= MAX_ID_LENGTH:
+        return cleaned
+    return f"{cleaned[:23]}_{_digest('name', name)[:16]}"
 
 
 def incoming_key(image_id: str) -> str:

@@ -19,7 +19,7 @@ from shazzam import catalogue, ids, wiring
 from shazzam.app import App
 from shazzam.images import Box, ImageError, encode_png, get_subsection_of_image, load_image, standardise_img
 from shazzam.index import StaleShard, compact, encode_vector, publish
-from shazzam.storage import ObjectNotFound, delete_if_unchanged
+from shazzam.storage import ObjectNotFound, delete_if_unchanged, validate_key
 from shazzam.taxonomy import DETECTOR_CLASS_OF, SEARCHABLE, category_within
 
 log = logging.getLogger(__name__)
@@ -108,12 +108,17 @@ def detect(app: App, key: str) -> StageResult:
     catalogue has no category for (bag, eyewear, belt) are recorded but not embedded."""
     image_id = ids.key_stem(key)
     try:
+        validate_key(key)
+    except ValueError:  # the console's "Create folder" puts incoming/<name>/; a retry would fail alike
+        return StageResult(key, "skipped", "not a photo's key (a folder, or an empty or dot path segment)")
+    try:
         data, etag = app.store.get_with_etag(key)
     except ObjectNotFound:
         return StageResult(key, "skipped", "object no longer exists")
-    if key != ids.incoming_key(image_id):
-        # A name with a dot or a folder ("incoming/street-1.jpg"): the later stages find a photo by
-        # its id alone, so it moves to incoming/<an id made of its name>, whose own event detects it.
+    if key != ids.incoming_key(image_id) or len(image_id) > ids.MAX_ID_LENGTH:
+        # A name with a dot or a folder ("incoming/street-1.jpg"), or longer than an id: the later
+        # stages find a photo by its id alone, so it moves to incoming/<an id made of its name>,
+        # whose own event detects it.
         moved = ids.incoming_key(ids.image_id_of_name(key[len("incoming/"):]))
         app.store.put(moved, data)
         delete_if_unchanged(app.store, key, etag)

@@ -106,6 +106,22 @@ def test_a_photo_put_into_incoming_under_a_file_name_is_searchable(runtime, whol
     assert [info.key for info in runtime.store.list("incoming/")] == []  # moved, then consumed
 
 
+def test_a_photo_named_longer_than_an_id_is_searchable_under_a_short_id(runtime, whole_image):
+    # images.id is 40 characters wide: MySQL refused the name's id, SQLite kept it whole.
+    for name in ("summer-collection-2024-look-12-front-view.jpg", "summer-collection-2024-look-12-front-view-no-dot"):
+        runtime.store.put(f"incoming/{name}", IMAGE)
+    runtime.drain()
+    image_ids = sorted(row["id"] for row in runtime.db.run_query("SELECT id FROM images"))
+    assert len(image_ids) == 2 and all(len(image_id) <= ids.MAX_ID_LENGTH for image_id in image_ids)
+    assert image_ids[0].startswith("summer-collection-2024-")
+
+
+def test_a_folder_in_incoming_is_skipped_not_failed(runtime):
+    # The S3 console's "Create folder" puts incoming/summer/: its event must not fail and be retried.
+    for key in ("incoming/summer-2024/", "incoming/a//b.jpg", "incoming/./x.jpg"):
+        assert pipeline.detect(runtime.app, key).status == "skipped"
+
+
 def test_a_vector_of_a_model_the_index_does_not_hold_is_embedded_again(runtime, monkeypatch):
     """A rollout's window: the embed function runs the new model, the index function still the old."""
     new = runtime.app.garment_model.name
