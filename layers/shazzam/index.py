@@ -348,7 +348,9 @@ def publish(
         shard = Shard(category, ids, codes, model=model, low_bits=low_bits, step=step or QUANT_STEP)
         version = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         key = f"index/{category}/{version}.h5"
-        store.put(key, encode_shard(shard), if_none_match=True)
+        # Unconditional: the key is new (time and a random part), and a put-if-absent failed its own
+        # condition when the SDK re-sent it after a lost reply.
+        store.put(key, encode_shard(shard))
         entry = {"key": key, "version": version, "count": len(ids), "model": model}
         manifest["shards"][category] = entry
         manifest["updated_at"] = datetime.now(timezone.utc).isoformat()

@@ -411,15 +411,17 @@ def test_publish_reads_again_when_the_shard_it_read_is_collected_meanwhile(store
 
 
 class LostReplyStore(LocalFolderStore):
-    """The manifest write succeeds but its reply is lost; the SDK's retry then fails its condition."""
+    """A write succeeds but its reply is lost; the SDK sends it again, as S3's client does, and a
+    conditional write's retry then fails its condition against the object the first one made."""
 
     lose_next_reply = False
+    lose_reply_of = MANIFEST_KEY  # the key's prefix
 
     def put(self, key, data, **kwargs):
         etag = super().put(key, data, **kwargs)
-        if key == MANIFEST_KEY and self.lose_next_reply:
+        if key.startswith(self.lose_reply_of) and self.lose_next_reply:
             self.lose_next_reply = False
-            raise PreconditionFailed(f"{key}: 412 on the retry of a write that succeeded")
+            return self.put(key, data, **kwargs)
         return etag
 
 
@@ -434,6 +436,14 @@ def test_a_manifest_write_whose_reply_was_lost_keeps_its_shard(tmp_path, first_p
     assert live_shard(store, "top").ids == (["t1", "t2"] if first_publish else ["t2"])
     assert ShardReader(store).shard("top").ids == live_shard(store, "top").ids
     assert publish(store, "top", add=vectors(["t3"], seed=2))["count"] == (3 if first_publish else 2)
+
+
+def test_a_shard_write_whose_reply_was_lost_is_published(tmp_path):
+    store = LostReplyStore(tmp_path / "objects")
+    publish(store, "top", add=vectors(["t1"]))
+    store.lose_next_reply, store.lose_reply_of = True, "index/top/"
+    entry = publish(store, "top", add=vectors(["t2"], seed=1))
+    assert read_manifest(store)[0]["shards"]["top"] == entry and live_shard(store, "top").ids == ["t1", "t2"]
 
 
 # -- races ---------------------------------------------------------------------------------
