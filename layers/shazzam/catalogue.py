@@ -319,14 +319,16 @@ def image_with_content(db: Database, content_sha256: str, other_than: str) -> st
         ).scalar()
 
 
-def image_hashes(db: Database) -> dict[str, str]:
-    """image id -> dHash of every live stored (not duplicate, not failed) image."""
+def image_hashes(db: Database) -> dict[str, tuple[str, str]]:
+    """image id -> (dHash, colour grid) of every live stored (not duplicate, not failed) image; one
+    stored before colour grids were kept has none, and is no near-duplicate's original."""
     with db.transaction() as connection:
         rows = connection.execute(
-            sa.select(images.c.id, images.c.phash).where(images.c.phash.is_not(None), images.c.duplicate_of.is_(None),
-                                                         images.c.status != "failed", images.c.is_dead.is_(False))
+            sa.select(images.c.id, images.c.phash, images.c.colour_grid)
+            .where(images.c.phash.is_not(None), images.c.colour_grid.is_not(None), images.c.duplicate_of.is_(None),
+                   images.c.status != "failed", images.c.is_dead.is_(False))
         )
-        return {row.id: row.phash for row in rows}
+        return {row.id: (row.phash, row.colour_grid) for row in rows}
 
 
 def get_image(db: Database, image_id: str) -> dict | None:

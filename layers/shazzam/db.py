@@ -84,6 +84,8 @@ images = sa.Table(
     # v2: a 256-bit dHash (hex), and the image this one duplicates (then it has no detections).
     sa.Column("phash", sa.String(64)),
     sa.Column("duplicate_of", sa.String(40)),
+    # v5: a 4x4 grid of mean colours (hex), which a near-duplicate must share as well as its dHash.
+    sa.Column("colour_grid", sa.String(96)),
 )
 
 detections = sa.Table(
@@ -198,6 +200,10 @@ def _detection_models(connection: sa.Connection) -> None:
     _add_missing_columns(connection, {"detections": (("embedded_by", "VARCHAR(64)"),)})
 
 
+def _image_colours(connection: sa.Connection) -> None:
+    _add_missing_columns(connection, {"images": (("colour_grid", "VARCHAR(96)"),)})
+
+
 def _page_visits(connection: sa.Connection) -> None:
     _add_missing_columns(connection, {"http_cache": (("checked_at", "DATETIME"),), "products": (("checked_at", "DATETIME"),),
                                       "shops": (("attempted_at", "DATETIME"),)})
@@ -209,6 +215,7 @@ MIGRATIONS: Sequence[tuple[int, str, Any]] = (
     (2, "scrape sources, product freshness and death, image dedup, HTTP cache", _scrape_sources_and_freshness),
     (3, "which model embedded each detection", _detection_models),
     (4, "when each page, product and shop was last visited", _page_visits),
+    (5, "the colours of each image, for near-duplicates", _image_colours),
 )
 
 

@@ -78,7 +78,7 @@ def test_open_migrates_once(db_url):
 
 def test_migrate_on_a_fresh_database_applies_every_version(db_url):
     database = Database(db_url, migrate=False).open_connection()
-    assert migrate(database.engine) == [1, 2, 3, 4]
+    assert migrate(database.engine) == [1, 2, 3, 4, 5]
     assert migrate(database.engine) == []
     database.close()
 

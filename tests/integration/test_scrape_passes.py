@@ -12,7 +12,7 @@ from shazzam.local.runtime import LocalRuntime
 from shazzam.local.sample_shop import SampleShop
 from shazzam.scrape import ShopSource
 from shazzam.scrape import crawl as crawl_module
-from tests.support.quirky_shop import QuirkyShop
+from tests.support.quirky_shop import QuirkyShop, jpeg
 
 FAST = {"timeout_s": 1.0, "total_timeout_s": 0.3, "retries": 1, "backoff_s": 0.01, "max_bytes": 2_000_000, "max_retry_after_s": 5}
 
@@ -300,7 +300,8 @@ def test_later_migrations_upgrade_a_version_1_database(db_url):
     old = sa.MetaData()
     for name in ("shops", "products", "images", "detections"):
         table = metadata.tables[name]
-        later = {"detections": {"embedded_by"}, "products": {"checked_at"}, "shops": {"attempted_at"}}.get(name, set())  # versions 3 and 4
+        later = {"detections": {"embedded_by"}, "products": {"checked_at"}, "shops": {"attempted_at"},  # versions 3 to 5
+                 "images": {"colour_grid"}}.get(name, set())
         added = {column for column, _ in _V2_COLUMNS.get(name, ())} | later
         columns = [sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable) for c in table.columns if c.name not in added]
         sa.Table(name, old, *columns)
@@ -312,8 +313,9 @@ def test_later_migrations_upgrade_a_version_1_database(db_url):
         connection.execute(sa.text("INSERT INTO shops (id, base_url, name, active, created_at) VALUES ('t', 'http://127.0.0.1:8765/', 'y', 1, '2026-01-01 00:00:00')"))
     engine.dispose()
     database = Database(db_url, migrate=False).open_connection()
-    assert migrate(database.engine) == [2, 3, 4]
+    assert migrate(database.engine) == [2, 3, 4, 5]
     assert "embedded_by" in {column["name"] for column in sa.inspect(database.engine).get_columns("detections")}
+    assert "colour_grid" in {column["name"] for column in sa.inspect(database.engine).get_columns("images")}
     columns = {column["name"] for column in sa.inspect(database.engine).get_columns("products")}
     assert {"availability", "dead_reason", "dead_at", "fingerprint", "checked_at"} <= columns
     local, public = catalogue.active_shops(database)  # ordered by base URL: http://127... first
@@ -551,3 +553,26 @@ def test_due_shops_take_turns_so_one_too_large_for_a_pass_starves_none(runtime, 
             assert report["shops"] == 1 and report["shops_left"] == 1
             reached.append({row["id"] for row in catalogue.active_shops(runtime.db) if row["attempted_at"]})
         assert len(reached[0]) == 1 and len(reached[1]) == 2  # the second pass began with the other shop
+
+
+def tee(colour: tuple[int, int, int]):
+    """A product shot of a tee on white, as a shop shoots each colour of it."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (128, 128), "white")
+    draw = ImageDraw.Draw(image)
+    draw.polygon([(40, 20), (88, 20), (112, 44), (96, 56), (92, 110), (36, 110), (32, 56), (16, 44)], fill=colour)
+    return image
+
+
+def test_colour_variants_are_two_pictures_and_a_resized_copy_is_one(runtime, shop):
+    # The dHash sees grey levels only: the navy tee's picture was taken for a copy of the red one's,
+    # and the navy tee was never searchable.
+    shop.images |= {"red.jpg": jpeg(tee((200, 30, 30))), "navy.jpg": jpeg(tee((20, 30, 90))),
+                    "red-small.jpg": jpeg(tee((200, 30, 30)).resize((90, 90)), quality=70)}
+    shop.replaced_images |= {"final": ["/images/red.jpg"], "slow": ["/images/navy.jpg"], "flaky": ["/images/red-small.jpg"]}
+    register(runtime, shop)
+    pipeline.scrape(runtime.app)
+    red, navy, small = (image(runtime, shop, name) for name in ("red.jpg", "navy.jpg", "red-small.jpg"))
+    assert red["duplicate_of"] is None and navy["duplicate_of"] is None and red["status"] == navy["status"] == "new"
+    assert small["duplicate_of"] == red["id"]

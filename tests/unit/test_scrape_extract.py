@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from shazzam.scrape import ShopSource, extract_products, load_sources, shopify_products
-from shazzam.scrape.dedup import NEAR_DUPLICATE_BITS, dhash, hamming, image_format
+from shazzam.scrape.dedup import NEAR_DUPLICATE_BITS, colour_grid, dhash, hamming, image_format, same_colours
 from shazzam.scrape.extract import best_srcset_candidate, parse_availability, parse_price
 from tests.support.quirky_shop import jpeg, picture
 
@@ -303,6 +303,8 @@ def test_dhash_sees_resized_copies_and_sniffs_formats():
     other = jpeg(picture(8, 128))
     assert hamming(dhash(original), dhash(resized)) <= NEAR_DUPLICATE_BITS < hamming(dhash(original), dhash(other))
     assert dhash(b"<html>") is None
+    assert same_colours(colour_grid(original), colour_grid(resized)) and not same_colours(colour_grid(original), colour_grid(other))
+    assert colour_grid(b"<html>") is None and len(colour_grid(original)) == 96
     png = io.BytesIO()
     Image.new("RGB", (4, 4)).save(png, "PNG")
     assert (image_format(original), image_format(png.getvalue()), image_format(b"<html></html>")) == ("jpeg", "png", None)

@@ -33,7 +33,7 @@ import sqlalchemy as sa
 
 from shazzam import catalogue, ids
 from shazzam.scrape.crawl import CachedPage, Crawl, PageOutcome
-from shazzam.scrape.dedup import NEAR_DUPLICATE_BITS, dhash, hamming, image_format
+from shazzam.scrape.dedup import NEAR_DUPLICATE_BITS, colour_grid, dhash, hamming, image_format, same_colours
 from shazzam.scrape.extract import MAX_URL_LENGTH, ScrapedProduct
 from shazzam.scrape.fetch import FetchError, Fetcher
 from shazzam.scrape.sources import ShopSource, canonical_shop_url
@@ -86,11 +86,12 @@ def _cached(rows: dict[str, dict]) -> dict[str, CachedPage]:
 class SourcePass:
     """One scrape (or revalidation) of one source, writing to the catalogue and the store."""
 
-    def __init__(self, app, shop_id: str, source: ShopSource, fetcher: Fetcher, summary: Summary, hashes: dict[str, str]) -> None:
+    def __init__(self, app, shop_id: str, source: ShopSource, fetcher: Fetcher, summary: Summary,
+                 hashes: dict[str, tuple[str, str]]) -> None:
         self.app, self.db, self.shop_id, self.source = app, app.db, shop_id, source
         self.fetcher = fetcher
         self.summary = summary
-        self.hashes = hashes  # image id -> dHash of every stored image, shared by the sources
+        self.hashes = hashes  # image id -> (dHash, colour grid) of every stored image, shared by the sources
         self.cache = catalogue.page_cache(self.db, shop_id)
         self.cached_pages = _cached(self.cache)
         self.known = catalogue.products_of_shop(self.db, shop_id)  # by product URL
@@ -280,25 +281,29 @@ class SourcePass:
             catalogue.link_image(self.db, product_id, shown, position)
             counts["images_unchanged"] += 1
             return
-        phash = dhash(result.body)
-        original = catalogue.image_with_content(self.db, digest, other_than=image_id) or self._near_duplicate(image_id, phash)
+        phash, colours = dhash(result.body), colour_grid(result.body)
+        original = catalogue.image_with_content(self.db, digest, other_than=image_id) or self._near_duplicate(image_id, phash, colours)
         if original is not None:
-            catalogue.update_image(self.db, image_id, content_sha256=digest, phash=phash, duplicate_of=original, status="duplicate", error=None)
+            catalogue.update_image(self.db, image_id, content_sha256=digest, phash=phash, colour_grid=colours, duplicate_of=original,
+                                   status="duplicate", error=None)
             catalogue.link_image(self.db, product_id, original, position)
             counts["images_duplicate"] += 1
             return
-        catalogue.update_image(self.db, image_id, content_sha256=digest, phash=phash, duplicate_of=None, status="new", error=None, is_dead=False)
+        catalogue.update_image(self.db, image_id, content_sha256=digest, phash=phash, colour_grid=colours, duplicate_of=None, status="new",
+                               error=None, is_dead=False)
         catalogue.link_image(self.db, product_id, image_id, position)
-        if phash:
-            self.hashes[image_id] = phash
+        if phash and colours:
+            self.hashes[image_id] = (phash, colours)
         self.app.store.put(ids.incoming_key(image_id), result.body, content_type=result.content_type or "application/octet-stream")
         counts["images_uploaded"] += 1
 
-    def _near_duplicate(self, image_id: str, phash: str | None) -> str | None:
-        if phash is None:
+    def _near_duplicate(self, image_id: str, phash: str | None, colours: str | None) -> str | None:
+        """A stored image this one is a re-encoded or resized copy of: alike in grey levels (dHash)
+        and in colour (the same shot of a red and a navy tee is two products' pictures)."""
+        if phash is None or colours is None:
             return None
-        for other, other_hash in self.hashes.items():
-            if other != image_id and hamming(phash, other_hash) <= NEAR_DUPLICATE_BITS:
+        for other, (other_hash, other_colours) in self.hashes.items():
+            if other != image_id and hamming(phash, other_hash) <= NEAR_DUPLICATE_BITS and same_colours(colours, other_colours):
                 return other
         return None
 
