@@ -303,6 +303,18 @@ def live_copies_of(db: Database, image_id: str) -> list[dict]:
         return [dict(row) for row in rows.mappings()]
 
 
+def live_products_linked_to(db: Database, image_id: str) -> list[dict]:
+    """The live products linked to an image (showing it or a copy of it): id, shop_id, url, page_url."""
+    with db.transaction() as connection:
+        rows = connection.execute(
+            sa.select(products.c.id, products.c.shop_id, products.c.url, products.c.page_url)
+            .join(product_images, product_images.c.product_id == products.c.id)
+            .where(product_images.c.image_id == image_id, products.c.is_dead.is_(False))
+            .order_by(products.c.id)
+        )
+        return [dict(row) for row in rows.mappings()]
+
+
 def unlink_image(db: Database, product_id: str, image_id: str) -> None:
     with db.transaction() as connection:
         connection.execute(sa.delete(product_images).where(product_images.c.product_id == product_id, product_images.c.image_id == image_id))
@@ -603,8 +615,22 @@ def _item_columns() -> tuple:
     )
 
 
-def items_for_detections(db: Database, detection_ids: Sequence[str], filters=None) -> dict[str, dict]:
-    """The live catalogue item behind each detection id: product, price, shop, picture.
+def _shown_at(product_id, image_id):
+    """The address a product shows a linked picture at: its own copy's (a duplicate is linked to its
+    original), else the picture's own."""
+    own = images.alias("own")
+    own_copy = (
+        sa.select(sa.func.min(own.c.src_link))
+        .where(own.c.product_id == product_id, own.c.duplicate_of == image_id, own.c.is_dead.is_(False))
+        .scalar_subquery()
+    )
+    return sa.func.coalesce(own_copy, images.c.src_link)
+
+
+def items_for_detections(db: Database, detection_ids: Sequence[str], filters=None) -> dict[str, list[dict]]:
+    """The live catalogue items behind each detection id: product, price, shop, picture. A picture
+    is every product's that shows it (a product shot two shops sell, a picture a shop's products
+    share), not its first product's only.
 
     `filters` (a pipeline.SearchFilters) keeps only items within its price range, currency and shop
     (by name or id); an item without a price never passes a price limit.
@@ -621,20 +647,26 @@ def items_for_detections(db: Database, detection_ids: Sequence[str], filters=Non
             conditions.append(products.c.currency == filters.currency)
         if filters.shop is not None:
             conditions.append(products.c.shop_id.in_(shop_ids(db, filters.shop)))
-    statement = (
-        sa.select(detections.c.id.label("detection_id"), *_item_columns(), images.c.src_link.label("image_url"))
+    columns = (detections.c.id.label("detection_id"), *_item_columns(), _shown_at(products.c.id, images.c.id).label("image_url"))
+    # The picture's own product (a database from before links, schema version 2, has no link for
+    # it), and every product linked to it: two indexed joins rather than one with an OR.
+    owner = sa.select(*columns).join(images, detections.c.image_id == images.c.id).join(products, images.c.product_id == products.c.id)
+    linked = (
+        sa.select(*columns)
         .join(images, detections.c.image_id == images.c.id)
-        .join(products, images.c.product_id == products.c.id)
-        .join(shops, products.c.shop_id == shops.c.id)
-        .where(*conditions)
+        .join(product_images, product_images.c.image_id == images.c.id)
+        .join(products, product_images.c.product_id == products.c.id)
     )
-    found = {}
+    found: dict[str, dict[str, dict]] = {}
     detection_ids = list(detection_ids)
     with db.transaction() as connection:
         for start in range(0, len(detection_ids), IN_LIST_SIZE):  # bound parameters per statement
-            rows = connection.execute(statement.where(detections.c.id.in_(detection_ids[start : start + IN_LIST_SIZE])))
-            found.update((row["detection_id"], dict(row)) for row in rows.mappings())
-    return found
+            chunk = detections.c.id.in_(detection_ids[start : start + IN_LIST_SIZE])
+            for statement in (owner, linked):
+                rows = connection.execute(statement.join(shops, products.c.shop_id == shops.c.id).where(chunk, *conditions))
+                for row in rows.mappings():
+                    found.setdefault(row["detection_id"], {}).setdefault(row["product_id"], dict(row))
+    return {detection_id: [items[key] for key in sorted(items)] for detection_id, items in found.items()}
 
 
 def get_item(db: Database, product_id: str) -> dict | None:
@@ -656,10 +688,18 @@ def get_item(db: Database, product_id: str) -> dict | None:
         )
         if row is None:
             return None
-        image_urls = connection.execute(
+        # Its own pictures, then those it shares with other products (linked, at its own addresses
+        # where it has copies of them).
+        owned = connection.execute(
             sa.select(images.c.src_link).where(images.c.product_id == product_id, images.c.is_dead.is_(False)).order_by(images.c.id)
         ).scalars()
-        return {**dict(row), "image_urls": list(image_urls)}
+        linked = connection.execute(
+            sa.select(_shown_at(product_id, images.c.id))
+            .join(product_images, product_images.c.image_id == images.c.id)
+            .where(product_images.c.product_id == product_id, images.c.is_dead.is_(False))
+            .order_by(product_images.c.position, images.c.id)
+        ).scalars()
+        return {**dict(row), "image_urls": list(dict.fromkeys([*owned, *linked]))}
 
 
 def shop_ids(db: Database, name_or_id: str) -> list[str]:

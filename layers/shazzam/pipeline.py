@@ -484,10 +484,10 @@ def nearest_items(app: App, category: str, embedding, k: int, filters: SearchFil
         items = catalogue.items_for_detections(app.db, [detection_id for detection_id, _ in hits], filters)
         results, shown = [], set()
         for detection_id, distance in hits:
-            item = items.get(detection_id)
-            if item is not None and item["product_id"] not in shown:
-                shown.add(item["product_id"])
-                results.append(_result(item, distance))
+            for item in items.get(detection_id, ()):
+                if item["product_id"] not in shown:
+                    shown.add(item["product_id"])
+                    results.append(_result(item, distance))
         if len(results) >= k or len(hits) < wanted or wanted >= MAX_CANDIDATES:
             return results[:k]
         wanted = min(wanted * 4, MAX_CANDIDATES)

@@ -398,7 +398,7 @@ def test_items_for_detections_excludes_dead_products(db, image_with_detections):
     d0, d1, _ = (ids.detection_id(image_id, i) for i in range(3))
     items = catalogue.items_for_detections(db, [d0, d1, "unknown"])
     assert set(items) == {d0, d1}
-    item = items[d0]
+    (item,) = items[d0]
     assert item["product_id"] == product_id
     assert item["title"] == "Red dress"
     assert Decimal(str(item["price"])) == Decimal("19.99")
@@ -408,6 +408,26 @@ def test_items_for_detections_excludes_dead_products(db, image_with_detections):
 
     catalogue.mark_product_dead(db, product_id)
     assert catalogue.items_for_detections(db, [d0, d1]) == {}
+
+
+def test_a_picture_two_shops_sell_is_each_shops_item(db, image_with_detections):
+    # Search followed a picture to its first product only: the other shop's, linked to the same
+    # picture, was never a result, not even filtered to its own shop or price.
+    from shazzam.pipeline import SearchFilters
+
+    _, first, image_id = image_with_detections
+    d0 = ids.detection_id(image_id, 0)
+    other_shop = catalogue.add_shop(db, "https://other.example", "Other")
+    second = catalogue.save_product(db, other_shop, product(url="https://other.example/p/1", price="9.00"))
+    copy_id = ids.image_id("https://other.example/1.jpg")  # its own address of the same picture
+    catalogue.save_image(db, copy_id, "https://other.example/1.jpg", second)
+    catalogue.update_image(db, copy_id, duplicate_of=image_id, status="duplicate")
+    catalogue.link_image(db, second, image_id, 0)
+    both = catalogue.items_for_detections(db, [d0])[d0]
+    assert sorted(item["product_id"] for item in both) == sorted([first, second])
+    (cheap,) = catalogue.items_for_detections(db, [d0], SearchFilters(max_price=Decimal("10")))[d0]
+    assert cheap["product_id"] == second and cheap["image_url"] == "https://other.example/1.jpg"  # at its own address
+    assert catalogue.get_item(db, second)["image_urls"] == ["https://other.example/1.jpg"]
 
 
 def test_counts(db, image_with_detections):

@@ -437,6 +437,26 @@ def test_when_an_original_picture_is_gone_its_copies_stand_in(runtime, shop):
         assert catalogue.get_item(runtime.db, product(runtime, shop, slug)["id"])["image_urls"] == [shop.url(f"images/{shown}")]
 
 
+def test_when_an_original_picture_is_gone_its_copy_in_another_shop_stands_in(runtime, shop):
+    # Each shop's pass kept its own list of stored pictures, and the other shop's still held the gone
+    # original: its copy was filed as a copy of it again, and unlinked, leaving its product no picture.
+    with QuirkyShop(endless_s=2) as other:
+        register(runtime, shop)
+        catalogue.save_source(runtime.db, ShopSource(base_url=other.base_url, name="other", local=True, delay_s=0, fetch=FAST))
+        pipeline.scrape(runtime.app, force=True)
+        original = catalogue.get_image(runtime.db, ids.image_id(shop.url("images/final.jpg")))
+        copy_id = ids.image_id(other.url("images/final.jpg"))  # the same bytes: the same seed
+        assert catalogue.get_image(runtime.db, copy_id)["duplicate_of"] == original["id"] or original["duplicate_of"] == copy_id
+        gone_shop, standing_in = (shop, other) if original["duplicate_of"] is None else (other, shop)
+        del gone_shop.images["final.jpg"]
+        pipeline.revalidate(runtime.app)
+        stand_in = catalogue.get_image(runtime.db, ids.image_id(standing_in.url("images/final.jpg")))
+        assert stand_in["duplicate_of"] is None and stand_in["status"] == "new"
+        shown = catalogue.get_item(runtime.db, catalogue.products_of_shop(runtime.db, ids.shop_id(standing_in.base_url))[
+            standing_in.url("products/final.html")]["id"])["image_urls"]
+        assert shown == [standing_in.url("images/final.jpg")]
+
+
 def test_a_copy_whose_address_shows_another_picture_is_stored_as_its_own(runtime, shop):
     from tests.support.quirky_shop import jpeg, picture
 

@@ -440,11 +440,14 @@ def revalidate_products(app, summary: Summary, budget_s: float | None = None) ->
     shops = catalogue.shops_by_id(app.db)
     passes: dict[str, SourcePass] = {}
     visited: set[str] = set()
+    # One list of stored pictures for every shop's pass: a picture found gone leaves it for all, or
+    # another shop's copy of it, ingested in its stead, would be taken for a copy of it again.
+    hashes = catalogue.image_hashes(app.db)
 
     def source_pass(shop_id: str) -> SourcePass:
         if shop_id not in passes:
             source = catalogue.source_of_shop(shops[shop_id])
-            passes[shop_id] = SourcePass(app, shop_id, source, base.with_policy(source.policy()), summary, catalogue.image_hashes(app.db))
+            passes[shop_id] = SourcePass(app, shop_id, source, base.with_policy(source.policy()), summary, hashes)
         return passes[shop_id]
 
     for product in catalogue.products_to_revalidate(app.db):
@@ -498,6 +501,16 @@ def revalidate_products(app, summary: Summary, budget_s: float | None = None) ->
             for copy in catalogue.live_copies_of(app.db, image["id"]):
                 source_pass(copy["shop_id"]).image(copy["product_id"], copy["src_link"], copy["position"], refetch=True)
                 catalogue.unlink_image(app.db, copy["product_id"], image["id"])
+            # Another product showing one of those copies (its address owned by the product above),
+            # or the gone address itself, is still linked to the gone picture: its page, read again
+            # as new, links it to what it shows now.
+            for linked in catalogue.live_products_linked_to(app.db, image["id"]):
+                if time.monotonic() >= images_until:
+                    break
+                visit = source_pass(linked["shop_id"])
+                if known := visit.known.get(linked["url"]):
+                    known["fingerprint"] = None
+                visit.page(visit.crawl(None, conditional=False).visit(linked["page_url"] or linked["url"]))
         elif result.status == 200 and not result.not_modified and hashlib.sha256(result.body).hexdigest() != image["content_sha256"]:
             # The shop replaced the picture behind the same address: ingested again, as a changed
             # page's pictures are (fetched once more there: a rare event).
