@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from datetime import datetime
 from decimal import Decimal
 from typing import Iterable, Sequence
 
@@ -521,15 +522,46 @@ def _images_of(connection: sa.Connection, product_id: str) -> list[str]:
     return sorted({row[0] for row in connection.execute(sa.union(linked, owned))})
 
 
-def _live_owner(connection: sa.Connection, image_id: str) -> str | None:
-    """A live product that shows the image, if any."""
-    return connection.execute(
+def _hand_over(connection: sa.Connection, image_id: str, product_id: str, shop_id: str, now: datetime) -> None:
+    """An image its product no longer shows passes to another live product of the same shop that
+    shows it (its address is that shop's: checked under that shop's policy). Failing one, it dies,
+    and each copy of it under another address (another shop's) goes back to never fetched, its
+    product unlinked from the original: the next pass over that product fetches it as a picture of
+    its own. Handed to another shop's product, the picture was checked under a policy that does not
+    reach its host, and shown at the first shop's address."""
+    current = connection.execute(
+        sa.select(images.c.product_id, products.c.is_dead).outerjoin(products, images.c.product_id == products.c.id).where(images.c.id == image_id)
+    ).first()
+    if current is not None and current.product_id != product_id and current.is_dead is not None and not current.is_dead:
+        return  # another live product's picture (this one showed it too): it stays theirs
+    owner = connection.execute(
         sa.select(products.c.id)
         .join(product_images, product_images.c.product_id == products.c.id)
-        .where(product_images.c.image_id == image_id, products.c.is_dead.is_(False))
+        .where(product_images.c.image_id == image_id, products.c.is_dead.is_(False), products.c.shop_id == shop_id)
         .order_by(products.c.id)
         .limit(1)
     ).scalar()
+    if owner:
+        connection.execute(sa.update(images).where(images.c.id == image_id).values(updated_at=now, product_id=owner))
+        return
+    connection.execute(sa.update(images).where(images.c.id == image_id).values(updated_at=now, is_dead=True))
+    copies = connection.execute(sa.select(images.c.id, images.c.product_id).where(images.c.duplicate_of == image_id)).all()
+    for copy_id, copy_product in copies:
+        connection.execute(sa.update(images).where(images.c.id == copy_id).values(
+            updated_at=now, status="new", content_sha256=None, phash=None, colour_grid=None, duplicate_of=None))
+        connection.execute(sa.delete(product_images).where(product_images.c.product_id == copy_product, product_images.c.image_id == image_id))
+    # A live product still linked shows a copy whose address another product owns (or the gone
+    # address itself): its page is read again as new (validators, digest and fingerprint
+    # forgotten), which links it to what it shows.
+    for linked in connection.execute(
+        sa.select(products.c.id, products.c.url, products.c.page_url)
+        .join(product_images, product_images.c.product_id == products.c.id)
+        .where(product_images.c.image_id == image_id, products.c.is_dead.is_(False))
+    ).all():
+        connection.execute(sa.delete(product_images).where(product_images.c.product_id == linked.id, product_images.c.image_id == image_id))
+        connection.execute(sa.update(products).where(products.c.id == linked.id).values(fingerprint=None))
+        connection.execute(sa.update(http_cache).where(http_cache.c.id == _url_key(linked.page_url or linked.url))
+                           .values(etag=None, last_modified=None, content_sha256=None))
 
 
 def mark_product_dead(db: Database, product_id: str, reason: str = "gone") -> None:
@@ -537,10 +569,9 @@ def mark_product_dead(db: Database, product_id: str, reason: str = "gone") -> No
     now = utcnow()
     with db.transaction() as connection:
         connection.execute(sa.update(products).where(products.c.id == product_id).values(is_dead=True, dead_reason=reason[:32], dead_at=now))
+        shop_id = connection.execute(sa.select(products.c.shop_id).where(products.c.id == product_id)).scalar()
         for image_id in _images_of(connection, product_id):
-            owner = _live_owner(connection, image_id)
-            values = {"product_id": owner} if owner else {"is_dead": True}
-            connection.execute(sa.update(images).where(images.c.id == image_id).values(updated_at=now, **values))
+            _hand_over(connection, image_id, product_id, shop_id, now)
 
 
 def drop_images_not_shown(db: Database, product_id: str, shown: set[str]) -> list[str]:
@@ -549,13 +580,12 @@ def drop_images_not_shown(db: Database, product_id: str, shown: set[str]) -> lis
     now = utcnow()
     dropped = []
     with db.transaction() as connection:
+        shop_id = connection.execute(sa.select(products.c.shop_id).where(products.c.id == product_id)).scalar()
         for image_id in _images_of(connection, product_id):
             if image_id in shown:
                 continue
             connection.execute(sa.delete(product_images).where(product_images.c.product_id == product_id, product_images.c.image_id == image_id))
-            owner = _live_owner(connection, image_id)
-            values = {"product_id": owner} if owner else {"is_dead": True}
-            connection.execute(sa.update(images).where(images.c.id == image_id).values(updated_at=now, **values))
+            _hand_over(connection, image_id, product_id, shop_id, now)
             dropped.append(image_id)
     return dropped
 

@@ -457,6 +457,27 @@ def test_when_an_original_picture_is_gone_its_copy_in_another_shop_stands_in(run
         assert shown == [standing_in.url("images/final.jpg")]
 
 
+def test_a_picture_one_shop_stops_showing_stays_another_shops_at_its_own_address(runtime, shop):
+    # The picture passed to the other shop's product at the first shop's address: checked under a
+    # policy that does not reach that host it never died, and was shown from the first shop's CDN.
+    with QuirkyShop(endless_s=2) as other:
+        register(runtime, shop)
+        catalogue.save_source(runtime.db, ShopSource(base_url=other.base_url, name="other", local=True, delay_s=0, fetch=FAST))
+        pipeline.scrape(runtime.app, force=True)
+        first_is_original = catalogue.get_image(runtime.db, ids.image_id(shop.url("images/final.jpg")))["duplicate_of"] is None
+        leaving, staying = (shop, other) if first_is_original else (other, shop)
+        leaving.removed |= {"final", "broken-jsonld"}  # both of its products that show the picture
+        pipeline.revalidate(runtime.app)
+        pipeline.scrape(runtime.app, force=True)
+        assert catalogue.get_image(runtime.db, ids.image_id(leaving.url("images/final.jpg")))["is_dead"]
+        kept = catalogue.get_image(runtime.db, ids.image_id(staying.url("images/final.jpg")))
+        assert kept["duplicate_of"] is None and kept["content_sha256"] and not kept["is_dead"]
+        products = catalogue.products_of_shop(runtime.db, ids.shop_id(staying.base_url))
+        for slug in ("final", "broken-jsonld"):
+            shown = catalogue.get_item(runtime.db, products[staying.url(f"products/{slug}.html")]["id"])["image_urls"]
+            assert shown == [staying.url("images/final.jpg")], slug
+
+
 def test_a_copy_whose_address_shows_another_picture_is_stored_as_its_own(runtime, shop):
     from tests.support.quirky_shop import jpeg, picture
 

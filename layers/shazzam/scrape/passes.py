@@ -302,9 +302,13 @@ class SourcePass:
         and in colour (the same shot of a red and a navy tee is two products' pictures)."""
         if phash is None or colours is None:
             return None
-        for other, (other_hash, other_colours) in self.hashes.items():
+        for other, (other_hash, other_colours) in list(self.hashes.items()):
             if other != image_id and hamming(phash, other_hash) <= NEAR_DUPLICATE_BITS and same_colours(colours, other_colours):
-                return other
+                # The list is read once a run; a picture may have died since (its products did).
+                row = catalogue.get_image(self.db, other)
+                if row is not None and not row["is_dead"] and not row["duplicate_of"] and row["status"] != "failed":
+                    return other
+                self.hashes.pop(other, None)
         return None
 
     def _image_failed(self, image_id: str, product_id: str, position: int, kind: str, message: str, stored: bool = False,
