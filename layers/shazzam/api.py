@@ -53,7 +53,7 @@ LOCAL_UPLOAD_PATH = "/local-uploads"
 SEARCH_PARAMETERS = ("category", "k", "min_price", "max_price", "currency", "shop", "garment", "box")
 # A search form has the photo (or an upload key) and the parameters above; many more parts is abuse.
 MAX_FORM_PARTS = 32
-NESTED_PART = re.compile(rb"(?im)^content-type:[ \t]*(multipart|message)/")
+NESTED_PART = re.compile(rb"(?im)^content-type:\s*(multipart|message)/")  # \s: a header may fold onto the next line
 STATUS_TITLES = {
     400: "Malformed request",
     404: "Not found",

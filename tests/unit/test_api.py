@@ -223,6 +223,8 @@ def giant_png_header() -> bytes:
          + b"--y\r\n\r\n\r\n" * 1000 + b"--y--\r\n--x--\r\n", "multipart/form-data; boundary=x", "", 400, "nested"),
         (b"--x\r\nContent-Disposition: form-data; name=f\r\ncontent-type:Message/RFC822\r\n\r\nSubject: a\r\n\r\nb\r\n--x--\r\n",
          "multipart/form-data; boundary=x", "", 400, "nested"),
+        (b"--x\r\nContent-Disposition: form-data; name=f\r\nContent-Type:\r\n multipart/mixed; boundary=y\r\n\r\n"
+         + b"--y\r\n\r\n\r\n" * 100 + b"--y--\r\n--x--\r\n", "multipart/form-data; boundary=x", "", 400, "nested"),  # folded
     ],
 )
 def test_bad_requests_get_a_problem_a_person_understands(call, body, content_type, query, status, words):

@@ -422,7 +422,7 @@ def test_a_sitemap_is_read_as_a_stream_and_may_not_declare_entities() -> None:
     # A few kilobytes of entities made a hundred times as many megabytes of <loc>.
     laughs = ('<?xml version="1.0"?><!DOCTYPE urlset [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>'
               f"<urlset {_NS}><url><loc>https://shop.example/&b;</loc></url></urlset>").encode()
-    for refused in (laughs, b"<urlset><url><loc>x</url>", b""):
+    for refused in (laughs, b"<urlset><url><loc>x</url>", b"", b'<?xml version="1.0" encoding="no-such"?><urlset/>'):
         with pytest.raises(SitemapError):
             parse_sitemap(refused, 1_000_000)
 

@@ -40,7 +40,7 @@ def test_best_srcset_candidate(srcset, expected):
      ("Rs. 1,499", "1499"), ("Bs. 100", "100"), ("19.99 incl. VAT", "19.99"), ("29,99 € inkl. MwSt.", "29.99"),
      ("12,-", "12"), ("2.500,-", "2500"), ("CHF 49.-", "49"), ("1\u202f299,00", "1299.00"), ("1'299.00", "1299.00"), ("-5", None),
      # three decimals beside a currency's symbol or code are thousands (no such currency has three)
-     ("1.299 €", "1299"), ("€1.299", "1299"), ("EUR 2.500", "2500"), ("£1.299,99", "1299.99"),
+     ("1.299 €", "1299"), ("€1.299", "1299"), ("EUR 2.500", "2500"), ("£1.299,99", "1299.99"), ("0.500 €", "0.500"), ("€ 0.990", "0.990"),
      ("1.2E3", "1200"), ("2e2", "200")],
 )
 def test_parse_price_with_commas_and_symbols(text, expected):

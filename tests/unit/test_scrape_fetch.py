@@ -51,7 +51,7 @@ def test_private_addresses_and_other_hosts_are_refused_before_connecting(shop):
     assert shop.log == []
     assert is_private_host("127.0.0.1") and is_private_host("fd00::1") and not is_private_host("shop.example")
     # IPv6 spellings of private IPv4 addresses that a NAT64 or 6to4 gateway would forward to.
-    for carried in ("64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "64:ff9b::a00:1", "::7f00:1", "2002:7f00:1::", "::ffff:10.0.0.1",
+    for carried in ("64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "64:ff9b::a00:1", "::7f00:1", "2002:7f00:1::", "::ffff:10.0.0.1", "::ffff:0:10.0.0.1",
                     "2001:0:4136:e378:8000:63bf:f5ff:fffe"):  # Teredo, client 10.0.0.1
         assert is_private_host(carried), carried
     assert not is_private_host("64:ff9b::808:808") and not is_private_host("2606:4700::1111")  # 8.8.8.8 by NAT64; a public v6

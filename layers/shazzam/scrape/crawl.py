@@ -130,7 +130,7 @@ def parse_sitemap(body: bytes, limit: int) -> tuple[str, list[str]]:
     parser.StartDoctypeDeclHandler = parser.EntityDeclHandler = declares_a_dtd
     try:
         parser.Parse(body, True)
-    except expat.ExpatError as error:
+    except (expat.ExpatError, ValueError, LookupError) as error:  # also an encoding expat cannot read
         raise SitemapError(f"not well-formed XML: {error}") from None
     return root[0], locs
 

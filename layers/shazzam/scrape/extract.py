@@ -416,7 +416,9 @@ def parse_price(value: Any) -> Decimal | None:
                 text = text.replace(",", "")
         elif re.fullmatch(r"-?\d{1,3}(,\d{3})+", text) and not text.lstrip("-").startswith("0,"):
             text = text.replace(",", "")  # "1,299", "1,299,000": thousands separators
-        elif re.fullmatch(r"-?\d{1,3}(\.\d{3}){2,}", text) or (re.fullmatch(r"-?\d{1,3}\.\d{3}", text) and _names_currency(unescaped)):
+        elif re.fullmatch(r"-?\d{1,3}(\.\d{3}){2,}", text) or (
+            re.fullmatch(r"-?[1-9]\d{0,2}\.\d{3}", text) and _names_currency(unescaped)  # "0.500 €" is half a euro
+        ):
             # "1.299.000"; "1.299 €", "EUR 2.500": no currency has three decimals. A bare "1.299"
             # stays a decimal point.
             text = text.replace(".", "")

@@ -120,8 +120,8 @@ _META_CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?([\w.-]+)", re.I)
 
 
 # IPv6 prefixes whose last 32 bits are an IPv4 address a gateway may forward to: NAT64 (RFC 6052,
-# RFC 8215) and the deprecated IPv4-compatible addresses.
-_IPV4_IN_LAST_32_BITS = tuple(ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96"))
+# RFC 8215), SIIT's IPv4-translated addresses (RFC 2765) and the deprecated IPv4-compatible ones.
+_IPV4_IN_LAST_32_BITS = tuple(ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "::ffff:0:0:0/96", "::/96"))
 
 
 def is_public_address(address: str) -> bool:
