@@ -332,14 +332,13 @@ def image_with_content(db: Database, content_sha256: str, other_than: str) -> st
         ).scalar()
 
 
-def image_hashes(db: Database) -> dict[str, tuple[str, str]]:
+def image_hashes(db: Database) -> dict[str, tuple[str, str | None]]:
     """image id -> (dHash, colour grid) of every live stored (not duplicate, not failed) image; one
-    stored before colour grids were kept has none, and is no near-duplicate's original."""
+    stored before colour grids were kept has none (None) until it is fetched again."""
     with db.transaction() as connection:
         rows = connection.execute(
             sa.select(images.c.id, images.c.phash, images.c.colour_grid)
-            .where(images.c.phash.is_not(None), images.c.colour_grid.is_not(None), images.c.duplicate_of.is_(None),
-                   images.c.status != "failed", images.c.is_dead.is_(False))
+            .where(images.c.phash.is_not(None), images.c.duplicate_of.is_(None), images.c.status != "failed", images.c.is_dead.is_(False))
         )
         return {row.id: (row.phash, row.colour_grid) for row in rows}
 
@@ -523,22 +522,28 @@ def _images_of(connection: sa.Connection, product_id: str) -> list[str]:
 
 
 def _hand_over(connection: sa.Connection, image_id: str, product_id: str, shop_id: str, now: datetime) -> None:
-    """An image its product no longer shows passes to another live product of the same shop that
-    shows it (its address is that shop's: checked under that shop's policy). Failing one, it dies,
+    """An image its product no longer shows passes to another live product that shows it at its own
+    address: of the same shop first, else of a shop that holds no copy of it. Failing one, it dies,
     and each copy of it under another address (another shop's) goes back to never fetched, its
     product unlinked from the original: the next pass over that product fetches it as a picture of
-    its own. Handed to another shop's product, the picture was checked under a policy that does not
-    reach its host, and shown at the first shop's address."""
+    its own. Handed to a product that shows a copy, the picture was checked under a policy that
+    does not reach its host, and shown at the first shop's address."""
     current = connection.execute(
         sa.select(images.c.product_id, products.c.is_dead).outerjoin(products, images.c.product_id == products.c.id).where(images.c.id == image_id)
     ).first()
     if current is not None and current.product_id != product_id and current.is_dead is not None and not current.is_dead:
         return  # another live product's picture (this one showed it too): it stays theirs
+    # A shop holding a copy of it shows that copy, at an address of its own; another shop's products
+    # show its own address (a brand's CDN both allow), and may take it over.
+    copy_shops = (
+        sa.select(products.c.shop_id).join(images, images.c.product_id == products.c.id).where(images.c.duplicate_of == image_id)
+    )
     owner = connection.execute(
         sa.select(products.c.id)
         .join(product_images, product_images.c.product_id == products.c.id)
-        .where(product_images.c.image_id == image_id, products.c.is_dead.is_(False), products.c.shop_id == shop_id)
-        .order_by(products.c.id)
+        .where(product_images.c.image_id == image_id, products.c.is_dead.is_(False),
+               sa.or_(products.c.shop_id == shop_id, products.c.shop_id.not_in(copy_shops)))
+        .order_by(sa.case((products.c.shop_id == shop_id, 0), else_=1), products.c.id)
         .limit(1)
     ).scalar()
     if owner:

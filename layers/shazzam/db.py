@@ -83,7 +83,7 @@ images = sa.Table(
     sa.Column("updated_at", sa.DateTime, nullable=False),
     # v2: a 256-bit dHash (hex), and the image this one duplicates (then it has no detections).
     sa.Column("phash", sa.String(64)),
-    sa.Column("duplicate_of", sa.String(40)),
+    sa.Column("duplicate_of", sa.String(40), index=True),  # v5: indexed (the copies of a picture that dies)
     # v5: a 4x4 grid of mean colours (hex), which a near-duplicate must share as well as its dHash.
     sa.Column("colour_grid", sa.String(96)),
 )
@@ -202,6 +202,9 @@ def _detection_models(connection: sa.Connection) -> None:
 
 def _image_colours(connection: sa.Connection) -> None:
     _add_missing_columns(connection, {"images": (("colour_grid", "VARCHAR(96)"),)})
+    # Created by migration 1 in a database born after version 5, and not before.
+    if not any(index["column_names"] == ["duplicate_of"] for index in sa.inspect(connection).get_indexes("images")):
+        connection.execute(sa.text("CREATE INDEX ix_images_duplicate_of ON images (duplicate_of)"))
 
 
 def _page_visits(connection: sa.Connection) -> None:
@@ -215,7 +218,7 @@ MIGRATIONS: Sequence[tuple[int, str, Any]] = (
     (2, "scrape sources, product freshness and death, image dedup, HTTP cache", _scrape_sources_and_freshness),
     (3, "which model embedded each detection", _detection_models),
     (4, "when each page, product and shop was last visited", _page_visits),
-    (5, "the colours of each image, for near-duplicates", _image_colours),
+    (5, "the colours of each image, for near-duplicates; the copies of an image indexed", _image_colours),
 )
 
 

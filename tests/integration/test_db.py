@@ -444,3 +444,36 @@ def test_mark_shop_scraped(db):
     assert one(db, "SELECT last_scraped_at FROM shops")["last_scraped_at"] is None
     catalogue.mark_shop_scraped(db, shop_id)
     assert one(db, "SELECT last_scraped_at FROM shops")["last_scraped_at"] is not None
+
+
+def test_a_picture_two_shops_show_at_one_address_passes_to_the_other_shop(db):
+    # A brand's CDN both shops allow: when the first shop's product sold out, the picture died
+    # (and came back at the other's next visit, to die again at the first's).
+    first_shop, other_shop = catalogue.add_shop(db, SHOP, "A"), catalogue.add_shop(db, "https://other.example", "B")
+    first = catalogue.save_product(db, first_shop, product())
+    other = catalogue.save_product(db, other_shop, product(url="https://other.example/p/1"))
+    url = "https://cdn.brand.example/tee.jpg"
+    picture = ids.image_id(url)
+    catalogue.save_image(db, picture, url, first)
+    catalogue.update_image(db, picture, content_sha256="ab" * 32, status="new")
+    for shown_by in (first, other):
+        catalogue.link_image(db, shown_by, picture, 0)
+    catalogue.mark_product_dead(db, first, "out-of-stock")
+    row = catalogue.get_image(db, picture)
+    assert not row["is_dead"] and row["product_id"] == other
+
+
+def test_a_picture_stored_before_colour_grids_is_still_a_near_duplicates_original(db):
+    shop_id = catalogue.add_shop(db, SHOP, "Example")
+    owner = catalogue.save_product(db, shop_id, product())
+    picture = ids.image_id(f"{SHOP}/x.jpg")
+    catalogue.save_image(db, picture, f"{SHOP}/x.jpg", owner)
+    catalogue.update_image(db, picture, content_sha256="cd" * 32, phash="f" * 64, status="new")  # no colour grid
+    assert catalogue.image_hashes(db) == {picture: ("f" * 64, None)}
+
+
+def test_the_copies_of_a_picture_are_found_by_an_index(db):
+    with db.engine.connect() as connection:
+        explain = "EXPLAIN QUERY PLAN" if db.engine.dialect.name == "sqlite" else "EXPLAIN"
+        plan = str(connection.execute(sa.text(f"{explain} SELECT id FROM images WHERE duplicate_of = 'x'")).all())
+    assert "SCAN" not in plan and "'ALL'" not in plan, plan

@@ -278,6 +278,8 @@ class SourcePass:
         digest = hashlib.sha256(result.body).hexdigest()
         self.remember(url, CachedPage(result.etag, result.last_modified, digest))
         if stored and row["content_sha256"] == digest:
+            if not row["colour_grid"] and not row["duplicate_of"]:  # stored before colour grids were kept
+                catalogue.update_image(self.db, image_id, colour_grid=colour_grid(result.body))
             catalogue.link_image(self.db, product_id, shown, position)
             counts["images_unchanged"] += 1
             return
@@ -289,21 +291,25 @@ class SourcePass:
             catalogue.link_image(self.db, product_id, original, position)
             counts["images_duplicate"] += 1
             return
+        # Stored (again) as this product's picture: a dead one brought back belongs to the product
+        # that shows it now, not to the one whose death it came from.
         catalogue.update_image(self.db, image_id, content_sha256=digest, phash=phash, colour_grid=colours, duplicate_of=None, status="new",
-                               error=None, is_dead=False)
+                               error=None, is_dead=False, product_id=product_id)
         catalogue.link_image(self.db, product_id, image_id, position)
-        if phash and colours:
+        if phash:
             self.hashes[image_id] = (phash, colours)
         self.app.store.put(ids.incoming_key(image_id), result.body, content_type=result.content_type or "application/octet-stream")
         counts["images_uploaded"] += 1
 
     def _near_duplicate(self, image_id: str, phash: str | None, colours: str | None) -> str | None:
         """A stored image this one is a re-encoded or resized copy of: alike in grey levels (dHash)
-        and in colour (the same shot of a red and a navy tee is two products' pictures)."""
+        and in colour (the same shot of a red and a navy tee is two products' pictures). A picture
+        stored before colour grids were kept is judged on its dHash alone, until fetched again."""
         if phash is None or colours is None:
             return None
         for other, (other_hash, other_colours) in list(self.hashes.items()):
-            if other != image_id and hamming(phash, other_hash) <= NEAR_DUPLICATE_BITS and same_colours(colours, other_colours):
+            if (other != image_id and hamming(phash, other_hash) <= NEAR_DUPLICATE_BITS
+                    and (other_colours is None or same_colours(colours, other_colours))):
                 # The list is read once a run; a picture may have died since (its products did).
                 row = catalogue.get_image(self.db, other)
                 if row is not None and not row["is_dead"] and not row["duplicate_of"] and row["status"] != "failed":
@@ -444,6 +450,7 @@ def revalidate_products(app, summary: Summary, budget_s: float | None = None) ->
     shops = catalogue.shops_by_id(app.db)
     passes: dict[str, SourcePass] = {}
     visited: set[str] = set()
+    read_again: set[str] = set()  # pages read again as new, their products linked to a gone picture
     # One list of stored pictures for every shop's pass: a picture found gone leaves it for all, or
     # another shop's copy of it, ingested in its stead, would be taken for a copy of it again.
     hashes = catalogue.image_hashes(app.db)
@@ -511,6 +518,9 @@ def revalidate_products(app, summary: Summary, budget_s: float | None = None) ->
             for linked in catalogue.live_products_linked_to(app.db, image["id"]):
                 if time.monotonic() >= images_until:
                     break
+                if (linked["page_url"] or linked["url"]) in read_again:
+                    continue  # another product of the same page
+                read_again.add(linked["page_url"] or linked["url"])
                 visit = source_pass(linked["shop_id"])
                 if known := visit.known.get(linked["url"]):
                     known["fingerprint"] = None
