@@ -30,7 +30,8 @@ network trains end to end (detector_v1's recipe, on a GPU):
 
 `--frozen-blocks N` is the CPU recipe instead (`train_cached`): the encoder's first N blocks keep
 their ImageNet weights and their output is cached once per view, so 2 cores train the rest in one
-to two hours (layers/models/detector_v2.md has both seeds' figures). With `--fresh-views` as well,
+to two hours (layers/models/detector_v2.md has both seeds' figures). `--copy-paste-views K` caches
+K more views of each photo with another photo's garments pasted on it (`copy_paste`). With `--fresh-views` as well,
 the first N blocks stay frozen but every view is augmented afresh, with the end-to-end recipe's
 data and loss (`train`; --clothing-batch catalogue images a step): about 55 s an epoch on 2 cores.
 """
@@ -208,6 +209,35 @@ def product_shot(photo: Image.Image, labels: Image.Image, rng: np.random.Generat
     image.paste(garment, (left, top), mask)
     target = Image.new("L", (canvas_w, canvas_h), 0)
     target.paste(Image.fromarray((np.asarray(mask) > 127).astype(np.uint8) * channel), (left, top), mask)
+    return image, target
+
+
+def copy_paste(photo: Image.Image, labels: Image.Image, donor: Image.Image, donor_labels: Image.Image,
+               rng: np.random.Generator):
+    """Garments of another photo pasted onto this one (Simple Copy-Paste, Ghiasi et al. 2021): each
+    of the donor's garment classes with probability one half (at least one), moved together by a
+    random scale (0.8-1.25 of this photo's size), shift and mirroring; pasted pixels take the
+    donor's labels, so a skirt may meet another person's top and a bag another person's hand.
+    None if the donor has no garment."""
+    donor_array = np.asarray(donor_labels)
+    present = [int(c) for c in np.unique(donor_array) if c and (donor_array == c).sum() > 200]
+    if not present:
+        return None
+    chosen = [c for c in present if rng.random() < 0.5] or [int(rng.choice(present))]
+    pasted = np.where(np.isin(donor_array, chosen), donor_array, 0).astype(np.uint8)
+    if rng.random() < 0.5:
+        donor, pasted = ImageOps.mirror(donor), pasted[:, ::-1].copy()
+    w, h = photo.size
+    scale = float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    donor = donor.resize(size, Image.BILINEAR)
+    pasted_labels = Image.fromarray(pasted).resize(size, Image.NEAREST)
+    cut = Image.fromarray(((np.asarray(pasted_labels) > 0) * 255).astype(np.uint8))
+    left = (w - size[0]) // 2 + int(rng.integers(-(w // 5), w // 5 + 1))
+    top = (h - size[1]) // 2 + int(rng.integers(-(h // 10), h // 10 + 1))
+    image, target = photo.copy(), labels.copy()
+    image.paste(donor, (left, top), cut)
+    target.paste(pasted_labels, (left, top), cut)
     return image, target
 
 
@@ -476,6 +506,11 @@ def train_cached(args) -> dict:
             views = [(photo, labels), (ImageOps.mirror(photo), ImageOps.mirror(labels))]
             shot_rng = np.random.default_rng([args.seed, index, 7])
             views += [shot for shot in (product_shot(photo, labels, shot_rng) for _ in range(args.product_views)) if shot]
+            for _ in range(args.copy_paste_views):
+                donor = int(shot_rng.integers(len(dataset.samples) - 1))
+                donor += donor >= index  # any photo but this one
+                if pasted := copy_paste(photo, labels, *dataset.samples[donor], shot_rng):
+                    views.append(pasted)
             for image, label_map in views:
                 target, _ = letterbox_image(label_map, Image.NEAREST)
                 taps.append(frozen_taps(image))
@@ -559,6 +594,8 @@ def parse_args(argv=None):
                         help="CPU recipe: keep the stem and blocks 0..N-1 at their ImageNet weights and cache their "
                              "output (0: train end to end with full augmentation, for a GPU)")
     parser.add_argument("--product-views", type=int, default=1, help="CPU recipe: product shots cached per photo")
+    parser.add_argument("--copy-paste-views", type=int, default=0,
+                        help="CPU recipe: views per photo with another photo's garments pasted on it (copy_paste)")
     parser.add_argument("--fresh-views", action="store_true",
                         help="with --frozen-blocks: augment every view afresh (end-to-end recipe's data and loss) "
                              "instead of caching the frozen part's output")

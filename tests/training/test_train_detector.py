@@ -16,13 +16,18 @@ TINY = ("--limit", "4", "--epochs", "1", "--batch", "2", "--workers", "0", "--th
 RECIPES = {
     # the committed model's CPU recipe: blocks 0-10 cached, one product shot per photo, the catalogue term
     "cached-cpu": ("--frozen-blocks", "11", "--product-views", "1", "--clothing-batch", "4"),
+    # the same, with one more cached view a photo: another photo's garments pasted on it
+    "cached-copy-paste": ("--frozen-blocks", "11", "--product-views", "1", "--copy-paste-views", "1", "--clothing-batch", "4"),
     # blocks 0-10 frozen, but every view augmented afresh (not cached)
     "fresh-cpu": ("--frozen-blocks", "11", "--fresh-views", "--clothing-batch", "4"),
     # detector_v1's recipe (on a GPU then), end to end
     "end-to-end": ("--device", "cpu"),
 }
 # the blocks each recipe trains; the stem and the blocks before keep their ImageNet weights
-TRAINED_BLOCKS = {"cached-cpu": list(range(11, 16)), "fresh-cpu": list(range(11, 16)), "end-to-end": list(range(16))}
+TRAINED_BLOCKS = {"cached-cpu": list(range(11, 16)), "cached-copy-paste": list(range(11, 16)), "fresh-cpu": list(range(11, 16)),
+                  "end-to-end": list(range(16))}
+# cached views of each of the four photos: as it is, mirrored, a product shot, and pasted garments
+VIEWS = {"cached-cpu": 4 * 3, "cached-copy-paste": 4 * 4}
 
 
 @pytest.mark.parametrize("recipe", RECIPES.keys())
@@ -33,12 +38,14 @@ def test_trains_and_exports_a_detector_the_service_runs(training_python, shared_
     assert "refused 1 unreadable clothing-dataset-small image(s)" in log
     assert "s from start to checkpoint" in log
     assert changed_blocks(training_python, run_dir / "checkpoint.pt") == TRAINED_BLOCKS[recipe]
+    if recipe in VIEWS:
+        assert json.loads((run_dir / "summary.json").read_text())["views"] == VIEWS[recipe]
     train(training_python, "train_detector.py", "--run-dir", run_dir, "--export", models, "--name", "tiny_detector")
 
     manifest = json.loads((models / "tiny_detector.json").read_text())
     assert manifest["name"] == "tiny_detector"
     # the options that shaped the model, not those the recipe does not read
-    assert ("product_share" in manifest["training"]["args"]) == (recipe != "cached-cpu")
+    assert ("product_share" in manifest["training"]["args"]) == (recipe not in VIEWS)
     assert_matches_pytorch(models / "tiny_detector.json")
     # the service loads it (checksum, shapes, classes, stride) and runs it on a held-out photo; one
     # epoch on four photos finds little, so nothing is asserted of what it finds
