@@ -22,6 +22,7 @@ import email.policy
 import json
 import re
 import uuid
+from datetime import timezone
 from dataclasses import dataclass
 from http import HTTPStatus
 from decimal import Decimal, InvalidOperation
@@ -357,7 +358,8 @@ def item(item_id: str):
         "url": found["url"],
         "image_urls": found["image_urls"],
         "live": not found["is_dead"],
-        "last_seen_at": found["last_seen_at"].isoformat() if found["last_seen_at"] else None,
+        # Stored as naive UTC (MySQL keeps whole seconds): written with its offset, which a client needs.
+        "last_seen_at": found["last_seen_at"].replace(microsecond=0, tzinfo=timezone.utc).isoformat() if found["last_seen_at"] else None,
     }
 
 

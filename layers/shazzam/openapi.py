@@ -129,7 +129,7 @@ SCHEMAS = {
             "url": {"type": "string"},
             "image_urls": {"type": "array", "items": {"type": "string"}},
             "live": {"type": "boolean", "description": "false once revalidation found the product gone"},
-            "last_seen_at": NULLABLE_STRING,
+            "last_seen_at": {**NULLABLE_STRING, "format": "date-time", "description": "UTC, to the second"},
         },
     },
     "Categories": {

@@ -14,6 +14,7 @@ import sys
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,9 @@ def test_search_finds_dresses_with_everything_a_result_shows(served):
     item_id = garment["results"][0]["item_id"]
     status, _, item = request(port, "GET", f"/items/{item_id}")
     assert status == 200 and item["item_id"] == item_id and item["live"] and item["image_urls"]
+    # UTC, said so (a browser read a bare time as its own local time), to the second on both databases
+    seen = datetime.fromisoformat(item["last_seen_at"])
+    assert seen.utcoffset() == timedelta(0) and seen.microsecond == 0
 
 
 def test_filters_narrow_the_results(served):
