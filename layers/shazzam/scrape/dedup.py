@@ -48,17 +48,25 @@ def image_format(data: bytes) -> str | None:
     return None
 
 
-def dhash(data: bytes) -> str | None:
-    """256-bit difference hash as 64 hex digits; None when Pillow cannot decode the image."""
+def _thumbnail(data: bytes, mode: str, size: tuple[int, int], resample: Image.Resampling, draft: int) -> Image.Image | None:
+    """The image in `mode` resized to `size` (a JPEG decoded at a reduced scale, at least `draft`
+    pixels a side: much faster); None when Pillow cannot decode it, or it is too big to be worth it."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
                 if image.width * image.height > MAX_HASH_PIXELS:
                     return None
-                image.draft("L", (4 * HASH_SIDE, 4 * HASH_SIDE))  # JPEG: decode at a reduced scale, much faster
-                small = image.convert("L").resize((HASH_SIDE + 1, HASH_SIDE), Image.Resampling.LANCZOS)
+                image.draft(mode, (draft, draft))
+                return image.convert(mode).resize(size, resample)
     except (OSError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError):
+        return None
+
+
+def dhash(data: bytes) -> str | None:
+    """256-bit difference hash as 64 hex digits; None when Pillow cannot decode the image."""
+    small = _thumbnail(data, "L", (HASH_SIDE + 1, HASH_SIDE), Image.Resampling.LANCZOS, 4 * HASH_SIDE)
+    if small is None:
         return None
     pixels = small.tobytes()  # mode L: one byte per pixel, row by row
     bits = 0
@@ -72,17 +80,8 @@ def dhash(data: bytes) -> str | None:
 def colour_grid(data: bytes) -> str | None:
     """The mean colour of each cell of a 4x4 grid over the image, as 96 hex digits (RGB per cell,
     row by row); None when Pillow cannot decode the image."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                if image.width * image.height > MAX_HASH_PIXELS:
-                    return None
-                image.draft("RGB", (16 * COLOUR_SIDE, 16 * COLOUR_SIDE))
-                small = image.convert("RGB").resize((COLOUR_SIDE, COLOUR_SIDE), Image.Resampling.BOX)
-    except (OSError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError):
-        return None
-    return small.tobytes().hex()
+    small = _thumbnail(data, "RGB", (COLOUR_SIDE, COLOUR_SIDE), Image.Resampling.BOX, 16 * COLOUR_SIDE)
+    return None if small is None else small.tobytes().hex()
 
 
 def same_colours(a: str, b: str) -> bool:
