@@ -289,38 +289,6 @@ def images_to_fetch_again(db: Database, product_ids: Sequence[str]) -> list[dict
     return found
 
 
-def live_copies_of(db: Database, image_id: str) -> list[dict]:
-    """The copies of an image (duplicates of it under other addresses) that live products show:
-    product_id, shop_id, src_link, position."""
-    shown_at = sa.and_(product_images.c.product_id == images.c.product_id, product_images.c.image_id == image_id)
-    with db.transaction() as connection:
-        rows = connection.execute(
-            sa.select(images.c.product_id, products.c.shop_id, images.c.src_link, sa.func.coalesce(product_images.c.position, 0).label("position"))
-            .join(products, images.c.product_id == products.c.id)
-            .outerjoin(product_images, shown_at)
-            .where(images.c.duplicate_of == image_id, images.c.is_dead.is_(False), products.c.is_dead.is_(False))
-            .order_by(images.c.id)
-        )
-        return [dict(row) for row in rows.mappings()]
-
-
-def live_products_linked_to(db: Database, image_id: str) -> list[dict]:
-    """The live products linked to an image (showing it or a copy of it): id, shop_id, url, page_url."""
-    with db.transaction() as connection:
-        rows = connection.execute(
-            sa.select(products.c.id, products.c.shop_id, products.c.url, products.c.page_url)
-            .join(product_images, product_images.c.product_id == products.c.id)
-            .where(product_images.c.image_id == image_id, products.c.is_dead.is_(False))
-            .order_by(products.c.id)
-        )
-        return [dict(row) for row in rows.mappings()]
-
-
-def unlink_image(db: Database, product_id: str, image_id: str) -> None:
-    with db.transaction() as connection:
-        connection.execute(sa.delete(product_images).where(product_images.c.product_id == product_id, product_images.c.image_id == image_id))
-
-
 def image_with_content(db: Database, content_sha256: str, other_than: str) -> str | None:
     """A live stored (not duplicate) image with exactly these bytes, other than ``other_than``."""
     with db.transaction() as connection:
@@ -548,25 +516,49 @@ def _hand_over(connection: sa.Connection, image_id: str, product_id: str, shop_i
     ).scalar()
     if owner:
         connection.execute(sa.update(images).where(images.c.id == image_id).values(updated_at=now, product_id=owner))
-        return
+    else:
+        _retire(connection, image_id, now)
+
+
+def _retire(connection: sa.Connection, image_id: str, now: datetime) -> list[dict]:
+    """The image dies. Each copy of it (the same picture at another address) goes back to never
+    fetched, its product unlinked from the original, and each other live product still linked (it
+    shows a copy whose address another product owns, or the gone address itself) is unlinked and
+    its page forgotten (validators, digest and fingerprint), to be read again as new. The next
+    visit of each of those products fetches what it shows, a copy as a picture of its own. Returns
+    them (id, shop_id, url, page_url), the copies' owners first in the copies' order."""
     connection.execute(sa.update(images).where(images.c.id == image_id).values(updated_at=now, is_dead=True))
-    copies = connection.execute(sa.select(images.c.id, images.c.product_id).where(images.c.duplicate_of == image_id)).all()
+    concerned = {}
+    copies = connection.execute(
+        sa.select(images.c.id, images.c.product_id).where(images.c.duplicate_of == image_id).order_by(images.c.id)
+    ).all()
     for copy_id, copy_product in copies:
         connection.execute(sa.update(images).where(images.c.id == copy_id).values(
             updated_at=now, status="new", content_sha256=None, phash=None, colour_grid=None, duplicate_of=None))
         connection.execute(sa.delete(product_images).where(product_images.c.product_id == copy_product, product_images.c.image_id == image_id))
-    # A live product still linked shows a copy whose address another product owns (or the gone
-    # address itself): its page is read again as new (validators, digest and fingerprint
-    # forgotten), which links it to what it shows.
-    for linked in connection.execute(
+        concerned.setdefault(copy_product, None)
+    linked = connection.execute(
         sa.select(products.c.id, products.c.url, products.c.page_url)
         .join(product_images, product_images.c.product_id == products.c.id)
         .where(product_images.c.image_id == image_id, products.c.is_dead.is_(False))
-    ).all():
-        connection.execute(sa.delete(product_images).where(product_images.c.product_id == linked.id, product_images.c.image_id == image_id))
-        connection.execute(sa.update(products).where(products.c.id == linked.id).values(fingerprint=None))
-        connection.execute(sa.update(http_cache).where(http_cache.c.id == _url_key(linked.page_url or linked.url))
+    ).all()
+    for product in linked:
+        connection.execute(sa.delete(product_images).where(product_images.c.product_id == product.id, product_images.c.image_id == image_id))
+        connection.execute(sa.update(products).where(products.c.id == product.id).values(fingerprint=None))
+        connection.execute(sa.update(http_cache).where(http_cache.c.id == _url_key(product.page_url or product.url))
                            .values(etag=None, last_modified=None, content_sha256=None))
+        concerned.setdefault(product.id, None)
+    rows = {row.id: dict(row._mapping) for row in connection.execute(
+        sa.select(products.c.id, products.c.shop_id, products.c.url, products.c.page_url)
+        .where(products.c.id.in_(list(concerned)), products.c.is_dead.is_(False))
+    )} if concerned else {}
+    return [rows[product_id] for product_id in concerned if product_id in rows]
+
+
+def retire_image(db: Database, image_id: str) -> list[dict]:
+    """An image whose address is gone: see _retire."""
+    with db.transaction() as connection:
+        return _retire(connection, image_id, utcnow())
 
 
 def mark_product_dead(db: Database, product_id: str, reason: str = "gone") -> None:

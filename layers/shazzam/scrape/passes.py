@@ -503,28 +503,20 @@ def revalidate_products(app, summary: Summary, budget_s: float | None = None) ->
             summary.error(error.kind)
             continue
         if result.status in (404, 410):
-            catalogue.update_image(app.db, image["id"], is_dead=True)
             visit.hashes.pop(image["id"], None)
             report["images_dead"] += 1
-            # The same picture under other addresses stood for by this one: each is ingested in
-            # its stead (the first becomes the original the others copy), or their products would
-            # be left without a searchable picture.
-            for copy in catalogue.live_copies_of(app.db, image["id"]):
-                source_pass(copy["shop_id"]).image(copy["product_id"], copy["src_link"], copy["position"], refetch=True)
-                catalogue.unlink_image(app.db, copy["product_id"], image["id"])
-            # Another product showing one of those copies (its address owned by the product above),
-            # or the gone address itself, is still linked to the gone picture: its page, read again
-            # as new, links it to what it shows now.
-            for linked in catalogue.live_products_linked_to(app.db, image["id"]):
-                if time.monotonic() >= images_until:
-                    break
-                if (linked["page_url"] or linked["url"]) in read_again:
-                    continue  # another product of the same page
-                read_again.add(linked["page_url"] or linked["url"])
-                visit = source_pass(linked["shop_id"])
-                if known := visit.known.get(linked["url"]):
-                    known["fingerprint"] = None
-                visit.page(visit.crawl(None, conditional=False).visit(linked["page_url"] or linked["url"]))
+            # The products that showed it, at its address or at another address of the same picture
+            # (a copy), are read again now, each fetching what it shows (the first copy fetched
+            # becomes the original the others copy), or they would be left without a searchable picture.
+            for concerned in catalogue.retire_image(app.db, image["id"]):
+                page_url = concerned["page_url"] or concerned["url"]
+                if time.monotonic() >= images_until or page_url in read_again:
+                    continue  # the next visit of its page does it
+                read_again.add(page_url)
+                concerned_pass = source_pass(concerned["shop_id"])
+                if known := concerned_pass.known.get(concerned["url"]):
+                    known["fingerprint"] = None  # as retire_image forgot it: its pictures are fetched
+                concerned_pass.page(concerned_pass.crawl(None, conditional=False).visit(page_url))
         elif result.status == 200 and not result.not_modified and hashlib.sha256(result.body).hexdigest() != image["content_sha256"]:
             # The shop replaced the picture behind the same address: ingested again, as a changed
             # page's pictures are (fetched once more there: a rare event).
