@@ -87,7 +87,7 @@ class SourcePass:
     """One scrape (or revalidation) of one source, writing to the catalogue and the store."""
 
     def __init__(self, app, shop_id: str, source: ShopSource, fetcher: Fetcher, summary: Summary,
-                 hashes: dict[str, tuple[str, str]]) -> None:
+                 hashes: dict[str, tuple[str, str | None]]) -> None:
         self.app, self.db, self.shop_id, self.source = app, app.db, shop_id, source
         self.fetcher = fetcher
         self.summary = summary
