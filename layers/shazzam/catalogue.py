@@ -528,31 +528,32 @@ def _retire(connection: sa.Connection, image_id: str, now: datetime) -> list[dic
     visit of each of those products fetches what it shows, a copy as a picture of its own. Returns
     them (id, shop_id, url, page_url), the copies' owners first in the copies' order."""
     connection.execute(sa.update(images).where(images.c.id == image_id).values(updated_at=now, is_dead=True))
-    concerned = {}
+    concerned: dict[str, dict] = {}
+    shown_by = (products.c.id, products.c.shop_id, products.c.url, products.c.page_url)
     copies = connection.execute(
-        sa.select(images.c.id, images.c.product_id).where(images.c.duplicate_of == image_id).order_by(images.c.id)
-    ).all()
-    for copy_id, copy_product in copies:
-        connection.execute(sa.update(images).where(images.c.id == copy_id).values(
+        sa.select(images.c.id.label("copy_id"), products.c.is_dead, *shown_by)
+        .outerjoin(products, images.c.product_id == products.c.id)
+        .where(images.c.duplicate_of == image_id)
+        .order_by(images.c.id)
+    ).mappings().all()
+    for copy in copies:
+        connection.execute(sa.update(images).where(images.c.id == copy["copy_id"]).values(
             updated_at=now, status="new", content_sha256=None, phash=None, colour_grid=None, duplicate_of=None))
-        connection.execute(sa.delete(product_images).where(product_images.c.product_id == copy_product, product_images.c.image_id == image_id))
-        concerned.setdefault(copy_product, None)
+        connection.execute(sa.delete(product_images).where(product_images.c.product_id == copy["id"], product_images.c.image_id == image_id))
+        if copy["id"] is not None and not copy["is_dead"]:
+            concerned.setdefault(copy["id"], {key: copy[key] for key in ("id", "shop_id", "url", "page_url")})
     linked = connection.execute(
-        sa.select(products.c.id, products.c.url, products.c.page_url)
+        sa.select(*shown_by)
         .join(product_images, product_images.c.product_id == products.c.id)
         .where(product_images.c.image_id == image_id, products.c.is_dead.is_(False))
-    ).all()
+    ).mappings().all()
     for product in linked:
-        connection.execute(sa.delete(product_images).where(product_images.c.product_id == product.id, product_images.c.image_id == image_id))
-        connection.execute(sa.update(products).where(products.c.id == product.id).values(fingerprint=None))
-        connection.execute(sa.update(http_cache).where(http_cache.c.id == _url_key(product.page_url or product.url))
+        connection.execute(sa.delete(product_images).where(product_images.c.product_id == product["id"], product_images.c.image_id == image_id))
+        connection.execute(sa.update(products).where(products.c.id == product["id"]).values(fingerprint=None))
+        connection.execute(sa.update(http_cache).where(http_cache.c.id == _url_key(product["page_url"] or product["url"]))
                            .values(etag=None, last_modified=None, content_sha256=None))
-        concerned.setdefault(product.id, None)
-    rows = {row.id: dict(row._mapping) for row in connection.execute(
-        sa.select(products.c.id, products.c.shop_id, products.c.url, products.c.page_url)
-        .where(products.c.id.in_(list(concerned)), products.c.is_dead.is_(False))
-    )} if concerned else {}
-    return [rows[product_id] for product_id in concerned if product_id in rows]
+        concerned.setdefault(product["id"], dict(product))
+    return list(concerned.values())
 
 
 def retire_image(db: Database, image_id: str) -> list[dict]:

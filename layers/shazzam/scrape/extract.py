@@ -387,8 +387,9 @@ CURRENCY_SYMBOLS = {"€": "EUR", "£": "GBP", "₹": "INR", "₩": "KRW", "₽"
 
 
 def _names_currency(text: str) -> bool:
-    """A currency sign or code in a price's text ("1.299 €", "$1.299", "EUR 2.500")."""
-    return any(sign in text for sign in (*CURRENCY_SYMBOLS, "$")) or any(code in CURRENCY_CODES for code in re.findall(r"[A-Z]{3}", text))
+    """A currency sign or code in a price's text ("1.299 €", "$1.299", "EUR 2.500"); "$" names
+    several currencies, none with three decimals."""
+    return currency_code(None, text) is not None or "$" in text
 
 
 def parse_price(value: Any) -> Decimal | None:
