@@ -144,8 +144,17 @@ schema_migrations = sa.Table(
 )
 
 
+def _create_tables(connection: sa.Connection, tables: Sequence[sa.Table]) -> None:
+    # create_all skips a table that exists, indexes and all: a run cut between a CREATE TABLE and
+    # its CREATE INDEX (MySQL commits each DDL statement) would lose the index for good.
+    metadata.create_all(connection, tables=tables, checkfirst=True)
+    for table in tables:
+        for index in table.indexes:
+            index.create(connection, checkfirst=True)
+
+
 def _initial_schema(connection: sa.Connection) -> None:
-    metadata.create_all(connection, tables=[shops, products, images, detections], checkfirst=True)
+    _create_tables(connection, [shops, products, images, detections])
 
 
 # Columns added by migration 2, as portable DDL (SQLite and MySQL/MariaDB both accept each).
@@ -185,7 +194,7 @@ def _add_missing_columns(connection: sa.Connection, columns_by_table: Mapping[st
 
 def _scrape_sources_and_freshness(connection: sa.Connection) -> None:
     _add_missing_columns(connection, _V2_COLUMNS)
-    metadata.create_all(connection, tables=[product_images, http_cache], checkfirst=True)
+    _create_tables(connection, [product_images, http_cache])
     # Shops registered by a loopback URL (the demo's sample shop) were local by intent: say so,
     # or the address guard would now refuse them.
     connection.execute(
@@ -196,29 +205,45 @@ def _scrape_sources_and_freshness(connection: sa.Connection) -> None:
     )
 
 
+_V3_COLUMNS = {"detections": (("embedded_by", "VARCHAR(64)"),)}
+_V4_COLUMNS = {"http_cache": (("checked_at", "DATETIME"),), "products": (("checked_at", "DATETIME"),),
+               "shops": (("attempted_at", "DATETIME"),)}
+_V5_COLUMNS = {"images": (("colour_grid", "VARCHAR(96)"),)}
+
+
 def _detection_models(connection: sa.Connection) -> None:
-    _add_missing_columns(connection, {"detections": (("embedded_by", "VARCHAR(64)"),)})
+    _add_missing_columns(connection, _V3_COLUMNS)
 
 
 def _image_colours(connection: sa.Connection) -> None:
-    _add_missing_columns(connection, {"images": (("colour_grid", "VARCHAR(96)"),)})
+    _add_missing_columns(connection, _V5_COLUMNS)
     # Created by migration 1 in a database born after version 5, and not before.
-    if not any(index["column_names"] == ["duplicate_of"] for index in sa.inspect(connection).get_indexes("images")):
-        connection.execute(sa.text("CREATE INDEX ix_images_duplicate_of ON images (duplicate_of)"))
+    ix_images_duplicate_of = next(index for index in images.indexes if index.name == "ix_images_duplicate_of")
+    ix_images_duplicate_of.create(connection, checkfirst=True)
 
 
 def _page_visits(connection: sa.Connection) -> None:
-    _add_missing_columns(connection, {"http_cache": (("checked_at", "DATETIME"),), "products": (("checked_at", "DATETIME"),),
-                                      "shops": (("attempted_at", "DATETIME"),)})
+    _add_missing_columns(connection, _V4_COLUMNS)
 
 
-# Append only: each entry runs once per database, in order, inside one transaction.
+def _complete_schema(connection: sa.Connection) -> None:
+    # Versions 4 and 5 grew after some databases had applied them (shops.attempted_at and
+    # products.checked_at joined 4, the duplicate_of index joined 5), and those databases never ran
+    # the additions. Every step is idempotent, so running them all again completes any of them.
+    for columns in (_V2_COLUMNS, _V3_COLUMNS, _V4_COLUMNS, _V5_COLUMNS):
+        _add_missing_columns(connection, columns)
+    _create_tables(connection, [shops, products, images, detections, product_images, http_cache])
+
+
+# Append only, and never edit an entry once released: each runs once per database, in order, inside
+# one transaction (on MySQL each DDL statement commits itself, so every step must be safe to rerun).
 MIGRATIONS: Sequence[tuple[int, str, Any]] = (
     (1, "shops, products, images, detections", _initial_schema),
     (2, "scrape sources, product freshness and death, image dedup, HTTP cache", _scrape_sources_and_freshness),
     (3, "which model embedded each detection", _detection_models),
     (4, "when each page, product and shop was last visited", _page_visits),
     (5, "the colours of each image, for near-duplicates; the copies of an image indexed", _image_colours),
+    (6, "every column and index of versions 1-5, for databases that applied 4 or 5 before they grew", _complete_schema),
 )
 
 
@@ -340,6 +365,11 @@ def migrate(engine: sa.Engine) -> list[int]:
             schema_migrations.create(connection, checkfirst=True)
         for version, description, apply in MIGRATIONS:
             with connection.begin():
+                if engine.dialect.name == "sqlite":
+                    # pysqlite opens a transaction before INSERT/UPDATE/DELETE only, so DDL would
+                    # commit statement by statement: begin one explicitly (the file lock above
+                    # already keeps other migrators out, so IMMEDIATE waits for nobody else).
+                    connection.exec_driver_sql("BEGIN IMMEDIATE")
                 done = connection.execute(
                     sa.select(schema_migrations.c.version).where(schema_migrations.c.version == version)
                 ).first()

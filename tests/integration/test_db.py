@@ -78,8 +78,63 @@ def test_open_migrates_once(db_url):
 
 def test_migrate_on_a_fresh_database_applies_every_version(db_url):
     database = Database(db_url, migrate=False).open_connection()
-    assert migrate(database.engine) == [1, 2, 3, 4, 5]
+    assert migrate(database.engine) == [1, 2, 3, 4, 5, 6]
     assert migrate(database.engine) == []
+    database.close()
+
+
+def _schema(engine: sa.Engine) -> dict:
+    with engine.connect() as connection:
+        inspector = sa.inspect(connection)
+        return {table: ({column["name"] for column in inspector.get_columns(table)},
+                        {index["name"] for index in inspector.get_indexes(table)})
+                for table in inspector.get_table_names()}
+
+
+def test_a_database_that_applied_versions_4_and_5_before_they_grew_is_completed(db_url, monkeypatch):
+    # shops.attempted_at and products.checked_at joined version 4, and the duplicate_of index joined
+    # version 5, after some databases had applied them: version 6 completes those databases.
+    import shazzam.db
+
+    old = Database(db_url, migrate=False).open_connection()
+    migrate(old.engine)
+    expected = _schema(old.engine)
+    with old.engine.begin() as connection:
+        for table in ("detections", "product_images", "http_cache", "images", "products", "shops", "schema_migrations"):
+            connection.execute(sa.text(f"DROP TABLE {table}"))
+    monkeypatch.setattr(shazzam.db, "MIGRATIONS", MIGRATIONS[:5])
+    migrate(old.engine)
+    with old.engine.begin() as connection:
+        connection.execute(sa.text("DROP INDEX ix_images_duplicate_of" + (" ON images" if old.dialect == "mysql" else "")))
+        connection.execute(sa.text("ALTER TABLE shops DROP COLUMN attempted_at"))
+        connection.execute(sa.text("ALTER TABLE products DROP COLUMN checked_at"))
+    monkeypatch.setattr(shazzam.db, "MIGRATIONS", MIGRATIONS)
+    assert migrate(old.engine) == [6]
+    assert _schema(old.engine) == expected
+    shop_id = catalogue.add_shop(old, SHOP, "Example")
+    catalogue.mark_shop_attempted(old, shop_id)
+    old.close()
+
+
+def test_a_migration_cut_between_a_table_and_its_index_is_completed_when_rerun(db_url):
+    database = Database(db_url, migrate=False).open_connection()
+
+    class Cut(Exception):
+        pass
+
+    def cut_before_the_index(_connection, _cursor, statement, *_args):
+        if statement.startswith("CREATE INDEX ix_http_cache_shop_id"):
+            raise Cut(statement)
+
+    sa.event.listen(database.engine, "before_cursor_execute", cut_before_the_index)
+    with pytest.raises(Cut):
+        migrate(database.engine)
+    sa.event.remove(database.engine, "before_cursor_execute", cut_before_the_index)
+    tables = set(sa.inspect(database.engine).get_table_names())
+    if database.dialect == "sqlite":  # one transaction per version: version 2 left nothing behind
+        assert "http_cache" not in tables and "product_images" not in tables
+    assert migrate(database.engine) == [2, 3, 4, 5, 6]
+    assert "ix_http_cache_shop_id" in _schema(database.engine)["http_cache"][1]
     database.close()
 
 
