@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 import sqlalchemy as sa
 
 from shazzam import ids
-from shazzam.db import Database, detections, http_cache, images, product_images, products, shops, upsert, utcnow
+from shazzam.db import Database, detections, http_cache, images, product_images, products, retried_on_deadlock, shops, upsert, utcnow
 
 # Why a product died when its page went away (the page back unchanged brings it back).
 PAGE_GONE = ("http-404", "http-410", "soft-404", "gone")
@@ -26,6 +26,7 @@ TEXT_BYTES = 65_535
 IN_LIST_SIZE = 900
 
 
+@retried_on_deadlock
 def add_shop(db: Database, base_url: str, name: str | None = None) -> str:
     """Register a shop with the default source settings (local if its URL is a loopback literal);
     ValueError for a URL no scrape could use, before anything is saved. Any spelling of a shop's
@@ -54,6 +55,7 @@ def add_shop(db: Database, base_url: str, name: str | None = None) -> str:
     return shop_id
 
 
+@retried_on_deadlock
 def save_source(db: Database, source) -> str:
     """Insert or update a shop from a ShopSource (a sources file's entry): every setting."""
     with db.transaction() as connection:
@@ -110,11 +112,13 @@ def active_shops(db: Database) -> list[dict]:
         return [dict(row) for row in rows.mappings()]
 
 
+@retried_on_deadlock
 def mark_shop_attempted(db: Database, shop_id: str) -> None:
     with db.transaction() as connection:
         connection.execute(sa.update(shops).where(shops.c.id == shop_id).values(attempted_at=utcnow()))
 
 
+@retried_on_deadlock
 def mark_shop_scraped(db: Database, shop_id: str) -> None:
     with db.transaction() as connection:
         connection.execute(sa.update(shops).where(shops.c.id == shop_id).values(last_scraped_at=utcnow()))
@@ -140,6 +144,7 @@ def product_shop(db: Database, product_id: str) -> str | None:
         return connection.execute(sa.select(products.c.shop_id).where(products.c.id == product_id)).scalar()
 
 
+@retried_on_deadlock
 def save_product(db: Database, shop_id: str, product, page_url: str | None = None) -> str:
     """Insert or refresh a scraped product: alive again if it was dead, unless out of stock."""
     product_id = ids.product_id(product.url)
@@ -198,12 +203,14 @@ def products_of_shop(db: Database, shop_id: str) -> dict[str, dict]:
         return {row["url"]: dict(row) for row in rows.mappings()}
 
 
+@retried_on_deadlock
 def file_product(db: Database, product_id: str, page_url: str | None) -> None:
     """File a product under the (feed) page that lists it, or under none (its page stopped listing it)."""
     with db.transaction() as connection:
         connection.execute(sa.update(products).where(products.c.id == product_id).values(page_url=page_url))
 
 
+@retried_on_deadlock
 def touch_products(db: Database, product_ids: Sequence[str]) -> None:
     """Seen again, unchanged (their page answered 304 or the same bytes)."""
     with db.transaction() as connection:
@@ -219,6 +226,7 @@ def page_cache(db: Database, shop_id: str) -> dict[str, dict]:
         return {row["url"]: dict(row) for row in rows.mappings()}
 
 
+@retried_on_deadlock
 def save_page_cache(db: Database, shop_id: str, url: str, etag: str | None, last_modified: str | None, content_sha256: str | None) -> None:
     now = utcnow()
     values = {
@@ -235,6 +243,7 @@ def save_page_cache(db: Database, shop_id: str, url: str, etag: str | None, last
         connection.execute(upsert(connection, http_cache, values))
 
 
+@retried_on_deadlock
 def mark_page_checked(db: Database, shop_id: str, url: str) -> None:
     """Visited now, whatever came of it (unchanged, gone, an error): its validators stay."""
     now = utcnow()
@@ -247,10 +256,16 @@ def _url_key(url: str) -> str:
     return hashlib.sha1(f"url:{url}".encode(), usedforsecurity=False).hexdigest()
 
 
-def link_image(db: Database, product_id: str, image_id: str, position: int = 0) -> None:
-    """Record that the product shows the image (idempotent)."""
+@retried_on_deadlock
+def link_image(db: Database, product_id: str, image_id: str, position: int = 0) -> bool:
+    """Record that the product shows the image (idempotent). Returns whether the image is live: a
+    picture read live may have died since (its last product died in another run), and then must
+    be ingested again for this product, not merely linked."""
     with db.transaction() as connection:
+        # A locking read waits for a run that is retiring the image, and sees what it left.
+        is_dead = connection.execute(sa.select(images.c.is_dead).where(images.c.id == image_id).with_for_update()).scalar()
         connection.execute(upsert(connection, product_images, {"product_id": product_id, "image_id": image_id, "position": position}, update=("position",)))
+        return not is_dead
 
 
 def image_count(db: Database, product_ids: Sequence[str]) -> int:
@@ -317,6 +332,7 @@ def get_image(db: Database, image_id: str) -> dict | None:
         return dict(row) if row else None
 
 
+@retried_on_deadlock
 def save_image(db: Database, image_id: str, src_link: str, product_id: str | None) -> None:
     """Make sure the image row exists (keeps its status and hash if it does)."""
     now = utcnow()
@@ -333,6 +349,7 @@ def save_image(db: Database, image_id: str, src_link: str, product_id: str | Non
         connection.execute(upsert(connection, images, values, update=("is_dead", "updated_at")))
 
 
+@retried_on_deadlock
 def update_image(db: Database, image_id: str, **values) -> None:
     with db.transaction() as connection:
         connection.execute(sa.update(images).where(images.c.id == image_id).values(updated_at=utcnow(), **values))
@@ -345,6 +362,7 @@ def product_category_of_image(db: Database, image_id: str) -> str | None:
         ).scalar()
 
 
+@retried_on_deadlock
 def save_detections(db: Database, image_id: str, found: Sequence[dict]) -> None:
     """Replace the image's detections with `found` (dicts: id, box, label, score)."""
     now = utcnow()
@@ -377,11 +395,13 @@ def get_detection(db: Database, detection_id: str) -> dict | None:
         return dict(row) if row else None
 
 
+@retried_on_deadlock
 def update_detection(db: Database, detection_id: str, **values) -> None:
     with db.transaction() as connection:
         connection.execute(sa.update(detections).where(detections.c.id == detection_id).values(updated_at=utcnow(), **values))
 
 
+@retried_on_deadlock
 def mark_indexed(db: Database, detection_ids: Iterable[str]) -> None:
     detection_ids = list(detection_ids)
     with db.transaction() as connection:
@@ -394,6 +414,7 @@ def mark_indexed(db: Database, detection_ids: Iterable[str]) -> None:
             )
 
 
+@retried_on_deadlock
 def forget_embedder(db: Database, detection_ids: Iterable[str]) -> None:
     """Their vectors were dropped unmerged (another model's): no model's vector of theirs is kept,
     so the re-embed pass (images_embedded_by_other_models) fetches their images again."""
@@ -453,6 +474,7 @@ def products_to_revalidate(db: Database) -> list[dict]:
         return [dict(row) for row in rows.mappings()]
 
 
+@retried_on_deadlock
 def mark_product_checked(db: Database, product_id: str) -> None:
     with db.transaction() as connection:
         connection.execute(sa.update(products).where(products.c.id == product_id).values(checked_at=utcnow()))
@@ -496,8 +518,12 @@ def _hand_over(connection: sa.Connection, image_id: str, product_id: str, shop_i
     product unlinked from the original: the next pass over that product fetches it as a picture of
     its own. Handed to a product that shows a copy, the picture was checked under a policy that
     does not reach its host, and shown at the first shop's address."""
+    # Locking reads, here and in _retire: a run handing over or linking the same picture at once
+    # is waited for, and what it committed is seen (a plain read sees the transaction's snapshot,
+    # and two runs whose products share a picture would each leave it to the other's dying one).
     current = connection.execute(
         sa.select(images.c.product_id, products.c.is_dead).outerjoin(products, images.c.product_id == products.c.id).where(images.c.id == image_id)
+        .with_for_update()
     ).first()
     if current is not None and current.product_id != product_id and current.is_dead is not None and not current.is_dead:
         return  # another live product's picture (this one showed it too): it stays theirs
@@ -513,6 +539,7 @@ def _hand_over(connection: sa.Connection, image_id: str, product_id: str, shop_i
                sa.or_(products.c.shop_id == shop_id, products.c.shop_id.not_in(copy_shops)))
         .order_by(sa.case((products.c.shop_id == shop_id, 0), else_=1), products.c.id)
         .limit(1)
+        .with_for_update()
     ).scalar()
     if owner:
         connection.execute(sa.update(images).where(images.c.id == image_id).values(updated_at=now, product_id=owner))
@@ -535,6 +562,7 @@ def _retire(connection: sa.Connection, image_id: str, now: datetime) -> list[dic
         .outerjoin(products, images.c.product_id == products.c.id)
         .where(images.c.duplicate_of == image_id)
         .order_by(images.c.id)
+        .with_for_update()
     ).mappings().all()
     for copy in copies:
         connection.execute(sa.update(images).where(images.c.id == copy["copy_id"]).values(
@@ -546,6 +574,7 @@ def _retire(connection: sa.Connection, image_id: str, now: datetime) -> list[dic
         sa.select(*shown_by)
         .join(product_images, product_images.c.product_id == products.c.id)
         .where(product_images.c.image_id == image_id, products.c.is_dead.is_(False))
+        .with_for_update()
     ).mappings().all()
     for product in linked:
         connection.execute(sa.delete(product_images).where(product_images.c.product_id == product["id"], product_images.c.image_id == image_id))
@@ -556,12 +585,14 @@ def _retire(connection: sa.Connection, image_id: str, now: datetime) -> list[dic
     return list(concerned.values())
 
 
+@retried_on_deadlock
 def retire_image(db: Database, image_id: str) -> list[dict]:
     """An image whose address is gone: see _retire."""
     with db.transaction() as connection:
         return _retire(connection, image_id, utcnow())
 
 
+@retried_on_deadlock
 def mark_product_dead(db: Database, product_id: str, reason: str = "gone") -> None:
     """Tombstone a product (search skips it at once); its images die unless another live product shows them."""
     now = utcnow()
@@ -572,6 +603,7 @@ def mark_product_dead(db: Database, product_id: str, reason: str = "gone") -> No
             _hand_over(connection, image_id, product_id, shop_id, now)
 
 
+@retried_on_deadlock
 def drop_images_not_shown(db: Database, product_id: str, shown: set[str]) -> list[str]:
     """Unlink the images a product's page no longer shows (the shop replaced a picture); each dies,
     and so leaves search and the shards, unless another live product shows it. Returns them."""
@@ -588,6 +620,7 @@ def drop_images_not_shown(db: Database, product_id: str, shown: set[str]) -> lis
     return dropped
 
 
+@retried_on_deadlock
 def revive_product(db: Database, product_id: str) -> list[str]:
     """Bring a dead product back; returns its images that were dead (they need ingesting again)."""
     now = utcnow()
@@ -618,13 +651,15 @@ def dead_indexed_detections(db: Database) -> dict[str, set[str]]:
         return grouped
 
 
+@retried_on_deadlock
 def mark_unindexed(db: Database, detection_ids: Iterable[str]) -> None:
     detection_ids = list(detection_ids)
     with db.transaction() as connection:
         for start in range(0, len(detection_ids), 500):
             connection.execute(
                 sa.update(detections)
-                .where(detections.c.id.in_(detection_ids[start : start + 500]))
+                # Only what is still in a shard: a vector embedded again meanwhile is pending its merge.
+                .where(detections.c.id.in_(detection_ids[start : start + 500]), detections.c.embedding_status == "indexed")
                 .values(embedding_status="removed", updated_at=utcnow())
             )
 

@@ -7,9 +7,12 @@ runs in the cloud. SQL is always parameterised (`:name` binds), never formatted.
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
+import random
 import threading
+import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Iterator, Mapping, Sequence
@@ -301,6 +304,30 @@ class Database:
         with self.transaction() as connection:
             result = connection.execute(statement, dict(params or {}))
             return [dict(row) for row in result.mappings()] if result.returns_rows else []
+
+
+# InnoDB's answers when two transactions wait on each other: 1213, a deadlock (one of them is rolled
+# back whole), and 1205, a lock wait timeout. Both pass when the loser runs again.
+RETRIED_MYSQL_ERRORS = (1213, 1205)
+TRANSACTION_ATTEMPTS = 5
+
+
+def retried_on_deadlock(function):
+    """Run `function` again when MySQL rolled its transaction back for a deadlock or a lock wait.
+    Only for a function whose effects are one `Database.transaction`: rolled back, it did nothing."""
+
+    @functools.wraps(function)
+    def run(*args, **kwargs):
+        for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
+            try:
+                return function(*args, **kwargs)
+            except sa.exc.OperationalError as exc:
+                code = (getattr(exc.orig, "args", None) or (None,))[0]
+                if code not in RETRIED_MYSQL_ERRORS or attempt == TRANSACTION_ATTEMPTS:
+                    raise
+                time.sleep(random.uniform(0, 0.05 * 2**attempt))  # apart, or they meet again
+
+    return run
 
 
 def _create_engine(url: str) -> sa.Engine:

@@ -18,7 +18,7 @@ from PIL import Image
 from shazzam import catalogue, ids, wiring
 from shazzam.app import App
 from shazzam.images import Box, ImageError, encode_png, get_subsection_of_image, load_image, standardise_img
-from shazzam.index import StaleShard, compact, encode_vector, publish
+from shazzam.index import PUBLISH_ATTEMPTS, ShardMoved, StaleShard, compact, encode_vector, publish, read_manifest
 from shazzam.storage import ObjectNotFound, delete_if_unchanged, validate_key
 from shazzam.taxonomy import DETECTOR_CLASS_OF, SEARCHABLE, category_within
 
@@ -317,12 +317,28 @@ def revalidate(app: App) -> dict:
 
 
 def drop_dead_vectors(app: App) -> int:
-    """Take the detections of dead products and images out of their shards; returns how many."""
+    """Take the detections of dead products and images out of their shards; returns how many.
+
+    The dead are read after the shards' versions, and dropped from those versions only: an index
+    run may merge one of them again meanwhile (its product came back and was embedded anew), and
+    then the shard has moved and the dead are read again, rather than a live item dropped."""
     dropped = 0
-    for category, dead in catalogue.dead_indexed_detections(app.db).items():
-        publish(app.store, category, drop=dead)
-        catalogue.mark_unindexed(app.db, dead)
-        dropped += len(dead)
+    for _attempt in range(PUBLISH_ATTEMPTS):
+        manifest, _etag = read_manifest(app.store)
+        versions = {category: entry.get("version") for category, entry in manifest["shards"].items()}
+        moved = False
+        for category, dead in catalogue.dead_indexed_detections(app.db).items():
+            try:
+                publish(app.store, category, drop=dead, expect_version=versions.get(category))
+            except ShardMoved:
+                moved = True
+                continue
+            catalogue.mark_unindexed(app.db, dead)
+            dropped += len(dead)
+        if not moved:
+            break
+    else:
+        log.warning("shards kept moving while dead vectors were dropped: the next run drops the rest")
     return dropped
 
 

@@ -268,7 +268,8 @@ class SourcePass:
         except FetchError as error:
             return self._image_failed(image_id, product_id, position, error.kind, str(error), stored, shown)
         if result.not_modified:
-            catalogue.link_image(self.db, product_id, shown, position)
+            if not catalogue.link_image(self.db, product_id, shown, position) and not refetch:
+                return self.image(product_id, url, position, refetch=True)  # it died meanwhile
             counts["images_unchanged"] += 1
             return
         if result.status != 200:
@@ -280,7 +281,8 @@ class SourcePass:
         if stored and row["content_sha256"] == digest:
             if not row["colour_grid"] and not row["duplicate_of"]:  # stored before colour grids were kept
                 catalogue.update_image(self.db, image_id, colour_grid=colour_grid(result.body))
-            catalogue.link_image(self.db, product_id, shown, position)
+            if not catalogue.link_image(self.db, product_id, shown, position):
+                return self.image(product_id, url, position, refetch=True)  # it died meanwhile
             counts["images_unchanged"] += 1
             return
         phash, colours = dhash(result.body), colour_grid(result.body)
@@ -288,7 +290,8 @@ class SourcePass:
         if original is not None:
             catalogue.update_image(self.db, image_id, content_sha256=digest, phash=phash, colour_grid=colours, duplicate_of=original,
                                    status="duplicate", error=None)
-            catalogue.link_image(self.db, product_id, original, position)
+            if not catalogue.link_image(self.db, product_id, original, position) and not refetch:
+                return self.image(product_id, url, position, refetch=True)  # the original died meanwhile
             counts["images_duplicate"] += 1
             return
         # Stored (again) as this product's picture: a dead one brought back belongs to the product
