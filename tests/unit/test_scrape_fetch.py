@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import email.utils
 import http.server
 import json
 import threading
 import time
-from urllib.parse import urlsplit
 
 import pytest
 
 from shazzam.scrape import Crawl, Fetcher, FetchError, RobotsDisallowed, ShopSource
-from shazzam.scrape.fetch import is_private_host
+from shazzam.scrape.fetch import _retry_after_s, is_private_host
+from tests.support.plain_shop import plain_shop  # noqa: F401 - a fixture
 from tests.support.quirky_shop import QuirkyShop
 
 # Tiny times: the tests take a second or two, not minutes.
@@ -139,44 +140,6 @@ def test_a_too_long_retry_after_closes_the_host_for_that_long(shop):
     assert fetcher.get(shop.url("products/final.html")).status == 200
 
 
-class PlainShop:
-    """A shop of fixed answers by path: {path: (status, body[, headers])}; it logs the paths asked for."""
-
-    def __init__(self, answers: dict[str, tuple[int, bytes]]):
-        self.asked: list[str] = []
-        shop = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                shop.asked.append(self.path)
-                status, body, *headers = answers.get(urlsplit(self.path).path, (404, b"not here"))
-                self.send_response(status)
-                for name, value in (headers[0] if headers else {}).items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Content-Type", "application/json" if self.path.startswith("/products.json") else "text/xml")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.base_url = f"http://127.0.0.1:{self.server.server_port}/"
-
-    def close(self):
-        self.server.shutdown()
-
-
-@pytest.fixture
-def plain_shop():
-    shops = []
-    yield lambda answers: shops.append(PlainShop(answers)) or shops[-1]
-    for shop in shops:
-        shop.close()
-
-
 def test_a_throttled_robots_txt_keeps_the_crawler_out(plain_shop):
     shop = plain_shop({"/robots.txt": (429, b"slow down"), "/p/1.html": (200, b"<html></html>")})
     with pytest.raises(RobotsDisallowed):
@@ -228,6 +191,63 @@ def test_robots_groups_are_matched_on_the_product_token(plain_shop):
     shop = plain_shop({"/robots.txt": (200, b"User-agent: *\nDisallow: /\n\nUser-agent: Search\nAllow: /\n")})
     fetcher = Fetcher(local=True, delay_s=0, user_agent="ShazzamBot/1 (visual search of clothes)", **FAST)
     assert fetcher.robots_agent == "ShazzamBot" and not fetcher.allowed(shop.base_url + "p/1.html")
+
+
+def test_a_browser_like_user_agent_is_still_matched_as_the_bot(plain_shop):
+    shop = plain_shop({"/robots.txt": (200, b"User-agent: ShazzamBot\nDisallow: /\n")})
+    fetcher = Fetcher(local=True, delay_s=0, user_agent="Mozilla/5.0 (compatible; ShazzamBot/0.2; +https://example.org/bot)", **FAST)
+    assert not fetcher.allowed(shop.base_url + "p/1.html")
+
+
+def test_a_retry_after_date_no_clock_reaches_is_no_wait_and_no_crash():
+    assert _retry_after_s("Mon, 01 Jan 99999999999999999999 00:00:00 GMT") is None
+
+
+def test_a_retry_after_date_without_a_zone_is_utc(monkeypatch):
+    # The asctime form and "-0000" carry no zone: HTTP dates are UTC, whatever the machine's zone.
+    in_two_minutes = email.utils.formatdate(time.time() + 120, usegmt=True)
+    asctime = time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime(time.time() + 120))
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        for value in (in_two_minutes, asctime, in_two_minutes.replace("GMT", "-0000")):
+            assert 100 < _retry_after_s(value) <= 121, value
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def test_a_retry_after_is_honoured_by_the_next_request_when_this_one_is_not_retried(plain_shop):
+    shop = plain_shop({"/robots.txt": (200, b""), "/a": (429, b"", {"Retry-After": "1"}), "/b": (200, b"<html></html>")})
+    fetcher = Fetcher(local=True, delay_s=0, **{**FAST, "retries": 0})
+    assert fetcher.get(shop.base_url + "a").status == 429
+    started = time.monotonic()
+    assert fetcher.get(shop.base_url + "b").status == 200
+    assert time.monotonic() - started >= 0.9
+    fetcher.deadline = time.monotonic() + 0.2  # held off past the deadline: refused at once
+    assert fetcher.get(shop.base_url + "a").status == 429
+    started = time.monotonic()
+    with pytest.raises(FetchError) as error:
+        fetcher.get(shop.base_url + "b")
+    assert error.value.kind == "rate-limited" and time.monotonic() - started < 0.5
+
+
+def test_a_robots_txt_that_redirects_in_a_loop_is_decided_once_per_host(plain_shop):
+    shop = plain_shop({"/robots.txt": (301, b"", {"Location": "/robots.txt"}), "/p/1.html": (200, b"<html></html>"),
+                       "/p/2.html": (200, b"<html></html>")})
+    fetcher = Fetcher(local=True, delay_s=0, **FAST)
+    # More than five redirects: "unavailable" (RFC 9309, 2.3.1.2), as if there were none.
+    assert fetcher.get(shop.base_url + "p/1.html").status == 200 and fetcher.get(shop.base_url + "p/2.html").status == 200
+    assert shop.asked.count("/robots.txt") == fetcher.policy.max_redirects + 1
+
+
+def test_a_robots_txt_too_large_to_read_keeps_the_crawler_out_and_is_fetched_once(plain_shop):
+    shop = plain_shop({"/robots.txt": (200, b"#" * 5000), "/p/1.html": (200, b"<html></html>")})
+    fetcher = Fetcher(local=True, delay_s=0, **{**FAST, "max_bytes": 4000})
+    for _ in range(2):
+        with pytest.raises(RobotsDisallowed):
+            fetcher.get(shop.base_url + "p/1.html")
+    assert shop.asked == ["/robots.txt"]
 
 
 def test_robots_txt_may_redirect_to_another_host(plain_shop):

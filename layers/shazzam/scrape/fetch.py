@@ -30,6 +30,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass, field, fields, replace
+from datetime import timezone
 from typing import Iterable
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -63,6 +64,9 @@ class FetchPolicy:
     """How one source may be fetched. Tests shrink the times; a local source sets ``local``."""
 
     user_agent: str = USER_AGENT
+    # The product token robots.txt groups are matched on, whatever the User-Agent header says (a
+    # browser-like header must not slip past a group that bans the bot).
+    robots_agent: str = "ShazzamBot"
     timeout_s: float = DEFAULT_TIMEOUT_S
     total_timeout_s: float = 120.0
     max_bytes: int = DEFAULT_MAX_BYTES
@@ -81,6 +85,9 @@ class FetchPolicy:
 
 
 POLICY_FIELDS = frozenset(f.name for f in fields(FetchPolicy))
+# How a robots.txt fetch fails the same way each time (too large, a redirect to a malformed,
+# non-HTTP or non-public address): its rules cannot be read, so the host is left alone.
+ROBOTS_UNREADABLE = frozenset({"too-large", "bad-url", "scheme", "blocked-address", "content-type"})
 
 
 @dataclass
@@ -213,9 +220,11 @@ def _retry_after_s(value: str | None) -> float | None:
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:  # the asctime form, or "-0000": an HTTP date is UTC (RFC 9110, 5.6.7)
+            when = when.replace(tzinfo=timezone.utc)
+        return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError, OverflowError, OSError):  # OverflowError: a year no clock reaches
         return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 class Fetcher:
@@ -255,8 +264,8 @@ class Fetcher:
     @property
     def robots_agent(self) -> str:
         """The product token robots.txt groups name ("ShazzamBot"), not the whole User-Agent
-        header, whose other words ("search", "https") would match other crawlers' groups."""
-        return (self.user_agent.split("/")[0].split() or ["*"])[0]
+        header, whose other words ("search", "https", "Mozilla") would match other crawlers' groups."""
+        return self.policy.robots_agent
 
     # -- guards -------------------------------------------------------------------------------
 
@@ -294,9 +303,20 @@ class Fetcher:
             parser = self._robots.get(origin)
         if parser is not None:
             return parser
-        # A network error propagates as FetchError and is not cached (the next call retries).
-        result = self._get_following(origin + "/robots.txt", robots_file=True)
-        if result.status == 200:
+        # A network error or a timeout propagates as FetchError and is not cached (the next call
+        # retries); an answer that will be the same next time is decided once per host.
+        try:
+            result = self._get_following(origin + "/robots.txt", robots_file=True)
+        except FetchError as error:
+            if error.kind == "too-many-redirects":
+                result = None  # "unavailable" (RFC 9309, 2.3.1.2): as if there were none
+            elif error.kind in ROBOTS_UNREADABLE:
+                result = FetchResult(url=origin + "/robots.txt", status=403, content_type="", body=b"")  # unreadable: stay out
+            else:
+                raise
+        if result is None:
+            parser = Protego.parse("")
+        elif result.status == 200:
             parser = Protego.parse(result.text())
         elif result.status in (401, 403, 429) or result.status >= 500:
             parser = Protego.parse("User-agent: *\nDisallow: /\n")  # refused, throttled or broken: stay out
@@ -365,6 +385,8 @@ class Fetcher:
             raise FetchError(f"{url}: the host asked for no requests for {closed:.0f} s more", kind="rate-limited")
         for attempt in range(policy.retries + 1):
             last = attempt == policy.retries
+            if (held := gate.next_start - time.monotonic()) > 0:
+                self._may_wait(held, url)  # a host held off past the deadline: refused now, not after the wait
             gate.wait_turn(self._delay_for(url))
             self._check_run_deadline(url)
             try:
@@ -381,11 +403,13 @@ class Fetcher:
                 if wait is not None and wait > policy.max_retry_after_s:
                     gate.close_for(wait)  # the rest of the host's pages are not asked for either
                     raise FetchError(f"{url}: Retry-After {wait:.0f} s is too long", kind="rate-limited")
+                if wait is not None:
+                    # Every worker on this host waits, not only this one, and the next page waits
+                    # too when this request is not retried (its last try, or past the deadline).
+                    gate.hold_off(wait)
                 if not last:
                     self._may_wait(wait if wait is not None else policy.backoff_s * 2**attempt, url)
-                    if wait is not None:
-                        gate.hold_off(wait)  # every worker on this host waits, not only this one
-                    else:
+                    if wait is None:
                         time.sleep(policy.backoff_s * 2**attempt)
                     continue
             return result, location
@@ -399,7 +423,7 @@ class Fetcher:
 
     def _may_wait(self, seconds: float, url: str) -> None:
         if self.deadline is not None and time.monotonic() + seconds > self.deadline:
-            raise FetchError(f"{url}: a retry in {seconds:.0f} s would pass the run's deadline", kind="rate-limited")
+            raise FetchError(f"{url}: waiting {seconds:.0f} s for the host would pass the run's deadline", kind="rate-limited")
 
     def _get_once(self, url, etag, last_modified, accept) -> tuple["_Response", str | None]:
         policy = self.policy
