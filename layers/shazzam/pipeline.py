@@ -69,7 +69,8 @@ class StageResult:
 
 
 # A scrape visits pages for this much of its function's timeout, leaving the rest for the page in
-# hand (its images are fetched as it is saved); the next run goes on where it stopped.
+# hand (its images are fetched as it is saved, until 90 %: scrape.passes.PAGE_IN_HAND_SHARE); the
+# next run goes on where it stopped.
 SCRAPE_BUDGET_S = wiring.by_name("scrape").timeout_s * 0.6
 
 

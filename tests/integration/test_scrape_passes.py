@@ -3,8 +3,12 @@ what is fetched, stored, deduplicated, tombstoned and revived, read from the sho
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 import sqlalchemy as sa
+from PIL import Image
 
 from shazzam import catalogue, ids, pipeline
 from shazzam.db import Database, metadata, migrate
@@ -12,6 +16,8 @@ from shazzam.local.runtime import LocalRuntime
 from shazzam.local.sample_shop import SampleShop
 from shazzam.scrape import ShopSource
 from shazzam.scrape import crawl as crawl_module
+from shazzam.scrape.passes import SourcePass, Summary, revalidate_products
+from tests.support.plain_shop import plain_shop  # noqa: F401 - a fixture
 from tests.support.quirky_shop import QuirkyShop, jpeg
 
 FAST = {"timeout_s": 1.0, "total_timeout_s": 0.3, "retries": 1, "backoff_s": 0.01, "max_bytes": 2_000_000, "max_retry_after_s": 5}
@@ -617,3 +623,48 @@ def test_colour_variants_are_two_pictures_and_a_resized_copy_is_one(runtime, sho
     red, navy, small = (image(runtime, shop, name) for name in ("red.jpg", "navy.jpg", "red-small.jpg"))
     assert red["duplicate_of"] is None and navy["duplicate_of"] is None and red["status"] == navy["status"] == "new"
     assert small["duplicate_of"] == red["id"]
+
+
+def product_html(base_url: str, title: str, pictures: list[str]) -> bytes:
+    data = {"@context": "https://schema.org", "@type": "Product", "name": title, "image": [base_url + p for p in pictures],
+            "offers": {"@type": "Offer", "price": "19.99", "priceCurrency": "EUR", "availability": "https://schema.org/InStock"}}
+    return f'<html><head><title>{title}</title><script type="application/ld+json">{json.dumps(data)}</script></head></html>'.encode()
+
+
+def one_page_shop(plain_shop, pictures: list[str], picture_answer) -> tuple:
+    answers = {"/robots.txt": (200, b"")}
+    shop = plain_shop(answers)
+    answers["/p/tee.html"] = (200, product_html(shop.base_url, "Tee", pictures), {"Content-Type": "text/html"})
+    answers["/sitemap.xml"] = (200, f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc>{shop.base_url}p/tee.html</loc>'
+                                    f"</url></urlset>".encode())
+    for n, path in enumerate(pictures):
+        answers["/" + path] = picture_answer(n)
+    return shop, answers
+
+
+def test_revalidate_keeps_to_its_budget_when_a_host_asks_to_retry_later(runtime, plain_shop):
+    shop, answers = one_page_shop(plain_shop, ["img/red.jpg"], lambda n: (200, jpeg(Image.new("RGB", (64, 64), (200, 30, 30))),
+                                                                        {"Content-Type": "image/jpeg"}))
+    catalogue.save_source(runtime.db, ShopSource(base_url=shop.base_url, name="s", strategy="sitemap", local=True, delay_s=0,
+                                                 fetch={**FAST, "retries": 3, "max_retry_after_s": 60}))
+    assert pipeline.scrape(runtime.app)["products_new"] == 1
+    answers["/p/tee.html"] = answers["/img/red.jpg"] = (503, b"busy", {"Retry-After": "2"})
+    started = time.monotonic()
+    revalidate_products(runtime.app, Summary(), budget_s=1.0)
+    assert time.monotonic() - started < 1.5  # not 3 retries x 2 s for one page, then as long for its picture
+
+
+def test_the_page_in_hand_when_the_scrape_budget_ends_fetches_its_pictures(runtime, plain_shop, monkeypatch):
+    pictures = [f"img/{n}.jpg" for n in range(3)]
+    shop, answers = one_page_shop(plain_shop, pictures, lambda n: (200, jpeg(Image.new("RGB", (64, 64), (80 * n, 30, 30))),
+                                                                 {"Content-Type": "image/jpeg"}))
+    catalogue.save_source(runtime.db, ShopSource(base_url=shop.base_url, name="s", strategy="sitemap", local=True, delay_s=0, fetch=FAST))
+    page = SourcePass.page
+
+    def slow_page(visit, outcome):  # the budget runs out while the page is saved, before its pictures
+        time.sleep(1.1)
+        return page(visit, outcome)
+
+    monkeypatch.setattr(SourcePass, "page", slow_page)
+    report = pipeline.scrape(runtime.app, budget_s=1.0)
+    assert report["images_uploaded"] == 3 and report["images_failed"] == 0

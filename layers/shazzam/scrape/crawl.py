@@ -152,14 +152,17 @@ class Crawl:
         limit: int | None = None,
         round_started: datetime | None = None,
         deadline: float | None = None,
+        fetch_deadline: float | None = None,
     ) -> None:
         self.source = source
         self.fetcher = fetcher
         self.known = known or {}
         self.limit = limit
         self.round_started = round_started  # pages checked since then are not visited again
-        self.deadline = deadline  # time.monotonic() past which nothing more is fetched
-        fetcher.deadline = deadline  # nor does a retry wait past it
+        self.deadline = deadline  # time.monotonic() past which no page is visited
+        # Past which nothing is fetched, nor does a retry wait past it: the page in hand at
+        # `deadline` may still fetch its pictures until `fetch_deadline` (by default the same).
+        fetcher.deadline = deadline if fetch_deadline is None else fetch_deadline
         # Whether the crawl saw less than all the source's pages: `limit` cut discovery, or time ran out.
         self.cut_short = False
         # A Shopify feed read to its end (its first empty page) in this round: its pages' URLs. A

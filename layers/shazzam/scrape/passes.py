@@ -41,6 +41,9 @@ from shazzam.scrape.sources import ShopSource, canonical_shop_url
 log = logging.getLogger(__name__)
 
 IMAGE_TYPES = ("image/*", "application/octet-stream")  # some CDNs label everything octet-stream
+# A scrape's budget visits pages; the page in hand at its end may fetch its pictures for this share
+# of the budget more (the scrape function's 60 % and 30 %: see shazzam.pipeline.SCRAPE_BUDGET_S).
+PAGE_IN_HAND_SHARE = 0.5
 COUNTERS = (
     "shops",
     "pages_fetched",
@@ -100,9 +103,11 @@ class SourcePass:
             self.by_page.setdefault(row["page_url"] or row["url"], []).append(row)
         self.seen: set[str] = set()
 
-    def crawl(self, limit: int | None, conditional: bool = True, round_started: datetime | None = None, deadline: float | None = None) -> Crawl:
+    def crawl(self, limit: int | None, conditional: bool = True, round_started: datetime | None = None, deadline: float | None = None,
+              fetch_deadline: float | None = None) -> Crawl:
         """A crawl of the source; ``conditional`` False fetches every page in full (see Crawl for the rest)."""
-        return Crawl(self.source, self.fetcher, self.cached_pages if conditional else {}, limit=limit, round_started=round_started, deadline=deadline)
+        return Crawl(self.source, self.fetcher, self.cached_pages if conditional else {}, limit=limit, round_started=round_started,
+                     deadline=deadline, fetch_deadline=fetch_deadline)
 
     def products_on_page(self, page_url: str) -> list[dict]:
         return self.by_page.get(page_url, [])
@@ -378,6 +383,8 @@ def scrape_pass(
     hashes = catalogue.image_hashes(app.db)
     base = app.fetcher()
     deadline = None if budget_s is None else time.monotonic() + budget_s
+    # The page in hand when the budget is spent is saved whole, its pictures fetched, in this much more.
+    fetch_deadline = None if budget_s is None else deadline + budget_s * PAGE_IN_HAND_SHARE
     # Due shops take turns: the one a pass started on longest ago first (one whose round a pass
     # leaves unfinished goes behind the others, so a shop too large for a pass starves none).
     sources = sorted(_sources(app, shop_url, source_name), key=lambda pair: pair[0]["attempted_at"] or datetime.min)
@@ -391,7 +398,7 @@ def scrape_pass(
         catalogue.mark_shop_attempted(app.db, row["id"])
         visit = SourcePass(app, row["id"], source, base.with_policy(source.policy()), summary, hashes)
         round_started = None if force else row["last_scraped_at"] or row["created_at"]
-        crawl = visit.crawl(limit, round_started=round_started, deadline=deadline)
+        crawl = visit.crawl(limit, round_started=round_started, deadline=deadline, fetch_deadline=fetch_deadline)
         done, stopped = 0, False
         with closing(crawl.pages()) as pages:
             for outcome in pages:
@@ -435,6 +442,7 @@ def reembed_pass(app, model: str, limit: int | None = None, budget_s: float | No
         if image["shop_id"] not in passes:
             source = catalogue.source_of_shop(shops[image["shop_id"]])
             passes[image["shop_id"]] = SourcePass(app, image["shop_id"], source, base.with_policy(source.policy()), summary, {})
+            passes[image["shop_id"]].fetcher.deadline = deadline  # nor does a retry wait past it
         passes[image["shop_id"]].image(image["product_id"], image["src_link"], position=0, refetch=True)
     return {"stale": len(stale), **{name: summary.counts[name] for name in ("images_uploaded", "images_failed")}}
 
@@ -447,8 +455,10 @@ def revalidate_products(app, summary: Summary, budget_s: float | None = None) ->
     report = Counter(products_checked=0, images_checked=0, images_dead=0, images_replaced=0)
     started = time.monotonic()
     products_until = images_until = float("inf")
+    deadline = None  # past which nothing is fetched, nor does a retry wait past it
     if budget_s is not None:
         products_until, images_until = started + budget_s * 2 / 3, started + budget_s
+        deadline = images_until
     base = app.fetcher()
     shops = catalogue.shops_by_id(app.db)
     passes: dict[str, SourcePass] = {}
@@ -462,6 +472,7 @@ def revalidate_products(app, summary: Summary, budget_s: float | None = None) ->
         if shop_id not in passes:
             source = catalogue.source_of_shop(shops[shop_id])
             passes[shop_id] = SourcePass(app, shop_id, source, base.with_policy(source.policy()), summary, hashes)
+            passes[shop_id].fetcher.deadline = deadline
         return passes[shop_id]
 
     for product in catalogue.products_to_revalidate(app.db):
@@ -478,7 +489,7 @@ def revalidate_products(app, summary: Summary, budget_s: float | None = None) ->
         if visit.source.strategy == "shopify":
             # Unfiled: its feed page stopped listing it and no whole round has found it since (a
             # feed that errors before its end never has one). Its own page says if it is gone.
-            outcome = visit.crawl(None, conditional=False).product_page(product["url"])
+            outcome = visit.crawl(None, conditional=False, deadline=deadline).product_page(product["url"])
             if outcome.state == "gone":
                 visit.page(outcome)
             elif outcome.state in ("error", "robots"):
@@ -489,7 +500,7 @@ def revalidate_products(app, summary: Summary, budget_s: float | None = None) ->
             continue  # another product of the same page (a feed page, a product group)
         visited.add(page_url)
         # A dead product's page is fetched in full: it may be back exactly as it was.
-        outcome = visit.crawl(None, conditional=not product["is_dead"]).visit(page_url)
+        outcome = visit.crawl(None, conditional=not product["is_dead"], deadline=deadline).visit(page_url)
         visit.page(outcome)
         if outcome.state in ("error", "robots"):
             summary.error(outcome.reason or outcome.state)  # a 5xx or a timeout kills nothing
@@ -519,7 +530,7 @@ def revalidate_products(app, summary: Summary, budget_s: float | None = None) ->
                 concerned_pass = source_pass(concerned["shop_id"])
                 if known := concerned_pass.known.get(concerned["url"]):
                     known["fingerprint"] = None  # as retire_image forgot it: its pictures are fetched
-                concerned_pass.page(concerned_pass.crawl(None, conditional=False).visit(page_url))
+                concerned_pass.page(concerned_pass.crawl(None, conditional=False, deadline=deadline).visit(page_url))
         elif result.status == 200 and not result.not_modified and hashlib.sha256(result.body).hexdigest() != image["content_sha256"]:
             # The shop replaced the picture behind the same address: ingested again, as a changed
             # page's pictures are (fetched once more there: a rare event).
