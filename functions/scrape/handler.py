@@ -7,4 +7,5 @@ A scheduled event scrapes every active shop; a manual event may name one in its 
 from shazzam import pipeline
 from shazzam.handlers import scheduled_handler
 
-lambda_handler = scheduled_handler(pipeline.scrape, service="scrape", options=("shop_url", "limit", "source", "force"))
+lambda_handler = scheduled_handler(pipeline.scrape, service="scrape", options=("shop_url", "limit", "source", "force"),
+                                   check=pipeline.check_scrape)

@@ -144,7 +144,7 @@ def cmd_demo(args) -> int:
         if server is not None:
             server.shutdown()
         runtime.close()
-    return 0
+    return _failed_events(runtime, report["events"]["failed"])
 
 
 def _wait_for_interrupt() -> None:
@@ -170,6 +170,14 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def _failed_events(runtime, failed: int) -> int:
+    """Exit status 1, said on stderr, when pipeline events failed (each written to dead-letters/)."""
+    if not failed:
+        return 0
+    print(f"{failed} pipeline event(s) failed: see {runtime.data_dir / 'dead-letters'}", file=sys.stderr)
+    return 1
+
+
 def cmd_ingest(args) -> int:
     from shazzam import catalogue
 
@@ -180,7 +188,7 @@ def cmd_ingest(args) -> int:
     finally:
         runtime.close()
     print(json.dumps(report, default=str) if args.json else _format_report(report))
-    return 0
+    return _failed_events(runtime, report["events"]["failed"])
 
 
 def scrape_summary(report: dict) -> dict:
@@ -225,9 +233,13 @@ def cmd_scrape(args) -> int:
             f"{summary['products_dead']} dead, {summary['products_revived']} revived\n"
             f"images: {summary['images_uploaded']} queued, {summary['images_unchanged']} unchanged, "
             f"{summary['images_duplicate']} duplicates, {summary['images_failed']} failed\n"
+            f"pipeline: {summary['pipeline']['delivered']} events delivered, {summary['pipeline']['failed']} failed\n"
             f"errors: {errors}"
         )
-    return 0
+    if summary["shops_failed"]:
+        print(f"{summary['shops_failed']} of {summary['shops']} source(s) could not be read", file=sys.stderr)
+        return 1
+    return _failed_events(runtime, summary["pipeline"]["failed"])
 
 
 def _format_report(report: dict) -> str:

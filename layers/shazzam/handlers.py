@@ -35,8 +35,11 @@ def s3_stage_handler(stage: Callable[[app_module.App, str], StageResult], servic
     return lambda_handler
 
 
-def scheduled_handler(job: Callable[..., dict], service: str, options: tuple[str, ...] = ()):
-    """A job run by an EventBridge schedule; `options` may be passed in the event's detail."""
+def scheduled_handler(job: Callable[..., dict], service: str, options: tuple[str, ...] = (),
+                      check: Callable[[dict], None] | None = None):
+    """A job run by an EventBridge schedule; `options` may be passed in the event's detail. `check`
+    raises for a report that says the run failed, once it is logged: the invocation then fails
+    (retried, then sent to the failure queue, which alarms) instead of reading as a success."""
     logger = Logger(service=f"shazzam-{service}")
 
     @logger.inject_lambda_context
@@ -44,6 +47,8 @@ def scheduled_handler(job: Callable[..., dict], service: str, options: tuple[str
         detail = EventBridgeEvent(event).detail or {}
         report = job(app_module.current(), **{name: detail[name] for name in options if name in detail})
         logger.info("done", extra={"report": report})
+        if check is not None:
+            check(report)
         return report
 
     return lambda_handler

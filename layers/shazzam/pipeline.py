@@ -343,6 +343,18 @@ def drop_dead_vectors(app: App) -> int:
     return dropped
 
 
+class ScrapeFailed(RuntimeError):
+    """No shop a scrape set out to read could be read."""
+
+
+def check_scrape(report: dict) -> None:
+    """Raise ScrapeFailed when every shop the pass started on could not be read (the network is
+    down, or each shop refuses us): the run failed, though each shop's error is counted."""
+    if report.get("shops") and report.get("shops_failed") == report["shops"]:
+        errors = ", ".join(f"{name.split('.', 1)[1]} {n}" for name, n in sorted(report.items()) if name.startswith("errors."))
+        raise ScrapeFailed(f"none of the {report['shops']} shop(s) could be read ({errors or 'no error counted'})")
+
+
 # --- search ---------------------------------------------------------------------------------
 
 

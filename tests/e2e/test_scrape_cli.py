@@ -40,3 +40,29 @@ def test_scrape_json_summary_then_an_unchanged_second_pass(tmp_path):
         assert "1 source(s)" in second.stdout
         assert "products: 0 new, 0 changed, 4 unchanged" in second.stdout
         assert "images: 0 queued" in second.stdout and "scrape" in second.stderr  # the progress bar
+
+
+def test_a_scrape_whose_pipeline_events_fail_says_so_and_exits_1(tmp_path):
+    with SampleShop(limit=2) as sample:
+        assert shazzam("shops", "add", sample.base_url, data_dir=tmp_path).returncode == 0
+        empty_models = tmp_path / "no-models"  # a --model-dir typo: every embed fails
+        empty_models.mkdir()
+        run = shazzam("--quiet", "--model-dir", str(empty_models), "scrape", "--force", data_dir=tmp_path)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "pipeline: " in run.stdout and " 0 failed" not in run.stdout.split("pipeline: ")[1].splitlines()[0]
+    assert "dead-letters" in run.stderr
+
+
+def test_a_scrape_of_a_shop_that_cannot_be_reached_exits_1_and_leaves_it_due(tmp_path):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        address = f"http://127.0.0.1:{probe.getsockname()[1]}/"
+    assert shazzam("shops", "add", address, data_dir=tmp_path).returncode == 0
+    run = shazzam("--quiet", "scrape", "--json", data_dir=tmp_path)
+    assert run.returncode == 1
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert summary["shops_failed"] == 1 and summary["errors"]
+    again = shazzam("--quiet", "scrape", "--json", data_dir=tmp_path)  # not marked scraped: still due
+    assert json.loads(again.stdout.strip().splitlines()[-1])["shops"] == 1

@@ -118,3 +118,20 @@ def test_a_corrupt_upload_is_recorded_as_failed(backend):
     assert result["status"] == "failed" and "truncated" in result["reason"]
     (row,) = app.db.run_query("SELECT status, error FROM images")
     assert row["status"] == "failed" and row["error"]
+
+
+def test_a_scheduled_scrape_that_reaches_no_shop_fails_its_invocation(backend):
+    import socket
+
+    from shazzam import catalogue
+    from shazzam.pipeline import ScrapeFailed
+
+    app, invoke = backend
+    with socket.socket() as probe:  # a port nothing listens on: the shop cannot be reached
+        probe.bind(("127.0.0.1", 0))
+        address = f"http://127.0.0.1:{probe.getsockname()[1]}/"
+    shop_id = catalogue.add_shop(app.db, address)
+    # A failed invocation is retried, then sent to the failure queue, which alarms.
+    with pytest.raises(ScrapeFailed, match="none of the 1 shop"):
+        invoke("scrape", sample_event("scheduled-scrape.json"))
+    assert catalogue.shops_by_id(app.db)[shop_id]["last_scraped_at"] is None  # still due

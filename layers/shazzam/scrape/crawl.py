@@ -163,8 +163,12 @@ class Crawl:
         # Past which nothing is fetched, nor does a retry wait past it: the page in hand at
         # `deadline` may still fetch its pictures until `fetch_deadline` (by default the same).
         fetcher.deadline = deadline if fetch_deadline is None else fetch_deadline
-        # Whether the crawl saw less than all the source's pages: `limit` cut discovery, or time ran out.
+        # Whether the crawl saw less than all the source's pages: `limit` cut discovery, time ran
+        # out, or the shop could not be read.
         self.cut_short = False
+        # Whether the shop was not reached: discovery found nothing as its fetches failed (robots.txt,
+        # the sitemaps or listing pages), or the first feed page read failed.
+        self.discovery_failed = False
         # A Shopify feed read to its end (its first empty page) in this round: its pages' URLs. A
         # product no page of the round listed has left the shop.
         self.feed_pages: list[str] | None = None
@@ -366,7 +370,11 @@ class Crawl:
         if self.source.strategy == "shopify":
             yield from self._shopify_pages()
             return
-        urls = self._in_visit_order(self.product_page_urls())
+        found = self.product_page_urls()
+        if not found and self.errors:
+            self.discovery_failed = self.cut_short = True
+            return
+        urls = self._in_visit_order(found)
         self.total = len(urls)
         if self.out_of_time():
             self.cut_short = True
@@ -389,7 +397,7 @@ class Crawl:
         return urljoin(self.source.base_url, f"/products.json?limit={SHOPIFY_PAGE_SIZE}&page={number}")
 
     def _shopify_pages(self) -> Iterator[PageOutcome]:
-        products, previous = 0, None
+        products, previous, read = 0, None, 0
         for number in range(1, self.source.max_pages + 1):
             url = self.feed_page_url(number)
             self.total = number
@@ -410,7 +418,11 @@ class Crawl:
                 self.feed_pages = [self.feed_page_url(n) for n in range(1, number)]
                 return
             previous = listed if outcome.state == "changed" else None
+            if outcome.state in ("error", "robots"):
+                # The feed was not read to its end: the round goes on at the next pass.
+                self.discovery_failed, self.cut_short = read == 0, True
             yield outcome
+            read += 1
             products += len(outcome.products)
             if outcome.state in ("error", "robots") or (self.limit is not None and products >= self.limit):
                 return

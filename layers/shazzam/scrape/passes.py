@@ -49,6 +49,7 @@ COUNTERS = (
     "pages_fetched",
     "skipped_by_robots",
     "shops_unfinished",
+    "shops_failed",
     "shops_left",
     "pages_left",
     "products",
@@ -411,6 +412,10 @@ def scrape_pass(
                     progress(done, crawl.total)
         summary.counts.update({name: crawl.stats[name] for name in ("pages_fetched", "skipped_by_robots")})
         summary.errors.update(crawl.errors)
+        if crawl.discovery_failed:
+            summary.counts["shops_failed"] += 1
+            log.warning("%s could not be read (%s): its round goes on at the next pass", source.base_url,
+                        ", ".join(f"{kind} {n}" for kind, n in sorted(crawl.errors.items())))
         if stopped or crawl.cut_short:
             # Pages of this round are left: not visited, not discovered (time, or `limit`).
             summary.counts["shops_unfinished"] += 1
