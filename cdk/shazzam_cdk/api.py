@@ -17,7 +17,8 @@ from shazzam.wiring import Route
 ACCESS_LOG_FORMAT = (
     '{"requestId":"$context.requestId","ip":"$context.identity.sourceIp","time":"$context.requestTime",'
     '"method":"$context.httpMethod","route":"$context.routeKey","status":"$context.status",'
-    '"latencyMs":"$context.responseLatency","integrationError":"$context.integrationErrorMessage"}'
+    '"latencyMs":"$context.responseLatency","integrationError":"$context.integrationErrorMessage",'
+    '"lambdaRequestId":"$context.integration.requestId"}'
 )
 
 
@@ -78,5 +79,7 @@ class SearchApi(Construct):
                 self, "Latency", f"API p99 latency above {p99_ms} ms",
                 self.api.metric_latency(period=PERIOD, statistic="p99"), p99_ms, topic, periods=3, strictly_above=True,
             ),
-            alarm(self, "ServerErrors", "API answered 5xx", self.api.metric_server_error(period=PERIOD, statistic="Sum"), 5, topic),
+            # The search function answers a fault with a 500 instead of failing its invocation,
+            # so Lambda's Errors never counts it: one 5xx is the alarm.
+            alarm(self, "ServerErrors", "API answered 5xx", self.api.metric_server_error(period=PERIOD, statistic="Sum"), 1, topic),
         ]

@@ -29,6 +29,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, CORSConfig, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 
@@ -406,11 +407,14 @@ def not_found(exc: NotFoundError):
 
 @resolver.exception_handler(Exception)
 def internal_error(exc: Exception):
-    # A bug, not the caller's fault: log it whole, and still answer in the API's error shape.
-    logger.exception("unhandled error")
-    return problem_response(500, "something went wrong on our side; please try again")
+    # A bug, not the caller's fault: log it whole, and still answer in the API's error shape, with
+    # the request id that finds the log line (API Gateway's: the client sees it, the access log has it).
+    request_id = resolver.current_event.request_context.request_id
+    logger.exception("unhandled error", extra={"request_id": request_id})
+    body = {**problem_body(500, "something went wrong on our side; please try again"), "request_id": request_id}
+    return Response(status_code=500, content_type=PROBLEM_JSON, body=json.dumps(body))
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 def lambda_handler(event: dict, context) -> dict:
     return resolver.resolve(event, context)

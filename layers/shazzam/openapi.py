@@ -58,7 +58,8 @@ SCHEMAS = {
         "type": "object",
         "description": "RFC 9457 problem details; `detail` says what to fix.",
         "required": ["type", "title", "status", "detail"],
-        "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"}},
+        "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"},
+                       "request_id": {"type": "string", "description": "On a 500: the request's id, to quote when reporting it (it finds the log line)."}},
     },
     "Result": {
         "type": "object",

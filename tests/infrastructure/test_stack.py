@@ -253,6 +253,8 @@ def test_alarms_on_errors_throttles_failure_queues_and_latency(resources):
     assert metrics.count(("AWS/Lambda", "Throttles")) == len(wiring.FUNCTIONS)
     assert metrics.count(("AWS/SQS", "ApproximateNumberOfMessagesVisible")) == len(asynchronous())
     assert ("AWS/ApiGateway", "Latency") in metrics and ("AWS/ApiGateway", "5xx") in metrics
+    (server_errors,) = [a["Properties"] for a in alarms if a["Properties"].get("MetricName") == "5xx"]
+    assert server_errors["Threshold"] == 1  # a fault is answered with a 500: Lambda's Errors never sees it
     for alarm in alarms:
         assert alarm["Properties"]["AlarmActions"], "every alarm notifies the alarm topic"
 

@@ -313,3 +313,21 @@ def test_health_categories_and_openapi(call):
     assert status == 200 and len(categories["categories"]) == 10
     status, headers, document = call("GET", "/openapi.json")
     assert status == 200 and document == json.loads(api.OPENAPI_PATH.read_text())
+
+
+def test_a_fault_of_ours_answers_500_with_the_request_id_that_finds_its_log_line(runtime, monkeypatch):
+    def broken_search(*_args, **_kwargs):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(api.pipeline, "search", broken_search)
+    log = io.StringIO()
+    monkeypatch.setattr(api.logger.registered_handler, "stream", log)
+    event = http_api_request("POST", "/search", "", {"host": "127.0.0.1:8000", "content-type": "image/jpeg"}, PHOTO)
+    event["requestContext"]["requestId"] = "apigw-request-1234"  # API Gateway's id: the client and the access log see it
+    response = api.lambda_handler(event, LambdaContext("search"))
+    body = json.loads(response["body"])
+    assert response["statusCode"] == 500 and body["request_id"] == "apigw-request-1234"
+    assert "the database went away" not in response["body"]  # no internals for the caller
+    logged = [json.loads(line) for line in log.getvalue().splitlines() if line.startswith("{")]
+    (fault,) = [line for line in logged if line.get("message") == "unhandled error"]
+    assert fault["correlation_id"] == "apigw-request-1234" and "the database went away" in fault["exception"]
