@@ -250,14 +250,24 @@ def supcon(unit: torch.Tensor, labels: torch.Tensor, temperature: float) -> torc
     return -((log_prob * positives).sum(1) / counts).mean()
 
 
-def objective(unit: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, args) -> tuple[torch.Tensor, list[float]]:
-    """The training loss over 2B samples (the two views of each image adjacent) and its terms."""
+def objective(unit: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, args,
+              teacher_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, list[float]]:
+    """The training loss over 2B samples (the two views of each image adjacent) and its terms; with
+    a teacher's logits, a distillation term too (Hinton et al. 2015: KL between the softened
+    distributions, times T squared so that its gradients keep their scale)."""
     ce = F.cross_entropy(logits, y, label_smoothing=0.1)
     sc = supcon(unit, y, args.temperature)
     instance = supcon(unit, torch.arange(len(y), device=unit.device) // 2, args.temperature)
     clip = F.relu(unit - (CODE_MAX - 0.05)).pow(2).sum(1).mean() * 100
     loss = ce + args.supcon_weight * sc + args.instance_weight * instance + clip
-    return loss, [ce.item(), sc.item(), instance.item(), clip.item()]
+    terms = [ce.item(), sc.item(), instance.item(), clip.item()]
+    if teacher_logits is not None:
+        t = args.distill_temperature
+        distill = F.kl_div(F.log_softmax(logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
+                           log_target=True, reduction="batchmean") * t * t
+        loss = loss + args.distill_weight * distill
+        terms.append(distill.item())
+    return loss, terms
 
 
 def embed(model: GarmentNet, loader, device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -327,7 +337,7 @@ class Fit:
         self.step += 1
 
     def end_epoch(self, epoch: int, started: float, sums: np.ndarray, score_validation) -> None:
-        losses = dict(zip(("ce", "supcon", "instance", "clip"), (sums / self.steps_per_epoch).round(4).tolist()))
+        losses = dict(zip(("ce", "supcon", "instance", "clip", "distill"), (sums / self.steps_per_epoch).round(4).tolist()))
         record = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - started, 1), **losses}
         if epoch + 1 >= self.args.score_from or epoch + 1 == self.args.epochs:
             record.update(score_validation())
@@ -361,6 +371,28 @@ def fitted_splits(args) -> tuple[str, ...]:
     return ("train", "validation")
 
 
+def load_teacher(manifest: str, student: GarmentNet) -> GarmentNet:
+    """An exported garment model, its weights read back from its .tflite (soup_embedder), as a
+    frozen network whose frozen part is the student's: both keep the ImageNet stem and blocks, so
+    the teacher runs on the student's prefix output and costs only its trained blocks."""
+    import copy
+
+    from soup_embedder import ingredient
+
+    state, _summary, shape = ingredient(Path(manifest))
+    if shape["frozen_blocks"] != student.frozen_blocks:
+        raise SystemExit(f"{manifest} froze {shape['frozen_blocks']} blocks, the student {student.frozen_blocks}: "
+                         "their frozen parts must be the same")
+    teacher = copy.deepcopy(student)
+    teacher.project = nn.Linear(1280, shape["dim"])
+    teacher.classifier = nn.Linear(shape["dim"], len(CATEGORIES))
+    teacher.load_state_dict(state)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    log(f"distilling from {manifest}")
+    return teacher.eval()
+
+
 def train(args) -> dict:
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
@@ -385,20 +417,26 @@ def train(args) -> dict:
     loaders = {s: torch.utils.data.DataLoader(Serving(items[s]), batch_size=128, num_workers=args.workers)
                for s in ("train", "validation", "test")}
 
+    teacher = load_teacher(args.teacher, model).to(device) if args.teacher else None
     fit = Fit(model, args, len(train_loader))
     started = time.perf_counter()
     for epoch in range(args.epochs):
         views.epoch = epoch
         model.train()
         t0 = time.perf_counter()
-        sums = np.zeros(4)
+        sums = np.zeros(5 if teacher is not None else 4)
         for x, y, _ in train_loader:
             x = x.to(device, non_blocking=True).flatten(0, 1).float()  # [B, 2, H, W, 3] -> [2B, ...], views adjacent
             y = y.to(device).repeat_interleave(2)
+            teacher_logits = None
             with autocast(device):
-                _, unit, logits = model(x)
+                prefix = model.prefix(x)  # frozen: no gradient, shared with the teacher
+                _, unit, logits = model.suffix(prefix)
+                if teacher is not None:
+                    with torch.no_grad():
+                        teacher_logits = teacher.suffix(prefix)[2].float()
             unit, logits = unit.float(), logits.float()
-            loss, terms = objective(unit, logits, y, args)
+            loss, terms = objective(unit, logits, y, args, teacher_logits)
             fit.update(loss)
             sums += terms
         fit.end_epoch(epoch, t0, sums, lambda: score(model, loaders, device, "validation", ("train",)))
@@ -565,14 +603,19 @@ def parse_args(argv=None):
                              "(the same --dim and --frozen-blocks; fresh-views recipe only)")
     parser.add_argument("--ccp-photos", type=ccp_photos, default="1-700",
                         help="the CCP photos --ccp trains on, FIRST-LAST within 1-700 (default all of them)")
+    parser.add_argument("--teacher", default=None,
+                        help="an exported garment model's manifest (its weights read back from its .tflite) whose "
+                             "class probabilities the model also learns (knowledge distillation; fresh-views recipe only)")
+    parser.add_argument("--distill-weight", type=float, default=1.0)
+    parser.add_argument("--distill-temperature", type=float, default=2.0)
     add_export_arguments(parser, "garment_v5")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if (args.ccp or args.init_from) and args.cache_views:
-        raise SystemExit("--ccp and --init-from need the fresh-views recipe (--cache-views 0)")
+    if (args.ccp or args.init_from or args.teacher) and args.cache_views:
+        raise SystemExit("--ccp, --init-from and --teacher need the fresh-views recipe (--cache-views 0)")
     return run(args, train_cached if args.cache_views else train, exporter="export_garment")
 
 

@@ -82,3 +82,13 @@ def test_refuses_the_held_out_ccp_photos(training_python, tmp_path):
                            "--ccp-photos", "690-710"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "not within the training photos 1-700 (0701-0800 are held out)" in done.stderr
+
+
+def test_learns_from_a_teacher_read_back_from_its_tflite(training_python, tiny_clothing, tmp_path):
+    run_dir = tmp_path / "run"
+    log = train(training_python, "train_embedder.py", "--data", tiny_clothing, "--run-dir", run_dir, *TINY,
+                "--teacher", REPO / "layers" / "models" / "garment_v5.json", "--distill-weight", "2")
+    assert "garment_v5: weights read back from its .tflite" in log and "distilling from" in log
+    (epoch,) = json.loads((run_dir / "summary.json").read_text())["history"]
+    assert epoch["distill"] > 0  # the KL to the teacher's softened probabilities, learnt beside the rest
+    assert changed_blocks(training_python, run_dir / "checkpoint.pt") == list(range(8, 16))
