@@ -257,15 +257,18 @@ def _url_key(url: str) -> str:
 
 
 @retried_on_deadlock
-def link_image(db: Database, product_id: str, image_id: str, position: int = 0) -> bool:
-    """Record that the product shows the image (idempotent). Returns whether the image is live: a
-    picture read live may have died since (its last product died in another run), and then must
-    be ingested again for this product, not merely linked."""
+def link_image(db: Database, product_id: str, image_id: str, position: int = 0, *, if_live: bool = True) -> bool:
+    """Record that the product shows the image (idempotent); returns whether it did. A picture read
+    live may have died since (its last product died in another run): then, `if_live`, it is not
+    linked, and must be ingested again for this product instead (a dead original linked would
+    come back with the product). A failed fetch is linked whatever: the link is what retries it."""
     with db.transaction() as connection:
         # A locking read waits for a run that is retiring the image, and sees what it left.
         is_dead = connection.execute(sa.select(images.c.is_dead).where(images.c.id == image_id).with_for_update()).scalar()
+        if is_dead and if_live:
+            return False
         connection.execute(upsert(connection, product_images, {"product_id": product_id, "image_id": image_id, "position": position}, update=("position",)))
-        return not is_dead
+        return True
 
 
 def image_count(db: Database, product_ids: Sequence[str]) -> int:

@@ -4,6 +4,7 @@ lets one writer in at a time)."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from decimal import Decimal
 
@@ -220,4 +221,36 @@ def test_a_dead_item_brought_back_and_indexed_again_while_dead_vectors_are_dropp
     assert calls[-1] == {}  # read again after the shard moved: nothing is dead any more
     assert detection in load_shard(store, read_manifest(store)[0], "dress").ids
     assert catalogue.get_detection(db, detection)["embedding_status"] == "indexed"
+    db.close()
+
+
+def test_a_copy_whose_original_dies_as_it_is_linked_is_stored_as_its_own_picture_and_not_linked_to_the_dead(db_url, tmp_path, monkeypatch):
+    db = open_db(db_url)
+    app = App(db=db, store=LocalFolderStore(tmp_path / "bucket"))
+    body = jpeg(Image.new("RGB", (64, 64), (200, 30, 30)))
+    shop_id = catalogue.add_shop(db, SHOP, "Shop")
+    first = catalogue.save_product(db, shop_id, product(f"{SHOP}/p/1", image_urls=(f"{SHOP}/o.jpg",)))
+    original = ids.image_id(f"{SHOP}/o.jpg")
+    catalogue.save_image(db, original, f"{SHOP}/o.jpg", first)
+    catalogue.update_image(db, original, content_sha256=hashlib.sha256(body).hexdigest(), status="detected")
+    catalogue.link_image(db, first, original)
+    link = catalogue.link_image
+
+    def link_as_another_run_kills_the_original(database, product_id, image_id, position=0, **kwargs):
+        if image_id == original and not kwargs and catalogue.get_image(db, original)["is_dead"] is False:
+            catalogue.mark_product_dead(db, first)  # between the dedup read and the link
+        return link(database, product_id, image_id, position, **kwargs)
+
+    monkeypatch.setattr(catalogue, "link_image", link_as_another_run_kills_the_original)
+
+    class Cdn:
+        def get(self, url, etag=None, last_modified=None, accept=()):
+            return FetchResult(url=url, status=200, content_type="image/jpeg", body=body, etag='"x"')
+
+    visit = SourcePass(app, shop_id, catalogue.source_of_shop(catalogue.shops_by_id(db)[shop_id]), Cdn(), Summary(), {})
+    second = product(f"{SHOP}/p/2", image_urls=(f"{SHOP}/copy.jpg",))
+    visit.product(second, second.url)
+    links = db.run_query("SELECT image_id FROM product_images WHERE product_id = :p", {"p": ids.product_id(second.url)})
+    assert links == [{"image_id": ids.image_id(f"{SHOP}/copy.jpg")}]  # its own picture, not the dead original
+    assert catalogue.get_image(db, ids.image_id(f"{SHOP}/copy.jpg"))["duplicate_of"] is None
     db.close()

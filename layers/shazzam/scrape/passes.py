@@ -332,7 +332,7 @@ class SourcePass:
         (itself, or the original it copies): revalidate judges it."""
         if not stored:
             catalogue.update_image(self.db, image_id, status="failed", error=f"fetch failed ({kind}): {message}"[:1000])
-        catalogue.link_image(self.db, product_id, (shown or image_id) if stored else image_id, position)
+        catalogue.link_image(self.db, product_id, (shown or image_id) if stored else image_id, position, if_live=False)
         self.summary.counts["images_failed"] += 1
         self.summary.error(kind)
 
