@@ -53,13 +53,20 @@ def _progress_bar(description: str, quiet: bool):
 
 def ingest_now(runtime, shop_urls: list[str], limit: int | None, quiet: bool) -> dict:
     """Scrape, deliver every event the scrape causes, then index: what the schedules do, at once."""
+    from shazzam.pipeline import ScrapeFailed
+
     scraped: dict[str, int] = {}
     for url in shop_urls or [None]:
         detail = {"shop_url": url} if url else {}
         if limit is not None:
             detail["limit"] = limit
         # The scrape function runs here; each image it uploads queues a detect event.
-        for name, value in runtime.fire_schedule("scrape", detail).items():
+        try:
+            report = runtime.fire_schedule("scrape", detail)
+        except ScrapeFailed as failure:  # the invocation failed, as in AWS: the other shops go on
+            print(f"scrape: {failure}", file=sys.stderr)
+            report = failure.report
+        for name, value in report.items():
             scraped[name] = scraped.get(name, 0) + value
     if not quiet:
         print(
@@ -69,14 +76,18 @@ def ingest_now(runtime, shop_urls: list[str], limit: int | None, quiet: bool) ->
             file=sys.stderr,
         )
     update, close = _progress_bar("detect/standardise/embed", quiet)
-    drained = runtime.drain(update)
+    drains = [runtime.drain(update)]
     close()
     indexed = runtime.fire_schedule("index")
     # After a model change each index run fetches stale images again: carry them through too.
     while indexed.get("reembedding", {}).get("images_uploaded"):
-        drained = runtime.drain(update)
+        drains.append(runtime.drain(update))
         indexed = runtime.fire_schedule("index")
-    return {"scrape": scraped, "events": {"delivered": drained.delivered, "failed": drained.failed, **drained.by_function}, "index": indexed}
+    events = {"delivered": sum(d.delivered for d in drains), "failed": sum(d.failed for d in drains)}
+    for drained in drains:
+        for function, count in drained.by_function.items():
+            events[function] = events.get(function, 0) + count
+    return {"scrape": scraped, "events": events, "index": indexed}
 
 
 def print_results(response: dict, out) -> None:
@@ -188,6 +199,9 @@ def cmd_ingest(args) -> int:
     finally:
         runtime.close()
     print(json.dumps(report, default=str) if args.json else _format_report(report))
+    if report["scrape"].get("shops_failed"):
+        print(f"{report['scrape']['shops_failed']} of {report['scrape']['shops']} shop(s) could not be read", file=sys.stderr)
+        return 1
     return _failed_events(runtime, report["events"]["failed"])
 
 

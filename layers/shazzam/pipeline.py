@@ -344,7 +344,11 @@ def drop_dead_vectors(app: App) -> int:
 
 
 class ScrapeFailed(RuntimeError):
-    """No shop a scrape set out to read could be read."""
+    """No shop a scrape set out to read could be read; `report` is the pass's."""
+
+    def __init__(self, message: str, report: dict):
+        super().__init__(message)
+        self.report = report
 
 
 def check_scrape(report: dict) -> None:
@@ -352,7 +356,7 @@ def check_scrape(report: dict) -> None:
     down, or each shop refuses us): the run failed, though each shop's error is counted."""
     if report.get("shops") and report.get("shops_failed") == report["shops"]:
         errors = ", ".join(f"{name.split('.', 1)[1]} {n}" for name, n in sorted(report.items()) if name.startswith("errors."))
-        raise ScrapeFailed(f"none of the {report['shops']} shop(s) could be read ({errors or 'no error counted'})")
+        raise ScrapeFailed(f"none of the {report['shops']} shop(s) could be read ({errors or 'no error counted'})", report)
 
 
 # --- search ---------------------------------------------------------------------------------

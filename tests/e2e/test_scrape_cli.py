@@ -66,3 +66,19 @@ def test_a_scrape_of_a_shop_that_cannot_be_reached_exits_1_and_leaves_it_due(tmp
     assert summary["shops_failed"] == 1 and summary["errors"]
     again = shazzam("--quiet", "scrape", "--json", data_dir=tmp_path)  # not marked scraped: still due
     assert json.loads(again.stdout.strip().splitlines()[-1])["shops"] == 1
+
+
+def test_ingest_goes_on_past_a_shop_that_cannot_be_reached_and_exits_1(tmp_path):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        unreachable = f"http://127.0.0.1:{probe.getsockname()[1]}/"
+    with SampleShop(limit=2) as sample:
+        for address in (unreachable, sample.base_url):
+            assert shazzam("shops", "add", address, data_dir=tmp_path).returncode == 0
+        run = shazzam("--quiet", "ingest", "--shop", unreachable, "--shop", sample.base_url, "--json", data_dir=tmp_path)
+    assert run.returncode == 1 and "could not be read" in run.stderr
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["scrape"]["shops_failed"] == 1 and report["scrape"]["products_new"] == 2  # the second shop was scraped
+    assert report["counts"]["indexed"] > 0

@@ -668,3 +668,13 @@ def test_the_page_in_hand_when_the_scrape_budget_ends_fetches_its_pictures(runti
     monkeypatch.setattr(SourcePass, "page", slow_page)
     report = pipeline.scrape(runtime.app, budget_s=1.0)
     assert report["images_uploaded"] == 3 and report["images_failed"] == 0
+
+
+def test_a_shop_that_answers_with_no_products_yet_was_read_and_its_round_ends(runtime, plain_shop):
+    shop = plain_shop({"/robots.txt": (200, b""), "/": (200, b"<html><body>Opening soon</body></html>", {"Content-Type": "text/html"})})
+    shop_id = catalogue.save_source(runtime.db, ShopSource(base_url=shop.base_url, name="s", strategy="auto", local=True, delay_s=0,
+                                                           fetch=FAST))
+    report = pipeline.scrape(runtime.app)
+    assert report["errors.http-404"] == 1 and report["shops_failed"] == 0  # no sitemap, and a home page without products
+    pipeline.check_scrape(report)
+    assert catalogue.shops_by_id(runtime.db)[shop_id]["last_scraped_at"] is not None

@@ -166,9 +166,11 @@ class Crawl:
         # Whether the crawl saw less than all the source's pages: `limit` cut discovery, time ran
         # out, or the shop could not be read.
         self.cut_short = False
-        # Whether the shop was not reached: discovery found nothing as its fetches failed (robots.txt,
-        # the sitemaps or listing pages), or the first feed page read failed.
+        # Whether the shop was not reached: discovery found nothing, and none of its documents (a
+        # sitemap, a listing page) could be read; or the first feed page read failed. A shop that
+        # answers with no products (a sitemap 404, then a home page without any) was reached.
         self.discovery_failed = False
+        self._discovery_read = False
         # A Shopify feed read to its end (its first empty page) in this round: its pages' URLs. A
         # product no page of the round listed has left the shop.
         self.feed_pages: list[str] | None = None
@@ -195,6 +197,7 @@ class Crawl:
         if result.status != 200:
             self.errors[f"http-{result.status}"] += 1
             return None
+        self._discovery_read = True
         return result
 
     def _found(self, found: dict, url: str) -> None:
@@ -371,7 +374,7 @@ class Crawl:
             yield from self._shopify_pages()
             return
         found = self.product_page_urls()
-        if not found and self.errors:
+        if not found and self.errors and not self._discovery_read:
             self.discovery_failed = self.cut_short = True
             return
         urls = self._in_visit_order(found)
