@@ -308,7 +308,8 @@ def search():
 def create_upload():
     body = _body_bytes()
     payload = _json_object(body) if body.strip() else {}
-    content_type = payload.get("content_type", "image/jpeg")
+    content_type = payload.get("content_type") or "image/jpeg"  # null is absent, as elsewhere
+    content_type = content_type.strip().lower() if isinstance(content_type, str) else content_type  # media types are case-blind
     if content_type not in UPLOAD_CONTENT_TYPES:
         raise Problem(415, f"content_type must be one of {', '.join(UPLOAD_CONTENT_TYPES)}")
     key = f"{UPLOAD_PREFIX}{uuid.uuid4().hex}"

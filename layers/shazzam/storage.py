@@ -201,14 +201,28 @@ class LocalFolderStore:
         return expired
 
 
+def s3_client():
+    """A client whose presigned POSTs S3 accepts: signed with SigV4 (botocore still presigns with
+    SigV2 in the older regions, which S3 refuses for buckets made since June 2020) and addressed to
+    the bucket's regional name (a fresh bucket's global name redirects for up to a day; the page's
+    content security policy allows the regional one)."""
+    import boto3
+    from botocore.config import Config
+
+    session = boto3.session.Session()
+    region = session.region_name
+    endpoint = None
+    if region and session.get_partition_for_region(region) == "aws":
+        endpoint = f"https://s3.{region}.amazonaws.com"
+    return session.client("s3", config=Config(signature_version="s3v4", s3={"addressing_style": "virtual"}), endpoint_url=endpoint)
+
+
 class S3Store:
     """An S3 bucket through boto3. Notifications come from S3 itself, not from this class."""
 
     def __init__(self, bucket: str, client=None):
-        import boto3
-
         self.bucket = bucket
-        self.client = client or boto3.client("s3")
+        self.client = client or s3_client()
 
     def _not_found(self, exc) -> bool:
         return exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")

@@ -262,6 +262,10 @@ def test_upload_then_search_by_key_locally(call, runtime):
     assert status == 415 and "image/jpeg" in problem["detail"]
     for photo_type in ("image/bmp", "image/tiff", "image/gif"):  # read like the others: uploaded like them
         assert call("POST", "/uploads", json.dumps({"content_type": photo_type}).encode(), "application/json")[0] == 201
+    status, _, upload = call("POST", "/uploads", b'{"content_type": " IMAGE/PNG"}', "application/json")  # case-blind
+    assert status == 201 and upload["fields"]["Content-Type"] == "image/png"
+    status, _, upload = call("POST", "/uploads", b'{"content_type": null}', "application/json")  # null is absent
+    assert status == 201 and upload["fields"]["Content-Type"] == "image/jpeg"
 
 
 def test_behind_a_tls_proxy_the_local_upload_url_is_https(runtime):
@@ -302,6 +306,9 @@ def test_upload_is_a_presigned_s3_post_in_the_cloud(s3_bucket, monkeypatch, tmp_
         app_module.configure(previous)
     assert status == 201 and s3_bucket in upload["url"]
     assert upload["fields"]["key"] == upload["key"] and "policy" in upload["fields"]
+    # SigV4 (S3 refuses SigV2 for buckets made since 2020), at the bucket's regional address
+    assert upload["fields"]["x-amz-algorithm"] == "AWS4-HMAC-SHA256"
+    assert upload["url"] == f"https://{s3_bucket}.s3.eu-west-1.amazonaws.com/"
 
 
 def test_health_categories_and_openapi(call):
