@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from decimal import Decimal
 
 import pytest
@@ -336,6 +337,39 @@ def test_sources_file(tmp_path):
     for setting in ({"concurrency": 3_000_000_000}, {"delay_s": 1e39}, {"delay_s": float("nan")}, {"max_pages": 10**12}):
         with pytest.raises(ValueError, match=f"{next(iter(setting))} must be a number from"):
             ShopSource(base_url="https://shop.example/", **setting)
+
+
+@pytest.mark.parametrize("setting, words", [
+    ({"name": 2024}, "name must be a string"),
+    ({"currency": 978}, "currency must be a string"),
+    ({"product_pattern": "/products/("}, "not a regular expression"),
+    ({"allowed_hosts": "cdn.example"}, "allowed_hosts must be a list of strings"),  # not c, d, n, ...
+    ({"listing_urls": "/collections/all"}, "listing_urls must be a list of strings"),
+    ({"fetch": {"timeout_s": "10"}}, "fetch setting timeout_s must be a number"),
+    ({"fetch": {"retries": 2.5}}, "fetch setting retries must be an integer"),
+    ({"fetch": {"max_bytes": 0}}, "fetch setting max_bytes must be an integer from 1"),
+    ({"fetch": {"user_agent": 7}}, "fetch setting user_agent cannot be 7"),
+    ({"fetch": {"local": True}}, "use the source's own local"),
+    ({"schedule": "rate(99999999999 days)"}, "schedule must be rate"),  # past what a timedelta holds
+    ({"schedule": "rate(400 days)"}, "schedule must be rate"),
+    ({"base_url": "https://buyer:s3cret@shop.example/"}, "user name or password"),  # it would be the shop's public name
+])
+def test_a_source_setting_of_the_wrong_kind_is_refused_by_name(setting, words):
+    with pytest.raises(ValueError, match=re.escape(words)):
+        ShopSource(**{"base_url": "https://shop.example/", **setting})
+
+
+def test_a_sources_file_is_checked_whole_before_any_source_is_used(tmp_path):
+    path = tmp_path / "sources.toml"
+    path.write_text('[[source]]\nname = "Good"\nbase_url = "https://a.example/"\n\n[[source]]\nname = 2024\nbase_url = "https://b.example/"\n')
+    with pytest.raises(ValueError, match="source 2: name must be a string"):
+        load_sources(path)
+    path.write_text('[[source]]\nname = "Shop"\nbase_url = "https://a.example/"\n\n[[source]]\nbase_url = "HTTPS://A.example"\n')
+    with pytest.raises(ValueError, match="sources 1 and 2 have the same address"):
+        load_sources(path)
+    path.write_text('[[source]]\nname = "Shop"\nbase_url = "https://a.example/"\n\n[[source]]\nname = "Shop"\nbase_url = "https://b.example/"\n')
+    with pytest.raises(ValueError, match="sources 1 and 2 have the same name"):
+        load_sources(path)
 
 
 def _page_with(products: list[dict], crumbs: list[str]) -> str:

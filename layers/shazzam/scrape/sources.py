@@ -36,6 +36,22 @@ PUBLIC_DELAY_S = 1.0
 # (setting, type, least, most): the most is what the shops table stores (a 32-bit integer column);
 # far above any sensible value, and the policy caps concurrency at MAX_CONCURRENCY anyway.
 SETTING_RANGES = (("concurrency", int, 1, 1_000), ("max_pages", int, 1, 1_000_000_000), ("delay_s", (int, float), 0, 86_400))
+MAX_SCHEDULE_S = 366 * 86_400
+# [source.fetch] settings that take a number: (least, most). Each other one takes its default's type.
+FETCH_RANGES = {"timeout_s": (0.1, 3_600), "total_timeout_s": (0.1, 3_600), "max_bytes": (1, 1 << 31), "max_redirects": (0, 20),
+                "retries": (0, 10), "backoff_s": (0, 600), "max_retry_after_s": (0, 86_400), "delay_s": (0, 86_400),
+                "concurrency": (1, 1_000)}
+
+
+def _check_fetch_setting(name: str, value: Any) -> None:
+    default = getattr(FetchPolicy(), name)
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        least, most = FETCH_RANGES[name]
+        kind = int if isinstance(default, int) else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kind) or not least <= value <= most:  # NaN is in no range
+            raise ValueError(f"fetch setting {name} must be a{'n integer' if kind is int else ' number'} from {least} to {most:,}, not {value!r}")
+    elif not isinstance(value, type(default)) or name in ("local", "allowed_hosts"):
+        raise ValueError(f"fetch setting {name} cannot be {value!r}" + (f" (use the source's own {name})" if name in ("local", "allowed_hosts") else ""))
 
 
 @dataclass(frozen=True)
@@ -72,19 +88,36 @@ class ShopSource:
                 raise ValueError(f"{name} must be a number from {low} to {high:,}, not {value!r}")
         if not isinstance(self.local, bool):
             raise ValueError(f"local must be true or false, not {self.local!r}")
+        for name in ("name", "currency"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string, not {getattr(self, name)!r}")
+        if not isinstance(self.product_pattern, str):
+            raise ValueError(f"product_pattern must be a regular expression in a string, not {self.product_pattern!r}")
+        for name in ("allowed_hosts", "listing_urls"):
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
+                raise ValueError(f"{name} must be a list of strings, not {value!r}")
+            object.__setattr__(self, name, tuple(value))
         if self.schedule is not None:
             from shazzam.wiring import Schedule
 
             try:
-                if not isinstance(self.schedule, str) or Schedule(self.schedule).interval_seconds() < 1:
+                if not isinstance(self.schedule, str) or not 1 <= Schedule(self.schedule).interval_seconds() <= MAX_SCHEDULE_S:
                     raise ValueError
-            except ValueError:
-                raise ValueError(f"schedule must be rate(N minutes|hours|days) with N at least 1 (how often at most the "
-                                 f"source is scraped), not {self.schedule!r}") from None
+            except (ValueError, OverflowError):
+                raise ValueError(f"schedule must be rate(N minutes|hours|days), from once a minute to once a year (how "
+                                 f"often at most the source is scraped), not {self.schedule!r}") from None
+        if not isinstance(self.fetch, Mapping):
+            raise ValueError(f"fetch must be a table of fetch settings, not {self.fetch!r}")
         unknown = set(self.fetch) - POLICY_FIELDS
         if unknown:
             raise ValueError(f"unknown fetch settings: {', '.join(sorted(unknown))}")
-        re.compile(self.product_pattern)
+        for name, value in self.fetch.items():
+            _check_fetch_setting(name, value)
+        try:
+            re.compile(self.product_pattern)
+        except re.error as exc:
+            raise ValueError(f"product_pattern is not a regular expression ({exc}): {self.product_pattern!r}") from None
 
     @property
     def host(self) -> str:
@@ -136,8 +169,9 @@ def canonical_shop_url(url: str) -> str:
         host = f"[{host}]"  # an IPv6 literal keeps its brackets
     if port is not None and port != {"http": 80, "https": 443}.get(scheme):
         host = f"{host}:{port}"
-    if parts.username or parts.password:
-        host = parts.netloc.rsplit("@", 1)[0] + "@" + host
+    if parts.username or parts.password or "@" in parts.netloc:
+        # It would be the shop's public name (search results, /health) and sent to every page.
+        raise ValueError("a shop's address may not carry a user name or password")
     return urlunsplit((scheme, host, parts.path or "/", parts.query, ""))
 
 
@@ -149,17 +183,26 @@ def source_from_mapping(data: Mapping[str, Any]) -> ShopSource:
     if "base_url" not in data:
         raise ValueError(f"a source without base_url (the shop's address, such as https://shop.example/): {dict(data)!r}")
     values = dict(data)
-    for name in ("allowed_hosts", "listing_urls"):
-        if name in values:
-            values[name] = tuple(values[name])
     values.setdefault("local", infer_local(values.get("base_url", "")))
     return ShopSource(**values)
 
 
 def load_sources(path: str | Path) -> list[ShopSource]:
-    """The ``[[source]]`` tables of a TOML file."""
+    """The ``[[source]]`` tables of a TOML file, every one checked before any is used: a bad value,
+    or two entries of one address or one name, is a ValueError naming the entry."""
     data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    return [source_from_mapping(entry) for entry in data.get("source", [])]
+    sources: list[ShopSource] = []
+    for number, entry in enumerate(data.get("source", []), start=1):
+        try:
+            source = source_from_mapping(entry)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: source {number}: {exc}") from None
+        for earlier, other in enumerate(sources, start=1):
+            if other.base_url == source.base_url or (source.name is not None and other.name == source.name):
+                same = "address" if other.base_url == source.base_url else "name"
+                raise ValueError(f"{path}: sources {earlier} and {number} have the same {same}")
+        sources.append(source)
+    return sources
 
 
 __all__ = ["STRATEGIES", "ShopSource", "canonical_shop_url", "infer_local", "load_sources", "source_from_mapping"]
