@@ -113,6 +113,18 @@ def active_shops(db: Database) -> list[dict]:
 
 
 @retried_on_deadlock
+def take_shop_off(db: Database, base_url: str) -> bool:
+    """Stop scraping and revalidating a shop, and take its items out of search at once (`add_shop`
+    brings it back, its catalogue as it was). False for a shop not in the catalogue."""
+    from shazzam.scrape.sources import ShopSource
+
+    base_url = ShopSource(base_url=base_url).base_url
+    with db.transaction() as connection:
+        shop_id = _shop_id(connection, base_url)
+        return connection.execute(sa.update(shops).where(shops.c.id == shop_id).values(active=False)).rowcount > 0
+
+
+@retried_on_deadlock
 def mark_shop_attempted(db: Database, shop_id: str) -> None:
     with db.transaction() as connection:
         connection.execute(sa.update(shops).where(shops.c.id == shop_id).values(attempted_at=utcnow()))
@@ -456,9 +468,10 @@ def stored_live_images(db: Database) -> list[dict]:
             sa.select(images.c.id, images.c.src_link, images.c.content_sha256, images.c.product_id, products.c.shop_id,
                       sa.func.coalesce(product_images.c.position, 0).label("position"))
             .join(products, images.c.product_id == products.c.id)
+            .join(shops, products.c.shop_id == shops.c.id)
             .outerjoin(product_images, shown_at)
             .where(images.c.is_dead.is_(False), images.c.duplicate_of.is_(None), images.c.content_sha256.is_not(None),
-                   products.c.is_dead.is_(False))
+                   products.c.is_dead.is_(False), shops.c.active.is_(True))  # a shop taken off is not crawled
             .order_by(images.c.updated_at, images.c.id)  # least recently checked (or changed) first
         )
         return [dict(row) for row in rows.mappings()]
@@ -471,7 +484,9 @@ def products_to_revalidate(db: Database) -> list[dict]:
     with db.transaction() as connection:
         rows = connection.execute(
             sa.select(products.c.id, products.c.url, products.c.shop_id, products.c.is_dead, products.c.dead_reason)
-            .where(sa.or_(products.c.is_dead.is_(False), products.c.dead_reason.in_(REVIVABLE)))
+            .join(shops, products.c.shop_id == shops.c.id)
+            .where(sa.or_(products.c.is_dead.is_(False), products.c.dead_reason.in_(REVIVABLE)),
+                   shops.c.active.is_(True))  # a shop taken off is not crawled
             .order_by(last_visit, products.c.shop_id, products.c.url)
         )
         return [dict(row) for row in rows.mappings()]
@@ -703,7 +718,8 @@ def items_for_detections(db: Database, detection_ids: Sequence[str], filters=Non
     """
     if not detection_ids:
         return {}
-    conditions = [products.c.is_dead.is_(False), images.c.is_dead.is_(False)]
+    # A shop taken off (`active` false) is neither scraped nor shown.
+    conditions = [products.c.is_dead.is_(False), images.c.is_dead.is_(False), shops.c.active.is_(True)]
     if filters is not None:
         if filters.min_price is not None:
             conditions.append(products.c.price >= filters.min_price)
@@ -745,6 +761,7 @@ def get_item(db: Database, product_id: str) -> dict | None:
                     products.c.is_dead,
                     products.c.last_seen_at,
                     shops.c.base_url.label("shop_url"),
+                    shops.c.active.label("shop_active"),
                 )
                 .join(shops, products.c.shop_id == shops.c.id)
                 .where(products.c.id == product_id)
@@ -754,6 +771,8 @@ def get_item(db: Database, product_id: str) -> dict | None:
         )
         if row is None:
             return None
+        row = dict(row)
+        row["is_dead"] = bool(row["is_dead"]) or not row.pop("shop_active")  # a shop taken off sells nothing here
         # Its own pictures, then those it shares with other products (linked, at its own addresses
         # where it has copies of them).
         owned = connection.execute(

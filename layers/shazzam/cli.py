@@ -296,6 +296,8 @@ def cmd_shops(args) -> int:
     db = Database(os.environ.get("SHAZZAM_DB_URL") or sqlite_url(Path(args.data_dir) / "catalogue.db")).open_connection()
     if args.shops_command == "add":
         catalogue.add_shop(db, args.url, name=args.name)
+    elif args.shops_command == "remove" and not catalogue.take_shop_off(db, args.url):
+        raise ValueError(f"no shop at {args.url}")
     shops = catalogue.active_shops(db)
     print(json.dumps(shops, default=str) if args.json else "\n".join(f"{s['name']}  {s['base_url']}" for s in shops))
     return 0
@@ -514,10 +516,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     shops = commands.add_parser("shops", help="the shops the scheduled scrape visits")
     shops_commands = shops.add_subparsers(dest="shops_command", required=True)
-    add = shops_commands.add_parser("add")
+    add = shops_commands.add_parser("add", help="register a shop, or bring back one taken off")
     add.add_argument("url")
     add.add_argument("--name")
     add.add_argument("--json", action="store_true")
+    remove = shops_commands.add_parser("remove", help="stop scraping a shop and take its items out of search (add brings it back)")
+    remove.add_argument("url")
+    remove.add_argument("--json", action="store_true")
     listing = shops_commands.add_parser("list")
     listing.add_argument("--json", action="store_true")
     shops.set_defaults(run=cmd_shops)

@@ -82,3 +82,14 @@ def test_ingest_goes_on_past_a_shop_that_cannot_be_reached_and_exits_1(tmp_path)
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report["scrape"]["shops_failed"] == 1 and report["scrape"]["products_new"] == 2  # the second shop was scraped
     assert report["counts"]["indexed"] > 0
+
+
+def test_shops_remove_takes_a_shop_off_and_add_brings_it_back(tmp_path):
+    assert shazzam("shops", "add", "https://shop.example/", "--name", "Example", data_dir=tmp_path).returncode == 0
+    removed = shazzam("shops", "remove", "HTTPS://shop.example", data_dir=tmp_path)
+    assert removed.returncode == 0 and "Example" not in removed.stdout
+    unknown = shazzam("shops", "remove", "https://nowhere.example/", data_dir=tmp_path)
+    assert unknown.returncode == 1 and "no shop at" in unknown.stderr
+    secret = shazzam("shops", "add", "https://buyer:s3cret@shop.example/", data_dir=tmp_path)
+    assert secret.returncode == 1 and "user name or password" in secret.stderr and "s3cret" not in secret.stdout
+    assert "Example" in shazzam("shops", "add", "https://shop.example/", data_dir=tmp_path).stdout

@@ -83,3 +83,16 @@ def test_a_shop_is_found_by_its_accented_name_in_any_case(app):
     assert catalogue.shop_exists(app.db, "élan boutique") and catalogue.shop_exists(app.db, "ÉLAN BOUTIQUE")
     assert [r["shop"] for r in search(app, shop="élan BOUTIQUE")] == ["Élan Boutique"]
     assert not catalogue.shop_exists(app.db, "Elan Boutique")  # another name
+
+
+def test_a_shop_taken_off_leaves_search_and_revalidation_and_comes_back_when_added(app):
+    off = add_items(app, "https://closing.example/", [0.1, 0.2], shop_name="Closing", salt=5)
+    add_items(app, "https://open.example/", [1.0], shop_name="Open", salt=6)
+    assert catalogue.take_shop_off(app.db, "https://Closing.example")  # any spelling of its address
+    assert [r["shop"] for r in search(app)] == ["Open"]
+    assert catalogue.get_item(app.db, off[0])["is_dead"]
+    assert {p["shop_id"] for p in catalogue.products_to_revalidate(app.db)} == {ids.shop_id("https://open.example/")}
+    assert not catalogue.take_shop_off(app.db, "https://unknown.example/")
+    catalogue.add_shop(app.db, "https://closing.example/")
+    assert [r["shop"] for r in search(app)] == ["Closing", "Closing", "Open"]
+    assert not catalogue.get_item(app.db, off[0])["is_dead"]
