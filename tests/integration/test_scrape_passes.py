@@ -678,3 +678,25 @@ def test_a_shop_that_answers_with_no_products_yet_was_read_and_its_round_ends(ru
     assert report["errors.http-404"] == 1 and report["shops_failed"] == 0  # no sitemap, and a home page without products
     pipeline.check_scrape(report)
     assert catalogue.shops_by_id(runtime.db)[shop_id]["last_scraped_at"] is not None
+
+
+def test_a_product_filed_by_a_feed_dies_with_its_page_after_the_source_leaves_shopify(runtime, plain_shop):
+    answers = {"/robots.txt": (200, b"")}
+    shop = plain_shop(answers)
+    picture = (200, jpeg(Image.new("RGB", (64, 64), (30, 90, 200))), {"Content-Type": "image/jpeg"})
+    feed = {"products": [{"title": f"Tee {h}", "handle": h, "images": [{"src": f"/img/{h}.jpg"}], "variants": [{"price": "10.00", "available": True}]}
+                         for h in ("a", "b")]}
+    answers.update({"/products.json": (200, json.dumps(feed).encode()), "/img/a.jpg": picture, "/img/b.jpg": picture})
+    shopify = ShopSource(base_url=shop.base_url, name="s", strategy="shopify", local=True, delay_s=0, currency="EUR", fetch=FAST)
+    catalogue.save_source(runtime.db, shopify)
+    assert pipeline.scrape(runtime.app)["products_new"] == 2
+    # The source moves to the sitemap, and the shop removes tee b: its own page is gone (the old feed
+    # still answers, and is no product page).
+    catalogue.save_source(runtime.db, ShopSource(base_url=shop.base_url, name="s", strategy="sitemap", local=True, delay_s=0, fetch=FAST))
+    answers["/products/a"] = (200, product_html(shop.base_url, "Tee a", ["img/a.jpg"]), {"Content-Type": "text/html"})
+    answers["/sitemap.xml"] = (200, f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc>{shop.base_url}products/a</loc>'
+                                    f"</url></urlset>".encode())
+    pipeline.scrape(runtime.app, force=True)
+    revalidate_products(runtime.app, Summary())
+    states = {row["url"].rsplit("/", 1)[-1]: bool(row["is_dead"]) for row in catalogue.products_of_shop(runtime.db, ids.shop_id(shop.base_url)).values()}
+    assert states == {"a": False, "b": True}

@@ -399,6 +399,11 @@ class Crawl:
     def feed_page_url(self, number: int) -> str:
         return urljoin(self.source.base_url, f"/products.json?limit={SHOPIFY_PAGE_SIZE}&page={number}")
 
+    @staticmethod
+    def is_feed_page(url: str) -> bool:
+        """Whether the URL is a page of a Shopify feed (what feed_page_url makes)."""
+        return urlsplit(url).path.endswith("/products.json")
+
     def _shopify_pages(self) -> Iterator[PageOutcome]:
         products, previous, read = 0, None, 0
         for number in range(1, self.source.max_pages + 1):

@@ -101,6 +101,8 @@ class SourcePass:
         self.known = catalogue.products_of_shop(self.db, shop_id)  # by product URL
         self.by_page: dict[str, list[dict]] = {}
         for row in self.known.values():
+            if row["page_url"] and source.strategy != "shopify" and Crawl.is_feed_page(row["page_url"]):
+                row["page_url"] = None  # filed by a feed before the source left Shopify: its own page says
             self.by_page.setdefault(row["page_url"] or row["url"], []).append(row)
         self.seen: set[str] = set()
 
