@@ -21,6 +21,7 @@ import email.parser
 import email.policy
 import json
 import re
+import time
 import uuid
 from datetime import timezone
 from dataclasses import dataclass
@@ -48,6 +49,9 @@ MAX_SEARCH_BODY_BYTES = (6 * 1024 * 1024 - 256 * 1024) * 3 // 4
 UPLOAD_PREFIX = "uploads/"
 UPLOAD_KEY = re.compile(re.escape(UPLOAD_PREFIX) + "[0-9a-f]{32}")
 UPLOAD_EXPIRES_S = 900
+# Beside a key the local server may receive: what a presigned POST's policy says in S3 (this key,
+# this type, until then). Not an upload key (UPLOAD_KEY does not match it): never searched.
+UPLOAD_GRANT_SUFFIX = ".grant.json"
 # Every format shazzam.images reads (a page may upload any photo a person drops on it).
 UPLOAD_CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp", "image/heic", "image/heif", "image/gif", "image/bmp", "image/tiff")
 # Where the embedded runtime accepts what S3 accepts for a presigned POST (see local/runtime.py).
@@ -329,6 +333,8 @@ def create_upload():
         # A proxy or tunnel that ends TLS says so: an http:// URL from an https:// page is blocked.
         scheme = "https" if _header("x-forwarded-proto").split(",")[0].strip().lower() == "https" else "http"
         presigned = {"url": f"{scheme}://{host}{LOCAL_UPLOAD_PATH}", "fields": {"key": key, "Content-Type": content_type}}
+        grant = {"content_type": content_type, "expires_at": time.time() + UPLOAD_EXPIRES_S}
+        store.put(key + UPLOAD_GRANT_SUFFIX, json.dumps(grant).encode(), content_type="application/json")
     return Response(
         status_code=201,
         content_type="application/json",

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from shazzam import api
 from shazzam.local import runtime as runtime_module
 from shazzam.local.runtime import LocalRuntime
 from shazzam.local.sample_shop import SampleShop
@@ -239,6 +240,29 @@ def test_a_presigned_upload_takes_only_the_key_and_type_it_was_given(served):
         content_type, form = multipart({**fields, "file": PHOTO})
         status, _, problem = request(port, "POST", "/local-uploads", form, {"content-type": content_type})
         assert status == 403 and words in problem["detail"], problem
+    # Like S3's policy: only a key it gave, with the type it gave, within its time.
+    for fields, words in [
+        ({**upload["fields"], "key": "uploads/" + "0" * 32}, "this one it did not"),
+        ({**upload["fields"], "Content-Type": "image/png"}, "image/jpeg"),
+    ]:
+        content_type, form = multipart({**fields, "file": PHOTO})
+        status, _, problem = request(port, "POST", "/local-uploads", form, {"content-type": content_type})
+        assert status == 403 and words in problem["detail"], problem
+    content_type, form = multipart({**upload["fields"], "file": PHOTO})
+    assert request(port, "POST", "/local-uploads", form, {"content-type": content_type})[0] == 204
+    status, _, answer = request(port, "POST", "/search", json.dumps({"upload": upload["key"] + api.UPLOAD_GRANT_SUFFIX}).encode(),
+                                {"content-type": "application/json"})
+    assert status == 422  # a grant is no photo to search
+
+
+def test_an_upload_past_its_time_is_refused(served, monkeypatch):
+    _, port, _ = served
+    upload = request(port, "POST", "/uploads", b"{}", {"content-type": "application/json"})[2]
+    later = time.time() + api.UPLOAD_EXPIRES_S + 1
+    monkeypatch.setattr(time, "time", lambda: later)
+    content_type, form = multipart({**upload["fields"], "file": PHOTO})
+    status, _, problem = request(port, "POST", "/local-uploads", form, {"content-type": content_type})
+    assert status == 403 and "have passed" in problem["detail"]
 
 
 def malformed_requests(count: int, seed: int = 6):

@@ -285,11 +285,18 @@ class LocalRuntime:
         key, data, content_type = fields.get("key"), fields.get("file"), fields.get("Content-Type")
         if not isinstance(data, bytes) or not data:
             return _problem(400, 'the form needs the "key" POST /uploads answered and a non-empty file field "file"')
-        # What the presigned POST's policy lets S3 accept: the key and type POST /uploads gave.
+        # What the presigned POST's policy lets S3 accept: the key and type POST /uploads gave, until
+        # the time it gave (its grant, written beside the key).
         if not isinstance(key, str) or not api.UPLOAD_KEY.fullmatch(key):
             return _problem(403, f'"key" must be the key POST /uploads answered ({api.UPLOAD_PREFIX} and 32 hex digits)')
-        if content_type not in api.UPLOAD_CONTENT_TYPES:
-            return _problem(403, f'"Content-Type" must be the one POST /uploads answered: one of {", ".join(api.UPLOAD_CONTENT_TYPES)}')
+        try:
+            grant = json.loads(self.store.get(key + api.UPLOAD_GRANT_SUFFIX))
+        except ObjectNotFound:
+            return _problem(403, '"key" must be one POST /uploads answered; this one it did not')
+        if content_type != grant["content_type"]:
+            return _problem(403, f'"Content-Type" must be the one POST /uploads answered: {grant["content_type"]}')
+        if time.time() > grant["expires_at"]:
+            return _problem(403, f"the upload's {api.UPLOAD_EXPIRES_S} s have passed: ask POST /uploads again")
         if len(data) > MAX_BYTES:
             return _problem(413, f"the file is larger than {MAX_BYTES} bytes")
         self.store.put(key, data, content_type=content_type)
@@ -352,9 +359,10 @@ class LocalRuntime:
                 length = int(text)
                 if length > limit:
                     # Read what a client may reasonably send (so it sees the answer, not a broken
-                    # pipe), then close; beyond that, close at once.
+                    # pipe), a piece at a time and kept nowhere, then close; beyond that, close at once.
                     if length <= DRAIN_LIMIT_BYTES:
-                        self.rfile.read(length)
+                        while length > 0 and (piece := self.rfile.read(min(length, 1 << 16))):
+                            length -= len(piece)
                     raise BodyTooLarge()
                 body = self.rfile.read(length) if length else b""
                 if len(body) < length:
