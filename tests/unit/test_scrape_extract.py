@@ -359,6 +359,15 @@ def test_a_source_setting_of_the_wrong_kind_is_refused_by_name(setting, words):
         ShopSource(**{"base_url": "https://shop.example/", **setting})
 
 
+def test_every_spelling_of_an_internationalised_dotted_or_escaped_address_is_one_shop():
+    spellings = ["https://Bücher.Example./Gr%c3%b6%C3%9Fe?q=%7e", "https://xn--bcher-kva.example/Gr%C3%B6%C3%9Fe?q=~",
+                 "https://bücher.example:443/Größe?q=~"]
+    assert {ShopSource(base_url=url).base_url for url in spellings} == {"https://xn--bcher-kva.example/Gr%C3%B6%C3%9Fe?q=~"}
+    assert ShopSource(base_url="https://shop.example/a%2fb").base_url == "https://shop.example/a%2Fb"  # a reserved one stays escaped
+    with pytest.raises(ValueError, match="not a usable URL"):
+        ShopSource(base_url="https://a..b\u00e4.example/")
+
+
 def test_a_sources_file_is_checked_whole_before_any_source_is_used(tmp_path):
     path = tmp_path / "sources.toml"
     path.write_text('[[source]]\nname = "Good"\nbase_url = "https://a.example/"\n\n[[source]]\nname = 2024\nbase_url = "https://b.example/"\n')

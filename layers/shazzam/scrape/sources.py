@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Mapping
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from shazzam.scrape.fetch import POLICY_FIELDS, FetchPolicy, is_private_host
 
@@ -161,10 +161,17 @@ def infer_local(base_url: str) -> bool:
 
 def canonical_shop_url(url: str) -> str:
     """The one spelling of a shop's address, so that its spellings name one shop (one id): scheme and
-    host in lower case, no default port, no fragment, "/" for an empty path. The path keeps its case
-    (paths are case-sensitive on most servers). ValueError for a port out of range."""
+    host in lower case, an internationalised host in punycode, no trailing dot, no default port, no
+    fragment, "/" for an empty path, percent-escapes in one form (RFC 3986, 6.2.2). The path keeps
+    its case (paths are case-sensitive on most servers). ValueError for a port out of range or a
+    host no DNS name can spell."""
     parts = urlsplit(url.strip())
-    scheme, host, port = parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
+    scheme, host, port = parts.scheme.lower(), (parts.hostname or "").lower().rstrip("."), parts.port
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise ValueError(f"{parts.hostname!r} is no internationalised host name") from None
     if ":" in host:
         host = f"[{host}]"  # an IPv6 literal keeps its brackets
     if port is not None and port != {"http": 80, "https": 443}.get(scheme):
@@ -172,7 +179,18 @@ def canonical_shop_url(url: str) -> str:
     if parts.username or parts.password or "@" in parts.netloc:
         # It would be the shop's public name (search results, /health) and sent to every page.
         raise ValueError("a shop's address may not carry a user name or password")
-    return urlunsplit((scheme, host, parts.path or "/", parts.query, ""))
+    return urlunsplit((scheme, host, _escaped_once(parts.path) or "/", _escaped_once(parts.query), ""))
+
+
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def _escaped_once(text: str) -> str:
+    """`text` with what must be escaped escaped (UTF-8, as a browser sends it), escapes in upper case,
+    and unreserved characters never escaped: "/gr%c3%b6%C3%9Fe", "/größe" and "/gr%C3%B6%C3%9Fe"
+    are one path."""
+    text = re.sub(r"%([0-9A-Fa-f]{2})", lambda m: chr(int(m[1], 16)) if chr(int(m[1], 16)) in _UNRESERVED else f"%{m[1].upper()}", text)
+    return quote(text, safe="/%:@!$&'()*+,;=-._~?")
 
 
 def source_from_mapping(data: Mapping[str, Any]) -> ShopSource:
