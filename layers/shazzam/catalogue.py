@@ -440,6 +440,17 @@ def forget_embedder(db: Database, detection_ids: Iterable[str]) -> None:
             connection.execute(sa.update(detections).where(detections.c.id.in_(chunk)).values(embedded_by=None, updated_at=utcnow()))
 
 
+@retried_on_deadlock
+def forget_embedders_in_category(db: Database, category: str) -> None:
+    """The category's shard was replaced by one of another model: none of the vectors it held is
+    kept, so the re-embed pass fetches all its items' images again (those the new model embedded
+    meanwhile are pending or merged, and are left alone by being embedded again)."""
+    with db.transaction() as connection:
+        connection.execute(sa.update(detections)
+                           .where(detections.c.category == category, detections.c.embedding_status == "indexed")
+                           .values(embedded_by=None, updated_at=utcnow()))
+
+
 def live_products(db: Database) -> list[dict]:
     with db.transaction() as connection:
         rows = connection.execute(
@@ -499,15 +510,20 @@ def mark_product_checked(db: Database, product_id: str) -> None:
 
 
 def images_embedded_by_other_models(db: Database, model: str, limit: int | None = None) -> list[dict]:
-    """Live stored images whose detections' vectors come from another model than `model`."""
+    """Live stored images whose detections' vectors come from another model than `model`. Not those
+    whose last fetch or detect failed (each index run would fetch them again, first, for ever: a
+    scrape retries them), nor those of a shop taken off."""
     with db.transaction() as connection:
         statement = (
             sa.select(images.c.id, images.c.src_link, images.c.product_id, products.c.shop_id)
             .distinct()
             .join(detections, detections.c.image_id == images.c.id)
             .join(products, images.c.product_id == products.c.id)
+            .join(shops, products.c.shop_id == shops.c.id)
             .where(
                 images.c.is_dead.is_(False),
+                images.c.status != "failed",
+                shops.c.active.is_(True),
                 products.c.is_dead.is_(False),
                 detections.c.embedding_status.in_(("embedded", "indexed")),
                 sa.or_(detections.c.embedded_by.is_(None), detections.c.embedded_by != model),

@@ -402,7 +402,8 @@ def vector_keys(store: ObjectStore, prefix: str = PENDING_PREFIX, suffix: str = 
 
 
 def compact(store: ObjectStore, model: str, on_merged: Callable[[str, list[str]], None] | None = None,
-            on_other_model: Callable[[list[str]], None] | None = None) -> dict[str, dict]:
+            on_other_model: Callable[[list[str]], None] | None = None,
+            on_shard_replaced: Callable[[str], None] | None = None) -> dict[str, dict]:
     """One index run: merge pending vectors and removal markers into new shard versions.
 
     Only the keys it read are deleted, after the manifest that holds them is swapped in, so a
@@ -414,7 +415,10 @@ def compact(store: ObjectStore, model: str, on_merged: Callable[[str, list[str]]
     next run merges and records them again. Pending vectors of another model than `model` are
     deleted unmerged; `on_other_model(ids)` is told first, so that their items are embedded again
     (during a rollout, the embed function may already run a model the index does not yet hold).
-    Returns, per category, the ids added and removed.
+    A category's shard of another model is replaced whole by one of `model`; `on_shard_replaced(category)`
+    is told first, so that the items the replaced shard held are embedded again (whatever model
+    embedded them last: switched back before re-embedding ended, an item still embedded by `model`
+    was in the replaced shard only). Returns, per category, the ids added and removed.
     """
     report = {}
     pending, removed = vector_keys(store, PENDING_PREFIX), vector_keys(store, REMOVED_PREFIX, suffix="")
@@ -422,7 +426,7 @@ def compact(store: ObjectStore, model: str, on_merged: Callable[[str, list[str]]
         for _attempt in range(PUBLISH_ATTEMPTS):
             try:
                 report[category] = _compact_category(store, model, category, pending.get(category, []), removed.get(category, []),
-                                                     on_merged, on_other_model)
+                                                     on_merged, on_other_model, on_shard_replaced)
                 break
             except ShardMoved:
                 # Another run published this shard since this one began reading: what was read may
@@ -440,8 +444,10 @@ class ShardMoved(Exception):
 
 def _compact_category(store: ObjectStore, model: str, category: str, pending: list[str], removed: list[str],
                       on_merged: Callable[[str, list[str]], None] | None,
-                      on_other_model: Callable[[list[str]], None] | None) -> dict:
-    begun_from = _shard_version(store, category)  # before reading: see publish's `expect_version`
+                      on_other_model: Callable[[list[str]], None] | None,
+                      on_shard_replaced: Callable[[str], None] | None = None) -> dict:
+    begun = read_manifest(store)[0]["shards"].get(category) or {}
+    begun_from = begun.get("version")  # before reading: see publish's `expect_version`
     vectors, read, raw = {}, {}, {}  # read: key -> the ETag of the version merged (or dropped)
     other_model = []
     for key in pending:
@@ -462,6 +468,8 @@ def _compact_category(store: ObjectStore, model: str, category: str, pending: li
         vectors[key_stem(key)] = vector
         raw[key_stem(key)] = key, data
     dropped = {key_stem(key) for key in removed} - set(vectors)
+    if on_shard_replaced is not None and begun and begun.get("model", model) != model:
+        on_shard_replaced(category)  # before the shard goes: a failed call leaves it for the next run
     while True:
         try:
             entry = publish(store, category, add=vectors, drop=dropped, model=model, expect_version=begun_from)
@@ -480,10 +488,6 @@ def _compact_category(store: ObjectStore, model: str, category: str, pending: li
     for key in removed:
         store.delete(key)  # a marker carries no data: one written meanwhile says the same
     return {"added": sorted(vectors), "removed": sorted(dropped), "total": entry["count"]}
-
-
-def _shard_version(store: ObjectStore, category: str) -> str | None:
-    return read_manifest(store)[0]["shards"].get(category, {}).get("version")
 
 
 def check_vector(vector: np.ndarray) -> None:

@@ -281,7 +281,8 @@ def index(app: App) -> dict:
     those images again so that the pipeline embeds them with the current one."""
     merged_by_category = compact(app.store, model=app.garment_model.name,
                                  on_merged=lambda _category, added: catalogue.mark_indexed(app.db, added),
-                                 on_other_model=lambda dropped: catalogue.forget_embedder(app.db, dropped))
+                                 on_other_model=lambda dropped: catalogue.forget_embedder(app.db, dropped),
+                                 on_shard_replaced=lambda category: catalogue.forget_embedders_in_category(app.db, category))
     report = {category: {"added": len(merged["added"]), "removed": len(merged["removed"]), "total": merged["total"]}
               for category, merged in merged_by_category.items()}
     # Items that died while their vectors were pending were merged all the same, and scrapes mark

@@ -46,6 +46,10 @@ def read_manifest(path: str | Path, *, what: str = "model", verify: bool = True)
         raise ModelError(f"no {what} manifest at {path}") from None
     except (OSError, ValueError) as exc:
         raise ModelError(f"unreadable {what} manifest {path}: {exc}") from exc
+    if manifest.get("name", path.stem) != path.stem:
+        # A model is known by its name (shards, re-embedding, /health): a manifest copied under
+        # another file name would serve other vectors under the first one's name.
+        raise ModelError(f"{path} names its {what} {manifest['name']!r}: its file must be {manifest['name']}.json")
     model_path = path.parent / manifest["file"]
     if verify and manifest.get("sha256"):
         try:

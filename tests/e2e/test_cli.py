@@ -147,3 +147,25 @@ def test_a_box_may_start_left_of_or_above_the_photo():
     args = cli.build_parser().parse_args(argv)
     assert args.box == "-5,-2,100,100" and args.json
     assert cli.joined_box(["search", "photo.jpg", "--box", "5,0,9,9"]) == ["search", "photo.jpg", "--box", "5,0,9,9"]
+
+
+def test_ingest_stops_re_embedding_when_the_stale_pictures_stop_growing_fewer():
+    from shazzam.cli import ingest_now
+    from shazzam.local.runtime import DrainReport
+
+    class Runtime:  # a picture that fails each time it is fetched again: one stale, one uploaded, every run
+        index_runs = 0
+
+        def fire_schedule(self, name, detail=None):
+            if name == "scrape":
+                return {"shops": 1}
+            self.index_runs += 1
+            assert self.index_runs < 10, "ingest never ends"
+            return {"reembedding": {"stale": 1, "images_uploaded": 1}}
+
+        def drain(self, _update=None):
+            return DrainReport(delivered=1, failed=1, by_function={"detect": 1})
+
+    runtime = Runtime()
+    report = ingest_now(runtime, [], None, quiet=True)
+    assert runtime.index_runs == 2 and report["events"] == {"delivered": 2, "failed": 2, "detect": 2}

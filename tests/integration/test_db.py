@@ -183,9 +183,10 @@ def test_injection_shaped_values_are_stored_verbatim(db):
         "UPDATE shops SET name = :name WHERE id = :id", {"name": 'Robert"); DROP TABLE products;-- \\', "id": shop_id}
     )
     row = one(db, "SELECT base_url, name FROM shops WHERE id = :id", id=shop_id)
-    assert row == {"base_url": nasty, "name": 'Robert"); DROP TABLE products;-- \\'}
+    stored = nasty.replace(" ", "%20")  # an address's spaces escaped, as a browser sends them; nothing else touched
+    assert row == {"base_url": stored, "name": 'Robert"); DROP TABLE products;-- \\'}
     assert one(db, "SELECT COUNT(*) AS n FROM products")["n"] == 0  # the table survived
-    assert db.run_query("SELECT id FROM shops WHERE base_url = :u", {"u": nasty}) == [{"id": shop_id}]
+    assert db.run_query("SELECT id FROM shops WHERE base_url = :u", {"u": stored}) == [{"id": shop_id}]
 
 
 @pytest.mark.parametrize("price, currency, stored", [
@@ -532,3 +533,25 @@ def test_the_copies_of_a_picture_are_found_by_an_index(db):
         explain = "EXPLAIN QUERY PLAN" if db.engine.dialect.name == "sqlite" else "EXPLAIN"
         plan = str(connection.execute(sa.text(f"{explain} SELECT id FROM images WHERE duplicate_of = 'x'")).all())
     assert "SCAN" not in plan and "'ALL'" not in plan, plan
+
+
+def test_re_embedding_leaves_out_failed_pictures_and_shops_taken_off(db, image_with_detections):
+    shop_id, product_id, image_id = image_with_detections
+    for n in range(3):
+        catalogue.update_detection(db, ids.detection_id(image_id, n), embedding_status="indexed", embedded_by="old")
+    assert [row["id"] for row in catalogue.images_embedded_by_other_models(db, "new")] == [image_id]
+    catalogue.update_image(db, image_id, status="failed", error="detect failed: truncated")  # each run would fetch it again
+    assert catalogue.images_embedded_by_other_models(db, "new") == []
+    catalogue.update_image(db, image_id, status="detected", error=None)
+    catalogue.take_shop_off(db, SHOP)
+    assert catalogue.images_embedded_by_other_models(db, "new") == []
+
+
+def test_a_replaced_shard_s_items_are_all_embedded_again(db, image_with_detections):
+    _shop_id, _product_id, image_id = image_with_detections
+    for n in range(3):  # embedded by the model switched back to, in the shard a rollout replaced
+        catalogue.update_detection(db, ids.detection_id(image_id, n), category="top", embedding_status="indexed", embedded_by="m5")
+    catalogue.update_detection(db, ids.detection_id(image_id, 2), embedding_status="embedded")  # pending its merge: kept
+    catalogue.forget_embedders_in_category(db, "top")
+    assert {n: catalogue.get_detection(db, ids.detection_id(image_id, n))["embedded_by"] for n in range(3)} == {0: None, 1: None, 2: "m5"}
+    assert [row["id"] for row in catalogue.images_embedded_by_other_models(db, "m5")] == [image_id]

@@ -613,3 +613,14 @@ def test_manifest_is_json_with_every_category(store):
     assert "updated_at" in manifest
     versions = [entry["version"] for entry in manifest["shards"].values()]
     assert all(int(v.split("-")[0]) <= time.time_ns() for v in versions)
+
+
+def test_replacing_a_shard_of_another_model_is_told_first_so_its_items_are_embedded_again(store):
+    publish(store, "top", add=vectors(["a-000", "b-000"]), model="old")
+    replaced = []
+    store.put("vectors/pending/top/c-000.npy", encode_vector(np.eye(DIM)[2], "new"))
+    assert compact(store, "new", on_shard_replaced=lambda category: replaced.append(category))["top"]["total"] == 1
+    assert replaced == ["top"]  # a-000 and b-000 were in the replaced shard only
+    store.put("vectors/pending/top/d-000.npy", encode_vector(np.eye(DIM)[3], "new"))
+    compact(store, "new", on_shard_replaced=lambda category: replaced.append(category))
+    assert replaced == ["top"]  # the same model's shard is merged into, not replaced

@@ -91,3 +91,17 @@ def test_the_served_outputs_are_the_mean_over_the_manifest_views(tmp_path):
 def test_a_manifest_naming_an_unknown_view_is_refused(tmp_path):
     with pytest.raises(ModelError, match=r"unknown views \['mirror'\]"):
         GarmentModel.from_manifest(_served_copy(tmp_path, views=["centre", "mirror"]))
+
+
+def test_a_manifest_is_refused_under_another_name_than_its_models(tmp_path):
+    import json
+    import shutil
+
+    from shazzam.vision import ModelError, default_model_dir, read_manifest
+
+    models = default_model_dir()
+    manifest = json.loads((models / "garment_v0.json").read_text())
+    shutil.copy(models / manifest["file"], tmp_path / manifest["file"])
+    (tmp_path / "garment_v6.json").write_text(json.dumps(manifest))  # garment_v0's, copied under another name
+    with pytest.raises(ModelError, match="its file must be garment_v0.json"):
+        read_manifest(tmp_path / "garment_v6.json")
