@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Iterable, Sequence
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
@@ -73,7 +75,8 @@ def save_source(db: Database, source) -> str:
             "is_local": source.local,
             "settings": json.dumps(source.settings(), sort_keys=True),
         }
-        connection.execute(upsert(connection, shops, values, update=[k for k in values if k not in ("id", "created_at")]))
+        # A shop taken off stays off (only `shops add` brings it back), whatever a sources file says.
+        connection.execute(upsert(connection, shops, values, update=[k for k in values if k not in ("id", "created_at", "active")]))
     return shop_id
 
 
@@ -103,7 +106,12 @@ def source_of_shop(row: dict):
     for column in ("strategy", "schedule", "delay_s", "concurrency"):
         if row.get(column) is not None:
             values[column] = row[column]
-    return source_from_mapping({k: v for k, v in values.items() if v is not None})
+    source = source_from_mapping({k: v for k, v in values.items() if v is not None})
+    stored_host = (urlsplit(row["base_url"]).hostname or "").lower()
+    if stored_host and stored_host != source.host:
+        # Saved under a spelling canonical no more (a trailing dot): its products' addresses use it.
+        source = replace(source, allowed_hosts=(*source.allowed_hosts, stored_host))
+    return source
 
 
 def active_shops(db: Database) -> list[dict]:
@@ -118,9 +126,11 @@ def take_shop_off(db: Database, base_url: str) -> bool:
     brings it back, its catalogue as it was). False for a shop not in the catalogue."""
     from shazzam.scrape.sources import ShopSource
 
-    base_url = ShopSource(base_url=base_url).base_url
     with db.transaction() as connection:
-        shop_id = _shop_id(connection, base_url)
+        # As stored first: a row saved under a spelling no longer accepted must still be taken off.
+        shop_id = connection.execute(sa.select(shops.c.id).where(shops.c.base_url == base_url)).scalar()
+        if shop_id is None:
+            shop_id = _shop_id(connection, ShopSource(base_url=base_url).base_url)
         return connection.execute(sa.update(shops).where(shops.c.id == shop_id).values(active=False)).rowcount > 0
 
 

@@ -698,5 +698,37 @@ def test_a_product_filed_by_a_feed_dies_with_its_page_after_the_source_leaves_sh
                                     f"</url></urlset>".encode())
     pipeline.scrape(runtime.app, force=True)
     revalidate_products(runtime.app, Summary())
-    states = {row["url"].rsplit("/", 1)[-1]: bool(row["is_dead"]) for row in catalogue.products_of_shop(runtime.db, ids.shop_id(shop.base_url)).values()}
-    assert states == {"a": False, "b": True}
+    rows = catalogue.products_of_shop(runtime.db, ids.shop_id(shop.base_url)).values()
+    assert {row["url"].rsplit("/", 1)[-1]: bool(row["is_dead"]) for row in rows} == {"a": False, "b": True}
+    assert not any(row["page_url"] and "products.json" in row["page_url"] for row in rows)  # unfiled for good
+
+
+def test_a_shop_row_saved_before_todays_checks_is_skipped_by_revalidate_and_can_be_taken_off(runtime, shop):
+    register(runtime, shop)
+    pipeline.scrape(runtime.app)
+    runtime.db.run_query("INSERT INTO shops (id, base_url, name, active, created_at, is_local) "
+                         "VALUES ('old', 'https://user:pw@old.example/', 'Old', 1, '2026-01-01 00:00:00', 0)")
+    runtime.db.run_query("INSERT INTO products (id, shop_id, url, title, category, is_dead, last_seen_at, created_at) "
+                         "VALUES ('p-old', 'old', 'https://user:pw@old.example/p/1', 'Tee', 't-shirt', 0, '2026-01-01 00:00:00', "
+                         "'2026-01-01 00:00:00')")
+    report = revalidate_products(runtime.app, Summary())  # the other shop's products are checked; the old row is skipped
+    assert report["products_checked"] > 0
+    assert catalogue.take_shop_off(runtime.db, "https://user:pw@old.example/")
+    assert [row["name"] for row in catalogue.active_shops(runtime.db)] == ["quirky"]
+
+
+def test_a_sources_file_does_not_bring_back_a_shop_taken_off(runtime, shop):
+    register(runtime, shop)
+    catalogue.take_shop_off(runtime.db, shop.base_url)
+    register(runtime, shop, strategy="sitemap")  # the same source saved again, as `scrape --sources FILE` does
+    assert catalogue.active_shops(runtime.db) == []
+    catalogue.add_shop(runtime.db, shop.base_url)
+    assert [row["name"] for row in catalogue.active_shops(runtime.db)] == ["quirky"]
+
+
+def test_a_sitemap_index_read_whose_sitemaps_all_fail_did_not_reach_the_shop(runtime, plain_shop):
+    shop = plain_shop({"/robots.txt": (200, b""), "/sitemap.xml": (200, b'<sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+                                                                      b"<sitemap><loc>/products-1.xml</loc></sitemap></sitemapindex>"),
+                       "/products-1.xml": (503, b"")})
+    catalogue.save_source(runtime.db, ShopSource(base_url=shop.base_url, name="s", strategy="sitemap", local=True, delay_s=0, fetch=FAST))
+    assert pipeline.scrape(runtime.app)["shops_failed"] == 1

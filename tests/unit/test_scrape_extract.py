@@ -353,6 +353,8 @@ def test_sources_file(tmp_path):
     ({"schedule": "rate(99999999999 days)"}, "schedule must be rate"),  # past what a timedelta holds
     ({"schedule": "rate(400 days)"}, "schedule must be rate"),
     ({"base_url": "https://buyer:s3cret@shop.example/"}, "user name or password"),  # it would be the shop's public name
+    ({"base_url": "https://faß.de/"}, "in punycode"),  # IDNA 2003 would spell it fass.de: another domain
+    ({"base_url": "https://../shop"}, "no host"),
 ])
 def test_a_source_setting_of_the_wrong_kind_is_refused_by_name(setting, words):
     with pytest.raises(ValueError, match=re.escape(words)):

@@ -166,9 +166,9 @@ class Crawl:
         # Whether the crawl saw less than all the source's pages: `limit` cut discovery, time ran
         # out, or the shop could not be read.
         self.cut_short = False
-        # Whether the shop was not reached: discovery found nothing, and none of its documents (a
-        # sitemap, a listing page) could be read; or the first feed page read failed. A shop that
-        # answers with no products (a sitemap 404, then a home page without any) was reached.
+        # Whether the shop was not reached: discovery found nothing, and no list of its pages (a
+        # sitemap of pages, a listing page) could be read; or the first feed page read failed. A
+        # shop that answers with no products (a sitemap 404, then a home page without any) was.
         self.discovery_failed = False
         self._discovery_read = False
         # A Shopify feed read to its end (its first empty page) in this round: its pages' URLs. A
@@ -197,7 +197,6 @@ class Crawl:
         if result.status != 200:
             self.errors[f"http-{result.status}"] += 1
             return None
-        self._discovery_read = True
         return result
 
     def _found(self, found: dict, url: str) -> None:
@@ -256,6 +255,7 @@ class Crawl:
                 log.warning("sitemap %s: %s", sitemap_url, error)
                 self.errors["bad-sitemap"] += 1
                 return
+            self._discovery_read |= kind != "sitemapindex"  # a list of pages was read (an index lists sitemaps)
             for loc in locs:
                 try:
                     url = urljoin(sitemap_url, loc)
@@ -281,6 +281,7 @@ class Crawl:
             if result is None:
                 continue
             page = parse_page(result.text(), result.url)
+            self._discovery_read = True
             for link in page.links:
                 if _host(link) != self.source.host:
                     continue

@@ -103,6 +103,7 @@ class SourcePass:
         for row in self.known.values():
             if row["page_url"] and source.strategy != "shopify" and Crawl.is_feed_page(row["page_url"]):
                 row["page_url"] = None  # filed by a feed before the source left Shopify: its own page says
+                catalogue.file_product(self.db, row["id"], None)
             self.by_page.setdefault(row["page_url"] or row["url"], []).append(row)
         self.seen: set[str] = set()
 
@@ -447,11 +448,24 @@ def reembed_pass(app, model: str, limit: int | None = None, budget_s: float | No
         if deadline is not None and time.monotonic() >= deadline:
             break
         if image["shop_id"] not in passes:
-            source = catalogue.source_of_shop(shops[image["shop_id"]])
-            passes[image["shop_id"]] = SourcePass(app, image["shop_id"], source, base.with_policy(source.policy()), summary, {})
-            passes[image["shop_id"]].fetcher.deadline = deadline  # nor does a retry wait past it
+            passes[image["shop_id"]] = _source_pass(app, shops[image["shop_id"]], base, summary, {})
+            if passes[image["shop_id"]] is not None:
+                passes[image["shop_id"]].fetcher.deadline = deadline  # nor does a retry wait past it
+        if passes[image["shop_id"]] is None:
+            continue
         passes[image["shop_id"]].image(image["product_id"], image["src_link"], position=0, refetch=True)
     return {"stale": len(stale), **{name: summary.counts[name] for name in ("images_uploaded", "images_failed")}}
+
+
+def _source_pass(app, row: dict, base: Fetcher, summary: Summary, hashes: dict) -> SourcePass | None:
+    """A pass over the shop a row describes; None, logged, for a row saved before its settings were
+    checked as they are now (the other shops go on)."""
+    try:
+        source = catalogue.source_of_shop(row)
+    except ValueError as exc:
+        log.error("shop %s is skipped: %s", row["base_url"], exc)
+        return None
+    return SourcePass(app, row["id"], source, base.with_policy(source.policy()), summary, hashes)
 
 
 def revalidate_products(app, summary: Summary, budget_s: float | None = None) -> dict:
@@ -475,17 +489,20 @@ def revalidate_products(app, summary: Summary, budget_s: float | None = None) ->
     # another shop's copy of it, ingested in its stead, would be taken for a copy of it again.
     hashes = catalogue.image_hashes(app.db)
 
-    def source_pass(shop_id: str) -> SourcePass:
+    def source_pass(shop_id: str) -> SourcePass | None:
+        """The shop's pass; None for a shop whose row no scrape could use (its items wait)."""
         if shop_id not in passes:
-            source = catalogue.source_of_shop(shops[shop_id])
-            passes[shop_id] = SourcePass(app, shop_id, source, base.with_policy(source.policy()), summary, hashes)
-            passes[shop_id].fetcher.deadline = deadline
+            passes[shop_id] = _source_pass(app, shops[shop_id], base, summary, hashes)
+            if passes[shop_id] is not None:
+                passes[shop_id].fetcher.deadline = deadline
         return passes[shop_id]
 
     for product in catalogue.products_to_revalidate(app.db):
         if time.monotonic() >= products_until:
             break
         visit = source_pass(product["shop_id"])
+        if visit is None:
+            continue
         filed_under = (visit.known.get(product["url"]) or {}).get("page_url")
         if visit.source.strategy == "shopify" and filed_under is not None:
             # Each scrape round reads the whole feed; a feed page alone cannot tell a product the
@@ -514,9 +531,11 @@ def revalidate_products(app, summary: Summary, budget_s: float | None = None) ->
     for image in catalogue.stored_live_images(app.db):
         if time.monotonic() >= images_until:
             break
+        visit = source_pass(image["shop_id"])
+        if visit is None:
+            continue
         report["images_checked"] += 1
         catalogue.update_image(app.db, image["id"])  # checked now: the next run starts with others
-        visit = source_pass(image["shop_id"])
         cached = visit.cache.get(image["src_link"], {})
         try:
             result = visit.fetcher.get(image["src_link"], etag=cached.get("etag"), last_modified=cached.get("last_modified"), accept=IMAGE_TYPES)
@@ -535,6 +554,8 @@ def revalidate_products(app, summary: Summary, budget_s: float | None = None) ->
                     continue  # the next visit of its page does it
                 read_again.add(page_url)
                 concerned_pass = source_pass(concerned["shop_id"])
+                if concerned_pass is None:
+                    continue
                 if known := concerned_pass.known.get(concerned["url"]):
                     known["fingerprint"] = None  # as retire_image forgot it: its pictures are fetched
                 concerned_pass.page(concerned_pass.crawl(None, conditional=False, deadline=deadline).visit(page_url))

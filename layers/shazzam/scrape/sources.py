@@ -167,7 +167,11 @@ def canonical_shop_url(url: str) -> str:
     host no DNS name can spell."""
     parts = urlsplit(url.strip())
     scheme, host, port = parts.scheme.lower(), (parts.hostname or "").lower().rstrip("."), parts.port
+    if not host:
+        raise ValueError(f"no host in {url!r}")
     if not host.isascii():
+        if DEVIATIONS & set(host):  # IDNA 2003 (Python's codec) maps them away, browsers do not: another domain
+            raise ValueError(f"write the host {parts.hostname!r} in punycode (xn--...), as the shop's DNS name is")
         try:
             host = host.encode("idna").decode("ascii")
         except UnicodeError:
@@ -182,6 +186,8 @@ def canonical_shop_url(url: str) -> str:
     return urlunsplit((scheme, host, _escaped_once(parts.path) or "/", _escaped_once(parts.query), ""))
 
 
+# The characters IDNA 2003 and 2008 spell differently in a host ("faß.de" is fass.de, or xn--fa-hia.de).
+DEVIATIONS = frozenset("\u00df\u03c2\u200c\u200d")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
 
