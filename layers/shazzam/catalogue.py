@@ -481,17 +481,18 @@ def live_images(db: Database) -> list[dict]:
 
 
 def stored_live_images(db: Database) -> list[dict]:
-    """Live images that were stored (not duplicates of another), with their product, its shop and
-    the image's place among the product's pictures."""
+    """Live images that were stored, and copies of them at other addresses (`duplicate_of`), with
+    their product, its shop and the image's place among the product's pictures."""
     shown_at = sa.and_(product_images.c.image_id == images.c.id, product_images.c.product_id == images.c.product_id)
     with db.transaction() as connection:
         rows = connection.execute(
             sa.select(images.c.id, images.c.src_link, images.c.content_sha256, images.c.product_id, products.c.shop_id,
-                      sa.func.coalesce(product_images.c.position, 0).label("position"))
+                      images.c.duplicate_of, sa.func.coalesce(product_images.c.position, 0).label("position"))
             .join(products, images.c.product_id == products.c.id)
             .join(shops, products.c.shop_id == shops.c.id)
             .outerjoin(product_images, shown_at)
-            .where(images.c.is_dead.is_(False), images.c.duplicate_of.is_(None), images.c.content_sha256.is_not(None),
+            # A copy (the same picture at another address) is checked at its own address too.
+            .where(images.c.is_dead.is_(False), images.c.content_sha256.is_not(None),
                    products.c.is_dead.is_(False), shops.c.active.is_(True))  # a shop taken off is not crawled
             .order_by(images.c.updated_at, images.c.id)  # least recently checked (or changed) first
         )
@@ -622,11 +623,51 @@ def _retire(connection: sa.Connection, image_id: str, now: datetime) -> list[dic
     ).mappings().all()
     for product in linked:
         connection.execute(sa.delete(product_images).where(product_images.c.product_id == product["id"], product_images.c.image_id == image_id))
-        connection.execute(sa.update(products).where(products.c.id == product["id"]).values(fingerprint=None))
-        connection.execute(sa.update(http_cache).where(http_cache.c.id == _url_key(product["page_url"] or product["url"]))
-                           .values(etag=None, last_modified=None, content_sha256=None))
+        _forget_page(connection, product)
         concerned.setdefault(product["id"], dict(product))
     return list(concerned.values())
+
+
+def _forget_page(connection: sa.Connection, product) -> None:
+    """The product's page is read again as new at its next visit: its fingerprint and validators go."""
+    connection.execute(sa.update(products).where(products.c.id == product["id"]).values(fingerprint=None))
+    connection.execute(sa.update(http_cache).where(http_cache.c.id == _url_key(product["page_url"] or product["url"]))
+                       .values(etag=None, last_modified=None, content_sha256=None))
+
+
+@retried_on_deadlock
+def unlink_original(db: Database, product_id: str, copy_id: str) -> None:
+    """The copy at the product's address shows another picture now: the product no longer stands
+    for the original through it (the copy is judged afresh, and linked to what it shows)."""
+    with db.transaction() as connection:
+        original = connection.execute(sa.select(images.c.duplicate_of).where(images.c.id == copy_id)).scalar()
+        if original is not None:
+            connection.execute(sa.delete(product_images).where(product_images.c.product_id == product_id,
+                                                               product_images.c.image_id == original))
+
+
+@retried_on_deadlock
+def drop_copy(db: Database, copy_id: str) -> list[dict]:
+    """A copy's own address is gone (or shows another picture now): the copy dies, its product no
+    longer stands for the original through it (the original stays its owners'), and the product's
+    page is read again as new. Returns that product (id, shop_id, url, page_url), if live."""
+    with db.transaction() as connection:
+        copy = connection.execute(
+            sa.select(images.c.product_id, images.c.duplicate_of).where(images.c.id == copy_id).with_for_update()
+        ).first()
+        if copy is None or copy.duplicate_of is None:
+            return []
+        connection.execute(sa.update(images).where(images.c.id == copy_id).values(is_dead=True, updated_at=utcnow()))
+        connection.execute(sa.delete(product_images).where(product_images.c.product_id == copy.product_id,
+                                                           product_images.c.image_id == copy.duplicate_of))
+        product = connection.execute(
+            sa.select(products.c.id, products.c.shop_id, products.c.url, products.c.page_url)
+            .where(products.c.id == copy.product_id, products.c.is_dead.is_(False))
+        ).mappings().first()
+        if product is None:
+            return []
+        _forget_page(connection, product)
+        return [dict(product)]
 
 
 @retried_on_deadlock
@@ -836,8 +877,10 @@ def counts(db: Database) -> dict[str, int]:
     with db.transaction() as connection:
         scalar = lambda statement: connection.execute(statement).scalar() or 0  # noqa: E731
         return {
-            "shops": scalar(sa.select(sa.func.count()).select_from(shops)),
-            "products": scalar(sa.select(sa.func.count()).select_from(products).where(products.c.is_dead.is_(False))),
+            "shops": scalar(sa.select(sa.func.count()).select_from(shops).where(shops.c.active.is_(True))),
+            # What search may show: live products of the shops not taken off.
+            "products": scalar(sa.select(sa.func.count()).select_from(products).join(shops, products.c.shop_id == shops.c.id)
+                               .where(products.c.is_dead.is_(False), shops.c.active.is_(True))),
             "images": scalar(sa.select(sa.func.count()).select_from(images)),
             "images_failed": scalar(sa.select(sa.func.count()).select_from(images).where(images.c.status == "failed")),
             "detections": scalar(sa.select(sa.func.count()).select_from(detections)),

@@ -493,6 +493,8 @@ def test_counts(db, image_with_detections):
     assert catalogue.counts(db) == {
         "shops": 1, "products": 1, "images": 1, "images_failed": 1, "detections": 3, "indexed": 1,
     }
+    catalogue.take_shop_off(db, SHOP)  # its items are not shown: not counted as the catalogue's either
+    assert catalogue.counts(db)["shops"] == catalogue.counts(db)["products"] == 0
 
 
 def test_mark_shop_scraped(db):

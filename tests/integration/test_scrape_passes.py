@@ -732,3 +732,31 @@ def test_a_sitemap_index_read_whose_sitemaps_all_fail_did_not_reach_the_shop(run
                        "/products-1.xml": (503, b"")})
     catalogue.save_source(runtime.db, ShopSource(base_url=shop.base_url, name="s", strategy="sitemap", local=True, delay_s=0, fetch=FAST))
     assert pipeline.scrape(runtime.app)["shops_failed"] == 1
+
+
+@pytest.mark.parametrize("then", ["replaced", "gone"])
+def test_a_copy_of_a_picture_is_checked_at_its_own_address(runtime, plain_shop, then):
+    answers = {"/robots.txt": (200, b"")}
+    shop = plain_shop(answers)
+    red = (200, jpeg(Image.new("RGB", (64, 64), (200, 30, 30))), {"Content-Type": "image/jpeg"})
+    answers.update({"/img/a.jpg": red, "/img/copy.jpg": red,  # b shows a's picture, at an address of its own
+                    "/p/a": (200, product_html(shop.base_url, "A dress", ["img/a.jpg"]), {"Content-Type": "text/html"}),
+                    "/p/b": (200, product_html(shop.base_url, "B dress", ["img/copy.jpg"]), {"Content-Type": "text/html"}),
+                    "/sitemap.xml": (200, f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc>{shop.base_url}p/a</loc></url>'
+                                          f"<url><loc>{shop.base_url}p/b</loc></url></urlset>".encode())})
+    catalogue.save_source(runtime.db, ShopSource(base_url=shop.base_url, name="s", strategy="sitemap", local=True, delay_s=0, fetch=FAST))
+    assert pipeline.scrape(runtime.app)["images_duplicate"] == 1
+    b, copy = ids.product_id(shop.base_url + "p/b"), ids.image_id(shop.base_url + "img/copy.jpg")
+    linked = lambda: {row["image_id"] for row in runtime.db.run_query("SELECT image_id FROM product_images WHERE product_id = :p", {"p": b})}  # noqa: E731
+    assert linked() == {ids.image_id(shop.base_url + "img/a.jpg")}
+    if then == "replaced":  # another picture at the copy's address: now b's own
+        answers["/img/copy.jpg"] = (200, jpeg(Image.new("RGB", (64, 64), (20, 40, 220))), {"Content-Type": "image/jpeg"})
+    else:
+        answers["/img/copy.jpg"] = (404, b"")
+    report = revalidate_products(runtime.app, Summary())
+    if then == "replaced":
+        assert report["images_replaced"] == 1 and linked() == {copy}
+        assert catalogue.get_image(runtime.db, copy)["duplicate_of"] is None
+    else:  # b shows a's picture no more: out of search, its page read again
+        assert report["images_dead"] == 1 and copy not in linked() and ids.image_id(shop.base_url + "img/a.jpg") not in linked()
+        assert catalogue.get_item(runtime.db, b)["image_urls"] == []

@@ -548,7 +548,8 @@ def revalidate_products(app, summary: Summary, budget_s: float | None = None) ->
             # The products that showed it, at its address or at another address of the same picture
             # (a copy), are read again now, each fetching what it shows (the first copy fetched
             # becomes the original the others copy), or they would be left without a searchable picture.
-            for concerned in catalogue.retire_image(app.db, image["id"]):
+            gone = catalogue.drop_copy if image["duplicate_of"] else catalogue.retire_image
+            for concerned in gone(app.db, image["id"]):
                 page_url = concerned["page_url"] or concerned["url"]
                 if time.monotonic() >= images_until or page_url in read_again:
                     continue  # the next visit of its page does it
@@ -561,7 +562,10 @@ def revalidate_products(app, summary: Summary, budget_s: float | None = None) ->
                 concerned_pass.page(concerned_pass.crawl(None, conditional=False, deadline=deadline).visit(page_url))
         elif result.status == 200 and not result.not_modified and hashlib.sha256(result.body).hexdigest() != image["content_sha256"]:
             # The shop replaced the picture behind the same address: ingested again, as a changed
-            # page's pictures are (fetched once more there: a rare event).
+            # page's pictures are (fetched once more there: a rare event). A copy no longer stands
+            # for its original: it is judged afresh (a copy again, or a picture of its own).
+            if image["duplicate_of"]:
+                catalogue.unlink_original(app.db, image["product_id"], image["id"])
             visit.image(image["product_id"], image["src_link"], image["position"], refetch=True)
             report["images_replaced"] += 1
     report["products_dead"] = summary.counts["products_dead"]
