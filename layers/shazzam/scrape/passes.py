@@ -356,13 +356,7 @@ def _sources(app, shop_url: str | None, source_name: str | None) -> list[tuple[d
         rows = [row for row in rows if source_name in (row["name"], row["base_url"]) or (address and address == _canonical_or_none(row["base_url"]))]
         if not rows:
             raise ValueError(f"no active shop is named or based at {source_name!r}")
-    sources = []
-    for row in rows:
-        try:
-            sources.append((row, catalogue.source_of_shop(row)))
-        except ValueError as exc:  # a row saved before its settings were checked: the others go on
-            log.error("shop %s is skipped: %s", row["base_url"], exc)
-    return sources
+    return [(row, source) for row in rows if (source := _usable_source(row)) is not None]
 
 
 def scrape_pass(
@@ -457,15 +451,20 @@ def reembed_pass(app, model: str, limit: int | None = None, budget_s: float | No
     return {"stale": len(stale), **{name: summary.counts[name] for name in ("images_uploaded", "images_failed")}}
 
 
-def _source_pass(app, row: dict, base: Fetcher, summary: Summary, hashes: dict) -> SourcePass | None:
-    """A pass over the shop a row describes; None, logged, for a row saved before its settings were
+def _usable_source(row: dict) -> ShopSource | None:
+    """The source a shops row describes; None, logged, for a row saved before its settings were
     checked as they are now (the other shops go on)."""
     try:
-        source = catalogue.source_of_shop(row)
+        return catalogue.source_of_shop(row)
     except ValueError as exc:
         log.error("shop %s is skipped: %s", row["base_url"], exc)
         return None
-    return SourcePass(app, row["id"], source, base.with_policy(source.policy()), summary, hashes)
+
+
+def _source_pass(app, row: dict, base: Fetcher, summary: Summary, hashes: dict) -> SourcePass | None:
+    """A pass over the shop a row describes; None for a row no scrape could use (_usable_source)."""
+    source = _usable_source(row)
+    return None if source is None else SourcePass(app, row["id"], source, base.with_policy(source.policy()), summary, hashes)
 
 
 def revalidate_products(app, summary: Summary, budget_s: float | None = None) -> dict:
