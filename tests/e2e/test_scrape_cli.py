@@ -53,14 +53,21 @@ def test_a_scrape_whose_pipeline_events_fail_says_so_and_exits_1(tmp_path):
     assert "dead-letters" in run.stderr
 
 
-def test_a_scrape_of_a_shop_that_cannot_be_reached_exits_1_and_leaves_it_due(tmp_path):
+def unreachable_shop(sources: Path) -> str:
+    """A shop at a port nothing listens on, in a sources file; no retries, so a refused connection
+    fails at once instead of after the backoff (1 + 2 + 4 s a page)."""
     import socket
 
-    with socket.socket() as probe:  # a port nothing listens on
+    with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         address = f"http://127.0.0.1:{probe.getsockname()[1]}/"
-    assert shazzam("shops", "add", address, data_dir=tmp_path).returncode == 0
-    run = shazzam("--quiet", "scrape", "--json", data_dir=tmp_path)
+    sources.write_text(f'[[source]]\nbase_url = "{address}"\nlocal = true\n\n[source.fetch]\nretries = 0\n')
+    return address
+
+
+def test_a_scrape_of_a_shop_that_cannot_be_reached_exits_1_and_leaves_it_due(tmp_path):
+    unreachable_shop(tmp_path / "sources.toml")
+    run = shazzam("--quiet", "scrape", "--sources", str(tmp_path / "sources.toml"), "--json", data_dir=tmp_path)
     assert run.returncode == 1
     summary = json.loads(run.stdout.strip().splitlines()[-1])
     assert summary["shops_failed"] == 1 and summary["errors"]
@@ -69,14 +76,10 @@ def test_a_scrape_of_a_shop_that_cannot_be_reached_exits_1_and_leaves_it_due(tmp
 
 
 def test_ingest_goes_on_past_a_shop_that_cannot_be_reached_and_exits_1(tmp_path):
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        unreachable = f"http://127.0.0.1:{probe.getsockname()[1]}/"
+    unreachable = unreachable_shop(tmp_path / "sources.toml")
+    assert shazzam("--quiet", "scrape", "--sources", str(tmp_path / "sources.toml"), data_dir=tmp_path).returncode == 1
     with SampleShop(limit=2) as sample:
-        for address in (unreachable, sample.base_url):
-            assert shazzam("shops", "add", address, data_dir=tmp_path).returncode == 0
+        assert shazzam("shops", "add", sample.base_url, data_dir=tmp_path).returncode == 0
         run = shazzam("--quiet", "ingest", "--shop", unreachable, "--shop", sample.base_url, "--json", data_dir=tmp_path)
     assert run.returncode == 1 and "could not be read" in run.stderr
     report = json.loads(run.stdout.strip().splitlines()[-1])

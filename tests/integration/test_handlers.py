@@ -125,12 +125,14 @@ def test_a_scheduled_scrape_that_reaches_no_shop_fails_its_invocation(backend):
 
     from shazzam import catalogue
     from shazzam.pipeline import ScrapeFailed
+    from shazzam.scrape.sources import ShopSource
 
     app, invoke = backend
     with socket.socket() as probe:  # a port nothing listens on: the shop cannot be reached
         probe.bind(("127.0.0.1", 0))
         address = f"http://127.0.0.1:{probe.getsockname()[1]}/"
-    shop_id = catalogue.add_shop(app.db, address)
+    # No retries: a refused connection fails at once instead of after the backoff (1 + 2 + 4 s a page).
+    shop_id = catalogue.save_source(app.db, ShopSource(base_url=address, local=True, fetch={"retries": 0}))
     # A failed invocation is retried, then sent to the failure queue, which alarms.
     with pytest.raises(ScrapeFailed, match="none of the 1 shop"):
         invoke("scrape", sample_event("scheduled-scrape.json"))
