@@ -719,7 +719,8 @@ def revive_product(db: Database, product_id: str) -> list[str]:
 
 
 def dead_indexed_detections(db: Database) -> dict[str, set[str]]:
-    """Detections still in a shard whose image or product is dead, by category."""
+    """Detections still in a shard whose image or product is dead, or whose image has no product
+    (a photo put into incoming/ by hand, indexed before such photos were kept out), by category."""
     with db.transaction() as connection:
         rows = connection.execute(
             sa.select(detections.c.id, detections.c.category)
@@ -727,7 +728,7 @@ def dead_indexed_detections(db: Database) -> dict[str, set[str]]:
             .outerjoin(products, images.c.product_id == products.c.id)
             .where(
                 detections.c.embedding_status == "indexed",
-                sa.or_(images.c.is_dead.is_(True), products.c.is_dead.is_(True)),
+                sa.or_(images.c.is_dead.is_(True), products.c.is_dead.is_(True), images.c.product_id.is_(None)),
             )
         )
         grouped: dict[str, set[str]] = {}

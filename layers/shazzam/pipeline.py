@@ -242,6 +242,13 @@ def embed(app: App, key: str) -> StageResult:
         category = detection["label"]  # a row from before the detector: its label was the category
     else:
         category = prediction.category
+    if product_category is None and (catalogue.get_image(app.db, detection["image_id"]) or {}).get("product_id") is None:
+        # A photo put into incoming/ by hand: no shop sells it, so no search could show it. Its
+        # garments are reported (box, category) but not indexed, where they would only take room.
+        catalogue.update_detection(app.db, detection_id, category=category, category_confidence=confidence,
+                                   embedding_status="skipped", error="not a shop's picture: reported, not indexed")
+        delete_if_unchanged(app.store, key, crop_etag)
+        return StageResult(key, "skipped", "not a shop's picture (no product): reported, not indexed")
     previous = detection["category"]
     if previous and previous != category and detection["embedding_status"] in ("indexed", "embedded"):
         # The item changed category: its vector must not stay behind in the old one, merged or not.

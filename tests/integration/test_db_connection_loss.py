@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from shazzam import catalogue, ids
 from shazzam.local.runtime import LocalRuntime
+from tests.support.shop_photos import put_shop_photo
 from tests.support.tcp_proxy import CuttableProxy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,8 +47,8 @@ def test_a_cut_connection_mid_stage_is_retried_without_loss_or_duplicates(proxie
         invocations = []
         real_invoke = runtime.invoke
         monkeypatch.setattr(runtime, "invoke", lambda name, event: invocations.append(name) or real_invoke(name, event))
-        for image in IMAGES:
-            runtime.store.put(ids.incoming_key(image.stem), image.read_bytes())
+        for number, image in enumerate(IMAGES):
+            put_shop_photo(runtime, image.read_bytes(), number, image_id=image.stem)
         drained = runtime.drain()
         runtime.fire_schedule("index")
 

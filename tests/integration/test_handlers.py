@@ -12,6 +12,7 @@ from shazzam import ids
 from shazzam.local.runtime import LambdaContext, LocalRuntime, load_handler
 from shazzam.storage import S3Store
 from shazzam.vision import load_garment_model
+from tests.support.shop_photos import put_shop_photo
 
 REPO = Path(__file__).resolve().parents[2]
 EVENTS = REPO / "events"
@@ -58,11 +59,28 @@ def backend(request, tmp_path, monkeypatch):
     app_module.configure(None)
 
 
+def put_sample_image(app, key: str) -> None:
+    """The sample events' image as the scraper leaves it (a photo no shop sells is reported, not
+    indexed). Its shop, daily, was scraped today; it is down (a port nothing listens on, no
+    retries), so a revalidate changes nothing."""
+    import socket
+
+    from shazzam import catalogue
+    from shazzam.scrape.sources import ShopSource
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"http://127.0.0.1:{probe.getsockname()[1]}/"
+    shop_id = catalogue.save_source(app.db, ShopSource(base_url=address, schedule="rate(1 day)", local=True, fetch={"retries": 0}))
+    catalogue.mark_shop_scraped(app.db, shop_id)
+    put_shop_photo(app, SAMPLE_IMAGE.read_bytes(), image_id=ids.key_stem(key), shop_id=shop_id)
+
+
 def test_each_handler_runs_on_its_sample_event(backend):
     app, invoke = backend
     incoming = sample_event("s3-incoming.json")
     image_id = ids.key_stem(event_key(incoming))
-    app.store.put(event_key(incoming), SAMPLE_IMAGE.read_bytes(), content_type="image/jpeg")
+    put_sample_image(app, event_key(incoming))
 
     detected = invoke("detect", incoming)
     assert [r["status"] for r in detected["results"]] == ["done"]
@@ -78,8 +96,8 @@ def test_each_handler_runs_on_its_sample_event(backend):
     indexed = invoke("index", sample_event("scheduled-index.json"))
     assert sum(entry["added"] for entry in indexed.values()) == 1
 
-    assert invoke("scrape", sample_event("scheduled-scrape.json"))["shops"] == 0  # no shop registered
-    assert invoke("revalidate", sample_event("scheduled-revalidate.json"))["products_checked"] == 0
+    assert invoke("scrape", sample_event("scheduled-scrape.json"))["shops"] == 0  # its one shop, daily, was scraped today
+    assert invoke("revalidate", sample_event("scheduled-revalidate.json"))["products_checked"] == 1  # the shop is down: nothing changes
 
     health = invoke("search", sample_event("apigw-health.json"))
     assert health["statusCode"] == 200
@@ -99,7 +117,7 @@ def test_each_handler_runs_on_its_sample_event(backend):
 def test_replayed_events_change_nothing(backend):
     app, invoke = backend
     incoming = sample_event("s3-incoming.json")
-    app.store.put(event_key(incoming), SAMPLE_IMAGE.read_bytes(), content_type="image/jpeg")
+    put_sample_image(app, event_key(incoming))
     for _ in range(2):
         invoke("detect", incoming)
         invoke("standardise", sample_event("s3-detections.json"))

@@ -8,7 +8,7 @@ import pytest
 
 from shazzam import catalogue, ids, index, pipeline
 from shazzam.local.runtime import LocalRuntime
-from shazzam.scrape import ScrapedProduct
+from tests.support.shop_photos import put_shop_photo
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE = (REPO / "samples" / "shop" / "images" / "skirt-02.jpg").read_bytes()
@@ -24,15 +24,7 @@ def runtime(tmp_path):
 def upload_product(runtime, category: str | None, image: bytes = IMAGE, number: int = 1, index: bool = True):
     """A shop's product with one image, through detect, standardise and embed; then an index run
     (its report) unless `index` is false."""
-    shop_id = catalogue.add_shop(runtime.db, "https://shop.example/")
-    product = ScrapedProduct(
-        url=f"https://shop.example/p/{number}", title="A skirt", price=None, currency=None, category=category,
-        brand=None, sku=str(number), image_urls=(f"https://shop.example/i/{number}.jpg",),
-    )
-    product_id = catalogue.save_product(runtime.db, shop_id, product)
-    image_id = ids.image_id(product.image_urls[0])
-    catalogue.save_image(runtime.db, image_id, product.image_urls[0], product_id)
-    runtime.store.put(ids.incoming_key(image_id), image)
+    put_shop_photo(runtime, image, number, category)
     runtime.drain()
     return runtime.fire_schedule("index") if index else None
 
@@ -98,12 +90,32 @@ def test_an_index_run_overlapped_by_another_publishes_nothing_it_read_before(run
     assert statuses(runtime) == ([("skirt", "indexed")] if change == "refiled" else [("dress", "removed")])
 
 
-def test_a_photo_put_into_incoming_under_a_file_name_is_searchable(runtime, whole_image):
+def test_a_photo_put_into_incoming_under_a_file_name_is_detected_and_reported(runtime, whole_image):
     runtime.store.put("incoming/street-1.jpg", IMAGE)  # by hand, as a file is named
     runtime.drain()
     runtime.fire_schedule("index")
-    assert runtime.db.run_query("SELECT id, embedding_status FROM detections") == [{"id": "street-1_jpg-000", "embedding_status": "indexed"}]
-    assert [info.key for info in runtime.store.list("incoming/")] == []  # moved, then consumed
+    # No shop sells it, so no search could show it: its garment is reported, not indexed.
+    assert runtime.db.run_query("SELECT id, category, embedding_status FROM detections") == [
+        {"id": "street-1_jpg-000", "category": "skirt", "embedding_status": "skipped"}]
+    assert [info.key for info in runtime.store.list()] == []  # moved, then consumed; no shard
+
+
+def test_a_photo_without_a_product_indexed_before_leaves_the_shard(runtime, whole_image, monkeypatch):
+    """Before such photos were kept out of the index, their vectors stayed in the shards for good."""
+    upload_product(runtime, "skirt")
+    # The code of before: embedded as if it were a shop's picture, and never counted as dead.
+    monkeypatch.setattr(catalogue, "product_category_of_image", lambda db, image_id: "skirt")
+    monkeypatch.setattr(catalogue, "dead_indexed_detections", lambda db: {})
+    runtime.store.put("incoming/street-1", IMAGE)
+    runtime.drain()
+    runtime.fire_schedule("index")
+    runtime.app.shards.manifest_ttl_s = 0
+    assert runtime.app.shards.categories() == {"skirt": 2}
+    monkeypatch.undo()
+    assert runtime.fire_schedule("index") == {"vectors_dropped": 1}
+    assert runtime.app.shards.categories() == {"skirt": 1}
+    assert runtime.db.run_query("SELECT id FROM detections WHERE embedding_status = 'indexed'") != []
+    assert runtime.db.run_query("SELECT embedding_status FROM detections WHERE id LIKE 'street-1%'") == [{"embedding_status": "removed"}]
 
 
 def test_a_photo_named_longer_than_an_id_is_searchable_under_a_short_id(runtime, whole_image):
@@ -184,8 +196,8 @@ def test_a_failed_category_leaves_the_categories_merged_before_it_recorded(runti
 
 def test_what_a_runtime_stopped_mid_ingest_left_is_taken_up_by_the_next(tmp_path):
     stopped = LocalRuntime(tmp_path / "data")
-    stopped.store.put("incoming/upload-1", IMAGE)
-    stopped.store.put("incoming/upload-2", b"not an image")
+    put_shop_photo(stopped, IMAGE, 1, image_id="upload-1")
+    put_shop_photo(stopped, b"not an image", 2, image_id="upload-2")
     assert stopped.pending() == 2
     stopped.close()  # Ctrl-C before anything was delivered: the queue lived in memory
 
@@ -204,7 +216,7 @@ def test_a_photo_replaced_after_its_detection_before_a_stop_is_detected_at_the_r
     from shazzam.local.runtime import DrainReport
 
     stopped = LocalRuntime(tmp_path / "data")
-    stopped.store.put("incoming/upload-1", IMAGE)  # a skirt
+    put_shop_photo(stopped, IMAGE, image_id="upload-1")  # a skirt
     stopped.deliver(stopped._next_event(), DrainReport())  # detected, not yet standardised
     stopped.store.put("incoming/upload-1", (REPO / "samples" / "shop" / "images" / "dress-01.jpg").read_bytes())
     stopped.close()  # replaced, then stopped before the new photo's event was delivered
@@ -298,7 +310,7 @@ def test_ingest_and_search_preprocess_a_photo_identically(runtime, whole_image):
     from shazzam.distance import quantise
     from shazzam.images import centre_view, load_image, standardise_img, to_model_input
 
-    runtime.store.put("incoming/upload-1", IMAGE)
+    put_shop_photo(runtime, IMAGE, image_id="upload-1")
     runtime.drain()
     runtime.fire_schedule("index")
     shard = runtime.app.shards.shard(runtime.db.run_query("SELECT category FROM detections")[0]["category"])
@@ -359,8 +371,9 @@ def test_a_photo_without_a_product_keeps_every_garment(runtime, monkeypatch):
     assert rows["bag"]["embedding_status"] == "skipped" and rows["bag"]["category"] is None  # no shard for bags
     assert rows["top"]["category"] in ("longsleeve", "shirt", "t-shirt")
     assert rows["pants"]["category"] in ("pants", "shorts") and rows["footwear"]["category"] == "shoes"
-    assert all(rows[label]["embedding_status"] == "indexed" for label in ("top", "pants", "footwear"))
-    assert {info.key.split("/")[0] for info in runtime.store.list()} == {"index"}  # nothing transient left
+    # Reported, not indexed: no shop sells this photo's garments.
+    assert all(rows[label]["embedding_status"] == "skipped" for label in ("top", "pants", "footwear"))
+    assert list(runtime.store.list()) == []  # nothing transient left, and no shard
 
 
 @pytest.fixture
