@@ -40,12 +40,28 @@ def test_best_srcset_candidate(srcset, expected):
      ("$10 – $20", "10"), ("12,99 € – 24,99 €", "12.99"), ("Now £20 Was £40", "20"), ("299,00 kr.", "299.00"),
      ("Rs. 1,499", "1499"), ("Bs. 100", "100"), ("19.99 incl. VAT", "19.99"), ("29,99 € inkl. MwSt.", "29.99"),
      ("12,-", "12"), ("2.500,-", "2500"), ("CHF 49.-", "49"), ("1\u202f299,00", "1299.00"), ("1'299.00", "1299.00"), ("-5", None),
-     # three decimals beside a currency's symbol or code are thousands (no such currency has three)
+     # three decimals beside a currency's symbol or code are thousands, unless it has three decimals
      ("1.299 €", "1299"), ("€1.299", "1299"), ("EUR 2.500", "2500"), ("£1.299,99", "1299.99"), ("0.500 €", "0.500"), ("€ 0.990", "0.990"),
+     ("Rp 299.000", "299000"), ("299.000₫", "299000"), ("12.990 Ft", "12990"), ("1.299 kr", "1299"), ("KWD 12.505", "12.505"),
+     # Indian grouping: lakhs and crores
+     ("₹1,29,999", "129999"), ("Rs. 12,34,567", "1234567"), ("1,29,999.50", "129999.50"),
      ("1.2E3", "1200"), ("2e2", "200")],
 )
 def test_parse_price_with_commas_and_symbols(text, expected):
     assert parse_price(text) == (Decimal(expected) if expected else None)
+
+
+@pytest.mark.parametrize("currency, expected", [("IDR", "299000"), ("EUR", "299000"), ("KWD", "299.000"), (None, "299.000")])
+def test_the_offers_currency_tells_a_thousand_from_three_decimals(currency, expected):
+    assert parse_price("299.000", currency) == Decimal(expected)
+    price = f'<span itemprop="price">299.000</span>' + (f'<meta itemprop="priceCurrency" content="{currency}">' if currency else "")
+    page = (f'<div itemscope itemtype="https://schema.org/Product"><span itemprop="name">Kebaya</span>'
+            f'<img itemprop="image" src="/k.jpg"><div itemprop="offers" itemscope itemtype="https://schema.org/Offer">{price}</div></div>')
+    (product,) = extract_products(page, PAGE)
+    assert product.price == Decimal(expected) and product.currency == currency
+    block = {"@type": "Product", "name": "Kebaya", "image": "/k.jpg", "offers": {"price": "299.000", "priceCurrency": currency}}
+    (product,) = extract_products(f'<script type="application/ld+json">{json.dumps(block)}</script>', PAGE)
+    assert product.price == Decimal(expected)
 
 
 def test_a_json_ld_block_too_large_for_a_product_is_skipped(monkeypatch):

@@ -383,17 +383,28 @@ _PRICE_NUMBER = re.compile(rf"-?\d{{1,3}}(?:{_GROUP_SEPARATORS}\d{{3}})+(?:[.,]\
 _SCIENTIFIC = re.compile(r"-?\d+(?:\.\d+)?[eE][+-]?\d+")
 
 # Symbols that name one currency only ("$" and "kr" name several, so they are not read).
-CURRENCY_SYMBOLS = {"€": "EUR", "£": "GBP", "₹": "INR", "₩": "KRW", "₽": "RUB", "₺": "TRY", "₴": "UAH", "₪": "ILS", "zł": "PLN"}
+CURRENCY_SYMBOLS = {"€": "EUR", "£": "GBP", "₹": "INR", "₩": "KRW", "₽": "RUB", "₺": "TRY", "₴": "UAH", "₪": "ILS", "zł": "PLN", "₫": "VND"}
 
 
-def _names_currency(text: str) -> bool:
-    """A currency sign or code in a price's text ("1.299 €", "$1.299", "EUR 2.500"); "$" names
-    several currencies, none with three decimals."""
-    return currency_code(None, text) is not None or "$" in text
+# Currencies whose minor unit is a thousandth: "12.505 KWD" is twelve dinars and a half.
+THREE_DECIMAL_CURRENCIES = frozenset({"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"})
+# Signs of money that name no one currency but none with three decimals ("$", "kr", "Rp", "Ft").
+_MONEY_SIGN = re.compile(r"[$¥₫₱฿₦]|(?<![^\W\d_])(?:kr|Kč|Rp|Ft|Rs|lei)(?![^\W\d_])")
 
 
-def parse_price(value: Any) -> Decimal | None:
-    """"19.99", 20, "12,50", "1,299.00", "1.299,00", "€ 1 299,00", "$1,299", "1,299,000" -> Decimal."""
+def _dot_groups_thousands(text: str, currency: str | None) -> bool:
+    """Whether "1.299" in a price's text is a thousand: the text, or the offer's currency, names a
+    currency without three decimals ("1.299 €", "Rp 299.000", "12.990 Ft", priceCurrency IDR)."""
+    code = currency or currency_code(None, text)
+    if code is not None:
+        return code not in THREE_DECIMAL_CURRENCIES
+    return _MONEY_SIGN.search(text) is not None
+
+
+def parse_price(value: Any, currency: str | None = None) -> Decimal | None:
+    """"19.99", 20, "12,50", "1,299.00", "1.299,00", "€ 1 299,00", "$1,299", "1,299,000",
+    "₹1,29,999" -> Decimal. `currency`, the offer's ISO code where it gives one, tells "1.299" (IDR:
+    a thousand) from "1.299" (KWD: one dinar)."""
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
@@ -415,13 +426,13 @@ def parse_price(value: Any) -> Decimal | None:
                 text = text.replace(".", "").replace(",", ".")
             else:
                 text = text.replace(",", "")
-        elif re.fullmatch(r"-?\d{1,3}(,\d{3})+", text) and not text.lstrip("-").startswith("0,"):
-            text = text.replace(",", "")  # "1,299", "1,299,000": thousands separators
+        elif (re.fullmatch(r"-?\d{1,3}(,\d{3})+", text) and not text.lstrip("-").startswith("0,")
+              or re.fullmatch(r"-?\d{1,2}(,\d{2})+,\d{3}", text)):
+            text = text.replace(",", "")  # "1,299", "1,299,000"; "1,29,999" (Indian lakhs): thousands separators
         elif re.fullmatch(r"-?\d{1,3}(\.\d{3}){2,}", text) or (
-            re.fullmatch(r"-?[1-9]\d{0,2}\.\d{3}", text) and _names_currency(unescaped)  # "0.500 €" is half a euro
+            re.fullmatch(r"-?[1-9]\d{0,2}\.\d{3}", text) and _dot_groups_thousands(unescaped, currency)  # "0.500 €" is half a euro
         ):
-            # "1.299.000"; "1.299 €", "EUR 2.500": no currency has three decimals. A bare "1.299"
-            # stays a decimal point.
+            # "1.299.000"; "1.299 €", "EUR 2.500", "Rp 299.000". A bare "1.299" stays a decimal point.
             text = text.replace(".", "")
         elif "," in text:
             text = text.replace(",", ".", 1).replace(",", "")
@@ -440,7 +451,8 @@ def parse_price(value: Any) -> Decimal | None:
 
 # The codes read from a price's own text ("19.99 EUR"), where three capitals may be other words.
 CURRENCY_CODES = frozenset({"EUR", "USD", "GBP", "CHF", "SEK", "NOK", "DKK", "ISK", "PLN", "CZK", "HUF", "RON", "BGN", "TRY", "RUB",
-                            "UAH", "ILS", "JPY", "CNY", "KRW", "INR", "SGD", "HKD", "AUD", "NZD", "CAD", "MXN", "BRL", "ZAR", "AED"})
+                            "UAH", "ILS", "JPY", "CNY", "KRW", "INR", "SGD", "HKD", "AUD", "NZD", "CAD", "MXN", "BRL", "ZAR", "AED",
+                            "IDR", "VND", "THB", "PHP", "MYR", "CLP", "COP", "ARS", "SAR", "QAR", *THREE_DECIMAL_CURRENCIES})
 
 
 def currency_code(value: Any, price_text: Any = None) -> str | None:
@@ -586,9 +598,10 @@ def _first_offer_fields(offers: Any) -> tuple[Decimal | None, str | None, str | 
             continue
         spec = _price_specification(offer.get("priceSpecification"))
         raw = next((v for v in (offer.get("price"), offer.get("lowPrice"), spec.get("price")) if v not in (None, "")), None)
+        currency = currency_code(offer.get("priceCurrency") or spec.get("priceCurrency"), raw)
         fields = (
-            parse_price(raw),
-            currency_code(offer.get("priceCurrency") or spec.get("priceCurrency"), raw),
+            parse_price(raw, currency),
+            currency,
             _text(offer.get("url"), ids=True),
             parse_availability(offer.get("availability")),
         )
@@ -727,7 +740,7 @@ def _microdata_product(item: MicrodataItem, page: PageParser) -> ScrapedProduct 
     return ScrapedProduct(
         url=product_url(page.page_url, item.first("url"), page.canonical),
         title=title,
-        price=parse_price(_text(get("price")) or _text(get("lowPrice"))),
+        price=parse_price(_text(get("price")) or _text(get("lowPrice")), currency),
         currency=currency,
         category=_category_of(crumbs),
         brand=_text(item.first("brand")),
@@ -765,7 +778,7 @@ def _opengraph_product(page: PageParser) -> ScrapedProduct | None:
     return ScrapedProduct(
         url=product_url(page.page_url, _og(page, "og:url"), page.canonical),
         title=title,
-        price=parse_price(price),
+        price=parse_price(price, currency),
         currency=currency,
         category=_category_of(crumbs),
         brand=_og(page, "product:brand", "og:brand"),
@@ -879,7 +892,7 @@ def shopify_products(data: Any, base_url: str, currency: str | None = None) -> l
         variants = [v for v in _as_list(item.get("variants")) if isinstance(v, dict)]
         options = {str(o.get("name", "")).lower(): o for o in _as_list(item.get("options")) if isinstance(o, dict)}
         available = [v.get("available") for v in variants if isinstance(v.get("available"), bool)]
-        priced = [(parse_price(v.get("price")), v.get("available") is not False) for v in variants]
+        priced = [(parse_price(v.get("price"), currency), v.get("available") is not False) for v in variants]
         # The cheapest variant one can buy, else the cheapest; a 0.00 beside others is a placeholder.
         prices = next((group for group in ([p for p, buyable in priced if p and buyable], [p for p, _ in priced if p],
                                            [p for p, _ in priced if p is not None]) if group), [])
