@@ -283,6 +283,25 @@ def test_a_page_is_decoded_with_the_charset_its_header_or_its_meta_names(content
     assert "Café" in FetchResult("https://shop.example/", 200, "text/html", "<title>Café</title>".encode()).text()
 
 
+@pytest.mark.parametrize("content_type, body, title", [
+    # Browsers read "ISO-8859-1" (and ASCII) as windows-1252: its curly quotes, dashes and euro sign.
+    ("text/html; charset=ISO-8859-1", "<title>Robe d’été – 39,90 €</title>".encode("cp1252"), "Robe d’été – 39,90 €"),
+    ("text/html; charset=us-ascii", "<title>Robe d’été</title>".encode("cp1252"), "Robe d’été"),
+    ("text/html; charset=Shift_JIS", "<title>ワンピース ① 髙島屋</title>".encode("cp932"), "ワンピース ① 髙島屋"),
+    ("text/html; charset=windows-31j", "<title>ワンピース</title>".encode("cp932"), "ワンピース"),
+    ("text/html; charset=euc-kr", "<title>똠 원피스</title>".encode("cp949"), "똠 원피스"),
+    ("text/html; charset=gb2312", "<title>连衣裙 镕</title>".encode("gbk"), "连衣裙 镕"),
+    ("text/html; charset=iso-8859-8-i", "<title>שמלה</title>".encode("iso-8859-8"), "שמלה"),
+    ("text/html; charset=windows-874", "<title>ชุดเดรส</title>".encode("cp874"), "ชุดเดรส"),
+    # A label nobody knows in the header: the page's own <meta> decides.
+    ("text/html; charset=x-unknown", '<meta charset="windows-1252"><title>Café</title>'.encode("cp1252"), "Café"),
+])
+def test_a_charset_label_is_read_as_a_browser_reads_it(content_type, body, title):
+    from shazzam.scrape.fetch import FetchResult
+
+    assert f"<title>{title}</title>" in FetchResult("https://shop.example/", 200, content_type, body).text()
+
+
 def test_headers_dripped_a_byte_at_a_time_are_cut_at_the_deadline():
     import socket as socket_module
 

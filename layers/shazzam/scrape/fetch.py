@@ -20,6 +20,7 @@ crawlers):
 
 from __future__ import annotations
 
+import codecs
 import email.utils
 import http.client
 import ipaddress
@@ -113,12 +114,40 @@ class FetchResult:
         for bom, encoding in _BOMS:  # a byte order mark wins over any label (the HTML standard's rule)
             if self.body.startswith(bom):
                 return self.body[len(bom) :].decode(encoding, errors="replace")
-        match = re.search(r"charset\s*=\s*[\"']?([\w.-]+)", self.content_type or "", re.I) or _META_CHARSET.search(self.body[:1024])
-        charset = (match.group(1).decode("ascii") if isinstance(match.group(1), bytes) else match.group(1)) if match else "utf-8"
-        try:
-            return self.body.decode(charset, errors="replace")
-        except LookupError:
-            return self.body.decode("utf-8", errors="replace")
+        header = re.search(r"charset\s*=\s*[\"']?([\w.:-]+)", self.content_type or "", re.I)
+        meta = _META_CHARSET.search(self.body[:1024])
+        for label in (header and header.group(1), meta and meta.group(1).decode("ascii")):
+            if label and (codec := python_codec(label)):
+                return self.body.decode(codec, errors="replace")
+        return self.body.decode("utf-8", errors="replace")
+
+
+# Labels that browsers read as another encoding than Python's codec of that name (the WHATWG
+# Encoding Standard): "ISO-8859-1" pages are windows-1252 (curly quotes, the euro sign), Shift_JIS
+# is Microsoft's cp932, EUC-KR is cp949, GB2312 is GBK (a subset of GB18030).
+_WHATWG_CODECS = {
+    **dict.fromkeys(("iso-8859-1", "iso8859-1", "iso88591", "iso_8859-1", "latin1", "latin-1", "l1", "ascii", "us-ascii",
+                     "iso-ir-100", "cp819", "ibm819", "csisolatin1", "x-cp1252"), "cp1252"),
+    **dict.fromkeys(("iso-8859-9", "iso8859-9", "iso88599", "latin5", "l5", "csisolatin5"), "cp1254"),
+    **dict.fromkeys(("iso-8859-11", "iso8859-11", "tis-620", "windows-874", "dos-874"), "cp874"),
+    **dict.fromkeys(("shift_jis", "shift-jis", "sjis", "x-sjis", "windows-31j", "ms932", "ms_kanji", "csshiftjis"), "cp932"),
+    **dict.fromkeys(("euc-kr", "ks_c_5601-1987", "ks_c_5601-1989", "ksc5601", "ksc_5601", "windows-949", "cseuckr", "korean"), "cp949"),
+    **dict.fromkeys(("gb2312", "gbk", "x-gbk", "chinese", "csgb2312", "gb_2312", "gb_2312-80", "iso-ir-58", "cp936"), "gb18030"),
+    **dict.fromkeys(("iso-8859-8-i", "csiso88598i", "logical"), "iso-8859-8"),
+    **dict.fromkeys(("macintosh", "mac", "x-mac-roman", "csmacintosh"), "mac-roman"),
+    "big5": "big5hkscs", "x-mac-cyrillic": "mac-cyrillic",
+}
+
+
+def python_codec(label: str) -> str | None:
+    """Python's codec for a charset label as a browser reads it, or None for one it does not know."""
+    label = label.strip().lower()
+    codec = _WHATWG_CODECS.get(label, label)
+    try:
+        codecs.lookup(codec)
+    except LookupError:
+        return None
+    return codec
 
 
 _BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
