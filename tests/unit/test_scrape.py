@@ -87,6 +87,13 @@ from shazzam.scrape import (
         ("T-shirt bras", None),
         ("Boxer shorts", None),
         ("Coat hanger", None),
+        # English words that are garments in another language: "pull-on" is a fit, a robe is worn after a bath
+        ("Pull-On Jeans", "pants"),
+        ("Pull-on shorts", "shorts"),
+        ("Women > Bottoms > Pull-on skirt", "skirt"),
+        ("Bath robe", None),
+        ("Dressing gowns", None),
+        ("Pulls femme", "longsleeve"),
         # other languages: the head noun first in French, Italian, Spanish; accents and compounds
         ("Herren > Bekleidung > Hemden", "shirt"),
         ("Damen > Röcke", "skirt"),

@@ -56,12 +56,15 @@ ENGLISH: dict[str, str] = {
     **_entries("dress", "dresses", "dress", "gowns", "gown"),
     **_entries("hat", "hats", "hat", "caps", "cap", "beanies", "beanie", "headwear", "beret", "bucket hat", "fedora"),
     **_entries(NEUTRAL, "cap sleeve", "cap sleeves", "short sleeve", "short sleeves", "short sleeved", "boot cut", "bootcut",
-               "tops", "top", "tie dye", "tie dyed"),
+               "tops", "top", "tie dye", "tie dyed",
+               "pull on", "pull ons"),  # "Pull-On Jeans": a fit, not the French "pull" (a jumper)
     **_entries(NOT_A_GARMENT, "bag", "bags", "handbag", "handbags", "backpack", "backpacks", "wallet", "wallets", "sock", "socks",
                "tights", "bra", "bras", "bralette", "underwear", "boxer", "boxers", "boxer shorts", "briefs", "lingerie",
                "care", "horn", "laces", "shoelaces", "insoles", "box", "hanger", "hangers", "tie", "ties", "scarf", "scarves",
                "belt", "belts", "glove", "gloves", "jewellery", "jewelry", "accessories", "sunglasses", "umbrella",
-               "gift card", "gift cards", "perfume"),
+               "gift card", "gift cards", "perfume",
+               # English robes are worn after a bath, not the French "robe" (a dress)
+               "bath robe", "bath robes", "bathrobe", "bathrobes", "dressing gown", "dressing gowns", "robe de chambre"),
 }
 
 # German, French, Spanish, Italian, Dutch, Polish, Swedish (accents removed, as the text is). Left
