@@ -175,6 +175,21 @@ def test_a_malformed_address_is_refused_and_the_crawl_goes_on(plain_shop):
     assert crawl.sitemap_urls() == [shop.base_url + "p/1.html"] and crawl.errors["bad-url"] == 1
 
 
+def test_non_ascii_addresses_in_a_sitemap_or_a_redirect_are_fetched_percent_encoded(plain_shop):
+    encoded = "/p/kleid-gr%C3%B6%C3%9Fe"
+    raw_utf8_location = "/p/kleid-größe".encode().decode("latin-1")  # the bytes a server sends, as http.server writes them
+    shop = plain_shop({"/robots.txt": (200, b""), encoded: (200, b"<html>Kleid</html>", {"Content-Type": "text/html"}),
+                       "/moved": (301, b"", {"Location": raw_utf8_location}),
+                       "/sitemap.xml": (200, '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+                                             '<url><loc>/p/kleid-größe</loc></url></urlset>'.encode())})
+    fetcher = Fetcher(local=True, delay_s=0, **FAST)
+    crawl = Crawl(ShopSource(base_url=shop.base_url, strategy="sitemap", local=True), fetcher)
+    assert crawl.sitemap_urls() == [shop.base_url + encoded[1:]]
+    for url in (shop.base_url + "p/kleid-größe", shop.base_url + "moved"):
+        result = fetcher.get(url)
+        assert result.status == 200 and result.url == shop.base_url + encoded[1:], url
+
+
 def test_a_retry_after_of_odd_digits_or_past_the_deadline_is_not_waited_for(plain_shop):
     shop = plain_shop({"/robots.txt": (200, b""), "/odd": (503, b"", {"Retry-After": "\u00b2"}),
                        "/later": (503, b"", {"Retry-After": "2"})})

@@ -34,7 +34,7 @@ from typing import Iterator, Mapping
 from urllib.parse import urljoin, urlsplit
 from xml.parsers import expat
 
-from shazzam.scrape.extract import MAX_URL_LENGTH, ScrapedProduct, parse_page, products_of_page, shopify_products
+from shazzam.scrape.extract import MAX_URL_LENGTH, absolute_url, ScrapedProduct, parse_page, products_of_page, shopify_products
 from shazzam.scrape.fetch import FetchError, Fetcher, FetchResult, RobotsDisallowed
 from shazzam.scrape.sources import ShopSource
 
@@ -257,9 +257,8 @@ class Crawl:
                 return
             self._discovery_read |= kind != "sitemapindex"  # a list of pages was read (an index lists sitemaps)
             for loc in locs:
-                try:
-                    url = urljoin(sitemap_url, loc)
-                except ValueError:
+                url = absolute_url(sitemap_url, loc)  # percent-encoded: a sitemap may list "/p/größe" raw
+                if url is None:
                     self.errors["bad-url"] += 1
                     continue
                 if kind == "sitemapindex":

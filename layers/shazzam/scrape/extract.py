@@ -19,8 +19,9 @@ from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from html.parser import HTMLParser
 from typing import Any, Iterator
-from urllib.parse import quote, urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
+from shazzam.scrape.fetch import percent_encoded
 from shazzam.scrape.categories import CATEGORIES, NOT_A_GARMENT, head_category, normalise_category
 
 log = logging.getLogger(__name__)
@@ -322,10 +323,7 @@ def absolute_url(base: str, value: Any) -> str | None:
         return None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return None
-    # Spaces and non-ASCII in a path ("/bilder/größe.jpg") percent-encoded, as a browser sends them
-    # (http.client refuses them raw); what is already encoded stays as it is.
-    path, query = (quote(part, safe="/%:@!$&'()*+,;=-._~?") for part in (parts.path or "/", parts.query))
-    return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
+    return percent_encoded(urlunsplit(parts))
 
 
 def product_url(page_url: str, *declared: Any) -> str:

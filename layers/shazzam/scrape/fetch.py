@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass, field, fields, replace
 from datetime import timezone
 from typing import Iterable
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 from protego import Protego
 
@@ -120,6 +120,15 @@ class FetchResult:
             if label and (codec := python_codec(label)):
                 return self.body.decode(codec, errors="replace")
         return self.body.decode("utf-8", errors="replace")
+
+
+def percent_encoded(url: str) -> str:
+    """The URL with spaces and non-ASCII in its path and query percent-encoded as UTF-8, as a
+    browser sends them ("/p/kleid-größe"; http.client refuses them raw); what is already encoded
+    stays as it is."""
+    parts = urlsplit(url)
+    path, query = (quote(part, safe="/%:@!$&'()*+,;=-._~?") for part in (parts.path or "/", parts.query))
+    return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
 
 
 # Labels that browsers read as another encoding than Python's codec of that name (the WHATWG
@@ -395,11 +404,18 @@ class Fetcher:
         for _hop in range(self.policy.max_redirects + 1):
             self._check_run_deadline(url)
             self.check_url(url, any_host=robots_file)
+            url = percent_encoded(url)
             if not robots_file and not self._robots_for(url).can_fetch(url, self.robots_agent):
                 raise RobotsDisallowed(url)
             result, location = self._get_retrying(url, etag, last_modified, accept)
             if location is None:
                 return result
+            try:
+                # http.client reads header bytes as Latin-1: a Location in raw UTF-8 ("/p/größe")
+                # is read back as the server meant it.
+                location = location.encode("latin-1").decode("utf-8")
+            except UnicodeError:
+                pass
             try:
                 url = urljoin(url, location)
             except ValueError:
