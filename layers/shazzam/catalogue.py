@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Iterable, Sequence
 from urllib.parse import urlsplit
@@ -20,6 +20,7 @@ from shazzam.db import Database, detections, http_cache, images, product_images,
 PAGE_GONE = ("http-404", "http-410", "soft-404", "gone")
 # Reasons a product is dead that a later visit may undo (a removed page can come back).
 REVIVABLE = (*PAGE_GONE, "out-of-stock", "removed")
+REVALIDATE_DEAD_FOR = timedelta(days=30)
 # What a TEXT column holds on MySQL/MariaDB, in bytes of UTF-8: in strict mode it refuses more
 # (SQLite keeps anything), so free text is cut to it.
 TEXT_BYTES = 65_535
@@ -500,14 +501,18 @@ def stored_live_images(db: Database) -> list[dict]:
 
 
 def products_to_revalidate(db: Database) -> list[dict]:
-    """Live products, and dead ones that may come back (gone pages, out of stock), those seen or
-    checked least recently first: a dead product checked and still gone goes to the back."""
+    """Live products, and dead ones that may come back (gone pages, out of stock) for
+    REVALIDATE_DEAD_FOR after they died, those seen or checked least recently first: a dead product
+    checked and still gone goes to the back. Past that, a tombstone is left to the scrape, which
+    revives it if the shop lists it again: otherwise a shop's ever-growing dead would take the
+    revalidate budget (and the shop's patience) from its live products."""
     last_visit = sa.case((products.c.checked_at > products.c.last_seen_at, products.c.checked_at), else_=products.c.last_seen_at)
+    may_come_back = sa.and_(products.c.dead_reason.in_(REVIVABLE), products.c.dead_at > utcnow() - REVALIDATE_DEAD_FOR)
     with db.transaction() as connection:
         rows = connection.execute(
             sa.select(products.c.id, products.c.url, products.c.shop_id, products.c.is_dead, products.c.dead_reason)
             .join(shops, products.c.shop_id == shops.c.id)
-            .where(sa.or_(products.c.is_dead.is_(False), products.c.dead_reason.in_(REVIVABLE)),
+            .where(sa.or_(products.c.is_dead.is_(False), may_come_back),
                    shops.c.active.is_(True))  # a shop taken off is not crawled
             .order_by(last_visit, products.c.shop_id, products.c.url)
         )

@@ -267,6 +267,20 @@ def test_a_dead_product_checked_and_still_gone_goes_to_the_back_of_revalidate(db
     assert [row["id"] for row in catalogue.products_to_revalidate(db)] == [second, third, dead]
 
 
+def test_a_product_dead_for_longer_than_a_month_is_left_to_the_scrape(db):
+    """Revalidate's budget goes to live products, not to a shop's ever-growing dead."""
+    from datetime import timedelta
+
+    from shazzam.db import utcnow
+
+    shop_id = catalogue.add_shop(db, SHOP, "Example")
+    live, recent, old = (catalogue.save_product(db, shop_id, product(url=f"{SHOP}/p/{n}")) for n in (1, 2, 3))
+    for product_id, days in ((recent, 29), (old, 31)):
+        catalogue.mark_product_dead(db, product_id, "http-404")
+        db.run_query("UPDATE products SET dead_at = :at WHERE id = :id", {"at": utcnow() - timedelta(days=days), "id": product_id})
+    assert {row["id"] for row in catalogue.products_to_revalidate(db)} == {live, recent}
+
+
 def test_run_query_rolls_back_a_failed_statement(db):
     with pytest.raises(sa.exc.IntegrityError):
         db.run_query(
