@@ -51,6 +51,8 @@ class CatalogueBucket(Construct):
                 *transient,
                 s3.LifecycleRule(id="old-index-versions", prefix="index/", noncurrent_version_expiration=Duration.days(30)),
                 s3.LifecycleRule(id="old-vector-versions", prefix="vectors/", noncurrent_version_expiration=Duration.days(1)),
+                # Pending vectors an index run set aside as unreadable: kept two weeks for a look.
+                s3.LifecycleRule(id="expire-unreadable-vectors", prefix="vectors/unreadable/", expiration=Duration.days(14)),
                 s3.LifecycleRule(id="delete-markers", expired_object_delete_marker=True),
                 s3.LifecycleRule(id="incomplete-uploads", abort_incomplete_multipart_upload_after=Duration.days(1)),
             ],

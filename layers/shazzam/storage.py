@@ -186,19 +186,32 @@ class LocalFolderStore:
             yield ObjectInfo(key, size, "")
 
 
-    def expire(self, prefix: str, max_age_s: float) -> int:
+    def expire(self, prefix: str, max_age_s: float, only: Callable[[str], bool] | None = None) -> int:
         """What an S3 lifecycle rule does: delete the objects under `prefix` older than `max_age_s`
-        seconds (by the time they were written). Returns how many."""
+        seconds (by the time they were written), those `only` accepts if given. Returns how many."""
         cutoff, expired = time.time() - max_age_s, 0
         for info in list(self.list(prefix)):
             try:
                 written = (self.root / info.key).stat().st_mtime
             except FileNotFoundError:
                 continue
-            if written < cutoff:
+            if written < cutoff and (only is None or only(info.key)):
                 self.delete(info.key)
                 expired += 1
         return expired
+
+    def remove_partial_writes(self, max_age_s: float) -> int:
+        """Delete the temporary files of writes killed midway (a crash, an OOM kill) older than
+        `max_age_s`: `put` removes its own only when it fails in-process, and `list` hides them."""
+        cutoff, removed = time.time() - max_age_s, 0
+        for path in self.root.rglob(".tmp-*"):
+            try:
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
 
 
 def s3_client():

@@ -108,6 +108,7 @@ def test_transient_prefixes_expire_after_a_day(resources):
         assert by_prefix[prefix]["NoncurrentVersionExpiration"]["NoncurrentDays"] == 1
         assert by_prefix[prefix]["Status"] == "Enabled"
     assert "ExpirationInDays" not in by_prefix["index/"]  # the index is kept
+    assert by_prefix["vectors/unreadable/"]["ExpirationInDays"] == 14  # set aside for a look, not for ever
 
 
 def test_object_created_notifications_follow_the_wiring(resources):

@@ -309,3 +309,31 @@ def test_a_runtime_deletes_uploads_older_than_a_day_as_the_lifecycle_rule_does(t
         assert list(runtime.store.list("uploads/")) == []
     finally:
         runtime.close()
+
+
+def test_a_runtime_deletes_failed_photos_set_aside_vectors_and_partial_writes_as_the_lifecycle_rules_do(tmp_path):
+    from shazzam import catalogue
+    from shazzam.local.runtime import UNREADABLE_LIFETIME_S, UPLOAD_LIFETIME_S, LocalRuntime
+
+    runtime = LocalRuntime(tmp_path)
+    for image_id, status in (("failedphoto", "failed"), ("queuedphoto", None)):
+        catalogue.save_image(runtime.db, image_id, f"https://shop.example/{image_id}.jpg", None)
+        if status:
+            catalogue.update_image(runtime.db, image_id, status=status, error="not an image")
+        runtime.store.put(f"incoming/{image_id}", b"not an image")
+    runtime.store.put("vectors/unreadable/dress/d-000.npy", b"bad")
+    partial = tmp_path / "objects/index/dress/.tmp-killed"
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.write_bytes(b"half a shard")
+    runtime.close()
+    for relative, age in (("objects/incoming/failedphoto", UPLOAD_LIFETIME_S), ("objects/incoming/queuedphoto", UPLOAD_LIFETIME_S),
+                          ("objects/vectors/unreadable/dress/d-000.npy", UNREADABLE_LIFETIME_S), ("objects/index/dress/.tmp-killed", UPLOAD_LIFETIME_S)):
+        stale = os.path.getmtime(tmp_path / relative) - age - 1
+        os.utime(tmp_path / relative, (stale, stale))
+    runtime = LocalRuntime(tmp_path)
+    try:
+        # The photo that failed is gone; the one no stage has taken yet is queued again, not lost.
+        assert [info.key for info in runtime.store.list()] == ["incoming/queuedphoto"]
+        assert not partial.exists()
+    finally:
+        runtime.close()

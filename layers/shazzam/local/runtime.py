@@ -32,6 +32,7 @@ from shazzam import api, catalogue, events, wiring
 from shazzam.db import Database, sqlite_url
 from shazzam.ids import detections_key, incoming_key, key_stem
 from shazzam.images import MAX_BYTES
+from shazzam.index import UNREADABLE_PREFIX
 from shazzam.storage import LocalFolderStore, ObjectNotFound
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,8 @@ DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
 REQUEST_TIMEOUT_S = 30
 # What API Gateway (its CORS settings) and the bucket (its CORS rules) add to every answer.
 CORS_HEADERS = {"access-control-allow-origin": "*", "access-control-expose-headers": ", ".join(api.CORS_EXPOSED_HEADERS)}
-UPLOAD_LIFETIME_S = 24 * 3600  # as the bucket's lifecycle rule (cdk/shazzam_cdk/storage.py)
+UPLOAD_LIFETIME_S = 24 * 3600  # as the bucket's lifecycle rules (cdk/shazzam_cdk/storage.py)
+UNREADABLE_LIFETIME_S = 14 * 24 * 3600
 
 
 class BadBody(ValueError):
@@ -164,7 +166,7 @@ class LocalRuntime:
         self._environments = {function.name: threading.Lock() for function in wiring.FUNCTIONS}
         self._stop = threading.Event()
         self.requeue_unprocessed()
-        self.expire_uploads()
+        self.expire_transient()
 
     # --- invoking functions -------------------------------------------------------------------
 
@@ -221,13 +223,25 @@ class LocalRuntime:
         row = catalogue.get_image(self.db, image_id)
         return row is None or row["status"] != "failed"
 
-    def expire_uploads(self) -> int:
-        """Delete the photos uploaded for a search more than a day ago, as the bucket's lifecycle
-        rule does in the cloud (searches name an upload only within minutes of it)."""
-        expired = self.store.expire(api.UPLOAD_PREFIX, UPLOAD_LIFETIME_S)
-        if expired:
-            log.info("deleted %d uploads older than a day", expired)
-        return expired
+    def expire_transient(self) -> int:
+        """Delete what the bucket's lifecycle rules delete in the cloud: photos uploaded for a
+        search more than a day ago (searches name an upload only within minutes of it), photos that
+        failed to decode more than a day ago (no stage takes them up again: the next scrape fetches
+        the picture anew), pending vectors set aside as unreadable two weeks ago; and the temporary
+        files of writes killed midway, a day old."""
+        expired = {
+            "uploads": self.store.expire(api.UPLOAD_PREFIX, UPLOAD_LIFETIME_S),
+            "failed photos": self.store.expire("incoming/", UPLOAD_LIFETIME_S, only=self._failed_photo),
+            "unreadable vectors": self.store.expire(UNREADABLE_PREFIX, UNREADABLE_LIFETIME_S),
+            "partial writes": self.store.remove_partial_writes(UPLOAD_LIFETIME_S),
+        }
+        if any(expired.values()):
+            log.info("deleted %s", ", ".join(f"{count} {what}" for what, count in expired.items() if count))
+        return sum(expired.values())
+
+    def _failed_photo(self, key: str) -> bool:
+        row = catalogue.get_image(self.db, key_stem(key)) if key == incoming_key(key_stem(key)) else None
+        return row is not None and row["status"] == "failed"
 
     def pending(self) -> int:
         with self._queue_lock:
@@ -405,16 +419,16 @@ class LocalRuntime:
 
         def loop():
             report = DrainReport()
-            expire_uploads_at = time.monotonic() + 3600  # and hourly after the start's
+            expire_transient_at = time.monotonic() + 3600  # and hourly after the start's
             while not self._stop.is_set():
                 event = self._next_event()
                 if event is not None:
                     self.deliver(event, report)
                     continue
                 now = time.monotonic()
-                if now >= expire_uploads_at:
-                    expire_uploads_at = now + 3600
-                    self.expire_uploads()
+                if now >= expire_transient_at:
+                    expire_transient_at = now + 3600
+                    self.expire_transient()
                 for name in due if schedules else ():
                     if now >= due[name]:
                         due[name] = now + rates[name]
