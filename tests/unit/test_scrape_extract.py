@@ -45,6 +45,8 @@ def test_best_srcset_candidate(srcset, expected):
      ("Rp 299.000", "299000"), ("299.000₫", "299000"), ("12.990 Ft", "12990"), ("1.299 kr", "1299"), ("KWD 12.505", "12.505"),
      # Indian grouping: lakhs and crores
      ("₹1,29,999", "129999"), ("Rs. 12,34,567", "1234567"), ("1,29,999.50", "129999.50"),
+     # a discount beside the price is no price
+     ("-20% 49,99 €", "49.99"), ("Save 30 % now 19.99", "19.99"),
      ("1.2E3", "1200"), ("2e2", "200")],
 )
 def test_parse_price_with_commas_and_symbols(text, expected):

@@ -410,9 +410,10 @@ def parse_price(value: Any, currency: str | None = None) -> Decimal | None:
     elif isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
         text = value.strip()  # "1.2E3", as a JSON number written as text
     elif isinstance(value, str):
-        # The first number only: "12,99 € – 24,99 €", "Now £20 Was £40", "19.99 incl. VAT".
+        # The first number only: "12,99 € – 24,99 €", "Now £20 Was £40", "19.99 incl. VAT"; not a
+        # discount ("-20% 49,99 €").
         unescaped = html_lib.unescape(value)
-        match = _PRICE_NUMBER.search(unescaped)
+        match = next((m for m in _PRICE_NUMBER.finditer(unescaped) if not re.match(r"\s*%", unescaped[m.end():])), None)
         if match is None:
             return None
         text = re.sub(_GROUP_SEPARATORS, "", match.group())
