@@ -93,6 +93,8 @@ from shazzam.scrape import (
         ("Women > Bottoms > Pull-on skirt", "skirt"),
         ("Bath robe", None),
         ("Dressing gowns", None),
+        ("Robes de chambre", None),
+        ("Kimono robe", None),
         ("Pulls femme", "longsleeve"),
         # other languages: the head noun first in French, Italian, Spanish; accents and compounds
         ("Herren > Bekleidung > Hemden", "shirt"),

@@ -53,7 +53,9 @@ def test_parse_price_with_commas_and_symbols(text, expected):
     assert parse_price(text) == (Decimal(expected) if expected else None)
 
 
-@pytest.mark.parametrize("currency, expected", [("IDR", "299000"), ("EUR", "299000"), ("KWD", "299.000"), (None, "299.000")])
+@pytest.mark.parametrize("currency, expected", [
+    # a bare number is schema.org's, with a decimal point, unless its currency has no cents
+    ("IDR", "299000"), ("JPY", "299000"), ("EUR", "299.000"), ("USD", "299.000"), ("KWD", "299.000"), (None, "299.000")])
 def test_the_offers_currency_tells_a_thousand_from_three_decimals(currency, expected):
     assert parse_price("299.000", currency) == Decimal(expected)
     price = f'<span itemprop="price">299.000</span>' + (f'<meta itemprop="priceCurrency" content="{currency}">' if currency else "")

@@ -190,6 +190,15 @@ def test_non_ascii_addresses_in_a_sitemap_or_a_redirect_are_fetched_percent_enco
         assert result.status == 200 and result.url == shop.base_url + encoded[1:], url
 
 
+def test_a_page_asked_for_under_a_raw_spelling_is_not_taken_for_a_redirect(plain_shop):
+    """"?v=a|b" is asked for as "?v=a%7Cb": the same page, so a page without a product is no soft 404."""
+    shop = plain_shop({"/robots.txt": (200, b""), "/p/item": (200, b"<html><title>Dress</title>Loading...</html>", {"Content-Type": "text/html"})})
+    crawl = Crawl(ShopSource(base_url=shop.base_url, strategy="sitemap", local=True), Fetcher(local=True, delay_s=0, **FAST))
+    for query in ("v=1", "v=a|b", "f[size]=M"):
+        outcome = crawl.product_page(f"{shop.base_url}p/item?{query}")
+        assert (outcome.state, outcome.reason) == ("error", "no-product"), query
+
+
 def test_a_retry_after_of_odd_digits_or_past_the_deadline_is_not_waited_for(plain_shop):
     shop = plain_shop({"/robots.txt": (200, b""), "/odd": (503, b"", {"Retry-After": "\u00b2"}),
                        "/later": (503, b"", {"Retry-After": "2"})})

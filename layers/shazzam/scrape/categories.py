@@ -64,7 +64,8 @@ ENGLISH: dict[str, str] = {
                "belt", "belts", "glove", "gloves", "jewellery", "jewelry", "accessories", "sunglasses", "umbrella",
                "gift card", "gift cards", "perfume",
                # English robes are worn after a bath, not the French "robe" (a dress)
-               "bath robe", "bath robes", "bathrobe", "bathrobes", "dressing gown", "dressing gowns", "robe de chambre"),
+               "bath robe", "bath robes", "bathrobe", "bathrobes", "dressing gown", "dressing gowns", "robe de chambre",
+               "robes de chambre", "kimono robe", "kimono robes"),
 }
 
 # German, French, Spanish, Italian, Dutch, Polish, Swedish (accents removed, as the text is). Left

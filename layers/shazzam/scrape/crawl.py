@@ -35,7 +35,7 @@ from urllib.parse import urljoin, urlsplit
 from xml.parsers import expat
 
 from shazzam.scrape.extract import MAX_URL_LENGTH, absolute_url, ScrapedProduct, parse_page, products_of_page, shopify_products
-from shazzam.scrape.fetch import FetchError, Fetcher, FetchResult, RobotsDisallowed
+from shazzam.scrape.fetch import FetchError, Fetcher, FetchResult, RobotsDisallowed, percent_encoded
 from shazzam.scrape.sources import ShopSource
 
 log = logging.getLogger(__name__)
@@ -335,7 +335,9 @@ class Crawl:
         products = products_of_page(page)
         if products:
             return PageOutcome(url, "changed", products, status=200, cache=cache)
-        if looks_not_found(page, redirected=result.url != url):
+        # Redirected: answered from another address than the one asked for, however it is spelt
+        # (the fetcher percent-encodes "?v=a|b" before it asks).
+        if looks_not_found(page, redirected=result.url != percent_encoded(url)):
             return PageOutcome(url, "gone", status=200, reason="soft-404")
         return PageOutcome(url, "error", status=200, reason="no-product")
 

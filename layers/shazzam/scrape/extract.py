@@ -385,24 +385,28 @@ CURRENCY_SYMBOLS = {"€": "EUR", "£": "GBP", "₹": "INR", "₩": "KRW", "₽"
 
 
 # Currencies whose minor unit is a thousandth: "12.505 KWD" is twelve dinars and a half.
-THREE_DECIMAL_CURRENCIES = frozenset({"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"})
+THREE_DECIMAL_CURRENCIES = frozenset({"BHD", "JOD", "KWD", "LYD", "OMR", "TND"})
+# Currencies priced in whole units (ISO gives some of them cents no one uses): "299.000" is 299,000.
+WHOLE_UNIT_CURRENCIES = frozenset({"CLP", "COP", "HUF", "IDR", "IQD", "ISK", "JPY", "KRW", "PYG", "UGX", "VND", "XAF", "XOF"})
 # Signs of money that name no one currency but none with three decimals ("$", "kr", "Rp", "Ft").
 _MONEY_SIGN = re.compile(r"[$¥₫₱฿₦]|(?<![^\W\d_])(?:kr|Kč|Rp|Ft|Rs|lei)(?![^\W\d_])")
 
 
 def _dot_groups_thousands(text: str, currency: str | None) -> bool:
-    """Whether "1.299" in a price's text is a thousand: the text, or the offer's currency, names a
-    currency without three decimals ("1.299 €", "Rp 299.000", "12.990 Ft", priceCurrency IDR)."""
-    code = currency or currency_code(None, text)
-    if code is not None:
-        return code not in THREE_DECIMAL_CURRENCIES
-    return _MONEY_SIGN.search(text) is not None
+    """Whether "1.299" in a price is a thousand. Written for people, with a currency named beside
+    it, it is, but for a currency with three decimals ("1.299 €", "Rp 299.000", "12.990 Ft"). A bare
+    number is a machine-readable value (schema.org's price has a decimal point): a thousand only
+    in a currency priced in whole units (IDR "299.000"), never in one with cents (USD "49.950")."""
+    code = currency_code(None, text)
+    if code is not None or _MONEY_SIGN.search(text):
+        return code not in THREE_DECIMAL_CURRENCIES and currency not in THREE_DECIMAL_CURRENCIES
+    return currency in WHOLE_UNIT_CURRENCIES
 
 
 def parse_price(value: Any, currency: str | None = None) -> Decimal | None:
     """"19.99", 20, "12,50", "1,299.00", "1.299,00", "€ 1 299,00", "$1,299", "1,299,000",
-    "₹1,29,999" -> Decimal. `currency`, the offer's ISO code where it gives one, tells "1.299" (IDR:
-    a thousand) from "1.299" (KWD: one dinar)."""
+    "₹1,29,999" -> Decimal. `currency`, the offer's ISO code where it gives one, tells a bare
+    "299.000" (IDR: a thousand times 299) from "49.950" (USD: a decimal point)."""
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
