@@ -45,6 +45,11 @@ UPLOAD_FORM_OVERHEAD = 64 * 1024
 DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
 # Seconds a connection may stay silent mid-request before the server closes it.
 REQUEST_TIMEOUT_S = 30
+# Seconds a request body may take in all (a 20 MB photo at 1 Mbit/s takes 160), and how many bodies
+# may be coming in at once: each is held in memory until it is whole, so a client that trickles a
+# byte now and then must neither hold one for ever nor open as many as it likes.
+BODY_DEADLINE_S = 300
+MAX_BODIES_IN_TRANSIT = 64
 # What API Gateway (its CORS settings) and the bucket (its CORS rules) add to every answer.
 CORS_HEADERS = {"access-control-allow-origin": "*", "access-control-expose-headers": ", ".join(api.CORS_EXPOSED_HEADERS)}
 UPLOAD_LIFETIME_S = 24 * 3600  # as the bucket's lifecycle rules (cdk/shazzam_cdk/storage.py)
@@ -57,6 +62,39 @@ class BadBody(ValueError):
 
 class BodyTooLarge(BadBody):
     """The request's body is over the route's limit."""
+
+
+class BodyTimeout(BadBody):
+    """The request's body did not arrive within BODY_DEADLINE_S."""
+
+
+class DeadlineReader:
+    """A request's input stream that refuses reads once `deadline` (time.monotonic()) has passed;
+    reads go a piece at a time, so that a trickle cannot stretch one read past it."""
+
+    PIECE = 64 * 1024
+
+    def __init__(self, stream, deadline: float):
+        self.stream, self.deadline = stream, deadline
+
+    def _check(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise BodyTimeout(f"the request body did not arrive within {BODY_DEADLINE_S} s")
+
+    def read(self, size: int) -> bytes:
+        pieces = []
+        while size > 0:
+            self._check()
+            piece = self.stream.read1(min(size, self.PIECE)) if hasattr(self.stream, "read1") else self.stream.read(min(size, self.PIECE))
+            if not piece:
+                break
+            pieces.append(piece)
+            size -= len(piece)
+        return b"".join(pieces)
+
+    def readline(self, limit: int) -> bytes:
+        self._check()
+        return self.stream.readline(limit)
 
 
 def read_chunked(stream, limit: int) -> bytes:
@@ -324,6 +362,7 @@ class LocalRuntime:
         """
         runtime = self
         in_flight = threading.BoundedSemaphore(max(0, max_in_flight))  # 0: a full server, for tests
+        in_transit = threading.BoundedSemaphore(MAX_BODIES_IN_TRANSIT)
         pages = web_files()
 
         class ApiRequestHandler(BaseHTTPRequestHandler):
@@ -343,14 +382,22 @@ class LocalRuntime:
                 is_upload = self.command == "POST" and path == api.LOCAL_UPLOAD_PATH
                 limit = MAX_BYTES + UPLOAD_FORM_OVERHEAD if is_upload else api.MAX_SEARCH_BODY_BYTES
                 hint = "; upload the photo with POST /uploads first" if path == "/search" else ""
+                if not in_transit.acquire(blocking=False):
+                    self._reply(*_problem(429, "the server is busy; try again in a second"), extra={"retry-after": "1"}, close=True)
+                    return
                 try:
                     body = self._body(limit)
                 except BodyTooLarge:
                     self._reply(*_problem(413, f"the request is larger than {limit} bytes{hint}"), close=True)
                     return
+                except BodyTimeout as exc:
+                    self._reply(*_problem(408, str(exc)), close=True)
+                    return
                 except BadBody as exc:
                     self._reply(*_problem(400, str(exc)), close=True)
                     return
+                finally:
+                    in_transit.release()
                 # The slot is taken once the body is in: a slow sender holds none.
                 if not in_flight.acquire(blocking=False):
                     self._reply(*_problem(429, "the server is busy; try again in a second"), extra={"retry-after": "1"})
@@ -364,9 +411,11 @@ class LocalRuntime:
                     in_flight.release()
 
             def _body(self, limit: int) -> bytes:
-                """The request body, by Content-Length or in chunks (Transfer-Encoding: chunked)."""
+                """The request body, by Content-Length or in chunks (Transfer-Encoding: chunked),
+                within BODY_DEADLINE_S."""
+                stream = DeadlineReader(self.rfile, time.monotonic() + BODY_DEADLINE_S)
                 if "chunked" in self.headers.get("transfer-encoding", "").lower():
-                    return read_chunked(self.rfile, limit)
+                    return read_chunked(stream, limit)
                 text = (self.headers.get("content-length") or "0").strip()
                 if not text.isdigit():
                     raise BadBody("the Content-Length header must be a whole number of bytes")
@@ -375,10 +424,10 @@ class LocalRuntime:
                     # Read what a client may reasonably send (so it sees the answer, not a broken
                     # pipe), a piece at a time and kept nowhere, then close; beyond that, close at once.
                     if length <= DRAIN_LIMIT_BYTES:
-                        while length > 0 and (piece := self.rfile.read(min(length, 1 << 16))):
+                        while length > 0 and (piece := stream.read(min(length, 1 << 16))):
                             length -= len(piece)
                     raise BodyTooLarge()
-                body = self.rfile.read(length) if length else b""
+                body = stream.read(length) if length else b""
                 if len(body) < length:
                     raise BadBody(f"the body ended after {len(body)} of the {length} bytes its Content-Length announced")
                 return body
