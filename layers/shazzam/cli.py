@@ -150,8 +150,7 @@ def cmd_demo(args) -> int:
             }
             if server is not None:
                 runtime.start_background()
-                print(f"\n{_serving_line(args.host, server.server_port)}; Ctrl-C stops", file=out)
-                _wait_for_interrupt()
+                _serve_until_interrupt(f"\n{_serving_line(args.host, server.server_port)}; Ctrl-C stops", out)
             if args.json:
                 print(json.dumps(summary, default=str))
     finally:
@@ -161,8 +160,18 @@ def cmd_demo(args) -> int:
     return _failed_events(runtime, report["events"]["failed"])
 
 
-def _wait_for_interrupt() -> None:
+def _serve_until_interrupt(line: str, out) -> None:
+    """Say `line`, then wait for Ctrl-C, or SIGTERM (what systemd and Docker send): either way the
+    caller then closes the server and the runtime, which finish what they were writing. The
+    handler is set before the line is said, so a stop sent as soon as it is read is not a kill."""
+    import signal
+
+    def stop(_signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     try:
+        print(line, file=out, flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
@@ -177,8 +186,7 @@ def cmd_serve(args) -> int:
     runtime = _runtime(args)
     server = runtime.start_api(args.host, args.port)
     runtime.start_background(schedules=not args.no_schedules)
-    print(f"{_serving_line(args.host, server.server_port)}; data in {args.data_dir}; Ctrl-C stops", file=sys.stderr)
-    _wait_for_interrupt()
+    _serve_until_interrupt(f"{_serving_line(args.host, server.server_port)}; data in {args.data_dir}; Ctrl-C stops", sys.stderr)
     server.shutdown()
     runtime.close()
     return 0

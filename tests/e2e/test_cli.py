@@ -169,3 +169,22 @@ def test_ingest_stops_re_embedding_when_the_stale_pictures_stop_growing_fewer():
     runtime = Runtime()
     report = ingest_now(runtime, [], None, quiet=True)
     assert runtime.index_runs == 2 and report["events"] == {"delivered": 2, "failed": 2, "detect": 2}
+
+
+def test_serve_stops_cleanly_on_sigterm(tmp_path):
+    """systemd and Docker stop a service with SIGTERM: it closes the server and the runtime as Ctrl-C does."""
+    import signal
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "shazzam.cli", "--data-dir", str(tmp_path), "serve", "--port", "0", "--no-schedules"],
+        stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )
+    try:
+        for line in server.stderr:
+            if "Ctrl-C stops" in line:
+                break
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0
+    finally:
+        server.kill()
+        server.wait()
