@@ -183,7 +183,8 @@ def test_a_stalled_client_holds_no_slot_and_is_cut_off(served, monkeypatch):
         server.shutdown()
 
 
-def test_a_trickling_client_is_cut_off_at_the_body_deadline_and_bodies_in_transit_are_capped(served, monkeypatch):
+@pytest.mark.parametrize("framing", [b"Content-Length: 1000", b"Transfer-Encoding: chunked"])
+def test_a_trickling_client_is_cut_off_at_the_body_deadline_and_bodies_in_transit_are_capped(served, monkeypatch, framing):
     """Each body is held until it is whole: a byte now and then must not hold one for ever, nor may
     one client open as many as it likes."""
     runtime, _, _ = served
@@ -192,13 +193,13 @@ def test_a_trickling_client_is_cut_off_at_the_body_deadline_and_bodies_in_transi
     server = runtime.start_api(port=0)
     try:
         trickling = socket.create_connection(("127.0.0.1", server.server_port), timeout=10)
-        trickling.sendall(b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 1000\r\n\r\n")
+        trickling.sendall(b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n" + framing + b"\r\n\r\n")
         time.sleep(0.2)
         second = request(server.server_port, "POST", "/search", b"x" * 10, {"content-type": "image/jpeg"})
         assert second[0] == 429  # the one body in transit is the trickle's
         started, answer = time.monotonic(), b""
         while not answer and time.monotonic() - started < 8:
-            trickling.sendall(b"x")  # within the socket timeout each time, never done
+            trickling.sendall(b"1")  # within the socket timeout each time, never done (a chunk size without its end)
             time.sleep(0.3)
             trickling.setblocking(False)
             try:

@@ -93,8 +93,14 @@ class DeadlineReader:
         return b"".join(pieces)
 
     def readline(self, limit: int) -> bytes:
-        self._check()
-        return self.stream.readline(limit)
+        line = bytearray()  # a byte at a time (from the stream's buffer): a line trickled stops too
+        while len(line) < limit:
+            self._check()
+            byte = self.stream.read(1)
+            line += byte
+            if byte in (b"", b"\n"):
+                break
+        return bytes(line)
 
 
 def read_chunked(stream, limit: int) -> bytes:
