@@ -305,6 +305,8 @@ def search():
     answer = pipeline.search(app, request.photo, category=category, k=k, filters=filters, garment=garment, box=box)
     if request.upload_key is not None:
         app.store.delete(request.upload_key)  # transient, like every photo: one search each
+        if not isinstance(app.store, S3Store):
+            app.store.delete(request.upload_key + UPLOAD_GRANT_SUFFIX)  # the local stand-in's grant goes with it
     return answer
 
 

@@ -120,6 +120,8 @@ def test_the_same_search_as_multipart_json_and_an_upload(served):
     by_upload = request(port, "POST", "/search", body, {"content-type": "application/json"})[2]
     ranked = [[r["item_id"] for r in answer["garments"][0]["results"]] for answer in (by_form, by_json, by_upload)]
     assert ranked[0] == ranked[1] == ranked[2] and len(ranked[0]) == 2
+    runtime, _, _ = served
+    assert list(runtime.store.list(api.UPLOAD_PREFIX)) == []  # the photo and its grant, both gone
 
 
 def test_page_health_and_openapi_are_served(served):
