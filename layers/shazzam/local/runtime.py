@@ -85,7 +85,7 @@ class DeadlineReader:
         pieces = []
         while size > 0:
             self._check()
-            piece = self.stream.read1(min(size, self.PIECE)) if hasattr(self.stream, "read1") else self.stream.read(min(size, self.PIECE))
+            piece = self.stream.read1(min(size, self.PIECE))  # what one socket read brings, however little
             if not piece:
                 break
             pieces.append(piece)
