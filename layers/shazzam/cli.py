@@ -171,7 +171,7 @@ def _serve_until_interrupt(line: str, out) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        print(line, file=out, flush=True)
+        print(line, file=out)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

@@ -199,6 +199,7 @@ def test_a_trickling_client_is_cut_off_at_the_body_deadline_and_bodies_in_transi
         time.sleep(0.2)
         second = request(server.server_port, "POST", "/search", b"x" * 10, {"content-type": "image/jpeg"})
         assert second[0] == 429  # the one body in transit is the trickle's
+        assert request(server.server_port, "GET", "/health")[0] == 200  # a request without a body needs no slot
         started, answer = time.monotonic(), b""
         while not answer and time.monotonic() - started < 8:
             trickling.sendall(b"1")  # within the socket timeout each time, never done (a chunk size without its end)

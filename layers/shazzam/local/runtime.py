@@ -388,7 +388,9 @@ class LocalRuntime:
                 is_upload = self.command == "POST" and path == api.LOCAL_UPLOAD_PATH
                 limit = MAX_BYTES + UPLOAD_FORM_OVERHEAD if is_upload else api.MAX_SEARCH_BODY_BYTES
                 hint = "; upload the photo with POST /uploads first" if path == "/search" else ""
-                if not in_transit.acquire(blocking=False):
+                # Only a request with a body takes a slot: slow senders must not refuse /health.
+                has_body = (self.headers.get("content-length") or "0").strip() != "0" or "transfer-encoding" in self.headers
+                if has_body and not in_transit.acquire(blocking=False):
                     self._reply(*_problem(429, "the server is busy; try again in a second"), extra={"retry-after": "1"}, close=True)
                     return
                 try:
@@ -403,7 +405,8 @@ class LocalRuntime:
                     self._reply(*_problem(400, str(exc)), close=True)
                     return
                 finally:
-                    in_transit.release()
+                    if has_body:
+                        in_transit.release()
                 # The slot is taken once the body is in: a slow sender holds none.
                 if not in_flight.acquire(blocking=False):
                     self._reply(*_problem(429, "the server is busy; try again in a second"), extra={"retry-after": "1"})
