@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from shazzam.local.sample_shop import SampleShop
+from tests.support.addresses import unreachable_address
 from tests.support.quirky_shop import QuirkyShop
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,11 +57,7 @@ def test_a_scrape_whose_pipeline_events_fail_says_so_and_exits_1(tmp_path):
 def unreachable_shop(sources: Path) -> str:
     """A shop at a port nothing listens on, in a sources file; no retries, so a refused connection
     fails at once instead of after the backoff (1 + 2 + 4 s a page)."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        address = f"http://127.0.0.1:{probe.getsockname()[1]}/"
+    address = unreachable_address()
     sources.write_text(f'[[source]]\nbase_url = "{address}"\nlocal = true\n\n[source.fetch]\nretries = 0\n')
     return address
 

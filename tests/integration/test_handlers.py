@@ -12,6 +12,7 @@ from shazzam import ids
 from shazzam.local.runtime import LambdaContext, LocalRuntime, load_handler
 from shazzam.storage import S3Store
 from shazzam.vision import load_garment_model
+from tests.support.addresses import unreachable_address
 from tests.support.shop_photos import put_shop_photo
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,14 +64,10 @@ def put_sample_image(app, key: str) -> None:
     """The sample events' image as the scraper leaves it (a photo no shop sells is reported, not
     indexed). Its shop, daily, was scraped today; it is down (a port nothing listens on, no
     retries), so a revalidate changes nothing."""
-    import socket
-
     from shazzam import catalogue
     from shazzam.scrape.sources import ShopSource
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        address = f"http://127.0.0.1:{probe.getsockname()[1]}/"
+    address = unreachable_address()
     shop_id = catalogue.save_source(app.db, ShopSource(base_url=address, schedule="rate(1 day)", local=True, fetch={"retries": 0}))
     catalogue.mark_shop_scraped(app.db, shop_id)
     put_shop_photo(app, SAMPLE_IMAGE.read_bytes(), image_id=ids.key_stem(key), shop_id=shop_id)
@@ -139,16 +136,12 @@ def test_a_corrupt_upload_is_recorded_as_failed(backend):
 
 
 def test_a_scheduled_scrape_that_reaches_no_shop_fails_its_invocation(backend):
-    import socket
-
     from shazzam import catalogue
     from shazzam.pipeline import ScrapeFailed
     from shazzam.scrape.sources import ShopSource
 
     app, invoke = backend
-    with socket.socket() as probe:  # a port nothing listens on: the shop cannot be reached
-        probe.bind(("127.0.0.1", 0))
-        address = f"http://127.0.0.1:{probe.getsockname()[1]}/"
+    address = unreachable_address()  # the shop cannot be reached
     # No retries: a refused connection fails at once instead of after the backoff (1 + 2 + 4 s a page).
     shop_id = catalogue.save_source(app.db, ShopSource(base_url=address, local=True, fetch={"retries": 0}))
     # A failed invocation is retried, then sent to the failure queue, which alarms.
