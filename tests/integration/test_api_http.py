@@ -217,6 +217,23 @@ def test_a_trickling_client_is_cut_off_at_the_body_deadline_and_bodies_in_transi
         server.shutdown()
 
 
+def test_a_client_that_asks_before_sending_is_answered_at_once(served):
+    """Expect: 100-continue (curl's habit for large bodies): the go-ahead comes before the body,
+    and a body over the limit is refused without being sent."""
+    _, port, _ = served
+    head = b"POST /search?k=2 HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nExpect: 100-continue\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as connection:
+        connection.sendall(head + b"Content-Length: %d\r\n\r\n" % len(PHOTO))
+        assert connection.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        connection.sendall(PHOTO)
+        response = http.client.HTTPResponse(connection)
+        response.begin()
+        assert response.status == 200 and json.loads(response.read())["garments"]
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as connection:
+        connection.sendall(head + b"Content-Length: %d\r\n\r\n" % (api.MAX_SEARCH_BODY_BYTES + 1))
+        assert connection.recv(65536).startswith(b"HTTP/1.1 413")
+
+
 @pytest.mark.parametrize("length", ["-1", "12abc", "1e3"])
 def test_a_content_length_that_is_not_a_count_of_bytes_is_400(served, length):
     _, port, _ = served

@@ -419,11 +419,24 @@ class LocalRuntime:
                 finally:
                     in_flight.release()
 
+            def handle_expect_100(self):
+                # http.server would answer `100 Continue` into the write buffer, where it waits
+                # for the final answer while the client waits (a second, for curl) for it. It is
+                # sent in `_body` instead, once the body is known to be wanted.
+                return True
+
+            def _continue(self) -> None:
+                if self.headers.get("expect", "").lower() == "100-continue" and self.request_version >= "HTTP/1.1":
+                    self.send_response_only(HTTPStatus.CONTINUE)
+                    self.end_headers()
+                    self.wfile.flush()
+
             def _body(self, limit: int) -> bytes:
                 """The request body, by Content-Length or in chunks (Transfer-Encoding: chunked),
                 within BODY_DEADLINE_S."""
                 stream = DeadlineReader(self.rfile, time.monotonic() + BODY_DEADLINE_S)
                 if "chunked" in self.headers.get("transfer-encoding", "").lower():
+                    self._continue()
                     return read_chunked(stream, limit)
                 text = (self.headers.get("content-length") or "0").strip()
                 if not text.isdigit():
@@ -432,10 +445,13 @@ class LocalRuntime:
                 if length > limit:
                     # Read what a client may reasonably send (so it sees the answer, not a broken
                     # pipe), a piece at a time and kept nowhere, then close; beyond that, close at once.
-                    if length <= DRAIN_LIMIT_BYTES:
+                    # A client that asked first (Expect: 100-continue) has sent nothing to read.
+                    if length <= DRAIN_LIMIT_BYTES and self.headers.get("expect", "").lower() != "100-continue":
                         while length > 0 and (piece := stream.read(min(length, 1 << 16))):
                             length -= len(piece)
                     raise BodyTooLarge()
+                if length:
+                    self._continue()
                 body = stream.read(length) if length else b""
                 if len(body) < length:
                     raise BadBody(f"the body ended after {len(body)} of the {length} bytes its Content-Length announced")
