@@ -56,7 +56,7 @@ ENGLISH: dict[str, str] = {
     **_entries("dress", "dresses", "dress", "gowns", "gown"),
     **_entries("hat", "hats", "hat", "caps", "cap", "beanies", "beanie", "headwear", "beret", "bucket hat", "fedora"),
     **_entries(NEUTRAL, "cap sleeve", "cap sleeves", "short sleeve", "short sleeves", "short sleeved", "boot cut", "bootcut",
-               "tops", "top", "tie dye", "tie dyed",
+               "tops", "top", "tie dye", "tie dyed", "parachute", "parachutes",
                "pull on", "pull ons"),  # "Pull-On Jeans": a fit, not the French "pull" (a jumper)
     **_entries(NOT_A_GARMENT, "bag", "bags", "handbag", "handbags", "backpack", "backpacks", "wallet", "wallets", "sock", "socks",
                "tights", "bra", "bras", "bralette", "underwear", "boxer", "boxers", "boxer shorts", "briefs", "lingerie",
@@ -104,6 +104,32 @@ OTHER_LANGUAGES: dict[str, str] = {
                "cintura", "riem", "pasek", "skarp", "schal", "echarpe", "bufanda", "sciarpa", "sjaal", "szalik", "halsduk"),
 }
 
+# German joins words into one, its head last: "Sommerkleid", "Jeansjacke", "Handtasche". A word the
+# lexicon does not know is named by the longest of these it ends with, after a stem of at least
+# four letters (not "chosen", "shut"); one of eight letters or more, itself a compound, names the
+# word alone too ("Handschuhe" are gloves, not shoes). Heads that end common English words are
+# left to the plural ("Röcke", not "Rock": shamrock, punkrock), and such words the lexicon takes
+# whole ("parachute" is not a hat). The compound is a noun like an English one: where the wording
+# names two, the last is the head ("Parachute pants"), unless a preposition came between.
+GERMAN_COMPOUND_HEADS: dict[str, str] = {
+    **_entries("dress", "kleid", "kleider"),
+    **_entries("skirt", "rocke", "roecke", "minirock", "maxirock", "midirock", "jeansrock", "faltenrock", "lederrock",
+               "bleistiftrock", "tullrock", "tuellrock", "wickelrock", "strickrock", "plisseerock", "hosenrock",
+               "cordrock", "tellerrock", "stufenrock", "spitzenrock", "satinrock"),
+    **_entries("pants", "hose", "hosen", "jeans"),
+    **_entries("shorts", "shorts", "badehose", "badehosen"),
+    **_entries("shirt", "hemd", "hemden", "bluse", "blusen"),
+    **_entries("longsleeve", "pullover", "pulli", "pullis", "strickjacke", "strickjacken", "langarmshirt", "langarmshirts"),
+    **_entries("outwear", "jacke", "jacken", "mantel", "maentel", "parka", "parkas", "weste", "westen"),
+    **_entries("shoes", "schuh", "schuhe", "stiefel", "stiefeletten", "sandalen", "sneaker", "sneakers", "pumps"),
+    **_entries("hat", "hut", "hute", "huete", "mutze", "mutzen", "muetze", "muetzen", "kappe", "kappen"),
+    **_entries(NOT_A_GARMENT, "tasche", "taschen", "handschuh", "handschuhe", "socken", "strumpfe", "struempfe",
+               "strumpfhose", "strumpfhosen", "unterhose", "unterhosen", "unterhemd", "unterhemden", "bademantel",
+               "bademaentel", "morgenmantel", "morgenmaentel", "gurtel", "guertel", "schal", "schals"),
+}
+_COMPOUND_STEM = 4
+_COMPOUND_ALONE = 8
+
 _LEXICON: dict[str, tuple[str, bool]] = {
     **{phrase: (category, True) for phrase, category in ENGLISH.items()},
     **{phrase: (category, False) for phrase, category in OTHER_LANGUAGES.items()},
@@ -127,7 +153,8 @@ def _words(text: str) -> list[str]:
 
 
 def _phrases(words: list[str]) -> list[tuple[str, str, bool]]:
-    """(phrase, category, is English) of the lexicon in the words, longest first at each word."""
+    """(phrase, category, whether its language puts the head last: English, German compounds) of
+    the lexicon in the words, longest first at each word, and the German compounds among them."""
     found, index, described = [], 0, False
     while index < len(words):
         for size in range(min(_LONGEST, len(words) - index), 0, -1):
@@ -137,7 +164,9 @@ def _phrases(words: list[str]) -> list[tuple[str, str, bool]]:
                 index += size
                 break
         else:
-            if words[index] in _PREPOSITIONS and any(category not in (NEUTRAL, LONG_SLEEVE) for _, category, _ in found):
+            if not described and (category := _compound_head(words[index])):
+                found.append((words[index], category, True))
+            elif words[index] in _PREPOSITIONS and any(category not in (NEUTRAL, LONG_SLEEVE) for _, category, _ in found):
                 # "giacca di jeans": what follows describes the garment already named; only its
                 # sleeves still count ("T-shirt à manches longues").
                 described = True
@@ -153,6 +182,15 @@ def head_category(text: str | None) -> str | None:
     heads = [_head(part) for part in _LIST.split(str(text)) if part.strip()]
     garments = [head for head in heads if head in CATEGORIES]
     return garments[0] if garments else NOT_A_GARMENT if NOT_A_GARMENT in heads else None
+
+
+def _compound_head(word: str) -> str | None:
+    if len(word) >= _COMPOUND_ALONE and word in GERMAN_COMPOUND_HEADS:
+        return GERMAN_COMPOUND_HEADS[word]
+    for start in range(_COMPOUND_STEM, len(word)):
+        if word[start:] in GERMAN_COMPOUND_HEADS:
+            return GERMAN_COMPOUND_HEADS[word[start:]]
+    return None
 
 
 def _head(text: str) -> str | None:
