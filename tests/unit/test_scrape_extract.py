@@ -370,6 +370,8 @@ def test_sources_file(tmp_path):
     ({"fetch": {"max_bytes": 0}}, "fetch setting max_bytes must be an integer from 1"),
     ({"fetch": {"user_agent": 7}}, "fetch setting user_agent cannot be 7"),
     ({"fetch": {"local": True}}, "use the source's own local"),
+    ({"fetch": {"delay_s": 10}}, "use the source's own delay_s"),  # the source's would overwrite it
+    ({"fetch": {"concurrency": 1}}, "use the source's own concurrency"),
     ({"schedule": "rate(99999999999 days)"}, "schedule must be rate"),  # past what a timedelta holds
     ({"schedule": "rate(400 days)"}, "schedule must be rate"),
     ({"base_url": "https://buyer:s3cret@shop.example/"}, "user name or password"),  # it would be the shop's public name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import gzip
 import http.server
 import json
 import threading
@@ -11,7 +12,9 @@ import time
 import pytest
 
 from shazzam.scrape import Crawl, Fetcher, FetchError, RobotsDisallowed, ShopSource
-from shazzam.scrape.fetch import _retry_after_s, is_private_host
+from shazzam.scrape.crawl import parse_sitemap
+
+from shazzam.scrape.fetch import ROBOTS_MAX_REDIRECTS, _retry_after_s, is_private_host
 from tests.support.plain_shop import plain_shop  # noqa: F401 - a fixture
 from tests.support.quirky_shop import QuirkyShop
 
@@ -262,7 +265,7 @@ def test_a_robots_txt_that_redirects_in_a_loop_is_decided_once_per_host(plain_sh
     fetcher = Fetcher(local=True, delay_s=0, **FAST)
     # More than five redirects: "unavailable" (RFC 9309, 2.3.1.2), as if there were none.
     assert fetcher.get(shop.base_url + "p/1.html").status == 200 and fetcher.get(shop.base_url + "p/2.html").status == 200
-    assert shop.asked.count("/robots.txt") == fetcher.policy.max_redirects + 1
+    assert shop.asked.count("/robots.txt") == ROBOTS_MAX_REDIRECTS + 1
 
 
 def test_a_robots_txt_too_large_to_read_keeps_the_crawler_out_and_is_fetched_once(plain_shop):
@@ -281,6 +284,61 @@ def test_robots_txt_may_redirect_to_another_host(plain_shop):
     fetcher = Fetcher(local=True, delay_s=0, allowed_hosts=frozenset({"127.0.0.1"}), **FAST)
     assert fetcher.get(shop.base_url + "p/1.html").status == 200 and not fetcher.allowed(shop.base_url + "private/x")
     assert fetcher._gate("http://127.0.0.1:1/a") is fetcher._gate("https://127.0.0.1/b")  # one host, one pace
+
+
+def test_robots_txt_redirects_are_followed_whatever_a_source_allows_its_pages(plain_shop):
+    """A source with max_redirects 0 still reads a robots.txt that moved (http to https, say)."""
+    shop = plain_shop({"/robots.txt": (301, b"", {"Location": "/robots-v2.txt"}),
+                       "/robots-v2.txt": (200, b"User-agent: *\nDisallow: /private/\n"), "/private/p.html": (200, b"<html></html>")})
+    fetcher = Fetcher(local=True, delay_s=0, **{**FAST, "max_redirects": 0})
+    with pytest.raises(RobotsDisallowed):
+        fetcher.get(shop.base_url + "private/p.html")
+    assert shop.asked == ["/robots.txt", "/robots-v2.txt"]
+
+
+@pytest.mark.parametrize("body, may_fetch", [
+    (gzip.compress(b"User-agent: *\nDisallow: /\n"), False),
+    (gzip.compress(b"User-agent: *\nDisallow: /private/\n"), True),
+    (b"\x1f\x8b\x08garbled", False),  # unreadable: stay out
+])
+def test_a_robots_txt_sent_gzipped_is_read(plain_shop, body, may_fetch):
+    shop = plain_shop({"/robots.txt": (200, body, {"Content-Encoding": "gzip", "Content-Type": "text/plain"})})
+    assert Fetcher(local=True, delay_s=0, **FAST).allowed(shop.base_url + "products/1.html") is may_fetch
+
+
+def test_a_sitemap_of_several_gzip_members_is_read_whole():
+    xml = b'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc>/p/1</loc></url><url><loc>/p/2</loc></url></urlset>'
+    assert parse_sitemap(gzip.compress(xml[:60]) + gzip.compress(xml[60:]), 10_000) == ("urlset", ["/p/1", "/p/2"])
+    with pytest.raises(FetchError, match="over 100 bytes"):
+        parse_sitemap(gzip.compress(xml[:60]) + gzip.compress(xml[60:]), 100)  # the cap is on the whole
+
+
+def test_sources_on_one_host_share_its_robots_txt_pace_and_retry_after(plain_shop):
+    shop = plain_shop({"/robots.txt": (200, b""), "/a/1.html": (429, b"", {"Retry-After": "30"}), "/b/1.html": (200, b"<html></html>")})
+    base = Fetcher(local=True, delay_s=0, **FAST)
+    first = base.with_policy(ShopSource(base_url=shop.base_url + "a/", local=True, fetch=FAST).policy())
+    second = base.with_policy(ShopSource(base_url=shop.base_url + "b/", local=True, fetch=FAST).policy())
+    with pytest.raises(FetchError, match="Retry-After"):
+        first.get(shop.base_url + "a/1.html")
+    with pytest.raises(FetchError) as error:
+        second.get(shop.base_url + "b/1.html")  # the host asked for 30 s of quiet
+    assert error.value.kind == "rate-limited" and shop.asked == ["/robots.txt", "/a/1.html"]
+
+
+def test_a_product_page_that_redirects_where_no_product_may_be_read_is_gone(plain_shop):
+    """A redirect to a path robots.txt disallows (the shop's search) or to another site: the page
+    is gone from this shop, as a redirect home is."""
+    shop = plain_shop({"/robots.txt": (200, b"User-agent: *\nDisallow: /search\n"),
+                       "/p/1": (301, b"", {"Location": "/search?q=dress"}),
+                       "/p/2": (301, b"", {"Location": "http://localhost:1/elsewhere"}),
+                       "/p/3": (301, b"", {"Location": "/"}), "/": (200, b"<html><title>Home</title></html>", {"Content-Type": "text/html"}),
+                       "/search": (200, b"<html></html>", {"Content-Type": "text/html"})})
+    source = ShopSource(base_url=shop.base_url, strategy="sitemap", local=True, fetch=FAST)
+    crawl = Crawl(source, Fetcher(policy=source.policy()))
+    for page in ("p/1", "p/2", "p/3"):
+        outcome = crawl.product_page(shop.base_url + page)
+        assert (outcome.state, outcome.reason) == ("gone", "soft-404"), page
+    assert crawl.product_page(shop.base_url + "search?q=x").state == "robots"  # asked for directly: not a product's fate
 
 
 @pytest.mark.parametrize("content_type, body", [

@@ -35,7 +35,7 @@ from urllib.parse import urljoin, urlsplit
 from xml.parsers import expat
 
 from shazzam.scrape.extract import MAX_URL_LENGTH, absolute_url, ScrapedProduct, parse_page, products_of_page, shopify_products
-from shazzam.scrape.fetch import FetchError, Fetcher, FetchResult, RobotsDisallowed, percent_encoded
+from shazzam.scrape.fetch import FetchError, Fetcher, FetchResult, RobotsDisallowed, gunzip, percent_encoded
 from shazzam.scrape.sources import ShopSource
 
 log = logging.getLogger(__name__)
@@ -76,15 +76,6 @@ def _host(url: str) -> str:
         return ""
 
 
-def _gunzip(body: bytes, limit: int) -> bytes:
-    """Decompress a gzip body to at most ``limit`` bytes (a gzip bomb stops there)."""
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    data = inflater.decompress(body, limit + 1)
-    if len(data) > limit:
-        raise FetchError(f"gzip body over {limit} bytes", kind="too-large")
-    return data
-
-
 class SitemapError(ValueError):
     """A sitemap that is not well-formed XML, or that declares a DTD."""
 
@@ -95,7 +86,7 @@ def parse_sitemap(body: bytes, limit: int) -> tuple[str, list[str]]:
     Read as a stream (a whole tree of 20 MB took 500 MB), and a document type declaration is
     refused: sitemaps need none, and its entities would multiply a small file a hundredfold."""
     if body[:2] == b"\x1f\x8b":
-        body = _gunzip(body, limit)
+        body = gunzip(body, limit)
     parser = expat.ParserCreate(namespace_separator="}")
     root: list[str] = []
     locs: list[str] = []
@@ -311,9 +302,12 @@ class Crawl:
         cached = self.known.get(url) or CachedPage()
         try:
             result = self.fetcher.get(url, etag=cached.etag, last_modified=cached.last_modified, accept=accept)
-        except RobotsDisallowed:
-            return PageOutcome(url, "robots", reason="robots")
         except FetchError as error:
+            if error.redirected and error.kind in ("robots", "host-not-allowed"):
+                # Sent where the shop keeps no products (its search, another site): a redirect away.
+                return PageOutcome(url, "gone", reason="soft-404")
+            if isinstance(error, RobotsDisallowed):
+                return PageOutcome(url, "robots", reason="robots")
             return PageOutcome(url, "error", reason=error.kind)
         if result.not_modified:
             return PageOutcome(url, "unchanged", status=304)

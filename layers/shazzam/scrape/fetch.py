@@ -30,6 +30,7 @@ import socket
 import ssl
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field, fields, replace
 from datetime import timezone
 from typing import Iterable
@@ -45,6 +46,8 @@ DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 MAX_CRAWL_DELAY_S = 60.0  # a robots.txt Crawl-delay above this is taken as this
 _CHUNK = 64 * 1024
 _REDIRECTS = (301, 302, 303, 307, 308)
+ROBOTS_MAX_REDIRECTS = 5  # RFC 9309, 2.3.1.2: at least five, whatever a source allows its pages
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 class FetchError(Exception):
@@ -53,6 +56,7 @@ class FetchError(Exception):
     def __init__(self, message: str, kind: str = "network") -> None:
         super().__init__(message)
         self.kind = kind
+        self.redirected = False  # refused at a redirect's target, not at the address asked for
 
 
 class RobotsDisallowed(FetchError):
@@ -146,6 +150,19 @@ _WHATWG_CODECS = {
     **dict.fromkeys(("macintosh", "mac", "x-mac-roman", "csmacintosh"), "mac-roman"),
     "big5": "big5hkscs", "x-mac-cyrillic": "mac-cyrillic",
 }
+
+
+def gunzip(body: bytes, limit: int) -> bytes:
+    """Decompress a gzip body to at most ``limit`` bytes (a gzip bomb stops there). A file may be
+    several gzip members one after another (``cat a.gz b.gz``), which read as one."""
+    data = bytearray()
+    while body[:2] == GZIP_MAGIC:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        data += inflater.decompress(body, limit + 1 - len(data))
+        if len(data) > limit:
+            raise FetchError(f"gzip body over {limit} bytes", kind="too-large")
+        body = inflater.unused_data if inflater.eof else b""  # a cut-off member ends the data
+    return bytes(data)
 
 
 def python_codec(label: str) -> str | None:
@@ -292,8 +309,11 @@ class Fetcher:
         self.deadline: float | None = None
 
     def with_policy(self, policy: FetchPolicy) -> "Fetcher":
-        """A fetcher for another source: its own policy, robots cache and host gates."""
-        return Fetcher(policy=policy)
+        """A fetcher for another source: its own policy, and this one's robots.txt reads and host
+        gates, so that two sources on one host share its robots.txt, pace and Retry-After."""
+        fetcher = Fetcher(policy=policy)
+        fetcher._robots, fetcher._gates, fetcher._lock = self._robots, self._gates, self._lock
+        return fetcher
 
     @property
     def user_agent(self) -> str:
@@ -352,6 +372,12 @@ class Fetcher:
                 result = FetchResult(url=origin + "/robots.txt", status=403, content_type="", body=b"")  # unreadable: stay out
             else:
                 raise
+        if result is not None and result.status == 200 and result.body[:2] == GZIP_MAGIC:
+            # Sent gzipped although identity was asked for (a misconfigured server).
+            try:
+                result = replace(result, body=gunzip(result.body, self.policy.max_bytes))
+            except (FetchError, zlib.error):
+                result = replace(result, status=403)  # unreadable: stay out
         if result is None:
             parser = Protego.parse("")
         elif result.status == 200:
@@ -401,12 +427,17 @@ class Fetcher:
     def _get_following(self, url, *, robots_file=False, etag=None, last_modified=None, accept=None) -> FetchResult:
         """`robots_file`: robots.txt itself, which is not checked against itself and whose
         redirects are followed to any public host (RFC 9309, 2.3.1.2)."""
-        for _hop in range(self.policy.max_redirects + 1):
+        max_redirects = ROBOTS_MAX_REDIRECTS if robots_file else self.policy.max_redirects
+        for hop in range(max_redirects + 1):
             self._check_run_deadline(url)
-            self.check_url(url, any_host=robots_file)
-            url = percent_encoded(url)
-            if not robots_file and not self._robots_for(url).can_fetch(url, self.robots_agent):
-                raise RobotsDisallowed(url)
+            try:
+                self.check_url(url, any_host=robots_file)
+                url = percent_encoded(url)
+                if not robots_file and not self._robots_for(url).can_fetch(url, self.robots_agent):
+                    raise RobotsDisallowed(url)
+            except FetchError as error:
+                error.redirected = hop > 0
+                raise
             result, location = self._get_retrying(url, etag, last_modified, accept)
             if location is None:
                 return result
@@ -421,7 +452,7 @@ class Fetcher:
             except ValueError:
                 raise FetchError(f"{url} redirects to a malformed URL {location!r}", kind="bad-url") from None
             etag = last_modified = None  # validators belong to the URL they came from
-        raise FetchError(f"more than {self.policy.max_redirects} redirects", kind="too-many-redirects")
+        raise FetchError(f"more than {max_redirects} redirects", kind="too-many-redirects")
 
     def _get_retrying(self, url, etag, last_modified, accept) -> tuple[FetchResult, str | None]:
         policy = self.policy

@@ -39,19 +39,22 @@ SETTING_RANGES = (("concurrency", int, 1, 1_000), ("max_pages", int, 1, 1_000_00
 MAX_SCHEDULE_S = 366 * 86_400
 # [source.fetch] settings that take a number: (least, most). Each other one takes its default's type.
 FETCH_RANGES = {"timeout_s": (0.1, 3_600), "total_timeout_s": (0.1, 3_600), "max_bytes": (1, 1 << 31), "max_redirects": (0, 20),
-                "retries": (0, 10), "backoff_s": (0, 600), "max_retry_after_s": (0, 86_400), "delay_s": (0, 86_400),
-                "concurrency": (1, 1_000)}
+                "retries": (0, 10), "backoff_s": (0, 600), "max_retry_after_s": (0, 86_400)}
+# Policy fields a source sets itself: under [source.fetch] they would be overwritten by the source's.
+SOURCE_OWN_FETCH_SETTINGS = ("local", "allowed_hosts", "delay_s", "concurrency")
 
 
 def _check_fetch_setting(name: str, value: Any) -> None:
     default = getattr(FetchPolicy(), name)
+    if name in SOURCE_OWN_FETCH_SETTINGS:
+        raise ValueError(f"fetch setting {name} cannot be {value!r} (use the source's own {name})")
     if isinstance(default, (int, float)) and not isinstance(default, bool):
         least, most = FETCH_RANGES[name]
         kind = int if isinstance(default, int) else (int, float)
         if isinstance(value, bool) or not isinstance(value, kind) or not least <= value <= most:  # NaN is in no range
             raise ValueError(f"fetch setting {name} must be a{'n integer' if kind is int else ' number'} from {least} to {most:,}, not {value!r}")
-    elif not isinstance(value, type(default)) or name in ("local", "allowed_hosts"):
-        raise ValueError(f"fetch setting {name} cannot be {value!r}" + (f" (use the source's own {name})" if name in ("local", "allowed_hosts") else ""))
+    elif not isinstance(value, type(default)):
+        raise ValueError(f"fetch setting {name} cannot be {value!r}")
 
 
 @dataclass(frozen=True)
