@@ -308,25 +308,30 @@ def image_count(db: Database, product_ids: Sequence[str]) -> int:
 def images_to_fetch_again(db: Database, product_ids: Sequence[str]) -> list[dict]:
     """The images of these (unchanged) products that are not stored and should be: those whose last
     download failed for a passing reason (network, timeout, rate-limited, HTTP 429 or 5xx; see
-    SourcePass._image_failed), and those never downloaded at all (a run stopped between saving the
-    product and storing its picture). product_id, src_link, position."""
+    SourcePass._image_failed), those never downloaded at all (a run stopped between saving the
+    product and storing its picture), and, with `stored` true, those recorded as downloaded that
+    detect has not seen: a run stopped before the photo reached incoming/, or it waits there for
+    detect, which the caller tells apart. product_id, src_link, position, stored."""
     passing = sa.or_(*(images.c.error.like(f"fetch failed ({kind}%") for kind in ("network", "timeout", "rate-limited", "http-429", "http-5")))
     never_stored = sa.and_(images.c.status == "new", images.c.content_sha256.is_(None), images.c.duplicate_of.is_(None))
+    undetected = sa.and_(images.c.status == "new", images.c.content_sha256.is_not(None), images.c.duplicate_of.is_(None))
     found: list[dict] = []
     with db.transaction() as connection:
         for start in range(0, len(product_ids), 500):
             chunk = product_ids[start : start + 500]
-            failed = (
-                sa.select(product_images.c.product_id, images.c.src_link, product_images.c.position)
+            linked = (
+                sa.select(product_images.c.product_id, images.c.src_link, product_images.c.position,
+                          sa.case((undetected, 1), else_=0).label("stored"))
                 .join(images, product_images.c.image_id == images.c.id)
-                .where(product_images.c.product_id.in_(chunk), images.c.status == "failed", passing)
+                .where(product_images.c.product_id.in_(chunk), sa.or_(sa.and_(images.c.status == "failed", passing), undetected))
             )
             # A picture is linked to its product once stored, so one never stored has no link yet.
-            unfetched = sa.select(images.c.product_id, images.c.src_link, sa.literal(0).label("position")).where(images.c.product_id.in_(chunk), never_stored)
-            # UNION ALL: the halves are disjoint (failed, new), and UNION's de-duplication would compare
-            # links by MySQL's case-blind collation, taking Dress.JPG and dress.jpg for one picture.
-            rows = connection.execute(sa.union_all(failed, unfetched).order_by("product_id", "position", "src_link"))
-            found += [dict(row) for row in rows.mappings()]
+            unfetched = (sa.select(images.c.product_id, images.c.src_link, sa.literal(0).label("position"), sa.literal(0).label("stored"))
+                         .where(images.c.product_id.in_(chunk), never_stored))
+            # UNION ALL: the halves are disjoint (linked, unlinked), and UNION's de-duplication would
+            # compare links by MySQL's case-blind collation, taking Dress.JPG and dress.jpg for one picture.
+            rows = connection.execute(sa.union_all(linked, unfetched).order_by("product_id", "position", "src_link"))
+            found += [{**row, "stored": bool(row["stored"])} for row in rows.mappings()]
     return found
 
 

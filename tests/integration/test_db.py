@@ -229,8 +229,11 @@ def test_images_to_fetch_again_are_the_passing_failures_and_the_never_fetched(db
         if name != "never-fetched":  # linked once stored or failed
             catalogue.link_image(db, owner, image_id, position)
     again = catalogue.images_to_fetch_again(db, [owner])
-    assert again == [{"product_id": owner, "src_link": f"{SHOP}/never-fetched.jpg", "position": 0},
-                     {"product_id": owner, "src_link": f"{SHOP}/timed-out.jpg", "position": 1}]
+    assert again == [{"product_id": owner, "src_link": f"{SHOP}/never-fetched.jpg", "position": 0, "stored": False},
+                     {"product_id": owner, "src_link": f"{SHOP}/stored.jpg", "position": 0, "stored": True},  # detect never saw it
+                     {"product_id": owner, "src_link": f"{SHOP}/timed-out.jpg", "position": 1, "stored": False}]
+    catalogue.update_image(db, ids.image_id(f"{SHOP}/stored.jpg"), status="detected")
+    assert [row["src_link"] for row in catalogue.images_to_fetch_again(db, [owner])] == [f"{SHOP}/never-fetched.jpg", f"{SHOP}/timed-out.jpg"]
 
 
 def test_images_whose_links_differ_only_in_case_are_all_fetched_again(db):

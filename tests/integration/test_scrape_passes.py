@@ -391,6 +391,31 @@ def test_an_image_a_stopped_run_never_fetched_is_fetched_by_the_next(runtime, sh
     assert pipeline.scrape(runtime.app)["images_uploaded"] == 0
 
 
+def test_a_picture_a_run_recorded_but_never_put_in_incoming_is_fetched_by_the_next(runtime, shop, monkeypatch):
+    """Killed between committing the picture's row and putting its bytes: the next run sees that
+    detect never had it, and no object waits for detect, so it fetches it again."""
+    register(runtime, shop)
+    put = runtime.store.put
+
+    def killed_at_final(key, *args, **kwargs):
+        if key == ids.incoming_key(ids.image_id(shop.url("images/final.jpg"))):
+            raise KeyboardInterrupt  # the process dies here
+        return put(key, *args, **kwargs)
+
+    monkeypatch.setattr(runtime.store, "put", killed_at_final)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.scrape(runtime.app)
+    monkeypatch.setattr(runtime.store, "put", put)
+    lost = image(runtime, shop, "final.jpg")
+    assert lost["status"] == "new" and lost["content_sha256"] and ids.incoming_key(lost["id"]) not in incoming(runtime)
+    waiting, put_again = incoming(runtime), []
+    monkeypatch.setattr(runtime.store, "put", lambda key, *args, **kwargs: put_again.append(key) or put(key, *args, **kwargs))
+    pipeline.scrape(runtime.app)
+    assert ids.incoming_key(lost["id"]) in put_again
+    assert not waiting & set(put_again)  # put before the kill, they wait for detect
+    assert pipeline.scrape(runtime.app)["images_uploaded"] == 0
+
+
 def test_a_picture_the_page_no_longer_shows_is_unlinked(runtime, shop):
     register(runtime, shop)
     pipeline.scrape(runtime.app)

@@ -250,11 +250,15 @@ class SourcePass:
         """Fetch again the images of unchanged products whose download failed last time for a reason
         that passes (a network error, a timeout, a 5xx, a 429), or that a stopped run never
         fetched: a CDN's bad minute would otherwise leave them failed for as long as the page
-        stays the same. Too large, not an image or a 404 waits for the page to change."""
-        failed = catalogue.images_to_fetch_again(self.db, product_ids)
-        for row in failed:
-            self.image(row["product_id"], row["src_link"], row["position"])
-        return len(failed)
+        stays the same. Too large, not an image or a 404 waits for the page to change. So is a
+        picture recorded as stored that never reached incoming/ (a run killed between the two)."""
+        retried = 0
+        for row in catalogue.images_to_fetch_again(self.db, product_ids):
+            if row["stored"] and self.app.store.head(ids.incoming_key(ids.image_id(row["src_link"]))) is not None:
+                continue  # in incoming/, its detection to come
+            self.image(row["product_id"], row["src_link"], row["position"], refetch=row["stored"])
+            retried += 1
+        return retried
 
     def image(self, product_id: str, url: str, position: int, refetch: bool = False) -> None:
         """Fetch an image of a new or changed product; store it unless it is one we have."""
