@@ -267,12 +267,22 @@ def _decode_format_2(attrs: dict, arrays: dict) -> Shard:
     return Shard(str(attrs["category"]), ids, codes, model=str(attrs["model"]), low_bits=None, step=step, format=2)
 
 
+class CorruptManifest(ValueError):
+    """index/manifest.json that is not a manifest (a local write cut short: see `repair`)."""
+
+
 def read_manifest(store: ObjectStore) -> tuple[dict, str | None]:
     try:
         data, etag = store.get_with_etag(MANIFEST_KEY)
     except ObjectNotFound:
         return {"shards": {}}, None
-    return json.loads(data), etag
+    try:
+        manifest = json.loads(data)
+        if not isinstance(manifest.get("shards"), dict):
+            raise ValueError("no shards")
+    except (ValueError, AttributeError) as exc:
+        raise CorruptManifest(f"{MANIFEST_KEY} is unreadable ({exc}); the next `shazzam` command rebuilds it from the shards") from None
+    return manifest, etag
 
 
 def load_shard(store: ObjectStore, manifest: dict, category: str) -> Shard | None:
@@ -290,8 +300,10 @@ def publish(
     drop: set[str] | frozenset[str] = frozenset(),
     model: str | None = None,
     expect_version: str | None | object = ANY_VERSION,
+    replace: bool = False,
 ) -> dict:
     """Merge `add` into and remove `drop` from the category's shard; returns the new manifest entry.
+    `replace`: the shard is not read but replaced by `add` alone (it is unreadable).
 
     `model` names the model that embedded `add`; a shard of another model is replaced rather
     than mixed with it. None keeps the shard's own model (a removal needs no model).
@@ -306,7 +318,9 @@ def publish(
         if expect_version is not ANY_VERSION and (entry or {}).get("version") != expect_version:
             raise ShardMoved(category)
         try:
-            if model is not None and entry and entry.get("model", model) != model:
+            if replace:
+                current = None
+            elif model is not None and entry and entry.get("model", model) != model:
                 # Replaced whole, so never read: a shard of an older model may be in a format this
                 # version no longer reads (a data folder of the first version).
                 log.warning("%s shard of model %s is replaced by one of model %s: re-embed its items", category, entry.get("model"), model)
@@ -378,6 +392,8 @@ def collect_old_versions(store: ObjectStore, category: str, keep: str, grace_s: 
     A version is superseded when the next one is published, so its grace runs from the next
     version's time, not its own: a reader that read the manifest just before a swap still finds
     the shard it names, however long that shard was live.
+    A version newer than the live one that is older than the grace period was never swapped in
+    (a run stopped between writing it and the manifest): it goes too.
     """
     cutoff_ns = time.time_ns() - int(grace_s * 1e9)
     versions = []
@@ -386,8 +402,14 @@ def collect_old_versions(store: ObjectStore, category: str, keep: str, grace_s: 
         if stamp.isdigit():
             versions.append((int(stamp), info.key))
     versions.sort()
-    for (_, key), (superseded_at, _) in zip(versions, versions[1:]):
-        if key != keep and superseded_at < cutoff_ns:
+    live = next((stamp for stamp, key in versions if key == keep), None)
+    for (written_at, key), (superseded_at, _) in zip(versions, [*versions[1:], (None, None)]):
+        if key == keep:
+            continue
+        if live is not None and written_at > live:
+            if written_at < cutoff_ns:
+                store.delete(key)
+        elif superseded_at is not None and superseded_at < cutoff_ns:
             store.delete(key)
 
 
@@ -470,15 +492,21 @@ def _compact_category(store: ObjectStore, model: str, category: str, pending: li
     dropped = {key_stem(key) for key in removed} - set(vectors)
     if on_shard_replaced is not None and begun and begun.get("model", model) != model:
         on_shard_replaced(category)  # before the shard goes: a failed call leaves it for the next run
+    replace = False
     while True:
         try:
-            entry = publish(store, category, add=vectors, drop=dropped, model=model, expect_version=begun_from)
+            entry = publish(store, category, add=vectors, drop=dropped, model=model, expect_version=begun_from, replace=replace)
             break
         except WrongDimension as exc:
             for detection_id in exc.ids:
                 key, data = raw[detection_id]
                 del vectors[detection_id]
                 set_aside(store, key, data, read.pop(key), exc)
+        except CorruptShard as exc:
+            log.error("the %s shard is unreadable (%s): replaced, and its items embedded again", category, exc)
+            if on_shard_replaced is not None:
+                on_shard_replaced(category)
+            replace = True
     if on_merged is not None:
         on_merged(category, sorted(vectors))
     if on_other_model is not None and other_model:
@@ -488,6 +516,55 @@ def _compact_category(store: ObjectStore, model: str, category: str, pending: li
     for key in removed:
         store.delete(key)  # a marker carries no data: one written meanwhile says the same
     return {"added": sorted(vectors), "removed": sorted(dropped), "total": entry["count"]}
+
+
+def repair(store: ObjectStore, on_shard_replaced: Callable[[str], None] | None = None) -> list[str]:
+    """Mend what a write cut short can leave in a local folder (an S3 write is whole or absent):
+    an unreadable manifest is rebuilt from the newest readable version of each category's shard;
+    a shard it names that is unreadable or missing is replaced by an empty one, after
+    `on_shard_replaced(category)`, so that its items are embedded again; versions no manifest
+    will name are collected. Returns what it mended, in words."""
+    mended = []
+    try:
+        manifest, etag = read_manifest(store)
+    except CorruptManifest as exc:
+        log.error("%s", exc)
+        manifest, etag = {"shards": _newest_readable_shards(store)}, store.head(MANIFEST_KEY).etag
+        manifest["updated_at"] = datetime.now(timezone.utc).isoformat()
+        body = json.dumps(manifest, indent=2, sort_keys=True).encode()
+        store.put(MANIFEST_KEY, body, content_type="application/json", if_match=etag)
+        mended.append(f"manifest rebuilt from {len(manifest['shards'])} shard(s)")
+    for category, entry in sorted(manifest["shards"].items()):
+        try:
+            decode_shard(store.get(entry["key"]))
+        except (CorruptShard, ObjectNotFound) as exc:
+            log.error("the %s shard %s is unusable (%s): replaced, and its items embedded again", category, entry["key"], exc)
+            if on_shard_replaced is not None:
+                on_shard_replaced(category)
+            entry = publish(store, category, model=entry.get("model"), replace=True)
+            mended.append(f"{category} shard replaced")
+        collect_old_versions(store, category, keep=entry["key"])
+    return mended
+
+
+def _newest_readable_shards(store: ObjectStore) -> dict[str, dict]:
+    """Manifest entries for the newest version of each category's shard that reads."""
+    by_category: dict[str, list[str]] = {}
+    for info in store.list("index/"):
+        parts = info.key[len("index/"):].split("/")
+        if len(parts) == 2 and parts[1].endswith(".h5"):
+            by_category.setdefault(parts[0], []).append(info.key)
+    entries = {}
+    for category, keys in by_category.items():
+        for key in sorted(keys, reverse=True):  # versions begin with their time
+            try:
+                shard = decode_shard(store.get(key))
+            except (CorruptShard, ObjectNotFound):
+                continue
+            version = key.rsplit("/", 1)[-1].removesuffix(".h5")
+            entries[category] = {"key": key, "version": version, "count": len(shard.ids), "model": shard.model}
+            break
+    return entries
 
 
 def check_vector(vector: np.ndarray) -> None:

@@ -187,9 +187,15 @@ def standardise(app: App, key: str) -> StageResult:
     try:
         raw_document, document_etag = app.store.get_with_etag(key)
         document = json.loads(raw_document)
-        data, image_etag = app.store.get_with_etag(ids.incoming_key(document["image_id"]))
     except ObjectNotFound:
         return StageResult(key, "skipped", "object no longer exists")
+    try:
+        data, image_etag = app.store.get_with_etag(ids.incoming_key(document["image_id"]))
+    except ObjectNotFound:
+        # Its crops were written and the photo deleted, and the run stopped before this document
+        # went too (or the photo expired): nothing is left to crop it from.
+        delete_if_unchanged(app.store, key, document_etag)
+        return StageResult(key, "skipped", "its photo no longer exists")
     if document.get("image_etag", image_etag) != image_etag:
         delete_if_unchanged(app.store, key, document_etag)
         return StageResult(key, "skipped", "the photo was replaced after it was detected; its own detection follows")

@@ -135,6 +135,8 @@ class LocalFolderStore:
             try:
                 with os.fdopen(fd, "wb") as tmp_file:
                     tmp_file.write(data)
+                    tmp_file.flush()
+                    os.fsync(tmp_file.fileno())  # on disk before its name is: a power cut leaves old or new, not a stub
                 os.replace(tmp, path)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)

@@ -227,6 +227,45 @@ def test_a_photo_replaced_after_its_detection_before_a_stop_is_detected_at_the_r
     second.close()
 
 
+def test_a_detections_document_left_by_a_stop_after_its_crops_is_deleted_at_the_restart(tmp_path):
+    """Stopped between standardise's two deletes (the photo's, then its document's): at the restart
+    the document is delivered again, has no photo to crop, and goes."""
+    from shazzam.local.runtime import DrainReport
+
+    stopped = LocalRuntime(tmp_path / "data")
+    put_shop_photo(stopped, IMAGE, image_id="upload-1")
+    stopped.deliver(stopped._next_event(), DrainReport())  # detected
+    stopped.store.delete("incoming/upload-1")  # its crops written and the photo deleted, then the stop
+    stopped.close()
+
+    second = LocalRuntime(tmp_path / "data")
+    assert second.drain().failed == 0
+    assert [info.key for info in second.store.list("detections/")] == []
+    second.close()
+    assert LocalRuntime(tmp_path / "data").pending() == 0  # nothing comes round again
+
+
+def test_a_cut_short_index_is_mended_when_the_runtime_starts(tmp_path):
+    """A power cut in the local folder (S3's writes are whole): the manifest is rebuilt from the
+    shards, and a shard cut short is replaced, its items fetched and embedded again."""
+    first = LocalRuntime(tmp_path / "data")
+    upload_product(first, "dress")
+    first.close()
+    manifest = tmp_path / "data" / "objects" / index.MANIFEST_KEY
+    manifest.write_bytes(manifest.read_bytes()[:10])
+    second = LocalRuntime(tmp_path / "data")
+    second.app.shards.manifest_ttl_s = 0
+    assert second.app.shards.categories() == {"dress": 1}
+    shard = tmp_path / "data" / "objects" / index.read_manifest(second.store)[0]["shards"]["dress"]["key"]
+    second.close()
+    shard.write_bytes(shard.read_bytes()[:100])
+    third = LocalRuntime(tmp_path / "data")
+    third.app.shards.manifest_ttl_s = 0
+    assert third.app.shards.categories() == {"dress": 0}
+    assert [row["embedded_by"] for row in third.db.run_query("SELECT embedded_by FROM detections")] == [None]  # to embed again
+    third.close()
+
+
 def test_a_photo_replaced_after_detection_is_the_one_indexed(runtime, monkeypatch):
     dress = (REPO / "samples" / "shop" / "images" / "dress-01.jpg").read_bytes()
     standardise = pipeline.standardise

@@ -624,3 +624,46 @@ def test_replacing_a_shard_of_another_model_is_told_first_so_its_items_are_embed
     store.put("vectors/pending/top/d-000.npy", encode_vector(np.eye(DIM)[3], "new"))
     compact(store, "new", on_shard_replaced=lambda category: replaced.append(category))
     assert replaced == ["top"]  # the same model's shard is merged into, not replaced
+
+
+def cut_short(store, key):
+    """What a power cut leaves of a file written without a flush: its first half, or nothing."""
+    path = store.root / key
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def test_an_unreadable_shard_is_replaced_and_the_other_categories_are_indexed(store):
+    publish(store, "dress", add=vectors(["a-000", "b-000"]), model="m")
+    cut_short(store, read_manifest(store)[0]["shards"]["dress"]["key"])
+    store.put("vectors/pending/dress/c-000.npy", encode_vector(np.eye(DIM)[2], "m"))
+    store.put("vectors/pending/shoes/s-000.npy", encode_vector(np.eye(DIM)[3], "m"))
+    replaced = []
+    report = compact(store, "m", on_shard_replaced=replaced.append)
+    assert report["shoes"]["total"] == 1 and report["dress"]["total"] == 1 and replaced == ["dress"]
+    assert live_shard(store, "dress").ids == ["c-000"] and vector_keys(store) == {}
+
+
+def test_repair_rebuilds_a_cut_manifest_and_replaces_a_cut_shard(store):
+    publish(store, "dress", add=vectors(["a-000"]), model="m")
+    shoes = publish(store, "shoes", add=vectors(["s-000"]), model="m")
+    cut_short(store, MANIFEST_KEY)
+    with pytest.raises(index.CorruptManifest, match="rebuilds it"):
+        read_manifest(store)
+    replaced = []
+    assert index.repair(store, on_shard_replaced=replaced.append) == ["manifest rebuilt from 2 shard(s)"]
+    assert live_shard(store, "shoes").ids == ["s-000"] and live_shard(store, "dress").ids == ["a-000"] and replaced == []
+    assert read_manifest(store)[0]["shards"]["shoes"] == shoes
+    cut_short(store, shoes["key"])
+    assert index.repair(store, on_shard_replaced=replaced.append) == ["shoes shard replaced"]
+    assert replaced == ["shoes"] and live_shard(store, "shoes").ids == [] and read_manifest(store)[0]["shards"]["shoes"]["model"] == "m"
+    assert index.repair(store, on_shard_replaced=replaced.append) == [] and replaced == ["shoes"]
+
+
+def test_a_version_written_but_never_swapped_in_is_collected_after_the_grace(store, monkeypatch):
+    live = publish(store, "top", add=vectors(["d1"]))
+    orphan = f"index/top/{time.time_ns():020d}-deadbeef.h5"  # a run stopped before its manifest swap
+    store.put(orphan, encode_shard(Shard("top", [], np.zeros((0, DIM), np.uint8))))
+    collect_old_versions(store, "top", keep=live["key"], grace_s=3600)
+    assert orphan in shard_keys(store, "top")  # within the grace it may be a run's in progress
+    collect_old_versions(store, "top", keep=live["key"], grace_s=0)
+    assert shard_keys(store, "top") == [live["key"]]

@@ -28,7 +28,7 @@ from typing import Callable
 from urllib.parse import unquote_plus, urlsplit
 
 from shazzam import app as app_module
-from shazzam import api, catalogue, events, wiring
+from shazzam import api, catalogue, events, index, wiring
 from shazzam.db import Database, sqlite_url
 from shazzam.ids import detections_key, incoming_key, key_stem
 from shazzam.images import MAX_BYTES
@@ -211,6 +211,8 @@ class LocalRuntime:
         self._stop = threading.Event()
         self.requeue_unprocessed()
         self.expire_transient()
+        # A power cut can leave a shard or the manifest cut short here (S3's writes are whole).
+        index.repair(self.store, on_shard_replaced=lambda category: catalogue.forget_embedders_in_category(self.db, category))
 
     # --- invoking functions -------------------------------------------------------------------
 
