@@ -7,7 +7,7 @@ import json
 import re
 from dataclasses import replace
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Iterable, Sequence
 from urllib.parse import urlsplit
 
@@ -159,6 +159,13 @@ def _storable_price(price) -> Decimal | None:
     if not price.is_finite() or not 0 <= price <= MAX_PRICE:
         return None
     return price.quantize(Decimal("0.01"))
+
+
+def _price_limit(limit: Decimal, rounding: str) -> Decimal:
+    """A search's price limit as the cent it allows: prices are held to the cent, and SQLite
+    compares a limit between two cents as the nearest float (25.989999999999999 as 25.99). One
+    beyond any storable price is kept as it is."""
+    return limit if limit > MAX_PRICE else limit.quantize(Decimal("0.01"), rounding=rounding)
 
 
 def product_shop(db: Database, product_id: str) -> str | None:
@@ -800,9 +807,9 @@ def items_for_detections(db: Database, detection_ids: Sequence[str], filters=Non
     conditions = [products.c.is_dead.is_(False), images.c.is_dead.is_(False), shops.c.active.is_(True)]
     if filters is not None:
         if filters.min_price is not None:
-            conditions.append(products.c.price >= filters.min_price)
+            conditions.append(products.c.price >= _price_limit(filters.min_price, ROUND_CEILING))
         if filters.max_price is not None:
-            conditions.append(products.c.price <= filters.max_price)
+            conditions.append(products.c.price <= _price_limit(filters.max_price, ROUND_FLOOR))
         if filters.currency is not None:
             conditions.append(products.c.currency == filters.currency)
         if filters.shop is not None:

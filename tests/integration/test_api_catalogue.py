@@ -39,6 +39,11 @@ def test_filters_and_items(db_url):
         assert found() == set(every)
         assert found(min_price=Decimal("20"), max_price=Decimal("80.50")) == {"d2", "d3"}  # no price never passes a limit
         assert found(max_price=Decimal("19.99")) == {"d1"}
+        # Limits between two cents, exactly, on either database (SQLite compares the nearest float)
+        assert found(max_price=Decimal("45.009999999999999")) == {"d1", "d2"}
+        assert found(max_price=Decimal("44.999999999999999")) == {"d1"}
+        assert found(min_price=Decimal("45.00000000000001")) == {"d3"}
+        assert found(min_price=Decimal("1e-400"), max_price=Decimal("1e400")) == {"d1", "d2", "d3"}
         assert found(currency="USD") == {"d3"}
         assert found(shop="South") == {"d3", "d4"} and found(shop=north) == {"d1", "d2"}
         assert catalogue.items_for_detections(db, []) == {}
