@@ -120,7 +120,7 @@ GERMAN_COMPOUND_HEADS: dict[str, str] = {
     **_entries("shorts", "shorts", "badehose", "badehosen"),
     **_entries("shirt", "hemd", "hemden", "bluse", "blusen"),
     **_entries("longsleeve", "pullover", "pulli", "pullis", "strickjacke", "strickjacken", "langarmshirt", "langarmshirts"),
-    **_entries("outwear", "jacke", "jacken", "mantel", "maentel", "parka", "parkas", "weste", "westen"),
+    **_entries("outwear", "jacke", "jacken", "mantel", "maentel", "parka", "parkas"),  # not "Weste": a vest may be knitwear
     **_entries("shoes", "schuh", "schuhe", "stiefel", "stiefeletten", "sandalen", "sneaker", "sneakers", "pumps"),
     **_entries("hat", "hut", "hute", "huete", "mutze", "mutzen", "muetze", "muetzen", "kappe", "kappen"),
     **_entries(NOT_A_GARMENT, "tasche", "taschen", "handschuh", "handschuhe", "socken", "strumpfe", "struempfe",
