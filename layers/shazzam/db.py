@@ -75,7 +75,7 @@ images = sa.Table(
     sa.Column("id", sa.String(40), primary_key=True),
     sa.Column("product_id", sa.String(40), sa.ForeignKey("products.id"), index=True),
     sa.Column("src_link", sa.Text, nullable=False),
-    sa.Column("content_sha256", sa.String(64)),
+    sa.Column("content_sha256", sa.String(64), index=True),  # v7: indexed (each download looks for its copy)
     sa.Column("width", sa.Integer),
     sa.Column("height", sa.Integer),
     # new -> detected, or failed (with error); is_dead once the shop no longer serves it.
@@ -225,6 +225,13 @@ def _image_colours(connection: sa.Connection) -> None:
     ix_images_duplicate_of.create(connection, checkfirst=True)
 
 
+def _image_digests_indexed(connection: sa.Connection) -> None:
+    # Each downloaded picture looks for a stored one of the same bytes: without it, a scan of
+    # the images (180 ms at 80,000 on MariaDB), once per download.
+    ix_images_content_sha256 = next(index for index in images.indexes if index.name == "ix_images_content_sha256")
+    ix_images_content_sha256.create(connection, checkfirst=True)
+
+
 def _page_visits(connection: sa.Connection) -> None:
     _add_missing_columns(connection, _V4_COLUMNS)
 
@@ -247,6 +254,7 @@ MIGRATIONS: Sequence[tuple[int, str, Any]] = (
     (4, "when each page, product and shop was last visited", _page_visits),
     (5, "the colours of each image, for near-duplicates; the copies of an image indexed", _image_colours),
     (6, "every column and index of versions 1-5, for databases that applied 4 or 5 before they grew", _complete_schema),
+    (7, "the images indexed by their bytes' digest", _image_digests_indexed),
 )
 
 

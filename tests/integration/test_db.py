@@ -78,7 +78,7 @@ def test_open_migrates_once(db_url):
 
 def test_migrate_on_a_fresh_database_applies_every_version(db_url):
     database = Database(db_url, migrate=False).open_connection()
-    assert migrate(database.engine) == [1, 2, 3, 4, 5, 6]
+    assert migrate(database.engine) == [1, 2, 3, 4, 5, 6, 7]
     assert migrate(database.engine) == []
     database.close()
 
@@ -109,11 +109,23 @@ def test_a_database_that_applied_versions_4_and_5_before_they_grew_is_completed(
         connection.execute(sa.text("ALTER TABLE shops DROP COLUMN attempted_at"))
         connection.execute(sa.text("ALTER TABLE products DROP COLUMN checked_at"))
     monkeypatch.setattr(shazzam.db, "MIGRATIONS", MIGRATIONS)
-    assert migrate(old.engine) == [6]
+    assert migrate(old.engine) == [6, 7]
     assert _schema(old.engine) == expected
     shop_id = catalogue.add_shop(old, SHOP, "Example")
     catalogue.mark_shop_attempted(old, shop_id)
     old.close()
+
+
+def test_version_7_indexes_the_images_by_digest(db_url):
+    database = Database(db_url, migrate=False).open_connection()
+    migrate(database.engine)
+    with database.engine.begin() as connection:  # a database of version 6
+        connection.execute(sa.text("DROP INDEX ix_images_content_sha256" + (" ON images" if database.dialect == "mysql" else "")))
+        connection.execute(sa.text("DELETE FROM schema_migrations WHERE version = 7"))
+    assert "ix_images_content_sha256" not in _schema(database.engine)["images"][1]
+    assert migrate(database.engine) == [7]
+    assert "ix_images_content_sha256" in _schema(database.engine)["images"][1]
+    database.close()
 
 
 def test_a_migration_cut_between_a_table_and_its_index_is_completed_when_rerun(db_url):
@@ -133,7 +145,7 @@ def test_a_migration_cut_between_a_table_and_its_index_is_completed_when_rerun(d
     tables = set(sa.inspect(database.engine).get_table_names())
     if database.dialect == "sqlite":  # one transaction per version: version 2 left nothing behind
         assert "http_cache" not in tables and "product_images" not in tables
-    assert migrate(database.engine) == [2, 3, 4, 5, 6]
+    assert migrate(database.engine) == [2, 3, 4, 5, 6, 7]
     assert "ix_http_cache_shop_id" in _schema(database.engine)["http_cache"][1]
     database.close()
 

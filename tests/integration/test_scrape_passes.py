@@ -135,8 +135,9 @@ def test_revalidate_tombstones_keeps_shared_images_and_revives(runtime, shop):
     assert not shared["is_dead"] and shared["product_id"] != twin_b["id"]  # twin-a still shows it
     assert image(runtime, shop, "og.jpg")["is_dead"]
 
-    for key in incoming(runtime):
-        runtime.store.delete(key)  # as the pipeline would have consumed them
+    for key in incoming(runtime):  # as the pipeline would have consumed them
+        runtime.store.delete(key)
+        catalogue.update_image(runtime.db, ids.key_stem(key), status="detected")
     shop.restore("og")
     report = pipeline.revalidate(runtime.app)
     assert report["products_revived"] == 1 and not product(runtime, shop, "og")["is_dead"]

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from shazzam.scrape import ShopSource, extract_products, load_sources, shopify_products
-from shazzam.scrape.dedup import NEAR_DUPLICATE_BITS, colour_grid, dhash, hamming, image_format, same_colours
+from shazzam.scrape.dedup import NEAR_DUPLICATE_BITS, PictureHashes, colour_grid, dhash, image_format, same_colours
 from shazzam.scrape.extract import best_srcset_candidate, parse_availability, parse_price
 from tests.support.quirky_shop import jpeg, picture
 
@@ -322,13 +322,31 @@ def test_dhash_sees_resized_copies_and_sniffs_formats():
     original = jpeg(picture(7, 128))
     resized = jpeg(picture(7, 128).resize((60, 60)), quality=60)
     other = jpeg(picture(8, 128))
-    assert hamming(dhash(original), dhash(resized)) <= NEAR_DUPLICATE_BITS < hamming(dhash(original), dhash(other))
+    stored = PictureHashes({"other": (dhash(other), colour_grid(other)), "original": (dhash(original), colour_grid(original))})
+    assert list(stored.near(dhash(resized), colour_grid(resized))) == ["original"]
     assert dhash(b"<html>") is None
     assert same_colours(colour_grid(original), colour_grid(resized)) and not same_colours(colour_grid(original), colour_grid(other))
     assert colour_grid(b"<html>") is None and len(colour_grid(original)) == 96
     png = io.BytesIO()
     Image.new("RGB", (4, 4)).save(png, "PNG")
     assert (image_format(original), image_format(png.getvalue()), image_format(b"<html></html>")) == ("jpeg", "png", None)
+
+
+def test_picture_hashes_find_copies_within_the_bits_and_colours_in_the_order_added():
+    def bits(count):  # a dHash with its first `count` bits set
+        return f"{(1 << 256) - (1 << (256 - count)):064x}" if count else "0" * 64
+
+    grey, red = "80" * 48, "ff0000" * 16
+    stored = PictureHashes({"far": (bits(NEAR_DUPLICATE_BITS + 1), grey), "near": (bits(NEAR_DUPLICATE_BITS), grey)})
+    assert list(stored.near(bits(0), grey)) == ["near"] and len(stored) == 2
+    for number in range(200):  # grown past its first block
+        stored.add(f"copy-{number}", bits(number % 3), None if number % 2 else red)
+    found = list(stored.near(bits(0), grey, other_than="copy-1"))
+    assert found == ["near", *[f"copy-{number}" for number in range(3, 200, 2)]]  # a grid not kept: judged on the dHash
+    stored.discard("near")
+    stored.add("far", bits(0), grey)  # fetched again: where it was, with its new hash
+    assert list(stored.near(bits(0), grey))[:2] == ["far", "copy-1"] and len(stored) == 201
+    assert list(PictureHashes().near(bits(0), grey)) == []
 
 
 def test_sources_file(tmp_path):

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterator, Mapping
 
+import numpy as np
 from PIL import Image
 
 HASH_SIDE = 16  # a 16x16 grid of horizontal gradients: 256 bits
@@ -93,5 +95,48 @@ def same_colours(a: str, b: str) -> bool:
     )
 
 
-def hamming(a: str, b: str) -> int:
-    return bin(int(a, 16) ^ int(b, 16)).count("1")
+_BITS_SET = np.array([bin(byte).count("1") for byte in range(256)], np.uint8)
+
+
+class PictureHashes:
+    """The dHash and colour grid of each stored picture, searched for near-duplicates of a new one
+    in one numpy pass (a Python loop over 70,000 pictures took 200 ms for each new one)."""
+
+    def __init__(self, entries: Mapping[str, tuple[str, str | None]] | None = None) -> None:
+        entries = dict(entries or {})
+        self._ids = list(entries)
+        self._row = {image_id: row for row, image_id in enumerate(self._ids)}
+        self._colours = [colours for _, colours in entries.values()]
+        hashes = "".join(phash for phash, _ in entries.values())
+        self._bits = np.frombuffer(bytes.fromhex(hashes), np.uint8).reshape(len(self._ids), HASH_SIDE * HASH_SIDE // 8).copy()
+        self._live = np.ones(len(self._ids), bool)
+
+    def __len__(self) -> int:
+        return int(self._live.sum())
+
+    def add(self, image_id: str, phash: str, colours: str | None) -> None:
+        bits = np.frombuffer(bytes.fromhex(phash), np.uint8)
+        row = self._row.get(image_id)
+        if row is None:
+            row = self._row[image_id] = len(self._ids)
+            self._ids.append(image_id)
+            self._colours.append(colours)
+            if row == len(self._bits):  # grown by doubling: appends stay cheap
+                self._bits = np.concatenate([self._bits, np.zeros((max(row, 64), bits.size), np.uint8)])
+                self._live = np.concatenate([self._live, np.zeros(max(row, 64), bool)])
+        self._bits[row], self._colours[row], self._live[row] = bits, colours, True
+
+    def discard(self, image_id: str) -> None:
+        if (row := self._row.get(image_id)) is not None:
+            self._live[row] = False
+
+    def near(self, phash: str, colours: str, other_than: str | None = None) -> Iterator[str]:
+        """The pictures within NEAR_DUPLICATE_BITS of the dHash whose colour grid is alike (or not
+        kept: stored before grids were), in the order they were added."""
+        count = len(self._ids)
+        query = np.frombuffer(bytes.fromhex(phash), np.uint8)
+        distances = _BITS_SET[self._bits[:count] ^ query].sum(axis=1, dtype=np.uint16)
+        for row in np.flatnonzero((distances <= NEAR_DUPLICATE_BITS) & self._live[:count]):
+            other, other_colours = self._ids[row], self._colours[row]
+            if other != other_than and (other_colours is None or same_colours(colours, other_colours)):
+                yield other

@@ -33,7 +33,7 @@ import sqlalchemy as sa
 
 from shazzam import catalogue, ids
 from shazzam.scrape.crawl import CachedPage, Crawl, PageOutcome
-from shazzam.scrape.dedup import NEAR_DUPLICATE_BITS, colour_grid, dhash, hamming, image_format, same_colours
+from shazzam.scrape.dedup import PictureHashes, colour_grid, dhash, image_format
 from shazzam.scrape.extract import MAX_URL_LENGTH, ScrapedProduct
 from shazzam.scrape.fetch import FetchError, Fetcher
 from shazzam.scrape.sources import ShopSource, canonical_shop_url
@@ -91,11 +91,11 @@ class SourcePass:
     """One scrape (or revalidation) of one source, writing to the catalogue and the store."""
 
     def __init__(self, app, shop_id: str, source: ShopSource, fetcher: Fetcher, summary: Summary,
-                 hashes: dict[str, tuple[str, str | None]]) -> None:
+                 hashes: PictureHashes) -> None:
         self.app, self.db, self.shop_id, self.source = app, app.db, shop_id, source
         self.fetcher = fetcher
         self.summary = summary
-        self.hashes = hashes  # image id -> (dHash, colour grid) of every stored image, shared by the sources
+        self.hashes = hashes  # of every stored image, shared by the sources
         self.cache = catalogue.page_cache(self.db, shop_id)
         self.cached_pages = _cached(self.cache)
         self.known = catalogue.products_of_shop(self.db, shop_id)  # by product URL
@@ -313,7 +313,7 @@ class SourcePass:
                                error=None, is_dead=False, product_id=product_id)
         catalogue.link_image(self.db, product_id, image_id, position)
         if phash:
-            self.hashes[image_id] = (phash, colours)
+            self.hashes.add(image_id, phash, colours)
         self.app.store.put(ids.incoming_key(image_id), result.body, content_type=result.content_type or "application/octet-stream")
         counts["images_uploaded"] += 1
 
@@ -323,14 +323,12 @@ class SourcePass:
         stored before colour grids were kept is judged on its dHash alone, until fetched again."""
         if phash is None or colours is None:
             return None
-        for other, (other_hash, other_colours) in list(self.hashes.items()):
-            if (other != image_id and hamming(phash, other_hash) <= NEAR_DUPLICATE_BITS
-                    and (other_colours is None or same_colours(colours, other_colours))):
-                # The list is read once a run; a picture may have died since (its products did).
-                row = catalogue.get_image(self.db, other)
-                if row is not None and not row["is_dead"] and not row["duplicate_of"] and row["status"] != "failed":
-                    return other
-                self.hashes.pop(other, None)
+        for other in list(self.hashes.near(phash, colours, other_than=image_id)):
+            # The list is read once a run; a picture may have died since (its products did).
+            row = catalogue.get_image(self.db, other)
+            if row is not None and not row["is_dead"] and not row["duplicate_of"] and row["status"] != "failed":
+                return other
+            self.hashes.discard(other)
         return None
 
     def _image_failed(self, image_id: str, product_id: str, position: int, kind: str, message: str, stored: bool = False,
@@ -382,7 +380,7 @@ def scrape_pass(
     from shazzam.db import utcnow
 
     summary = Summary()
-    hashes = catalogue.image_hashes(app.db)
+    hashes = PictureHashes(catalogue.image_hashes(app.db))
     base = app.fetcher()
     deadline = None if budget_s is None else time.monotonic() + budget_s
     # The page in hand when the budget is spent is saved whole, its pictures fetched, in this much more.
@@ -446,7 +444,7 @@ def reembed_pass(app, model: str, limit: int | None = None, budget_s: float | No
         if deadline is not None and time.monotonic() >= deadline:
             break
         if image["shop_id"] not in passes:
-            passes[image["shop_id"]] = _source_pass(app, shops[image["shop_id"]], base, summary, {})
+            passes[image["shop_id"]] = _source_pass(app, shops[image["shop_id"]], base, summary, PictureHashes())
             if passes[image["shop_id"]] is not None:
                 passes[image["shop_id"]].fetcher.deadline = deadline  # nor does a retry wait past it
         if passes[image["shop_id"]] is None:
@@ -465,7 +463,7 @@ def _usable_source(row: dict) -> ShopSource | None:
         return None
 
 
-def _source_pass(app, row: dict, base: Fetcher, summary: Summary, hashes: dict) -> SourcePass | None:
+def _source_pass(app, row: dict, base: Fetcher, summary: Summary, hashes: PictureHashes) -> SourcePass | None:
     """A pass over the shop a row describes; None for a row no scrape could use (_usable_source)."""
     source = _usable_source(row)
     return None if source is None else SourcePass(app, row["id"], source, base.with_policy(source.policy()), summary, hashes)
@@ -490,7 +488,7 @@ def revalidate_products(app, summary: Summary, budget_s: float | None = None) ->
     read_again: set[str] = set()  # pages read again as new, their products linked to a gone picture
     # One list of stored pictures for every shop's pass: a picture found gone leaves it for all, or
     # another shop's copy of it, ingested in its stead, would be taken for a copy of it again.
-    hashes = catalogue.image_hashes(app.db)
+    hashes = PictureHashes(catalogue.image_hashes(app.db))
 
     def source_pass(shop_id: str) -> SourcePass | None:
         """The shop's pass; None for a shop whose row no scrape could use (its items wait)."""
@@ -546,7 +544,7 @@ def revalidate_products(app, summary: Summary, budget_s: float | None = None) ->
             summary.error(error.kind)
             continue
         if result.status in (404, 410):
-            visit.hashes.pop(image["id"], None)
+            visit.hashes.discard(image["id"])
             report["images_dead"] += 1
             # The products that showed it, at its address or at another address of the same picture
             # (a copy), are read again now, each fetching what it shows (the first copy fetched
