@@ -234,6 +234,16 @@ def test_a_client_that_asks_before_sending_is_answered_at_once(served):
         assert connection.recv(65536).startswith(b"HTTP/1.1 413")
 
 
+def test_a_body_sent_with_a_page_request_is_not_read_as_the_next_request(served):
+    _, port, _ = served
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 24\r\n\r\nGET /health HTTP/1.1\r\n\r\n")
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200") and answer.count(b"HTTP/1.1 ") == 1  # one answer, then the end
+
+
 @pytest.mark.parametrize("length", ["-1", "12abc", "1e3"])
 def test_a_content_length_that_is_not_a_count_of_bytes_is_400(served, length):
     _, port, _ = served

@@ -384,14 +384,15 @@ class LocalRuntime:
 
             def _handle(self):
                 path = urlsplit(self.path).path
+                has_body = (self.headers.get("content-length") or "0").strip() != "0" or "transfer-encoding" in self.headers
                 if self.command == "GET" and path in pages:
-                    self._reply(200, {"content-type": pages[path][1], "cache-control": "no-cache"}, pages[path][0].read_bytes())
+                    # A body nobody reads would be taken for the next request: the connection ends.
+                    self._reply(200, {"content-type": pages[path][1], "cache-control": "no-cache"}, pages[path][0].read_bytes(), close=has_body)
                     return
                 is_upload = self.command == "POST" and path == api.LOCAL_UPLOAD_PATH
                 limit = MAX_BYTES + UPLOAD_FORM_OVERHEAD if is_upload else api.MAX_SEARCH_BODY_BYTES
                 hint = "; upload the photo with POST /uploads first" if path == "/search" else ""
                 # Only a request with a body takes a slot: slow senders must not refuse /health.
-                has_body = (self.headers.get("content-length") or "0").strip() != "0" or "transfer-encoding" in self.headers
                 if has_body and not in_transit.acquire(blocking=False):
                     self._reply(*_problem(429, "the server is busy; try again in a second"), extra={"retry-after": "1"}, close=True)
                     return
