@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -16,11 +17,17 @@ import sqlalchemy as sa
 from shazzam import ids
 from shazzam.db import Database, detections, http_cache, images, product_images, products, retried_on_deadlock, shops, upsert, utcnow
 
-# Why a product died when its page went away (the page back unchanged brings it back).
-PAGE_GONE = ("http-404", "http-410", "soft-404", "gone")
+log = logging.getLogger(__name__)
+
+# Why a product died when its page went away (the page back unchanged brings it back); "robots":
+# the shop's robots.txt shut it, so what it says can no longer be checked.
+PAGE_GONE = ("http-404", "http-410", "soft-404", "gone", "robots")
 # Reasons a product is dead that a later visit may undo (a removed page can come back).
 REVIVABLE = (*PAGE_GONE, "out-of-stock", "removed")
 REVALIDATE_DEAD_FOR = timedelta(days=30)
+# A picture put in incoming/ is detected within seconds (the stages' retries take minutes): one
+# recorded as stored and still not detected after this never got there, or detect gave up on it.
+UNDETECTED_AFTER = timedelta(hours=1)
 # What a TEXT column holds on MySQL/MariaDB, in bytes of UTF-8: in strict mode it refuses more
 # (SQLite keeps anything), so free text is cut to it.
 TEXT_BYTES = 65_535
@@ -100,9 +107,14 @@ def _shop_id(connection: sa.Connection, base_url: str) -> str:
 
 def source_of_shop(row: dict):
     """The ShopSource a `shops` row describes (defaults where its columns are NULL)."""
-    from shazzam.scrape.sources import source_from_mapping
+    from shazzam.scrape.sources import SOURCE_OWN_FETCH_SETTINGS, source_from_mapping
 
     settings = json.loads(row.get("settings") or "{}")
+    fetch = settings.get("fetch")
+    if isinstance(fetch, dict) and (ignored := sorted(set(fetch) & set(SOURCE_OWN_FETCH_SETTINGS))):
+        # Saved before [source.fetch] refused them, when the source's own overrode them anyway.
+        log.warning("shop %s: fetch setting(s) %s are ignored (the source's own apply)", row["base_url"], ", ".join(ignored))
+        settings["fetch"] = {name: value for name, value in fetch.items() if name not in ignored}
     values = {"base_url": row["base_url"], "name": row["name"], "local": bool(row.get("is_local")), **settings}
     for column in ("strategy", "schedule", "delay_s", "concurrency"):
         if row.get(column) is not None:
@@ -317,11 +329,12 @@ def images_to_fetch_again(db: Database, product_ids: Sequence[str]) -> list[dict
     download failed for a passing reason (network, timeout, rate-limited, HTTP 429 or 5xx; see
     SourcePass._image_failed), those never downloaded at all (a run stopped between saving the
     product and storing its picture), and, with `stored` true, those recorded as downloaded that
-    detect has not seen: a run stopped before the photo reached incoming/, or it waits there for
-    detect, which the caller tells apart. product_id, src_link, position, stored."""
+    detect has not seen within UNDETECTED_AFTER: a run stopped before the photo reached incoming/,
+    or detect gave up on it. product_id, src_link, position, stored."""
     passing = sa.or_(*(images.c.error.like(f"fetch failed ({kind}%") for kind in ("network", "timeout", "rate-limited", "http-429", "http-5")))
     never_stored = sa.and_(images.c.status == "new", images.c.content_sha256.is_(None), images.c.duplicate_of.is_(None))
-    undetected = sa.and_(images.c.status == "new", images.c.content_sha256.is_not(None), images.c.duplicate_of.is_(None))
+    undetected = sa.and_(images.c.status == "new", images.c.content_sha256.is_not(None), images.c.duplicate_of.is_(None),
+                         images.c.updated_at < utcnow() - UNDETECTED_AFTER)
     found: list[dict] = []
     with db.transaction() as connection:
         for start in range(0, len(product_ids), 500):

@@ -521,19 +521,25 @@ def _compact_category(store: ObjectStore, model: str, category: str, pending: li
 def repair(store: ObjectStore, on_shard_replaced: Callable[[str], None] | None = None) -> list[str]:
     """Mend what a write cut short can leave in a local folder (an S3 write is whole or absent):
     an unreadable manifest is rebuilt from the newest readable version of each category's shard;
-    a shard it names that is unreadable or missing is replaced by an empty one, after
-    `on_shard_replaced(category)`, so that its items are embedded again; versions no manifest
-    will name are collected. Returns what it mended, in words."""
+    a shard it names that is unreadable or missing is replaced by an empty one; either way, when
+    a category's newest shard could not be read, `on_shard_replaced(category)` is told, so that
+    its items are embedded again. Versions no manifest will name are collected. Returns what it
+    mended, in words."""
     mended = []
     try:
         manifest, etag = read_manifest(store)
     except CorruptManifest as exc:
         log.error("%s", exc)
-        manifest, etag = {"shards": _newest_readable_shards(store)}, store.head(MANIFEST_KEY).etag
+        shards, damaged = _newest_readable_shards(store)
+        manifest, etag = {"shards": shards}, store.head(MANIFEST_KEY).etag
+        for category in damaged:
+            log.error("the newest %s shard is unreadable: its items are embedded again", category)
+            if on_shard_replaced is not None:
+                on_shard_replaced(category)
         manifest["updated_at"] = datetime.now(timezone.utc).isoformat()
         body = json.dumps(manifest, indent=2, sort_keys=True).encode()
         store.put(MANIFEST_KEY, body, content_type="application/json", if_match=etag)
-        mended.append(f"manifest rebuilt from {len(manifest['shards'])} shard(s)")
+        mended.append(f"manifest rebuilt from {len(manifest['shards'])} shard(s)" + (f", {', '.join(damaged)} to embed again" if damaged else ""))
     for category, entry in sorted(manifest["shards"].items()):
         try:
             decode_shard(store.get(entry["key"]))
@@ -547,24 +553,29 @@ def repair(store: ObjectStore, on_shard_replaced: Callable[[str], None] | None =
     return mended
 
 
-def _newest_readable_shards(store: ObjectStore) -> dict[str, dict]:
-    """Manifest entries for the newest version of each category's shard that reads."""
+def _newest_readable_shards(store: ObjectStore) -> tuple[dict[str, dict], list[str]]:
+    """Manifest entries for the newest version of each category's shard that reads, and the
+    categories whose newest version does not (their entry, if any, is an older version)."""
     by_category: dict[str, list[str]] = {}
     for info in store.list("index/"):
         parts = info.key[len("index/"):].split("/")
         if len(parts) == 2 and parts[1].endswith(".h5"):
             by_category.setdefault(parts[0], []).append(info.key)
-    entries = {}
-    for category, keys in by_category.items():
-        for key in sorted(keys, reverse=True):  # versions begin with their time
+    entries, damaged = {}, []
+    for category, keys in sorted(by_category.items()):
+        for newest, key in enumerate(sorted(keys, reverse=True)):  # versions begin with their time
             try:
                 shard = decode_shard(store.get(key))
             except (CorruptShard, ObjectNotFound):
                 continue
             version = key.rsplit("/", 1)[-1].removesuffix(".h5")
             entries[category] = {"key": key, "version": version, "count": len(shard.ids), "model": shard.model}
+            if newest:
+                damaged.append(category)
             break
-    return entries
+        else:
+            damaged.append(category)
+    return entries, damaged
 
 
 def check_vector(vector: np.ndarray) -> None:

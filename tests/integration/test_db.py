@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from shazzam import catalogue, ids
-from shazzam.db import MIGRATIONS, Database, migrate
+from shazzam.db import MIGRATIONS, Database, images, migrate, utcnow
 from shazzam.scrape import ScrapedProduct
 from shazzam.scrape import ShopSource as ScrapedSource
 
@@ -242,9 +242,12 @@ def test_images_to_fetch_again_are_the_passing_failures_and_the_never_fetched(db
             catalogue.link_image(db, owner, image_id, position)
     again = catalogue.images_to_fetch_again(db, [owner])
     assert again == [{"product_id": owner, "src_link": f"{SHOP}/never-fetched.jpg", "position": 0, "stored": False},
-                     {"product_id": owner, "src_link": f"{SHOP}/stored.jpg", "position": 0, "stored": True},  # detect never saw it
                      {"product_id": owner, "src_link": f"{SHOP}/timed-out.jpg", "position": 1, "stored": False}]
-    catalogue.update_image(db, ids.image_id(f"{SHOP}/stored.jpg"), status="detected")
+    stored = ids.image_id(f"{SHOP}/stored.jpg")
+    with db.transaction() as connection:  # an hour on, detect has still not seen it
+        connection.execute(sa.update(images).where(images.c.id == stored).values(updated_at=utcnow() - catalogue.UNDETECTED_AFTER))
+    assert catalogue.images_to_fetch_again(db, [owner])[1] == {"product_id": owner, "src_link": f"{SHOP}/stored.jpg", "position": 0, "stored": True}
+    catalogue.update_image(db, stored, status="detected")
     assert [row["src_link"] for row in catalogue.images_to_fetch_again(db, [owner])] == [f"{SHOP}/never-fetched.jpg", f"{SHOP}/timed-out.jpg"]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -118,6 +119,19 @@ def test_changes_between_passes(runtime, shop):
     assert product(runtime, shop, "og")["dead_reason"] == "soft-404"
     assert not product(runtime, shop, "out-of-stock")["is_dead"]
     assert ids.incoming_key(image(runtime, shop, "oos.jpg")["id"]) in incoming(runtime)
+
+
+def test_a_product_page_the_shops_robots_txt_shuts_leaves_search_until_it_opens_again(runtime, shop, monkeypatch):
+    register(runtime, shop)
+    pipeline.scrape(runtime.app)
+    allowing = shop.robots
+    monkeypatch.setattr(shop, "robots", lambda: allowing().replace("Disallow: /private/", "Disallow: /private/\nDisallow: /products/og.html"))
+    report = pipeline.revalidate(runtime.app)
+    og = product(runtime, shop, "og")
+    assert og["is_dead"] and og["dead_reason"] == "robots" and report["products_dead"] == 1
+    assert not product(runtime, shop, "microdata")["is_dead"]
+    monkeypatch.setattr(shop, "robots", allowing)
+    assert pipeline.revalidate(runtime.app)["products_revived"] == 1 and not product(runtime, shop, "og")["is_dead"]
 
 
 def test_revalidate_tombstones_keeps_shared_images_and_revives(runtime, shop):
@@ -320,7 +334,7 @@ def test_later_migrations_upgrade_a_version_1_database(db_url):
         connection.execute(sa.text("INSERT INTO shops (id, base_url, name, active, created_at) VALUES ('t', 'http://127.0.0.1:8765/', 'y', 1, '2026-01-01 00:00:00')"))
     engine.dispose()
     database = Database(db_url, migrate=False).open_connection()
-    assert migrate(database.engine) == [2, 3, 4, 5, 6]
+    assert migrate(database.engine) == [2, 3, 4, 5, 6, 7]
     assert "embedded_by" in {column["name"] for column in sa.inspect(database.engine).get_columns("detections")}
     assert "colour_grid" in {column["name"] for column in sa.inspect(database.engine).get_columns("images")}
     columns = {column["name"] for column in sa.inspect(database.engine).get_columns("products")}
@@ -393,8 +407,8 @@ def test_an_image_a_stopped_run_never_fetched_is_fetched_by_the_next(runtime, sh
 
 
 def test_a_picture_a_run_recorded_but_never_put_in_incoming_is_fetched_by_the_next(runtime, shop, monkeypatch):
-    """Killed between committing the picture's row and putting its bytes: the next run sees that
-    detect never had it, and no object waits for detect, so it fetches it again."""
+    """Killed between committing the picture's row and putting its bytes: a run an hour on sees
+    that detect never had it, and fetches it again."""
     register(runtime, shop)
     put = runtime.store.put
 
@@ -411,9 +425,14 @@ def test_a_picture_a_run_recorded_but_never_put_in_incoming_is_fetched_by_the_ne
     assert lost["status"] == "new" and lost["content_sha256"] and ids.incoming_key(lost["id"]) not in incoming(runtime)
     waiting, put_again = incoming(runtime), []
     monkeypatch.setattr(runtime.store, "put", lambda key, *args, **kwargs: put_again.append(key) or put(key, *args, **kwargs))
+    pipeline.scrape(runtime.app)  # within the hour: it may yet be detected
+    assert ids.incoming_key(lost["id"]) not in put_again and not waiting & set(put_again)
+    monkeypatch.setattr(catalogue, "UNDETECTED_AFTER", timedelta(0))
+    for key in waiting:  # detected meanwhile
+        catalogue.update_image(runtime.db, ids.key_stem(key), status="detected")
     pipeline.scrape(runtime.app)
-    assert ids.incoming_key(lost["id"]) in put_again
-    assert not waiting & set(put_again)  # put before the kill, they wait for detect
+    assert ids.incoming_key(lost["id"]) in put_again and not waiting & set(put_again)
+    monkeypatch.setattr(catalogue, "UNDETECTED_AFTER", timedelta(hours=1))
     assert pipeline.scrape(runtime.app)["images_uploaded"] == 0
 
 
@@ -741,6 +760,18 @@ def test_a_shop_row_saved_before_todays_checks_is_skipped_by_revalidate_and_can_
     assert report["products_checked"] > 0
     assert catalogue.take_shop_off(runtime.db, "https://user:pw@old.example/")
     assert [row["name"] for row in catalogue.active_shops(runtime.db)] == ["quirky"]
+
+
+def test_a_shop_saved_with_fetch_settings_now_refused_is_still_scraped(runtime, shop):
+    """[source.fetch] delay_s and concurrency were once accepted (and overridden by the source's
+    own); a row saved then keeps its shop scraped, without them."""
+    register(runtime, shop)
+    settings = json.loads(runtime.db.run_query("SELECT settings FROM shops")[0]["settings"])
+    settings["fetch"].update(delay_s=2.0, concurrency=2)
+    runtime.db.run_query("UPDATE shops SET settings = :settings", {"settings": json.dumps(settings)})
+    source = catalogue.source_of_shop(catalogue.active_shops(runtime.db)[0])
+    assert "delay_s" not in source.fetch and source.fetch["retries"] == FAST["retries"] and source.policy().delay_s == 0
+    assert pipeline.scrape(runtime.app)["products_new"] > 0
 
 
 def test_a_sources_file_does_not_bring_back_a_shop_taken_off(runtime, shop):

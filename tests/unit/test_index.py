@@ -659,6 +659,18 @@ def test_repair_rebuilds_a_cut_manifest_and_replaces_a_cut_shard(store):
     assert index.repair(store, on_shard_replaced=replaced.append) == [] and replaced == ["shoes"]
 
 
+@pytest.mark.parametrize("versions", [1, 2])
+def test_repair_of_a_cut_manifest_embeds_again_a_category_whose_newest_shard_is_cut_too(store, versions):
+    for number in range(versions):
+        newest = publish(store, "dress", add=vectors([f"d{number}-000"]), model="m")
+    cut_short(store, MANIFEST_KEY)
+    cut_short(store, newest["key"])
+    replaced = []
+    assert index.repair(store, on_shard_replaced=replaced.append) == ["manifest rebuilt from %d shard(s), dress to embed again" % (versions - 1)]
+    assert replaced == ["dress"]  # the items of the cut version are in no readable one
+    assert (live_shard(store, "dress") or Shard("dress", [], np.zeros((0, DIM), np.uint8))).ids == ["d0-000"][: versions - 1]
+
+
 def test_a_version_written_but_never_swapped_in_is_collected_after_the_grace(store, monkeypatch):
     live = publish(store, "top", add=vectors(["d1"]))
     orphan = f"index/top/{time.time_ns():020d}-deadbeef.h5"  # a run stopped before its manifest swap

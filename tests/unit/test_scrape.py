@@ -127,6 +127,9 @@ from shazzam.scrape import (
         ("Handtaschen", None),
         ("Handschuhe", None),
         ("Strumpfhosen", None),
+        ("Boxershorts", None),
+        ("Bikinihose", None),
+        ("Sheer Pantyhose", None),
         ("Bademantel", None),
         ("Shamrock", None),  # English words that end like a German head name nothing
         ("Punkrock", None),

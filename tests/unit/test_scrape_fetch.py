@@ -296,6 +296,15 @@ def test_robots_txt_redirects_are_followed_whatever_a_source_allows_its_pages(pl
     assert shop.asked == ["/robots.txt", "/robots-v2.txt"]
 
 
+@pytest.mark.parametrize("robots, written", [((200, b"User-agent: *\nDisallow: /p/\n"), True), ((500, b""), False)])
+def test_a_refusal_says_whether_robots_txt_shut_the_page_or_could_not_be_read(plain_shop, robots, written):
+    """Only the first kills a known product (revalidate): a robots.txt that fails keeps the crawler out, as RFC 9309 asks, and kills nothing."""
+    shop = plain_shop({"/robots.txt": robots})
+    with pytest.raises(RobotsDisallowed) as refusal:
+        Fetcher(local=True, delay_s=0, **{**FAST, "retries": 0}).get(shop.base_url + "p/1.html")
+    assert refusal.value.written is written
+
+
 @pytest.mark.parametrize("body, may_fetch", [
     (gzip.compress(b"User-agent: *\nDisallow: /\n"), False),
     (gzip.compress(b"User-agent: *\nDisallow: /private/\n"), True),

@@ -59,7 +59,7 @@ ENGLISH: dict[str, str] = {
                "tops", "top", "tie dye", "tie dyed", "parachute", "parachutes",
                "pull on", "pull ons"),  # "Pull-On Jeans": a fit, not the French "pull" (a jumper)
     **_entries(NOT_A_GARMENT, "bag", "bags", "handbag", "handbags", "backpack", "backpacks", "wallet", "wallets", "sock", "socks",
-               "tights", "bra", "bras", "bralette", "underwear", "boxer", "boxers", "boxer shorts", "briefs", "lingerie",
+               "tights", "pantyhose", "bra", "bras", "bralette", "underwear", "boxer", "boxers", "boxer shorts", "briefs", "lingerie",
                "care", "horn", "laces", "shoelaces", "insoles", "box", "hanger", "hangers", "tie", "ties", "scarf", "scarves",
                "belt", "belts", "glove", "gloves", "jewellery", "jewelry", "accessories", "sunglasses", "umbrella",
                "gift card", "gift cards", "perfume",
@@ -124,7 +124,8 @@ GERMAN_COMPOUND_HEADS: dict[str, str] = {
     **_entries("shoes", "schuh", "schuhe", "stiefel", "stiefeletten", "sandalen", "sneaker", "sneakers", "pumps"),
     **_entries("hat", "hut", "hute", "huete", "mutze", "mutzen", "muetze", "muetzen", "kappe", "kappen"),
     **_entries(NOT_A_GARMENT, "tasche", "taschen", "handschuh", "handschuhe", "socken", "strumpfe", "struempfe",
-               "strumpfhose", "strumpfhosen", "unterhose", "unterhosen", "unterhemd", "unterhemden", "bademantel",
+               "strumpfhose", "strumpfhosen", "unterhose", "unterhosen", "miederhose", "miederhosen", "bikinihose",
+               "bikinihosen", "boxershorts", "unterhemd", "unterhemden", "bademantel",
                "bademaentel", "morgenmantel", "morgenmaentel", "gurtel", "guertel", "schal", "schals"),
 }
 _COMPOUND_STEM = 4

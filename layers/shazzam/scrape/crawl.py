@@ -307,7 +307,8 @@ class Crawl:
                 # Sent where the shop keeps no products (its search, another site): a redirect away.
                 return PageOutcome(url, "gone", reason="soft-404")
             if isinstance(error, RobotsDisallowed):
-                return PageOutcome(url, "robots", reason="robots")
+                # Shut by the shop's robots.txt, or kept out while it cannot be read (which kills nothing).
+                return PageOutcome(url, "robots", reason="robots" if error.written else "robots-unreadable")
             return PageOutcome(url, "error", reason=error.kind)
         if result.not_modified:
             return PageOutcome(url, "unchanged", status=304)

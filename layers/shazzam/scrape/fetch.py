@@ -60,8 +60,10 @@ class FetchError(Exception):
 
 
 class RobotsDisallowed(FetchError):
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, written: bool = True) -> None:
         super().__init__(f"disallowed by robots.txt: {url}", kind="robots")
+        # The shop's robots.txt says so, rather than one that could not be read keeping the crawler out.
+        self.written = written
 
 
 @dataclass(frozen=True)
@@ -302,6 +304,7 @@ class Fetcher:
                 overrides[name] = value
         self.policy = replace(policy or FetchPolicy(), **overrides)
         self._robots: dict[str, Protego] = {}
+        self._shut_out: set[str] = set()  # origins kept out because their robots.txt could not be read
         self._gates: dict[str, _HostGate] = {}
         self._lock = threading.Lock()
         # time.monotonic() past which no retry waits (a run's budget): a host that keeps answering
@@ -312,7 +315,7 @@ class Fetcher:
         """A fetcher for another source: its own policy, and this one's robots.txt reads and host
         gates, so that two sources on one host share its robots.txt, pace and Retry-After."""
         fetcher = Fetcher(policy=policy)
-        fetcher._robots, fetcher._gates, fetcher._lock = self._robots, self._gates, self._lock
+        fetcher._robots, fetcher._shut_out, fetcher._gates, fetcher._lock = self._robots, self._shut_out, self._gates, self._lock
         return fetcher
 
     @property
@@ -384,6 +387,8 @@ class Fetcher:
             parser = Protego.parse(result.text())
         elif result.status in (401, 403, 429) or result.status >= 500:
             parser = Protego.parse("User-agent: *\nDisallow: /\n")  # refused, throttled or broken: stay out
+            with self._lock:
+                self._shut_out.add(origin)
         else:
             parser = Protego.parse("")  # no robots.txt: everything allowed
         with self._lock:
@@ -434,7 +439,7 @@ class Fetcher:
                 self.check_url(url, any_host=robots_file)
                 url = percent_encoded(url)
                 if not robots_file and not self._robots_for(url).can_fetch(url, self.robots_agent):
-                    raise RobotsDisallowed(url)
+                    raise RobotsDisallowed(url, written=_origin(url) not in self._shut_out)
             except FetchError as error:
                 error.redirected = hop > 0
                 raise

@@ -136,7 +136,7 @@ class SourcePass:
                 if row["is_dead"] and row["dead_reason"] in catalogue.PAGE_GONE:
                     self.revive(row["id"])
                     row.update(is_dead=False, dead_reason=None)
-        elif outcome.state == "gone":
+        elif outcome.state == "gone" or (outcome.state, outcome.reason) == ("robots", "robots"):
             for row in self.products_on_page(outcome.url):
                 if not row["is_dead"]:
                     catalogue.mark_product_dead(self.db, row["id"], outcome.reason or "gone")
@@ -251,14 +251,12 @@ class SourcePass:
         that passes (a network error, a timeout, a 5xx, a 429), or that a stopped run never
         fetched: a CDN's bad minute would otherwise leave them failed for as long as the page
         stays the same. Too large, not an image or a 404 waits for the page to change. So is a
-        picture recorded as stored that never reached incoming/ (a run killed between the two)."""
-        retried = 0
-        for row in catalogue.images_to_fetch_again(self.db, product_ids):
-            if row["stored"] and self.app.store.head(ids.incoming_key(ids.image_id(row["src_link"]))) is not None:
-                continue  # in incoming/, its detection to come
+        picture recorded as stored that detect has not seen for an hour (a run killed between
+        recording it and putting it in incoming/)."""
+        again = catalogue.images_to_fetch_again(self.db, product_ids)
+        for row in again:
             self.image(row["product_id"], row["src_link"], row["position"], refetch=row["stored"])
-            retried += 1
-        return retried
+        return len(again)
 
     def image(self, product_id: str, url: str, position: int, refetch: bool = False) -> None:
         """Fetch an image of a new or changed product; store it unless it is one we have."""
@@ -515,9 +513,9 @@ def revalidate_products(app, summary: Summary, budget_s: float | None = None) ->
             # Unfiled: its feed page stopped listing it and no whole round has found it since (a
             # feed that errors before its end never has one). Its own page says if it is gone.
             outcome = visit.crawl(None, conditional=False, deadline=deadline).product_page(product["url"])
-            if outcome.state == "gone":
+            if outcome.state == "gone" or (outcome.state, outcome.reason) == ("robots", "robots"):
                 visit.page(outcome)
-            elif outcome.state in ("error", "robots"):
+            if outcome.state in ("error", "robots"):
                 summary.error(outcome.reason or outcome.state)
             continue
         page_url = filed_under or product["url"]
