@@ -188,16 +188,20 @@ class LocalFolderStore:
             yield ObjectInfo(key, size, "")
 
 
+    def written_at(self, key: str) -> float | None:
+        """When the object was written (a Unix time); None if there is none."""
+        try:
+            return (self.root / key).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
     def expire(self, prefix: str, max_age_s: float, only: Callable[[str], bool] | None = None) -> int:
         """What an S3 lifecycle rule does: delete the objects under `prefix` older than `max_age_s`
         seconds (by the time they were written), those `only` accepts if given. Returns how many."""
         cutoff, expired = time.time() - max_age_s, 0
         for info in list(self.list(prefix)):
-            try:
-                written = (self.root / info.key).stat().st_mtime
-            except FileNotFoundError:
-                continue
-            if written < cutoff and (only is None or only(info.key)):
+            written = self.written_at(info.key)
+            if written is not None and written < cutoff and (only is None or only(info.key)):
                 self.delete(info.key)
                 expired += 1
         return expired

@@ -454,3 +454,48 @@ def test_a_street_photo_gets_results_for_each_garment(runtime, monkeypatch, ccp_
     picked = pipeline.search(runtime.app, ccp_photo, k=3, garment=len(garments) - 1, category="dress")
     (only,) = picked["garments"]
     assert only["index"] == len(garments) - 1 and only["box"] == garments[-1]["box"] and only["category"] == "dress"
+
+
+def test_one_scrape_at_a_time_over_a_data_folder_whatever_process_runs_it(tmp_path):
+    """Two scrapes of one shop at once would fetch each page twice, at twice its pace: a second
+    waits for the first (in the cloud, the scrape function's reserved concurrency of 1)."""
+    import threading
+
+    first, second = LocalRuntime(tmp_path / "data"), LocalRuntime(tmp_path / "data")  # two processes' runtimes
+    finished = threading.Event()
+    with first.one_crawler():
+        assert second.crawler_busy()
+        waiting = threading.Thread(target=lambda: second.fire_schedule("scrape") and finished.set())
+        waiting.start()
+        assert not finished.wait(0.5)  # it waits for the first
+    waiting.join(30)
+    assert finished.is_set() and not second.crawler_busy()
+    first.close()
+    second.close()
+
+
+def test_a_running_runtime_takes_up_what_a_stopped_command_left(tmp_path, monkeypatch):
+    """`serve` runs on while a `scrape` in another terminal is stopped mid-ingest: its queue lived in
+    memory, and the work it left is taken up once untouched for LEFT_AFTER_S."""
+    import os
+    import time
+    from types import SimpleNamespace
+
+    from shazzam.local import runtime as runtime_module
+    from shazzam.storage import LocalFolderStore
+
+    serving = LocalRuntime(tmp_path / "data")
+    # The other process's put: the object, and an event in that process's memory only.
+    stopped = SimpleNamespace(db=serving.db, store=LocalFolderStore(serving.store.root))
+    key = ids.incoming_key(put_shop_photo(stopped, IMAGE, 1, "skirt"))
+    assert serving.requeue_unprocessed(older_than_s=runtime_module.LEFT_AFTER_S) == 0  # it may be the other's work in progress
+    old = time.time() - runtime_module.LEFT_AFTER_S - 1
+    os.utime(serving.store.root / key, (old, old))
+    monkeypatch.setattr(runtime_module, "LOOK_FOR_LEFT_WORK_S", 0.1)
+    serving.start_background(schedules=False, tick_s=0.05)
+    deadline = time.monotonic() + 60
+    while not list(serving.store.list("vectors/pending/")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    serving.stop()
+    assert serving.store.head(key) is None and list(serving.store.list("vectors/pending/"))  # detected, cropped, embedded
+    serving.close()

@@ -11,6 +11,8 @@ destination would; the rest of the queue goes on.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import importlib.util
 import json
 import logging
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 from urllib.parse import unquote_plus, urlsplit
 
 from shazzam import app as app_module
@@ -54,6 +56,12 @@ MAX_BODIES_IN_TRANSIT = 64
 CORS_HEADERS = {"access-control-allow-origin": "*", "access-control-expose-headers": ", ".join(api.CORS_EXPOSED_HEADERS)}
 UPLOAD_LIFETIME_S = 24 * 3600  # as the bucket's lifecycle rules (cdk/shazzam_cdk/storage.py)
 UNREADABLE_LIFETIME_S = 14 * 24 * 3600
+CRAWLERS = ("scrape",)  # one at a time per data folder (CRAWLER_LOCK), as the cloud reserves one
+CRAWLER_LOCK = "scrape.lock"
+# A running runtime looks this often for what another process stopped mid-ingest left, taking up
+# objects untouched for LEFT_AFTER_S (younger ones may be that process's work in progress).
+LOOK_FOR_LEFT_WORK_S = 300
+LEFT_AFTER_S = 600
 
 
 class BadBody(ValueError):
@@ -223,8 +231,31 @@ class LocalRuntime:
 
     def invoke(self, name: str, event: dict):
         function = wiring.by_name(name)
-        with self._environments[name]:
+        with self._environments[name], self.one_crawler() if name in CRAWLERS else contextlib.nullcontext():
             return self.handler(name)(event, LambdaContext(name, memory_limit_in_mb=function.memory_mb))
+
+    @contextlib.contextmanager
+    def one_crawler(self) -> Iterator[None]:
+        """Hold this data folder's crawler lock, whatever process asks: two scrapes of one shop at
+        once would fetch each page twice, at twice its pace. In the cloud the scrape function's
+        reserved concurrency of 1 does this."""
+        with open(self.data_dir / CRAWLER_LOCK, "a") as lock_file:
+            try:
+                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("another process is scraping this data folder: waiting for it to finish")
+                fcntl.flock(lock_file, fcntl.LOCK_EX)
+            yield
+
+    def crawler_busy(self) -> bool:
+        """Whether another process holds the crawler lock now."""
+        with open(self.data_dir / CRAWLER_LOCK, "a") as lock_file:
+            try:
+                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+            return False
 
     def fire_schedule(self, name: str, detail: dict | None = None):
         return self.invoke(name, events.scheduled(f"shazzam-{name}", detail))
@@ -235,17 +266,21 @@ class LocalRuntime:
         with self._queue_lock:
             self._queue.append(event)
 
-    def requeue_unprocessed(self) -> int:
+    def requeue_unprocessed(self, older_than_s: float = 0) -> int:
         """Queue again what a runtime stopped mid-ingest (Ctrl-C, a crash) left: its queue lived in
         memory, and S3 would have delivered those notifications. Each stage deletes or supersedes its
         input once done and the handlers are idempotent, so a second delivery changes nothing; an
-        incoming image already detected, or one that failed, is left alone. Returns how many."""
-        queued = 0
+        incoming image already detected, or one that failed, is left alone, as is an object written
+        less than `older_than_s` ago. Returns how many."""
+        queued, cutoff = 0, time.time() - older_than_s
         for function in wiring.FUNCTIONS:
             for trigger in function.triggers:
                 if not isinstance(trigger, wiring.ObjectCreated):
                     continue
                 for info in self.store.list(trigger.prefix):
+                    written = self.store.written_at(info.key)
+                    if older_than_s and written is not None and written > cutoff:
+                        continue
                     if trigger.matches(info.key) and self._unprocessed(info.key) and (head := self.store.head(info.key)):
                         self._enqueue(events.s3_object_created(self.store.bucket, info.key, head.size, head.etag))
                         queued += 1
@@ -497,17 +532,23 @@ class LocalRuntime:
         def loop():
             report = DrainReport()
             expire_transient_at = time.monotonic() + 3600  # and hourly after the start's
+            look_for_left_work_at = time.monotonic() + LOOK_FOR_LEFT_WORK_S
             while not self._stop.is_set():
                 event = self._next_event()
                 if event is not None:
                     self.deliver(event, report)
                     continue
-                now = time.monotonic()
+                now = time.monotonic()  # the queue is empty here: nothing of this process's is waiting
                 if now >= expire_transient_at:
                     expire_transient_at = now + 3600
                     self.expire_transient()
+                if now >= look_for_left_work_at:
+                    look_for_left_work_at = now + LOOK_FOR_LEFT_WORK_S
+                    self.requeue_unprocessed(older_than_s=LEFT_AFTER_S)  # by a command stopped meanwhile
                 for name in due if schedules else ():
                     if now >= due[name]:
+                        if name in CRAWLERS and self.crawler_busy():
+                            continue  # another process is scraping: this one's turn comes at the next tick
                         due[name] = now + rates[name]
                         try:
                             self.fire_schedule(name)
