@@ -56,7 +56,9 @@ MAX_BODIES_IN_TRANSIT = 64
 CORS_HEADERS = {"access-control-allow-origin": "*", "access-control-expose-headers": ", ".join(api.CORS_EXPOSED_HEADERS)}
 UPLOAD_LIFETIME_S = 24 * 3600  # as the bucket's lifecycle rules (cdk/shazzam_cdk/storage.py)
 UNREADABLE_LIFETIME_S = 14 * 24 * 3600
-CRAWLERS = ("scrape",)  # one at a time per data folder (CRAWLER_LOCK), as the cloud reserves one
+# The functions that fetch from shops: one at a time per data folder (CRAWLER_LOCK), so that a
+# shop sees one crawler's pace (the cloud reserves one scrape at a time).
+CRAWLERS = ("scrape", "revalidate")
 CRAWLER_LOCK = "scrape.lock"
 # A running runtime looks this often for what another process stopped mid-ingest left, taking up
 # objects untouched for LEFT_AFTER_S (younger ones may be that process's work in progress).
@@ -237,8 +239,7 @@ class LocalRuntime:
     @contextlib.contextmanager
     def one_crawler(self) -> Iterator[None]:
         """Hold this data folder's crawler lock, whatever process asks: two scrapes of one shop at
-        once would fetch each page twice, at twice its pace. In the cloud the scrape function's
-        reserved concurrency of 1 does this."""
+        once would fetch each page twice, at twice its pace."""
         with open(self.data_dir / CRAWLER_LOCK, "a") as lock_file:
             try:
                 fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
