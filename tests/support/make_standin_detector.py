@@ -11,6 +11,7 @@ letterbox's grey gives background): enough to develop and test everything around
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import sys
@@ -71,4 +72,6 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/shazzam-standin-detector"))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("out", nargs="?", type=Path, default=Path("/tmp/shazzam-standin-detector"), help="the folder to write it to")
+    main(parser.parse_args().out)
