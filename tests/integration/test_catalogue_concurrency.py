@@ -18,6 +18,7 @@ from shazzam.app import App
 from shazzam.db import Database, retried_on_deadlock
 from shazzam.index import compact, encode_vector, load_shard, publish, read_manifest
 from shazzam.scrape import ScrapedProduct
+from shazzam.scrape.dedup import PictureHashes
 from shazzam.scrape.fetch import FetchResult
 from shazzam.scrape.passes import SourcePass, Summary
 from shazzam.storage import LocalFolderStore
@@ -172,7 +173,7 @@ def test_a_picture_that_dies_while_a_new_product_fetches_it_is_stored_again_as_t
     catalogue.link_image(db, first, picture)
     catalogue.save_page_cache(db, shop_id, url, '"e1"', None, "ab" * 32)
     fetcher = PausedImageFetcher(body)
-    visit = SourcePass(app, shop_id, catalogue.source_of_shop(catalogue.shops_by_id(db)[shop_id]), fetcher, Summary(), {})
+    visit = SourcePass(app, shop_id, catalogue.source_of_shop(catalogue.shops_by_id(db)[shop_id]), fetcher, Summary(), PictureHashes())
     newcomer = product(f"{SHOP}/p/b", title="Blue dress", image_urls=(url,))
     scrape = threading.Thread(target=visit.product, args=(newcomer, newcomer.url))
     scrape.start()
@@ -247,7 +248,7 @@ def test_a_copy_whose_original_dies_as_it_is_linked_is_stored_as_its_own_picture
         def get(self, url, etag=None, last_modified=None, accept=()):
             return FetchResult(url=url, status=200, content_type="image/jpeg", body=body, etag='"x"')
 
-    visit = SourcePass(app, shop_id, catalogue.source_of_shop(catalogue.shops_by_id(db)[shop_id]), Cdn(), Summary(), {})
+    visit = SourcePass(app, shop_id, catalogue.source_of_shop(catalogue.shops_by_id(db)[shop_id]), Cdn(), Summary(), PictureHashes())
     second = product(f"{SHOP}/p/2", image_urls=(f"{SHOP}/copy.jpg",))
     visit.product(second, second.url)
     links = db.run_query("SELECT image_id FROM product_images WHERE product_id = :p", {"p": ids.product_id(second.url)})

@@ -499,3 +499,22 @@ def test_a_running_runtime_takes_up_what_a_stopped_command_left(tmp_path, monkey
     serving.stop()
     assert serving.store.head(key) is None and list(serving.store.list("vectors/pending/"))  # detected, cropped, embedded
     serving.close()
+
+
+def test_work_this_runtime_failed_is_not_taken_up_again_as_left_work(tmp_path, monkeypatch):
+    """The periodic look for left work skips what this runtime delivered itself: a document that
+    fails goes to the dead letters once, not every few minutes."""
+    import time
+
+    from shazzam.local import runtime as runtime_module
+
+    serving = LocalRuntime(tmp_path / "data")
+    serving.store.put("detections/abc.json", b"{not json")  # standardise fails on it
+    serving.drain()
+    monkeypatch.setattr(runtime_module, "LOOK_FOR_LEFT_WORK_S", 0.1)
+    monkeypatch.setattr(runtime_module, "LEFT_AFTER_S", 0)
+    serving.start_background(schedules=False, tick_s=0.05)
+    time.sleep(1.5)
+    serving.stop()
+    assert len(list((tmp_path / "data" / "dead-letters").iterdir())) == 1
+    serving.close()

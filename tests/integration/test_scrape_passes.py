@@ -17,6 +17,7 @@ from shazzam.local.runtime import LocalRuntime
 from shazzam.local.sample_shop import SampleShop
 from shazzam.scrape import ShopSource
 from shazzam.scrape import crawl as crawl_module
+from shazzam.scrape.dedup import PictureHashes
 from shazzam.scrape.passes import SourcePass, Summary, revalidate_products
 from tests.support.plain_shop import plain_shop  # noqa: F401 - a fixture
 from tests.support.quirky_shop import QuirkyShop, jpeg
@@ -359,7 +360,7 @@ def test_a_shop_cannot_take_over_another_shops_product(runtime):
     product_id = catalogue.save_product(runtime.db, first, listed)
     summary = Summary()
     source = ShopSource(base_url="https://shop.example/outlet/", local=True)
-    outlet = SourcePass(runtime.app, second, source, Fetcher(local=True, delay_s=0, **FAST), summary, {})
+    outlet = SourcePass(runtime.app, second, source, Fetcher(local=True, delay_s=0, **FAST), summary, PictureHashes())
     outlet.product(dataclasses.replace(listed, title="Taken", price=Decimal("0.01")), "https://shop.example/outlet/x")
     assert summary.errors["product-of-another-shop"] == 1
     kept = catalogue.get_item(runtime.db, product_id)

@@ -334,6 +334,14 @@ def test_sources_on_one_host_share_its_robots_txt_pace_and_retry_after(plain_sho
     assert error.value.kind == "rate-limited" and shop.asked == ["/robots.txt", "/a/1.html"]
 
 
+def test_a_feed_page_robots_txt_shuts_says_nothing_of_its_products(plain_shop):
+    """Like a feed page that 404s: an error, so its products do not die with it (their own pages may be open)."""
+    shop = plain_shop({"/robots.txt": (200, b"User-agent: *\nDisallow: /products.json\n")})
+    source = ShopSource(base_url=shop.base_url, strategy="shopify", currency="EUR", local=True, fetch=FAST)
+    outcome = Crawl(source, Fetcher(policy=source.policy())).visit(shop.base_url + "products.json?page=1")
+    assert (outcome.state, outcome.reason) == ("error", "robots")
+
+
 def test_a_product_page_that_redirects_where_no_product_may_be_read_is_gone(plain_shop):
     """A redirect to a path robots.txt disallows (the shop's search) or to another site: the page
     is gone from this shop, as a redirect home is."""

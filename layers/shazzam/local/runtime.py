@@ -209,6 +209,9 @@ class LocalRuntime:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._queue: deque[dict] = deque()
         self._queue_lock = threading.Lock()
+        # key -> the version this runtime delivered: work it did (failed, skipped) is not another
+        # process's left work, which the periodic requeue takes up.
+        self._delivered: dict[str, str | None] = {}
         self.store = LocalFolderStore(self.data_dir / "objects", on_put=self._enqueue)
         self.db = Database(db_url or sqlite_url(self.data_dir / "catalogue.db")).open_connection()
         self.app = app_module.App(db=self.db, store=self.store, model_dir=model_dir, fetcher_factory=fetcher_factory)
@@ -244,7 +247,7 @@ class LocalRuntime:
             try:
                 fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                log.info("another process is scraping this data folder: waiting for it to finish")
+                log.warning("another process is scraping or revalidating this data folder: waiting for it to finish")
                 fcntl.flock(lock_file, fcntl.LOCK_EX)
             yield
 
@@ -273,18 +276,25 @@ class LocalRuntime:
         input once done and the handlers are idempotent, so a second delivery changes nothing; an
         incoming image already detected, or one that failed, is left alone, as is an object written
         less than `older_than_s` ago. Returns how many."""
-        queued, cutoff = 0, time.time() - older_than_s
+        queued, cutoff, listed = 0, time.time() - older_than_s, set()
         for function in wiring.FUNCTIONS:
             for trigger in function.triggers:
                 if not isinstance(trigger, wiring.ObjectCreated):
                     continue
                 for info in self.store.list(trigger.prefix):
+                    listed.add(info.key)
                     written = self.store.written_at(info.key)
                     if older_than_s and written is not None and written > cutoff:
                         continue
-                    if trigger.matches(info.key) and self._unprocessed(info.key) and (head := self.store.head(info.key)):
-                        self._enqueue(events.s3_object_created(self.store.bucket, info.key, head.size, head.etag))
-                        queued += 1
+                    if not (trigger.matches(info.key) and self._unprocessed(info.key) and (head := self.store.head(info.key))):
+                        continue
+                    with self._queue_lock:
+                        if self._delivered.get(info.key) == head.etag.strip('"'):  # as events spell it
+                            continue  # this runtime's own, delivered: it failed or was skipped, once is enough
+                    self._enqueue(events.s3_object_created(self.store.bucket, info.key, head.size, head.etag))
+                    queued += 1
+        with self._queue_lock:  # what is gone needs no remembering
+            self._delivered = {key: etag for key, etag in self._delivered.items() if key in listed}
         if queued:
             log.info("queued %d objects a previous runtime left unprocessed", queued)
         return queued
@@ -335,6 +345,8 @@ class LocalRuntime:
 
     def deliver(self, event: dict, report: DrainReport) -> None:
         key = unquote_plus(event["Records"][0]["s3"]["object"]["key"])
+        with self._queue_lock:
+            self._delivered[key] = event["Records"][0]["s3"]["object"].get("eTag")
         for function in wiring.functions_for_key(key):
             for attempt in range(1, DELIVERY_ATTEMPTS + 1):
                 try:

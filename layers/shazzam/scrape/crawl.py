@@ -339,8 +339,11 @@ class Crawl:
     def _shopify_page(self, url: str) -> PageOutcome:
         fetched = self._fetch_if_changed(url, ("application/json",))
         if isinstance(fetched, PageOutcome):
-            # A feed page that 404s says nothing about the products on it: an error, not "gone".
-            return fetched if fetched.state != "gone" else PageOutcome(url, "error", status=fetched.status, reason=fetched.reason)
+            # A feed page that 404s, or that robots.txt shuts, says nothing about the products on
+            # it: an error, not "gone".
+            if fetched.state in ("gone", "robots"):
+                return PageOutcome(url, "error", status=fetched.status, reason=fetched.reason)
+            return fetched
         result, cache = fetched
         try:
             data = json.loads(result.body)
