@@ -187,7 +187,6 @@ class LocalFolderStore:
                 continue
             yield ObjectInfo(key, size, "")
 
-
     def written_at(self, key: str) -> float | None:
         """When the object was written (a Unix time); None if there is none."""
         try:
