@@ -221,15 +221,18 @@ def _detection_models(connection: sa.Connection) -> None:
 def _image_colours(connection: sa.Connection) -> None:
     _add_missing_columns(connection, _V5_COLUMNS)
     # Created by migration 1 in a database born after version 5, and not before.
-    ix_images_duplicate_of = next(index for index in images.indexes if index.name == "ix_images_duplicate_of")
-    ix_images_duplicate_of.create(connection, checkfirst=True)
+    _create_image_index(connection, "ix_images_duplicate_of")
 
 
 def _image_digests_indexed(connection: sa.Connection) -> None:
     # Each downloaded picture looks for a stored one of the same bytes: without it, a scan of
     # the images (180 ms at 80,000 on MariaDB), once per download.
-    ix_images_content_sha256 = next(index for index in images.indexes if index.name == "ix_images_content_sha256")
-    ix_images_content_sha256.create(connection, checkfirst=True)
+    _create_image_index(connection, "ix_images_content_sha256")
+
+
+def _create_image_index(connection: sa.Connection, name: str) -> None:
+    """One of the images table's indexes, unless the database has it already."""
+    next(index for index in images.indexes if index.name == name).create(connection, checkfirst=True)
 
 
 def _page_visits(connection: sa.Connection) -> None:

@@ -68,6 +68,11 @@ class PageOutcome:
     cache: CachedPage | None = None  # validators to remember when the page was parsed
     feed_end: bool = False  # a feed page listing nothing at all: past the feed's last page
 
+    @property
+    def removes_its_products(self) -> bool:
+        """Gone, or shut by the shop's own robots.txt (not one that could not be read)."""
+        return self.state == "gone" or (self.state, self.reason) == ("robots", "robots")
+
 
 def _host(url: str) -> str:
     try:

@@ -136,7 +136,7 @@ class SourcePass:
                 if row["is_dead"] and row["dead_reason"] in catalogue.PAGE_GONE:
                     self.revive(row["id"])
                     row.update(is_dead=False, dead_reason=None)
-        elif outcome.state == "gone" or (outcome.state, outcome.reason) == ("robots", "robots"):
+        elif outcome.removes_its_products:
             for row in self.products_on_page(outcome.url):
                 if not row["is_dead"]:
                     catalogue.mark_product_dead(self.db, row["id"], outcome.reason or "gone")
@@ -513,7 +513,7 @@ def revalidate_products(app, summary: Summary, budget_s: float | None = None) ->
             # Unfiled: its feed page stopped listing it and no whole round has found it since (a
             # feed that errors before its end never has one). Its own page says if it is gone.
             outcome = visit.crawl(None, conditional=False, deadline=deadline).product_page(product["url"])
-            if outcome.state == "gone" or (outcome.state, outcome.reason) == ("robots", "robots"):
+            if outcome.removes_its_products:
                 visit.page(outcome)
             if outcome.state in ("error", "robots"):
                 summary.error(outcome.reason or outcome.state)
