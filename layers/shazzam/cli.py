@@ -240,8 +240,7 @@ def cmd_scrape(args) -> int:
             bar.n = done
             bar.refresh()
 
-        with runtime.one_crawler():
-            report = pipeline.scrape(runtime.app, limit=args.limit, progress=progress, source=args.source, force=args.force, budget_s=None)
+        report = pipeline.scrape(runtime.app, limit=args.limit, progress=progress, source=args.source, force=args.force, budget_s=None)
         bar.close()
         summary = scrape_summary(report)
         # Deliver the detect/standardise/embed events the new images caused, as S3 would.

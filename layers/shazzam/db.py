@@ -138,6 +138,15 @@ http_cache = sa.Table(
     sa.Column("checked_at", sa.DateTime),
 )
 
+# v8: who holds each lease and until when (shazzam.lease); a released lease has expired long ago.
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("holder", sa.String(80)),
+    sa.Column("expires_at", sa.DateTime, nullable=False),
+)
+
 schema_migrations = sa.Table(
     "schema_migrations",
     metadata,
@@ -239,6 +248,10 @@ def _page_visits(connection: sa.Connection) -> None:
     _add_missing_columns(connection, _V4_COLUMNS)
 
 
+def _leases(connection: sa.Connection) -> None:
+    _create_tables(connection, [leases])
+
+
 def _complete_schema(connection: sa.Connection) -> None:
     # Versions 4 and 5 grew after some databases had applied them (shops.attempted_at and
     # products.checked_at joined 4, the duplicate_of index joined 5), and those databases never ran
@@ -258,6 +271,7 @@ MIGRATIONS: Sequence[tuple[int, str, Any]] = (
     (5, "the colours of each image, for near-duplicates; the copies of an image indexed", _image_colours),
     (6, "every column and index of versions 1-5, for databases that applied 4 or 5 before they grew", _complete_schema),
     (7, "the images indexed by their bytes' digest", _image_digests_indexed),
+    (8, "leases, so that only one crawler fetches from the shops at a time", _leases),
 )
 
 

@@ -10,12 +10,14 @@ import json
 import logging
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Iterator
 
 from PIL import Image
 
-from shazzam import catalogue, ids, wiring
+from shazzam import catalogue, ids, lease, wiring
 from shazzam.app import App
 from shazzam.images import Box, ImageError, encode_png, get_subsection_of_image, load_image, standardise_img
 from shazzam.index import PUBLISH_ATTEMPTS, ShardMoved, StaleShard, compact, encode_vector, publish, read_manifest
@@ -72,6 +74,20 @@ class StageResult:
 # hand (its images are fetched as it is saved, until 90 %: scrape.passes.PAGE_IN_HAND_SHARE); the
 # next run goes on where it stopped.
 SCRAPE_BUDGET_S = wiring.by_name("scrape").timeout_s * 0.6
+# A crawler with a time budget waits for another to finish for up to this share of its budget, and
+# the wait is taken out of it; then it fails (LeaseBusy), and Lambda runs it again a minute later,
+# then two minutes after that.
+CRAWLER_WAIT_SHARE = 0.5
+
+
+@contextmanager
+def crawler_turn(app: App, who: str, budget_s: float | None, wait: bool = True) -> Iterator[float | None]:
+    """Hold the crawler lease (shazzam.lease) for the block; yields what is left of `budget_s`
+    (None: no limit, and the wait is as long as the other crawler's). Without `wait`, raises
+    LeaseBusy at once when another crawler is fetching."""
+    wait_s = 0.0 if not wait else None if budget_s is None else budget_s * CRAWLER_WAIT_SHARE
+    with lease.held(app.db, lease.CRAWLER, who, wait_s=wait_s) as waited_s:
+        yield None if budget_s is None else budget_s - waited_s
 
 
 def scrape(
@@ -92,7 +108,8 @@ def scrape(
     kind as ``errors.<kind>`` (see shazzam.scrape.passes)."""
     from shazzam.scrape.passes import scrape_pass
 
-    return scrape_pass(app, shop_url=shop_url, limit=limit, progress=progress, source_name=source, force=force, budget_s=budget_s)
+    with crawler_turn(app, "scrape", budget_s) as budget_s:
+        return scrape_pass(app, shop_url=shop_url, limit=limit, progress=progress, source_name=source, force=force, budget_s=budget_s)
 
 
 # --- detect -> standardise -> embed -----------------------------------------------------------
@@ -303,9 +320,13 @@ def index(app: App) -> dict:
     dropped = drop_dead_vectors(app)
     if dropped:
         report["vectors_dropped"] = dropped
-    reembedding = reembed(app, limit=REEMBED_BATCH, budget_s=REEMBED_BUDGET_S)
-    if reembedding["stale"]:
-        report["reembedding"] = reembedding
+    if catalogue.images_embedded_by_other_models(app.db, app.garment_model.name, limit=1):
+        try:
+            # A scrape or revalidate fetching now has the shops' patience: the next run tries again.
+            with crawler_turn(app, "re-embedding", REEMBED_BUDGET_S, wait=False) as budget_s:
+                report["reembedding"] = reembed(app, limit=REEMBED_BATCH, budget_s=budget_s)
+        except lease.LeaseBusy as busy:
+            report["reembedding"] = {"waiting_for": busy.holder}
     return report
 
 
@@ -324,7 +345,8 @@ def revalidate(app: App) -> dict:
     summary = Summary()
     # Dead items leave the shards first too: a run cut short by its timeout still removes them.
     dropped = drop_dead_vectors(app)
-    report = {**revalidate_products(app, summary, budget_s=REVALIDATE_BUDGET_S), "vectors_dropped": dropped}
+    with crawler_turn(app, "revalidate", REVALIDATE_BUDGET_S) as budget_s:
+        report = {**revalidate_products(app, summary, budget_s=budget_s), "vectors_dropped": dropped}
     report["images_queued"] = summary.counts["images_uploaded"]
     report.update({f"errors.{kind}": n for kind, n in sorted(summary.errors.items())})
     report["vectors_dropped"] += drop_dead_vectors(app)

@@ -19,11 +19,15 @@ class ObjectCreated:
 
 @dataclass(frozen=True)
 class Schedule:
-    """An EventBridge schedule; locally only `rate(...)` expressions are run on a timer."""
+    """An EventBridge schedule: `rate(...)`, or `cron(M H * * ? *)` (daily at H:M UTC). Locally
+    each runs on a timer of its interval, counted from the runtime's start."""
 
     expression: str
 
     def interval_seconds(self) -> float:
+        daily = re.fullmatch(r"cron\(([0-9]|[1-5][0-9]) ([0-9]|1[0-9]|2[0-3]) \* \* \? \*\)", self.expression)
+        if daily:
+            return 86400
         match = re.fullmatch(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)", self.expression)
         if not match:
             raise ValueError(f"unsupported schedule expression {self.expression!r}")
@@ -52,7 +56,9 @@ FUNCTIONS: tuple[Function, ...] = (
     Function(
         "scrape",
         "Discover product pages of each shop, store products and images, upload new images to incoming/",
-        (Schedule("rate(1 day)"),),
+        # At fixed hours twelve apart, scrape and revalidate do not wait for each other (both hold
+        # the crawler lease, shazzam.lease): rate(1 day) rules made in one deploy fire together.
+        (Schedule("cron(0 2 * * ? *)"),),
         memory_mb=512,
         timeout_s=900,
     ),
@@ -61,7 +67,7 @@ FUNCTIONS: tuple[Function, ...] = (
     Function("standardise", "Crop and standardise each detected garment", (ObjectCreated("detections/", ".json"),), memory_mb=1024),
     Function("embed", "Embed and categorise a standardised garment", (ObjectCreated("standard/", ".png"),), memory_mb=1024),
     Function("index", "Merge pending vectors into the category shards", (Schedule("rate(5 minutes)"),), timeout_s=300),
-    Function("revalidate", "Re-check product pages; drop dead items", (Schedule("rate(1 day)"),), timeout_s=900),
+    Function("revalidate", "Re-check product pages; drop dead items", (Schedule("cron(0 14 * * ? *)"),), timeout_s=900),
     Function(
         "search",
         "The public API: find garments in a photo and the most similar items",

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from shazzam import catalogue, ids, pipeline
+from shazzam import catalogue, ids, lease, pipeline
 from shazzam.local.runtime import LocalRuntime
 from shazzam.local.sample_shop import SampleShop, repository_samples_dir
 
@@ -181,6 +181,8 @@ def test_a_new_model_embeds_the_catalogue_again(runtime, small_shop, monkeypatch
     monkeypatch.setenv("SHAZZAM_MODEL", "garment_v5")
     stale = pipeline.search(runtime.app, query, category="shoes", k=3)
     assert stale["garments"] and all(g["results"] == [] for g in stale["garments"])  # v1 queries, v0 vectors: no
+    with lease.held(runtime.db, lease.CRAWLER, "scrape"):  # a crawler fetching: re-embedding lets its turn pass
+        assert runtime.fire_schedule("index")["reembedding"]["waiting_for"].startswith("scrape ")
     monkeypatch.setattr(pipeline, "REEMBED_BUDGET_S", 0)  # a run out of time fetches nothing; the next goes on
     assert runtime.fire_schedule("index")["reembedding"] == {"stale": len(items), "images_uploaded": 0, "images_failed": 0}
     monkeypatch.undo()

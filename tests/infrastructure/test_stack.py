@@ -220,6 +220,7 @@ def test_a_throwaway_stack_without_proxy_and_with_other_schedules(tmp_path_facto
     assert "AwsSolutions-CFR4" not in suppressed
     expressions = {r["Properties"]["ScheduleExpression"] for r in template.find_resources("AWS::Events::Rule").values()}
     assert "rate(15 minutes)" in expressions and "rate(5 minutes)" not in expressions
+    assert {"cron(0 2 * * ? *)", "cron(0 14 * * ? *)"} <= expressions  # scrape's and revalidate's, twelve hours apart
     template.resource_count_is("AWS::RDS::DBProxy", 0)
     template.has_resource_properties("AWS::RDS::DBCluster", {"DeletionProtection": False})
     template.has_resource("AWS::RDS::DBCluster", {"DeletionPolicy": "Delete"})

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shazzam import catalogue, ids, index, pipeline
+from shazzam import catalogue, events, ids, index, lease, pipeline
 from shazzam.local.runtime import LocalRuntime
 from tests.support.shop_photos import put_shop_photo
 
@@ -456,22 +456,33 @@ def test_a_street_photo_gets_results_for_each_garment(runtime, monkeypatch, ccp_
     assert only["index"] == len(garments) - 1 and only["box"] == garments[-1]["box"] and only["category"] == "dress"
 
 
-def test_one_scrape_at_a_time_over_a_data_folder_whatever_process_runs_it(tmp_path):
+def test_one_crawler_at_a_time_whatever_process_runs_it(tmp_path):
     """Two scrapes of one shop at once would fetch each page twice, at twice its pace: a second
-    waits for the first (in the cloud, the scrape function's reserved concurrency of 1)."""
+    waits for the first, in another process (or Lambda) as in this one (shazzam.lease)."""
     import threading
 
     first, second = LocalRuntime(tmp_path / "data"), LocalRuntime(tmp_path / "data")  # two processes' runtimes
     finished = threading.Event()
-    with first.one_crawler():
-        assert second.crawler_busy()
-        waiting = threading.Thread(target=lambda: second.fire_schedule("scrape") and finished.set())
+    with lease.held(first.db, lease.CRAWLER, "revalidate"):
+        waiting = threading.Thread(target=lambda: second.fire_schedule("scrape") is not None and finished.set())
         waiting.start()
-        assert not finished.wait(0.5)  # it waits for the first
+        assert not finished.wait(1.0)  # it waits for the first
     waiting.join(30)
-    assert finished.is_set() and not second.crawler_busy()
+    assert finished.is_set() and lease.holder(second.db, lease.CRAWLER) is None
     first.close()
     second.close()
+
+
+def test_a_crawler_that_waited_half_its_budget_fails_and_is_run_again(runtime, monkeypatch):
+    """In the cloud the failure makes Lambda run it again, a minute and then two later."""
+    monkeypatch.setattr(lease, "POLL_S", 0.05)
+    monkeypatch.setattr(pipeline, "REVALIDATE_BUDGET_S", 0.2)
+    with lease.held(runtime.db, lease.CRAWLER, "revalidate"):
+        with pytest.raises(lease.LeaseBusy, match="held by revalidate"):
+            pipeline.scrape(runtime.app, budget_s=0.2)
+        with pytest.raises(lease.LeaseBusy, match="held by revalidate"):
+            runtime.invoke("revalidate", events.scheduled("shazzam-revalidate"))
+    assert pipeline.scrape(runtime.app, budget_s=0.2)["shops"] == 0
 
 
 def test_a_running_runtime_takes_up_what_a_stopped_command_left(tmp_path, monkeypatch):

@@ -68,7 +68,8 @@ def test_object_created_matches_prefix_and_suffix():
 
 @pytest.mark.parametrize(
     "expression, seconds",
-    [("rate(5 minutes)", 300), ("rate(1 minute)", 60), ("rate(1 day)", 86400), ("rate(2 hours)", 7200), ("rate(3 days)", 259200)],
+    [("rate(5 minutes)", 300), ("rate(1 minute)", 60), ("rate(1 day)", 86400), ("rate(2 hours)", 7200), ("rate(3 days)", 259200),
+     ("cron(0 2 * * ? *)", 86400), ("cron(59 23 * * ? *)", 86400)],
 )
 def test_schedule_interval(expression, seconds):
     assert Schedule(expression).interval_seconds() == seconds
@@ -76,7 +77,7 @@ def test_schedule_interval(expression, seconds):
 
 @pytest.mark.parametrize(
     "expression",
-    ["cron(0 12 * * ? *)", "rate(5 weeks)", "rate(minutes)", "rate(-1 minutes)", "rate(5  minutes)", "5 minutes", ""],
+    ["cron(0 12 * * MON *)", "cron(60 12 * * ? *)", "cron(0 24 * * ? *)", "cron(0/5 * * * ? *)", "rate(5 weeks)", "rate(minutes)", "rate(-1 minutes)", "rate(5  minutes)", "5 minutes", ""],
 )
 def test_schedule_rejects_other_expressions(expression):
     with pytest.raises(ValueError):

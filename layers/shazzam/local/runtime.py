@@ -11,8 +11,6 @@ destination would; the rest of the queue goes on.
 from __future__ import annotations
 
 import base64
-import contextlib
-import fcntl
 import importlib.util
 import json
 import logging
@@ -26,11 +24,11 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 from urllib.parse import unquote_plus, urlsplit
 
 from shazzam import app as app_module
-from shazzam import api, catalogue, events, index, wiring
+from shazzam import api, catalogue, events, index, lease, wiring
 from shazzam.db import Database, sqlite_url
 from shazzam.ids import detections_key, incoming_key, key_stem
 from shazzam.images import MAX_BYTES
@@ -56,10 +54,8 @@ MAX_BODIES_IN_TRANSIT = 64
 CORS_HEADERS = {"access-control-allow-origin": "*", "access-control-expose-headers": ", ".join(api.CORS_EXPOSED_HEADERS)}
 UPLOAD_LIFETIME_S = 24 * 3600  # as the bucket's lifecycle rules (cdk/shazzam_cdk/storage.py)
 UNREADABLE_LIFETIME_S = 14 * 24 * 3600
-# The functions that fetch from shops: one at a time per data folder (CRAWLER_LOCK), so that a
-# shop sees one crawler's pace (the cloud reserves one scrape at a time).
+# The scheduled functions that fetch from shops, one at a time (shazzam.lease.CRAWLER).
 CRAWLERS = ("scrape", "revalidate")
-CRAWLER_LOCK = "scrape.lock"
 # A running runtime looks this often for what another process stopped mid-ingest left, taking up
 # objects untouched for LEFT_AFTER_S (younger ones may be that process's work in progress).
 LOOK_FOR_LEFT_WORK_S = 300
@@ -236,30 +232,8 @@ class LocalRuntime:
 
     def invoke(self, name: str, event: dict):
         function = wiring.by_name(name)
-        with self._environments[name], self.one_crawler() if name in CRAWLERS else contextlib.nullcontext():
+        with self._environments[name]:
             return self.handler(name)(event, LambdaContext(name, memory_limit_in_mb=function.memory_mb))
-
-    @contextlib.contextmanager
-    def one_crawler(self) -> Iterator[None]:
-        """Hold this data folder's crawler lock, whatever process asks: two scrapes of one shop at
-        once would fetch each page twice, at twice its pace."""
-        with open(self.data_dir / CRAWLER_LOCK, "a") as lock_file:
-            try:
-                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log.warning("another process is scraping or revalidating this data folder: waiting for it to finish")
-                fcntl.flock(lock_file, fcntl.LOCK_EX)
-            yield
-
-    def crawler_busy(self) -> bool:
-        """Whether another process holds the crawler lock now."""
-        with open(self.data_dir / CRAWLER_LOCK, "a") as lock_file:
-            try:
-                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
-            return False
 
     def fire_schedule(self, name: str, detail: dict | None = None):
         return self.invoke(name, events.scheduled(f"shazzam-{name}", detail))
@@ -560,8 +534,8 @@ class LocalRuntime:
                     self.requeue_unprocessed(older_than_s=LEFT_AFTER_S)  # by a command stopped meanwhile
                 for name in due if schedules else ():
                     if now >= due[name]:
-                        if name in CRAWLERS and self.crawler_busy():
-                            continue  # another process is scraping: this one's turn comes at the next tick
+                        if name in CRAWLERS and lease.holder(self.db, lease.CRAWLER):
+                            continue  # another process is crawling: this one's turn comes at a later tick
                         due[name] = now + rates[name]
                         try:
                             self.fire_schedule(name)

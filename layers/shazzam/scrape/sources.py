@@ -105,7 +105,8 @@ class ShopSource:
             from shazzam.wiring import Schedule
 
             try:
-                if not isinstance(self.schedule, str) or not 1 <= Schedule(self.schedule).interval_seconds() <= MAX_SCHEDULE_S:
+                # A source's schedule is how often at most, not when: an interval, not a cron.
+                if not isinstance(self.schedule, str) or not self.schedule.startswith("rate(") or not 1 <= Schedule(self.schedule).interval_seconds() <= MAX_SCHEDULE_S:
                     raise ValueError
             except (ValueError, OverflowError):
                 raise ValueError(f"schedule must be rate(N minutes|hours|days), from once a minute to once a year (how "
