@@ -28,6 +28,10 @@ REVALIDATE_DEAD_FOR = timedelta(days=30)
 # A picture put in incoming/ is detected within seconds (the stages' retries take minutes): one
 # recorded as stored and still not detected after this never got there, or detect gave up on it.
 UNDETECTED_AFTER = timedelta(hours=1)
+# A garment still waiting for its crop or its vector after this lost them: a stage failed every
+# retry, and the bucket's lifecycle has since deleted the object it would have started again from
+# (transient objects live a day), so no redrive of the failure queue can finish it.
+UNFINISHED_AFTER = timedelta(days=1)
 # What a TEXT column holds on MySQL/MariaDB, in bytes of UTF-8: in strict mode it refuses more
 # (SQLite keeps anything), so free text is cut to it.
 TEXT_BYTES = 65_535
@@ -329,21 +333,27 @@ def images_to_fetch_again(db: Database, product_ids: Sequence[str]) -> list[dict
     download failed for a passing reason (network, timeout, rate-limited, HTTP 429 or 5xx; see
     SourcePass._image_failed), those never downloaded at all (a run stopped between saving the
     product and storing its picture), and, with `stored` true, those recorded as downloaded that
-    detect has not seen within UNDETECTED_AFTER: a run stopped before the photo reached incoming/,
-    or detect gave up on it. product_id, src_link, position, stored."""
+    detect has not seen within UNDETECTED_AFTER (a run stopped before the photo reached incoming/,
+    or detect gave up on it) and those with a garment neither cropped nor indexed within
+    UNFINISHED_AFTER (standardise, embed or detect's document gave up on it). product_id,
+    src_link, position, stored."""
     passing = sa.or_(*(images.c.error.like(f"fetch failed ({kind}%") for kind in ("network", "timeout", "rate-limited", "http-429", "http-5")))
     never_stored = sa.and_(images.c.status == "new", images.c.content_sha256.is_(None), images.c.duplicate_of.is_(None))
     undetected = sa.and_(images.c.status == "new", images.c.content_sha256.is_not(None), images.c.duplicate_of.is_(None),
                          images.c.updated_at < utcnow() - UNDETECTED_AFTER)
+    unfinished = sa.and_(images.c.status == "detected", images.c.duplicate_of.is_(None), sa.exists().where(
+        detections.c.image_id == images.c.id, detections.c.embedding_status.in_(("pending", "embedded")),
+        detections.c.updated_at < utcnow() - UNFINISHED_AFTER))
+    lost = sa.or_(undetected, unfinished)  # stored, and no longer on its way to the index
     found: list[dict] = []
     with db.transaction() as connection:
         for start in range(0, len(product_ids), 500):
             chunk = product_ids[start : start + 500]
             linked = (
                 sa.select(product_images.c.product_id, images.c.src_link, product_images.c.position,
-                          sa.case((undetected, 1), else_=0).label("stored"))
+                          sa.case((lost, 1), else_=0).label("stored"))
                 .join(images, product_images.c.image_id == images.c.id)
-                .where(product_images.c.product_id.in_(chunk), sa.or_(sa.and_(images.c.status == "failed", passing), undetected))
+                .where(product_images.c.product_id.in_(chunk), sa.or_(sa.and_(images.c.status == "failed", passing), lost))
             )
             # A picture is linked to its product once stored, so one never stored has no link yet.
             unfetched = (sa.select(images.c.product_id, images.c.src_link, sa.literal(0).label("position"), sa.literal(0).label("stored"))

@@ -29,6 +29,8 @@ def s3_stage_handler(stage: Callable[[app_module.App, str], StageResult], servic
             result = stage(app, unquote_plus(record.s3.get_object.key))
             if result.status == "failed":
                 logger.warning("input rejected", extra=result.as_dict())
+            elif result.status == "skipped":  # a redrive of an expired object reads so, for one
+                logger.info("nothing to do", extra=result.as_dict())
             results.append(result.as_dict())
         return {"results": results}
 

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from shazzam import catalogue, ids
-from shazzam.db import MIGRATIONS, Database, images, migrate, utcnow
+from shazzam.db import MIGRATIONS, Database, detections, images, migrate, utcnow
 from shazzam.scrape import ScrapedProduct
 from shazzam.scrape import ShopSource as ScrapedSource
 
@@ -249,6 +249,19 @@ def test_images_to_fetch_again_are_the_passing_failures_and_the_never_fetched(db
     assert catalogue.images_to_fetch_again(db, [owner])[1] == {"product_id": owner, "src_link": f"{SHOP}/stored.jpg", "position": 0, "stored": True}
     catalogue.update_image(db, stored, status="detected")
     assert [row["src_link"] for row in catalogue.images_to_fetch_again(db, [owner])] == [f"{SHOP}/never-fetched.jpg", f"{SHOP}/timed-out.jpg"]
+    garments = [{"id": ids.detection_id(stored, n), "box": [0, 0, 9, 9], "label": "top", "score": 0.9} for n in range(3)]
+    catalogue.save_detections(db, stored, garments)
+    catalogue.update_detection(db, garments[0]["id"], embedding_status="indexed")
+    catalogue.update_detection(db, garments[1]["id"], embedding_status="failed", error="not a garment")
+    with db.transaction() as connection:  # a day on, the third is still waiting for its crop: standardise gave up
+        connection.execute(sa.update(detections).values(updated_at=utcnow() - catalogue.UNFINISHED_AFTER))
+    assert catalogue.images_to_fetch_again(db, [owner])[1] == {"product_id": owner, "src_link": f"{SHOP}/stored.jpg", "position": 0, "stored": True}
+    catalogue.update_detection(db, garments[2]["id"], embedding_status="embedded")  # its vector lost as long: the same
+    with db.transaction() as connection:
+        connection.execute(sa.update(detections).values(updated_at=utcnow() - catalogue.UNFINISHED_AFTER))
+    assert len(catalogue.images_to_fetch_again(db, [owner])) == 3
+    catalogue.update_detection(db, garments[2]["id"], embedding_status="indexed")
+    assert len(catalogue.images_to_fetch_again(db, [owner])) == 2
 
 
 def test_images_whose_links_differ_only_in_case_are_all_fetched_again(db):

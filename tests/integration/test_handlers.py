@@ -125,6 +125,16 @@ def test_replayed_events_change_nothing(backend):
     assert sum(app.shards.categories().values()) == 1
 
 
+def test_an_event_for_an_object_gone_is_skipped_and_logged(backend, caplog):
+    """A failure queue redriven after the bucket's lifecycle deleted the object: nothing to do,
+    and the log says so (the invocation succeeds, so Lambda's own records say nothing)."""
+    _app, invoke = backend
+    result = invoke("detect", sample_event("s3-incoming.json"))["results"][0]
+    assert result["status"] == "skipped" and result["reason"] == "object no longer exists"
+    assert any(record.getMessage() == "nothing to do" and getattr(record, "reason", None) == "object no longer exists"
+               for record in caplog.records)
+
+
 def test_a_corrupt_upload_is_recorded_as_failed(backend):
     app, invoke = backend
     incoming = sample_event("s3-incoming.json")

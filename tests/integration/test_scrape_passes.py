@@ -437,6 +437,35 @@ def test_a_picture_a_run_recorded_but_never_put_in_incoming_is_fetched_by_the_ne
     assert pipeline.scrape(runtime.app)["images_uploaded"] == 0
 
 
+def test_a_garment_whose_stage_gave_up_is_fetched_again_once_its_object_is_gone(runtime, shop, monkeypatch):
+    """standardise failed every retry (the database was down for minutes), and the detections
+    document has since expired: the picture is fetched again a day on, and its garment indexed."""
+    register(runtime, shop)
+    pipeline.scrape(runtime.app)
+    stuck = image(runtime, shop, "final.jpg")["id"]
+    get_with_etag = runtime.store.get_with_etag
+
+    def failing(key, *args, **kwargs):
+        if key == ids.detections_key(stuck):
+            raise ConnectionError("the database is down")
+        return get_with_etag(key, *args, **kwargs)
+
+    monkeypatch.setattr(runtime.store, "get_with_etag", failing)
+    assert runtime.drain().failed >= 1
+    monkeypatch.setattr(runtime.store, "get_with_etag", get_with_etag)
+    runtime.store.delete(ids.detections_key(stuck))  # the bucket's lifecycle, a day on
+    runtime.fire_schedule("index")
+    status = lambda: {row["embedding_status"] for row in runtime.db.run_query(  # noqa: E731
+        "SELECT embedding_status FROM detections WHERE image_id = :id", {"id": stuck})}
+    assert status() == {"pending"}
+    assert pipeline.scrape(runtime.app)["images_uploaded"] == 0  # within the day: a redrive may yet finish it
+    monkeypatch.setattr(catalogue, "UNFINISHED_AFTER", timedelta(0))
+    assert pipeline.scrape(runtime.app)["images_uploaded"] == 1
+    runtime.drain()
+    runtime.fire_schedule("index")
+    assert status() == {"indexed"}
+
+
 def test_a_picture_the_page_no_longer_shows_is_unlinked(runtime, shop):
     register(runtime, shop)
     pipeline.scrape(runtime.app)
