@@ -108,6 +108,7 @@ def scrape(
     kind as ``errors.<kind>`` (see shazzam.scrape.passes)."""
     from shazzam.scrape.passes import scrape_pass
 
+    check_scrape_options(shop_url, limit, source, force)
     with crawler_turn(app, "scrape", budget_s) as budget_s:
         return scrape_pass(app, shop_url=shop_url, limit=limit, progress=progress, source_name=source, force=force, budget_s=budget_s)
 
@@ -385,6 +386,18 @@ class ScrapeFailed(RuntimeError):
     def __init__(self, message: str, report: dict):
         super().__init__(message)
         self.report = report
+
+
+def check_scrape_options(shop_url, limit, source, force) -> None:
+    """Raise ValueError, before any work, for options a scrape event's detail got wrong (JSON says
+    "2" for 2 and "false" for false as easily): a string "false" would force a new round."""
+    for name, value in (("shop_url", shop_url), ("source", source)):
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{name} must be a string, not {value!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a whole number of product pages, 1 or more, not {limit!r}")
+    if not isinstance(force, bool):
+        raise ValueError(f"force must be true or false, not {force!r}")
 
 
 def check_scrape(report: dict) -> None:

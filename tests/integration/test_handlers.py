@@ -158,3 +158,20 @@ def test_a_scheduled_scrape_that_reaches_no_shop_fails_its_invocation(backend):
     with pytest.raises(ScrapeFailed, match="none of the 1 shop"):
         invoke("scrape", sample_event("scheduled-scrape.json"))
     assert catalogue.shops_by_id(app.db)[shop_id]["last_scraped_at"] is None  # still due
+
+
+@pytest.mark.parametrize("detail, message", [
+    ({"limit": "2"}, "limit must be a whole number"), ({"limit": 0}, "limit must be"), ({"limit": 1.5}, "limit must be"),
+    ({"limit": True}, "limit must be"), ({"force": "false"}, "force must be true or false, not 'false'"),
+    ({"source": 123}, "source must be a string"), ({"shop_url": ["https://shop.example/"]}, "shop_url must be a string"),
+])
+def test_a_scrape_event_with_a_wrong_option_fails_before_any_work(backend, detail, message):
+    from shazzam import catalogue
+    from shazzam.scrape.sources import ShopSource
+
+    app, invoke = backend
+    shop_id = catalogue.save_source(app.db, ShopSource(base_url=unreachable_address(), local=True, fetch={"retries": 0}))
+    event = sample_event("scheduled-scrape.json")
+    with pytest.raises(ValueError, match=message):
+        invoke("scrape", {**event, "detail": {**(event.get("detail") or {}), **detail}})
+    assert catalogue.shops_by_id(app.db)[shop_id]["attempted_at"] is None  # its turn is not taken
