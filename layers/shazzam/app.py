@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import ssl
 import threading
 from dataclasses import dataclass, field
@@ -76,6 +77,24 @@ def data_dir() -> Path:
 ACCESS_DENIED = 1045  # MySQL's ER_ACCESS_DENIED_ERROR: a login refused
 
 
+def _login_problem(value: str | None) -> str | None:
+    """What is wrong with a secret's value as an RDS login; None when nothing is."""
+    if value is None:
+        return "it has no SecretString"
+    try:
+        secret = json.loads(value)
+    except ValueError:
+        return "it is not JSON"
+    if not isinstance(secret, dict):
+        return "it is not a JSON object"
+    missing = [key for key in ("username", "password", "host") if not isinstance(secret.get(key), str) or not secret[key]]
+    if missing:
+        return f"{', '.join(missing)} missing"
+    if not re.fullmatch(r"\d{1,5}", str(secret.get("port") or 3306)):
+        return "its port is not a number"
+    return None
+
+
 class SecretCredentials:
     """The database login kept in Secrets Manager, fetched once and again only when refused."""
 
@@ -90,7 +109,13 @@ class SecretCredentials:
             import boto3
 
             self._client = boto3.client("secretsmanager")
-        return json.loads(self._client.get_secret_value(SecretId=self.secret_arn)["SecretString"])
+        value = self._client.get_secret_value(SecretId=self.secret_arn).get("SecretString")
+        problem = _login_problem(value)
+        if problem:
+            # Never the value, nor a parse error (which quotes it): it may hold the password.
+            raise RuntimeError(f"the database secret {self.secret_arn} is not an RDS login (a JSON object with "
+                               f"username, password and host; port and dbname optional): {problem}")
+        return json.loads(value)
 
     def current(self, refresh: bool = False) -> dict:
         with self._lock:

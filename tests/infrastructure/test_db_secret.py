@@ -47,6 +47,27 @@ def test_url_is_built_from_the_secret(secret, monkeypatch):
     assert "ssl_check_hostname" not in url.query
 
 
+@pytest.mark.parametrize("value, problem", [
+    ("first p@ss/word", "it is not JSON"), ('["shazzam"]', "it is not a JSON object"),
+    ('{"password": "first p@ss/word", "host": "cluster.example"}', "username missing"),
+    ('{"username": "shazzam", "password": "first p@ss/word", "host": ""}', "host missing"),
+    ('{"username": "shazzam", "password": "first p@ss/word", "host": "h", "port": "three"}', "its port is not a number"),
+])
+def test_a_secret_that_is_no_login_is_named_and_its_value_not_shown(secret, value, problem):
+    client, arn = secret
+    client.put_secret_value(SecretId=arn, SecretString=value)
+    with pytest.raises(RuntimeError, match=problem) as refused:
+        SecretCredentials(arn).url()
+    assert arn in str(refused.value) and "p@ss" not in str(refused.value) and refused.value.__cause__ is None
+
+
+def test_a_binary_secret_is_no_login(secret):
+    client, _arn = secret
+    arn = client.create_secret(Name="shazzam-db-binary", SecretBinary=b"first p@ss/word")["ARN"]
+    with pytest.raises(RuntimeError, match="it has no SecretString"):
+        SecretCredentials(arn).url()
+
+
 def test_proxy_host_and_verified_tls_come_from_the_environment(secret, monkeypatch):
     client, arn = secret
     monkeypatch.setenv("SHAZZAM_DB_HOST", "proxy.example")
