@@ -200,13 +200,37 @@ def product_garment(detections: list, product_category: str | None, image: Image
     return Detection(box=Box.whole(image), label=None, score=0.0)
 
 
+def detections_document(raw: bytes) -> dict:
+    """detect's document, checked: {"image_id": str, "detections": [{"id": str, "box": [4 ints]}, ...]};
+    ValueError says what is wrong."""
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        raise ValueError("not JSON") from None
+    if not isinstance(document, dict) or not isinstance(document.get("image_id"), str):
+        raise ValueError("no image_id")
+    garments = document.get("detections")
+    if not isinstance(garments, list) or not all(
+        isinstance(garment, dict) and isinstance(garment.get("id"), str) and isinstance(garment.get("box"), list)
+        and len(garment["box"]) == 4 and all(isinstance(n, int) and not isinstance(n, bool) for n in garment["box"])
+        for garment in garments
+    ):
+        raise ValueError("detections is not a list of garments, each with an id and a box of four whole numbers")
+    return document
+
+
 def standardise(app: App, key: str) -> StageResult:
     """detections/<image_id>.json -> standard/<detection_id>.png for each garment."""
     try:
         raw_document, document_etag = app.store.get_with_etag(key)
-        document = json.loads(raw_document)
     except ObjectNotFound:
         return StageResult(key, "skipped", "object no longer exists")
+    try:
+        document = detections_document(raw_document)
+    except ValueError as exc:
+        # Not detect's writing: no retry reads it better. It stays for a look until the bucket's
+        # lifecycle takes it, and a scrape fetches the photo again (catalogue.UNFINISHED_AFTER).
+        return StageResult(key, "failed", f"unreadable detections document: {exc}")
     try:
         data, image_etag = app.store.get_with_etag(ids.incoming_key(document["image_id"]))
     except ObjectNotFound:

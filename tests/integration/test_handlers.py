@@ -145,6 +145,19 @@ def test_a_corrupt_upload_is_recorded_as_failed(backend):
     assert row["status"] == "failed" and row["error"]
 
 
+@pytest.mark.parametrize("document, problem", [
+    (b"not json", "not JSON"), (b'{"detections": []}', "no image_id"),
+    (b'{"image_id": "abc", "detections": [{"id": "abc-000", "box": [0, 0, "9", 9]}]}', "a box of four whole numbers"),
+])
+def test_an_unreadable_detections_document_is_rejected_not_retried(backend, document, problem):
+    app, invoke = backend
+    key = event_key(sample_event("s3-detections.json"))
+    app.store.put(key, document)
+    result = invoke("standardise", sample_event("s3-detections.json"))["results"][0]
+    assert result["status"] == "failed" and result["reason"].startswith("unreadable detections document: ") and problem in result["reason"]
+    assert app.store.get(key) == document  # kept for a look until the bucket's lifecycle takes it
+
+
 def test_a_scheduled_scrape_that_reaches_no_shop_fails_its_invocation(backend):
     from shazzam import catalogue
     from shazzam.pipeline import ScrapeFailed

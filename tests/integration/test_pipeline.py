@@ -520,7 +520,15 @@ def test_work_this_runtime_failed_is_not_taken_up_again_as_left_work(tmp_path, m
     from shazzam.local import runtime as runtime_module
 
     serving = LocalRuntime(tmp_path / "data")
-    serving.store.put("detections/abc.json", b"{not json")  # standardise fails on it
+    serving.store.put("detections/abc.json", b"{}")
+    get_with_etag = serving.store.get_with_etag
+
+    def unreachable(key, *args, **kwargs):  # standardise fails on it, every time
+        if key == "detections/abc.json":
+            raise ConnectionError("the store is unreachable")
+        return get_with_etag(key, *args, **kwargs)
+
+    monkeypatch.setattr(serving.store, "get_with_etag", unreachable)
     serving.drain()
     monkeypatch.setattr(runtime_module, "LOOK_FOR_LEFT_WORK_S", 0.1)
     monkeypatch.setattr(runtime_module, "LEFT_AFTER_S", 0)
