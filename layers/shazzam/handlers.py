@@ -22,6 +22,7 @@ def s3_stage_handler(stage: Callable[[app_module.App, str], StageResult], servic
 
     @logger.inject_lambda_context
     def lambda_handler(event: dict, context) -> dict:
+        check_s3_notification(event, service)
         app = app_module.current()
         results = []
         for record in S3Event(event).records:
@@ -35,6 +36,15 @@ def s3_stage_handler(stage: Callable[[app_module.App, str], StageResult], servic
         return {"results": results}
 
     return lambda_handler
+
+
+def check_s3_notification(event, service: str) -> None:
+    """Raise ValueError naming what arrived when it is not an S3 notification: a wiring mistake
+    (a rule or a test invoke aimed at the wrong function) reads as such, not as KeyError 'Records'."""
+    records = event.get("Records") if isinstance(event, dict) else None
+    if not isinstance(records, list) or not all(isinstance(record, dict) and isinstance(record.get("s3"), dict) for record in records):
+        what = f"source {event.get('source')!r}, detail-type {event.get('detail-type')!r}" if isinstance(event, dict) else type(event).__name__
+        raise ValueError(f"{service} takes S3 ObjectCreated notifications; this event is not one ({what})")
 
 
 def scheduled_handler(job: Callable[..., dict], service: str, options: tuple[str, ...] = (),

@@ -188,3 +188,11 @@ def test_a_scrape_event_with_a_wrong_option_fails_before_any_work(backend, detai
     with pytest.raises(ValueError, match=message):
         invoke("scrape", {**event, "detail": {**(event.get("detail") or {}), **detail}})
     assert catalogue.shops_by_id(app.db)[shop_id]["attempted_at"] is None  # its turn is not taken
+
+
+@pytest.mark.parametrize("event", [{}, {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}},
+                                   {"Records": [{"eventSource": "aws:sqs"}]}, []])
+def test_an_event_that_is_no_s3_notification_is_named(backend, event):
+    _app, invoke = backend
+    with pytest.raises(ValueError, match="detect takes S3 ObjectCreated notifications; this event is not one"):
+        invoke("detect", event)
