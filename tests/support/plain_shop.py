@@ -10,15 +10,18 @@ import pytest
 
 
 class PlainShop:
-    """A shop of fixed answers by path: {path: (status, body[, headers])}; it logs the paths asked for."""
+    """A shop of fixed answers by path: {path: (status, body[, headers])}; it logs the paths asked
+    for, and each request's headers."""
 
     def __init__(self, answers: dict[str, tuple[int, bytes]]):
         self.asked: list[str] = []
+        self.request_headers: list[dict[str, str]] = []
         shop = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802
                 shop.asked.append(self.path)
+                shop.request_headers.append(dict(self.headers))
                 status, body, *headers = answers.get(urlsplit(self.path).path, (404, b"not here"))
                 headers = {"Content-Type": "application/json" if self.path.startswith("/products.json") else "text/xml",
                            **(headers[0] if headers else {})}

@@ -315,6 +315,34 @@ def test_a_robots_txt_sent_gzipped_is_read(plain_shop, body, may_fetch):
     assert Fetcher(local=True, delay_s=0, **FAST).allowed(shop.base_url + "products/1.html") is may_fetch
 
 
+PAGE = b"<html><body>" + b"<p>A red dress in linen.</p>" * 2000 + b"</body></html>"
+
+
+def test_pages_travel_gzipped_and_come_back_whole(plain_shop):
+    """Asked for as browsers ask: a page of repeated markup in a few per cent of its bytes."""
+    squeezed = gzip.compress(PAGE)
+    shop = plain_shop({"/robots.txt": (200, b""), "/p.html": (200, squeezed, {"Content-Encoding": "gzip", "Content-Type": "text/html"}),
+                       "/plain.html": (200, PAGE, {"Content-Type": "text/html"}),
+                       "/liar.html": (200, PAGE, {"Content-Encoding": "gzip", "Content-Type": "text/html"})})
+    fetcher = Fetcher(local=True, delay_s=0, **FAST)
+    assert fetcher.get(shop.base_url + "p.html").body == PAGE and len(squeezed) < len(PAGE) / 20
+    assert fetcher.get(shop.base_url + "plain.html").body == PAGE  # a server that does not compress
+    assert fetcher.get(shop.base_url + "liar.html").body == PAGE  # labelled gzip, sent plain: taken as it came
+    assert {headers["Accept-Encoding"] for headers in shop.request_headers} == {"gzip"}
+
+
+@pytest.mark.parametrize("body, encoding, kind", [
+    (gzip.compress(b"<html>" + b" " * 3_000_000 + b"</html>"), "gzip", "too-large"),  # a bomb: over max_bytes once inflated
+    (b"\x1f\x8b\x08garbled", "gzip", "bad-encoding"),
+    (b"\x1b\x00\x00", "br", "bad-encoding"),  # not asked for
+])
+def test_a_compressed_page_that_cannot_be_read_is_refused_once(plain_shop, body, encoding, kind):
+    shop = plain_shop({"/robots.txt": (200, b""), "/p.html": (200, body, {"Content-Encoding": encoding, "Content-Type": "text/html"})})
+    with pytest.raises(FetchError) as refused:
+        Fetcher(local=True, delay_s=0, **FAST).get(shop.base_url + "p.html")
+    assert refused.value.kind == kind and shop.asked.count("/p.html") == 1  # the same bytes would come again: no retry
+
+
 def test_a_sitemap_of_several_gzip_members_is_read_whole():
     xml = b'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc>/p/1</loc></url><url><loc>/p/2</loc></url></urlset>'
     assert parse_sitemap(gzip.compress(xml[:60]) + gzip.compress(xml[60:]), 10_000) == ("urlset", ["/p/1", "/p/2"])

@@ -94,7 +94,7 @@ class FetchPolicy:
 POLICY_FIELDS = frozenset(f.name for f in fields(FetchPolicy))
 # How a robots.txt fetch fails the same way each time (too large, a redirect to a malformed,
 # non-HTTP or non-public address): its rules cannot be read, so the host is left alone.
-ROBOTS_UNREADABLE = frozenset({"too-large", "bad-url", "scheme", "blocked-address", "content-type"})
+ROBOTS_UNREADABLE = frozenset({"too-large", "bad-url", "scheme", "blocked-address", "content-type", "bad-encoding"})
 
 
 @dataclass
@@ -165,6 +165,24 @@ def gunzip(body: bytes, limit: int) -> bytes:
             raise FetchError(f"gzip body over {limit} bytes", kind="too-large")
         body = inflater.unused_data if inflater.eof else b""  # a cut-off member ends the data
     return bytes(data)
+
+
+def decoded_transfer(body: bytes, content_encoding: str | None, url: str, limit: int) -> bytes:
+    """The body without the gzip its server compressed it with (asked for, as browsers ask: markup
+    compresses well, which spares the shop's bandwidth), to at most ``limit`` bytes. A coding that was not asked for
+    (br, zstd) is refused; a body labelled gzip that is not is taken as it came."""
+    codings = [coding.strip().lower() for coding in (content_encoding or "").split(",")]
+    codings = [coding for coding in codings if coding not in ("", "identity")]
+    if not codings:
+        return body
+    if codings not in (["gzip"], ["x-gzip"]):
+        raise FetchError(f"{url} came encoded as {content_encoding!r}, which was not asked for", kind="bad-encoding")
+    if body[:2] != GZIP_MAGIC:
+        return body
+    try:
+        return gunzip(body, limit)
+    except zlib.error as error:
+        raise FetchError(f"{url}: its gzip body is corrupt ({error})", kind="bad-encoding") from None
 
 
 def python_codec(label: str) -> str | None:
@@ -376,7 +394,7 @@ class Fetcher:
             else:
                 raise
         if result is not None and result.status == 200 and result.body[:2] == GZIP_MAGIC:
-            # Sent gzipped although identity was asked for (a misconfigured server).
+            # A gzip file without a Content-Encoding to say so (a misconfigured server).
             try:
                 result = replace(result, body=gunzip(result.body, self.policy.max_bytes))
             except (FetchError, zlib.error):
@@ -513,7 +531,7 @@ class Fetcher:
         kwargs = {"context": ssl.create_default_context()} if connection_class is _GuardedHTTPS else {}
         connection = connection_class(parts.hostname, parts.port, timeout=policy.timeout_s, **kwargs)
         connection.allow_private = policy.local
-        headers = {"User-Agent": policy.user_agent, "Accept": "*/*", "Accept-Encoding": "identity"}
+        headers = {"User-Agent": policy.user_agent, "Accept": "*/*", "Accept-Encoding": "gzip"}
         if etag:
             headers["If-None-Match"] = etag
         if last_modified:
@@ -539,7 +557,8 @@ class Fetcher:
             else:
                 if response.status == 200 and accept is not None and not _accepts(accept, response.getheader("Content-Type", "")):
                     raise FetchError(f"{url} is {response.getheader('Content-Type')!r}", kind="content-type")
-                answer = _Response.of(url, response, self._read_capped(response, url, deadline)), None
+                body = decoded_transfer(self._read_capped(response, url, deadline), response.getheader("Content-Encoding"), url, policy.max_bytes)
+                answer = _Response.of(url, response, body), None
             if cut.is_set():  # what came before the cut may parse as a whole answer: it is not one
                 raise FetchError(f"{url}: no complete answer within {seconds:.0f} s", kind="timeout")
             return answer
