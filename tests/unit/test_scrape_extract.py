@@ -439,3 +439,24 @@ def test_the_pages_breadcrumb_names_the_category_its_product_does_not_and_only_i
                        product("https://shop.example/p/trainers", "Complete the look")], ["Women", "Dresses"])
     found = {p.url.rsplit("/", 1)[-1]: p.category for p in extract_products(html, "https://shop.example/p/dress")}
     assert found == {"dress": "dress", "trainers": None}  # "Sale" names nothing; the trainers are not the page's
+
+
+@pytest.mark.parametrize("title, h1", [
+    ("Seite nicht gefunden | Modehaus", ""), ("", "Oups ! Cette page est introuvable"), ("Página no encontrada", ""),
+    ("Pagina non trovata", ""), ("", "Deze pagina bestaat niet"), ("Página não encontrada", ""), ("Nie znaleziono strony", ""),
+    ("Sidan hittades inte", ""), ("", "Siden findes ikke"), ("Ce produit n’existe plus", ""), ("Page not found", ""),
+])
+def test_a_page_that_says_it_is_not_there_reads_as_a_soft_404_in_the_shops_languages(title, h1):
+    from shazzam.scrape.crawl import looks_not_found
+    from shazzam.scrape.extract import parse_page
+
+    page = parse_page(f"<html><head><title>{title}</title></head><body><h1>{h1}</h1></body></html>", "https://shop.example/p/1")
+    assert looks_not_found(page, redirected=False)
+
+
+@pytest.mark.parametrize("title", ["Kleider & Röcke", "Robes d'été", "Nuova collezione", "Nieuw binnen", "Sommerfund 404er Jeans"])
+def test_a_page_that_does_not_say_so_is_no_soft_404(title):
+    from shazzam.scrape.crawl import looks_not_found
+    from shazzam.scrape.extract import parse_page
+
+    assert not looks_not_found(parse_page(f"<html><head><title>{title}</title></head></html>", "https://shop.example/c/1"), redirected=False)

@@ -44,7 +44,20 @@ SITEMAP_MAX_DEPTH = 3
 SHOPIFY_PAGE_SIZE = 250
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 _PAGINATION = re.compile(r"[?&](?:page|p|pg)=\d+|/page/\d+/?$", re.I)
-_NOT_FOUND = re.compile(r"\b(?:not found|404|no longer (?:available|exists)|does ?n[o']t exist|page (?:is )?missing)\b", re.I)
+# How a shop's page title or heading says the page is not there, in the languages of Europe's
+# larger clothing markets (a page that still shows a product is never asked).
+_NOT_FOUND = re.compile(
+    r"\b(?:not found|404|no longer (?:available|exists)|does ?n[o'’]t exist|page (?:is )?missing"
+    r"|nicht gefunden|existiert nicht|nicht mehr verfügbar"  # German
+    r"|introuvable|n[’']existe (?:pas|plus)|n[’']est plus disponible"  # French
+    r"|no (?:se ha )?encontrad[ao]|no existe|ya no está disponible"  # Spanish
+    r"|non (?:è stat[ao] )?trovat[ao]|non esiste|non è più disponibile"  # Italian
+    r"|niet gevonden|bestaat niet|niet meer beschikbaar"  # Dutch
+    r"|não encontrad[ao]|não existe"  # Portuguese
+    r"|nie znaleziono|nie istnieje"  # Polish
+    r"|hittades inte|finns inte|ikke fundet|findes ikke|ikke funnet|finnes ikke|ei löytynyt)\b",  # Nordic
+    re.I,
+)
 
 
 @dataclass(frozen=True)
