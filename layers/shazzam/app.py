@@ -87,7 +87,8 @@ def _login_problem(value: str | None) -> str | None:
         return "it is not JSON"
     if not isinstance(secret, dict):
         return "it is not a JSON object"
-    missing = [key for key in ("username", "password", "host") if not isinstance(secret.get(key), str) or not secret[key]]
+    needed = ("username", "password") if os.environ.get("SHAZZAM_DB_HOST") else ("username", "password", "host")
+    missing = [key for key in needed if not isinstance(secret.get(key), str) or not secret[key]]
     if missing:
         return f"{', '.join(missing)} missing"
     if not re.fullmatch(r"\d{1,5}", str(secret.get("port") or 3306)):
@@ -114,7 +115,7 @@ class SecretCredentials:
         if problem:
             # Never the value, nor a parse error (which quotes it): it may hold the password.
             raise RuntimeError(f"the database secret {self.secret_arn} is not an RDS login (a JSON object with "
-                               f"username, password and host; port and dbname optional): {problem}")
+                               f"username, password and, unless SHAZZAM_DB_HOST names it, host; port and dbname optional): {problem}")
         return json.loads(value)
 
     def current(self, refresh: bool = False) -> dict:

@@ -334,15 +334,16 @@ def images_to_fetch_again(db: Database, product_ids: Sequence[str]) -> list[dict
     SourcePass._image_failed), those never downloaded at all (a run stopped between saving the
     product and storing its picture), and, with `stored` true, those recorded as downloaded that
     detect has not seen within UNDETECTED_AFTER (a run stopped before the photo reached incoming/,
-    or detect gave up on it) and those with a garment neither cropped nor indexed within
-    UNFINISHED_AFTER (standardise, embed or detect's document gave up on it). product_id,
+    or detect gave up on it) and those with a garment not embedded within UNFINISHED_AFTER
+    (standardise, embed or detect's document gave up on it; an embedded garment's vector waits
+    in vectors/pending/, which nothing expires, for an index run). product_id,
     src_link, position, stored."""
     passing = sa.or_(*(images.c.error.like(f"fetch failed ({kind}%") for kind in ("network", "timeout", "rate-limited", "http-429", "http-5")))
     never_stored = sa.and_(images.c.status == "new", images.c.content_sha256.is_(None), images.c.duplicate_of.is_(None))
     undetected = sa.and_(images.c.status == "new", images.c.content_sha256.is_not(None), images.c.duplicate_of.is_(None),
                          images.c.updated_at < utcnow() - UNDETECTED_AFTER)
     unfinished = sa.and_(images.c.status == "detected", images.c.duplicate_of.is_(None), sa.exists().where(
-        detections.c.image_id == images.c.id, detections.c.embedding_status.in_(("pending", "embedded")),
+        detections.c.image_id == images.c.id, detections.c.embedding_status == "pending",
         detections.c.updated_at < utcnow() - UNFINISHED_AFTER))
     lost = sa.or_(undetected, unfinished)  # stored, and no longer on its way to the index
     found: list[dict] = []

@@ -53,6 +53,7 @@ def _progress_bar(description: str, quiet: bool):
 
 def ingest_now(runtime, shop_urls: list[str], limit: int | None, quiet: bool) -> dict:
     """Scrape, deliver every event the scrape causes, then index: what the schedules do, at once."""
+    from shazzam.lease import LeaseBusy
     from shazzam.pipeline import ScrapeFailed
 
     scraped: dict[str, int] = {}
@@ -61,11 +62,16 @@ def ingest_now(runtime, shop_urls: list[str], limit: int | None, quiet: bool) ->
         if limit is not None:
             detail["limit"] = limit
         # The scrape function runs here; each image it uploads queues a detect event.
-        try:
-            report = runtime.fire_schedule("scrape", detail)
-        except ScrapeFailed as failure:  # the invocation failed, as in AWS: the other shops go on
-            print(f"scrape: {failure}", file=sys.stderr)
-            report = failure.report
+        while True:
+            try:
+                report = runtime.fire_schedule("scrape", detail)
+            except LeaseBusy as busy:  # another process crawls: Lambda would try again later, so does this
+                print(f"scrape: {busy}; waiting on", file=sys.stderr)
+                continue
+            except ScrapeFailed as failure:  # the invocation failed, as in AWS: the other shops go on
+                print(f"scrape: {failure}", file=sys.stderr)
+                report = failure.report
+            break
         for name, value in report.items():
             scraped[name] = scraped.get(name, 0) + value
     if not quiet:

@@ -13,13 +13,14 @@ as UTC datetimes.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Iterator
+from typing import Callable, Iterator
 
 import sqlalchemy as sa
 
@@ -99,9 +100,34 @@ def held(db: Database, name: str, who: str, wait_s: float | None = 0.0, hold_s: 
 
     renewer = threading.Thread(target=renew, name=f"lease-{name}", daemon=True)
     renewer.start()
+    letting_go = functools.partial(_let_go, db, name, holder_id, stop, renewer)
+    with _lock:
+        _held[holder_id] = (db, letting_go)
     try:
         yield time.monotonic() - started
     finally:
-        stop.set()
-        renewer.join()
-        _release(db, name, holder_id)
+        with _lock:
+            still_held = _held.pop(holder_id, None) is not None  # else release_all let it go already
+        if still_held:
+            letting_go()
+
+
+def _let_go(db: Database, name: str, holder_id: str, stop: threading.Event, renewer: threading.Thread) -> None:
+    stop.set()
+    renewer.join()  # a renewal under way would take the lease back after the release
+    _release(db, name, holder_id)
+
+
+def release_all(db: Database) -> None:
+    """Release the leases this process holds on `db`, whoever holds them: a process that stops
+    while a daemon thread works under one (`serve` on Ctrl-C) lets the others in at once, not
+    HOLD_S later."""
+    with _lock:
+        mine = [holder_id for holder_id, (held_on, _release_it) in _held.items() if held_on is db]
+        letting_go = [_held.pop(holder_id)[1] for holder_id in mine]
+    for release in letting_go:
+        release()
+
+
+_lock = threading.Lock()
+_held: dict[str, tuple[Database, Callable[[], None]]] = {}  # holder id -> (its database, its release)

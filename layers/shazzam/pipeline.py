@@ -109,6 +109,7 @@ def scrape(
     from shazzam.scrape.passes import scrape_pass
 
     check_scrape_options(shop_url, limit, source, force)
+    force = bool(force)
     with crawler_turn(app, "scrape", budget_s) as budget_s:
         return scrape_pass(app, shop_url=shop_url, limit=limit, progress=progress, source_name=source, force=force, budget_s=budget_s)
 
@@ -420,7 +421,7 @@ def check_scrape_options(shop_url, limit, source, force) -> None:
             raise ValueError(f"{name} must be a string, not {value!r}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a whole number of product pages, 1 or more, not {limit!r}")
-    if not isinstance(force, bool):
+    if force is not None and not isinstance(force, bool):  # null reads as false, as the other options' null as absent
         raise ValueError(f"force must be true or false, not {force!r}")
 
 

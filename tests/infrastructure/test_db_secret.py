@@ -61,6 +61,18 @@ def test_a_secret_that_is_no_login_is_named_and_its_value_not_shown(secret, valu
     assert arn in str(refused.value) and "p@ss" not in str(refused.value) and refused.value.__cause__ is None
 
 
+def test_a_login_only_secret_takes_its_host_from_the_environment(secret, monkeypatch):
+    """An RDS-managed master user secret holds a username and a password only."""
+    client, arn = secret
+    client.put_secret_value(SecretId=arn, SecretString='{"username": "shazzam", "password": "first p@ss/word"}')
+    monkeypatch.setenv("SHAZZAM_DB_HOST", "proxy.example")
+    url = app_module.sa.engine.make_url(SecretCredentials(arn).url())
+    assert (url.username, url.host) == ("shazzam", "proxy.example")
+    monkeypatch.delenv("SHAZZAM_DB_HOST")
+    with pytest.raises(RuntimeError, match="host missing"):
+        SecretCredentials(arn).url()
+
+
 def test_a_binary_secret_is_no_login(secret):
     client, _arn = secret
     arn = client.create_secret(Name="shazzam-db-binary", SecretBinary=b"first p@ss/word")["ARN"]

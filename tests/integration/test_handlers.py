@@ -170,6 +170,8 @@ def test_a_scheduled_scrape_that_reaches_no_shop_fails_its_invocation(backend):
     # A failed invocation is retried, then sent to the failure queue, which alarms.
     with pytest.raises(ScrapeFailed, match="none of the 1 shop"):
         invoke("scrape", sample_event("scheduled-scrape.json"))
+    with pytest.raises(ScrapeFailed, match="none of the 1 shop"):  # JSON's null reads as absent, force's as false
+        invoke("scrape", {**sample_event("scheduled-scrape.json"), "detail": {"force": None, "limit": None, "source": None}})
     assert catalogue.shops_by_id(app.db)[shop_id]["last_scraped_at"] is None  # still due
 
 

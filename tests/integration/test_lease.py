@@ -105,3 +105,24 @@ def test_many_at_once_one_takes_it(db):
     for thread in threads:
         thread.join(60)
     assert len(holders) == 1 and len(busy) == 5
+
+
+def test_a_process_that_stops_lets_go_of_what_its_threads_hold(db):
+    """`serve` stopped while its schedules' daemon thread crawls: the thread dies with the
+    process, without leaving its block, and the lease is let go at once, not HOLD_S later."""
+    holding, stopped = threading.Event(), threading.Event()
+
+    def crawl():
+        with lease.held(db, lease.CRAWLER, "scrape", renew_s=0.05):
+            holding.set()
+            stopped.wait(10)
+            time.sleep(0.2)  # renewals would come due here, after the release
+
+    worker = threading.Thread(target=crawl, daemon=True)
+    worker.start()
+    assert holding.wait(10) and lease.holder(db, lease.CRAWLER).startswith("scrape ")
+    lease.release_all(db)
+    assert lease.holder(db, lease.CRAWLER) is None
+    stopped.set()
+    worker.join(10)
+    assert lease.holder(db, lease.CRAWLER) is None

@@ -473,6 +473,33 @@ def test_one_crawler_at_a_time_whatever_process_runs_it(tmp_path):
     second.close()
 
 
+def test_ingest_waits_for_a_crawler_in_another_process_however_long(tmp_path, monkeypatch, capsys):
+    import threading
+    import time
+
+    from shazzam import cli
+
+    monkeypatch.setattr(lease, "POLL_S", 0.05)
+    monkeypatch.setattr(pipeline, "CRAWLER_WAIT_SHARE", 0.0005)  # each scrape invocation gives up after 0.27 s
+    serving, mine = LocalRuntime(tmp_path / "data"), LocalRuntime(tmp_path / "data")
+    crawling, done = threading.Event(), threading.Event()
+
+    def serve_crawls():  # serve's schedules, stopped with Ctrl-C mid-scrape: close() lets the lease go
+        with lease.held(serving.db, lease.CRAWLER, "scrape"):
+            crawling.set()
+            done.wait(30)
+
+    threading.Thread(target=serve_crawls, daemon=True).start()
+    assert crawling.wait(10)
+    threading.Timer(1.0, serving.close).start()
+    started = time.monotonic()
+    report = cli.ingest_now(mine, [], None, True)
+    assert time.monotonic() - started >= 0.9 and report["scrape"]["shops"] == 0
+    assert "the crawler lease is held by scrape" in capsys.readouterr().err
+    done.set()
+    mine.close()
+
+
 def test_a_crawler_that_waited_half_its_budget_fails_and_is_run_again(runtime, monkeypatch):
     """In the cloud the failure makes Lambda run it again, a minute and then two later."""
     monkeypatch.setattr(lease, "POLL_S", 0.05)

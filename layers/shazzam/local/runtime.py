@@ -552,5 +552,6 @@ class LocalRuntime:
 
     def close(self) -> None:
         self.stop()
+        lease.release_all(self.db)  # the schedules' thread may be crawling: it dies with the process
         app_module.configure(None)
         self.db.close()
