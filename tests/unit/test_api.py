@@ -338,3 +338,35 @@ def test_a_fault_of_ours_answers_500_with_the_request_id_that_finds_its_log_line
     logged = [json.loads(line) for line in log.getvalue().splitlines() if line.startswith("{")]
     (fault,) = [line for line in logged if line.get("message") == "unhandled error"]
     assert fault["correlation_id"] == "apigw-request-1234" and "the database went away" in fault["exception"]
+
+
+def test_a_json_price_is_read_as_the_number_written():
+    """JSON 19.99 is a float a hair under 19.99: read as that float, the cent limit floors to 19.98
+    and the items priced 19.99 a shopper asked for vanish."""
+    from decimal import Decimal
+
+    _, _, filters = api.search_parameters({"min_price": 0.1, "max_price": 19.99})
+    assert filters.min_price == Decimal("0.1") and filters.max_price == Decimal("19.99")
+
+
+def test_a_min_price_of_0_is_accepted(call):
+    # a price slider at its left end sends 0: nothing costs less, so it filters nothing out
+    status, _, answer = call("POST", "/search", PHOTO, "image/jpeg", "min_price=0")
+    assert status == 200, answer
+
+
+def test_an_empty_garment_field_of_a_form_means_every_garment(call, monkeypatch):
+    # an HTML form sends its unfilled "garment" input as "": the whole outfit, not its first garment
+    use_detector(monkeypatch, FixedDetector())
+    content_type, form = multipart({"image": PHOTO, "garment": ""})
+    status, _, answer = call("POST", "/search", form, content_type)
+    assert status == 200, answer
+    assert [garment["label"] for garment in answer["garments"]] == ["top", "pants", "footwear", "bag"]
+
+
+def test_text_parameters_are_read_without_surrounding_spaces(call):
+    # " dress " and " eur " from a hand-typed query or a padded form field mean dress and EUR
+    category, _, filters = api.search_parameters({"category": " dress ", "currency": " eur ", "shop": " a "})
+    assert (category, filters.currency, filters.shop) == ("dress", "EUR", "a")
+    status, _, answer = call("POST", "/search", PHOTO, "image/jpeg", "category=%20dress%20&currency=%20eur%20")
+    assert status == 200, answer

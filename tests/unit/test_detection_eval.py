@@ -21,7 +21,7 @@ from shazzam.detection_eval import (
     postprocess_overrides,
     targets,
 )
-from shazzam.regions import MIN_AREA_FRACTION, components, iou
+from shazzam.regions import MIN_AREA_FRACTION, components, iou, label_map_regions
 from shazzam.taxonomy import DETECTOR_CLASSES
 from tests.support.ccp import write_ccp
 
@@ -87,6 +87,15 @@ def test_ground_truth_boxes_from_a_mask():
     loose = {t.label: t for t in ground_truth(channel_map(mask, LUT), min_area_fraction=0)}
     assert loose["top"].box == (10, 100, 450, 510)
     assert MIN_AREA_FRACTION * mask.size == pytest.approx(120)
+
+
+def test_a_component_of_exactly_min_pixels_is_kept():
+    # min_pixels is the smallest garment kept: a shoe of exactly that size is a shoe, not a speck
+    label_map = np.zeros((20, 20), dtype=np.uint8)
+    label_map[2:6, 2:6] = 1  # 16 pixels
+    label_map[10:13, 10:15] = 2  # 15 pixels
+    regions = label_map_regions(label_map, [1, 2], min_pixels=16)
+    assert [(region.label, region.box(), region.area) for region in regions] == [(1, (2, 2, 6, 6), 16)]
 
 
 def test_the_real_ccp_labels_map_onto_detector_channels(shared_data):

@@ -196,6 +196,18 @@ def test_search_codes_reranks_the_scan_by_the_nine_bit_codes(parts):
     assert empty_rows.shape == (5, 0)
 
 
+def test_the_nearest_item_is_found_when_the_scan_codes_rank_it_second():
+    """The coarse scan only shortlists: an item a whole scan step away by its uint8 code but
+    nearer in truth (and by the finer codes) must still be the top-1, so more rows than k are re-ranked."""
+    step = QUANT_STEP
+    query = np.array([[10.45 * step]], np.float32)
+    items = np.array([[9.55 * step], [10.55 * step]], np.float32)  # scan codes 10 and 11; query's 10
+    assert list(quantise(items, step)[:, 0]) == [10, 11] and quantise(query, step)[0, 0] == 10
+    codes, low_bits = split_codes(fine_codes(items, step))
+    rows, _ = search_codes(query, codes, low_bits, step, 1)
+    assert rows.tolist() == [[1]]  # 0.1 step away, not the scan's pick 0.9 step away
+
+
 @pytest.mark.parametrize("dim", [1, 15, 16, 31, 33, 64, 100, 1280])
 def test_code_distances_match_integer_arithmetic(dim, monkeypatch):
     rng = np.random.default_rng(dim)

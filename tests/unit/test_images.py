@@ -24,6 +24,7 @@ from shazzam.images import (
     model_views,
     standardise_img,
     to_model_input,
+    to_rgb,
     whole_view,
 )
 
@@ -76,6 +77,12 @@ def test_rejects_oversize_byte_count(jpeg):
     with pytest.raises(ImageError, match="more than the 100 allowed"):
         load_image(jpeg, max_bytes=100)
     assert load_image(jpeg, max_bytes=len(jpeg)).size == (64, 48)
+
+
+def test_a_photo_one_byte_over_the_limit_is_refused(jpeg):
+    # the limit a client is told (max_bytes) is the largest photo it may send (read above), and no more
+    with pytest.raises(ImageError, match="more than the"):
+        load_image(jpeg, max_bytes=len(jpeg) - 1)
 
 
 def png_bomb(side: int) -> bytes:
@@ -210,6 +217,16 @@ def test_a_dark_photo_stays_as_dark_in_16_bits_or_as_floats():
     as_floats = np.asarray(load_image(encode(Image.fromarray(dark.astype(np.float32) / 255), "TIFF")))[..., 0]
     assert np.abs(as_16_bits.astype(int) - as_8_bits).max() <= 1  # not stretched to the photo's own brightest
     assert np.abs(as_floats.astype(int) - as_8_bits).max() <= 1  # 0..1 floats, not black
+
+
+def test_full_white_in_32_bit_or_float_grey_stays_white():
+    """A 32-bit grey image holding 8-bit values (0..255) and a float one holding 0..1 are read as
+    such up to their brightest value: white must not come out black or nearly so."""
+    as_integers = to_rgb(Image.fromarray(np.array([[0, 255]], dtype=np.int32)))
+    as_floats = to_rgb(Image.fromarray(np.array([[0.0, 1.0]], dtype=np.float32)))
+    assert as_integers.mode == as_floats.mode == "RGB"
+    assert np.asarray(as_integers)[0, :, 0].tolist() == [0, 255]
+    assert np.asarray(as_floats)[0, :, 0].tolist() == [0, 255]
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L", "I;16"])

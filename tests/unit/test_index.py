@@ -679,3 +679,14 @@ def test_a_version_written_but_never_swapped_in_is_collected_after_the_grace(sto
     assert orphan in shard_keys(store, "top")  # within the grace it may be a run's in progress
     collect_old_versions(store, "top", keep=live["key"], grace_s=0)
     assert shard_keys(store, "top") == [live["key"]]
+
+
+def test_an_item_refiled_out_and_back_before_the_run_stays_in_its_shard(store):
+    """Moved to another category and back again: its marker and its new vector both wait; the
+    item must stay searchable in its category, not be dropped by the stale marker."""
+    publish(store, "top", add=vectors(["a-000", "b-000"]), model="m")
+    store.put("vectors/removed/top/a-000", b"")
+    store.put("vectors/pending/top/a-000.npy", encode_vector(np.eye(DIM)[0], "m"))
+    assert compact(store, "m")["top"] == {"added": ["a-000"], "removed": [], "total": 2}
+    assert "a-000" in live_shard(store, "top").ids
+    assert not list(store.list("vectors/removed/")) and not list(store.list("vectors/pending/"))
