@@ -135,6 +135,34 @@ def test_a_product_page_the_shops_robots_txt_shuts_leaves_search_until_it_opens_
     assert pipeline.revalidate(runtime.app)["products_revived"] == 1 and not product(runtime, shop, "og")["is_dead"]
 
 
+def test_a_robots_txt_that_cannot_be_read_keeps_the_crawler_out_but_kills_no_product(runtime, plain_shop):
+    """A shop whose robots.txt answers 503 for a while is kept out of (RFC 9309), but its products
+    are still on sale: they stay in search, unlike those its robots.txt shuts."""
+    shop, answers = one_page_shop(plain_shop, ["img/red.jpg"], lambda n: (200, jpeg(Image.new("RGB", (64, 64), (200, 30, 30))),
+                                                                        {"Content-Type": "image/jpeg"}))
+    catalogue.save_source(runtime.db, ShopSource(base_url=shop.base_url, name="s", strategy="sitemap", local=True, delay_s=0, fetch=FAST))
+    assert pipeline.scrape(runtime.app)["products_new"] == 1
+    answers["/robots.txt"] = (503, b"busy")
+    report = pipeline.revalidate(runtime.app)
+    assert report["errors.robots-unreadable"] == 1 and report["products_dead"] == 0
+    assert "/p/tee.html" not in shop.asked[shop.asked.index("/robots.txt", 1):]  # kept out
+    [tee] = catalogue.products_of_shop(runtime.db, ids.shop_id(shop.base_url)).values()
+    assert not tee["is_dead"] and tee["dead_reason"] is None
+
+
+def test_a_sold_out_product_stays_dead_while_its_page_is_unchanged(runtime, shop):
+    """An unchanged page revives a product only if the page itself had gone: one whose page says
+    "sold out" is still sold out while the page says so, and stays out of search."""
+    register(runtime, shop)
+    pipeline.scrape(runtime.app)
+    assert product(runtime, shop, "out-of-stock")["dead_reason"] == "out-of-stock"
+    for again in (pipeline.scrape, pipeline.revalidate):  # a 304, then the same bytes in full
+        report = again(runtime.app)
+        assert report["products_revived"] == 0, again.__name__
+        sold_out = product(runtime, shop, "out-of-stock")
+        assert sold_out["is_dead"] and sold_out["dead_reason"] == "out-of-stock", again.__name__
+
+
 def test_revalidate_tombstones_keeps_shared_images_and_revives(runtime, shop):
     register(runtime, shop)
     pipeline.scrape(runtime.app)

@@ -530,3 +530,13 @@ def test_robots_crawl_delay_raises_the_delay(site: tuple[_Site, str]) -> None:
     fetcher.get(base + "/a")
     fetcher.get(base + "/a")
     assert time.monotonic() - started >= 0.35
+
+
+def test_a_crawl_delay_of_an_hour_is_capped_at_a_minute(site: tuple[_Site, str]) -> None:
+    """A shop asking an hour between requests would take months to read: its delay is capped
+    (a minute), not obeyed as written, nor waited out one page an hour."""
+    state, base = site
+    state.routes = {"/robots.txt": (200, "text/plain", b"User-agent: *\nCrawl-delay: 3600\n")}
+    fetcher = Fetcher(local=True, delay_s=0)
+    assert fetcher.allowed(base + "/a")
+    assert fetcher._delay_for(base + "/a") == 60.0

@@ -170,6 +170,36 @@ def test_a_product_group_is_one_product_in_its_variants_sizes():
     assert coat.image_urls == ("https://shop.example/coat.jpg",)
 
 
+def _json_ld_product(block: dict, page_url: str = PAGE):
+    return extract_products(f'<script type="application/ld+json">{json.dumps(block)}</script>', page_url)
+
+
+def test_a_discontinued_product_is_not_in_stock():
+    """A line the shop no longer makes cannot be bought: it must leave the results, as a sold-out one does."""
+    [product] = _json_ld_product({"@type": "Product", "name": "Dress", "image": "/d.jpg",
+                                  "offers": {"price": "30.00", "priceCurrency": "EUR", "availability": "https://schema.org/Discontinued"}})
+    assert product.availability == "Discontinued" and not product.in_stock
+
+
+def test_a_list_price_beside_the_selling_price_is_not_the_price():
+    """The "was 100" a shop shows struck through is not what the user pays: the price is the one without a price type."""
+    [product] = _json_ld_product({"@type": "Product", "name": "Dress", "image": "/d.jpg", "offers": {"priceSpecification": [
+        {"priceType": "https://schema.org/ListPrice", "price": "100", "priceCurrency": "EUR"},
+        {"price": "80", "priceCurrency": "EUR"}]}})
+    assert (product.price, product.currency) == (Decimal("80"), "EUR")
+
+
+def test_a_product_group_without_an_address_is_its_page_not_its_first_variants_offer():
+    """Variants' offers name one size's address ("?size=S"); taken for the group's, the product would
+    be stored under one size and stored again under another when the shop reorders its sizes."""
+    page = "https://s.example/p/tee"
+    variants = [{"@type": "Product", "name": f"Tee {size}", "size": size, "image": "/tee.jpg",
+                 "offers": {"price": "25.00", "priceCurrency": "EUR", "url": f"{page}?size={size}", "availability": "https://schema.org/InStock"}}
+                for size in ("S", "M")]
+    [tee] = _json_ld_product({"@type": "ProductGroup", "name": "Tee", "hasVariant": variants}, page)
+    assert (tee.url, tee.price, tee.sizes) == (page, Decimal("25.00"), ("S", "M"))
+
+
 def test_references_by_id_in_a_graph_are_followed():
     graph = {"@context": "https://schema.org", "@graph": [
         {"@type": "ImageObject", "@id": "#primaryimage", "url": "https://shop.example/shirt.jpg"},

@@ -8,11 +8,12 @@ import http.server
 import json
 import threading
 import time
+from datetime import datetime, timedelta
 
 import pytest
 
 from shazzam.scrape import Crawl, Fetcher, FetchError, RobotsDisallowed, ShopSource
-from shazzam.scrape.crawl import parse_sitemap
+from shazzam.scrape.crawl import CachedPage, parse_sitemap
 
 from shazzam.scrape.fetch import ROBOTS_MAX_REDIRECTS, _retry_after_s, is_private_host
 from tests.support.plain_shop import plain_shop  # noqa: F401 - a fixture
@@ -383,7 +384,39 @@ def test_a_product_page_that_redirects_where_no_product_may_be_read_is_gone(plai
     for page in ("p/1", "p/2", "p/3"):
         outcome = crawl.product_page(shop.base_url + page)
         assert (outcome.state, outcome.reason) == ("gone", "soft-404"), page
+    # robots.txt is asked at every hop: the disallowed path the redirect names is never fetched.
+    assert not any(path.startswith("/search") for path in shop.asked)
+    with pytest.raises(RobotsDisallowed) as refusal:
+        crawl.fetcher.get(shop.base_url + "p/1")
+    assert refusal.value.redirected and not any(path.startswith("/search") for path in shop.asked)
     assert crawl.product_page(shop.base_url + "search?q=x").state == "robots"  # asked for directly: not a product's fate
+
+
+def test_pages_never_visited_come_first_then_those_checked_longest_ago(plain_shop):
+    """A shop too large for one pass: its new products are read first, and the rest in turns, so
+    that none is left unchecked for long."""
+    answers = {"/robots.txt": (200, b"")}
+    shop = plain_shop(answers)
+    pages = {name: shop.base_url + f"p/{name}" for name in ("a", "b", "c")}  # in the sitemap's order
+    urlset = "".join(f"<url><loc>{url}</loc></url>" for url in pages.values())
+    answers["/sitemap.xml"] = (200, f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{urlset}</urlset>'.encode())
+    now = datetime.now()
+    known = {pages["a"]: CachedPage(checked_at=now - timedelta(days=1)), pages["b"]: CachedPage(checked_at=now - timedelta(hours=1))}
+    source = ShopSource(base_url=shop.base_url, strategy="sitemap", local=True, delay_s=0, fetch=FAST)
+    visited = [outcome.url for outcome in Crawl(source, Fetcher(policy=source.policy()), known).pages()]
+    assert visited == [pages["c"], pages["a"], pages["b"]]
+
+
+def test_validators_of_a_page_that_moved_are_not_sent_to_its_new_address(plain_shop):
+    """An ETag belongs to the address it came from: sent to the new one, a 304 there would pass an
+    unread page for unchanged, and its product would never be read."""
+    shop = plain_shop({"/robots.txt": (200, b""), "/p/1": (301, b"", {"Location": "/p/2"}),
+                       "/p/2": (200, b"<html></html>", {"Content-Type": "text/html"})})
+    result = Fetcher(local=True, delay_s=0, **FAST).get(shop.base_url + "p/1", etag='"x"', last_modified="Mon, 01 Jan 2024 00:00:00 GMT")
+    assert result.status == 200 and shop.asked == ["/robots.txt", "/p/1", "/p/2"]
+    first, moved = shop.request_headers[1], shop.request_headers[2]
+    assert first["If-None-Match"] == '"x"' and "If-Modified-Since" in first
+    assert "If-None-Match" not in moved and "If-Modified-Since" not in moved
 
 
 @pytest.mark.parametrize("content_type, body", [
