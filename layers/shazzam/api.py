@@ -35,7 +35,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, CORSConf
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 
 from shazzam import app as app_module
-from shazzam import catalogue, pipeline
+from shazzam import catalogue, lease, pipeline
 from shazzam.images import MAX_BYTES
 from shazzam.index import read_manifest
 from shazzam.storage import ObjectNotFound, S3Store
@@ -387,6 +387,7 @@ def health():
         },
         "items": catalogue.counts(app.db),  # the shards' own counts are under index.shards
         "shops": catalogue.shop_names(app.db),
+        "crawler": lease.holder(app.db, lease.CRAWLER),  # which scrape, revalidate or re-embedding fetches now
     }
 
 

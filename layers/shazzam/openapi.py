@@ -145,7 +145,7 @@ SCHEMAS = {
     },
     "Health": {
         "type": "object",
-        "required": ["status", "model", "index", "items", "shops"],
+        "required": ["status", "model", "index", "items", "shops", "crawler"],
         "properties": {
             "status": {"const": "ok"},
             "model": {"type": "object", "required": ["name", "sha256", "detector"], "properties": {"name": {"type": "string"}, "sha256": NULLABLE_STRING, "detector": {"type": "string"}}},
@@ -162,6 +162,7 @@ SCHEMAS = {
             },
             "items": {"type": "object", "required": ["indexed"], "additionalProperties": {"type": "integer"}},
             "shops": {"type": "array", "items": {"type": "string"}},
+            "crawler": {**NULLABLE_STRING, "description": "who holds the crawler lease (scrape, revalidate or re-embedding, and a run id); null when none fetches"},
         },
     },
 }

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from shazzam import api
+from shazzam import api, lease
 from shazzam.events import http_api_request
 from shazzam.local.runtime import LambdaContext, LocalRuntime
 from shazzam.detector import WholeImageDetector
@@ -311,11 +311,13 @@ def test_upload_is_a_presigned_s3_post_in_the_cloud(s3_bucket, monkeypatch, tmp_
     assert upload["url"] == f"https://{s3_bucket}.s3.eu-west-1.amazonaws.com/"
 
 
-def test_health_categories_and_openapi(call):
+def test_health_categories_and_openapi(call, runtime):
     status, _, health = call("GET", "/health")
     assert status == 200 and health["status"] == "ok"
     assert health["model"]["name"] == load_garment_model().name and health["model"]["detector"]
-    assert "shards" in health["index"] and "indexed" in health["items"]
+    assert "shards" in health["index"] and "indexed" in health["items"] and health["crawler"] is None
+    with lease.held(runtime.db, lease.CRAWLER, "revalidate"):  # an operator sees who crawls now
+        assert call("GET", "/health")[2]["crawler"].startswith("revalidate ")
     status, _, categories = call("GET", "/categories")
     assert status == 200 and len(categories["categories"]) == 10
     status, headers, document = call("GET", "/openapi.json")
