@@ -197,3 +197,56 @@ def test_a_new_model_embeds_the_catalogue_again(runtime, small_shop, monkeypatch
     fresh = pipeline.search(runtime.app, query, category="shoes", k=3)
     assert len(fresh["results"]) == 3 and fresh["model"]["name"] == "garment_v5"
     assert "reembedding" not in runtime.fire_schedule("index")  # nothing stale is left
+
+
+def test_a_delivery_that_fails_once_is_retried_and_one_that_always_fails_is_dead_lettered_once(runtime, monkeypatch):
+    # As Lambda retries an S3 notification: a blip (the database restarting) must not cost the
+    # photo, nor leave a dead letter to worry about; a photo that never goes through is written
+    # down once, after the last try, for someone to look at.
+    calls = []
+
+    def flaky(event, context):
+        calls.append(event)
+        if len(calls) == 1:
+            raise ConnectionError("the database blinked")
+
+    monkeypatch.setattr(runtime, "handler", lambda name: flaky)
+    runtime.store.put("incoming/photo-1", b"a photo")
+    report = runtime.drain()
+    assert (len(calls), report.delivered, report.failed) == (2, 1, 0)
+    assert not (runtime.data_dir / "dead-letters").exists()
+
+    def broken(event, context):
+        calls.append(event)
+        raise ConnectionError("the database is gone")
+
+    monkeypatch.setattr(runtime, "handler", lambda name: broken)
+    calls.clear()
+    runtime.store.put("incoming/photo-2", b"another photo")
+    report = runtime.drain()
+    assert (len(calls), report.delivered, report.failed) == (3, 0, 1)
+    assert len(list((runtime.data_dir / "dead-letters").iterdir())) == 1
+
+
+def test_a_scheduled_crawl_waits_its_turn_while_another_process_crawls(runtime, monkeypatch):
+    # `serve` running while a `scrape` runs in another terminal: its own scheduled crawl must not
+    # start (it would wait on the lease, fail and land in the dead letters) but come at a later tick.
+    import time
+    from types import SimpleNamespace
+
+    from shazzam import wiring
+
+    every_tick = SimpleNamespace(interval_seconds=lambda: 0.01)
+    monkeypatch.setattr(wiring, "scheduled_functions", lambda: [(SimpleNamespace(name="scrape"), every_tick)])
+    fired = []
+    monkeypatch.setattr(runtime, "fire_schedule", fired.append)
+    with lease.held(runtime.db, lease.CRAWLER, "scrape in another terminal"):
+        loop = runtime.start_background(tick_s=0.02)
+        time.sleep(0.5)
+        assert fired == []
+    deadline = time.monotonic() + 5
+    while not fired and time.monotonic() < deadline:
+        time.sleep(0.05)
+    runtime.stop()
+    loop.join(5)
+    assert fired and set(fired) == {"scrape"}

@@ -120,6 +120,18 @@ def test_a_refused_login_rereads_the_rotated_secret_once(secret):
         credentials.connect(FakeDbapi("third"), (), {"user": "shazzam"})
 
 
+def test_a_rotation_that_switches_users_logs_in_as_the_new_user(secret):
+    """RDS's alternating-users rotation hands the login to a clone user: the retry takes the
+    secret's username as well as its password."""
+    client, arn = secret
+    credentials = SecretCredentials(arn, client=client)
+    assert credentials.connect(FakeDbapi("first p@ss/word"), (), {"user": "shazzam"}) == "connection"
+    client.put_secret_value(SecretId=arn, SecretString=json.dumps({**credentials.current(), "username": "shazzam_clone", "password": "second"}))
+    params = {"user": "shazzam"}
+    assert credentials.connect(FakeDbapi("second"), (), params) == "connection"
+    assert params["user"] == "shazzam_clone"
+
+
 def test_other_connection_errors_are_not_retried(secret):
     client, arn = secret
 

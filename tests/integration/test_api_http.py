@@ -290,6 +290,32 @@ def test_a_chunked_body_is_read_like_any_other(served):
     assert status == 400 and "chunk" in problem["detail"]
 
 
+def test_a_chunked_body_is_refused_as_soon_as_it_passes_the_limit(served):
+    # A client that streams (curl -T -) announces no length: the 413 must come once the limit is
+    # passed, not after the server has held however much the client goes on sending.
+    _, port, _ = served
+    over = chunked(b"\0" * (api.MAX_SEARCH_BODY_BYTES + 1), 1 << 16)[: -len(b"0\r\n\r\n")]  # and more to come
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.sendall(b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nTransfer-Encoding: chunked\r\n\r\n" + over)
+        response = http.client.HTTPResponse(connection)
+        response.begin()
+        assert response.status == 413 and "/uploads" in json.loads(response.read())["detail"]
+
+
+def test_an_upload_larger_than_a_photo_may_be_is_413(served):
+    # S3's presigned POST policy caps the file (content-length-range); the local stand-in must
+    # refuse what the cloud would, not store a file the pipeline then rejects.
+    from shazzam.images import MAX_BYTES
+
+    _, port, _ = served
+    upload = request(port, "POST", "/uploads", b"{}", {"content-type": "application/json"})[2]
+    content_type, form = multipart({**upload["fields"], "file": PHOTO + b"\0" * (MAX_BYTES + 1 - len(PHOTO))})
+    status, _, problem = request(port, "POST", "/local-uploads", form, {"content-type": content_type})
+    assert status == 413 and str(MAX_BYTES) in problem["detail"], problem
+    content_type, form = multipart({**upload["fields"], "file": PHOTO + b"\0" * (MAX_BYTES - len(PHOTO))})
+    assert request(port, "POST", "/local-uploads", form, {"content-type": content_type})[0] == 204  # exactly the cap is fine
+
+
 def test_a_presigned_upload_takes_only_the_key_and_type_it_was_given(served):
     _, port, _ = served
     upload = request(port, "POST", "/uploads", b"{}", {"content-type": "application/json"})[2]

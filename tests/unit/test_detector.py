@@ -124,6 +124,35 @@ def test_letterbox_padding_is_undone_and_cells_outside_the_photo_ignored():
     assert dress.box.as_list() == [128, 0, 384, 224]  # y from the photo's top edge to (50*4 - 144) / 0.25
 
 
+def test_cells_in_the_letterbox_padding_neither_score_nor_make_a_garment():
+    # The model sees grey padding around a wide photo; what it says there is not in the photo. A
+    # bag the photo's cells hold only narrowly (0.3, under the 0.35 threshold) must not be lifted
+    # over it by confident cells in the padding next to it: the user would see a bag that is not there.
+    box_geometry = geometry(1024, 384)  # the photo is canvas rows 144-240 (cells 36-59), padding around
+    probs = probability_map(
+        ("bag", slice(50, 60), slice(10, 20), 0.3),  # in the photo, bottom edge
+        ("bag", slice(60, 70), slice(10, 20), 0.95),  # just below it, in the padding
+        ("bag", slice(26, 36), slice(10, 20), 0.95),  # just above it, in the padding
+    )
+    probs[50:60, 10:20, 0] = 0.25
+    assert detections_from_probabilities(probs, box_geometry, SETTINGS) == []
+
+
+def test_a_mask_lines_up_with_its_box_in_a_photo_padded_left_and_right():
+    # 300x500: scale 0.768, 13 canvas pixels of padding left and right, none above. Two shoes apart
+    # make one footwear box: its edge columns are shoe, the gap between them is not.
+    probs = probability_map(
+        ("footwear", slice(80, 90), slice(10, 20), 0.9),
+        ("footwear", slice(80, 90), slice(30, 40), 0.9),
+    )
+    (shoes,) = detections_from_probabilities(probs, geometry(300, 500), SETTINGS)
+    assert shoes.box.as_list() == [35, 416, 192, 469]  # x: (cells x 4 - 13) / 0.768, y: cells x 4 / 0.768
+    assert shoes.mask.shape == (469 - 416, 192 - 35)
+    row = shoes.mask[shoes.mask.shape[0] // 2]  # 157 pixels: shoe, gap, shoe, 52 each
+    assert row[:50].all() and row[-51:-1].all()  # the shoes (the last pixel straddles the box's edge)
+    assert not row[55:100].any()  # the gap between them
+
+
 def test_boxes_are_clipped_to_the_photo():
     # 300x500: scale 0.768, content 230x384 with 13 pixels of padding either side.
     probs = probability_map(("outerwear", slice(0, ROWS), slice(0, COLS), 0.9))

@@ -105,3 +105,10 @@ def test_a_manifest_is_refused_under_another_name_than_its_models(tmp_path):
     (tmp_path / "garment_v6.json").write_text(json.dumps(manifest))  # garment_v0's, copied under another name
     with pytest.raises(ModelError, match="its file must be garment_v0.json"):
         read_manifest(tmp_path / "garment_v6.json")
+
+
+def test_a_manifest_whose_input_shape_is_not_the_models_is_refused(tmp_path):
+    # The manifest is what the views are cut to; a model file swapped under it (another input size)
+    # must stop the service at load, not serve embeddings of inputs it was not trained on.
+    with pytest.raises(ModelError, match=r"disagrees with the manifest \[1, 256, 256, 3\]"):
+        GarmentModel.from_manifest(_served_copy(tmp_path, shape=[1, 256, 256, 3]))
