@@ -170,8 +170,8 @@ class GarmentModel:
         mean over the model's views.
 
         `standardised=True` says the image already went through standardise_img (the ingest
-        pipeline stores it so); it must not be standardised twice, since the centre crop of a
-        centre crop is a different, zoomed-in input.
+        pipeline stores it so), which is then not run again: on the 256 x 256 square it would give
+        the same square back, so the flag only spares the work.
         """
         embeddings, probabilities = self.outputs(model_views(image if standardised else standardise_img(image), self.views))
         return embeddings.mean(axis=0), probabilities.mean(axis=0)
