@@ -475,6 +475,8 @@ def test_the_pages_breadcrumb_names_the_category_its_product_does_not_and_only_i
     ("Seite nicht gefunden | Modehaus", ""), ("", "Oups ! Cette page est introuvable"), ("Página no encontrada", ""),
     ("Pagina non trovata", ""), ("", "Deze pagina bestaat niet"), ("Página não encontrada", ""), ("Nie znaleziono strony", ""),
     ("Sidan hittades inte", ""), ("", "Siden findes ikke"), ("Ce produit n’existe plus", ""), ("Page not found", ""),
+    ("Page non trouvée", ""), ("", "Diese Seite existiert leider nicht"), ("Strona nie została znaleziona", ""),
+    ("Denne side eksisterer ikke", ""), ("Sidan kunde inte hittas", ""), ("Este producto ya no esta disponible", ""),
 ])
 def test_a_page_that_says_it_is_not_there_reads_as_a_soft_404_in_the_shops_languages(title, h1):
     from shazzam.scrape.crawl import looks_not_found

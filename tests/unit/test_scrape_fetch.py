@@ -336,12 +336,37 @@ def test_pages_travel_gzipped_and_come_back_whole(plain_shop):
     (gzip.compress(b"<html>" + b" " * 3_000_000 + b"</html>"), "gzip", "too-large"),  # a bomb: over max_bytes once inflated
     (b"\x1f\x8b\x08garbled", "gzip", "bad-encoding"),
     (b"\x1b\x00\x00", "br", "bad-encoding"),  # not asked for
+    (gzip.compress(b"") * 100_000, "gzip", "bad-encoding"),  # 2 MB of empty members: a trick, refused at once
 ])
 def test_a_compressed_page_that_cannot_be_read_is_refused_once(plain_shop, body, encoding, kind):
     shop = plain_shop({"/robots.txt": (200, b""), "/p.html": (200, body, {"Content-Encoding": encoding, "Content-Type": "text/html"})})
+    started = time.monotonic()
     with pytest.raises(FetchError) as refused:
         Fetcher(local=True, delay_s=0, **FAST).get(shop.base_url + "p.html")
     assert refused.value.kind == kind and shop.asked.count("/p.html") == 1  # the same bytes would come again: no retry
+    assert time.monotonic() - started < 5  # inflating is linear in the body: quadratic took 6 s for 2 MB of members
+
+
+def test_a_gzip_page_cut_short_is_a_broken_transfer_asked_for_again(plain_shop):
+    """A body that ends within its gzip stream (the connection closed early) is not the page: the
+    gzip trailer that is missing says so, and the fetch is retried like any network fault."""
+    cut = gzip.compress(PAGE)[:-100]
+    shop = plain_shop({"/robots.txt": (200, b""), "/p.html": (200, cut, {"Content-Encoding": "gzip", "Content-Type": "text/html"})})
+    with pytest.raises(FetchError, match="cut short") as refused:
+        Fetcher(local=True, delay_s=0, **FAST).get(shop.base_url + "p.html")
+    assert refused.value.kind == "network" and shop.asked.count("/p.html") == 1 + FAST["retries"]
+
+
+@pytest.mark.parametrize("encoding", ["none", "UTF-8", "binary", "identity"])
+def test_a_content_encoding_that_names_no_compression_is_read_as_it_came(plain_shop, encoding):
+    """Misconfigured servers label plain bodies so; browsers read them, and so does the scraper,
+    robots.txt included (refusing it would shut the whole shop out)."""
+    shop = plain_shop({"/robots.txt": (200, b"User-agent: *\nDisallow: /private/\n", {"Content-Encoding": encoding}),
+                       "/p.html": (200, PAGE, {"Content-Encoding": encoding, "Content-Type": "text/html"}),
+                       "/gone.html": (404, b"\x1b\x00", {"Content-Encoding": "br"})})  # a 404's body is never read
+    fetcher = Fetcher(local=True, delay_s=0, **FAST)
+    assert fetcher.get(shop.base_url + "p.html").body == PAGE and not fetcher.allowed(shop.base_url + "private/x.html")
+    assert fetcher.get(shop.base_url + "gone.html").status == 404
 
 
 def test_a_sitemap_of_several_gzip_members_is_read_whole():

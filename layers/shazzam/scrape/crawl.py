@@ -48,14 +48,15 @@ _PAGINATION = re.compile(r"[?&](?:page|p|pg)=\d+|/page/\d+/?$", re.I)
 # larger clothing markets (a page that still shows a product is never asked).
 _NOT_FOUND = re.compile(
     r"\b(?:not found|404|no longer (?:available|exists)|does ?n[o'’]t exist|page (?:is )?missing"
-    r"|nicht gefunden|existiert nicht|nicht mehr verfügbar"  # German
-    r"|introuvable|n[’']existe (?:pas|plus)|n[’']est plus disponible"  # French
-    r"|no (?:se ha )?encontrad[ao]|no existe|ya no está disponible"  # Spanish
+    r"|nicht gefunden|existiert (?:\w+ )?nicht|nicht mehr verfügbar"  # German
+    r"|introuvable|non trouvée?|n[’']existe (?:pas|plus)|n[’']est plus disponible"  # French
+    r"|no (?:se ha )?encontrad[ao]|no existe|ya no est[aá] disponible"  # Spanish
     r"|non (?:è stat[ao] )?trovat[ao]|non esiste|non è più disponibile"  # Italian
     r"|niet gevonden|bestaat niet|niet meer beschikbaar"  # Dutch
     r"|não encontrad[ao]|não existe"  # Portuguese
-    r"|nie znaleziono|nie istnieje"  # Polish
-    r"|hittades inte|finns inte|ikke fundet|findes ikke|ikke funnet|finnes ikke|ei löytynyt)\b",  # Nordic
+    r"|nie znaleziono|nie został[ao] znalezion[ay]|nie istnieje"  # Polish
+    r"|hittades inte|kunde inte hittas|finns inte|ikke fundet|findes ikke|eksisterer ikke|ikke funnet|finnes ikke"
+    r"|ei löytynyt)\b",  # Nordic
     re.I,
 )
 

@@ -154,25 +154,48 @@ _WHATWG_CODECS = {
 }
 
 
-def gunzip(body: bytes, limit: int) -> bytes:
+# A gzip file is one member, or a few concatenated (``cat a.gz b.gz``); thousands of tiny ones are
+# a server's trick to keep a worker busy, not a page.
+MAX_GZIP_MEMBERS = 1000
+_GZIP_SLICE = 64 * 1024
+# Content-Encoding values that name a compression; any other (servers send "none", "UTF-8",
+# "binary") names none, and the body is read as it came, as browsers read it.
+_COMPRESSIONS = frozenset({"gzip", "x-gzip", "deflate", "br", "zstd", "compress", "x-compress"})
+
+
+def gunzip(body: bytes, limit: int, whole: bool = False) -> bytes:
     """Decompress a gzip body to at most ``limit`` bytes (a gzip bomb stops there). A file may be
-    several gzip members one after another (``cat a.gz b.gz``), which read as one."""
+    several gzip members one after another, which read as one. A cut-off last member ends the data,
+    or, when the body must be `whole` (it came over HTTP, where a cut means a broken transfer),
+    raises FetchError to be retried. Linear in the body: each member is fed in slices."""
     data = bytearray()
-    while body[:2] == GZIP_MAGIC:
+    view, position, members = memoryview(body), 0, 0
+    while bytes(view[position : position + 2]) == GZIP_MAGIC:
+        members += 1
+        if members > MAX_GZIP_MEMBERS:
+            raise FetchError(f"gzip body of more than {MAX_GZIP_MEMBERS} members", kind="bad-encoding")
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        data += inflater.decompress(body, limit + 1 - len(data))
-        if len(data) > limit:
-            raise FetchError(f"gzip body over {limit} bytes", kind="too-large")
-        body = inflater.unused_data if inflater.eof else b""  # a cut-off member ends the data
+        while not inflater.eof and position < len(view):
+            piece = view[position : position + _GZIP_SLICE]
+            position += len(piece)
+            data += inflater.decompress(piece, limit + 1 - len(data))
+            if len(data) > limit:
+                raise FetchError(f"gzip body over {limit} bytes", kind="too-large")
+        if not inflater.eof:
+            if whole:
+                raise FetchError(f"gzip body cut short after {len(data)} bytes", kind="network")
+            break
+        position -= len(inflater.unused_data)  # what followed this member in its last slice
     return bytes(data)
 
 
 def decoded_transfer(body: bytes, content_encoding: str | None, url: str, limit: int) -> bytes:
     """The body without the gzip its server compressed it with (asked for, as browsers ask: markup
-    compresses well, which spares the shop's bandwidth), to at most ``limit`` bytes. A coding that was not asked for
-    (br, zstd) is refused; a body labelled gzip that is not is taken as it came."""
+    compresses well, which spares the shop's bandwidth), to at most ``limit`` bytes. A compression
+    that was not asked for (br, zstd) is refused; a body labelled gzip that is not is taken as it
+    came, as is one labelled with a value that names no compression."""
     codings = [coding.strip().lower() for coding in (content_encoding or "").split(",")]
-    codings = [coding for coding in codings if coding not in ("", "identity")]
+    codings = [coding for coding in codings if coding in _COMPRESSIONS]
     if not codings:
         return body
     if codings not in (["gzip"], ["x-gzip"]):
@@ -180,7 +203,7 @@ def decoded_transfer(body: bytes, content_encoding: str | None, url: str, limit:
     if body[:2] != GZIP_MAGIC:
         return body
     try:
-        return gunzip(body, limit)
+        return gunzip(body, limit, whole=True)
     except zlib.error as error:
         raise FetchError(f"{url}: its gzip body is corrupt ({error})", kind="bad-encoding") from None
 
@@ -557,7 +580,9 @@ class Fetcher:
             else:
                 if response.status == 200 and accept is not None and not _accepts(accept, response.getheader("Content-Type", "")):
                     raise FetchError(f"{url} is {response.getheader('Content-Type')!r}", kind="content-type")
-                body = decoded_transfer(self._read_capped(response, url, deadline), response.getheader("Content-Encoding"), url, policy.max_bytes)
+                body = self._read_capped(response, url, deadline)
+                if response.status == 200:  # no other answer's body is read: a 404 with a broken one is a 404
+                    body = decoded_transfer(body, response.getheader("Content-Encoding"), url, policy.max_bytes)
                 answer = _Response.of(url, response, body), None
             if cut.is_set():  # what came before the cut may parse as a whole answer: it is not one
                 raise FetchError(f"{url}: no complete answer within {seconds:.0f} s", kind="timeout")
