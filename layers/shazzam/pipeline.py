@@ -110,8 +110,8 @@ def scrape(
 
     check_scrape_options(shop_url, limit, source, force)
     force = bool(force)
-    with crawler_turn(app, "scrape", budget_s) as budget_s:
-        return scrape_pass(app, shop_url=shop_url, limit=limit, progress=progress, source_name=source, force=force, budget_s=budget_s)
+    with crawler_turn(app, "scrape", budget_s) as left_s:
+        return scrape_pass(app, shop_url=shop_url, limit=limit, progress=progress, source_name=source, force=force, budget_s=left_s)
 
 
 # --- detect -> standardise -> embed -----------------------------------------------------------
@@ -349,8 +349,8 @@ def index(app: App) -> dict:
     if catalogue.images_embedded_by_other_models(app.db, app.garment_model.name, limit=1):
         try:
             # A scrape or revalidate fetching now has the shops' patience: the next run tries again.
-            with crawler_turn(app, "re-embedding", REEMBED_BUDGET_S, wait=False) as budget_s:
-                report["reembedding"] = reembed(app, limit=REEMBED_BATCH, budget_s=budget_s)
+            with crawler_turn(app, "re-embedding", REEMBED_BUDGET_S, wait=False) as left_s:
+                report["reembedding"] = reembed(app, limit=REEMBED_BATCH, budget_s=left_s)
         except lease.LeaseBusy as busy:
             report["reembedding"] = {"waiting_for": busy.holder}
     return report
@@ -371,8 +371,8 @@ def revalidate(app: App) -> dict:
     summary = Summary()
     # Dead items leave the shards first too: a run cut short by its timeout still removes them.
     dropped = drop_dead_vectors(app)
-    with crawler_turn(app, "revalidate", REVALIDATE_BUDGET_S) as budget_s:
-        report = {**revalidate_products(app, summary, budget_s=budget_s), "vectors_dropped": dropped}
+    with crawler_turn(app, "revalidate", REVALIDATE_BUDGET_S) as left_s:
+        report = {**revalidate_products(app, summary, budget_s=left_s), "vectors_dropped": dropped}
     report["images_queued"] = summary.counts["images_uploaded"]
     report.update({f"errors.{kind}": n for kind, n in sorted(summary.errors.items())})
     report["vectors_dropped"] += drop_dead_vectors(app)
