@@ -44,7 +44,8 @@ def test_scrape_json_summary_then_an_unchanged_second_pass(tmp_path):
 
 
 def test_a_scrape_whose_pipeline_events_fail_says_so_and_exits_1(tmp_path):
-    with SampleShop(limit=2) as sample:
+    # One picture, so one failed event: a single one is enough to fail the run a cron job watches.
+    with SampleShop(limit=1) as sample:
         assert shazzam("shops", "add", sample.base_url, data_dir=tmp_path).returncode == 0
         empty_models = tmp_path / "no-models"  # a --model-dir typo: every embed fails
         empty_models.mkdir()

@@ -324,6 +324,8 @@ def test_sources_are_scraped_on_their_schedule(runtime, shop):
     assert pipeline.scrape(runtime.app)["shops"] == 0  # not due for a day
     assert pipeline.scrape(runtime.app, force=True)["shops"] == 1
     assert pipeline.scrape(runtime.app, source="quirky")["shops"] == 1
+    # `shazzam ingest --shop URL` names the shop: it is scraped now, not skipped as not yet due.
+    assert pipeline.scrape(runtime.app, shop_url=shop.base_url)["shops"] == 1
     assert pipeline.scrape(runtime.app, source=shop.base_url.rstrip("/"))["shops"] == 1  # any spelling of its address
     with pytest.raises(ValueError, match="no active shop"):
         pipeline.scrape(runtime.app, source="someone else")
@@ -417,6 +419,20 @@ def test_an_image_whose_download_failed_for_a_passing_reason_is_fetched_again(ru
     assert image(runtime, shop, "final.jpg")["status"] == "new" and report["images_uploaded"] == 1
     assert ids.incoming_key(image(runtime, shop, "final.jpg")["id"]) in incoming(runtime)
     assert "/images/fake.jpg" not in [e.path for e in shop.log[before:]]  # not an image: not asked for again
+
+
+def test_a_stored_picture_whose_fetch_again_failed_is_ingested_once_it_answers(runtime, shop):
+    # Re-filed by the shop, a product's picture is fetched again to be embedded in its new category;
+    # a CDN's bad minute then must not leave it taken for stored (and never re-embedded) for good.
+    register(runtime, shop)
+    pipeline.scrape(runtime.app)
+    shop.set_category("final", "Skirts")
+    shop.unavailable_images.add("final.jpg")
+    pipeline.scrape(runtime.app)
+    assert image(runtime, shop, "final.jpg")["status"] == "failed"
+    shop.unavailable_images.clear()
+    report = pipeline.scrape(runtime.app)  # its page has not changed
+    assert image(runtime, shop, "final.jpg")["status"] == "new" and report["images_uploaded"] == 1
 
 
 def test_an_image_a_stopped_run_never_fetched_is_fetched_by_the_next(runtime, shop):

@@ -142,6 +142,8 @@ from shazzam.scrape import (
         ("Shoes & Accessories", "shoes"),
         ("Hats, Scarves & Gloves", "hat"),
         ("Shirts & Ties", "shirt"),
+        ("Dresses & Skirts", "dress"),  # two garments: the first, not the last (a dress filed as a skirt)
+        ("Skirts & Dresses", "skirt"),
         ("Midi Dress with Belt", "dress"),
         ("Bootcut Jeans (Short)", "pants"),
         ("Jersey Tops", None),

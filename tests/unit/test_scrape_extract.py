@@ -362,6 +362,27 @@ def test_dhash_sees_resized_copies_and_sniffs_formats():
     assert (image_format(original), image_format(png.getvalue()), image_format(b"<html></html>")) == ("jpeg", "png", None)
 
 
+def test_a_riff_file_that_is_no_webp_is_not_an_image():
+    # WAV and AVI files start with RIFF too: taken for a picture, a shop's video or sound would be
+    # stored in incoming/ and fail in detect, instead of failing its fetch as "not-an-image".
+    assert image_format(b"RIFF\x24\x00\x00\x00WEBPVP8 ") == "webp"
+    assert image_format(b"RIFF\x24\x00\x00\x00WAVEfmt ") is None
+    assert image_format(b"RIFF\x24\x00\x00\x00AVI LIST") is None
+
+
+def test_a_daily_source_is_due_again_after_a_day_even_if_the_run_fires_a_little_early():
+    # A daily cron fires at about the same minute each day: a run a minute early that found the
+    # source not yet due would leave it unscraped until the day after (scraped every other day).
+    from datetime import datetime, timedelta
+
+    daily = ShopSource(base_url="https://shop.example/", schedule="rate(1 day)")
+    scraped = datetime(2026, 1, 1, 3, 0)
+    assert daily.is_due(None, scraped)  # never scraped
+    assert daily.is_due(scraped, scraped + timedelta(hours=23, minutes=59))
+    assert not daily.is_due(scraped, scraped + timedelta(hours=12))
+    assert ShopSource(base_url="https://shop.example/").is_due(scraped, scraped + timedelta(minutes=1))  # no schedule: every run
+
+
 def test_picture_hashes_find_copies_within_the_bits_and_colours_in_the_order_added():
     def bits(count):  # a dHash with its first `count` bits set
         return f"{(1 << 256) - (1 << (256 - count)):064x}" if count else "0" * 64
@@ -423,6 +444,8 @@ def test_sources_file(tmp_path):
     ({"schedule": "rate(99999999999 days)"}, "schedule must be rate"),  # past what a timedelta holds
     ({"schedule": "rate(400 days)"}, "schedule must be rate"),
     ({"base_url": "https://buyer:s3cret@shop.example/"}, "user name or password"),  # it would be the shop's public name
+    ({"base_url": "https://buyer@shop.example/"}, "user name or password"),  # a user name alone is as public
+    ({"fetch": {"retries": True}}, "fetch setting retries must be an integer"),  # TOML `retries = true` is no count
     ({"base_url": "https://faß.de/"}, "in punycode"),  # IDNA 2003 would spell it fass.de: another domain
     ({"base_url": "https://../shop"}, "no host"),
 ])
