@@ -30,7 +30,8 @@ class Settings:
     db_max_acu: float = 4
     # Production keeps the database and the bucket when the stack goes; a dev stack may not.
     retain_data: bool = True
-    # One scrape at a time: shops see one polite crawler, never a pile of them.
+    # Scrape Lambdas at once: the crawler lease (shazzam.lease) lets one fetch at a time whatever
+    # this says, and more would only wait on it.
     scrape_concurrency: int = 1
     api_rate_limit: int = 50  # requests/s, steady
     api_burst_limit: int = 100

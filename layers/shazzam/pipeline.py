@@ -346,21 +346,23 @@ def index(app: App) -> dict:
     dropped = drop_dead_vectors(app)
     if dropped:
         report["vectors_dropped"] = dropped
-    if catalogue.images_embedded_by_other_models(app.db, app.garment_model.name, limit=1):
+    stale = catalogue.images_embedded_by_other_models(app.db, app.garment_model.name, REEMBED_BATCH)
+    if stale:
         try:
             # A scrape or revalidate fetching now has the shops' patience: the next run tries again.
             with crawler_turn(app, "re-embedding", REEMBED_BUDGET_S, wait=False) as left_s:
-                report["reembedding"] = reembed(app, limit=REEMBED_BATCH, budget_s=left_s)
+                report["reembedding"] = reembed(app, stale, budget_s=left_s)
         except lease.LeaseBusy as busy:
             report["reembedding"] = {"waiting_for": busy.holder}
     return report
 
 
-def reembed(app: App, limit: int | None = None, budget_s: float | None = None) -> dict:
-    """Queue the images embedded by another model than the current one (see scrape.passes.reembed_pass)."""
+def reembed(app: App, stale: list[dict], budget_s: float | None = None) -> dict:
+    """Queue the images embedded by another model than the current one (`stale`, see
+    scrape.passes.reembed_pass)."""
     from shazzam.scrape.passes import reembed_pass
 
-    return reembed_pass(app, app.garment_model.name, limit, budget_s)
+    return reembed_pass(app, stale, budget_s)
 
 
 def revalidate(app: App) -> dict:

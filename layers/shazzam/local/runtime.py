@@ -535,7 +535,8 @@ class LocalRuntime:
                 for name in due if schedules else ():
                     if now >= due[name]:
                         if name in CRAWLERS and lease.holder(self.db, lease.CRAWLER):
-                            continue  # another process is crawling: this one's turn comes at a later tick
+                            due[name] = now + lease.POLL_S  # another process is crawling: asked again shortly
+                            continue
                         due[name] = now + rates[name]
                         try:
                             self.fire_schedule(name)

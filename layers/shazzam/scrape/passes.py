@@ -425,8 +425,9 @@ def scrape_pass(
     return summary.as_dict()
 
 
-def reembed_pass(app, model: str, limit: int | None = None, budget_s: float | None = None) -> dict:
-    """Fetch again the images whose vectors another model made, so the pipeline embeds them anew.
+def reembed_pass(app, stale: list[dict], budget_s: float | None = None) -> dict:
+    """Fetch again the images whose vectors another model made (`stale`, as
+    catalogue.images_embedded_by_other_models lists them), so the pipeline embeds them anew.
 
     Transient images are not kept, so a new model can only see the catalogue through its links.
     Each image goes through the same polite fetch as a scrape, and on to incoming/. Fetching stops
@@ -436,7 +437,6 @@ def reembed_pass(app, model: str, limit: int | None = None, budget_s: float | No
     base = app.fetcher()
     shops = catalogue.shops_by_id(app.db)
     passes: dict[str, SourcePass] = {}
-    stale = catalogue.images_embedded_by_other_models(app.db, model, limit)
     deadline = None if budget_s is None else time.monotonic() + budget_s
     for image in stale:
         if deadline is not None and time.monotonic() >= deadline:
