@@ -77,23 +77,23 @@ def data_dir() -> Path:
 ACCESS_DENIED = 1045  # MySQL's ER_ACCESS_DENIED_ERROR: a login refused
 
 
-def _login_problem(value: str | None) -> str | None:
-    """What is wrong with a secret's value as an RDS login; None when nothing is."""
+def _login(value: str | None) -> dict:
+    """A secret's value read as an RDS login; ValueError says what is wrong with it (never quoting it)."""
     if value is None:
-        return "it has no SecretString"
+        raise ValueError("it has no SecretString")
     try:
         secret = json.loads(value)
     except ValueError:
-        return "it is not JSON"
+        raise ValueError("it is not JSON") from None
     if not isinstance(secret, dict):
-        return "it is not a JSON object"
+        raise ValueError("it is not a JSON object")
     needed = ("username", "password") if os.environ.get("SHAZZAM_DB_HOST") else ("username", "password", "host")
     missing = [key for key in needed if not isinstance(secret.get(key), str) or not secret[key]]
     if missing:
-        return f"{', '.join(missing)} missing"
+        raise ValueError(f"{', '.join(missing)} missing")
     if not re.fullmatch(r"\d{1,5}", str(secret.get("port") or 3306)):
-        return "its port is not a number"
-    return None
+        raise ValueError("its port is not a number")
+    return secret
 
 
 class SecretCredentials:
@@ -110,13 +110,13 @@ class SecretCredentials:
             import boto3
 
             self._client = boto3.client("secretsmanager")
-        value = self._client.get_secret_value(SecretId=self.secret_arn).get("SecretString")
-        problem = _login_problem(value)
-        if problem:
+        try:
+            return _login(self._client.get_secret_value(SecretId=self.secret_arn).get("SecretString"))
+        except ValueError as problem:
             # Never the value, nor a parse error (which quotes it): it may hold the password.
             raise RuntimeError(f"the database secret {self.secret_arn} is not an RDS login (a JSON object with "
-                               f"username, password and, unless SHAZZAM_DB_HOST names it, host; port and dbname optional): {problem}")
-        return json.loads(value)
+                               f"username, password and, unless SHAZZAM_DB_HOST names it, host; port and dbname optional): "
+                               f"{problem}") from None
 
     def current(self, refresh: bool = False) -> dict:
         with self._lock:
