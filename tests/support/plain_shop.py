@@ -11,14 +11,29 @@ import pytest
 
 class PlainShop:
     """A shop of fixed answers by path: {path: (status, body[, headers])}; it logs the paths asked
-    for, and each request's headers."""
+    for, each request's headers, and the connections opened and closed. It answers in HTTP/1.0
+    (a connection per request), or in HTTP/1.1 with `keep_alive` (connections kept open unless
+    `hang_up` is set, which closes each after its answer without saying so)."""
 
-    def __init__(self, answers: dict[str, tuple[int, bytes]]):
+    def __init__(self, answers: dict[str, tuple[int, bytes]], keep_alive: bool = False):
         self.asked: list[str] = []
         self.request_headers: list[dict[str, str]] = []
+        self.connections = 0
+        self.closed = 0
+        self.hang_up = False
         shop = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
+            def setup(self):
+                shop.connections += 1
+                super().setup()
+
+            def finish(self):
+                super().finish()
+                shop.closed += 1
+
             def do_GET(self):  # noqa: N802
                 shop.asked.append(self.path)
                 shop.request_headers.append(dict(self.headers))
@@ -31,6 +46,8 @@ class PlainShop:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+                if shop.hang_up:
+                    self.close_connection = True
 
             def log_message(self, *args):
                 pass
@@ -46,6 +63,6 @@ class PlainShop:
 @pytest.fixture
 def plain_shop():
     shops = []
-    yield lambda answers: shops.append(PlainShop(answers)) or shops[-1]
+    yield lambda answers, **options: shops.append(PlainShop(answers, **options)) or shops[-1]
     for shop in shops:
         shop.close()

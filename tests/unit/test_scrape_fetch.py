@@ -6,6 +6,7 @@ import email.utils
 import gzip
 import http.server
 import json
+import socket
 import threading
 import time
 from datetime import datetime, timedelta
@@ -15,7 +16,7 @@ import pytest
 from shazzam.scrape import Crawl, Fetcher, FetchError, RobotsDisallowed, ShopSource
 from shazzam.scrape.crawl import CachedPage, parse_sitemap
 
-from shazzam.scrape.fetch import ROBOTS_MAX_REDIRECTS, _retry_after_s, is_private_host
+from shazzam.scrape.fetch import ROBOTS_MAX_REDIRECTS, ConnectionPool, _retry_after_s, is_private_host, keep_alive_s
 from tests.support.plain_shop import plain_shop  # noqa: F401 - a fixture
 from tests.support.quirky_shop import QuirkyShop
 
@@ -547,3 +548,107 @@ def test_the_runs_deadline_bounds_a_chain_of_slow_redirects():
     finally:
         server.shutdown()
     assert error.value.kind == "timeout"  # not too-many-redirects, six requests later
+
+
+# -- keep-alive ---------------------------------------------------------------------------------
+
+KEPT = {"/robots.txt": (200, b"User-agent: *\nAllow: /\n", {"Content-Type": "text/plain"}),
+        **{f"/p/{n}": (200, b"<html>page</html>", {"Content-Type": "text/html"}) for n in range(4)},
+        "/moved": (301, b"moved", {"Location": "/p/0"}),
+        "/big": (200, b"x" * 5000, {"Content-Type": "text/html"}),
+        "/picture": (200, b"<html>not a picture</html>", {"Content-Type": "text/html"})}
+
+
+def _fetch_all(fetcher, shop, paths):
+    return [fetcher.get(shop.base_url + path.lstrip("/")).status for path in paths]
+
+
+def test_a_hosts_pages_share_one_connection_redirects_included(plain_shop):
+    shop = plain_shop(KEPT, keep_alive=True)
+    fetcher = Fetcher(local=True, delay_s=0, **FAST)
+    assert _fetch_all(fetcher, shop, ["/p/0", "/moved", "/p/1", "/p/2", "/nothing"]) == [200, 200, 200, 200, 404]
+    assert shop.asked == ["/robots.txt", "/p/0", "/moved", "/p/0", "/p/1", "/p/2", "/nothing"]
+    assert shop.connections == 1
+
+
+def test_a_connection_per_request_where_the_server_keeps_none(plain_shop):
+    shop = plain_shop(KEPT)  # HTTP/1.0
+    fetcher = Fetcher(local=True, delay_s=0, **FAST)
+    assert _fetch_all(fetcher, shop, ["/p/0", "/p/1"]) == [200, 200]
+    assert shop.connections == 3
+
+
+@pytest.mark.parametrize("noticed", [True, False], ids=["closed-seen-before-reuse", "closed-found-on-reuse"])
+def test_a_connection_the_server_closed_while_idle_is_replaced_without_a_retry(plain_shop, monkeypatch, noticed):
+    shop = plain_shop(KEPT, keep_alive=True)
+    shop.hang_up = True  # closes each connection after its answer, saying nothing
+    if not noticed:  # the close arrives after the check, as it may on a real network
+        monkeypatch.setattr("shazzam.scrape.fetch._dropped", lambda connection: False)
+    fetcher = Fetcher(local=True, delay_s=0, **{**FAST, "retries": 0})  # a failed request would raise
+    assert _fetch_all(fetcher, shop, ["/p/0", "/p/1", "/p/2"]) == [200, 200, 200]
+    assert shop.asked == ["/robots.txt", "/p/0", "/p/1", "/p/2"]
+    assert shop.connections == 4
+
+
+@pytest.mark.parametrize("path, accept, max_bytes, kind", [("/big", None, 1000, "too-large"),
+                                                           ("/picture", ["image/*"], 2_000_000, "content-type")])
+def test_an_answer_refused_before_its_end_closes_its_connection(plain_shop, path, accept, max_bytes, kind):
+    shop = plain_shop(KEPT, keep_alive=True)
+    fetcher = Fetcher(local=True, delay_s=0, **{**FAST, "max_bytes": max_bytes})
+    with pytest.raises(FetchError) as refused:
+        fetcher.get(shop.base_url + path.lstrip("/"), accept=accept)
+    assert refused.value.kind == kind
+    assert fetcher.get(shop.base_url + "p/0").status == 200  # on a new connection: the old one holds unread bytes
+    assert shop.connections == 2
+
+
+def test_a_server_that_keeps_connections_a_second_gets_a_new_one_each_time(plain_shop):
+    answers = {path: (status, body, {**headers, "Keep-Alive": "timeout=1, max=100"}) for path, (status, body, headers) in KEPT.items()}
+    shop = plain_shop(answers, keep_alive=True)
+    fetcher = Fetcher(local=True, delay_s=0, **FAST)
+    assert _fetch_all(fetcher, shop, ["/p/0", "/p/1"]) == [200, 200]
+    assert shop.connections == 3
+
+
+def test_closing_the_fetcher_closes_the_connections_it_kept(plain_shop):
+    shop = plain_shop(KEPT, keep_alive=True)
+    with Fetcher(local=True, delay_s=0, **FAST) as fetcher:
+        source_fetcher = fetcher.with_policy(fetcher.policy)
+        assert _fetch_all(source_fetcher, shop, ["/p/0"]) == [200]
+        assert shop.closed == 0
+    for _ in range(100):  # the server's handler sees the end of the connection
+        if shop.closed == 1:
+            break
+        time.sleep(0.05)
+    assert shop.closed == 1
+    assert _fetch_all(fetcher, shop, ["/p/1"]) == [200]  # still usable: on a new connection
+    assert shop.connections == 2
+
+
+@pytest.mark.parametrize("header, seconds", [(None, 4.0), ("timeout=5, max=100", 4.0), ("max=9; timeout=3", 2.0),
+                                             ("timeout=1", 0.0), ("timeout=600", 4.0), ("nonsense", 4.0)])
+def test_how_long_an_idle_connection_is_kept(header, seconds):
+    assert keep_alive_s(header) == seconds
+
+
+def test_an_idle_connection_past_its_time_or_over_the_hosts_share_is_closed(monkeypatch):
+    class Connection:
+        def __init__(self):
+            self.sock, self.peer = socket.socketpair()
+            self.closed = False
+
+        def close(self):
+            self.closed = True
+            self.sock.close()
+
+    pool, key = ConnectionPool(), ("http", "shop.example", None, False)
+    first, second, third = Connection(), Connection(), Connection()
+    pool.give_back(key, first, keep_s=4, most=2)
+    pool.give_back(key, second, keep_s=4, most=2)
+    pool.give_back(key, third, keep_s=4, most=2)  # over the two the host may have in flight
+    assert third.closed and len(pool) == 2
+    assert pool.take(("https", "shop.example", None, False)) is None  # another scheme, another connection
+    assert pool.take(key) is second  # the most recently used first
+    now = time.monotonic()
+    monkeypatch.setattr("shazzam.scrape.fetch.time.monotonic", lambda: now + 5)
+    assert pool.take(key) is None and first.closed

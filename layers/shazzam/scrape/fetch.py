@@ -15,17 +15,20 @@ crawlers):
 - only http/https; only hosts in ``allowed_hosts`` when that set is given; and never a private,
   loopback, link-local or otherwise non-public address unless the policy is ``local``. The
   address check is made on the socket actually connected, so DNS tricks cannot get round it;
-- conditional requests: ``etag`` / ``last_modified`` turn an unchanged resource into a 304.
+- conditional requests: ``etag`` / ``last_modified`` turn an unchanged resource into a 304;
+- keep-alive: a host's requests share an idle connection (:class:`ConnectionPool`), as a browser's do.
 """
 
 from __future__ import annotations
 
 import codecs
 import email.utils
+import functools
 import http.client
 import ipaddress
 import logging
 import re
+import select
 import socket
 import ssl
 import threading
@@ -274,6 +277,83 @@ _GuardedHTTP = _guarded(http.client.HTTPConnection)
 _GuardedHTTPS = _guarded(http.client.HTTPSConnection)
 
 
+@functools.lru_cache(maxsize=1)
+def _tls_context() -> ssl.SSLContext:
+    return ssl.create_default_context()  # loading the system's certificates takes milliseconds: once
+
+
+# How long an idle connection is kept for the host's next request, unless its Keep-Alive header
+# says the server keeps it less: Apache's default keep-alive timeout is 5 s. A server that closed it
+# anyway is asked again on a new connection (see Fetcher._get_once).
+KEEP_ALIVE_IDLE_S = 4.0
+_KEEP_ALIVE_TIMEOUT = re.compile(r"(?:^|[,;\s])timeout\s*=\s*(\d+)", re.I)
+# What a reused connection's request fails with when the server closed it while it was idle.
+_STALE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)  # http.client.RemoteDisconnected is a reset
+
+
+def keep_alive_s(header: str | None) -> float:
+    """How long an idle connection may wait for reuse, given the answer's Keep-Alive header: a
+    second less than the server's timeout, at most KEEP_ALIVE_IDLE_S."""
+    found = _KEEP_ALIVE_TIMEOUT.search(header or "")
+    return KEEP_ALIVE_IDLE_S if found is None else min(KEEP_ALIVE_IDLE_S, int(found.group(1)) - 1.0)
+
+
+def _dropped(connection: http.client.HTTPConnection) -> bool:
+    """Whether an idle connection's server has closed it (or sent what nobody asked for): its
+    socket is readable before any request."""
+    try:
+        poller = select.poll()
+        poller.register(connection.sock, select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return True
+
+
+class ConnectionPool:
+    """Idle keep-alive connections by scheme, host, port and address policy, so that a host's pages
+    and pictures share a connection as a browser's do: one TCP and TLS handshake for many requests,
+    which spares the shop as much as it speeds the crawl. A connection goes back only after its
+    answer was read whole, and is reused only by a request under the same address policy (it was
+    checked against that policy when it connected)."""
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple, list[tuple[http.client.HTTPConnection, float]]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: tuple) -> http.client.HTTPConnection | None:
+        """The most recently used idle connection for `key` still open at both ends, or None."""
+        now = time.monotonic()
+        with self._lock:
+            idle = self._idle.get(key, [])
+            while idle:
+                connection, expires = idle.pop()
+                if expires > now and not _dropped(connection):
+                    return connection
+                connection.close()
+        return None
+
+    def give_back(self, key: tuple, connection: http.client.HTTPConnection, keep_s: float, most: int) -> None:
+        """Keep `connection` for `keep_s` seconds, unless `most` already wait for `key`."""
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            if keep_s > 0 and len(idle) < most:
+                idle.append((connection, time.monotonic() + keep_s))
+                return
+        connection.close()
+
+    def close(self) -> None:
+        """Close every idle connection; the pool stays usable."""
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        for connections in idle.values():
+            for connection, _expires in connections:
+                connection.close()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(len(connections) for connections in self._idle.values())
+
+
 class _HostGate:
     """At most ``concurrency`` requests in flight to one host, and ``delay`` between their starts."""
 
@@ -347,17 +427,31 @@ class Fetcher:
         self._robots: dict[str, Protego] = {}
         self._shut_out: set[str] = set()  # origins kept out because their robots.txt could not be read
         self._gates: dict[str, _HostGate] = {}
+        self._connections = ConnectionPool()
         self._lock = threading.Lock()
         # time.monotonic() past which no retry waits (a run's budget): a host that keeps answering
         # 503 with Retry-After would otherwise hold one request for retries x 300 s.
         self.deadline: float | None = None
 
     def with_policy(self, policy: FetchPolicy) -> "Fetcher":
-        """A fetcher for another source: its own policy, and this one's robots.txt reads and host
-        gates, so that two sources on one host share its robots.txt, pace and Retry-After."""
+        """A fetcher for another source: its own policy, and this one's robots.txt reads, host
+        gates and idle connections, so that two sources on one host share its robots.txt, pace and
+        Retry-After."""
         fetcher = Fetcher(policy=policy)
         fetcher._robots, fetcher._shut_out, fetcher._gates, fetcher._lock = self._robots, self._shut_out, self._gates, self._lock
+        fetcher._connections = self._connections
         return fetcher
+
+    def close(self) -> None:
+        """Close the connections kept open for reuse (this fetcher's and those it shares through
+        with_policy); a later request opens a new one."""
+        self._connections.close()
+
+    def __enter__(self) -> "Fetcher":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     @property
     def user_agent(self) -> str:
@@ -548,17 +642,32 @@ class Fetcher:
             raise FetchError(f"{url}: waiting {seconds:.0f} s for the host would pass the run's deadline", kind="rate-limited")
 
     def _get_once(self, url, etag, last_modified, accept) -> tuple["_Response", str | None]:
-        policy = self.policy
+        """One request, on an idle connection to the host when one is kept (asked again on a new
+        connection if the server closed that one meanwhile), else on a new connection."""
         parts = urlsplit(url)
-        connection_class = _GuardedHTTPS if parts.scheme.lower() == "https" else _GuardedHTTP
-        kwargs = {"context": ssl.create_default_context()} if connection_class is _GuardedHTTPS else {}
-        connection = connection_class(parts.hostname, parts.port, timeout=policy.timeout_s, **kwargs)
-        connection.allow_private = policy.local
+        key = (parts.scheme.lower(), (parts.hostname or "").lower(), parts.port, self.policy.local)
+        connection = self._connections.take(key)
+        if connection is not None:
+            connection.timeout = self.policy.timeout_s
+            connection.sock.settimeout(self.policy.timeout_s)
+            try:
+                return self._exchange(connection, key, url, etag, last_modified, accept, reused=True)
+            except _StaleConnection:
+                log.debug("%s: the kept connection was closed by the server; asking on a new one", url)
+        connection_class = _GuardedHTTPS if key[0] == "https" else _GuardedHTTP
+        kwargs = {"context": _tls_context()} if connection_class is _GuardedHTTPS else {}
+        connection = connection_class(parts.hostname, parts.port, timeout=self.policy.timeout_s, **kwargs)
+        connection.allow_private = self.policy.local
+        return self._exchange(connection, key, url, etag, last_modified, accept, reused=False)
+
+    def _exchange(self, connection, key, url, etag, last_modified, accept, reused) -> tuple["_Response", str | None]:
+        policy = self.policy
         headers = {"User-Agent": policy.user_agent, "Accept": "*/*", "Accept-Encoding": "gzip"}
         if etag:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
+        parts = urlsplit(url)
         target = urlunsplit(("", "", parts.path or "/", parts.query, ""))
         seconds = policy.total_timeout_s
         if self.deadline is not None:
@@ -567,15 +676,20 @@ class Fetcher:
         # The socket timeout bounds each read, not the request: a server dripping its status line
         # and headers a byte at a time held a pass for minutes. At the deadline (and a grace for the
         # body check below to speak first) the socket is shut, which ends any read in progress.
-        cut = threading.Event()
-        watchdog = threading.Timer(seconds + WATCHDOG_GRACE_S, _shut, args=(connection, cut))
-        watchdog.daemon = True
-        watchdog.start()
+        watchdog = _Watchdog(connection, seconds + WATCHDOG_GRACE_S)
+        response = None
         try:
-            connection.request("GET", target, headers=headers)
-            response = connection.getresponse()
+            try:
+                connection.request("GET", target, headers=headers)
+                response = connection.getresponse()
+            except _STALE as error:
+                if reused and not watchdog.cut.is_set():
+                    raise _StaleConnection() from error
+                raise
             location = response.getheader("Location")
             if response.status in _REDIRECTS and location:
+                if not response.will_close:
+                    response.read(_CHUNK)  # a redirect's short body, read so that the connection can serve again
                 answer = _Response.of(url, response, b""), location
             else:
                 if response.status == 200 and accept is not None and not _accepts(accept, response.getheader("Content-Type", "")):
@@ -584,20 +698,25 @@ class Fetcher:
                 if response.status == 200:  # no other answer's body is read: a 404 with a broken one is a 404
                     body = decoded_transfer(body, response.getheader("Content-Encoding"), url, policy.max_bytes)
                 answer = _Response.of(url, response, body), None
-            if cut.is_set():  # what came before the cut may parse as a whole answer: it is not one
+            if watchdog.cut.is_set():  # what came before the cut may parse as a whole answer: it is not one
                 raise FetchError(f"{url}: no complete answer within {seconds:.0f} s", kind="timeout")
             return answer
-        except FetchError:
+        except (FetchError, _StaleConnection):
             raise
         except (socket.timeout, TimeoutError) as error:
             raise FetchError(f"{url}: timed out ({error})", kind="timeout") from error
         except (http.client.HTTPException, OSError, ValueError) as error:
-            if cut.is_set():  # the read ended because the deadline passed
+            if watchdog.cut.is_set():  # the read ended because the deadline passed
                 raise FetchError(f"{url}: no complete answer within {seconds:.0f} s", kind="timeout") from error
             raise FetchError(f"cannot fetch {url}: {error}", kind="network") from error
         finally:
-            watchdog.cancel()
-            connection.close()
+            cut = watchdog.stop()
+            if not cut and response is not None and _read_to_its_end(response) and not response.will_close:
+                # Not closed by the server: the connection serves the host's next request.
+                response.close()  # the connection's socket stays open; http.client asks this before the next request
+                self._connections.give_back(key, connection, keep_alive_s(response.getheader("Keep-Alive")), policy.concurrency)
+            else:
+                connection.close()
 
     def _read_capped(self, response: http.client.HTTPResponse, url: str, deadline: float) -> bytes:
         limit = self.policy.max_bytes
@@ -619,14 +738,46 @@ class Fetcher:
 WATCHDOG_GRACE_S = 1.0
 
 
-def _shut(connection: http.client.HTTPConnection, cut: threading.Event) -> None:
-    cut.set()
-    sock = connection.sock
-    if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # already closed
+def _read_to_its_end(response: http.client.HTTPResponse) -> bool:
+    """Whether an answer's body was read whole (a chunked one closes itself at its end; one of a
+    known length reads down to none left), leaving nothing of it on the connection."""
+    return response.isclosed() or response.length == 0
+
+
+class _StaleConnection(Exception):
+    """A kept connection failed before any answer: the server closed it while it was idle."""
+
+
+class _Watchdog:
+    """Shuts a connection's socket after `seconds` (which ends any read in progress) unless
+    stopped first; `stop` says whether it shut it, so that a shut connection is never kept."""
+
+    def __init__(self, connection: http.client.HTTPConnection, seconds: float) -> None:
+        self.connection = connection
+        self.cut = threading.Event()
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._timer = threading.Timer(seconds, self._shut)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _shut(self) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self.cut.set()
+            sock = self.connection.sock
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass  # already closed
+
+    def stop(self) -> bool:
+        with self._lock:
+            self._stopped = True
+            self._timer.cancel()
+            return self.cut.is_set()
 
 
 def _accepts(accept: Iterable[str], content_type: str) -> bool:

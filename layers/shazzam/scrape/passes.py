@@ -379,50 +379,50 @@ def scrape_pass(
 
     summary = Summary()
     hashes = PictureHashes(catalogue.image_hashes(app.db))
-    base = app.fetcher()
-    deadline = None if budget_s is None else time.monotonic() + budget_s
-    # The page in hand when the budget is spent is saved whole, its pictures fetched, in this much more.
-    fetch_deadline = None if budget_s is None else deadline + budget_s * PAGE_IN_HAND_SHARE
-    # Due shops take turns: the one a pass started on longest ago first (one whose round a pass
-    # leaves unfinished goes behind the others, so a shop too large for a pass starves none).
-    sources = sorted(_sources(app, shop_url, source_name), key=lambda pair: pair[0]["attempted_at"] or datetime.min)
-    for row, source in sources:
-        if not (force or shop_url or source_name or source.is_due(row.get("last_scraped_at"), utcnow())):
-            continue
-        if deadline is not None and time.monotonic() >= deadline:
-            summary.counts["shops_left"] += 1
-            continue
-        summary.counts["shops"] += 1
-        catalogue.mark_shop_attempted(app.db, row["id"])
-        visit = SourcePass(app, row["id"], source, base.with_policy(source.policy()), summary, hashes)
-        round_started = None if force else row["last_scraped_at"] or row["created_at"]
-        crawl = visit.crawl(limit, round_started=round_started, deadline=deadline, fetch_deadline=fetch_deadline)
-        done, stopped = 0, False
-        with closing(crawl.pages()) as pages:
-            for outcome in pages:
-                if crawl.out_of_time():
-                    stopped = True
-                    break
-                visit.page(outcome)
-                done += 1
-                if progress is not None:
-                    progress(done, crawl.total)
-        summary.counts.update({name: crawl.stats[name] for name in ("pages_fetched", "skipped_by_robots")})
-        summary.errors.update(crawl.errors)
-        if crawl.discovery_failed:
-            summary.counts["shops_failed"] += 1
-            log.warning("%s could not be read (%s): its round goes on at the next pass", source.base_url,
-                        ", ".join(f"{kind} {n}" for kind, n in sorted(crawl.errors.items())))
-        if stopped or crawl.cut_short:
-            # Pages of this round are left: not visited, not discovered (time, or `limit`).
-            summary.counts["shops_unfinished"] += 1
-            summary.counts["pages_left"] += crawl.total - done
-            log.info("%s: %d of %d pages found left; the next pass goes on", source.base_url, crawl.total - done, crawl.total)
-        else:
-            if crawl.feed_pages is not None:
-                visit.remove_unlisted(crawl.feed_pages)
-            catalogue.mark_shop_scraped(app.db, row["id"])
-    return summary.as_dict()
+    with app.fetcher() as base:  # its kept connections closed at the end
+        deadline = None if budget_s is None else time.monotonic() + budget_s
+        # The page in hand when the budget is spent is saved whole, its pictures fetched, in this much more.
+        fetch_deadline = None if budget_s is None else deadline + budget_s * PAGE_IN_HAND_SHARE
+        # Due shops take turns: the one a pass started on longest ago first (one whose round a pass
+        # leaves unfinished goes behind the others, so a shop too large for a pass starves none).
+        sources = sorted(_sources(app, shop_url, source_name), key=lambda pair: pair[0]["attempted_at"] or datetime.min)
+        for row, source in sources:
+            if not (force or shop_url or source_name or source.is_due(row.get("last_scraped_at"), utcnow())):
+                continue
+            if deadline is not None and time.monotonic() >= deadline:
+                summary.counts["shops_left"] += 1
+                continue
+            summary.counts["shops"] += 1
+            catalogue.mark_shop_attempted(app.db, row["id"])
+            visit = SourcePass(app, row["id"], source, base.with_policy(source.policy()), summary, hashes)
+            round_started = None if force else row["last_scraped_at"] or row["created_at"]
+            crawl = visit.crawl(limit, round_started=round_started, deadline=deadline, fetch_deadline=fetch_deadline)
+            done, stopped = 0, False
+            with closing(crawl.pages()) as pages:
+                for outcome in pages:
+                    if crawl.out_of_time():
+                        stopped = True
+                        break
+                    visit.page(outcome)
+                    done += 1
+                    if progress is not None:
+                        progress(done, crawl.total)
+            summary.counts.update({name: crawl.stats[name] for name in ("pages_fetched", "skipped_by_robots")})
+            summary.errors.update(crawl.errors)
+            if crawl.discovery_failed:
+                summary.counts["shops_failed"] += 1
+                log.warning("%s could not be read (%s): its round goes on at the next pass", source.base_url,
+                            ", ".join(f"{kind} {n}" for kind, n in sorted(crawl.errors.items())))
+            if stopped or crawl.cut_short:
+                # Pages of this round are left: not visited, not discovered (time, or `limit`).
+                summary.counts["shops_unfinished"] += 1
+                summary.counts["pages_left"] += crawl.total - done
+                log.info("%s: %d of %d pages found left; the next pass goes on", source.base_url, crawl.total - done, crawl.total)
+            else:
+                if crawl.feed_pages is not None:
+                    visit.remove_unlisted(crawl.feed_pages)
+                catalogue.mark_shop_scraped(app.db, row["id"])
+        return summary.as_dict()
 
 
 def reembed_pass(app, stale: list[dict], budget_s: float | None = None) -> dict:
@@ -434,21 +434,21 @@ def reembed_pass(app, stale: list[dict], budget_s: float | None = None) -> dict:
     once `budget_s` is spent (the rest waits for the next run): polite fetches take a second or more.
     """
     summary = Summary()
-    base = app.fetcher()
-    shops = catalogue.shops_by_id(app.db)
-    passes: dict[str, SourcePass] = {}
-    deadline = None if budget_s is None else time.monotonic() + budget_s
-    for image in stale:
-        if deadline is not None and time.monotonic() >= deadline:
-            break
-        if image["shop_id"] not in passes:
-            passes[image["shop_id"]] = _source_pass(app, shops[image["shop_id"]], base, summary, PictureHashes())
-            if passes[image["shop_id"]] is not None:
-                passes[image["shop_id"]].fetcher.deadline = deadline  # nor does a retry wait past it
-        if passes[image["shop_id"]] is None:
-            continue
-        passes[image["shop_id"]].image(image["product_id"], image["src_link"], position=0, refetch=True)
-    return {"stale": len(stale), **{name: summary.counts[name] for name in ("images_uploaded", "images_failed")}}
+    with app.fetcher() as base:  # its kept connections closed at the end
+        shops = catalogue.shops_by_id(app.db)
+        passes: dict[str, SourcePass] = {}
+        deadline = None if budget_s is None else time.monotonic() + budget_s
+        for image in stale:
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            if image["shop_id"] not in passes:
+                passes[image["shop_id"]] = _source_pass(app, shops[image["shop_id"]], base, summary, PictureHashes())
+                if passes[image["shop_id"]] is not None:
+                    passes[image["shop_id"]].fetcher.deadline = deadline  # nor does a retry wait past it
+            if passes[image["shop_id"]] is None:
+                continue
+            passes[image["shop_id"]].image(image["product_id"], image["src_link"], position=0, refetch=True)
+        return {"stale": len(stale), **{name: summary.counts[name] for name in ("images_uploaded", "images_failed")}}
 
 
 def _usable_source(row: dict) -> ShopSource | None:
@@ -479,97 +479,97 @@ def revalidate_products(app, summary: Summary, budget_s: float | None = None) ->
     if budget_s is not None:
         products_until, images_until = started + budget_s * 2 / 3, started + budget_s
         deadline = images_until
-    base = app.fetcher()
-    shops = catalogue.shops_by_id(app.db)
-    passes: dict[str, SourcePass] = {}
-    visited: set[str] = set()
-    read_again: set[str] = set()  # pages read again as new, their products linked to a gone picture
-    # One list of stored pictures for every shop's pass: a picture found gone leaves it for all, or
-    # another shop's copy of it, ingested in its stead, would be taken for a copy of it again.
-    hashes = PictureHashes(catalogue.image_hashes(app.db))
+    with app.fetcher() as base:  # its kept connections closed at the end
+        shops = catalogue.shops_by_id(app.db)
+        passes: dict[str, SourcePass] = {}
+        visited: set[str] = set()
+        read_again: set[str] = set()  # pages read again as new, their products linked to a gone picture
+        # One list of stored pictures for every shop's pass: a picture found gone leaves it for all, or
+        # another shop's copy of it, ingested in its stead, would be taken for a copy of it again.
+        hashes = PictureHashes(catalogue.image_hashes(app.db))
 
-    def source_pass(shop_id: str) -> SourcePass | None:
-        """The shop's pass; None for a shop whose row no scrape could use (its items wait)."""
-        if shop_id not in passes:
-            passes[shop_id] = _source_pass(app, shops[shop_id], base, summary, hashes)
-            if passes[shop_id] is not None:
-                passes[shop_id].fetcher.deadline = deadline
-        return passes[shop_id]
+        def source_pass(shop_id: str) -> SourcePass | None:
+            """The shop's pass; None for a shop whose row no scrape could use (its items wait)."""
+            if shop_id not in passes:
+                passes[shop_id] = _source_pass(app, shops[shop_id], base, summary, hashes)
+                if passes[shop_id] is not None:
+                    passes[shop_id].fetcher.deadline = deadline
+            return passes[shop_id]
 
-    for product in catalogue.products_to_revalidate(app.db):
-        if time.monotonic() >= products_until:
-            break
-        visit = source_pass(product["shop_id"])
-        if visit is None:
-            continue
-        filed_under = (visit.known.get(product["url"]) or {}).get("page_url")
-        if visit.source.strategy == "shopify" and filed_under is not None:
-            # Each scrape round reads the whole feed; a feed page alone cannot tell a product the
-            # shop removed from one a newer product pushed onto the next page.
-            continue
-        report["products_checked"] += 1
-        catalogue.mark_product_checked(app.db, product["id"])  # the next run starts with others
-        if visit.source.strategy == "shopify":
-            # Unfiled: its feed page stopped listing it and no whole round has found it since (a
-            # feed that errors before its end never has one). Its own page says if it is gone.
-            outcome = visit.crawl(None, conditional=False, deadline=deadline).product_page(product["url"])
-            if outcome.removes_its_products:
-                visit.page(outcome)
+        for product in catalogue.products_to_revalidate(app.db):
+            if time.monotonic() >= products_until:
+                break
+            visit = source_pass(product["shop_id"])
+            if visit is None:
+                continue
+            filed_under = (visit.known.get(product["url"]) or {}).get("page_url")
+            if visit.source.strategy == "shopify" and filed_under is not None:
+                # Each scrape round reads the whole feed; a feed page alone cannot tell a product the
+                # shop removed from one a newer product pushed onto the next page.
+                continue
+            report["products_checked"] += 1
+            catalogue.mark_product_checked(app.db, product["id"])  # the next run starts with others
+            if visit.source.strategy == "shopify":
+                # Unfiled: its feed page stopped listing it and no whole round has found it since (a
+                # feed that errors before its end never has one). Its own page says if it is gone.
+                outcome = visit.crawl(None, conditional=False, deadline=deadline).product_page(product["url"])
+                if outcome.removes_its_products:
+                    visit.page(outcome)
+                if outcome.state in ("error", "robots"):
+                    summary.error(outcome.reason or outcome.state)
+                continue
+            page_url = filed_under or product["url"]
+            if page_url in visited:
+                continue  # another product of the same page (a feed page, a product group)
+            visited.add(page_url)
+            # A dead product's page is fetched in full: it may be back exactly as it was.
+            outcome = visit.crawl(None, conditional=not product["is_dead"], deadline=deadline).visit(page_url)
+            visit.page(outcome)
             if outcome.state in ("error", "robots"):
-                summary.error(outcome.reason or outcome.state)
-            continue
-        page_url = filed_under or product["url"]
-        if page_url in visited:
-            continue  # another product of the same page (a feed page, a product group)
-        visited.add(page_url)
-        # A dead product's page is fetched in full: it may be back exactly as it was.
-        outcome = visit.crawl(None, conditional=not product["is_dead"], deadline=deadline).visit(page_url)
-        visit.page(outcome)
-        if outcome.state in ("error", "robots"):
-            summary.error(outcome.reason or outcome.state)  # a 5xx or a timeout kills nothing
-    for image in catalogue.stored_live_images(app.db):
-        if time.monotonic() >= images_until:
-            break
-        visit = source_pass(image["shop_id"])
-        if visit is None:
-            continue
-        report["images_checked"] += 1
-        catalogue.update_image(app.db, image["id"])  # checked now: the next run starts with others
-        cached = visit.cache.get(image["src_link"], {})
-        try:
-            result = visit.fetcher.get(image["src_link"], etag=cached.get("etag"), last_modified=cached.get("last_modified"), accept=IMAGE_TYPES)
-        except FetchError as error:
-            summary.error(error.kind)
-            continue
-        if result.status in (404, 410):
-            visit.hashes.discard(image["id"])
-            report["images_dead"] += 1
-            # The products that showed it, at its address or at another address of the same picture
-            # (a copy), are read again now, each fetching what it shows (the first copy fetched
-            # becomes the original the others copy), or they would be left without a searchable picture.
-            gone = catalogue.drop_copy if image["duplicate_of"] else catalogue.retire_image
-            for concerned in gone(app.db, image["id"]):
-                page_url = concerned["page_url"] or concerned["url"]
-                if time.monotonic() >= images_until or page_url in read_again:
-                    continue  # the next visit of its page does it
-                read_again.add(page_url)
-                concerned_pass = source_pass(concerned["shop_id"])
-                if concerned_pass is None:
-                    continue
-                if known := concerned_pass.known.get(concerned["url"]):
-                    known["fingerprint"] = None  # as retire_image forgot it: its pictures are fetched
-                concerned_pass.page(concerned_pass.crawl(None, conditional=False, deadline=deadline).visit(page_url))
-        elif result.status == 200 and not result.not_modified and hashlib.sha256(result.body).hexdigest() != image["content_sha256"]:
-            # The shop replaced the picture behind the same address: ingested again, as a changed
-            # page's pictures are (fetched once more there: a rare event). A copy no longer stands
-            # for its original: it is judged afresh (a copy again, or a picture of its own).
-            if image["duplicate_of"]:
-                catalogue.unlink_original(app.db, image["product_id"], image["id"])
-            visit.image(image["product_id"], image["src_link"], image["position"], refetch=True)
-            report["images_replaced"] += 1
-    report["products_dead"] = summary.counts["products_dead"]
-    report["products_revived"] = summary.counts["products_revived"]
-    return dict(report)
+                summary.error(outcome.reason or outcome.state)  # a 5xx or a timeout kills nothing
+        for image in catalogue.stored_live_images(app.db):
+            if time.monotonic() >= images_until:
+                break
+            visit = source_pass(image["shop_id"])
+            if visit is None:
+                continue
+            report["images_checked"] += 1
+            catalogue.update_image(app.db, image["id"])  # checked now: the next run starts with others
+            cached = visit.cache.get(image["src_link"], {})
+            try:
+                result = visit.fetcher.get(image["src_link"], etag=cached.get("etag"), last_modified=cached.get("last_modified"), accept=IMAGE_TYPES)
+            except FetchError as error:
+                summary.error(error.kind)
+                continue
+            if result.status in (404, 410):
+                visit.hashes.discard(image["id"])
+                report["images_dead"] += 1
+                # The products that showed it, at its address or at another address of the same picture
+                # (a copy), are read again now, each fetching what it shows (the first copy fetched
+                # becomes the original the others copy), or they would be left without a searchable picture.
+                gone = catalogue.drop_copy if image["duplicate_of"] else catalogue.retire_image
+                for concerned in gone(app.db, image["id"]):
+                    page_url = concerned["page_url"] or concerned["url"]
+                    if time.monotonic() >= images_until or page_url in read_again:
+                        continue  # the next visit of its page does it
+                    read_again.add(page_url)
+                    concerned_pass = source_pass(concerned["shop_id"])
+                    if concerned_pass is None:
+                        continue
+                    if known := concerned_pass.known.get(concerned["url"]):
+                        known["fingerprint"] = None  # as retire_image forgot it: its pictures are fetched
+                    concerned_pass.page(concerned_pass.crawl(None, conditional=False, deadline=deadline).visit(page_url))
+            elif result.status == 200 and not result.not_modified and hashlib.sha256(result.body).hexdigest() != image["content_sha256"]:
+                # The shop replaced the picture behind the same address: ingested again, as a changed
+                # page's pictures are (fetched once more there: a rare event). A copy no longer stands
+                # for its original: it is judged afresh (a copy again, or a picture of its own).
+                if image["duplicate_of"]:
+                    catalogue.unlink_original(app.db, image["product_id"], image["id"])
+                visit.image(image["product_id"], image["src_link"], image["position"], refetch=True)
+                report["images_replaced"] += 1
+        report["products_dead"] = summary.counts["products_dead"]
+        report["products_revived"] = summary.counts["products_revived"]
+        return dict(report)
 
 
 __all__ = ["COUNTERS", "SourcePass", "Summary", "revalidate_products", "scrape_pass"]
