@@ -19,6 +19,7 @@ from shazzam.scrape.crawl import CachedPage, parse_sitemap
 from shazzam.scrape.fetch import ROBOTS_MAX_REDIRECTS, ConnectionPool, _retry_after_s, is_private_host, keep_alive_s
 from tests.support.plain_shop import plain_shop  # noqa: F401 - a fixture
 from tests.support.quirky_shop import QuirkyShop
+from tests.support.raw_shop import HANG_UP, RawShop, answer
 
 # Tiny times: the tests take a second or two, not minutes.
 FAST = {"timeout_s": 1.0, "total_timeout_s": 0.4, "retries": 1, "backoff_s": 0.01, "max_bytes": 2_000_000, "max_retry_after_s": 5}
@@ -652,3 +653,97 @@ def test_an_idle_connection_past_its_time_or_over_the_hosts_share_is_closed(monk
     now = time.monotonic()
     monkeypatch.setattr("shazzam.scrape.fetch.time.monotonic", lambda: now + 5)
     assert pool.take(key) is None and first.closed
+
+
+@pytest.fixture
+def raw_shop():
+    shops = []
+    yield lambda script: shops.append(RawShop(script)) or shops[-1]
+    for shop in shops:
+        shop.close()
+
+
+HTML = {"Content-Type": "text/html"}
+
+
+def _first_then_pages(first):
+    return lambda number, path: [(0, first if path == "/first" else answer(200, f"<html>{path}</html>".encode(), HTML))]
+
+
+def test_a_304_that_declares_a_body_does_not_leave_it_for_the_next_answer(raw_shop, monkeypatch):
+    # Its body comes after the connection was checked (over TLS, decrypted bytes are never seen there).
+    monkeypatch.setattr("shazzam.scrape.fetch._dropped", lambda connection: False)
+    shop = raw_shop(_first_then_pages(answer(304, b"HTTP/1.1 200 X\r\nContent-Length: 7\r\n\r\nsmuggle", {"ETag": '"v1"'})))
+    fetcher = Fetcher(local=True, delay_s=0, **{**FAST, "retries": 0})
+    assert fetcher.get(shop.base_url + "first", etag='"v1"').status == 304
+    assert fetcher.get(shop.base_url + "next").body == b"<html>/next</html>"
+    assert shop.connections == 2
+
+
+def test_bytes_past_a_content_length_never_become_the_next_answer(raw_shop):
+    shop = raw_shop(_first_then_pages(answer(200, b"<html>page</html>HTTP/1.1 200 X\r\nContent-Length: 7\r\n\r\nsmuggle", HTML, length=17)))
+    fetcher = Fetcher(local=True, delay_s=0, **{**FAST, "retries": 0})
+    assert fetcher.get(shop.base_url + "first").body == b"<html>page</html>"
+    assert fetcher.get(shop.base_url + "next").body == b"<html>/next</html>"
+
+
+def test_bytes_that_arrive_after_an_answer_are_not_read_as_the_next_one(raw_shop, monkeypatch):
+    # The stray bytes come after the connection was checked: the next answer is asked again on a new one.
+    monkeypatch.setattr("shazzam.scrape.fetch._dropped", lambda connection: False)
+    shop = raw_shop(lambda number, path: [(0, answer(304, headers={"ETag": '"v1"'}, length=0)), (0.05, b"<html>stray</html>")]
+                    if path == "/first" else [(0, answer(200, f"<html>{path}</html>".encode(), HTML))])
+    fetcher = Fetcher(local=True, delay_s=0, **{**FAST, "retries": 0})
+    assert fetcher.get(shop.base_url + "first", etag='"v1"').status == 304
+    time.sleep(0.1)
+    assert fetcher.get(shop.base_url + "next").body == b"<html>/next</html>"
+    assert shop.asked[-2:] == [(1, "/next"), (2, "/next")]
+
+
+@pytest.mark.parametrize("redirect", [answer(301, b"short", {"Location": "/p"}, length=100),  # the rest never comes
+                                      answer(302, b"zz\r\ngarbage", {"Location": "/p", "Transfer-Encoding": "chunked"}, length=0)],
+                         ids=["body-shorter-than-declared", "broken-chunked-body"])
+def test_a_redirect_is_followed_whatever_its_body(raw_shop, redirect):
+    shop = raw_shop(lambda number, path: [(0, redirect if path == "/moved" else answer(200, b"<html>p</html>", HTML))])
+    fetcher = Fetcher(local=True, delay_s=0, **{**FAST, "retries": 0, "timeout_s": 5.0, "total_timeout_s": 5.0})
+    started = time.monotonic()
+    assert fetcher.get(shop.base_url + "moved").body == b"<html>p</html>"
+    assert time.monotonic() - started < 2.5  # not a socket timeout's wait for the body
+
+
+def test_a_request_asked_again_on_a_new_connection_keeps_its_deadline(raw_shop):
+    # On the kept connection the server stalls, then hangs up; on a new one it stalls, then answers:
+    # together past the request's total time, which a second try does not start afresh.
+    def script(number, path):
+        if path == "/warm":
+            return [(0, answer(200, b"<html>warm</html>", HTML))]
+        return [(0.7, HANG_UP)] if number == 1 else [(0.7, answer(200, b"<html>late</html>", HTML))]
+
+    shop = raw_shop(script)
+    fetcher = Fetcher(local=True, delay_s=0, **{**FAST, "retries": 0, "timeout_s": 3.0, "total_timeout_s": 1.0})
+    fetcher.get(shop.base_url + "warm")
+    with pytest.raises(FetchError) as late:
+        fetcher.get(shop.base_url + "slow")
+    assert late.value.kind == "timeout"
+    assert [path for _, path in shop.asked].count("/slow") == 2
+
+
+def test_the_pool_closes_connections_past_their_time_whatever_their_host_and_keeps_the_newest(monkeypatch):
+    class Connection:
+        def __init__(self):
+            self.sock, self.peer = socket.socketpair()
+            self.closed = False
+
+        def close(self):
+            self.closed = True
+            self.sock.close()
+
+    pool = ConnectionPool(most_idle=2)
+    first, second, third = Connection(), Connection(), Connection()
+    pool.give_back(("http", "a.example", None, False), first, keep_s=1, most=1)
+    pool.give_back(("http", "b.example", None, False), second, keep_s=4, most=1)
+    pool.give_back(("http", "c.example", None, False), third, keep_s=4, most=1)
+    assert first.closed and not second.closed and len(pool) == 2  # two at most, the oldest out
+    now = time.monotonic()
+    monkeypatch.setattr("shazzam.scrape.fetch.time.monotonic", lambda: now + 5)
+    pool.give_back(("http", "d.example", None, False), Connection(), keep_s=4, most=1)
+    assert second.closed and third.closed and len(pool) == 1

@@ -286,9 +286,12 @@ def _tls_context() -> ssl.SSLContext:
 # says the server keeps it less: Apache's default keep-alive timeout is 5 s. A server that closed it
 # anyway is asked again on a new connection (see Fetcher._get_once).
 KEEP_ALIVE_IDLE_S = 4.0
+MAX_IDLE_CONNECTIONS = 32  # in all, whatever the hosts: each holds a file descriptor
 _KEEP_ALIVE_TIMEOUT = re.compile(r"(?:^|[,;\s])timeout\s*=\s*(\d+)", re.I)
 # What a reused connection's request fails with when the server closed it while it was idle.
-_STALE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)  # http.client.RemoteDisconnected is a reset
+# BadStatusLine (RemoteDisconnected is one) also covers bytes a server sent past its last answer's
+# end, which the next request on that connection would read first.
+_STALE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, http.client.BadStatusLine)
 
 
 def keep_alive_s(header: str | None) -> float:
@@ -301,6 +304,8 @@ def keep_alive_s(header: str | None) -> float:
 def _dropped(connection: http.client.HTTPConnection) -> bool:
     """Whether an idle connection's server has closed it (or sent what nobody asked for): its
     socket is readable before any request."""
+    if isinstance(connection.sock, ssl.SSLSocket) and connection.sock.pending():
+        return True  # bytes decrypted and waiting, which polling the socket cannot see
     try:
         poller = select.poll()
         poller.register(connection.sock, select.POLLIN)
@@ -316,30 +321,48 @@ class ConnectionPool:
     answer was read whole, and is reused only by a request under the same address policy (it was
     checked against that policy when it connected)."""
 
-    def __init__(self) -> None:
+    def __init__(self, most_idle: int = MAX_IDLE_CONNECTIONS) -> None:
         self._idle: dict[tuple, list[tuple[http.client.HTTPConnection, float]]] = {}
         self._lock = threading.Lock()
+        self.most_idle = most_idle
 
     def take(self, key: tuple) -> http.client.HTTPConnection | None:
         """The most recently used idle connection for `key` still open at both ends, or None."""
-        now = time.monotonic()
         with self._lock:
+            self._close_expired()
             idle = self._idle.get(key, [])
             while idle:
-                connection, expires = idle.pop()
-                if expires > now and not _dropped(connection):
+                connection, _expires = idle.pop()
+                if not _dropped(connection):
                     return connection
                 connection.close()
         return None
 
     def give_back(self, key: tuple, connection: http.client.HTTPConnection, keep_s: float, most: int) -> None:
-        """Keep `connection` for `keep_s` seconds, unless `most` already wait for `key`."""
+        """Keep `connection` for `keep_s` seconds, unless `most` already wait for `key`; the pool's
+        oldest goes when it holds `most_idle` in all."""
         with self._lock:
+            self._close_expired()
             idle = self._idle.setdefault(key, [])
             if keep_s > 0 and len(idle) < most:
                 idle.append((connection, time.monotonic() + keep_s))
+                while sum(map(len, self._idle.values())) > self.most_idle:
+                    oldest = min((entries for entries in self._idle.values() if entries), key=lambda entries: entries[0][1])
+                    oldest.pop(0)[0].close()
                 return
         connection.close()
+
+    def _close_expired(self) -> None:
+        """Close the connections past their time, whatever their host: a pass over many hosts
+        would otherwise hold a socket for each (a server closes its end; ours waits in CLOSE_WAIT)."""
+        now = time.monotonic()
+        for key, entries in list(self._idle.items()):
+            for connection, expires in entries:
+                if expires <= now:
+                    connection.close()
+            entries[:] = [(connection, expires) for connection, expires in entries if expires > now]
+            if not entries:
+                del self._idle[key]
 
     def close(self) -> None:
         """Close every idle connection; the pool stays usable."""
@@ -646,21 +669,25 @@ class Fetcher:
         connection if the server closed that one meanwhile), else on a new connection."""
         parts = urlsplit(url)
         key = (parts.scheme.lower(), (parts.hostname or "").lower(), parts.port, self.policy.local)
+        seconds = self.policy.total_timeout_s
+        if self.deadline is not None:
+            seconds = max(0.0, min(seconds, self.deadline - time.monotonic()))
+        deadline = time.monotonic() + seconds  # one for the request, on a kept connection and a new one
         connection = self._connections.take(key)
         if connection is not None:
             connection.timeout = self.policy.timeout_s
             connection.sock.settimeout(self.policy.timeout_s)
             try:
-                return self._exchange(connection, key, url, etag, last_modified, accept, reused=True)
+                return self._exchange(connection, key, url, etag, last_modified, accept, deadline, reused=True)
             except _StaleConnection:
                 log.debug("%s: the kept connection was closed by the server; asking on a new one", url)
         connection_class = _GuardedHTTPS if key[0] == "https" else _GuardedHTTP
         kwargs = {"context": _tls_context()} if connection_class is _GuardedHTTPS else {}
         connection = connection_class(parts.hostname, parts.port, timeout=self.policy.timeout_s, **kwargs)
         connection.allow_private = self.policy.local
-        return self._exchange(connection, key, url, etag, last_modified, accept, reused=False)
+        return self._exchange(connection, key, url, etag, last_modified, accept, deadline, reused=False)
 
-    def _exchange(self, connection, key, url, etag, last_modified, accept, reused) -> tuple["_Response", str | None]:
+    def _exchange(self, connection, key, url, etag, last_modified, accept, deadline, reused) -> tuple["_Response", str | None]:
         policy = self.policy
         headers = {"User-Agent": policy.user_agent, "Accept": "*/*", "Accept-Encoding": "gzip"}
         if etag:
@@ -669,10 +696,7 @@ class Fetcher:
             headers["If-Modified-Since"] = last_modified
         parts = urlsplit(url)
         target = urlunsplit(("", "", parts.path or "/", parts.query, ""))
-        seconds = policy.total_timeout_s
-        if self.deadline is not None:
-            seconds = max(0.0, min(seconds, self.deadline - time.monotonic()))
-        deadline = time.monotonic() + seconds
+        seconds = max(0.0, deadline - time.monotonic())
         # The socket timeout bounds each read, not the request: a server dripping its status line
         # and headers a byte at a time held a pass for minutes. At the deadline (and a grace for the
         # body check below to speak first) the socket is shut, which ends any read in progress.
@@ -688,8 +712,7 @@ class Fetcher:
                 raise
             location = response.getheader("Location")
             if response.status in _REDIRECTS and location:
-                if not response.will_close:
-                    response.read(_CHUNK)  # a redirect's short body, read so that the connection can serve again
+                _drain(response, connection)
                 answer = _Response.of(url, response, b""), location
             else:
                 if response.status == 200 and accept is not None and not _accepts(accept, response.getheader("Content-Type", "")):
@@ -699,7 +722,7 @@ class Fetcher:
                     body = decoded_transfer(body, response.getheader("Content-Encoding"), url, policy.max_bytes)
                 answer = _Response.of(url, response, body), None
             if watchdog.cut.is_set():  # what came before the cut may parse as a whole answer: it is not one
-                raise FetchError(f"{url}: no complete answer within {seconds:.0f} s", kind="timeout")
+                raise FetchError(f"{url}: no complete answer in the time it had", kind="timeout")
             return answer
         except (FetchError, _StaleConnection):
             raise
@@ -707,7 +730,7 @@ class Fetcher:
             raise FetchError(f"{url}: timed out ({error})", kind="timeout") from error
         except (http.client.HTTPException, OSError, ValueError) as error:
             if watchdog.cut.is_set():  # the read ended because the deadline passed
-                raise FetchError(f"{url}: no complete answer within {seconds:.0f} s", kind="timeout") from error
+                raise FetchError(f"{url}: no complete answer in the time it had", kind="timeout") from error
             raise FetchError(f"cannot fetch {url}: {error}", kind="network") from error
         finally:
             cut = watchdog.stop()
@@ -736,12 +759,30 @@ class Fetcher:
 
 
 WATCHDOG_GRACE_S = 1.0
+DRAIN_TIMEOUT_S = 0.5
 
 
 def _read_to_its_end(response: http.client.HTTPResponse) -> bool:
     """Whether an answer's body was read whole (a chunked one closes itself at its end; one of a
-    known length reads down to none left), leaving nothing of it on the connection."""
+    known length reads down to none left), leaving nothing of it on the connection. An answer that
+    has no body by its status (1xx, 204, 304) but declares one is not: http.client reads none, and
+    what the server sent would be taken for the start of the next answer."""
+    if (response.status < 200 or response.status in (204, 304)) and (
+            response.getheader("Transfer-Encoding") or (response.getheader("Content-Length") or "0").strip() != "0"):
+        return False
     return response.isclosed() or response.length == 0
+
+
+def _drain(response: http.client.HTTPResponse, connection: http.client.HTTPConnection) -> None:
+    """Read a redirect's short body so that its connection can serve again. A long, chunked, slow
+    or broken one is left (its connection is then closed): the redirect does not depend on it."""
+    if response.will_close or response.length is None or response.length > _CHUNK:
+        return
+    try:
+        connection.sock.settimeout(DRAIN_TIMEOUT_S)
+        response.read()
+    except (http.client.HTTPException, OSError, ValueError):
+        pass
 
 
 class _StaleConnection(Exception):
