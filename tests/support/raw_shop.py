@@ -42,23 +42,30 @@ class RawShop:
             threading.Thread(target=self._serve, args=(client, self.connections), daemon=True).start()
 
     def _serve(self, client: socket.socket, number: int) -> None:
+        try:
+            self._answer(client, number)
+        except OSError:
+            pass  # the client went away mid-answer, as a fetcher that gave up does
+        finally:
+            client.close()
+
+    def _answer(self, client: socket.socket, number: int) -> None:
         pending = b""
-        with client:
-            while True:
-                while b"\r\n\r\n" not in pending:
-                    data = client.recv(65536)
-                    if not data:
-                        return
-                    pending += data
-                head, pending = pending.split(b"\r\n\r\n", 1)
-                path = head.split(b" ")[1].decode()
-                self.asked.append((number, path))
-                steps = [(0, answer(200, ROBOTS))] if path == "/robots.txt" else self.script(number, path)
-                for pause_s, data in steps:
-                    time.sleep(pause_s)
-                    if data is HANG_UP:
-                        return
-                    client.sendall(data)
+        while True:
+            while b"\r\n\r\n" not in pending:
+                data = client.recv(65536)
+                if not data:
+                    return
+                pending += data
+            head, pending = pending.split(b"\r\n\r\n", 1)
+            path = head.split(b" ")[1].decode()
+            self.asked.append((number, path))
+            steps = [(0, answer(200, ROBOTS))] if path == "/robots.txt" else self.script(number, path)
+            for pause_s, data in steps:
+                time.sleep(pause_s)
+                if data is HANG_UP:
+                    return
+                client.sendall(data)
 
     def close(self) -> None:
         self._listener.close()

@@ -670,14 +670,34 @@ def _first_then_pages(first):
     return lambda number, path: [(0, first if path == "/first" else answer(200, f"<html>{path}</html>".encode(), HTML))]
 
 
-def test_a_304_that_declares_a_body_does_not_leave_it_for_the_next_answer(raw_shop, monkeypatch):
+def test_a_204_that_declares_a_body_does_not_leave_it_for_the_next_answer(raw_shop, monkeypatch):
     # Its body comes after the connection was checked (over TLS, decrypted bytes are never seen there).
     monkeypatch.setattr("shazzam.scrape.fetch._dropped", lambda connection: False)
-    shop = raw_shop(_first_then_pages(answer(304, b"HTTP/1.1 200 X\r\nContent-Length: 7\r\n\r\nsmuggle", {"ETag": '"v1"'})))
+    shop = raw_shop(_first_then_pages(answer(204, b"HTTP/1.1 200 X\r\nContent-Length: 7\r\n\r\nsmuggle")))
     fetcher = Fetcher(local=True, delay_s=0, **{**FAST, "retries": 0})
-    assert fetcher.get(shop.base_url + "first", etag='"v1"').status == 304
+    assert fetcher.get(shop.base_url + "first").status == 204
     assert fetcher.get(shop.base_url + "next").body == b"<html>/next</html>"
     assert shop.connections == 2
+
+
+def test_a_304_that_names_its_pages_length_keeps_its_connection(raw_shop):
+    shop = raw_shop(_first_then_pages(answer(304, headers={"ETag": '"v1"'}, length=5120)))
+    fetcher = Fetcher(local=True, delay_s=0, **{**FAST, "retries": 0})
+    assert [fetcher.get(shop.base_url + "first", etag='"v1"').status for _ in range(3)] == [304, 304, 304]
+    assert shop.connections == 1
+
+
+def test_an_interim_answer_is_not_taken_for_the_page_nor_its_connection_kept(raw_shop):
+    shop = raw_shop(lambda number, path: [(0, b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>\r\n\r\n"),
+                                          (0.3, answer(200, f"<html>{path}</html>".encode(), HTML))])
+    fetcher = Fetcher(local=True, delay_s=0, **{**FAST, "retries": 0})
+    with pytest.raises(FetchError) as interim:
+        fetcher.get(shop.base_url + "a")
+    assert interim.value.kind == "network"
+    time.sleep(0.4)  # the final answer arrives on the closed connection, not as the next one
+    with pytest.raises(FetchError):
+        fetcher.get(shop.base_url + "b")
+    assert shop.asked == [(1, "/robots.txt"), (1, "/a"), (2, "/b")]
 
 
 def test_bytes_past_a_content_length_never_become_the_next_answer(raw_shop):
@@ -697,6 +717,17 @@ def test_bytes_that_arrive_after_an_answer_are_not_read_as_the_next_one(raw_shop
     time.sleep(0.1)
     assert fetcher.get(shop.base_url + "next").body == b"<html>/next</html>"
     assert shop.asked[-2:] == [(1, "/next"), (2, "/next")]
+
+
+def _dripped(head: bytes, body: bytes, every_s: float) -> list:
+    return [(0, head)] + [(every_s, bytes([byte])) for byte in body]
+
+
+def test_a_redirect_body_dripped_a_byte_at_a_time_does_not_hold_the_redirect(raw_shop):
+    redirect = answer(301, b"", {"Location": "/p"}, length=40)
+    shop = raw_shop(lambda number, path: _dripped(redirect, b"x" * 40, 0.2) if path == "/moved" else [(0, answer(200, b"<html>p</html>", HTML))])
+    fetcher = Fetcher(local=True, delay_s=0, **{**FAST, "retries": 0, "timeout_s": 5.0, "total_timeout_s": 3.0})
+    assert fetcher.get(shop.base_url + "moved").body == b"<html>p</html>"
 
 
 @pytest.mark.parametrize("redirect", [answer(301, b"short", {"Location": "/p"}, length=100),  # the rest never comes
@@ -738,6 +769,12 @@ def test_the_pool_closes_connections_past_their_time_whatever_their_host_and_kee
             self.sock.close()
 
     pool = ConnectionPool(most_idle=2)
+    kept, closing_first = Connection(), Connection()
+    pool.give_back(("http", "a.example", None, False), kept, keep_s=4, most=2)
+    pool.give_back(("http", "a.example", None, False), closing_first, keep_s=1, most=2)  # a Keep-Alive of 2 s
+    pool.give_back(("http", "b.example", None, False), Connection(), keep_s=2, most=1)
+    assert closing_first.closed and not kept.closed and len(pool) == 2
+    pool.close()
     first, second, third = Connection(), Connection(), Connection()
     pool.give_back(("http", "a.example", None, False), first, keep_s=1, most=1)
     pool.give_back(("http", "b.example", None, False), second, keep_s=4, most=1)

@@ -347,8 +347,10 @@ class ConnectionPool:
             if keep_s > 0 and len(idle) < most:
                 idle.append((connection, time.monotonic() + keep_s))
                 while sum(map(len, self._idle.values())) > self.most_idle:
-                    oldest = min((entries for entries in self._idle.values() if entries), key=lambda entries: entries[0][1])
-                    oldest.pop(0)[0].close()
+                    # The one whose time runs out first goes, whatever its host.
+                    entries, position = min(((entries, position) for entries in self._idle.values() for position in range(len(entries))),
+                                            key=lambda found: found[0][found[1]][1])
+                    entries.pop(position)[0].close()
                 return
         connection.close()
 
@@ -710,6 +712,8 @@ class Fetcher:
                 if reused and not watchdog.cut.is_set():
                     raise _StaleConnection() from error
                 raise
+            if response.status < 200:  # http.client reads past a 100 only: an Early Hints (103) is no answer
+                raise FetchError(f"{url} answered {response.status}, an interim answer with no final one read", kind="network")
             location = response.getheader("Location")
             if response.status in _REDIRECTS and location:
                 _drain(response, connection)
@@ -764,23 +768,30 @@ DRAIN_TIMEOUT_S = 0.5
 
 def _read_to_its_end(response: http.client.HTTPResponse) -> bool:
     """Whether an answer's body was read whole (a chunked one closes itself at its end; one of a
-    known length reads down to none left), leaving nothing of it on the connection. An answer that
-    has no body by its status (1xx, 204, 304) but declares one is not: http.client reads none, and
-    what the server sent would be taken for the start of the next answer."""
-    if (response.status < 200 or response.status in (204, 304)) and (
-            response.getheader("Transfer-Encoding") or (response.getheader("Content-Length") or "0").strip() != "0"):
+    known length reads down to none left), leaving nothing of it on the connection. Not an interim
+    answer (1xx: the final one follows it), nor a 204 that declares a body, which no server may
+    send (RFC 9110, 8.6): http.client reads none, and the next answer would start with it. A 304
+    may declare the length of the page it stands for, and is kept (a body sent after it anyway
+    is what _dropped looks for)."""
+    if response.status < 200:
+        return False
+    if response.status == 204 and (response.getheader("Transfer-Encoding") or (response.getheader("Content-Length") or "0").strip() != "0"):
         return False
     return response.isclosed() or response.length == 0
 
 
 def _drain(response: http.client.HTTPResponse, connection: http.client.HTTPConnection) -> None:
-    """Read a redirect's short body so that its connection can serve again. A long, chunked, slow
-    or broken one is left (its connection is then closed): the redirect does not depend on it."""
+    """Read a redirect's short body so that its connection can serve again, within
+    DRAIN_TIMEOUT_S in all. A long, chunked, slow or broken one is left (its connection is then
+    closed): the redirect does not depend on it."""
     if response.will_close or response.length is None or response.length > _CHUNK:
         return
+    end = time.monotonic() + DRAIN_TIMEOUT_S
     try:
-        connection.sock.settimeout(DRAIN_TIMEOUT_S)
-        response.read()
+        while response.length and (left := end - time.monotonic()) > 0:
+            connection.sock.settimeout(left)
+            if not response.read1(response.length):
+                return
     except (http.client.HTTPException, OSError, ValueError):
         pass
 
