@@ -25,6 +25,13 @@ PAGE_GONE = ("http-404", "http-410", "soft-404", "gone", "robots")
 # Reasons a product is dead that a later visit may undo (a removed page can come back).
 REVIVABLE = (*PAGE_GONE, "out-of-stock", "removed")
 REVALIDATE_DEAD_FOR = timedelta(days=30)
+# A tombstone older than this is deleted with what only it held (prune_dead_products): a shop that
+# lists the product again after that has it added anew, under the same id (ids.product_id).
+PRUNE_DEAD_AFTER = timedelta(days=180)
+PRUNE_BATCH = 1000  # tombstones a run deletes at most; the next run goes on
+# Tombstones a run looks at: those it must keep for now (see prune_dead_products) do not stop it
+# from reaching the younger ones behind them.
+PRUNE_EXAMINED = 10 * PRUNE_BATCH
 # A picture put in incoming/ is detected within seconds (the stages' retries take minutes): one
 # recorded as stored and still not detected after this never got there, or detect gave up on it.
 UNDETECTED_AFTER = timedelta(hours=1)
@@ -757,6 +764,69 @@ def revive_product(db: Database, product_id: str) -> list[str]:
         for image_id in revived:
             connection.execute(sa.update(images).where(images.c.id == image_id).values(is_dead=False, product_id=product_id, updated_at=now))
         return revived
+
+
+def prune_dead_products(db: Database, dead_before: datetime, limit: int = PRUNE_BATCH) -> dict[str, int]:
+    """Delete up to `limit` products dead since before `dead_before`, oldest first, each with the
+    pictures it owns, their garments, its links to others' pictures and the validators of its own
+    page, so that its page reads as new if the shop lists it again. A tombstone is kept (counted
+    in `tombstones_kept`) while a picture of it is still needed: shown by another product, the
+    original of a copy, or a garment whose vector is in a shard or waits to be merged into one."""
+    report = {"products_pruned": 0, "images_pruned": 0, "detections_pruned": 0, "tombstones_kept": 0}
+    candidates = db.run_query(
+        sa.select(products.c.id).where(products.c.is_dead.is_(True), products.c.dead_at < dead_before)
+        .order_by(products.c.dead_at, products.c.id).limit(PRUNE_EXAMINED))
+    for candidate in candidates:
+        if report["products_pruned"] >= limit:
+            break
+        pruned = _prune_dead_product(db, candidate["id"], dead_before)
+        if pruned is None:
+            report["tombstones_kept"] += 1
+            continue
+        report["products_pruned"] += 1
+        report["images_pruned"] += pruned["images"]
+        report["detections_pruned"] += pruned["detections"]
+    return report
+
+
+@retried_on_deadlock
+def _prune_dead_product(db: Database, product_id: str, dead_before: datetime) -> dict[str, int] | None:
+    """One tombstone deleted (see prune_dead_products); None when it is kept."""
+    with db.transaction() as connection:
+        product = connection.execute(
+            sa.select(products.c.url, products.c.page_url).where(
+                products.c.id == product_id, products.c.is_dead.is_(True), products.c.dead_at < dead_before).with_for_update()
+        ).first()
+        if product is None:
+            return None  # revived meanwhile
+        owned = [row[0] for row in connection.execute(sa.select(images.c.id).where(images.c.product_id == product_id).with_for_update())]
+        if owned:
+            needed = sa.union_all(
+                sa.select(images.c.id).where(images.c.id.in_(owned), images.c.is_dead.is_(False)),
+                sa.select(product_images.c.image_id).where(product_images.c.image_id.in_(owned), product_images.c.product_id != product_id),
+                sa.select(images.c.id).where(images.c.duplicate_of.in_(owned)),
+                sa.select(detections.c.id).where(detections.c.image_id.in_(owned), detections.c.embedding_status.in_(("embedded", "indexed"))),
+            )
+            if connection.execute(sa.select(sa.func.count()).select_from(needed.subquery())).scalar():
+                return None
+        sources = [row[0] for row in connection.execute(sa.select(images.c.src_link).where(images.c.id.in_(owned)))] if owned else []
+        garments = connection.execute(sa.delete(detections).where(detections.c.image_id.in_(owned))).rowcount if owned else 0
+        connection.execute(sa.delete(product_images).where(product_images.c.product_id == product_id))
+        if owned:
+            connection.execute(sa.delete(images).where(images.c.id.in_(owned)))
+        connection.execute(sa.delete(products).where(products.c.id == product_id))
+        # The validators of its pictures and of its pages go: kept, a page the shop lists again
+        # would read as unchanged, and the product would not be added anew. Not those of a page
+        # another product is read from too (a feed page, a product group).
+        forgotten = list(sources)
+        for page in {product.url, product.page_url or product.url}:
+            read_by_others = connection.execute(
+                sa.select(sa.func.count()).select_from(products).where(sa.or_(products.c.page_url == page, products.c.url == page))
+            ).scalar()
+            if not read_by_others:
+                forgotten.append(page)
+        connection.execute(sa.delete(http_cache).where(http_cache.c.id.in_([_url_key(url) for url in forgotten])))
+        return {"images": len(owned), "detections": garments}
 
 
 def dead_indexed_detections(db: Database) -> dict[str, set[str]]:

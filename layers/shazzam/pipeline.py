@@ -19,6 +19,7 @@ from PIL import Image
 
 from shazzam import catalogue, ids, lease, wiring
 from shazzam.app import App
+from shazzam.db import utcnow
 from shazzam.images import Box, ImageError, encode_png, get_subsection_of_image, load_image, standardise_img
 from shazzam.index import PUBLISH_ATTEMPTS, ShardMoved, StaleShard, compact, encode_vector, publish, read_manifest
 from shazzam.storage import ObjectNotFound, delete_if_unchanged, validate_key
@@ -375,6 +376,8 @@ def revalidate(app: App) -> dict:
     dropped = drop_dead_vectors(app)
     with crawler_turn(app, "revalidate", REVALIDATE_BUDGET_S) as left_s:
         report = {**revalidate_products(app, summary, budget_s=left_s), "vectors_dropped": dropped}
+        # Under the crawler lease: no scrape pass holds a tombstone it is about to revive.
+        report.update(catalogue.prune_dead_products(app.db, utcnow() - catalogue.PRUNE_DEAD_AFTER))
     report["images_queued"] = summary.counts["images_uploaded"]
     report.update({f"errors.{kind}": n for kind, n in sorted(summary.errors.items())})
     report["vectors_dropped"] += drop_dead_vectors(app)

@@ -600,3 +600,90 @@ def test_a_replaced_shard_s_items_are_all_embedded_again(db, image_with_detectio
     catalogue.forget_embedders_in_category(db, "top")
     assert {n: catalogue.get_detection(db, ids.detection_id(image_id, n))["embedded_by"] for n in range(3)} == {0: None, 1: None, 2: "m5"}
     assert [row["id"] for row in catalogue.images_embedded_by_other_models(db, "m5")] == [image_id]
+
+
+# -- pruning tombstones --------------------------------------------------------------------------
+
+
+def _dead_since(db, product_id: str, days: int, reason: str = "http-404") -> None:
+    from datetime import timedelta
+
+    catalogue.mark_product_dead(db, product_id, reason)
+    db.run_query("UPDATE products SET dead_at = :at WHERE id = :id", {"at": utcnow() - timedelta(days=days), "id": product_id})
+
+
+def _prune(db) -> dict:
+    return catalogue.prune_dead_products(db, utcnow() - catalogue.PRUNE_DEAD_AFTER)
+
+
+def _cached(db) -> set[str]:
+    return {row["url"] for row in db.run_query("SELECT url FROM http_cache")}
+
+
+def test_a_tombstone_past_the_pruning_age_goes_with_what_only_it_held(db):
+    shop_id = catalogue.add_shop(db, SHOP, "Example")
+    live, old, young = (catalogue.save_product(db, shop_id, product(url=f"{SHOP}/p/{n}")) for n in (1, 2, 3))
+    shared, own = f"{SHOP}/shared.jpg", f"{SHOP}/p/2.jpg"
+    catalogue.save_image(db, ids.image_id(shared), shared, live)
+    catalogue.link_image(db, live, ids.image_id(shared))
+    catalogue.link_image(db, old, ids.image_id(shared))
+    catalogue.save_image(db, ids.image_id(own), own, old)
+    catalogue.link_image(db, old, ids.image_id(own))
+    catalogue.save_detections(db, ids.image_id(own), [detection(ids.image_id(own), i) for i in range(2)])
+    catalogue.update_detection(db, ids.detection_id(ids.image_id(own), 1), embedding_status="removed")  # left its shard
+    for url in (f"{SHOP}/p/1", f"{SHOP}/p/2", f"{SHOP}/p/3", shared, own):
+        catalogue.save_page_cache(db, shop_id, url, '"v1"', None, "digest")
+    _dead_since(db, old, days=181)
+    _dead_since(db, young, days=179)
+
+    assert _prune(db) == {"products_pruned": 1, "images_pruned": 1, "detections_pruned": 2, "tombstones_kept": 0}
+    assert set(catalogue.products_of_shop(db, shop_id)) == {f"{SHOP}/p/1", f"{SHOP}/p/3"}
+    assert catalogue.get_image(db, ids.image_id(own)) is None
+    assert not db.run_query("SELECT id FROM detections WHERE image_id = :id", {"id": ids.image_id(own)})
+    assert not db.run_query("SELECT image_id FROM product_images WHERE product_id = :id", {"id": old})
+    shown = catalogue.get_image(db, ids.image_id(shared))
+    assert shown["product_id"] == live and not shown["is_dead"]
+    # Its page and picture read as new if the shop lists it again; the others' validators stay.
+    assert _cached(db) == {f"{SHOP}/p/1", f"{SHOP}/p/3", shared}
+    assert _prune(db)["products_pruned"] == 0
+
+
+def test_a_tombstone_stays_while_a_picture_of_it_is_still_needed(db, image_with_detections):
+    shop_id, product_id, image_id = image_with_detections
+    catalogue.update_detection(db, ids.detection_id(image_id, 0), embedding_status="indexed", category="dress")
+    _dead_since(db, product_id, days=400)
+    # Another dead product shows a picture this one owns: it goes first, then this one may.
+    other = catalogue.save_product(db, shop_id, product(url=f"{SHOP}/p/2"))
+    catalogue.link_image(db, other, image_id, if_live=False)
+    _dead_since(db, other, days=200)
+    assert _prune(db) == {"products_pruned": 1, "images_pruned": 0, "detections_pruned": 0, "tombstones_kept": 1}
+    assert set(catalogue.products_of_shop(db, shop_id)) == {f"{SHOP}/p/1"}
+    # Its garment's vector is still in a shard until the index drops it.
+    assert _prune(db)["tombstones_kept"] == 1
+    catalogue.mark_unindexed(db, [ids.detection_id(image_id, 0)])
+    assert _prune(db) == {"products_pruned": 1, "images_pruned": 1, "detections_pruned": 3, "tombstones_kept": 0}
+    assert catalogue.products_of_shop(db, shop_id) == {}
+
+
+def test_a_feed_page_a_pruned_product_was_read_from_keeps_its_validators(db):
+    shop_id = catalogue.add_shop(db, SHOP, "Example")
+    feed = f"{SHOP}/products.json?page=1"
+    live = catalogue.save_product(db, shop_id, product(url=f"{SHOP}/p/1"), page_url=feed)
+    old = catalogue.save_product(db, shop_id, product(url=f"{SHOP}/p/2"), page_url=feed)
+    for url in (feed, f"{SHOP}/p/2"):
+        catalogue.save_page_cache(db, shop_id, url, '"v1"', None, "digest")
+    _dead_since(db, old, days=365, reason="removed")
+    assert _prune(db)["products_pruned"] == 1
+    assert _cached(db) == {feed}
+    assert set(catalogue.products_of_shop(db, shop_id)) == {f"{SHOP}/p/1"} and catalogue.get_item(db, live)
+
+
+def test_a_run_prunes_at_most_its_batch_the_oldest_first(db):
+    shop_id = catalogue.add_shop(db, SHOP, "Example")
+    older, old = (catalogue.save_product(db, shop_id, product(url=f"{SHOP}/p/{n}")) for n in (1, 2))
+    _dead_since(db, old, days=200)
+    _dead_since(db, older, days=300)
+    before = utcnow() - catalogue.PRUNE_DEAD_AFTER
+    assert catalogue.prune_dead_products(db, before, limit=1)["products_pruned"] == 1
+    assert set(catalogue.products_of_shop(db, shop_id)) == {f"{SHOP}/p/2"}
+    assert catalogue.prune_dead_products(db, before, limit=1)["products_pruned"] == 1

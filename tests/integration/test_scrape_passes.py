@@ -188,6 +188,28 @@ def test_revalidate_tombstones_keeps_shared_images_and_revives(runtime, shop):
     assert not og_image["is_dead"] and incoming(runtime) == {ids.incoming_key(og_image["id"])}  # ingested again
 
 
+def test_a_tombstone_half_a_year_old_is_pruned_and_a_shop_that_lists_it_again_has_it_anew(runtime, shop):
+    register(runtime, shop)
+    pipeline.scrape(runtime.app)
+    shop.soft_remove("og")
+    assert pipeline.revalidate(runtime.app)["products_dead"] == 1
+    og = product(runtime, shop, "og")
+    runtime.db.run_query("UPDATE products SET dead_at = :at WHERE id = :id",
+                         {"at": catalogue.utcnow() - catalogue.PRUNE_DEAD_AFTER - timedelta(days=1), "id": og["id"]})
+    report = pipeline.revalidate(runtime.app)
+    assert (report["products_pruned"], report["images_pruned"]) == (1, 1)
+    assert shop.url("products/og.html") not in catalogue.products_of_shop(runtime.db, ids.shop_id(shop.base_url))
+    assert image(runtime, shop, "og.jpg") is None
+
+    for key in incoming(runtime):  # as the pipeline would have consumed them
+        runtime.store.delete(key)
+    shop.restore("og")  # its page as it was: without its validators, read as new
+    report = pipeline.scrape(runtime.app, force=True)
+    assert report["products_new"] == 1
+    assert not product(runtime, shop, "og")["is_dead"]
+    assert incoming(runtime) == {ids.incoming_key(ids.image_id(shop.url("images/og.jpg")))}
+
+
 def test_listing_and_shopify_sources(runtime, shop):
     register(runtime, shop, strategy="listing", listing_urls=("/collections/all",))
     report = pipeline.scrape(runtime.app)
