@@ -29,9 +29,6 @@ REVALIDATE_DEAD_FOR = timedelta(days=30)
 # lists the product again after that has it added anew, under the same id (ids.product_id).
 PRUNE_DEAD_AFTER = timedelta(days=180)
 PRUNE_BATCH = 1000  # tombstones a run deletes at most; the next run goes on
-# Tombstones a run looks at: those it must keep for now (see prune_dead_products) do not stop it
-# from reaching the younger ones behind them.
-PRUNE_EXAMINED = 10 * PRUNE_BATCH
 # A picture put in incoming/ is detected within seconds (the stages' retries take minutes): one
 # recorded as stored and still not detected after this never got there, or detect gave up on it.
 UNDETECTED_AFTER = timedelta(hours=1)
@@ -766,67 +763,83 @@ def revive_product(db: Database, product_id: str) -> list[str]:
         return revived
 
 
+def _still_needed():
+    """Whether a picture the product (the products row of the enclosing query) owns is still
+    needed: shown by another product, the original of a copy, or a garment whose vector is in a
+    shard or waits to be merged into one. A copy it owns (left live when it died) is not."""
+    owned, copies = images.alias("owned"), images.alias("copies")
+    return sa.exists().where(owned.c.product_id == products.c.id, sa.or_(
+        sa.exists().where(product_images.c.image_id == owned.c.id, product_images.c.product_id != owned.c.product_id),
+        sa.exists().where(copies.c.duplicate_of == owned.c.id),
+        sa.exists().where(detections.c.image_id == owned.c.id, detections.c.embedding_status.in_(("embedded", "indexed"))),
+    ))
+
+
 def prune_dead_products(db: Database, dead_before: datetime, limit: int = PRUNE_BATCH) -> dict[str, int]:
     """Delete up to `limit` products dead since before `dead_before`, oldest first, each with the
-    pictures it owns, their garments, its links to others' pictures and the validators of its own
-    page, so that its page reads as new if the shop lists it again. A tombstone is kept (counted
-    in `tombstones_kept`) while a picture of it is still needed: shown by another product, the
-    original of a copy, or a garment whose vector is in a shard or waits to be merged into one."""
-    report = {"products_pruned": 0, "images_pruned": 0, "detections_pruned": 0, "tombstones_kept": 0}
-    candidates = db.run_query(
-        sa.select(products.c.id).where(products.c.is_dead.is_(True), products.c.dead_at < dead_before)
-        .order_by(products.c.dead_at, products.c.id).limit(PRUNE_EXAMINED))
+    pictures it owns, their garments, its links to others' pictures and the validators of its pages
+    and pictures, so that its page reads as new if the shop lists it again. A tombstone whose
+    pictures are still needed (_still_needed) is kept, counted in `tombstones_kept`, and does not
+    hold back the younger ones."""
+    old_dead = sa.and_(products.c.is_dead.is_(True), products.c.dead_at < dead_before)
+    candidates = db.run_query(sa.select(products.c.id).where(old_dead, ~_still_needed())
+                              .order_by(products.c.dead_at, products.c.id).limit(limit))
+    report = {"products_pruned": 0, "images_pruned": 0, "detections_pruned": 0}
+    pages: set[str] = set()
     for candidate in candidates:
-        if report["products_pruned"] >= limit:
-            break
         pruned = _prune_dead_product(db, candidate["id"], dead_before)
-        if pruned is None:
-            report["tombstones_kept"] += 1
-            continue
-        report["products_pruned"] += 1
-        report["images_pruned"] += pruned["images"]
-        report["detections_pruned"] += pruned["detections"]
+        if pruned is not None:
+            report["products_pruned"] += 1
+            report["images_pruned"] += pruned["images"]
+            report["detections_pruned"] += pruned["detections"]
+            pages.update(pruned["pages"])
+    _drop_pages_nobody_reads(db, pages)
+    report["tombstones_kept"] = db.run_query(sa.select(sa.func.count().label("n")).select_from(products).where(old_dead, _still_needed()))[0]["n"]
     return report
 
 
 @retried_on_deadlock
-def _prune_dead_product(db: Database, product_id: str, dead_before: datetime) -> dict[str, int] | None:
-    """One tombstone deleted (see prune_dead_products); None when it is kept."""
+def _prune_dead_product(db: Database, product_id: str, dead_before: datetime) -> dict | None:
+    """One tombstone deleted (see prune_dead_products); None when it is no longer one to prune."""
     with db.transaction() as connection:
         product = connection.execute(
             sa.select(products.c.url, products.c.page_url).where(
-                products.c.id == product_id, products.c.is_dead.is_(True), products.c.dead_at < dead_before).with_for_update()
+                products.c.id == product_id, products.c.is_dead.is_(True), products.c.dead_at < dead_before, ~_still_needed())
+            .with_for_update()
         ).first()
         if product is None:
-            return None  # revived meanwhile
-        owned = [row[0] for row in connection.execute(sa.select(images.c.id).where(images.c.product_id == product_id).with_for_update())]
-        if owned:
-            needed = sa.union_all(
-                sa.select(images.c.id).where(images.c.id.in_(owned), images.c.is_dead.is_(False)),
-                sa.select(product_images.c.image_id).where(product_images.c.image_id.in_(owned), product_images.c.product_id != product_id),
-                sa.select(images.c.id).where(images.c.duplicate_of.in_(owned)),
-                sa.select(detections.c.id).where(detections.c.image_id.in_(owned), detections.c.embedding_status.in_(("embedded", "indexed"))),
-            )
-            if connection.execute(sa.select(sa.func.count()).select_from(needed.subquery())).scalar():
-                return None
-        sources = [row[0] for row in connection.execute(sa.select(images.c.src_link).where(images.c.id.in_(owned)))] if owned else []
+            return None  # revived, or its pictures needed, meanwhile
+        owned = [row.id for row in connection.execute(sa.select(images.c.id).where(images.c.product_id == product_id))]
+        sources = [row.src_link for row in connection.execute(sa.select(images.c.src_link).where(images.c.id.in_(owned)))] if owned else []
         garments = connection.execute(sa.delete(detections).where(detections.c.image_id.in_(owned))).rowcount if owned else 0
         connection.execute(sa.delete(product_images).where(product_images.c.product_id == product_id))
         if owned:
             connection.execute(sa.delete(images).where(images.c.id.in_(owned)))
         connection.execute(sa.delete(products).where(products.c.id == product_id))
-        # The validators of its pictures and of its pages go: kept, a page the shop lists again
-        # would read as unchanged, and the product would not be added anew. Not those of a page
-        # another product is read from too (a feed page, a product group).
-        forgotten = list(sources)
-        for page in {product.url, product.page_url or product.url}:
-            read_by_others = connection.execute(
-                sa.select(sa.func.count()).select_from(products).where(sa.or_(products.c.page_url == page, products.c.url == page))
-            ).scalar()
-            if not read_by_others:
-                forgotten.append(page)
-        connection.execute(sa.delete(http_cache).where(http_cache.c.id.in_([_url_key(url) for url in forgotten])))
-        return {"images": len(owned), "detections": garments}
+        if sources:
+            connection.execute(sa.delete(http_cache).where(http_cache.c.id.in_([_url_key(url) for url in sources])))
+        # Kept, its page's validators would make a page the shop lists again read as unchanged,
+        # and the product would not be added anew: they go now; the row itself goes with the
+        # run's others once no product is read from that page (_drop_pages_nobody_reads).
+        pages = {product.url, product.page_url or product.url}
+        connection.execute(sa.update(http_cache).where(http_cache.c.id.in_([_url_key(url) for url in pages]))
+                           .values(etag=None, last_modified=None, content_sha256=None))
+        return {"images": len(owned), "detections": garments, "pages": pages}
+
+
+def _drop_pages_nobody_reads(db: Database, pages: set[str]) -> None:
+    """Delete the cached validators' rows of pruned products' pages that no product is read from
+    (a feed page or a product group's page may still list others). One pass over the products
+    per few hundred pages: page_url has no index."""
+    pages = sorted(pages)
+    with db.transaction() as connection:
+        for start in range(0, len(pages), IN_LIST_SIZE // 2):
+            chunk = pages[start : start + IN_LIST_SIZE // 2]
+            read = {row.page_url for row in connection.execute(sa.select(products.c.page_url).where(products.c.page_url.in_(chunk)))}
+            read |= {row.url for row in connection.execute(sa.select(products.c.url).where(products.c.id.in_([ids.product_id(url) for url in chunk])))}
+            unread = [_url_key(url) for url in chunk if url not in read]
+            if unread:
+                connection.execute(sa.delete(http_cache).where(http_cache.c.id.in_(unread)))
 
 
 def dead_indexed_detections(db: Database) -> dict[str, set[str]]:

@@ -665,7 +665,7 @@ def test_a_tombstone_stays_while_a_picture_of_it_is_still_needed(db, image_with_
     assert catalogue.products_of_shop(db, shop_id) == {}
 
 
-def test_a_feed_page_a_pruned_product_was_read_from_keeps_its_validators(db):
+def test_a_feed_page_a_pruned_product_was_read_from_is_read_anew_and_kept_while_it_lists_others(db):
     shop_id = catalogue.add_shop(db, SHOP, "Example")
     feed = f"{SHOP}/products.json?page=1"
     live = catalogue.save_product(db, shop_id, product(url=f"{SHOP}/p/1"), page_url=feed)
@@ -675,7 +675,37 @@ def test_a_feed_page_a_pruned_product_was_read_from_keeps_its_validators(db):
     _dead_since(db, old, days=365, reason="removed")
     assert _prune(db)["products_pruned"] == 1
     assert _cached(db) == {feed}
+    assert catalogue.page_cache(db, shop_id)[feed]["etag"] is None  # the products it lists are all read again
     assert set(catalogue.products_of_shop(db, shop_id)) == {f"{SHOP}/p/1"} and catalogue.get_item(db, live)
+
+
+def test_a_tombstone_that_showed_another_shops_copy_of_a_picture_is_pruned_and_the_original_stays(db):
+    first_shop, other_shop = catalogue.add_shop(db, SHOP, "One"), catalogue.add_shop(db, "https://other.example", "Two")
+    owner = catalogue.save_product(db, first_shop, product(url=f"{SHOP}/p/b"))
+    shower = catalogue.save_product(db, other_shop, product(url="https://other.example/p/a"))
+    original, copy = f"{SHOP}/x.jpg", "https://other.example/y.jpg"
+    catalogue.save_image(db, ids.image_id(original), original, owner)
+    catalogue.link_image(db, owner, ids.image_id(original))
+    catalogue.save_image(db, ids.image_id(copy), copy, shower)  # the same bytes at another address
+    catalogue.update_image(db, ids.image_id(copy), content_sha256="d", duplicate_of=ids.image_id(original))
+    catalogue.link_image(db, shower, ids.image_id(original))
+    _dead_since(db, shower, days=400)
+    assert _prune(db) == {"products_pruned": 1, "images_pruned": 1, "detections_pruned": 0, "tombstones_kept": 0}
+    assert catalogue.get_image(db, ids.image_id(copy)) is None
+    kept = catalogue.get_image(db, ids.image_id(original))
+    assert kept["product_id"] == owner and not kept["is_dead"]
+    assert catalogue.get_item(db, owner)["image_urls"] == [original]
+
+
+def test_a_tombstone_kept_for_now_does_not_hold_back_younger_ones(db, image_with_detections):
+    shop_id, product_id, image_id = image_with_detections
+    catalogue.update_detection(db, ids.detection_id(image_id, 0), embedding_status="indexed", category="dress")
+    _dead_since(db, product_id, days=400)  # its vector still in a shard
+    younger = catalogue.save_product(db, shop_id, product(url=f"{SHOP}/p/2"))
+    _dead_since(db, younger, days=200)
+    report = catalogue.prune_dead_products(db, utcnow() - catalogue.PRUNE_DEAD_AFTER, limit=1)
+    assert (report["products_pruned"], report["tombstones_kept"]) == (1, 1)
+    assert set(catalogue.products_of_shop(db, shop_id)) == {f"{SHOP}/p/1"}
 
 
 def test_a_run_prunes_at_most_its_batch_the_oldest_first(db):

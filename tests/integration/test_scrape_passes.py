@@ -210,6 +210,48 @@ def test_a_tombstone_half_a_year_old_is_pruned_and_a_shop_that_lists_it_again_ha
     assert incoming(runtime) == {ids.incoming_key(ids.image_id(shop.url("images/og.jpg")))}
 
 
+def test_a_tombstone_that_showed_a_copy_is_pruned_in_its_turn(runtime, shop):
+    register(runtime, shop)
+    pipeline.scrape(runtime.app)
+    shop.remove("same-bytes")  # it showed shared-copy.jpg, the same bytes as shared.jpg
+    assert pipeline.revalidate(runtime.app)["products_dead"] == 1
+    dead = product(runtime, shop, "same-bytes")
+    runtime.db.run_query("UPDATE products SET dead_at = :at WHERE id = :id",
+                         {"at": catalogue.utcnow() - catalogue.PRUNE_DEAD_AFTER - timedelta(days=1), "id": dead["id"]})
+    report = pipeline.revalidate(runtime.app)
+    assert (report["products_pruned"], report["tombstones_kept"]) == (1, 0)
+    assert image(runtime, shop, "shared-copy.jpg") is None and not image(runtime, shop, "shared.jpg")["is_dead"]
+
+
+def _look(base: str, colours: list[str]) -> bytes:
+    """A page showing a look: one schema.org Product per colour, each with its own address."""
+    data = [{**product_data(base, f"{colour} tee", [f"img/{colour}.jpg"]), "url": f"{base}p/{colour}.html"} for colour in colours]
+    return f'<html><head><title>Look</title><script type="application/ld+json">{json.dumps(data)}</script></head></html>'.encode()
+
+
+def test_a_page_of_two_products_pruned_in_two_runs_brings_both_back(runtime, plain_shop):
+    answers = {"/robots.txt": (200, b"")}
+    shop = plain_shop(answers)
+    base = shop.base_url
+    look = (200, _look(base, ["red", "blue"]), {"Content-Type": "text/html"})
+    answers["/p/look.html"] = look
+    answers["/sitemap.xml"] = (200, f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc>{base}p/look.html</loc></url></urlset>'.encode())
+    for n, colour in enumerate(["red", "blue"]):
+        answers[f"/img/{colour}.jpg"] = (200, jpeg(Image.new("RGB", (64, 64), (200, 30 + 100 * n, 30))), {"Content-Type": "image/jpeg"})
+    catalogue.save_source(runtime.db, ShopSource(base_url=base, name="looks", strategy="sitemap", local=True, delay_s=0, fetch=FAST))
+    assert pipeline.scrape(runtime.app)["products_new"] == 2
+    del answers["/p/look.html"]  # taken down: both die
+    assert pipeline.scrape(runtime.app, force=True)["products_dead"] == 2
+    runtime.db.run_query("UPDATE products SET dead_at = :at", {"at": catalogue.utcnow() - catalogue.PRUNE_DEAD_AFTER - timedelta(days=1)})
+    # A run's batch ends between the two (limit 1 stands for the thousandth tombstone).
+    assert catalogue.prune_dead_products(runtime.db, catalogue.utcnow() - catalogue.PRUNE_DEAD_AFTER, limit=1)["products_pruned"] == 1
+    answers["/p/look.html"] = look  # back exactly as it was
+    report = pipeline.scrape(runtime.app, force=True)
+    assert (report["products_new"], report["products_revived"]) == (1, 1)
+    left = catalogue.products_of_shop(runtime.db, ids.shop_id(base))
+    assert len(left) == 2 and not any(row["is_dead"] for row in left.values())
+
+
 def test_listing_and_shopify_sources(runtime, shop):
     register(runtime, shop, strategy="listing", listing_urls=("/collections/all",))
     report = pipeline.scrape(runtime.app)
@@ -766,9 +808,13 @@ def test_colour_variants_are_two_pictures_and_a_resized_copy_is_one(runtime, sho
     assert small["duplicate_of"] == red["id"]
 
 
-def product_html(base_url: str, title: str, pictures: list[str]) -> bytes:
-    data = {"@context": "https://schema.org", "@type": "Product", "name": title, "image": [base_url + p for p in pictures],
+def product_data(base_url: str, title: str, pictures: list[str]) -> dict:
+    return {"@context": "https://schema.org", "@type": "Product", "name": title, "image": [base_url + p for p in pictures],
             "offers": {"@type": "Offer", "price": "19.99", "priceCurrency": "EUR", "availability": "https://schema.org/InStock"}}
+
+
+def product_html(base_url: str, title: str, pictures: list[str]) -> bytes:
+    data = product_data(base_url, title, pictures)
     return f'<html><head><title>{title}</title><script type="application/ld+json">{json.dumps(data)}</script></head></html>'.encode()
 
 
