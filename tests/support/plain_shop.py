@@ -25,6 +25,7 @@ class PlainShop:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+            disable_nagle_algorithm = True  # a kept connection's body goes at once, not after the ACK of its headers
 
             def setup(self):
                 shop.connections += 1

@@ -320,6 +320,7 @@ class QuirkyShop:
 class _Handler(BaseHTTPRequestHandler):
     shop: QuirkyShop
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # a kept connection's body goes at once, not after the ACK of its headers
 
     def log_message(self, *args: object) -> None:
         pass

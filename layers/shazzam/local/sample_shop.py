@@ -38,7 +38,9 @@ def repository_samples_dir() -> Path:
 
 
 class SampleShop:
-    """A catalogue folder served as a tiny shop on 127.0.0.1 in a daemon thread."""
+    """A catalogue folder served as a tiny shop on 127.0.0.1 in a daemon thread. It keeps its
+    connections alive (HTTP/1.1), as shops do; `keep_alive=False` answers in HTTP/1.0, a
+    connection per request."""
 
     def __init__(
         self,
@@ -47,7 +49,9 @@ class SampleShop:
         host: str = "127.0.0.1",
         port: int = 0,
         limit: int | None = None,
+        keep_alive: bool = True,
     ) -> None:
+        self.keep_alive = keep_alive
         self.catalog_dir = Path(catalog_dir) if catalog_dir else repository_samples_dir() / "shop"
         records = json.loads((self.catalog_dir / "catalog.json").read_text(encoding="utf-8"))
         if limit is not None:
@@ -71,7 +75,7 @@ class SampleShop:
         shop = self
 
         class Handler(_ShopHandler):
-            pass
+            protocol_version = "HTTP/1.1" if shop.keep_alive else "HTTP/1.0"
 
         Handler.shop = shop
         self._server = ThreadingHTTPServer((self._host, self._port), Handler)
@@ -246,6 +250,7 @@ def _page(title: str, body: str, *, head: str = "", canonical: str | None = None
 class _ShopHandler(BaseHTTPRequestHandler):
     shop: SampleShop
     server_version = "ShazzamSampleShop/0.1"
+    disable_nagle_algorithm = True  # a kept connection's body goes at once, not after the ACK of its headers
 
     def _send(self, with_body: bool) -> None:
         status, content_type, body = self.shop.respond(self.path)
@@ -253,6 +258,7 @@ class _ShopHandler(BaseHTTPRequestHandler):
         if status == HTTPStatus.OK and etag in self.headers.get("If-None-Match", ""):
             self.send_response(HTTPStatus.NOT_MODIFIED)
             self.send_header("ETag", etag)
+            self.send_header("Content-Length", "0")  # no body, and the connection serves on
             self.end_headers()
             return
         self.send_response(status)
