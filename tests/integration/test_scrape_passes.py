@@ -188,14 +188,19 @@ def test_revalidate_tombstones_keeps_shared_images_and_revives(runtime, shop):
     assert not og_image["is_dead"] and incoming(runtime) == {ids.incoming_key(og_image["id"])}  # ingested again
 
 
-def test_a_tombstone_half_a_year_old_is_pruned_and_a_shop_that_lists_it_again_has_it_anew(runtime, shop):
+def _dead_past_the_pruning_age(runtime, shop, slug: str, take_off) -> None:
+    """The quirky shop scraped, then `take_off(slug)`; revalidate finds the product dead, and its
+    death is dated back past the pruning age."""
     register(runtime, shop)
     pipeline.scrape(runtime.app)
-    shop.soft_remove("og")
+    take_off(slug)
     assert pipeline.revalidate(runtime.app)["products_dead"] == 1
-    og = product(runtime, shop, "og")
     runtime.db.run_query("UPDATE products SET dead_at = :at WHERE id = :id",
-                         {"at": catalogue.utcnow() - catalogue.PRUNE_DEAD_AFTER - timedelta(days=1), "id": og["id"]})
+                         {"at": catalogue.utcnow() - catalogue.PRUNE_DEAD_AFTER - timedelta(days=1), "id": product(runtime, shop, slug)["id"]})
+
+
+def test_a_tombstone_half_a_year_old_is_pruned_and_a_shop_that_lists_it_again_has_it_anew(runtime, shop):
+    _dead_past_the_pruning_age(runtime, shop, "og", shop.soft_remove)
     report = pipeline.revalidate(runtime.app)
     assert (report["products_pruned"], report["images_pruned"]) == (1, 1)
     assert shop.url("products/og.html") not in catalogue.products_of_shop(runtime.db, ids.shop_id(shop.base_url))
@@ -211,13 +216,8 @@ def test_a_tombstone_half_a_year_old_is_pruned_and_a_shop_that_lists_it_again_ha
 
 
 def test_a_tombstone_that_showed_a_copy_is_pruned_in_its_turn(runtime, shop):
-    register(runtime, shop)
-    pipeline.scrape(runtime.app)
-    shop.remove("same-bytes")  # it showed shared-copy.jpg, the same bytes as shared.jpg
-    assert pipeline.revalidate(runtime.app)["products_dead"] == 1
-    dead = product(runtime, shop, "same-bytes")
-    runtime.db.run_query("UPDATE products SET dead_at = :at WHERE id = :id",
-                         {"at": catalogue.utcnow() - catalogue.PRUNE_DEAD_AFTER - timedelta(days=1), "id": dead["id"]})
+    # same-bytes showed shared-copy.jpg, the same bytes as shared.jpg
+    _dead_past_the_pruning_age(runtime, shop, "same-bytes", shop.remove)
     report = pipeline.revalidate(runtime.app)
     assert (report["products_pruned"], report["tombstones_kept"]) == (1, 0)
     assert image(runtime, shop, "shared-copy.jpg") is None and not image(runtime, shop, "shared.jpg")["is_dead"]

@@ -632,18 +632,21 @@ def test_how_long_an_idle_connection_is_kept(header, seconds):
     assert keep_alive_s(header) == seconds
 
 
+class IdleConnection:
+    """What the pool keeps of a connection: a socket to poll, and close()."""
+
+    def __init__(self):
+        self.sock, self.peer = socket.socketpair()
+        self.closed = False
+
+    def close(self):
+        self.closed = True
+        self.sock.close()
+
+
 def test_an_idle_connection_past_its_time_or_over_the_hosts_share_is_closed(monkeypatch):
-    class Connection:
-        def __init__(self):
-            self.sock, self.peer = socket.socketpair()
-            self.closed = False
-
-        def close(self):
-            self.closed = True
-            self.sock.close()
-
     pool, key = ConnectionPool(), ("http", "shop.example", None, False)
-    first, second, third = Connection(), Connection(), Connection()
+    first, second, third = IdleConnection(), IdleConnection(), IdleConnection()
     pool.give_back(key, first, keep_s=4, most=2)
     pool.give_back(key, second, keep_s=4, most=2)
     pool.give_back(key, third, keep_s=4, most=2)  # over the two the host may have in flight
@@ -759,28 +762,19 @@ def test_a_request_asked_again_on_a_new_connection_keeps_its_deadline(raw_shop):
 
 
 def test_the_pool_closes_connections_past_their_time_whatever_their_host_and_keeps_the_newest(monkeypatch):
-    class Connection:
-        def __init__(self):
-            self.sock, self.peer = socket.socketpair()
-            self.closed = False
-
-        def close(self):
-            self.closed = True
-            self.sock.close()
-
     pool = ConnectionPool(most_idle=2)
-    kept, closing_first = Connection(), Connection()
+    kept, closing_first = IdleConnection(), IdleConnection()
     pool.give_back(("http", "a.example", None, False), kept, keep_s=4, most=2)
     pool.give_back(("http", "a.example", None, False), closing_first, keep_s=1, most=2)  # a Keep-Alive of 2 s
-    pool.give_back(("http", "b.example", None, False), Connection(), keep_s=2, most=1)
+    pool.give_back(("http", "b.example", None, False), IdleConnection(), keep_s=2, most=1)
     assert closing_first.closed and not kept.closed and len(pool) == 2
     pool.close()
-    first, second, third = Connection(), Connection(), Connection()
+    first, second, third = IdleConnection(), IdleConnection(), IdleConnection()
     pool.give_back(("http", "a.example", None, False), first, keep_s=1, most=1)
     pool.give_back(("http", "b.example", None, False), second, keep_s=4, most=1)
     pool.give_back(("http", "c.example", None, False), third, keep_s=4, most=1)
     assert first.closed and not second.closed and len(pool) == 2  # two at most, the oldest out
     now = time.monotonic()
     monkeypatch.setattr("shazzam.scrape.fetch.time.monotonic", lambda: now + 5)
-    pool.give_back(("http", "d.example", None, False), Connection(), keep_s=4, most=1)
+    pool.give_back(("http", "d.example", None, False), IdleConnection(), keep_s=4, most=1)
     assert second.closed and third.closed and len(pool) == 1
