@@ -763,13 +763,16 @@ def revive_product(db: Database, product_id: str) -> list[str]:
         return revived
 
 
-def _still_needed():
+def _still_needed(dead_before: datetime):
     """Whether a picture the product (the products row of the enclosing query) owns is still
-    needed: shown by another product, the original of a copy, or a garment whose vector is in a
-    shard or waits to be merged into one. A copy it owns (left live when it died) is not."""
-    owned, copies = images.alias("owned"), images.alias("copies")
+    needed: shown by another product that is not itself a tombstone to prune (two of those may
+    show each other's pictures), the original of a copy, or a garment whose vector is in a shard
+    or waits to be merged into one. A copy it owns (left live when it died) is not."""
+    owned, copies, shower = images.alias("owned"), images.alias("copies"), products.alias("shower")
     return sa.exists().where(owned.c.product_id == products.c.id, sa.or_(
-        sa.exists().where(product_images.c.image_id == owned.c.id, product_images.c.product_id != owned.c.product_id),
+        sa.exists().where(product_images.c.image_id == owned.c.id, product_images.c.product_id != owned.c.product_id,
+                          shower.c.id == product_images.c.product_id,
+                          sa.or_(shower.c.is_dead.is_(False), shower.c.dead_at >= dead_before)),
         sa.exists().where(copies.c.duplicate_of == owned.c.id),
         sa.exists().where(detections.c.image_id == owned.c.id, detections.c.embedding_status.in_(("embedded", "indexed"))),
     ))
@@ -782,7 +785,7 @@ def prune_dead_products(db: Database, dead_before: datetime, limit: int = PRUNE_
     pictures are still needed (_still_needed) is kept, counted in `tombstones_kept`, and does not
     hold back the younger ones."""
     old_dead = sa.and_(products.c.is_dead.is_(True), products.c.dead_at < dead_before)
-    candidates = db.run_query(sa.select(products.c.id).where(old_dead, ~_still_needed())
+    candidates = db.run_query(sa.select(products.c.id).where(old_dead, ~_still_needed(dead_before))
                               .order_by(products.c.dead_at, products.c.id).limit(limit))
     report = {"products_pruned": 0, "images_pruned": 0, "detections_pruned": 0}
     pages: set[str] = set()
@@ -794,7 +797,7 @@ def prune_dead_products(db: Database, dead_before: datetime, limit: int = PRUNE_
             report["detections_pruned"] += pruned["detections"]
             pages.update(pruned["pages"])
     _drop_pages_nobody_reads(db, pages)
-    report["tombstones_kept"] = db.run_query(sa.select(sa.func.count().label("n")).select_from(products).where(old_dead, _still_needed()))[0]["n"]
+    report["tombstones_kept"] = db.run_query(sa.select(sa.func.count().label("n")).select_from(products).where(old_dead, _still_needed(dead_before)))[0]["n"]
     return report
 
 
@@ -804,7 +807,7 @@ def _prune_dead_product(db: Database, product_id: str, dead_before: datetime) ->
     with db.transaction() as connection:
         product = connection.execute(
             sa.select(products.c.url, products.c.page_url).where(
-                products.c.id == product_id, products.c.is_dead.is_(True), products.c.dead_at < dead_before, ~_still_needed())
+                products.c.id == product_id, products.c.is_dead.is_(True), products.c.dead_at < dead_before, ~_still_needed(dead_before))
             .with_for_update()
         ).first()
         if product is None:
@@ -814,6 +817,13 @@ def _prune_dead_product(db: Database, product_id: str, dead_before: datetime) ->
         garments = connection.execute(sa.delete(detections).where(detections.c.image_id.in_(owned))).rowcount if owned else 0
         connection.execute(sa.delete(product_images).where(product_images.c.product_id == product_id))
         if owned:
+            # Other tombstones past the age that showed these pictures lose them: should one come
+            # back before its own turn, its page is read as new and what it shows fetched again.
+            for other in connection.execute(
+                    sa.select(products.c.id, products.c.url, products.c.page_url).join(product_images, product_images.c.product_id == products.c.id)
+                    .where(product_images.c.image_id.in_(owned))).mappings().all():
+                _forget_page(connection, other)
+            connection.execute(sa.delete(product_images).where(product_images.c.image_id.in_(owned)))
             connection.execute(sa.delete(images).where(images.c.id.in_(owned)))
         connection.execute(sa.delete(products).where(products.c.id == product_id))
         if sources:

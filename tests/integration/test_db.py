@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -717,3 +718,26 @@ def test_a_run_prunes_at_most_its_batch_the_oldest_first(db):
     assert catalogue.prune_dead_products(db, before, limit=1)["products_pruned"] == 1
     assert set(catalogue.products_of_shop(db, shop_id)) == {f"{SHOP}/p/2"}
     assert catalogue.prune_dead_products(db, before, limit=1)["products_pruned"] == 1
+
+
+def test_two_tombstones_that_show_each_others_pictures_are_both_pruned(db):
+    shop_id = catalogue.add_shop(db, SHOP, "Example")
+    first, second = (catalogue.save_product(db, shop_id, product(url=f"{SHOP}/p/{n}")) for n in (1, 2))
+    x, y = (ids.image_id(f"{SHOP}/{name}.jpg") for name in ("x", "y"))
+    for image_id, url in ((x, f"{SHOP}/x.jpg"), (y, f"{SHOP}/y.jpg")):  # the first shows both, and owns them
+        catalogue.save_image(db, image_id, url, first)
+        catalogue.link_image(db, first, image_id)
+    catalogue.link_image(db, second, y)
+    catalogue.mark_product_dead(db, first, "removed")  # x dies with it; y passes to the second
+    catalogue.link_image(db, second, x, 1, if_live=False)  # the second shows x too: a failed fetch is linked
+    _dead_since(db, second, days=300)
+    _dead_since(db, first, days=400)
+    young = catalogue.save_product(db, shop_id, product(url=f"{SHOP}/p/3"))
+    catalogue.link_image(db, young, y, if_live=False)
+    _dead_since(db, young, days=10)  # a tombstone too young to prune still needs y
+    assert _prune(db) == {"products_pruned": 1, "images_pruned": 1, "detections_pruned": 0, "tombstones_kept": 1}
+    assert catalogue.get_image(db, x) is None and catalogue.get_image(db, y)["product_id"] == second
+    assert catalogue.products_of_shop(db, shop_id)[f"{SHOP}/p/2"]["fingerprint"] is None  # it lost x: read anew if it comes back
+    db.run_query("UPDATE products SET dead_at = :at WHERE id = :id", {"at": utcnow() - timedelta(days=200), "id": young})
+    assert _prune(db)["products_pruned"] == 2
+    assert catalogue.products_of_shop(db, shop_id) == {}
