@@ -812,8 +812,8 @@ def _prune_dead_product(db: Database, product_id: str, dead_before: datetime) ->
         ).first()
         if product is None:
             return None  # revived, or its pictures needed, meanwhile
-        owned = [row.id for row in connection.execute(sa.select(images.c.id).where(images.c.product_id == product_id))]
-        sources = [row.src_link for row in connection.execute(sa.select(images.c.src_link).where(images.c.id.in_(owned)))] if owned else []
+        pictures = connection.execute(sa.select(images.c.id, images.c.src_link).where(images.c.product_id == product_id)).all()
+        owned, sources = [row.id for row in pictures], [row.src_link for row in pictures]
         garments = connection.execute(sa.delete(detections).where(detections.c.image_id.in_(owned))).rowcount if owned else 0
         connection.execute(sa.delete(product_images).where(product_images.c.product_id == product_id))
         if owned:

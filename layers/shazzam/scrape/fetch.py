@@ -339,15 +339,14 @@ class ConnectionPool:
         return None
 
     def give_back(self, key: tuple, connection: http.client.HTTPConnection, keep_s: float, most: int) -> None:
-        """Keep `connection` for `keep_s` seconds, unless `most` already wait for `key`; the pool's
-        oldest goes when it holds `most_idle` in all."""
+        """Keep `connection` for `keep_s` seconds, unless `most` already wait for `key`; past
+        `most_idle` in all, the one whose time runs out first goes."""
         with self._lock:
             self._close_expired()
             idle = self._idle.setdefault(key, [])
             if keep_s > 0 and len(idle) < most:
                 idle.append((connection, time.monotonic() + keep_s))
                 while sum(map(len, self._idle.values())) > self.most_idle:
-                    # The one whose time runs out first goes, whatever its host.
                     entries, position = min(((entries, position) for entries in self._idle.values() for position in range(len(entries))),
                                             key=lambda found: found[0][found[1]][1])
                     entries.pop(position)[0].close()
