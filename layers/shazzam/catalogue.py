@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 
 from shazzam import ids
-from shazzam.db import Database, detections, http_cache, images, product_images, products, retried_on_deadlock, shops, upsert, utcnow
+from shazzam.db import Database, detections, discovery, http_cache, images, product_images, products, retried_on_deadlock, shops, upsert, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +163,53 @@ def mark_shop_attempted(db: Database, shop_id: str) -> None:
 
 @retried_on_deadlock
 def mark_shop_scraped(db: Database, shop_id: str) -> None:
+    """The shop's round is done: the next one discovers afresh."""
     with db.transaction() as connection:
         connection.execute(sa.update(shops).where(shops.c.id == shop_id).values(last_scraped_at=utcnow()))
+        connection.execute(sa.delete(discovery).where(discovery.c.shop_id == shop_id))
+
+
+def shop_discovery(db: Database, shop_id: str, source_key: str) -> list[dict]:
+    """What the shop's round has discovered (url, kind, depth, outcome), in the order found. Found
+    under other discovery settings (another strategy, other listing pages), it is dropped: []."""
+    with db.transaction() as connection:
+        rows = connection.execute(
+            sa.select(discovery.c.url, discovery.c.kind, discovery.c.depth, discovery.c.outcome, discovery.c.source_key)
+            .where(discovery.c.shop_id == shop_id)
+            .order_by(discovery.c.seq)
+        ).mappings().all()
+        if any(row["source_key"] != source_key for row in rows):
+            connection.execute(sa.delete(discovery).where(discovery.c.shop_id == shop_id))
+            return []
+        return [dict(row) for row in rows]
+
+
+@retried_on_deadlock
+def record_discovery(db: Database, shop_id: str, source_key: str, read: tuple[str, str] | None, found: Sequence[dict]) -> None:
+    """A document discovery read (its url and outcome; None for none) and what it named (each
+    {url, kind, depth}), after all found before. A URL already found is kept as it was."""
+    with db.transaction() as connection:
+        if read is not None:
+            url, outcome = read
+            connection.execute(sa.update(discovery).where(discovery.c.id == _discovery_key(shop_id, url, "document")).values(outcome=outcome))
+        if found:
+            last = connection.execute(sa.select(sa.func.max(discovery.c.seq)).where(discovery.c.shop_id == shop_id)).scalar()
+            rows = [{"id": _discovery_key(shop_id, item["url"], "page" if item["kind"] == "page" else "document"), "shop_id": shop_id, "seq": (last or 0) + n, "url": item["url"],
+                     "kind": item["kind"], "depth": item.get("depth", 1), "outcome": None, "source_key": source_key}
+                    for n, item in enumerate(found, start=1)]
+            ignoring = sa.insert(discovery).prefix_with("IGNORE", dialect="mysql").prefix_with("OR IGNORE", dialect="sqlite")
+            connection.execute(ignoring, rows)
+
+
+@retried_on_deadlock
+def forget_discovery(db: Database, shop_id: str) -> None:
+    with db.transaction() as connection:
+        connection.execute(sa.delete(discovery).where(discovery.c.shop_id == shop_id))
+
+
+def _discovery_key(shop_id: str, url: str, role: str) -> str:
+    """One row per shop, URL and role (a document to read, a page to visit): a URL may be both."""
+    return hashlib.sha1(f"{shop_id}\n{role}\n{url}".encode(), usedforsecurity=False).hexdigest()
 
 
 # products.price is NUMERIC(12, 2): MySQL refuses a row whose price does not fit (SQLite would keep it).

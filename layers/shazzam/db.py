@@ -147,6 +147,22 @@ leases = sa.Table(
     sa.Column("expires_at", sa.DateTime, nullable=False),
 )
 
+# v9: what each shop's scrape round has discovered (sitemaps and listing pages, read or still to
+# read, and the pages they named), so that a round longer than one pass discovers once, and a
+# discovery longer than a pass goes on where it stopped. A finished round's rows are deleted.
+discovery = sa.Table(
+    "discovery",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),  # of the shop, the URL and its role (a document, a page)
+    sa.Column("shop_id", sa.String(40), nullable=False, index=True),
+    sa.Column("seq", sa.Integer, nullable=False),  # the order found in
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False),  # sitemap or listing (documents to read), page (to visit)
+    sa.Column("depth", sa.Integer, nullable=False),  # a sitemap's nesting
+    sa.Column("outcome", sa.String(8)),  # a document's: NULL until read, then listed, indexed or failed
+    sa.Column("source_key", sa.String(16), nullable=False),  # the discovery settings it was found under
+)
+
 schema_migrations = sa.Table(
     "schema_migrations",
     metadata,
@@ -252,6 +268,10 @@ def _leases(connection: sa.Connection) -> None:
     _create_tables(connection, [leases])
 
 
+def _discovery(connection: sa.Connection) -> None:
+    _create_tables(connection, [discovery])
+
+
 def _complete_schema(connection: sa.Connection) -> None:
     # Versions 4 and 5 grew after some databases had applied them (shops.attempted_at and
     # products.checked_at joined 4, the duplicate_of index joined 5), and those databases never ran
@@ -272,6 +292,7 @@ MIGRATIONS: Sequence[tuple[int, str, Any]] = (
     (6, "every column and index of versions 1-5, for databases that applied 4 or 5 before they grew", _complete_schema),
     (7, "the images indexed by their bytes' digest", _image_digests_indexed),
     (8, "leases, so that only one crawler fetches from the shops at a time", _leases),
+    (9, "what each shop's scrape round has discovered, kept between passes", _discovery),
 )
 
 

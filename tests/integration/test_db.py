@@ -79,7 +79,7 @@ def test_open_migrates_once(db_url):
 
 def test_migrate_on_a_fresh_database_applies_every_version(db_url):
     database = Database(db_url, migrate=False).open_connection()
-    assert migrate(database.engine) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert migrate(database.engine) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
     assert migrate(database.engine) == []
     database.close()
 
@@ -110,7 +110,7 @@ def test_a_database_that_applied_versions_4_and_5_before_they_grew_is_completed(
         connection.execute(sa.text("ALTER TABLE shops DROP COLUMN attempted_at"))
         connection.execute(sa.text("ALTER TABLE products DROP COLUMN checked_at"))
     monkeypatch.setattr(shazzam.db, "MIGRATIONS", MIGRATIONS)
-    assert migrate(old.engine) == [6, 7, 8]
+    assert migrate(old.engine) == [6, 7, 8, 9]
     assert _schema(old.engine) == expected
     shop_id = catalogue.add_shop(old, SHOP, "Example")
     catalogue.mark_shop_attempted(old, shop_id)
@@ -146,7 +146,7 @@ def test_a_migration_cut_between_a_table_and_its_index_is_completed_when_rerun(d
     tables = set(sa.inspect(database.engine).get_table_names())
     if database.dialect == "sqlite":  # one transaction per version: version 2 left nothing behind
         assert "http_cache" not in tables and "product_images" not in tables
-    assert migrate(database.engine) == [2, 3, 4, 5, 6, 7, 8]
+    assert migrate(database.engine) == [2, 3, 4, 5, 6, 7, 8, 9]
     assert "ix_http_cache_shop_id" in _schema(database.engine)["http_cache"][1]
     database.close()
 
@@ -601,6 +601,26 @@ def test_a_replaced_shard_s_items_are_all_embedded_again(db, image_with_detectio
     catalogue.forget_embedders_in_category(db, "top")
     assert {n: catalogue.get_detection(db, ids.detection_id(image_id, n))["embedded_by"] for n in range(3)} == {0: None, 1: None, 2: "m5"}
     assert [row["id"] for row in catalogue.images_embedded_by_other_models(db, "m5")] == [image_id]
+
+
+def test_a_rounds_discovery_is_kept_in_order_until_the_round_ends_or_its_settings_change(db):
+    shop_id, other = catalogue.add_shop(db, SHOP), catalogue.add_shop(db, "https://other.example")
+    catalogue.record_discovery(db, shop_id, "k1", None, [{"url": f"{SHOP}/list/1", "kind": "listing"}])
+    catalogue.record_discovery(db, other, "k1", None, [{"url": f"{SHOP}/list/1", "kind": "listing"}])  # the same URL, another shop
+    found = [{"url": f"{SHOP}/list/2", "kind": "listing"}, {"url": f"{SHOP}/p/1", "kind": "page"},
+             {"url": f"{SHOP}/list/1", "kind": "listing"}]  # met again: kept as it was
+    catalogue.record_discovery(db, shop_id, "k1", (f"{SHOP}/list/1", "listed"), found)
+    catalogue.record_discovery(db, shop_id, "k1", None, [{"url": f"{SHOP}/map.xml", "kind": "sitemap", "depth": 2},
+                                                         {"url": f"{SHOP}/map.xml", "kind": "page"}])  # a URL in both roles
+    assert [(row["url"], row["kind"], row["depth"], row["outcome"]) for row in catalogue.shop_discovery(db, shop_id, "k1")] == [
+        (f"{SHOP}/list/1", "listing", 1, "listed"), (f"{SHOP}/list/2", "listing", 1, None), (f"{SHOP}/p/1", "page", 1, None),
+        (f"{SHOP}/map.xml", "sitemap", 2, None), (f"{SHOP}/map.xml", "page", 1, None)]
+    catalogue.mark_shop_scraped(db, shop_id)  # the round is done: the next discovers afresh
+    assert catalogue.shop_discovery(db, shop_id, "k1") == [] and len(catalogue.shop_discovery(db, other, "k1")) == 1
+    assert catalogue.shop_discovery(db, other, "k2") == [] == catalogue.shop_discovery(db, other, "k1")  # other settings: dropped
+    catalogue.record_discovery(db, other, "k2", None, [{"url": f"{SHOP}/list/1", "kind": "listing"}])
+    catalogue.forget_discovery(db, other)
+    assert catalogue.shop_discovery(db, other, "k2") == []
 
 
 # -- pruning tombstones --------------------------------------------------------------------------

@@ -429,7 +429,7 @@ def test_later_migrations_upgrade_a_version_1_database(db_url):
         connection.execute(sa.text("INSERT INTO shops (id, base_url, name, active, created_at) VALUES ('t', 'http://127.0.0.1:8765/', 'y', 1, '2026-01-01 00:00:00')"))
     engine.dispose()
     database = Database(db_url, migrate=False).open_connection()
-    assert migrate(database.engine) == [2, 3, 4, 5, 6, 7, 8]
+    assert migrate(database.engine) == [2, 3, 4, 5, 6, 7, 8, 9]
     assert "embedded_by" in {column["name"] for column in sa.inspect(database.engine).get_columns("detections")}
     assert "colour_grid" in {column["name"] for column in sa.inspect(database.engine).get_columns("images")}
     columns = {column["name"] for column in sa.inspect(database.engine).get_columns("products")}
@@ -959,3 +959,25 @@ def test_a_copy_of_a_picture_is_checked_at_its_own_address(runtime, plain_shop, 
     else:  # b shows a's picture no more: out of search, its page read again
         assert report["images_dead"] == 1 and copy not in linked() and ids.image_id(shop.base_url + "img/a.jpg") not in linked()
         assert catalogue.get_item(runtime.db, b)["image_urls"] == []
+
+
+def test_a_shop_whose_listing_pages_take_longer_than_a_pass_finishes_its_round_reading_each_once(runtime, plain_shop, monkeypatch):
+    answers = {"/robots.txt": (200, b""), "/img/tee.jpg": (200, jpeg(tee((200, 30, 30))), {"Content-Type": "image/jpeg"})}
+    shop = plain_shop(answers)
+    for n in range(1, 9):
+        answers[f"/products/{n}.html"] = (200, product_html(shop.base_url, f"Tee {n}", ["img/tee.jpg"]), {"Content-Type": "text/html"})
+        next_page = f'<a rel="next" href="/list/page/{n + 1}">next</a>' if n < 8 else ""
+        answers[f"/list/page/{n}"] = (200, f'<html><a href="/products/{n}.html">tee</a>{next_page}</html>'.encode(),
+                                      {"Content-Type": "text/html"})
+    source = ShopSource(base_url=shop.base_url, name="s", strategy="listing", local=True, delay_s=0, listing_urls=("/list/page/1",), fetch=FAST)
+    shop_id = catalogue.save_source(runtime.db, source)
+    reading = crawl_module.Crawl._read_listing
+    monkeypatch.setattr(crawl_module.Crawl, "_read_listing", lambda crawl, document: time.sleep(0.25) or reading(crawl, document))
+    reports = []
+    while not catalogue.shops_by_id(runtime.db)[shop_id]["last_scraped_at"] and len(reports) < 10:
+        reports.append(pipeline.scrape(runtime.app, budget_s=0.6))  # two or three listing pages a pass
+    assert len(reports) > 2 and reports[0]["shops_unfinished"] == 1 and reports[0]["products_new"] == 0
+    assert catalogue.shops_by_id(runtime.db)[shop_id]["last_scraped_at"] is not None  # the round ended
+    assert sorted(path for path in shop.asked if path.startswith("/list/")) == sorted(f"/list/page/{n}" for n in range(1, 9))
+    assert sum(report["products_new"] for report in reports) == 8
+    assert catalogue.shop_discovery(runtime.db, shop_id, source.discovery_key()) == []  # gone with the round

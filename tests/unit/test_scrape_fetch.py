@@ -9,12 +9,13 @@ import json
 import socket
 import threading
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
 
 from shazzam.scrape import Crawl, Fetcher, FetchError, RobotsDisallowed, ShopSource
-from shazzam.scrape.crawl import CachedPage, parse_sitemap
+from shazzam.scrape.crawl import CachedPage, DiscoveryDocument, parse_sitemap
 
 from shazzam.scrape.fetch import ROBOTS_MAX_REDIRECTS, ConnectionPool, _retry_after_s, is_private_host, keep_alive_s
 from tests.support.plain_shop import plain_shop  # noqa: F401 - a fixture
@@ -778,3 +779,89 @@ def test_the_pool_closes_connections_past_their_time_whatever_their_host_and_kee
     monkeypatch.setattr("shazzam.scrape.fetch.time.monotonic", lambda: now + 5)
     pool.give_back(("http", "d.example", None, False), IdleConnection(), keep_s=4, most=1)
     assert second.closed and third.closed and len(pool) == 1
+
+
+# -- discovery kept between passes ----------------------------------------------------------------
+
+
+class MemoryDiscoveryLog:
+    """A DiscoveryLog kept in memory, as the catalogue keeps one (passes.ShopDiscoveryLog); after
+    each document read, `after_read` is called with the number read so far."""
+
+    def __init__(self, after_read=None):
+        self.documents: dict[str, DiscoveryDocument] = {}
+        self.pages: list[str] = []
+        self.after_read = after_read
+
+    def load(self):
+        return [replace(document) for document in self.documents.values()], list(self.pages)
+
+    def record(self, read, documents, pages):
+        for document in ([read] if read else []) + list(documents):
+            self.documents[document.url] = replace(document)
+        self.pages += [url for url in pages if url not in self.pages]
+        if read and self.after_read:
+            self.after_read(sum(document.outcome is not None for document in self.documents.values()))
+
+    def forget(self):
+        self.documents.clear()
+        self.pages.clear()
+
+
+def paged_listing_shop(plain_shop, listing_pages: int):
+    """A shop whose only list of products is `listing_pages` listing pages, two products on each."""
+    answers = {"/robots.txt": (200, b"")}
+    for n in range(1, listing_pages + 1):
+        links = f'<a href="/products/{n}-a.html">a</a><a href="/products/{n}-b.html">b</a>'
+        if n < listing_pages:
+            links += f'<a rel="next" href="/list/page/{n + 1}">next</a>'
+        answers[f"/list/page/{n}"] = (200, f"<html><body>{links}</body></html>".encode(), {"Content-Type": "text/html"})
+    shop = plain_shop(answers)
+    return shop, ShopSource(base_url=shop.base_url, strategy="listing", listing_urls=("/list/page/1",), local=True)
+
+
+def test_a_discovery_cut_short_goes_on_where_it_stopped_and_a_round_discovers_once(plain_shop):
+    shop, source = paged_listing_shop(plain_shop, 6)
+    fetcher = Fetcher(local=True, delay_s=0, **FAST)
+    crawls = []
+
+    def out_of_time_after_three(read):
+        if read == 3:
+            crawls[-1].deadline = 0  # time runs out with three listing pages read
+
+    log = MemoryDiscoveryLog(out_of_time_after_three)
+    crawls.append(Crawl(source, fetcher, discovery_log=log))
+    assert list(crawls[-1].pages()) == [] and crawls[-1].cut_short and not crawls[-1].discovery_complete
+    assert [path for path in shop.asked if path.startswith("/list/")] == [f"/list/page/{n}" for n in (1, 2, 3)]
+
+    crawls.append(Crawl(source, fetcher, discovery_log=log))
+    visited = [outcome.url for outcome in crawls[-1].pages()]
+    assert [path for path in shop.asked if path.startswith("/list/")] == [f"/list/page/{n}" for n in range(1, 7)]  # each once
+    assert visited == [shop.base_url + f"products/{n}-{side}.html" for n in range(1, 7) for side in "ab"]
+    assert crawls[-1].discovery_complete and not crawls[-1].cut_short
+
+    asked = len(shop.asked)
+    crawls.append(Crawl(source, fetcher, discovery_log=log))  # a later pass of the same round
+    assert len(list(crawls[-1].pages())) == 12 and not any(path.startswith("/list/") for path in shop.asked[asked:])
+
+
+def test_a_discovery_that_reached_nothing_is_forgotten_and_tried_again(plain_shop):
+    shop = plain_shop({"/robots.txt": (200, b""), "/sitemap.xml": (503, b"busy")})
+    source = ShopSource(base_url=shop.base_url, strategy="sitemap", local=True)
+    log = MemoryDiscoveryLog()
+    crawl = Crawl(source, Fetcher(local=True, delay_s=0, **FAST), discovery_log=log)
+    assert list(crawl.pages()) == [] and crawl.discovery_failed and log.documents == {}
+    Crawl(source, Fetcher(local=True, delay_s=0, **FAST), discovery_log=log).product_page_urls()
+    assert shop.asked.count("/sitemap.xml") == 2 * 2  # asked again by the second pass (twice a pass: one retry)
+
+
+def test_a_shop_whose_sitemaps_name_nothing_is_discovered_on_its_listing_pages_across_passes(plain_shop):
+    shop, _ = paged_listing_shop(plain_shop, 2)
+    source = ShopSource(base_url=shop.base_url, strategy="auto", listing_urls=("/list/page/1",), local=True)
+    crawls = []
+    log = MemoryDiscoveryLog(lambda read: setattr(crawls[-1], "deadline", 0))  # one document a pass
+    for _ in range(3):
+        crawls.append(Crawl(source, Fetcher(local=True, delay_s=0, **FAST), discovery_log=log))
+        crawls[-1].product_page_urls()
+    assert [path for path in shop.asked if path != "/robots.txt"] == ["/sitemap.xml", "/list/page/1", "/list/page/2"]
+    assert crawls[-1].discovery.pages.keys() == {shop.base_url + f"products/{n}-{side}.html" for n in (1, 2) for side in "ab"}

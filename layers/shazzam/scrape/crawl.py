@@ -14,7 +14,10 @@ whose hash is the one seen last time, is ``unchanged`` and is not parsed again.
 
 Product pages are visited least recently checked first (never-visited ones before all), and a
 crawl given ``round_started`` leaves out the pages visited since then: a round of a large shop cut
-short by its time budget goes on, at the next pass, with the pages it has not reached yet.
+short by its time budget goes on, at the next pass, with the pages it has not reached yet. A crawl
+given a ``DiscoveryLog`` keeps what discovery read and found there, document by document: a round's
+later passes go on with it instead of discovering again, and a discovery cut short (a shop of many
+listing pages) goes on where it stopped.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Protocol, Sequence
 from urllib.parse import urljoin, urlsplit
 from xml.parsers import expat
 
@@ -86,6 +89,60 @@ class PageOutcome:
     def removes_its_products(self) -> bool:
         """Gone, or shut by the shop's own robots.txt (not one that could not be read)."""
         return self.state == "gone" or (self.state, self.reason) == ("robots", "robots")
+
+
+@dataclass
+class DiscoveryDocument:
+    """A sitemap or a listing page that discovery reads. ``outcome`` is None until it is read, then
+    "listed" (it named pages), "indexed" (a sitemap index: it named sitemaps) or "failed"."""
+
+    url: str
+    kind: str  # "sitemap" | "listing"
+    depth: int = 1  # a sitemap's nesting: 1 for a root
+    outcome: str | None = None
+
+
+class DiscoveryLog(Protocol):
+    """Where a round's discovery is kept between passes (passes.ShopDiscoveryLog: the catalogue)."""
+
+    def load(self) -> tuple[list[DiscoveryDocument], list[str]]:
+        """The documents queued (in the order found, read or not) and the pages found."""
+
+    def record(self, read: DiscoveryDocument | None, documents: Sequence[DiscoveryDocument], pages: Sequence[str]) -> None:
+        """A document read (None: the first documents queued), and the new documents and pages it named."""
+
+    def forget(self) -> None:
+        """Drop it all: the next discovery starts afresh."""
+
+
+class Discovery:
+    """What a discovery has queued, read and found: its documents in the order found, and its pages."""
+
+    def __init__(self, documents: Sequence[DiscoveryDocument] = (), pages: Sequence[str] = ()) -> None:
+        self.documents = {document.url: document for document in documents}
+        self.pending = deque(document for document in documents if document.outcome is None)
+        self.pages: dict[str, None] = dict.fromkeys(pages)
+        self.listings = sum(document.kind == "listing" for document in documents)
+
+    def outcomes(self) -> set[str | None]:
+        return {document.outcome for document in self.documents.values()}
+
+    def add(self, documents: Sequence[DiscoveryDocument], pages: Sequence[str], max_listings: int) -> tuple[list, list]:
+        """Queue the documents and take the pages not met before (listing pages up to `max_listings`);
+        returns the new ones."""
+        new_documents, new_pages = [], []
+        for document in documents:
+            if document.url in self.documents or (document.kind == "listing" and self.listings >= max_listings):
+                continue
+            self.documents[document.url] = document
+            self.pending.append(document)
+            self.listings += document.kind == "listing"
+            new_documents.append(document)
+        for url in pages:
+            if url not in self.pages:
+                self.pages[url] = None
+                new_pages.append(url)
+        return new_documents, new_pages
 
 
 def _host(url: str) -> str:
@@ -163,6 +220,7 @@ class Crawl:
         round_started: datetime | None = None,
         deadline: float | None = None,
         fetch_deadline: float | None = None,
+        discovery_log: DiscoveryLog | None = None,
     ) -> None:
         self.source = source
         self.fetcher = fetcher
@@ -180,7 +238,10 @@ class Crawl:
         # sitemap of pages, a listing page) could be read; or the first feed page read failed. A
         # shop that answers with no products (a sitemap 404, then a home page without any) was.
         self.discovery_failed = False
-        self._discovery_read = False
+        # Whether discovery read all it found to read (else the pages it found are part of the round's).
+        self.discovery_complete = False
+        self.discovery_log = discovery_log  # None: discovery starts afresh, and nothing of it is kept
+        self.discovery = Discovery()
         # A Shopify feed read to its end (its first empty page) in this round: its pages' URLs. A
         # product no page of the round listed has left the shop.
         self.feed_pages: list[str] | None = None
@@ -209,17 +270,10 @@ class Crawl:
             return None
         return result
 
-    def _found(self, found: dict, url: str) -> None:
-        if url not in found:
-            found[url] = None
-            self._found_due += self._due(url)
-
     def _full(self) -> bool:
         """Whether discovery has `limit` pages to visit. Pages visited this round do not count, so
         that a limited run goes on with the pages after them instead of finding those again."""
-        full = self.limit is not None and self._found_due >= self.limit
-        self.cut_short |= full
-        return full
+        return self.limit is not None and self._found_due >= self.limit
 
     def _due(self, url: str) -> bool:
         """Not visited since the round started. A visit at the round's start is due: MySQL keeps
@@ -242,73 +296,96 @@ class Crawl:
     # -- discovery ----------------------------------------------------------------------------
 
     def sitemap_urls(self) -> list[str]:
-        self._found_due = 0
+        """The pages the source's sitemaps name (at most `limit`); nothing is kept."""
+        return self._discover(Discovery(self._sitemap_roots()))[: self.limit]
+
+    def listing_urls(self) -> list[str]:
+        """The product pages the source's listing pages link to (at most `limit`); nothing is kept."""
+        return self._discover(Discovery(self._listing_starts()))[: self.limit]
+
+    def product_page_urls(self) -> list[str]:
+        """The pages this round's discovery found, read on from where the discovery log left it
+        (``discovery_complete`` says whether it read everything)."""
+        documents, pages = self.discovery_log.load() if self.discovery_log else ([], [])
+        if not documents:
+            documents = self._sitemap_roots() if self.source.strategy in ("sitemap", "auto") else self._listing_starts()
+            self._log(None, documents, [])
+        return self._discover(Discovery(documents, pages))
+
+    def _sitemap_roots(self) -> list[DiscoveryDocument]:
         try:
             roots = self.fetcher.sitemaps(self.source.base_url)
         except FetchError as error:
             self.errors[error.kind] += 1
             return []
-        roots = roots or [urljoin(self.source.base_url, "/sitemap.xml")]
-        seen_sitemaps: set[str] = set()
-        found: dict[str, None] = {}
+        return [DiscoveryDocument(url, "sitemap") for url in roots or [urljoin(self.source.base_url, "/sitemap.xml")]]
 
-        def visit(sitemap_url: str, depth: int) -> None:
-            if self._full() or sitemap_url in seen_sitemaps or depth > SITEMAP_MAX_DEPTH or self.out_of_time():
-                return
-            seen_sitemaps.add(sitemap_url)
-            result = self._fetch(sitemap_url)
-            if result is None:
-                return
-            try:
-                kind, locs = parse_sitemap(result.body, self.fetcher.policy.max_bytes)
-            except (SitemapError, FetchError, zlib.error) as error:
-                log.warning("sitemap %s: %s", sitemap_url, error)
-                self.errors["bad-sitemap"] += 1
-                return
-            self._discovery_read |= kind != "sitemapindex"  # a list of pages was read (an index lists sitemaps)
-            for loc in locs:
-                url = absolute_url(sitemap_url, loc)  # percent-encoded: a sitemap may list "/p/größe" raw
-                if url is None:
-                    self.errors["bad-url"] += 1
-                    continue
-                if kind == "sitemapindex":
-                    visit(url, depth + 1)
-                elif _host(url) == self.source.host and not self._full():
-                    self._found(found, url)
-
-        for root in roots:
-            visit(root, 1)
-        return list(found)
-
-    def listing_urls(self) -> list[str]:
+    def _listing_starts(self) -> list[DiscoveryDocument]:
         starts = [urljoin(self.source.base_url, url) for url in self.source.listing_urls] or [self.source.base_url]
-        queue, seen = list(starts), set(starts)
-        found: dict[str, None] = {}
-        self._found_due = 0
-        while queue and len(seen) <= self.source.max_pages and not self._full() and not self.out_of_time():
-            result = self._fetch(queue.pop(0), accept=HTML_TYPES)
-            if result is None:
-                continue
-            page = parse_page(result.text(), result.url)
-            self._discovery_read = True
-            for link in page.links:
-                if _host(link) != self.source.host:
-                    continue
-                path = urlsplit(link).path
-                if self._product_pattern.search(path):
-                    if not self._full():
-                        self._found(found, link)
-                elif (link in page.next_links or _PAGINATION.search(link)) and link not in seen:
-                    seen.add(link)
-                    queue.append(link)
-        return list(found)
+        return [DiscoveryDocument(url, "listing") for url in dict.fromkeys(starts)]
 
-    def product_page_urls(self) -> list[str]:
-        strategy = self.source.strategy
-        urls = self.sitemap_urls() if strategy in ("sitemap", "auto") else []
-        if strategy == "listing" or (strategy == "auto" and not urls):
-            urls = self.listing_urls()
-        return urls
+    def _log(self, read: DiscoveryDocument | None, documents: Sequence[DiscoveryDocument], pages: Sequence[str]) -> None:
+        if self.discovery_log is not None and (read or documents or pages):
+            self.discovery_log.record(read, documents, pages)
+
+    def _discover(self, discovery: Discovery) -> list[str]:
+        """Read the discovery's documents in turn until none is left (``discovery_complete``),
+        `limit` pages are due or time runs out; each read document is logged with what it named."""
+        self.discovery = discovery
+        self._found_due = sum(map(self._due, discovery.pages))
+        while not self._full() and not self.out_of_time():
+            if not discovery.pending:
+                if self.source.strategy == "auto" and not discovery.pages and not discovery.listings:
+                    # The sitemaps named no page: the listing pages may.
+                    self._log(None, discovery.add(self._listing_starts(), [], self.source.max_pages)[0], [])
+                    continue
+                self.discovery_complete = True
+                break
+            document = discovery.pending.popleft()
+            read = self._read_sitemap if document.kind == "sitemap" else self._read_listing
+            document.outcome, documents, pages = read(document)
+            documents, pages = discovery.add(documents, pages, self.source.max_pages)
+            self._found_due += sum(map(self._due, pages))
+            self._log(document, documents, pages)
+        return list(discovery.pages)
+
+    def _read_sitemap(self, document: DiscoveryDocument) -> tuple[str, list[DiscoveryDocument], list[str]]:
+        result = self._fetch(document.url)
+        if result is None:
+            return "failed", [], []
+        try:
+            kind, locs = parse_sitemap(result.body, self.fetcher.policy.max_bytes)
+        except (SitemapError, FetchError, zlib.error) as error:
+            log.warning("sitemap %s: %s", document.url, error)
+            self.errors["bad-sitemap"] += 1
+            return "failed", [], []
+        sitemaps, pages = [], []
+        for loc in locs:
+            url = absolute_url(document.url, loc)  # percent-encoded: a sitemap may list "/p/größe" raw
+            if url is None:
+                self.errors["bad-url"] += 1
+            elif kind == "sitemapindex":
+                if document.depth < SITEMAP_MAX_DEPTH:
+                    sitemaps.append(DiscoveryDocument(url, "sitemap", document.depth + 1))
+            elif _host(url) == self.source.host:
+                pages.append(url)
+        # A list of pages was read (an index lists sitemaps).
+        return "indexed" if kind == "sitemapindex" else "listed", sitemaps, pages
+
+    def _read_listing(self, document: DiscoveryDocument) -> tuple[str, list[DiscoveryDocument], list[str]]:
+        result = self._fetch(document.url, accept=HTML_TYPES)
+        if result is None:
+            return "failed", [], []
+        page = parse_page(result.text(), result.url)
+        listings, pages = [], []
+        for link in page.links:
+            if _host(link) != self.source.host:
+                continue
+            if self._product_pattern.search(urlsplit(link).path):
+                pages.append(link)
+            elif link in page.next_links or _PAGINATION.search(link):
+                listings.append(DiscoveryDocument(link, "listing"))
+        return "listed", listings, pages
 
     # -- pages ----------------------------------------------------------------------------------
 
@@ -393,10 +470,17 @@ class Crawl:
             yield from self._shopify_pages()
             return
         found = self.product_page_urls()
-        if not found and self.errors and not self._discovery_read:
+        outcomes = self.discovery.outcomes()
+        if self.discovery_complete and not found and "listed" not in outcomes and (self.errors or "failed" in outcomes):
             self.discovery_failed = self.cut_short = True
+            if self.discovery_log is not None:
+                self.discovery_log.forget()  # the next pass tries again from the start
             return
+        # Cut short: discovery has more to read (time, or `limit`), or `limit` leaves pages out.
+        self.cut_short |= not self.discovery_complete
         urls = self._in_visit_order(found)
+        if self.limit is not None and len(urls) > self.limit:
+            urls, self.cut_short = urls[: self.limit], True
         self.total = len(urls)
         if self.out_of_time():
             self.cut_short = True
@@ -476,4 +560,4 @@ def discover_product_urls(shop_url: str, fetcher: Fetcher, limit: int | None = N
     return Crawl(ShopSource(base_url=shop_url, strategy="sitemap"), fetcher, limit=limit).sitemap_urls()
 
 
-__all__ = ["CachedPage", "Crawl", "PageOutcome", "discover_product_urls", "parse_sitemap", "scrape_shop"]
+__all__ = ["CachedPage", "Crawl", "Discovery", "DiscoveryDocument", "DiscoveryLog", "PageOutcome", "discover_product_urls", "parse_sitemap", "scrape_shop"]

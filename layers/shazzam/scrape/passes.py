@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 
 from shazzam import catalogue, ids
-from shazzam.scrape.crawl import CachedPage, Crawl, PageOutcome
+from shazzam.scrape.crawl import CachedPage, Crawl, DiscoveryDocument, PageOutcome
 from shazzam.scrape.dedup import PictureHashes, colour_grid, dhash, image_format
 from shazzam.scrape.extract import MAX_URL_LENGTH, ScrapedProduct
 from shazzam.scrape.fetch import FetchError, Fetcher
@@ -87,6 +87,26 @@ def _cached(rows: dict[str, dict]) -> dict[str, CachedPage]:
     return {url: CachedPage(row["etag"], row["last_modified"], row["content_sha256"], row["checked_at"]) for url, row in rows.items()}
 
 
+class ShopDiscoveryLog:
+    """A shop's round of discovery, kept in the catalogue between passes (crawl.DiscoveryLog)."""
+
+    def __init__(self, db, shop_id: str, source: ShopSource) -> None:
+        self.db, self.shop_id, self.key = db, shop_id, source.discovery_key()
+
+    def load(self) -> tuple[list[DiscoveryDocument], list[str]]:
+        rows = catalogue.shop_discovery(self.db, self.shop_id, self.key)
+        documents = [DiscoveryDocument(row["url"], row["kind"], row["depth"], row["outcome"]) for row in rows if row["kind"] != "page"]
+        return documents, [row["url"] for row in rows if row["kind"] == "page"]
+
+    def record(self, read: DiscoveryDocument | None, documents: list[DiscoveryDocument], pages: list[str]) -> None:
+        found = [{"url": document.url, "kind": document.kind, "depth": document.depth} for document in documents]
+        found += [{"url": url, "kind": "page"} for url in pages]
+        catalogue.record_discovery(self.db, self.shop_id, self.key, read and (read.url, read.outcome), found)
+
+    def forget(self) -> None:
+        catalogue.forget_discovery(self.db, self.shop_id)
+
+
 class SourcePass:
     """One scrape (or revalidation) of one source, writing to the catalogue and the store."""
 
@@ -108,10 +128,13 @@ class SourcePass:
         self.seen: set[str] = set()
 
     def crawl(self, limit: int | None, conditional: bool = True, round_started: datetime | None = None, deadline: float | None = None,
-              fetch_deadline: float | None = None) -> Crawl:
-        """A crawl of the source; ``conditional`` False fetches every page in full (see Crawl for the rest)."""
+              fetch_deadline: float | None = None, keep_discovery: bool = False) -> Crawl:
+        """A crawl of the source; ``conditional`` False fetches every page in full; ``keep_discovery``
+        goes on with the round's discovery kept in the catalogue, and keeps what it reads there (see
+        Crawl for the rest)."""
         return Crawl(self.source, self.fetcher, self.cached_pages if conditional else {}, limit=limit, round_started=round_started,
-                     deadline=deadline, fetch_deadline=fetch_deadline)
+                     deadline=deadline, fetch_deadline=fetch_deadline,
+                     discovery_log=ShopDiscoveryLog(self.db, self.shop_id, self.source) if keep_discovery else None)
 
     def products_on_page(self, page_url: str) -> list[dict]:
         return self.by_page.get(page_url, [])
@@ -396,7 +419,9 @@ def scrape_pass(
             catalogue.mark_shop_attempted(app.db, row["id"])
             visit = SourcePass(app, row["id"], source, base.with_policy(source.policy()), summary, hashes)
             round_started = None if force else row["last_scraped_at"] or row["created_at"]
-            crawl = visit.crawl(limit, round_started=round_started, deadline=deadline, fetch_deadline=fetch_deadline)
+            if force:
+                catalogue.forget_discovery(app.db, row["id"])  # a new round discovers afresh
+            crawl = visit.crawl(limit, round_started=round_started, deadline=deadline, fetch_deadline=fetch_deadline, keep_discovery=True)
             done, stopped = 0, False
             with closing(crawl.pages()) as pages:
                 for outcome in pages:

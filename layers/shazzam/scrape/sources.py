@@ -19,6 +19,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -145,6 +147,12 @@ class ShopSource:
 
         # A little slack, so a daily source is not skipped by a run that fires a minute early.
         return now - last_scraped_at >= timedelta(seconds=Schedule(self.schedule).interval_seconds() * 0.95)
+
+    def discovery_key(self) -> str:
+        """A digest of the settings that decide what discovery finds: a round's discovery kept under
+        another is started afresh."""
+        decides = [self.base_url, self.strategy, list(self.listing_urls), self.product_pattern, self.max_pages]
+        return hashlib.sha1(json.dumps(decides).encode(), usedforsecurity=False).hexdigest()[:16]
 
     def settings(self) -> dict[str, Any]:
         """The fields kept in the shops row's `settings` JSON (the rest have their own columns)."""
