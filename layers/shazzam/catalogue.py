@@ -152,6 +152,7 @@ def take_shop_off(db: Database, base_url: str) -> bool:
         shop_id = connection.execute(sa.select(shops.c.id).where(shops.c.base_url == base_url)).scalar()
         if shop_id is None:
             shop_id = _shop_id(connection, ShopSource(base_url=base_url).base_url)
+        connection.execute(sa.delete(discovery).where(discovery.c.shop_id == shop_id))  # brought back, it discovers afresh
         return connection.execute(sa.update(shops).where(shops.c.id == shop_id).values(active=False)).rowcount > 0
 
 

@@ -621,6 +621,8 @@ def test_a_rounds_discovery_is_kept_in_order_until_the_round_ends_or_its_setting
     catalogue.record_discovery(db, other, "k2", None, [{"url": f"{SHOP}/list/1", "kind": "listing"}])
     catalogue.forget_discovery(db, other)
     assert catalogue.shop_discovery(db, other, "k2") == []
+    catalogue.record_discovery(db, other, "k2", None, [{"url": f"{SHOP}/list/1", "kind": "listing"}])
+    assert catalogue.take_shop_off(db, "https://other.example") and catalogue.shop_discovery(db, other, "k2") == []  # taken off: gone
 
 
 # -- pruning tombstones --------------------------------------------------------------------------
