@@ -961,13 +961,18 @@ def items_for_detections(db: Database, detection_ids: Sequence[str], filters=Non
     is every product's that shows it (a product shot two shops sell, a picture a shop's products
     share), not its first product's only.
 
+    A product filed under another category than the detection's (the shard its vector is in) is
+    not its item: a picture a dress and a skirt share is indexed in one of the two categories, and
+    the other product is not an answer there. One without a category is.
+
     `filters` (a pipeline.SearchFilters) keeps only items within its price range, currency and shop
     (by name or id); an item without a price never passes a price limit.
     """
     if not detection_ids:
         return {}
     # A shop taken off (`active` false) is neither scraped nor shown.
-    conditions = [products.c.is_dead.is_(False), images.c.is_dead.is_(False), shops.c.active.is_(True)]
+    conditions = [products.c.is_dead.is_(False), images.c.is_dead.is_(False), shops.c.active.is_(True),
+                  sa.or_(products.c.category.is_(None), detections.c.category.is_(None), products.c.category == detections.c.category)]
     if filters is not None:
         if filters.min_price is not None:
             conditions.append(products.c.price >= _price_limit(filters.min_price, ROUND_CEILING))
