@@ -186,16 +186,16 @@ def shop_discovery(db: Database, shop_id: str, source_key: str) -> list[dict]:
 
 
 @retried_on_deadlock
-def record_discovery(db: Database, shop_id: str, source_key: str, read: tuple[str, str] | None, found: Sequence[dict]) -> None:
-    """A document discovery read (its url and outcome; None for none) and what it named (each
-    {url, kind, depth}), after all found before. A URL already found is kept as it was."""
+def record_discovery(db: Database, shop_id: str, source_key: str, read: dict | None, found: Sequence[dict]) -> None:
+    """A document discovery read ({url, kind, outcome}; None for none) and what it named (each
+    {url, kind, depth}), after all found before. A URL already found as that kind is kept as it was."""
     with db.transaction() as connection:
         if read is not None:
-            url, outcome = read
-            connection.execute(sa.update(discovery).where(discovery.c.id == _discovery_key(shop_id, url, "document")).values(outcome=outcome))
+            connection.execute(sa.update(discovery).where(discovery.c.id == _discovery_key(shop_id, read["url"], read["kind"]))
+                               .values(outcome=read["outcome"]))
         if found:
             last = connection.execute(sa.select(sa.func.max(discovery.c.seq)).where(discovery.c.shop_id == shop_id)).scalar()
-            rows = [{"id": _discovery_key(shop_id, item["url"], "page" if item["kind"] == "page" else "document"), "shop_id": shop_id, "seq": (last or 0) + n, "url": item["url"],
+            rows = [{"id": _discovery_key(shop_id, item["url"], item["kind"]), "shop_id": shop_id, "seq": (last or 0) + n, "url": item["url"],
                      "kind": item["kind"], "depth": item.get("depth", 1), "outcome": None, "source_key": source_key}
                     for n, item in enumerate(found, start=1)]
             ignoring = sa.insert(discovery).prefix_with("IGNORE", dialect="mysql").prefix_with("OR IGNORE", dialect="sqlite")
@@ -208,9 +208,9 @@ def forget_discovery(db: Database, shop_id: str) -> None:
         connection.execute(sa.delete(discovery).where(discovery.c.shop_id == shop_id))
 
 
-def _discovery_key(shop_id: str, url: str, role: str) -> str:
-    """One row per shop, URL and role (a document to read, a page to visit): a URL may be both."""
-    return hashlib.sha1(f"{shop_id}\n{role}\n{url}".encode(), usedforsecurity=False).hexdigest()
+def _discovery_key(shop_id: str, url: str, kind: str) -> str:
+    """One row per shop, URL and kind (sitemap, listing, page): a URL may be found as two."""
+    return hashlib.sha1(f"{shop_id}\n{kind}\n{url}".encode(), usedforsecurity=False).hexdigest()
 
 
 # products.price is NUMERIC(12, 2): MySQL refuses a row whose price does not fit (SQLite would keep it).

@@ -153,13 +153,13 @@ leases = sa.Table(
 discovery = sa.Table(
     "discovery",
     metadata,
-    sa.Column("id", sa.String(40), primary_key=True),  # of the shop, the URL and its role (a document, a page)
+    sa.Column("id", sa.String(40), primary_key=True),  # of the shop, the URL and its kind
     sa.Column("shop_id", sa.String(40), nullable=False, index=True),
     sa.Column("seq", sa.Integer, nullable=False),  # the order found in
     sa.Column("url", sa.Text, nullable=False),
     sa.Column("kind", sa.String(8), nullable=False),  # sitemap or listing (documents to read), page (to visit)
     sa.Column("depth", sa.Integer, nullable=False),  # a sitemap's nesting
-    sa.Column("outcome", sa.String(8)),  # a document's: NULL until read, then listed, indexed or failed
+    sa.Column("outcome", sa.String(8)),  # a document's: NULL until read, then listed, indexed, missing or failed
     sa.Column("source_key", sa.String(16), nullable=False),  # the discovery settings it was found under
 )
 

@@ -625,9 +625,9 @@ def test_a_rounds_discovery_is_kept_in_order_until_the_round_ends_or_its_setting
     catalogue.record_discovery(db, other, "k1", None, [{"url": f"{SHOP}/list/1", "kind": "listing"}])  # the same URL, another shop
     found = [{"url": f"{SHOP}/list/2", "kind": "listing"}, {"url": f"{SHOP}/p/1", "kind": "page"},
              {"url": f"{SHOP}/list/1", "kind": "listing"}]  # met again: kept as it was
-    catalogue.record_discovery(db, shop_id, "k1", (f"{SHOP}/list/1", "listed"), found)
+    catalogue.record_discovery(db, shop_id, "k1", {"url": f"{SHOP}/list/1", "kind": "listing", "outcome": "listed"}, found)
     catalogue.record_discovery(db, shop_id, "k1", None, [{"url": f"{SHOP}/map.xml", "kind": "sitemap", "depth": 2},
-                                                         {"url": f"{SHOP}/map.xml", "kind": "page"}])  # a URL in both roles
+                                                         {"url": f"{SHOP}/map.xml", "kind": "page"}])  # a URL found as two kinds
     assert [(row["url"], row["kind"], row["depth"], row["outcome"]) for row in catalogue.shop_discovery(db, shop_id, "k1")] == [
         (f"{SHOP}/list/1", "listing", 1, "listed"), (f"{SHOP}/list/2", "listing", 1, None), (f"{SHOP}/p/1", "page", 1, None),
         (f"{SHOP}/map.xml", "sitemap", 2, None), (f"{SHOP}/map.xml", "page", 1, None)]

@@ -16,6 +16,7 @@ class PlainShop:
     `hang_up` is set, which closes each after its answer without saying so)."""
 
     def __init__(self, answers: dict[str, tuple[int, bytes]], keep_alive: bool = False):
+        self.answers = answers
         self.asked: list[str] = []
         self.request_headers: list[dict[str, str]] = []
         self.connections = 0

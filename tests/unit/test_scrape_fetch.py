@@ -789,7 +789,7 @@ class MemoryDiscoveryLog:
     each document read, `after_read` is called with the number read so far."""
 
     def __init__(self, after_read=None):
-        self.documents: dict[str, DiscoveryDocument] = {}
+        self.documents: dict[tuple[str, str], DiscoveryDocument] = {}
         self.pages: list[str] = []
         self.after_read = after_read
 
@@ -798,7 +798,7 @@ class MemoryDiscoveryLog:
 
     def record(self, read, documents, pages):
         for document in ([read] if read else []) + list(documents):
-            self.documents[document.url] = replace(document)
+            self.documents[document.kind, document.url] = replace(document)
         self.pages += [url for url in pages if url not in self.pages]
         if read and self.after_read:
             self.after_read(sum(document.outcome is not None for document in self.documents.values()))
@@ -865,3 +865,40 @@ def test_a_shop_whose_sitemaps_name_nothing_is_discovered_on_its_listing_pages_a
         crawls[-1].product_page_urls()
     assert [path for path in shop.asked if path != "/robots.txt"] == ["/sitemap.xml", "/list/page/1", "/list/page/2"]
     assert crawls[-1].discovery.pages.keys() == {shop.base_url + f"products/{n}-{side}.html" for n in (1, 2) for side in "ab"}
+
+
+def test_a_home_page_named_as_a_sitemap_is_still_read_as_a_listing_page(plain_shop):
+    # robots.txt naming the home page as its sitemap (a common slip): the listing page of the same
+    # address was taken for a document already read, and discovery went round for ever.
+    answers = {"/": (200, b'<html><a href="/products/1.html">a</a><a href="/products/2.html">b</a></html>', {"Content-Type": "text/html"})}
+    shop = plain_shop(answers)
+    answers["/robots.txt"] = (200, f"Sitemap: {shop.base_url}\n".encode())
+    crawl = Crawl(ShopSource(base_url=shop.base_url, strategy="auto", local=True), Fetcher(local=True, delay_s=0, **FAST),
+                  deadline=time.monotonic() + 5, discovery_log=MemoryDiscoveryLog())
+    assert crawl.product_page_urls() == [shop.base_url + "products/1.html", shop.base_url + "products/2.html"]
+    assert crawl.discovery_complete and shop.asked == ["/robots.txt", "/", "/"]  # as a sitemap (not XML), then as a listing page
+
+
+def test_a_listing_page_that_failed_is_read_again_at_the_next_pass(plain_shop):
+    shop, source = paged_listing_shop(plain_shop, 4)
+    shop.answers["/list/page/2"], healthy = (503, b"busy"), shop.answers["/list/page/2"]
+    crawls = []
+    log = MemoryDiscoveryLog(lambda read: read == 2 and setattr(crawls[-1], "deadline", 0))  # out of time after page 2
+    crawls.append(Crawl(source, Fetcher(local=True, delay_s=0, **FAST), discovery_log=log))
+    assert list(crawls[-1].pages()) == [] and crawls[-1].cut_short
+    shop.answers["/list/page/2"], log.after_read = healthy, None  # the shop is well again
+    crawls.append(Crawl(source, Fetcher(local=True, delay_s=0, **FAST), discovery_log=log))
+    assert len(list(crawls[-1].pages())) == 8 and crawls[-1].discovery_complete and not crawls[-1].cut_short
+
+
+def test_a_sitemap_named_twice_is_read_once_and_one_shut_by_robots_txt_is_no_failure(plain_shop):
+    answers = {"/sitemap.xml": (200, b'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc>/products/1.html</loc></url></urlset>')}
+    shop = plain_shop(answers)
+    answers["/robots.txt"] = (200, f"Sitemap: {shop.base_url}sitemap.xml\nSitemap: /sitemap.xml\n".encode())
+    source = ShopSource(base_url=shop.base_url, strategy="sitemap", local=True)
+    assert Crawl(source, Fetcher(local=True, delay_s=0, **FAST), discovery_log=MemoryDiscoveryLog()).product_page_urls() == [
+        shop.base_url + "products/1.html"]
+    assert shop.asked.count("/sitemap.xml") == 1
+    answers["/robots.txt"] = (200, b"User-agent: *\nDisallow: /sitemap.xml\n")  # the shop keeps crawlers out: read, nothing to find
+    crawl = Crawl(source, Fetcher(local=True, delay_s=0, **FAST), discovery_log=MemoryDiscoveryLog())
+    assert list(crawl.pages()) == [] and not crawl.discovery_failed and not crawl.cut_short

@@ -94,7 +94,8 @@ class PageOutcome:
 @dataclass
 class DiscoveryDocument:
     """A sitemap or a listing page that discovery reads. ``outcome`` is None until it is read, then
-    "listed" (it named pages), "indexed" (a sitemap index: it named sitemaps) or "failed"."""
+    "listed" (it named pages), "indexed" (a sitemap index: it named sitemaps), "missing" (404, 410
+    or shut by robots.txt: not read again this round) or "failed" (read again at the next pass)."""
 
     url: str
     kind: str  # "sitemap" | "listing"
@@ -116,30 +117,39 @@ class DiscoveryLog(Protocol):
 
 
 class Discovery:
-    """What a discovery has queued, read and found: its documents in the order found, and its pages."""
+    """What a discovery has queued, read and found: its documents in the order found (one per kind
+    and URL: a home page named as a sitemap is still read as a listing page), and its pages. A
+    document to read is one never read, or one that failed: it is read again once a pass (a 503, or
+    the pass's time running out, would otherwise cost the round what it names)."""
 
     def __init__(self, documents: Sequence[DiscoveryDocument] = (), pages: Sequence[str] = ()) -> None:
-        self.documents = {document.url: document for document in documents}
-        self.pending = deque(document for document in documents if document.outcome is None)
-        self.pages: dict[str, None] = dict.fromkeys(pages)
-        self.listings = sum(document.kind == "listing" for document in documents)
+        self.documents: dict[tuple[str, str], DiscoveryDocument] = {}
+        self.pending: deque[DiscoveryDocument] = deque()
+        self.pages: dict[str, None] = {}
+        self.listings = 0
+        self.add(documents, pages)
 
-    def outcomes(self) -> set[str | None]:
-        return {document.outcome for document in self.documents.values()}
+    def listed(self) -> bool:
+        """Whether a document that names pages (a sitemap of pages, a listing page) was read."""
+        return any(document.outcome == "listed" for document in self.documents.values())
 
-    def add(self, documents: Sequence[DiscoveryDocument], pages: Sequence[str], max_listings: int) -> tuple[list, list]:
-        """Queue the documents and take the pages not met before (listing pages up to `max_listings`);
-        returns the new ones."""
+    def add(self, documents: Sequence[DiscoveryDocument], pages: Sequence[str], max_listings: int | None = None) -> tuple[list, list]:
+        """Queue the documents and take the pages not met before (listing pages up to `max_listings`;
+        no URL longer than a sitemap allows); returns the new ones."""
         new_documents, new_pages = [], []
         for document in documents:
-            if document.url in self.documents or (document.kind == "listing" and self.listings >= max_listings):
+            key = (document.kind, document.url)
+            if key in self.documents or len(document.url) > MAX_URL_LENGTH:
                 continue
-            self.documents[document.url] = document
-            self.pending.append(document)
+            if document.kind == "listing" and max_listings is not None and self.listings >= max_listings:
+                continue
+            self.documents[key] = document
             self.listings += document.kind == "listing"
+            if document.outcome in (None, "failed"):
+                self.pending.append(document)
             new_documents.append(document)
         for url in pages:
-            if url not in self.pages:
+            if url not in self.pages and len(url) <= MAX_URL_LENGTH:
                 self.pages[url] = None
                 new_pages.append(url)
         return new_documents, new_pages
@@ -253,21 +263,23 @@ class Crawl:
 
     # -- bookkeeping --------------------------------------------------------------------------
 
-    def _fetch(self, url: str, **kwargs) -> FetchResult | None:
-        """A discovery document (sitemap, listing page); None, counted, when it cannot be had."""
+    def _fetch(self, url: str, **kwargs) -> FetchResult | str:
+        """A discovery document (sitemap, listing page); when it cannot be had, the outcome to
+        record (counted): "missing" where the shop says there is none (404, 410, its robots.txt),
+        "failed" where it may answer next time."""
         try:
             result = self.fetcher.get(url, **kwargs)
-        except RobotsDisallowed:
+        except RobotsDisallowed as error:
             self.stats["skipped_by_robots"] += 1
-            return None
+            return "missing" if error.written else "failed"
         except FetchError as error:
             log.warning("%s: %s", url, error)
             self.errors[error.kind] += 1
-            return None
+            return "failed"
         self.stats["pages_fetched"] += 1
         if result.status != 200:
             self.errors[f"http-{result.status}"] += 1
-            return None
+            return "missing" if result.status in (404, 410) else "failed"
         return result
 
     def _full(self) -> bool:
@@ -337,8 +349,9 @@ class Crawl:
             if not discovery.pending:
                 if self.source.strategy == "auto" and not discovery.pages and not discovery.listings:
                     # The sitemaps named no page: the listing pages may.
-                    self._log(None, discovery.add(self._listing_starts(), [], self.source.max_pages)[0], [])
-                    continue
+                    if starts := discovery.add(self._listing_starts(), [], self.source.max_pages)[0]:
+                        self._log(None, starts, [])
+                        continue
                 self.discovery_complete = True
                 break
             document = discovery.pending.popleft()
@@ -351,8 +364,8 @@ class Crawl:
 
     def _read_sitemap(self, document: DiscoveryDocument) -> tuple[str, list[DiscoveryDocument], list[str]]:
         result = self._fetch(document.url)
-        if result is None:
-            return "failed", [], []
+        if isinstance(result, str):
+            return result, [], []
         try:
             kind, locs = parse_sitemap(result.body, self.fetcher.policy.max_bytes)
         except (SitemapError, FetchError, zlib.error) as error:
@@ -374,8 +387,8 @@ class Crawl:
 
     def _read_listing(self, document: DiscoveryDocument) -> tuple[str, list[DiscoveryDocument], list[str]]:
         result = self._fetch(document.url, accept=HTML_TYPES)
-        if result is None:
-            return "failed", [], []
+        if isinstance(result, str):
+            return result, [], []
         page = parse_page(result.text(), result.url)
         listings, pages = [], []
         for link in page.links:
@@ -470,8 +483,8 @@ class Crawl:
             yield from self._shopify_pages()
             return
         found = self.product_page_urls()
-        outcomes = self.discovery.outcomes()
-        if self.discovery_complete and not found and "listed" not in outcomes and (self.errors or "failed" in outcomes):
+        # Failed documents are read again each pass, so this pass's errors say whether it reached any.
+        if self.discovery_complete and not found and self.errors and not self.discovery.listed():
             self.discovery_failed = self.cut_short = True
             if self.discovery_log is not None:
                 self.discovery_log.forget()  # the next pass tries again from the start

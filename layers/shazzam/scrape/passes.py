@@ -101,7 +101,7 @@ class ShopDiscoveryLog:
     def record(self, read: DiscoveryDocument | None, documents: list[DiscoveryDocument], pages: list[str]) -> None:
         found = [{"url": document.url, "kind": document.kind, "depth": document.depth} for document in documents]
         found += [{"url": url, "kind": "page"} for url in pages]
-        catalogue.record_discovery(self.db, self.shop_id, self.key, read and (read.url, read.outcome), found)
+        catalogue.record_discovery(self.db, self.shop_id, self.key, read and {"url": read.url, "kind": read.kind, "outcome": read.outcome}, found)
 
     def forget(self) -> None:
         catalogue.forget_discovery(self.db, self.shop_id)
