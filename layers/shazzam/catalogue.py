@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 
 from shazzam import ids
+from shazzam.taxonomy import CATEGORIES
 from shazzam.db import Database, detections, discovery, http_cache, images, product_images, products, retried_on_deadlock, shops, upsert, utcnow
 
 log = logging.getLogger(__name__)
@@ -386,8 +387,10 @@ def images_to_fetch_again(db: Database, product_ids: Sequence[str]) -> list[dict
     detect has not seen within UNDETECTED_AFTER (a run stopped before the photo reached incoming/,
     or detect gave up on it) and those with a garment not embedded within UNFINISHED_AFTER
     (standardise, embed or detect's document gave up on it; an embedded garment's vector waits
-    in vectors/pending/, which nothing expires, for an index run). product_id,
-    src_link, position, stored."""
+    in vectors/pending/, which nothing expires, for an index run), and those of its own whose
+    garment is indexed in another category than the product's (handed over from a product of
+    that category: detect crops the garment of the new owner's, and embed moves its vector to that
+    shard). product_id, src_link, position, stored."""
     passing = sa.or_(*(images.c.error.like(f"fetch failed ({kind}%") for kind in ("network", "timeout", "rate-limited", "http-429", "http-5")))
     never_stored = sa.and_(images.c.status == "new", images.c.content_sha256.is_(None), images.c.duplicate_of.is_(None))
     undetected = sa.and_(images.c.status == "new", images.c.content_sha256.is_not(None), images.c.duplicate_of.is_(None),
@@ -395,7 +398,12 @@ def images_to_fetch_again(db: Database, product_ids: Sequence[str]) -> list[dict
     unfinished = sa.and_(images.c.status == "detected", images.c.duplicate_of.is_(None), sa.exists().where(
         detections.c.image_id == images.c.id, detections.c.embedding_status == "pending",
         detections.c.updated_at < utcnow() - UNFINISHED_AFTER))
-    lost = sa.or_(undetected, unfinished)  # stored, and no longer on its way to the index
+    owner_category = sa.select(products.c.category).where(products.c.id == images.c.product_id).scalar_subquery()
+    misfiled = sa.and_(images.c.status == "detected", images.c.duplicate_of.is_(None), product_images.c.product_id == images.c.product_id,
+                       owner_category.in_(CATEGORIES), sa.exists().where(
+                           detections.c.image_id == images.c.id, detections.c.embedding_status.in_(("embedded", "indexed")),
+                           detections.c.category.is_not(None), detections.c.category != owner_category))
+    lost = sa.or_(undetected, unfinished, misfiled)  # stored, and no longer on its way to the index, or to the right shard
     found: list[dict] = []
     with db.transaction() as connection:
         for start in range(0, len(product_ids), 500):
@@ -649,7 +657,9 @@ def _images_of(connection: sa.Connection, product_id: str) -> list[str]:
 
 def _hand_over(connection: sa.Connection, image_id: str, product_id: str, shop_id: str, now: datetime) -> None:
     """An image its product no longer shows passes to another live product that shows it at its own
-    address: of the same shop first, else of a shop that holds no copy of it. Failing one, it dies,
+    address: of the same shop first, else of a shop that holds no copy of it; of the same category
+    first (its garment stays indexed where it is; one of another category has the picture fetched
+    again at its next visit: images_to_fetch_again). Failing one, it dies,
     and each copy of it under another address (another shop's) goes back to never fetched, its
     product unlinked from the original: the next pass over that product fetches it as a picture of
     its own. Handed to a product that shows a copy, the picture was checked under a policy that
@@ -668,12 +678,13 @@ def _hand_over(connection: sa.Connection, image_id: str, product_id: str, shop_i
     copy_shops = (
         sa.select(products.c.shop_id).join(images, images.c.product_id == products.c.id).where(images.c.duplicate_of == image_id)
     )
+    category = connection.execute(sa.select(products.c.category).where(products.c.id == product_id)).scalar()
     owner = connection.execute(
         sa.select(products.c.id)
         .join(product_images, product_images.c.product_id == products.c.id)
         .where(product_images.c.image_id == image_id, products.c.is_dead.is_(False),
                sa.or_(products.c.shop_id == shop_id, products.c.shop_id.not_in(copy_shops)))
-        .order_by(sa.case((products.c.shop_id == shop_id, 0), else_=1), products.c.id)
+        .order_by(sa.case((products.c.shop_id == shop_id, 0), else_=1), sa.case((products.c.category == category, 0), else_=1), products.c.id)
         .limit(1)
         .with_for_update()
     ).scalar()

@@ -546,6 +546,20 @@ def test_a_picture_products_of_two_categories_share_is_an_item_of_its_shards_cat
     assert sorted(item["product_id"] for item in catalogue.items_for_detections(db, [d0])[d0]) == sorted([skirt, unfiled])
 
 
+def test_a_picture_passes_to_a_product_of_its_owners_category_first(db, image_with_detections):
+    shop_id, dress, image_id = image_with_detections
+    # The skirt's id comes first: among the heirs of one shop, the first by id was taken.
+    heirs = {category: catalogue.save_product(db, shop_id, product(url=f"{SHOP}/p/{category}-1", category=category))
+             for category in ("skirt", "dress")}
+    assert heirs["skirt"] < heirs["dress"]
+    for heir in heirs.values():
+        catalogue.link_image(db, heir, image_id, 0)
+    catalogue.mark_product_dead(db, dress)
+    assert catalogue.get_image(db, image_id)["product_id"] == heirs["dress"]  # its garment stays indexed where it is
+    catalogue.mark_product_dead(db, heirs["dress"])
+    assert catalogue.get_image(db, image_id)["product_id"] == heirs["skirt"]  # fetched again at its next visit
+
+
 def test_counts(db, image_with_detections):
     _, _, image_id = image_with_detections
     catalogue.update_image(db, image_id, status="failed", error="corrupt")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import pytest
 import sqlalchemy as sa
@@ -981,3 +982,41 @@ def test_a_shop_whose_listing_pages_take_longer_than_a_pass_finishes_its_round_r
     assert sorted(path for path in shop.asked if path.startswith("/list/")) == sorted(f"/list/page/{n}" for n in range(1, 9))
     assert sum(report["products_new"] for report in reports) == 8
     assert catalogue.shop_discovery(runtime.db, shop_id, source.discovery_key()) == []  # gone with the round
+
+
+def test_a_picture_handed_over_to_a_product_of_another_category_is_indexed_anew_in_its_category(runtime, plain_shop):
+    # A dress and a skirt show one picture: its garment was indexed with its owner's category, and
+    # when the owner went, the picture passed to the other and stayed there, where search showed
+    # neither.
+    answers = {"/robots.txt": (200, b""), "/img/look.jpg": (200, jpeg(tee((30, 30, 200))), {"Content-Type": "image/jpeg"})}
+    shop = plain_shop(answers)
+    for slug, category in (("dress", "Dresses"), ("skirt", "Skirts")):
+        data = {**product_data(shop.base_url, slug.title(), ["img/look.jpg"]), "category": category}
+        answers[f"/p/{slug}.html"] = (200, f'<script type="application/ld+json">{json.dumps(data)}</script>'.encode(),
+                                      {"Content-Type": "text/html"})
+    answers["/sitemap.xml"] = (200, f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc>{shop.base_url}p/dress.html</loc>'
+                                    f'</url><url><loc>{shop.base_url}p/skirt.html</loc></url></urlset>'.encode())
+    shop_id = catalogue.save_source(runtime.db, ShopSource(base_url=shop.base_url, name="s", strategy="sitemap", local=True, delay_s=0,
+                                                           fetch=FAST))
+    pipeline.scrape(runtime.app)
+    runtime.drain()
+    products = {row["category"]: row for row in catalogue.products_of_shop(runtime.db, shop_id).values()}
+    picture = ids.image_id(shop.base_url + "img/look.jpg")
+    owner = next(row for row in products.values() if row["id"] == catalogue.get_image(runtime.db, picture)["product_id"])
+    heir = next(row for row in products.values() if row is not owner)
+
+    def garment_category() -> str:
+        (row,) = runtime.db.run_query("SELECT category FROM detections WHERE image_id = :id", {"id": picture})
+        return row["category"]
+
+    assert garment_category() == owner["category"]
+    answers[urlsplit(owner["url"]).path] = (404, b"gone")
+    pipeline.revalidate(runtime.app)  # the owner is gone: its picture passes to the other
+    assert catalogue.get_image(runtime.db, picture)["product_id"] == heir["id"]
+    # The heir's next visit (this revalidation's, or the next round's) fetches its picture again.
+    pipeline.scrape(runtime.app, force=True)
+    assert ids.incoming_key(picture) in incoming(runtime)
+    runtime.drain()
+    assert garment_category() == heir["category"] and ids.incoming_key(picture) not in incoming(runtime)
+    pipeline.scrape(runtime.app, force=True)  # filed where it belongs now: not fetched again
+    assert ids.incoming_key(picture) not in incoming(runtime)
