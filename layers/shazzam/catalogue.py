@@ -398,7 +398,8 @@ def images_to_fetch_again(db: Database, product_ids: Sequence[str]) -> list[dict
     unfinished = sa.and_(images.c.status == "detected", images.c.duplicate_of.is_(None), sa.exists().where(
         detections.c.image_id == images.c.id, detections.c.embedding_status == "pending",
         detections.c.updated_at < utcnow() - UNFINISHED_AFTER))
-    owner_category = sa.select(products.c.category).where(products.c.id == images.c.product_id).scalar_subquery()
+    # Correlated to the image of the query it is in, at whatever depth (inside the EXISTS too).
+    owner_category = sa.select(products.c.category).where(products.c.id == images.c.product_id).correlate_except(products).scalar_subquery()
     misfiled = sa.and_(images.c.status == "detected", images.c.duplicate_of.is_(None), product_images.c.product_id == images.c.product_id,
                        owner_category.in_(CATEGORIES), sa.exists().where(
                            detections.c.image_id == images.c.id, detections.c.embedding_status.in_(("embedded", "indexed")),
@@ -972,9 +973,10 @@ def items_for_detections(db: Database, detection_ids: Sequence[str], filters=Non
     is every product's that shows it (a product shot two shops sell, a picture a shop's products
     share), not its first product's only.
 
-    A product filed under another category than the detection's (the shard its vector is in) is
-    not its item: a picture a dress and a skirt share is indexed in one of the two categories, and
-    the other product is not an answer there. One without a category is.
+    A picture shows its owner's garment, and is indexed in its owner's category: a product of the
+    owner's shop filed under another category is not its item (a look photo a dress and a skirt
+    share is the dress's, and the skirt is no answer for it). One without a category is, and so is
+    another shop's product (a product shot two shops sell is one garment, whatever each calls it).
 
     `filters` (a pipeline.SearchFilters) keeps only items within its price range, currency and shop
     (by name or id); an item without a price never passes a price limit.
@@ -982,8 +984,7 @@ def items_for_detections(db: Database, detection_ids: Sequence[str], filters=Non
     if not detection_ids:
         return {}
     # A shop taken off (`active` false) is neither scraped nor shown.
-    conditions = [products.c.is_dead.is_(False), images.c.is_dead.is_(False), shops.c.active.is_(True),
-                  sa.or_(products.c.category.is_(None), detections.c.category.is_(None), products.c.category == detections.c.category)]
+    conditions = [products.c.is_dead.is_(False), images.c.is_dead.is_(False), shops.c.active.is_(True)]
     if filters is not None:
         if filters.min_price is not None:
             conditions.append(products.c.price >= _price_limit(filters.min_price, ROUND_CEILING))
@@ -997,11 +998,15 @@ def items_for_detections(db: Database, detection_ids: Sequence[str], filters=Non
     # The picture's own product (a database from before links, schema version 2, has no link for
     # it), and every product linked to it: two indexed joins rather than one with an OR.
     owner = sa.select(*columns).join(images, detections.c.image_id == images.c.id).join(products, images.c.product_id == products.c.id)
+    picture_owner = products.alias("picture_owner")
     linked = (
         sa.select(*columns)
         .join(images, detections.c.image_id == images.c.id)
         .join(product_images, product_images.c.image_id == images.c.id)
         .join(products, product_images.c.product_id == products.c.id)
+        .outerjoin(picture_owner, images.c.product_id == picture_owner.c.id)
+        .where(sa.or_(products.c.category.is_(None), picture_owner.c.category.is_(None), products.c.category == picture_owner.c.category,
+                      products.c.shop_id != picture_owner.c.shop_id))
     )
     found: dict[str, dict[str, dict]] = {}
     detection_ids = list(detection_ids)

@@ -902,3 +902,31 @@ def test_a_sitemap_named_twice_is_read_once_and_one_shut_by_robots_txt_is_no_fai
     answers["/robots.txt"] = (200, b"User-agent: *\nDisallow: /sitemap.xml\n")  # the shop keeps crawlers out: read, nothing to find
     crawl = Crawl(source, Fetcher(local=True, delay_s=0, **FAST), discovery_log=MemoryDiscoveryLog())
     assert list(crawl.pages()) == [] and not crawl.discovery_failed and not crawl.cut_short
+
+
+def test_a_document_that_failed_is_read_again_after_the_others_and_given_up_when_it_fails_again(plain_shop):
+    def urlset(n):
+        return f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc>/products/{n}.html</loc></url></urlset>'.encode()
+
+    answers = {"/robots.txt": (200, b""), "/s1.xml": (503, b"busy"), **{f"/s{n}.xml": (200, urlset(n)) for n in (2, 3)}}
+    shop = plain_shop(answers)
+    answers["/sitemap.xml"] = (200, ('<sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+                                     + "".join(f"<sitemap><loc>/s{n}.xml</loc></sitemap>" for n in (1, 2, 3)) + "</sitemapindex>").encode())
+    source = ShopSource(base_url=shop.base_url, strategy="sitemap", local=True)
+    crawls = []
+    log = MemoryDiscoveryLog(lambda read: read == 2 and setattr(crawls[-1], "deadline", 0))  # out of time after s1
+    for _ in range(3):
+        crawls.append(Crawl(source, Fetcher(local=True, delay_s=0, **{**FAST, "retries": 0}), discovery_log=log))
+        crawls[-1].product_page_urls()
+        log.after_read = None
+    # s1 failed in the first pass; the second read the others first, then s1 once more; the third, none
+    assert [path for path in shop.asked if path.endswith(".xml")] == ["/sitemap.xml", "/s1.xml", "/s2.xml", "/s3.xml", "/s1.xml"]
+    assert log.documents["sitemap", shop.base_url + "s1.xml"].outcome == "missing" and crawls[-1].discovery_complete
+    assert crawls[-1].discovery.pages.keys() == {shop.base_url + f"products/{n}.html" for n in (2, 3)}
+
+
+def test_a_shop_whose_robots_txt_cannot_be_read_was_not_reached(plain_shop):
+    shop = plain_shop({"/robots.txt": (503, b"busy")})
+    crawl = Crawl(ShopSource(base_url=shop.base_url, strategy="sitemap", local=True), Fetcher(local=True, delay_s=0, **FAST),
+                  discovery_log=MemoryDiscoveryLog())
+    assert list(crawl.pages()) == [] and crawl.discovery_failed and crawl.errors["robots-unreadable"] == 1

@@ -94,8 +94,9 @@ class PageOutcome:
 @dataclass
 class DiscoveryDocument:
     """A sitemap or a listing page that discovery reads. ``outcome`` is None until it is read, then
-    "listed" (it named pages), "indexed" (a sitemap index: it named sitemaps), "missing" (404, 410
-    or shut by robots.txt: not read again this round) or "failed" (read again at the next pass)."""
+    "listed" (it named pages), "indexed" (a sitemap index: it named sitemaps), "missing" (404, 410,
+    shut by robots.txt, or failed twice: not read again this round) or "failed" (read again once,
+    at the next pass)."""
 
     url: str
     kind: str  # "sitemap" | "listing"
@@ -119,8 +120,9 @@ class DiscoveryLog(Protocol):
 class Discovery:
     """What a discovery has queued, read and found: its documents in the order found (one per kind
     and URL: a home page named as a sitemap is still read as a listing page), and its pages. A
-    document to read is one never read, or one that failed: it is read again once a pass (a 503, or
-    the pass's time running out, would otherwise cost the round what it names)."""
+    document to read is one never read, then one that failed at an earlier pass: it is read once
+    more (a 503, or the pass's time running out, would otherwise cost the round what it names),
+    after the others, so that documents failing for good hold up no round."""
 
     def __init__(self, documents: Sequence[DiscoveryDocument] = (), pages: Sequence[str] = ()) -> None:
         self.documents: dict[tuple[str, str], DiscoveryDocument] = {}
@@ -128,6 +130,8 @@ class Discovery:
         self.pages: dict[str, None] = {}
         self.listings = 0
         self.add(documents, pages)
+        # Those that failed before go behind those never read.
+        self.pending = deque(sorted(self.pending, key=lambda document: document.outcome == "failed"))
 
     def listed(self) -> bool:
         """Whether a document that names pages (a sitemap of pages, a listing page) was read."""
@@ -271,7 +275,10 @@ class Crawl:
             result = self.fetcher.get(url, **kwargs)
         except RobotsDisallowed as error:
             self.stats["skipped_by_robots"] += 1
-            return "missing" if error.written else "failed"
+            if error.written:
+                return "missing"
+            self.errors["robots-unreadable"] += 1  # robots.txt could not be read: the shop was not reached
+            return "failed"
         except FetchError as error:
             log.warning("%s: %s", url, error)
             self.errors[error.kind] += 1
@@ -356,7 +363,9 @@ class Crawl:
                 break
             document = discovery.pending.popleft()
             read = self._read_sitemap if document.kind == "sitemap" else self._read_listing
-            document.outcome, documents, pages = read(document)
+            outcome, documents, pages = read(document)
+            # Failed again: given up until the next round.
+            document.outcome = "missing" if outcome == document.outcome == "failed" else outcome
             documents, pages = discovery.add(documents, pages, self.source.max_pages)
             self._found_due += sum(map(self._due, pages))
             self._log(document, documents, pages)
