@@ -363,7 +363,7 @@ def item(item_id: str):
         "shop_url": found["shop_url"],
         "brand": found["brand"],
         "category": found["category"],
-        "price": None if found["price"] is None else f"{found['price']:.2f}",
+        "price": catalogue.price_text(found["price"], found["currency"]),
         "currency": found["currency"],
         "url": found["url"],
         "image_urls": found["image_urls"],

@@ -214,25 +214,39 @@ def _discovery_key(shop_id: str, url: str, kind: str) -> str:
     return hashlib.sha1(f"{shop_id}\n{kind}\n{url}".encode(), usedforsecurity=False).hexdigest()
 
 
-# products.price is NUMERIC(12, 2): MySQL refuses a row whose price does not fit (SQLite would keep it).
+# products.price is NUMERIC(13, 3): MySQL refuses a row whose price does not fit (SQLite would keep it).
 MAX_PRICE = Decimal("9999999999.99")
+# ISO 4217's currencies whose minor unit is a thousandth (the Kuwaiti dinar's 1,000 fils); the
+# others' prices are kept and shown to the cent (a yen price as "1200.00").
+THOUSANDTHS = frozenset({"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"})
 
 
-def _storable_price(price) -> Decimal | None:
-    """The price as the column holds it (to the cent), or None for one it cannot hold."""
+def price_places(currency: str | None) -> int:
+    """The decimals a price in this currency is kept and shown with."""
+    return 3 if currency in THOUSANDTHS else 2
+
+
+def price_text(price, currency: str | None) -> str | None:
+    """A price as the API shows it: a decimal string to the currency's minor unit ("12.50", "12.505")."""
+    return None if price is None else f"{Decimal(price):.{price_places(currency)}f}"
+
+
+def _storable_price(price, currency: str | None = None) -> Decimal | None:
+    """The price as the column holds it (to the currency's minor unit, at most a thousandth), or
+    None for one it cannot hold."""
     if price is None:
         return None
     price = Decimal(price)
     if not price.is_finite() or not 0 <= price <= MAX_PRICE:
         return None
-    return price.quantize(Decimal("0.01"))
+    return price.quantize(Decimal(1).scaleb(-price_places(currency)))
 
 
 def _price_limit(limit: Decimal, rounding: str) -> Decimal:
-    """A search's price limit as the cent it allows: prices are held to the cent, and SQLite
-    compares a limit between two cents as the nearest float (25.989999999999999 as 25.99). One
-    beyond any storable price is kept as it is."""
-    return limit if limit > MAX_PRICE else limit.quantize(Decimal("0.01"), rounding=rounding)
+    """A search's price limit as the thousandth it allows: prices are held to the thousandth at
+    most, and SQLite compares a limit between two as the nearest float (25.989999999999999 as
+    25.99). One beyond any storable price is kept as it is."""
+    return limit if limit > MAX_PRICE else limit.quantize(Decimal("0.001"), rounding=rounding)
 
 
 def product_shop(db: Database, product_id: str) -> str | None:
@@ -247,13 +261,14 @@ def save_product(db: Database, shop_id: str, product, page_url: str | None = Non
     product_id = ids.product_id(product.url)
     now = utcnow()
     in_stock = getattr(product, "in_stock", True)
+    currency = product.currency if isinstance(product.currency, str) and re.fullmatch(r"[A-Z]{3}", product.currency) else None
     values = {
         "id": product_id,
         "shop_id": shop_id,
         "url": product.url,
         "title": product.title[:512],
-        "price": _storable_price(product.price),
-        "currency": product.currency if isinstance(product.currency, str) and re.fullmatch(r"[A-Z]{3}", product.currency) else None,
+        "price": _storable_price(product.price, currency),
+        "currency": currency,
         "category": product.category,
         "brand": (product.brand or None) and product.brand[:255],
         "sku": (product.sku or None) and product.sku[:255],

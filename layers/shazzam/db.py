@@ -49,7 +49,7 @@ products = sa.Table(
     sa.Column("shop_id", sa.String(40), sa.ForeignKey("shops.id"), nullable=False, index=True),
     sa.Column("url", sa.Text, nullable=False),
     sa.Column("title", sa.String(512), nullable=False),
-    sa.Column("price", sa.Numeric(12, 2)),
+    sa.Column("price", sa.Numeric(13, 3)),  # v10: to the thousandth (the Kuwaiti dinar's fils), was (12, 2)
     sa.Column("currency", sa.String(3)),
     sa.Column("category", sa.String(32)),
     sa.Column("brand", sa.String(255)),
@@ -272,6 +272,12 @@ def _discovery(connection: sa.Connection) -> None:
     _create_tables(connection, [discovery])
 
 
+def _prices_to_the_thousandth(connection: sa.Connection) -> None:
+    # SQLite keeps any number in the column as it is; MySQL held two decimals.
+    if connection.dialect.name == "mysql":
+        connection.execute(sa.text("ALTER TABLE products MODIFY price DECIMAL(13, 3)"))
+
+
 def _complete_schema(connection: sa.Connection) -> None:
     # Versions 4 and 5 grew after some databases had applied them (shops.attempted_at and
     # products.checked_at joined 4, the duplicate_of index joined 5), and those databases never ran
@@ -293,6 +299,7 @@ MIGRATIONS: Sequence[tuple[int, str, Any]] = (
     (7, "the images indexed by their bytes' digest", _image_digests_indexed),
     (8, "leases, so that only one crawler fetches from the shops at a time", _leases),
     (9, "what each shop's scrape round has discovered, kept between passes", _discovery),
+    (10, "prices to the thousandth, for currencies of three decimals", _prices_to_the_thousandth),
 )
 
 

@@ -34,7 +34,8 @@ def _json(description: str, schema: dict) -> dict:
 
 
 NULLABLE_STRING = {"type": ["string", "null"]}
-PRICE = {"type": ["string", "null"], "pattern": r"^\d+\.\d{2}$", "description": "decimal, as a string to keep cents exact"}
+PRICE = {"type": ["string", "null"], "pattern": r"^\d+\.\d{2,3}$",
+         "description": "decimal, as a string to keep it exact: to the cent, or to the thousandth for a currency of three decimals (KWD)"}
 
 SEARCH_FIELDS = {
     "category": {"type": "string", "enum": CATEGORIES, "description": "search this category instead of the classifier's"},

@@ -611,7 +611,7 @@ def _result(item: dict, distance: float) -> dict:
         "title": item["title"],
         "shop": item["shop"],
         "brand": item["brand"],
-        "price": None if item["price"] is None else f"{item['price']:.2f}",
+        "price": catalogue.price_text(item["price"], item["currency"]),
         "currency": item["currency"],
         "url": item["url"],
         "image_url": item["image_url"],

@@ -79,7 +79,7 @@ def test_open_migrates_once(db_url):
 
 def test_migrate_on_a_fresh_database_applies_every_version(db_url):
     database = Database(db_url, migrate=False).open_connection()
-    assert migrate(database.engine) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert migrate(database.engine) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
     assert migrate(database.engine) == []
     database.close()
 
@@ -110,7 +110,7 @@ def test_a_database_that_applied_versions_4_and_5_before_they_grew_is_completed(
         connection.execute(sa.text("ALTER TABLE shops DROP COLUMN attempted_at"))
         connection.execute(sa.text("ALTER TABLE products DROP COLUMN checked_at"))
     monkeypatch.setattr(shazzam.db, "MIGRATIONS", MIGRATIONS)
-    assert migrate(old.engine) == [6, 7, 8, 9]
+    assert migrate(old.engine) == [6, 7, 8, 9, 10]
     assert _schema(old.engine) == expected
     shop_id = catalogue.add_shop(old, SHOP, "Example")
     catalogue.mark_shop_attempted(old, shop_id)
@@ -146,7 +146,7 @@ def test_a_migration_cut_between_a_table_and_its_index_is_completed_when_rerun(d
     tables = set(sa.inspect(database.engine).get_table_names())
     if database.dialect == "sqlite":  # one transaction per version: version 2 left nothing behind
         assert "http_cache" not in tables and "product_images" not in tables
-    assert migrate(database.engine) == [2, 3, 4, 5, 6, 7, 8, 9]
+    assert migrate(database.engine) == [2, 3, 4, 5, 6, 7, 8, 9, 10]
     assert "ix_http_cache_shop_id" in _schema(database.engine)["http_cache"][1]
     database.close()
 
@@ -203,7 +203,7 @@ def test_injection_shaped_values_are_stored_verbatim(db):
 
 
 @pytest.mark.parametrize("price, currency, stored", [
-    ("12345678901234.5", "EUR", (None, "EUR")),  # does not fit NUMERIC(12, 2): MySQL refused the row
+    ("12345678901234.5", "EUR", (None, "EUR")),  # does not fit NUMERIC(13, 3): MySQL refused the row
     ("1.005", "EURO", (Decimal("1.00"), None)),  # a currency that is not an ISO code: refused too
     ("1e40", "usd", (None, None)),
 ])
@@ -212,6 +212,28 @@ def test_a_price_or_currency_the_columns_cannot_hold_is_dropped_not_the_product(
     product_id = catalogue.save_product(db, shop_id, product(price=price, currency=currency))
     row = one(db, "SELECT price, currency FROM products WHERE id = :id", id=product_id)
     assert (row["price"], row["currency"]) == stored
+
+
+@pytest.mark.parametrize("price, currency, shown", [
+    ("12.505", "KWD", "12.505"),  # a dinar is 1,000 fils: its thousandths were lost
+    ("12.5", "KWD", "12.500"),
+    ("12.505", "EUR", "12.50"),  # to the cent, the nearest even
+    ("1200", "JPY", "1200.00"),
+])
+def test_a_price_is_kept_and_shown_to_its_currencys_minor_unit(db, price, currency, shown):
+    from shazzam.pipeline import SearchFilters
+
+    shop_id, product_id, image_id = catalogue.add_shop(db, SHOP, "Example"), None, ids.image_id(f"{SHOP}/p/1.jpg")
+    product_id = catalogue.save_product(db, shop_id, product(price=price, currency=currency))
+    catalogue.save_image(db, image_id, f"{SHOP}/p/1.jpg", product_id)
+    catalogue.save_detections(db, image_id, [detection(image_id, 0)])
+    item = catalogue.get_item(db, product_id)
+    assert catalogue.price_text(item["price"], item["currency"]) == shown
+    d0 = ids.detection_id(image_id, 0)
+    exactly = SearchFilters(min_price=Decimal(shown), max_price=Decimal(shown))
+    assert len(catalogue.items_for_detections(db, [d0], exactly)[d0]) == 1
+    above = SearchFilters(min_price=Decimal(shown) + Decimal("0.001"))
+    assert catalogue.items_for_detections(db, [d0], above) == {}
 
 
 def test_an_image_no_page_shows_any_more_dies_and_a_shared_one_changes_owner(db):

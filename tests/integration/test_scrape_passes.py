@@ -430,7 +430,7 @@ def test_later_migrations_upgrade_a_version_1_database(db_url):
         connection.execute(sa.text("INSERT INTO shops (id, base_url, name, active, created_at) VALUES ('t', 'http://127.0.0.1:8765/', 'y', 1, '2026-01-01 00:00:00')"))
     engine.dispose()
     database = Database(db_url, migrate=False).open_connection()
-    assert migrate(database.engine) == [2, 3, 4, 5, 6, 7, 8, 9]
+    assert migrate(database.engine) == [2, 3, 4, 5, 6, 7, 8, 9, 10]
     assert "embedded_by" in {column["name"] for column in sa.inspect(database.engine).get_columns("detections")}
     assert "colour_grid" in {column["name"] for column in sa.inspect(database.engine).get_columns("images")}
     columns = {column["name"] for column in sa.inspect(database.engine).get_columns("products")}
