@@ -462,6 +462,14 @@ def image_hashes(db: Database) -> dict[str, tuple[str, str | None]]:
         return {row.id: (row.phash, row.colour_grid) for row in rows}
 
 
+def live_owner(db: Database, image_id: str) -> str | None:
+    """The product that owns the picture, while it lives."""
+    with db.transaction() as connection:
+        return connection.execute(
+            sa.select(products.c.id).join(images, images.c.product_id == products.c.id).where(images.c.id == image_id, products.c.is_dead.is_(False))
+        ).scalar()
+
+
 def get_image(db: Database, image_id: str) -> dict | None:
     with db.transaction() as connection:
         row = connection.execute(sa.select(images).where(images.c.id == image_id)).mappings().first()
@@ -990,8 +998,10 @@ def items_for_detections(db: Database, detection_ids: Sequence[str], filters=Non
 
     A picture shows its owner's garment, and is indexed in its owner's category: a product of the
     owner's shop filed under another category is not its item (a look photo a dress and a skirt
-    share is the dress's, and the skirt is no answer for it). One without a category is, and so is
-    another shop's product (a product shot two shops sell is one garment, whatever each calls it).
+    share is the dress's, and the skirt is no answer for it), nor is one of another shop whose own
+    copy of the picture belongs to a product of another category. One without a category is, and
+    so is another shop's product otherwise (a product shot two shops sell is one garment, whatever
+    each calls it).
 
     `filters` (a pipeline.SearchFilters) keeps only items within its price range, currency and shop
     (by name or id); an item without a price never passes a price limit.
@@ -1013,15 +1023,25 @@ def items_for_detections(db: Database, detection_ids: Sequence[str], filters=Non
     # The picture's own product (a database from before links, schema version 2, has no link for
     # it), and every product linked to it: two indexed joins rather than one with an OR.
     owner = sa.select(*columns).join(images, detections.c.image_id == images.c.id).join(products, images.c.product_id == products.c.id)
-    picture_owner = products.alias("picture_owner")
+    picture_owner, shop_copy, shop_copy_owner = products.alias("picture_owner"), images.alias("shop_copy"), products.alias("shop_copy_owner")
+
+    def other_category(owner) -> sa.ColumnElement:
+        return sa.and_(owner.c.category.is_not(None), products.c.category.is_not(None), owner.c.category != products.c.category)
+
+    # The picture as the product's own shop has it (the picture itself, or the shop's copy of it)
+    # belongs to a product of another category: a look photo the shop's dress and skirt share.
+    of_another_garment = sa.or_(
+        sa.and_(picture_owner.c.shop_id == products.c.shop_id, other_category(picture_owner)),
+        sa.exists().where(shop_copy.c.duplicate_of == images.c.id, shop_copy.c.product_id == shop_copy_owner.c.id,
+                          shop_copy_owner.c.shop_id == products.c.shop_id, shop_copy_owner.c.is_dead.is_(False), other_category(shop_copy_owner)),
+    )
     linked = (
         sa.select(*columns)
         .join(images, detections.c.image_id == images.c.id)
         .join(product_images, product_images.c.image_id == images.c.id)
         .join(products, product_images.c.product_id == products.c.id)
         .outerjoin(picture_owner, images.c.product_id == picture_owner.c.id)
-        .where(sa.or_(products.c.category.is_(None), picture_owner.c.category.is_(None), products.c.category == picture_owner.c.category,
-                      products.c.shop_id != picture_owner.c.shop_id))
+        .where(~of_another_garment)
     )
     found: dict[str, dict[str, dict]] = {}
     detection_ids = list(detection_ids)

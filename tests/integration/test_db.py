@@ -569,6 +569,38 @@ def test_a_picture_products_of_two_categories_share_is_an_item_of_its_owners_cat
     assert sorted(item["product_id"] for item in catalogue.items_for_detections(db, [d0])[d0]) == sorted([skirt, unfiled, elsewhere])
 
 
+def test_another_shops_copy_of_a_look_photo_is_judged_by_that_shops_owner(db, image_with_detections):
+    # Shop B sells the same look photo (its own copy of it) on its dress and its skirt: its skirt
+    # was an answer to a search for dresses.
+    _, dress_a, picture = image_with_detections
+    d0 = ids.detection_id(picture, 0)
+    other = "https://other.example"
+    shop_b = catalogue.add_shop(db, other)
+    dress_b, skirt_b = (catalogue.save_product(db, shop_b, product(url=f"{other}/p/{category}", category=category)) for category in ("dress", "skirt"))
+    copy_id = ids.image_id(f"{other}/look.jpg")
+    catalogue.save_image(db, copy_id, f"{other}/look.jpg", dress_b)
+    catalogue.update_image(db, copy_id, status="duplicate", duplicate_of=picture)
+    for shown_by in (dress_b, skirt_b):
+        catalogue.link_image(db, shown_by, picture, 0)
+    assert sorted(item["product_id"] for item in catalogue.items_for_detections(db, [d0])[d0]) == sorted([dress_a, dress_b])
+
+
+def test_a_picture_whose_owner_is_of_another_category_than_its_garment_is_fetched_again_by_its_owner_only(db, image_with_detections):
+    shop_id, dress, picture = image_with_detections
+    skirt = catalogue.save_product(db, shop_id, product(url=f"{SHOP}/p/skirt", title="Skirt", category="skirt"))
+    own = ids.image_id(f"{SHOP}/p/skirt.jpg")  # the skirt's own picture, filed where it belongs
+    catalogue.save_image(db, own, f"{SHOP}/p/skirt.jpg", skirt)
+    for shown_by, image_id, category in ((dress, picture, "dress"), (skirt, picture, None), (skirt, own, "skirt")):
+        catalogue.link_image(db, shown_by, image_id, 0)
+        if category:
+            catalogue.update_image(db, image_id, status="detected", content_sha256=image_id)
+            catalogue.save_detections(db, image_id, [detection(image_id, 0)])
+            catalogue.update_detection(db, ids.detection_id(image_id, 0), embedding_status="indexed", category=category)
+    assert catalogue.images_to_fetch_again(db, [dress, skirt]) == []
+    catalogue.mark_product_dead(db, dress)  # the look photo passes to the skirt, its garment still with the dresses
+    assert [(row["src_link"], row["stored"]) for row in catalogue.images_to_fetch_again(db, [skirt])] == [(f"{SHOP}/p/1.jpg", True)]
+
+
 def test_a_picture_passes_to_a_product_of_its_owners_category_first(db, image_with_detections):
     shop_id, dress, image_id = image_with_detections
     # The skirt's id comes first: among the heirs of one shop, the first by id was taken.

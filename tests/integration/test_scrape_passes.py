@@ -984,26 +984,40 @@ def test_a_shop_whose_listing_pages_take_longer_than_a_pass_finishes_its_round_r
     assert catalogue.shop_discovery(runtime.db, shop_id, source.discovery_key()) == []  # gone with the round
 
 
+def look_photo_shop(runtime, plain_shop):
+    """A shop whose dress and skirt pages show one look photo, scraped and ingested; `file_under(slug,
+    category)` re-files a product's page."""
+    answers = {"/robots.txt": (200, b""), "/img/look.jpg": (200, jpeg(tee((30, 30, 200))), {"Content-Type": "image/jpeg"})}
+    shop = plain_shop(answers)
+
+    def file_under(slug: str, category: str) -> None:
+        data = {**product_data(shop.base_url, slug.title(), ["img/look.jpg"]), "category": category}
+        answers[f"/p/{slug}.html"] = (200, f'<script type="application/ld+json">{json.dumps(data)}</script>'.encode(),
+                                      {"Content-Type": "text/html"})
+
+    file_under("dress", "Dresses")
+    file_under("skirt", "Skirts")
+    answers["/sitemap.xml"] = (200, f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc>{shop.base_url}p/dress.html</loc>'
+                                    f'</url><url><loc>{shop.base_url}p/skirt.html</loc></url></urlset>'.encode())
+    catalogue.save_source(runtime.db, ShopSource(base_url=shop.base_url, name="s", strategy="sitemap", local=True, delay_s=0, fetch=FAST))
+    pipeline.scrape(runtime.app)
+    runtime.drain()
+    return shop, answers, file_under, ids.image_id(shop.base_url + "img/look.jpg")
+
+
+def look_photo_products(runtime, shop, picture) -> tuple[dict, dict]:
+    """The look photo's owner and the other product that shows it."""
+    rows = catalogue.products_of_shop(runtime.db, ids.shop_id(shop.base_url)).values()
+    owner = next(row for row in rows if row["id"] == catalogue.get_image(runtime.db, picture)["product_id"])
+    return owner, next(row for row in rows if row is not owner)
+
+
 def test_a_picture_handed_over_to_a_product_of_another_category_is_indexed_anew_in_its_category(runtime, plain_shop):
     # A dress and a skirt show one picture: its garment was indexed with its owner's category, and
     # when the owner went, the picture passed to the other and stayed there, where search showed
     # neither.
-    answers = {"/robots.txt": (200, b""), "/img/look.jpg": (200, jpeg(tee((30, 30, 200))), {"Content-Type": "image/jpeg"})}
-    shop = plain_shop(answers)
-    for slug, category in (("dress", "Dresses"), ("skirt", "Skirts")):
-        data = {**product_data(shop.base_url, slug.title(), ["img/look.jpg"]), "category": category}
-        answers[f"/p/{slug}.html"] = (200, f'<script type="application/ld+json">{json.dumps(data)}</script>'.encode(),
-                                      {"Content-Type": "text/html"})
-    answers["/sitemap.xml"] = (200, f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc>{shop.base_url}p/dress.html</loc>'
-                                    f'</url><url><loc>{shop.base_url}p/skirt.html</loc></url></urlset>'.encode())
-    shop_id = catalogue.save_source(runtime.db, ShopSource(base_url=shop.base_url, name="s", strategy="sitemap", local=True, delay_s=0,
-                                                           fetch=FAST))
-    pipeline.scrape(runtime.app)
-    runtime.drain()
-    products = {row["category"]: row for row in catalogue.products_of_shop(runtime.db, shop_id).values()}
-    picture = ids.image_id(shop.base_url + "img/look.jpg")
-    owner = next(row for row in products.values() if row["id"] == catalogue.get_image(runtime.db, picture)["product_id"])
-    heir = next(row for row in products.values() if row is not owner)
+    shop, answers, file_under, picture = look_photo_shop(runtime, plain_shop)
+    owner, heir = look_photo_products(runtime, shop, picture)
 
     def garment_category() -> str:
         (row,) = runtime.db.run_query("SELECT category FROM detections WHERE image_id = :id", {"id": picture})
@@ -1020,3 +1034,16 @@ def test_a_picture_handed_over_to_a_product_of_another_category_is_indexed_anew_
     assert garment_category() == heir["category"] and ids.incoming_key(picture) not in incoming(runtime)
     pipeline.scrape(runtime.app, force=True)  # filed where it belongs now: not fetched again
     assert ids.incoming_key(picture) not in incoming(runtime)
+
+
+def test_a_picture_fetched_again_for_a_product_its_shop_refiles_stays_its_live_owners(runtime, plain_shop):
+    # The other product, re-filed, took the look photo over: its owner, still showing it, was then
+    # a product of another category than the picture's, an answer to no search.
+    shop, answers, file_under, picture = look_photo_shop(runtime, plain_shop)
+    owner, other = look_photo_products(runtime, shop, picture)
+    file_under(urlsplit(other["url"]).path.removeprefix("/p/").removesuffix(".html"), "Shirts")
+    pipeline.scrape(runtime.app, force=True)
+    runtime.drain()
+    assert catalogue.get_image(runtime.db, picture)["product_id"] == owner["id"]
+    d0 = ids.detection_id(picture, 0)
+    assert [item["product_id"] for item in catalogue.items_for_detections(runtime.db, [d0])[d0]] == [owner["id"]]

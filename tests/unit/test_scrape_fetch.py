@@ -930,3 +930,38 @@ def test_a_shop_whose_robots_txt_cannot_be_read_was_not_reached(plain_shop):
     crawl = Crawl(ShopSource(base_url=shop.base_url, strategy="sitemap", local=True), Fetcher(local=True, delay_s=0, **FAST),
                   discovery_log=MemoryDiscoveryLog())
     assert list(crawl.pages()) == [] and crawl.discovery_failed and crawl.errors["robots-unreadable"] == 1
+
+
+def test_a_document_not_asked_for_is_no_failure_and_waits_for_the_next_pass(plain_shop):
+    def urlset(n):
+        return f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc>/products/{n}.html</loc></url></urlset>'.encode()
+
+    # An earlier pass read the index; s1 and s2 failed then. Now s1 asks for a minute's rest, and
+    # s2 is not asked at all: it was given up for the round, though the shop was never asked.
+    answers = {"/robots.txt": (200, b""), "/s1.xml": (429, b"slow down", {"Retry-After": "60"}), "/s2.xml": (200, urlset(2))}
+    shop = plain_shop(answers)
+    log = MemoryDiscoveryLog()
+    documents = [DiscoveryDocument(shop.base_url + "sitemap.xml", "sitemap", 1, "indexed")]
+    documents += [DiscoveryDocument(shop.base_url + f"s{n}.xml", "sitemap", 2, "failed") for n in (1, 2)]
+    log.record(None, documents, [])
+    crawl = Crawl(ShopSource(base_url=shop.base_url, strategy="sitemap", local=True),
+                  Fetcher(local=True, delay_s=0, **{**FAST, "retries": 0}), discovery_log=log)
+    crawl.product_page_urls()
+    assert "/s2.xml" not in shop.asked and crawl.errors["rate-limited"] == 2
+    assert log.documents["sitemap", shop.base_url + "s1.xml"].outcome == "missing"  # it answered: a second failure
+    assert log.documents["sitemap", shop.base_url + "s2.xml"].outcome == "failed" and not crawl.discovery_complete
+
+
+def test_a_refusal_before_any_request_says_the_host_was_not_asked(plain_shop):
+    shop = plain_shop({"/robots.txt": (200, b""), "/busy": (503, b"busy"), "/later": (429, b"", {"Retry-After": "60"})})
+    fetcher = Fetcher(local=True, delay_s=0, **{**FAST, "retries": 0})
+    assert fetcher.get(shop.base_url + "busy").status == 503  # answered: no refusal at all
+    with pytest.raises(FetchError) as answered:
+        fetcher.get(shop.base_url + "later")  # asks for a minute's rest: asked, and refused
+    with pytest.raises(FetchError) as gated:
+        fetcher.get(shop.base_url + "busy")  # the host's gate is closed for that minute
+    fetcher.deadline = time.monotonic() - 1
+    with pytest.raises(FetchError) as late:
+        fetcher.get(shop.base_url + "busy")  # the run's time is up
+    assert (answered.value.asked, gated.value.asked, late.value.asked) == (True, False, False)
+    assert (gated.value.kind, late.value.kind) == ("rate-limited", "timeout")

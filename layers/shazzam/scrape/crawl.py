@@ -254,6 +254,8 @@ class Crawl:
         self.discovery_failed = False
         # Whether discovery read all it found to read (else the pages it found are part of the round's).
         self.discovery_complete = False
+        # Whether this pass's discovery has nothing left it can read now (complete, or what is left waits for the next pass).
+        self.discovery_exhausted = False
         self.discovery_log = discovery_log  # None: discovery starts afresh, and nothing of it is kept
         self.discovery = Discovery()
         # A Shopify feed read to its end (its first empty page) in this round: its pages' URLs. A
@@ -270,7 +272,8 @@ class Crawl:
     def _fetch(self, url: str, **kwargs) -> FetchResult | str:
         """A discovery document (sitemap, listing page); when it cannot be had, the outcome to
         record (counted): "missing" where the shop says there is none (404, 410, its robots.txt),
-        "failed" where it may answer next time."""
+        "failed" where it may answer next time, "deferred" where it was not asked (the host's
+        Retry-After gate closed, the run's time up)."""
         try:
             result = self.fetcher.get(url, **kwargs)
         except RobotsDisallowed as error:
@@ -282,7 +285,7 @@ class Crawl:
         except FetchError as error:
             log.warning("%s: %s", url, error)
             self.errors[error.kind] += 1
-            return "failed"
+            return "failed" if error.asked else "deferred"
         self.stats["pages_fetched"] += 1
         if result.status != 200:
             self.errors[f"http-{result.status}"] += 1
@@ -359,11 +362,16 @@ class Crawl:
                     if starts := discovery.add(self._listing_starts(), [], self.source.max_pages)[0]:
                         self._log(None, starts, [])
                         continue
-                self.discovery_complete = True
+                self.discovery_exhausted = True
+                # Complete unless a document is left for the next pass: one not asked for (deferred),
+                # or one that failed for the first time.
+                self.discovery_complete = all(document.outcome not in (None, "failed") for document in discovery.documents.values())
                 break
             document = discovery.pending.popleft()
             read = self._read_sitemap if document.kind == "sitemap" else self._read_listing
             outcome, documents, pages = read(document)
+            if outcome == "deferred":
+                continue  # not read: it stays as it was, to read at the next pass
             # Failed again: given up until the next round.
             document.outcome = "missing" if outcome == document.outcome == "failed" else outcome
             documents, pages = discovery.add(documents, pages, self.source.max_pages)
@@ -492,8 +500,8 @@ class Crawl:
             yield from self._shopify_pages()
             return
         found = self.product_page_urls()
-        # Failed documents are read again each pass, so this pass's errors say whether it reached any.
-        if self.discovery_complete and not found and self.errors and not self.discovery.listed():
+        # Failed documents are read again at the next pass, so this pass's errors say whether it reached the shop.
+        if self.discovery_exhausted and not found and self.errors and not self.discovery.listed():
             self.discovery_failed = self.cut_short = True
             if self.discovery_log is not None:
                 self.discovery_log.forget()  # the next pass tries again from the start

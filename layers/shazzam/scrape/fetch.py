@@ -60,6 +60,9 @@ class FetchError(Exception):
         super().__init__(message)
         self.kind = kind
         self.redirected = False  # refused at a redirect's target, not at the address asked for
+        # False: refused here before the host was asked anything (its Retry-After gate closed, the
+        # run's time up), which says nothing of the page.
+        self.asked = True
 
 
 class RobotsDisallowed(FetchError):
@@ -593,7 +596,11 @@ class Fetcher:
         redirects are followed to any public host (RFC 9309, 2.3.1.2)."""
         max_redirects = ROBOTS_MAX_REDIRECTS if robots_file else self.policy.max_redirects
         for hop in range(max_redirects + 1):
-            self._check_run_deadline(url)
+            try:
+                self._check_run_deadline(url)
+            except FetchError as error:
+                error.asked = hop > 0
+                raise
             try:
                 self.check_url(url, any_host=robots_file)
                 url = percent_encoded(url)
@@ -602,7 +609,11 @@ class Fetcher:
             except FetchError as error:
                 error.redirected = hop > 0
                 raise
-            result, location = self._get_retrying(url, etag, last_modified, accept)
+            try:
+                result, location = self._get_retrying(url, etag, last_modified, accept)
+            except FetchError as error:
+                error.asked |= hop > 0  # an earlier hop was answered
+                raise
             if location is None:
                 return result
             try:
@@ -621,39 +632,45 @@ class Fetcher:
     def _get_retrying(self, url, etag, last_modified, accept) -> tuple[FetchResult, str | None]:
         policy = self.policy
         gate = self._gate(url)
-        if (closed := gate.closed_for()) > 0:
-            raise FetchError(f"{url}: the host asked for no requests for {closed:.0f} s more", kind="rate-limited")
-        for attempt in range(policy.retries + 1):
-            last = attempt == policy.retries
-            if (held := gate.next_start - time.monotonic()) > 0:
-                self._may_wait(held, url)  # a host held off past the deadline: refused now, not after the wait
-            gate.wait_turn(self._delay_for(url))
-            self._check_run_deadline(url)
-            try:
-                with gate.slots:
-                    result, location = self._get_once(url, etag, last_modified, accept)
-            except FetchError as error:
-                if error.kind not in ("network", "timeout") or last:
-                    raise
-                self._may_wait(policy.backoff_s * 2**attempt, url)
-                time.sleep(policy.backoff_s * 2**attempt)
-                continue
-            if result.status in (429, 503) or result.status >= 500:
-                wait = _retry_after_s(result.retry_after) if result.status in (429, 503) else None
-                if wait is not None and wait > policy.max_retry_after_s:
-                    gate.close_for(wait)  # the rest of the host's pages are not asked for either
-                    raise FetchError(f"{url}: Retry-After {wait:.0f} s is too long", kind="rate-limited")
-                if wait is not None:
-                    # Every worker on this host waits, not only this one, and the next page waits
-                    # too when this request is not retried (its last try, or past the deadline).
-                    gate.hold_off(wait)
-                if not last:
-                    self._may_wait(wait if wait is not None else policy.backoff_s * 2**attempt, url)
-                    if wait is None:
-                        time.sleep(policy.backoff_s * 2**attempt)
+        asked = False  # whether a request went out: a refusal before any says nothing of the page
+        try:
+            if (closed := gate.closed_for()) > 0:
+                raise FetchError(f"{url}: the host asked for no requests for {closed:.0f} s more", kind="rate-limited")
+            for attempt in range(policy.retries + 1):
+                last = attempt == policy.retries
+                if (held := gate.next_start - time.monotonic()) > 0:
+                    self._may_wait(held, url)  # a host held off past the deadline: refused now, not after the wait
+                gate.wait_turn(self._delay_for(url))
+                self._check_run_deadline(url)
+                asked = True
+                try:
+                    with gate.slots:
+                        result, location = self._get_once(url, etag, last_modified, accept)
+                except FetchError as error:
+                    if error.kind not in ("network", "timeout") or last:
+                        raise
+                    self._may_wait(policy.backoff_s * 2**attempt, url)
+                    time.sleep(policy.backoff_s * 2**attempt)
                     continue
-            return result, location
-        raise AssertionError("unreachable")
+                if result.status in (429, 503) or result.status >= 500:
+                    wait = _retry_after_s(result.retry_after) if result.status in (429, 503) else None
+                    if wait is not None and wait > policy.max_retry_after_s:
+                        gate.close_for(wait)  # the rest of the host's pages are not asked for either
+                        raise FetchError(f"{url}: Retry-After {wait:.0f} s is too long", kind="rate-limited")
+                    if wait is not None:
+                        # Every worker on this host waits, not only this one, and the next page waits
+                        # too when this request is not retried (its last try, or past the deadline).
+                        gate.hold_off(wait)
+                    if not last:
+                        self._may_wait(wait if wait is not None else policy.backoff_s * 2**attempt, url)
+                        if wait is None:
+                            time.sleep(policy.backoff_s * 2**attempt)
+                        continue
+                return result, location
+            raise AssertionError("unreachable")
+        except FetchError as error:
+            error.asked = asked
+            raise
 
     def _check_run_deadline(self, url: str) -> None:
         # Each request has its own total timeout; the run's deadline bounds them all, a redirect

@@ -328,10 +328,12 @@ class SourcePass:
                 return self.image(product_id, url, position, refetch=True)  # the original died meanwhile
             counts["images_duplicate"] += 1
             return
-        # Stored (again) as this product's picture: a dead one brought back belongs to the product
-        # that shows it now, not to the one whose death it came from.
+        # Stored (again): a dead one brought back belongs to the product that shows it now, not to
+        # the one whose death it came from; one a live product owns stays that one's (fetched
+        # again for another product that shows it, re-filed by its shop).
+        owner = catalogue.live_owner(self.db, image_id) or product_id
         catalogue.update_image(self.db, image_id, content_sha256=digest, phash=phash, colour_grid=colours, duplicate_of=None, status="new",
-                               error=None, is_dead=False, product_id=product_id)
+                               error=None, is_dead=False, product_id=owner)
         catalogue.link_image(self.db, product_id, image_id, position)
         if phash:
             self.hashes.add(image_id, phash, colours)
