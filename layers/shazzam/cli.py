@@ -316,8 +316,19 @@ def cmd_shops(args) -> int:
     elif args.shops_command == "remove" and not catalogue.take_shop_off(db, args.url):
         raise ValueError(f"no shop at {args.url}")
     shops = catalogue.active_shops(db)
-    print(json.dumps(shops, default=str) if args.json else "\n".join(f"{s['name']}  {s['base_url']}" for s in shops))
+    progress = catalogue.discovery_progress(db)
+    for shop in shops:
+        shop["round_discovery"] = progress.get(shop["id"])  # None: no round under way, or one not past its start
+    print(json.dumps(shops, default=str) if args.json else "\n".join(map(_shop_line, shops)))
     return 0
+
+
+def _shop_line(shop: dict) -> str:
+    line = f"{shop['name']}  {shop['base_url']}  last scraped {shop['last_scraped_at'] or 'never'}"
+    if found := shop["round_discovery"]:
+        line += (f"; this round has found {found['pages_found']:,} pages, read {found['documents_read']:,} sitemaps or listing pages,"
+                 f" {found['documents_left']:,} left")
+    return line
 
 
 def event_kind_missing(function: str, event) -> str | None:
@@ -540,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     remove = shops_commands.add_parser("remove", help="stop scraping a shop and take its items out of search (add brings it back)")
     remove.add_argument("url")
     remove.add_argument("--json", action="store_true")
-    listing = shops_commands.add_parser("list")
+    listing = shops_commands.add_parser("list", help="the shops, when each was last scraped, and how far its round's discovery is")
     listing.add_argument("--json", action="store_true")
     shops.set_defaults(run=cmd_shops)
 
