@@ -1047,3 +1047,19 @@ def test_a_picture_fetched_again_for_a_product_its_shop_refiles_stays_its_live_o
     assert catalogue.get_image(runtime.db, picture)["product_id"] == owner["id"]
     d0 = ids.detection_id(picture, 0)
     assert [item["product_id"] for item in catalogue.items_for_detections(runtime.db, [d0])[d0]] == [owner["id"]]
+
+
+def test_a_product_a_deletion_moves_onto_a_feed_page_read_at_an_earlier_pass_is_not_removed(runtime, shop, monkeypatch):
+    one_a_page(runtime, shop, monkeypatch, ["feed-coat", "feed-vest", "feed-polo"])
+    pipeline.scrape(runtime.app)
+    assert feed_state(runtime, shop)[0] == {"feed-coat": "1", "feed-vest": "2", "feed-polo": "3"}
+    first = pipeline.scrape(runtime.app, limit=2)  # the next round's first pass reads pages 1 and 2
+    shop.remove("feed-coat")  # before its second: the others move up a page (vest, polo)
+    shop.feed_handles.remove("feed-coat")
+    second = pipeline.scrape(runtime.app)  # reads page 3 (now past the end): the round ends
+    assert (first["shops_unfinished"], second["shops_unfinished"], second["products_dead"]) == (1, 0, 0)
+    live, dead = feed_state(runtime, shop)
+    # The polo, now on page 2 (read before it moved there), was on no page this round: it was taken
+    # as removed, and its pictures fetched again when the next round found it.
+    assert "feed-polo" in live and live["feed-polo"] is None and "feed-polo" not in dead
+    assert pipeline.revalidate(runtime.app)["products_dead"] == 0  # its own page says it is sold

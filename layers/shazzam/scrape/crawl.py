@@ -261,6 +261,9 @@ class Crawl:
         # A Shopify feed read to its end (its first empty page) in this round: its pages' URLs. A
         # product no page of the round listed has left the shop.
         self.feed_pages: list[str] | None = None
+        # Whether some of those pages were read at an earlier pass of the round: a product that a
+        # deletion moved onto one of them since was listed by no page this round, though still sold.
+        self.feed_read_in_parts = False
         self.stats: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
         self._product_pattern = re.compile(source.product_pattern)
@@ -547,7 +550,7 @@ class Crawl:
                 return
             cached = self.known.get(url)
             if self.round_started is not None and cached and cached.checked_at and cached.checked_at > self.round_started:
-                previous = None
+                previous, self.feed_read_in_parts = None, True
                 continue  # read this round: the round goes on with the pages after it
             outcome = self._count(self._shopify_page(url))
             if outcome.state == "changed" and outcome.feed_end:
@@ -564,8 +567,12 @@ class Crawl:
                 self.discovery_failed, self.cut_short = read == 0, True
             yield outcome
             read += 1
-            products += len(outcome.products)
-            if outcome.state in ("error", "robots") or (self.limit is not None and products >= self.limit):
+            # An unchanged page is not parsed again: it counts as the full page it was.
+            products += len(outcome.products) if outcome.state == "changed" else SHOPIFY_PAGE_SIZE
+            if outcome.state in ("error", "robots"):
+                return
+            if self.limit is not None and products >= self.limit:
+                self.cut_short = True  # the feed's other pages are left for the next pass
                 return
 
 

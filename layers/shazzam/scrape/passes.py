@@ -205,16 +205,23 @@ class SourcePass:
         row["page_url"] = page_url
         self.by_page.setdefault(page_url or row["url"], []).append(row)
 
-    def remove_unlisted(self, feed_pages: list[str]) -> None:
+    def remove_unlisted(self, feed_pages: list[str], read_in_parts: bool = False) -> None:
         """At the end of a round that read the whole feed: a live product filed under none of its
         pages (unfiled by the page that stopped listing it, and listed by no other since) has been
-        removed from the shop."""
+        removed from the shop. Where the round read the feed over several passes, a deletion in
+        between may have moved it onto a page read before: it is unfiled instead, and revalidation
+        reads its own page."""
         pages = set(feed_pages)
-        for row in self.known.values():
-            if not row["is_dead"] and row["page_url"] not in pages:
-                catalogue.mark_product_dead(self.db, row["id"], "removed")
-                row.update(is_dead=True, dead_reason="removed")
-                self.summary.counts["products_dead"] += 1
+        for row in list(self.known.values()):
+            if row["is_dead"] or row["page_url"] in pages:
+                continue
+            if read_in_parts:
+                if row["page_url"] is not None:
+                    self.refile(row, None)
+                continue
+            catalogue.mark_product_dead(self.db, row["id"], "removed")
+            row.update(is_dead=True, dead_reason="removed")
+            self.summary.counts["products_dead"] += 1
 
     def revive(self, product_id: str) -> None:
         """Bring a dead product back and ingest again the images that died with it."""
@@ -447,7 +454,7 @@ def scrape_pass(
                 log.info("%s: %d of %d pages found left; the next pass goes on", source.base_url, crawl.total - done, crawl.total)
             else:
                 if crawl.feed_pages is not None:
-                    visit.remove_unlisted(crawl.feed_pages)
+                    visit.remove_unlisted(crawl.feed_pages, crawl.feed_read_in_parts)
                 catalogue.mark_shop_scraped(app.db, row["id"])
         return summary.as_dict()
 
