@@ -37,6 +37,7 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from shazzam import app as app_module
 from shazzam import catalogue, lease, pipeline
 from shazzam.images import MAX_BYTES
+from shazzam.money import price_text
 from shazzam.index import read_manifest
 from shazzam.storage import ObjectNotFound, S3Store
 
@@ -363,7 +364,7 @@ def item(item_id: str):
         "shop_url": found["shop_url"],
         "brand": found["brand"],
         "category": found["category"],
-        "price": catalogue.price_text(found["price"], found["currency"]),
+        "price": price_text(found["price"], found["currency"]),
         "currency": found["currency"],
         "url": found["url"],
         "image_urls": found["image_urls"],

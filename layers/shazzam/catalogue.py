@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 
 from shazzam import ids
+from shazzam.money import price_places
 from shazzam.taxonomy import CATEGORIES
 from shazzam.db import Database, detections, discovery, http_cache, images, product_images, products, retried_on_deadlock, shops, upsert, utcnow
 
@@ -228,21 +229,6 @@ def _discovery_key(shop_id: str, url: str, kind: str) -> str:
 
 # products.price is NUMERIC(13, 3): MySQL refuses a row whose price does not fit (SQLite would keep it).
 MAX_PRICE = Decimal("9999999999.99")
-# ISO 4217's currencies whose minor unit is a thousandth (the Kuwaiti dinar's 1,000 fils); the
-# others' prices are kept and shown to the cent (a yen price as "1200.00").
-THOUSANDTHS = frozenset({"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"})
-
-
-def price_places(currency: str | None) -> int:
-    """The decimals a price in this currency is kept and shown with."""
-    return 3 if currency in THOUSANDTHS else 2
-
-
-def price_text(price, currency: str | None) -> str | None:
-    """A price as the API shows it: a decimal string to the currency's minor unit ("12.50", "12.505")."""
-    return None if price is None else f"{Decimal(price):.{price_places(currency)}f}"
-
-
 def _storable_price(price, currency: str | None = None) -> Decimal | None:
     """The price as the column holds it (to the currency's minor unit, at most a thousandth), or
     None for one it cannot hold."""
@@ -475,10 +461,12 @@ def image_hashes(db: Database) -> dict[str, tuple[str, str | None]]:
 
 
 def live_owner(db: Database, image_id: str) -> str | None:
-    """The product that owns the picture, while it lives."""
+    """The product that owns the picture, while it lives and shows it."""
     with db.transaction() as connection:
         return connection.execute(
-            sa.select(products.c.id).join(images, images.c.product_id == products.c.id).where(images.c.id == image_id, products.c.is_dead.is_(False))
+            sa.select(products.c.id).join(images, images.c.product_id == products.c.id)
+            .join(product_images, sa.and_(product_images.c.product_id == products.c.id, product_images.c.image_id == images.c.id))
+            .where(images.c.id == image_id, products.c.is_dead.is_(False))
         ).scalar()
 
 
@@ -1008,12 +996,12 @@ def items_for_detections(db: Database, detection_ids: Sequence[str], filters=Non
     is every product's that shows it (a product shot two shops sell, a picture a shop's products
     share), not its first product's only.
 
-    A picture shows its owner's garment, and is indexed in its owner's category: a product of the
-    owner's shop filed under another category is not its item (a look photo a dress and a skirt
-    share is the dress's, and the skirt is no answer for it), nor is one of another shop whose own
-    copy of the picture belongs to a product of another category. One without a category is, and
-    so is another shop's product otherwise (a product shot two shops sell is one garment, whatever
-    each calls it).
+    A picture shows its owner's garment, and is indexed in its owner's category: a product filed
+    under another category is not its item where its own shop shows the picture on a product of
+    the owner's category too (a look photo a dress and a skirt share is the dress's, and the skirt
+    is no answer for it). One without a category is, and so is one of a shop that shows the picture
+    on no product of that category (a product shot two shops sell is one garment, whatever each
+    calls it).
 
     `filters` (a pipeline.SearchFilters) keeps only items within its price range, currency and shop
     (by name or id); an item without a price never passes a price limit.
@@ -1035,17 +1023,18 @@ def items_for_detections(db: Database, detection_ids: Sequence[str], filters=Non
     # The picture's own product (a database from before links, schema version 2, has no link for
     # it), and every product linked to it: two indexed joins rather than one with an OR.
     owner = sa.select(*columns).join(images, detections.c.image_id == images.c.id).join(products, images.c.product_id == products.c.id)
-    picture_owner, shop_copy, shop_copy_owner = products.alias("picture_owner"), images.alias("shop_copy"), products.alias("shop_copy_owner")
-
-    def other_category(owner) -> sa.ColumnElement:
-        return sa.and_(owner.c.category.is_not(None), products.c.category.is_not(None), owner.c.category != products.c.category)
-
-    # The picture as the product's own shop has it (the picture itself, or the shop's copy of it)
-    # belongs to a product of another category: a look photo the shop's dress and skirt share.
-    of_another_garment = sa.or_(
-        sa.and_(picture_owner.c.shop_id == products.c.shop_id, other_category(picture_owner)),
-        sa.exists().where(shop_copy.c.duplicate_of == images.c.id, shop_copy.c.product_id == shop_copy_owner.c.id,
-                          shop_copy_owner.c.shop_id == products.c.shop_id, shop_copy_owner.c.is_dead.is_(False), other_category(shop_copy_owner)),
+    picture_owner, kin, kin_link = products.alias("picture_owner"), products.alias("kin"), product_images.alias("kin_link")
+    # The item is filed under another category than the picture's owner, and its own shop shows the
+    # picture (or its copy of it) on a live product of the owner's category too: a look photo that
+    # shop's dress and skirt share, where the vector is the dress's. (A product shot another shop
+    # files under a category of its own, and nothing else there, is the same garment named otherwise.)
+    of_another_garment = sa.and_(
+        picture_owner.c.category.is_not(None), products.c.category.is_not(None), picture_owner.c.category != products.c.category,
+        sa.or_(
+            sa.and_(picture_owner.c.shop_id == products.c.shop_id, picture_owner.c.is_dead.is_(False)),  # the owner itself (linked or not)
+            sa.exists().where(kin_link.c.image_id == images.c.id, kin_link.c.product_id == kin.c.id, kin.c.shop_id == products.c.shop_id,
+                              kin.c.is_dead.is_(False), kin.c.category == picture_owner.c.category),
+        ),
     )
     linked = (
         sa.select(*columns)

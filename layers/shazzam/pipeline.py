@@ -21,6 +21,7 @@ from shazzam import catalogue, ids, lease, wiring
 from shazzam.app import App
 from shazzam.db import utcnow
 from shazzam.images import Box, ImageError, encode_png, get_subsection_of_image, load_image, standardise_img
+from shazzam.money import price_text
 from shazzam.index import PUBLISH_ATTEMPTS, ShardMoved, StaleShard, compact, encode_vector, publish, read_manifest
 from shazzam.storage import ObjectNotFound, delete_if_unchanged, validate_key
 from shazzam.taxonomy import DETECTOR_CLASS_OF, SEARCHABLE, category_within
@@ -611,7 +612,7 @@ def _result(item: dict, distance: float) -> dict:
         "title": item["title"],
         "shop": item["shop"],
         "brand": item["brand"],
-        "price": catalogue.price_text(item["price"], item["currency"]),
+        "price": price_text(item["price"], item["currency"]),
         "currency": item["currency"],
         "url": item["url"],
         "image_url": item["image_url"],

@@ -221,6 +221,7 @@ def test_a_price_or_currency_the_columns_cannot_hold_is_dropped_not_the_product(
     ("1200", "JPY", "1200.00"),
 ])
 def test_a_price_is_kept_and_shown_to_its_currencys_minor_unit(db, price, currency, shown):
+    from shazzam.money import price_text
     from shazzam.pipeline import SearchFilters
 
     shop_id, product_id, image_id = catalogue.add_shop(db, SHOP, "Example"), None, ids.image_id(f"{SHOP}/p/1.jpg")
@@ -228,7 +229,7 @@ def test_a_price_is_kept_and_shown_to_its_currencys_minor_unit(db, price, curren
     catalogue.save_image(db, image_id, f"{SHOP}/p/1.jpg", product_id)
     catalogue.save_detections(db, image_id, [detection(image_id, 0)])
     item = catalogue.get_item(db, product_id)
-    assert catalogue.price_text(item["price"], item["currency"]) == shown
+    assert price_text(item["price"], item["currency"]) == shown
     d0 = ids.detection_id(image_id, 0)
     exactly = SearchFilters(min_price=Decimal(shown), max_price=Decimal(shown))
     assert len(catalogue.items_for_detections(db, [d0], exactly)[d0]) == 1
@@ -583,6 +584,20 @@ def test_another_shops_copy_of_a_look_photo_is_judged_by_that_shops_owner(db, im
     for shown_by in (dress_b, skirt_b):
         catalogue.link_image(db, shown_by, picture, 0)
     assert sorted(item["product_id"] for item in catalogue.items_for_detections(db, [d0])[d0]) == sorted([dress_a, dress_b])
+    own_copy = ids.image_id(f"{other}/skirt-look.jpg")  # the skirt shows a copy of its own: the dress still shows it too
+    catalogue.save_image(db, own_copy, f"{other}/skirt-look.jpg", skirt_b)
+    catalogue.update_image(db, own_copy, status="duplicate", duplicate_of=picture)
+    assert sorted(item["product_id"] for item in catalogue.items_for_detections(db, [d0])[d0]) == sorted([dress_a, dress_b])
+    catalogue.mark_product_dead(db, dress_b)  # the skirt alone shows it in shop B now: the same shot, named otherwise
+    assert sorted(item["product_id"] for item in catalogue.items_for_detections(db, [d0])[d0]) == sorted([dress_a, skirt_b])
+
+
+def test_a_pictures_live_owner_is_a_product_that_still_shows_it(db, image_with_detections):
+    _, dress, image_id = image_with_detections
+    catalogue.link_image(db, dress, image_id, 0)
+    assert catalogue.live_owner(db, image_id) == dress
+    catalogue.drop_images_not_shown(db, dress, set())  # its page shows it no more: it dies, still filed under the dress
+    assert catalogue.get_image(db, image_id)["product_id"] == dress and catalogue.live_owner(db, image_id) is None
 
 
 def test_a_picture_whose_owner_is_of_another_category_than_its_garment_is_fetched_again_by_its_owner_only(db, image_with_detections):

@@ -944,17 +944,26 @@ def test_a_document_not_asked_for_is_no_failure_and_waits_for_the_next_pass(plai
     documents = [DiscoveryDocument(shop.base_url + "sitemap.xml", "sitemap", 1, "indexed")]
     documents += [DiscoveryDocument(shop.base_url + f"s{n}.xml", "sitemap", 2, "failed") for n in (1, 2)]
     log.record(None, documents, [])
-    crawl = Crawl(ShopSource(base_url=shop.base_url, strategy="sitemap", local=True),
-                  Fetcher(local=True, delay_s=0, **{**FAST, "retries": 0}), discovery_log=log)
-    crawl.product_page_urls()
-    assert "/s2.xml" not in shop.asked and crawl.errors["rate-limited"] == 2
+    source = ShopSource(base_url=shop.base_url, strategy="sitemap", local=True)
+    crawl = Crawl(source, Fetcher(local=True, delay_s=0, **{**FAST, "retries": 0}), discovery_log=log)
+    assert list(crawl.pages()) == [] and "/s2.xml" not in shop.asked and crawl.errors["rate-limited"] == 2
     assert log.documents["sitemap", shop.base_url + "s1.xml"].outcome == "missing"  # it answered: a second failure
-    assert log.documents["sitemap", shop.base_url + "s2.xml"].outcome == "failed" and not crawl.discovery_complete
+    assert log.documents["sitemap", shop.base_url + "s2.xml"].outcome == "failed"  # kept for the next pass,
+    assert not crawl.discovery_complete and not crawl.discovery_failed and crawl.cut_short  # and so is the round
+    crawl = Crawl(source, Fetcher(local=True, delay_s=0, **{**FAST, "retries": 0}), discovery_log=log)  # the next pass
+    assert [outcome.url for outcome in crawl.pages()] == [shop.base_url + "products/2.html"] and crawl.discovery_complete
 
 
 def test_a_refusal_before_any_request_says_the_host_was_not_asked(plain_shop):
     shop = plain_shop({"/robots.txt": (200, b""), "/busy": (503, b"busy"), "/later": (429, b"", {"Retry-After": "60"})})
     fetcher = Fetcher(local=True, delay_s=0, **{**FAST, "retries": 0})
+    # Redirected to another host whose gate is closed: the first host was asked, and answered.
+    moved = plain_shop({"/robots.txt": (200, b"")})
+    moved.answers["/doc"] = (301, b"", {"Location": shop.base_url.replace("127.0.0.1", "localhost") + "busy"})
+    fetcher._gate(shop.base_url.replace("127.0.0.1", "localhost")).close_for(60)
+    with pytest.raises(FetchError) as redirected:
+        fetcher.get(moved.base_url + "doc")
+    assert redirected.value.asked and redirected.value.kind == "rate-limited"
     assert fetcher.get(shop.base_url + "busy").status == 503  # answered: no refusal at all
     with pytest.raises(FetchError) as answered:
         fetcher.get(shop.base_url + "later")  # asks for a minute's rest: asked, and refused

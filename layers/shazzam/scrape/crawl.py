@@ -256,6 +256,8 @@ class Crawl:
         self.discovery_complete = False
         # Whether this pass's discovery has nothing left it can read now (complete, or what is left waits for the next pass).
         self.discovery_exhausted = False
+        # Whether a document was left unread because the shop could not be asked now (then the shop was not found unreachable).
+        self.discovery_deferred = False
         self.discovery_log = discovery_log  # None: discovery starts afresh, and nothing of it is kept
         self.discovery = Discovery()
         # A Shopify feed read to its end (its first empty page) in this round: its pages' URLs. A
@@ -374,6 +376,7 @@ class Crawl:
             read = self._read_sitemap if document.kind == "sitemap" else self._read_listing
             outcome, documents, pages = read(document)
             if outcome == "deferred":
+                self.discovery_deferred = True
                 continue  # not read: it stays as it was, to read at the next pass
             # Failed again: given up until the next round.
             document.outcome = "missing" if outcome == document.outcome == "failed" else outcome
@@ -503,8 +506,9 @@ class Crawl:
             yield from self._shopify_pages()
             return
         found = self.product_page_urls()
-        # Failed documents are read again at the next pass, so this pass's errors say whether it reached the shop.
-        if self.discovery_exhausted and not found and self.errors and not self.discovery.listed():
+        # Failed documents are read again at the next pass, so this pass's errors say whether it reached the
+        # shop, unless a document was not even asked for (deferred): what was read and found is kept for it.
+        if self.discovery_exhausted and not found and self.errors and not self.discovery.listed() and not self.discovery_deferred:
             self.discovery_failed = self.cut_short = True
             if self.discovery_log is not None:
                 self.discovery_log.forget()  # the next pass tries again from the start

@@ -21,6 +21,7 @@ from html.parser import HTMLParser
 from typing import Any, Iterator
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
+from shazzam.money import THREE_DECIMAL_CURRENCIES, WHOLE_UNIT_CURRENCIES
 from shazzam.scrape.fetch import percent_encoded
 from shazzam.scrape.categories import CATEGORIES, NOT_A_GARMENT, head_category, normalise_category
 
@@ -384,10 +385,6 @@ _SCIENTIFIC = re.compile(r"-?\d+(?:\.\d+)?[eE][+-]?\d+")
 CURRENCY_SYMBOLS = {"€": "EUR", "£": "GBP", "₹": "INR", "₩": "KRW", "₽": "RUB", "₺": "TRY", "₴": "UAH", "₪": "ILS", "zł": "PLN", "₫": "VND"}
 
 
-# Currencies whose minor unit is a thousandth: "12.505 KWD" is twelve dinars and a half.
-THREE_DECIMAL_CURRENCIES = frozenset({"BHD", "JOD", "KWD", "LYD", "OMR", "TND"})
-# Currencies priced in whole units (ISO gives some of them cents no one uses): "299.000" is 299,000.
-WHOLE_UNIT_CURRENCIES = frozenset({"CLP", "COP", "HUF", "IDR", "IQD", "ISK", "JPY", "KRW", "PYG", "UGX", "VND", "XAF", "XOF"})
 # Signs of money that name no one currency but none with three decimals ("$", "kr", "Rp", "Ft").
 _MONEY_SIGN = re.compile(r"[$¥₫₱฿₦]|(?<![^\W\d_])(?:kr|Kč|Rp|Ft|Rs|lei)(?![^\W\d_])")
 

@@ -608,6 +608,7 @@ class Fetcher:
                     raise RobotsDisallowed(url, written=_origin(url) not in self._shut_out)
             except FetchError as error:
                 error.redirected = hop > 0
+                error.asked |= hop > 0  # an earlier hop was answered
                 raise
             try:
                 result, location = self._get_retrying(url, etag, last_modified, accept)
