@@ -204,15 +204,18 @@ def record_discovery(db: Database, shop_id: str, source_key: str, read: dict | N
             connection.execute(ignoring, rows)
 
 
-def discovery_progress(db: Database) -> dict[str, dict[str, int]]:
-    """Per shop whose round has discovered anything: the pages found, and the sitemaps and
-    listing pages read and left to read (never read, or to read again)."""
+def discovery_progress(db: Database) -> dict[tuple[str, str], dict[str, int]]:
+    """Per shop and discovery settings (ShopSource.discovery_key) its round has discovered under:
+    the pages found, and the sitemaps and listing pages read and left to read (never read, or to
+    read again). Rows found under settings since changed go at the shop's next pass."""
     to_read = sa.or_(discovery.c.outcome.is_(None), discovery.c.outcome == "failed")
     kind = sa.case((discovery.c.kind == "page", "pages_found"), (to_read, "documents_left"), else_="documents_read")
-    progress: dict[str, dict[str, int]] = {}
+    progress: dict[tuple[str, str], dict[str, int]] = {}
     with db.transaction() as connection:
-        for row in connection.execute(sa.select(discovery.c.shop_id, kind.label("kind"), sa.func.count().label("n")).group_by(discovery.c.shop_id, kind)):
-            progress.setdefault(row.shop_id, {"pages_found": 0, "documents_read": 0, "documents_left": 0})[row.kind] = row.n
+        rows = connection.execute(sa.select(discovery.c.shop_id, discovery.c.source_key, kind.label("kind"), sa.func.count().label("n"))
+                                  .group_by(discovery.c.shop_id, discovery.c.source_key, kind))
+        for row in rows:
+            progress.setdefault((row.shop_id, row.source_key), {"pages_found": 0, "documents_read": 0, "documents_left": 0})[row.kind] = row.n
     return progress
 
 

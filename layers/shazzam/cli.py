@@ -318,7 +318,12 @@ def cmd_shops(args) -> int:
     shops = catalogue.active_shops(db)
     progress = catalogue.discovery_progress(db)
     for shop in shops:
-        shop["round_discovery"] = progress.get(shop["id"])  # None: no round under way, or one not past its start
+        try:
+            key = catalogue.source_of_shop(shop).discovery_key()
+        except ValueError:  # settings no scrape could use (the scrape skips the shop)
+            key = None
+        # None: no round under way, none past its start, or one under settings since changed
+        shop["round_discovery"] = progress.get((shop["id"], key))
     print(json.dumps(shops, default=str) if args.json else "\n".join(map(_shop_line, shops)))
     return 0
 

@@ -115,18 +115,25 @@ def test_a_shop_url_no_scrape_could_use_is_refused_before_it_is_saved(tmp_path):
 def test_shops_list_says_how_far_each_rounds_discovery_is(tmp_path):
     from shazzam import catalogue
     from shazzam.db import Database, sqlite_url
+    from shazzam.scrape import ShopSource
 
     assert shazzam("shops", "add", "https://shop.example/", data_dir=tmp_path).returncode == 0
     db = Database(sqlite_url(tmp_path / "catalogue.db")).open_connection()
-    shop_id = catalogue.active_shops(db)[0]["id"]
-    catalogue.record_discovery(db, shop_id, "k", None, [{"url": f"https://shop.example/list/{n}", "kind": "listing"} for n in (1, 2)])
-    catalogue.record_discovery(db, shop_id, "k", {"url": "https://shop.example/list/1", "kind": "listing", "outcome": "listed"},
+    shop = catalogue.active_shops(db)[0]
+    key = catalogue.source_of_shop(shop).discovery_key()
+    catalogue.record_discovery(db, shop["id"], key, None, [{"url": f"https://shop.example/list/{n}", "kind": "listing"} for n in (1, 2)])
+    catalogue.record_discovery(db, shop["id"], key, {"url": "https://shop.example/list/1", "kind": "listing", "outcome": "listed"},
                                [{"url": "https://shop.example/p/1", "kind": "page"}])
     db.close()
     (listed,) = json.loads(shazzam("shops", "list", "--json", data_dir=tmp_path).stdout)
     assert listed["round_discovery"] == {"pages_found": 1, "documents_read": 1, "documents_left": 1} and listed["last_scraped_at"] is None
     assert shazzam("shops", "list", data_dir=tmp_path).stdout.strip() == (
         "https://shop.example/  https://shop.example/  last scraped never; this round has found 1 pages, read 1 sitemaps or listing pages, 1 left")
+    db = Database(sqlite_url(tmp_path / "catalogue.db")).open_connection()
+    catalogue.save_source(db, ShopSource(base_url="https://shop.example/", strategy="shopify"))  # what was found is no round of these settings
+    db.close()
+    (listed,) = json.loads(shazzam("shops", "list", "--json", data_dir=tmp_path).stdout)
+    assert listed["strategy"] == "shopify" and listed["round_discovery"] is None
 
 
 def test_user_errors_are_one_line_and_verbose_shows_where(tmp_path):
