@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 
 from shazzam import ids
+from shazzam.db import Database, detections, discovery, http_cache, images, product_images, products, retried_on_deadlock, shops, upsert, utcnow
 from shazzam.money import price_places
 from shazzam.taxonomy import CATEGORIES
-from shazzam.db import Database, detections, discovery, http_cache, images, product_images, products, retried_on_deadlock, shops, upsert, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def take_shop_off(db: Database, base_url: str) -> bool:
         shop_id = connection.execute(sa.select(shops.c.id).where(shops.c.base_url == base_url)).scalar()
         if shop_id is None:
             shop_id = _shop_id(connection, ShopSource(base_url=base_url).base_url)
-        connection.execute(sa.delete(discovery).where(discovery.c.shop_id == shop_id))  # brought back, it discovers afresh
+        _drop_discovery(connection, shop_id)  # brought back, it discovers afresh
         return connection.execute(sa.update(shops).where(shops.c.id == shop_id).values(active=False)).rowcount > 0
 
 
@@ -169,7 +169,7 @@ def mark_shop_scraped(db: Database, shop_id: str) -> None:
     """The shop's round is done: the next one discovers afresh."""
     with db.transaction() as connection:
         connection.execute(sa.update(shops).where(shops.c.id == shop_id).values(last_scraped_at=utcnow()))
-        connection.execute(sa.delete(discovery).where(discovery.c.shop_id == shop_id))
+        _drop_discovery(connection, shop_id)
 
 
 def shop_discovery(db: Database, shop_id: str, source_key: str) -> list[dict]:
@@ -182,7 +182,7 @@ def shop_discovery(db: Database, shop_id: str, source_key: str) -> list[dict]:
             .order_by(discovery.c.seq)
         ).mappings().all()
         if any(row["source_key"] != source_key for row in rows):
-            connection.execute(sa.delete(discovery).where(discovery.c.shop_id == shop_id))
+            _drop_discovery(connection, shop_id)
             return []
         return [dict(row) for row in rows]
 
@@ -222,7 +222,11 @@ def discovery_progress(db: Database) -> dict[tuple[str, str], dict[str, int]]:
 @retried_on_deadlock
 def forget_discovery(db: Database, shop_id: str) -> None:
     with db.transaction() as connection:
-        connection.execute(sa.delete(discovery).where(discovery.c.shop_id == shop_id))
+        _drop_discovery(connection, shop_id)
+
+
+def _drop_discovery(connection: sa.Connection, shop_id: str) -> None:
+    connection.execute(sa.delete(discovery).where(discovery.c.shop_id == shop_id))
 
 
 def _discovery_key(shop_id: str, url: str, kind: str) -> str:
@@ -232,6 +236,8 @@ def _discovery_key(shop_id: str, url: str, kind: str) -> str:
 
 # products.price is NUMERIC(13, 3): MySQL refuses a row whose price does not fit (SQLite would keep it).
 MAX_PRICE = Decimal("9999999999.99")
+
+
 def _storable_price(price, currency: str | None = None) -> Decimal | None:
     """The price as the column holds it (to the currency's minor unit, at most a thousandth), or
     None for one it cannot hold."""
