@@ -943,8 +943,10 @@ def _drop_pages_nobody_reads(db: Database, pages: set[str]) -> None:
 
 
 def dead_indexed_detections(db: Database) -> dict[str, set[str]]:
-    """Detections still in a shard whose image or product is dead, or whose image has no product
-    (a photo put into incoming/ by hand, indexed before such photos were kept out), by category."""
+    """Detections still in a shard whose image or product is dead, whose image has no product (a
+    photo put into incoming/ by hand, indexed before such photos were kept out), or whose image has
+    since become a copy of another (fetched again, its bytes another's: the original answers for
+    it), by category."""
     with db.transaction() as connection:
         rows = connection.execute(
             sa.select(detections.c.id, detections.c.category)
@@ -952,7 +954,8 @@ def dead_indexed_detections(db: Database) -> dict[str, set[str]]:
             .outerjoin(products, images.c.product_id == products.c.id)
             .where(
                 detections.c.embedding_status == "indexed",
-                sa.or_(images.c.is_dead.is_(True), products.c.is_dead.is_(True), images.c.product_id.is_(None)),
+                sa.or_(images.c.is_dead.is_(True), products.c.is_dead.is_(True), images.c.product_id.is_(None),
+                       images.c.duplicate_of.is_not(None)),
             )
         )
         grouped: dict[str, set[str]] = {}

@@ -516,6 +516,19 @@ def test_dead_indexed_detections_group_by_category(db, image_with_detections):
     assert catalogue.dead_indexed_detections(db) == {}
 
 
+def test_a_picture_that_became_a_copy_of_another_leaves_its_shard(db, image_with_detections):
+    # Fetched again, its address now served another stored picture's bytes: it stands for that one,
+    # and its own vector stayed in the shard for good.
+    shop_id, product_id, image_id = image_with_detections
+    d0 = ids.detection_id(image_id, 0)
+    catalogue.update_detection(db, d0, embedding_status="indexed", category="dress")
+    assert catalogue.dead_indexed_detections(db) == {}
+    other = ids.image_id(f"{SHOP}/p/2.jpg")
+    catalogue.save_image(db, other, f"{SHOP}/p/2.jpg", product_id)
+    catalogue.update_image(db, image_id, duplicate_of=other, status="duplicate")
+    assert catalogue.dead_indexed_detections(db) == {"dress": {d0}}
+
+
 def test_items_for_detections_excludes_dead_products(db, image_with_detections):
     shop_id, product_id, image_id = image_with_detections
     d0, d1, _ = (ids.detection_id(image_id, i) for i in range(3))

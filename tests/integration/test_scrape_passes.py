@@ -1063,3 +1063,19 @@ def test_a_product_a_deletion_moves_onto_a_feed_page_read_at_an_earlier_pass_is_
     # as removed, and its pictures fetched again when the next round found it.
     assert "feed-polo" in live and live["feed-polo"] is None and "feed-polo" not in dead
     assert pipeline.revalidate(runtime.app)["products_dead"] == 0  # its own page says it is sold
+
+
+def test_a_picture_handed_over_is_indexed_anew_at_a_changed_visit_of_its_new_owner_too(runtime, plain_shop):
+    # Only an unchanged visit fetched it again: a page whose price moves at every visit never did.
+    shop, answers, file_under, picture = look_photo_shop(runtime, plain_shop)
+    owner, heir = look_photo_products(runtime, shop, picture)
+    catalogue.mark_product_dead(runtime.db, owner["id"])  # the owner is gone: its picture passes to the other
+    heir_slug = urlsplit(heir["url"]).path.removeprefix("/p/").removesuffix(".html")
+    data = {**product_data(shop.base_url, heir_slug.title(), ["img/look.jpg"]), "category": "Skirts" if heir["category"] == "skirt" else "Dresses"}
+    data["offers"]["price"] = "17.99"  # its page changed
+    answers[f"/p/{heir_slug}.html"] = (200, f'<script type="application/ld+json">{json.dumps(data)}</script>'.encode(), {"Content-Type": "text/html"})
+    report = pipeline.scrape(runtime.app, force=True)
+    assert report["products_changed"] == 1 and ids.incoming_key(picture) in incoming(runtime)
+    runtime.drain()
+    (row,) = runtime.db.run_query("SELECT category FROM detections WHERE image_id = :id", {"id": picture})
+    assert row["category"] == heir["category"]

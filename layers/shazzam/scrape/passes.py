@@ -265,8 +265,11 @@ class SourcePass:
         # Re-filed by the shop: its pictures go through detect and embed again, which crop the
         # garment of the new category and move its vector to that shard.
         refiled = prior is not None and prior.get("category") != product.category
+        # Stored pictures of it no longer on their way to the right shard (images_to_fetch_again),
+        # fetched in full too: a page that changes at every visit would never retry them.
+        lost = {row["src_link"] for row in catalogue.images_to_fetch_again(self.db, [product_id]) if row["stored"]} if prior else set()
         for position, url in enumerate(product.image_urls):
-            self.image(product_id, url, position, refetch=refiled)
+            self.image(product_id, url, position, refetch=refiled or url in lost)
         shown = set()
         for url in product.image_urls:  # as linked: a duplicate's original stands for it
             row = catalogue.get_image(self.db, ids.image_id(url))
