@@ -946,7 +946,10 @@ def dead_indexed_detections(db: Database) -> dict[str, set[str]]:
     """Detections still in a shard whose image or product is dead, whose image has no product (a
     photo put into incoming/ by hand, indexed before such photos were kept out), or whose image has
     since become a copy of another (fetched again, its bytes another's: the original answers for
-    it), by category."""
+    it) that no live product links any more, by category."""
+    shower = products.alias("shower")
+    still_shown = sa.exists().where(product_images.c.image_id == images.c.id, product_images.c.product_id == shower.c.id,
+                                    shower.c.is_dead.is_(False))
     with db.transaction() as connection:
         rows = connection.execute(
             sa.select(detections.c.id, detections.c.category)
@@ -955,7 +958,7 @@ def dead_indexed_detections(db: Database) -> dict[str, set[str]]:
             .where(
                 detections.c.embedding_status == "indexed",
                 sa.or_(images.c.is_dead.is_(True), products.c.is_dead.is_(True), images.c.product_id.is_(None),
-                       images.c.duplicate_of.is_not(None)),
+                       sa.and_(images.c.duplicate_of.is_not(None), ~still_shown)),
             )
         )
         grouped: dict[str, set[str]] = {}

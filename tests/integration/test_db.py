@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from shazzam import catalogue, ids
-from shazzam.db import MIGRATIONS, Database, detections, images, migrate, utcnow
+from shazzam.db import MIGRATIONS, Database, detections, images, migrate, product_images, utcnow
 from shazzam.scrape import ScrapedProduct
 from shazzam.scrape import ShopSource as ScrapedSource
 
@@ -526,6 +526,10 @@ def test_a_picture_that_became_a_copy_of_another_leaves_its_shard(db, image_with
     other = ids.image_id(f"{SHOP}/p/2.jpg")
     catalogue.save_image(db, other, f"{SHOP}/p/2.jpg", product_id)
     catalogue.update_image(db, image_id, duplicate_of=other, status="duplicate")
+    catalogue.link_image(db, product_id, image_id, 0)  # a product still shows it at its address: its vector stays
+    assert catalogue.dead_indexed_detections(db) == {}
+    with db.transaction() as connection:
+        connection.execute(sa.delete(product_images).where(product_images.c.image_id == image_id))  # shown by none
     assert catalogue.dead_indexed_detections(db) == {"dress": {d0}}
 
 

@@ -1079,3 +1079,33 @@ def test_a_picture_handed_over_is_indexed_anew_at_a_changed_visit_of_its_new_own
     runtime.drain()
     (row,) = runtime.db.run_query("SELECT category FROM detections WHERE image_id = :id", {"id": picture})
     assert row["category"] == heir["category"]
+
+
+def test_an_original_a_changed_page_shows_through_its_copy_is_fetched_again_when_misfiled(runtime, plain_shop):
+    # The skirt shows a copy of the dress's picture (the same bytes at its own address); the dress
+    # goes, and the picture, still indexed with the dresses, is the skirt's. A changed visit of the
+    # skirt fetched only the address its page shows, never the original's.
+    answers = {"/robots.txt": (200, b"")}
+    shop = plain_shop(answers)
+    for path in ("/img/dress.jpg", "/img/skirt.jpg"):
+        answers[path] = (200, jpeg(tee((30, 30, 200))), {"Content-Type": "image/jpeg"})
+
+    def page(slug: str, category: str, price: str = "19.99") -> None:
+        data = {**product_data(shop.base_url, slug.title(), [f"img/{slug}.jpg"]), "category": category}
+        data["offers"]["price"] = price
+        answers[f"/p/{slug}.html"] = (200, f'<script type="application/ld+json">{json.dumps(data)}</script>'.encode(), {"Content-Type": "text/html"})
+
+    page("dress", "Dresses")
+    page("skirt", "Skirts")
+    answers["/sitemap.xml"] = (200, f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc>{shop.base_url}p/dress.html</loc>'
+                                    f'</url><url><loc>{shop.base_url}p/skirt.html</loc></url></urlset>'.encode())
+    catalogue.save_source(runtime.db, ShopSource(base_url=shop.base_url, name="s", strategy="sitemap", local=True, delay_s=0, fetch=FAST))
+    pipeline.scrape(runtime.app)
+    runtime.drain()
+    original = ids.image_id(shop.base_url + "img/dress.jpg")
+    assert catalogue.get_image(runtime.db, ids.image_id(shop.base_url + "img/skirt.jpg"))["duplicate_of"] == original
+    answers["/p/dress.html"] = (404, b"gone")
+    catalogue.mark_product_dead(runtime.db, ids.product_id(shop.base_url + "p/dress.html"))  # its picture passes to the skirt
+    page("skirt", "Skirts", price="17.99")  # and the skirt's page changes
+    assert pipeline.scrape(runtime.app, force=True)["products_changed"] == 1
+    assert ids.incoming_key(original) in incoming(runtime)
