@@ -984,14 +984,19 @@ def test_a_shop_whose_listing_pages_take_longer_than_a_pass_finishes_its_round_r
     assert catalogue.shop_discovery(runtime.db, shop_id, source.discovery_key()) == []  # gone with the round
 
 
-def look_photo_shop(runtime, plain_shop):
-    """A shop whose dress and skirt pages show one look photo, scraped and ingested; `file_under(slug,
-    category)` re-files a product's page."""
-    answers = {"/robots.txt": (200, b""), "/img/look.jpg": (200, jpeg(tee((30, 30, 200))), {"Content-Type": "image/jpeg"})}
+def look_photo_shop(runtime, plain_shop, pictures: tuple[str, str] = ("img/look.jpg", "img/look.jpg")):
+    """A shop whose dress and skirt pages show one look photo (or, given two addresses, each the
+    same bytes at its own), scraped and ingested; `file_under(slug, category, price)` writes a
+    product's page anew. Returns the first picture's id too."""
+    answers = {"/robots.txt": (200, b"")}
+    for path in pictures:
+        answers["/" + path] = (200, jpeg(tee((30, 30, 200))), {"Content-Type": "image/jpeg"})
     shop = plain_shop(answers)
+    shown = dict(zip(("dress", "skirt"), pictures))
 
-    def file_under(slug: str, category: str) -> None:
-        data = {**product_data(shop.base_url, slug.title(), ["img/look.jpg"]), "category": category}
+    def file_under(slug: str, category: str, price: str = "19.99") -> None:
+        data = {**product_data(shop.base_url, slug.title(), [shown[slug]]), "category": category}
+        data["offers"]["price"] = price
         answers[f"/p/{slug}.html"] = (200, f'<script type="application/ld+json">{json.dumps(data)}</script>'.encode(),
                                       {"Content-Type": "text/html"})
 
@@ -1002,7 +1007,7 @@ def look_photo_shop(runtime, plain_shop):
     catalogue.save_source(runtime.db, ShopSource(base_url=shop.base_url, name="s", strategy="sitemap", local=True, delay_s=0, fetch=FAST))
     pipeline.scrape(runtime.app)
     runtime.drain()
-    return shop, answers, file_under, ids.image_id(shop.base_url + "img/look.jpg")
+    return shop, answers, file_under, ids.image_id(shop.base_url + pictures[0])
 
 
 def look_photo_products(runtime, shop, picture) -> tuple[dict, dict]:
@@ -1071,9 +1076,7 @@ def test_a_picture_handed_over_is_indexed_anew_at_a_changed_visit_of_its_new_own
     owner, heir = look_photo_products(runtime, shop, picture)
     catalogue.mark_product_dead(runtime.db, owner["id"])  # the owner is gone: its picture passes to the other
     heir_slug = urlsplit(heir["url"]).path.removeprefix("/p/").removesuffix(".html")
-    data = {**product_data(shop.base_url, heir_slug.title(), ["img/look.jpg"]), "category": "Skirts" if heir["category"] == "skirt" else "Dresses"}
-    data["offers"]["price"] = "17.99"  # its page changed
-    answers[f"/p/{heir_slug}.html"] = (200, f'<script type="application/ld+json">{json.dumps(data)}</script>'.encode(), {"Content-Type": "text/html"})
+    file_under(heir_slug, {"dress": "Dresses", "skirt": "Skirts"}[heir_slug], price="17.99")  # its page changed, not its category
     report = pipeline.scrape(runtime.app, force=True)
     assert report["products_changed"] == 1 and ids.incoming_key(picture) in incoming(runtime)
     runtime.drain()
@@ -1085,27 +1088,10 @@ def test_an_original_a_changed_page_shows_through_its_copy_is_fetched_again_when
     # The skirt shows a copy of the dress's picture (the same bytes at its own address); the dress
     # goes, and the picture, still indexed with the dresses, is the skirt's. A changed visit of the
     # skirt fetched only the address its page shows, never the original's.
-    answers = {"/robots.txt": (200, b"")}
-    shop = plain_shop(answers)
-    for path in ("/img/dress.jpg", "/img/skirt.jpg"):
-        answers[path] = (200, jpeg(tee((30, 30, 200))), {"Content-Type": "image/jpeg"})
-
-    def page(slug: str, category: str, price: str = "19.99") -> None:
-        data = {**product_data(shop.base_url, slug.title(), [f"img/{slug}.jpg"]), "category": category}
-        data["offers"]["price"] = price
-        answers[f"/p/{slug}.html"] = (200, f'<script type="application/ld+json">{json.dumps(data)}</script>'.encode(), {"Content-Type": "text/html"})
-
-    page("dress", "Dresses")
-    page("skirt", "Skirts")
-    answers["/sitemap.xml"] = (200, f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc>{shop.base_url}p/dress.html</loc>'
-                                    f'</url><url><loc>{shop.base_url}p/skirt.html</loc></url></urlset>'.encode())
-    catalogue.save_source(runtime.db, ShopSource(base_url=shop.base_url, name="s", strategy="sitemap", local=True, delay_s=0, fetch=FAST))
-    pipeline.scrape(runtime.app)
-    runtime.drain()
-    original = ids.image_id(shop.base_url + "img/dress.jpg")
+    shop, answers, file_under, original = look_photo_shop(runtime, plain_shop, pictures=("img/dress.jpg", "img/skirt.jpg"))
     assert catalogue.get_image(runtime.db, ids.image_id(shop.base_url + "img/skirt.jpg"))["duplicate_of"] == original
     answers["/p/dress.html"] = (404, b"gone")
     catalogue.mark_product_dead(runtime.db, ids.product_id(shop.base_url + "p/dress.html"))  # its picture passes to the skirt
-    page("skirt", "Skirts", price="17.99")  # and the skirt's page changes
+    file_under("skirt", "Skirts", price="17.99")  # and the skirt's page changes
     assert pipeline.scrape(runtime.app, force=True)["products_changed"] == 1
     assert ids.incoming_key(original) in incoming(runtime)
