@@ -598,10 +598,6 @@ class Fetcher:
         for hop in range(max_redirects + 1):
             try:
                 self._check_run_deadline(url)
-            except FetchError as error:
-                error.asked = hop > 0
-                raise
-            try:
                 self.check_url(url, any_host=robots_file)
                 url = percent_encoded(url)
                 if not robots_file and not self._robots_for(url).can_fetch(url, self.robots_agent):
@@ -677,7 +673,9 @@ class Fetcher:
         # Each request has its own total timeout; the run's deadline bounds them all, a redirect
         # chain's hops and a request's retries included (six slow hops took six timeouts).
         if self.deadline is not None and time.monotonic() >= self.deadline:
-            raise FetchError(f"{url}: the run's time is up", kind="timeout")
+            refused = FetchError(f"{url}: the run's time is up", kind="timeout")
+            refused.asked = False  # by this request (an earlier hop or try says otherwise)
+            raise refused
 
     def _may_wait(self, seconds: float, url: str) -> None:
         if self.deadline is not None and time.monotonic() + seconds > self.deadline:

@@ -267,12 +267,11 @@ class SourcePass:
         refiled = prior is not None and prior.get("category") != product.category
         # Stored pictures of it no longer on their way to the right shard (images_to_fetch_again),
         # fetched in full too: a page that changes at every visit would never retry them.
-        lost = [row for row in catalogue.images_to_fetch_again(self.db, [product_id]) if row["stored"]] if prior else []
+        lost = {row["src_link"]: row for row in catalogue.images_to_fetch_again(self.db, [product_id]) if row["stored"]} if prior else {}
         for position, url in enumerate(product.image_urls):
-            self.image(product_id, url, position, refetch=refiled or any(row["src_link"] == url for row in lost))
-        for row in lost:
-            if row["src_link"] not in product.image_urls:  # an original the page shows through a copy of it
-                self.image(product_id, row["src_link"], row["position"], refetch=True)
+            self.image(product_id, url, position, refetch=refiled or url in lost)
+        for url in lost.keys() - set(product.image_urls):  # an original the page shows through a copy of it
+            self.image(product_id, url, lost[url]["position"], refetch=True)
         shown = set()
         for url in product.image_urls:  # as linked: a duplicate's original stands for it
             row = catalogue.get_image(self.db, ids.image_id(url))
