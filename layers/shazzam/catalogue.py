@@ -568,14 +568,24 @@ def mark_indexed(db: Database, detection_ids: Iterable[str]) -> None:
 
 
 @retried_on_deadlock
-def forget_embedder(db: Database, detection_ids: Iterable[str]) -> None:
-    """Their vectors were dropped unmerged (another model's): no model's vector of theirs is kept,
-    so the re-embed pass (images_embedded_by_other_models) fetches their images again."""
-    detection_ids = list(detection_ids)
+def vectors_not_merged(db: Database, category: str, held: Iterable[str], not_held: Iterable[str]) -> None:
+    """An index run set these garments' new vectors aside (unreadable) or dropped them (another
+    model's). No model is recorded for them (embedded_by NULL), so the re-embed pass
+    (images_embedded_by_other_models) fetches their images again, and the row says what the shard
+    holds: `held` (an earlier vector of it is still there) is indexed, so that dropping a dead
+    item's vectors takes it out; `not_held` stays embedded, a vector of no model that is nowhere,
+    and keeps no tombstone (_still_needed). Only rows still embedded in this category: one embedded
+    again, or moved to another category, meanwhile has a newer vector on its way."""
+    now = utcnow()
     with db.transaction() as connection:
-        for start in range(0, len(detection_ids), 500):
-            chunk = detection_ids[start : start + 500]
-            connection.execute(sa.update(detections).where(detections.c.id.in_(chunk)).values(embedded_by=None, updated_at=utcnow()))
+        for chosen, status in ((list(held), "indexed"), (list(not_held), "embedded")):
+            for start in range(0, len(chosen), 500):
+                connection.execute(
+                    sa.update(detections)
+                    .where(detections.c.id.in_(chosen[start : start + 500]), detections.c.category == category,
+                           detections.c.embedding_status == "embedded")
+                    .values(embedding_status=status, embedded_by=None, updated_at=now)
+                )
 
 
 @retried_on_deadlock
@@ -864,7 +874,10 @@ def _still_needed(dead_before: datetime):
                           shower.c.id == product_images.c.product_id,
                           sa.or_(shower.c.is_dead.is_(False), shower.c.dead_at >= dead_before)),
         sa.exists().where(copies.c.duplicate_of == owned.c.id),
-        sa.exists().where(detections.c.image_id == owned.c.id, detections.c.embedding_status.in_(("embedded", "indexed"))),
+        sa.exists().where(detections.c.image_id == owned.c.id, sa.or_(
+            detections.c.embedding_status == "indexed",
+            # embedded by no model: its vector was dropped unmerged (vectors_not_merged)
+            sa.and_(detections.c.embedding_status == "embedded", detections.c.embedded_by.is_not(None)))),
     ))
 
 

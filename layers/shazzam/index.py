@@ -142,8 +142,15 @@ def encode_vector(vector: np.ndarray, model: str) -> bytes:
 
 
 def decode_vector(data: bytes) -> tuple[np.ndarray, str]:
-    with np.load(io.BytesIO(data), allow_pickle=False) as stored:
-        return stored["vector"], str(stored["model"])
+    """encode_vector's writing read back; ValueError for anything else (a cut object, a bare .npy of
+    the versions before vectors named their model, an archive without both entries)."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as stored:
+            return stored["vector"], str(stored["model"])
+    except ValueError:
+        raise
+    except Exception as exc:  # BadZipFile, KeyError, zlib.error, TypeError (a bare array), OSError, EOFError
+        raise ValueError(f"not a pending vector ({type(exc).__name__}: {exc})") from None
 
 
 def _checksum(*parts) -> str:
@@ -424,7 +431,7 @@ def vector_keys(store: ObjectStore, prefix: str = PENDING_PREFIX, suffix: str = 
 
 
 def compact(store: ObjectStore, model: str, on_merged: Callable[[str, list[str]], None] | None = None,
-            on_other_model: Callable[[list[str]], None] | None = None,
+            on_unmerged: Callable[[str, set[str], set[str]], None] | None = None,
             on_shard_replaced: Callable[[str], None] | None = None) -> dict[str, dict]:
     """One index run: merge pending vectors and removal markers into new shard versions.
 
@@ -435,7 +442,9 @@ def compact(store: ObjectStore, model: str, on_merged: Callable[[str, list[str]]
     may be stale (an embed re-filed the item, or a removal followed), so it reads again. `on_merged(category, ids)` records each category's merged
     ids before its keys are deleted: if it fails, or a later category does, the keys stay and the
     next run merges and records them again. Pending vectors of another model than `model` are
-    deleted unmerged; `on_other_model(ids)` is told first, so that their items are embedded again
+    deleted unmerged, and unusable ones set aside (set_aside); `on_unmerged(category, held, not_held)` is told
+    their ids, split by whether the published shard still holds an earlier vector of theirs, so that
+    their items are embedded again
     (during a rollout, the embed function may already run a model the index does not yet hold).
     A category's shard of another model is replaced whole by one of `model`; `on_shard_replaced(category)`
     is told first, so that the items the replaced shard held are embedded again (whatever model
@@ -448,7 +457,7 @@ def compact(store: ObjectStore, model: str, on_merged: Callable[[str, list[str]]
         for _attempt in range(PUBLISH_ATTEMPTS):
             try:
                 report[category] = _compact_category(store, model, category, pending.get(category, []), removed.get(category, []),
-                                                     on_merged, on_other_model, on_shard_replaced)
+                                                     on_merged, on_unmerged, on_shard_replaced)
                 break
             except ShardMoved:
                 # Another run published this shard since this one began reading: what was read may
@@ -466,12 +475,12 @@ class ShardMoved(Exception):
 
 def _compact_category(store: ObjectStore, model: str, category: str, pending: list[str], removed: list[str],
                       on_merged: Callable[[str, list[str]], None] | None,
-                      on_other_model: Callable[[list[str]], None] | None,
+                      on_unmerged: Callable[[str, set[str], set[str]], None] | None,
                       on_shard_replaced: Callable[[str], None] | None = None) -> dict:
     begun = read_manifest(store)[0]["shards"].get(category) or {}
     begun_from = begun.get("version")  # before reading: see publish's `expect_version`
     vectors, read, raw = {}, {}, {}  # read: key -> the ETag of the version merged (or dropped)
-    other_model = []
+    unmerged = set()  # set aside or of another model
     for key in pending:
         try:
             data, read[key] = store.get_with_etag(key)
@@ -480,12 +489,13 @@ def _compact_category(store: ObjectStore, model: str, category: str, pending: li
         try:
             vector, made_by = decode_vector(data)
             check_vector(vector)
-        except (ValueError, OSError, EOFError) as exc:
+        except ValueError as exc:
             set_aside(store, key, data, read.pop(key), exc)
+            unmerged.add(key_stem(key))
             continue
         if made_by != model:
             log.warning("dropping %s: embedded by %s, the index holds %s", key, made_by, model)
-            other_model.append(key_stem(key))
+            unmerged.add(key_stem(key))
             continue
         vectors[key_stem(key)] = vector
         raw[key_stem(key)] = key, data
@@ -502,6 +512,7 @@ def _compact_category(store: ObjectStore, model: str, category: str, pending: li
                 key, data = raw[detection_id]
                 del vectors[detection_id]
                 set_aside(store, key, data, read.pop(key), exc)
+                unmerged.add(detection_id)
         except CorruptShard as exc:
             log.error("the %s shard is unreadable (%s): replaced, and its items embedded again", category, exc)
             if on_shard_replaced is not None:
@@ -509,8 +520,9 @@ def _compact_category(store: ObjectStore, model: str, category: str, pending: li
             replace = True
     if on_merged is not None:
         on_merged(category, sorted(vectors))
-    if on_other_model is not None and other_model:
-        on_other_model(sorted(other_model))
+    if on_unmerged is not None and unmerged:
+        held = unmerged & set(decode_shard(store.get(entry["key"])).ids)  # the rare path pays for a read
+        on_unmerged(category, held, unmerged - held)
     for key, etag in read.items():
         delete_if_unchanged(store, key, etag)  # one embedded again meanwhile waits for the next run
     for key in removed:

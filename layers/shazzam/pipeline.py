@@ -22,7 +22,7 @@ from shazzam.app import App
 from shazzam.db import utcnow
 from shazzam.images import Box, ImageError, encode_png, get_subsection_of_image, load_image, standardise_img
 from shazzam.money import price_text
-from shazzam.index import PUBLISH_ATTEMPTS, ShardMoved, StaleShard, compact, encode_vector, publish, read_manifest
+from shazzam.index import PUBLISH_ATTEMPTS, CorruptShard, ShardMoved, StaleShard, compact, encode_vector, publish, read_manifest
 from shazzam.storage import ObjectNotFound, delete_if_unchanged, validate_key
 from shazzam.taxonomy import DETECTOR_CLASS_OF, SEARCHABLE, category_within
 
@@ -249,16 +249,21 @@ def standardise(app: App, key: str) -> StageResult:
     except ImageError as exc:
         catalogue.update_image(app.db, document["image_id"], status="failed", error=str(exc))
         return StageResult(key, "failed", str(exc))
-    outputs = []
+    crops = {}
     for detection in document["detections"]:
         try:
-            crop = standardise_img(get_subsection_of_image(image, detection["box"]))
+            crops[ids.standard_key(detection["id"])] = encode_png(standardise_img(get_subsection_of_image(image, detection["box"])))
         except ImageError as exc:
             catalogue.update_detection(app.db, detection["id"], embedding_status="failed", error=str(exc))
-            continue
-        output = ids.standard_key(detection["id"])
-        app.store.put(output, encode_png(crop), content_type="image/png")
-        outputs.append(output)
+    current = app.store.head(ids.incoming_key(document["image_id"]))
+    if current is None or current.etag != image_etag:
+        # Replaced while it was cropped (its newer crops may be written already: these must not
+        # overwrite them), or cropped and deleted by a run of the same event that finished first.
+        delete_if_unchanged(app.store, key, document_etag)
+        return StageResult(key, "skipped", "the photo was replaced or cropped meanwhile; its own run writes its crops")
+    for output, png in crops.items():
+        app.store.put(output, png, content_type="image/png")
+    outputs = list(crops)
     # Transient images are not kept: the catalogue holds the link, boxes and vectors. Only the
     # versions read are deleted: a changed photo uploaded meanwhile is detected in its turn.
     delete_if_unchanged(app.store, ids.incoming_key(document["image_id"]), image_etag)
@@ -281,6 +286,11 @@ def embed(app: App, key: str) -> StageResult:
         catalogue.update_detection(app.db, detection_id, embedding_status="failed", error=str(exc))
         return StageResult(key, "failed", str(exc))
     prediction = app.garment_model.predict(image, standardised=True)  # standardise made it
+    current = app.store.head(key)
+    if current is None or current.etag != crop_etag:
+        # A newer crop was written while this one was embedded (its vector may be written already:
+        # this one must not overwrite it), or a run of the same event finished first.
+        return StageResult(key, "skipped", "the crop was replaced or embedded meanwhile; its own run embeds it")
     # The product's category when the shop gives one we know; else the classifier's choice among
     # the detector class's categories (a "pants" garment is pants or shorts).
     product_category = catalogue.product_category_of_image(app.db, detection["image_id"])
@@ -339,7 +349,7 @@ def index(app: App) -> dict:
     those images again so that the pipeline embeds them with the current one."""
     merged_by_category = compact(app.store, model=app.garment_model.name,
                                  on_merged=lambda _category, added: catalogue.mark_indexed(app.db, added),
-                                 on_other_model=lambda dropped: catalogue.forget_embedder(app.db, dropped),
+                                 on_unmerged=lambda category, held, not_held: catalogue.vectors_not_merged(app.db, category, held, not_held),
                                  on_shard_replaced=lambda category: catalogue.forget_embedders_in_category(app.db, category))
     report = {category: {"added": len(merged["added"]), "removed": len(merged["removed"]), "total": merged["total"]}
               for category, merged in merged_by_category.items()}
@@ -398,7 +408,14 @@ def drop_dead_vectors(app: App) -> int:
         moved = False
         for category, dead in catalogue.dead_indexed_detections(app.db).items():
             try:
-                publish(app.store, category, drop=dead, expect_version=versions.get(category))
+                try:
+                    publish(app.store, category, drop=dead, expect_version=versions.get(category))
+                except CorruptShard as exc:
+                    # As an index run does (index.compact): else every index and revalidate run fails here.
+                    log.error("the %s shard is unreadable (%s): replaced, and its items embedded again", category, exc)
+                    catalogue.forget_embedders_in_category(app.db, category)
+                    publish(app.store, category, model=manifest["shards"][category].get("model"),
+                            expect_version=versions.get(category), replace=True)
             except ShardMoved:
                 moved = True
                 continue

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from shazzam import catalogue, events, ids, index, lease, pipeline
+from shazzam.images import encode_png, load_image, standardise_img
 from shazzam.local.runtime import LocalRuntime
 from tests.support.shop_photos import put_shop_photo
 
@@ -145,6 +148,66 @@ def test_a_vector_of_a_model_the_index_does_not_hold_is_embedded_again(runtime, 
     # No model's vector of the item is kept: the new model's re-embed pass fetches its image again.
     assert runtime.db.run_query("SELECT embedded_by FROM detections") == [{"embedded_by": None}]
     assert [image["src_link"] for image in catalogue.images_embedded_by_other_models(runtime.db, new)] == ["https://shop.example/i/1.jpg"]
+
+
+def spoil_pending_vector(runtime) -> str:
+    """Cut the one pending vector as a crash would; its detection id."""
+    (info,) = runtime.store.list("vectors/pending/")
+    runtime.store.put(info.key, runtime.store.get(info.key)[:100])
+    return ids.key_stem(info.key)
+
+
+def prune_now(runtime) -> dict:
+    return catalogue.prune_dead_products(runtime.db, catalogue.utcnow() + timedelta(days=1))
+
+
+def test_an_item_whose_new_vector_is_set_aside_keeps_its_old_one_until_it_dies(runtime, monkeypatch):
+    monkeypatch.setattr(pipeline, "reembed", lambda *_args, **_kwargs: {"stale": 0})  # no shop to fetch from here
+    image_id = put_shop_photo(runtime, IMAGE, 1, "skirt")
+    runtime.drain()
+    runtime.fire_schedule("index")
+    runtime.store.put(ids.incoming_key(image_id), IMAGE)  # fetched again (the shop changed it): embedded again
+    runtime.drain()
+    spoil_pending_vector(runtime)
+    runtime.fire_schedule("index")  # no longer fails every run: set aside
+    # The old vector still answers for it, by no known model: the re-embed pass fetches it again.
+    assert runtime.db.run_query("SELECT embedding_status, embedded_by FROM detections") == [{"embedding_status": "indexed", "embedded_by": None}]
+    assert [image["id"] for image in catalogue.images_embedded_by_other_models(runtime.db, runtime.app.garment_model.name)] == [image_id]
+    catalogue.mark_product_dead(runtime.db, catalogue.get_image(runtime.db, image_id)["product_id"], "http-404")
+    assert runtime.fire_schedule("index")["vectors_dropped"] == 1  # the old vector leaves with it
+    runtime.app.shards.manifest_ttl_s = 0
+    assert runtime.app.shards.categories() == {"skirt": 0}
+    assert prune_now(runtime)["products_pruned"] == 1
+
+
+def test_an_item_whose_first_vector_is_set_aside_is_fetched_again_and_holds_no_tombstone(runtime, monkeypatch):
+    monkeypatch.setattr(pipeline, "reembed", lambda *_args, **_kwargs: {"stale": 0})
+    image_id = put_shop_photo(runtime, IMAGE, 1, "skirt")
+    runtime.drain()
+    spoil_pending_vector(runtime)
+    runtime.fire_schedule("index")
+    assert runtime.db.run_query("SELECT embedding_status, embedded_by FROM detections") == [{"embedding_status": "embedded", "embedded_by": None}]
+    assert [image["id"] for image in catalogue.images_embedded_by_other_models(runtime.db, runtime.app.garment_model.name)] == [image_id]
+    catalogue.mark_product_dead(runtime.db, catalogue.get_image(runtime.db, image_id)["product_id"], "http-404")
+    assert prune_now(runtime) == {"products_pruned": 1, "images_pruned": 1, "detections_pruned": 1, "tombstones_kept": 0}
+
+
+def test_an_unreadable_shard_does_not_stop_dead_items_leaving_the_shards(runtime, monkeypatch):
+    monkeypatch.setattr(pipeline, "reembed", lambda *_args, **_kwargs: {"stale": 0})
+    dress = (REPO / "samples" / "shop" / "images" / "dress-01.jpg").read_bytes()
+    dead, live = put_shop_photo(runtime, dress, 1, "dress"), put_shop_photo(runtime, IMAGE, 2, "dress")
+    runtime.drain()
+    runtime.fire_schedule("index")
+    entry = index.read_manifest(runtime.store)[0]["shards"]["dress"]
+    runtime.store.put(entry["key"], runtime.store.get(entry["key"])[:500])  # (a local folder's cut write)
+    catalogue.mark_product_dead(runtime.db, catalogue.get_image(runtime.db, dead)["product_id"], "http-404")
+    assert pipeline.drop_dead_vectors(runtime.app) == 1  # it raised, so every index and revalidate run failed
+    runtime.app.shards.manifest_ttl_s = 0
+    assert runtime.app.shards.categories() == {"dress": 0}  # replaced, as an index run replaces it
+    rows = {row["image_id"]: (row["embedding_status"], row["embedded_by"])
+            for row in runtime.db.run_query("SELECT image_id, embedding_status, embedded_by FROM detections")}
+    assert rows == {dead: ("removed", None), live: ("indexed", None)}
+    assert [image["id"] for image in catalogue.images_embedded_by_other_models(runtime.db, runtime.app.garment_model.name)] == [live]
 
 
 def test_an_item_that_died_while_its_vector_was_pending_leaves_the_shard_at_the_index_run(runtime):
@@ -320,6 +383,52 @@ def test_a_photo_replaced_while_its_crop_was_embedded_is_the_one_indexed(runtime
     monkeypatch.setattr(runtime.app.garment_model, "predict", shop_replaces_the_photo_meanwhile)
     upload_product(runtime, None)  # the old photo, a skirt
     assert statuses(runtime) == [("dress", "indexed")]  # the new crop was embedded, not deleted unread
+
+
+def test_a_crop_of_a_photo_replaced_while_it_was_cropped_never_overwrites_the_new_one(runtime, monkeypatch):
+    dress = (REPO / "samples" / "shop" / "images" / "dress-01.jpg").read_bytes()
+    image_id = put_shop_photo(runtime, IMAGE, 1, None)
+    monkeypatch.setattr(runtime.store, "on_put", None)  # the stages by hand, in this order
+    pipeline.detect(runtime.app, ids.incoming_key(image_id))
+    standardise_img = pipeline.standardise_img
+
+    def shop_replaces_the_photo_meanwhile(image):
+        monkeypatch.setattr(pipeline, "standardise_img", standardise_img)
+        runtime.store.put(ids.incoming_key(image_id), dress)  # and its detect and standardise finish first
+        pipeline.detect(runtime.app, ids.incoming_key(image_id))
+        assert pipeline.standardise(runtime.app, ids.detections_key(image_id)).status == "done"
+        written.extend(runtime.store.get(info.key) for info in runtime.store.list("standard/"))
+        return standardise_img(image)
+
+    written = []
+
+    monkeypatch.setattr(pipeline, "standardise_img", shop_replaces_the_photo_meanwhile)
+    assert pipeline.standardise(runtime.app, ids.detections_key(image_id)).status == "skipped"
+    assert [runtime.store.get(info.key) for info in runtime.store.list("standard/")] == written  # the new photo's crop
+
+
+def test_a_vector_of_a_crop_replaced_while_it_was_embedded_never_overwrites_the_new_one(runtime, monkeypatch):
+    dress = (REPO / "samples" / "shop" / "images" / "dress-01.jpg").read_bytes()
+    image_id = put_shop_photo(runtime, IMAGE, 1, "dress")
+    monkeypatch.setattr(runtime.store, "on_put", None)
+    pipeline.detect(runtime.app, ids.incoming_key(image_id))
+    pipeline.standardise(runtime.app, ids.detections_key(image_id))
+    (crop,) = runtime.store.list("standard/")
+    new_crop = encode_png(standardise_img(load_image(dress)))
+    model = runtime.app.garment_model
+    predict = model.predict
+
+    def new_crop_written_and_embedded_meanwhile(image, **options):
+        monkeypatch.setattr(model, "predict", predict)
+        runtime.store.put(crop.key, new_crop)
+        assert pipeline.embed(runtime.app, crop.key).status == "done"
+        return predict(image, **options)
+
+    monkeypatch.setattr(model, "predict", new_crop_written_and_embedded_meanwhile)
+    assert pipeline.embed(runtime.app, crop.key).status == "skipped"
+    (pending,) = runtime.store.list("vectors/pending/")
+    vector, _model = index.decode_vector(runtime.store.get(pending.key))
+    np.testing.assert_allclose(vector, predict(load_image(new_crop), standardised=True).embedding, rtol=1e-5)
 
 
 def test_the_product_category_wins_over_the_classifier(runtime):

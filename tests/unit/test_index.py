@@ -567,13 +567,51 @@ def test_a_vector_rewritten_during_a_run_waits_for_the_next(store, monkeypatch):
     assert [name for name, _ in ShardReader(store).search("top", np.eye(DIM)[1], 1)] == ["a-000"]
 
 
-def test_an_unreadable_pending_vector_is_set_aside_and_the_run_goes_on(store):
+def npz(**entries) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **entries)
+    return buffer.getvalue()
+
+
+def bare_npy() -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.ones(DIM, np.float32))  # as pending vectors were written before they named their model
+    return buffer.getvalue()
+
+
+UNREADABLE_VECTORS = {
+    "not-a-vector": b"truncated by a crash",
+    "cut-archive": encode_vector(np.ones(DIM), "m")[:200],
+    "bare-npy": bare_npy(),
+    "no-model": npz(vector=np.ones(DIM, np.float32)),
+}
+
+
+@pytest.mark.parametrize("data", UNREADABLE_VECTORS.values(), ids=UNREADABLE_VECTORS.keys())
+def test_an_unreadable_pending_vector_is_set_aside_and_the_run_goes_on(store, data):
     store.put("vectors/pending/top/a-000.npy", encode_vector(np.eye(DIM)[0], "m"))
-    store.put("vectors/pending/top/b-000.npy", b"truncated by a crash")
-    assert compact(store, "m")["top"]["added"] == ["a-000"]
+    store.put("vectors/pending/top/b-000.npy", data)
+    store.put("vectors/pending/shoes/c-000.npy", encode_vector(np.eye(DIM)[1], "m"))
+    unmerged = []
+    report = compact(store, "m", on_unmerged=lambda *told: unmerged.append(told))
+    assert report["top"]["added"] == ["a-000"] and report["shoes"]["added"] == ["c-000"]
+    assert unmerged == [("top", set(), {"b-000"})]  # its item is embedded again
     assert not list(store.list("vectors/pending/"))
-    assert store.get("vectors/unreadable/top/b-000.npy") == b"truncated by a crash"  # kept for a look
+    assert store.get("vectors/unreadable/top/b-000.npy") == data  # kept for a look
     assert compact(store, "m") == {}  # and the next run is not stuck on it
+
+
+def test_an_unmerged_vector_is_told_whether_the_shard_holds_an_earlier_one_of_its_item(store):
+    publish(store, "top", add=vectors(["a-000"]), model="m")
+    store.put("vectors/pending/top/a-000.npy", b"truncated by a crash")  # the item embedded again
+    store.put("vectors/pending/top/b-000.npy", encode_vector(np.ones(DIM), "another model"))
+    unmerged = []
+    compact(store, "m", on_unmerged=lambda *told: unmerged.append(told))
+    assert unmerged == [("top", {"a-000"}, {"b-000"})]
 
 
 @pytest.mark.parametrize(
