@@ -206,8 +206,9 @@ function showError(error) {
 
 function price(item) {
   if (item.price === null) return "Price on the shop's page";
+  if (!item.currency) return item.price; // the shop named no currency: no symbol made up
   try {
-    return new Intl.NumberFormat(undefined, { style: "currency", currency: item.currency || "EUR" }).format(Number(item.price));
+    return new Intl.NumberFormat(undefined, { style: "currency", currency: item.currency }).format(Number(item.price));
   } catch {
     return `${item.price} ${item.currency || ""}`.trim();
   }

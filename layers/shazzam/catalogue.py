@@ -63,16 +63,21 @@ def add_shop(db: Database, base_url: str, name: str | None = None) -> str:
                 {
                     "id": shop_id,
                     "base_url": base_url,
-                    "name": (name or base_url)[:255],
+                    "name": _shop_name(name, base_url),
                     "active": True,
                     "created_at": utcnow(),
                     "is_local": infer_local(base_url),
                 },
                 # a shop named before keeps its name; one saved under another spelling takes this one
-                update=("base_url", "name", "active") if name else ("base_url", "active"),
+                update=("base_url", "name", "active") if name and name.strip() else ("base_url", "active"),
             )
         )
     return shop_id
+
+
+def _shop_name(name: str | None, base_url: str) -> str:
+    """The name a search filters by: trimmed (a search's value is), the address when blank."""
+    return ((name or "").strip() or base_url)[:255]
 
 
 @retried_on_deadlock
@@ -83,7 +88,7 @@ def save_source(db: Database, source) -> str:
         values = {
             "id": shop_id,
             "base_url": source.base_url,
-            "name": (source.name or source.base_url)[:255],
+            "name": _shop_name(source.name, source.base_url),
             "active": True,
             "created_at": utcnow(),
             "strategy": source.strategy,
@@ -252,8 +257,9 @@ def _storable_price(price, currency: str | None = None) -> Decimal | None:
 def _price_limit(limit: Decimal, rounding: str) -> Decimal:
     """A search's price limit as the thousandth it allows: prices are held to the thousandth at
     most, and SQLite compares a limit between two as the nearest float (25.989999999999999 as
-    25.99). One beyond any storable price is kept as it is."""
-    return limit if limit > MAX_PRICE else limit.quantize(Decimal("0.001"), rounding=rounding)
+    25.99). One beyond any storable price is the thousandth past the largest: MySQL's driver
+    writes a Decimal out digit by digit, and 1e999999999 would be a query of a gigabyte."""
+    return min(limit, MAX_PRICE + Decimal("0.001")).quantize(Decimal("0.001"), rounding=rounding)
 
 
 def product_shop(db: Database, product_id: str) -> str | None:
@@ -1121,12 +1127,13 @@ def get_item(db: Database, product_id: str) -> dict | None:
 
 
 def shop_ids(db: Database, name_or_id: str) -> list[str]:
-    """The shops a search names: by id, or by name in any case (what a person types). Compared
-    here, not in SQL: SQLite's lower() folds only ASCII letters ("Élan" would not match "élan")."""
-    wanted = name_or_id.casefold()
+    """The shops not taken off that a search names: by id, or by name in any case (what a person
+    types; a shop taken off is an unknown one, as /health lists it no more). Compared here, not in SQL: SQLite's lower() folds only ASCII letters ("Élan" would not match "élan")."""
+    wanted = name_or_id.strip().casefold()
     with db.transaction() as connection:
-        rows = connection.execute(sa.select(shops.c.id, shops.c.name)).all()
-    return [row.id for row in rows if row.id == name_or_id or row.name.casefold() == wanted]
+        rows = connection.execute(sa.select(shops.c.id, shops.c.name).where(shops.c.active.is_(True))).all()
+    # Stripped: a name saved with spaces around it before names were trimmed.
+    return [row.id for row in rows if row.id == name_or_id or row.name.strip().casefold() == wanted]
 
 
 def shop_exists(db: Database, name_or_id: str) -> bool:

@@ -44,6 +44,9 @@ def test_filters_and_items(db_url):
         assert found(max_price=Decimal("44.999999999999999")) == {"d1"}
         assert found(min_price=Decimal("45.00000000000001")) == {"d3"}
         assert found(min_price=Decimal("1e-400"), max_price=Decimal("1e400")) == {"d1", "d2", "d3"}
+        # MySQL's driver writes a Decimal out digit by digit: a gigabyte of query, or MemoryError
+        assert found(max_price=Decimal("1e999999999999999999")) == {"d1", "d2", "d3"}
+        assert found(min_price=Decimal("1e999999999999999999")) == set()
         assert found(currency="USD") == {"d3"}
         assert found(shop="South") == {"d3", "d4"} and found(shop=north) == {"d1", "d2"}
         assert catalogue.items_for_detections(db, []) == {}
@@ -53,5 +56,10 @@ def test_filters_and_items(db_url):
         assert item["image_urls"] == ["https://shop.example/p/1.jpg"] and not item["is_dead"]
         assert catalogue.get_item(db, "unknown") is None
         assert catalogue.shop_names(db) == ["North", "South"]
+        # A name is trimmed as the search's value is; a shop taken off is one a search cannot name.
+        padded = catalogue.add_shop(db, "https://padded.example/", name=" Padded Shop ")
+        assert catalogue.shop_ids(db, " Padded Shop ") == [padded] and "Padded Shop" in catalogue.shop_names(db)
+        catalogue.take_shop_off(db, "https://south.example/")
+        assert not catalogue.shop_exists(db, "South") and not catalogue.shop_exists(db, south)
     finally:
         db.close()
