@@ -253,6 +253,67 @@ def test_a_page_of_two_products_pruned_in_two_runs_brings_both_back(runtime, pla
     assert len(left) == 2 and not any(row["is_dead"] for row in left.values())
 
 
+def two_pages_of_a_dress(plain_shop, first: str, listing: dict | None = None) -> tuple:
+    """(answers, base): a shop whose sitemap lists `first`, then the dress's own page /p/dress.html
+    (category Dresses); `first` shows the dress too, as `listing` (JSON-LD) or as its own page's copy."""
+    answers = {"/robots.txt": (200, b"")}
+    shop = plain_shop(answers)
+    base = shop.base_url
+    data = {**product_data(base, "Red dress", ["img/dress.jpg"]), "url": f"{base}p/dress.html", "category": "Dresses"}
+    own = (f'<html><head><link rel="canonical" href="{base}p/dress.html"><script type="application/ld+json">{json.dumps(data)}'
+           f"</script></head></html>").encode()
+    answers["/p/dress.html"] = (200, own, {"Content-Type": "text/html"})
+    shown = own if listing is None else f'<html><head><script type="application/ld+json">{json.dumps(listing)}</script></head></html>'.encode()
+    answers[first] = (200, shown, {"Content-Type": "text/html"})
+    answers["/sitemap.xml"] = (200, f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc>{base}{first[1:]}</loc></url>'
+                                    f"<url><loc>{base}p/dress.html</loc></url></urlset>".encode())
+    answers["/img/dress.jpg"] = (200, jpeg(Image.new("RGB", (64, 64), (200, 30, 30))), {"Content-Type": "image/jpeg"})
+    return answers, base
+
+
+def the_dress(runtime, base) -> dict:
+    (row,) = runtime.db.run_query("SELECT url, page_url, category, is_dead, dead_reason FROM products")
+    assert row["url"] == f"{base}p/dress.html"
+    return row
+
+
+def test_a_product_whose_other_address_goes_stays_for_sale_on_its_own_page(runtime, plain_shop):
+    answers, base = two_pages_of_a_dress(plain_shop, "/sale/dress.html")  # the same page, canonical to its own
+    catalogue.save_source(runtime.db, ShopSource(base_url=base, name="sale", strategy="sitemap", local=True, delay_s=0, fetch=FAST))
+    assert pipeline.scrape(runtime.app)["products_new"] == 1
+    assert the_dress(runtime, base)["page_url"] == f"{base}p/dress.html"  # filed under its own page, not the one read first
+    del answers["/sale/dress.html"]  # out of the sale: its sale address is gone (it died with it, for good)
+    report = pipeline.scrape(runtime.app, force=True)
+    assert report["products_dead"] == 0 and not the_dress(runtime, base)["is_dead"]
+
+
+def test_a_collection_that_moves_on_leaves_a_product_its_own_page_shows(runtime, plain_shop):
+    entry = {"@type": "ItemList", "itemListElement": [
+        {"@type": "ListItem", "position": 1, "item": {**product_data("", "Red dress", []), "image": "/img/dress.jpg", "url": "/p/dress.html"}}]}
+    answers, base = two_pages_of_a_dress(plain_shop, "/new-in.html", listing={"@context": "https://schema.org", **entry})
+    catalogue.save_source(runtime.db, ShopSource(base_url=base, name="new-in", strategy="sitemap", local=True, delay_s=0, fetch=FAST))
+    pipeline.scrape(runtime.app)
+    assert the_dress(runtime, base)["category"] == "dress"  # its own page's category, not the collection's lack of one
+    answers["/new-in.html"] = (200, b"<html><head><title>New in</title></head></html>", {"Content-Type": "text/html"})
+    report = pipeline.scrape(runtime.app, force=True)
+    assert report["products_dead"] == 0 and not the_dress(runtime, base)["is_dead"]
+
+
+def test_a_product_killed_with_another_page_comes_back_by_its_own(runtime, plain_shop):
+    """As catalogues filed before a product's own page won: filed under the page read first, and dead with it."""
+    answers, base = two_pages_of_a_dress(plain_shop, "/sale/dress.html")
+    catalogue.save_source(runtime.db, ShopSource(base_url=base, name="sale", strategy="sitemap", local=True, delay_s=0, fetch=FAST))
+    pipeline.scrape(runtime.app)
+    del answers["/sale/dress.html"]
+    product_id = ids.product_id(f"{base}p/dress.html")
+    for revisit in (lambda: pipeline.scrape(runtime.app), lambda: pipeline.revalidate(runtime.app)):
+        catalogue.file_product(runtime.db, product_id, f"{base}sale/dress.html")
+        catalogue.mark_product_dead(runtime.db, product_id, "http-404")
+        revisit()  # its own page unchanged (a scrape), or read in full (revalidate)
+        row = the_dress(runtime, base)
+        assert not row["is_dead"] and row["page_url"] in (None, f"{base}p/dress.html")
+
+
 def test_listing_and_shopify_sources(runtime, shop):
     register(runtime, shop, strategy="listing", listing_urls=("/collections/all",))
     report = pipeline.scrape(runtime.app)

@@ -147,6 +147,7 @@ class SourcePass:
     def page(self, outcome: PageOutcome) -> None:
         counts = self.summary.counts
         if outcome.state == "unchanged":
+            self._file_under_own_page(outcome.url)
             rows = self.products_on_page(outcome.url)
             catalogue.touch_products(self.db, [row["id"] for row in rows])
             counts["products"] += len(rows)
@@ -168,7 +169,16 @@ class SourcePass:
         elif outcome.state == "changed":
             listed_before = list(self.products_on_page(outcome.url))
             for product in outcome.products:
-                if product.url not in self.seen:
+                known = self.known.get(product.url)
+                if known is not None and not known["is_dead"] and self.speaks_for_itself(known, outcome.url) \
+                        and known["page_url"] in (None, known["url"]):
+                    continue  # live on its own page, which speaks for it (a listing's entry has less)
+                if product.url in self.seen and product.url == outcome.url and known is not None and known["page_url"] not in (None, outcome.url):
+                    # Its own page, read after another page that listed it this pass: its own data
+                    # wins (a collection's entry may lack the category), and it is filed there, so
+                    # that the other page's going or moving on does not take it along.
+                    self.product(product, outcome.url, again=True)
+                elif product.url not in self.seen:
                     self.seen.add(product.url)
                     try:
                         self.product(product, outcome.url)
@@ -197,6 +207,19 @@ class SourcePass:
             self.remember(outcome.url, outcome.cache)
         if outcome.state != "changed":
             catalogue.mark_page_checked(self.db, self.shop_id, outcome.url)
+
+    def speaks_for_itself(self, row: dict, page_url: str) -> bool:
+        """Whether a product that `page_url` lists has an address of its own, another page, which
+        says best whether it is for sale. Not a Shopify feed's products: a whole round reads the feed."""
+        return self.source.strategy != "shopify" and row["url"] != page_url
+
+    def _file_under_own_page(self, url: str) -> None:
+        """File here the product whose own page this is, if another page holds it (before own pages
+        won, the page read first kept it, and that page's 404 killed it): back as it was, its own
+        page revives it below like any product of a page back."""
+        row = self.known.get(url)
+        if row is not None and self.source.strategy != "shopify" and row["page_url"] not in (None, url):
+            self.refile(row, None)
 
     def refile(self, row: dict, page_url: str | None) -> None:
         """File a product under another (feed) page, or under none."""
@@ -230,7 +253,9 @@ class SourcePass:
             row = catalogue.get_image(self.db, image_id)
             self.image(product_id, row["src_link"], position, refetch=True)
 
-    def product(self, product: ScrapedProduct, page_url: str) -> None:
+    def product(self, product: ScrapedProduct, page_url: str, again: bool = False) -> None:
+        """Save a product a page shows, and fetch its pictures if it is new or changed; `again`: read
+        on another page earlier in this pass (counted then)."""
         counts = self.summary.counts
         if len(product.url) > MAX_URL_LENGTH:
             log.warning("a product URL of %d characters on %s: not taken", len(product.url), page_url)
@@ -249,9 +274,10 @@ class SourcePass:
             self.by_page[prior["page_url"] or prior["url"]].remove(prior)
         self.by_page.setdefault(page_url, []).append(row)
         self.known[product.url] = row
-        counts["products"] += 1
         unchanged = prior is not None and prior["fingerprint"] == product.fingerprint()
-        counts["products_unchanged" if unchanged else "products_changed" if prior else "products_new"] += 1
+        if not again:
+            counts["products"] += 1
+            counts["products_unchanged" if unchanged else "products_changed" if prior else "products_new"] += 1
         if not product.in_stock:
             if not (prior and prior["is_dead"]):
                 counts["products_dead"] += 1
@@ -260,7 +286,9 @@ class SourcePass:
         if prior is not None and prior["is_dead"]:
             self.revive(product_id)
         elif unchanged:
-            counts["images_unchanged"] += len(product.image_urls) - self.retry_failed_images([product_id])
+            retried = self.retry_failed_images([product_id])
+            if not again:
+                counts["images_unchanged"] += len(product.image_urls) - retried
             return
         # Re-filed by the shop: its pictures go through detect and embed again, which crop the
         # garment of the new category and move its vector to that shard.
@@ -558,6 +586,10 @@ def revalidate_products(app, summary: Summary, budget_s: float | None = None) ->
                     summary.error(outcome.reason or outcome.state)
                 continue
             page_url = filed_under or product["url"]
+            if product["is_dead"] and visit.speaks_for_itself(product, page_url):
+                # Killed with the page that listed it (gone, or moved on): its own page, read in full,
+                # brings it back if it is for sale (and files it there); the listing's return, a scrape.
+                page_url = product["url"]
             if page_url in visited:
                 continue  # another product of the same page (a feed page, a product group)
             visited.add(page_url)
