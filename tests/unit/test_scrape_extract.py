@@ -78,6 +78,21 @@ def test_a_json_ld_block_too_large_for_a_product_is_skipped(monkeypatch):
     assert extract_products(block("x" * 400), PAGE) == []
 
 
+@pytest.mark.parametrize("tail, scan", [("S <M ", "parse_starttag"), ("<!-- a > ", "parse_comment"), ("<![CDATA[ b > ", "parse_html_declaration")],
+                         ids=["start-tags", "comments", "cdata"])
+def test_openers_nothing_closes_are_text_not_a_rescan_of_the_page_each(monkeypatch, tail, scan):
+    """Python's HTMLParser scanned the rest of the page from each: 80 KB of "S <M" took a minute."""
+    from html.parser import HTMLParser
+
+    scans = []
+    original = getattr(HTMLParser, scan)
+    monkeypatch.setattr(HTMLParser, scan, lambda self, i, *rest: scans.append(i) or original(self, i, *rest))
+    page = ('<div itemscope itemtype="https://schema.org/Product"><span itemprop="name">Tee</span><img itemprop="image" src="/t.jpg"></div>'
+            f"<p>Sizes: {tail * 2000}")
+    (product,) = extract_products(page, PAGE)
+    assert product.title == "Tee" and len(scans) < 10
+
+
 def test_parse_availability():
     assert parse_availability("https://schema.org/InStock") == "InStock"
     assert parse_availability("http://schema.org/OutOfStock") == "OutOfStock"

@@ -299,9 +299,26 @@ class PageParser(HTMLParser):
 
 def parse_page(html: str, page_url: str) -> PageParser:
     parser = PageParser(page_url)
-    parser.feed(html)
+    parser.feed(_disarmed(html))
     parser.close()
     return parser
+
+
+def _disarmed(html: str) -> str:
+    """The page with markup openers that nothing closes written as text, which is what Python's
+    HTMLParser makes of them too, but only after scanning the rest of the page from each: a size
+    table pasted as "S <M S <M ..." (80 KB) took a minute to parse, 120 KB three and a half. Every
+    "<" after the last ">" is such an opener; so is each "<!--" after the last "-->" (and "<![" after
+    "]]>"), a cost once, so those are escaped only when there are several."""
+    last = html.rfind(">") + 1
+    if "<" in html[last:]:
+        html = html[:last] + html[last:].replace("<", "&lt;")
+    for opener, closer in (("<!--", "-->"), ("<![", "]]>")):
+        closed = html.rfind(closer)
+        start = 0 if closed < 0 else closed + len(closer)
+        if html.count(opener, start) > 1:
+            html = html[:start] + html[start:].replace(opener, "&lt;" + opener[1:])
+    return html
 
 
 # --------------------------------------------------------------------------------------------
