@@ -120,6 +120,19 @@ def _shop_id(connection: sa.Connection, base_url: str) -> str:
     return shop_id
 
 
+def active_shop_id(db: Database, base_url: str) -> str:
+    """The id of the active shop at this address (any spelling of it); ValueError for an address
+    no scrape could use, or one no active shop has (`shops add` registers or brings one back)."""
+    from shazzam.scrape.sources import ShopSource
+
+    canonical = ShopSource(base_url=base_url).base_url
+    with db.transaction() as connection:
+        shop_id = _shop_id(connection, canonical)
+        if not connection.execute(sa.select(shops.c.active).where(shops.c.id == shop_id)).scalar():
+            raise ValueError(f"no active shop at {canonical} (`shazzam shops add {canonical}` registers it)")
+    return shop_id
+
+
 def source_of_shop(row: dict):
     """The ShopSource a `shops` row describes (defaults where its columns are NULL)."""
     from shazzam.scrape.sources import SOURCE_OWN_FETCH_SETTINGS, source_from_mapping

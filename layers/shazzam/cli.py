@@ -211,6 +211,8 @@ def cmd_ingest(args) -> int:
 
     runtime = _runtime(args)
     try:
+        for url in args.shop:  # each before any work
+            catalogue.active_shop_id(runtime.db, url)
         report = ingest_now(runtime, args.shop, args.limit, args.quiet)
         report["counts"] = catalogue.counts(runtime.db)
     finally:
@@ -525,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=cmd_serve)
 
     ingest = commands.add_parser("ingest", help="scrape shops and index their items now")
-    ingest.add_argument("--shop", action="append", default=[], help="shop base URL (repeatable; default: every registered shop)")
+    ingest.add_argument("--shop", action="append", default=[], help="a registered shop's base URL (repeatable; default: every registered shop)")
     ingest.add_argument("--limit", type=positive_int, help="at most N products per shop")
     ingest.add_argument("--json", action="store_true")
     ingest.set_defaults(run=cmd_ingest)

@@ -73,6 +73,15 @@ def test_a_scrape_of_a_shop_that_cannot_be_reached_exits_1_and_leaves_it_due(tmp
     assert json.loads(again.stdout.strip().splitlines()[-1])["shops"] == 1
 
 
+def test_ingest_names_only_shops_that_are_on_and_brings_none_back(tmp_path):
+    assert shazzam("shops", "add", "https://shop.example/", data_dir=tmp_path).returncode == 0
+    assert shazzam("shops", "remove", "https://shop.example/", data_dir=tmp_path).returncode == 0
+    for url in ("https://shop.example/", "https://typo.example/"):
+        run = shazzam("--quiet", "ingest", "--shop", url, data_dir=tmp_path)
+        assert run.returncode == 1 and f"no active shop at {url}" in run.stderr and "Traceback" not in run.stderr
+    assert json.loads(shazzam("shops", "list", "--json", data_dir=tmp_path).stdout) == []  # neither registered nor back
+
+
 def test_ingest_goes_on_past_a_shop_that_cannot_be_reached_and_exits_1(tmp_path):
     unreachable = unreachable_shop(tmp_path / "sources.toml")
     assert shazzam("--quiet", "scrape", "--sources", str(tmp_path / "sources.toml"), data_dir=tmp_path).returncode == 1

@@ -414,7 +414,7 @@ def _canonical_or_none(text: str) -> str | None:
 
 
 def _sources(app, shop_url: str | None, source_name: str | None) -> list[tuple[dict, ShopSource]]:
-    shop_id = catalogue.add_shop(app.db, shop_url) if shop_url else None
+    shop_id = catalogue.active_shop_id(app.db, shop_url) if shop_url else None
     rows = [row for row in catalogue.active_shops(app.db) if (not shop_id or row["id"] == shop_id)]
     if source_name:
         address = _canonical_or_none(source_name)
