@@ -230,6 +230,15 @@ def test_a_browser_like_user_agent_is_still_matched_as_the_bot(plain_shop):
     assert not fetcher.allowed(shop.base_url + "p/1.html")
 
 
+@pytest.mark.parametrize("group", [
+    b"User-agent: ShazzamBot/0.2", b"User-agent: ShazzamBot/0.2 (+https://github.com/shazzam-for-clothes)",
+    b"User-agent: Shazzambot/*", b"user-agent:shazzambot/1 # our crawler",
+])
+def test_a_robots_group_that_names_the_bot_with_a_version_is_obeyed(plain_shop, group):
+    shop = plain_shop({"/robots.txt": (200, b"User-agent: *\nAllow: /\n\n" + group + b"\nDisallow: /\n")})
+    assert not Fetcher(local=True, delay_s=0, **FAST).allowed(shop.base_url + "p/1.html")
+
+
 def test_a_retry_after_date_no_clock_reaches_is_no_wait_and_no_crash():
     assert _retry_after_s("Mon, 01 Jan 99999999999999999999 00:00:00 GMT") is None
 

@@ -225,6 +225,17 @@ def python_codec(label: str) -> str | None:
     return codec
 
 
+# A robots.txt group's user-agent line, up to its value's end (a comment may follow).
+_USER_AGENT_LINE = re.compile(r"^([ \t]*user-?agent[ \t]*:[ \t]*)([^\r\n#]*)", re.I | re.M)
+
+
+def _product_tokens(robots_txt: str) -> str:
+    """robots.txt with each user-agent line's value cut to its product token, as Google's parser
+    reads it: "ShazzamBot/0.2 (+https://...)" names the group of "ShazzamBot" (RFC 9309, 2.2.1:
+    letters, "_" and "-"), which protego would otherwise match whole, and on no crawler."""
+    return _USER_AGENT_LINE.sub(lambda line: line.group(1) + re.match(r"\*|[A-Za-z_-]*", line.group(2)).group(), robots_txt)
+
+
 _BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
 # <meta charset="x"> or <meta http-equiv="Content-Type" content="text/html; charset=x">
 _META_CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?([\w.-]+)", re.I)
@@ -546,7 +557,7 @@ class Fetcher:
         if result is None:
             parser = Protego.parse("")
         elif result.status == 200:
-            parser = Protego.parse(result.text())
+            parser = Protego.parse(_product_tokens(result.text()))
         elif result.status in (401, 403, 429) or result.status >= 500:
             parser = Protego.parse("User-agent: *\nDisallow: /\n")  # refused, throttled or broken: stay out
             with self._lock:
