@@ -125,6 +125,13 @@ def test_per_host_delay_paces_requests(shop):
     assert time.monotonic() - started >= 0.4  # robots.txt + 4 pages, 0.1 s apart
 
 
+def test_a_crawl_delay_spaces_the_first_request_from_robots_txt_too(plain_shop):
+    shop = plain_shop({"/robots.txt": (200, b"User-agent: *\nCrawl-delay: 1\n"), "/p/1.html": (200, b"<html></html>")})
+    started = time.monotonic()
+    Fetcher(local=True, delay_s=0, **FAST).get(shop.base_url + "p/1.html")
+    assert time.monotonic() - started >= 1 and shop.asked == ["/robots.txt", "/p/1.html"]
+
+
 def test_listing_pagination_loop_and_shopify_feed(shop, fetcher):
     listing = ShopSource(base_url=shop.base_url, strategy="listing", listing_urls=("/collections/all",), local=True)
     assert Crawl(listing, fetcher).listing_urls() == [shop.url("products/listed-1.html"), shop.url("products/listed-2.html")]

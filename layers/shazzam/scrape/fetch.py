@@ -399,15 +399,22 @@ class _HostGate:
         self.slots = threading.BoundedSemaphore(concurrency)
         self.lock = threading.Lock()
         self.next_start = 0.0
+        self.last_start = 0.0
         self.closed_until = 0.0  # a Retry-After longer than we wait: no request before then
 
     def wait_turn(self, delay: float) -> None:
         with self.lock:
             now = time.monotonic()
             start = max(now, self.next_start)
-            self.next_start = start + delay
+            self.last_start, self.next_start = start, start + delay
         if start > now:
             time.sleep(start - now)
+
+    def space_from_last(self, delay: float) -> None:
+        """The next request starts at least ``delay`` after the last one did (a delay learnt from
+        that request's answer: robots.txt's Crawl-delay)."""
+        with self.lock:
+            self.next_start = max(self.next_start, self.last_start + delay)
 
     def hold_off(self, seconds: float) -> None:
         """Nobody starts a request to this host for ``seconds`` (a Retry-After)."""
@@ -566,6 +573,7 @@ class Fetcher:
             parser = Protego.parse("")  # no robots.txt: everything allowed
         with self._lock:
             self._robots.setdefault(origin, parser)
+        self._gate(origin).space_from_last(self._delay_for(origin))  # robots.txt's own request was paced before its Crawl-delay was known
         return parser
 
     def allowed(self, url: str) -> bool:
