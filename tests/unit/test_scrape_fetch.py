@@ -895,6 +895,18 @@ def test_a_home_page_named_as_a_sitemap_is_still_read_as_a_listing_page(plain_sh
     assert crawl.discovery_complete and shop.asked == ["/robots.txt", "/", "/"]  # as a sitemap (not XML), then as a listing page
 
 
+def test_listing_pages_chained_by_a_rel_next_link_in_their_head_are_all_read(plain_shop):
+    def listing(n, head):
+        return (200, f'<html><head>{head}</head><body><a href="/products/{n}.html">{n}</a></body></html>'.encode(), {"Content-Type": "text/html"})
+
+    answers = {"/robots.txt": (404, b"")}
+    shop = plain_shop(answers)
+    for n in (1, 2, 3):
+        answers[f"/collections/all/{n}"] = listing(n, f'<link rel="next" href="{shop.base_url}collections/all/{n + 1}">' if n < 3 else "")
+    source = ShopSource(base_url=shop.base_url, strategy="listing", listing_urls=("/collections/all/1",), local=True)
+    assert Crawl(source, Fetcher(local=True, delay_s=0, **FAST)).listing_urls() == [shop.base_url + f"products/{n}.html" for n in (1, 2, 3)]
+
+
 def test_a_listing_page_that_failed_is_read_again_at_the_next_pass(plain_shop):
     shop, source = paged_listing_shop(plain_shop, 4)
     shop.answers["/list/page/2"], healthy = (503, b"busy"), shop.answers["/list/page/2"]

@@ -414,7 +414,7 @@ class Crawl:
             return result, [], []
         page = parse_page(result.text(), result.url)
         listings, pages = [], []
-        for link in page.links:
+        for link in dict.fromkeys(page.links + page.next_links):  # a rel=next <link> in the head is no <a>
             if _host(link) != self.source.host:
                 continue
             if self._product_pattern.search(urlsplit(link).path):
