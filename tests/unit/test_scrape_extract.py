@@ -12,7 +12,7 @@ from PIL import Image
 
 from shazzam.scrape import ShopSource, extract_products, load_sources, shopify_products
 from shazzam.scrape.dedup import NEAR_DUPLICATE_BITS, PictureHashes, colour_grid, dhash, image_format, same_colours
-from shazzam.scrape.extract import best_srcset_candidate, parse_availability, parse_price
+from shazzam.scrape.extract import best_srcset_candidate, parse_availability, parse_page, parse_price
 from tests.support.quirky_shop import jpeg, picture
 
 PAGE = "https://shop.example/en/p/item.html"
@@ -124,6 +124,24 @@ def test_gallery_images_srcset_lazy_and_protocol_relative_resolved_against_the_p
         "https://shop.example/img/c.jpg",
     )
     assert product.category is None  # the shop names none: the classifier will decide, not the title
+
+
+def test_relative_addresses_resolve_against_the_pages_first_base_href():
+    """A page at /en/p/item.html with <base href="/"> means its "media/tee.jpg" to be /media/tee.jpg."""
+    head = """<base href="/"><base href="/elsewhere/"><link rel="canonical" href="p/tee">
+      <script type="application/ld+json">{"@type": "Product", "name": "Tee", "image": "media/tee.jpg", "url": "p/tee"}</script>
+      <meta property="og:image" content="media/og.jpg">"""
+    body = '<a href="products/tee">Tee</a><div class="product-gallery"><img src="media/side.jpg"></div>'
+    [product] = extract_products(f"<html><head>{head}</head><body>{body}</body></html>", PAGE)
+    assert product.url == "https://shop.example/p/tee"
+    assert product.image_urls == ("https://shop.example/media/tee.jpg", "https://shop.example/media/side.jpg")
+    [og] = extract_products('<html><head><base href="https://shop.example/"><meta property="og:type" content="product">'
+                            '<meta property="og:title" content="Tee"><meta property="og:image" content="media/og.jpg"></head></html>', PAGE)
+    assert og.image_urls == ("https://shop.example/media/og.jpg",)
+    page = parse_page(f"<html><head>{head}</head><body>{body}</body></html>", PAGE)
+    assert (page.canonical, page.links) == ("https://shop.example/p/tee", ["https://shop.example/products/tee"])
+    # A base that is not http(s) is the page's base all the same, and leaves addresses as the page's own.
+    assert parse_page('<base href="javascript:void(0)"><base href="/x/"><a href="tee">Tee</a>', PAGE).links == ["https://shop.example/en/p/tee"]
 
 
 def test_offers_currencies_and_addresses_as_shops_write_them():

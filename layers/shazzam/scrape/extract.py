@@ -4,7 +4,8 @@ One pass of :class:`PageParser` over the HTML collects everything: the JSON-LD b
 microdata items, the meta tags, the canonical link, the product gallery's images (``src``,
 ``srcset``, lazy-loading ``data-*`` attributes) and the page's links (for listing pages).
 :func:`extract_products` prefers JSON-LD, fills its gaps from microdata and OpenGraph, and falls
-back to them when a page has no JSON-LD product. Every URL is resolved against the page URL.
+back to them when a page has no JSON-LD product. Every URL is resolved against the page's first
+``<base href>``, else against the page URL.
 """
 
 from __future__ import annotations
@@ -114,6 +115,9 @@ class PageParser(HTMLParser):
     def __init__(self, page_url: str) -> None:
         super().__init__(convert_charrefs=True)
         self.page_url = page_url
+        # What the page's relative URLs resolve against: its first <base href>, else its own URL.
+        self.base_url = page_url
+        self._base_read = False
         self.json_ld: list[str] = []
         self.items: list[MicrodataItem] = []  # top-level microdata items
         self.meta: dict[str, list[str]] = {}
@@ -139,7 +143,7 @@ class PageParser(HTMLParser):
     # -- helpers ------------------------------------------------------------------------------
 
     def _url(self, value: str | None) -> str | None:
-        return absolute_url(self.page_url, value)
+        return absolute_url(self.base_url, value)
 
     def _item(self) -> MicrodataItem | None:
         return self._open_items[-1] if self._open_items else None
@@ -193,6 +197,9 @@ class PageParser(HTMLParser):
             key = (attrs.get("property") or attrs.get("name") or "").strip().lower()
             if key and attrs.get("content") is not None:
                 self.meta.setdefault(key, []).append(attrs["content"].strip())
+        elif tag == "base" and "href" in attrs and not self._base_read:
+            self._base_read = True  # the first <base href> is the page's, even one that is not http(s) (the HTML standard)
+            self.base_url = absolute_url(self.page_url, attrs["href"]) or self.page_url
         elif tag == "link":
             rel = attrs.get("rel", "").lower().split()
             if "canonical" in rel and self.canonical is None:
@@ -344,14 +351,15 @@ def absolute_url(base: str, value: Any) -> str | None:
     return percent_encoded(urlunsplit(parts))
 
 
-def product_url(page_url: str, *declared: Any) -> str:
+def product_url(page_url: str, *declared: Any, base: str | None = None) -> str:
     """The product's URL: the first URL the page declares for it (its structured data's url, the
-    canonical link) if that is another page of the same site, else the page's own. A URL on another
-    host would let one shop's page write over another shop's product, and a canonical link to the
-    home page (a common misconfiguration) would fold every product into one."""
+    canonical link; resolved against ``base``, the page's <base href>, when it has one) if that is
+    another page of the same site, else the page's own. A URL on another host would let one shop's
+    page write over another shop's product, and a canonical link to the home page (a common
+    misconfiguration) would fold every product into one."""
     page = urlsplit(page_url)
     for value in declared:
-        url = absolute_url(page_url, _text(value, ids=True) if not isinstance(value, str) else value)
+        url = absolute_url(base or page_url, _text(value, ids=True) if not isinstance(value, str) else value)
         if url is None:
             continue
         parts = urlsplit(url)
@@ -633,14 +641,14 @@ def _first_offer_fields(offers: Any) -> tuple[Decimal | None, str | None, str | 
     return next((group[0] for group in ranked if group), (None, None, None, None))
 
 
-def _image_urls(value: Any, page_url: str) -> list[str]:
+def _image_urls(value: Any, base: str) -> list[str]:
     urls: list[str] = []
     for item in _as_list(value):
         if isinstance(item, dict):
             item = item.get("url") or item.get("contentUrl")
             if isinstance(item, list):
                 item = item[0] if item else None
-        url = absolute_url(page_url, item)
+        url = absolute_url(base, item)
         if url and url not in urls:
             urls.append(url)
     return urls
@@ -699,12 +707,12 @@ def _sizes(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(sizes))
 
 
-def _json_ld_product(node: dict[str, Any], page_url: str, canonical: str | None) -> ScrapedProduct | None:
+def _json_ld_product(node: dict[str, Any], page: PageParser) -> ScrapedProduct | None:
     # A ProductGroup (one product in several sizes or colours) is the product; its variants give
     # what it does not say itself: pictures, offers, sizes.
     variants = [v for v in _as_list(node.get("hasVariant")) if isinstance(v, dict)]
     title = _text(node.get("name"))
-    images = _image_urls(node.get("image"), page_url) or list(dict.fromkeys(u for v in variants for u in _image_urls(v.get("image"), page_url)))
+    images = _image_urls(node.get("image"), page.base_url) or list(dict.fromkeys(u for v in variants for u in _image_urls(v.get("image"), page.base_url)))
     if not title or not images:
         return None
     offers = node.get("offers") or [offer for v in variants for offer in _as_list(v.get("offers"))]
@@ -713,7 +721,7 @@ def _json_ld_product(node: dict[str, Any], page_url: str, canonical: str | None)
         offer_url = None  # a variant's address ("?size=S") is not the group's
     sizes = _sizes(node.get("size")) or _sizes([v.get("size") for v in variants])
     crumbs = _crumbs(node.get("category"))
-    url = product_url(page_url, node.get("url"), canonical, offer_url)
+    url = product_url(page.page_url, node.get("url"), page.canonical, offer_url, base=page.base_url)
     return ScrapedProduct(
         url=url,
         title=title,
@@ -746,7 +754,7 @@ def _microdata_walk(items: list[MicrodataItem]) -> Iterator[MicrodataItem]:
 
 def _microdata_product(item: MicrodataItem, page: PageParser) -> ScrapedProduct | None:
     title = _text(item.first("name"))
-    images = [url for url in (absolute_url(page.page_url, v) for v in item.props.get("image", []) if isinstance(v, str)) if url]
+    images = [url for url in (absolute_url(page.base_url, v) for v in item.props.get("image", []) if isinstance(v, str)) if url]
     if not title or not images:
         return None
     offer = item.first("offers")
@@ -755,7 +763,7 @@ def _microdata_product(item: MicrodataItem, page: PageParser) -> ScrapedProduct 
     crumbs = _crumbs(item.props.get("category"))
     currency = currency_code(get("priceCurrency"), _text(get("price")))
     return ScrapedProduct(
-        url=product_url(page.page_url, item.first("url"), page.canonical),
+        url=product_url(page.page_url, item.first("url"), page.canonical, base=page.base_url),
         title=title,
         price=parse_price(_text(get("price")) or _text(get("lowPrice")), currency),
         currency=currency,
@@ -787,13 +795,13 @@ def _opengraph_product(page: PageParser) -> ScrapedProduct | None:
     if not (is_product or price):
         return None
     title = _og(page, "og:title") or page.h1 or page.title
-    images = [url for name in ("og:image", "og:image:secure_url", "og:image:url") for url in (absolute_url(page.page_url, v) for v in page.meta.get(name, [])) if url]
+    images = [url for name in ("og:image", "og:image:secure_url", "og:image:url") for url in (absolute_url(page.base_url, v) for v in page.meta.get(name, [])) if url]
     if not title or not images and not page.images:
         return None
     currency = currency_code(_og(page, "product:price:currency", "og:price:currency"), price)
     crumbs = _crumbs(_og(page, "product:category"))
     return ScrapedProduct(
-        url=product_url(page.page_url, _og(page, "og:url"), page.canonical),
+        url=product_url(page.page_url, _og(page, "og:url"), page.canonical, base=page.base_url),
         title=title,
         price=parse_price(price, currency),
         currency=currency,
@@ -860,7 +868,7 @@ def products_of_page(page: PageParser) -> list[ScrapedProduct]:
     top = {id(node) for node in _top_level(json_ld)}
     # The variants of a product group are the group's sizes and colours, not products of their own.
     variants = {id(v) for node in nodes if "ProductGroup" in _types(node) for v in _as_list(node.get("hasVariant"))}
-    from_json_ld = [p for p in (_json_ld_product(n, page.page_url, page.canonical) for n in nodes
+    from_json_ld = [p for p in (_json_ld_product(n, page) for n in nodes
                                 if {"Product", "ProductGroup"} & set(_types(n)) and id(n) not in variants
                                 and (id(n) in top or _has_own_address(n))) if p]
     microdata = [p for p in (_microdata_product(i, page) for i in _microdata_walk(page.items) if "Product" in i.types) if p]
