@@ -395,6 +395,19 @@ def test_a_sitemap_of_several_gzip_members_is_read_whole():
         parse_sitemap(gzip.compress(xml[:60]) + gzip.compress(xml[60:]), 100)  # the cap is on the whole
 
 
+@pytest.mark.parametrize("path", ["/sitemap.xml", "/sitemap.xml.gz"])
+def test_a_sitemap_larger_than_the_page_cap_but_within_the_protocols_is_read(plain_shop, path):
+    """50,000 URLs with their alternates in four languages take some 28 MB, over the 20 MB of a page
+    but within the 50 MB sitemaps.org allows; here 3 MB, over these tests' 2 MB cap."""
+    entry = '<url><loc>/products/{0}</loc>' + "".join(f'<xhtml:link rel="alternate" hreflang="{lang}" href="/{lang}/products/{{0}}"/>' for lang in ("de", "fr", "it", "es")) + "</url>"
+    xml = ('<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9" xmlns:xhtml="http://www.w3.org/1999/xhtml">'
+           + "".join(entry.format(n) for n in range(12_000)) + "</urlset>").encode()
+    assert len(xml) > 1.5 * FAST["max_bytes"]
+    shop = plain_shop({"/robots.txt": (200, f"Sitemap: {path}\n".encode()), "/sitemap.xml": (200, xml), "/sitemap.xml.gz": (200, gzip.compress(xml))})
+    crawl = Crawl(ShopSource(base_url=shop.base_url, strategy="sitemap", local=True), Fetcher(local=True, delay_s=0, **FAST))
+    assert len(crawl.sitemap_urls()) == 12_000 and not crawl.errors
+
+
 def test_sources_on_one_host_share_its_robots_txt_pace_and_retry_after(plain_shop):
     shop = plain_shop({"/robots.txt": (200, b""), "/a/1.html": (429, b"", {"Retry-After": "30"}), "/b/1.html": (200, b"<html></html>")})
     base = Fetcher(local=True, delay_s=0, **FAST)
@@ -529,7 +542,7 @@ def test_headers_dripped_a_byte_at_a_time_are_cut_at_the_deadline():
     started = time.monotonic()
     try:
         with pytest.raises(FetchError) as error:
-            fetcher._get_once(f"http://127.0.0.1:{listener.getsockname()[1]}/p.html", None, None, None)
+            fetcher._get_once(f"http://127.0.0.1:{listener.getsockname()[1]}/p.html", None, None, None, fetcher.policy.max_bytes)
     finally:
         stop.set()
         listener.close()

@@ -44,6 +44,9 @@ from shazzam.scrape.sources import ShopSource
 log = logging.getLogger(__name__)
 
 SITEMAP_MAX_DEPTH = 3
+# The sitemaps.org protocol's limit on a sitemap, uncompressed (a sitemap of 50,000 URLs with their
+# alternates in other languages and their pictures takes more than the 20 MB cap of other pages).
+SITEMAP_MAX_BYTES = 50 * 1024 * 1024
 SHOPIFY_PAGE_SIZE = 250
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 _PAGINATION = re.compile(r"[?&](?:page|p|pg)=\d+|/page/\d+/?$", re.I)
@@ -386,11 +389,12 @@ class Crawl:
         return list(discovery.pages)
 
     def _read_sitemap(self, document: DiscoveryDocument) -> tuple[str, list[DiscoveryDocument], list[str]]:
-        result = self._fetch(document.url)
+        max_bytes = max(SITEMAP_MAX_BYTES, self.fetcher.policy.max_bytes)
+        result = self._fetch(document.url, max_bytes=max_bytes)
         if isinstance(result, str):
             return result, [], []
         try:
-            kind, locs = parse_sitemap(result.body, self.fetcher.policy.max_bytes)
+            kind, locs = parse_sitemap(result.body, max_bytes)
         except (SitemapError, FetchError, zlib.error) as error:
             log.warning("sitemap %s: %s", document.url, error)
             self.errors["bad-sitemap"] += 1

@@ -601,19 +601,22 @@ class Fetcher:
         etag: str | None = None,
         last_modified: str | None = None,
         accept: Iterable[str] | None = None,
+        max_bytes: int | None = None,
     ) -> FetchResult:
         """GET a URL, following redirects, retrying transient failures.
 
         HTTP errors come back as their status (4xx, or 5xx once retries are spent); a refusal
         (robots, address, size, type, time) raises FetchError. ``accept`` lists media types
         ("text/html", "image/*"): a 200 of another type raises FetchError before its body is read.
+        ``max_bytes`` is this answer's byte cap, when it is not the policy's (a sitemap's is larger).
         """
-        return self._get_following(url, etag=etag, last_modified=last_modified, accept=accept)
+        return self._get_following(url, etag=etag, last_modified=last_modified, accept=accept, max_bytes=max_bytes)
 
-    def _get_following(self, url, *, robots_file=False, etag=None, last_modified=None, accept=None) -> FetchResult:
+    def _get_following(self, url, *, robots_file=False, etag=None, last_modified=None, accept=None, max_bytes=None) -> FetchResult:
         """`robots_file`: robots.txt itself, which is not checked against itself and whose
         redirects are followed to any public host (RFC 9309, 2.3.1.2)."""
         max_redirects = ROBOTS_MAX_REDIRECTS if robots_file else self.policy.max_redirects
+        max_bytes = max_bytes or self.policy.max_bytes
         for hop in range(max_redirects + 1):
             try:
                 self._check_run_deadline(url)
@@ -626,7 +629,7 @@ class Fetcher:
                 error.asked |= hop > 0  # an earlier hop was answered
                 raise
             try:
-                result, location = self._get_retrying(url, etag, last_modified, accept)
+                result, location = self._get_retrying(url, etag, last_modified, accept, max_bytes)
             except FetchError as error:
                 error.asked |= hop > 0  # an earlier hop was answered
                 raise
@@ -645,7 +648,7 @@ class Fetcher:
             etag = last_modified = None  # validators belong to the URL they came from
         raise FetchError(f"more than {max_redirects} redirects", kind="too-many-redirects")
 
-    def _get_retrying(self, url, etag, last_modified, accept) -> tuple[FetchResult, str | None]:
+    def _get_retrying(self, url, etag, last_modified, accept, max_bytes) -> tuple[FetchResult, str | None]:
         policy = self.policy
         gate = self._gate(url)
         asked = False  # whether a request went out: a refusal before any says nothing of the page
@@ -661,7 +664,7 @@ class Fetcher:
                 asked = True
                 try:
                     with gate.slots:
-                        result, location = self._get_once(url, etag, last_modified, accept)
+                        result, location = self._get_once(url, etag, last_modified, accept, max_bytes)
                 except FetchError as error:
                     if error.kind not in ("network", "timeout") or last:
                         raise
@@ -700,7 +703,7 @@ class Fetcher:
         if self.deadline is not None and time.monotonic() + seconds > self.deadline:
             raise FetchError(f"{url}: waiting {seconds:.0f} s for the host would pass the run's deadline", kind="rate-limited")
 
-    def _get_once(self, url, etag, last_modified, accept) -> tuple["_Response", str | None]:
+    def _get_once(self, url, etag, last_modified, accept, max_bytes) -> tuple["_Response", str | None]:
         """One request, on an idle connection to the host when one is kept (asked again on a new
         connection if the server closed that one meanwhile), else on a new connection."""
         parts = urlsplit(url)
@@ -714,16 +717,16 @@ class Fetcher:
             connection.timeout = self.policy.timeout_s
             connection.sock.settimeout(self.policy.timeout_s)
             try:
-                return self._exchange(connection, key, url, etag, last_modified, accept, deadline, reused=True)
+                return self._exchange(connection, key, url, etag, last_modified, accept, max_bytes, deadline, reused=True)
             except _StaleConnection:
                 log.debug("%s: the kept connection was closed by the server; asking on a new one", url)
         connection_class = _GuardedHTTPS if key[0] == "https" else _GuardedHTTP
         kwargs = {"context": _tls_context()} if connection_class is _GuardedHTTPS else {}
         connection = connection_class(parts.hostname, parts.port, timeout=self.policy.timeout_s, **kwargs)
         connection.allow_private = self.policy.local
-        return self._exchange(connection, key, url, etag, last_modified, accept, deadline, reused=False)
+        return self._exchange(connection, key, url, etag, last_modified, accept, max_bytes, deadline, reused=False)
 
-    def _exchange(self, connection, key, url, etag, last_modified, accept, deadline, reused) -> tuple["_Response", str | None]:
+    def _exchange(self, connection, key, url, etag, last_modified, accept, max_bytes, deadline, reused) -> tuple["_Response", str | None]:
         policy = self.policy
         headers = {"User-Agent": policy.user_agent, "Accept": "*/*", "Accept-Encoding": "gzip"}
         if etag:
@@ -755,9 +758,9 @@ class Fetcher:
             else:
                 if response.status == 200 and accept is not None and not _accepts(accept, response.getheader("Content-Type", "")):
                     raise FetchError(f"{url} is {response.getheader('Content-Type')!r}", kind="content-type")
-                body = self._read_capped(response, url, deadline)
+                body = self._read_capped(response, url, max_bytes, deadline)
                 if response.status == 200:  # no other answer's body is read: a 404 with a broken one is a 404
-                    body = decoded_transfer(body, response.getheader("Content-Encoding"), url, policy.max_bytes)
+                    body = decoded_transfer(body, response.getheader("Content-Encoding"), url, max_bytes)
                 answer = _Response.of(url, response, body), None
             if watchdog.cut.is_set():  # what came before the cut may parse as a whole answer: it is not one
                 raise FetchError(f"{url}: no complete answer in the time it had", kind="timeout")
@@ -779,8 +782,7 @@ class Fetcher:
             else:
                 connection.close()
 
-    def _read_capped(self, response: http.client.HTTPResponse, url: str, deadline: float) -> bytes:
-        limit = self.policy.max_bytes
+    def _read_capped(self, response: http.client.HTTPResponse, url: str, limit: int, deadline: float) -> bytes:
         length = response.getheader("Content-Length")
         if length is not None and length.strip().isdigit() and int(length) > limit:
             raise FetchError(f"body of {url} is {length} bytes, over {limit}", kind="too-large")
