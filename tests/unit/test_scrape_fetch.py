@@ -519,6 +519,20 @@ def test_a_charset_label_is_read_as_a_browser_reads_it(content_type, body, title
     assert f"<title>{title}</title>" in FetchResult("https://shop.example/", 200, content_type, body).text()
 
 
+@pytest.mark.parametrize("body, title", [
+    # Nothing declared: UTF-8 when the bytes read as UTF-8, else windows-1252.
+    ("<title>Robe d’été</title>".encode(), "Robe d’été"),
+    ("<title>Robe d’été – 39,90 €</title>".encode("cp1252"), "Robe d’été – 39,90 €"),
+    # A <meta> naming UTF-16 is in a page of ASCII bytes: the HTML standard reads it as UTF-8.
+    ('<meta charset="utf-16"><title>Café</title>'.encode(), "Café"),
+    ('<meta http-equiv="Content-Type" content="text/html; charset=UTF-16LE"><title>Café</title>'.encode(), "Café"),
+])
+def test_a_page_without_a_usable_charset_is_decoded_as_a_browser_decodes_it(body, title):
+    from shazzam.scrape.fetch import FetchResult
+
+    assert f"<title>{title}</title>" in FetchResult("https://shop.example/", 200, "text/html", body).text()
+
+
 def test_headers_dripped_a_byte_at_a_time_are_cut_at_the_deadline():
     import socket as socket_module
 

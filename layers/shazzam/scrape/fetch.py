@@ -122,16 +122,22 @@ class FetchResult:
 
     def text(self) -> str:
         """The body decoded with the charset of the content type, else of the page's own <meta>
-        (HTML's rule: within its first 1,024 bytes), else UTF-8."""
+        (HTML's rule: within its first 1,024 bytes), else as UTF-8 if it reads as UTF-8, else as
+        windows-1252 (what a browser in Western Europe takes a page of no declared charset for)."""
         for bom, encoding in _BOMS:  # a byte order mark wins over any label (the HTML standard's rule)
             if self.body.startswith(bom):
                 return self.body[len(bom) :].decode(encoding, errors="replace")
         header = re.search(r"charset\s*=\s*[\"']?([\w.:-]+)", self.content_type or "", re.I)
+        if header and (codec := python_codec(header.group(1))):
+            return self.body.decode(codec, errors="replace")
         meta = _META_CHARSET.search(self.body[:1024])
-        for label in (header and header.group(1), meta and meta.group(1).decode("ascii")):
-            if label and (codec := python_codec(label)):
-                return self.body.decode(codec, errors="replace")
-        return self.body.decode("utf-8", errors="replace")
+        if meta and (codec := python_codec(meta.group(1).decode("ascii"))):
+            # A <meta> read as ASCII bytes is in no UTF-16: its label means UTF-8 (the HTML standard's rule).
+            return self.body.decode("utf-8" if codecs.lookup(codec).name.startswith("utf-16") else codec, errors="replace")
+        try:
+            return self.body.decode("utf-8")
+        except UnicodeDecodeError:
+            return self.body.decode("cp1252", errors="replace")
 
 
 def percent_encoded(url: str) -> str:
