@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from constructs import Node
+from shazzam import wiring
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -14,6 +15,18 @@ ROOT = Path(__file__).resolve().parents[2]
 def project_context() -> dict:
     """cdk.json's context: what `cdk synth` would pass, for direct runs and the tests."""
     return json.loads((ROOT / "cdk.json").read_text())["context"]
+
+
+def context_flag(node: Node, key: str, default: bool) -> bool:
+    """A true/false context value: a boolean from cdk.json, or `-c key=true|false` in any case."""
+    value = node.try_get_context(key)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ValueError(f"context {key}: {value!r} is neither true nor false")
 
 
 @dataclass(frozen=True)
@@ -57,19 +70,41 @@ class Settings:
                     pass
             return value
 
+        def schedules():
+            value = get("schedules", {})
+            if not isinstance(value, dict) or not all(isinstance(e, str) for e in value.values()):
+                raise ValueError(f'context schedules: {value!r} is not {{"<function>": "<expression>", ...}}')
+            scheduled = sorted(f.name for f, _ in wiring.scheduled_functions())
+            unknown = sorted(set(value) - set(scheduled))
+            if unknown:
+                raise ValueError(
+                    f"context schedules: no scheduled function {', '.join(map(repr, unknown))}"
+                    f" (the scheduled ones: {', '.join(scheduled)})"
+                )
+            return value
+
+        def origins():
+            value = get("corsOrigins", list(defaults.cors_origins))
+            # A bare origin is not JSON, so it arrives as the string itself.
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list) or not all(isinstance(o, str) for o in value):
+                raise ValueError(f"context corsOrigins: {value!r} is neither an origin nor a list of origins")
+            return tuple(value)
+
         defaults = cls()
         return cls(
             layers_dir=Path(get("layersDir", str(defaults.layers_dir))),
-            schedules=dict(get("schedules", {})),
+            schedules=schedules(),
             nat_gateways=int(get("natGateways", defaults.nat_gateways)),
-            rds_proxy=bool(get("rdsProxy", defaults.rds_proxy)),
+            rds_proxy=context_flag(node, "rdsProxy", defaults.rds_proxy),
             db_min_acu=float(get("dbMinAcu", defaults.db_min_acu)),
             db_max_acu=float(get("dbMaxAcu", defaults.db_max_acu)),
-            retain_data=bool(get("retainData", defaults.retain_data)),
+            retain_data=context_flag(node, "retainData", defaults.retain_data),
             scrape_concurrency=int(get("scrapeConcurrency", defaults.scrape_concurrency)),
             api_rate_limit=int(get("apiRateLimit", defaults.api_rate_limit)),
             api_burst_limit=int(get("apiBurstLimit", defaults.api_burst_limit)),
-            cors_origins=tuple(get("corsOrigins", list(defaults.cors_origins))),
+            cors_origins=origins(),
             search_p99_ms=int(get("searchP99Ms", defaults.search_p99_ms)),
             alarm_email=get("alarmEmail", None),
             site_domain=get("siteDomain", None),

@@ -22,7 +22,7 @@ from .api import SearchApi
 from .database import CatalogueDatabase, Network
 from .functions import ASYNC_RETRIES, MAX_EVENT_AGE, ROOT, Layers, ShazzamFunction
 from .nag import suppress_accepted_findings
-from .settings import Settings
+from .settings import Settings, context_flag
 from .site import WebSite
 from .storage import CatalogueBucket
 
@@ -166,7 +166,7 @@ def build_app(app: App, *, nag: bool | None = None) -> ShazzamStack:
     stack = ShazzamStack(app, app.node.try_get_context("stackName") or "Shazzam", settings=settings)
     suppress_accepted_findings(stack)
     if nag is None:
-        nag = app.node.try_get_context("nag") not in (False, "false")
+        nag = context_flag(app.node, "nag", True)
     if nag:
         Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
     return stack

@@ -20,7 +20,7 @@ if shutil.which("node") is None:
     if IN_CI:
         raise pytest.UsageError("node is not installed: the CDK libraries and CLI need Node 20+ (required in CI)")
     # The modules that build the stack; the layer builder's, the database's and the migration's run.
-    collect_ignore = ["test_cdk_cli.py", "test_checks.py", "test_site.py", "test_site_page.py", "test_stack.py"]
+    collect_ignore = ["test_cdk_cli.py", "test_checks.py", "test_settings.py", "test_site.py", "test_site_page.py", "test_stack.py"]
 else:
     aws_cdk = pytest.importorskip("aws_cdk", reason="the CDK libraries: pip install -e '.[cdk]'")
     pytest.importorskip("cdk_nag")
