@@ -224,11 +224,18 @@ def source_from_mapping(data: Mapping[str, Any]) -> ShopSource:
 
 
 def load_sources(path: str | Path) -> list[ShopSource]:
-    """The ``[[source]]`` tables of a TOML file, every one checked before any is used: a bad value,
-    or two entries of one address or one name, is a ValueError naming the entry."""
+    """The ``[[source]]`` tables of a TOML file, every one checked before any is used: anything else
+    at the top, a bad value, or two entries of one address or one name, is a ValueError naming the
+    file (and the entry)."""
     data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    unknown = sorted(set(data) - {"source"})
+    if unknown:
+        raise ValueError(f"{path}: unknown top-level key {', '.join(unknown)}: write each shop as a [[source]] table")
+    entries = data.get("source", [])
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        raise ValueError(f"{path}: source must be an array of tables: write each shop as a [[source]] table")
     sources: list[ShopSource] = []
-    for number, entry in enumerate(data.get("source", []), start=1):
+    for number, entry in enumerate(entries, start=1):
         try:
             source = source_from_mapping(entry)
         except (ValueError, TypeError) as exc:
