@@ -49,14 +49,20 @@ def check_s3_notification(event, service: str) -> None:
 
 def scheduled_handler(job: Callable[..., dict], service: str, options: tuple[str, ...] = (),
                       check: Callable[[dict], None] | None = None):
-    """A job run by an EventBridge schedule; `options` may be passed in the event's detail. `check`
-    raises for a report that says the run failed, once it is logged: the invocation then fails
-    (retried, then sent to the failure queue, which alarms) instead of reading as a success."""
+    """A job run by an EventBridge schedule; `options` may be passed in the event's detail, and
+    anything else there is a ValueError before any work. `check` raises for a report that says the
+    run failed, once it is logged: the invocation then fails (retried, then sent to the failure
+    queue, which alarms) instead of reading as a success."""
     logger = Logger(service=f"shazzam-{service}")
 
     @logger.inject_lambda_context
     def lambda_handler(event: dict, context) -> dict:
         detail = EventBridgeEvent(event).detail or {}
+        # A misspelt option would otherwise be dropped, and the run do what it does without one.
+        unknown = sorted(set(detail) - set(options))
+        if unknown:
+            taken = ", ".join(sorted(options)) or "none"
+            raise ValueError(f"unknown detail option {', '.join(map(repr, unknown))} ({service} takes {taken})")
         report = job(app_module.current(), **{name: detail[name] for name in options if name in detail})
         logger.info("done", extra={"report": report})
         if check is not None:

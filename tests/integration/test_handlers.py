@@ -179,6 +179,7 @@ def test_a_scheduled_scrape_that_reaches_no_shop_fails_its_invocation(backend):
     ({"limit": "2"}, "limit must be a whole number"), ({"limit": 0}, "limit must be"), ({"limit": 1.5}, "limit must be"),
     ({"limit": True}, "limit must be"), ({"force": "false"}, "force must be true or false, not 'false'"),
     ({"source": 123}, "source must be a string"), ({"shop_url": ["https://shop.example/"]}, "shop_url must be a string"),
+    ({"limt": 2}, r"unknown detail option 'limt' \(scrape takes force, limit, shop_url, source\)"),  # not a full pass
 ])
 def test_a_scrape_event_with_a_wrong_option_fails_before_any_work(backend, detail, message):
     from shazzam import catalogue
@@ -190,6 +191,12 @@ def test_a_scrape_event_with_a_wrong_option_fails_before_any_work(backend, detai
     with pytest.raises(ValueError, match=message):
         invoke("scrape", {**event, "detail": {**(event.get("detail") or {}), **detail}})
     assert catalogue.shops_by_id(app.db)[shop_id]["attempted_at"] is None  # its turn is not taken
+
+
+def test_a_scheduled_event_with_detail_options_its_function_does_not_take_fails(backend):
+    _app, invoke = backend
+    with pytest.raises(ValueError, match=r"unknown detail option 'limit' \(index takes none\)"):
+        invoke("index", {**sample_event("scheduled-index.json"), "detail": {"limit": 1}})
 
 
 @pytest.mark.parametrize("event", [{}, {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}},
