@@ -460,15 +460,23 @@ def _photo_range(text: str | None) -> range | None:
     return range(start, stop)
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is less than 1")
-    return value
+def whole_number_from(least: int):
+    """An argparse type: a whole number of at least `least`."""
+
+    def whole_number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{value} is less than {least}")
+        return value
+
+    return whole_number
+
+
+positive_int = whole_number_from(1)
+non_negative_int = whole_number_from(0)
 
 
 def shard_sizes(text: str) -> list[int]:
@@ -575,8 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", default="../shared/data/clothing-dataset-small", help="dataset root with train/validation/test (default %(default)s)")
     evaluate.add_argument("--model", help="model name in the model folder, or a manifest path (default: the serving model, $SHAZZAM_MODEL or garment_v5)")
     evaluate.add_argument("--baseline", default="garment_v0", help="baseline model name or manifest path, 'none' to skip (default %(default)s)")
-    evaluate.add_argument("--robustness", type=int, default=500, help="re-photographed gallery images to search for (default %(default)s; 0 skips)")
-    evaluate.add_argument("--seed", type=int, default=20261128, help="seed of the re-photographed queries (default %(default)s)")
+    evaluate.add_argument("--robustness", type=non_negative_int, default=500, help="re-photographed gallery images to search for (default %(default)s; 0 skips)")
+    evaluate.add_argument("--seed", type=non_negative_int, default=20261128, help="seed of the re-photographed queries (default %(default)s)")
     evaluate.add_argument("--vgg16", default="build/vgg16_fc7.tflite", help="VGG16 fc7 .tflite to time against (default %(default)s; make vgg16-baseline builds it)")
     evaluate.add_argument("--timing-images", type=positive_int, default=20, help="test images each model is timed on (default %(default)s)")
     evaluate.add_argument("--threads", type=positive_int, default=None, help="interpreter threads while embedding the data set (timing always uses 1)")

@@ -156,6 +156,9 @@ def test_user_errors_are_one_line_and_verbose_shows_where(tmp_path):
                  ("bench", "search", "--sizes", "10"), ("bench", "search", "--sizes", "1000,1e4")):
         rejected = shazzam(*args, data_dir=tmp_path)
         assert rejected.returncode == 2 and "Traceback" not in rejected.stderr, args  # argparse: before any work
+    for option, value in (("--robustness", "-5"), ("--seed", "-1")):  # numpy's ValueError, once the data set was read
+        rejected = shazzam("eval", option, value, data_dir=tmp_path)
+        assert rejected.returncode == 2 and f"argument {option}: {value} is less than 0" in rejected.stderr, rejected.stderr
 
 
 def test_a_data_folder_whose_name_looks_like_url_syntax_keeps_its_database(tmp_path):
