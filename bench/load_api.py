@@ -26,6 +26,8 @@ import threading
 import time
 from pathlib import Path
 
+from shazzam.cli import positive_int
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PHOTO = REPO / "samples" / "queries" / "dress-query.jpg"
 
@@ -175,13 +177,20 @@ def check_searches_answer(port: int, photo: bytes, garments: int) -> None:
         raise SystemExit(f"load_api: a search found {len(found)} garment(s), not all with results: {body[:300]!r}")
 
 
+def existing_file(text: str) -> Path:
+    """An argparse type: the path of a file that is there."""
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"{text} is not a file")
+    return Path(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--per-category", type=int, default=10_000, help="items in each category shard (default %(default)s)")
-    parser.add_argument("--garments", type=int, default=3, help="garments found per photo (default %(default)s)")
-    parser.add_argument("--requests", type=int, default=200, help="searches per concurrency level (default %(default)s)")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--photo", type=Path, default=DEFAULT_PHOTO)
+    parser.add_argument("--per-category", type=positive_int, default=10_000, help="items in each category shard (default %(default)s)")
+    parser.add_argument("--garments", type=positive_int, default=3, help="garments found per photo (default %(default)s)")
+    parser.add_argument("--requests", type=positive_int, default=200, help="searches per concurrency level (default %(default)s)")
+    parser.add_argument("--concurrency", type=positive_int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--photo", type=existing_file, default=DEFAULT_PHOTO)
     parser.add_argument("--json", action="store_true", help="one JSON line instead of a table")
     parser.add_argument("--serve", metavar="DATA_DIR", help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args(argv)

@@ -25,6 +25,7 @@ import tempfile
 import time
 
 from shazzam import catalogue, pipeline
+from shazzam.cli import positive_int
 from shazzam.local.runtime import LocalRuntime
 from shazzam.local.sample_shop import SampleShop
 from shazzam.scrape import Crawl, Fetcher, ShopSource
@@ -67,11 +68,22 @@ def _rate(pages: int, seconds: float) -> dict:
     return {"pages": pages, "seconds": round(seconds, 2), "pages_per_s": round(pages / seconds, 1)}
 
 
+def delay_seconds(text: str) -> float:
+    """An argparse type: a source's delay_s, 0 to a day."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 86_400:  # NaN too
+        raise argparse.ArgumentTypeError(f"{value} is not from 0 to 86400 seconds")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--products", type=int, default=300)
-    parser.add_argument("--delay", type=float, default=0.0, help="seconds between requests to the host")
-    parser.add_argument("--concurrency", type=int, default=1, help="requests in flight per host (1 or 2)")
+    parser.add_argument("--products", type=positive_int, default=300)
+    parser.add_argument("--delay", type=delay_seconds, default=0.0, help="seconds between requests to the host (0 to 86400)")
+    parser.add_argument("--concurrency", type=int, choices=(1, 2), default=1, help="requests in flight per host (1 or 2)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     results = measure(args.products, args.delay, args.concurrency)
