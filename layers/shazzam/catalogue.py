@@ -609,8 +609,9 @@ def vectors_not_merged(db: Database, category: str, held: Iterable[str], not_hel
     (images_embedded_by_other_models) fetches their images again, and the row says what the shard
     holds: `held` (an earlier vector of it is still there) is indexed, so that dropping a dead
     item's vectors takes it out; `not_held` stays embedded, a vector of no model that is nowhere,
-    and keeps no tombstone (_still_needed). Only rows still embedded in this category: one embedded
-    again, or moved to another category, meanwhile has a newer vector on its way."""
+    and keeps no tombstone (_still_needed). The index tells only of vectors still as it read them;
+    only rows still embedded in this category are changed (one moved meanwhile has a newer vector
+    on its way)."""
     now = utcnow()
     with db.transaction() as connection:
         for chosen, status in ((list(held), "indexed"), (list(not_held), "embedded")):

@@ -180,6 +180,29 @@ def test_an_item_whose_new_vector_is_set_aside_keeps_its_old_one_until_it_dies(r
     assert prune_now(runtime)["products_pruned"] == 1
 
 
+def test_an_item_embedded_again_while_its_set_aside_vector_was_read_leaves_the_shard_when_it_dies(runtime, monkeypatch):
+    monkeypatch.setattr(pipeline, "reembed", lambda *_args, **_kwargs: {"stale": 0})
+    image_id = put_shop_photo(runtime, IMAGE, 1, "skirt")
+    runtime.drain()
+    runtime.fire_schedule("index")
+    runtime.store.put(ids.incoming_key(image_id), IMAGE)  # the shop changed it: embedded again, and cut
+    runtime.drain()
+    spoil_pending_vector(runtime)
+
+    def embedded_again_meanwhile():
+        runtime.store.put(ids.incoming_key(image_id), IMAGE)
+        runtime.drain()
+
+    during_the_read_of_a_pending_vector(runtime, monkeypatch, embedded_again_meanwhile)
+    # The good vector is on its way: the row still says so, and its merge records it.
+    assert runtime.db.run_query("SELECT embedding_status FROM detections") == [{"embedding_status": "embedded"}]
+    catalogue.mark_product_dead(runtime.db, catalogue.get_image(runtime.db, image_id)["product_id"], "http-404")
+    pipeline.drop_dead_vectors(runtime.app)  # revalidate, before the merge
+    pipeline.index(runtime.app)
+    runtime.app.shards.manifest_ttl_s = 0
+    assert runtime.app.shards.categories() == {"skirt": 0}
+
+
 def test_an_item_whose_first_vector_is_set_aside_is_fetched_again_and_holds_no_tombstone(runtime, monkeypatch):
     monkeypatch.setattr(pipeline, "reembed", lambda *_args, **_kwargs: {"stale": 0})
     image_id = put_shop_photo(runtime, IMAGE, 1, "skirt")

@@ -605,6 +605,41 @@ def test_an_unreadable_pending_vector_is_set_aside_and_the_run_goes_on(store, da
     assert compact(store, "m") == {}  # and the next run is not stuck on it
 
 
+def test_an_unusable_vector_read_by_a_run_an_overlapping_one_outpaced_is_still_set_aside_and_told(store, monkeypatch):
+    publish(store, "top", add=vectors(["a-000"]), model="m")
+    store.put("vectors/pending/top/b-000.npy", b"truncated by a crash")
+    read = store.get_with_etag
+
+    def overlapping_publish_meanwhile(key):
+        if key.startswith("vectors/pending/"):
+            monkeypatch.setattr(store, "get_with_etag", read)
+            publish(store, "top", drop={"a-000"})  # revalidate drops a dead item: this run reads again
+        return read(key)
+
+    monkeypatch.setattr(store, "get_with_etag", overlapping_publish_meanwhile)
+    unmerged = []
+    compact(store, "m", on_unmerged=lambda *told: unmerged.append(told))
+    assert unmerged == [("top", set(), {"b-000"})] and [info.key for info in store.list("vectors/unreadable/")] == ["vectors/unreadable/top/b-000.npy"]
+
+
+def test_an_unusable_vector_rewritten_while_a_run_read_it_is_not_told_and_its_new_one_merges(store, monkeypatch):
+    store.put("vectors/pending/top/b-000.npy", b"truncated by a crash")
+    read = store.get_with_etag
+
+    def embedded_again_meanwhile(key):
+        found = read(key)
+        if key.startswith("vectors/pending/"):
+            monkeypatch.setattr(store, "get_with_etag", read)
+            store.put(key, encode_vector(np.eye(DIM)[0], "m"))
+        return found
+
+    monkeypatch.setattr(store, "get_with_etag", embedded_again_meanwhile)
+    unmerged = []
+    compact(store, "m", on_unmerged=lambda *told: unmerged.append(told))
+    assert unmerged == []  # its row says a newer vector is on its way
+    assert compact(store, "m")["top"]["added"] == ["b-000"]
+
+
 def test_an_unmerged_vector_is_told_whether_the_shard_holds_an_earlier_one_of_its_item(store):
     publish(store, "top", add=vectors(["a-000"]), model="m")
     store.put("vectors/pending/top/a-000.npy", b"truncated by a crash")  # the item embedded again
