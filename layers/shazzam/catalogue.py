@@ -49,17 +49,13 @@ IN_LIST_SIZE = 900
 @retried_on_deadlock
 def add_shop(db: Database, base_url: str, name: str | None = None) -> str:
     """Register a shop with the default source settings (local if its URL is a loopback literal);
-    ValueError for a URL no scrape could use, or a name another shop has, before anything is saved.
-    Any spelling of a shop's address (`https://Shop.example` or `https://shop.example/`) names the
-    same shop."""
+    ValueError for a URL no scrape could use, before anything is saved. Any spelling of a shop's
+    address (`https://Shop.example` or `https://shop.example/`) names the same shop."""
     from shazzam.scrape.sources import ShopSource, infer_local
 
     base_url = ShopSource(base_url=base_url).base_url
     with db.transaction() as connection:
         shop_id = _shop_id(connection, base_url)
-        named = name and name.strip()
-        kept = None if named else connection.execute(sa.select(shops.c.name).where(shops.c.id == shop_id)).scalar()
-        _refuse_taken_name(connection, shop_id, kept or _shop_name(name, base_url))
         connection.execute(
             upsert(
                 connection,
@@ -73,7 +69,7 @@ def add_shop(db: Database, base_url: str, name: str | None = None) -> str:
                     "is_local": infer_local(base_url),
                 },
                 # a shop named before keeps its name; one saved under another spelling takes this one
-                update=("base_url", "name", "active") if named else ("base_url", "active"),
+                update=("base_url", "name", "active") if name and name.strip() else ("base_url", "active"),
             )
         )
     return shop_id
@@ -84,23 +80,11 @@ def _shop_name(name: str | None, base_url: str) -> str:
     return ((name or "").strip() or base_url)[:255]
 
 
-def _refuse_taken_name(connection: sa.Connection, shop_id: str, name: str) -> None:
-    """ValueError when an active shop other than `shop_id` has `name`, compared as shop_ids
-    compares: `scrape NAME` and a search's shop filter would take both."""
-    wanted = name.strip().casefold()
-    others = connection.execute(sa.select(shops.c.name, shops.c.base_url).where(shops.c.id != shop_id, shops.c.active.is_(True)))
-    for other in others:
-        if other.name.strip().casefold() == wanted:
-            raise ValueError(f"the shop at {other.base_url} is named {other.name!r} already: give this one another name")
-
-
 @retried_on_deadlock
 def save_source(db: Database, source) -> str:
-    """Insert or update a shop from a ShopSource (a sources file's entry): every setting. ValueError
-    for a name another shop has, before anything is saved."""
+    """Insert or update a shop from a ShopSource (a sources file's entry): every setting."""
     with db.transaction() as connection:
         shop_id = _shop_id(connection, source.base_url)
-        _refuse_taken_name(connection, shop_id, _shop_name(source.name, source.base_url))
         values = {
             "id": shop_id,
             "base_url": source.base_url,

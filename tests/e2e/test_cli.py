@@ -112,15 +112,6 @@ def test_a_shop_url_no_scrape_could_use_is_refused_before_it_is_saved(tmp_path):
     assert shazzam("shops", "list", "--json", data_dir=tmp_path).stdout.strip() == "[]"
 
 
-def test_a_name_another_shop_has_is_refused_in_one_line(tmp_path):
-    assert shazzam("shops", "add", "https://shop.example/", "--name", "Example", data_dir=tmp_path).returncode == 0
-    refused = shazzam("shops", "add", "https://other.example/", "--name", "example", data_dir=tmp_path)
-    assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1
-    assert "the shop at https://shop.example/ is named 'Example' already" in refused.stderr
-    assert shazzam("shops", "add", "https://shop.example/", "--name", "Example", data_dir=tmp_path).returncode == 0  # itself again
-    assert [shop["base_url"] for shop in json.loads(shazzam("shops", "list", "--json", data_dir=tmp_path).stdout)] == ["https://shop.example/"]
-
-
 def test_shops_list_says_how_far_each_rounds_discovery_is(tmp_path):
     from shazzam import catalogue
     from shazzam.db import Database, sqlite_url

@@ -367,22 +367,6 @@ def test_every_spelling_of_a_shops_address_is_one_shop(db):
     assert catalogue.add_shop(db, f"{SHOP}/en/") != shop_id  # another path is another shop
 
 
-def test_a_name_another_shop_has_is_refused_in_any_case(db):
-    catalogue.add_shop(db, SHOP, "Example")
-    other = "https://other.example/"
-    for name in ("Example", " example ", "EXAMPLE"):  # `scrape NAME` and a search's shop filter would take both
-        with pytest.raises(ValueError, match=r"https://shop.example/ is named 'Example' already"):
-            catalogue.add_shop(db, other, name)
-        with pytest.raises(ValueError, match=r"https://shop.example/ is named 'Example' already"):
-            catalogue.save_source(db, ScrapedSource(base_url=other, name=name))
-    assert db.run_query("SELECT base_url FROM shops") == [{"base_url": f"{SHOP}/"}]
-    assert catalogue.add_shop(db, SHOP, "EXAMPLE") == catalogue.save_source(db, ScrapedSource(base_url=SHOP, name="Example"))
-    catalogue.take_shop_off(db, SHOP)  # its name is free, as a search knows it no more
-    catalogue.add_shop(db, other, "Example")
-    with pytest.raises(ValueError, match=r"https://other.example/ is named 'Example' already"):
-        catalogue.add_shop(db, SHOP)  # brought back under its name
-
-
 def test_a_shop_saved_under_another_spelling_keeps_its_id(db):
     # A row from before addresses were made canonical: its id is the hash of the address as typed.
     legacy = ids.shop_id(SHOP)

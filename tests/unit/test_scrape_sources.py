@@ -29,13 +29,3 @@ def test_a_file_without_sources_has_none(tmp_path):
     path = tmp_path / "sources.toml"
     path.write_text("# no shops yet\n")
     assert load_sources(path) == []
-
-
-def test_two_entries_whose_names_differ_only_in_case_or_spaces_are_refused(tmp_path):
-    path = tmp_path / "sources.toml"
-    path.write_text(
-        '[[source]]\nname = "Example"\nbase_url = "https://shop.example/"\n'
-        '[[source]]\nname = " EXAMPLE "\nbase_url = "https://other.example/"\n'
-    )
-    with pytest.raises(ValueError, match="sources 1 and 2 have the same name"):  # checked before the first is saved
-        load_sources(path)

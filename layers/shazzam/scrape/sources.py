@@ -223,11 +223,6 @@ def source_from_mapping(data: Mapping[str, Any]) -> ShopSource:
     return ShopSource(**values)
 
 
-def _name_key(source: ShopSource) -> str | None:
-    """The name as the catalogue compares names (trimmed, in any case); None for none (the address is)."""
-    return (source.name or "").strip().casefold() or None
-
-
 def load_sources(path: str | Path) -> list[ShopSource]:
     """The ``[[source]]`` tables of a TOML file, every one checked before any is used: anything else
     at the top, a bad value, or two entries of one address or one name, is a ValueError naming the
@@ -246,7 +241,7 @@ def load_sources(path: str | Path) -> list[ShopSource]:
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{path}: source {number}: {exc}") from None
         for earlier, other in enumerate(sources, start=1):
-            if other.base_url == source.base_url or (_name_key(source) is not None and _name_key(other) == _name_key(source)):
+            if other.base_url == source.base_url or (source.name is not None and other.name == source.name):
                 same = "address" if other.base_url == source.base_url else "name"
                 raise ValueError(f"{path}: sources {earlier} and {number} have the same {same}")
         sources.append(source)
