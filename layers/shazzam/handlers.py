@@ -58,6 +58,8 @@ def scheduled_handler(job: Callable[..., dict], service: str, options: tuple[str
     @logger.inject_lambda_context
     def lambda_handler(event: dict, context) -> dict:
         detail = EventBridgeEvent(event).detail or {}
+        if not isinstance(detail, dict):
+            raise ValueError(f"detail must be a JSON object of options, not {detail!r}")
         # A misspelt option would otherwise be dropped, and the run do what it does without one.
         unknown = sorted(set(detail) - set(options))
         if unknown:
