@@ -122,8 +122,9 @@ class FetchResult:
 
     def text(self) -> str:
         """The body decoded with the charset of the content type, else of the page's own <meta>
-        (HTML's rule: within its first 1,024 bytes), else as UTF-8 if it reads as UTF-8, else as
-        windows-1252 (what a browser in Western Europe takes a page of no declared charset for)."""
+        (HTML's rule: within its first 1,024 bytes), else as UTF-8 if any of it reads as UTF-8 (a
+        stray Latin-1 byte in a footer replaced), else as windows-1252 (what a browser in Western
+        Europe takes a page of no declared charset for)."""
         for bom, encoding in _BOMS:  # a byte order mark wins over any label (the HTML standard's rule)
             if self.body.startswith(bom):
                 return self.body[len(bom) :].decode(encoding, errors="replace")
@@ -134,10 +135,10 @@ class FetchResult:
         if meta and (codec := python_codec(meta.group(1).decode("ascii"))):
             # A <meta> read as ASCII bytes is in no UTF-16: its label means UTF-8 (the HTML standard's rule).
             return self.body.decode("utf-8" if codecs.lookup(codec).name.startswith("utf-16") else codec, errors="replace")
-        try:
-            return self.body.decode("utf-8")
-        except UnicodeDecodeError:
+        text = self.body.decode("utf-8", errors="replace")
+        if "\ufffd" in text and not re.search(r"[^\x00-\x7f\ufffd]", text):  # no byte of it made a UTF-8 character
             return self.body.decode("cp1252", errors="replace")
+        return text
 
 
 def percent_encoded(url: str) -> str:
