@@ -147,8 +147,9 @@ class SourcePass:
     def page(self, outcome: PageOutcome) -> None:
         counts = self.summary.counts
         if outcome.state == "unchanged":
-            self._file_under_own_page(outcome.url)
-            rows = self.products_on_page(outcome.url)
+            moved = self._file_under_own_page(outcome.url)
+            # Not one counted on another page this pass, nor one just filed here (read in full next).
+            rows = [row for row in self.products_on_page(outcome.url) if row["url"] not in self.seen and row is not moved]
             catalogue.touch_products(self.db, [row["id"] for row in rows])
             counts["products"] += len(rows)
             counts["products_unchanged"] += len(rows)
@@ -170,21 +171,16 @@ class SourcePass:
             listed_before = list(self.products_on_page(outcome.url))
             for product in outcome.products:
                 known = self.known.get(product.url)
-                if known is not None and not known["is_dead"] and self.speaks_for_itself(known, outcome.url) \
-                        and known["page_url"] in (None, known["url"]):
-                    continue  # live on its own page, which speaks for it (a listing's entry has less)
+                if known is not None and self.speaks_for_itself(known, outcome.url) and known["page_url"] in (None, known["url"]):
+                    continue  # filed under its own page, which alone says if it is for sale (a listing's entry has less)
                 if product.url in self.seen and product.url == outcome.url and known is not None and known["page_url"] not in (None, outcome.url):
                     # Its own page, read after another page that listed it this pass: its own data
                     # wins (a collection's entry may lack the category), and it is filed there, so
                     # that the other page's going or moving on does not take it along.
-                    self.product(product, outcome.url, again=True)
+                    self._save(product, outcome.url, again=True)
                 elif product.url not in self.seen:
                     self.seen.add(product.url)
-                    try:
-                        self.product(product, outcome.url)
-                    except sa.exc.DataError as exc:  # a value the database refuses: the others go on
-                        log.error("%s on %s cannot be stored: %s", product.url, outcome.url, exc)
-                        self.summary.error("unstorable")
+                    self._save(product, outcome.url)
                 elif self.source.strategy == "shopify" and product.url in self.known:
                     # Listed on two feed pages: a product added while the feed was read pushed it
                     # from the end of one page to the top of the next. It is filed under the later
@@ -213,13 +209,24 @@ class SourcePass:
         says best whether it is for sale. Not a Shopify feed's products: a whole round reads the feed."""
         return self.source.strategy != "shopify" and row["url"] != page_url
 
-    def _file_under_own_page(self, url: str) -> None:
+    def _file_under_own_page(self, url: str) -> dict | None:
         """File here the product whose own page this is, if another page holds it (before own pages
-        won, the page read first kept it, and that page's 404 killed it): back as it was, its own
-        page revives it below like any product of a page back."""
+        won, the page read first kept it, with that page's fields, and that page's 404 killed it);
+        its page is then read in full at the next visit, whose fields win (and revive it if it is
+        for sale). Returns its row if it moved."""
         row = self.known.get(url)
-        if row is not None and self.source.strategy != "shopify" and row["page_url"] not in (None, url):
-            self.refile(row, None)
+        if row is None or self.source.strategy == "shopify" or row["page_url"] in (None, url):
+            return None
+        self.refile(row, None)
+        catalogue.forget_page_validators(self.db, url)
+        return row
+
+    def _save(self, product: ScrapedProduct, page_url: str, again: bool = False) -> None:
+        try:
+            self.product(product, page_url, again)
+        except sa.exc.DataError as exc:  # a value the database refuses: the others go on
+            log.error("%s on %s cannot be stored: %s", product.url, page_url, exc)
+            self.summary.error("unstorable")
 
     def refile(self, row: dict, page_url: str | None) -> None:
         """File a product under another (feed) page, or under none."""
