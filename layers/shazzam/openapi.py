@@ -140,7 +140,10 @@ SCHEMAS = {
         "properties": {
             "categories": {
                 "type": "array",
-                "items": {"type": "object", "required": ["name", "items"], "properties": {"name": {"type": "string", "enum": CATEGORIES}, "items": {"type": "integer"}}},
+                "items": {"type": "object", "required": ["name", "items"], "properties": {
+                    "name": {"type": "string", "enum": CATEGORIES},
+                    "items": {"type": "integer", "description": "pictures indexed in the category's shard: a product may show several, "
+                              "and a shop taken off keeps its own there until it is back (GET /health counts live products)"}}},
             }
         },
     },
@@ -250,7 +253,7 @@ def _document() -> dict:
             "/categories": {
                 "get": {
                     "operationId": "categories",
-                    "summary": "The categories and how many items each holds",
+                    "summary": "The categories and how many indexed pictures each holds",
                     "responses": {"200": _json("The categories", _ref("Categories")), "429": _problem("Throttled")},
                 }
             },
