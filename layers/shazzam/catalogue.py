@@ -382,13 +382,6 @@ def save_page_cache(db: Database, shop_id: str, url: str, etag: str | None, last
 
 
 @retried_on_deadlock
-def forget_page_validators(db: Database, url: str) -> None:
-    """The page is read in full at its next visit (no 304, no same-bytes shortcut)."""
-    with db.transaction() as connection:
-        connection.execute(sa.update(http_cache).where(http_cache.c.id == _url_key(url)).values(etag=None, last_modified=None, content_sha256=None))
-
-
-@retried_on_deadlock
 def mark_page_checked(db: Database, shop_id: str, url: str) -> None:
     """Visited now, whatever came of it (unchanged, gone, an error): its validators stay."""
     now = utcnow()

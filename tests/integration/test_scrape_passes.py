@@ -277,94 +277,31 @@ def the_dress(runtime, base) -> dict:
     return row
 
 
-def test_a_product_whose_other_address_goes_stays_for_sale_on_its_own_page(runtime, plain_shop):
+def test_a_product_killed_with_another_page_that_listed_it_comes_back_by_its_own(runtime, plain_shop):
     answers, base = two_pages_of_a_dress(plain_shop, "/sale/dress.html")  # the same page, canonical to its own
     catalogue.save_source(runtime.db, ShopSource(base_url=base, name="sale", strategy="sitemap", local=True, delay_s=0, fetch=FAST))
-    assert pipeline.scrape(runtime.app)["products_new"] == 1
-    assert the_dress(runtime, base)["page_url"] == f"{base}p/dress.html"  # filed under its own page, not the one read first
-    del answers["/sale/dress.html"]  # out of the sale: its sale address is gone (it died with it, for good)
-    report = pipeline.scrape(runtime.app, force=True)
-    assert report["products_dead"] == 0 and not the_dress(runtime, base)["is_dead"]
+    assert pipeline.scrape(runtime.app)["products_new"] == 1  # filed under the page read first, its sale address
+    del answers["/sale/dress.html"]  # out of the sale: its sale address is gone, and it dies with it
+    assert pipeline.scrape(runtime.app, force=True)["products_dead"] == 1
+    # Its own page, unchanged, says nothing to a scrape; revalidate reads it (before: the sale 404, for good).
+    assert pipeline.revalidate(runtime.app)["products_revived"] == 1
+    row = the_dress(runtime, base)
+    assert not row["is_dead"] and row["page_url"] == f"{base}p/dress.html"
+    assert pipeline.scrape(runtime.app, force=True)["products_dead"] == 0 and not the_dress(runtime, base)["is_dead"]
 
 
-def test_a_collection_that_moves_on_leaves_a_product_its_own_page_shows(runtime, plain_shop):
+def test_a_product_a_collection_stopped_listing_comes_back_by_its_own_page_with_its_fields(runtime, plain_shop):
     entry = {"@type": "ItemList", "itemListElement": [
         {"@type": "ListItem", "position": 1, "item": {**product_data("", "Red dress", []), "image": "/img/dress.jpg", "url": "/p/dress.html"}}]}
     answers, base = two_pages_of_a_dress(plain_shop, "/new-in.html", listing={"@context": "https://schema.org", **entry})
     catalogue.save_source(runtime.db, ShopSource(base_url=base, name="new-in", strategy="sitemap", local=True, delay_s=0, fetch=FAST))
     pipeline.scrape(runtime.app)
-    assert the_dress(runtime, base)["category"] == "dress"  # its own page's category, not the collection's lack of one
-    answers["/new-in.html"] = (200, b"<html><head><title>New in</title></head></html>", {"Content-Type": "text/html"})
-    report = pipeline.scrape(runtime.app, force=True)
-    assert report["products_dead"] == 0 and not the_dress(runtime, base)["is_dead"]
-
-
-def a_look_of_the_dress(plain_shop, availability: str = "https://schema.org/InStock") -> tuple:
-    """(answers, base): the dress's own page (in `availability`), and a look page listing it, in stock, without a category."""
-    entry = {"@context": "https://schema.org", "@type": "ItemList", "itemListElement": [
-        {"@type": "ListItem", "position": 1, "item": {**product_data("", "Red dress", []), "image": "/img/dress.jpg", "url": "/p/dress.html"}}]}
-    answers, base = two_pages_of_a_dress(plain_shop, "/look.html", listing=entry)
-    status, own, headers = answers["/p/dress.html"]
-    answers["/p/dress.html"] = (status, own.replace(b"https://schema.org/InStock", availability.encode()), headers)
-    return answers, base
-
-
-def changed(answers, *paths) -> None:
-    for path in paths:  # another item's price, a token per visit
-        status, body, headers = answers[path]
-        answers[path] = (status, body + b" ", headers)
-
-
-def test_a_listing_never_speaks_over_a_products_own_page(runtime, plain_shop):
-    answers, base = a_look_of_the_dress(plain_shop, "https://schema.org/OutOfStock")
-    catalogue.save_source(runtime.db, ShopSource(base_url=base, name="look", strategy="sitemap", local=True, delay_s=0, fetch=FAST))
-    pipeline.scrape(runtime.app)
-    for pages in (["/look.html"], ["/look.html", "/p/dress.html"]):
-        changed(answers, *pages)
-        report = pipeline.scrape(runtime.app, force=True)
-        assert (report["products_revived"], report["images_uploaded"], report["products"]) == (0, 0, 1), pages
-        row = the_dress(runtime, base)
-        assert row["is_dead"] and row["dead_reason"] == "out-of-stock" and row["category"] == "dress"
-
-
-def test_a_product_filed_under_a_listing_before_is_counted_once_and_read_in_full_on_its_own_page(runtime, plain_shop):
-    answers, base = a_look_of_the_dress(plain_shop)
-    catalogue.save_source(runtime.db, ShopSource(base_url=base, name="look", strategy="sitemap", local=True, delay_s=0, fetch=FAST))
-    pipeline.scrape(runtime.app)
-    catalogue.file_product(runtime.db, ids.product_id(f"{base}p/dress.html"), f"{base}look.html")  # as filed before own pages won
-    changed(answers, "/look.html")
-    assert pipeline.scrape(runtime.app, force=True)["products"] == 1  # the look's entry; its own page, unchanged, moves it
-    assert pipeline.scrape(runtime.app, force=True)["products"] == 1  # its own page, read in full
-    assert the_dress(runtime, base)["category"] == "dress"
-
-
-def test_its_own_page_refused_by_the_database_after_a_listing_does_not_stop_the_pass(runtime, plain_shop, monkeypatch):
-    answers, base = a_look_of_the_dress(plain_shop)
-    catalogue.save_source(runtime.db, ShopSource(base_url=base, name="look", strategy="sitemap", local=True, delay_s=0, fetch=FAST))
-    saving = catalogue.save_product
-
-    def refuse_its_own_page(db, shop_id, product, page_url=None):
-        if page_url == f"{base}p/dress.html":  # its own page's values (a longer title, say)
-            raise sa.exc.DataError("INSERT", {}, Exception("1406 Data too long"))
-        return saving(db, shop_id, product, page_url=page_url)
-
-    monkeypatch.setattr(catalogue, "save_product", refuse_its_own_page)
-    assert pipeline.scrape(runtime.app)["errors.unstorable"] == 1
-
-
-def test_a_product_killed_with_another_page_comes_back_by_its_own(runtime, plain_shop):
-    """As catalogues filed before a product's own page won: filed under the page read first, and dead with it."""
-    answers, base = two_pages_of_a_dress(plain_shop, "/sale/dress.html")
-    catalogue.save_source(runtime.db, ShopSource(base_url=base, name="sale", strategy="sitemap", local=True, delay_s=0, fetch=FAST))
-    pipeline.scrape(runtime.app)
-    del answers["/sale/dress.html"]
-    product_id = ids.product_id(f"{base}p/dress.html")
-    for revisit in (lambda: [pipeline.scrape(runtime.app, force=True) for _ in range(2)], lambda: pipeline.revalidate(runtime.app)):
-        catalogue.file_product(runtime.db, product_id, f"{base}sale/dress.html")
-        catalogue.mark_product_dead(runtime.db, product_id, "http-404")
-        revisit()  # its own page unchanged (a scrape: filed there, read in full at the next), or read in full (revalidate)
-        row = the_dress(runtime, base)
-        assert not row["is_dead"] and row["page_url"] in (None, f"{base}p/dress.html")
+    tee = {"@context": "https://schema.org", **product_data("", "Tee", []), "image": "/img/dress.jpg", "url": "/p/tee.html"}
+    answers["/new-in.html"] = (200, f'<script type="application/ld+json">{json.dumps(tee)}</script>'.encode(), {"Content-Type": "text/html"})
+    assert pipeline.scrape(runtime.app, force=True)["products_dead"] == 1  # "removed": the collection moved on
+    assert pipeline.revalidate(runtime.app)["products_revived"] == 1
+    (row,) = [row for row in runtime.db.run_query("SELECT url, category, is_dead FROM products") if row["url"].endswith("/p/dress.html")]
+    assert not row["is_dead"] and row["category"] == "dress"  # its own page's category, which the collection lacked
 
 
 def test_listing_and_shopify_sources(runtime, shop):

@@ -147,9 +147,7 @@ class SourcePass:
     def page(self, outcome: PageOutcome) -> None:
         counts = self.summary.counts
         if outcome.state == "unchanged":
-            moved = self._file_under_own_page(outcome.url)
-            # Not one counted on another page this pass, nor one just filed here (read in full next).
-            rows = [row for row in self.products_on_page(outcome.url) if row["url"] not in self.seen and row is not moved]
+            rows = self.products_on_page(outcome.url)
             catalogue.touch_products(self.db, [row["id"] for row in rows])
             counts["products"] += len(rows)
             counts["products_unchanged"] += len(rows)
@@ -170,17 +168,13 @@ class SourcePass:
         elif outcome.state == "changed":
             listed_before = list(self.products_on_page(outcome.url))
             for product in outcome.products:
-                known = self.known.get(product.url)
-                if known is not None and self.speaks_for_itself(known, outcome.url) and known["page_url"] in (None, known["url"]):
-                    continue  # filed under its own page, which alone says if it is for sale (a listing's entry has less)
-                if product.url in self.seen and product.url == outcome.url and known is not None and known["page_url"] not in (None, outcome.url):
-                    # Its own page, read after another page that listed it this pass: its own data
-                    # wins (a collection's entry may lack the category), and it is filed there, so
-                    # that the other page's going or moving on does not take it along.
-                    self._save(product, outcome.url, again=True)
-                elif product.url not in self.seen:
+                if product.url not in self.seen:
                     self.seen.add(product.url)
-                    self._save(product, outcome.url)
+                    try:
+                        self.product(product, outcome.url)
+                    except sa.exc.DataError as exc:  # a value the database refuses: the others go on
+                        log.error("%s on %s cannot be stored: %s", product.url, outcome.url, exc)
+                        self.summary.error("unstorable")
                 elif self.source.strategy == "shopify" and product.url in self.known:
                     # Listed on two feed pages: a product added while the feed was read pushed it
                     # from the end of one page to the top of the next. It is filed under the later
@@ -203,30 +197,6 @@ class SourcePass:
             self.remember(outcome.url, outcome.cache)
         if outcome.state != "changed":
             catalogue.mark_page_checked(self.db, self.shop_id, outcome.url)
-
-    def speaks_for_itself(self, row: dict, page_url: str) -> bool:
-        """Whether a product that `page_url` lists has an address of its own, another page, which
-        says best whether it is for sale. Not a Shopify feed's products: a whole round reads the feed."""
-        return self.source.strategy != "shopify" and row["url"] != page_url
-
-    def _file_under_own_page(self, url: str) -> dict | None:
-        """File here the product whose own page this is, if another page holds it (before own pages
-        won, the page read first kept it, with that page's fields, and that page's 404 killed it);
-        its page is then read in full at the next visit, whose fields win (and revive it if it is
-        for sale). Returns its row if it moved."""
-        row = self.known.get(url)
-        if row is None or self.source.strategy == "shopify" or row["page_url"] in (None, url):
-            return None
-        self.refile(row, None)
-        catalogue.forget_page_validators(self.db, url)
-        return row
-
-    def _save(self, product: ScrapedProduct, page_url: str, again: bool = False) -> None:
-        try:
-            self.product(product, page_url, again)
-        except sa.exc.DataError as exc:  # a value the database refuses: the others go on
-            log.error("%s on %s cannot be stored: %s", product.url, page_url, exc)
-            self.summary.error("unstorable")
 
     def refile(self, row: dict, page_url: str | None) -> None:
         """File a product under another (feed) page, or under none."""
@@ -260,9 +230,7 @@ class SourcePass:
             row = catalogue.get_image(self.db, image_id)
             self.image(product_id, row["src_link"], position, refetch=True)
 
-    def product(self, product: ScrapedProduct, page_url: str, again: bool = False) -> None:
-        """Save a product a page shows, and fetch its pictures if it is new or changed; `again`: read
-        on another page earlier in this pass (counted then)."""
+    def product(self, product: ScrapedProduct, page_url: str) -> None:
         counts = self.summary.counts
         if len(product.url) > MAX_URL_LENGTH:
             log.warning("a product URL of %d characters on %s: not taken", len(product.url), page_url)
@@ -281,10 +249,9 @@ class SourcePass:
             self.by_page[prior["page_url"] or prior["url"]].remove(prior)
         self.by_page.setdefault(page_url, []).append(row)
         self.known[product.url] = row
+        counts["products"] += 1
         unchanged = prior is not None and prior["fingerprint"] == product.fingerprint()
-        if not again:
-            counts["products"] += 1
-            counts["products_unchanged" if unchanged else "products_changed" if prior else "products_new"] += 1
+        counts["products_unchanged" if unchanged else "products_changed" if prior else "products_new"] += 1
         if not product.in_stock:
             if not (prior and prior["is_dead"]):
                 counts["products_dead"] += 1
@@ -293,9 +260,7 @@ class SourcePass:
         if prior is not None and prior["is_dead"]:
             self.revive(product_id)
         elif unchanged:
-            retried = self.retry_failed_images([product_id])
-            if not again:
-                counts["images_unchanged"] += len(product.image_urls) - retried
+            counts["images_unchanged"] += len(product.image_urls) - self.retry_failed_images([product_id])
             return
         # Re-filed by the shop: its pictures go through detect and embed again, which crop the
         # garment of the new category and move its vector to that shard.
@@ -593,9 +558,10 @@ def revalidate_products(app, summary: Summary, budget_s: float | None = None) ->
                     summary.error(outcome.reason or outcome.state)
                 continue
             page_url = filed_under or product["url"]
-            if product["is_dead"] and visit.speaks_for_itself(product, page_url):
-                # Killed with the page that listed it (gone, or moved on): its own page, read in full,
-                # brings it back if it is for sale (and files it there); the listing's return, a scrape.
+            if product["is_dead"] and page_url != product["url"]:
+                # Killed with another page that listed it (a sale address gone, a collection that
+                # moved on): its own page, read in full, brings it back if it is for sale (and files
+                # it there); the other page's return, a scrape.
                 page_url = product["url"]
             if page_url in visited:
                 continue  # another product of the same page (a feed page, a product group)
