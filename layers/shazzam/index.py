@@ -442,10 +442,10 @@ def compact(store: ObjectStore, model: str, on_merged: Callable[[str, list[str]]
     may be stale (an embed re-filed the item, or a removal followed), so it reads again. `on_merged(category, ids)` records each category's merged
     ids before its keys are deleted: if it fails, or a later category does, the keys stay and the
     next run merges and records them again. Pending vectors of another model than `model` are
-    deleted unmerged, and unusable ones set aside (set_aside), once the shard is published;
-    `on_unmerged(category, held, not_held)` is then told the ids of those still as read (not
-    embedded again meanwhile), split by whether the published shard still holds an earlier vector
-    of theirs, so that their items are embedded again
+    deleted unmerged, and unusable ones set aside (set_aside), once the shard is published and
+    `on_unmerged(category, held, not_held)` told the ids of those still as read (not embedded again
+    meanwhile), split by whether the published shard still holds an earlier vector of theirs, so
+    that their items are embedded again
     (during a rollout, the embed function may already run a model the index does not yet hold).
     A category's shard of another model is replaced whole by one of `model`; `on_shard_replaced(category)`
     is told first, so that the items the replaced shard held are embedded again (whatever model
@@ -481,8 +481,9 @@ def _compact_category(store: ObjectStore, model: str, category: str, pending: li
     begun = read_manifest(store)[0]["shards"].get(category) or {}
     begun_from = begun.get("version")  # before reading: see publish's `expect_version`
     vectors, read, raw = {}, {}, {}  # read: key -> the ETag of the version merged (or dropped)
-    # Not merged: of another model (deleted), or unusable (set aside, with why). Both move only once the
-    # shard is published: a run that stops, or reads again (ShardMoved), before then finds them again.
+    # Not merged: of another model (deleted), or unusable (set aside, with why). Both go only once the
+    # shard is published and their items told: a run that stops, or reads again (ShardMoved), before
+    # then finds them again.
     other_model: list[str] = []
     unusable: dict[str, Exception] = {}
     for key in pending:
@@ -522,11 +523,11 @@ def _compact_category(store: ObjectStore, model: str, category: str, pending: li
             replace = True
     if on_merged is not None:
         on_merged(category, sorted(vectors))
-    # Only the versions read: an item embedded again meanwhile has a newer vector on its way.
-    unmerged = {key_stem(key) for key in other_model if delete_if_unchanged(store, key, read.pop(key))}
     for key, exc in unusable.items():
-        if set_aside(store, key, raw[key_stem(key)][1], read.pop(key), exc):
-            unmerged.add(key_stem(key))
+        set_aside(store, key, raw[key_stem(key)][1], exc)
+    # Told before they go (a run that stops here tells again), and only of those still as read: an
+    # item embedded again meanwhile has a newer vector on its way.
+    unmerged = {key_stem(key) for key in [*other_model, *unusable] if (head := store.head(key)) is not None and head.etag == read[key]}
     if on_unmerged is not None and unmerged:
         held = unmerged & set(decode_shard(store.get(entry["key"])).ids)  # the rare path pays for a read
         on_unmerged(category, held, unmerged - held)
@@ -616,13 +617,12 @@ class WrongDimension(ValueError):
         self.ids = ids
 
 
-def set_aside(store: ObjectStore, key: str, data: bytes, etag: str, error: Exception) -> bool:
-    """Move an unusable pending vector out of the runs' way (one would fail every run), keeping it;
-    False when it was rewritten since it was read (the next run reads the new one)."""
+def set_aside(store: ObjectStore, key: str, data: bytes, error: Exception) -> None:
+    """Keep a copy of an unusable pending vector for a look; the run then deletes the pending one
+    (as read: one rewritten since is the next run's), which would fail every run."""
     aside = UNREADABLE_PREFIX + key[len(PENDING_PREFIX):]
     store.put(aside, data)
     log.error("set aside an unusable pending vector %s as %s: %s", key, aside, error)
-    return delete_if_unchanged(store, key, etag)
 
 
 class ShardReader:

@@ -640,6 +640,20 @@ def test_an_unusable_vector_rewritten_while_a_run_read_it_is_not_told_and_its_ne
     assert compact(store, "m")["top"]["added"] == ["b-000"]
 
 
+def test_unmerged_vectors_whose_telling_failed_are_told_by_the_next_run(store):
+    store.put("vectors/pending/top/b-000.npy", b"truncated by a crash")
+    store.put("vectors/pending/top/c-000.npy", encode_vector(np.ones(DIM), "another model"))
+
+    def database_down(*_told):
+        raise ConnectionError("the database went away")
+
+    with pytest.raises(ConnectionError):
+        compact(store, "m", on_unmerged=database_down)
+    unmerged = []
+    compact(store, "m", on_unmerged=lambda *told: unmerged.append(told))
+    assert unmerged == [("top", set(), {"b-000", "c-000"})] and not list(store.list("vectors/pending/"))
+
+
 def test_an_unmerged_vector_is_told_whether_the_shard_holds_an_earlier_one_of_its_item(store):
     publish(store, "top", add=vectors(["a-000"]), model="m")
     store.put("vectors/pending/top/a-000.npy", b"truncated by a crash")  # the item embedded again
