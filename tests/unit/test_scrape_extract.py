@@ -306,6 +306,23 @@ def test_microdata_product_with_nested_offer_and_breadcrumb():
     assert product.image_urls == ("https://shop.example/img/linen.jpg",)
 
 
+def test_a_microdata_products_price_is_one_you_can_pay_as_in_json_ld():
+    """Themes list one offer per size; the first may be a sold-out size with a placeholder 0."""
+    def offer(price, stock):
+        return (f'<div itemprop="offers" itemscope itemtype="http://schema.org/Offer"><meta itemprop="price" content="{price}">'
+                f'<meta itemprop="priceCurrency" content="EUR"><link itemprop="availability" href="http://schema.org/{stock}"></div>')
+
+    def product(*offers, own=""):
+        return extract_products(f"""<div itemscope itemtype="http://schema.org/Product"><h1 itemprop="name">Blue jeans</h1>
+          <img itemprop="image" src="/a.jpg">{own}{"".join(offers)}</div>""", PAGE)[0]
+
+    jeans = product(offer("0", "OutOfStock"), offer("59.90", "InStock"))
+    assert (jeans.price, jeans.currency, jeans.in_stock) == (Decimal("59.90"), "EUR", True)
+    assert product(offer("49.90", "OutOfStock"), offer("59.90", "SoldOut")).price == Decimal("49.90")
+    # A price the product names itself, with no Offer, is its price still.
+    assert product(own='<span itemprop="price">59,90 €</span>').price == Decimal("59.90")
+
+
 def test_opengraph_is_the_fallback_and_canonical_wins_over_the_page_url():
     html = """<html><head><link rel="canonical" href="https://shop.example/p/og?ref=x#top">
       <meta property="og:type" content="product"><meta property="og:title" content="Beanie &amp; scarf">

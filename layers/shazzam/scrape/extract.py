@@ -752,28 +752,46 @@ def _microdata_walk(items: list[MicrodataItem]) -> Iterator[MicrodataItem]:
             stack.extend(reversed([v for v in values if isinstance(v, MicrodataItem)]))
 
 
+_OFFER_FIELDS = ("price", "lowPrice", "priceCurrency", "availability", "priceSpecification", "offers")
+
+
+def _as_json_ld(item: MicrodataItem, depth: int = 0) -> dict[str, Any]:
+    """An offer (or a price specification) in microdata as JSON-LD writes it: the first text of each
+    of its offer fields, or every item of one."""
+    node: dict[str, Any] = {}
+    for name in _OFFER_FIELDS:
+        values = item.props.get(name, [])
+        items = [_as_json_ld(v, depth + 1) for v in values if isinstance(v, MicrodataItem)] if depth < 8 else []
+        if value := items or next((v for v in values if isinstance(v, str)), None):
+            node[name] = value
+    return node
+
+
+def _microdata_offers(item: MicrodataItem) -> list[dict[str, Any]]:
+    """A microdata product's offers as JSON-LD's, for _offer_fields, each with the fields it lacks
+    taken from the product (which may name its price itself, with no Offer)."""
+    own = _as_json_ld(item)
+    offers = [o for o in _as_list(own.pop("offers", None)) if isinstance(o, dict)]
+    return [{**own, **offer} for offer in offers] or [own]
+
+
 def _microdata_product(item: MicrodataItem, page: PageParser) -> ScrapedProduct | None:
     title = _text(item.first("name"))
     images = [url for url in (absolute_url(page.base_url, v) for v in item.props.get("image", []) if isinstance(v, str)) if url]
     if not title or not images:
         return None
-    offer = item.first("offers")
-    offer_props = offer.props if isinstance(offer, MicrodataItem) else {}
-    get = lambda name: (offer_props.get(name) or item.props.get(name) or [None])[0]  # noqa: E731
+    price, currency, _, availability = _offer_fields(_microdata_offers(item))
     crumbs = _crumbs(item.props.get("category"))
-    currency = currency_code(get("priceCurrency"), _text(get("price")))
     return ScrapedProduct(
         url=product_url(page.page_url, item.first("url"), page.canonical, base=page.base_url),
         title=title,
-        price=parse_price(_text(get("price")) or _text(get("lowPrice")), currency),
+        price=price,
         currency=currency,
         category=_category_of(crumbs),
         brand=_text(item.first("brand")),
         sku=_text(item.first("sku")),
         image_urls=tuple(dict.fromkeys(images)),
-        availability=_in_stock_if_any(parse_availability(get("availability")), [
-            a for o in item.props.get("offers", []) if isinstance(o, MicrodataItem)
-            if (a := parse_availability((o.props.get("availability") or [None])[0]))]),
+        availability=availability,
         colour=_text(item.first("color")),
         sizes=_sizes(item.props.get("size")),
         breadcrumb=" > ".join(crumbs) or None,
