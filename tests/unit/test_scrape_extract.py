@@ -207,6 +207,20 @@ def _json_ld_product(block: dict, page_url: str = PAGE):
     return extract_products(f'<script type="application/ld+json">{json.dumps(block)}</script>', page_url)
 
 
+def test_the_pages_only_product_without_an_image_of_its_own_takes_the_pictures_the_page_shows():
+    tee = {"@type": "Product", "name": "Tee", "offers": {"price": "10", "priceCurrency": "EUR"}}
+    head = '<meta property="og:type" content="website"><meta property="og:image" content="https://shop.example/og.jpg">'
+    gallery = '<div class="product-gallery"><img src="/g.jpg"></div>'
+    [product] = extract_products(f'{head}<script type="application/ld+json">{json.dumps(tee)}</script>{gallery}', PAGE)
+    assert (product.title, product.price, product.image_urls) == ("Tee", Decimal("10"), ("https://shop.example/og.jpg", "https://shop.example/g.jpg"))
+    [product] = extract_products(f'<script type="application/ld+json">{json.dumps(tee)}</script>{gallery}', PAGE)
+    assert product.image_urls == ("https://shop.example/g.jpg",)
+    # Of several products, which one the page's pictures show is unknown: each names its own or is not taken.
+    shirt = {"@type": "Product", "name": "Shirt", "image": "/shirt.jpg"}
+    blocks = "".join(f'<script type="application/ld+json">{json.dumps(b)}</script>' for b in (tee, shirt))
+    assert [p.title for p in extract_products(f"{head}{blocks}{gallery}", PAGE)] == ["Shirt"]
+
+
 def test_a_discontinued_product_is_not_in_stock():
     """A line the shop no longer makes cannot be bought: it must leave the results, as a sold-out one does."""
     [product] = _json_ld_product({"@type": "Product", "name": "Dress", "image": "/d.jpg",

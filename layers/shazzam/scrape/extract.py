@@ -707,12 +707,15 @@ def _sizes(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(sizes))
 
 
-def _json_ld_product(node: dict[str, Any], page: PageParser) -> ScrapedProduct | None:
+def _json_ld_product(node: dict[str, Any], page: PageParser, page_images: tuple[str, ...] = ()) -> ScrapedProduct | None:
+    """The product of a Product or ProductGroup node; `page_images`, the page's pictures of it, when
+    it names none (the page's only product)."""
     # A ProductGroup (one product in several sizes or colours) is the product; its variants give
     # what it does not say itself: pictures, offers, sizes.
     variants = [v for v in _as_list(node.get("hasVariant")) if isinstance(v, dict)]
     title = _text(node.get("name"))
-    images = _image_urls(node.get("image"), page.base_url) or list(dict.fromkeys(u for v in variants for u in _image_urls(v.get("image"), page.base_url)))
+    images = (_image_urls(node.get("image"), page.base_url)
+              or list(dict.fromkeys(u for v in variants for u in _image_urls(v.get("image"), page.base_url))) or list(page_images))
     if not title or not images:
         return None
     offers = node.get("offers") or [offer for v in variants for offer in _as_list(v.get("offers"))]
@@ -806,6 +809,12 @@ def _og(page: PageParser, *names: str) -> str | None:
     return None
 
 
+def _page_images(page: PageParser) -> tuple[str, ...]:
+    """The pictures a page shows of its product: its OpenGraph images, else its gallery's."""
+    og = [url for name in ("og:image", "og:image:secure_url", "og:image:url") for url in (absolute_url(page.base_url, v) for v in page.meta.get(name, [])) if url]
+    return tuple(dict.fromkeys(og or page.images))
+
+
 def _opengraph_product(page: PageParser) -> ScrapedProduct | None:
     """A product from OpenGraph (og:type product, or a product:price) when nothing richer exists."""
     is_product = (_og(page, "og:type") or "").lower() in ("product", "og:product", "product.item")
@@ -813,8 +822,8 @@ def _opengraph_product(page: PageParser) -> ScrapedProduct | None:
     if not (is_product or price):
         return None
     title = _og(page, "og:title") or page.h1 or page.title
-    images = [url for name in ("og:image", "og:image:secure_url", "og:image:url") for url in (absolute_url(page.base_url, v) for v in page.meta.get(name, [])) if url]
-    if not title or not images and not page.images:
+    images = _page_images(page)
+    if not title or not images:
         return None
     currency = currency_code(_og(page, "product:price:currency", "og:price:currency"), price)
     crumbs = _crumbs(_og(page, "product:category"))
@@ -826,7 +835,7 @@ def _opengraph_product(page: PageParser) -> ScrapedProduct | None:
         category=_category_of(crumbs),
         brand=_og(page, "product:brand", "og:brand"),
         sku=_og(page, "product:retailer_item_id"),
-        image_urls=tuple(dict.fromkeys(images or page.images)),
+        image_urls=tuple(images),
         availability=parse_availability(_og(page, "product:availability", "og:availability")),
         colour=_og(page, "product:color"),
         breadcrumb=" > ".join(crumbs) or None,
@@ -886,9 +895,12 @@ def products_of_page(page: PageParser) -> list[ScrapedProduct]:
     top = {id(node) for node in _top_level(json_ld)}
     # The variants of a product group are the group's sizes and colours, not products of their own.
     variants = {id(v) for node in nodes if "ProductGroup" in _types(node) for v in _as_list(node.get("hasVariant"))}
-    from_json_ld = [p for p in (_json_ld_product(n, page) for n in nodes
-                                if {"Product", "ProductGroup"} & set(_types(n)) and id(n) not in variants
-                                and (id(n) in top or _has_own_address(n))) if p]
+    candidates = [n for n in nodes if {"Product", "ProductGroup"} & set(_types(n)) and id(n) not in variants
+                  and (id(n) in top or _has_own_address(n))]
+    # The page's only product is the one its OpenGraph image and gallery show; of several, each
+    # must name its own.
+    page_images = _page_images(page) if len(candidates) == 1 else ()
+    from_json_ld = [p for p in (_json_ld_product(n, page, page_images) for n in candidates) if p]
     microdata = [p for p in (_microdata_product(i, page) for i in _microdata_walk(page.items) if "Product" in i.types) if p]
     products = from_json_ld or microdata
     opengraph = _opengraph_product(page)
