@@ -247,6 +247,24 @@ def test_a_product_group_without_an_address_is_its_page_not_its_first_variants_o
     assert (tee.url, tee.price, tee.sizes) == (page, Decimal("25.00"), ("S", "M"))
 
 
+def test_a_product_is_its_page_not_the_size_its_offers_name_first_nor_the_one_in_stock():
+    """Offers name one size's address each ("?variant=1"); taken for the product's, it would be
+    stored anew under another size's when the first sells out, and the first taken as removed."""
+    page = "https://s.example/products/tee"
+
+    def tee(*stock):
+        offers = [{"@type": "Offer", "url": f"{page}?variant={n}", "price": "10", "priceCurrency": "EUR",
+                   "availability": f"https://schema.org/{availability}"} for n, availability in enumerate(stock, 1)]
+        [product] = _json_ld_product({"@type": "Product", "name": "Tee", "image": "/tee.jpg", "offers": offers}, page)
+        return product
+
+    assert {tee("InStock", "InStock").url, tee("OutOfStock", "InStock").url, tee("InStock").url} == {page}
+    # An offer naming another page of the site names the product's own page, in the offers' order.
+    sneakers = [{"price": "59.5", "url": "/p/sneakers", "availability": "OutOfStock"}, {"price": "65", "url": "/p/sneakers?size=44"}]
+    [product] = _json_ld_product({"@type": "Product", "name": "Sneakers", "image": "/s.jpg", "offers": sneakers}, page)
+    assert (product.url, product.price) == ("https://s.example/p/sneakers", Decimal("65"))
+
+
 def test_references_by_id_in_a_graph_are_followed():
     graph = {"@context": "https://schema.org", "@graph": [
         {"@type": "ImageObject", "@id": "#primaryimage", "url": "https://shop.example/shirt.jpg"},

@@ -580,11 +580,20 @@ def _walk(data: Any) -> Iterator[dict[str, Any]]:
             stack.extend(reversed([v for v in item.values() if isinstance(v, (dict, list))]))
 
 
-def _offer_fields(offers: Any) -> tuple[Decimal | None, str | None, str | None, str | None]:
-    """(price, currency, url, availability) of the offer _first_offer_fields picks; in stock when
-    any offer is (themes list one offer per size, the first of which may be sold out)."""
-    price, currency, url, availability = _first_offer_fields(offers)
-    return price, currency, url, _in_stock_if_any(availability, _availabilities(offers))
+def _offer_fields(offers: Any) -> tuple[Decimal | None, str | None, str | None]:
+    """(price, currency, availability) of the offer _first_offer_fields picks; in stock when any
+    offer is (themes list one offer per size, the first of which may be sold out)."""
+    price, currency, availability = _first_offer_fields(offers)
+    return price, currency, _in_stock_if_any(availability, _availabilities(offers))
+
+
+def _offer_address(offers: Any, page: PageParser) -> str | None:
+    """The address the first offer naming one gives (the one in stock changes as sizes sell out),
+    unless it is the page's own, with a query or not: "?variant=1" is one size's, the page the product's."""
+    own = {urlsplit(url)[:3] for url in (page.page_url, page.canonical) if url}
+    url = next((url for offer in _as_list(offers) if isinstance(offer, dict)
+                if (url := absolute_url(page.base_url, _text(offer.get("url"), ids=True)) or _offer_address(offer.get("offers"), page))), None)
+    return url if url and urlsplit(url)[:3] not in own else None
 
 
 def _in_stock_if_any(availability: str | None, availabilities: list[str]) -> str | None:
@@ -613,7 +622,7 @@ def _price_specification(value: Any) -> dict:
     return (selling or specs or [{}])[0]
 
 
-def _first_offer_fields(offers: Any) -> tuple[Decimal | None, str | None, str | None, str | None]:
+def _first_offer_fields(offers: Any) -> tuple[Decimal | None, str | None, str | None]:
     """The first offer one can buy with a price above 0 (a sold-out size's price is not the
     product's; a 0.00 beside others is a theme's placeholder), else the first with a price above
     0, else the first with a price, else the first."""
@@ -624,21 +633,16 @@ def _first_offer_fields(offers: Any) -> tuple[Decimal | None, str | None, str | 
         spec = _price_specification(offer.get("priceSpecification"))
         raw = next((v for v in (offer.get("price"), offer.get("lowPrice"), spec.get("price")) if v not in (None, "")), None)
         currency = currency_code(offer.get("priceCurrency") or spec.get("priceCurrency"), raw)
-        fields = (
-            parse_price(raw, currency),
-            currency,
-            _text(offer.get("url"), ids=True),
-            parse_availability(offer.get("availability")),
-        )
+        fields = (parse_price(raw, currency), currency, parse_availability(offer.get("availability")))
         nested = offer.get("offers")  # an AggregateOffer listing its offers (its lowPrice may be a 0 placeholder)
         if not fields[0] and nested is not None:
-            price, currency, url, availability = _first_offer_fields(nested)
+            price, currency, availability = _first_offer_fields(nested)
             if price is not None and (fields[0] is None or price > 0):
-                fields = (price, fields[1] or currency, fields[2] or url, fields[3] or availability)
+                fields = (price, fields[1] or currency, fields[2] or availability)
         candidates.append(fields)
-    ranked = ([f for f in candidates if f[0] and f[3] not in UNAVAILABLE], [f for f in candidates if f[0]],
+    ranked = ([f for f in candidates if f[0] and f[2] not in UNAVAILABLE], [f for f in candidates if f[0]],
               [f for f in candidates if f[0] is not None], candidates)
-    return next((group[0] for group in ranked if group), (None, None, None, None))
+    return next((group[0] for group in ranked if group), (None, None, None))
 
 
 def _image_urls(value: Any, base: str) -> list[str]:
@@ -719,9 +723,8 @@ def _json_ld_product(node: dict[str, Any], page: PageParser, page_images: tuple[
     if not title or not images:
         return None
     offers = node.get("offers") or [offer for v in variants for offer in _as_list(v.get("offers"))]
-    price, currency, offer_url, availability = _offer_fields(offers)
-    if variants and not node.get("offers"):
-        offer_url = None  # a variant's address ("?size=S") is not the group's
+    price, currency, availability = _offer_fields(offers)
+    offer_url = _offer_address(node.get("offers"), page)  # the node's own: a variant's ("?size=S") is not the group's
     sizes = _sizes(node.get("size")) or _sizes([v.get("size") for v in variants])
     crumbs = _crumbs(node.get("category"))
     url = product_url(page.page_url, node.get("url"), page.canonical, offer_url, base=page.base_url)
@@ -783,7 +786,7 @@ def _microdata_product(item: MicrodataItem, page: PageParser) -> ScrapedProduct 
     images = [url for url in (absolute_url(page.base_url, v) for v in item.props.get("image", []) if isinstance(v, str)) if url]
     if not title or not images:
         return None
-    price, currency, _, availability = _offer_fields(_microdata_offers(item))
+    price, currency, availability = _offer_fields(_microdata_offers(item))
     crumbs = _crumbs(item.props.get("category"))
     return ScrapedProduct(
         url=product_url(page.page_url, item.first("url"), page.canonical, base=page.base_url),
