@@ -767,6 +767,7 @@ def test_runs_with_a_limit_go_on_with_the_pages_the_last_did_not_reach(runtime, 
     runs = [pipeline.scrape(runtime.app, limit=6) for _ in range(4)]  # 6 pages a run
     assert [run["shops_unfinished"] for run in runs] == [1, 1, 1, 0]  # the fourth finds none left: the round ends
     assert [run["products_new"] for run in runs] == [6, 5, 4, 0]  # 15, as one whole pass finds (test_a_pass_over_the_quirky_shop)
+    assert [run["pages_left"] for run in runs] == [13, 7, 1, 0]  # of the 19 pages found, those no run has reached yet
     assert catalogue.active_shops(runtime.db)[0]["last_scraped_at"] is not None
 
 

@@ -273,6 +273,7 @@ class Crawl:
         self.errors: Counter[str] = Counter()
         self._product_pattern = re.compile(source.product_pattern)
         self.total = 0  # pages to visit, known once discovery is done
+        self.beyond_limit = 0  # pages found due that `limit` leaves to a later pass
         self._found_due = 0  # pages discovery found that are due (_due)
 
     # -- bookkeeping --------------------------------------------------------------------------
@@ -521,7 +522,7 @@ class Crawl:
         self.cut_short |= not self.discovery_complete
         urls = self._in_visit_order(found)
         if self.limit is not None and len(urls) > self.limit:
-            urls, self.cut_short = urls[: self.limit], True
+            urls, self.beyond_limit, self.cut_short = urls[: self.limit], len(urls) - self.limit, True
         self.total = len(urls)
         if self.out_of_time():
             self.cut_short = True

@@ -455,8 +455,9 @@ def scrape_pass(
             if stopped or crawl.cut_short:
                 # Pages of this round are left: not visited, not discovered (time, or `limit`).
                 summary.counts["shops_unfinished"] += 1
-                summary.counts["pages_left"] += crawl.total - done
-                log.info("%s: %d of %d pages found left; the next pass goes on", source.base_url, crawl.total - done, crawl.total)
+                left = crawl.total - done + crawl.beyond_limit
+                summary.counts["pages_left"] += left
+                log.info("%s: %d of %d pages found left; the next pass goes on", source.base_url, left, crawl.total + crawl.beyond_limit)
             else:
                 if crawl.feed_pages is not None:
                     visit.remove_unlisted(crawl.feed_pages, crawl.feed_read_in_parts)
