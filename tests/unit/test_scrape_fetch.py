@@ -525,6 +525,8 @@ def test_a_charset_label_is_read_as_a_browser_reads_it(content_type, body, title
     ("<title>Robe d’été – 39,90 €</title>".encode("cp1252"), "Robe d’été – 39,90 €"),
     # UTF-8 with one stray Latin-1 byte (a footer): still UTF-8, the stray byte replaced.
     ("<title>Kleid Größe 38</title><footer>Caf".encode() + b"\xe9</footer>", "Kleid Größe 38"),
+    # windows-1252 with a byte pair that happens to be UTF-8 ("É" and a no-break space): still windows-1252.
+    ("<title>Robe d’été – Soldes</title><p>NOUVEAUTÉ\xa0!</p>".encode("cp1252"), "Robe d’été – Soldes"),
     # A <meta> naming UTF-16 is in a page of ASCII bytes: the HTML standard reads it as UTF-8.
     ('<meta charset="utf-16"><title>Café</title>'.encode(), "Café"),
     ('<meta http-equiv="Content-Type" content="text/html; charset=UTF-16LE"><title>Café</title>'.encode(), "Café"),

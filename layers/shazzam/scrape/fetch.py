@@ -122,8 +122,8 @@ class FetchResult:
 
     def text(self) -> str:
         """The body decoded with the charset of the content type, else of the page's own <meta>
-        (HTML's rule: within its first 1,024 bytes), else as UTF-8 if any of it reads as UTF-8 (a
-        stray Latin-1 byte in a footer replaced), else as windows-1252 (what a browser in Western
+        (HTML's rule: within its first 1,024 bytes), else as UTF-8 if more of it reads as UTF-8
+        characters than not (a stray Latin-1 byte in a footer replaced), else as windows-1252 (what a browser in Western
         Europe takes a page of no declared charset for)."""
         for bom, encoding in _BOMS:  # a byte order mark wins over any label (the HTML standard's rule)
             if self.body.startswith(bom):
@@ -136,7 +136,9 @@ class FetchResult:
             # A <meta> read as ASCII bytes is in no UTF-16: its label means UTF-8 (the HTML standard's rule).
             return self.body.decode("utf-8" if codecs.lookup(codec).name.startswith("utf-16") else codec, errors="replace")
         text = self.body.decode("utf-8", errors="replace")
-        if "\ufffd" in text and not re.search(r"[^\x00-\x7f\ufffd]", text):  # no byte of it made a UTF-8 character
+        # By the balance of evidence: a Latin-1 byte pair can happen to be UTF-8 ("É\xa0"), and a
+        # UTF-8 page can hold a stray Latin-1 byte (a footer's "Café").
+        if text.count("\ufffd") > len(re.findall(r"[^\x00-\x7f\ufffd]", text)):
             return self.body.decode("cp1252", errors="replace")
         return text
 
