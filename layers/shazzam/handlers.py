@@ -11,7 +11,7 @@ from typing import Callable
 from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, S3Event
+from aws_lambda_powertools.utilities.data_classes import S3Event
 
 from shazzam import app as app_module
 from shazzam.pipeline import StageResult
@@ -57,7 +57,8 @@ def scheduled_handler(job: Callable[..., dict], service: str, options: tuple[str
 
     @logger.inject_lambda_context
     def lambda_handler(event: dict, context) -> dict:
-        detail = EventBridgeEvent(event).detail or {}
+        detail = event.get("detail") if isinstance(event, dict) else None
+        detail = {} if detail is None else detail  # a hand-made event may have none
         if not isinstance(detail, dict):
             raise ValueError(f"detail must be a JSON object of options, not {detail!r}")
         # A misspelt option would otherwise be dropped, and the run do what it does without one.

@@ -197,7 +197,7 @@ def test_a_scheduled_event_with_detail_options_its_function_does_not_take_fails(
     _app, invoke = backend
     with pytest.raises(ValueError, match=r"unknown detail option 'limit' \(index takes none\)"):
         invoke("index", {**sample_event("scheduled-index.json"), "detail": {"limit": 1}})
-    for detail in ("limit", [{"limit": 1}]):  # not its letters, nor a TypeError
+    for detail in ("limit", [{"limit": 1}], [], "", False):  # not its letters, a TypeError, nor a full pass
         with pytest.raises(ValueError, match="detail must be a JSON object of options"):
             invoke("scrape", {**sample_event("scheduled-scrape.json"), "detail": detail})
 
