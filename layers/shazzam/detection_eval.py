@@ -276,8 +276,8 @@ def run(manifest: Path, data: Path, small_data: Path | None, out: Path | None = 
         "manifest": str(manifest),
         "postprocess": {k: v for k, v in asdict(detector.settings).items() if k != "stride"},
         "photos": len(numbers),
-        "photo_range": [photos.start, photos.stop - 1],
-        "held_out": set(photos) <= set(VALIDATION),
+        "photo_range": [numbers[0], numbers[-1]],  # those scored: a range may run past the last photo
+        "held_out": set(numbers) <= set(VALIDATION),
         "metrics": detection_metrics(candidates, truths),
         "served": detection_metrics(shown, truths),
         "latency_ms": {"median": statistics.median(latencies), "p90": float(np.percentile(latencies, 90)), "threads": 1},

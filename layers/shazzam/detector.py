@@ -107,6 +107,9 @@ class Postprocess:
     def __post_init__(self):
         if self.upsample < 1 or self.stride % self.upsample:
             raise ValueError(f"postprocess upsample {self.upsample} does not divide the stride {self.stride}")
+        # Written so that NaN fails too (every comparison with it is false).
+        if not (0 <= self.score_threshold <= 1 and 0 <= self.min_area_fraction < 1 and 0 <= self.min_share_of_largest <= 1):
+            raise ValueError("postprocess score_threshold and min_share_of_largest are fractions (0..1), min_area_fraction one below 1")
         if not (0 <= self.product_box_fraction <= 1 and 0 <= self.product_cell_share <= 1):
             raise ValueError("postprocess product_box_fraction and product_cell_share are fractions (0..1)")
         object.__setattr__(self, "hypothesis_levels", tuple(float(level) for level in self.hypothesis_levels))

@@ -85,10 +85,11 @@ SCHEMAS = {
             "box": {"type": "array", "items": {"type": "integer"}, "minItems": 4, "maxItems": 4, "description": "[left, top, right, bottom] in pixels of the upright photo"},
             "label": {"type": ["string", "null"], "enum": [*DETECTOR_CLASSES, None], "description": "what the detector found; null from a detector that does not say, or for a requested box"},
             "score": {"type": "number", "description": "the detector's confidence"},
-            "searchable": {"type": "boolean", "description": "false for garments the catalogue has no category for (bag, eyewear, belt): no category, no results"},
+            "searchable": {"type": "boolean", "description": "false for garments the catalogue has no category for (bag, eyewear, belt): no category, no results; "
+                           "true for one of those picked by `garment` with a `category`"},
             "category": {"type": ["string", "null"], "enum": [*CATEGORIES, None], "description": "the category searched"},
             "category_source": {"type": ["string", "null"], "enum": ["classifier", "request", None]},
-            "predicted_category": {"type": ["string", "null"], "enum": [*CATEGORIES, None], "description": "the classifier's choice among the detector label's categories"},
+            "predicted_category": {"type": ["string", "null"], "enum": [*CATEGORIES, None], "description": "the classifier's choice among the detector label's categories; null for a label that has none"},
             "confidence": {"type": ["number", "null"], "description": "the classifier's probability of predicted_category among those categories"},
             "results": {"type": "array", "items": _ref("Result"), "description": "nearest first"},
         },

@@ -573,7 +573,8 @@ def search(
             garments.append({**entry, "searchable": False, "category": None, "category_source": None, "predicted_category": None, "confidence": None, "results": []})
             continue
         prediction = model.predict(get_subsection_of_image(image, detection.box))
-        predicted, confidence = category_within(prediction.probabilities, allowed)
+        # A bag picked with a category has no categories of its own: the classifier has no say.
+        predicted, confidence = category_within(prediction.probabilities, allowed) if detection.label is None or allowed else (None, None)
         chosen = category or predicted
         try:
             results = nearest_items(app, chosen, prediction.embedding, k, filters)
@@ -588,7 +589,7 @@ def search(
                 "category": chosen,
                 "category_source": "request" if category else "classifier",
                 "predicted_category": predicted,
-                "confidence": round(confidence, 4),
+                "confidence": None if confidence is None else round(confidence, 4),
                 "results": results,
             }
         )

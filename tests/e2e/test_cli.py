@@ -93,6 +93,10 @@ def test_eval_detector_scores_training_photos_with_other_settings_when_told(tmp_
     assert run.returncode == 0, run.stderr
     assert "10 CCP photos, TRAINING photos among them (not a held-out figure) (0691-0700)" in run.stdout
     assert "'upsample': 1, 'mirror': False" in run.stdout and "'hypothesis_levels': (0.2,)" in run.stdout
+    past_the_last = shazzam("eval-detector", "--model", str(real_detector_manifest()), "--data", str(shared_data / "ccp"),
+                            "--small-data", "", "--photos", "799-900", "--json", data_dir=tmp_path)
+    report = json.loads(past_the_last.stdout.strip().splitlines()[-1])
+    assert (report["photos"], report["photo_range"], report["held_out"]) == (2, [799, 800], True)  # those scored
 
 
 def test_eval_detector_refuses_bad_options(tmp_path):
@@ -100,6 +104,8 @@ def test_eval_detector_refuses_bad_options(tmp_path):
 
     for option, says in ((["--photos", "700-601"], "empty"), (["--photos", "six"], "FIRST-LAST"),
                          (["--postprocess", "upsample=3"], "does not divide"), (["--postprocess", "wings=2"], "KEY=VALUE"),
+                         (["--postprocess", "score_threshold=nan"], "fractions"), (["--postprocess", "min_share_of_largest=7"], "fractions"),
+                         (["--postprocess", "min_area_fraction=-3"], "fractions"),
                          (["--small-data", str(tmp_path / "missing")], "is not a folder")):
         run = shazzam("eval-detector", "--model", str(real_detector_manifest()), "--data", str(tmp_path), *option, data_dir=tmp_path)
         assert run.returncode == 2 and says in run.stderr, (option, run.stderr)

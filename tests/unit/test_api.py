@@ -83,6 +83,7 @@ def test_one_garment_picked_by_index_or_box(call, monkeypatch):
     # a bag picked with a category is searched in it; picked alone, it has nothing to search
     status, _, answer = call("POST", "/search", json_body(garment=3, category="hat"), "application/json")
     assert status == 200 and answer["garments"][0]["label"] == "bag" and answer["garments"][0]["category"] == "hat"
+    assert answer["garments"][0]["predicted_category"] is None and answer["garments"][0]["confidence"] is None  # no category of its own
     status, _, answer = call("POST", "/search", json_body(garment=3), "application/json")
     assert answer["garments"][0]["results"] == [] and answer["results"] == []
 
