@@ -304,6 +304,33 @@ def test_a_product_a_collection_stopped_listing_comes_back_by_its_own_page_with_
     assert not row["is_dead"] and row["category"] == "dress"  # its own page's category, which the collection lacked
 
 
+def test_a_product_address_sent_on_to_a_collection_is_gone_not_the_collections_products(runtime, plain_shop):
+    def page(data):
+        return 200, f'<html><head><script type="application/ld+json">{json.dumps(data)}</script></head></html>'.encode(), {"Content-Type": "text/html"}
+
+    answers = {"/robots.txt": (200, b"")}
+    base = plain_shop(answers).base_url
+    tee = {**product_data(base, "Blue tee", ["img/tee.jpg"]), "url": f"{base}p/tee.html", "category": "T-shirts"}
+    answers["/p/dress.html"] = page({**product_data(base, "Red dress", ["img/dress.jpg"]), "url": f"{base}p/dress.html", "category": "Dresses"})
+    answers["/p/tee.html"] = page(tee)
+    answers["/sitemap.xml"] = (200, (f"<urlset xmlns='http://www.sitemaps.org/schemas/sitemap/0.9'><url><loc>{base}p/dress.html</loc></url>"
+                                     f"<url><loc>{base}p/tee.html</loc></url></urlset>").encode())
+    for name, colour in (("dress", (200, 30, 30)), ("tee", (30, 30, 200))):
+        answers[f"/img/{name}.jpg"] = (200, jpeg(Image.new("RGB", (64, 64), colour)), {"Content-Type": "image/jpeg"})
+    catalogue.save_source(runtime.db, ShopSource(base_url=base, name="s", strategy="sitemap", local=True, delay_s=0, fetch=FAST))
+    pipeline.scrape(runtime.app)
+    # The shop removes the dress: its address now sends visitors to the tops, which list the tee (without a category).
+    answers["/p/dress.html"] = (301, b"", {"Location": f"{base}collections/tops.html"})
+    answers["/collections/tops.html"] = page({"@context": "https://schema.org", "@type": "ItemList", "itemListElement": [
+        {"@type": "ListItem", "position": 1, "item": {**tee, "category": None}}]})
+    report = pipeline.scrape(runtime.app, force=True)
+    pipeline.revalidate(runtime.app)
+    rows = {row["url"].rsplit("/", 1)[1]: row for row in runtime.db.run_query("SELECT url, page_url, category, is_dead, dead_reason FROM products")}
+    assert (rows["dress.html"]["is_dead"], rows["dress.html"]["dead_reason"]) == (1, "soft-404")
+    assert (rows["tee.html"]["page_url"], rows["tee.html"]["category"], rows["tee.html"]["is_dead"]) == (f"{base}p/tee.html", "t-shirt", 0)
+    assert report["images_uploaded"] == 0
+
+
 def test_listing_and_shopify_sources(runtime, shop):
     register(runtime, shop, strategy="listing", listing_urls=("/collections/all",))
     report = pipeline.scrape(runtime.app)

@@ -219,6 +219,9 @@ def test_the_pages_only_product_without_an_image_of_its_own_takes_the_pictures_t
     shirt = {"@type": "Product", "name": "Shirt", "image": "/shirt.jpg"}
     blocks = "".join(f'<script type="application/ld+json">{json.dumps(b)}</script>' for b in (tee, shirt))
     assert [p.title for p in extract_products(f"{head}{blocks}{gallery}", PAGE)] == ["Shirt"]
+    # Nor a category page's rating snippet, which names no offer: the og:image is the shop's logo.
+    snippet = {"@type": "Product", "name": "Summer dresses", "aggregateRating": {"@type": "AggregateRating", "ratingValue": "4.8"}}
+    assert extract_products(f'{head}<script type="application/ld+json">{json.dumps(snippet)}</script>', PAGE) == []
 
 
 def test_a_discontinued_product_is_not_in_stock():
@@ -259,6 +262,12 @@ def test_a_product_is_its_page_not_the_size_its_offers_name_first_nor_the_one_in
         return product
 
     assert {tee("InStock", "InStock").url, tee("OutOfStock", "InStock").url, tee("InStock").url} == {page}
+    for spelling in ("https://www.s.example/products/tee", "http://s.example/products/tee/"):  # still the page's
+        offer = {"url": f"{spelling}?variant=1", "price": "10"}
+        assert _json_ld_product({"@type": "Product", "name": "Tee", "image": "/tee.jpg", "offers": offer}, page)[0].url == page
+    # A query that names the page's product is another product's when it names another one.
+    related = {"@type": "Product", "name": "Skirt", "image": "/s.jpg", "offers": {"url": "/product.php?id=2", "price": "29"}}
+    assert _json_ld_product(related, "https://s.example/product.php?id=1")[0].url == "https://s.example/product.php?id=2"
     # An offer naming another page of the site names the product's own page, in the offers' order.
     sneakers = [{"price": "59.5", "url": "/p/sneakers", "availability": "OutOfStock"}, {"price": "65", "url": "/p/sneakers?size=44"}]
     [product] = _json_ld_product({"@type": "Product", "name": "Sneakers", "image": "/s.jpg", "offers": sneakers}, page)

@@ -465,11 +465,18 @@ class Crawl:
         result, cache = fetched
         page = parse_page(result.text(), result.url)
         products = products_of_page(page)
-        if products:
-            return PageOutcome(url, "changed", products, status=200, cache=cache)
         # Redirected: answered from another address than the one asked for, however it is spelt
         # (the fetcher percent-encodes "?v=a|b" before it asks).
-        if looks_not_found(page, redirected=result.url != percent_encoded(url)):
+        redirected = result.url != percent_encoded(url)
+        own = {percent_encoded(url), result.url, page.canonical}
+        if products and redirected and not any(product.url in own for product in products):
+            # Sent on to a page of other products (a removed product's address sent to its
+            # collection): it is gone, and they are not this address's to file. A product that
+            # moved is its new address's own product.
+            return PageOutcome(url, "gone", status=200, reason="soft-404")
+        if products:
+            return PageOutcome(url, "changed", products, status=200, cache=cache)
+        if looks_not_found(page, redirected=redirected):
             return PageOutcome(url, "gone", status=200, reason="soft-404")
         return PageOutcome(url, "error", status=200, reason="no-product")
 

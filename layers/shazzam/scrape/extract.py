@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from html.parser import HTMLParser
 from typing import Any, Iterator
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urljoin, urlsplit, urlunsplit
 
 from shazzam.money import THREE_DECIMAL_CURRENCIES, WHOLE_UNIT_CURRENCIES
 from shazzam.scrape.fetch import percent_encoded
@@ -589,11 +589,21 @@ def _offer_fields(offers: Any) -> tuple[Decimal | None, str | None, str | None]:
 
 def _offer_address(offers: Any, page: PageParser) -> str | None:
     """The address the first offer naming one gives (the one in stock changes as sizes sell out),
-    unless it is the page's own, with a query or not: "?variant=1" is one size's, the page the product's."""
-    own = {urlsplit(url)[:3] for url in (page.page_url, page.canonical) if url}
+    unless it is the page's own with a size's parameters added: "?variant=1" is one size's, the
+    page the product's ("product.php?id=2" on the page of id=1 is another product's)."""
     url = next((url for offer in _as_list(offers) if isinstance(offer, dict)
                 if (url := absolute_url(page.base_url, _text(offer.get("url"), ids=True)) or _offer_address(offer.get("offers"), page))), None)
-    return url if url and urlsplit(url)[:3] not in own else None
+    return url if url and not any(_same_page(url, own) for own in (page.page_url, page.canonical) if own) else None
+
+
+def _same_page(url: str, page_url: str) -> bool:
+    """Whether `url` is `page_url` (any scheme, "www." or not, a trailing slash or not) with, at most,
+    parameters added to its query."""
+    asked, own = urlsplit(url), urlsplit(page_url)
+    if _site(asked.hostname) != _site(own.hostname) or asked.path.rstrip("/") != own.path.rstrip("/"):
+        return False
+    given = dict(parse_qsl(asked.query, keep_blank_values=True))
+    return all(given.get(name) == value for name, value in parse_qsl(own.query, keep_blank_values=True))
 
 
 def _in_stock_if_any(availability: str | None, availabilities: list[str]) -> str | None:
@@ -900,9 +910,9 @@ def products_of_page(page: PageParser) -> list[ScrapedProduct]:
     variants = {id(v) for node in nodes if "ProductGroup" in _types(node) for v in _as_list(node.get("hasVariant"))}
     candidates = [n for n in nodes if {"Product", "ProductGroup"} & set(_types(n)) and id(n) not in variants
                   and (id(n) in top or _has_own_address(n))]
-    # The page's only product is the one its OpenGraph image and gallery show; of several, each
-    # must name its own.
-    page_images = _page_images(page) if len(candidates) == 1 else ()
+    # The page's only product, on sale, is the one its OpenGraph image and gallery show; of several,
+    # each must name its own (nor does a category page's rating snippet take the shop's logo).
+    page_images = _page_images(page) if len(candidates) == 1 and (candidates[0].get("offers") or candidates[0].get("hasVariant")) else ()
     from_json_ld = [p for p in (_json_ld_product(n, page, page_images) for n in candidates) if p]
     microdata = [p for p in (_microdata_product(i, page) for i in _microdata_walk(page.items) if "Product" in i.types) if p]
     products = from_json_ld or microdata
