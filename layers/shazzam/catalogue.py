@@ -282,8 +282,10 @@ def product_shop(db: Database, product_id: str) -> str | None:
 
 
 @retried_on_deadlock
-def save_product(db: Database, shop_id: str, product, page_url: str | None = None) -> str:
-    """Insert or refresh a scraped product: alive again if it was dead, unless out of stock."""
+def save_product(db: Database, shop_id: str, product, page_url: str | None = None, settled: bool = True) -> str:
+    """Insert or refresh a scraped product: alive again if it was dead, unless out of stock.
+    `settled` false stores no fingerprint yet (settle_product does, once its pictures are seen to):
+    a run stopped before then finds it changed at the next visit, and fetches them."""
     product_id = ids.product_id(product.url)
     now = utcnow()
     in_stock = getattr(product, "in_stock", True)
@@ -307,13 +309,18 @@ def save_product(db: Database, shop_id: str, product, page_url: str | None = Non
         "colour": (getattr(product, "colour", None) or None) and product.colour[:64],
         "sizes": _sizes_json(getattr(product, "sizes", ())),
         "breadcrumb": _fit_text(getattr(product, "breadcrumb", None)),
-        "fingerprint": product.fingerprint() if hasattr(product, "fingerprint") else None,
+        "fingerprint": product.fingerprint() if settled and hasattr(product, "fingerprint") else None,
     }
     if page_url is not None:
         values["page_url"] = page_url
     with db.transaction() as connection:
         connection.execute(upsert(connection, products, values, update=[k for k in values if k not in ("id", "created_at")]))
     return product_id
+
+
+def settle_product(db: Database, product_id: str, fingerprint: str) -> None:
+    with db.transaction() as connection:
+        connection.execute(sa.update(products).where(products.c.id == product_id).values(fingerprint=fingerprint))
 
 
 def _fit_text(text: str | None) -> str | None:

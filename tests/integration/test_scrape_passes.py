@@ -811,10 +811,10 @@ def test_a_product_the_database_refuses_is_counted_and_the_others_are_saved(runt
     register(runtime, shop)
     saving = catalogue.save_product
 
-    def refuse_one(db, shop_id, product, page_url=None):
+    def refuse_one(db, shop_id, product, **options):
         if product.url.endswith("/twin-a.html"):
             raise sa.exc.DataError("INSERT", {}, Exception("1406 Data too long"))
-        return saving(db, shop_id, product, page_url=page_url)
+        return saving(db, shop_id, product, **options)
 
     monkeypatch.setattr(catalogue, "save_product", refuse_one)
     report = pipeline.scrape(runtime.app)
@@ -1174,3 +1174,22 @@ def test_an_original_a_changed_page_shows_through_its_copy_is_fetched_again_when
     file_under("skirt", "Skirts", price="17.99")  # and the skirt's page changes
     assert pipeline.scrape(runtime.app, force=True)["products_changed"] == 1
     assert ids.incoming_key(original) in incoming(runtime)
+
+
+def test_a_scrape_stopped_between_a_product_and_its_pictures_fetches_them_at_the_next(runtime, plain_shop, monkeypatch):
+    colours = [(200, 30, 30), (30, 30, 200)]
+    shop, _answers = one_page_shop(plain_shop, ["img/red.jpg", "img/blue.jpg"],
+                                   lambda n: (200, jpeg(Image.new("RGB", (64, 64), colours[n])), {"Content-Type": "image/jpeg"}))
+    catalogue.save_source(runtime.db, ShopSource(base_url=shop.base_url, name="s", strategy="sitemap", local=True, delay_s=0, fetch=FAST))
+    image = SourcePass.image
+
+    def stopped_at_its_first_picture(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C, a kill, a full disk
+
+    monkeypatch.setattr(SourcePass, "image", stopped_at_its_first_picture)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.scrape(runtime.app)
+    monkeypatch.setattr(SourcePass, "image", image)
+    report = pipeline.scrape(runtime.app, force=True)
+    assert report["images_uploaded"] == 2  # not taken for unchanged, its pictures never fetched
+    assert pipeline.scrape(runtime.app, force=True)["images_uploaded"] == 0

@@ -311,7 +311,7 @@ def test_a_runtime_deletes_uploads_older_than_a_day_as_the_lifecycle_rule_does(t
         runtime.close()
 
 
-def test_a_runtime_deletes_failed_photos_set_aside_vectors_and_partial_writes_as_the_lifecycle_rules_do(tmp_path):
+def test_a_runtime_deletes_failed_photos_old_boxes_and_crops_set_aside_vectors_and_partial_writes_as_the_lifecycle_rules_do(tmp_path):
     from shazzam import catalogue
     from shazzam.local.runtime import UNREADABLE_LIFETIME_S, UPLOAD_LIFETIME_S, LocalRuntime
 
@@ -322,12 +322,15 @@ def test_a_runtime_deletes_failed_photos_set_aside_vectors_and_partial_writes_as
             catalogue.update_image(runtime.db, image_id, status=status, error="not an image")
         runtime.store.put(f"incoming/{image_id}", b"not an image")
     runtime.store.put("vectors/unreadable/dress/d-000.npy", b"bad")
+    runtime.store.put("detections/refused.json", b"{not json")  # a stage refused these: every start ran them again
+    runtime.store.put("standard/refused-000.png", b"not a png")
     partial = tmp_path / "objects/index/dress/.tmp-killed"
     partial.parent.mkdir(parents=True, exist_ok=True)
     partial.write_bytes(b"half a shard")
     runtime.close()
     for relative, age in (("objects/incoming/failedphoto", UPLOAD_LIFETIME_S), ("objects/incoming/queuedphoto", UPLOAD_LIFETIME_S),
-                          ("objects/vectors/unreadable/dress/d-000.npy", UNREADABLE_LIFETIME_S), ("objects/index/dress/.tmp-killed", UPLOAD_LIFETIME_S)):
+                          ("objects/vectors/unreadable/dress/d-000.npy", UNREADABLE_LIFETIME_S), ("objects/index/dress/.tmp-killed", UPLOAD_LIFETIME_S),
+                          ("objects/detections/refused.json", UPLOAD_LIFETIME_S), ("objects/standard/refused-000.png", UPLOAD_LIFETIME_S)):
         stale = os.path.getmtime(tmp_path / relative) - age - 1
         os.utime(tmp_path / relative, (stale, stale))
     runtime = LocalRuntime(tmp_path)

@@ -293,11 +293,15 @@ class LocalRuntime:
         """Delete what the bucket's lifecycle rules delete in the cloud: photos uploaded for a
         search more than a day ago (searches name an upload only within minutes of it), photos that
         failed to decode more than a day ago (no stage takes them up again: the next scrape fetches
-        the picture anew), pending vectors set aside as unreadable two weeks ago; and the temporary
-        files of writes killed midway, a day old."""
+        the picture anew), detections documents and crops written more than a day ago (a stage
+        refused them, or they waited out a stop: every start would run them again; the scrape
+        fetches their pictures anew, catalogue.UNFINISHED_AFTER), pending vectors set aside as
+        unreadable two weeks ago; and the temporary files of writes killed midway, a day old."""
         expired = {
             "uploads": self.store.expire(api.UPLOAD_PREFIX, UPLOAD_LIFETIME_S),
             "failed photos": self.store.expire("incoming/", UPLOAD_LIFETIME_S, only=self._failed_photo),
+            "detections documents": self.store.expire("detections/", UPLOAD_LIFETIME_S),
+            "crops": self.store.expire("standard/", UPLOAD_LIFETIME_S),
             "unreadable vectors": self.store.expire(UNREADABLE_PREFIX, UNREADABLE_LIFETIME_S),
             "partial writes": self.store.remove_partial_writes(UPLOAD_LIFETIME_S),
         }

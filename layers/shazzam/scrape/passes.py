@@ -242,15 +242,19 @@ class SourcePass:
             log.warning("%s on %s is a product of another shop: not taken", product.url, page_url)
             self.summary.error("product-of-another-shop")
             return
-        product_id = catalogue.save_product(self.db, self.shop_id, product, page_url=page_url)
-        row = {"id": product_id, "url": product.url, "page_url": page_url, "fingerprint": product.fingerprint(), "category": product.category,
+        fingerprint = product.fingerprint()
+        unchanged = prior is not None and prior["fingerprint"] == fingerprint
+        # Its pictures to see to: its fingerprint is stored after them (settle_product), so that a run
+        # stopped between the two finds it changed next time, not unchanged with a picture never fetched.
+        settles = product.in_stock and not unchanged
+        product_id = catalogue.save_product(self.db, self.shop_id, product, page_url=page_url, settled=not settles)
+        row = {"id": product_id, "url": product.url, "page_url": page_url, "fingerprint": fingerprint, "category": product.category,
                "is_dead": not product.in_stock, "dead_reason": None if product.in_stock else "out-of-stock"}
         if prior is not None:
             self.by_page[prior["page_url"] or prior["url"]].remove(prior)
         self.by_page.setdefault(page_url, []).append(row)
         self.known[product.url] = row
         counts["products"] += 1
-        unchanged = prior is not None and prior["fingerprint"] == product.fingerprint()
         counts["products_unchanged" if unchanged else "products_changed" if prior else "products_new"] += 1
         if not product.in_stock:
             if not (prior and prior["is_dead"]):
@@ -278,6 +282,8 @@ class SourcePass:
             shown.add(row["duplicate_of"] if row and row["duplicate_of"] else ids.image_id(url))
         if prior is not None and (dropped := catalogue.drop_images_not_shown(self.db, product_id, shown)):
             log.info("%s no longer shows %d image(s): dropped", product.url, len(dropped))
+        if settles:
+            catalogue.settle_product(self.db, product_id, fingerprint)
 
     # -- images ---------------------------------------------------------------------------------
 
