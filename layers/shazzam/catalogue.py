@@ -438,7 +438,8 @@ def images_to_fetch_again(db: Database, product_ids: Sequence[str]) -> list[dict
     in vectors/pending/, which nothing expires, for an index run), and those of its own whose
     garment is indexed in another category than the product's (handed over from a product of
     that category: detect crops the garment of the new owner's, and embed moves its vector to that
-    shard). product_id, src_link, position, stored."""
+    shard), and those alive again whose garments left the shards when they died, an hour ago or
+    more (a revival stopped before it fetched them). product_id, src_link, position, stored."""
     passing = sa.or_(*(images.c.error.like(f"fetch failed ({kind}%") for kind in ("network", "timeout", "rate-limited", "http-429", "http-5")))
     never_stored = sa.and_(images.c.status == "new", images.c.content_sha256.is_(None), images.c.duplicate_of.is_(None))
     undetected = sa.and_(images.c.status == "new", images.c.content_sha256.is_not(None), images.c.duplicate_of.is_(None),
@@ -452,7 +453,14 @@ def images_to_fetch_again(db: Database, product_ids: Sequence[str]) -> list[dict
                        owner_category.in_(CATEGORIES), sa.exists().where(
                            detections.c.image_id == images.c.id, detections.c.embedding_status.in_(("embedded", "indexed")),
                            detections.c.category.is_not(None), detections.c.category != owner_category))
-    lost = sa.or_(undetected, unfinished, misfiled)  # stored, and no longer on its way to the index, or to the right shard
+    # Out of the shards (it died) and shown again, but its revival's refetch never happened (a run
+    # stopped first): nothing else would ingest it while its page stays the same.
+    withdrawn = sa.and_(images.c.status == "detected", images.c.duplicate_of.is_(None), images.c.is_dead.is_(False),
+                        sa.exists().where(detections.c.image_id == images.c.id, detections.c.embedding_status == "removed",
+                                          detections.c.updated_at < utcnow() - UNDETECTED_AFTER),
+                        ~sa.exists().where(detections.c.image_id == images.c.id,
+                                           detections.c.embedding_status.in_(("pending", "embedded", "indexed"))))
+    lost = sa.or_(undetected, unfinished, misfiled, withdrawn)  # stored, and no longer on its way to the index, or to the right shard
     found: list[dict] = []
     with db.transaction() as connection:
         for start in range(0, len(product_ids), 500):

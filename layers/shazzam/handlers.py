@@ -57,7 +57,10 @@ def scheduled_handler(job: Callable[..., dict], service: str, options: tuple[str
 
     @logger.inject_lambda_context
     def lambda_handler(event: dict, context) -> dict:
-        detail = event.get("detail") if isinstance(event, dict) else None
+        if not isinstance(event, dict) or "detail-type" not in event:
+            # A misaimed invoke (an S3 notification, the console's test event) must not start a crawl of every shop.
+            raise ValueError("not an EventBridge event (it has no detail-type)")
+        detail = event.get("detail")
         detail = {} if detail is None else detail  # a hand-made event may have none
         if not isinstance(detail, dict):
             raise ValueError(f"detail must be a JSON object of options, not {detail!r}")

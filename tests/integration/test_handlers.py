@@ -200,6 +200,9 @@ def test_a_scheduled_event_with_detail_options_its_function_does_not_take_fails(
     for detail in ("limit", [{"limit": 1}], [], "", False):  # not its letters, a TypeError, nor a full pass
         with pytest.raises(ValueError, match="detail must be a JSON object of options"):
             invoke("scrape", {**sample_event("scheduled-scrape.json"), "detail": detail})
+    for misaimed in (sample_event("s3-standard.json"), {"key1": "value1"}, [], "x"):  # nor a crawl of every shop
+        with pytest.raises(ValueError, match="not an EventBridge event"):
+            invoke("scrape", misaimed)
 
 
 @pytest.mark.parametrize("event", [{}, {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}},

@@ -1193,3 +1193,71 @@ def test_a_scrape_stopped_between_a_product_and_its_pictures_fetches_them_at_the
     report = pipeline.scrape(runtime.app, force=True)
     assert report["images_uploaded"] == 2  # not taken for unchanged, its pictures never fetched
     assert pipeline.scrape(runtime.app, force=True)["images_uploaded"] == 0
+
+
+def ld_page(data, canonical):
+    link = f'<link rel="canonical" href="{canonical}">' if canonical else ""
+    return 200, f'<html><head>{link}<script type="application/ld+json">{json.dumps(data)}</script></head></html>'.encode(), {"Content-Type": "text/html"}
+
+
+def test_a_redirected_page_whose_json_ld_spells_its_canonical_with_a_slash_is_its_product(runtime, plain_shop):
+    answers = {"/robots.txt": (200, b"")}
+    base = plain_shop(answers).base_url
+    # A stale sitemap address (http://, no www., an old path) the shop sends on to the page.
+    answers["/sitemap.xml"] = (200, f"<urlset xmlns='http://www.sitemaps.org/schemas/sitemap/0.9'><url><loc>{base}item/7</loc></url></urlset>".encode())
+    answers["/img/dress.jpg"] = (200, jpeg(Image.new("RGB", (64, 64), (200, 30, 30))), {"Content-Type": "image/jpeg"})
+    answers["/item/7"] = (301, b"", {"Location": f"{base}p/dress"})
+    answers["/p/dress"] = ld_page({**product_data(base, "Red dress", ["img/dress.jpg"]), "url": f"{base}p/dress/"}, f"{base}p/dress")
+    catalogue.save_source(runtime.db, ShopSource(base_url=base, name="s", strategy="sitemap", local=True, delay_s=0, fetch=FAST))
+    report = pipeline.scrape(runtime.app)
+    rows = runtime.db.run_query("SELECT url, page_url, is_dead, dead_reason FROM products")
+    assert report["products_new"] == 1 and not rows[0]["is_dead"]
+
+
+def test_a_revival_stopped_before_its_pictures_ingests_them_at_the_next_pass(runtime, plain_shop, monkeypatch):
+    from shazzam.db import detections, images
+
+    shop, answers = one_page_shop(plain_shop, ["img/red.jpg"], lambda n: (200, jpeg(Image.new("RGB", (64, 64), (200, 30, 30))), {"Content-Type": "image/jpeg"}))
+    catalogue.save_source(runtime.db, ShopSource(base_url=shop.base_url, name="s", strategy="sitemap", local=True, delay_s=0, fetch=FAST))
+    assert pipeline.scrape(runtime.app)["images_uploaded"] == 1
+    image_id = ids.image_id(shop.base_url + "img/red.jpg")
+    page = answers["/p/tee.html"]
+    answers["/p/tee.html"] = (404, b"gone")
+    pipeline.scrape(runtime.app, force=True)
+    # As the pipeline and an index run leave a dead product's picture: detected, its garment out of the shards.
+    with runtime.db.transaction() as c:
+        c.execute(sa.update(images).where(images.c.id == image_id).values(status="detected"))
+        c.execute(sa.insert(detections).values(id=image_id + "-000", image_id=image_id, box_left=0, box_top=0, box_right=9, box_bottom=9,
+                                               score=0.9, label="dress", embedding_status="removed", created_at=catalogue.utcnow(),
+                                               updated_at=catalogue.utcnow() - timedelta(hours=2)))
+    answers["/p/tee.html"] = page  # back exactly as it was
+    image = SourcePass.image
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SourcePass, "image", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.scrape(runtime.app, force=True)
+    monkeypatch.setattr(SourcePass, "image", image)
+    report = pipeline.scrape(runtime.app, force=True)
+    assert report["images_uploaded"] == 1  # its picture ingested again, as the revival would have
+
+
+def test_a_product_address_sent_on_to_a_category_page_with_a_price_range_snippet_is_gone(runtime, plain_shop):
+    answers = {"/robots.txt": (200, b"")}
+    base = plain_shop(answers).base_url
+    answers["/sitemap.xml"] = (200, f"<urlset xmlns='http://www.sitemaps.org/schemas/sitemap/0.9'><url><loc>{base}p/dress.html</loc></url></urlset>".encode())
+    answers["/img/dress.jpg"] = (200, jpeg(Image.new("RGB", (64, 64), (200, 30, 30))), {"Content-Type": "image/jpeg"})
+    answers["/img/logo.jpg"] = (200, jpeg(Image.new("RGB", (64, 64), (30, 200, 30))), {"Content-Type": "image/jpeg"})
+    answers["/p/dress.html"] = ld_page({**product_data(base, "Red dress", ["img/dress.jpg"]), "url": f"{base}p/dress.html"}, None)
+    catalogue.save_source(runtime.db, ShopSource(base_url=base, name="s", strategy="sitemap", local=True, delay_s=0, fetch=FAST))
+    pipeline.scrape(runtime.app)
+    answers["/p/dress.html"] = (301, b"", {"Location": f"{base}c/dresses.html"})
+    snippet = {"@context": "https://schema.org", "@type": "Product", "name": "Dresses",
+               "offers": {"@type": "AggregateOffer", "lowPrice": "19.99", "highPrice": "89", "priceCurrency": "EUR", "offerCount": "42"}}
+    status, body, headers = ld_page(snippet, None)
+    answers["/c/dresses.html"] = (status, body.replace(b"<head>", f'<head><meta property="og:image" content="{base}img/logo.jpg">'.encode()), headers)
+    report = pipeline.scrape(runtime.app, force=True)
+    rows = runtime.db.run_query("SELECT url, page_url, title, is_dead, dead_reason FROM products")
+    assert [(r["title"], r["dead_reason"]) for r in rows if r["is_dead"] == 0] == []

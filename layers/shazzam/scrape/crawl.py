@@ -37,7 +37,7 @@ from typing import Iterator, Mapping, Protocol, Sequence
 from urllib.parse import urljoin, urlsplit
 from xml.parsers import expat
 
-from shazzam.scrape.extract import MAX_URL_LENGTH, absolute_url, ScrapedProduct, parse_page, products_of_page, shopify_products
+from shazzam.scrape.extract import MAX_URL_LENGTH, absolute_url, ScrapedProduct, parse_page, products_of_page, same_page, shopify_products
 from shazzam.scrape.fetch import FetchError, Fetcher, FetchResult, RobotsDisallowed, gunzip, percent_encoded
 from shazzam.scrape.sources import ShopSource
 
@@ -468,8 +468,9 @@ class Crawl:
         # Redirected: answered from another address than the one asked for, however it is spelt
         # (the fetcher percent-encodes "?v=a|b" before it asks).
         redirected = result.url != percent_encoded(url)
-        own = {percent_encoded(url), result.url, page.canonical}
-        if products and redirected and not any(product.url in own for product in products):
+        own = [address for address in (percent_encoded(url), result.url, page.canonical) if address]
+        if products and redirected and not any(same_page(product.url, address) and same_page(address, product.url)
+                                               for product in products for address in own):
             # Sent on to a page of other products (a removed product's address sent to its
             # collection): it is gone, and they are not this address's to file. A product that
             # moved is its new address's own product.

@@ -593,10 +593,10 @@ def _offer_address(offers: Any, page: PageParser) -> str | None:
     page the product's ("product.php?id=2" on the page of id=1 is another product's)."""
     url = next((url for offer in _as_list(offers) if isinstance(offer, dict)
                 if (url := absolute_url(page.base_url, _text(offer.get("url"), ids=True)) or _offer_address(offer.get("offers"), page))), None)
-    return url if url and not any(_same_page(url, own) for own in (page.page_url, page.canonical) if own) else None
+    return url if url and not any(same_page(url, own) for own in (page.page_url, page.canonical) if own) else None
 
 
-def _same_page(url: str, page_url: str) -> bool:
+def same_page(url: str, page_url: str) -> bool:
     """Whether `url` is `page_url` (any scheme, "www." or not, a trailing slash or not) with, at most,
     parameters added to its query."""
     asked, own = urlsplit(url), urlsplit(page_url)
@@ -822,6 +822,13 @@ def _og(page: PageParser, *names: str) -> str | None:
     return None
 
 
+def _sells_itself(node: dict) -> bool:
+    """A product node with an offer of its own, or sizes or colours that have: not a category page's
+    snippet (a rating, an AggregateOffer's price range over the products it lists)."""
+    offers = [offer for offer in _as_list(node.get("offers")) if isinstance(offer, dict)]
+    return any("AggregateOffer" not in _types(offer) for offer in offers) or bool(node.get("hasVariant"))
+
+
 def _page_images(page: PageParser) -> tuple[str, ...]:
     """The pictures a page shows of its product: its OpenGraph images, else its gallery's."""
     og = [url for name in ("og:image", "og:image:secure_url", "og:image:url") for url in (absolute_url(page.base_url, v) for v in page.meta.get(name, [])) if url]
@@ -912,7 +919,7 @@ def products_of_page(page: PageParser) -> list[ScrapedProduct]:
                   and (id(n) in top or _has_own_address(n))]
     # The page's only product, on sale, is the one its OpenGraph image and gallery show; of several,
     # each must name its own (nor does a category page's rating snippet take the shop's logo).
-    page_images = _page_images(page) if len(candidates) == 1 and (candidates[0].get("offers") or candidates[0].get("hasVariant")) else ()
+    page_images = _page_images(page) if len(candidates) == 1 and _sells_itself(candidates[0]) else ()
     from_json_ld = [p for p in (_json_ld_product(n, page, page_images) for n in candidates) if p]
     microdata = [p for p in (_microdata_product(i, page) for i in _microdata_walk(page.items) if "Product" in i.types) if p]
     products = from_json_ld or microdata

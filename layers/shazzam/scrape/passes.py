@@ -246,7 +246,7 @@ class SourcePass:
         unchanged = prior is not None and prior["fingerprint"] == fingerprint
         # Its pictures to see to: its fingerprint is stored after them (settle_product), so that a run
         # stopped between the two finds it changed next time, not unchanged with a picture never fetched.
-        settles = product.in_stock and not unchanged
+        settles = product.in_stock and (not unchanged or bool(prior and prior["is_dead"]))  # revived: its pictures again
         product_id = catalogue.save_product(self.db, self.shop_id, product, page_url=page_url, settled=not settles)
         row = {"id": product_id, "url": product.url, "page_url": page_url, "fingerprint": fingerprint, "category": product.category,
                "is_dead": not product.in_stock, "dead_reason": None if product.in_stock else "out-of-stock"}
