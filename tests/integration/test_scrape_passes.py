@@ -1242,22 +1242,3 @@ def test_a_revival_stopped_before_its_pictures_ingests_them_at_the_next_pass(run
     monkeypatch.setattr(SourcePass, "image", image)
     report = pipeline.scrape(runtime.app, force=True)
     assert report["images_uploaded"] == 1  # its picture ingested again, as the revival would have
-
-
-def test_a_product_address_sent_on_to_a_category_page_with_a_price_range_snippet_is_gone(runtime, plain_shop):
-    answers = {"/robots.txt": (200, b"")}
-    base = plain_shop(answers).base_url
-    answers["/sitemap.xml"] = (200, f"<urlset xmlns='http://www.sitemaps.org/schemas/sitemap/0.9'><url><loc>{base}p/dress.html</loc></url></urlset>".encode())
-    answers["/img/dress.jpg"] = (200, jpeg(Image.new("RGB", (64, 64), (200, 30, 30))), {"Content-Type": "image/jpeg"})
-    answers["/img/logo.jpg"] = (200, jpeg(Image.new("RGB", (64, 64), (30, 200, 30))), {"Content-Type": "image/jpeg"})
-    answers["/p/dress.html"] = ld_page({**product_data(base, "Red dress", ["img/dress.jpg"]), "url": f"{base}p/dress.html"}, None)
-    catalogue.save_source(runtime.db, ShopSource(base_url=base, name="s", strategy="sitemap", local=True, delay_s=0, fetch=FAST))
-    pipeline.scrape(runtime.app)
-    answers["/p/dress.html"] = (301, b"", {"Location": f"{base}c/dresses.html"})
-    snippet = {"@context": "https://schema.org", "@type": "Product", "name": "Dresses",
-               "offers": {"@type": "AggregateOffer", "lowPrice": "19.99", "highPrice": "89", "priceCurrency": "EUR", "offerCount": "42"}}
-    status, body, headers = ld_page(snippet, None)
-    answers["/c/dresses.html"] = (status, body.replace(b"<head>", f'<head><meta property="og:image" content="{base}img/logo.jpg">'.encode()), headers)
-    report = pipeline.scrape(runtime.app, force=True)
-    rows = runtime.db.run_query("SELECT url, page_url, title, is_dead, dead_reason FROM products")
-    assert [(r["title"], r["dead_reason"]) for r in rows if r["is_dead"] == 0] == []

@@ -219,6 +219,10 @@ def test_the_pages_only_product_without_an_image_of_its_own_takes_the_pictures_t
     shirt = {"@type": "Product", "name": "Shirt", "image": "/shirt.jpg"}
     blocks = "".join(f'<script type="application/ld+json">{json.dumps(b)}</script>' for b in (tee, shirt))
     assert [p.title for p in extract_products(f"{head}{blocks}{gallery}", PAGE)] == ["Shirt"]
+    # Sizes at several prices (an AggregateOffer) are on sale too.
+    wrap = {"@type": "Product", "name": "Wrap dress", "offers": {"@type": "AggregateOffer", "lowPrice": "79", "highPrice": "89", "priceCurrency": "EUR"}}
+    [product] = extract_products(f'{head}<script type="application/ld+json">{json.dumps(wrap)}</script>', PAGE)
+    assert (product.title, product.image_urls) == ("Wrap dress", ("https://shop.example/og.jpg",))
     # Nor a category page's rating snippet, which names no offer: the og:image is the shop's logo.
     snippet = {"@type": "Product", "name": "Summer dresses", "aggregateRating": {"@type": "AggregateRating", "ratingValue": "4.8"}}
     assert extract_products(f'{head}<script type="application/ld+json">{json.dumps(snippet)}</script>', PAGE) == []

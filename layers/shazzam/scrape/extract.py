@@ -823,10 +823,9 @@ def _og(page: PageParser, *names: str) -> str | None:
 
 
 def _sells_itself(node: dict) -> bool:
-    """A product node with an offer of its own, or sizes or colours that have: not a category page's
-    snippet (a rating, an AggregateOffer's price range over the products it lists)."""
-    offers = [offer for offer in _as_list(node.get("offers")) if isinstance(offer, dict)]
-    return any("AggregateOffer" not in _types(offer) for offer in offers) or bool(node.get("hasVariant"))
+    """A product node with offers (an AggregateOffer too: sizes at several prices), or sizes or
+    colours that have: not a category page's rating snippet."""
+    return bool(node.get("offers") or node.get("hasVariant"))
 
 
 def _page_images(page: PageParser) -> tuple[str, ...]:
