@@ -1212,6 +1212,11 @@ def test_a_redirected_page_whose_json_ld_spells_its_canonical_with_a_slash_is_it
     report = pipeline.scrape(runtime.app)
     rows = runtime.db.run_query("SELECT url, page_url, is_dead, dead_reason FROM products")
     assert report["products_new"] == 1 and not rows[0]["is_dead"]
+    # Nor is a product whose address is its page's with a size's query ("?variant=7", as some themes write it).
+    answers["/p/dress"] = ld_page({**product_data(base, "Red dress", ["img/dress.jpg"]), "url": f"{base}p/dress?variant=7"}, None)
+    report = pipeline.scrape(runtime.app, force=True)
+    assert report["products_new"] == 1 and report.get("errors.soft-404", 0) == 0  # read, not taken for gone
+    assert not catalogue.products_of_shop(runtime.db, ids.shop_id(base))[f"{base}p/dress?variant=7"]["is_dead"]
 
 
 def test_a_revival_stopped_before_its_pictures_ingests_them_at_the_next_pass(runtime, plain_shop, monkeypatch):

@@ -469,7 +469,8 @@ class Crawl:
         # (the fetcher percent-encodes "?v=a|b" before it asks).
         redirected = result.url != percent_encoded(url)
         own = [address for address in (percent_encoded(url), result.url, page.canonical) if address]
-        if products and redirected and not any(same_page(product.url, address) and same_page(address, product.url)
+        # Its own: the same page however spelt, a size's query added either way ("?variant=7").
+        if products and redirected and not any(same_page(product.url, address) or same_page(address, product.url)
                                                for product in products for address in own):
             # Sent on to a page of other products (a removed product's address sent to its
             # collection): it is gone, and they are not this address's to file. A product that
