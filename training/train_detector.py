@@ -54,7 +54,7 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import MEAN, STD, add_export_arguments, autocast, load_backbone, log, package_versions, run, warmup_cosine  # noqa: E402
 
-from shazzam.detector_input import INPUT_HEIGHT, INPUT_WIDTH, letterbox_image  # noqa: E402
+from shazzam.detector_input import letterbox_image  # noqa: E402
 from shazzam.images import ImageError, load_image  # noqa: E402
 from shazzam.taxonomy import CATEGORIES, DETECTOR_CLASS_OF, DETECTOR_CLASSES, ccp_label_to_channel  # noqa: E402
 

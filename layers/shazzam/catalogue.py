@@ -634,25 +634,6 @@ def forget_embedders_in_category(db: Database, category: str) -> None:
                            .values(embedded_by=None, updated_at=utcnow()))
 
 
-def live_products(db: Database) -> list[dict]:
-    with db.transaction() as connection:
-        rows = connection.execute(
-            sa.select(products.c.id, products.c.url).where(products.c.is_dead.is_(False)).order_by(products.c.url)
-        )
-        return [dict(row) for row in rows.mappings()]
-
-
-def live_images(db: Database) -> list[dict]:
-    with db.transaction() as connection:
-        rows = connection.execute(
-            sa.select(images.c.id, images.c.src_link)
-            .join(products, images.c.product_id == products.c.id)
-            .where(images.c.is_dead.is_(False), products.c.is_dead.is_(False))
-            .order_by(images.c.id)
-        )
-        return [dict(row) for row in rows.mappings()]
-
-
 def stored_live_images(db: Database) -> list[dict]:
     """Live images that were stored, and copies of them at other addresses (`duplicate_of`), with
     their product, its shop and the image's place among the product's pictures."""

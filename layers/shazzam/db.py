@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fcntl
 import functools
-import json
 import os
 import random
 import threading
@@ -477,7 +476,3 @@ def upsert(connection: sa.Connection, table: sa.Table, values: Mapping[str, Any]
     if not update:
         return statement.on_conflict_do_nothing(index_elements=keys)
     return statement.on_conflict_do_update(index_elements=keys, set_={name: statement.excluded[name] for name in update})
-
-
-def to_json(value: Any) -> str:
-    return json.dumps(value, default=str, sort_keys=True)

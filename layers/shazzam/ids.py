@@ -26,10 +26,6 @@ def detection_id(image_id: str, index: int) -> str:
     return f"{image_id}-{index:03d}"
 
 
-def image_id_of_detection(detection_id: str) -> str:
-    return detection_id.rsplit("-", 1)[0]
-
-
 # Object keys of the ingest flow: each stage's output is the next stage's trigger.
 MAX_ID_LENGTH = 40  # the id columns' width (a SHA-1 in hex)
 

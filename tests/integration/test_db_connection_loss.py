@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from shazzam import catalogue, ids
+from shazzam import catalogue
 from shazzam.local.runtime import LocalRuntime
 from tests.support.shop_photos import put_shop_photo
 from tests.support.tcp_proxy import CuttableProxy
