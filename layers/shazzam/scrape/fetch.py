@@ -113,10 +113,6 @@ class FetchResult:
     last_modified: str | None = None
 
     @property
-    def ok(self) -> bool:
-        return self.status == 200
-
-    @property
     def not_modified(self) -> bool:
         return self.status == 304
 
