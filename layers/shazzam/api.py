@@ -60,7 +60,11 @@ LOCAL_UPLOAD_PATH = "/local-uploads"
 SEARCH_PARAMETERS = ("category", "k", "min_price", "max_price", "currency", "shop", "garment", "box")
 # A search form has the photo (or an upload key) and the parameters above; many more parts is abuse.
 MAX_FORM_PARTS = 32
-NESTED_PART = re.compile(rb"(?im)^content-type:\s*(multipart|message)/")  # \s: a header may fold onto the next line
+# A part the MIME parser would read as parts of its own: a message, or multipart with a boundary
+# (\s: a header may fold onto the next line). Without a boundary a "multipart" part is read as text,
+# as some HTTP clients label a form's plain fields.
+NESTED_MESSAGE = re.compile(rb"(?im)^content-type:\s*message/")
+NESTED_MULTIPART = re.compile(rb"(?im)^content-type:\s*multipart/(?:[^\n]|\n[ \t])*boundary")
 STATUS_TITLES = {
     400: "Malformed request",
     404: "Not found",
@@ -113,8 +117,10 @@ def _header(name: str, default: str = "") -> str:
     return (resolver.current_event.headers.get(name) or default).strip()  # powertools' headers ignore case
 
 
-def parse_multipart(content_type: str, body: bytes) -> dict[str, bytes | str]:
-    """The fields of a multipart/form-data body: files as bytes, the rest as text.
+def parse_multipart(content_type: str, body: bytes, text_fields: tuple[str, ...] = ()) -> dict[str, bytes | str]:
+    """The fields of a multipart/form-data body: files as bytes, the rest as text. The fields
+    named in `text_fields` are text whatever their part's type (clients label plain fields
+    application/json, or the form's own type).
 
     Powertools reads forms only with its data validation on, which needs pydantic in the Lambda
     package; the standard library's MIME parser reads them without it.
@@ -127,7 +133,8 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, bytes | str]:
         if body.count(delimiter) > MAX_FORM_PARTS + 1:
             raise Problem(400, f"the multipart/form-data body has more than {MAX_FORM_PARTS} parts")
         headers = re.compile(re.escape(delimiter) + rb"[^\n]*\n((?:[^\r\n][^\n]*\n)*)")
-        if any(NESTED_PART.search(match.group(1)) for match in headers.finditer(body)):
+        blocks = [match.group(1) for match in headers.finditer(body)]
+        if any(NESTED_MESSAGE.search(block) or NESTED_MULTIPART.search(block) for block in blocks):
             raise Problem(400, "a multipart/form-data part may not be nested multipart or a message: send each file as its own part")
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
         b"Content-Type: " + content_type.encode("latin-1", errors="replace") + b"\r\n\r\n" + body
@@ -141,7 +148,8 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, bytes | str]:
             continue
         payload = part.get_payload(decode=True) or b""
         # A file has a filename, or failing that (RFC 7578 only says SHOULD) a type other than text.
-        is_file = part.get_filename() is not None or part.get_content_maintype() not in ("text", "multipart")
+        is_file = name not in text_fields and (
+            part.get_filename() is not None or part.get_content_maintype() not in ("text", "multipart"))
         fields[name] = payload if is_file else payload.decode("utf-8", errors="replace")
     return fields
 
@@ -183,7 +191,7 @@ def _search_request() -> SearchRequest:
     media_type = content_type.split(";")[0].strip().lower()
     parameters: dict = dict(resolver.current_event.query_string_parameters or {})
     if media_type == "multipart/form-data":
-        fields = parse_multipart(content_type, body)
+        fields = parse_multipart(content_type, body, text_fields=(*SEARCH_PARAMETERS, "upload"))
         parameters.update({name: value for name, value in fields.items() if name in SEARCH_PARAMETERS})
         if isinstance(fields.get("image"), bytes):
             return SearchRequest(fields["image"], parameters)
@@ -234,10 +242,10 @@ def _integer(parameters: dict, name: str, default: int) -> int:
     value = parameters.get(name)
     if value is None or value == "":
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)) or (isinstance(value, float) and not value.is_integer()):
         raise Problem(422, f'"{name}" must be an integer')
     try:
-        return int(value)
+        return int(value)  # a whole float too (5.0): JSON Schema's integer, as some encoders write it
     except ValueError:
         raise Problem(422, f'"{name}" must be an integer, not {value!r}') from None
 
@@ -268,7 +276,7 @@ def _box(parameters: dict) -> list[int] | None:
         raise Problem(422, BOX_MESSAGE)
     box = []
     for part in value:
-        if isinstance(part, bool) or not isinstance(part, (int, str)):
+        if isinstance(part, bool) or not isinstance(part, (int, float, str)) or (isinstance(part, float) and not part.is_integer()):
             raise Problem(422, BOX_MESSAGE)
         try:
             box.append(int(part))

@@ -111,12 +111,40 @@ def test_one_garment_picked_by_index_or_box(call, monkeypatch):
         ({"box": [10, 10, 5, 20]}, "right > left"),
         ({"box": [5000, 5000, 6000, 6000]}, "outside"),
         ({"box": [0, 0, 10, 10], "garment": 0}, "not both"),
+        ({"garment": 0.5}, '"garment" must be an integer'),
+        ({"box": [0.5, 0, 100, 100]}, '"box" must be four integers'),
     ],
 )
 def test_bad_garment_choices_are_422(call, monkeypatch, fields, words):
     use_detector(monkeypatch, FixedDetector())
     status, _, problem = call("POST", "/search", json_body(**fields), "application/json")
     assert status == 422 and words in problem["detail"], problem
+
+
+def test_whole_numbers_written_as_floats_are_integers(call, monkeypatch):
+    """JSON Schema's integer includes 5.0, which encoders of doubles (json.dumps(5.0), Jackson) write."""
+    use_detector(monkeypatch, FixedDetector())
+    status, _, answer = call("POST", "/search", json_body(k=1.0, garment=1.0), "application/json")
+    assert status == 200 and answer["garments"][0]["label"] == "pants", answer
+    status, _, answer = call("POST", "/search", json_body(box=[10.0, 20.0, 200.0, 300.0]), "application/json")
+    assert status == 200 and answer["garments"][0]["box"] == [10, 20, 200, 300], answer
+
+
+@pytest.mark.parametrize("field_type", ["application/json", "application/octet-stream", "multipart/form-data; charset=utf-8"])
+def test_a_forms_plain_fields_are_text_whatever_type_their_part_is_labelled(call, monkeypatch, field_type):
+    """Some HTTP clients (OkHttp's RequestBody with the form's own type) label a form's plain fields."""
+    use_detector(monkeypatch, FixedDetector())
+    boundary = "b0undary"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="p.jpg"\r\n'
+            f"Content-Type: image/jpeg\r\n\r\n").encode() + PHOTO + b"\r\n"
+    for name, value in (("k", "1"), ("garment", "1"), ("category", "skirt")):
+        body += (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n'
+                 f"Content-Type: {field_type}\r\n\r\n{value}\r\n").encode()
+    body += f"--{boundary}--\r\n".encode()
+    status, _, answer = call("POST", "/search", body, f"multipart/form-data; boundary={boundary}")
+    assert status == 200, answer
+    (pants,) = answer["garments"]
+    assert pants["index"] == 1 and pants["category"] == "skirt" and pants["category_source"] == "request"
 
 
 def test_a_photo_without_garments_answers_no_garments(call, monkeypatch):
