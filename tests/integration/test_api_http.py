@@ -254,7 +254,7 @@ def test_a_content_length_that_is_not_a_count_of_bytes_is_400(served, length):
 
 
 @pytest.mark.parametrize("raw, status", [
-    (b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n", 501),
+    (b"HEAD /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 404),  # as API Gateway, which has no HEAD routes
     (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
     (b"GET / HTTP/1.1 extra\r\nHost: x\r\n\r\n", 400),
 ])
@@ -267,7 +267,9 @@ def test_the_servers_own_refusals_are_problems_too(served, raw, status):
             answer += chunk
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 %d" % status) and b"application/problem+json" in head.lower()
-    if status != 501:  # HEAD: headers only
+    if raw.startswith(b"HEAD"):
+        assert body == b""  # headers only
+    else:
         assert json.loads(body)["status"] == status
 
 

@@ -365,7 +365,7 @@ class LocalRuntime:
     def receive_upload(self, content_type: str, body: bytes) -> tuple[int, dict, bytes]:
         """What S3 does with a presigned POST: store the form's `file` under its `key`."""
         try:
-            fields = api.parse_multipart(content_type, body)
+            fields = api.parse_multipart(content_type, body, text_fields=("key", "Content-Type"))
         except api.Problem as exc:
             return _problem(exc.status, exc.detail)
         key, data, content_type = fields.get("key"), fields.get("file"), fields.get("Content-Type")
@@ -495,9 +495,11 @@ class LocalRuntime:
                     self.send_header("connection", "close")
                     self.close_connection = True
                 self.end_headers()
-                self.wfile.write(data)
+                if self.command != "HEAD":
+                    self.wfile.write(data)
 
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _handle
+            # HEAD goes to the router as API Gateway would send it, which has no HEAD routes: a 404.
+            do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _handle
 
             def send_error(self, code, message=None, explain=None):
                 # The server's own refusals (a garbled request line, a URL too long, a method it does
@@ -505,8 +507,7 @@ class LocalRuntime:
                 # A request line that did not parse leaves HTTP/0.9, which has no status line; no
                 # client speaks it any more, so the answer gets one.
                 self.request_version = "HTTP/1.1" if self.request_version == "HTTP/0.9" else self.request_version
-                status, headers, data = _problem(code, explain or message or HTTPStatus(code).phrase)
-                self._reply(status, headers, b"" if self.command == "HEAD" else data, close=True)
+                self._reply(*_problem(code, explain or message or HTTPStatus(code).phrase), close=True)
 
             def log_message(self, format, *args):
                 log.info("%s %s", self.address_string(), format % args)
