@@ -1,9 +1,10 @@
 """A stand-in for the garment detector: the detector_v2 contract, no learning.
 
     .venv-train/bin/python tests/support/make_standin_detector.py /tmp/standin
-    SHAZZAM_DETECTOR=/tmp/standin/detector_v2.json .venv/bin/shazzam search photo.jpg
+    SHAZZAM_DETECTOR=/tmp/standin/detector_v2-standin.json .venv/bin/shazzam search photo.jpg
 
-Writes detector_v2.tflite and detector_v2.json (the manifest the training script writes) into the
+Writes detector_v2-standin.tflite and its manifest detector_v2-standin.json (named as the model is:
+the service refuses a manifest whose file name is not its model's) into the
 folder given, never into layers/models. The "model" puts a top in the upper middle of the canvas, pants
 below it and footwear at the bottom, wherever the photo has texture (so a blank photo or the
 letterbox's grey gives background): enough to develop and test everything around the real model.
@@ -57,17 +58,18 @@ def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     module = StandIn().eval()
     sample = torch.rand(1, H, W, 3) * 255
-    path = out / "detector_v2.tflite"
+    name = "detector_v2-standin"
+    path = out / f"{name}.tflite"
     litert_torch.convert(module, (sample,)).export(str(path))
     manifest = {
-        "name": "detector_v2-standin",
+        "name": name,
         "file": path.name,
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "input": {"shape": [1, H, W, 3], "dtype": "float32", "range": "raw RGB 0..255", "preprocessing": "shazzam.detector_input.detector_input"},
         "outputs": {"probabilities": {"index": 0, "shape": [1, H // STRIDE, W // STRIDE, len(CLASSES)], "stride": STRIDE, "classes": CLASSES}},
         "postprocess": {"min_area_fraction": 0.001, "score_threshold": 0.35},
     }
-    (out / "detector_v2.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    (out / f"{name}.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"wrote {path} and its manifest")
 
 
