@@ -213,7 +213,9 @@ def cmd_ingest(args) -> int:
     try:
         for url in args.shop:  # each before any work
             catalogue.active_shop_id(runtime.db, url)
-        report = ingest_now(runtime, args.shop, args.limit, args.quiet)
+        # Named, a shop is scraped whether its schedule has it due or not: "now" is every shop.
+        shop_urls = args.shop or [shop["base_url"] for shop in catalogue.active_shops(runtime.db)]
+        report = ingest_now(runtime, shop_urls, args.limit, args.quiet)
         report["counts"] = catalogue.counts(runtime.db)
     finally:
         runtime.close()
@@ -535,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=cmd_serve)
 
     ingest = commands.add_parser("ingest", help="scrape shops and index their items now")
-    ingest.add_argument("--shop", action="append", default=[], help="a registered shop's base URL (repeatable; default: every registered shop)")
+    ingest.add_argument("--shop", action="append", default=[], help="a registered shop's base URL (repeatable; default: every registered shop, due by its schedule or not)")
     ingest.add_argument("--limit", type=positive_int, help="at most N products per shop")
     ingest.add_argument("--json", action="store_true")
     ingest.set_defaults(run=cmd_ingest)

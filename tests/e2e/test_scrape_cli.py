@@ -82,6 +82,16 @@ def test_ingest_names_only_shops_that_are_on_and_brings_none_back(tmp_path):
     assert json.loads(shazzam("shops", "list", "--json", data_dir=tmp_path).stdout) == []  # neither registered nor back
 
 
+def test_ingest_scrapes_every_registered_shop_now_whatever_its_schedule(tmp_path):
+    with SampleShop(limit=1) as sample:
+        sources = tmp_path / "sources.toml"
+        sources.write_text(f'[[source]]\nbase_url = "{sample.base_url}"\nschedule = "rate(1 day)"\n')
+        assert shazzam("--quiet", "scrape", "--sources", str(sources), data_dir=tmp_path).returncode == 0  # due again in a day
+        run = shazzam("--quiet", "ingest", "--json", data_dir=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout.strip().splitlines()[-1])["scrape"]["shops"] == 1
+
+
 def test_ingest_goes_on_past_a_shop_that_cannot_be_reached_and_exits_1(tmp_path):
     unreachable = unreachable_shop(tmp_path / "sources.toml")
     assert shazzam("--quiet", "scrape", "--sources", str(tmp_path / "sources.toml"), data_dir=tmp_path).returncode == 1
