@@ -40,6 +40,8 @@ def test_trains_and_exports_a_detector_the_service_runs(training_python, shared_
     assert changed_blocks(training_python, run_dir / "checkpoint.pt") == TRAINED_BLOCKS[recipe]
     if recipe in VIEWS:
         assert json.loads((run_dir / "summary.json").read_text())["views"] == VIEWS[recipe]
+    if recipe == "cached-copy-paste":
+        return  # the same network as cached-cpu's, whose export is checked below (CI's time)
     train(training_python, "train_detector.py", "--run-dir", run_dir, "--export", models, "--name", "tiny_detector")
 
     manifest = json.loads((models / "tiny_detector.json").read_text())
