@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +29,20 @@ def context_flag(node: Node, key: str, default: bool) -> bool:
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
     raise ValueError(f"context {key}: {value!r} is neither true nor false")
+
+
+def readable_schedule(expression: str) -> bool:
+    """An expression both EventBridge and shazzam.wiring's Schedule read: Schedule lets through
+    rates EventBridge refuses (0, or `1 minutes` and `5 minute`: singular for 1 only)."""
+    try:
+        wiring.Schedule(expression).interval_seconds()
+    except ValueError:
+        return False
+    rate = re.fullmatch(r"rate\((\d+) [a-z]+?(s?)\)", expression)
+    if rate is None:
+        return True  # a daily cron
+    count, plural = int(rate.group(1)), rate.group(2) == "s"
+    return count > 0 and plural == (count > 1)
 
 
 @dataclass(frozen=True)
@@ -81,7 +97,26 @@ class Settings:
                     f"context schedules: no scheduled function {', '.join(map(repr, unknown))}"
                     f" (the scheduled ones: {', '.join(scheduled)})"
                 )
+            for name, expression in value.items():
+                if not readable_schedule(expression):
+                    raise ValueError(
+                        f"context schedules: {name} {expression!r} is not rate(<n> minute[s]|hour[s]|day[s])"
+                        " (singular for 1 only) or a daily cron(<minute> <hour> * * ? *)"
+                    )
             return value
+
+        def number(key, default, low, high=math.inf, *, step=1):
+            """A whole number (or a multiple of `step`) from low to high, JSON's true and false excluded."""
+            value = get(key, default)
+            valid = (
+                isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value) and low <= value <= high and value % step == 0
+            )
+            if not valid:
+                kind = "a whole number" if step == 1 else f"a multiple of {step}"
+                bounds = f"{low} or more" if high == math.inf else f"from {low} to {high}"
+                raise ValueError(f"context {key}: {value!r} is not {kind} {bounds}")
+            return int(value) if step == 1 else float(value)
 
         def origins():
             value = get("corsOrigins", list(defaults.cors_origins))
@@ -93,19 +128,27 @@ class Settings:
             return tuple(value)
 
         defaults = cls()
+        # Aurora Serverless v2 scales in half ACUs up to 256; a minimum of 0 lets it pause when idle.
+        db_min_acu = number("dbMinAcu", defaults.db_min_acu, 0, 256, step=0.5)
+        db_max_acu = number("dbMaxAcu", defaults.db_max_acu, 1, 256, step=0.5)
+        if db_min_acu > db_max_acu:
+            raise ValueError(f"context dbMinAcu: {db_min_acu} is above dbMaxAcu {db_max_acu}")
         return cls(
             layers_dir=Path(get("layersDir", str(defaults.layers_dir))),
             schedules=schedules(),
-            nat_gateways=int(get("natGateways", defaults.nat_gateways)),
+            # scrape and revalidate reach the shops through a NAT gateway; the VPC has one per AZ at most.
+            nat_gateways=number("natGateways", defaults.nat_gateways, 1, 2),
             rds_proxy=context_flag(node, "rdsProxy", defaults.rds_proxy),
-            db_min_acu=float(get("dbMinAcu", defaults.db_min_acu)),
-            db_max_acu=float(get("dbMaxAcu", defaults.db_max_acu)),
+            db_min_acu=db_min_acu,
+            db_max_acu=db_max_acu,
             retain_data=context_flag(node, "retainData", defaults.retain_data),
-            scrape_concurrency=int(get("scrapeConcurrency", defaults.scrape_concurrency)),
-            api_rate_limit=int(get("apiRateLimit", defaults.api_rate_limit)),
-            api_burst_limit=int(get("apiBurstLimit", defaults.api_burst_limit)),
+            # 0 reserved executions would stop scrape altogether.
+            scrape_concurrency=number("scrapeConcurrency", defaults.scrape_concurrency, 1),
+            api_rate_limit=number("apiRateLimit", defaults.api_rate_limit, 1),
+            api_burst_limit=number("apiBurstLimit", defaults.api_burst_limit, 1),
             cors_origins=origins(),
-            search_p99_ms=int(get("searchP99Ms", defaults.search_p99_ms)),
+            # API Gateway gives up on an integration after 30 s: a higher threshold could never be crossed.
+            search_p99_ms=number("searchP99Ms", defaults.search_p99_ms, 1, 30000),
             alarm_email=get("alarmEmail", None),
             site_domain=get("siteDomain", None),
             site_certificate_arn=get("siteCertificateArn", None),

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import aws_cdk
 import pytest
-from shazzam_cdk.settings import Settings, context_flag
+from shazzam import wiring
+from shazzam_cdk.settings import Settings, context_flag, readable_schedule
 
 
 def settings(**context) -> Settings:
@@ -58,3 +61,53 @@ def test_a_schedule_for_an_unknown_function_is_refused_naming_the_scheduled_ones
 def test_schedules_that_are_not_names_to_expressions_are_refused(schedules):
     with pytest.raises(ValueError, match="schedules"):
         settings(schedules=schedules)
+
+
+@pytest.mark.parametrize("expression", ["rate(1 minute)", "rate(15 minutes)", "rate(2 hours)", "rate(1 day)", "cron(30 3 * * ? *)"])
+def test_a_schedule_eventbridge_and_the_local_runtime_both_read_is_kept(expression):
+    assert settings(schedules={"index": expression}).schedules == {"index": expression}
+
+
+@pytest.mark.parametrize(
+    "expression", ["every five minutes", "rate(0 minutes)", "rate(1 minutes)", "rate(5 minute)", "rate(2 weeks)", "cron(0 12 * * MON *)", ""]
+)
+def test_a_schedule_expression_eventbridge_or_the_local_runtime_cannot_read_is_refused(expression):
+    with pytest.raises(ValueError, match=rf"schedules: index {re.escape(repr(expression))} is not rate\("):
+        settings(schedules={"index": expression})
+
+
+def test_the_wiring_tables_own_schedules_would_be_accepted():
+    for function, schedule in wiring.scheduled_functions():
+        assert readable_schedule(schedule.expression), function.name
+
+
+def test_numbers_from_the_command_line_and_from_cdk_json_are_read_alike():
+    typed = settings(natGateways=2, dbMinAcu=0, dbMaxAcu=16, scrapeConcurrency=3, apiRateLimit=10, apiBurstLimit=20, searchP99Ms=5000)
+    text = settings(natGateways="2", dbMinAcu="0", dbMaxAcu="16", scrapeConcurrency="3", apiRateLimit="10", apiBurstLimit="20", searchP99Ms="5000")
+    assert typed == text
+    assert (text.nat_gateways, text.db_min_acu, text.db_max_acu, text.scrape_concurrency) == (2, 0.0, 16.0, 3)
+    assert (text.api_rate_limit, text.api_burst_limit, text.search_p99_ms) == (10, 20, 5000)
+    assert settings(dbMinAcu="1.5", dbMaxAcu=2.5, natGateways=2.0).db_min_acu == 1.5
+    assert isinstance(settings(natGateways=2.0).nat_gateways, int)
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("natGateways", "two"), ("natGateways", "0"), ("natGateways", "3"), ("natGateways", "1.5"), ("natGateways", "true"),
+        ("dbMinAcu", "abc"), ("dbMinAcu", "-0.5"), ("dbMinAcu", "0.3"), ("dbMinAcu", "NaN"),
+        ("dbMaxAcu", "0.5"), ("dbMaxAcu", "300"), ("dbMaxAcu", "Infinity"),
+        ("scrapeConcurrency", "0"), ("scrapeConcurrency", "-1"), ("scrapeConcurrency", "[1]"), ("scrapeConcurrency", True),
+        ("apiRateLimit", "-5"), ("apiRateLimit", "0"), ("apiBurstLimit", "0"), ("apiBurstLimit", "lots"),
+        ("searchP99Ms", "0"), ("searchP99Ms", "60000"),
+    ],
+)
+def test_a_number_that_is_not_one_or_out_of_range_is_refused_naming_the_setting(key, value):
+    with pytest.raises(ValueError, match=rf"context {key}: .* is not a (whole number|multiple of 0.5) (from|\d+ or more)"):
+        settings(**{key: value})
+
+
+def test_a_minimum_capacity_above_the_maximum_is_refused():
+    with pytest.raises(ValueError, match="dbMinAcu: 8.0 is above dbMaxAcu 1.0"):
+        settings(dbMinAcu="8", dbMaxAcu="1")
+    assert settings(dbMinAcu="4", dbMaxAcu="4").db_max_acu == 4
