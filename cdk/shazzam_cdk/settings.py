@@ -31,18 +31,22 @@ def context_flag(node: Node, key: str, default: bool) -> bool:
     raise ValueError(f"context {key}: {value!r} is neither true nor false")
 
 
-def readable_schedule(expression: str) -> bool:
-    """An expression both EventBridge and shazzam.wiring's Schedule read: Schedule lets through
-    rates EventBridge refuses (0, or `1 minutes` and `5 minute`: singular for 1 only)."""
-    try:
-        wiring.Schedule(expression).interval_seconds()
-    except ValueError:
+RATE = re.compile(r"rate\(([1-9][0-9]*) (minute|hour|day)(s?)\)")
+CRON = re.compile(r"cron\((\S+(?: \S+){5})\)")
+
+
+def is_schedule_expression(expression: object) -> bool:
+    """An expression in EventBridge's forms: rate(<n> <unit>), singular for 1 only, or cron(<six
+    fields>) with `?` for the day of the month or of the week (the fields' values are EventBridge's
+    to check at deploy)."""
+    if not isinstance(expression, str):
         return False
-    rate = re.fullmatch(r"rate\((\d+) [a-z]+?(s?)\)", expression)
-    if rate is None:
-        return True  # a daily cron
-    count, plural = int(rate.group(1)), rate.group(2) == "s"
-    return count > 0 and plural == (count > 1)
+    if rate := RATE.fullmatch(expression):
+        return (rate.group(3) == "s") == (int(rate.group(1)) > 1)
+    if cron := CRON.fullmatch(expression):
+        fields = cron.group(1).split()
+        return "?" in (fields[2], fields[4])
+    return False
 
 
 @dataclass(frozen=True)
@@ -98,10 +102,11 @@ class Settings:
                     f" (the scheduled ones: {', '.join(scheduled)})"
                 )
             for name, expression in value.items():
-                if not readable_schedule(expression):
+                if not is_schedule_expression(expression):
                     raise ValueError(
                         f"context schedules: {name} {expression!r} is not rate(<n> minute[s]|hour[s]|day[s])"
-                        " (singular for 1 only) or a daily cron(<minute> <hour> * * ? *)"
+                        " (singular for 1 only) or cron(<minutes> <hours> <day of month> <month> <day of week> <year>)"
+                        " with ? for one of the days"
                     )
             return value
 
