@@ -123,6 +123,13 @@ class Settings:
                 raise ValueError(f"context {key}: {value!r} is not {kind} {bounds}")
             return int(value) if step == 1 else float(value)
 
+        def text(key):
+            """A setting that is text as written (`-c siteDomain=true` is not the flag true)."""
+            value = node.try_get_context(key)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"context {key}: {value!r} is not a non-empty string")
+            return value.strip() if value is not None else None
+
         def origins():
             value = get("corsOrigins", list(defaults.cors_origins))
             # A bare origin is not JSON, so it arrives as the string itself.
@@ -154,7 +161,7 @@ class Settings:
             cors_origins=origins(),
             # API Gateway gives up on an integration after 30 s: a higher threshold could never be crossed.
             search_p99_ms=number("searchP99Ms", defaults.search_p99_ms, 1, 30000),
-            alarm_email=get("alarmEmail", None),
-            site_domain=get("siteDomain", None),
-            site_certificate_arn=get("siteCertificateArn", None),
+            alarm_email=text("alarmEmail"),
+            site_domain=text("siteDomain"),
+            site_certificate_arn=text("siteCertificateArn"),
         )

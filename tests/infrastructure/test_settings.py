@@ -113,3 +113,11 @@ def test_a_minimum_capacity_above_the_maximum_is_refused():
     with pytest.raises(ValueError, match="dbMinAcu: 8.0 is above dbMaxAcu 1.0"):
         settings(dbMinAcu="8", dbMaxAcu="1")
     assert settings(dbMinAcu="4", dbMaxAcu="4").db_max_acu == 4
+
+
+@pytest.mark.parametrize("key", ["alarmEmail", "siteDomain", "siteCertificateArn"])
+def test_text_settings_are_read_as_written(key):
+    assert getattr(settings(**{key: "true"}), {"alarmEmail": "alarm_email", "siteDomain": "site_domain",
+                                               "siteCertificateArn": "site_certificate_arn"}[key]) == "true"
+    with pytest.raises(ValueError, match=f"context {key}: 123 is not a non-empty string"):
+        settings(**{key: 123})
