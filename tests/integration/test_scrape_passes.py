@@ -653,6 +653,36 @@ def test_a_garment_whose_stage_gave_up_is_fetched_again_once_its_object_is_gone(
     assert status() == {"indexed"}
 
 
+def test_a_garment_whose_vector_was_never_written_is_fetched_again_a_day_on(runtime, shop, monkeypatch):
+    """embed marked the garment embedded, then its vector's write failed every retry (S3 throttled
+    for minutes), and its crop has since expired: no index run will ever merge it."""
+    register(runtime, shop)
+    pipeline.scrape(runtime.app)
+    stuck = image(runtime, shop, "final.jpg")["id"]
+    put = runtime.store.put
+
+    def failing(key, *args, **kwargs):
+        if key.startswith("vectors/pending/") and stuck in key:
+            raise ConnectionError("SlowDown")
+        return put(key, *args, **kwargs)
+
+    monkeypatch.setattr(runtime.store, "put", failing)
+    assert runtime.drain().failed >= 1
+    monkeypatch.setattr(runtime.store, "put", put)
+    for info in list(runtime.store.list("standard/")):  # the bucket's lifecycle, a day on
+        runtime.store.delete(info.key)
+    runtime.fire_schedule("index")
+    status = lambda: {row["embedding_status"] for row in runtime.db.run_query(  # noqa: E731
+        "SELECT embedding_status FROM detections WHERE image_id = :id", {"id": stuck})}
+    assert status() == {"embedded"}
+    assert pipeline.scrape(runtime.app)["images_uploaded"] == 0  # within the day: a redrive may yet finish it
+    monkeypatch.setattr(catalogue, "UNFINISHED_AFTER", timedelta(0))
+    assert pipeline.scrape(runtime.app)["images_uploaded"] == 1
+    runtime.drain()
+    runtime.fire_schedule("index")
+    assert status() == {"indexed"}
+
+
 def test_a_picture_the_page_no_longer_shows_is_unlinked(runtime, shop):
     register(runtime, shop)
     pipeline.scrape(runtime.app)
