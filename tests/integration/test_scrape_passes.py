@@ -22,6 +22,7 @@ from shazzam.scrape.dedup import PictureHashes
 from shazzam.scrape.passes import SourcePass, Summary, revalidate_products
 from tests.support.plain_shop import plain_shop  # noqa: F401 - a fixture
 from tests.support.quirky_shop import QuirkyShop, jpeg
+from tests.support.raw_shop import HANG_UP, RawShop, answer
 
 FAST = {"timeout_s": 1.0, "total_timeout_s": 0.3, "retries": 1, "backoff_s": 0.01, "max_bytes": 2_000_000, "max_retry_after_s": 5}
 
@@ -562,6 +563,51 @@ def test_an_image_whose_download_failed_for_a_passing_reason_is_fetched_again(ru
     assert image(runtime, shop, "final.jpg")["status"] == "new" and report["images_uploaded"] == 1
     assert ids.incoming_key(image(runtime, shop, "final.jpg")["id"]) in incoming(runtime)
     assert "/images/fake.jpg" not in [e.path for e in shop.log[before:]]  # not an image: not asked for again
+
+
+@pytest.fixture
+def raw_one_page_shop(runtime):
+    """A shop (raw bytes: answers http.server will not send) of one product page showing img/p.jpg,
+    registered; `picture()` gives the picture's answer, [(pause_s, bytes or HANG_UP), ...], at
+    each request for it."""
+    shops = []
+
+    def start(picture) -> RawShop:
+        def script(number, path):
+            if path == "/img/p.jpg":
+                return picture()
+            if path == "/sitemap.xml":
+                return [(0, answer(200, f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc>{shop.base_url}p/tee.html'
+                                        f"</loc></url></urlset>".encode(), {"Content-Type": "text/xml"}))]
+            if path == "/p/tee.html":
+                return [(0, answer(200, product_html(shop.base_url, "Tee", ["img/p.jpg"]), {"Content-Type": "text/html"}))]
+            return [(0, answer(404, b"not here"))]
+
+        shop = RawShop(script)
+        shops.append(shop)
+        catalogue.save_source(runtime.db, ShopSource(base_url=shop.base_url, name="s", strategy="sitemap", local=True, delay_s=0, fetch=FAST))
+        return shop
+
+    yield start
+    for shop in shops:
+        shop.close()
+
+
+def test_a_picture_cut_short_in_transfer_is_not_stored_and_is_fetched_again_at_the_next_pass(runtime, raw_one_page_shop):
+    """The CDN hangs up halfway through the bytes it declared: half a JPEG starts like one, and was
+    stored, then refused by detect as truncated, for good (its page stays the same)."""
+    picture = jpeg(Image.new("RGB", (64, 64), (200, 30, 30)))
+    cut = [True]
+    shop = raw_one_page_shop(lambda: [(0, answer(200, picture[: len(picture) // 2] if cut[0] else picture, {"Content-Type": "image/jpeg"},
+                                                 length=len(picture))), (0, HANG_UP)])
+    report = pipeline.scrape(runtime.app)
+    stored = catalogue.get_image(runtime.db, ids.image_id(shop.base_url + "img/p.jpg"))
+    assert report["images_uploaded"] == 0 and report["errors.network"] == 1 and stored["status"] == "failed" and not incoming(runtime)
+    cut[0] = False
+    report = pipeline.scrape(runtime.app)  # its page has not changed
+    stored = catalogue.get_image(runtime.db, ids.image_id(shop.base_url + "img/p.jpg"))
+    assert report["images_uploaded"] == 1 and stored["status"] == "new"
+    assert runtime.store.get(ids.incoming_key(stored["id"])) == picture
 
 
 def test_a_stored_picture_whose_fetch_again_failed_is_ingested_once_it_answers(runtime, shop):

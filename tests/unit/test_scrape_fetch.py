@@ -751,6 +751,21 @@ def test_an_interim_answer_is_not_taken_for_the_page_nor_its_connection_kept(raw
     assert shop.asked == [(1, "/robots.txt"), (1, "/a"), (2, "/b")]
 
 
+@pytest.mark.parametrize("path, content_type", [("/p.html", "text/html"), ("/p.jpg", "image/jpeg")])
+def test_a_body_cut_short_of_its_content_length_is_a_broken_transfer_asked_for_again(raw_shop, path, content_type):
+    """The server hangs up before the bytes its Content-Length declared: half a page or half a
+    picture is not the answer, and the fetch is retried like any network fault (a 404 so cut is
+    still a 404: its body is not read)."""
+    whole = b"<html>" + b"x" * 5000 + b"</html>"
+    shop = raw_shop(lambda number, path_asked: [(0, answer(200 if path_asked == path else 404, whole[:2000], {"Content-Type": content_type},
+                                                           length=len(whole))), (0, HANG_UP)])
+    fetcher = Fetcher(local=True, delay_s=0, **FAST)
+    with pytest.raises(FetchError, match="cut short") as refused:
+        fetcher.get(shop.base_url + path.lstrip("/"))
+    assert refused.value.kind == "network" and [asked for _, asked in shop.asked].count(path) == 1 + FAST["retries"]
+    assert fetcher.get(shop.base_url + "gone").status == 404
+
+
 def test_bytes_past_a_content_length_never_become_the_next_answer(raw_shop):
     shop = raw_shop(_first_then_pages(answer(200, b"<html>page</html>HTTP/1.1 200 X\r\nContent-Length: 7\r\n\r\nsmuggle", HTML, length=17)))
     fetcher = Fetcher(local=True, delay_s=0, **{**FAST, "retries": 0})

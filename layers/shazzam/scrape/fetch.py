@@ -765,6 +765,11 @@ class Fetcher:
                     raise FetchError(f"{url} is {response.getheader('Content-Type')!r}", kind="content-type")
                 body = self._read_capped(response, url, max_bytes, deadline)
                 if response.status == 200:  # no other answer's body is read: a 404 with a broken one is a 404
+                    # http.client's read1 ends quietly where the server hung up before the length it
+                    # declared (the deadline's cut is a timeout, said below).
+                    if response.length and not watchdog.cut.is_set():
+                        raise FetchError(f"body of {url} cut short: {response.length} of its {response.getheader('Content-Length')} "
+                                         "declared bytes never came", kind="network")
                     body = decoded_transfer(body, response.getheader("Content-Encoding"), url, max_bytes)
                 answer = _Response.of(url, response, body), None
             if watchdog.cut.is_set():  # what came before the cut may parse as a whole answer: it is not one
