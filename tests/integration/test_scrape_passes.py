@@ -610,6 +610,37 @@ def test_a_picture_cut_short_in_transfer_is_not_stored_and_is_fetched_again_at_t
     assert runtime.store.get(ids.incoming_key(stored["id"])) == picture
 
 
+@pytest.mark.parametrize("content_type", ["binary/octet-stream", None, "text/plain"], ids=["s3-default", "no-type", "nginx-default"])
+def test_a_picture_is_known_by_its_bytes_whatever_its_content_type(runtime, raw_one_page_shop, content_type):
+    """S3 labels an object it was not told the type of binary/octet-stream; such pictures were
+    refused as of the wrong type before their bytes were read, and never fetched again."""
+    picture = jpeg(Image.new("RGB", (64, 64), (200, 30, 30)))
+    shop = raw_one_page_shop(lambda: [(0, answer(200, picture, {"Content-Type": content_type} if content_type else {}))])
+    report = pipeline.scrape(runtime.app)
+    stored = catalogue.get_image(runtime.db, ids.image_id(shop.base_url + "img/p.jpg"))
+    assert report["images_uploaded"] == 1 and stored["status"] == "new" and runtime.store.get(ids.incoming_key(stored["id"])) == picture
+
+
+ERROR_PAGE = answer(200, b"<html><body>Something went wrong</body></html>", {"Content-Type": "text/html"})
+
+
+def test_an_error_page_where_a_picture_was_expected_is_no_picture(runtime, raw_one_page_shop):
+    shop = raw_one_page_shop(lambda: [(0, ERROR_PAGE)])
+    report = pipeline.scrape(runtime.app)
+    refused = catalogue.get_image(runtime.db, ids.image_id(shop.base_url + "img/p.jpg"))
+    assert report["errors.not-an-image"] == 1 and refused["status"] == "failed" and not incoming(runtime)
+
+
+def test_an_error_page_where_a_stored_picture_was_at_revalidate_keeps_the_picture(runtime, raw_one_page_shop):
+    picture = [(0, answer(200, jpeg(Image.new("RGB", (64, 64), (200, 30, 30))), {"Content-Type": "image/jpeg"}))]
+    shop = raw_one_page_shop(lambda: picture)
+    assert pipeline.scrape(runtime.app)["images_uploaded"] == 1
+    picture[:] = [(0, ERROR_PAGE)]  # the CDN's bad minute, when revalidate checks the picture
+    report = revalidate_products(runtime.app, Summary())
+    kept = catalogue.get_image(runtime.db, ids.image_id(shop.base_url + "img/p.jpg"))
+    assert report["images_checked"] == 1 and report["images_replaced"] == 0 and kept["status"] == "new" and kept["content_sha256"]
+
+
 def test_a_stored_picture_whose_fetch_again_failed_is_ingested_once_it_answers(runtime, shop):
     # Re-filed by the shop, a product's picture is fetched again to be embedded in its new category;
     # a CDN's bad minute then must not leave it taken for stored (and never re-embedded) for good.

@@ -40,7 +40,6 @@ from shazzam.scrape.sources import ShopSource, canonical_shop_url
 
 log = logging.getLogger(__name__)
 
-IMAGE_TYPES = ("image/*", "application/octet-stream")  # some CDNs label everything octet-stream
 # A scrape's budget visits pages; the page in hand at its end may fetch its pictures for this share
 # of the budget more (the scrape function's 60 % and 30 %: see shazzam.pipeline.SCRAPE_BUDGET_S).
 PAGE_IN_HAND_SHARE = 0.5
@@ -316,7 +315,10 @@ class SourcePass:
         stored = bool(row and row["content_sha256"] and row["status"] != "failed" and not refetch)
         cached = self.cache.get(url, {}) if stored else {}
         try:
-            result = self.fetcher.get(url, etag=cached.get("etag"), last_modified=cached.get("last_modified"), accept=IMAGE_TYPES)
+            # Whatever its Content-Type: the bytes say whether it is a picture (image_format, below).
+            # S3 labels what it was not told about binary/octet-stream, a server may label nothing,
+            # and nginx without its types says text/plain.
+            result = self.fetcher.get(url, etag=cached.get("etag"), last_modified=cached.get("last_modified"))
         except FetchError as error:
             return self._image_failed(image_id, product_id, position, error.kind, str(error), stored, shown)
         if result.not_modified:
@@ -588,9 +590,12 @@ def revalidate_products(app, summary: Summary, budget_s: float | None = None) ->
             catalogue.update_image(app.db, image["id"])  # checked now: the next run starts with others
             cached = visit.cache.get(image["src_link"], {})
             try:
-                result = visit.fetcher.get(image["src_link"], etag=cached.get("etag"), last_modified=cached.get("last_modified"), accept=IMAGE_TYPES)
+                result = visit.fetcher.get(image["src_link"], etag=cached.get("etag"), last_modified=cached.get("last_modified"))
             except FetchError as error:
                 summary.error(error.kind)
+                continue
+            if result.status == 200 and image_format(result.body) is None:
+                summary.error("not-an-image")  # an error page served as a 200: the picture stored is kept
                 continue
             if result.status in (404, 410):
                 visit.hashes.discard(image["id"])
