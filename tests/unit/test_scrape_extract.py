@@ -457,6 +457,24 @@ def test_dhash_sees_resized_copies_and_sniffs_formats():
     assert (image_format(original), image_format(png.getvalue()), image_format(b"<html></html>")) == ("jpeg", "png", None)
 
 
+def test_sixteen_bit_grey_pictures_are_hashed_as_they_look_not_as_white():
+    """Pillow's convert clips 16-bit grey (I;16) to white: every such PNG hashed alike, and a
+    shop's different pictures were merged as copies of the first."""
+    import numpy as np
+
+    def grey16(image: Image.Image) -> bytes:
+        png = io.BytesIO()
+        Image.fromarray(np.asarray(image.convert("L")).astype(np.uint16) * 257).save(png, "PNG")
+        assert Image.open(png).mode == "I;16"
+        return png.getvalue()
+
+    first, second = grey16(picture(7, 128)), grey16(picture(8, 128))
+    stored = PictureHashes({"first": (dhash(first), colour_grid(first))})
+    assert list(stored.near(dhash(second), colour_grid(second))) == []
+    eight_bit = jpeg(picture(7, 128).convert("L"), quality=95)  # the same picture in 8 bits: a copy
+    assert list(stored.near(dhash(eight_bit), colour_grid(eight_bit))) == ["first"]
+
+
 def test_a_riff_file_that_is_no_webp_is_not_an_image():
     # WAV and AVI files start with RIFF too: taken for a picture, a shop's video or sound would be
     # stored in incoming/ and fail in detect, instead of failing its fetch as "not-an-image".

@@ -23,6 +23,8 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 from PIL import Image
 
+from shazzam.images import to_rgb
+
 HASH_SIDE = 16  # a 16x16 grid of horizontal gradients: 256 bits
 NEAR_DUPLICATE_BITS = 24
 COLOUR_SIDE = 4  # a 4x4 grid of mean RGB: 48 bytes, 96 hex digits
@@ -52,7 +54,9 @@ def image_format(data: bytes) -> str | None:
 
 def _thumbnail(data: bytes, mode: str, size: tuple[int, int], resample: Image.Resampling, draft: int) -> Image.Image | None:
     """The image in `mode` resized to `size` (a JPEG decoded at a reduced scale, at least `draft`
-    pixels a side: much faster); None when Pillow cannot decode it, or it is too big to be worth it."""
+    pixels a side: much faster); None when Pillow cannot decode it, or it is too big to be worth it.
+    Its colours are those detect sees (to_rgb): Pillow's own convert clips 16-bit grey to white, so
+    different pictures of it hashed alike."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -60,7 +64,7 @@ def _thumbnail(data: bytes, mode: str, size: tuple[int, int], resample: Image.Re
                 if image.width * image.height > MAX_HASH_PIXELS:
                     return None
                 image.draft(mode, (draft, draft))
-                return image.convert(mode).resize(size, resample)
+                return to_rgb(image).convert(mode).resize(size, resample)
     except (OSError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError):
         return None
 
