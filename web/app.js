@@ -155,7 +155,7 @@ async function search() {
 function choosePhoto(file) {
   if (!file) return;
   if (file.type && !file.type.startsWith("image/")) {
-    showError(new ApiError(415, "That is not a photo", `${file.name || "The file"} is ${file.type}; choose a JPEG, PNG, WebP or HEIC image.`));
+    showError(new ApiError(415, "That is not a photo", `${file.name || "The file"} is ${file.type}; choose a JPEG, PNG, WebP, HEIC, AVIF, GIF, BMP or TIFF image.`));
     return;
   }
   if (file.size > MAX_PHOTO_BYTES) {

@@ -54,7 +54,8 @@ UPLOAD_EXPIRES_S = 900
 # this type, until then). Not an upload key (UPLOAD_KEY does not match it): never searched.
 UPLOAD_GRANT_SUFFIX = ".grant.json"
 # Every format shazzam.images reads (a page may upload any photo a person drops on it).
-UPLOAD_CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp", "image/heic", "image/heif", "image/gif", "image/bmp", "image/tiff")
+UPLOAD_CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp", "image/heic", "image/heif", "image/avif", "image/gif", "image/bmp",
+                        "image/tiff")
 # Where the embedded runtime accepts what S3 accepts for a presigned POST (see local/runtime.py).
 LOCAL_UPLOAD_PATH = "/local-uploads"
 SEARCH_PARAMETERS = ("category", "k", "min_price", "max_price", "currency", "shop", "garment", "box")

@@ -29,12 +29,16 @@ PAD_COLOUR = (255, 255, 255)
 # standardise_img resizes only the centre square of an image whose longer side is more than this many times its shorter.
 MAX_ASPECT = 4
 
-ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO", "HEIF"})
-READABLE_FORMATS = "JPEG, PNG, WebP, HEIC/HEIF, GIF, BMP, TIFF"
-# How our formats begin: a file that starts so but does not open is broken, not foreign.
-_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
-# HEIF files name their brand after "ftyp" at byte 4: what phones write.
-_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1")
+ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO", "HEIF", "AVIF"})
+READABLE_FORMATS = "JPEG, PNG, WebP, HEIC/HEIF, AVIF, GIF, BMP, TIFF"
+# How our formats begin (image_format): a file that starts so but does not open is broken, not
+# foreign, and a download that does not is no picture (the scraper's test).
+_SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"BM", "BMP"),
+               (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
+# HEIF and AVIF files name their brand after "ftyp" at byte 4: what phones and image CDNs write.
+# mif1 and msf1 are either's (pillow-heif and Pillow's AVIF plugin both try them).
+_FTYP_BRANDS = {**dict.fromkeys((b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"), "HEIF"),
+                b"avif": "AVIF", b"avis": "AVIF"}
 
 # Phones send HEIC: pillow-heif teaches Pillow to open it like any other format.
 pillow_heif.register_heif_opener()
@@ -99,7 +103,7 @@ def load_image(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX
     except ImageError:
         raise
     except UnidentifiedImageError:
-        if _looks_like_ours(data):
+        if image_format(data) is not None:
             raise ImageError("corrupt or truncated image (its header is broken)") from None
         raise ImageError(f"not an image in a format we read ({READABLE_FORMATS})", "unsupported") from None
     except Image.DecompressionBombError as exc:
@@ -119,9 +123,17 @@ def _upright(image: Image.Image) -> Image.Image:
         return image
 
 
-def _looks_like_ours(data: bytes) -> bool:
-    return (data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
-            or (data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS))
+def image_format(data: bytes) -> str | None:
+    """Which of our formats the bytes start like (as ALLOWED_FORMATS names it), whatever a
+    Content-Type said; None if none."""
+    for signature, name in _SIGNATURES:
+        if data.startswith(signature):
+            return name
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":  # not a WAV or an AVI, which are RIFF files too
+        return "WEBP"
+    if data[4:8] == b"ftyp":
+        return _FTYP_BRANDS.get(bytes(data[8:12]))
+    return None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

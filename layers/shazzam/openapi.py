@@ -192,7 +192,7 @@ def _document() -> dict:
                 "post": {
                     "operationId": "search",
                     "summary": "Find the garments in a photo and the most similar catalogue items of each",
-                    "description": f"JPEG, PNG, WebP and HEIC/HEIF photos (GIF, BMP and TIFF too: the first frame). {image_limits} Parameters go in the query string, the form or the JSON body.",
+                    "description": f"JPEG, PNG, WebP, HEIC/HEIF and AVIF photos (GIF, BMP and TIFF too: the first frame). {image_limits} Parameters go in the query string, the form or the JSON body.",
                     "parameters": query_parameters,
                     "requestBody": {
                         "required": True,

@@ -3,6 +3,7 @@ what is fetched, stored, deduplicated, tombstoned and revived, read from the sho
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from datetime import timedelta
@@ -619,6 +620,18 @@ def test_a_picture_is_known_by_its_bytes_whatever_its_content_type(runtime, raw_
     report = pipeline.scrape(runtime.app)
     stored = catalogue.get_image(runtime.db, ids.image_id(shop.base_url + "img/p.jpg"))
     assert report["images_uploaded"] == 1 and stored["status"] == "new" and runtime.store.get(ids.incoming_key(stored["id"])) == picture
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "AVIF", "HEIF"])
+def test_a_picture_in_any_format_detect_reads_is_stored_and_detected(runtime, raw_one_page_shop, fmt):
+    """The scraper's list of formats was its own: a TIFF was refused as no image, and an AVIF
+    stored and then refused by detect, for good."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(buffer, fmt)
+    shop = raw_one_page_shop(lambda: [(0, answer(200, buffer.getvalue(), {"Content-Type": f"image/{fmt.lower()}"}))])
+    assert pipeline.scrape(runtime.app)["images_uploaded"] == 1
+    runtime.drain()
+    assert catalogue.get_image(runtime.db, ids.image_id(shop.base_url + "img/p.jpg"))["status"] == "detected"
 
 
 ERROR_PAGE = answer(200, b"<html><body>Something went wrong</body></html>", {"Content-Type": "text/html"})

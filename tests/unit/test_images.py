@@ -13,12 +13,14 @@ import pytest
 from PIL import Image
 
 from shazzam.images import (
+    ALLOWED_FORMATS,
     MODEL_INPUT_SIZE,
     STANDARD_SIZE,
     Box,
     ImageError,
     centre_view,
     get_subsection_of_image,
+    image_format,
     load_image,
     model_input,
     model_views,
@@ -156,6 +158,25 @@ def test_heic_photos_from_phones_are_read():
     Image.new("RGB", (64, 48), (0, 0, 255)).save(buffer, "HEIF")
     image = load_image(buffer.getvalue())
     assert image.size == (64, 48) and image.mode == "RGB" and image.getpixel((30, 20))[2] > 200
+
+
+@pytest.mark.parametrize("fmt", sorted(ALLOWED_FORMATS - {"MPO"}))  # an MPO is a JPEG with more pictures after it
+def test_every_format_we_read_is_known_by_its_first_bytes(fmt):
+    """One list of formats for the scraper and detect: a picture the scraper took for no image
+    (a TIFF, a HEIC of some brands) was never fetched again, and one detect refused (an AVIF,
+    which Pillow reads) was stored for nothing."""
+    data = encode(gradient(), fmt)
+    assert image_format(data) == fmt
+    assert load_image(data).size == (64, 48)
+
+
+def test_a_riff_file_that_is_no_webp_is_not_an_image():
+    # WAV and AVI files start with RIFF too: taken for a picture, a shop's video or sound would be
+    # stored in incoming/ and fail in detect, instead of failing its fetch as "not-an-image".
+    assert image_format(b"RIFF\x24\x00\x00\x00WEBPVP8 ") == "WEBP"
+    assert image_format(b"RIFF\x24\x00\x00\x00WAVEfmt ") is None
+    assert image_format(b"RIFF\x24\x00\x00\x00AVI LIST") is None
+    assert image_format(b"<html></html>") is None and image_format(b"\x00\x00\x00\x18ftypmp42") is None  # an MP4 video
 
 
 # -- EXIF and colour modes -----------------------------------------------------------------

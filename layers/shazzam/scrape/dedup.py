@@ -1,5 +1,6 @@
-"""Is it an image, and which image: magic-number sniffing, a 256-bit difference hash (dHash) and
-a 4 x 4 grid of mean colours.
+"""Which image: a 256-bit difference hash (dHash) and a 4 x 4 grid of mean colours. (Whether the
+bytes are an image at all is shazzam.images.image_format's to say, from the signatures of the
+formats load_image reads: one list, for the scraper and detect alike.)
 
 Two downloads are the same picture when their bytes hash alike (sha256), or, re-encoded or
 resized by a CDN, when their dHashes differ in at most ``NEAR_DUPLICATE_BITS`` bits and their
@@ -30,27 +31,6 @@ NEAR_DUPLICATE_BITS = 24
 COLOUR_SIDE = 4  # a 4x4 grid of mean RGB: 48 bytes, 96 hex digits
 COLOUR_TOLERANCE = 10
 MAX_HASH_PIXELS = 64_000_000  # decoding bigger images for a hash is not worth the memory
-
-_MAGIC = (
-    (b"\xff\xd8\xff", "jpeg"),
-    (b"\x89PNG\r\n\x1a\n", "png"),
-    (b"GIF87a", "gif"),
-    (b"GIF89a", "gif"),
-    (b"BM", "bmp"),
-)
-
-
-def image_format(data: bytes) -> str | None:
-    """The image format the bytes start with, whatever the Content-Type said; None if not one."""
-    for magic, name in _MAGIC:
-        if data.startswith(magic):
-            return name
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    if data[4:8] == b"ftyp" and data[8:12] in (b"avif", b"avis", b"heic", b"heix", b"mif1"):
-        return "avif/heif"
-    return None
-
 
 def _thumbnail(data: bytes, mode: str, size: tuple[int, int], resample: Image.Resampling, draft: int) -> Image.Image | None:
     """The image in `mode` resized to `size` (a JPEG decoded at a reduced scale, at least `draft`

@@ -32,8 +32,9 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 
 from shazzam import catalogue, ids
+from shazzam.images import image_format
 from shazzam.scrape.crawl import CachedPage, Crawl, DiscoveryDocument, PageOutcome
-from shazzam.scrape.dedup import PictureHashes, colour_grid, dhash, image_format
+from shazzam.scrape.dedup import PictureHashes, colour_grid, dhash
 from shazzam.scrape.extract import MAX_URL_LENGTH, ScrapedProduct
 from shazzam.scrape.fetch import FetchError, Fetcher
 from shazzam.scrape.sources import ShopSource, canonical_shop_url
