@@ -23,6 +23,11 @@ log = logging.getLogger(__name__)
 
 MAX_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 40_000_000
+# A shop's picture over MAX_PIXELS, up to this, is decoded for the catalogue at half its size or
+# less (load_catalogue_image): the 45 to 61 megapixel photos of today's cameras. More would not fit
+# detect's memory: a progressive JPEG keeps every coefficient of the full-size picture while it
+# decodes, whatever the scale (81 megapixels at half size took 560 MB).
+CATALOGUE_SHRINKABLE_PIXELS = 64_000_000
 MODEL_INPUT_SIZE = 224
 STANDARD_SIZE = 256  # MODEL_INPUT_SIZE / 0.875: the ImageNet evaluation crop keeps the centre 87.5 %
 PAD_COLOUR = (255, 255, 255)
@@ -75,8 +80,10 @@ class Box:
         return (self.right - self.left) * (self.bottom - self.top)
 
 
-def load_image(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode untrusted bytes into an upright RGB image, or raise ImageError."""
+def load_image(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS, shrinkable_pixels: int = 0) -> Image.Image:
+    """Decode untrusted bytes into an upright RGB image, or raise ImageError. A JPEG of more than
+    max_pixels, up to shrinkable_pixels, is decoded at 1/2, 1/4 or 1/8 of its size, the largest
+    within max_pixels (libjpeg scales as it decodes: the full-size pixels never exist)."""
     if not data:
         raise ImageError("empty file (0 bytes)", "empty")
     if len(data) > max_bytes:
@@ -91,10 +98,10 @@ def load_image(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX
             width, height = image.size
             if width < 1 or height < 1:
                 raise ImageError("image has no pixels")
-            if width * height > max_pixels:
-                raise ImageError(
-                    f"image is {width}x{height} = {width * height} pixels, more than the {max_pixels} allowed", "too_large"
-                )
+            if (scale := _decoding_scale(image, max_pixels, shrinkable_pixels)) > 1:
+                image.draft(image.mode, (width // scale, height // scale))
+                if image.width * image.height > max_pixels:  # Pillow could not scale this one
+                    raise _too_many_pixels(width, height, max_pixels)
             # load() decodes the first frame of an animation or a multi-page file, and a HEIF's
             # primary image: the picture a viewer shows. Counting frames (n_frames) would parse
             # every frame, which is slow for many and fails on a broken one after the first.
@@ -112,6 +119,48 @@ def load_image(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX
         # Pillow's parsers raise any of these on broken data.
         raise ImageError(f"corrupt or truncated image: {exc}") from exc
     return image
+
+
+def load_catalogue_image(data: bytes) -> Image.Image:
+    """A shop's picture as detect and standardise both decode it (detect's boxes are in its pixels,
+    and standardise crops them from the same): over MAX_PIXELS, a JPEG up to
+    CATALOGUE_SHRINKABLE_PIXELS is decoded at a reduced scale. A search's photo keeps its 413."""
+    return load_image(data, max_pixels=MAX_PIXELS, shrinkable_pixels=CATALOGUE_SHRINKABLE_PIXELS)
+
+
+def check_catalogue_size(data: bytes) -> None:
+    """Raise ImageError (too_large) when load_catalogue_image would refuse the bytes for their size,
+    from their header alone: the scraper says so, rather than storing a picture detect refuses for
+    good. What is broken or foreign is load_image's to say."""
+    if len(data) > MAX_BYTES:
+        raise ImageError(f"file is {len(data)} bytes, more than the {MAX_BYTES} allowed", "too_large")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"too many pixels: {exc}", "too_large") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError, struct.error, IndexError, TypeError, KeyError):
+        return  # broken or foreign (UnidentifiedImageError is an OSError)
+    with image:
+        _decoding_scale(image, MAX_PIXELS, CATALOGUE_SHRINKABLE_PIXELS)
+
+
+def _decoding_scale(image: Image.Image, max_pixels: int, shrinkable_pixels: int) -> int:
+    """1 when the image (opened, not decoded) fits max_pixels; else the scale (2, 4 or 8) at which
+    a JPEG of at most shrinkable_pixels fits it. ImageError (too_large) when neither."""
+    width, height = image.size
+    if width * height <= max_pixels:
+        return 1
+    if image.format in ("JPEG", "MPO") and width * height <= shrinkable_pixels:
+        for scale in (2, 4, 8):
+            if -(-width // scale) * -(-height // scale) <= max_pixels:  # libjpeg rounds a scaled side up
+                return scale
+    raise _too_many_pixels(width, height, max_pixels)
+
+
+def _too_many_pixels(width: int, height: int, max_pixels: int) -> ImageError:
+    return ImageError(f"image is {width}x{height} = {width * height} pixels, more than the {max_pixels} allowed", "too_large")
 
 
 def _upright(image: Image.Image) -> Image.Image:

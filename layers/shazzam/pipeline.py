@@ -20,7 +20,7 @@ from PIL import Image
 from shazzam import catalogue, ids, lease, wiring
 from shazzam.app import App
 from shazzam.db import utcnow
-from shazzam.images import Box, ImageError, encode_png, get_subsection_of_image, load_image, standardise_img
+from shazzam.images import Box, ImageError, encode_png, get_subsection_of_image, load_catalogue_image, load_image, standardise_img
 from shazzam.money import price_text
 from shazzam.index import PUBLISH_ATTEMPTS, CorruptShard, ShardMoved, StaleShard, compact, encode_vector, publish, read_manifest
 from shazzam.storage import ObjectNotFound, delete_if_unchanged, validate_key
@@ -150,7 +150,7 @@ def detect(app: App, key: str) -> StageResult:
         # Uploaded straight into incoming/ rather than by the scraper: keep a row to report on.
         catalogue.save_image(app.db, image_id, f"{app.store.bucket}/{key}", None)
     try:
-        image = load_image(data)
+        image = load_catalogue_image(data)  # as standardise loads it: the boxes are in its pixels
     except ImageError as exc:
         catalogue.update_image(app.db, image_id, status="failed", error=str(exc))
         return StageResult(key, "failed", str(exc))
@@ -245,7 +245,7 @@ def standardise(app: App, key: str) -> StageResult:
         delete_if_unchanged(app.store, key, document_etag)
         return StageResult(key, "skipped", "the photo was replaced after it was detected; its own detection follows")
     try:
-        image = load_image(data)
+        image = load_catalogue_image(data)  # as detect loaded it: the boxes are in its pixels
     except ImageError as exc:
         catalogue.update_image(app.db, document["image_id"], status="failed", error=str(exc))
         return StageResult(key, "failed", str(exc))

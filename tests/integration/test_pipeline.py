@@ -547,6 +547,33 @@ def test_a_photo_without_a_product_keeps_every_garment(runtime, monkeypatch):
     assert list(runtime.store.list()) == []  # nothing transient left, and no shard
 
 
+def test_a_shop_photo_over_the_pixel_limit_is_detected_and_cropped_in_the_same_reduced_pixels(runtime, monkeypatch):
+    """Such a photo was refused by detect for good. Decoded smaller, detect's boxes are in the
+    reduced photo's pixels: standardise must crop them from the same, or a box of the right half
+    (blue) would cut the left (red) of the full-size photo."""
+    import io
+
+    from PIL import Image
+
+    from shazzam import images
+    from tests.support.detectors import FixedDetector, use_detector
+
+    monkeypatch.setattr(images, "MAX_PIXELS", 100 * 100)  # a small photo stands for a 48-megapixel one
+    photo = Image.new("RGB", (400, 200), (220, 20, 20))
+    photo.paste((20, 20, 220), (200, 0, 400, 200))
+    data = io.BytesIO()
+    photo.save(data, "JPEG", quality=95)
+    use_detector(monkeypatch, FixedDetector([("top", 0.9, (0.5, 0.0, 1.0, 1.0))]))
+    image_id = put_shop_photo(runtime.app, data.getvalue(), category="t-shirt")
+    assert pipeline.detect(runtime.app, ids.incoming_key(image_id)).status == "done"
+    assert catalogue.get_image(runtime.db, image_id)["status"] == "detected"
+    (row,) = detection_rows(runtime)
+    assert [row["box_left"], row["box_top"], row["box_right"], row["box_bottom"]] == [50, 0, 100, 50]  # a quarter of 400 x 200
+    assert pipeline.standardise(runtime.app, ids.detections_key(image_id)).status == "done"
+    red, green, blue = np.asarray(load_image(runtime.store.get(ids.standard_key(row["id"]))), float).mean(axis=(0, 1))
+    assert blue > 150 and red < 80
+
+
 @pytest.fixture
 def ccp_photo(shared_data) -> bytes:
     path = shared_data / "ccp" / "photos" / "0707.jpg"

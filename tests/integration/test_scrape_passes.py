@@ -634,6 +634,26 @@ def test_a_picture_in_any_format_detect_reads_is_stored_and_detected(runtime, ra
     assert catalogue.get_image(runtime.db, ids.image_id(shop.base_url + "img/p.jpg"))["status"] == "detected"
 
 
+@pytest.mark.parametrize("fmt, stored", [("JPEG", True), ("PNG", False)])
+def test_a_picture_over_the_pixel_limit_is_detected_smaller_or_refused_by_the_scraper(runtime, raw_one_page_shop, monkeypatch, fmt, stored):
+    """Such a picture was stored, then refused by detect, and never fetched again: its product had
+    none. A JPEG is decoded smaller; another format is refused where the scrape's report says so."""
+    from shazzam import images
+
+    monkeypatch.setattr(images, "MAX_PIXELS", 100 * 100)  # a small picture stands for a 48-megapixel one
+    buffer = io.BytesIO()
+    Image.new("RGB", (200, 200), (200, 30, 30)).save(buffer, fmt)
+    shop = raw_one_page_shop(lambda: [(0, answer(200, buffer.getvalue(), {"Content-Type": f"image/{fmt.lower()}"}))])
+    report = pipeline.scrape(runtime.app)
+    runtime.drain()
+    picture = catalogue.get_image(runtime.db, ids.image_id(shop.base_url + "img/p.jpg"))
+    if stored:
+        assert report["images_uploaded"] == 1 and picture["status"] == "detected" and (picture["width"], picture["height"]) == (100, 100)
+    else:
+        assert report["images_uploaded"] == 0 and report["errors.too-large"] == 1 and not incoming(runtime)
+        assert picture["status"] == "failed" and "pixels" in picture["error"]
+
+
 ERROR_PAGE = answer(200, b"<html><body>Something went wrong</body></html>", {"Content-Type": "text/html"})
 
 

@@ -494,6 +494,41 @@ def test_model_input_differs_for_different_images(jpeg):
     assert not np.array_equal(to_model_input(load_image(jpeg)), to_model_input(load_image(other)))
 
 
+def declaring(jpeg: bytes, width: int, height: int) -> bytes:
+    """The JPEG with its frame header (SOF0) declaring width x height: what is read before decoding."""
+    frame = jpeg.index(b"\xff\xc0") + 5  # marker, length, precision
+    return jpeg[:frame] + struct.pack(">HH", height, width) + jpeg[frame + 4 :]
+
+
+def test_a_catalogue_jpeg_over_the_pixel_limit_is_decoded_at_a_reduced_scale_and_nothing_else_is(jpeg):
+    """A shop's 48-megapixel photo was stored, then refused by detect for good: its product had no
+    picture. A JPEG is decoded at half its size or less (libjpeg scales as it decodes: the
+    full-size pixels never exist); any other format, or a larger JPEG, is refused before decoding."""
+    half = load_image(jpeg, max_pixels=64 * 48 - 1, shrinkable_pixels=64 * 48)
+    assert half.size == (32, 24) and abs(np.asarray(half, float).mean() - np.asarray(load_image(jpeg), float).mean()) < 2
+    assert load_image(jpeg, max_pixels=64 * 48 // 4 - 1, shrinkable_pixels=64 * 48).size == (16, 12)  # a quarter
+    with pytest.raises(ImageError, match="pixels") as refused:
+        load_image(jpeg, max_pixels=64 * 48 - 1, shrinkable_pixels=64 * 48 - 1)
+    assert refused.value.kind == "too_large"
+    with pytest.raises(ImageError, match="pixels"):
+        load_image(encode(gradient(), "PNG"), max_pixels=64 * 48 - 1, shrinkable_pixels=64 * 48)
+
+
+def test_load_catalogue_image_and_the_scrapers_check_agree_on_what_is_too_large():
+    from shazzam.images import CATALOGUE_SHRINKABLE_PIXELS, MAX_PIXELS, check_catalogue_size, load_catalogue_image
+
+    small = encode(gradient(), "JPEG")
+    over_shrinkable = declaring(small, 8001, CATALOGUE_SHRINKABLE_PIXELS // 8000)  # read from its header only
+    with pytest.raises(ImageError, match="pixels"):
+        check_catalogue_size(over_shrinkable)
+    with pytest.raises(ImageError, match="pixels"):
+        load_catalogue_image(over_shrinkable)
+    with pytest.raises(ImageError, match="pixels"):
+        check_catalogue_size(png_bomb(int(MAX_PIXELS**0.5) + 1))  # not a JPEG: no reduced decoding
+    check_catalogue_size(declaring(small, 8000, CATALOGUE_SHRINKABLE_PIXELS // 8000))  # decoded at half size
+    check_catalogue_size(b"<html></html>")  # not an image: for load_image to say
+
+
 def test_random_bytes_with_a_jpeg_header_are_rejected():
     data = b"\xff\xd8\xff\xe0" + os.urandom(2048)
     with pytest.raises(ImageError):
@@ -504,33 +539,39 @@ def test_random_bytes_with_a_jpeg_header_are_rejected():
 # parent's, however large the test run has grown).
 MEASURE_PEAK = """
 import re, sys
-from shazzam.images import load_image, standardise_img
+from shazzam.images import load_catalogue_image, standardise_img
 data = open(sys.argv[1], "rb").read()
-standardise_img(load_image(data))
+standardise_img(load_catalogue_image(data))
 print(int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) // 1024)
 """
 
 
-@pytest.mark.parametrize("mode", ["RGBA", "LA", "P-transparent", "I;16"])
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P-transparent", "I;16", "CMYK-progressive-JPEG"])
 def test_the_largest_photo_accepted_fits_the_standardise_functions_memory(tmp_path, mode):
     """A 40-megapixel photo can be a small file (a flat colour compresses to almost nothing); the
     stages that decode it (detect and standardise, 1 GB each) must not be killed for memory,
-    whatever its colour mode."""
+    whatever its colour mode. A JPEG is taken up to CATALOGUE_SHRINKABLE_PIXELS, decoded at half
+    its size; a progressive one keeps every coefficient of the full size while it decodes."""
     import subprocess
     import sys
 
     from shazzam import wiring
-    from shazzam.images import MAX_PIXELS
+    from shazzam.images import CATALOGUE_SHRINKABLE_PIXELS, MAX_PIXELS
 
     side = int(MAX_PIXELS**0.5)
-    if mode == "I;16":
-        image = Image.fromarray(np.full((side, side), 300, np.uint16))
-    elif mode == "P-transparent":
-        image = Image.new("P", (side, side), 0)
-    else:
-        image = Image.new(mode, (side, side))
     path = tmp_path / "large.png"
-    image.save(path, "PNG", compress_level=1, **({"transparency": 0} if mode == "P-transparent" else {}))
-    del image
+    if mode == "CMYK-progressive-JPEG":
+        side = int(CATALOGUE_SHRINKABLE_PIXELS**0.5)
+        path = tmp_path / "large.jpg"
+        Image.new("CMYK", (side, side), (30, 90, 0, 20)).save(path, "JPEG", progressive=True)
+    else:
+        if mode == "I;16":
+            image = Image.fromarray(np.full((side, side), 300, np.uint16))
+        elif mode == "P-transparent":
+            image = Image.new("P", (side, side), 0)
+        else:
+            image = Image.new(mode, (side, side))
+        image.save(path, "PNG", compress_level=1, **({"transparency": 0} if mode == "P-transparent" else {}))
+        del image
     peak_mb = int(subprocess.run([sys.executable, "-c", MEASURE_PEAK, str(path)], capture_output=True, text=True, check=True).stdout)
     assert peak_mb < 0.85 * wiring.by_name("standardise").memory_mb, peak_mb

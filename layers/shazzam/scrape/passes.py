@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 
 from shazzam import catalogue, ids
-from shazzam.images import image_format
+from shazzam.images import ImageError, check_catalogue_size, image_format
 from shazzam.scrape.crawl import CachedPage, Crawl, DiscoveryDocument, PageOutcome
 from shazzam.scrape.dedup import PictureHashes, colour_grid, dhash
 from shazzam.scrape.extract import MAX_URL_LENGTH, ScrapedProduct
@@ -331,6 +331,10 @@ class SourcePass:
             return self._image_failed(image_id, product_id, position, f"http-{result.status}", f"HTTP {result.status}", stored, shown)
         if image_format(result.body) is None:
             return self._image_failed(image_id, product_id, position, "not-an-image", f"not an image ({result.content_type or 'no type'})")
+        try:
+            check_catalogue_size(result.body)  # said here, not by detect after the picture was stored for nothing
+        except ImageError as error:
+            return self._image_failed(image_id, product_id, position, "too-large", str(error))
         digest = hashlib.sha256(result.body).hexdigest()
         self.remember(url, CachedPage(result.etag, result.last_modified, digest))
         if stored and row["content_sha256"] == digest:
