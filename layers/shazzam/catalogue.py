@@ -433,9 +433,10 @@ def images_to_fetch_again(db: Database, product_ids: Sequence[str]) -> list[dict
     SourcePass._image_failed), those never downloaded at all (a run stopped between saving the
     product and storing its picture), and, with `stored` true, those recorded as downloaded that
     detect has not seen within UNDETECTED_AFTER (a run stopped before the photo reached incoming/,
-    or detect gave up on it) and those with a garment not embedded, or embedded and not merged,
-    within UNFINISHED_AFTER (standardise, embed or detect's document gave up on it, or the
-    vector's write did), and those of its own whose
+    or detect gave up on it) and those with a garment not embedded within UNFINISHED_AFTER
+    (standardise, embed or detect's document gave up on it, or the vector's write did; an embedded
+    garment's vector waits in vectors/pending/, which nothing expires, for an index run, however
+    rare), and those of its own whose
     garment is indexed in another category than the product's (handed over from a product of
     that category: detect crops the garment of the new owner's, and embed moves its vector to that
     shard), and those alive again whose garments left the shards when they died, an hour ago or
@@ -444,12 +445,8 @@ def images_to_fetch_again(db: Database, product_ids: Sequence[str]) -> list[dict
     never_stored = sa.and_(images.c.status == "new", images.c.content_sha256.is_(None), images.c.duplicate_of.is_(None))
     undetected = sa.and_(images.c.status == "new", images.c.content_sha256.is_not(None), images.c.duplicate_of.is_(None),
                          images.c.updated_at < utcnow() - UNDETECTED_AFTER)
-    # Embedded and still not merged a day on: embed marks the row before it writes the vector, so its
-    # write failed every retry (index runs merge a written one within minutes). A row the index set
-    # back to embedded with no model (vectors_not_merged) is the re-embed pass's.
-    never_merged = sa.and_(detections.c.embedding_status == "embedded", detections.c.embedded_by.is_not(None))
     unfinished = sa.and_(images.c.status == "detected", images.c.duplicate_of.is_(None), sa.exists().where(
-        detections.c.image_id == images.c.id, sa.or_(detections.c.embedding_status == "pending", never_merged),
+        detections.c.image_id == images.c.id, detections.c.embedding_status == "pending",
         detections.c.updated_at < utcnow() - UNFINISHED_AFTER))
     # Correlated to the image of the query it is in, at whatever depth (inside the EXISTS too).
     owner_category = sa.select(products.c.category).where(products.c.id == images.c.product_id).correlate_except(products).scalar_subquery()

@@ -327,7 +327,13 @@ def embed(app: App, key: str) -> StageResult:
         error=None,
     )
     output = ids.pending_vector_key(category, detection_id)
-    app.store.put(output, encode_vector(prediction.embedding, app.garment_model.name))
+    try:
+        app.store.put(output, encode_vector(prediction.embedding, app.garment_model.name))
+    except Exception:
+        # The row must not claim a vector that was never written: no index run would merge it.
+        # Pending, it is embedded again by a retry, or fetched again once its crop has expired.
+        catalogue.update_detection(app.db, detection_id, embedding_status="pending")
+        raise
     delete_if_unchanged(app.store, key, crop_etag)  # a newer crop written meanwhile is its own event's
     return StageResult(key, "done", outputs=[output])
 
