@@ -149,8 +149,8 @@ def parse_multipart(content_type: str, body: bytes, text_fields: tuple[str, ...]
             continue
         payload = part.get_payload(decode=True) or b""
         # A file has a filename, or failing that (RFC 7578 only says SHOULD) a type other than text.
-        is_file = name not in text_fields and (
-            part.get_filename() is not None or part.get_content_maintype() not in ("text", "multipart"))
+        is_file = part.get_filename() is not None or (
+            name not in text_fields and part.get_content_maintype() not in ("text", "multipart"))
         fields[name] = payload if is_file else payload.decode("utf-8", errors="replace")
     return fields
 

@@ -147,6 +147,12 @@ def test_a_forms_plain_fields_are_text_whatever_type_their_part_is_labelled(call
     assert pants["index"] == 1 and pants["category"] == "skirt" and pants["category_source"] == "request"
 
 
+def test_a_file_sent_under_a_parameters_name_is_refused_without_being_quoted(call):
+    content_type, body = multipart({"image": PHOTO, "k": PHOTO})
+    status, _, problem = call("POST", "/search", body, content_type)
+    assert status == 422 and problem["detail"] == '"k" must be an integer', problem
+
+
 def test_a_photo_without_garments_answers_no_garments(call, monkeypatch):
     use_detector(monkeypatch, FixedDetector(garments=()))
     status, _, answer = call("POST", "/search", PHOTO, "image/jpeg")
