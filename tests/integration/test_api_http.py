@@ -128,6 +128,8 @@ def test_page_health_and_openapi_are_served(served):
     _, port, saved = served
     status, content_type, page = request(port, "GET", "/")
     assert status == 200 and content_type.startswith("text/html") and b"<title>" in page
+    status, content_type, page = request(port, "HEAD", "/")  # as CloudFront answers it
+    assert status == 200 and content_type.startswith("text/html") and page == b""
     status, _, health = request(port, "GET", "/health")
     assert status == 200 and health["items"]["indexed"] == len(saved) and set(health["shops"]) == set(SHOPS)
     status, _, document = request(port, "GET", "/openapi.json")

@@ -411,7 +411,7 @@ class LocalRuntime:
             def _handle(self):
                 path = urlsplit(self.path).path
                 has_body = (self.headers.get("content-length") or "0").strip() != "0" or "transfer-encoding" in self.headers
-                if self.command == "GET" and path in pages:
+                if self.command in ("GET", "HEAD") and path in pages:  # as CloudFront serves the page
                     # A body nobody reads would be taken for the next request: the connection ends.
                     self._reply(200, {"content-type": pages[path][1], "cache-control": "no-cache"}, pages[path][0].read_bytes(), close=has_body)
                     return
