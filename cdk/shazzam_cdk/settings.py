@@ -37,7 +37,7 @@ CRON = re.compile(r"cron\((\S+(?: \S+){5})\)")
 
 def is_schedule_expression(expression: object) -> bool:
     """An expression in EventBridge's forms: rate(<n> <unit>), singular for 1 only, or cron(<six
-    fields>) with `?` for the day of the month or of the week (the fields' values are EventBridge's
+    fields>) with `?` for one of the day of the month and the day of the week (the fields' values are EventBridge's
     to check at deploy)."""
     if not isinstance(expression, str):
         return False
@@ -45,7 +45,7 @@ def is_schedule_expression(expression: object) -> bool:
         return (rate.group(3) == "s") == (int(rate.group(1)) > 1)
     if cron := CRON.fullmatch(expression):
         fields = cron.group(1).split()
-        return "?" in (fields[2], fields[4])
+        return (fields[2], fields[4]).count("?") == 1
     return False
 
 

@@ -71,7 +71,7 @@ def test_a_schedule_in_eventbridges_forms_is_kept(expression):
 
 @pytest.mark.parametrize(
     "expression", ["every five minutes", "rate(0 minutes)", "rate(1 minutes)", "rate(5 minute)", "rate(2 weeks)", "cron(0 12 * * MON *)",
-                   "cron(0 12 * * ?)", ""]
+                   "cron(0 12 * * ?)", "cron(0 12 ? * ? *)", ""]
 )
 def test_a_schedule_expression_eventbridge_cannot_read_is_refused(expression):
     with pytest.raises(ValueError, match=rf"schedules: index {re.escape(repr(expression))} is not rate\("):
