@@ -94,12 +94,17 @@ def test_an_index_run_overlapped_by_another_publishes_nothing_it_read_before(run
 
 
 def test_a_photo_put_into_incoming_under_a_file_name_is_detected_and_reported(runtime, whole_image):
-    runtime.store.put("incoming/street-1.jpg", IMAGE)  # by hand, as a file is named
+    names = ("street-1.jpg", "street 1.jpg", "street/1.jpg", "street_1_jpg")  # by hand, as files are named
+    for name in names:
+        runtime.store.put(f"incoming/{name}", IMAGE)
     runtime.drain()
     runtime.fire_schedule("index")
-    # No shop sells it, so no search could show it: its garment is reported, not indexed.
-    assert runtime.db.run_query("SELECT id, category, embedding_status FROM detections") == [
-        {"id": "street-1_jpg-000", "category": "skirt", "embedding_status": "skipped"}]
+    # No shop sells them, so no search could show them: their garments are reported, not indexed;
+    # names alike but for what a key's stem cannot hold are each their own photo.
+    rows = runtime.db.run_query("SELECT id, category, embedding_status FROM detections ORDER BY id")
+    assert rows == sorted(({"id": ids.detection_id(ids.image_id_of_name(name), 0), "category": "skirt", "embedding_status": "skipped"}
+                           for name in names), key=lambda row: row["id"])
+    assert len({row["id"] for row in rows}) == 4 and "street_1_jpg-000" in {row["id"] for row in rows}  # a clean name is kept
     assert [info.key for info in runtime.store.list()] == []  # moved, then consumed; no shard
 
 
