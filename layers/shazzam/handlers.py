@@ -22,6 +22,7 @@ def s3_stage_handler(stage: Callable[[app_module.App, str], StageResult], servic
 
     @logger.inject_lambda_context
     def lambda_handler(event: dict, context) -> dict:
+        event = redriven_event(event)
         check_s3_notification(event, service)
         app = app_module.current()
         results = []
@@ -36,6 +37,16 @@ def s3_stage_handler(stage: Callable[[app_module.App, str], StageResult], servic
         return {"results": results}
 
     return lambda_handler
+
+
+def redriven_event(event):
+    """The event itself, also when what arrives is the record of Lambda's on-failure destination
+    that the failure queue holds (the event under `requestPayload`, beside why it failed): a
+    message of that queue given back to its function is a redrive of the event it names."""
+    if (isinstance(event, dict) and isinstance(event.get("requestPayload"), dict)
+            and isinstance(event.get("requestContext"), dict) and "condition" in event["requestContext"]):
+        return event["requestPayload"]
+    return event
 
 
 def check_s3_notification(event, service: str) -> None:
@@ -57,6 +68,7 @@ def scheduled_handler(job: Callable[..., dict], service: str, options: tuple[str
 
     @logger.inject_lambda_context
     def lambda_handler(event: dict, context) -> dict:
+        event = redriven_event(event)
         if not isinstance(event, dict) or "detail-type" not in event:
             # A misaimed invoke (an S3 notification, the console's test event) must not start a crawl of every shop.
             raise ValueError("not an EventBridge event (it has no detail-type)")

@@ -125,6 +125,24 @@ def test_replayed_events_change_nothing(backend):
     assert sum(app.shards.categories().values()) == 1
 
 
+def failure_record(event: dict) -> dict:
+    """What Lambda's on-failure destination puts in a function's failure queue for an event it gave up on."""
+    return {"version": "1.0", "timestamp": "2026-12-01T10:00:00.000Z",
+            "requestContext": {"requestId": "c0ffee", "functionArn": "arn:aws:lambda:eu-west-1:123456789012:function:detect:$LATEST",
+                               "condition": "RetriesExhausted", "approximateInvokeCount": 3},
+            "requestPayload": event,
+            "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+            "responsePayload": {"errorMessage": "SlowDown", "errorType": "ClientError"}}
+
+
+def test_a_message_of_the_failure_queue_given_back_to_its_function_redrives_its_event(backend):
+    app, invoke = backend
+    incoming = sample_event("s3-incoming.json")
+    put_sample_image(app, event_key(incoming))
+    assert [r["status"] for r in invoke("detect", failure_record(incoming))["results"]] == ["done"]
+    assert invoke("index", failure_record(sample_event("scheduled-index.json"))) == invoke("index", sample_event("scheduled-index.json"))
+
+
 def test_an_event_for_an_object_gone_is_skipped_and_logged(backend, caplog):
     """A failure queue redriven after the bucket's lifecycle deleted the object: nothing to do,
     and the log says so (the invocation succeeds, so Lambda's own records say nothing)."""
