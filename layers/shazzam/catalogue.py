@@ -1125,8 +1125,13 @@ def get_item(db: Database, product_id: str) -> dict | None:
         row["is_dead"] = bool(row["is_dead"]) or not row.pop("shop_active")  # a shop taken off sells nothing here
         # Its own pictures, then those it shares with other products (linked, at its own addresses
         # where it has copies of them).
+        # In the page's order (a client shows the first as the main photo); one it no longer links, last.
+        at_position = sa.and_(product_images.c.image_id == images.c.id, product_images.c.product_id == product_id)
         owned = connection.execute(
-            sa.select(images.c.src_link).where(images.c.product_id == product_id, images.c.is_dead.is_(False)).order_by(images.c.id)
+            sa.select(images.c.src_link)
+            .outerjoin(product_images, at_position)
+            .where(images.c.product_id == product_id, images.c.is_dead.is_(False))
+            .order_by(product_images.c.position.is_(None), product_images.c.position, images.c.id)
         ).scalars()
         linked = connection.execute(
             sa.select(_shown_at(product_id, images.c.id))

@@ -483,6 +483,17 @@ def test_mark_indexed_in_chunks(db, image_with_detections):
     assert catalogue.counts(db)["indexed"] == 600
 
 
+def test_an_items_pictures_come_in_the_pages_order(db):
+    shop_id = catalogue.add_shop(db, SHOP)
+    product_id = catalogue.save_product(db, shop_id, product())
+    # the page's first picture has the larger id, so an order by id would show it last
+    first, second = sorted((f"{SHOP}/a.jpg", f"{SHOP}/b.jpg"), key=ids.image_id, reverse=True)
+    for position, url in enumerate((first, second)):
+        catalogue.save_image(db, ids.image_id(url), url, product_id)
+        catalogue.link_image(db, product_id, ids.image_id(url), position)
+    assert catalogue.get_item(db, product_id)["image_urls"] == [first, second]
+
+
 def test_mark_product_dead_marks_its_images(db, image_with_detections):
     shop_id, product_id, image_id = image_with_detections
     other_product = catalogue.save_product(db, shop_id, product(url=f"{SHOP}/p/2"))
