@@ -44,7 +44,8 @@ cut out and classified among its detector class's categories as a search does
 category comes out right, so the served search would look in the right shard).
 
 Before measuring, the evaluation refuses (EvaluationError) when a test image's content is also in
-the gallery (sha256 of the file bytes) or when a model file does not match its manifest's sha256.
+the gallery (sha256 of the file bytes), when a model file does not match its manifest's sha256, or
+when `--ccp` holds no photo 0701-0800 with its mask (those without are counted in the report).
 Embeddings are cached in .npz files keyed by the model file's sha256, its views, the
 preprocessing code and the dataset's file contents, so a rerun only re-times the models.
 """
@@ -479,7 +480,14 @@ class StreetCrops:
 
         self.ccp = ccp = CCP(ccp_dir)
         self.photos = f"{VALIDATION.start:04d}-{VALIDATION.stop - 1:04d}"
+        # Refused here, before any embedding: with no crop to search, the street figures cannot be had.
+        present = ccp.numbers(VALIDATION)
+        if not present:
+            raise EvaluationError(f"no CCP photos {self.photos} under {ccp_dir} (each needs photos/NNNN.jpg and masks/NNNN.png)")
+        self.skipped = len(VALIDATION) - len(present)  # without a photo or a mask
         garments = list(ccp.garments(VALIDATION))
+        if not garments:
+            raise EvaluationError(f"no garment of a catalogue category in CCP photos {self.photos} under {ccp_dir}")
         self.numbers = [number for number, _, _, _ in garments]
         self.boxes = [box for _, _, box, _ in garments]
         self.crops = [get_subsection_of_image(photo, box) for _, _, box, photo in garments]
@@ -508,7 +516,7 @@ def street_figures(model, sha256: str, gallery_labels: np.ndarray, gallery_index
     relevant = gallery_labels[rows] == street.labels[:, None]
     totals = np.array([np.sum(gallery_labels == label) for label in street.labels])
     predicted = np.array(model.categories)[stored["probabilities"].argmax(axis=1)]
-    return {"street_crops": len(street.crops), "street_photos": street.photos,
+    return {"street_crops": len(street.crops), "street_photos": street.photos, "street_photos_skipped": street.skipped,
             "street_precision_at_1": precision_at_k(relevant, 1), "street_precision_at_10": precision_at_k(relevant, 10),
             "street_map_at_10": mean_average_precision_at_k(relevant, totals, MAP_K),
             "street_accuracy": float(np.mean(predicted == street.labels))}
@@ -897,6 +905,9 @@ def format_report(report: dict) -> str:
     for figures in filter(None, (model, baseline)):
         if figures.get("trained_on_validation"):
             lines.append(f"{figures['model']} was trained on train + validation: no validation figure (the test split is held out)")
+    if model.get("street_photos_skipped"):
+        lines.append(f"street crops: {model['street_photos_skipped']} of the CCP photos {model['street_photos']} skipped "
+                     "(no photo or no mask)")
     if model.get("street_look_detector"):
         lines.append(f"street garments found by {model['street_look_detector']}: a box it shows overlaps the garment's "
                      "(IoU >= 0.5); named right: that box's crop classified among its detector class's categories, as a search does")

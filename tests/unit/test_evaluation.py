@@ -446,6 +446,39 @@ def test_street_garments_with_the_whole_image_detector(tmp_path):
     assert seen == {"street_look_detector": "whole-image-v0", "street_look_found": 1.0, "street_look_named": 1.0}
 
 
+def test_a_ccp_folder_without_held_out_photos_is_refused_before_embedding(tmp_path, monkeypatch):
+    """labels.json alone, or photos without their masks: no street crop to search, said before
+    minutes of embedding (it used to fail after them, in a stack of no arrays)."""
+    def no_embedding(*args, **kwargs):
+        raise AssertionError("embedded before refusing")
+
+    monkeypatch.setattr(evaluation, "embed_items", no_embedding)
+    data = _tiny_dataset(tmp_path / "data")
+    photo, mask = Image.new("RGB", (300, 400)), np.ones((400, 300), dtype=np.uint8)
+    ccp = write_ccp(tmp_path / "ccp", ["null", "dress"], {701: (photo, mask), 702: (photo, mask)})
+    for number in (701, 702):
+        (ccp / "masks" / f"{number:04d}.png").unlink()
+    with pytest.raises(EvaluationError, match="no CCP photos 0701-0800 under .*ccp"):
+        evaluation.run_evaluation(data, MODELS / "garment_v5.json", robustness=0, cache_dir=None, ccp_dir=ccp)
+    # Garments none of which names a catalogue category: no crop either.
+    skin = write_ccp(tmp_path / "skin", ["null", "skin"], {701: (photo, mask)})
+    with pytest.raises(EvaluationError, match="no garment of a catalogue category"):
+        evaluation.run_evaluation(data, MODELS / "garment_v5.json", robustness=0, cache_dir=None, ccp_dir=skin)
+
+
+def test_the_report_says_how_many_held_out_photos_were_skipped(tmp_path):
+    photo, mask = Image.new("RGB", (300, 400)), np.ones((400, 300), dtype=np.uint8)
+    street = evaluation.StreetCrops(write_ccp(tmp_path / "ccp", ["null", "dress"], {701: (photo, mask), 702: (photo, mask)}))
+    assert street.skipped == 98  # 0703-0800: no photo, no mask
+    figures = {"model": "m", "sha256": "0" * 64, "street_crops": 2, "street_photos": street.photos, "street_photos_skipped": 98,
+               "confusion_test": {"categories": ["dress"], "rows_true_columns_predicted": [[1]]}}
+    report = {"model": {**figures, "targets": evaluation.targets_report(figures)},
+              "data": {"path": "d", "images": {"test": 1}, "gallery_size": 1, "metric": "L1"},
+              "timing": {"statistic": "median", "images": 1, "threads": 1},
+              "vgg16_fc7": {"measured": False, "file": None, "how": "make vgg16-baseline"}, "seconds": 0}
+    assert "street crops: 98 of the CCP photos 0701-0800 skipped (no photo or no mask)" in evaluation.format_report(report)
+
+
 @pytest.mark.shared_data
 def test_street_crops_are_searched_and_classified(handful, tmp_path):
     """Garments cut out of CCP's held-out photos (0701-0800) by their masks, searched against the
