@@ -191,17 +191,27 @@ def evaluate_ccp(detector, ccp, numbers: Sequence[int], progress: Callable[[int,
 
 
 def top_label_agreement(detector, root: Path, split: str = "test", progress=None) -> dict | None:
-    """clothing-dataset-small's `split`: the share whose best detection is the folder's class."""
-    from shazzam.images import load_image
+    """clothing-dataset-small's `split`: the share whose best detection is the folder's class.
+    Files that are not images (by suffix, as `shazzam eval` takes them) are passed over; images that
+    do not decode are skipped, and named in the report (`unreadable`)."""
+    from shazzam.evaluation import IMAGE_SUFFIXES
+    from shazzam.images import ImageError, load_image
 
     folder = Path(root) / split
     if not folder.is_dir():
         return None
-    photos = sorted((category.name, path) for category in folder.iterdir() if category.is_dir() for path in category.iterdir() if path.is_file())
+    photos = sorted((category.name, path) for category in folder.iterdir() if category.is_dir() for path in category.iterdir()
+                    if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
     per_category: dict[str, list[int]] = {}
     one_box = other_class_boxes = 0
+    unreadable = []
     for done, (category, path) in enumerate(photos, 1):
-        found = detector.detect(load_image(path.read_bytes()), masks=False)
+        try:
+            image = load_image(path.read_bytes())
+        except (ImageError, OSError):  # one bad file of thousands should not cost the whole run
+            unreadable.append(str(path))
+            continue
+        found = detector.detect(image, masks=False)
         wanted = DETECTOR_CLASS_OF.get(category)
         agrees = bool(found) and found[0].label == wanted
         one_box += len(found) == 1 and agrees
@@ -218,6 +228,7 @@ def top_label_agreement(detector, root: Path, split: str = "test", progress=None
         "per_category": {category: a / n for category, (a, n) in sorted(per_category.items())},
         "one_box_share": one_box / total if total else None,
         "other_class_boxes_per_photo": other_class_boxes / total if total else None,
+        "unreadable": unreadable,
     }
 
 
@@ -355,13 +366,18 @@ def format_report(report: dict) -> str:
     lines.append(f"latency {latency['median']:.1f} ms median, {latency['p90']:.1f} ms p90 per photo (1 thread)")
     lines.append(f"model {report['model_bytes'] / 1e6:.2f} MB")
     agreement = report.get("agreement")
-    if agreement:
+    if not agreement:
+        lines.append("clothing-dataset-small: not found, agreement not measured")
+    elif not agreement["photos"]:
+        lines.append("clothing-dataset-small test: no readable photo, agreement not measured")
+    else:
         per = ", ".join(f"{c} {s:.0%}" for c, s in agreement["per_category"].items())
         lines.append(f"clothing-dataset-small test: top label agrees on {agreement['share']:.1%} of {agreement['photos']} ({per})")
         lines.append(f"  one garment each: exactly one box, of its class, on {agreement['one_box_share']:.1%}; "
                      f"{agreement['other_class_boxes_per_photo']:.2f} boxes of other classes per photo")
-    else:
-        lines.append("clothing-dataset-small: not found, agreement not measured")
+    unreadable = (agreement or {}).get("unreadable")
+    if unreadable:
+        lines.append(f"  {len(unreadable)} unreadable image(s) skipped: {', '.join(unreadable[:3])}{' ...' if len(unreadable) > 3 else ''}")
     lines.append("targets:")
     for check in report["targets"]:
         verdict = "not measured" if check["met"] is None else ("met" if check["met"] else "NOT MET")

@@ -250,3 +250,27 @@ def test_agreement_counts_what_a_product_shot_should_not_give(tmp_path):
     below = {**report, "metrics": {**report["metrics"], "map50": 0.7196}}
     line = next(line for line in format_report({**below, "targets": targets(below)}).splitlines() if line.strip().startswith("mAP@0.5 "))
     assert line.split()[1:] == ["0.7196", ">=", "0.72", "NOT", "MET"]
+
+
+def test_agreement_passes_over_other_files_and_skips_unreadable_images(tmp_path):
+    """A stray file in clothing-dataset-small (notes, .DS_Store, a broken download) used to abort
+    eval-detector after its whole CCP pass, naming no file."""
+    from shazzam.detection_eval import format_report, top_label_agreement
+    from tests.support.detectors import FixedDetector
+
+    (tmp_path / "test" / "dress").mkdir(parents=True)
+    Image.new("RGB", (40, 60), "white").save(tmp_path / "test" / "dress" / "0.png")
+    (tmp_path / "test" / "dress" / "notes.txt").write_text("not an image, not a photo to count")
+    (tmp_path / "test" / "dress" / "broken.jpg").write_bytes(b"not a picture")
+    agreement = top_label_agreement(FixedDetector((("dress", 0.9, (0.1, 0.1, 0.9, 0.9)),)), tmp_path)
+    assert agreement["photos"] == 1 and agreement["share"] == 1.0
+    assert agreement["unreadable"] == [str(tmp_path / "test" / "dress" / "broken.jpg")]
+    report = {"model": "fixed", "photos": 0, "photo_range": [701, 800], "held_out": True, "postprocess": {},
+              "metrics": detection_metrics({}, {}), "served": detection_metrics({}, {}),
+              "latency_ms": {"median": 1.0, "p90": 1.0}, "model_bytes": 1, "agreement": agreement}
+    assert f"1 unreadable image(s) skipped: {tmp_path}/test/dress/broken.jpg" in format_report({**report, "targets": targets(report)})
+    (tmp_path / "test" / "dress" / "0.png").write_bytes(b"broken too")
+    nothing = top_label_agreement(FixedDetector(), tmp_path)
+    assert nothing["photos"] == 0 and len(nothing["unreadable"]) == 2
+    report["agreement"] = nothing
+    assert "no readable photo, agreement not measured" in format_report({**report, "targets": targets(report)})
