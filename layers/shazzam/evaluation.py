@@ -44,8 +44,8 @@ cut out and classified among its detector class's categories as a search does
 category comes out right, so the served search would look in the right shard).
 
 Before measuring, the evaluation refuses (EvaluationError) when a test image's content is also in
-the gallery (sha256 of the file bytes), when a model file does not match its manifest's sha256, or
-when `--ccp` holds no photo 0701-0800 with its mask (those without are counted in the report).
+the gallery (sha256 of the file bytes), when a model file does not match its manifest's sha256, when
+a class folder is not one of the models' categories, or when `--ccp` holds no photo 0701-0800 with its mask (those without are counted in the report).
 Embeddings are cached in .npz files keyed by the model file's sha256, its views, the
 preprocessing code and the dataset's file contents, so a rerun only re-times the models.
 """
@@ -264,19 +264,26 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def load_dataset(data_dir: str | Path) -> dict[str, list[Item]]:
-    """Every split's items with their content hashes; EvaluationError when a split is missing or empty."""
+def load_dataset(data_dir: str | Path, categories: Iterable[str] | None = None) -> dict[str, list[Item]]:
+    """Every split's items with their content hashes; EvaluationError when a split is missing or
+    empty, or when a class folder is not one of `categories` (the models'; None: any name)."""
     data_dir = Path(data_dir)
-    dataset = {}
+    listed = {}
     for split in SPLITS:
         try:
-            listed = list_split(data_dir, split)
+            listed[split] = list_split(data_dir, split)
         except FileNotFoundError as exc:
             raise EvaluationError(f"{exc} (expected {data_dir}/{{{','.join(SPLITS)}}}/<class>/*.jpg)") from None
-        if not listed:
+        if not listed[split]:
             raise EvaluationError(f"the {split} split under {data_dir} holds no images")
-        dataset[split] = [Item(path, label, file_sha256(path)) for path, label in listed]
-    return dataset
+    if categories is not None:
+        # Said now, before hashing and embedding: the confusion matrix would refuse them only at the end.
+        categories = list(categories)
+        unknown = sorted({label for split in SPLITS for _, label in listed[split]} - set(categories))
+        if unknown:
+            raise EvaluationError(f"class folder(s) under {data_dir} that are not the model's categories: {', '.join(unknown)} "
+                                  f"(it classifies {', '.join(categories)}); rename or remove them")
+    return {split: [Item(path, label, file_sha256(path)) for path, label in listed[split]] for split in SPLITS}
 
 
 def check_disjoint(queries: list[Item], gallery: list[Item]) -> None:
@@ -313,6 +320,12 @@ def verify_manifest(manifest_path: str | Path) -> dict:
             f"{manifest['sha256']}. Refusing to evaluate a model file other than the one the manifest describes."
         )
     return manifest
+
+
+def manifest_categories(manifest: dict) -> list[str] | None:
+    """The categories a manifest's classifier names, in its order; None when it names none."""
+    named = ((manifest.get("outputs") or {}).get("probabilities") or {}).get("categories")
+    return list(named) if named else None
 
 
 def resolve_manifest(name: str | None, model_dir: str | Path | None = None) -> Path:
@@ -733,9 +746,10 @@ def run_evaluation(data_dir: str | Path, model_manifest: Path, baseline_manifest
     manifests = {"model": Path(model_manifest)}
     if baseline_manifest is not None:
         manifests["baseline"] = Path(baseline_manifest)
-    for manifest in manifests.values():
-        verify_manifest(manifest)
-    dataset = load_dataset(data_dir)
+    classified = [manifest_categories(verify_manifest(manifest)) for manifest in manifests.values()]
+    known = [named for named in classified if named is not None]
+    categories = [c for c in known[0] if all(c in named for named in known)] if known else None  # every model's
+    dataset = load_dataset(data_dir, categories)
     gallery_items = [item for split in GALLERY_SPLITS for item in dataset[split]]
     check_disjoint(dataset[QUERY_SPLIT], gallery_items)
     cache = EmbeddingCache(cache_dir)

@@ -304,6 +304,23 @@ def test_the_committed_models_match_their_manifests():
         assert verify_manifest(MODELS / f"{name}.json")["name"] == name
 
 
+def test_a_class_folder_the_model_does_not_classify_is_refused_up_front(tmp_path, monkeypatch):
+    """A folder name no model classifies used to fail in the confusion matrix, after all the embedding."""
+    def no_embedding(*args, **kwargs):
+        raise AssertionError("embedded before refusing")
+
+    monkeypatch.setattr(evaluation, "embed_items", no_embedding)
+    data = _tiny_dataset(tmp_path / "data")
+    for split, name in (("test", "jacket"), ("train", "Dress")):
+        (data / split / name).mkdir()
+        _garment_picture(7).save(data / split / name / "0.jpg")
+    with pytest.raises(EvaluationError, match=r"not the model's categories: Dress, jacket \(it classifies dress, hat, "):
+        evaluation.load_dataset(data, ["dress", "hat", "shoes"])
+    with pytest.raises(EvaluationError, match="not the model's categories: Dress, jacket"):
+        evaluation.run_evaluation(data, MODELS / "garment_v5.json", MODELS / "garment_v0.json", robustness=0, cache_dir=None)
+    assert set(evaluation.load_dataset(data)) == set(evaluation.SPLITS)  # no categories given: any name
+
+
 def test_missing_split_is_a_clear_error(tmp_path):
     (tmp_path / "train" / "hat").mkdir(parents=True)
     with pytest.raises(EvaluationError, match="no train split|holds no images"):
