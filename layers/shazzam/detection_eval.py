@@ -32,7 +32,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from shazzam.evaluation import beside_target
+from shazzam.evaluation import beside_target, writable_folder
 from shazzam.regions import iou
 from shazzam.taxonomy import DETECTOR_CLASS_OF, DETECTOR_CLASSES
 
@@ -267,12 +267,15 @@ def run(manifest: Path, data: Path, small_data: Path | None, out: Path | None = 
     """The whole evaluation of the detector in `manifest` (see the module's docstring).
 
     `photos` scores other CCP photos than the validation set (training photos 0601-0700 are where
-    postprocess settings are chosen); `overrides` replaces manifest postprocess settings."""
+    postprocess settings are chosen); `overrides` replaces manifest postprocess settings.
+    EvaluationError (a ValueError) when `out` cannot be a folder, before anything is measured."""
     from dataclasses import asdict, replace
 
     from shazzam.ccp import CCP, VALIDATION
     from shazzam.detector import GarmentDetector
 
+    if out is not None:
+        writable_folder(out, "--out")
     detector = GarmentDetector.from_manifest(manifest, num_threads=1)
     if overrides:
         detector.settings = replace(detector.settings, **overrides)  # checked by Postprocess itself

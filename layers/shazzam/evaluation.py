@@ -45,7 +45,9 @@ category comes out right, so the served search would look in the right shard).
 
 Before measuring, the evaluation refuses (EvaluationError) when a test image's content is also in
 the gallery (sha256 of the file bytes), when a model file does not match its manifest's sha256, when
-a class folder is not one of the models' categories, or when `--ccp` holds no photo 0701-0800 with its mask (those without are counted in the report).
+the cache or picture folder cannot be made or written in, when a class folder is not one of the
+models' categories, or when `--ccp` holds no photo 0701-0800 with its mask (those without are
+counted in the report).
 Embeddings are cached in .npz files keyed by the model file's sha256, its views, the
 preprocessing code and the dataset's file contents, so a rerun only re-times the models.
 """
@@ -55,6 +57,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -326,6 +329,19 @@ def manifest_categories(manifest: dict) -> list[str] | None:
     """The categories a manifest's classifier names, in its order; None when it names none."""
     named = ((manifest.get("outputs") or {}).get("probabilities") or {}).get("categories")
     return list(named) if named else None
+
+
+def writable_folder(path: str | Path, option: str) -> Path:
+    """`path`, made a folder now (before minutes of measuring that would end in writing there);
+    EvaluationError, naming `option`, when it cannot be one (under a file, no permission)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EvaluationError(f"{option} {path}: cannot make that folder ({exc.strerror or exc})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise EvaluationError(f"{option} {path}: this user cannot write in that folder")
+    return path
 
 
 def resolve_manifest(name: str | None, model_dir: str | Path | None = None) -> Path:
@@ -747,6 +763,9 @@ def run_evaluation(data_dir: str | Path, model_manifest: Path, baseline_manifest
     if baseline_manifest is not None:
         manifests["baseline"] = Path(baseline_manifest)
     classified = [manifest_categories(verify_manifest(manifest)) for manifest in manifests.values()]
+    for folder, option in ((cache_dir, "--cache"), (out_dir, "--out")):
+        if folder is not None:
+            writable_folder(folder, option)
     known = [named for named in classified if named is not None]
     categories = [c for c in known[0] if all(c in named for named in known)] if known else None  # every model's
     dataset = load_dataset(data_dir, categories)

@@ -274,3 +274,21 @@ def test_agreement_passes_over_other_files_and_skips_unreadable_images(tmp_path)
     assert nothing["photos"] == 0 and len(nothing["unreadable"]) == 2
     report["agreement"] = nothing
     assert "no readable photo, agreement not measured" in format_report({**report, "targets": targets(report)})
+
+
+def test_an_out_folder_that_cannot_be_made_is_refused_before_the_ccp_pass(tmp_path, capsys):
+    """It used to fail in drawing the picture, after the whole evaluation, and print no report."""
+    from shazzam import cli
+    from shazzam.detection_eval import run
+    from shazzam.evaluation import EvaluationError
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    manifest = tmp_path / "detector.json"
+    manifest.write_text("{}")  # never read: the folder is refused first
+    with pytest.raises(EvaluationError, match="^--out .*a-file/pictures: cannot make that folder"):
+        run(manifest, tmp_path / "ccp", None, a_file / "pictures")
+    assert cli.main(["eval-detector", "--model", str(manifest), "--data", str(tmp_path), "--small-data", "",
+                     "--out", str(a_file / "pictures")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("shazzam eval-detector: --out ") and err.count("\n") == 1

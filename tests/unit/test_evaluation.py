@@ -321,6 +321,26 @@ def test_a_class_folder_the_model_does_not_classify_is_refused_up_front(tmp_path
     assert set(evaluation.load_dataset(data)) == set(evaluation.SPLITS)  # no categories given: any name
 
 
+def test_an_out_or_cache_folder_that_cannot_be_made_is_refused_before_measuring(tmp_path, monkeypatch, capsys):
+    """It used to fail at the end, in writing there, and print none of the report."""
+    def no_embedding(*args, **kwargs):
+        raise AssertionError("embedded before refusing")
+
+    monkeypatch.setattr(evaluation, "embed_items", no_embedding)
+    data = _tiny_dataset(tmp_path / "data")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    for option, keyword in (("--out", "out_dir"), ("--cache", "cache_dir")):
+        with pytest.raises(EvaluationError, match=f"^{option} .*a-file/eval: cannot make that folder"):
+            evaluation.run_evaluation(data, MODELS / "garment_v5.json", robustness=0, **{"cache_dir": None, keyword: a_file / "eval"})
+        assert cli.main(["--data-dir", str(tmp_path / "dd"), "eval", "--data", str(data), option, str(a_file / "eval")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"shazzam eval: {option} ") and err.count("\n") == 1
+    with pytest.raises(EvaluationError, match="^--out .*a-file: cannot make that folder"):
+        evaluation.run_evaluation(data, MODELS / "garment_v5.json", robustness=0, cache_dir=None, out_dir=a_file)
+    assert evaluation.writable_folder(tmp_path / "new" / "out", "--out").is_dir()
+
+
 def test_missing_split_is_a_clear_error(tmp_path):
     (tmp_path / "train" / "hat").mkdir(parents=True)
     with pytest.raises(EvaluationError, match="no train split|holds no images"):
