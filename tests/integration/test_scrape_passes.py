@@ -570,10 +570,10 @@ def test_an_image_whose_download_failed_for_a_passing_reason_is_fetched_again(ru
 def raw_one_page_shop(runtime):
     """A shop (raw bytes: answers http.server will not send) of one product page showing img/p.jpg,
     registered; `picture()` gives the picture's answer, [(pause_s, bytes or HANG_UP), ...], at
-    each request for it."""
+    each request for it, and `title()` the product's title."""
     shops = []
 
-    def start(picture) -> RawShop:
+    def start(picture, title=lambda: "Tee") -> RawShop:
         def script(number, path):
             if path == "/img/p.jpg":
                 return picture()
@@ -581,7 +581,7 @@ def raw_one_page_shop(runtime):
                 return [(0, answer(200, f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc>{shop.base_url}p/tee.html'
                                         f"</loc></url></urlset>".encode(), {"Content-Type": "text/xml"}))]
             if path == "/p/tee.html":
-                return [(0, answer(200, product_html(shop.base_url, "Tee", ["img/p.jpg"]), {"Content-Type": "text/html"}))]
+                return [(0, answer(200, product_html(shop.base_url, title(), ["img/p.jpg"]), {"Content-Type": "text/html"}))]
             return [(0, answer(404, b"not here"))]
 
         shop = RawShop(script)
@@ -672,6 +672,20 @@ def test_an_error_page_where_a_stored_picture_was_at_revalidate_keeps_the_pictur
     report = revalidate_products(runtime.app, Summary())
     kept = catalogue.get_image(runtime.db, ids.image_id(shop.base_url + "img/p.jpg"))
     assert report["images_checked"] == 1 and report["images_replaced"] == 0 and kept["status"] == "new" and kept["content_sha256"]
+
+
+def test_an_error_page_where_a_stored_picture_was_at_a_changed_page_keeps_the_picture(runtime, raw_one_page_shop):
+    """The page changed during the CDN's bad minute: the picture, fetched again with it, is an error
+    page; the stored picture stays as it was, and is not failed for good."""
+    picture = [(0, answer(200, jpeg(Image.new("RGB", (64, 64), (200, 30, 30))), {"Content-Type": "image/jpeg"}))]
+    title = ["Tee"]
+    shop = raw_one_page_shop(lambda: picture, lambda: title[0])
+    assert pipeline.scrape(runtime.app)["images_uploaded"] == 1
+    runtime.drain()
+    picture[:], title[0] = [(0, ERROR_PAGE)], "Tee, now cheaper"
+    report = pipeline.scrape(runtime.app, force=True)
+    kept = catalogue.get_image(runtime.db, ids.image_id(shop.base_url + "img/p.jpg"))
+    assert report["errors.not-an-image"] == 1 and kept["status"] == "detected", kept
 
 
 def test_a_stored_picture_whose_fetch_again_failed_is_ingested_once_it_answers(runtime, shop):

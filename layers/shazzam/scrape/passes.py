@@ -330,11 +330,12 @@ class SourcePass:
         if result.status != 200:
             return self._image_failed(image_id, product_id, position, f"http-{result.status}", f"HTTP {result.status}", stored, shown)
         if image_format(result.body) is None:
-            return self._image_failed(image_id, product_id, position, "not-an-image", f"not an image ({result.content_type or 'no type'})")
+            return self._image_failed(image_id, product_id, position, "not-an-image", f"not an image ({result.content_type or 'no type'})",
+                                      stored, shown)
         try:
             check_catalogue_size(result.body)  # said here, not by detect after the picture was stored for nothing
         except ImageError as error:
-            return self._image_failed(image_id, product_id, position, "too-large", str(error))
+            return self._image_failed(image_id, product_id, position, "too-large", str(error), stored, shown)
         digest = hashlib.sha256(result.body).hexdigest()
         self.remember(url, CachedPage(result.etag, result.last_modified, digest))
         if stored and row["content_sha256"] == digest:
