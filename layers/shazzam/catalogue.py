@@ -441,7 +441,10 @@ def images_to_fetch_again(db: Database, product_ids: Sequence[str]) -> list[dict
     that category: detect crops the garment of the new owner's, and embed moves its vector to that
     shard), and those alive again whose garments left the shards when they died, an hour ago or
     more (a revival stopped before it fetched them). product_id, src_link, position, stored."""
-    passing = sa.or_(*(images.c.error.like(f"fetch failed ({kind}%") for kind in ("network", "timeout", "rate-limited", "http-429", "http-5")))
+    passing = sa.or_(*(images.c.error.like(f"fetch failed ({kind}%") for kind in ("network", "timeout", "rate-limited", "http-429", "http-5")),
+                     # Refused by detect as over the pixel limit before a JPEG was decoded smaller (a
+                     # picture the scrape still cannot take fails its fetch, as too-large, instead).
+                     images.c.error.like("image is %more than the%allowed"))
     never_stored = sa.and_(images.c.status == "new", images.c.content_sha256.is_(None), images.c.duplicate_of.is_(None))
     undetected = sa.and_(images.c.status == "new", images.c.content_sha256.is_not(None), images.c.duplicate_of.is_(None),
                          images.c.updated_at < utcnow() - UNDETECTED_AFTER)

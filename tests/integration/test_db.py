@@ -257,7 +257,11 @@ def test_images_to_fetch_again_are_the_passing_failures_and_the_never_fetched(db
     shop_id = catalogue.add_shop(db, SHOP, "Example")
     owner = catalogue.save_product(db, shop_id, product())
     states = {"stored": ("new", "ab" * 32, None), "timed-out": ("failed", None, "fetch failed (timeout): slow"),
-              "gone": ("failed", None, "fetch failed (http-404): HTTP 404"), "never-fetched": ("new", None, None)}
+              "gone": ("failed", None, "fetch failed (http-404): HTTP 404"), "never-fetched": ("new", None, None),
+              # refused by detect before a JPEG over the pixel limit was decoded smaller: fetched again
+              "huge": ("failed", None, "image is 8000x5200 = 41600000 pixels, more than the 40000000 allowed"),
+              # refused by the scrape itself, as it still would be: not
+              "too-large": ("failed", None, "fetch failed (too-large): image is 9000x9000 = 81000000 pixels, more than the 64000000 allowed")}
     for position, (name, (status, digest, error)) in enumerate(states.items()):
         image_id = ids.image_id(f"{SHOP}/{name}.jpg")
         catalogue.save_image(db, image_id, f"{SHOP}/{name}.jpg", owner)
@@ -266,13 +270,14 @@ def test_images_to_fetch_again_are_the_passing_failures_and_the_never_fetched(db
             catalogue.link_image(db, owner, image_id, position)
     again = catalogue.images_to_fetch_again(db, [owner])
     assert again == [{"product_id": owner, "src_link": f"{SHOP}/never-fetched.jpg", "position": 0, "stored": False},
-                     {"product_id": owner, "src_link": f"{SHOP}/timed-out.jpg", "position": 1, "stored": False}]
+                     {"product_id": owner, "src_link": f"{SHOP}/timed-out.jpg", "position": 1, "stored": False},
+                     {"product_id": owner, "src_link": f"{SHOP}/huge.jpg", "position": 4, "stored": False}]
     stored = ids.image_id(f"{SHOP}/stored.jpg")
     with db.transaction() as connection:  # an hour on, detect has still not seen it
         connection.execute(sa.update(images).where(images.c.id == stored).values(updated_at=utcnow() - catalogue.UNDETECTED_AFTER))
     assert catalogue.images_to_fetch_again(db, [owner])[1] == {"product_id": owner, "src_link": f"{SHOP}/stored.jpg", "position": 0, "stored": True}
     catalogue.update_image(db, stored, status="detected")
-    assert [row["src_link"] for row in catalogue.images_to_fetch_again(db, [owner])] == [f"{SHOP}/never-fetched.jpg", f"{SHOP}/timed-out.jpg"]
+    assert [row["src_link"] for row in catalogue.images_to_fetch_again(db, [owner])] == [f"{SHOP}/never-fetched.jpg", f"{SHOP}/timed-out.jpg", f"{SHOP}/huge.jpg"]
     garments = [{"id": ids.detection_id(stored, n), "box": [0, 0, 9, 9], "label": "top", "score": 0.9} for n in range(3)]
     catalogue.save_detections(db, stored, garments)
     catalogue.update_detection(db, garments[0]["id"], embedding_status="indexed")
@@ -283,7 +288,7 @@ def test_images_to_fetch_again_are_the_passing_failures_and_the_never_fetched(db
     catalogue.update_detection(db, garments[2]["id"], embedding_status="embedded")
     with db.transaction() as connection:  # its vector waits in vectors/pending/ for an index run, however long
         connection.execute(sa.update(detections).values(updated_at=utcnow() - catalogue.UNFINISHED_AFTER))
-    assert len(catalogue.images_to_fetch_again(db, [owner])) == 2
+    assert len(catalogue.images_to_fetch_again(db, [owner])) == 3
 
 
 def test_images_whose_links_differ_only_in_case_are_all_fetched_again(db):
