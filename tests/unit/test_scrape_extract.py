@@ -443,6 +443,18 @@ def test_fingerprint_changes_with_any_field():
     assert a.fingerprint() == b.fingerprint() != c.fingerprint()
 
 
+def test_a_progressive_jpeg_is_hashed_only_within_a_smaller_pixel_limit(monkeypatch):
+    """Its decode holds every coefficient of the full size: a big one would not fit the scrape function."""
+    from shazzam.scrape import dedup
+
+    monkeypatch.setattr(dedup, "MAX_PROGRESSIVE_HASH_PIXELS", 50 * 50)
+    baseline, progressive = io.BytesIO(), io.BytesIO()
+    Image.new("RGB", (60, 60), (200, 30, 30)).save(baseline, "JPEG")
+    Image.new("RGB", (60, 60), (200, 30, 30)).save(progressive, "JPEG", progressive=True)
+    assert dhash(baseline.getvalue()) is not None and colour_grid(baseline.getvalue()) is not None
+    assert dhash(progressive.getvalue()) is None and colour_grid(progressive.getvalue()) is None
+
+
 def test_dhash_sees_resized_copies():
     original = jpeg(picture(7, 128))
     resized = jpeg(picture(7, 128).resize((60, 60)), quality=60)

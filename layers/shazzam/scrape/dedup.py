@@ -31,6 +31,9 @@ NEAR_DUPLICATE_BITS = 24
 COLOUR_SIDE = 4  # a 4x4 grid of mean RGB: 48 bytes, 96 hex digits
 COLOUR_TOLERANCE = 10
 MAX_HASH_PIXELS = 64_000_000  # decoding bigger images for a hash is not worth the memory
+# A progressive JPEG holds every coefficient of its full size while it decodes, whatever the scale:
+# 64 megapixels of CMYK peak at about 540 MB, more than the scrape function's 512.
+MAX_PROGRESSIVE_HASH_PIXELS = 40_000_000
 
 def _thumbnail(data: bytes, mode: str, size: tuple[int, int], resample: Image.Resampling, draft: int) -> Image.Image | None:
     """The image in `mode` resized to `size` (a JPEG decoded at a reduced scale, at least `draft`
@@ -41,7 +44,7 @@ def _thumbnail(data: bytes, mode: str, size: tuple[int, int], resample: Image.Re
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
-                if image.width * image.height > MAX_HASH_PIXELS:
+                if image.width * image.height > (MAX_PROGRESSIVE_HASH_PIXELS if image.info.get("progressive") else MAX_HASH_PIXELS):
                     return None
                 image.draft(mode, (draft, draft))
                 return to_rgb(image).convert(mode).resize(size, resample)
