@@ -1401,3 +1401,49 @@ def test_a_revival_stopped_before_its_pictures_ingests_them_at_the_next_pass(run
     monkeypatch.setattr(SourcePass, "image", image)
     report = pipeline.scrape(runtime.app, force=True)
     assert report["images_uploaded"] == 1  # its picture ingested again, as the revival would have
+
+
+def two_shops_one_picture(runtime, plain_shop) -> tuple:
+    """Two shops, each selling a tee at /p/tee.html shown at /img/tee.jpg, the same bytes: one
+    picture, stored once, the other shop's a copy of it. Returns the shops, the original's first,
+    and `stock(shop, in_stock)`, which writes the shop's tee page anew."""
+    shops = []
+    for name in ("a", "b"):
+        answers = {"/robots.txt": (200, b""), "/img/tee.jpg": (200, jpeg(tee((30, 30, 200))), {"Content-Type": "image/jpeg"})}
+        shop = plain_shop(answers)
+        answers["/sitemap.xml"] = (200, f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc>{shop.base_url}p/tee.html'
+                                        f"</loc></url></urlset>".encode())
+        catalogue.save_source(runtime.db, ShopSource(base_url=shop.base_url, name=name, strategy="sitemap", local=True, delay_s=0, fetch=FAST))
+        shops.append(shop)
+
+    def stock(shop, in_stock: bool) -> None:
+        data = product_data(shop.base_url, "Tee", ["img/tee.jpg"])
+        data["offers"]["availability"] = "https://schema.org/" + ("InStock" if in_stock else "OutOfStock")
+        shop.answers["/p/tee.html"] = (200, f'<script type="application/ld+json">{json.dumps(data)}</script>'.encode(), {"Content-Type": "text/html"})
+
+    for shop in shops:
+        stock(shop, True)
+    pipeline.scrape(runtime.app, force=True)
+    if catalogue.get_image(runtime.db, ids.image_id(shops[0].base_url + "img/tee.jpg"))["duplicate_of"]:
+        shops.reverse()
+    assert catalogue.get_image(runtime.db, ids.image_id(shops[1].base_url + "img/tee.jpg"))["duplicate_of"] == \
+        ids.image_id(shops[0].base_url + "img/tee.jpg")
+    return shops, stock
+
+
+def test_a_product_back_in_stock_shows_its_own_picture_whose_copy_stood_in_for_it(runtime, plain_shop):
+    # While the first shop's tee was sold out, the second's copy became the original; back in stock,
+    # its own picture, fetched again, was a copy of that one: the page seemed no longer to show it,
+    # the copy died, and the tee was shown at the other shop's address (and left search with it).
+    (first, second), stock = two_shops_one_picture(runtime, plain_shop)
+    stock(first, False)
+    pipeline.scrape(runtime.app, force=True)
+    assert catalogue.get_image(runtime.db, ids.image_id(second.base_url + "img/tee.jpg"))["duplicate_of"] is None
+    stock(first, True)
+    pipeline.scrape(runtime.app, force=True)
+    own = catalogue.get_image(runtime.db, ids.image_id(first.base_url + "img/tee.jpg"))
+    assert own["duplicate_of"] == ids.image_id(second.base_url + "img/tee.jpg") and not own["is_dead"]
+    tee_page = ids.product_id(first.base_url + "p/tee.html")
+    assert catalogue.get_item(runtime.db, tee_page)["image_urls"] == [first.base_url + "img/tee.jpg"]
+    links = runtime.db.run_query("SELECT image_id FROM product_images WHERE product_id = :id", {"id": tee_page})
+    assert links == [{"image_id": own["duplicate_of"]}]  # it stands for the original, as a copy does
