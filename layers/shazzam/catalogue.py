@@ -718,15 +718,16 @@ def _images_of(connection: sa.Connection, product_id: str) -> list[str]:
     return sorted({row[0] for row in connection.execute(sa.union(linked, owned))})
 
 
-def _hand_over(connection: sa.Connection, image_id: str, product_id: str, shop_id: str, now: datetime) -> None:
+def _hand_over(connection: sa.Connection, image_id: str, product_id: str, shop_id: str, now: datetime) -> list[dict]:
     """An image its product no longer shows passes to another live product that shows it at its own
     address: of the same shop first, else of a shop that holds no copy of it; of the same category
     first (its garment stays indexed where it is; one of another category has the picture fetched
     again at its next visit: images_to_fetch_again). Failing one, it dies,
     and each copy of it under another address (another shop's) goes back to never fetched, its
-    product unlinked from the original: the next pass over that product fetches it as a picture of
-    its own. Handed to a product that shows a copy, the picture was checked under a policy that
-    does not reach its host, and shown at the first shop's address."""
+    product unlinked from the original: the pass that let it go reads that product's page at once
+    (scrape.passes.read_again), which fetches it as a picture of its own. Handed to a product that shows a copy, the picture was checked under a policy that
+    does not reach its host, and shown at the first shop's address. Returns the live products it
+    dies for (_retire), [] when it passes on."""
     # Locking reads, here and in _retire: a run handing over or linking the same picture at once
     # is waited for, and what it committed is seen (a plain read sees the transaction's snapshot,
     # and two runs whose products share a picture would each leave it to the other's dying one).
@@ -735,7 +736,7 @@ def _hand_over(connection: sa.Connection, image_id: str, product_id: str, shop_i
         .with_for_update()
     ).first()
     if current is not None and current.product_id != product_id and current.is_dead is not None and not current.is_dead:
-        return  # another live product's picture (this one showed it too): it stays theirs
+        return []  # another live product's picture (this one showed it too): it stays theirs
     # A shop holding a copy of it shows that copy, at an address of its own; another shop's products
     # show its own address (a brand's CDN both allow), and may take it over.
     copy_shops = (
@@ -753,8 +754,8 @@ def _hand_over(connection: sa.Connection, image_id: str, product_id: str, shop_i
     ).scalar()
     if owner:
         connection.execute(sa.update(images).where(images.c.id == image_id).values(updated_at=now, product_id=owner))
-    else:
-        _retire(connection, image_id, now)
+        return []
+    return _retire(connection, image_id, now)
 
 
 def _retire(connection: sa.Connection, image_id: str, now: datetime) -> list[dict]:
@@ -850,25 +851,31 @@ def retire_image(db: Database, image_id: str) -> list[dict]:
 
 
 @retried_on_deadlock
-def mark_product_dead(db: Database, product_id: str, reason: str = "gone") -> None:
-    """Tombstone a product (search skips it at once); its images die unless another live product shows them."""
+def mark_product_dead(db: Database, product_id: str, reason: str = "gone") -> list[dict]:
+    """Tombstone a product (search skips it at once); its images die unless another live product
+    shows them. Returns the live products left without a searchable picture by one that died (another
+    shop's, whose copy of it goes back to never fetched: see _retire), to be read again."""
     now = utcnow()
+    concerned: dict[str, dict] = {}
     with db.transaction() as connection:
         connection.execute(sa.update(products).where(products.c.id == product_id).values(is_dead=True, dead_reason=reason[:32], dead_at=now))
         shop_id = connection.execute(sa.select(products.c.shop_id).where(products.c.id == product_id)).scalar()
         for image_id in _images_of(connection, product_id):
-            _hand_over(connection, image_id, product_id, shop_id, now)
+            for product in _hand_over(connection, image_id, product_id, shop_id, now):
+                concerned.setdefault(product["id"], product)
+    return list(concerned.values())
 
 
 @retried_on_deadlock
-def drop_images_not_shown(db: Database, product_id: str, shown: set[str]) -> list[str]:
+def drop_images_not_shown(db: Database, product_id: str, shown: set[str]) -> tuple[list[str], list[dict]]:
     """Unlink the images a product's page no longer shows (the shop replaced a picture); each dies,
-    and so leaves search and the shards, unless another live product shows it. Returns them. A
+    and so leaves search and the shards, unless another live product shows it. Returns them, and
+    the live products left without a searchable picture by one that died (mark_product_dead). A
     picture fetched again and found a copy of one shown (a revived product's own, whose bytes
     another shop's copy, stored meanwhile, now holds) is shown still, through that original: only
     its link goes, and it stays the copy whose address the product shows the original at."""
     now = utcnow()
-    dropped = []
+    dropped, concerned = [], {}
     with db.transaction() as connection:
         shop_id = connection.execute(sa.select(products.c.shop_id).where(products.c.id == product_id)).scalar()
         for image_id in _images_of(connection, product_id):
@@ -877,9 +884,10 @@ def drop_images_not_shown(db: Database, product_id: str, shown: set[str]) -> lis
             connection.execute(sa.delete(product_images).where(product_images.c.product_id == product_id, product_images.c.image_id == image_id))
             if connection.execute(sa.select(images.c.duplicate_of).where(images.c.id == image_id)).scalar() in shown:
                 continue
-            _hand_over(connection, image_id, product_id, shop_id, now)
+            for product in _hand_over(connection, image_id, product_id, shop_id, now):
+                concerned.setdefault(product["id"], product)
             dropped.append(image_id)
-    return dropped
+    return dropped, list(concerned.values())
 
 
 @retried_on_deadlock

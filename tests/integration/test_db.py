@@ -245,7 +245,7 @@ def test_an_image_no_page_shows_any_more_dies_and_a_shared_one_changes_owner(db)
         catalogue.save_image(db, ids.image_id(image_url), image_url, owners[0])
         for owner in owners:
             catalogue.link_image(db, owner, ids.image_id(image_url))
-    dropped = catalogue.drop_images_not_shown(db, first, {ids.image_id(f"{SHOP}/new.jpg")})
+    dropped, _ = catalogue.drop_images_not_shown(db, first, {ids.image_id(f"{SHOP}/new.jpg")})
     assert sorted(dropped) == sorted(ids.image_id(f"{SHOP}/{name}.jpg") for name in ("old", "shared"))
     assert catalogue.get_image(db, ids.image_id(f"{SHOP}/old.jpg"))["is_dead"]
     shared = catalogue.get_image(db, ids.image_id(f"{SHOP}/shared.jpg"))

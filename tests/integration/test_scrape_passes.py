@@ -1406,7 +1406,7 @@ def test_a_revival_stopped_before_its_pictures_ingests_them_at_the_next_pass(run
 def two_shops_one_picture(runtime, plain_shop) -> tuple:
     """Two shops, each selling a tee at /p/tee.html shown at /img/tee.jpg, the same bytes: one
     picture, stored once, the other shop's a copy of it. Returns the shops, the original's first,
-    and `stock(shop, in_stock)`, which writes the shop's tee page anew."""
+    and `stock(shop, in_stock, picture)`, which writes the shop's tee page anew."""
     shops = []
     for name in ("a", "b"):
         answers = {"/robots.txt": (200, b""), "/img/tee.jpg": (200, jpeg(tee((30, 30, 200))), {"Content-Type": "image/jpeg"})}
@@ -1416,8 +1416,8 @@ def two_shops_one_picture(runtime, plain_shop) -> tuple:
         catalogue.save_source(runtime.db, ShopSource(base_url=shop.base_url, name=name, strategy="sitemap", local=True, delay_s=0, fetch=FAST))
         shops.append(shop)
 
-    def stock(shop, in_stock: bool) -> None:
-        data = product_data(shop.base_url, "Tee", ["img/tee.jpg"])
+    def stock(shop, in_stock: bool, picture: str = "img/tee.jpg") -> None:
+        data = product_data(shop.base_url, "Tee", [picture])
         data["offers"]["availability"] = "https://schema.org/" + ("InStock" if in_stock else "OutOfStock")
         shop.answers["/p/tee.html"] = (200, f'<script type="application/ld+json">{json.dumps(data)}</script>'.encode(), {"Content-Type": "text/html"})
 
@@ -1447,3 +1447,28 @@ def test_a_product_back_in_stock_shows_its_own_picture_whose_copy_stood_in_for_i
     assert catalogue.get_item(runtime.db, tee_page)["image_urls"] == [first.base_url + "img/tee.jpg"]
     links = runtime.db.run_query("SELECT image_id FROM product_images WHERE product_id = :id", {"id": tee_page})
     assert links == [{"image_id": own["duplicate_of"]}]  # it stands for the original, as a copy does
+
+
+@pytest.mark.parametrize("found_by", ["scrape", "revalidate", "scrape of another picture"])
+def test_a_picture_that_dies_with_its_owner_is_fetched_at_once_by_another_shop_that_shows_a_copy(runtime, plain_shop, found_by):
+    # The picture died with its owner (sold out, or showing it no more), and the other shop's copy
+    # went back to never fetched: that shop's tee had no searchable picture until its own page's
+    # next visit, days away in a big shop.
+    (first, second), stock = two_shops_one_picture(runtime, plain_shop)
+    if found_by == "scrape of another picture":  # the owner lives on, showing a picture of another tee
+        first.answers["/img/other.jpg"] = (200, jpeg(tee((200, 30, 30))), {"Content-Type": "image/jpeg"})
+        stock(first, True, "img/other.jpg")
+    else:
+        stock(first, False)
+    if found_by != "revalidate":
+        pipeline.scrape(runtime.app, shop_url=first.base_url, force=True)
+    else:  # the other shop's tee checked first, while its copy stood for the picture
+        with runtime.db.transaction() as c:
+            c.execute(sa.text("UPDATE products SET last_seen_at = :then WHERE id = :id"),
+                      {"then": catalogue.utcnow() - timedelta(days=1), "id": ids.product_id(second.base_url + "p/tee.html")})
+        revalidate_products(runtime.app, Summary())
+    assert catalogue.get_image(runtime.db, ids.image_id(first.base_url + "img/tee.jpg"))["is_dead"]
+    kept = catalogue.get_image(runtime.db, ids.image_id(second.base_url + "img/tee.jpg"))
+    assert kept["duplicate_of"] is None and kept["content_sha256"] and not kept["is_dead"]
+    assert ids.incoming_key(kept["id"]) in incoming(runtime)  # on its way to search, a picture of its own
+    assert catalogue.get_item(runtime.db, ids.product_id(second.base_url + "p/tee.html"))["image_urls"] == [second.base_url + "img/tee.jpg"]

@@ -126,6 +126,10 @@ class SourcePass:
                 catalogue.file_product(self.db, row["id"], None)
             self.by_page.setdefault(row["page_url"] or row["url"], []).append(row)
         self.seen: set[str] = set()
+        # Live products (of any shop) left without a searchable picture by a product this pass
+        # killed, or found no longer showing it: the picture died, and their copies of it went back
+        # to never fetched (read_again).
+        self.left_without_picture: list[dict] = []
 
     def crawl(self, limit: int | None, conditional: bool = True, round_started: datetime | None = None, deadline: float | None = None,
               fetch_deadline: float | None = None, keep_discovery: bool = False) -> Crawl:
@@ -162,7 +166,7 @@ class SourcePass:
         elif outcome.removes_its_products:
             for row in self.products_on_page(outcome.url):
                 if not row["is_dead"]:
-                    catalogue.mark_product_dead(self.db, row["id"], outcome.reason or "gone")
+                    self.kill(row["id"], outcome.reason or "gone")
                     row.update(is_dead=True, dead_reason=outcome.reason)
                     counts["products_dead"] += 1
         elif outcome.state == "changed":
@@ -191,7 +195,7 @@ class SourcePass:
             else:  # a product page no longer shows it: removed from the shop
                 for row in unlisted:
                     if not row["is_dead"]:
-                        catalogue.mark_product_dead(self.db, row["id"], "removed")
+                        self.kill(row["id"], "removed")
                         row.update(is_dead=True, dead_reason="removed")
                         counts["products_dead"] += 1
             self.remember(outcome.url, outcome.cache)
@@ -219,9 +223,13 @@ class SourcePass:
                 if row["page_url"] is not None:
                     self.refile(row, None)
                 continue
-            catalogue.mark_product_dead(self.db, row["id"], "removed")
+            self.kill(row["id"], "removed")
             row.update(is_dead=True, dead_reason="removed")
             self.summary.counts["products_dead"] += 1
+
+    def kill(self, product_id: str, reason: str) -> None:
+        """Tombstone a product (catalogue.mark_product_dead), keeping the products it leaves without a searchable picture."""
+        self.left_without_picture += catalogue.mark_product_dead(self.db, product_id, reason)
 
     def revive(self, product_id: str) -> None:
         """Bring a dead product back and ingest again the images that died with it."""
@@ -259,7 +267,7 @@ class SourcePass:
         if not product.in_stock:
             if not (prior and prior["is_dead"]):
                 counts["products_dead"] += 1
-            catalogue.mark_product_dead(self.db, product_id, "out-of-stock")
+            self.kill(product_id, "out-of-stock")
             return
         if prior is not None and prior["is_dead"]:
             self.revive(product_id)
@@ -280,8 +288,11 @@ class SourcePass:
         for url in product.image_urls:  # as linked: a duplicate's original stands for it
             row = catalogue.get_image(self.db, ids.image_id(url))
             shown.add(row["duplicate_of"] if row and row["duplicate_of"] else ids.image_id(url))
-        if prior is not None and (dropped := catalogue.drop_images_not_shown(self.db, product_id, shown)):
-            log.info("%s no longer shows %d image(s): dropped", product.url, len(dropped))
+        if prior is not None:
+            dropped, left_without_picture = catalogue.drop_images_not_shown(self.db, product_id, shown)
+            self.left_without_picture += left_without_picture
+            if dropped:
+                log.info("%s no longer shows %d image(s): dropped", product.url, len(dropped))
         if settles:
             catalogue.settle_product(self.db, product_id, fingerprint)
 
@@ -413,6 +424,26 @@ def _sources(app, shop_url: str | None, source_name: str | None) -> list[tuple[d
     return [(row, source) for row in rows if (source := _usable_source(row)) is not None]
 
 
+def read_again(concerned: list[dict], source_pass: Callable[[str], SourcePass | None], read: set[str], until: float,
+               deadline: float | None) -> None:
+    """Read at once, in full, the pages of products left without a searchable picture (a picture
+    of theirs died: catalogue._retire), each through its own shop's pass (`source_pass`, None for a
+    shop not to crawl): each fetches what it shows, another address of the picture as a picture of
+    its own. Those past `until`, or whose page is in `read` already, wait for their page's next visit."""
+    for product in concerned:
+        page_url = product["page_url"] or product["url"]
+        if time.monotonic() >= until or page_url in read:
+            continue
+        read.add(page_url)
+        visit = source_pass(product["shop_id"])
+        if visit is None:
+            continue
+        if known := visit.known.get(product["url"]):
+            known["fingerprint"] = None  # as retire_image forgot it: its pictures are fetched
+        visit.seen.discard(product["url"])  # read earlier in this pass: it is read again all the same
+        visit.page(visit.crawl(None, conditional=False, deadline=deadline).visit(page_url))
+
+
 def scrape_pass(
     app,
     shop_url: str | None = None,
@@ -428,7 +459,10 @@ def scrape_pass(
     finished round, else when the shop was added); only then is the shop marked scraped. Within
     ``budget_s`` seconds the pass stops where it is: a source's unvisited pages (``pages_left``)
     and the due sources not reached (``shops_left``) are what the next passes take up, the sources
-    a pass started on longest ago first. ``force`` starts a new round at once."""
+    a pass started on longest ago first. ``force`` starts a new round at once. A picture that dies
+    with its product (killed, or showing it no more) leaves other shops' products that showed it
+    through copies of their own without a searchable picture: their pages are read at once
+    (read_again), the pass's budget allowing, whatever their shops' schedules."""
     from shazzam.db import utcnow
 
     summary = Summary()
@@ -440,6 +474,7 @@ def scrape_pass(
         # Due shops take turns: the one a pass started on longest ago first (one whose round a pass
         # leaves unfinished goes behind the others, so a shop too large for a pass starves none).
         sources = sorted(_sources(app, shop_url, source_name), key=lambda pair: pair[0]["attempted_at"] or datetime.min)
+        visits: dict[str, SourcePass | None] = {}  # by shop id
         for row, source in sources:
             if not (force or shop_url or source_name or source.is_due(row.get("last_scraped_at"), utcnow())):
                 continue
@@ -479,6 +514,18 @@ def scrape_pass(
                 if crawl.feed_pages is not None:
                     visit.remove_unlisted(crawl.feed_pages, crawl.feed_read_in_parts)
                 catalogue.mark_shop_scraped(app.db, row["id"])
+            visits[row["id"]] = visit
+        # Another shop's product whose copy of a picture died with one of these: it is searchable
+        # again once it fetches its copy, and its shop's next round may be days away.
+        shops = catalogue.shops_by_id(app.db)
+
+        def source_pass(shop_id: str) -> SourcePass | None:
+            if shop_id not in visits:
+                visits[shop_id] = _source_pass(app, shops[shop_id], base, summary, hashes) if shops[shop_id]["active"] else None
+            return visits[shop_id]
+
+        left_without_picture = [product for visit in list(visits.values()) if visit for product in visit.left_without_picture]
+        read_again(left_without_picture, source_pass, set(), float("inf") if fetch_deadline is None else fetch_deadline, fetch_deadline)
         return summary.as_dict()
 
 
@@ -540,15 +587,16 @@ def revalidate_products(app, summary: Summary, budget_s: float | None = None) ->
         shops = catalogue.shops_by_id(app.db)
         passes: dict[str, SourcePass] = {}
         visited: set[str] = set()
-        read_again: set[str] = set()  # pages read again as new, their products linked to a gone picture
+        pages_read_again: set[str] = set()  # pages read again as new, their products left without a picture
         # One list of stored pictures for every shop's pass: a picture found gone leaves it for all, or
         # another shop's copy of it, ingested in its stead, would be taken for a copy of it again.
         hashes = PictureHashes(catalogue.image_hashes(app.db))
 
         def source_pass(shop_id: str) -> SourcePass | None:
-            """The shop's pass; None for a shop whose row no scrape could use (its items wait)."""
+            """The shop's pass; None for a shop whose row no scrape could use (its items wait), or
+            one taken off (not crawled)."""
             if shop_id not in passes:
-                passes[shop_id] = _source_pass(app, shops[shop_id], base, summary, hashes)
+                passes[shop_id] = _source_pass(app, shops[shop_id], base, summary, hashes) if shops[shop_id]["active"] else None
                 if passes[shop_id] is not None:
                     passes[shop_id].fetcher.deadline = deadline
             return passes[shop_id]
@@ -589,6 +637,9 @@ def revalidate_products(app, summary: Summary, budget_s: float | None = None) ->
             visit.page(outcome)
             if outcome.state in ("error", "robots"):
                 summary.error(outcome.reason or outcome.state)  # a 5xx or a timeout kills nothing
+        # Another shop's product whose copy of a picture died with a product found gone: it fetches its copy.
+        left_without_picture = [product for visit in list(passes.values()) if visit for product in visit.left_without_picture]
+        read_again(left_without_picture, source_pass, pages_read_again, images_until, deadline)
         for image in catalogue.stored_live_images(app.db):
             if time.monotonic() >= images_until:
                 break
@@ -613,17 +664,7 @@ def revalidate_products(app, summary: Summary, budget_s: float | None = None) ->
                 # (a copy), are read again now, each fetching what it shows (the first copy fetched
                 # becomes the original the others copy), or they would be left without a searchable picture.
                 gone = catalogue.drop_copy if image["duplicate_of"] else catalogue.retire_image
-                for concerned in gone(app.db, image["id"]):
-                    page_url = concerned["page_url"] or concerned["url"]
-                    if time.monotonic() >= images_until or page_url in read_again:
-                        continue  # the next visit of its page does it
-                    read_again.add(page_url)
-                    concerned_pass = source_pass(concerned["shop_id"])
-                    if concerned_pass is None:
-                        continue
-                    if known := concerned_pass.known.get(concerned["url"]):
-                        known["fingerprint"] = None  # as retire_image forgot it: its pictures are fetched
-                    concerned_pass.page(concerned_pass.crawl(None, conditional=False, deadline=deadline).visit(page_url))
+                read_again(gone(app.db, image["id"]), source_pass, pages_read_again, images_until, deadline)
             elif result.status == 200 and not result.not_modified and hashlib.sha256(result.body).hexdigest() != image["content_sha256"]:
                 # The shop replaced the picture behind the same address: ingested again, as a changed
                 # page's pictures are (fetched once more there: a rare event). A copy no longer stands
