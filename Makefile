@@ -47,18 +47,22 @@ $(VENV)-train/.installed: training/requirements.txt
 model: $(VENV)-train/.installed  ## rebuild layers/models/garment_v0.tflite (torch lives only in .venv-train)
 	$(VENV)-train/bin/python training/export_embedder.py --data $(DATA)/clothing-dataset-small --out layers/models
 
-finetune: $(VENV)-train/.installed  ## train and export layers/models/garment_v5.* (fresh views every step: about 40 minutes on 2 cores)
-	$(VENV)-train/bin/python training/train_embedder.py --data $(DATA)/clothing-dataset-small --run-dir build/garment_v5
-	$(VENV)-train/bin/python training/train_embedder.py --run-dir build/garment_v5 --export layers/models
+# A rebuild is a new network with vectors of its own, so it is exported under a new name (the index
+# re-embeds only when the model's name changes; the export refuses a name already taken by another network).
+GARMENT_NAME ?= garment_v6
+finetune: $(VENV)-train/.installed  ## train garment_v5's recipe and export it as layers/models/$(GARMENT_NAME).* (about 40 minutes on 2 cores; serve it with SHAZZAM_MODEL=$(GARMENT_NAME))
+	$(VENV)-train/bin/python training/train_embedder.py --data $(DATA)/clothing-dataset-small --run-dir build/$(GARMENT_NAME)
+	$(VENV)-train/bin/python training/train_embedder.py --run-dir build/$(GARMENT_NAME) --export layers/models --name $(GARMENT_NAME)
 
 views: dev  ## compare the serving views of the garment model on CCP garment crops it never saw (about 4 minutes)
 	$(BIN)/python training/choose_views.py --ccp $(DATA)/ccp --data $(DATA)/clothing-dataset-small
 
 # detector_v2's recipe: the CPU one (the encoder's blocks 0-10 frozen and cached), seed 20261129.
 DETECTOR_ARGS ?= --frozen-blocks 11 --epochs 16 --weight-power 0.25 --product-views 1 --clothing-weight 0.1 --seed 20261129
-detector: $(VENV)-train/.installed  ## train and export layers/models/detector_v2.* (1-2 hours on 2 cores)
-	$(VENV)-train/bin/python training/train_detector.py --ccp $(DATA)/ccp --clothing $(DATA)/clothing-dataset-small --run-dir build/detector_v2 $(DETECTOR_ARGS)
-	$(VENV)-train/bin/python training/train_detector.py --run-dir build/detector_v2 --export layers/models
+DETECTOR_NAME ?= detector_v3
+detector: $(VENV)-train/.installed  ## train detector_v2's recipe and export it as layers/models/$(DETECTOR_NAME).* (1-2 hours on 2 cores; serve it with SHAZZAM_DETECTOR=$(DETECTOR_NAME))
+	$(VENV)-train/bin/python training/train_detector.py --ccp $(DATA)/ccp --clothing $(DATA)/clothing-dataset-small --run-dir build/$(DETECTOR_NAME) $(DETECTOR_ARGS)
+	$(VENV)-train/bin/python training/train_detector.py --run-dir build/$(DETECTOR_NAME) --export layers/models --name $(DETECTOR_NAME)
 
 VGG16_BASELINE ?= build/vgg16_fc7.tflite
 

@@ -74,7 +74,10 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
 
 def add_export_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--export", metavar="MODELS_DIR", help="export <run-dir>/checkpoint.pt instead of training")
-    parser.add_argument("--name", default=name, help="--export: the exported model's name (its file names)")
+    parser.add_argument("--name", default=name, help="--export: the exported model's name (its file names); a "
+                        "retrained network needs a new one (the index re-embeds only when the name changes)")
+    parser.add_argument("--replace", action="store_true",
+                        help="--export: overwrite a model of the same name even when this export differs from it")
 
 
 def run(args: argparse.Namespace, train: Callable[[argparse.Namespace], object], exporter: str) -> int:
@@ -82,7 +85,8 @@ def run(args: argparse.Namespace, train: Callable[[argparse.Namespace], object],
     with `<exporter>.export_checkpoint` (imported only then: litert-torch is slow to load)."""
     torch.set_num_threads(args.threads)
     if args.export:
-        importlib.import_module(exporter).export_checkpoint(Path(args.run_dir) / "checkpoint.pt", Path(args.export), args.name)
+        importlib.import_module(exporter).export_checkpoint(Path(args.run_dir) / "checkpoint.pt", Path(args.export), args.name,
+                                                            replace=args.replace)
         return 0
     started = time.perf_counter()
     train(args)

@@ -1,6 +1,9 @@
-"""Export a train_detector.py checkpoint to layers/models/detector_v2.{tflite,json,parity.npz}.
+"""Export a train_detector.py checkpoint to layers/models/<name>.{tflite,json,parity.npz}.
 
-    .venv-train/bin/python training/train_detector.py --run-dir build/detector_v2 --export layers/models
+    .venv-train/bin/python training/train_detector.py --run-dir build/detector_v3 --export layers/models --name detector_v3
+
+A name whose manifest describes another network is refused (export_tflite.install; --replace to
+overwrite on purpose).
 
 The .tflite takes `shazzam.detector_input.detector_input(image)` (float32 [1, 384, 256, 3], raw
 RGB) and returns per-pixel probabilities [1, 96, 64, 11] (background + the taxonomy's detector
@@ -19,7 +22,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from export_tflite import MAX_RELATIVE_ERROR, convert, fold_batchnorms, relative_error, round_weights_to_fp16, run_tflite, sha256  # noqa: E402
+from export_tflite import MAX_RELATIVE_ERROR, convert, fold_batchnorms, install, relative_error, round_weights_to_fp16, run_tflite, staging_path  # noqa: E402
 from common import load_backbone, log  # noqa: E402
 from train_detector import CHANNELS, ExportedParser, GarmentParser  # noqa: E402
 
@@ -64,30 +67,35 @@ def recorded_args(args: dict) -> dict:
     """The training run's arguments as the manifest records them: the data folders by name (the
     paths are one machine's), without the export's own arguments."""
     return {k: Path(v).name if k in ("ccp", "clothing") and v else v for k, v in args.items()
-            if k not in ("export", "run_dir", "name")}
+            if k not in ("export", "run_dir", "name", "replace")}
 
 
-def export_checkpoint(checkpoint: Path, out: Path, name: str = NAME) -> Path:
+def export_checkpoint(checkpoint: Path, out: Path, name: str = NAME, replace: bool = False) -> Path:
     reference, summary = load_checkpoint(checkpoint)
     images = [load_image((REPO / p).read_bytes()) for p in PARITY_SAMPLES]
     inputs = [detector_input(image)[0] for image in images]
     with torch.inference_mode():
         expected = [reference(torch.from_numpy(x)).numpy() for x in inputs]
     out.mkdir(parents=True, exist_ok=True)
-    tflite_path = convert(reference, inputs[0], out / f"{name}.tflite")
-    results, details, ms = run_tflite(tflite_path, inputs)
-    if [list(d["shape"]) for d in details] != [[1, INPUT_HEIGHT // 4, INPUT_WIDTH // 4, CHANNELS]]:
-        raise SystemExit(f"unexpected outputs {[list(d['shape']) for d in details]}")
-    error = max(relative_error(got[0], want) for got, want in zip(results, expected))
-    log(f"{tflite_path}: {tflite_path.stat().st_size} bytes, relative error vs torch {error:.2e}, {ms:.1f} ms (1 thread)")
-    if error >= MAX_RELATIVE_ERROR:
-        raise SystemExit(f"parity {error:.2e} >= {MAX_RELATIVE_ERROR}")
+    tflite_path = out / f"{name}.tflite"
+    staged = convert(reference, inputs[0], staging_path(tflite_path))
+    try:
+        results, details, ms = run_tflite(staged, inputs)
+        if [list(d["shape"]) for d in details] != [[1, INPUT_HEIGHT // 4, INPUT_WIDTH // 4, CHANNELS]]:
+            raise SystemExit(f"unexpected outputs {[list(d['shape']) for d in details]}")
+        error = max(relative_error(got[0], want) for got, want in zip(results, expected))
+        log(f"{tflite_path}: {staged.stat().st_size} bytes, relative error vs torch {error:.2e}, {ms:.1f} ms (1 thread)")
+        if error >= MAX_RELATIVE_ERROR:
+            raise SystemExit(f"parity {error:.2e} >= {MAX_RELATIVE_ERROR}")
+        digest = install(staged, tflite_path, out / f"{name}.json", replace)
+    finally:
+        staged.unlink(missing_ok=True)
     np.savez_compressed(out / f"{name}.parity.npz", samples=np.array(PARITY_SAMPLES),
                         probabilities=np.concatenate(expected).astype(np.float32))
     manifest = {
         "name": name,
         "file": tflite_path.name,
-        "sha256": sha256(tflite_path),
+        "sha256": digest,
         "input": {"shape": [1, INPUT_HEIGHT, INPUT_WIDTH, 3], "dtype": "float32", "range": "raw RGB 0..255",
                   "preprocessing": "shazzam.detector_input.detector_input"},
         "outputs": {"probabilities": {"index": 0, "shape": [1, INPUT_HEIGHT // 4, INPUT_WIDTH // 4, CHANNELS],

@@ -1,6 +1,9 @@
-"""Export a train_embedder.py checkpoint to layers/models/garment_v5.{tflite,json,parity.npz}.
+"""Export a train_embedder.py checkpoint to layers/models/<name>.{tflite,json,parity.npz}.
 
-    .venv-train/bin/python training/train_embedder.py --run-dir build/garment_v5 --export layers/models
+    .venv-train/bin/python training/train_embedder.py --run-dir build/garment_v6 --export layers/models --name garment_v6
+
+A name whose manifest describes another network is refused (export_tflite.install; --replace to
+overwrite on purpose): the index re-embeds only when the model's name changes.
 
 The .tflite takes one view of a standardised image (float32 [1, 224, 224, 3], raw RGB;
 `shazzam.images.to_model_input(image)` is the centre one) and returns the embedding [1, D]
@@ -22,7 +25,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from export_embedder import output_mapping, write_manifest  # noqa: E402
-from export_tflite import MAX_RELATIVE_ERROR, convert, fold_batchnorms, relative_error, round_weights_to_fp16, run_tflite, sha256  # noqa: E402
+from export_tflite import MAX_RELATIVE_ERROR, convert, fold_batchnorms, install, relative_error, round_weights_to_fp16, run_tflite, staging_path  # noqa: E402
 from common import load_backbone, log  # noqa: E402
 from train_embedder import GarmentNet  # noqa: E402
 
@@ -47,7 +50,7 @@ class ExportedGarment(nn.Module):
         return embedding, torch.softmax(logits, dim=1)
 
 
-def export_checkpoint(checkpoint_path: Path, out: Path, name: str = NAME) -> Path:
+def export_checkpoint(checkpoint_path: Path, out: Path, name: str = NAME, replace: bool = False) -> Path:
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
     net = GarmentNet(load_backbone(checkpoint.get("backbone", "lite0")), checkpoint["dim"], checkpoint["frozen_blocks"])
     net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in checkpoint["state"].items()})
@@ -56,18 +59,23 @@ def export_checkpoint(checkpoint_path: Path, out: Path, name: str = NAME) -> Pat
     with torch.inference_mode():
         expected = [[t.numpy() for t in reference(torch.from_numpy(x))] for x in inputs]
     out.mkdir(parents=True, exist_ok=True)
-    tflite_path = convert(reference, inputs[0], out / f"{name}.tflite")
-    results, details, ms = run_tflite(tflite_path, inputs)
-    mapping = output_mapping(details, checkpoint["dim"], len(CATEGORIES))
-    errors = {name: max(relative_error(got[mapping[name]], want[position]) for got, want in zip(results, expected))
-              for position, name in enumerate(("embedding", "probabilities"))}
-    log(f"{tflite_path}: {tflite_path.stat().st_size} bytes, relative error vs torch {errors}, {ms:.1f} ms (1 thread)")
-    if max(errors.values()) >= MAX_RELATIVE_ERROR:
-        raise SystemExit(f"parity {errors} >= {MAX_RELATIVE_ERROR}")
+    tflite_path = out / f"{name}.tflite"
+    staged = convert(reference, inputs[0], staging_path(tflite_path))
+    try:
+        results, details, ms = run_tflite(staged, inputs)
+        mapping = output_mapping(details, checkpoint["dim"], len(CATEGORIES))
+        errors = {name: max(relative_error(got[mapping[name]], want[position]) for got, want in zip(results, expected))
+                  for position, name in enumerate(("embedding", "probabilities"))}
+        log(f"{tflite_path}: {staged.stat().st_size} bytes, relative error vs torch {errors}, {ms:.1f} ms (1 thread)")
+        if max(errors.values()) >= MAX_RELATIVE_ERROR:
+            raise SystemExit(f"parity {errors} >= {MAX_RELATIVE_ERROR}")
+        digest = install(staged, tflite_path, out / f"{name}.json", replace)
+    finally:
+        staged.unlink(missing_ok=True)
     np.savez_compressed(out / f"{name}.parity.npz", samples=np.array(PARITY_SAMPLES),
                         embedding=np.concatenate([e[0] for e in expected]).astype(np.float32),
                         probabilities=np.concatenate([e[1] for e in expected]).astype(np.float32))
-    write_manifest(out, name, tflite_path, sha256(tflite_path), mapping, checkpoint["dim"], CATEGORIES)
+    write_manifest(out, name, tflite_path, digest, mapping, checkpoint["dim"], CATEGORIES)
     manifest_path = out / f"{name}.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["input"]["preprocessing"] = "shazzam.images.to_model_input"  # one view: what parity checks
@@ -75,7 +83,7 @@ def export_checkpoint(checkpoint_path: Path, out: Path, name: str = NAME) -> Pat
     manifest["parity"] = {"file": f"{name}.parity.npz", "max_relative_error": max(errors.values())}
     summary = checkpoint.get("summary", {})
     manifest["training"] = {k: summary.get(k) for k in ("best_epoch", "seconds", "device", "torch", "packages", "images", "test")} | {
-        "args": {k: v for k, v in (summary.get("args") or {}).items() if k not in ("export", "name", "run_dir", "data")}}
+        "args": {k: v for k, v in (summary.get("args") or {}).items() if k not in ("export", "name", "replace", "run_dir", "data")}}
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     log(f"wrote {manifest_path}")
     return tflite_path

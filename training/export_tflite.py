@@ -14,6 +14,8 @@ model card's figures are about.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import time
 from pathlib import Path
 
@@ -105,3 +107,26 @@ def relative_error(got: np.ndarray, want: np.ndarray) -> float:
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def staging_path(path: Path) -> Path:
+    """Where a conversion writes `path` first: moved in by install() only once it passed its checks,
+    so a failed export leaves the model that was there whole."""
+    return path.with_name(f"{path.stem}.new{path.suffix}")
+
+
+def install(staged: Path, path: Path, manifest_path: Path, replace: bool = False) -> str:
+    """Move the checked `staged` .tflite to `path`; its sha256. Refused (staged removed) when
+    `manifest_path` already describes a different network: the index tells models apart by name
+    alone and re-embeds only when the name changes, so a different network under the same name
+    would leave vectors of two networks in one index."""
+    digest = sha256(staged)
+    if manifest_path.is_file() and not replace:
+        existing = json.loads(manifest_path.read_text()).get("sha256")
+        if existing != digest:
+            staged.unlink()
+            raise SystemExit(f"{manifest_path} describes a different network (sha256 {str(existing)[:12]}..., this "
+                             f"export {digest[:12]}...): give this one a new --name (e.g. the next version; the index "
+                             f"re-embeds only when the name changes), or --replace to overwrite it on purpose")
+    os.replace(staged, path)
+    return digest
