@@ -144,7 +144,10 @@ def ccp_lut(ccp: Path) -> np.ndarray:
 
 def read_photo(ccp: Path, number: int, lut: np.ndarray) -> tuple[Image.Image, Image.Image]:
     """A CCP photo and its label map in detector channels (a mode-L image), same size."""
-    photo = load_image(next((ccp / "photos").glob(f"{number:04d}.*")).read_bytes())
+    found = sorted((ccp / "photos").glob(f"{number:04d}.*"))
+    if not found:
+        raise ImageError(f"{number:04d}: no photo in {ccp / 'photos'}")
+    photo = load_image(found[0].read_bytes())
     mask = Image.open(ccp / "masks" / f"{number:04d}.png")
     labels = lut[np.asarray(mask)]
     if mask.size != photo.size:
@@ -265,19 +268,26 @@ def scale_crop(photo: Image.Image, labels: Image.Image, rng: np.random.Generator
     return photo, labels
 
 
+def readable_photos(ccp: Path, numbers, use: str) -> list[tuple[Image.Image, Image.Image]]:
+    """The CCP photos `numbers` and their label maps (read_photo); unreadable ones are refused,
+    counted in the log, and `use` (what is done with them) goes on without them."""
+    lut = ccp_lut(ccp)
+    samples, refused = [], 0
+    for number in numbers:
+        try:
+            samples.append(read_photo(ccp, number, lut))
+        except (ImageError, OSError) as exc:
+            refused += 1
+            log(f"refused CCP photo {number:04d}: {exc}")
+    if refused:
+        log(f"refused {refused} unreadable CCP photo(s); {use} without them")
+    return samples
+
+
 class CCPTrain(torch.utils.data.Dataset):
     def __init__(self, ccp: Path, numbers, seed: int, product_share: float):
         self.ccp, self.seed, self.product_share, self.epoch = ccp, seed, product_share, 0
-        lut = ccp_lut(ccp)
-        self.samples, refused = [], 0
-        for number in numbers:
-            try:
-                self.samples.append(read_photo(ccp, number, lut))
-            except (ImageError, OSError) as exc:
-                refused += 1
-                log(f"refused CCP photo {number:04d}: {exc}")
-        if refused:
-            log(f"refused {refused} unreadable CCP photo(s); training without them")
+        self.samples = readable_photos(ccp, numbers, "training")
 
     def __len__(self):
         return len(self.samples)
@@ -360,15 +370,13 @@ def image_level_loss(logits: torch.Tensor, channels: torch.Tensor, top_fraction:
 IOU_PHOTOS = range(601, 701)
 
 
-def pixel_iou(model, ccp: Path, device, numbers=IOU_PHOTOS) -> float:
-    """Mean over garment classes of pixel IoU at stride 4 on `numbers`: a progress signal only."""
-    lut = ccp_lut(ccp)
+def pixel_iou(model, samples: list[tuple[Image.Image, Image.Image]], device) -> float:
+    """Mean over garment classes of pixel IoU at stride 4 on `samples` (photo, label map): a progress signal only."""
     inter = np.zeros(CHANNELS)
     union = np.zeros(CHANNELS)
     model.eval()
     with torch.inference_mode(), autocast(device):
-        for number in numbers:
-            photo, labels = read_photo(ccp, number, lut)
+        for photo, labels in samples:
             canvas, _ = letterbox_image(photo)
             target, _ = letterbox_image(labels, Image.NEAREST)
             x = torch.from_numpy(np.asarray(canvas, dtype=np.float32))[None].to(device)
@@ -387,6 +395,8 @@ def train(args) -> dict:
     np.random.seed(args.seed)
     ccp = Path(args.ccp)
     dataset = CCPTrain(ccp, TRAIN_PHOTOS[: args.limit or None], args.seed, args.product_share)
+    # read before training, so an unreadable one is refused now rather than failing the run after it
+    iou_samples = readable_photos(ccp, IOU_PHOTOS, "the pixel IoU") if args.iou_every else []
     weights = class_weights(dataset, args.weight_power).to(device)
     log(f"{len(dataset)} CCP training photos; class weights {weights.cpu().numpy().round(2).tolist()}")
     torch.manual_seed(args.seed)
@@ -453,8 +463,8 @@ def train(args) -> dict:
             step += 1
         record = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - t0, 1),
                   "pixel": round(sums[0] / len(loader), 4), "image_level": round(sums[1] / len(loader), 4)}
-        if args.iou_every and ((epoch + 1) % args.iou_every == 0 or epoch + 1 == args.epochs):
-            record["pixel_miou_0601_0700"] = round(pixel_iou(model, ccp, device), 4)
+        if iou_samples and ((epoch + 1) % args.iou_every == 0 or epoch + 1 == args.epochs):
+            record["pixel_miou_0601_0700"] = round(pixel_iou(model, iou_samples, device), 4)
         history.append(record)
         log(json.dumps(record))
     summary = {"history": history, "train_seconds": round(time.perf_counter() - started), "device": str(device),

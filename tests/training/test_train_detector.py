@@ -4,11 +4,14 @@ service loads, whose .tflite matches PyTorch."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
+from PIL import Image
 
 from shazzam.detector import GarmentDetector
 from shazzam.images import load_image
+from tests.conftest import REPO
 from tests.support.parity import assert_matches_pytorch
 from tests.training.conftest import changed_blocks, train
 
@@ -53,3 +56,38 @@ def test_trains_and_exports_a_detector_the_service_runs(training_python, shared_
     # epoch on four photos finds little, so nothing is asserted of what it finds
     photo = load_image((shared_data / "ccp" / "photos" / "0701.jpg").read_bytes())
     assert isinstance(GarmentDetector.from_manifest(models / "tiny_detector.json").detect(photo), list)
+
+
+IOU_SET = """
+import sys
+from pathlib import Path
+import torch
+sys.path.insert(0, "training")
+from common import load_backbone
+from train_detector import GarmentParser, pixel_iou, readable_photos
+samples = readable_photos(Path(sys.argv[1]), range(601, 605), "the pixel IoU")
+print(len(samples), 0 <= pixel_iou(GarmentParser(load_backbone()), samples, torch.device("cpu")) <= 1)
+"""
+
+
+def test_the_iou_photos_are_those_the_loader_accepts(training_python, tmp_path):
+    """An unreadable photo, or a mask without its photo, among 0601-0700 is refused and counted
+    before training starts; it once crashed the run at its first IoU epoch, the training lost."""
+    ccp = tmp_path / "ccp"
+    (ccp / "photos").mkdir(parents=True)
+    (ccp / "masks").mkdir()
+    (ccp / "labels.json").write_text(json.dumps(["null", "dress"]))
+    mask = Image.new("L", (200, 300))
+    mask.paste(1, (50, 50, 150, 250))
+    for number in (601, 602, 603, 604):
+        mask.save(ccp / "masks" / f"{number:04d}.png")
+    for number in (601, 604):
+        Image.new("RGB", (200, 300), (200, 60, 60)).save(ccp / "photos" / f"{number:04d}.jpg")
+    (ccp / "photos" / "0602.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a JPEG after all")  # 0603: the mask alone
+
+    done = subprocess.run([str(training_python), "-c", IOU_SET, str(ccp)], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-2:] == ["2", "True"]
+    assert "refused CCP photo 0603: 0603: no photo in" in done.stdout
+    assert "refused 2 unreadable CCP photo(s); the pixel IoU without them" in done.stdout
