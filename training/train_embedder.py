@@ -468,9 +468,10 @@ class PrefixInputs(torch.utils.data.Dataset):
 def cache_prefix(model: GarmentNet, items, view, path: Path, workers: int, what: str = "") -> np.ndarray:
     """fp16 feature maps of the frozen part for `view(index, image)` of every item, kept in `path`
     so that another run with the same frozen part, views and data skips the slowest step. The file
-    beside it lists the images and fingerprints the code that makes the views, so that a change to
-    the augmentation or the preprocessing remakes the cache instead of reusing stale views."""
-    names = "\n".join([VIEW_CODE_FINGERPRINT, *(str(p) for p, _ in items)])
+    beside it lists the images (with each file's size and modification time, so that an image
+    changed in place is seen too) and fingerprints the code that makes the views, so that a change to
+    the images, the augmentation or the preprocessing remakes the cache instead of reusing stale views."""
+    names = "\n".join([VIEW_CODE_FINGERPRINT, *(f"{p}\t{p.stat().st_size}\t{p.stat().st_mtime_ns}" for p, _ in items)])
     if path.exists() and path.with_suffix(".txt").read_text() == names:
         log(f"{what}: cached in {path}")
         return np.load(path)

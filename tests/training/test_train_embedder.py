@@ -92,3 +92,37 @@ def test_learns_from_a_teacher_read_back_from_its_tflite(training_python, tiny_c
     (epoch,) = json.loads((run_dir / "summary.json").read_text())["history"]
     assert epoch["distill"] > 0  # the KL to the teacher's softened probabilities, learnt beside the rest
     assert changed_blocks(training_python, run_dir / "checkpoint.pt") == list(range(8, 16))
+
+
+CACHE_PREFIX = """
+import os, shutil, sys
+from pathlib import Path
+sys.path.insert(0, "training")
+from train_embedder import cache_prefix
+from shazzam.images import centre_view, standardise_img
+
+class Means:  # a stand-in for the frozen part: each view's mean colour
+    def prefix(self, x):
+        return x.mean(dim=(1, 2))
+
+folder, images = Path(sys.argv[1]), Path(sys.argv[2])
+image = folder / "shirt" / "image.jpg"
+image.parent.mkdir()
+items, cache = [(image, 0)], folder / "cache" / "train-serving.npy"
+shutil.copyfile(images / "dress-01.jpg", image)
+view = lambda i, im: centre_view(standardise_img(im))
+before = cache_prefix(Means(), items, view, cache, 0, what="train")
+stat = image.stat()
+shutil.copyfile(images / "shoes-01.jpg", image)  # replaced in place, under the same name
+os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+after = cache_prefix(Means(), items, view, cache, 0, what="train")
+print((before != after).any())
+"""
+
+
+def test_the_cached_views_are_remade_when_an_image_changes_in_place(training_python, tmp_path):
+    done = subprocess.run([str(training_python), "-c", CACHE_PREFIX, str(tmp_path), str(SAMPLE_IMAGES)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "cached in" not in done.stdout
+    assert done.stdout.split()[-1] == "True"
