@@ -140,6 +140,14 @@ def readable(items: list[tuple[Path, int]], split: str) -> list[tuple[Path, int]
     return kept
 
 
+def check_batch(fitted: int, batch: int) -> None:
+    """Refuse a run with fewer fitted images than --batch: an epoch drops its last, incomplete
+    batch, so no step would run and the untrained network would be saved as if trained."""
+    if fitted < batch:
+        raise SystemExit(f"{fitted} fitted image(s), fewer than --batch {batch}: no training step would run "
+                         f"(a smaller --batch, or more images)")
+
+
 # ------------------------------------------------------------------------------------------- model
 
 
@@ -409,6 +417,7 @@ def train(args) -> dict:
     fitted = [item for split in fitted_splits(args) for item in items[split]]
     if args.ccp:
         fitted += street_garments(Path(args.ccp), photo_range(args.ccp_photos), Path(args.run_dir) / "ccp-garments")
+    check_batch(len(fitted), args.batch)
     views = Views(fitted, args.seed, args.rephotograph_share)
     generator = torch.Generator().manual_seed(args.seed)
     train_loader = torch.utils.data.DataLoader(
@@ -503,6 +512,7 @@ def train_cached(args) -> dict:
     model = build_model(args.dim, args.frozen_blocks, args.backbone).eval()
     fitted = fitted_splits(args)
     fit_items = [item for s in fitted for item in items[s]]
+    check_batch(len(fit_items), args.batch)
     augment = Views(fit_items, args.seed, args.rephotograph_share)
     # the file names carry everything a view depends on besides the images (listed beside each file)
     # Lite0's and Lite1's prefixes have the same shape at some depths: the backbone names the cache too.

@@ -126,3 +126,14 @@ def test_the_cached_views_are_remade_when_an_image_changes_in_place(training_pyt
     assert done.returncode == 0, done.stderr[-3000:]
     assert "cached in" not in done.stdout
     assert done.stdout.split()[-1] == "True"
+
+
+@pytest.mark.parametrize("recipe", ["1", "0"], ids=["cached-cpu", "end-to-end"])
+def test_refuses_fewer_images_than_a_batch(training_python, tiny_clothing, tmp_path, recipe):
+    # train + validation hold 30 readable images: not one batch of 64, so no step would run
+    done = subprocess.run([str(training_python), str(REPO / "training" / "train_embedder.py"), "--data", str(tiny_clothing),
+                           "--run-dir", str(tmp_path / "run"), *TINY[:2], "--batch", "64", *TINY[4:], "--cache-views", recipe],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "30 fitted image(s), fewer than --batch 64: no training step would run" in done.stderr
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
