@@ -79,12 +79,19 @@ VIEW_CODE_FINGERPRINT = hashlib.sha256(
 
 
 def list_split(data: Path, split: str) -> list[tuple[Path, int]]:
-    """(path, category index) of every image in one split; the folder name is the category."""
-    items = []
+    """(path, category index) of every image in one split; the folder name is the category (the
+    images of folders the taxonomy does not name are left out, counted in the log)."""
+    items, ignored = [], {}
     for folder in sorted((data / split).iterdir()):
-        if folder.is_dir() and folder.name in CATEGORIES:
-            label = CATEGORIES.index(folder.name)
-            items += [(p, label) for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+        if not folder.is_dir():
+            continue
+        images = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+        if folder.name in CATEGORIES:
+            items += [(p, CATEGORIES.index(folder.name)) for p in images]
+        else:
+            ignored[folder.name] = len(images)
+    if ignored:
+        log(f"{split}: ignored {sum(ignored.values())} images in folders not in the taxonomy: {', '.join(ignored)}")
     return items
 
 

@@ -4,6 +4,7 @@ service loads, whose .tflite matches PyTorch."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 
 import pytest
@@ -137,3 +138,23 @@ def test_refuses_fewer_images_than_a_batch(training_python, tiny_clothing, tmp_p
     assert done.returncode == 1
     assert "30 fitted image(s), fewer than --batch 64: no training step would run" in done.stderr
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+LIST_SPLIT = """
+import sys
+from pathlib import Path
+sys.path.insert(0, "training")
+from train_embedder import list_split
+print(len(list_split(Path(sys.argv[1]), "train")))
+"""
+
+
+def test_says_which_folders_it_leaves_out(training_python, tiny_clothing, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_clothing / "train", data / "train")
+    for folder in ("tshirt", "Shoes"):  # not the taxonomy's names
+        shutil.copytree(tiny_clothing / "train" / "dress", data / "train" / folder)
+    done = subprocess.run([str(training_python), "-c", LIST_SPLIT, str(data)], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert "train: ignored 4 images in folders not in the taxonomy: Shoes, tshirt" in done.stdout
+    assert done.stdout.split()[-1] == "21"  # 2 of each category, and the file that is not an image
