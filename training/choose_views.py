@@ -77,12 +77,27 @@ def view_outputs(model: GarmentModel, images: list[Image.Image], views: set[str]
     return out
 
 
+def training_photos(text: str) -> range:
+    """FIRST-LAST, CCP photo numbers within the training photos: 0701-0800 judge the models and are
+    held out, so nothing is chosen on them (the rule of train_embedder.py's --ccp-photos)."""
+    try:
+        first, last = (int(n) for n in text.split("-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected FIRST-LAST, got {text!r}") from None
+    photos = range(first, last + 1)
+    if not (photos and TRAINING.start <= photos.start and photos.stop <= TRAINING.stop):
+        raise argparse.ArgumentTypeError(f"CCP photos {text} are not within the training photos "
+                                         f"{TRAINING.start}-{TRAINING.stop - 1} (0701-0800 are held out)")
+    return photos
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ccp", default="../shared/data/ccp")
     parser.add_argument("--data", default="../shared/data/clothing-dataset-small")
     parser.add_argument("--model", default="layers/models/garment_v5.json", help="a garment model's manifest")
-    parser.add_argument("--photos", default=f"{TRAINING.start}-{TRAINING.stop - 1}", help="CCP photo numbers FIRST-LAST")
+    parser.add_argument("--photos", default=f"{TRAINING.start}-{TRAINING.stop - 1}", type=training_photos,
+                        help="CCP photo numbers FIRST-LAST, within the training photos 1-700")
     parser.add_argument("--candidates", default=",".join(DEFAULT_CANDIDATES),
                         help=f"comma-separated view sets, views joined by '+', from {sorted(CANDIDATE_VIEWS)}")
     parser.add_argument("--threads", type=int, default=2)
@@ -92,10 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = {v for c in candidates for v in c} - set(CANDIDATE_VIEWS)
     if unknown:
         parser.error(f"unknown views {sorted(unknown)}: choose from {sorted(CANDIDATE_VIEWS)}")
-    first, last = (int(n) for n in args.photos.split("-"))
     started = time.perf_counter()
     model = GarmentModel.from_manifest(args.model, num_threads=args.threads)
-    crops, categories = ccp_crops(Path(args.ccp), range(first, last + 1))
+    crops, categories = ccp_crops(Path(args.ccp), args.photos)
     dataset = evaluation.load_dataset(args.data)
     gallery, gallery_labels, refused = [], [], 0
     for item in (item for split in evaluation.GALLERY_SPLITS for item in dataset[split]):
@@ -120,13 +134,14 @@ def main(argv: list[str] | None = None) -> int:
         accuracy = float(np.mean(np.array(model.categories)[probabilities.argmax(axis=1)] == categories))
         rows.append({"views": list(candidate), "precision_at_10": figures["precision_at_10"],
                      "map_at_10": figures["map_at_10"], "accuracy": accuracy})
-    report = {"model": model.name, "ccp_photos": args.photos, "crops": len(crops),
+    photos = f"{args.photos.start}-{args.photos.stop - 1}"
+    report = {"model": model.name, "ccp_photos": photos, "crops": len(crops),
               "crops_per_category": {c: int(np.sum(categories == c)) for c in model.categories},
               "candidates": rows, "seconds": round(time.perf_counter() - started, 1)}
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"{model.name} on {len(crops)} crops of CCP photos {args.photos} ({report['seconds']} s)")
+        print(f"{model.name} on {len(crops)} crops of CCP photos {photos} ({report['seconds']} s)")
         print(f"{'views':<16} {'P@10':>6} {'mAP@10':>7} {'accuracy':>8}")
         for row in rows:
             print(f"{'+'.join(row['views']):<16} {row['precision_at_10']:>6.3f} {row['map_at_10']:>7.3f} {row['accuracy']:>8.3f}")

@@ -34,3 +34,9 @@ def test_refuses_an_unknown_view(capsys):
     with pytest.raises(SystemExit):
         choose_views.main(["--candidates", "centre+sideways"])
     assert "unknown views ['sideways']" in capsys.readouterr().err
+
+
+def test_refuses_the_held_out_ccp_photos(capsys):
+    with pytest.raises(SystemExit):
+        choose_views.main(["--photos", "701-800"])
+    assert "not within the training photos 1-700 (0701-0800 are held out)" in capsys.readouterr().err
