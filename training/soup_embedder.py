@@ -169,6 +169,10 @@ def soup(paths: list[Path]) -> tuple[dict[str, torch.Tensor], dict, list[dict]]:
         raise SystemExit("a soup needs at least two runs")
     ingredients = [ingredient(p) for p in paths]
     states, summaries, shapes = zip(*ingredients)
+    for path, summary in zip(paths, summaries):
+        if isinstance(summary["args"]["seed"], list):  # a soup records the seeds of its ingredients
+            raise SystemExit(f"{path} is itself a soup (seeds {summary['args']['seed']}): "
+                             f"give the runs it was made of instead")
     for path, summary in zip(paths[1:], summaries[1:]):
         first, this = recipe(summaries[0]), recipe(summary)
         differing = sorted(k for k in first.keys() | this.keys() if first.get(k) != this.get(k))

@@ -101,6 +101,17 @@ torch.save(checkpoint, Path(sys.argv[2]) / "checkpoint.pt")
 """
 
 
+# a copy of a run whose summary says it is a soup of two seeds (as soup_embedder.py writes it)
+A_SOUP = """
+import sys, torch
+from pathlib import Path
+checkpoint = torch.load(Path(sys.argv[1]) / "checkpoint.pt", weights_only=False)
+checkpoint["summary"]["args"].update(seed=[3, 4])
+Path(sys.argv[2]).mkdir()
+torch.save(checkpoint, Path(sys.argv[2]) / "checkpoint.pt")
+"""
+
+
 def test_refuses_runs_that_cannot_be_averaged(training_python, two_seeds, tmp_path):
     first, _ = two_seeds
     assert "repeat a seed" in soup_fails(training_python, "--runs", first, first, "--run-dir", tmp_path / "same")
@@ -110,3 +121,9 @@ def test_refuses_runs_that_cannot_be_averaged(training_python, two_seeds, tmp_pa
     refused = soup_fails(training_python, "--runs", first, other, "--run-dir", tmp_path / "mixed")
     assert "not a run of" in refused and "instance_weight" in refused
     assert not (tmp_path / "mixed").exists()
+
+    a_soup = tmp_path / "a-soup"
+    subprocess.run([str(training_python), "-c", A_SOUP, str(first), str(a_soup)], cwd=REPO, check=True)
+    refused = soup_fails(training_python, "--runs", first, a_soup, "--run-dir", tmp_path / "soup-of-soups")
+    assert f"{a_soup} is itself a soup (seeds [3, 4]): give the runs it was made of instead" in refused
+    assert not (tmp_path / "soup-of-soups").exists()
