@@ -748,53 +748,28 @@ def test_a_picture_a_run_recorded_but_never_put_in_incoming_is_fetched_by_the_ne
     assert pipeline.scrape(runtime.app)["images_uploaded"] == 0
 
 
-def test_a_garment_whose_stage_gave_up_is_fetched_again_once_its_object_is_gone(runtime, shop, monkeypatch):
-    """standardise failed every retry (the database was down for minutes), and the detections
-    document has since expired: the picture is fetched again a day on, and its garment indexed."""
+@pytest.mark.parametrize("stage", ["standardise", "embed"])
+def test_a_garment_whose_stage_gave_up_is_fetched_again_once_its_object_is_gone(runtime, shop, monkeypatch, stage):
+    """standardise (the database down for minutes) or the write of embed's vector (S3 throttled)
+    failed every retry, and the object the stage would start again from has since expired: the
+    picture is fetched again a day on, and its garment indexed."""
     register(runtime, shop)
     pipeline.scrape(runtime.app)
     stuck = image(runtime, shop, "final.jpg")["id"]
-    get_with_etag = runtime.store.get_with_etag
+    method = "get_with_etag" if stage == "standardise" else "put"
+    original = getattr(runtime.store, method)
 
     def failing(key, *args, **kwargs):
-        if key == ids.detections_key(stuck):
-            raise ConnectionError("the database is down")
-        return get_with_etag(key, *args, **kwargs)
+        if key == ids.detections_key(stuck) if stage == "standardise" else key.startswith("vectors/pending/") and stuck in key:
+            raise ConnectionError("the database is down" if stage == "standardise" else "SlowDown")
+        return original(key, *args, **kwargs)
 
-    monkeypatch.setattr(runtime.store, "get_with_etag", failing)
+    monkeypatch.setattr(runtime.store, method, failing)
     assert runtime.drain().failed >= 1
-    monkeypatch.setattr(runtime.store, "get_with_etag", get_with_etag)
-    runtime.store.delete(ids.detections_key(stuck))  # the bucket's lifecycle, a day on
-    runtime.fire_schedule("index")
-    status = lambda: {row["embedding_status"] for row in runtime.db.run_query(  # noqa: E731
-        "SELECT embedding_status FROM detections WHERE image_id = :id", {"id": stuck})}
-    assert status() == {"pending"}
-    assert pipeline.scrape(runtime.app)["images_uploaded"] == 0  # within the day: a redrive may yet finish it
-    monkeypatch.setattr(catalogue, "UNFINISHED_AFTER", timedelta(0))
-    assert pipeline.scrape(runtime.app)["images_uploaded"] == 1
-    runtime.drain()
-    runtime.fire_schedule("index")
-    assert status() == {"indexed"}
-
-
-def test_a_garment_whose_vector_was_never_written_is_fetched_again_a_day_on(runtime, shop, monkeypatch):
-    """embed marked the garment embedded, then its vector's write failed every retry (S3 throttled
-    for minutes), and its crop has since expired: no index run will ever merge it."""
-    register(runtime, shop)
-    pipeline.scrape(runtime.app)
-    stuck = image(runtime, shop, "final.jpg")["id"]
-    put = runtime.store.put
-
-    def failing(key, *args, **kwargs):
-        if key.startswith("vectors/pending/") and stuck in key:
-            raise ConnectionError("SlowDown")
-        return put(key, *args, **kwargs)
-
-    monkeypatch.setattr(runtime.store, "put", failing)
-    assert runtime.drain().failed >= 1
-    monkeypatch.setattr(runtime.store, "put", put)
-    for info in list(runtime.store.list("standard/")):  # the bucket's lifecycle, a day on
-        runtime.store.delete(info.key)
+    monkeypatch.setattr(runtime.store, method, original)
+    expired = [ids.detections_key(stuck)] if stage == "standardise" else [info.key for info in runtime.store.list("standard/")]
+    for key in expired:  # the bucket's lifecycle, a day on
+        runtime.store.delete(key)
     status = lambda: {row["embedding_status"] for row in runtime.db.run_query(  # noqa: E731
         "SELECT embedding_status FROM detections WHERE image_id = :id", {"id": stuck})}
     assert status() == {"pending"}
