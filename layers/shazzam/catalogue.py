@@ -813,13 +813,6 @@ def unlink_original(db: Database, product_id: str, copy_id: str) -> None:
 
 
 @retried_on_deadlock
-def unlink_image(db: Database, product_id: str, image_id: str) -> None:
-    """The product no longer links the image itself (it shows it through another: see SourcePass.image)."""
-    with db.transaction() as connection:
-        connection.execute(sa.delete(product_images).where(product_images.c.product_id == product_id, product_images.c.image_id == image_id))
-
-
-@retried_on_deadlock
 def drop_copy(db: Database, copy_id: str) -> list[dict]:
     """A copy's own address is gone (or shows another picture now): the copy dies, its product no
     longer stands for the original through it (the original stays its owners'), and the product's
@@ -870,10 +863,7 @@ def mark_product_dead(db: Database, product_id: str, reason: str = "gone") -> li
 def drop_images_not_shown(db: Database, product_id: str, shown: set[str]) -> tuple[list[str], list[dict]]:
     """Unlink the images a product's page no longer shows (the shop replaced a picture); each dies,
     and so leaves search and the shards, unless another live product shows it. Returns them, and
-    the live products left without a searchable picture by one that died (mark_product_dead). A
-    picture fetched again and found a copy of one shown (a revived product's own, whose bytes
-    another shop's copy, stored meanwhile, now holds) is shown still, through that original: only
-    its link goes, and it stays the copy whose address the product shows the original at."""
+    the live products left without a searchable picture by one that died (mark_product_dead)."""
     now = utcnow()
     dropped, concerned = [], {}
     with db.transaction() as connection:
@@ -882,8 +872,6 @@ def drop_images_not_shown(db: Database, product_id: str, shown: set[str]) -> tup
             if image_id in shown:
                 continue
             connection.execute(sa.delete(product_images).where(product_images.c.product_id == product_id, product_images.c.image_id == image_id))
-            if connection.execute(sa.select(images.c.duplicate_of).where(images.c.id == image_id)).scalar() in shown:
-                continue
             for product in _hand_over(connection, image_id, product_id, shop_id, now):
                 concerned.setdefault(product["id"], product)
             dropped.append(image_id)

@@ -1406,24 +1406,6 @@ def two_shops_one_picture(runtime, plain_shop) -> tuple:
     return shops, stock
 
 
-def test_a_product_back_in_stock_shows_its_own_picture_whose_copy_stood_in_for_it(runtime, plain_shop):
-    # While the first shop's tee was sold out, the second's copy became the original; back in stock,
-    # its own picture, fetched again, was a copy of that one: the page seemed no longer to show it,
-    # the copy died, and the tee was shown at the other shop's address (and left search with it).
-    (first, second), stock = two_shops_one_picture(runtime, plain_shop)
-    stock(first, False)
-    pipeline.scrape(runtime.app, force=True)
-    assert catalogue.get_image(runtime.db, ids.image_id(second.base_url + "img/tee.jpg"))["duplicate_of"] is None
-    stock(first, True)
-    pipeline.scrape(runtime.app, force=True)
-    own = catalogue.get_image(runtime.db, ids.image_id(first.base_url + "img/tee.jpg"))
-    assert own["duplicate_of"] == ids.image_id(second.base_url + "img/tee.jpg") and not own["is_dead"]
-    tee_page = ids.product_id(first.base_url + "p/tee.html")
-    assert catalogue.get_item(runtime.db, tee_page)["image_urls"] == [first.base_url + "img/tee.jpg"]
-    links = runtime.db.run_query("SELECT image_id FROM product_images WHERE product_id = :id", {"id": tee_page})
-    assert links == [{"image_id": own["duplicate_of"]}]  # it stands for the original, as a copy does
-
-
 @pytest.mark.parametrize("found_by", ["scrape", "revalidate", "scrape of another picture"])
 def test_a_picture_that_dies_with_its_owner_is_fetched_at_once_by_another_shop_that_shows_a_copy(runtime, plain_shop, found_by):
     # The picture died with its owner (sold out, or showing it no more), and the other shop's copy

@@ -363,9 +363,6 @@ class SourcePass:
                                    status="duplicate", error=None)
             if not catalogue.link_image(self.db, product_id, original, position) and not refetch:
                 return self.image(product_id, url, position, refetch=True)  # the original died meanwhile
-            # A picture of its own until now (a revived product's, whose bytes another shop's copy
-            # became the original of while it was dead): the product shows it through the original.
-            catalogue.unlink_image(self.db, product_id, image_id)
             counts["images_duplicate"] += 1
             return
         # Stored (again): a dead one brought back belongs to the product that shows it now, not to
