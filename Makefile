@@ -50,9 +50,10 @@ model: $(VENV)-train/.installed  ## rebuild layers/models/garment_v0.tflite (tor
 # A rebuild is a new network with vectors of its own, so it is exported under a new name (the index
 # re-embeds only when the model's name changes; the export refuses a name already taken by another network).
 GARMENT_NAME ?= garment_v6
+# EXPORT_ARGS=--replace overwrites a model of that name that another run exported.
 finetune: $(VENV)-train/.installed  ## train garment_v5's recipe and export it as layers/models/$(GARMENT_NAME).* (about 40 minutes on 2 cores; serve it with SHAZZAM_MODEL=$(GARMENT_NAME))
 	$(VENV)-train/bin/python training/train_embedder.py --data $(DATA)/clothing-dataset-small --run-dir build/$(GARMENT_NAME)
-	$(VENV)-train/bin/python training/train_embedder.py --run-dir build/$(GARMENT_NAME) --export layers/models --name $(GARMENT_NAME)
+	$(VENV)-train/bin/python training/train_embedder.py --run-dir build/$(GARMENT_NAME) --export layers/models --name $(GARMENT_NAME) $(EXPORT_ARGS)
 
 views: dev  ## compare the serving views of the garment model on CCP garment crops it never saw (about 4 minutes)
 	$(BIN)/python training/choose_views.py --ccp $(DATA)/ccp --data $(DATA)/clothing-dataset-small
@@ -62,7 +63,7 @@ DETECTOR_ARGS ?= --frozen-blocks 11 --epochs 16 --weight-power 0.25 --product-vi
 DETECTOR_NAME ?= detector_v3
 detector: $(VENV)-train/.installed  ## train detector_v2's recipe and export it as layers/models/$(DETECTOR_NAME).* (1-2 hours on 2 cores; serve it with SHAZZAM_DETECTOR=$(DETECTOR_NAME))
 	$(VENV)-train/bin/python training/train_detector.py --ccp $(DATA)/ccp --clothing $(DATA)/clothing-dataset-small --run-dir build/$(DETECTOR_NAME) $(DETECTOR_ARGS)
-	$(VENV)-train/bin/python training/train_detector.py --run-dir build/$(DETECTOR_NAME) --export layers/models --name $(DETECTOR_NAME)
+	$(VENV)-train/bin/python training/train_detector.py --run-dir build/$(DETECTOR_NAME) --export layers/models --name $(DETECTOR_NAME) $(EXPORT_ARGS)
 
 VGG16_BASELINE ?= build/vgg16_fc7.tflite
 
