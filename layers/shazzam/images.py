@@ -80,14 +80,22 @@ class Box:
         return (self.right - self.left) * (self.bottom - self.top)
 
 
+# What Pillow's parsers raise on broken data.
+PILLOW_DATA_ERRORS = (OSError, SyntaxError, ValueError, EOFError, RuntimeError, struct.error, IndexError, TypeError, KeyError)
+
+
+def _check_length(data: bytes, max_bytes: int) -> None:
+    if len(data) > max_bytes:
+        raise ImageError(f"file is {len(data)} bytes, more than the {max_bytes} allowed", "too_large")
+
+
 def load_image(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS, shrinkable_pixels: int = 0) -> Image.Image:
     """Decode untrusted bytes into an upright RGB image, or raise ImageError. A JPEG of more than
     max_pixels, up to shrinkable_pixels, is decoded at 1/2, 1/4 or 1/8 of its size, the largest
     within max_pixels (libjpeg scales as it decodes: the full-size pixels never exist)."""
     if not data:
         raise ImageError("empty file (0 bytes)", "empty")
-    if len(data) > max_bytes:
-        raise ImageError(f"file is {len(data)} bytes, more than the {max_bytes} allowed", "too_large")
+    _check_length(data, max_bytes)
     try:
         with warnings.catch_warnings():
             # Pillow warns, then errors, on bombs past its own limit; ours applies before decoding.
@@ -115,8 +123,7 @@ def load_image(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX
         raise ImageError(f"not an image in a format we read ({READABLE_FORMATS})", "unsupported") from None
     except Image.DecompressionBombError as exc:
         raise ImageError(f"too many pixels: {exc}", "too_large") from exc
-    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError, struct.error, IndexError, TypeError, KeyError) as exc:
-        # Pillow's parsers raise any of these on broken data.
+    except PILLOW_DATA_ERRORS as exc:
         raise ImageError(f"corrupt or truncated image: {exc}") from exc
     return image
 
@@ -132,15 +139,14 @@ def check_catalogue_size(data: bytes) -> None:
     """Raise ImageError (too_large) when load_catalogue_image would refuse the bytes for their size,
     from their header alone: the scraper says so, rather than storing a picture detect refuses for
     good. What is broken or foreign is load_image's to say."""
-    if len(data) > MAX_BYTES:
-        raise ImageError(f"file is {len(data)} bytes, more than the {MAX_BYTES} allowed", "too_large")
+    _check_length(data, MAX_BYTES)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise ImageError(f"too many pixels: {exc}", "too_large") from exc
-    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError, struct.error, IndexError, TypeError, KeyError):
+    except PILLOW_DATA_ERRORS:
         return  # broken or foreign (UnidentifiedImageError is an OSError)
     with image:
         _decoding_scale(image, MAX_PIXELS, CATALOGUE_SHRINKABLE_PIXELS)
