@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from shazzam import evaluation
+from shazzam import ccp
 from shazzam.ccp import CCP, TRAINING
 from shazzam.images import (
     MODEL_INPUT_SIZE,
@@ -78,17 +79,11 @@ def view_outputs(model: GarmentModel, images: list[Image.Image], views: set[str]
 
 
 def training_photos(text: str) -> range:
-    """FIRST-LAST, CCP photo numbers within the training photos: 0701-0800 judge the models and are
-    held out, so nothing is chosen on them (the rule of train_embedder.py's --ccp-photos)."""
+    """--photos: CCP photo numbers within the training photos (shazzam.ccp.training_photos)."""
     try:
-        first, last = (int(n) for n in text.split("-"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected FIRST-LAST, got {text!r}") from None
-    photos = range(first, last + 1)
-    if not (photos and TRAINING.start <= photos.start and photos.stop <= TRAINING.stop):
-        raise argparse.ArgumentTypeError(f"CCP photos {text} are not within the training photos "
-                                         f"{TRAINING.start}-{TRAINING.stop - 1} (0701-0800 are held out)")
-    return photos
+        return ccp.training_photos(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def main(argv: list[str] | None = None) -> int:

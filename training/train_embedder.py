@@ -122,15 +122,12 @@ def photo_range(text: str) -> range:
 
 def ccp_photos(text: str) -> str:
     """FIRST-LAST, CCP photo numbers within the training photos (the held-out ones are refused)."""
-    from shazzam.ccp import TRAINING
+    from shazzam.ccp import training_photos
 
     try:
-        photos = photo_range(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected FIRST-LAST, got {text!r}") from None
-    if not (photos and TRAINING.start <= photos.start and photos.stop <= TRAINING.stop):
-        raise argparse.ArgumentTypeError(f"CCP photos {text} are not within the training photos "
-                                         f"{TRAINING.start}-{TRAINING.stop - 1} (0701-0800 are held out)")
+        photos = training_photos(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return f"{photos.start}-{photos.stop - 1}"
 
 

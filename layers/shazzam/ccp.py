@@ -29,6 +29,20 @@ from shazzam.taxonomy import CCP_CATEGORY, DETECTOR_CLASSES, ccp_label_to_channe
 
 VALIDATION = range(701, 801)  # photos 0701..0800: never trained on
 TRAINING = range(1, 701)
+
+
+def training_photos(text: str) -> range:
+    """FIRST-LAST as a range of CCP photo numbers within TRAINING, else ValueError: 0701-0800 judge
+    the models and are held out, so nothing is trained or chosen on them."""
+    try:
+        first, last = (int(n) for n in text.split("-"))
+    except ValueError:
+        raise ValueError(f"expected FIRST-LAST, got {text!r}") from None
+    photos = range(first, last + 1)
+    if not (photos and TRAINING.start <= photos.start and photos.stop <= TRAINING.stop):
+        raise ValueError(f"CCP photos {text} are not within the training photos "
+                         f"{TRAINING.start}-{TRAINING.stop - 1} (0701-0800 are held out)")
+    return photos
 # a garment crop: all the pixels of one catalogue category in the photo, if they cover at least
 # this share of it, and a box at least MIN_CROP_SIDE pixels on its short side
 MIN_CROP_AREA_FRACTION = 0.01
