@@ -1429,3 +1429,26 @@ def test_a_picture_that_dies_with_its_owner_is_fetched_at_once_by_another_shop_t
     assert kept["duplicate_of"] is None and kept["content_sha256"] and not kept["is_dead"]
     assert ids.incoming_key(kept["id"]) in incoming(runtime)  # on its way to search, a picture of its own
     assert catalogue.get_item(runtime.db, ids.product_id(second.base_url + "p/tee.html"))["image_urls"] == [second.base_url + "img/tee.jpg"]
+
+
+def test_the_pages_read_again_for_a_dead_picture_are_counted_in_the_scrape_summary(runtime, plain_shop):
+    # The other shop's tee page was fetched, but the summary left it out of pages_fetched.
+    (first, second), stock = two_shops_one_picture(runtime, plain_shop)
+    stock(first, False)
+    before = {shop: len(shop.asked) for shop in (first, second)}
+    report = pipeline.scrape(runtime.app, shop_url=first.base_url, force=True)
+    asked = {shop: shop.asked[before[shop]:] for shop in (first, second)}
+    assert asked[second] == ["/robots.txt", "/p/tee.html", "/img/tee.jpg"]  # read again at once
+    documents = [path for paths in asked.values() for path in paths if path.startswith(("/p/", "/sitemap"))]
+    assert report["pages_fetched"] == len(documents)
+
+
+def test_a_scrape_cut_by_limit_leaves_the_pages_of_a_dead_picture_for_their_next_visit(runtime, plain_shop):
+    # `--limit N` promises N product pages per source; reading other shops' pages too broke it.
+    (first, second), stock = two_shops_one_picture(runtime, plain_shop)
+    stock(first, False)
+    asked_before = len(second.asked)
+    pipeline.scrape(runtime.app, shop_url=first.base_url, force=True, limit=1)
+    assert second.asked[asked_before:] == []
+    kept = catalogue.get_image(runtime.db, ids.image_id(second.base_url + "img/tee.jpg"))
+    assert kept["content_sha256"] is None  # never fetched: its page's next visit fetches it

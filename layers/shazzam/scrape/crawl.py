@@ -431,8 +431,9 @@ class Crawl:
     # -- pages ----------------------------------------------------------------------------------
 
     def visit(self, url: str) -> PageOutcome:
-        """Fetch (conditionally) and parse one product page, or one page of a Shopify feed."""
-        return self._shopify_page(url) if self.source.strategy == "shopify" else self._product_page(url)
+        """Fetch (conditionally) and parse one product page, or one page of a Shopify feed (counted in
+        `stats` and `errors`, as pages() counts its pages)."""
+        return self._count(self._shopify_page(url) if self.source.strategy == "shopify" else self._product_page(url))
 
     def _fetch_if_changed(self, url: str, accept: tuple[str, ...]) -> tuple[FetchResult, CachedPage] | PageOutcome:
         """The page and its new cache entry when it changed; else the outcome that says why not."""

@@ -422,11 +422,13 @@ def _sources(app, shop_url: str | None, source_name: str | None) -> list[tuple[d
 
 
 def read_again(concerned: list[dict], source_pass: Callable[[str], SourcePass | None], read: set[str], until: float,
-               deadline: float | None) -> None:
+               deadline: float | None) -> Counter:
     """Read at once, in full, the pages of products left without a searchable picture (a picture
     of theirs died: catalogue._retire), each through its own shop's pass (`source_pass`, None for a
     shop not to crawl): each fetches what it shows, another address of the picture as a picture of
-    its own. Those past `until`, or whose page is in `read` already, wait for their page's next visit."""
+    its own. Those past `until`, or whose page is in `read` already, wait for their page's next visit.
+    Returns the crawls' counts (pages_fetched, skipped_by_robots) and their errors by kind."""
+    stats: Counter = Counter()
     for product in concerned:
         page_url = product["page_url"] or product["url"]
         if time.monotonic() >= until or page_url in read:
@@ -438,7 +440,11 @@ def read_again(concerned: list[dict], source_pass: Callable[[str], SourcePass | 
         if known := visit.known.get(product["url"]):
             known["fingerprint"] = None  # as retire_image forgot it: its pictures are fetched
         visit.seen.discard(product["url"])  # read earlier in this pass: it is read again all the same
-        visit.page(visit.crawl(None, conditional=False, deadline=deadline).visit(page_url))
+        crawl = visit.crawl(None, conditional=False, deadline=deadline)
+        visit.page(crawl.visit(page_url))
+        stats.update(crawl.stats)
+        visit.summary.errors.update(crawl.errors)
+    return stats
 
 
 def scrape_pass(
@@ -459,7 +465,8 @@ def scrape_pass(
     a pass started on longest ago first. ``force`` starts a new round at once. A picture that dies
     with its product (killed, or showing it no more) leaves other shops' products that showed it
     through copies of their own without a searchable picture: their pages are read at once
-    (read_again), the pass's budget allowing, whatever their shops' schedules."""
+    (read_again), the pass's budget allowing, whatever their shops' schedules; not in a run cut by
+    ``limit`` (N pages per source), where they wait for their pages' next visit."""
     from shazzam.db import utcnow
 
     summary = Summary()
@@ -521,8 +528,10 @@ def scrape_pass(
                 visits[shop_id] = _source_pass(app, shops[shop_id], base, summary, hashes) if shops[shop_id]["active"] else None
             return visits[shop_id]
 
-        left_without_picture = [product for visit in list(visits.values()) if visit for product in visit.left_without_picture]
-        read_again(left_without_picture, source_pass, set(), float("inf") if fetch_deadline is None else fetch_deadline, fetch_deadline)
+        if limit is None:
+            left_without_picture = [product for visit in list(visits.values()) if visit for product in visit.left_without_picture]
+            until = float("inf") if fetch_deadline is None else fetch_deadline
+            summary.counts.update(read_again(left_without_picture, source_pass, set(), until, fetch_deadline))
         return summary.as_dict()
 
 
