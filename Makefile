@@ -44,8 +44,8 @@ $(VENV)-train/.installed: training/requirements.txt
 	$(VENV)-train/bin/pip install -q --no-deps -e .
 	touch $@
 
-model: $(VENV)-train/.installed  ## rebuild layers/models/garment_v0.tflite (torch lives only in .venv-train)
-	$(VENV)-train/bin/python training/export_embedder.py --data $(DATA)/clothing-dataset-small --out layers/models
+model: $(VENV)-train/.installed  ## rebuild layers/models/garment_v0.tflite (torch lives only in .venv-train; a rebuild that differs from it is refused, EXPORT_ARGS=--replace)
+	$(VENV)-train/bin/python training/export_embedder.py --data $(DATA)/clothing-dataset-small --out layers/models $(EXPORT_ARGS)
 
 # A rebuild is a new network with vectors of its own, so it is exported under a new name (the index
 # re-embeds only when the model's name changes; the export refuses a name already taken by another network).

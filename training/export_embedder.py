@@ -17,6 +17,8 @@ Steps:
 4. Wrap normalisation + backbone + average pool + head into one module taking raw RGB 0..255 NHWC
    float32 [1, 224, 224, 3] and returning (embedding [1, 1280] un-normalised, probabilities [1, 10]);
    convert it with litert-torch, check parity against torch on real images, write the manifest and card.
+   A name whose manifest describes another network is refused (export_tflite.install; --replace to
+   overwrite it on purpose, or a new --name).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import shazzam.images  # noqa: E402
 from common import load_backbone  # noqa: E402
+from export_tflite import install, staging_path  # noqa: E402
 from shazzam.distance import l1_topk, l2_normalise  # noqa: E402
 from shazzam.evaluation import SPLITS, list_split  # noqa: E402
 from shazzam.images import load_image, to_model_input  # noqa: E402
@@ -263,11 +266,7 @@ def check_parity(tflite_path: Path, module: GarmentEmbedder, inputs: list[np.nda
     return mapping, diffs
 
 
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def write_card(path: Path, *, sha256: str, size: int, mapping: dict, parity: dict, chosen: str,
+def write_card(path: Path, *, name: str, sha256: str, size: int, mapping: dict, parity: dict, chosen: str,
                candidates: dict, head_metrics: dict, counts: dict) -> None:
     chosen_metrics = candidates[chosen]
     rows = "\n".join(
@@ -275,7 +274,7 @@ def write_card(path: Path, *, sha256: str, size: int, mapping: dict, parity: dic
         f"{m['validation_precision_at_10_l1_normalised']:.4f} | {m['precision_at_10_l1_normalised']:.4f} | {m['precision_at_10_l1_raw']:.4f} |"
         for name, m in candidates.items()
     )
-    path.write_text(f"""# {NAME}: garment embedder and classifier
+    path.write_text(f"""# {name}: garment embedder and classifier
 
 Built {dt.date.today().isoformat()} by `training/export_embedder.py`.
 
@@ -307,7 +306,7 @@ bilinearly to 256 and the centre 224x224 cut out (`shazzam.images.standardise_im
 | {mapping['embedding']} | embedding | [1, {EMBEDDING_DIM}] float32 | average-pooled features, **not** normalised; L2-normalise before L1 search (`shazzam.distance.l2_normalise`) |
 | {mapping['probabilities']} | probabilities | [1, {len(CATEGORIES)}] float32 | softmax over the taxonomy below, in that order |
 
-The mapping is recorded in `{NAME}.json` (`outputs.*.index`); `shazzam.vision.GarmentModel` reads it.
+The mapping is recorded in `{name}.json` (`outputs.*.index`); `shazzam.vision.GarmentModel` reads it.
 
 ## Taxonomy
 
@@ -350,7 +349,7 @@ which creates `.venv-train` (pins in `training/requirements.txt`) and runs
 
 ## File
 
-- `{NAME}.tflite`: {size} bytes ({size / 1e6:.2f} MB)
+- `{name}.tflite`: {size} bytes ({size / 1e6:.2f} MB)
 - sha256 `{sha256}`
 
 ## Licence
@@ -372,6 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="layers/models", help="output folder")
     parser.add_argument("--cache", default="/tmp", help="folder for the embeddings cache ('' to disable)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--name", default=NAME, help="the model's name (its file names); a network that differs "
+                        "from the one exported under it before needs a new one (the index re-embeds only when the name changes)")
+    parser.add_argument("--replace", action="store_true", help="overwrite a model of the same name even when this export differs from it")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     torch.set_num_threads(args.threads)
@@ -397,20 +399,23 @@ def main(argv: list[str] | None = None) -> int:
     import litert_torch
 
     out.mkdir(parents=True, exist_ok=True)
-    tflite_path = out / f"{NAME}.tflite"
-    litert_torch.convert(module, (sample,)).export(str(tflite_path))
+    tflite_path = out / f"{args.name}.tflite"
+    staged = staging_path(tflite_path)  # the model there stays whole until this one passed its checks
+    litert_torch.convert(module, (sample,)).export(str(staged))
 
-    mapping, parity = check_parity(tflite_path, module, parity_inputs(data))
+    mapping, parity = check_parity(staged, module, parity_inputs(data))
     print(f"output mapping {mapping}; parity max abs diff {parity}")
     bad = {k: v for k, v in parity.items() if not v <= PARITY_TOLERANCE[k]}
     if bad:
+        staged.unlink()
         raise SystemExit(f"tflite differs from torch beyond {PARITY_TOLERANCE}: {bad}")
 
-    sha256, size = sha256_of(tflite_path), tflite_path.stat().st_size
-    write_manifest(out, NAME, tflite_path, sha256, mapping, EMBEDDING_DIM, CATEGORIES)
-    write_card(out / f"{NAME}.md", sha256=sha256, size=size, mapping=mapping, parity=parity, chosen=chosen,
+    size = staged.stat().st_size
+    digest = install(staged, tflite_path, out / f"{args.name}.json", args.replace)
+    write_manifest(out, args.name, tflite_path, digest, mapping, EMBEDDING_DIM, CATEGORIES)
+    write_card(out / f"{args.name}.md", name=args.name, sha256=digest, size=size, mapping=mapping, parity=parity, chosen=chosen,
                candidates=candidates, head_metrics=head_metrics, counts=counts)
-    print(f"wrote {tflite_path} ({size} bytes, sha256 {sha256}), {NAME}.json, {NAME}.md "
+    print(f"wrote {tflite_path} ({size} bytes, sha256 {digest}), {args.name}.json, {args.name}.md "
           f"in {time.perf_counter() - started:.0f} s")
     return 0
 
