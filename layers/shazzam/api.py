@@ -66,6 +66,11 @@ MAX_FORM_PARTS = 32
 # as some HTTP clients label a form's plain fields.
 NESTED_MESSAGE = re.compile(rb"(?im)^content-type:\s*message/")
 NESTED_MULTIPART = re.compile(rb"(?im)^content-type:\s*multipart/(?:[^\n]|\n[ \t])*boundary")
+# The MIME parser takes time that grows faster than the number of a header's parameters (a 2.6 MB
+# header of 250,000 took two minutes) and recurses once per "(" of a comment: the request's
+# Content-Type and each part's headers are refused past this. A browser's come to about 150 bytes,
+# 1 KB with a long file name.
+MAX_FORM_HEADER_BYTES = 4096
 STATUS_TITLES = {
     400: "Malformed request",
     404: "Not found",
@@ -126,6 +131,15 @@ def parse_multipart(content_type: str, body: bytes, text_fields: tuple[str, ...]
     Powertools reads forms only with its data validation on, which needs pydantic in the Lambda
     package; the standard library's MIME parser reads them without it.
     """
+    if len(content_type) > MAX_FORM_HEADER_BYTES:
+        raise Problem(400, f"the Content-Type header is longer than {MAX_FORM_HEADER_BYTES} characters")
+    try:
+        return _form_fields(content_type, body, text_fields)
+    except RecursionError:  # the MIME parser reads a header's comments nested in hundreds of parentheses
+        raise Problem(400, "a multipart/form-data header is nested too deeply") from None
+
+
+def _form_fields(content_type: str, body: bytes, text_fields: tuple[str, ...]) -> dict[str, bytes | str]:
     boundary = email.message_from_string(f"Content-Type: {content_type}\r\n\r\n").get_boundary()
     # The MIME parser's time grows with the number of parts: count them before parsing, and refuse
     # a part that is itself multipart (or a message), whose own parts the parser would read uncounted.
@@ -133,8 +147,11 @@ def parse_multipart(content_type: str, body: bytes, text_fields: tuple[str, ...]
         delimiter = b"--" + boundary.encode("latin-1", errors="replace")
         if body.count(delimiter) > MAX_FORM_PARTS + 1:
             raise Problem(400, f"the multipart/form-data body has more than {MAX_FORM_PARTS} parts")
-        headers = re.compile(re.escape(delimiter) + rb"[^\n]*\n((?:[^\r\n][^\n]*\n)*)")
-        blocks = [match.group(1) for match in headers.finditer(body)]
+        # Each part's header lines, up to the blank line, ended as the parser ends them: CRLF, LF or CR alone.
+        headers = re.compile(re.escape(delimiter) + rb"[^\r\n]*(?:\r\n|\r|\n)((?:[^\r\n]+(?:\r\n|\r|\n))*)")
+        blocks = [match.group(1).replace(b"\r\n", b"\n").replace(b"\r", b"\n") for match in headers.finditer(body)]
+        if any(len(block) > MAX_FORM_HEADER_BYTES for block in blocks):
+            raise Problem(400, f"a multipart/form-data part's headers are longer than {MAX_FORM_HEADER_BYTES} bytes")
         if any(NESTED_MESSAGE.search(block) or NESTED_MULTIPART.search(block) for block in blocks):
             raise Problem(400, "a multipart/form-data part may not be nested multipart or a message: send each file as its own part")
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(

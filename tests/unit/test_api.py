@@ -260,6 +260,20 @@ def giant_png_header() -> bytes:
          "multipart/form-data; boundary=x", "", 400, "nested"),
         (b"--x\r\nContent-Disposition: form-data; name=f\r\nContent-Type:\r\n multipart/mixed; boundary=y\r\n\r\n"
          + b"--y\r\n\r\n\r\n" * 100 + b"--y--\r\n--x--\r\n", "multipart/form-data; boundary=x", "", 400, "nested"),  # folded
+        (b"--x\rContent-Disposition: form-data; name=f\rContent-Type: multipart/mixed; boundary=y\r\r"
+         + b"--y\r\r\r" * 1000 + b"--y--\r--x--\r", "multipart/form-data; boundary=x", "", 400, "nested"),  # lines ended by CR alone
+        # The MIME parser reads a header's parameters in more than linear time (250,000 took two
+        # minutes, the server answering nothing else), and recurses once per "(" of a comment.
+        (b'--x\r\nContent-Disposition: form-data; name="image"' + b"".join(b"; a%d=b" % i for i in range(1000))
+         + b"\r\nContent-Type: image/jpeg\r\n\r\nDATA\r\n--x--\r\n", "multipart/form-data; boundary=x", "", 400, "longer than 4096"),
+        (b'--x\nContent-Disposition: form-data; name="image"' + b"".join(b"; a%d=b" % i for i in range(1000))
+         + b"\nContent-Type: image/jpeg\n\nDATA\n--x--\n", "multipart/form-data; boundary=x", "", 400, "longer than 4096"),
+        (b'--x\r\nContent-Disposition: form-data; name="image"' + b"(" * 1000 + b")" * 1000
+         + b"\r\nContent-Type: image/jpeg\r\n\r\nDATA\r\n--x--\r\n", "multipart/form-data; boundary=x", "", 400, "nested too deeply"),
+        (b'--x\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\nDATA\r\n--x--\r\n',
+         "multipart/form-data; boundary=x " + "(" * 900 + ")" * 900, "", 400, "nested too deeply"),
+        (b'--x\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\nDATA\r\n--x--\r\n',
+         "multipart/form-data; boundary=x" + "; a=b" * 1000, "", 400, "Content-Type header is longer"),
     ],
 )
 def test_bad_requests_get_a_problem_a_person_understands(call, body, content_type, query, status, words):
@@ -301,6 +315,12 @@ def test_upload_then_search_by_key_locally(call, runtime):
     assert status == 201 and upload["fields"]["Content-Type"] == "image/png"
     status, _, upload = call("POST", "/uploads", b'{"content_type": null}', "application/json")  # null is absent
     assert status == 201 and upload["fields"]["Content-Type"] == "image/jpeg"
+
+
+def test_a_local_upload_with_headers_nested_too_deeply_is_a_problem_not_a_dropped_connection(runtime):
+    form = b'--x\r\nContent-Disposition: form-data; name="file"' + b"(" * 1000 + b")" * 1000 + b"\r\n\r\nDATA\r\n--x--\r\n"
+    status, headers, body = runtime.receive_upload("multipart/form-data; boundary=x", form)
+    assert status == 400 and b"nested too deeply" in body
 
 
 def test_behind_a_tls_proxy_the_local_upload_url_is_https(runtime):
