@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import re
+import unicodedata
 from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
@@ -169,7 +170,9 @@ def take_shop_off(db: Database, base_url: str) -> bool:
 
     with db.transaction() as connection:
         # As stored first: a row saved under a spelling no longer accepted must still be taken off.
-        shop_id = connection.execute(sa.select(shops.c.id).where(shops.c.base_url == base_url)).scalar()
+        # Compared here too: MySQL's collation would match another shop whose path differs in case.
+        rows = connection.execute(sa.select(shops.c.id, shops.c.base_url).where(shops.c.base_url == base_url)).all()
+        shop_id = next((row.id for row in rows if row.base_url == base_url), None)
         if shop_id is None:
             shop_id = _shop_id(connection, ShopSource(base_url=base_url).base_url)
         _drop_discovery(connection, shop_id)  # brought back, it discovers afresh
@@ -1170,7 +1173,14 @@ def shop_exists(db: Database, name_or_id: str) -> bool:
 def shop_names(db: Database) -> list[str]:
     """The names of the active shops, for the search filter."""
     with db.transaction() as connection:
-        return list(connection.execute(sa.select(shops.c.name).where(shops.c.active.is_(True)).order_by(shops.c.name)).scalars())
+        names = connection.execute(sa.select(shops.c.name).where(shops.c.active.is_(True))).scalars()
+        return sorted(names, key=_alphabetical)  # one order whatever the database's collation
+
+
+def _alphabetical(name: str) -> tuple[str, str]:
+    """A name's place in a list for people: case and accents aside ("Élan" after "adidas")."""
+    letters = "".join(c for c in unicodedata.normalize("NFKD", name) if not unicodedata.combining(c))
+    return letters.casefold(), name
 
 
 def counts(db: Database) -> dict[str, int]:

@@ -758,6 +758,21 @@ def test_a_rounds_discovery_is_kept_in_order_until_the_round_ends_or_its_setting
     assert catalogue.take_shop_off(db, "https://other.example") and catalogue.shop_discovery(db, other, "k2") == []  # taken off: gone
 
 
+def test_a_shop_is_taken_off_by_its_own_address_not_by_one_that_differs_in_case(db):
+    # MySQL's collation matched both: the other shop was taken off, and this one never could be.
+    upper = catalogue.add_shop(db, "https://shop.example/en/Women", name="Women (EN)")
+    lower = catalogue.add_shop(db, "https://shop.example/en/women", name="Other shop")
+    assert upper != lower
+    assert catalogue.take_shop_off(db, "https://shop.example/en/women")
+    assert [row["id"] for row in catalogue.active_shops(db)] == [upper]
+
+
+def test_the_shop_names_are_in_one_order_on_every_database(db):
+    for n, name in enumerate(["Zara", "adidas", "Élan", "Upper"]):
+        catalogue.add_shop(db, f"https://shop{n}.example", name=name)
+    assert catalogue.shop_names(db) == ["adidas", "Élan", "Upper", "Zara"]
+
+
 # -- pruning tombstones --------------------------------------------------------------------------
 
 
