@@ -32,10 +32,11 @@ MAX_ID_LENGTH = 40  # the id columns' width (a SHA-1 in hex)
 
 def image_id_of_name(name: str) -> str:
     """An image id for a file put into incoming/ by hand: its name when a key's stem can hold it;
-    else its first 23 characters with what a stem cannot hold (dots, slashes, spaces) turned into
-    "_", and a digest of the whole name, so that names alike but for those ("look 1.jpg",
-    "look_1.jpg", "look/1.jpg") stay three photos ("street-1.jpg" -> "street-1_jpg_" + 16 hex digits)."""
-    cleaned = re.sub(r"[^A-Za-z0-9_-]", "_", name) or "_"
+    else its first 23 characters in lower case with what a stem cannot hold (dots, slashes, spaces)
+    turned into "_", and a digest of the whole name, so that names alike but for those ("look 1.jpg",
+    "look_1.jpg", "look/1.jpg") stay three photos ("street-1.jpg" -> "street-1_jpg_" + 16 hex digits).
+    Capitals take the digest too: MySQL compares ids case-blind, and "IMG_1" and "img_1" are two photos."""
+    cleaned = re.sub(r"[^a-z0-9_-]", "_", name.lower()) or "_"
     if cleaned == name and len(name) <= MAX_ID_LENGTH:
         return name
     return f"{cleaned[:23]}_{_digest('name', name)[:16]}"

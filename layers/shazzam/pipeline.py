@@ -137,10 +137,10 @@ def detect(app: App, key: str) -> StageResult:
         data, etag = app.store.get_with_etag(key)
     except ObjectNotFound:
         return StageResult(key, "skipped", "object no longer exists")
-    if key != ids.incoming_key(image_id) or len(image_id) > ids.MAX_ID_LENGTH:
-        # A name with a dot or a folder ("incoming/street-1.jpg"), or longer than an id: the later
-        # stages find a photo by its id alone, so it moves to incoming/<an id made of its name>,
-        # whose own event detects it.
+    if key != ids.incoming_key(image_id) or ids.image_id_of_name(image_id) != image_id:
+        # A name with a dot or a folder ("incoming/street-1.jpg"), capitals, or longer than an id:
+        # the later stages find a photo by its id alone, so it moves to incoming/<an id made of its
+        # name>, whose own event detects it.
         moved = ids.incoming_key(ids.image_id_of_name(key[len("incoming/"):]))
         app.store.put(moved, data)
         delete_if_unchanged(app.store, key, etag)
