@@ -12,6 +12,8 @@ from .access import TRANSIENT_PREFIXES, PrefixAccess
 
 # Every bucket of the stack: no public access, encrypted, reachable over TLS only.
 PRIVATE = dict(block_public_access=s3.BlockPublicAccess.BLOCK_ALL, encryption=s3.BucketEncryption.S3_MANAGED, enforce_ssl=True)
+# How long the index's replaced shards and manifests are kept as old versions, to roll a bad index run back.
+INDEX_ROLLBACK_DAYS = 2
 
 
 class CatalogueBucket(Construct):
@@ -49,7 +51,11 @@ class CatalogueBucket(Construct):
             server_access_logs_prefix="objects/",
             lifecycle_rules=[
                 *transient,
-                s3.LifecycleRule(id="old-index-versions", prefix="index/", noncurrent_version_expiration=Duration.days(30)),
+                # Each index run that changes a category writes a whole new shard, and the one it
+                # replaces stays as an old version (the index deletes it after 15 minutes, which in a
+                # versioned bucket only hides it): kept long enough to roll a bad run back, as up
+                # to 288 copies a day of the shard are billed.
+                s3.LifecycleRule(id="old-index-versions", prefix="index/", noncurrent_version_expiration=Duration.days(INDEX_ROLLBACK_DAYS)),
                 s3.LifecycleRule(id="old-vector-versions", prefix="vectors/", noncurrent_version_expiration=Duration.days(1)),
                 # Pending vectors an index run set aside as unreadable: kept two weeks for a look.
                 s3.LifecycleRule(id="expire-unreadable-vectors", prefix="vectors/unreadable/", expiration=Duration.days(14)),
