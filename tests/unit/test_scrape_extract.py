@@ -170,6 +170,9 @@ def test_offers_currencies_and_addresses_as_shops_write_them():
         {"priceType": "https://schema.org/StrikethroughPrice", "price": "49.99", "priceCurrency": "EUR"},
         {"price": "29.99", "priceCurrency": "EUR"}]}).price == Decimal("29.99")
     assert product(offers={"price": "12", "priceCurrency": "€"}).currency == "EUR"
+    # A label of one currency is its code (it was stored as no currency); "$" names several.
+    assert [product(offers={"price": "12", "priceCurrency": label}).currency for label in ("US$", "au$", "R$", "Kč", "$")] == [
+        "USD", "AUD", "BRL", "CZK", "$"]
     assert product(offers=[{"price": "0.00"}, {"price": "39.00"}]).price == Decimal("39.00")  # 0.00: a placeholder
     assert product(offers=[{"price": "0.00"}]).price == Decimal("0.00")
     # The price is one you can pay: a sold-out size's is not, unless every offer is sold out.

@@ -412,6 +412,10 @@ _SCIENTIFIC = re.compile(r"-?\d+(?:\.\d+)?[eE][+-]?\d+")
 
 # Symbols that name one currency only ("$" and "kr" name several, so they are not read).
 CURRENCY_SYMBOLS = {"€": "EUR", "£": "GBP", "₹": "INR", "₩": "KRW", "₽": "RUB", "₺": "TRY", "₴": "UAH", "₪": "ILS", "zł": "PLN", "₫": "VND"}
+# ... and what shops write in an offer's currency field for one currency, matched whole (in a price's
+# text, "S$" is also the end of "US$", "Ft" of words). Not "C$" (Canadian or Nicaraguan).
+CURRENCY_LABELS = {"US$": "USD", "CA$": "CAD", "CAN$": "CAD", "A$": "AUD", "AU$": "AUD", "NZ$": "NZD", "HK$": "HKD", "S$": "SGD",
+                   "SG$": "SGD", "NT$": "TWD", "MX$": "MXN", "R$": "BRL", "KČ": "CZK", "FT": "HUF"}
 
 
 # Signs of money that name no one currency but none with three decimals ("$", "kr", "Rp", "Ft").
@@ -489,7 +493,8 @@ def currency_code(value: Any, price_text: Any = None) -> str | None:
     ("19.99 EUR", "€ 12")."""
     text = _text(value)
     if text:
-        return CURRENCY_SYMBOLS.get(text.strip(), text.strip().upper())
+        label = text.strip()
+        return CURRENCY_SYMBOLS.get(label) or CURRENCY_LABELS.get(label.upper(), label.upper())
     if isinstance(price_text, str):
         for match in re.finditer(r"(?<![A-Za-z])([A-Z]{3})\s*\d|\d\s*([A-Z]{3})(?![A-Za-z])", price_text):
             if (code := match.group(1) or match.group(2)) in CURRENCY_CODES:  # not "NOW 20"
