@@ -171,12 +171,6 @@ schema_migrations = sa.Table(
 )
 
 
-# Every table in utf8mb4, whatever the database's default: in latin1 or MySQL's 3-byte utf8 a
-# title in Japanese or with an emoji is refused (the product unstorable; SQLite keeps it).
-for _table in metadata.tables.values():
-    _table.dialect_options["mysql"]["charset"] = "utf8mb4"
-
-
 def _create_tables(connection: sa.Connection, tables: Sequence[sa.Table]) -> None:
     # create_all skips a table that exists, indexes and all: a run cut between a CREATE TABLE and
     # its CREATE INDEX (MySQL commits each DDL statement) would lose the index for good.

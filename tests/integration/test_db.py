@@ -773,25 +773,6 @@ def test_the_shop_names_are_in_one_order_on_every_database(db):
     assert catalogue.shop_names(db) == ["adidas", "Élan", "Upper", "Zara"]
 
 
-@pytest.mark.mysql
-def test_a_mysql_database_made_in_latin1_keeps_japanese_and_emoji(mysql_url):
-    # The tables took the database's default character set: such titles were refused, their
-    # products counted unstorable and never shown.
-    server_url, name = mysql_url.split("?")[0].rsplit("/", 1)
-    server = sa.create_engine(server_url)
-    with server.begin() as connection:
-        connection.execute(sa.text(f"ALTER DATABASE `{name}` CHARACTER SET latin1"))
-    server.dispose()
-    db = Database(mysql_url).open_connection()
-    try:
-        shop_id = catalogue.add_shop(db, SHOP, name="ワンピース屋 👗")
-        product_id = catalogue.save_product(db, shop_id, product(title="花柄ワンピース 👗"))
-        assert catalogue.shop_names(db) == ["ワンピース屋 👗"]
-        assert catalogue.get_item(db, product_id)["title"] == "花柄ワンピース 👗"
-    finally:
-        db.close()
-
-
 # -- pruning tombstones --------------------------------------------------------------------------
 
 
