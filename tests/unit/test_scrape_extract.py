@@ -239,26 +239,6 @@ def test_a_product_groups_offers_that_do_not_say_are_said_by_its_variants():
     assert group("59.00", "InStock") == (Decimal("59.00"), "EUR", "InStock")  # what the group says is its own
 
 
-def test_variants_that_name_their_group_are_its_sizes_as_those_it_names():
-    """Variants written beside their group, linked to it with isVariantOf (or named by it by @id),
-    were three products of one address, the group first: the one kept, with no price, stock, sizes
-    nor the variants' pictures."""
-    def variant(size, stock):
-        return {"@type": "Product", "@id": f"#{size}", "name": f"Wrap dress {size}", "size": size, "image": f"/wrap-{size}.jpg",
-                "offers": {"price": "99.00", "priceCurrency": "EUR", "availability": f"https://schema.org/{stock}"}}
-
-    sizes = [variant("S", "InStock"), variant("M", "OutOfStock")]
-    group = {"@type": "ProductGroup", "@id": "#g", "name": "Wrap dress", "image": "/wrap.jpg"}
-    [expected] = _json_ld_product({**group, "hasVariant": sizes})
-    assert (expected.price, expected.in_stock, expected.sizes) == (Decimal("99.00"), True, ("S", "M"))
-    linked = [{**v, "isVariantOf": {"@id": "#g"}} for v in sizes]
-    assert _json_ld_product([group, *linked]) == [expected]
-    assert _json_ld_product({"@graph": [*linked, group]}) == [expected]
-    assert _json_ld_product({"@graph": [{**group, "hasVariant": [{"@id": "#S"}, {"@id": "#M"}]}, *sizes]}) == [expected]
-    # Both ways at once, the variants are still the group's sizes, once each.
-    assert _json_ld_product({"@graph": [{**group, "hasVariant": [{"@id": "#S"}, {"@id": "#M"}]}, *linked]}) == [expected]
-
-
 def _json_ld_product(block: dict, page_url: str = PAGE):
     return extract_products(f'<script type="application/ld+json">{json.dumps(block)}</script>', page_url)
 

@@ -921,39 +921,16 @@ def _resolved(json_ld: list[Any]) -> list[Any]:
     return [resolve(data) for data in json_ld] if nodes else json_ld
 
 
-def _reference(value: Any) -> str | None:
-    """The @id a link names: {"@id": ...} (or the node it was resolved to), or the address itself."""
-    value = next(iter(_as_list(value)), None)
-    value = value.get("@id") if isinstance(value, dict) else value
-    return value if isinstance(value, str) else None
-
-
-def _not_variants(nodes: list[dict], products: list[dict]) -> list[dict]:
-    """The products that are not a product group's variant: its sizes and colours, not products of
-    their own. A variant beside its group names it with isVariantOf (schema.org's inverse of
-    hasVariant), which adds it to the group's hasVariant; one the group names by reference is
-    another copy of the node than the page's own, known by its @id."""
-    groups = {n["@id"]: n for n in reversed(products) if "ProductGroup" in _types(n) and isinstance(n.get("@id"), str)}
-    for node in products:
-        group = groups.get(_reference(node.get("isVariantOf")))
-        if group is None or group is node:
-            continue
-        listed = [v for v in _as_list(group.get("hasVariant")) if isinstance(v, dict)]
-        name = _reference(node)
-        if not any(v is node or (name is not None and _reference(v) == name) for v in listed):
-            group["hasVariant"] = [*listed, node]
-    variants = [v for n in nodes if "ProductGroup" in _types(n) for v in _as_list(n.get("hasVariant")) if isinstance(v, dict)]
-    known, named = {id(v) for v in variants}, {name for v in variants if (name := _reference(v)) is not None}
-    return [n for n in products if id(n) not in known and _reference(n) not in named]
-
-
 def products_of_page(page: PageParser) -> list[ScrapedProduct]:
     json_ld = _resolved([data for data in map(_loads_lenient, page.json_ld) if data is not None])
     nodes = [node for data in json_ld for node in _walk(data)]
     # A product nested in another node ("you may also like", a look it completes) is taken only
     # with an address of its own: it would otherwise take the page's and pass for its product.
     top = {id(node) for node in _top_level(json_ld)}
-    candidates = _not_variants(nodes, [n for n in nodes if {"Product", "ProductGroup"} & set(_types(n)) and (id(n) in top or _has_own_address(n))])
+    # The variants of a product group are the group's sizes and colours, not products of their own.
+    variants = {id(v) for node in nodes if "ProductGroup" in _types(node) for v in _as_list(node.get("hasVariant"))}
+    candidates = [n for n in nodes if {"Product", "ProductGroup"} & set(_types(n)) and id(n) not in variants
+                  and (id(n) in top or _has_own_address(n))]
     # The page's only product, on sale, is the one its OpenGraph image and gallery show; of several,
     # each must name its own (nor does a category page's rating snippet take the shop's logo).
     page_images = _page_images(page) if len(candidates) == 1 and _sells_itself(candidates[0]) else ()
