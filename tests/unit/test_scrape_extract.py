@@ -326,17 +326,6 @@ def test_references_by_id_in_a_graph_are_followed():
     assert shirt.image_urls == ("https://shop.example/shirt.jpg",)
 
 
-def test_a_picture_named_by_reference_only_is_at_its_address():
-    """A product whose only picture was an ImageObject given by its @id was dropped: it had no image."""
-    def images(image):
-        return [p.image_urls for p in _json_ld_product({"@type": "Product", "name": "Top", "image": image})]
-
-    assert images({"@id": "https://shop.example/a.jpg"}) == [("https://shop.example/a.jpg",)]
-    assert images([{"@id": "https://shop.example/a.jpg", "url": "https://cdn.example/a-1200.jpg"}]) == [("https://cdn.example/a-1200.jpg",)]
-    # An @id that names a node, not a file, is no picture.
-    assert images({"@id": f"{PAGE}#primaryimage"}) == images({"@id": "_:b0"}) == images({"@id": "#image"}) == []
-
-
 def test_a_reference_nothing_resolves_is_no_name_but_an_address_or_term_may_be_one():
     block = {"@type": "Product", "name": "Linen shirt", "image": "/shirt.jpg", "url": {"@id": "/p/shirt"},
              "brand": {"@id": "https://shop.example/#brand"}, "color": {"@id": "#colour-blue"},

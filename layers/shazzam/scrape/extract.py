@@ -668,11 +668,7 @@ def _image_urls(value: Any, base: str) -> list[str]:
     urls: list[str] = []
     for item in _as_list(value):
         if isinstance(item, dict):
-            # An ImageObject named by reference only ({"@id": "https://.../a.jpg"}, nothing on the page
-            # resolving it) is at its @id, an address; not one like "#primaryimage", "_:b0", which name a node.
-            node_id = item.get("@id")
-            address = node_id if isinstance(node_id, str) and re.match(r"(?i)https?://[^#]+$", node_id.strip()) else None
-            item = item.get("url") or item.get("contentUrl") or address
+            item = item.get("url") or item.get("contentUrl")
             if isinstance(item, list):
                 item = item[0] if item else None
         url = absolute_url(base, item)
