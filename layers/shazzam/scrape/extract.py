@@ -85,12 +85,8 @@ _GALLERY = re.compile(r"gallery|product[-_]?(?:image|photo|media|picture)|pdp[-_
 # ... and containers of other products' or the shop's pictures, even inside or named like one
 # (Magento's related block is "product-image-container" too; an Instagram "gallery" in the footer).
 _ELSEWHERE = re.compile(r"related|up-?sell|cross-?sell|recommend|also-?like|product-item|instagram|footer", re.I)
-# Where lazy loaders keep the picture until it is shown, before the placeholder in src/srcset:
-# lazysizes, WP Rocket (data-lazy-*), Slick (data-lazy), Flickity, jQuery lazyload (data-original),
-# elevateZoom and WooCommerce's zoom.
-_LAZY_SRC = ("data-src", "data-lazy-src", "data-lazy", "data-flickity-lazyload", "data-flickity-lazyload-src", "data-original",
-             "data-zoom-image", "data-large_image", "src")
-_LAZY_SRCSET = ("data-srcset", "data-lazy-srcset", "data-flickity-lazyload-srcset", "srcset")
+_LAZY_SRC = ("data-src", "data-lazy-src", "data-original", "data-zoom-image", "data-large_image", "src")
+_LAZY_SRCSET = ("data-srcset", "srcset")
 
 
 @dataclass
