@@ -206,22 +206,6 @@ def test_a_product_group_is_one_product_in_its_variants_sizes():
     assert coat.image_urls == ("https://shop.example/coat.jpg",)
 
 
-def test_a_product_groups_offers_that_do_not_say_are_said_by_its_variants():
-    """A group's AggregateOffer often names no availability, or a "0.00" placeholder for its price:
-    taken alone, a sold-out group stayed in the results and a 79.00 dress was stored at 0."""
-    def group(low_price, *stock):
-        variants = [{"@type": "Product", "name": f"Knit dress {size}", "size": size,
-                     "offers": {"price": "79.00", "priceCurrency": "EUR", "availability": f"https://schema.org/{availability}"}}
-                    for size, availability in zip("SML", stock)]
-        offers = {"@type": "AggregateOffer", "lowPrice": low_price, "highPrice": "79.00", "priceCurrency": "EUR"}
-        [dress] = _json_ld_product({"@type": "ProductGroup", "name": "Knit dress", "image": "/k.jpg", "offers": offers, "hasVariant": variants})
-        return dress.price, dress.currency, dress.availability
-
-    assert group("79.00", "OutOfStock", "OutOfStock") == (Decimal("79.00"), "EUR", "OutOfStock")
-    assert group("0.00", "OutOfStock", "InStock") == (Decimal("79.00"), "EUR", "InStock")
-    assert group("59.00", "InStock") == (Decimal("59.00"), "EUR", "InStock")  # what the group says is its own
-
-
 def _json_ld_product(block: dict, page_url: str = PAGE):
     return extract_products(f'<script type="application/ld+json">{json.dumps(block)}</script>', page_url)
 

@@ -737,9 +737,7 @@ def _json_ld_product(node: dict[str, Any], page: PageParser, page_images: tuple[
               or list(dict.fromkeys(u for v in variants for u in _image_urls(v.get("image"), page.base_url))) or list(page_images))
     if not title or not images:
         return None
-    # The group's own offers first, then its variants': a group's AggregateOffer often names no
-    # availability, or a "0.00" placeholder for its price, where its variants' offers say both.
-    offers = [*_as_list(node.get("offers")), *(offer for v in variants for offer in _as_list(v.get("offers")))]
+    offers = node.get("offers") or [offer for v in variants for offer in _as_list(v.get("offers"))]
     price, currency, availability = _offer_fields(offers)
     offer_url = _offer_address(node.get("offers"), page)  # the node's own: a variant's ("?size=S") is not the group's
     sizes = _sizes(node.get("size")) or _sizes([v.get("size") for v in variants])
