@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 from collections.abc import Iterator
@@ -463,6 +464,22 @@ def test_a_sitemap_is_read_as_a_stream_and_may_not_declare_entities() -> None:
     laughs = ('<?xml version="1.0"?><!DOCTYPE urlset [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>'
               f"<urlset {_NS}><url><loc>https://shop.example/&b;</loc></url></urlset>").encode()
     for refused in (laughs, b"<urlset><url><loc>x</url>", b"", b'<?xml version="1.0" encoding="no-such"?><urlset/>'):
+        with pytest.raises(SitemapError):
+            parse_sitemap(refused, 1_000_000)
+
+
+def test_a_sitemap_in_a_multi_byte_encoding_is_read() -> None:
+    from shazzam.scrape.crawl import SitemapError, parse_sitemap
+
+    # expat reads none of these itself: such a shop's sitemap, all ASCII or not, named no page.
+    for label, codec in (("Shift_JIS", "cp932"), ("EUC-JP", "euc-jp"), ("GB2312", "gbk"), ("EUC-KR", "euc-kr"), ("Big5", "big5")):
+        sitemap = f'<?xml version="1.0" encoding="{label}"?><urlset {_NS}><url><loc>https://shop.example/p/1</loc></url></urlset>'
+        assert parse_sitemap(sitemap.encode(codec), 1_000_000) == ("urlset", ["https://shop.example/p/1"]), label
+    japanese = f'<?xml version="1.0" encoding="Shift_JIS"?><urlset {_NS}><url><loc>https://shop.example/p/シャツ</loc></url></urlset>'
+    assert parse_sitemap(gzip.compress(japanese.encode("cp932")), 1_000_000) == ("urlset", ["https://shop.example/p/シャツ"])
+    doctype = '<?xml version="1.0" encoding="Shift_JIS"?><!DOCTYPE urlset [<!ENTITY a "a">]><urlset/>'.encode()
+    not_in_it = japanese.encode("cp932").replace(b"</loc>", b"\x82</loc>")  # a character cut in two
+    for refused in (doctype, not_in_it, b'<?xml version="1.0" encoding="no-such"?><urlset/>'):
         with pytest.raises(SitemapError):
             parse_sitemap(refused, 1_000_000)
 

@@ -22,6 +22,7 @@ listing pages) goes on where it stopped.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import logging
@@ -38,7 +39,7 @@ from urllib.parse import urljoin, urlsplit
 from xml.parsers import expat
 
 from shazzam.scrape.extract import MAX_URL_LENGTH, absolute_url, ScrapedProduct, parse_page, products_of_page, same_page, shopify_products
-from shazzam.scrape.fetch import FetchError, Fetcher, FetchResult, RobotsDisallowed, gunzip, percent_encoded
+from shazzam.scrape.fetch import FetchError, Fetcher, FetchResult, RobotsDisallowed, gunzip, percent_encoded, python_codec
 from shazzam.scrape.sources import ShopSource
 
 log = logging.getLogger(__name__)
@@ -173,6 +174,29 @@ class SitemapError(ValueError):
     """A sitemap that is not well-formed XML, or that declares a DTD."""
 
 
+# The encoding an XML declaration names (XML 1.0's EncName), read in the bytes of any encoding
+# that keeps ASCII as it is; expat takes the declaration only at the document's very start.
+_XML_ENCODING = re.compile(rb"<\?xml\s[^?>]*?\bencoding\s*=\s*[\"']([A-Za-z][\w.-]*)[\"']")
+_TRANSCODE_SLICE = 1024 * 1024
+
+
+def _in_utf8(body: bytes) -> Iterator[bytes]:
+    """The sitemap in pieces to parse, in UTF-8 when its declaration names another encoding that
+    Python reads (as a browser reads the label): expat reads no multi-byte encoding (Shift_JIS,
+    EUC-KR, Big5, GB2312) itself. Transcoded a slice at a time, so that no second whole copy of a
+    large sitemap is held; a label Python does not know is left to expat, which refuses it."""
+    declared = _XML_ENCODING.match(body, 0, 256)
+    codec = declared and python_codec(declared.group(1).decode("ascii"))
+    if not codec or codecs.lookup(codec).name.startswith("utf"):
+        yield body
+        return
+    yield body[: declared.start(1)] + b"UTF-8" + body[declared.end(1) : declared.end()]
+    decoder, view = codecs.getincrementaldecoder(codec)(), memoryview(body)
+    for start in range(declared.end(), len(body), _TRANSCODE_SLICE):
+        yield decoder.decode(view[start : start + _TRANSCODE_SLICE]).encode("utf-8")
+    yield decoder.decode(b"", final=True).encode("utf-8")  # a character cut off at the end is an error
+
+
 def parse_sitemap(body: bytes, limit: int) -> tuple[str, list[str]]:
     """(root kind: "sitemapindex" | "urlset" | other, the <loc> URLs) of a (gzipped) sitemap.
 
@@ -213,8 +237,10 @@ def parse_sitemap(body: bytes, limit: int) -> tuple[str, list[str]]:
     parser.StartElementHandler, parser.EndElementHandler, parser.CharacterDataHandler = start, end, characters
     parser.StartDoctypeDeclHandler = parser.EntityDeclHandler = declares_a_dtd
     try:
-        parser.Parse(body, True)
-    except (expat.ExpatError, ValueError, LookupError) as error:  # also an encoding expat cannot read
+        for piece in _in_utf8(body):
+            parser.Parse(piece, False)
+        parser.Parse(b"", True)
+    except (expat.ExpatError, ValueError, LookupError) as error:  # also an encoding expat cannot read, or bytes not in it
         raise SitemapError(f"not well-formed XML: {error}") from None
     return root[0], locs
 
