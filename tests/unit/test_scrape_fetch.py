@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from shazzam.scrape import Crawl, Fetcher, FetchError, RobotsDisallowed, ShopSource
-from shazzam.scrape.crawl import CachedPage, DiscoveryDocument, parse_sitemap
+from shazzam.scrape.crawl import CachedPage, DiscoveryDocument, SitemapError, parse_sitemap
 
 from shazzam.scrape.fetch import ROBOTS_MAX_REDIRECTS, ConnectionPool, _retry_after_s, is_private_host, keep_alive_s
 from tests.support.plain_shop import plain_shop  # noqa: F401 - a fixture
@@ -939,6 +939,29 @@ def test_a_home_page_named_as_a_sitemap_is_still_read_as_a_listing_page(plain_sh
                   deadline=time.monotonic() + 5, discovery_log=MemoryDiscoveryLog())
     assert crawl.product_page_urls() == [shop.base_url + "products/1.html", shop.base_url + "products/2.html"]
     assert crawl.discovery_complete and shop.asked == ["/robots.txt", "/", "/"]  # as a sitemap (not XML), then as a listing page
+
+
+def test_a_sitemap_in_text_lists_pages(plain_shop):
+    # sitemaps.org and Google take a text file of one URL a line; it was refused as bad XML, and a
+    # shop whose robots.txt named only one got no product.
+    lines = "\ufeff# pages\r\n{0}p/1\r\n\n  {0}p/2  \r\nhttps://elsewhere.example/p/3\r\n/p/4\r\n{0}p/größe\r\n{0}p/sitemap-2.xml"
+    answers = {}
+    shop = plain_shop(answers)
+    answers["/robots.txt"] = (200, f"Sitemap: {shop.base_url}sitemap.txt.gz\n".encode())
+    answers["/sitemap.txt.gz"] = (200, gzip.compress(lines.format(shop.base_url).encode()), {"Content-Type": "application/gzip"})
+    log = MemoryDiscoveryLog()
+    crawl = Crawl(ShopSource(base_url=shop.base_url, strategy="sitemap", local=True), Fetcher(local=True, delay_s=0, **FAST),
+                  discovery_log=log)
+    pages = [shop.base_url + page for page in ("p/1", "p/2", "p/gr%C3%B6%C3%9Fe", "p/sitemap-2.xml")]  # a text sitemap names no sitemap
+    assert crawl.product_page_urls() == pages and crawl.discovery_complete and not crawl.errors
+    assert [(document.kind, document.outcome) for document in log.documents.values()] == [("sitemap", "listed")]
+    assert log.pages == pages and "/sitemap-2.xml" not in shop.asked
+
+    assert parse_sitemap(b"\n  https://shop.example/p/1\nhttp://shop.example/p/2", 1000) == (
+        "text", ["https://shop.example/p/1", "http://shop.example/p/2"])
+    for refused in (b"", b"Service unavailable, see https://status.example", b"https://shop.example/p/\xff1", b"ftp://shop.example/p/1"):
+        with pytest.raises(SitemapError):  # no URL in it: no sitemap (a server's message), not an empty one
+            parse_sitemap(refused, 1000)
 
 
 def test_listing_pages_chained_by_a_rel_next_link_in_their_head_are_all_read(plain_shop):

@@ -2,7 +2,8 @@
 
 Discovery strategies:
 - ``sitemap``: the Sitemap lines of robots.txt (else ``/sitemap.xml``), sitemap indexes (bounded
-  depth, no revisits), gzip-compressed sitemaps; only URLs on the source's own host;
+  depth, no revisits), gzip-compressed sitemaps, sitemaps in text (a URL a line); only URLs on the
+  source's own host;
 - ``listing``: listing pages (``listing_urls``, default the base URL), their product links
   (``product_pattern``) and their pagination (``rel=next``, ``?page=N``, ``/page/N``), with a
   seen-set against pagination loops and a page cap;
@@ -171,7 +172,24 @@ def _host(url: str) -> str:
 
 
 class SitemapError(ValueError):
-    """A sitemap that is not well-formed XML, or that declares a DTD."""
+    """A sitemap that is not well-formed XML, or that declares a DTD; or one in text that names no URL."""
+
+
+# How an XML sitemap starts: a UTF-16 byte order mark, UTF-16 without one, else markup after
+# whitespace (and a UTF-8 byte order mark). Anything else is a sitemap in text, if any.
+_XML_START = re.compile(rb"\xff\xfe|\xfe\xff|\x00<|(?:\xef\xbb\xbf)?\s*<")
+# A line of a text sitemap that is a page's URL (sitemaps.org: whole, one a line, in UTF-8).
+_TEXT_SITEMAP_URL = re.compile(r"https?://[^\s\ufffd]+", re.I)
+
+
+def _text_sitemap_urls(body: bytes) -> list[str]:
+    """The URLs of a sitemap in text form (sitemaps.org, Google: a robots.txt may name a
+    ``sitemap.txt``), one a line. A line that is not a whole http(s) URL, or not UTF-8, is left out; a
+    body with none (a server's error message served with 200) is no sitemap."""
+    lines = (line.strip() for line in body.decode("utf-8-sig", errors="replace").splitlines())
+    if urls := [line for line in lines if _TEXT_SITEMAP_URL.fullmatch(line)]:
+        return urls
+    raise SitemapError("neither XML nor a list of URLs")
 
 
 # The encoding an XML declaration names (XML 1.0's EncName), read in the bytes of any encoding
@@ -198,12 +216,15 @@ def _in_utf8(body: bytes) -> Iterator[bytes]:
 
 
 def parse_sitemap(body: bytes, limit: int) -> tuple[str, list[str]]:
-    """(root kind: "sitemapindex" | "urlset" | other, the <loc> URLs) of a (gzipped) sitemap.
+    """(root kind: "sitemapindex" | "urlset" | other, the <loc> URLs) of a (gzipped) sitemap; ("text",
+    its URLs) of a sitemap in text, which lists pages as a urlset does.
 
     Read as a stream (a whole tree of 20 MB took 500 MB), and a document type declaration is
     refused: sitemaps need none, and its entities would multiply a small file a hundredfold."""
     if body[:2] == b"\x1f\x8b":
         body = gunzip(body, limit)
+    if not _XML_START.match(body):
+        return "text", _text_sitemap_urls(body)
     parser = expat.ParserCreate(namespace_separator="}")
     root: list[str] = []
     locs: list[str] = []
