@@ -162,6 +162,12 @@ def active_shops(db: Database) -> list[dict]:
         return [dict(row) for row in rows.mappings()]
 
 
+def shop_is_active(db: Database, shop_id: str) -> bool:
+    """Whether the shop is scraped: not taken off (take_shop_off), or brought back since."""
+    with db.transaction() as connection:
+        return bool(connection.execute(sa.select(shops.c.active).where(shops.c.id == shop_id)).scalar())
+
+
 @retried_on_deadlock
 def take_shop_off(db: Database, base_url: str) -> bool:
     """Stop scraping and revalidating a shop, and take its items out of search at once (`add_shop`

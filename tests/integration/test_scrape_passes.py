@@ -1134,6 +1134,53 @@ def test_a_sources_file_does_not_bring_back_a_shop_taken_off(runtime, shop):
     assert [row["name"] for row in catalogue.active_shops(runtime.db)] == ["quirky"]
 
 
+def test_a_shop_taken_off_during_a_pass_is_crawled_no_further(runtime, shop, monkeypatch):
+    # `shops remove` during the shop's scrape: the pass had read the active shops at its start, and
+    # went on fetching its pages and pictures, then marked its round finished.
+    from shazzam.scrape import passes
+
+    shop_id = register(runtime, shop)
+    monkeypatch.setattr(passes, "TAKEN_OFF_CHECK_S", 0)  # asked at every page: the shop's few pages take well under a second
+    visited: list[str] = []
+    saving = SourcePass.page
+
+    def page(self, outcome):
+        visited.append(outcome.url)
+        saving(self, outcome)
+        if len(visited) == 3:
+            catalogue.take_shop_off(runtime.db, shop.base_url)
+            asked.append(len(shop.log))
+
+    monkeypatch.setattr(SourcePass, "page", page)
+    asked: list[int] = []
+    report = pipeline.scrape(runtime.app)
+    assert len(visited) == 3 and report["shops_unfinished"] == 0 and report["products_new"] < 15
+    assert len(shop.log) - asked[0] <= 2  # at most the pages fetched ahead of the one in hand (concurrency 1, one ahead)
+    assert catalogue.shops_by_id(runtime.db)[shop_id]["last_scraped_at"] is None  # no round finished
+    assert runtime.db.run_query("SELECT url FROM discovery WHERE shop_id = :id", {"id": shop_id}) == []  # brought back, it discovers afresh
+
+    catalogue.add_shop(runtime.db, shop.base_url)
+    pipeline.scrape(runtime.app)
+    visited.clear()
+    report = revalidate_products(runtime.app, Summary())  # taken off at its third page too
+    assert len(visited) == 3 and report["products_checked"] == 3 and report["images_checked"] == 0
+
+    # Taken off while its discovery reads its first document: nothing more is read, and nothing of it is kept.
+    catalogue.add_shop(runtime.db, shop.base_url)
+    recording = passes.ShopDiscoveryLog.record
+
+    def record(self, read, documents, pages):
+        if read is not None:  # taken off while the document was fetched: what it named is kept after take_shop_off
+            catalogue.take_shop_off(runtime.db, shop.base_url)
+        recording(self, read, documents, pages)
+
+    monkeypatch.setattr(passes.ShopDiscoveryLog, "record", record)
+    visited.clear()
+    report = pipeline.scrape(runtime.app, force=True)
+    assert visited == [] and report["shops_unfinished"] == 0 and report["shops_failed"] == 0
+    assert runtime.db.run_query("SELECT url FROM discovery WHERE shop_id = :id", {"id": shop_id}) == []
+
+
 def test_a_sitemap_index_read_whose_sitemaps_all_fail_did_not_reach_the_shop(runtime, plain_shop):
     shop = plain_shop({"/robots.txt": (200, b""), "/sitemap.xml": (200, b'<sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
                                                                       b"<sitemap><loc>/products-1.xml</loc></sitemap></sitemapindex>"),

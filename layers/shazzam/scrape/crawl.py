@@ -35,7 +35,7 @@ from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterator, Mapping, Protocol, Sequence
+from typing import Callable, Iterator, Mapping, Protocol, Sequence
 from urllib.parse import urljoin, urlsplit
 from xml.parsers import expat
 
@@ -285,6 +285,7 @@ class Crawl:
         deadline: float | None = None,
         fetch_deadline: float | None = None,
         discovery_log: DiscoveryLog | None = None,
+        taken_off: Callable[[], bool] | None = None,
     ) -> None:
         self.source = source
         self.fetcher = fetcher
@@ -292,6 +293,9 @@ class Crawl:
         self.limit = limit
         self.round_started = round_started  # pages checked since then are not visited again
         self.deadline = deadline  # time.monotonic() past which no page is visited
+        # Whether the source was taken off since the crawl began (`shops remove`), asked between
+        # documents and between pages: then nothing more of it is visited.
+        self.taken_off = taken_off
         # Past which nothing is fetched, nor does a retry wait past it: the page in hand at
         # `deadline` may still fetch its pictures until `fetch_deadline` (by default the same).
         fetcher.deadline = deadline if fetch_deadline is None else fetch_deadline
@@ -363,6 +367,10 @@ class Crawl:
     def out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
 
+    def stopped(self) -> bool:
+        """Whether to visit nothing more: out of time, or the source taken off."""
+        return self.out_of_time() or (self.taken_off is not None and self.taken_off())
+
     def _in_visit_order(self, urls: list[str]) -> list[str]:
         """Least recently checked first; without those checked since the round started."""
         urls = [url for url in urls if len(url) <= MAX_URL_LENGTH]
@@ -411,7 +419,7 @@ class Crawl:
         `limit` pages are due or time runs out; each read document is logged with what it named."""
         self.discovery = discovery
         self._found_due = sum(map(self._due, discovery.pages))
-        while not self._full() and not self.out_of_time():
+        while not self._full() and not self.stopped():
             if not discovery.pending:
                 if self.source.strategy == "auto" and not discovery.pages and not discovery.listings:
                     # The sitemaps named no page: the listing pages may.
@@ -581,7 +589,7 @@ class Crawl:
         if self.limit is not None and len(urls) > self.limit:
             urls, self.beyond_limit, self.cut_short = urls[: self.limit], len(urls) - self.limit, True
         self.total = len(urls)
-        if self.out_of_time():
+        if self.stopped():
             self.cut_short = True
             return  # discovery took the time (and may be unfinished): no page fetched only to be dropped
         # Fetched at most one page ahead of the pages in flight: what a consumer that stops early
@@ -592,7 +600,7 @@ class Crawl:
             fetching = deque(pool.submit(self._product_page, url) for url in itertools.islice(queued, ahead))
             while fetching:
                 outcome = fetching.popleft().result()
-                if not self.out_of_time():
+                if not self.stopped():
                     fetching.extend(pool.submit(self._product_page, url) for url in itertools.islice(queued, 1))
                 elif next(queued, None) is not None:
                     self.cut_short = True  # pages found and left unfetched
@@ -611,7 +619,7 @@ class Crawl:
         for number in range(1, self.source.max_pages + 1):
             url = self.feed_page_url(number)
             self.total = number
-            if self.out_of_time():
+            if self.stopped():
                 self.cut_short = True
                 return
             cached = self.known.get(url)

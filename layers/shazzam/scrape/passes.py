@@ -41,6 +41,8 @@ from shazzam.scrape.sources import ShopSource, canonical_shop_url
 
 log = logging.getLogger(__name__)
 
+# How often a pass asks the catalogue whether the shop it crawls was taken off meanwhile (SourcePass.taken_off).
+TAKEN_OFF_CHECK_S = 1.0
 # A scrape's budget visits pages; the page in hand at its end may fetch its pictures for this share
 # of the budget more (the scrape function's 60 % and 30 %: see shazzam.pipeline.SCRAPE_BUDGET_S).
 PAGE_IN_HAND_SHARE = 0.5
@@ -130,6 +132,17 @@ class SourcePass:
         # killed, or found no longer showing it: the picture died, and their copies of it went back
         # to never fetched (read_again).
         self.left_without_picture: list[dict] = []
+        self._taken_off, self._active_asked_at = False, float("-inf")
+
+    def taken_off(self) -> bool:
+        """Whether the shop was taken off (`shops remove`) since the pass read it as active: then
+        its crawl stops, as take_shop_off means it to. Asked of the catalogue at most once every
+        TAKEN_OFF_CHECK_S (it is asked between pages); once taken off, it stays so for the pass."""
+        now = time.monotonic()
+        if not self._taken_off and now >= self._active_asked_at + TAKEN_OFF_CHECK_S:
+            self._active_asked_at = now
+            self._taken_off = not catalogue.shop_is_active(self.db, self.shop_id)
+        return self._taken_off
 
     def crawl(self, limit: int | None, conditional: bool = True, round_started: datetime | None = None, deadline: float | None = None,
               fetch_deadline: float | None = None, keep_discovery: bool = False) -> Crawl:
@@ -137,7 +150,7 @@ class SourcePass:
         goes on with the round's discovery kept in the catalogue, and keeps what it reads there (see
         Crawl for the rest)."""
         return Crawl(self.source, self.fetcher, self.cached_pages if conditional else {}, limit=limit, round_started=round_started,
-                     deadline=deadline, fetch_deadline=fetch_deadline,
+                     deadline=deadline, fetch_deadline=fetch_deadline, taken_off=self.taken_off,
                      discovery_log=ShopDiscoveryLog(self.db, self.shop_id, self.source) if keep_discovery else None)
 
     def products_on_page(self, page_url: str) -> list[dict]:
@@ -485,9 +498,11 @@ def scrape_pass(
             if deadline is not None and time.monotonic() >= deadline:
                 summary.counts["shops_left"] += 1
                 continue
+            visit = SourcePass(app, row["id"], source, base.with_policy(source.policy()), summary, hashes)
+            if visit.taken_off():
+                continue  # since the pass read the shops, minutes ago maybe
             summary.counts["shops"] += 1
             catalogue.mark_shop_attempted(app.db, row["id"])
-            visit = SourcePass(app, row["id"], source, base.with_policy(source.policy()), summary, hashes)
             round_started = None if force else row["last_scraped_at"] or row["created_at"]
             if force:
                 catalogue.forget_discovery(app.db, row["id"])  # a new round discovers afresh
@@ -495,7 +510,7 @@ def scrape_pass(
             done, stopped = 0, False
             with closing(crawl.pages()) as pages:
                 for outcome in pages:
-                    if crawl.out_of_time():
+                    if crawl.stopped():
                         stopped = True
                         break
                     visit.page(outcome)
@@ -508,7 +523,12 @@ def scrape_pass(
                 summary.counts["shops_failed"] += 1
                 log.warning("%s could not be read (%s): its round goes on at the next pass", source.base_url,
                             ", ".join(f"{kind} {n}" for kind, n in sorted(crawl.errors.items())))
-            if stopped or crawl.cut_short:
+            if visit.taken_off():
+                # Taken off during its crawl: what it discovered since take_shop_off dropped the
+                # round's discovery goes too (brought back, it discovers afresh); nothing is left to a next pass.
+                catalogue.forget_discovery(app.db, row["id"])
+                log.info("%s was taken off during the pass: its crawl stopped", source.base_url)
+            elif stopped or crawl.cut_short:
                 # Pages of this round are left: not visited, not discovered (time, or `limit`).
                 summary.counts["shops_unfinished"] += 1
                 left = crawl.total - done + crawl.beyond_limit
@@ -526,7 +546,8 @@ def scrape_pass(
         def source_pass(shop_id: str) -> SourcePass | None:
             if shop_id not in visits:
                 visits[shop_id] = _source_pass(app, shops[shop_id], base, summary, hashes) if shops[shop_id]["active"] else None
-            return visits[shop_id]
+            visit = visits[shop_id]
+            return None if visit is None or visit.taken_off() else visit
 
         if limit is None:
             left_without_picture = [product for visit in list(visits.values()) if visit for product in visit.left_without_picture]
@@ -600,12 +621,13 @@ def revalidate_products(app, summary: Summary, budget_s: float | None = None) ->
 
         def source_pass(shop_id: str) -> SourcePass | None:
             """The shop's pass; None for a shop whose row no scrape could use (its items wait), or
-            one taken off (not crawled)."""
+            one taken off, before the run or during it (not crawled)."""
             if shop_id not in passes:
                 passes[shop_id] = _source_pass(app, shops[shop_id], base, summary, hashes) if shops[shop_id]["active"] else None
                 if passes[shop_id] is not None:
                     passes[shop_id].fetcher.deadline = deadline
-            return passes[shop_id]
+            visit = passes[shop_id]
+            return None if visit is None or visit.taken_off() else visit
 
         for product in catalogue.products_to_revalidate(app.db):
             if time.monotonic() >= products_until:
