@@ -135,9 +135,13 @@ class Shard:
 
 
 def encode_vector(vector: np.ndarray, model: str) -> bytes:
-    """A pending vector and the model that made it (vectors of two models never share a shard)."""
+    """A pending vector and the model that made it (vectors of two models never share a shard).
+
+    Each writing carries its own token: its ETag (an MD5 of the bytes) then differs from that of
+    an earlier writing of the same embedding (an event delivered twice, an item re-filed and
+    filed back), so a run's conditional delete of the version it merged leaves it for the next."""
     buffer = io.BytesIO()
-    np.savez(buffer, vector=np.asarray(vector, dtype=np.float32), model=np.array(model))
+    np.savez(buffer, vector=np.asarray(vector, dtype=np.float32), model=np.array(model), written=np.array(uuid.uuid4().hex))
     return buffer.getvalue()
 
 

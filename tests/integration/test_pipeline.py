@@ -93,6 +93,46 @@ def test_an_index_run_overlapped_by_another_publishes_nothing_it_read_before(run
     assert statuses(runtime) == ([("skirt", "indexed")] if change == "refiled" else [("dress", "removed")])
 
 
+def test_an_item_refiled_and_filed_back_during_an_index_run_stays_in_its_shard(runtime, monkeypatch):
+    """Run 1 reads the pending dress vector; meanwhile the shop re-files the product as a skirt and
+    back as a dress, so embed writes a dress removal marker and the same dress vector again. That
+    vector must outlive run 1, or run 2 finds the marker alone and drops the dress for good."""
+    upload_product(runtime, "dress", index=False)
+    during_the_read_of_a_pending_vector(runtime, monkeypatch, lambda: (upload_product(runtime, "skirt", index=False),
+                                                                       upload_product(runtime, "dress", index=False)))
+    pipeline.index(runtime.app)
+    runtime.app.shards.manifest_ttl_s = 0
+    assert runtime.app.shards.categories() == {"dress": 1, "skirt": 0}
+    assert statuses(runtime) == [("dress", "indexed")]
+
+
+def test_an_embed_delivered_twice_around_an_index_run_leaves_its_item_indexed(runtime, monkeypatch):
+    """S3 delivers a crop's event twice; the second embed writes its row and the same vector again
+    just after an index run recorded the first as merged. Left "embedded" for good, the item's
+    vector would never leave the shard when it dies."""
+    image_id = put_shop_photo(runtime, IMAGE, 1, "skirt")
+    pipeline.detect(runtime.app, ids.incoming_key(image_id))
+    (crop,) = pipeline.standardise(runtime.app, ids.detections_key(image_id)).outputs
+    crop_bytes = runtime.store.get(crop)
+    assert pipeline.embed(runtime.app, crop).status == "done"
+    mark_indexed = catalogue.mark_indexed
+
+    def then_delivered_again(db, detection_ids):
+        mark_indexed(db, detection_ids)
+        runtime.store.put(crop, crop_bytes)
+        assert pipeline.embed(runtime.app, crop).status == "done"
+
+    monkeypatch.setattr(catalogue, "mark_indexed", then_delivered_again)
+    pipeline.index(runtime.app)
+    monkeypatch.setattr(catalogue, "mark_indexed", mark_indexed)
+    pipeline.index(runtime.app)
+    assert statuses(runtime) == [("skirt", "indexed")]
+    catalogue.mark_product_dead(runtime.db, catalogue.get_image(runtime.db, image_id)["product_id"], "out-of-stock")
+    pipeline.index(runtime.app)
+    runtime.app.shards.manifest_ttl_s = 0
+    assert runtime.app.shards.categories() == {"skirt": 0}
+
+
 def test_a_photo_put_into_incoming_under_a_file_name_is_detected_and_reported(runtime, whole_image):
     # By hand, as files are named; two alike but for case are two photos on MySQL too (ids compare case-blind there).
     names = ("street-1.jpg", "street 1.jpg", "street/1.jpg", "street_1_jpg", "IMG_0001", "img_0001")

@@ -567,6 +567,32 @@ def test_a_vector_rewritten_during_a_run_waits_for_the_next(store, monkeypatch):
     assert [name for name, _ in ShardReader(store).search("top", np.eye(DIM)[1], 1)] == ["a-000"]
 
 
+def test_a_vector_written_again_with_the_same_bytes_during_a_run_waits_for_the_next(store, monkeypatch):
+    """An embed event delivered twice, or an item re-filed and filed back: the same embedding
+    written again after the run read it. The run's conditional delete must not take it for the
+    version it merged (an MD5 ETag of the same bytes would match)."""
+    key = "vectors/pending/top/a-000.npy"
+    store.put(key, encode_vector(np.eye(DIM)[0], "m"))
+    publish_ = index.publish
+
+    def written_again_meanwhile(store_, category, **kwargs):
+        store_.put(key, encode_vector(np.eye(DIM)[0], "m"))
+        return publish_(store_, category, **kwargs)
+
+    monkeypatch.setattr(index, "publish", written_again_meanwhile)
+    merged = []
+    compact(store, "m", on_merged=lambda _category, added: merged.append(added))
+    monkeypatch.setattr(index, "publish", publish_)
+    assert store.head(key) is not None  # left for the next run, which records it again
+    compact(store, "m", on_merged=lambda _category, added: merged.append(added))
+    assert merged == [["a-000"], ["a-000"]] and not list(store.list("vectors/pending/"))
+
+
+def test_a_vector_written_before_vectors_carried_a_token_still_reads():
+    decoded, model = decode_vector(npz(vector=np.ones(DIM, np.float32), model=np.array("m")))
+    assert model == "m" and decoded.tolist() == [1.0] * DIM
+
+
 def npz(**entries) -> bytes:
     import io
 
