@@ -165,6 +165,17 @@ def low_bit_offsets(codes: np.ndarray) -> np.ndarray:
     return np.cumsum(sizes)
 
 
+def take_rows(codes: np.ndarray, low_bits: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The scan codes and the quarter-bit stream (split_codes) of `rows`, in that order: each row's
+    whole bytes of the stream move with it, so no code is joined or split again."""
+    rows = np.asarray(rows, np.int64)
+    offsets = low_bit_offsets(codes)
+    starts, sizes = offsets[rows], offsets[rows + 1] - offsets[rows]
+    # Byte i of the new stream, in its row's bytes at b: that row's start in the old stream + b.
+    at = np.repeat(starts - (np.cumsum(sizes) - sizes), sizes) + np.arange(int(sizes.sum()))
+    return codes[rows], low_bits[at]
+
+
 def join_codes(codes: np.ndarray, low_bits: np.ndarray | None, offsets: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
     """Re-rank codes (int32) of `rows` (all if None) from the scan codes and the quarter-bit stream;
     without a stream (format 2 shards) 8 x code, the centre of each bin."""

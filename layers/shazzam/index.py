@@ -37,6 +37,7 @@ import h5py
 import numpy as np
 
 from shazzam.distance import (
+    CHUNK_ROWS,
     FINE_MAX,
     QUANT_STEP,
     choose_step,
@@ -46,6 +47,7 @@ from shazzam.distance import (
     low_bit_offsets,
     search_codes,
     split_codes,
+    take_rows,
 )
 from shazzam.ids import key_stem
 from shazzam.storage import ObjectNotFound, ObjectStore, PreconditionFailed, delete_if_unchanged
@@ -207,7 +209,7 @@ def encode_shard(shard: Shard) -> bytes:
     codes = shard.codes.reshape(len(shard.ids), shard.dim)
     low_bits = shard.low_bits if shard.low_bits is not None else split_codes(shard.fine())[1]
     id_arrays = pack_ids(shard.ids)
-    datasets = {"codes": codes.astype(np.uint8), "low_bits": low_bits.astype(np.uint8), **id_arrays}
+    datasets = {"codes": np.asarray(codes, np.uint8), "low_bits": np.asarray(low_bits, np.uint8), **id_arrays}  # no copies
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as h5:
         h5.attrs.update(
@@ -342,34 +344,48 @@ def publish(
             continue  # replaced and collected since the manifest was read: read it again
         if model is None:
             model = current.model if current is not None else "unspecified"
-        merged: dict[str, np.ndarray] = {}  # id -> re-rank codes (fine_codes)
-        step, clipped, coded = None, 0, 0
+        # Merged as arrays (the rows kept, the rows added, one sort by id), never one Python object
+        # per row: a category of 100k+ items must fit the index and revalidate functions' memory.
+        kept, step = None, None  # kept: the shard whose items carry over
         if current is not None and current.model == model:
-            fine = current.fine()
-            merged, step = dict(zip(current.ids, fine)), current.step
-            clipped, coded = int(np.count_nonzero(fine == FINE_MAX)), fine.size
+            kept, step = current, current.step
         elif current is not None:
             log.warning("%s shard of model %s is replaced by one of model %s: re-embed its items", category, current.model, model)
+        holds = kept is not None and len(kept.ids) > 0
+        parts = []  # (ids, scan codes, quarter-bit stream), to merge
         if add:
             dims = Counter(len(vector) for vector in add.values())
-            dim = current.dim if merged else dims.most_common(1)[0][0]
+            dim = kept.dim if holds else dims.most_common(1)[0][0]
             if set(dims) != {dim}:
                 raise WrongDimension(category, sorted(key for key, vector in add.items() if len(vector) != dim), dim)
             added = l2_normalise(np.stack(list(add.values())))
+            clipped, coded = (_top_code_count(kept), kept.codes.size) if holds else (0, 0)
             wider = choose_step(added, step, clipped_before=clipped, count_before=coded)
-            if step is not None and wider > step and merged:
+            if step is not None and wider > step and holds:
                 # New values beyond the shard's clip: every item moves to the wider grid (rare: once
                 # a shard holds a model's range, its step stays).
                 log.info("%s shard: code step %.3g -> %.3g", category, step, wider)
-                kept = list(merged)
-                merged = dict(zip(kept, fine_codes(np.stack(list(merged.values())) * np.float32(step / 8), wider)))
             step = wider
-            merged.update(zip(add, fine_codes(added, step)))
-        for key in drop:
-            merged.pop(key, None)
-        ids = sorted(merged)
-        fine = np.stack([merged[key] for key in ids]) if ids else np.zeros((0, 0), np.uint16)
-        codes, low_bits = split_codes(fine)
+            parts.append((list(add), *split_codes(fine_codes(added, step))))
+        if holds:
+            if kept.low_bits is None or kept.step != step:
+                parts.insert(0, (kept.ids, *_recoded(kept, step)))
+            else:
+                parts.insert(0, (kept.ids, kept.codes, kept.low_bits))
+        all_ids = np.array([item for part in parts for item in part[0]], dtype=object)  # the same str objects
+        gone = np.fromiter((item in drop for item in all_ids), bool, len(all_ids))
+        if holds and add:
+            gone[: len(kept.ids)] |= np.fromiter((item in add for item in kept.ids), bool, len(kept.ids))  # replaced by their new vector
+        rows = np.flatnonzero(~gone)
+        rows = rows[np.argsort(all_ids[rows], kind="stable")]
+        ids = all_ids[rows].tolist()
+        if len(parts) > 1:
+            codes, low_bits = np.concatenate([part[1] for part in parts]), np.concatenate([part[2] for part in parts])
+        elif parts:
+            codes, low_bits = parts[0][1], parts[0][2]
+        else:
+            codes, low_bits = np.zeros((0, 0), np.uint8), np.zeros(0, np.uint8)
+        codes, low_bits = take_rows(codes, low_bits, rows)
         shard = Shard(category, ids, codes, model=model, low_bits=low_bits, step=step or QUANT_STEP)
         version = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         key = f"index/{category}/{version}.h5"
@@ -395,6 +411,33 @@ def publish(
         collect_old_versions(store, category, keep=key)
         return entry
     raise RuntimeError(f"could not publish {category}: the manifest kept changing")
+
+
+def _top_code_count(shard: Shard) -> int:
+    """How many of the shard's values sit at the top re-rank code (FINE_MAX: clipped), for
+    choose_step; only rows with a top scan code are joined, a block at a time."""
+    count = 0
+    for start in range(0, len(shard.codes), CHUNK_ROWS):
+        rows = start + np.flatnonzero((shard.codes[start : start + CHUNK_ROWS] == 255).any(axis=1))
+        if len(rows):
+            count += int(np.count_nonzero(join_codes(shard.codes, shard.low_bits, shard.offsets, rows) == FINE_MAX))
+    return count
+
+
+def _recoded(shard: Shard, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """The shard's scan codes and quarter-bit stream on `step` (its own or wider), a block of
+    rows at a time: a format 2 shard (no quarter bits) or one whose step widens."""
+    offsets = shard.offsets if shard.low_bits is not None else None
+    codes, pieces = [], []
+    for start in range(0, len(shard.codes), CHUNK_ROWS):
+        rows = np.arange(start, min(len(shard.codes), start + CHUNK_ROWS))
+        fine = join_codes(shard.codes, shard.low_bits, offsets, rows).astype(np.uint16)
+        if step != shard.step:
+            fine = fine_codes(fine * np.float32(shard.step / 8), step)
+        block_codes, block_bits = split_codes(fine)
+        codes.append(block_codes)
+        pieces.append(block_bits)
+    return np.concatenate(codes), np.concatenate(pieces)
 
 
 def collect_old_versions(store: ObjectStore, category: str, keep: str, grace_s: float = OLD_VERSION_GRACE_S) -> None:

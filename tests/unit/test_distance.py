@@ -20,6 +20,7 @@ from shazzam.distance import (
     quantise,
     search_codes,
     split_codes,
+    take_rows,
 )
 
 
@@ -155,6 +156,17 @@ def test_split_codes_round_trip():
     np.testing.assert_array_equal(join_codes(codes, low_bits), fine)
     np.testing.assert_array_equal(join_codes(codes, low_bits, rows=np.array([7, 2])), fine[[7, 2]])
     np.testing.assert_array_equal(join_codes(codes, None), 8 * codes.astype(int))
+
+
+@pytest.mark.parametrize("rows", [[7, 2, 2, 0], [], list(range(9))], ids=["some-reordered", "none", "all"])
+def test_take_rows_moves_each_rows_codes_and_quarter_bits(rows):
+    rng = np.random.default_rng(1)
+    fine = fine_codes(l2_normalise(np.maximum(rng.normal(size=(9, 19)), 0)))
+    fine[4] = 0  # a row without quarter bits
+    codes, low_bits = take_rows(*split_codes(fine), np.array(rows, dtype=np.int64))
+    expected_codes, expected_bits = split_codes(fine[rows])
+    np.testing.assert_array_equal(codes, expected_codes)
+    np.testing.assert_array_equal(low_bits, expected_bits)
 
 
 def test_step_widens_only_when_values_would_clip():

@@ -275,6 +275,39 @@ def test_drop_removes_ids(store):
     assert ShardReader(store, manifest_ttl_s=0).search("top", np.ones(DIM), 5) == []
 
 
+def test_one_publish_adds_replaces_and_drops_in_id_order(store):
+    first = vectors([f"d{i}" for i in range(0, 20, 2)] + ["x"], seed=1)
+    publish(store, "top", add=first)
+    second = vectors(["d4", "d5", "d11", "d12", "d30"], seed=2)  # d4, d12 replaced; d30 dropped as it comes
+    entry = publish(store, "top", add=second, drop={"d0", "d30", "x", "never-there"})
+    shard = live_shard(store, "top")
+    latest = {**first, **second}
+    expected = sorted(set(latest) - {"d0", "d30", "x"})
+    assert shard.ids == expected and entry["count"] == len(expected)
+    np.testing.assert_array_equal(shard.fine(), fine_codes(l2_normalise(np.stack([latest[name] for name in expected])), shard.step))
+
+
+def test_publish_merges_a_large_shard_in_a_small_multiple_of_its_size(store):
+    """The index and revalidate functions have 512 MB: a publish once held a Python object and
+    several int32/uint16 copies per item, over 20 times the shard (the stored bytes, the decoded
+    shard, the new one and its encoding: about 4)."""
+    import tracemalloc
+
+    count, dim = 20_000, 192
+    raw = np.maximum(np.random.default_rng(0).normal(-0.3, 1, (count, dim)), 0).astype(np.float32)
+    names = [f"{i:040x}-000" for i in range(count)]
+    entry = publish(store, "top", add=dict(zip(names, raw)), model="m")
+    shard_bytes = len(store.get(entry["key"]))
+    tracemalloc.start()
+    try:
+        publish(store, "top", add={names[1]: raw[2], "f" * 40 + "-000": raw[3]}, drop={names[5]}, model="m")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert live_shard(store, "top").ids[:3] == [names[0], names[1], names[2]] and entry["count"] == count
+    assert peak < 6 * shard_bytes, f"peak {peak >> 20} MB for a shard of {shard_bytes >> 20} MB"
+
+
 def test_categories_are_independent(store):
     publish(store, "top", add=vectors(["t1"]))
     publish(store, "shoes", add=vectors(["s1", "s2"]))
