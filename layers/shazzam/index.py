@@ -2,7 +2,7 @@
 
 Layout in the object store:
   vectors/pending/<category>/<detection_id>.npy   written by embed, one vector each
-  vectors/removed/<category>/<detection_id>       empty marker: embed moved the item to another category
+  vectors/removed/<category>/<detection_id>       marker (a token): embed moved the item to another category
   index/<category>/<version>.h5                   immutable shard versions
   index/manifest.json                             which version of each category is live
 
@@ -157,6 +157,13 @@ def decode_vector(data: bytes) -> tuple[np.ndarray, str]:
         raise
     except Exception as exc:  # BadZipFile, KeyError, zlib.error, TypeError (a bare array), OSError, EOFError
         raise ValueError(f"not a pending vector ({type(exc).__name__}: {exc})") from None
+
+
+def removal_marker() -> bytes:
+    """A removal marker's body: a token of its own, so that a marker written again (the item
+    re-filed out of the category again) has a new ETag and outlives a run that deletes the one
+    it read. Empty markers, of before, are read the same."""
+    return uuid.uuid4().hex.encode()
 
 
 def _checksum(*parts) -> str:
@@ -527,6 +534,9 @@ def _compact_category(store: ObjectStore, model: str, category: str, pending: li
                       on_shard_replaced: Callable[[str], None] | None = None) -> dict:
     begun = read_manifest(store)[0]["shards"].get(category) or {}
     begun_from = begun.get("version")  # before reading: see publish's `expect_version`
+    # The removal markers' versions before any vector is read: one written again later (the item
+    # re-filed out of the category during the run, after the run read its vector) is the next run's.
+    markers = {key: head.etag for key in removed if (head := store.head(key)) is not None}
     vectors, read, raw = {}, {}, {}  # read: key -> the ETag of the version merged (or dropped)
     # Not merged: of another model (deleted), or unusable (set aside, with why). Both go only once the
     # shard is published and their items told: a run that stops, or reads again (ShardMoved), before
@@ -551,7 +561,7 @@ def _compact_category(store: ObjectStore, model: str, category: str, pending: li
             continue
         vectors[key_stem(key)] = vector
         raw[key_stem(key)] = key, data
-    dropped = {key_stem(key) for key in removed} - set(vectors)
+    dropped = {key_stem(key) for key in markers} - set(vectors)
     if on_shard_replaced is not None and begun and begun.get("model", model) != model:
         on_shard_replaced(category)  # before the shard goes: a failed call leaves it for the next run
     replace = False
@@ -580,8 +590,8 @@ def _compact_category(store: ObjectStore, model: str, category: str, pending: li
         on_unmerged(category, held, unmerged - held)
     for key, etag in read.items():
         delete_if_unchanged(store, key, etag)  # one embedded again meanwhile waits for the next run
-    for key in removed:
-        store.delete(key)  # a marker carries no data: one written meanwhile says the same
+    for key, etag in markers.items():
+        delete_if_unchanged(store, key, etag)  # one written again meanwhile waits for the next run
     return {"added": sorted(vectors), "removed": sorted(dropped), "total": entry["count"]}
 
 

@@ -22,7 +22,7 @@ from shazzam.app import App
 from shazzam.db import utcnow
 from shazzam.images import Box, ImageError, encode_png, get_subsection_of_image, load_catalogue_image, load_image, standardise_img
 from shazzam.money import price_text
-from shazzam.index import PUBLISH_ATTEMPTS, CorruptShard, ShardMoved, StaleShard, compact, encode_vector, publish, read_manifest
+from shazzam.index import PUBLISH_ATTEMPTS, CorruptShard, ShardMoved, StaleShard, compact, encode_vector, publish, read_manifest, removal_marker
 from shazzam.storage import ObjectNotFound, delete_if_unchanged, validate_key
 from shazzam.taxonomy import DETECTOR_CLASS_OF, SEARCHABLE, category_within
 
@@ -314,7 +314,7 @@ def embed(app: App, key: str) -> StageResult:
     if previous and previous != category and detection["embedding_status"] in ("indexed", "embedded"):
         # The item changed category: its vector must not stay behind in the old one, merged or not.
         app.store.delete(ids.pending_vector_key(previous, detection_id))
-        app.store.put(ids.removed_vector_key(previous, detection_id), b"")
+        app.store.put(ids.removed_vector_key(previous, detection_id), removal_marker())
     # The row before the vector: an index run that merges the vector then finds the row it marks
     # indexed (in the other order, a run in between would leave it "embedded" for good).
     catalogue.update_detection(

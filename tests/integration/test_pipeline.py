@@ -106,6 +106,19 @@ def test_an_item_refiled_and_filed_back_during_an_index_run_stays_in_its_shard(r
     assert statuses(runtime) == [("dress", "indexed")]
 
 
+def test_an_item_refiled_again_during_an_index_run_leaves_the_shard_it_left(runtime, monkeypatch):
+    """Filed dress -> skirt -> dress before a run, which finds the dress marker and vector both;
+    while it reads the vector the shop files it as a skirt again. The run merges the vector it
+    read, so the marker written again meanwhile must outlive it, or the skirt stays in dress too."""
+    for category in ("dress", "skirt", "dress"):
+        upload_product(runtime, category, index=False)
+    during_the_read_of_a_pending_vector(runtime, monkeypatch, lambda: upload_product(runtime, "skirt", index=False))
+    pipeline.index(runtime.app)
+    runtime.app.shards.manifest_ttl_s = 0
+    assert runtime.app.shards.categories() == {"dress": 0, "skirt": 1}
+    assert statuses(runtime) == [("skirt", "indexed")]
+
+
 def test_an_embed_delivered_twice_around_an_index_run_leaves_its_item_indexed(runtime, monkeypatch):
     """S3 delivers a crop's event twice; the second embed writes its row and the same vector again
     just after an index run recorded the first as merged. Left "embedded" for good, the item's
