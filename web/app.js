@@ -235,6 +235,10 @@ function render() {
   const tabs = $("garments");
   boxes.replaceChildren();
   tabs.replaceChildren();
+  // Smaller outlines stack above larger ones, so a dress inside a coat's outline can be clicked;
+  // the outlines stay in the list's order, as the tabs do.
+  const area = ({ box: [left, top, right, bottom] }) => (right - left) * (bottom - top);
+  const largestFirst = answer.garments.map((garment, index) => index).sort((a, b) => area(answer.garments[b]) - area(answer.garments[a]));
   answer.garments.forEach((garment, index) => {
     const [left, top, right, bottom] = garment.box;
     const outline = document.createElement("button");
@@ -245,6 +249,7 @@ function render() {
     outline.style.top = `${(100 * top) / height}%`;
     outline.style.width = `${(100 * (right - left)) / width}%`;
     outline.style.height = `${(100 * (bottom - top)) / height}%`;
+    outline.style.zIndex = String(largestFirst.indexOf(index) + 1);
     outline.setAttribute("aria-label", garmentLabel(garment, index));
     outline.dataset.label = `${index + 1} ${garmentName(garment)}`;
     outline.addEventListener("click", () => choose(index));

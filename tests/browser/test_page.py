@@ -185,18 +185,46 @@ def test_the_lists_load_once_the_server_answers_and_an_unreadable_price_is_not_i
     assert searches == [] and not page.evaluate("document.getElementById('filters').checkValidity()")
 
 
-def test_a_price_without_a_currency_is_shown_as_the_shop_gave_it(page, site):
-    def as_a_shop_without_currency(route):
+def answers_changed(page, change):
+    """Every search answers as PHOTO's search without filters would, edited by `change`."""
+
+    def changed(route):
         # Asked again here: Playwright's route.fetch() loses a multipart body's file.
         request = urllib.request.Request(route.request.url, data=PHOTO.read_bytes(), headers={"Content-Type": "image/jpeg"})
         with urllib.request.urlopen(request) as response:
             answer = json.load(response)
-        for item in (item for garment in answer["garments"] for item in garment["results"]):
-            item["currency"] = None  # a JSON-LD offer without priceCurrency
+        change(answer)
         route.fulfill(json=answer)
 
-    page.route("**/search", as_a_shop_without_currency)
+    page.route("**/search", changed)
+
+
+def test_a_price_without_a_currency_is_shown_as_the_shop_gave_it(page, site):
+    def without_currency(answer):
+        for item in (item for garment in answer["garments"] for item in garment["results"]):
+            item["currency"] = None  # a JSON-LD offer without priceCurrency
+
+    answers_changed(page, without_currency)
     search_photo(page, site)
     texts = page.locator("#items .price").all_inner_texts()
     assert texts and all(re.fullmatch(r"\d+\.\d{2}", text) for text in texts), texts  # no "€" made up
+    assert page.console_errors == []
+
+
+def test_an_outline_inside_a_larger_one_is_clicked_through_it(page, site):
+    # A dress under an open coat: the coat's outline, later in the list, holds the dress's.
+    def dress_under_coat(answer):
+        width, height = answer["image"]["width"], answer["image"]["height"]
+        answer["garments"][0]["box"] = [width // 4, height // 4, 3 * width // 4, height // 2]
+        answer["garments"][1]["box"] = [0, 0, width, height]
+
+    answers_changed(page, dress_under_coat)
+    search_photo(page, site)
+    tabs = page.locator("#garments [role=tab]")
+    tabs.nth(2).click()
+    dress = page.locator("#boxes .box").nth(0).bounding_box()
+    page.mouse.click(dress["x"] + dress["width"] / 2, dress["y"] + dress["height"] / 2)
+    assert tabs.nth(0).get_attribute("aria-selected") == "true"
+    page.mouse.click(dress["x"] - 5, dress["y"] - 5)  # just outside it: the coat
+    assert tabs.nth(1).get_attribute("aria-selected") == "true"
     assert page.console_errors == []
