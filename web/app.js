@@ -233,6 +233,7 @@ function render() {
 
   const boxes = $("boxes");
   const tabs = $("garments");
+  const tabFocused = tabs.contains(document.activeElement); // the new chosen tab takes the focus back
   boxes.replaceChildren();
   tabs.replaceChildren();
   // Smaller outlines stack above larger ones, so a dress inside a coat's outline can be clicked;
@@ -274,7 +275,7 @@ function render() {
     $("items").replaceChildren();
     return;
   }
-  choose(state.chosen);
+  choose(state.chosen, tabFocused);
 }
 
 function choose(index, focus = false) {

@@ -228,3 +228,16 @@ def test_an_outline_inside_a_larger_one_is_clicked_through_it(page, site):
     page.mouse.click(dress["x"] - 5, dress["y"] - 5)  # just outside it: the coat
     assert tabs.nth(1).get_attribute("aria-selected") == "true"
     assert page.console_errors == []
+
+
+def test_the_chosen_tab_keeps_the_focus_when_an_answer_arrives(page, site):
+    search_photo(page, site)
+    page.locator("#garments [role=tab]").nth(0).focus()
+    page.keyboard.press("ArrowRight")
+    with page.expect_response("**/search"):
+        page.evaluate("document.getElementById('filters').requestSubmit()")  # a filter applied meanwhile
+    page.wait_for_selector("body:not(.busy) #items .item")
+    focused = page.evaluate("[document.activeElement.getAttribute('aria-selected'), document.activeElement.textContent]")
+    assert focused[0] == "true" and focused[1].startswith("2."), focused
+    page.keyboard.press("ArrowRight")
+    assert page.locator("#garments [role=tab]").nth(2).get_attribute("aria-selected") == "true"
