@@ -305,7 +305,7 @@ function card(item) {
   link.rel = "noopener";
   const picture = document.createElement("img");
   picture.src = item.image_url;
-  picture.alt = item.title;
+  picture.alt = ""; // the link's title names it; the picture's own name would read the title twice
   picture.loading = "lazy";
   const title = document.createElement("span");
   title.className = "title";
@@ -316,7 +316,10 @@ function card(item) {
   const shop = document.createElement("span");
   shop.className = "shop";
   shop.textContent = item.shop;
-  link.append(picture, title, cost, shop);
+  const newTab = document.createElement("span");
+  newTab.className = "visually-hidden";
+  newTab.textContent = "(opens in a new tab)";
+  link.append(picture, title, cost, shop, newTab);
   li.append(link);
   return li;
 }

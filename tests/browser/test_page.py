@@ -241,3 +241,13 @@ def test_the_chosen_tab_keeps_the_focus_when_an_answer_arrives(page, site):
     assert focused[0] == "true" and focused[1].startswith("2."), focused
     page.keyboard.press("ArrowRight")
     assert page.locator("#garments [role=tab]").nth(2).get_attribute("aria-selected") == "true"
+
+
+def test_a_result_link_is_named_once_and_says_it_opens_a_new_tab(page, site):
+    search_photo(page, site)
+    link = page.locator("#items .item a").first
+    title = link.locator(".title").inner_text()
+    snapshot = link.aria_snapshot()  # what a screen reader reads: the link's name, then its content
+    name = snapshot.splitlines()[0]
+    assert name.count(title) == 1 and "opens in a new tab" in name, snapshot
+    assert link.get_attribute("target") == "_blank"
