@@ -29,20 +29,26 @@ const PLAIN_ERRORS = {
   504: ["The search took too long", "Try again, or with a smaller photo."],
 };
 
-async function api(path, options = {}) {
-  let response;
+// fetch, whose own error ("Failed to fetch") says nothing to a shopper.
+async function reach(url, options) {
   try {
-    response = await fetch(API + path, options);
+    return await fetch(url, options);
   } catch (error) {
     if (error.name === "AbortError") throw error; // a newer search replaced this one
     throw new ApiError(0, "Cannot reach the server", "Check your connection and try again.");
   }
+}
+
+async function api(path, options = {}) {
+  const response = await reach(API + path, options);
   const type = response.headers.get("content-type") || "";
   const body = type.includes("json") ? await response.json().catch(() => null) : null;
   if (!response.ok) {
     const [title, detail] = PLAIN_ERRORS[response.status] || [`Error ${response.status}`, "Try again in a moment."];
     throw new ApiError(response.status, (body && body.title) || title, (body && (body.detail || body.message)) || detail);
   }
+  // Every answer of the API is JSON; a Wi-Fi login page or a proxy answers HTML with a 200.
+  if (body === null) throw new ApiError(response.status, "The server's answer could not be read", "Try again in a moment.");
   return body;
 }
 
@@ -101,7 +107,7 @@ async function uploadFirst(photo, signal) {
   const form = new FormData();
   for (const [name, value] of Object.entries(upload.fields)) form.append(name, value);
   form.append("file", photo);
-  const stored = await fetch(upload.url, { method: "POST", body: form, signal });
+  const stored = await reach(upload.url, { method: "POST", body: form, signal });
   if (!stored.ok) throw new ApiError(stored.status, "Upload failed", "The photo could not be uploaded; try a smaller one.");
   return upload.key;
 }

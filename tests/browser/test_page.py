@@ -106,14 +106,20 @@ def test_works_on_a_phone_screen(browser, site):
     assert errors == []
 
 
-def test_a_photo_over_the_synchronous_limit_goes_through_an_upload(page, site, tmp_path):
+def big_photo(folder: Path) -> Path:
+    """A JPEG above the page's direct-upload limit."""
     import numpy as np
     from PIL import Image
 
     noise = np.random.default_rng(6).integers(0, 256, (2400, 1800, 3), dtype=np.uint8)
-    big = tmp_path / "big.jpg"
+    big = folder / "big.jpg"
     Image.fromarray(noise).save(big, quality=98)
-    assert big.stat().st_size > 4 * 1024 * 1024  # above the page's direct-upload limit
+    assert big.stat().st_size > 4 * 1024 * 1024
+    return big
+
+
+def test_a_photo_over_the_synchronous_limit_goes_through_an_upload(page, site, tmp_path):
+    big = big_photo(tmp_path)
     requests = []
     page.on("request", lambda request: requests.append(f"{request.method} {request.url.removeprefix(site.rstrip('/'))}"))
     search_photo(page, site, big)
@@ -251,3 +257,16 @@ def test_a_result_link_is_named_once_and_says_it_opens_a_new_tab(page, site):
     name = snapshot.splitlines()[0]
     assert name.count(title) == 1 and "opens in a new tab" in name, snapshot
     assert link.get_attribute("target") == "_blank"
+
+
+def test_a_dropped_upload_and_an_unreadable_answer_are_told_in_plain_words(page, site, tmp_path):
+    page.route("**/local-uploads", lambda route: route.abort("internetdisconnected"))
+    page.goto(site)
+    page.set_input_files("#file", str(big_photo(tmp_path)))
+    page.locator("#error").wait_for(state="visible")
+    assert "Cannot reach the server" in page.inner_text("#error")  # not the browser's "Failed to fetch"
+    # A Wi-Fi login page answers instead of the API.
+    page.route("**/search", lambda route: route.fulfill(status=200, body="<title>Wi-Fi login</title>", content_type="text/html"))
+    page.set_input_files("#file", str(PHOTO))
+    page.wait_for_function("document.getElementById('error').innerText.includes('could not be read')")
+    assert "null" not in page.inner_text("#error") and page.locator("body.busy").count() == 0
