@@ -97,6 +97,14 @@ function searchParameters() {
   return parameters;
 }
 
+// The API refuses a min price above the max (422); the browser says so before asking, as it does
+// for a price it cannot read.
+function checkPriceRange() {
+  const min = $("min_price").valueAsNumber;
+  const max = $("max_price").valueAsNumber;
+  $("max_price").setCustomValidity(min > max ? "The max price is below the min price." : "");
+}
+
 async function uploadFirst(photo, signal) {
   const upload = await api("/uploads", {
     method: "POST",
@@ -116,7 +124,8 @@ async function search() {
   if (!state.photo) return;
   const ticket = ++state.search; // from here on, an older search's answer is dropped
   if (state.inFlight) state.inFlight.abort();
-  // A price the browser cannot read ("12e") is not sent as no price: say so, search nothing.
+  // A price the browser cannot read ("12e"), or a range the API refuses, is not sent: say so,
+  // search nothing.
   if (!$("filters").reportValidity()) {
     state.inFlight = null;
     setBusy(false);
@@ -149,7 +158,10 @@ async function search() {
     state.chosen = Math.min(state.chosen, answer.garments.length - 1);
     render();
   } catch (error) {
-    if (ticket === state.search) showError(error);
+    if (ticket === state.search) {
+      showError(error);
+      clearAnswer(); // the results shown are not those of the filters now asked for
+    }
   } finally {
     if (ticket === state.search) {
       state.inFlight = null;
@@ -170,23 +182,27 @@ function choosePhoto(file) {
     return;
   }
   state.photo = file;
-  state.answer = null;
   state.chosen = 0;
   if (state.photoUrl) URL.revokeObjectURL(state.photoUrl);
   state.photoUrl = URL.createObjectURL(file);
   // Show the photo at once; its outlines and results follow when the search answers.
   $("photo").src = state.photoUrl;
   $("stage").style.removeProperty("--photo-ratio");
-  $("boxes").replaceChildren();
-  $("garments").replaceChildren();
-  $("items").replaceChildren();
-  $("summary").textContent = "";
+  clearAnswer();
   $("result").hidden = false;
   $("apply").disabled = false;
   search();
 }
 
 // --- showing -------------------------------------------------------------------------------------
+
+// The outlines, tabs and results shown taken away: an older photo's, or those a failed search
+// leaves, which are not of the filters now asked for.
+function clearAnswer() {
+  state.answer = null;
+  for (const id of ["boxes", "garments", "items"]) $(id).replaceChildren();
+  $("summary").textContent = "";
+}
 
 function setBusy(busy, message = "") {
   document.body.classList.toggle("busy", busy);
@@ -353,6 +369,8 @@ $("filters").addEventListener("submit", (event) => {
   event.preventDefault();
   search();
 });
+$("min_price").addEventListener("input", checkPriceRange);
+$("max_price").addEventListener("input", checkPriceRange);
 $("category").addEventListener("change", search);
 $("shop").addEventListener("change", search);
 $("photo").addEventListener("load", () => {

@@ -270,3 +270,20 @@ def test_a_dropped_upload_and_an_unreadable_answer_are_told_in_plain_words(page,
     page.set_input_files("#file", str(PHOTO))
     page.wait_for_function("document.getElementById('error').innerText.includes('could not be read')")
     assert "null" not in page.inner_text("#error") and page.locator("body.busy").count() == 0
+
+
+def test_a_failed_search_leaves_no_results_that_look_filtered(page, site):
+    search_photo(page, site)
+    searches = []
+    page.on("request", lambda request: request.url.endswith("/search") and searches.append(request.url))
+    page.fill("#min_price", "50")
+    page.fill("#max_price", "20")
+    page.click("#apply")
+    page.wait_for_timeout(300)
+    assert searches == [] and not page.evaluate("document.getElementById('filters').checkValidity()")  # not sent
+    page.fill("#min_price", "")
+    page.route("**/search", lambda route: route.fulfill(status=503, json={"message": "Service Unavailable"}))
+    page.click("#apply")
+    page.locator("#error").wait_for(state="visible")
+    page.wait_for_selector("body:not(.busy)")
+    assert page.locator("#items .item").count() == 0 and "similar" not in page.inner_text("#summary")
