@@ -268,6 +268,7 @@ function render() {
   $("result").hidden = false;
   const { width, height } = answer.image;
   $("stage").style.setProperty("--photo-ratio", String(width / height)); // the photo's shape, never squashed
+  hideTurnedPhoto();
 
   const boxes = $("boxes");
   const tabs = $("garments");
@@ -314,6 +315,18 @@ function render() {
     return;
   }
   choose(state.chosen, tabFocused);
+}
+
+// A photo whose EXIF orientation the server applies and this browser does not (a WebP, a PNG whose
+// eXIf comes after its pixels) shows a quarter turned from the answer's shape, stretched into it
+// under outlines of other parts. It is hidden, as one the browser cannot decode is: the outlines
+// show on the blank stage. Which way it is turned is not known here, so it is not turned back.
+function hideTurnedPhoto() {
+  const photo = $("photo");
+  if (!state.answer || !photo.naturalWidth) return; // not loaded yet: its load event looks again
+  const { width, height } = state.answer.image;
+  const portrait = (w, h) => Math.sign(h - w);
+  if (portrait(width, height) * portrait(photo.naturalWidth, photo.naturalHeight) === -1) photo.removeAttribute("src");
 }
 
 function choose(index, focus = false) {
@@ -397,7 +410,9 @@ $("category").addEventListener("change", () => {
 $("shop").addEventListener("change", () => search());
 $("photo").addEventListener("load", () => {
   const { naturalWidth: width, naturalHeight: height } = $("photo");
-  if (width && height) $("stage").style.setProperty("--photo-ratio", String(width / height));
+  // The answer's shape, once it has come, is the one its outlines are drawn on.
+  if (state.answer) hideTurnedPhoto();
+  else if (width && height) $("stage").style.setProperty("--photo-ratio", String(width / height));
 });
 $("photo").addEventListener("error", () => {
   // Browsers without HEIC support cannot show the photo; the outlines still show on a blank stage.

@@ -308,3 +308,19 @@ def test_a_category_chosen_applies_to_the_chosen_garment_only(page, site):
     tabs.nth(1).click()
     assert page.input_value("#category") == "shoes" and "shoes" in page.inner_text("#summary")
     assert page.console_errors == []
+
+
+def test_a_photo_the_browser_shows_turned_is_not_shown_under_the_outlines(page, site, tmp_path):
+    # The server turns a WebP upright by its EXIF orientation; Chromium shows it as stored, sideways.
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned a quarter anticlockwise
+    sideways = tmp_path / "sideways.webp"
+    Image.open(PHOTO).convert("RGB").transpose(Image.Transpose.ROTATE_90).save(sideways, exif=exif.tobytes())
+    search_photo(page, site, sideways)
+    page.wait_for_function("!document.getElementById('photo').hasAttribute('src')", timeout=3000)  # not the sideways picture
+    width, height = Image.open(PHOTO).size
+    shown = float(page.evaluate("document.getElementById('stage').style.getPropertyValue('--photo-ratio')"))
+    assert abs(shown - width / height) < 1e-3  # the server's shape, which the outlines are drawn on
+    assert page.console_errors == []
