@@ -83,8 +83,14 @@ def _shop_name(name: str | None, base_url: str) -> str:
 
 @retried_on_deadlock
 def save_source(db: Database, source) -> str:
-    """Insert or update a shop from a ShopSource (a sources file's entry): every setting."""
+    """Insert or update a shop from a ShopSource (a sources file's entry): every setting.
+    ValueError for settings more than MySQL's TEXT column holds (SQLite keeps any)."""
+    settings = json.dumps(source.settings(), sort_keys=True)
     with db.transaction() as connection:
+        if connection.dialect.name == "mysql" and len(settings.encode("utf-8")) > TEXT_BYTES:
+            raise ValueError(f"source {source.base_url}: its settings (listing_urls, allowed_hosts, product_pattern, ...) come to "
+                             f"{len(settings.encode('utf-8')):,} bytes of JSON, more than a shop's row holds ({TEXT_BYTES:,}): "
+                             f"list fewer listing pages, or give a sitemap")
         shop_id = _shop_id(connection, source.base_url)
         values = {
             "id": shop_id,
@@ -97,7 +103,7 @@ def save_source(db: Database, source) -> str:
             "delay_s": source.delay_s,
             "concurrency": source.concurrency,
             "is_local": source.local,
-            "settings": json.dumps(source.settings(), sort_keys=True),
+            "settings": settings,
         }
         # A shop taken off stays off (only `shops add` brings it back), whatever a sources file says.
         connection.execute(upsert(connection, shops, values, update=[k for k in values if k not in ("id", "created_at", "active")]))

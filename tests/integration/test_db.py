@@ -758,6 +758,19 @@ def test_a_rounds_discovery_is_kept_in_order_until_the_round_ends_or_its_setting
     assert catalogue.take_shop_off(db, "https://other.example") and catalogue.shop_discovery(db, other, "k2") == []  # taken off: gone
 
 
+def test_a_source_with_more_settings_than_mysql_holds_is_refused_there_and_kept_on_sqlite(db):
+    # MySQL refused the row with a database error, and the whole `scrape --sources` with it.
+    source = ScrapedSource(base_url=SHOP, listing_urls=tuple(f"/collections/{n}/" + "x" * 90 for n in range(800)))
+    if db.engine.dialect.name == "mysql":
+        with pytest.raises(ValueError, match=f"source {SHOP}/: its settings .* more than a shop's row holds"):
+            catalogue.save_source(db, source)
+        assert catalogue.active_shops(db) == []
+    else:
+        shop_id = catalogue.save_source(db, source)
+        (row,) = catalogue.active_shops(db)
+        assert row["id"] == shop_id and catalogue.source_of_shop(row).listing_urls == source.listing_urls
+
+
 def test_a_shop_is_taken_off_by_its_own_address_not_by_one_that_differs_in_case(db):
     # MySQL's collation matched both: the other shop was taken off, and this one never could be.
     upper = catalogue.add_shop(db, "https://shop.example/en/Women", name="Women (EN)")

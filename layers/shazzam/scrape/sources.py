@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from shazzam.catalogue import TEXT_BYTES
 from shazzam.scrape.fetch import POLICY_FIELDS, FetchPolicy, is_private_host
 
 STRATEGIES = ("auto", "sitemap", "listing", "shopify")
@@ -125,11 +124,6 @@ class ShopSource:
             re.compile(self.product_pattern)
         except re.error as exc:
             raise ValueError(f"product_pattern is not a regular expression ({exc}): {self.product_pattern!r}") from None
-        # Kept as JSON in the shop's row, which MySQL refuses past a TEXT column (SQLite keeps anything).
-        size = len(json.dumps(self.settings(), sort_keys=True).encode("utf-8"))
-        if size > TEXT_BYTES:
-            raise ValueError(f"the source's settings (listing_urls, allowed_hosts, product_pattern, ...) come to {size:,} bytes "
-                             f"of JSON, more than a shop's row holds ({TEXT_BYTES:,}): list fewer listing pages, or give a sitemap")
 
     @property
     def host(self) -> str:
