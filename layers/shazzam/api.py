@@ -71,6 +71,10 @@ NESTED_MULTIPART = re.compile(rb"(?im)^content-type:\s*multipart/(?:[^\n]|\n[ \t
 # Content-Type and each part's headers are refused past this. A browser's come to about 150 bytes,
 # 1 KB with a long file name.
 MAX_FORM_HEADER_BYTES = 4096
+# After a delimiter: the rest of its line, a part's header lines and the blank line that ends them,
+# each line ended as the MIME parser ends lines (CRLF, LF or CR alone).
+_LINE_END = rb"(?:\r\n|\r(?!\n)|\n)"  # a CR before an LF is never a line end of its own
+PART_HEADERS = re.compile(rb"[^\r\n]*" + _LINE_END + rb"((?:[^\r\n]+" + _LINE_END + rb")*)" + _LINE_END)
 STATUS_TITLES = {
     400: "Malformed request",
     404: "Not found",
@@ -147,11 +151,18 @@ def _form_fields(content_type: str, body: bytes, text_fields: tuple[str, ...]) -
         delimiter = b"--" + boundary.encode("latin-1", errors="replace")
         if body.count(delimiter) > MAX_FORM_PARTS + 1:
             raise Problem(400, f"the multipart/form-data body has more than {MAX_FORM_PARTS} parts")
-        # Each part's header lines, up to the blank line, ended as the parser ends them: CRLF, LF or CR alone.
-        headers = re.compile(re.escape(delimiter) + rb"[^\r\n]*(?:\r\n|\r|\n)((?:[^\r\n]+(?:\r\n|\r|\n))*)")
-        blocks = [match.group(1).replace(b"\r\n", b"\n").replace(b"\r", b"\n") for match in headers.finditer(body)]
-        if any(len(block) > MAX_FORM_HEADER_BYTES for block in blocks):
-            raise Problem(400, f"a multipart/form-data part's headers are longer than {MAX_FORM_HEADER_BYTES} bytes")
+        blocks = []
+        for found in re.finditer(re.escape(delimiter), body):
+            # Read no further than the limit: a part's header lines must end, blank line and all, within it.
+            window = body[found.end() : found.end() + MAX_FORM_HEADER_BYTES + 2]
+            if window.startswith(b"--"):
+                continue  # the closing delimiter: what follows is the epilogue, no part's headers
+            block = PART_HEADERS.match(window)
+            if block is None:
+                if len(window) > MAX_FORM_HEADER_BYTES:
+                    raise Problem(400, f"a multipart/form-data part's headers are longer than {MAX_FORM_HEADER_BYTES} bytes")
+                continue  # the body ends inside them: the parser finds it malformed
+            blocks.append(block.group(1).replace(b"\r\n", b"\n").replace(b"\r", b"\n"))
         if any(NESTED_MESSAGE.search(block) or NESTED_MULTIPART.search(block) for block in blocks):
             raise Problem(400, "a multipart/form-data part may not be nested multipart or a message: send each file as its own part")
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(

@@ -317,6 +317,13 @@ def test_upload_then_search_by_key_locally(call, runtime):
     assert status == 201 and upload["fields"]["Content-Type"] == "image/jpeg"
 
 
+def test_a_form_with_a_long_epilogue_or_preamble_is_read():
+    # Text after the closing delimiter (RFC 2046's epilogue) is no part's headers, however long.
+    part = b'--x\r\nContent-Disposition: form-data;\r\n name="image"; filename="a.jpg"\r\nContent-Type: image/jpeg\r\n\r\nDATA\r\n'
+    lines = b"".join(b"line %d\r\n" % n for n in range(1000))
+    assert api.parse_multipart("multipart/form-data; boundary=x", lines + part + b"--x--\r\n" + lines) == {"image": b"DATA"}
+
+
 def test_a_local_upload_with_headers_nested_too_deeply_is_a_problem_not_a_dropped_connection(runtime):
     form = b'--x\r\nContent-Disposition: form-data; name="file"' + b"(" * 1000 + b")" * 1000 + b"\r\n\r\nDATA\r\n--x--\r\n"
     status, headers, body = runtime.receive_upload("multipart/form-data; boundary=x", form)
