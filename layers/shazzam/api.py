@@ -385,7 +385,7 @@ def create_upload():
 @resolver.get("/categories")
 def categories():
     app = app_module.current()
-    counts = app.shards.categories()
+    counts = app.shards.categories(model=app.garment_model.name)  # what a search there can show now
     return {"categories": [{"name": name, "items": counts.get(name, 0)} for name in app.garment_model.categories]}
 
 
@@ -421,7 +421,9 @@ def health():
         "model": {"name": app.garment_model.name, "sha256": app.garment_model.sha256, "detector": app.detector.name},
         "index": {
             "updated_at": manifest.get("updated_at"),
-            "shards": {category: {"version": entry["version"], "items": entry["count"]} for category, entry in sorted(shards.items())},
+            # Each shard's model: one other than the serving model's answers nothing until it is re-indexed.
+            "shards": {category: {"version": entry["version"], "items": entry["count"], "model": entry.get("model")}
+                       for category, entry in sorted(shards.items())},
         },
         "items": catalogue.counts(app.db),  # the shards' own counts are under index.shards
         "shops": catalogue.shop_names(app.db),

@@ -700,8 +700,11 @@ class ShardReader:
                 self._manifest_read_at = time.monotonic()
             return self._manifest
 
-    def categories(self) -> dict[str, int]:
-        return {category: entry["count"] for category, entry in sorted(self.manifest()["shards"].items())}
+    def categories(self, model: str | None = None) -> dict[str, int]:
+        """Items per category's shard; with `model`, only the shards it can search (a shard another
+        model made answers nothing until it is re-indexed: StaleShard)."""
+        shards = sorted(self.manifest()["shards"].items())
+        return {category: entry["count"] for category, entry in shards if model is None or entry.get("model") in (None, model)}
 
     def shard(self, category: str) -> Shard | None:
         """The live shard of a category; a corrupt new version is refused and the one in service kept."""

@@ -144,7 +144,8 @@ SCHEMAS = {
                 "items": {"type": "object", "required": ["name", "items"], "properties": {
                     "name": {"type": "string", "enum": CATEGORIES},
                     "items": {"type": "integer", "description": "pictures indexed in the category's shard: a product may show several, "
-                              "and a shop taken off keeps its own there until it is back (GET /health counts live products)"}}},
+                              "and a shop taken off keeps its own there until it is back (GET /health counts live products); "
+                              "0 while the shard is another model's, being re-embedded"}}},
             }
         },
     },
@@ -161,7 +162,10 @@ SCHEMAS = {
                     "updated_at": NULLABLE_STRING,
                     "shards": {
                         "type": "object",
-                        "additionalProperties": {"type": "object", "required": ["version", "items"], "properties": {"version": {"type": "string"}, "items": {"type": "integer"}}},
+                        "additionalProperties": {"type": "object", "required": ["version", "items", "model"], "properties": {
+                            "version": {"type": "string"}, "items": {"type": "integer"},
+                            "model": {**NULLABLE_STRING, "description": "the garment model that made the shard; a shard of another "
+                                      "model than /health's `model` answers no search until the re-embedding reaches it"}}},
                     },
                 },
             },

@@ -386,6 +386,21 @@ def test_health_categories_and_openapi(call, runtime):
     assert status == 200 and document == json.loads(api.OPENAPI_PATH.read_text())
 
 
+def test_a_shard_another_model_made_is_named_in_health_and_counts_no_items_in_categories(call, runtime, monkeypatch):
+    # During a model rollout /categories counted items no search could show, and /health did not
+    # say which shards were still the old model's.
+    serving = runtime.app.garment_model.name
+    manifest = {"updated_at": "2026-12-01T00:00:00Z", "shards": {
+        "dress": {"key": "index/dress/1", "version": "1", "count": 30, "model": serving},
+        "hat": {"key": "index/hat/1", "version": "1", "count": 8, "model": "garment_v0"}}}
+    monkeypatch.setattr(runtime.app.shards, "manifest", lambda refresh=False: manifest)
+    monkeypatch.setattr(api, "read_manifest", lambda store: (manifest, None))
+    items = {entry["name"]: entry["items"] for entry in call("GET", "/categories")[2]["categories"]}
+    assert items["dress"] == 30 and items["hat"] == 0
+    shards = call("GET", "/health")[2]["index"]["shards"]
+    assert shards["hat"] == {"version": "1", "items": 8, "model": "garment_v0"} and shards["dress"]["model"] == serving
+
+
 def test_a_fault_of_ours_answers_500_with_the_request_id_that_finds_its_log_line(runtime, monkeypatch):
     def broken_search(*_args, **_kwargs):
         raise RuntimeError("the database went away")
