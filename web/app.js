@@ -10,8 +10,7 @@ const MAX_PHOTO_BYTES = 20 * 1024 * 1024;
 const $ = (id) => document.getElementById(id);
 // search: the latest search's number; an answer to an older one (a photo or filters changed since)
 // is dropped. inFlight aborts that older request. options: the category and shop lists, loading.
-// categories: the category the shopper chose for a garment, by the garment's index in the answer.
-const state = { photo: null, answer: null, chosen: 0, categories: {}, photoUrl: null, search: 0, inFlight: null, options: null, error: null };
+const state = { photo: null, answer: null, chosen: 0, photoUrl: null, search: 0, inFlight: null, options: null, error: null };
 
 class ApiError extends Error {
   constructor(status, title, detail) {
@@ -89,10 +88,9 @@ function keepLoadingOptions(delay = 2000, shown = null) {
 
 // --- searching ---------------------------------------------------------------------------------
 
-// The filters, which apply to every garment (a category applies to one: state.categories).
-function filterParameters() {
+function searchParameters() {
   const parameters = {};
-  for (const name of ["min_price", "max_price", "shop"]) {
+  for (const name of ["category", "min_price", "max_price", "shop"]) {
     const value = $(name).value.trim();
     if (value) parameters[name] = value;
   }
@@ -122,27 +120,7 @@ async function uploadFirst(photo, signal) {
   return upload.key;
 }
 
-// One POST /search of the photo (through an upload when it is large).
-async function ask(parameters, signal) {
-  if (state.photo.size > DIRECT_UPLOAD_LIMIT) {
-    const key = await uploadFirst(state.photo, signal);
-    return api("/search", {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ upload: key, ...parameters }),
-      signal,
-    });
-  }
-  const form = new FormData();
-  form.append("image", state.photo, state.photo.name || "photo");
-  for (const [name, value] of Object.entries(parameters)) form.append(name, value);
-  return api("/search", { method: "POST", body: form, signal });
-}
-
-// Searches every garment of the photo, or only the one at index `only` (its category changed; the
-// others keep their answer). The API files every garment it searches under a request's category,
-// so a garment whose category the shopper chose is asked again alone, with it.
-async function search(only = null) {
+async function search() {
   if (!state.photo) return;
   const ticket = ++state.search; // from here on, an older search's answer is dropped
   if (state.inFlight) state.inFlight.abort();
@@ -159,14 +137,21 @@ async function search(only = null) {
   setBusy(true, "Looking for garments…");
   loadOptions().catch(() => {}); // if the lists failed to load, try again now
   try {
-    const filters = filterParameters();
-    const all = only === null || !state.answer;
-    let answer = all ? await ask(filters, controller.signal) : { ...state.answer, took_ms: 0 };
-    for (const index of all ? Object.keys(state.categories).map(Number) : [only]) {
-      const category = state.categories[index];
-      const alone = await ask({ ...filters, garment: index, ...(category && { category }) }, controller.signal);
-      const garments = answer.garments.map((garment, i) => (i === index ? alone.garments[0] : garment));
-      answer = { ...answer, garments, took_ms: answer.took_ms + alone.took_ms };
+    const parameters = searchParameters();
+    let answer;
+    if (state.photo.size > DIRECT_UPLOAD_LIMIT) {
+      const key = await uploadFirst(state.photo, controller.signal);
+      answer = await api("/search", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ upload: key, ...parameters }),
+        signal: controller.signal,
+      });
+    } else {
+      const form = new FormData();
+      form.append("image", state.photo, state.photo.name || "photo");
+      for (const [name, value] of Object.entries(parameters)) form.append(name, value);
+      answer = await api("/search", { method: "POST", body: form, signal: controller.signal });
     }
     if (ticket !== state.search) return;
     state.answer = answer;
@@ -198,7 +183,6 @@ function choosePhoto(file) {
   }
   state.photo = file;
   state.chosen = 0;
-  state.categories = {};
   if (state.photoUrl) URL.revokeObjectURL(state.photoUrl);
   state.photoUrl = URL.createObjectURL(file);
   // Show the photo at once; its outlines and results follow when the search answers.
@@ -332,7 +316,6 @@ function hideTurnedPhoto() {
 function choose(index, focus = false) {
   state.chosen = index;
   const garment = state.answer.garments[index];
-  $("category").value = state.categories[index] || ""; // the category select is the chosen garment's
   [...$("boxes").children].forEach((box, i) => box.classList.toggle("chosen", i === index));
   [...$("garments").children].forEach((tab, i) => {
     tab.setAttribute("aria-selected", String(i === index));
@@ -401,13 +384,8 @@ $("filters").addEventListener("submit", (event) => {
 });
 $("min_price").addEventListener("input", checkPriceRange);
 $("max_price").addEventListener("input", checkPriceRange);
-$("category").addEventListener("change", () => {
-  const category = $("category").value;
-  if (category) state.categories[state.chosen] = category;
-  else delete state.categories[state.chosen];
-  search(state.chosen);
-});
-$("shop").addEventListener("change", () => search());
+$("category").addEventListener("change", search);
+$("shop").addEventListener("change", search);
 $("photo").addEventListener("load", () => {
   const { naturalWidth: width, naturalHeight: height } = $("photo");
   // The answer's shape, once it has come, is the one its outlines are drawn on.

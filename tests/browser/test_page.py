@@ -289,27 +289,6 @@ def test_a_failed_search_leaves_no_results_that_look_filtered(page, site):
     assert page.locator("#items .item").count() == 0 and "similar" not in page.inner_text("#summary")
 
 
-def test_a_category_chosen_applies_to_the_chosen_garment_only(page, site):
-    search_photo(page, site)
-    tabs = page.locator("#garments [role=tab]")
-    others = [tabs.nth(0).inner_text(), tabs.nth(2).inner_text()]
-    tabs.nth(1).click()
-    page.select_option("#category", "shoes")
-    page.wait_for_function("document.querySelectorAll('#garments [role=tab]')[1].textContent.includes('as you chose')")
-    assert [tabs.nth(0).inner_text(), tabs.nth(2).inner_text()] == others
-    assert "shoes" in page.inner_text("#summary")
-    tabs.nth(0).click()
-    assert page.input_value("#category") == ""  # the select shows the chosen garment's category
-    page.fill("#max_price", "10000")
-    page.click("#apply")  # a filter searches every garment, and keeps the one chosen its category
-    page.wait_for_selector("body:not(.busy) #items .item")
-    assert [tabs.nth(0).inner_text(), tabs.nth(2).inner_text()] == others
-    assert tabs.nth(1).inner_text() == "2. shoes (as you chose)"
-    tabs.nth(1).click()
-    assert page.input_value("#category") == "shoes" and "shoes" in page.inner_text("#summary")
-    assert page.console_errors == []
-
-
 def test_a_photo_the_browser_shows_turned_is_not_shown_under_the_outlines(page, site, tmp_path):
     # The server turns a WebP upright by its EXIF orientation; Chromium shows it as stored, sideways.
     from PIL import Image
