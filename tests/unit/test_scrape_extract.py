@@ -126,6 +126,29 @@ def test_gallery_images_srcset_lazy_and_protocol_relative_resolved_against_the_p
     assert product.category is None  # the shop names none: the classifier will decide, not the title
 
 
+@pytest.mark.parametrize(
+    "img, expected",
+    [
+        ('<img src="/img/loader.gif" data-lazy="/img/shirt-1.jpg">', "/img/shirt-1.jpg"),  # Slick
+        ('<img src="/img/placeholder.jpg" data-lazy-srcset="/img/shirt-800.jpg 800w, /img/shirt-1600.jpg 1600w">', "/img/shirt-1600.jpg"),  # WP Rocket
+        ('<img src="/img/blank.png" data-flickity-lazyload="/img/shirt-2.jpg">', "/img/shirt-2.jpg"),  # Flickity
+        ('<img src="/img/blank.png" data-flickity-lazyload-srcset="/img/shirt-3.jpg 2x">', "/img/shirt-3.jpg"),
+        # the same attributes set to a flag by other scripts: the picture is src's
+        ('<img src="/img/shirt-1.jpg" data-lazy="true">', "/img/shirt-1.jpg"),
+        ('<img src="/img/shirt-1.jpg" data-lazy="lazy">', "/img/shirt-1.jpg"),
+        ('<img src="/img/shirt-1.jpg" data-lazy-srcset="1">', "/img/shirt-1.jpg"),
+        ('<img src="/img/shirt-1.jpg" data-flickity-lazyload="true">', "/img/shirt-1.jpg"),
+        ('<img src="/img/shirt-1.jpg" data-lazy="1" data-original="/img/shirt-big.jpg">', "/img/shirt-big.jpg"),
+    ],
+)
+def test_a_lazy_loaders_picture_is_the_products_not_its_placeholder(img, expected):
+    block = json.dumps({"@type": "Product", "name": "Linen shirt", "offers": {"price": "39.00", "priceCurrency": "EUR"}})
+    [product] = extract_products(f'<script type="application/ld+json">{block}</script><div class="product-gallery">{img}</div>', PAGE)
+    assert product.image_urls == (f"https://shop.example{expected}",)
+    [item] = parse_page(f'<div itemscope itemtype="https://schema.org/Product">{img.replace("<img ", "<img itemprop=image ")}</div>', PAGE).items
+    assert item.first("image") == f"https://shop.example{expected}"
+
+
 def test_relative_addresses_resolve_against_the_pages_first_base_href():
     """A page at /en/p/item.html with <base href="/"> means its "media/tee.jpg" to be /media/tee.jpg."""
     head = """<base href="/"><base href="/elsewhere/"><link rel="canonical" href="p/tee">

@@ -85,8 +85,23 @@ _GALLERY = re.compile(r"gallery|product[-_]?(?:image|photo|media|picture)|pdp[-_
 # ... and containers of other products' or the shop's pictures, even inside or named like one
 # (Magento's related block is "product-image-container" too; an Instagram "gallery" in the footer).
 _ELSEWHERE = re.compile(r"related|up-?sell|cross-?sell|recommend|also-?like|product-item|instagram|footer", re.I)
-_LAZY_SRC = ("data-src", "data-lazy-src", "data-original", "data-zoom-image", "data-large_image", "src")
-_LAZY_SRCSET = ("data-srcset", "srcset")
+# Where lazy loaders keep the picture until it is shown, before the placeholder in src/srcset:
+# lazysizes, WP Rocket (data-lazy-*), Slick (data-lazy), Flickity, jQuery lazyload (data-original),
+# elevateZoom and WooCommerce's zoom.
+_LAZY_SRC = ("data-src", "data-lazy-src", "data-lazy", "data-flickity-lazyload", "data-flickity-lazyload-src", "data-original",
+             "data-zoom-image", "data-large_image", "src")
+_LAZY_SRCSET = ("data-srcset", "data-lazy-srcset", "data-flickity-lazyload-srcset", "srcset")
+# Attributes that other scripts also set to a flag (data-lazy="true", "lazy", "1"): their value is
+# a picture only when it looks like an address, else the next attribute (finally src) is.
+_LAZY_OR_FLAG = frozenset(("data-lazy", "data-lazy-srcset", "data-flickity-lazyload", "data-flickity-lazyload-src",
+                           "data-flickity-lazyload-srcset"))
+_ADDRESS_LIKE = re.compile(r"/|\.[a-z0-9]{2,5}\b|^\s*https?:", re.I)
+
+
+def _picture_attribute(attrs: dict[str, str | None], name: str) -> str:
+    """The attribute's value where it may name a picture, else ""."""
+    value = attrs.get(name) or ""
+    return value if name not in _LAZY_OR_FLAG or _ADDRESS_LIKE.search(value) else ""
 
 
 @dataclass
@@ -177,12 +192,12 @@ class PageParser(HTMLParser):
 
     def _add_image(self, attrs: dict[str, str | None]) -> None:
         for name in _LAZY_SRCSET:
-            best = best_srcset_candidate(attrs.get(name) or "")
+            best = best_srcset_candidate(_picture_attribute(attrs, name))
             if best and (url := self._url(best)):
                 self.images.append(url)
                 return
         for name in _LAZY_SRC:
-            if url := self._url(attrs.get(name)):
+            if url := self._url(_picture_attribute(attrs, name)):
                 self.images.append(url)
                 return
 
@@ -248,9 +263,9 @@ class PageParser(HTMLParser):
         if tag in ("img", "source", "video", "audio", "embed", "iframe"):
             images: list[str] = []
             for name in _LAZY_SRCSET:
-                if best := best_srcset_candidate(attrs.get(name) or ""):
+                if best := best_srcset_candidate(_picture_attribute(attrs, name)):
                     images.append(best)
-            images += [attrs[name] for name in _LAZY_SRC if attrs.get(name)]
+            images += [value for name in _LAZY_SRC if (value := _picture_attribute(attrs, name))]
             return next((url for url in map(self._url, images) if url), None)
         if tag in ("data", "meter") and "value" in attrs:
             return attrs["value"].strip()
