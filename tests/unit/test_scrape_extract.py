@@ -316,6 +316,30 @@ def test_references_by_id_in_a_graph_are_followed():
     assert shirt.image_urls == ("https://shop.example/shirt.jpg",)
 
 
+def test_a_picture_named_by_reference_only_is_at_its_address():
+    """A product whose only picture was an ImageObject given by its @id was dropped: it had no image."""
+    def images(image, page_url=PAGE):
+        return [p.image_urls for p in _json_ld_product({"@type": "Product", "name": "Top", "image": image}, page_url)]
+
+    assert images({"@id": "https://shop.example/a.jpg"}) == [("https://shop.example/a.jpg",)]
+    assert images({"@id": "https://cdn.example/media/a.WEBP"}) == [("https://cdn.example/media/a.WEBP",)]
+    assert images([{"@id": "https://shop.example/a.jpg", "url": "https://cdn.example/a-1200.jpg"}]) == [("https://cdn.example/a-1200.jpg",)]
+    # An @id that names a node, not a file, is no picture.
+    assert images({"@id": f"{PAGE}#primaryimage"}) == images({"@id": "_:b0"}) == images({"@id": "#image"}) == []
+
+
+def test_an_image_reference_naming_a_page_is_no_picture_and_og_image_still_is():
+    """Yoast names a product's image by its page or attachment page: those are no pictures, the
+    page's og:image is the product's."""
+    page = "https://shop.example/p/dress/"
+    head = '<meta property="og:image" content="https://cdn.shop.example/dress.jpg"><link rel="canonical" href="https://shop.example/dress.jpg">'
+    for ref in (page, "https://shop.example/p/dress/?lang=en", "https://shop.example/p/dress/attachment/dress-front/",
+                "https://shop.example/dress.jpg", "/a.jpg", "ftp://shop.example/a.jpg"):
+        block = {"@type": "Product", "name": "Dress", "image": {"@id": ref}, "offers": {"price": "79.00", "priceCurrency": "EUR"}}
+        [product] = extract_products(f'{head}<script type="application/ld+json">{json.dumps(block)}</script>', page)
+        assert product.image_urls == ("https://cdn.shop.example/dress.jpg",), ref
+
+
 def test_a_reference_nothing_resolves_is_no_name_but_an_address_or_term_may_be_one():
     block = {"@type": "Product", "name": "Linen shirt", "image": "/shirt.jpg", "url": {"@id": "/p/shirt"},
              "brand": {"@id": "https://shop.example/#brand"}, "color": {"@id": "#colour-blue"},

@@ -675,11 +675,27 @@ def _first_offer_fields(offers: Any) -> tuple[Decimal | None, str | None, str | 
     return next((group[0] for group in ranked if group), (None, None, None))
 
 
-def _image_urls(value: Any, base: str) -> list[str]:
+_PICTURE_PATH = re.compile(r"\.(?:jpe?g|png|webp|avif|gif)$", re.I)
+
+
+def _picture_at_id(node_id: Any, pages: tuple[str, ...]) -> str | None:
+    """The @id of an ImageObject named by reference only ({"@id": "https://.../a.jpg"}) when it is
+    a picture's address: not a node's name ("#primaryimage", "_:b0"), nor a page's (Yoast names
+    images by their page, "/p/dress/" or its attachment page "/attachment/dress-front/")."""
+    if not isinstance(node_id, str) or "#" in node_id or not re.match(r"(?i)https?://", node_id := node_id.strip()):
+        return None
+    if not _PICTURE_PATH.search(urlsplit(node_id).path) or any(same_page(node_id, page) for page in pages):
+        return None
+    return node_id
+
+
+def _image_urls(value: Any, base: str, pages: tuple[str, ...] = ()) -> list[str]:
+    """The pictures' addresses in an image value; `pages`, the page's own addresses (an @id naming
+    one of them is no picture)."""
     urls: list[str] = []
     for item in _as_list(value):
         if isinstance(item, dict):
-            item = item.get("url") or item.get("contentUrl")
+            item = item.get("url") or item.get("contentUrl") or _picture_at_id(item.get("@id"), pages)
             if isinstance(item, list):
                 item = item[0] if item else None
         url = absolute_url(base, item)
@@ -748,8 +764,9 @@ def _json_ld_product(node: dict[str, Any], page: PageParser, page_images: tuple[
     # what it does not say itself: pictures, offers, sizes.
     variants = [v for v in _as_list(node.get("hasVariant")) if isinstance(v, dict)]
     title = _text(node.get("name"))
-    images = (_image_urls(node.get("image"), page.base_url)
-              or list(dict.fromkeys(u for v in variants for u in _image_urls(v.get("image"), page.base_url))) or list(page_images))
+    own = tuple(url for url in (page.page_url, page.canonical) if url)
+    images = (_image_urls(node.get("image"), page.base_url, own)
+              or list(dict.fromkeys(u for v in variants for u in _image_urls(v.get("image"), page.base_url, own))) or list(page_images))
     if not title or not images:
         return None
     offers = node.get("offers") or [offer for v in variants for offer in _as_list(v.get("offers"))]
