@@ -229,6 +229,31 @@ def test_a_product_group_is_one_product_in_its_variants_sizes():
     assert coat.image_urls == ("https://shop.example/coat.jpg",)
 
 
+def test_a_product_groups_offers_that_do_not_say_are_said_by_its_variants():
+    """A group's AggregateOffer often names no availability, or a "0.00" placeholder for its price:
+    taken alone, a sold-out group stayed in the results and a 79.00 dress was stored at 0."""
+    def group(offers, *stock):
+        variants = [{"@type": "Product", "name": f"Knit dress {size}", "size": size,
+                     "offers": {"price": "79.00", "priceCurrency": "EUR",
+                                **({"availability": f"https://schema.org/{availability}"} if availability else {})}}
+                    for size, availability in zip("SML", stock)]
+        [dress] = _json_ld_product({"@type": "ProductGroup", "name": "Knit dress", "image": "/k.jpg", "offers": offers, "hasVariant": variants})
+        return dress.price, dress.currency, dress.availability
+
+    def aggregate(low_price, availability=None):
+        return {"@type": "AggregateOffer", "lowPrice": low_price, "highPrice": "79.00", "priceCurrency": "EUR",
+                **({"availability": f"https://schema.org/{availability}"} if availability else {})}
+
+    assert group(aggregate("79.00"), "OutOfStock", "OutOfStock") == (Decimal("79.00"), "EUR", "OutOfStock")
+    assert group(aggregate("0.00"), "OutOfStock", "InStock") == (Decimal("79.00"), "EUR", "InStock")
+    assert group(aggregate("59.00"), "InStock") == (Decimal("59.00"), "EUR", "InStock")  # what the group says is its own
+    # The group's sale price wins over its variants' full one; its "sold out" over variants still listed.
+    assert group({"@type": "Offer", "price": "59.00", "priceCurrency": "EUR"}, "InStock") == (Decimal("59.00"), "EUR", "InStock")
+    assert group(aggregate("59.00", "OutOfStock"), "InStock") == (Decimal("59.00"), "EUR", "OutOfStock")
+    assert group({"@type": "Offer", "price": "59.00", "priceCurrency": "EUR", "availability": "https://schema.org/OutOfStock"},
+                 None, None) == (Decimal("59.00"), "EUR", "OutOfStock")
+
+
 def _json_ld_product(block: dict, page_url: str = PAGE):
     return extract_products(f'<script type="application/ld+json">{json.dumps(block)}</script>', page_url)
 

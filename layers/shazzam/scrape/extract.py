@@ -769,8 +769,15 @@ def _json_ld_product(node: dict[str, Any], page: PageParser, page_images: tuple[
               or list(dict.fromkeys(u for v in variants for u in _image_urls(v.get("image"), page.base_url, own))) or list(page_images))
     if not title or not images:
         return None
-    offers = node.get("offers") or [offer for v in variants for offer in _as_list(v.get("offers"))]
-    price, currency, availability = _offer_fields(offers)
+    price, currency, availability = _offer_fields(node.get("offers"))
+    # A group's AggregateOffer often names no availability, or a "0.00" placeholder for its price,
+    # where its variants' offers say them; what the group does say is its own (its sale price below
+    # the variants', "sold out" beside variants still listed in stock).
+    if variants and (not price or availability is None):
+        variant_price, variant_currency, variant_availability = _offer_fields([o for v in variants for o in _as_list(v.get("offers"))])
+        if not price and variant_price is not None and (price is None or variant_price > 0):
+            price, currency = variant_price, variant_currency or currency
+        availability = availability or variant_availability
     offer_url = _offer_address(node.get("offers"), page)  # the node's own: a variant's ("?size=S") is not the group's
     sizes = _sizes(node.get("size")) or _sizes([v.get("size") for v in variants])
     crumbs = _crumbs(node.get("category"))
