@@ -7,7 +7,7 @@ unexpected exception propagates so Lambda retries and then dead-letters the even
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import IO, Callable
 from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger
@@ -16,9 +16,17 @@ from aws_lambda_powertools.utilities.data_classes import S3Event
 from shazzam import app as app_module
 from shazzam.pipeline import StageResult
 
+# Where the functions' log lines go: None is stdout, which Lambda sends on to CloudWatch. The
+# `shazzam` command sets stderr before it loads a handler, so that its stdout holds only results.
+log_stream: IO[str] | None = None
+
+
+def function_logger(service: str) -> Logger:
+    return Logger(service=f"shazzam-{service}", stream=log_stream)
+
 
 def s3_stage_handler(stage: Callable[[app_module.App, str], StageResult], service: str):
-    logger = Logger(service=f"shazzam-{service}")
+    logger = function_logger(service)
 
     @logger.inject_lambda_context
     def lambda_handler(event: dict, context) -> dict:
@@ -64,7 +72,7 @@ def scheduled_handler(job: Callable[..., dict], service: str, options: tuple[str
     anything else there is a ValueError before any work. `check` raises for a report that says the
     run failed, once it is logged: the invocation then fails (retried, then sent to the failure
     queue, which alarms) instead of reading as a success."""
-    logger = Logger(service=f"shazzam-{service}")
+    logger = function_logger(service)
 
     @logger.inject_lambda_context
     def lambda_handler(event: dict, context) -> dict:

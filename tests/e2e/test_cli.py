@@ -158,6 +158,13 @@ def test_user_errors_are_one_line_and_verbose_shows_where(tmp_path):
         assert rejected.returncode == 2 and f"argument {option}: {value} is less than 0" in rejected.stderr, rejected.stderr
 
 
+def test_a_json_result_is_the_whole_of_stdout_and_the_functions_log_to_stderr(tmp_path):
+    run = shazzam("--verbose", "invoke", "index", str(REPO / "events" / "scheduled-index.json"), "--json", data_dir=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == {"result": {}, "followed": None}  # powertools wrote its lines here once
+    assert '"message":"done"' in run.stderr
+
+
 def test_a_data_folder_whose_name_looks_like_url_syntax_keeps_its_database(tmp_path):
     folder = tmp_path / "pct%20dir?q"
     assert shazzam("shops", "add", "http://127.0.0.1:9/", data_dir=folder).returncode == 0
