@@ -211,10 +211,11 @@ def cmd_ingest(args) -> int:
 
     runtime = _runtime(args)
     try:
-        for url in args.shop:  # each before any work
-            catalogue.active_shop_id(runtime.db, url)
+        named: dict[str, str] = {}
+        for url in args.shop:  # each before any work; two spellings of one shop scrape it once
+            named.setdefault(catalogue.active_shop_id(runtime.db, url), url)
         # Named, a shop is scraped whether its schedule has it due or not: "now" is every shop.
-        shop_urls = args.shop or [shop["base_url"] for shop in catalogue.active_shops(runtime.db)]
+        shop_urls = list(named.values()) or [shop["base_url"] for shop in catalogue.active_shops(runtime.db)]
         report = ingest_now(runtime, shop_urls, args.limit, args.quiet)
         report["counts"] = catalogue.counts(runtime.db)
     finally:

@@ -211,6 +211,18 @@ def test_ingest_stops_re_embedding_when_the_stale_pictures_stop_growing_fewer():
     assert runtime.index_runs == 2 and report["events"] == {"delivered": 2, "failed": 2, "detect": 2}
 
 
+def test_ingest_scrapes_a_shop_named_twice_once(tmp_path, monkeypatch):
+    from shazzam import cli
+
+    assert shazzam("shops", "add", "https://shop.example/", data_dir=tmp_path).returncode == 0
+    scraped = []
+    monkeypatch.setattr(cli, "ingest_now", lambda _runtime, urls, _limit, _quiet: scraped.append(urls) or {"scrape": {}, "events": {"failed": 0}})
+    args = cli.build_parser().parse_args(["--data-dir", str(tmp_path), "ingest", "--json",
+                                          "--shop", "https://shop.example/", "--shop", "HTTPS://Shop.example", "--shop", "https://shop.example/"])
+    assert cli.cmd_ingest(args) == 0
+    assert scraped == [["https://shop.example/"]]  # it was scraped three times, its counts added up
+
+
 def test_serve_stops_cleanly_on_sigterm(tmp_path):
     """systemd and Docker stop a service with SIGTERM: it closes the server and the runtime as Ctrl-C does."""
     import signal
