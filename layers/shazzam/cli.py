@@ -123,6 +123,7 @@ def print_results(response: dict, out) -> None:
 def cmd_demo(args) -> int:
     from shazzam import catalogue, pipeline
     from shazzam.local.sample_shop import SampleShop, repository_samples_dir
+    from shazzam.vision import ModelError
 
     out = sys.stderr if args.json else sys.stdout
     started = time.perf_counter()
@@ -131,6 +132,11 @@ def cmd_demo(args) -> int:
     # The API's port is taken first: a busy one is found before the ingest, not after it.
     server = None if args.no_serve else runtime.start_api(args.host, args.port)
     try:
+        try:  # before the ingest, whose every embed event would fail on a model that is not there
+            runtime.app.garment_model
+        except ModelError as exc:
+            print(f"shazzam demo: {exc}", file=sys.stderr)
+            return 2
         with SampleShop(port=args.shop_port, limit=args.limit) as shop:
             print(f"sample shop serving on {shop.base_url}", file=out)
             catalogue.add_shop(runtime.db, shop.base_url, name="Shazzam Sample Shop")
@@ -289,6 +295,7 @@ def _format_report(report: dict) -> str:
 
 def cmd_search(args) -> int:
     from shazzam import pipeline
+    from shazzam.vision import ModelError
 
     runtime = _runtime(args)
     try:
@@ -304,7 +311,7 @@ def cmd_search(args) -> int:
             where = f"it has {exc.found}, numbered 1 to {exc.found}" if exc.found else "no garment was found in it"
             print(f"shazzam search: garment {exc.index + 1} is not in this photo: {where}", file=sys.stderr)
             return 2
-        except (pipeline.BadRequest, ValueError) as exc:
+        except (pipeline.BadRequest, ValueError, ModelError) as exc:  # ModelError: the serving model is not there
             print(f"shazzam search: {exc}", file=sys.stderr)
             return 2
     finally:

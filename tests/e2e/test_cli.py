@@ -165,6 +165,16 @@ def test_a_json_result_is_the_whole_of_stdout_and_the_functions_log_to_stderr(tm
     assert '"message":"done"' in run.stderr
 
 
+def test_a_serving_model_that_is_not_there_is_one_line_and_status_2(tmp_path):
+    from shazzam.vision import manifest_path
+
+    missing = tmp_path / "no-models"
+    for args in (("search", str(QUERIES / "dress-query.jpg")), ("demo", "--no-serve", "--limit", "2", "--shop-port", "0")):
+        run = shazzam("--model-dir", str(missing), *args, data_dir=tmp_path)
+        assert run.returncode == 2, run.stderr  # search: 1, as for a mistake; demo: after its whole ingest
+        assert run.stderr.strip().splitlines() == [f"shazzam {args[0]}: no model manifest at {manifest_path(str(missing))}"]
+
+
 def test_a_data_folder_whose_name_looks_like_url_syntax_keeps_its_database(tmp_path):
     folder = tmp_path / "pct%20dir?q"
     assert shazzam("shops", "add", "http://127.0.0.1:9/", data_dir=folder).returncode == 0
