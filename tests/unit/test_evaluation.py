@@ -15,6 +15,7 @@ from PIL import Image
 
 from shazzam import cli, evaluation, taxonomy
 from shazzam.evaluation import (
+    EmbeddingCache,
     EvaluationError,
     Item,
     average_precision_at_k,
@@ -552,3 +553,17 @@ def test_street_crops_are_searched_and_classified(handful, tmp_path):
     with pytest.raises(EvaluationError, match="no CCP data set"):
         evaluation.run_evaluation(handful, MODELS / "garment_v5.json", None, robustness=0, cache_dir=cache,
                                   vgg16=None, timing_images=1, out_dir=None, ccp_dir=tmp_path / "nowhere")
+
+
+def test_a_damaged_cache_file_is_a_miss_not_a_failure(tmp_path):
+    cache = EmbeddingCache(tmp_path)
+    arrays = {"embeddings": np.arange(1000, dtype=np.float32)}
+    cache.store("k", arrays)
+    path = tmp_path / "shazzam-eval-k.npz"
+    whole = path.read_bytes()
+    assert np.array_equal(cache.load("k")["embeddings"], arrays["embeddings"])
+    flipped = bytearray(whole)
+    flipped[len(whole) // 2] ^= 0xFF  # inside the array: the zip's CRC says so
+    for damaged in (whole[: len(whole) // 2], whole[:30], bytes(flipped)):  # each failed `shazzam eval` with BadZipFile
+        path.write_bytes(damaged)
+        assert cache.load("k") is None
