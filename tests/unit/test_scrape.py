@@ -484,6 +484,18 @@ def test_a_sitemap_in_a_multi_byte_encoding_is_read() -> None:
             parse_sitemap(refused, 1_000_000)
 
 
+def test_a_sitemap_in_a_single_byte_encoding_is_left_to_expat() -> None:
+    from shazzam.scrape.crawl import parse_sitemap
+
+    # Declared ISO-8859-1 but in UTF-8 ("Á" is C3 81): windows-1252, a browser's codec for the label,
+    # has no 0x81, 0x8D, 0x8F, 0x90 or 0x9D, and the sitemap was refused whole; expat reads each byte.
+    for label in ("ISO-8859-1", "latin1", "iso-8859-9", "tis-620"):
+        sitemap = f'<?xml version="1.0" encoding="{label}"?><urlset {_NS}><url><loc>https://shop.example/p/ÁGUA</loc></url>'
+        body = sitemap.encode() + b"<url><loc>https://shop.example/p/\x8d2</loc></url></urlset>"
+        kind, locs = parse_sitemap(body, 1_000_000)
+        assert (kind, len(locs)) == ("urlset", 2), label
+
+
 def test_discover_follows_indexes_dedupes_and_stays_on_host(site: tuple[_Site, str]) -> None:
     state, base = site
     xml = "application/xml"

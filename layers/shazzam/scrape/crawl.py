@@ -198,13 +198,28 @@ _XML_ENCODING = re.compile(rb"<\?xml\s[^?>]*?\bencoding\s*=\s*[\"']([A-Za-z][\w.
 _TRANSCODE_SLICE = 1024 * 1024
 
 
+def _expat_reads(label: bytes) -> bool:
+    """Whether expat reads a document in this encoding itself: UTF-8, UTF-16, ISO-8859-1, US-ASCII,
+    and (pyexpat asking Python's codecs) any single-byte one, which it reads byte for byte."""
+    try:
+        expat.ParserCreate().Parse(b'<?xml version="1.0" encoding="' + label + b'"?><a/>', True)
+    except (expat.ExpatError, ValueError):  # ValueError: "multi-byte encodings are not supported"
+        return False
+    return True
+
+
 def _in_utf8(body: bytes) -> Iterator[bytes]:
-    """The sitemap in pieces to parse, in UTF-8 when its declaration names another encoding that
-    Python reads (as a browser reads the label): expat reads no multi-byte encoding (Shift_JIS,
-    EUC-KR, Big5, GB2312) itself. Transcoded a slice at a time, so that no second whole copy of a
-    large sitemap is held; a label Python does not know is left to expat, which refuses it."""
+    """The sitemap in pieces to parse, in UTF-8 when its declaration names an encoding that expat
+    does not read and Python does (as a browser reads the label): expat reads no multi-byte encoding
+    (Shift_JIS, EUC-KR, Big5, GB2312) itself. Transcoded a slice at a time, so that no second whole
+    copy of a large sitemap is held. Any other label is left to expat: it reads an ISO-8859-1 sitemap
+    with bytes that windows-1252 (the label's codec for a browser) has no character for, such as
+    UTF-8 mislabelled; and it refuses a label that no one knows."""
     declared = _XML_ENCODING.match(body, 0, 256)
-    codec = declared and python_codec(declared.group(1).decode("ascii"))
+    if not declared or _expat_reads(declared.group(1)):
+        yield body
+        return
+    codec = python_codec(declared.group(1).decode("ascii"))
     if not codec or codecs.lookup(codec).name.startswith("utf"):
         yield body
         return
