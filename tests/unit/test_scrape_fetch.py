@@ -985,6 +985,23 @@ def test_a_sitemap_in_text_lists_pages(plain_shop):
             parse_sitemap(refused, 1000)
 
 
+def test_a_sitemap_in_text_is_read_a_line_at_a_time_and_to_50000_urls():
+    import tracemalloc
+
+    # Any body that is not XML is read as text: 50 MB of short lines was decoded and split whole (1.25 GB).
+    body = b"ab\n" * 1_000_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(SitemapError):
+            parse_sitemap(body, len(body))
+        assert tracemalloc.get_traced_memory()[1] < len(body)
+    finally:
+        tracemalloc.stop()
+    many = b"".join(b"https://shop.example/p/%d\n" % n for n in range(50_010))
+    kind, urls = parse_sitemap(many, len(many))  # sitemaps.org's limit: the rest is left
+    assert kind == "text" and len(urls) == 50_000 and urls[-1] == "https://shop.example/p/49999"
+
+
 def test_listing_pages_chained_by_a_rel_next_link_in_their_head_are_all_read(plain_shop):
     def listing(n, head):
         return (200, f'<html><head>{head}</head><body><a href="/products/{n}.html">{n}</a></body></html>'.encode(), {"Content-Type": "text/html"})

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import io
 import json
 import logging
 import re
@@ -49,6 +50,7 @@ SITEMAP_MAX_DEPTH = 3
 # The sitemaps.org protocol's limit on a sitemap, uncompressed (a sitemap of 50,000 URLs with their
 # alternates in other languages and their pictures takes more than the 20 MB cap of other pages).
 SITEMAP_MAX_BYTES = 50 * 1024 * 1024
+SITEMAP_MAX_URLS = 50_000  # the protocol's limit on the URLs of one sitemap
 SHOPIFY_PAGE_SIZE = 250
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 _PAGINATION = re.compile(r"[?&](?:page|p|pg)=\d+|/page/\d+/?$", re.I)
@@ -185,9 +187,19 @@ _TEXT_SITEMAP_URL = re.compile(r"https?://[^\s\ufffd]+", re.I)
 def _text_sitemap_urls(body: bytes) -> list[str]:
     """The URLs of a sitemap in text form (sitemaps.org, Google: a robots.txt may name a
     ``sitemap.txt``), one a line. A line that is not a whole http(s) URL, or not UTF-8, is left out; a
-    body with none (a server's error message served with 200) is no sitemap."""
-    lines = (line.strip() for line in body.decode("utf-8-sig", errors="replace").splitlines())
-    if urls := [line for line in lines if _TEXT_SITEMAP_URL.fullmatch(line)]:
+    body with none (a server's error message served with 200) is no sitemap. Read a line at a time:
+    any body that is not XML comes here, and 50 MB of short lines decoded and split at once took
+    1.25 GB. Past sitemaps.org's 50,000 URLs the rest is left."""
+    lines = io.BytesIO(body)  # shares body's bytes
+    lines.seek(3 if body.startswith(codecs.BOM_UTF8) else 0)
+    urls: list[str] = []
+    for line in lines:
+        if _TEXT_SITEMAP_URL.fullmatch(url := line.decode("utf-8", errors="replace").strip()):
+            if len(urls) == SITEMAP_MAX_URLS:
+                log.warning("a sitemap in text lists more than %d URLs: the first %d are read", SITEMAP_MAX_URLS, SITEMAP_MAX_URLS)
+                break
+            urls.append(url)
+    if urls:
         return urls
     raise SitemapError("neither XML nor a list of URLs")
 
