@@ -1181,6 +1181,28 @@ def test_a_shop_taken_off_during_a_pass_is_crawled_no_further(runtime, shop, mon
     assert runtime.db.run_query("SELECT url FROM discovery WHERE shop_id = :id", {"id": shop_id}) == []
 
 
+def test_a_shop_taken_off_at_its_last_page_does_not_finish_its_round(runtime, shop, monkeypatch):
+    # The catalogue is asked at most once a second between pages: asked the same way before the
+    # round was marked finished, a shop taken off while its last page was in hand had its round finished.
+    shop_id = register(runtime, shop)
+    visited: list[str] = []
+    saving = SourcePass.page
+
+    def page(self, outcome):
+        visited.append(outcome.url)
+        saving(self, outcome)
+        if len(visited) == last:
+            catalogue.take_shop_off(runtime.db, shop.base_url)
+
+    monkeypatch.setattr(SourcePass, "page", page)
+    last = 0
+    pipeline.scrape(runtime.app)  # how many pages a round visits
+    last, visited[:] = len(visited), []
+    runtime.db.run_query("UPDATE shops SET last_scraped_at = NULL WHERE id = :id", {"id": shop_id})
+    pipeline.scrape(runtime.app, force=True)
+    assert len(visited) == last > 1 and catalogue.shops_by_id(runtime.db)[shop_id]["last_scraped_at"] is None
+
+
 def test_a_sitemap_index_read_whose_sitemaps_all_fail_did_not_reach_the_shop(runtime, plain_shop):
     shop = plain_shop({"/robots.txt": (200, b""), "/sitemap.xml": (200, b'<sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
                                                                       b"<sitemap><loc>/products-1.xml</loc></sitemap></sitemapindex>"),

@@ -134,12 +134,13 @@ class SourcePass:
         self.left_without_picture: list[dict] = []
         self._taken_off, self._active_asked_at = False, float("-inf")
 
-    def taken_off(self) -> bool:
+    def taken_off(self, fresh: bool = False) -> bool:
         """Whether the shop was taken off (`shops remove`) since the pass read it as active: then
         its crawl stops, as take_shop_off means it to. Asked of the catalogue at most once every
-        TAKEN_OFF_CHECK_S (it is asked between pages); once taken off, it stays so for the pass."""
+        TAKEN_OFF_CHECK_S (it is asked between pages), or now when `fresh` (before its round is
+        marked finished); once taken off, it stays so for the pass."""
         now = time.monotonic()
-        if not self._taken_off and now >= self._active_asked_at + TAKEN_OFF_CHECK_S:
+        if not self._taken_off and (fresh or now >= self._active_asked_at + TAKEN_OFF_CHECK_S):
             self._active_asked_at = now
             self._taken_off = not catalogue.shop_is_active(self.db, self.shop_id)
         return self._taken_off
@@ -523,7 +524,7 @@ def scrape_pass(
                 summary.counts["shops_failed"] += 1
                 log.warning("%s could not be read (%s): its round goes on at the next pass", source.base_url,
                             ", ".join(f"{kind} {n}" for kind, n in sorted(crawl.errors.items())))
-            if visit.taken_off():
+            if visit.taken_off(fresh=True):  # taken off during its last second too
                 # Taken off during its crawl: what it discovered since take_shop_off dropped the
                 # round's discovery goes too (brought back, it discovers afresh); nothing is left to a next pass.
                 catalogue.forget_discovery(app.db, row["id"])
