@@ -20,7 +20,7 @@ from shazzam.local.sample_shop import SampleShop
 from shazzam.scrape import ShopSource
 from shazzam.scrape import crawl as crawl_module
 from shazzam.scrape.dedup import PictureHashes
-from shazzam.scrape.passes import SourcePass, Summary, revalidate_products
+from shazzam.scrape.passes import SourcePass, Summary, reembed_pass, revalidate_products
 from tests.support.plain_shop import plain_shop  # noqa: F401 - a fixture
 from tests.support.quirky_shop import QuirkyShop, jpeg
 from tests.support.raw_shop import HANG_UP, RawShop, answer
@@ -564,6 +564,29 @@ def test_an_image_whose_download_failed_for_a_passing_reason_is_fetched_again(ru
     assert image(runtime, shop, "final.jpg")["status"] == "new" and report["images_uploaded"] == 1
     assert ids.incoming_key(image(runtime, shop, "final.jpg")["id"]) in incoming(runtime)
     assert "/images/fake.jpg" not in [e.path for e in shop.log[before:]]  # not an image: not asked for again
+
+
+def embedded_by_an_older_model(runtime, shop, *names) -> list[dict]:
+    """Give the pictures `names` a vector of a model since replaced; what a re-embed pass is given."""
+    for name in names:
+        image_id = image(runtime, shop, name)["id"]
+        catalogue.save_detections(runtime.db, image_id, [{"id": ids.detection_id(image_id, 0), "box": (0, 0, 1, 1), "label": "top", "score": 0.9}])
+        catalogue.update_detection(runtime.db, ids.detection_id(image_id, 0), embedding_status="indexed", embedded_by="garment_old")
+    return catalogue.images_embedded_by_other_models(runtime.db, runtime.app.garment_model.name)
+
+
+def test_a_picture_that_fails_to_download_for_re_embedding_is_left_stored_and_fetched_again_next_time(runtime, shop):
+    """Marked failed, it was never fetched again, and its item stayed out of search for good."""
+    register(runtime, shop)
+    pipeline.scrape(runtime.app)
+    stored = image(runtime, shop, "final.jpg")
+    stale = embedded_by_an_older_model(runtime, shop, "final.jpg")
+    picture = shop.images.pop("final.jpg")  # a 404 for now
+    assert reembed_pass(runtime.app, stale)["images_failed"] == 1
+    assert image(runtime, shop, "final.jpg")["status"] == stored["status"] == "new"
+    shop.images["final.jpg"] = picture
+    assert embedded_by_an_older_model(runtime, shop) == stale  # the next run fetches it again
+    assert reembed_pass(runtime.app, stale)["images_uploaded"] == 1
 
 
 @pytest.fixture

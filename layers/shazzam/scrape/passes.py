@@ -324,8 +324,9 @@ class SourcePass:
             self.image(row["product_id"], row["src_link"], row["position"], refetch=row["stored"])
         return len(again)
 
-    def image(self, product_id: str, url: str, position: int, refetch: bool = False) -> None:
-        """Fetch an image of a new or changed product; store it unless it is one we have."""
+    def image(self, product_id: str, url: str, position: int, refetch: bool = False, re_embedding: bool = False) -> None:
+        """Fetch an image of a new or changed product; store it unless it is one we have.
+        `re_embedding`: fetched again for the re-embed pass, which tries again at its next run."""
         counts = self.summary.counts
         image_id = ids.image_id(url)
         row = catalogue.get_image(self.db, image_id)
@@ -338,7 +339,13 @@ class SourcePass:
         # A dead picture (a page dropped it, or revalidate found it gone) that a page shows again,
         # or a copy of one, left the shards when it died: it is ingested again, not merely linked.
         refetch = refetch or bool(row and row["is_dead"]) or bool(copied and copied["is_dead"])
-        stored = bool(row and row["content_sha256"] and row["status"] != "failed" and not refetch)
+        had_bytes = bool(row and row["content_sha256"] and row["status"] != "failed")
+        stored = had_bytes and not refetch
+        # A failed fetch leaves a stored picture's row, for revalidate to judge; one fetched again to
+        # be re-embedded too (it stays stale): marked failed, no run would fetch it again, and its
+        # item would stay out of search. Fetched again for another reason, it is marked failed for
+        # a scrape to retry (retry_failed_images).
+        kept = stored or (re_embedding and had_bytes)
         cached = self.cache.get(url, {}) if stored else {}
         try:
             # Whatever its Content-Type: the bytes say whether it is a picture (image_format, below).
@@ -346,21 +353,21 @@ class SourcePass:
             # and nginx without its types says text/plain.
             result = self.fetcher.get(url, etag=cached.get("etag"), last_modified=cached.get("last_modified"))
         except FetchError as error:
-            return self._image_failed(image_id, product_id, position, error.kind, str(error), stored, shown)
+            return self._image_failed(image_id, product_id, position, error.kind, str(error), kept, shown)
         if result.not_modified:
             if not catalogue.link_image(self.db, product_id, shown, position) and not refetch:
                 return self.image(product_id, url, position, refetch=True)  # it died meanwhile
             counts["images_unchanged"] += 1
             return
         if result.status != 200:
-            return self._image_failed(image_id, product_id, position, f"http-{result.status}", f"HTTP {result.status}", stored, shown)
+            return self._image_failed(image_id, product_id, position, f"http-{result.status}", f"HTTP {result.status}", kept, shown)
         if image_format(result.body) is None:
             return self._image_failed(image_id, product_id, position, "not-an-image", f"not an image ({result.content_type or 'no type'})",
-                                      stored, shown)
+                                      kept, shown)
         try:
             check_catalogue_size(result.body)  # said here, not by detect after the picture was stored for nothing
         except ImageError as error:
-            return self._image_failed(image_id, product_id, position, "too-large", str(error), stored, shown)
+            return self._image_failed(image_id, product_id, position, "too-large", str(error), kept, shown)
         digest = hashlib.sha256(result.body).hexdigest()
         self.remember(url, CachedPage(result.etag, result.last_modified, digest))
         if stored and row["content_sha256"] == digest:
@@ -579,7 +586,7 @@ def reembed_pass(app, stale: list[dict], budget_s: float | None = None) -> dict:
                     passes[image["shop_id"]].fetcher.deadline = deadline  # nor does a retry wait past it
             if passes[image["shop_id"]] is None:
                 continue
-            passes[image["shop_id"]].image(image["product_id"], image["src_link"], position=0, refetch=True)
+            passes[image["shop_id"]].image(image["product_id"], image["src_link"], position=0, refetch=True, re_embedding=True)
         return {"stale": len(stale), **{name: summary.counts[name] for name in ("images_uploaded", "images_failed")}}
 
 
