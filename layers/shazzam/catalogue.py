@@ -702,24 +702,33 @@ def images_embedded_by_other_models(db: Database, model: str, limit: int | None 
     whose last fetch or detect failed (each index run would fetch them again, first, for ever: a
     scrape retries them), nor those of a shop taken off."""
     with db.transaction() as connection:
-        statement = (
-            sa.select(images.c.id, images.c.src_link, images.c.product_id, products.c.shop_id)
-            .distinct()
-            .join(detections, detections.c.image_id == images.c.id)
-            .join(products, images.c.product_id == products.c.id)
-            .join(shops, products.c.shop_id == shops.c.id)
-            .where(
-                images.c.is_dead.is_(False),
-                images.c.status != "failed",
-                shops.c.active.is_(True),
-                products.c.is_dead.is_(False),
-                detections.c.embedding_status.in_(("embedded", "indexed")),
-                sa.or_(detections.c.embedded_by.is_(None), detections.c.embedded_by != model),
-            )
-            .order_by(images.c.id)
-        )
+        statement = _embedded_by_other_models(model).order_by(images.c.id)
         rows = connection.execute(statement if limit is None else statement.limit(limit))
         return [dict(row) for row in rows.mappings()]
+
+
+def count_images_embedded_by_other_models(db: Database, model: str) -> int:
+    """How many images images_embedded_by_other_models lists, however many a run takes of them."""
+    with db.transaction() as connection:
+        return connection.execute(sa.select(sa.func.count()).select_from(_embedded_by_other_models(model).subquery())).scalar()
+
+
+def _embedded_by_other_models(model: str) -> sa.Select:
+    return (
+        sa.select(images.c.id, images.c.src_link, images.c.product_id, products.c.shop_id)
+        .distinct()
+        .join(detections, detections.c.image_id == images.c.id)
+        .join(products, images.c.product_id == products.c.id)
+        .join(shops, products.c.shop_id == shops.c.id)
+        .where(
+            images.c.is_dead.is_(False),
+            images.c.status != "failed",
+            shops.c.active.is_(True),
+            products.c.is_dead.is_(False),
+            detections.c.embedding_status.in_(("embedded", "indexed")),
+            sa.or_(detections.c.embedded_by.is_(None), detections.c.embedded_by != model),
+        )
+    )
 
 
 def shops_by_id(db: Database) -> dict[str, dict]:

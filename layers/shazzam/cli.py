@@ -88,9 +88,11 @@ def ingest_now(runtime, shop_urls: list[str], limit: int | None, quiet: bool) ->
     # After a model change each index run fetches stale images again: carry them through too, while
     # the stale ones grow fewer (a picture that fails each time must not hold ingest for ever).
     stale = float("inf")
-    while indexed.get("reembedding", {}).get("images_uploaded") and indexed["reembedding"]["stale"] < stale:
+    while indexed.get("reembedding", {}).get("images_uploaded"):
+        drains.append(runtime.drain(update))  # the last batch too, or it waits in incoming/ for a schedule
+        if indexed["reembedding"]["stale"] >= stale:
+            break
         stale = indexed["reembedding"]["stale"]
-        drains.append(runtime.drain(update))
         indexed = runtime.fire_schedule("index")
     events = {"delivered": sum(d.delivered for d in drains), "failed": sum(d.failed for d in drains)}
     for drained in drains:

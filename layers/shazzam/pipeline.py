@@ -369,7 +369,9 @@ def index(app: App) -> dict:
         try:
             # A scrape or revalidate fetching now has the shops' patience: the next run tries again.
             with crawler_turn(app, "re-embedding", REEMBED_BUDGET_S, wait=False) as left_s:
-                report["reembedding"] = reembed(app, stale, budget_s=left_s)
+                # All that is stale, not the batch: `shazzam ingest` goes on while it grows fewer.
+                report["reembedding"] = {**reembed(app, stale, budget_s=left_s),
+                                         "stale": catalogue.count_images_embedded_by_other_models(app.db, app.garment_model.name)}
         except lease.LeaseBusy as busy:
             report["reembedding"] = {"waiting_for": busy.holder}
     return report

@@ -209,6 +209,19 @@ def test_a_vector_of_a_model_the_index_does_not_hold_is_embedded_again(runtime, 
     assert [image["src_link"] for image in catalogue.images_embedded_by_other_models(runtime.db, new)] == ["https://shop.example/i/1.jpg"]
 
 
+def test_an_index_run_that_re_embeds_a_batch_reports_all_that_is_stale(runtime, monkeypatch):
+    """`shazzam ingest` goes on while the stale pictures grow fewer: told only the batch's (500 of
+    1,000 twice), it stopped with half of them left."""
+    monkeypatch.setattr(pipeline, "reembed", lambda _app, stale, **_kwargs: {"stale": len(stale), "images_uploaded": len(stale)})
+    for number in (1, 2):
+        put_shop_photo(runtime, IMAGE, number, "skirt")
+    runtime.drain()
+    runtime.fire_schedule("index")
+    monkeypatch.setattr(runtime.app.garment_model, "name", "garment_next")
+    monkeypatch.setattr(pipeline, "REEMBED_BATCH", 1)
+    assert runtime.fire_schedule("index")["reembedding"] == {"stale": 2, "images_uploaded": 1}
+
+
 def spoil_pending_vector(runtime) -> str:
     """Cut the one pending vector as a crash would; its detection id."""
     (info,) = runtime.store.list("vectors/pending/")
