@@ -700,7 +700,8 @@ def mark_product_checked(db: Database, product_id: str) -> None:
 def images_embedded_by_other_models(db: Database, model: str, limit: int | None = None) -> list[dict]:
     """Live stored images whose detections' vectors come from another model than `model`. Not those
     whose last fetch or detect failed (each index run would fetch them again, first, for ever: a
-    scrape retries them), nor those of a shop taken off."""
+    scrape retries them), nor copies of another picture (the original answers for them), nor those
+    of a shop taken off."""
     with db.transaction() as connection:
         statement = _embedded_by_other_models(model).order_by(images.c.id)
         rows = connection.execute(statement if limit is None else statement.limit(limit))
@@ -723,6 +724,7 @@ def _embedded_by_other_models(model: str) -> sa.Select:
         .where(
             images.c.is_dead.is_(False),
             images.c.status != "failed",
+            images.c.duplicate_of.is_(None),
             shops.c.active.is_(True),
             products.c.is_dead.is_(False),
             detections.c.embedding_status.in_(("embedded", "indexed")),
@@ -834,6 +836,22 @@ def unlink_original(db: Database, product_id: str, copy_id: str) -> None:
         if original is not None:
             connection.execute(sa.delete(product_images).where(product_images.c.product_id == product_id,
                                                                product_images.c.image_id == original))
+
+
+@retried_on_deadlock
+def show_copy_as_its_original(db: Database, image_id: str) -> None:
+    """A picture turned out a copy of another when fetched again: the products that show it show the
+    original in its stead, at the same place, as a scrape links a copy's product to the original,
+    so that the copy's vector leaves the shards (dead_indexed_detections). No-op for no copy."""
+    with db.transaction() as connection:
+        original = connection.execute(sa.select(images.c.duplicate_of).where(images.c.id == image_id).with_for_update()).scalar()
+        if original is None:
+            return
+        shown = connection.execute(sa.select(product_images.c.product_id, product_images.c.position).where(product_images.c.image_id == image_id))
+        for product_id, position in shown.all():
+            # A product that shows the original already keeps its place for it.
+            connection.execute(upsert(connection, product_images, {"product_id": product_id, "image_id": original, "position": position}, update=()))
+        connection.execute(sa.delete(product_images).where(product_images.c.image_id == image_id))
 
 
 @retried_on_deadlock

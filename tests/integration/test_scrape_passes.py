@@ -589,6 +589,19 @@ def test_a_picture_that_fails_to_download_for_re_embedding_is_left_stored_and_fe
     assert reembed_pass(runtime.app, stale)["images_uploaded"] == 1
 
 
+def test_a_picture_that_became_a_copy_of_another_is_not_re_embedded_and_leaves_the_shards(runtime, shop):
+    """Stale for ever, it was fetched again at every index run, and the rollout never ended."""
+    register(runtime, shop)
+    pipeline.scrape(runtime.app)
+    stale = embedded_by_an_older_model(runtime, shop, "final.jpg")
+    shop.images["final.jpg"] = shop.images["main.jpg"]  # the shop shows another product's picture there now
+    reembed_pass(runtime.app, stale)
+    copy = image(runtime, shop, "final.jpg")
+    assert copy["duplicate_of"] == image(runtime, shop, "main.jpg")["id"]
+    assert embedded_by_an_older_model(runtime, shop) == []
+    assert catalogue.dead_indexed_detections(runtime.db) == {None: {ids.detection_id(copy["id"], 0)}}  # as a scrape leaves it
+
+
 @pytest.fixture
 def raw_one_page_shop(runtime):
     """A shop (raw bytes: answers http.server will not send) of one product page showing img/p.jpg,
