@@ -715,12 +715,16 @@ def count_images_embedded_by_other_models(db: Database, model: str) -> int:
 
 
 def _embedded_by_other_models(model: str) -> sa.Select:
+    # With its place among its product's pictures: fetched again at 0, it became the main photo.
+    shown_at = sa.and_(product_images.c.image_id == images.c.id, product_images.c.product_id == images.c.product_id)
     return (
-        sa.select(images.c.id, images.c.src_link, images.c.product_id, products.c.shop_id)
+        sa.select(images.c.id, images.c.src_link, images.c.product_id, products.c.shop_id,
+                  sa.func.coalesce(product_images.c.position, 0).label("position"))
         .distinct()
         .join(detections, detections.c.image_id == images.c.id)
         .join(products, images.c.product_id == products.c.id)
         .join(shops, products.c.shop_id == shops.c.id)
+        .outerjoin(product_images, shown_at)
         .where(
             images.c.is_dead.is_(False),
             images.c.status != "failed",

@@ -602,6 +602,17 @@ def test_a_picture_that_became_a_copy_of_another_is_not_re_embedded_and_leaves_t
     assert catalogue.dead_indexed_detections(runtime.db) == {None: {ids.detection_id(copy["id"], 0)}}  # as a scrape leaves it
 
 
+def test_a_picture_re_embedded_keeps_its_place_among_its_products_pictures(runtime, shop):
+    """Fetched again at place 0, it became its product's main photo."""
+    register(runtime, shop)
+    pipeline.scrape(runtime.app)
+    picture = image(runtime, shop, "final.jpg")
+    catalogue.link_image(runtime.db, picture["product_id"], picture["id"], 2)  # its product's third picture
+    assert reembed_pass(runtime.app, embedded_by_an_older_model(runtime, shop, "final.jpg"))["images_uploaded"] == 1
+    assert runtime.db.run_query(f"SELECT position FROM product_images WHERE image_id = '{picture['id']}' "
+                                f"AND product_id = '{picture['product_id']}'") == [{"position": 2}]
+
+
 @pytest.fixture
 def raw_one_page_shop(runtime):
     """A shop (raw bytes: answers http.server will not send) of one product page showing img/p.jpg,
