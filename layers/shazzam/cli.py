@@ -171,7 +171,7 @@ def cmd_demo(args) -> int:
         if server is not None:
             server.shutdown()
         runtime.close()
-    return _ingest_status(runtime, report)
+    return _failed_events(runtime, report["events"]["failed"])
 
 
 def _serve_until_interrupt(line: str, out) -> None:
@@ -229,11 +229,6 @@ def cmd_ingest(args) -> int:
     finally:
         runtime.close()
     print(json.dumps(report, default=str) if args.json else _format_report(report))
-    return _ingest_status(runtime, report)
-
-
-def _ingest_status(runtime, report: dict) -> int:
-    """Exit status 1, said on stderr, when a shop could not be read or pipeline events failed."""
     if report["scrape"].get("shops_failed"):
         print(f"{report['scrape']['shops_failed']} of {report['scrape']['shops']} shop(s) could not be read", file=sys.stderr)
         return 1
