@@ -564,6 +564,9 @@ def test_a_damaged_cache_file_is_a_miss_not_a_failure(tmp_path):
     assert np.array_equal(cache.load("k")["embeddings"], arrays["embeddings"])
     flipped = bytearray(whole)
     flipped[len(whole) // 2] ^= 0xFF  # inside the array: the zip's CRC says so
-    for damaged in (whole[: len(whole) // 2], whole[:30], bytes(flipped)):  # each failed `shazzam eval` with BadZipFile
+    header = bytearray(whole)
+    header[whole.index(b"{'descr'")] ^= 0xFF  # the .npy header's dictionary: a TokenError from its parser
+    # each failed `shazzam eval` (BadZipFile, then TokenError)
+    for damaged in (whole[: len(whole) // 2], whole[:30], bytes(flipped), bytes(header)):
         path.write_bytes(damaged)
         assert cache.load("k") is None
