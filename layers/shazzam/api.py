@@ -29,13 +29,13 @@ from http import HTTPStatus
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, CORSConfig, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 
 from shazzam import app as app_module
 from shazzam import catalogue, lease, pipeline
+from shazzam.handlers import function_logger
 from shazzam.images import MAX_BYTES
 from shazzam.money import price_text
 from shazzam.index import read_manifest
@@ -85,7 +85,7 @@ STATUS_TITLES = {
     500: "Internal error",
 }
 
-logger = Logger(service="shazzam-search")
+logger = function_logger("search")
 # Retry-After is not among the headers a browser lets a page of another origin read.
 CORS_EXPOSED_HEADERS = ("Retry-After",)
 resolver = APIGatewayHttpResolver(cors=CORSConfig(allow_origin="*", expose_headers=list(CORS_EXPOSED_HEADERS), max_age=300))

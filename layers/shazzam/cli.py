@@ -649,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(joined_box(sys.argv[1:] if argv is None else argv))
     level = "INFO" if args.verbose else "WARNING"
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", level)
-    handlers.log_stream = sys.stderr  # a --json result is then the whole of stdout
+    handlers.LOG_STREAM.to_stderr = True  # a --json result is then the whole of stdout
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.run(args)

@@ -7,6 +7,7 @@ unexpected exception propagates so Lambda retries and then dead-letters the even
 
 from __future__ import annotations
 
+import sys
 from typing import IO, Callable
 from urllib.parse import unquote_plus
 
@@ -16,13 +17,28 @@ from aws_lambda_powertools.utilities.data_classes import S3Event
 from shazzam import app as app_module
 from shazzam.pipeline import StageResult
 
-# Where the functions' log lines go: None is stdout, which Lambda sends on to CloudWatch. The
-# `shazzam` command sets stderr before it loads a handler, so that its stdout holds only results.
-log_stream: IO[str] | None = None
+class _LogStream:
+    """Where the functions' log lines go: stdout, which Lambda sends on to CloudWatch, unless the
+    `shazzam` command sets `to_stderr`, so that its stdout holds only results. Looked up at each
+    write, so a logger made before the command set it, or a stream swapped since, is followed."""
+
+    to_stderr = False
+
+    def _stream(self) -> IO[str]:
+        return sys.stderr if self.to_stderr else sys.stdout
+
+    def write(self, text: str) -> int:
+        return self._stream().write(text)
+
+    def flush(self) -> None:
+        self._stream().flush()
+
+
+LOG_STREAM = _LogStream()
 
 
 def function_logger(service: str) -> Logger:
-    return Logger(service=f"shazzam-{service}", stream=log_stream)
+    return Logger(service=f"shazzam-{service}", stream=LOG_STREAM)
 
 
 def s3_stage_handler(stage: Callable[[app_module.App, str], StageResult], service: str):

@@ -165,6 +165,19 @@ def test_a_json_result_is_the_whole_of_stdout_and_the_functions_log_to_stderr(tm
     assert '"message":"done"' in run.stderr
 
 
+def test_the_search_function_logs_to_stderr_under_the_command_too(tmp_path, monkeypatch, capsys):
+    from shazzam import cli, pipeline
+
+    def broken_search(*_args, **_kwargs):
+        raise RuntimeError("the database went away")  # the API logs it: a fault of ours
+
+    monkeypatch.setattr(pipeline, "search", broken_search)
+    status = cli.main(["--data-dir", str(tmp_path), "invoke", "search", str(REPO / "events" / "apigw-search.json"), "--json"])
+    out, err = capsys.readouterr()
+    assert status == 0 and json.loads(out)["result"]["statusCode"] == 500
+    assert '"message":"unhandled error"' in err and '"service":"shazzam-search"' in err
+
+
 def test_a_serving_model_that_is_not_there_is_one_line_and_status_2(tmp_path):
     from shazzam.vision import manifest_path
 
