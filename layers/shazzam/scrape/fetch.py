@@ -127,7 +127,7 @@ class FetchResult:
         header = re.search(r"charset\s*=\s*[\"']?([\w.:-]+)", self.content_type or "", re.I)
         if header and (codec := python_codec(header.group(1))):
             return self.body.decode(codec, errors="replace")
-        meta = _META_CHARSET.search(self.body[:1024]) or _META_CHARSET.search(_charset_scope(self.body))
+        meta = _META_CHARSET.search(_charset_scope(self.body))
         if meta and (codec := python_codec(meta.group(1).decode("ascii"))):
             # A <meta> read as ASCII bytes is in no UTF-16: its label means UTF-8 (the HTML standard's rule).
             return self.body.decode("utf-8" if codecs.lookup(codec).name.startswith("utf-16") else codec, errors="replace")
@@ -243,23 +243,19 @@ def _product_tokens(robots_txt: str) -> str:
 
 _BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
 # <meta charset="x"> or <meta http-equiv="Content-Type" content="text/html; charset=x">
-_META_CHARSET = re.compile(rb"<meta[\s/][^>]*charset\s*=\s*[\"']?([\w.-]+)", re.I)
+_META_CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?([\w.-]+)", re.I)
 _HEAD_END = re.compile(rb"</head[\s>]|<body[\s>]", re.I)
 _HEAD_MAX_BYTES = 64 * 1024
-# What of a head is not its tags: comments, and the text of scripts and styles (cut off by the
-# slice's end, to that end).
-_NOT_TAGS = re.compile(rb"<!--.*?(?:-->|\Z)|<(script|style)\b.*?(?:</\1\s*>|\Z)", re.I | re.S)
 
 
 def _charset_scope(body: bytes) -> bytes:
-    """Where a page's <meta> charset is looked for past its first 1,024 bytes (HTML's prescan): its
-    whole head, up to 64 KB. Shops put theirs after kilobytes of inline scripts and styles, and
-    browsers, which meet it as they parse the head, still read it (HTML's "change the encoding");
-    here its title came garbled. Without comments, scripts and styles, which browsers do not read
-    as tags: a script writing a frame's document names that document's charset, not the page's."""
-    head = _NOT_TAGS.sub(b"", body[:_HEAD_MAX_BYTES])
+    """Where a page's <meta> charset is looked for: its first 1,024 bytes (HTML's prescan), or its
+    whole head when that is longer, up to 64 KB. Shops put theirs after kilobytes of inline scripts
+    and styles, and browsers, which meet it as they parse the head, still read it (HTML's "change the
+    encoding"); here its title came garbled."""
+    head = body[:_HEAD_MAX_BYTES]
     end = _HEAD_END.search(head)
-    return head[: end.start() if end else len(head)]
+    return head[: max(1024, end.start() if end else len(head))]
 
 
 # IPv6 prefixes whose last 32 bits are an IPv4 address a gateway may forward to: NAT64 (RFC 6052,
