@@ -519,27 +519,6 @@ def test_a_charset_label_is_read_as_a_browser_reads_it(content_type, body, title
     assert f"<title>{title}</title>" in FetchResult("https://shop.example/", 200, content_type, body).text()
 
 
-_LONG_HEAD = "<html><head><script>" + "var tracking = 1;" * 200 + "</script><style>" + "p{margin:0}" * 200 + "</style>"
-
-
-@pytest.mark.parametrize("content_type, body, title", [
-    # A <meta> after the first 1,024 bytes, in a head of inline scripts and styles: its titles were garbled.
-    ("text/html", (_LONG_HEAD + '<meta charset="Shift_JIS"><title>ワンピース</title></head><body>ワンピース').encode("cp932"), "ワンピース"),
-    ("text/html", (_LONG_HEAD + '<meta http-equiv="Content-Type" content="text/html; charset=windows-1251">'
-                   "<title>Платье</title></head>").encode("cp1251"), "Платье"),
-    ("text/html", (_LONG_HEAD + '<meta charset="euc-jp"><title>ドレス</title>').encode("euc-jp"), "ドレス"),  # no </head>: the 64 KB
-    # The content type's charset, and a byte order mark, still come first.
-    ("text/html; charset=windows-1252", (_LONG_HEAD + '<meta charset="Shift_JIS"><title>Café</title></head>').encode("cp1252"), "Café"),
-    ("text/html", b"\xef\xbb\xbf" + (_LONG_HEAD + '<meta charset="Shift_JIS"><title>Café</title></head>').encode(), "Café"),
-    # One in the body is no page's charset (a product description quoting markup).
-    ("text/html", (_LONG_HEAD + '</head><body><meta charset="Shift_JIS"><title>Café</title>').encode(), "Café"),
-])
-def test_a_meta_charset_after_the_first_kilobyte_of_a_long_head_is_read(content_type, body, title):
-    from shazzam.scrape.fetch import FetchResult
-
-    assert f"<title>{title}</title>" in FetchResult("https://shop.example/", 200, content_type, body).text()
-
-
 @pytest.mark.parametrize("body, title", [
     # Nothing declared: UTF-8 when the bytes read as UTF-8, else windows-1252.
     ("<title>Robe d’été</title>".encode(), "Robe d’été"),

@@ -118,7 +118,7 @@ class FetchResult:
 
     def text(self) -> str:
         """The body decoded with the charset of the content type, else of the page's own <meta>
-        (HTML's rule: within its first 1,024 bytes; else in its head, see _charset_scope), else as UTF-8 if more of it reads as UTF-8
+        (HTML's rule: within its first 1,024 bytes), else as UTF-8 if more of it reads as UTF-8
         characters than not (a stray Latin-1 byte in a footer replaced), else as windows-1252 (what a browser in Western
         Europe takes a page of no declared charset for)."""
         for bom, encoding in _BOMS:  # a byte order mark wins over any label (the HTML standard's rule)
@@ -127,7 +127,7 @@ class FetchResult:
         header = re.search(r"charset\s*=\s*[\"']?([\w.:-]+)", self.content_type or "", re.I)
         if header and (codec := python_codec(header.group(1))):
             return self.body.decode(codec, errors="replace")
-        meta = _META_CHARSET.search(_charset_scope(self.body))
+        meta = _META_CHARSET.search(self.body[:1024])
         if meta and (codec := python_codec(meta.group(1).decode("ascii"))):
             # A <meta> read as ASCII bytes is in no UTF-16: its label means UTF-8 (the HTML standard's rule).
             return self.body.decode("utf-8" if codecs.lookup(codec).name.startswith("utf-16") else codec, errors="replace")
@@ -244,18 +244,6 @@ def _product_tokens(robots_txt: str) -> str:
 _BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
 # <meta charset="x"> or <meta http-equiv="Content-Type" content="text/html; charset=x">
 _META_CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?([\w.-]+)", re.I)
-_HEAD_END = re.compile(rb"</head[\s>]|<body[\s>]", re.I)
-_HEAD_MAX_BYTES = 64 * 1024
-
-
-def _charset_scope(body: bytes) -> bytes:
-    """Where a page's <meta> charset is looked for: its first 1,024 bytes (HTML's prescan), or its
-    whole head when that is longer, up to 64 KB. Shops put theirs after kilobytes of inline scripts
-    and styles, and browsers, which meet it as they parse the head, still read it (HTML's "change the
-    encoding"); here its title came garbled."""
-    head = body[:_HEAD_MAX_BYTES]
-    end = _HEAD_END.search(head)
-    return head[: max(1024, end.start() if end else len(head))]
 
 
 # IPv6 prefixes whose last 32 bits are an IPv4 address a gateway may forward to: NAT64 (RFC 6052,
