@@ -959,6 +959,8 @@ def test_a_sitemap_in_text_lists_pages(plain_shop):
 
     assert parse_sitemap(b"\n  https://shop.example/p/1\nhttp://shop.example/p/2", 1000) == (
         "text", ["https://shop.example/p/1", "http://shop.example/p/2"])
+    assert parse_sitemap(b"https://shop.example/p/1\rhttps://shop.example/p/2\r", 1000) == (  # an old Mac's line ends
+        "text", ["https://shop.example/p/1", "https://shop.example/p/2"])
     for refused in (b"", b"Service unavailable, see https://status.example", b"https://shop.example/p/\xff1", b"ftp://shop.example/p/1"):
         with pytest.raises(SitemapError):  # no URL in it: no sitemap (a server's message), not an empty one
             parse_sitemap(refused, 1000)
