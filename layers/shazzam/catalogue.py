@@ -703,7 +703,7 @@ def images_embedded_by_other_models(db: Database, model: str, limit: int | None 
     scrape retries them), nor copies of another picture (the original answers for them), nor those
     of a shop taken off."""
     with db.transaction() as connection:
-        statement = _embedded_by_other_models(model).order_by(images.c.id)
+        statement = _embedded_by_other_models(model).order_by(images.c.updated_at, images.c.id)  # tried longest ago first
         rows = connection.execute(statement if limit is None else statement.limit(limit))
         return [dict(row) for row in rows.mappings()]
 
@@ -719,7 +719,7 @@ def _embedded_by_other_models(model: str) -> sa.Select:
     shown_at = sa.and_(product_images.c.image_id == images.c.id, product_images.c.product_id == images.c.product_id)
     return (
         sa.select(images.c.id, images.c.src_link, images.c.product_id, products.c.shop_id,
-                  sa.func.coalesce(product_images.c.position, 0).label("position"))
+                  sa.func.coalesce(product_images.c.position, 0).label("position"), images.c.updated_at)
         .distinct()
         .join(detections, detections.c.image_id == images.c.id)
         .join(products, images.c.product_id == products.c.id)

@@ -585,8 +585,21 @@ def test_a_picture_that_fails_to_download_for_re_embedding_is_left_stored_and_fe
     assert reembed_pass(runtime.app, stale)["images_failed"] == 1
     assert image(runtime, shop, "final.jpg")["status"] == stored["status"] == "new"
     shop.images["final.jpg"] = picture
-    assert embedded_by_an_older_model(runtime, shop) == stale  # the next run fetches it again
+    assert [row["id"] for row in embedded_by_an_older_model(runtime, shop)] == [stored["id"]]  # the next run fetches it again
     assert reembed_pass(runtime.app, stale)["images_uploaded"] == 1
+
+
+def test_a_picture_whose_re_embedding_fetch_keeps_failing_goes_behind_the_others(runtime, shop):
+    # Left stale, it headed every run's batch: the pictures after it were never fetched.
+    register(runtime, shop)
+    pipeline.scrape(runtime.app)
+    embedded_by_an_older_model(runtime, shop, "final.jpg", "proto.jpg")
+    model = runtime.app.garment_model.name
+    first, second = catalogue.images_embedded_by_other_models(runtime.db, model)
+    failing = next(name for name in ("final.jpg", "proto.jpg") if image(runtime, shop, name)["id"] == first["id"])
+    shop.images.pop(failing)  # a 404 at every run
+    assert reembed_pass(runtime.app, catalogue.images_embedded_by_other_models(runtime.db, model, 1))["images_failed"] == 1
+    assert [row["id"] for row in catalogue.images_embedded_by_other_models(runtime.db, model, 1)] == [second["id"]]
 
 
 def test_a_picture_that_became_a_copy_of_another_is_not_re_embedded_and_leaves_the_shards(runtime, shop):

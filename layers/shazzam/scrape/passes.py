@@ -586,6 +586,9 @@ def reembed_pass(app, stale: list[dict], budget_s: float | None = None) -> dict:
                     passes[image["shop_id"]].fetcher.deadline = deadline  # nor does a retry wait past it
             if passes[image["shop_id"]] is None:
                 continue
+            # Tried now: the next runs take the others first (one whose fetch keeps failing stays
+            # stale, and would head every batch).
+            catalogue.update_image(app.db, image["id"])
             passes[image["shop_id"]].image(image["product_id"], image["src_link"], image["position"], refetch=True, re_embedding=True)
             catalogue.show_copy_as_its_original(app.db, image["id"])  # if it is one now: never stale again
         return {"stale": len(stale), **{name: summary.counts[name] for name in ("images_uploaded", "images_failed")}}
