@@ -86,11 +86,12 @@ def save_source(db: Database, source) -> str:
     """Insert or update a shop from a ShopSource (a sources file's entry): every setting.
     ValueError for settings more than MySQL's TEXT column holds (SQLite keeps any)."""
     settings = json.dumps(source.settings(), sort_keys=True)
+    size = len(settings.encode("utf-8"))
     with db.transaction() as connection:
-        if connection.dialect.name == "mysql" and len(settings.encode("utf-8")) > TEXT_BYTES:
+        if connection.dialect.name == "mysql" and size > TEXT_BYTES:
             raise ValueError(f"source {source.base_url}: its settings (listing_urls, allowed_hosts, product_pattern, ...) come to "
-                             f"{len(settings.encode('utf-8')):,} bytes of JSON, more than a shop's row holds ({TEXT_BYTES:,}): "
-                             f"list fewer listing pages, or give a sitemap")
+                             f"{size:,} bytes of JSON, more than a shop's row holds ({TEXT_BYTES:,}): list fewer listing pages, "
+                             f"or give a sitemap")
         shop_id = _shop_id(connection, source.base_url)
         values = {
             "id": shop_id,

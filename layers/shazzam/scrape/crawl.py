@@ -181,8 +181,7 @@ class SitemapError(ValueError):
 _XML_START = re.compile(rb"\xff\xfe|\xfe\xff|\x00<|(?:\xef\xbb\xbf)?\s*<")
 # A line of a text sitemap that is a page's URL (sitemaps.org: whole, one a line, in UTF-8).
 _TEXT_SITEMAP_URL = re.compile(r"https?://[^\s\ufffd]+", re.I)
-
-
+# A text sitemap's line: ended by LF, CRLF or CR alone (an old Mac's).
 _TEXT_LINE = re.compile(rb"[^\r\n\f]+")
 
 
@@ -193,7 +192,6 @@ def _text_sitemap_urls(body: bytes) -> list[str]:
     any body that is not XML comes here, and 50 MB of short lines decoded and split at once took
     1.25 GB. Past sitemaps.org's 50,000 URLs the rest is left."""
     urls: list[str] = []
-    # Lines ended by LF, CRLF or CR alone (an old Mac's), found one at a time.
     for line in _TEXT_LINE.finditer(body, 3 if body.startswith(codecs.BOM_UTF8) else 0):
         if _TEXT_SITEMAP_URL.fullmatch(url := line.group().decode("utf-8", errors="replace").strip()):
             if len(urls) == SITEMAP_MAX_URLS:
