@@ -139,6 +139,16 @@ def test_gallery_images_srcset_lazy_and_protocol_relative_resolved_against_the_p
         ('<img src="/img/shirt-1.jpg" data-lazy-srcset="1">', "/img/shirt-1.jpg"),
         ('<img src="/img/shirt-1.jpg" data-flickity-lazyload="true">', "/img/shirt-1.jpg"),
         ('<img src="/img/shirt-1.jpg" data-lazy="1" data-original="/img/shirt-big.jpg">', "/img/shirt-big.jpg"),
+        # ... or to a class or a number, which a dot does not make a file name
+        ('<img src="/img/shirt-1.jpg" data-lazy=".lazy">', "/img/shirt-1.jpg"),
+        ('<img src="/img/shirt-1.jpg" data-lazy="1.25">', "/img/shirt-1.jpg"),
+        ('<img src="/img/shirt-1.jpg" data-flickity-lazyload="0.5">', "/img/shirt-1.jpg"),
+        ('<img src="/img/shirt-1.jpg" data-lazy-srcset="1.25">', "/img/shirt-1.jpg"),
+        # a file name beside the page is an address all the same
+        ('<img src="/img/loader.gif" data-lazy="shirt-4.webp">', "/en/p/shirt-4.webp"),
+        ('<img src="/img/loader.gif" data-lazy="shirt-5.jpeg?v=3">', "/en/p/shirt-5.jpeg?v=3"),
+        ('<img src="/img/blank.png" data-lazy-srcset="shirt-6.jpg 1x, shirt-7.jpg 2x">', "/en/p/shirt-7.jpg"),
+        ('<img src="/img/blank.png" data-flickity-lazyload="//shop.example/img/shirt-8.png">', "/img/shirt-8.png"),
     ],
 )
 def test_a_lazy_loaders_picture_is_the_products_not_its_placeholder(img, expected):
