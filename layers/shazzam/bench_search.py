@@ -51,13 +51,14 @@ RECALL_QUERIES = 200  # recall of ours is measured over this many queries (half 
 ORIGINAL_MAX_BYTES = 4 << 30  # the original's temporaries: two more copies of the float32 matrix
 
 
-def serving_dim() -> int:
-    """The embedding dimension of the model the service runs (shazzam.vision's manifest)."""
+def serving_dim(model_dir: str | None = None) -> int:
+    """The embedding dimension of the model the service runs (shazzam.vision's manifest, in
+    `model_dir` when given: the command's --model-dir)."""
     import json
 
     from shazzam.vision import manifest_path
 
-    return int(json.loads(manifest_path().read_text())["outputs"]["embedding"]["dim"])
+    return int(json.loads(manifest_path(model_dir).read_text())["outputs"]["embedding"]["dim"])
 
 
 SATURATION = 1.5  # activations saturate softly, as garment_v1's bounded features do
@@ -275,9 +276,9 @@ DATA_NOTE = (
 )
 
 
-def run(sizes: list[int], queries: int, dim: int | None = None, seed: int = 0, log=None) -> dict:
+def run(sizes: list[int], queries: int, dim: int | None = None, seed: int = 0, log=None, model_dir: str | None = None) -> dict:
     log = log or (lambda message: print(message, file=sys.stderr))
-    dim = dim or serving_dim()
+    dim = dim or serving_dim(model_dir)
     rng = np.random.default_rng(seed)
     bandwidth = memory_copy_bandwidth()
     log(f"memory copy bandwidth, one core: {bandwidth / 1e9:.1f} GB/s")

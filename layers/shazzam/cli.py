@@ -385,7 +385,8 @@ def cmd_invoke(args) -> int:
 def cmd_bench(args) -> int:
     from shazzam import bench_search
 
-    report = bench_search.run(args.sizes, args.queries, dim=args.dim, log=(lambda message: None) if args.quiet else None)
+    report = bench_search.run(args.sizes, args.queries, dim=args.dim, log=(lambda message: None) if args.quiet else None,
+                              model_dir=args.model_dir)
     print(json.dumps(report) if args.json else bench_search.format_report(report))
     return 0
 
