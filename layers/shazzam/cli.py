@@ -649,19 +649,19 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(joined_box(sys.argv[1:] if argv is None else argv))
     level = "INFO" if args.verbose else "WARNING"
-    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", level)
     handlers.LOG_STREAM.to_stderr = True  # a --json result is then the whole of stdout
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return args.run(args)
-    except KeyboardInterrupt:
-        print(f"shazzam {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # noqa: BLE001 - a person reads this: one line, the traceback on request
-        if args.verbose:
-            raise
-        print(f"shazzam {args.command}: {type(exc).__name__}: {exc} (--verbose shows where)", file=sys.stderr)
-        return 1
+    with handlers.log_level(level):
+        try:
+            return args.run(args)
+        except KeyboardInterrupt:
+            print(f"shazzam {args.command}: interrupted", file=sys.stderr)
+            return 130
+        except Exception as exc:  # noqa: BLE001 - a person reads this: one line, the traceback on request
+            if args.verbose:
+                raise
+            print(f"shazzam {args.command}: {type(exc).__name__}: {exc} (--verbose shows where)", file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ unexpected exception propagates so Lambda retries and then dead-letters the even
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import IO, Callable
+from contextlib import contextmanager
+from typing import IO, Callable, Iterator
 from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger
@@ -35,10 +37,39 @@ class _LogStream:
 
 
 LOG_STREAM = _LogStream()
+LOG_LEVEL_ENV = "POWERTOOLS_LOG_LEVEL"
+# A logger of each service made so far. Powertools reads the level from the environment only when
+# the first logger of a service is made (later ones share its level), so a command that sets the
+# level sets it on these too.
+_LOGGERS: dict[str, Logger] = {}
 
 
 def function_logger(service: str) -> Logger:
-    return Logger(service=f"shazzam-{service}", stream=LOG_STREAM)
+    logger = _LOGGERS[service] = Logger(service=f"shazzam-{service}", stream=LOG_STREAM)
+    return logger
+
+
+@contextmanager
+def log_level(level: str) -> Iterator[None]:
+    """The functions' loggers at `level` while the `shazzam` command runs (at $POWERTOOLS_LOG_LEVEL
+    where the user set it): those made before and those made meanwhile. The environment, and the
+    loggers' level, are as they were after, so a second command in the process has its own."""
+    before = os.environ.get(LOG_LEVEL_ENV)
+    os.environ[LOG_LEVEL_ENV] = before or level
+    _reread_levels()
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(LOG_LEVEL_ENV, None)
+        else:
+            os.environ[LOG_LEVEL_ENV] = before
+        _reread_levels()
+
+
+def _reread_levels() -> None:
+    for logger in _LOGGERS.values():
+        logger.setLevel(None)  # the environment's level, as powertools reads it when it makes a logger
 
 
 def s3_stage_handler(stage: Callable[[app_module.App, str], StageResult], service: str):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -176,6 +177,24 @@ def test_the_search_function_logs_to_stderr_under_the_command_too(tmp_path, monk
     out, err = capsys.readouterr()
     assert status == 0 and json.loads(out)["result"]["statusCode"] == 500
     assert '"message":"unhandled error"' in err and '"service":"shazzam-search"' in err
+
+
+def test_each_command_in_a_process_logs_at_its_own_level_and_leaves_the_environment_as_it_was(tmp_path, monkeypatch, capsys):
+    """main() set $POWERTOOLS_LOG_LEVEL for good: a --verbose command after a quiet one in the same
+    process logged nothing, and the rest of the process inherited the quiet one's WARNING."""
+    from shazzam import cli
+
+    monkeypatch.delenv("POWERTOOLS_LOG_LEVEL", raising=False)
+
+    def logged_done(*options: str) -> bool:
+        event = str(REPO / "events" / "scheduled-index.json")
+        assert cli.main(["--data-dir", str(tmp_path), "--quiet", *options, "invoke", "index", event, "--json"]) == 0
+        return '"message":"done"' in capsys.readouterr().err
+
+    assert [logged_done(), logged_done("--verbose"), logged_done()] == [False, True, False]
+    assert "POWERTOOLS_LOG_LEVEL" not in os.environ
+    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "INFO")  # the user's own wins
+    assert logged_done() and os.environ["POWERTOOLS_LOG_LEVEL"] == "INFO"
 
 
 def test_a_serving_model_that_is_not_there_is_one_line_and_status_2(tmp_path):

@@ -47,7 +47,6 @@ def test_the_default_dimension_is_that_of_the_model_in_the_commands_model_folder
     (tmp_path / f"{DEFAULT_MODEL}.json").write_text(json.dumps({"name": DEFAULT_MODEL, "outputs": {"embedding": {"index": 0, "dim": 40}}}))
     monkeypatch.delenv("SHAZZAM_MODEL_DIR", raising=False)
     monkeypatch.delenv("SHAZZAM_MODEL", raising=False)
-    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "WARNING")  # main() would otherwise leave it set
     assert bench_search.serving_dim(str(tmp_path)) == 40
     assert cli.main(["--model-dir", str(tmp_path), "--quiet", "bench", "search", "--sizes", "500", "--queries", "3", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["sizes"][0]["dim"] == 40
