@@ -262,6 +262,11 @@ def test_a_product_groups_offers_that_do_not_say_are_said_by_its_variants():
     assert group(aggregate("59.00", "OutOfStock"), "InStock") == (Decimal("59.00"), "EUR", "OutOfStock")
     assert group({"@type": "Offer", "price": "59.00", "priceCurrency": "EUR", "availability": "https://schema.org/OutOfStock"},
                  None, None) == (Decimal("59.00"), "EUR", "OutOfStock")
+    # The currency is the variants' where the group's offers name none (the price was stored without one),
+    # and the variant's whose price is taken where the group has no offers.
+    assert group({"@type": "AggregateOffer", "lowPrice": "59.00", "highPrice": "79.00"}, "InStock") == (Decimal("59.00"), "EUR", "InStock")
+    assert group({"@type": "Offer", "price": "59.00", "availability": "https://schema.org/InStock"}, None) == (Decimal("59.00"), "EUR", "InStock")
+    assert group(None, "InStock") == (Decimal("79.00"), "EUR", "InStock")
 
 
 def _json_ld_product(block: dict, page_url: str = PAGE):

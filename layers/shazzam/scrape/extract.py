@@ -772,13 +772,15 @@ def _json_ld_product(node: dict[str, Any], page: PageParser, page_images: tuple[
     if not title or not images:
         return None
     price, currency, availability = _offer_fields(node.get("offers"))
-    # A group's AggregateOffer often names no availability, or a "0.00" placeholder for its price,
-    # where its variants' offers say them; what the group does say is its own (its sale price below
-    # the variants', "sold out" beside variants still listed in stock).
-    if variants and (not price or availability is None):
+    # A group's AggregateOffer often names no availability or currency, or a "0.00" placeholder for
+    # its price, where its variants' offers say them; what the group does say is its own (its sale
+    # price below the variants', "sold out" beside variants still listed in stock).
+    if variants and (not price or currency is None or availability is None):
         variant_price, variant_currency, variant_availability = _offer_fields([o for v in variants for o in _as_list(v.get("offers"))])
         if not price and variant_price is not None and (price is None or variant_price > 0):
             price, currency = variant_price, variant_currency or currency
+        elif price and currency is None:
+            currency = variant_currency  # the group's price is in the shop's currency, which its variants name
         availability = availability or variant_availability
     offer_url = _offer_address(node.get("offers"), page)  # the node's own: a variant's ("?size=S") is not the group's
     sizes = _sizes(node.get("size")) or _sizes([v.get("size") for v in variants])
