@@ -269,6 +269,29 @@ def test_a_product_groups_offers_that_do_not_say_are_said_by_its_variants():
     assert group(None, "InStock") == (Decimal("79.00"), "EUR", "InStock")
 
 
+def test_a_product_groups_stock_is_sold_out_only_when_no_variant_on_sale_may_be_bought():
+    """A variant with a price and no availability may be bought: beside sold-out sizes it made the
+    group sold out, and the shopper never saw it. One without a price is not on sale: its silence
+    keeps no sold-out group listed."""
+    def availability(*variants):
+        group = {"@type": "ProductGroup", "name": "Knit dress", "image": "/k.jpg", "hasVariant": [
+            {"@type": "Product", "name": f"Knit dress {n}", "size": str(n),
+             "offers": {"priceCurrency": "EUR", **({"price": price} if price else {}),
+                        **({"availability": f"https://schema.org/{said}"} if said else {})}}
+            for n, (price, said) in enumerate(variants)]}
+        [dress] = _json_ld_product(group)
+        return dress.availability, dress.in_stock
+
+    assert availability(("79.00", "OutOfStock"), ("79.00", None)) == (None, True)  # unknown: listed
+    assert availability(("79.00", None), ("79.00", "OutOfStock")) == (None, True)
+    assert availability(("79.00", "OutOfStock"), ("79.00", "InStock"), ("79.00", None)) == ("InStock", True)
+    assert availability(("79.00", "OutOfStock"), (None, "InStock")) == ("InStock", True)  # any variant in stock
+    assert availability(("79.00", "OutOfStock"), (None, None)) == ("OutOfStock", False)  # no price: not on sale
+    assert availability(("79.00", "OutOfStock"), ("0.00", None)) == ("OutOfStock", False)  # a placeholder's
+    assert availability(("79.00", "OutOfStock"), ("79.00", "SoldOut")) == ("OutOfStock", False)
+    assert availability(("79.00", None), ("79.00", None)) == (None, True)
+
+
 def _json_ld_product(block: dict, page_url: str = PAGE):
     return extract_products(f'<script type="application/ld+json">{json.dumps(block)}</script>', page_url)
 

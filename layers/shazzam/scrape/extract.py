@@ -759,6 +759,17 @@ def _sizes(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(sizes))
 
 
+def _variants_availability(variants: list[dict], availability: str | None) -> str | None:
+    """`availability`, that of a product group's variants' offers taken together, unless it says
+    sold out while a variant on sale says nothing. As a shopper reads a group: in stock when any
+    variant is; sold out only when every variant that says is sold out and no variant with a price
+    is silent (that one may still be bought: unknown, and the group stays listed); a variant without
+    a price (or with a 0.00 placeholder) is not on sale, and its silence keeps no sold-out group listed."""
+    if availability in UNAVAILABLE and any(price and said is None for price, _, said in (_offer_fields(v.get("offers")) for v in variants)):
+        return None
+    return availability
+
+
 def _json_ld_product(node: dict[str, Any], page: PageParser, page_images: tuple[str, ...] = ()) -> ScrapedProduct | None:
     """The product of a Product or ProductGroup node; `page_images`, the page's pictures of it, when
     it names none (the page's only product)."""
@@ -781,7 +792,7 @@ def _json_ld_product(node: dict[str, Any], page: PageParser, page_images: tuple[
             price, currency = variant_price, variant_currency or currency
         elif price and currency is None:
             currency = variant_currency  # the group's price is in the shop's currency, which its variants name
-        availability = availability or variant_availability
+        availability = availability or _variants_availability(variants, variant_availability)
     offer_url = _offer_address(node.get("offers"), page)  # the node's own: a variant's ("?size=S") is not the group's
     sizes = _sizes(node.get("size")) or _sizes([v.get("size") for v in variants])
     crumbs = _crumbs(node.get("category"))
