@@ -4,7 +4,7 @@
         --data ../shared/data/clothing-dataset-small --model layers/models/garment_v5.json [--json]
 
 The embedder is trained on clothing-dataset-small `train` + `validation`, and its `test` split is
-the judge (`shazzam eval`), so the choice is made elsewhere: on crops of CCP photos 0001-0700,
+the judge (`shazzam eval`), so the choice belongs elsewhere: on crops of CCP photos 0001-0700,
 people in the street, which no garment model up to garment_v5 has seen. (A model trained with
 `train_embedder.py --ccp` has seen them, and CCP's only other photos, 0701-0800, are the judge of
 `shazzam eval --ccp`: for such a model no CCP photo is left to choose on; take its views as they
@@ -22,6 +22,10 @@ The domain differs (street photos against product shots), so the figures are low
 comparing candidates. Besides the served views of `shazzam.images.VIEWS` (centre, whole), two
 candidates live here only: `mirror` (the centre view flipped) and `tight` (the centre 75 % of the
 standardised square). Runs in the service's venv: no torch.
+
+garment_v5's views (centre + whole) were not chosen here first: they were chosen on the test split,
+then checked here, where `whole` alone scores higher and centre + whole is the only set that beats
+the single centre view both here and on the test split (its model card has both tables).
 """
 
 from __future__ import annotations
