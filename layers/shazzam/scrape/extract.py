@@ -422,6 +422,9 @@ _GROUP_SEPARATORS = "[ \u00a0\u202f\u2009'\u2019]"
 # A number in a price: digits grouped by those in threes, or digits with dots and commas.
 _PRICE_NUMBER = re.compile(rf"-?\d{{1,3}}(?:{_GROUP_SEPARATORS}\d{{3}})+(?:[.,]\d+)?(?!\d)|-?\d[\d.,]*")
 _SCIENTIFIC = re.compile(r"-?\d+(?:\.\d+)?[eE][+-]?\d+")
+# What follows a price in whole units: a dash after its separator ("12,-", "2.500,–", "49.—", "99,−":
+# hyphen, en or em dash, minus sign), or ":-" (Swedish "1.299:-").
+_WHOLE_UNITS_MARK = re.compile("(?:(?<=[.,])|:)[-\u2013\u2014\u2212]")
 
 # Symbols that name one currency only ("$" and "kr" name several, so they are not read).
 CURRENCY_SYMBOLS = {"€": "EUR", "£": "GBP", "₹": "INR", "₩": "KRW", "₽": "RUB", "₺": "TRY", "₴": "UAH", "₪": "ILS", "zł": "PLN", "₫": "VND"}
@@ -464,8 +467,8 @@ def parse_price(value: Any, currency: str | None = None) -> Decimal | None:
         if match is None:
             return None
         text = re.sub(_GROUP_SEPARATORS, "", match.group())
-        if unescaped[match.end() :].startswith("-") and text[-1:] in (",", "."):
-            text = re.sub(r"[.,]", "", text)  # "12,-", "2.500,-", "49.-": whole units
+        if _WHOLE_UNITS_MARK.match(unescaped, match.end()):
+            text = re.sub(r"[.,]", "", text)  # "12,-", "2.500,–", "1.299:-": whole units
         text = text.rstrip(".,")
         if "," in text and "." in text:
             if text.rfind(",") > text.rfind("."):
