@@ -15,6 +15,7 @@ import html as html_lib
 import json
 import logging
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal, InvalidOperation
@@ -425,6 +426,19 @@ _SCIENTIFIC = re.compile(r"-?\d+(?:\.\d+)?[eE][+-]?\d+")
 # What follows a price in whole units: a dash after its separator ("12,-", "2.500,–", "49.—", "99,−":
 # hyphen, en or em dash, minus sign), or ":-" (Swedish "1.299:-").
 _WHOLE_UNITS_MARK = re.compile("(?:(?<=[.,])|:)[-\u2013\u2014\u2212]")
+# "29€90" (French): the euro sign between euros and cents is the decimal point.
+_EURO_AS_POINT = re.compile(r"€(\d\d)(?![\d€])")
+# Full-width forms ("１２，８００円", as Japanese and Chinese input methods type them) as NFKC reads
+# them, and the Arabic decimal and thousands separators ("١٬٢٣٤٫٥٠") as "." and ",". Not NFKC of the
+# whole text: it reads superscript cents ("19⁹⁹") as digits of the whole.
+_PRICE_FORMS = {**{c: unicodedata.normalize("NFKC", chr(c)) for c in range(0xFF01, 0xFFEF)}, 0x066B: ".", 0x066C: ","}
+
+
+def _price_text(value: str) -> str:
+    """A price's text with its characters as the rules below read them, every script's digits as ASCII ones."""
+    text = html_lib.unescape(value).translate(_PRICE_FORMS)
+    return re.sub(r"\d", lambda digit: str(unicodedata.decimal(digit.group())), text)
+
 
 # Symbols that name one currency only ("$" and "kr" name several, so they are not read).
 CURRENCY_SYMBOLS = {"€": "EUR", "£": "GBP", "₹": "INR", "₩": "KRW", "₽": "RUB", "₺": "TRY", "₴": "UAH", "₪": "ILS", "zł": "PLN", "₫": "VND"}
@@ -451,8 +465,9 @@ def _dot_groups_thousands(text: str, currency: str | None) -> bool:
 
 def parse_price(value: Any, currency: str | None = None) -> Decimal | None:
     """"19.99", 20, "12,50", "1,299.00", "1.299,00", "€ 1 299,00", "$1,299", "1,299,000",
-    "₹1,29,999" -> Decimal. `currency`, the offer's ISO code where it gives one, tells a bare
-    "299.000" (IDR: a thousand times 299) from "49.950" (USD: a decimal point)."""
+    "₹1,29,999", "١٬٢٣٤٫٥٠", "１２，８００円", "29€90" -> Decimal. `currency`, the offer's ISO code
+    where it gives one, tells a bare "299.000" (IDR: a thousand times 299) from "49.950" (USD: a
+    decimal point)."""
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
@@ -462,13 +477,15 @@ def parse_price(value: Any, currency: str | None = None) -> Decimal | None:
     elif isinstance(value, str):
         # The first number only: "12,99 € – 24,99 €", "Now £20 Was £40", "19.99 incl. VAT"; not a
         # discount ("-20% 49,99 €").
-        unescaped = html_lib.unescape(value)
+        unescaped = _price_text(value)
         match = next((m for m in _PRICE_NUMBER.finditer(unescaped) if not re.match(r"\s*%", unescaped[m.end():])), None)
         if match is None:
             return None
         text = re.sub(_GROUP_SEPARATORS, "", match.group())
         if _WHOLE_UNITS_MARK.match(unescaped, match.end()):
             text = re.sub(r"[.,]", "", text)  # "12,-", "2.500,–", "1.299:-": whole units
+        elif text.isdigit() and (cents := _EURO_AS_POINT.match(unescaped, match.end())):
+            text += "." + cents.group(1)
         text = text.rstrip(".,")
         if "," in text and "." in text:
             if text.rfind(",") > text.rfind("."):
