@@ -194,7 +194,8 @@ def test_offers_currencies_and_addresses_as_shops_write_them():
     assert [product(offers={"price": "12", "priceCurrency": label}).currency for label in ("US$", "au$", "R$", "Kč", "$")] == [
         "USD", "AUD", "BRL", "CZK", "$"]
     assert product(offers=[{"price": "0.00"}, {"price": "39.00"}]).price == Decimal("39.00")  # 0.00: a placeholder
-    assert product(offers=[{"price": "0.00"}]).price == Decimal("0.00")
+    # Alone too: a garment is never free.
+    assert product(offers=[{"price": "0.00"}]).price is None and product(offers={"price": 0, "priceCurrency": "EUR"}).price is None
     # The price is one you can pay: a sold-out size's is not, unless every offer is sold out.
     sold_out = {"price": "10.00", "priceCurrency": "EUR", "availability": "https://schema.org/OutOfStock"}
     buyable = {"price": "20.00", "priceCurrency": "EUR", "availability": "https://schema.org/InStock"}
@@ -497,6 +498,20 @@ def test_opengraph_is_the_fallback_and_canonical_wins_over_the_page_url():
     assert extract_products('<html><head><meta property="og:title" content="A blog post"></head></html>', PAGE) == []
 
 
+def test_a_lone_price_of_zero_is_no_price_in_every_vocabulary():
+    """A garment is never free: 0 is a theme's placeholder, which no max_price filter should let through."""
+    microdata = ('<div itemscope itemtype="https://schema.org/Product"><span itemprop="name">Kleid</span><img itemprop="image" src="/k.jpg">'
+                 '<div itemprop="offers" itemscope itemtype="https://schema.org/Offer"><meta itemprop="price" content="0">'
+                 '<meta itemprop="priceCurrency" content="EUR"></div></div>')
+    opengraph = ('<meta property="og:type" content="product"><meta property="og:title" content="Kleid"><meta property="og:image" content="/k.jpg">'
+                 '<meta property="product:price:amount" content="{}"><meta property="product:price:currency" content="EUR">')
+    json_ld = '<script type="application/ld+json">{"@type": "Product", "name": "Kleid", "image": "/k.jpg", "offers": {"price": 0.00}}</script>'
+    assert [p.price for p in extract_products(microdata, PAGE)] == [None]
+    assert [p.price for p in extract_products(opengraph.format("0,00"), PAGE)] == [None]
+    # ... and a price the page gives elsewhere is taken instead.
+    assert [p.price for p in extract_products(json_ld + opengraph.format("49,90"), PAGE)] == [Decimal("49.90")]
+
+
 @pytest.mark.parametrize("declared, expected", [
     ("https://other-shop.example/p/1", PAGE),  # another host: one shop must not write over another's product
     ("https://shop.example/", PAGE),  # a canonical link to the home page would fold every product into one
@@ -551,7 +566,7 @@ def test_shopify_products_feed():
     assert price_of({"price": "10.00", "available": False}, {"price": "30.00", "available": True}) == Decimal("30.00")
     assert price_of({"price": "0.00", "available": True}, {"price": "59.00", "available": True}) == Decimal("59.00")
     assert price_of({"price": "10.00", "available": False}, {"price": "30.00", "available": False}) == Decimal("10.00")
-    assert price_of({"price": "0.00"}) == Decimal("0.00")
+    assert price_of({"price": "0.00"}) is None
 
 
 def test_fingerprint_changes_with_any_field():

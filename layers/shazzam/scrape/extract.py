@@ -60,6 +60,10 @@ class ScrapedProduct:
     breadcrumb: str | None = None  # "Women > Dresses"
 
     def __post_init__(self) -> None:
+        if self.price is not None and not self.price:
+            # A garment is never free: a price of 0, whichever vocabulary gave it, is a theme's
+            # placeholder for "ask", not a price a search's max_price should let through.
+            object.__setattr__(self, "price", None)
         for name in ("url", "title", "currency", "category", "brand", "sku", "availability", "colour", "breadcrumb"):
             if isinstance(value := getattr(self, name), str):
                 object.__setattr__(self, name, storable_text(value))
@@ -1046,9 +1050,8 @@ def shopify_products(data: Any, base_url: str, currency: str | None = None) -> l
         options = {str(o.get("name", "")).lower(): o for o in _as_list(item.get("options")) if isinstance(o, dict)}
         available = [v.get("available") for v in variants if isinstance(v.get("available"), bool)]
         priced = [(parse_price(v.get("price"), currency), v.get("available") is not False) for v in variants]
-        # The cheapest variant one can buy, else the cheapest; a 0.00 beside others is a placeholder.
-        prices = next((group for group in ([p for p, buyable in priced if p and buyable], [p for p, _ in priced if p],
-                                           [p for p, _ in priced if p is not None]) if group), [])
+        # The cheapest variant one can buy, else the cheapest; a 0.00 is a placeholder.
+        prices = next((group for group in ([p for p, buyable in priced if p and buyable], [p for p, _ in priced if p]) if group), [])
         crumbs = [t for t in [_text(item.get("product_type"))] if t]
         products.append(
             ScrapedProduct(
