@@ -498,6 +498,19 @@ def test_opengraph_is_the_fallback_and_canonical_wins_over_the_page_url():
     assert extract_products('<html><head><meta property="og:title" content="A blog post"></head></html>', PAGE) == []
 
 
+def test_a_name_in_several_languages_is_the_one_in_the_pages_language():
+    block = json.dumps({"@type": "Product", "offers": {"price": "49.90", "priceCurrency": "CHF"},
+                        "name": [{"@language": "fr", "@value": "Robe"}, {"@language": "de", "@value": "Kleid"}],
+                        "color": [{"@language": "fr", "@value": "Rouge"}, {"@language": "de", "@value": "Rot"}],
+                        "image": ["/k.jpg", "/k2.jpg"]})
+    script = f'<script type="application/ld+json">{block}</script>'
+    assert [(p.title, p.colour) for p in extract_products(f'<html lang="de-CH"><head>{script}</head></html>', PAGE)] == [("Kleid", "Rot")]
+    # With no language of its own, or one of none of them, the page's product takes the first.
+    assert [p.title for p in extract_products(script, PAGE)] == ["Robe"]
+    [product] = extract_products(f'<html lang="it">{script}</html>', PAGE)
+    assert product.title == "Robe" and len(product.image_urls) == 2  # a list of pictures stays a list
+
+
 def test_a_lone_price_of_zero_is_no_price_in_every_vocabulary():
     """A garment is never free: 0 is a theme's placeholder, which no max_price filter should let through."""
     microdata = ('<div itemscope itemtype="https://schema.org/Product"><span itemprop="name">Kleid</span><img itemprop="image" src="/k.jpg">'

@@ -146,6 +146,7 @@ class PageParser(HTMLParser):
         self.canonical: str | None = None
         self.title: str | None = None
         self.h1: str | None = None
+        self.language: str | None = None  # <html lang>
         self.images: list[str] = []  # gallery images, best candidate of each <img>/<source>
         self.links: list[str] = []
         self.next_links: list[str] = []  # rel="next"
@@ -235,6 +236,8 @@ class PageParser(HTMLParser):
                     self.next_links.append(url)
         elif tag in ("title", "h1"):
             self._text_target, self._text = tag, []
+        elif tag == "html" and self.language is None:
+            self.language = attrs.get("lang", "").strip() or None
 
         parent = self._item()
         prop = attrs.get("itemprop", "").strip() or None
@@ -989,8 +992,29 @@ def _resolved(json_ld: list[Any]) -> list[Any]:
     return [resolve(data) for data in json_ld] if nodes else json_ld
 
 
+def _in_language(json_ld: list[Any], language: str | None) -> list[Any]:
+    """The blocks with each value given in several languages ([{"@language": "fr", "@value": "Robe"},
+    {"@language": "de", "@value": "Kleid"}], a name or a description) as the one in `language`, the
+    page's (its primary subtag: "fr" for "fr-CH"), else the first: a list is no text, and the product
+    was dropped for having no name."""
+    wanted = (language or "").split("-")[0].lower()
+
+    def choose(value: Any, depth: int = 0) -> Any:
+        if isinstance(value, dict):
+            return {key: choose(item, depth + 1) for key, item in value.items()} if depth < 64 else value
+        if isinstance(value, list):
+            if value and all(isinstance(v, dict) and "@value" in v for v in value) and any("@language" in v for v in value):
+                return next((v for v in value if str(v.get("@language", "")).split("-")[0].lower() == wanted), value[0])
+            return [choose(item, depth + 1) for item in value] if depth < 64 else value
+        return value
+
+    return [choose(data) for data in json_ld]
+
+
 def products_of_page(page: PageParser) -> list[ScrapedProduct]:
     json_ld = _resolved([data for data in map(_loads_lenient, page.json_ld) if data is not None])
+    if any("@language" in block for block in page.json_ld):  # a walk over every block only where one may be
+        json_ld = _in_language(json_ld, page.language)
     nodes = [node for data in json_ld for node in _walk(data)]
     # A product nested in another node ("you may also like", a look it completes) is taken only
     # with an address of its own: it would otherwise take the page's and pass for its product.
