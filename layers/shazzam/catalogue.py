@@ -1203,11 +1203,17 @@ def get_item(db: Database, product_id: str) -> dict | None:
 def shop_ids(db: Database, name_or_id: str) -> list[str]:
     """The shops not taken off that a search names: by id, or by name in any case (what a person
     types; a shop taken off is an unknown one, as /health lists it no more). Compared here, not in SQL: SQLite's lower() folds only ASCII letters ("Élan" would not match "élan")."""
-    wanted = name_or_id.strip().casefold()
+    wanted = _compared_name(name_or_id)
     with db.transaction() as connection:
         rows = connection.execute(sa.select(shops.c.id, shops.c.name).where(shops.c.active.is_(True))).all()
-    # Stripped: a name saved with spaces around it before names were trimmed.
-    return [row.id for row in rows if row.id == name_or_id or row.name.strip().casefold() == wanted]
+    return [row.id for row in rows if row.id == name_or_id or _compared_name(row.name) == wanted]
+
+
+def _compared_name(name: str) -> str:
+    """A shop's name as a search compares it: stripped (a name saved with spaces around it before
+    names were trimmed), in any case, and its letters however they are composed ("É" or "E" and
+    U+0301, as a keyboard or a copy from macOS may give it) or wide ("Ｚａｒａ"), as they look alike."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name.strip()).casefold())
 
 
 def shop_exists(db: Database, name_or_id: str) -> bool:

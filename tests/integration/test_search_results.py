@@ -83,6 +83,10 @@ def test_a_shop_is_found_by_its_accented_name_in_any_case(app):
     assert catalogue.shop_exists(app.db, "élan boutique") and catalogue.shop_exists(app.db, "ÉLAN BOUTIQUE")
     assert [r["shop"] for r in search(app, shop="élan BOUTIQUE")] == ["Élan Boutique"]
     assert not catalogue.shop_exists(app.db, "Elan Boutique")  # another name
+    # The same letters composed otherwise ("E" and a combining acute accent, as macOS may type it) look alike, and match.
+    assert [r["shop"] for r in search(app, shop="E\u0301lan boutique")] == ["Élan Boutique"]
+    add_items(app, "https://cafe.example/", [0.6], shop_name="Cafe\u0301 Mode", salt=7)
+    assert catalogue.shop_exists(app.db, "Café Mode") and catalogue.shop_exists(app.db, "ＣＡＦÉ ＭＯＤＥ")
 
 
 def test_a_shop_taken_off_leaves_search_and_revalidation_and_comes_back_when_added(app):
