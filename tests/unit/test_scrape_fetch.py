@@ -519,6 +519,26 @@ def test_a_charset_label_is_read_as_a_browser_reads_it(content_type, body, title
     assert f"<title>{title}</title>" in FetchResult("https://shop.example/", 200, content_type, body).text()
 
 
+@pytest.mark.parametrize("label, encoding, title", [
+    # Labels of the WHATWG Encoding Standard that Python does not know, or reads as another encoding.
+    ("x-euc-jp", "euc_jp", "花柄ワンピース"), ("cseucpkdfmtjapanese", "euc_jp", "花柄"), ("x-cp1251", "cp1251", "Платье «Лето»"),
+    ("x-cp1250", "cp1250", "Šaty – léto"), ("koi8", "koi8_r", "Платье"), ("koi8-ru", "koi8_u", "Сукня ґудзик"),
+    ("cn-big5", "big5", "連身裙"), ("x-x-big5", "big5", "連身裙"), ("csisolatin9", "iso8859_15", "Robe 39 €"),
+    ("iso-8859-6-e", "iso8859_6", "فستان"), ("iso-8859-6-i", "iso8859_6", "فستان"), ("iso-8859-8-e", "iso8859_8", "שמלה"),
+    ("visual", "iso8859_8", "שמלה"), ("unicode-1-1-utf-8", "utf-8", "Kleid Größe"), ("iso88592", "iso8859_2", "Sukienka łączka"),
+    ("iso885915", "iso8859_15", "Robe 39 €"), ("csksc56011987", "cp949", "원피스"), ("iso-ir-149", "cp949", "원피스"),
+    ("iso_8859-1:1987", "cp1252", "Robe d’été"), ("ansi_x3.4-1968", "cp1252", "Robe d’été"), ("iso-ir-148", "cp1254", "Elbise – ğ"),
+    ("x-mac-ukrainian", "mac_cyrillic", "Сукня"), ("unicode", "utf-16-le", "Café"), ("unicodefffe", "utf-16-be", "Café"),
+    # ... and two of Python's names that shops write, read as browsers read their standard names.
+    ("latin-1", "cp1252", "Robe d’été"), ("cp936", "gb18030", "连衣裙 €"),
+])
+def test_every_label_of_the_encoding_standard_is_read_as_browsers_read_it(label, encoding, title):
+    from shazzam.scrape.fetch import FetchResult
+
+    body = f"<title>{title}</title>".encode(encoding)
+    assert f"<title>{title}</title>" in FetchResult("https://shop.example/", 200, f"text/html; charset={label}", body).text()
+
+
 @pytest.mark.parametrize("body, title", [
     # Nothing declared: UTF-8 when the bytes read as UTF-8, else windows-1252.
     ("<title>Robe d’été</title>".encode(), "Robe d’été"),

@@ -148,21 +148,55 @@ def percent_encoded(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
 
 
-# Labels that browsers read as another encoding than Python's codec of that name (the WHATWG
-# Encoding Standard): "ISO-8859-1" pages are windows-1252 (curly quotes, the euro sign), Shift_JIS
-# is Microsoft's cp932, EUC-KR is cp949, GB2312 is GBK (a subset of GB18030).
-_WHATWG_CODECS = {
-    **dict.fromkeys(("iso-8859-1", "iso8859-1", "iso88591", "iso_8859-1", "latin1", "latin-1", "l1", "ascii", "us-ascii",
-                     "iso-ir-100", "cp819", "ibm819", "csisolatin1", "x-cp1252"), "cp1252"),
-    **dict.fromkeys(("iso-8859-9", "iso8859-9", "iso88599", "latin5", "l5", "csisolatin5"), "cp1254"),
-    **dict.fromkeys(("iso-8859-11", "iso8859-11", "tis-620", "windows-874", "dos-874"), "cp874"),
-    **dict.fromkeys(("shift_jis", "shift-jis", "sjis", "x-sjis", "windows-31j", "ms932", "ms_kanji", "csshiftjis"), "cp932"),
-    **dict.fromkeys(("euc-kr", "ks_c_5601-1987", "ks_c_5601-1989", "ksc5601", "ksc_5601", "windows-949", "cseuckr", "korean"), "cp949"),
-    **dict.fromkeys(("gb2312", "gbk", "x-gbk", "chinese", "csgb2312", "gb_2312", "gb_2312-80", "iso-ir-58", "cp936"), "gb18030"),
-    **dict.fromkeys(("iso-8859-8-i", "csiso88598i", "logical"), "iso-8859-8"),
-    **dict.fromkeys(("macintosh", "mac", "x-mac-roman", "csmacintosh"), "mac-roman"),
-    "big5": "big5hkscs", "x-mac-cyrillic": "mac-cyrillic",
-}
+# Every label of the WHATWG Encoding Standard (its encodings.json) for an encoding Python has a codec
+# for, as the codec that reads what browsers read: "ISO-8859-1" pages are windows-1252 (curly quotes,
+# the euro sign), Shift_JIS is Microsoft's cp932, EUC-KR is cp949, GBK is read as GB18030 (its
+# superset), KOI8-RU as KOI8-U, "utf-16" and "unicode" as UTF-16LE. Not its "replacement" labels
+# (HZ-GB-2312, ISO-2022-KR and -CN: browsers show none of such a page) nor x-user-defined: Python's
+# codec of that name, if any, reads them. Two of Python's names that shops write, latin-1 and cp936,
+# are read as browsers read their standard names; any other label as Python names it.
+_WHATWG_CODECS = {label: codec for codec, labels in (
+    ("utf-8", "unicode-1-1-utf-8 unicode11utf8 unicode20utf8 utf-8 utf8 x-unicode20utf8"),
+    ("cp866", "866 cp866 csibm866 ibm866"),
+    ("iso8859-2", "csisolatin2 iso-8859-2 iso-ir-101 iso8859-2 iso88592 iso_8859-2 iso_8859-2:1987 l2 latin2"),
+    ("iso8859-3", "csisolatin3 iso-8859-3 iso-ir-109 iso8859-3 iso88593 iso_8859-3 iso_8859-3:1988 l3 latin3"),
+    ("iso8859-4", "csisolatin4 iso-8859-4 iso-ir-110 iso8859-4 iso88594 iso_8859-4 iso_8859-4:1988 l4 latin4"),
+    ("iso8859-5", "csisolatincyrillic cyrillic iso-8859-5 iso-ir-144 iso8859-5 iso88595 iso_8859-5 iso_8859-5:1988"),
+    ("iso8859-6", "arabic asmo-708 csiso88596e csiso88596i csisolatinarabic ecma-114 iso-8859-6 iso-8859-6-e iso-8859-6-i "
+                  "iso-ir-127 iso8859-6 iso88596 iso_8859-6 iso_8859-6:1987"),
+    ("iso8859-7", "csisolatingreek ecma-118 elot_928 greek greek8 iso-8859-7 iso-ir-126 iso8859-7 iso88597 iso_8859-7 "
+                  "iso_8859-7:1987 sun_eu_greek"),
+    ("iso8859-8", "csiso88598e csisolatinhebrew hebrew iso-8859-8 iso-8859-8-e iso-ir-138 iso8859-8 iso88598 iso_8859-8 "
+                  "iso_8859-8:1988 visual csiso88598i iso-8859-8-i logical"),  # -i is logical order: the same characters
+    ("iso8859-10", "csisolatin6 iso-8859-10 iso-ir-157 iso8859-10 iso885910 l6 latin6"),
+    ("iso8859-13", "iso-8859-13 iso8859-13 iso885913"),
+    ("iso8859-14", "iso-8859-14 iso8859-14 iso885914"),
+    ("iso8859-15", "csisolatin9 iso-8859-15 iso8859-15 iso885915 iso_8859-15 l9"),
+    ("iso8859-16", "iso-8859-16"),
+    ("koi8-r", "cskoi8r koi koi8 koi8-r koi8_r"),
+    ("koi8-u", "koi8-ru koi8-u"),
+    ("mac-roman", "csmacintosh mac macintosh x-mac-roman"),
+    ("cp874", "dos-874 iso-8859-11 iso8859-11 iso885911 tis-620 windows-874"),
+    ("cp1250", "cp1250 windows-1250 x-cp1250"),
+    ("cp1251", "cp1251 windows-1251 x-cp1251"),
+    ("cp1252", "ansi_x3.4-1968 ascii cp1252 cp819 csisolatin1 ibm819 iso-8859-1 iso-ir-100 iso8859-1 iso88591 iso_8859-1 "
+               "iso_8859-1:1987 l1 latin1 us-ascii windows-1252 x-cp1252 latin-1"),
+    ("cp1253", "cp1253 windows-1253 x-cp1253"),
+    ("cp1254", "cp1254 csisolatin5 iso-8859-9 iso-ir-148 iso8859-9 iso88599 iso_8859-9 iso_8859-9:1989 l5 latin5 windows-1254 x-cp1254"),
+    ("cp1255", "cp1255 windows-1255 x-cp1255"),
+    ("cp1256", "cp1256 windows-1256 x-cp1256"),
+    ("cp1257", "cp1257 windows-1257 x-cp1257"),
+    ("cp1258", "cp1258 windows-1258 x-cp1258"),
+    ("mac-cyrillic", "x-mac-cyrillic x-mac-ukrainian"),
+    ("gb18030", "chinese csgb2312 csiso58gb231280 gb2312 gb_2312 gb_2312-80 gbk iso-ir-58 x-gbk gb18030 cp936"),
+    ("big5hkscs", "big5 big5-hkscs cn-big5 csbig5 x-x-big5"),
+    ("euc-jp", "cseucpkdfmtjapanese euc-jp x-euc-jp"),
+    ("iso2022-jp", "csiso2022jp iso-2022-jp"),
+    ("cp932", "csshiftjis ms932 ms_kanji shift-jis shift_jis sjis windows-31j x-sjis"),
+    ("cp949", "cseuckr csksc56011987 euc-kr iso-ir-149 korean ks_c_5601-1987 ks_c_5601-1989 ksc5601 ksc_5601 windows-949"),
+    ("utf-16-be", "unicodefffe utf-16be"),
+    ("utf-16-le", "csunicode iso-10646-ucs-2 ucs-2 unicode unicodefeff utf-16 utf-16le"),
+) for label in labels.split()}
 
 
 # A gzip file is one member, or a few concatenated (``cat a.gz b.gz``); thousands of tiny ones are
