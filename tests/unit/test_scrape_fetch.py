@@ -539,6 +539,16 @@ def test_every_label_of_the_encoding_standard_is_read_as_browsers_read_it(label,
     assert f"<title>{title}</title>" in FetchResult("https://shop.example/", 200, f"text/html; charset={label}", body).text()
 
 
+def test_euc_jp_is_read_as_browsers_read_it_with_the_rows_microsoft_adds():
+    from shazzam.scrape.fetch import FetchResult
+
+    # ① ㈱ Ⅱ (NEC's row 13) and 髙 (its selection of IBM's kanji, row 92), which Python's euc_jp has no
+    # character for, as browsers show them; then a pair no table has (row 9), one U+FFFD; then text.
+    body = "<title>花柄ワンピース ".encode("euc_jp") + b"\xad\xa1\xad\xea\xad\xb6 \xfc\xe2" + "島屋".encode("euc_jp") + b"\xa9\xa1" + "</title>".encode()
+    for content_type, head in (("text/html; charset=EUC-JP", b""), ("text/html", b'<meta charset="x-euc-jp">')):
+        assert FetchResult("https://shop.example/", 200, content_type, head + body).text() == head.decode() + "<title>花柄ワンピース ①㈱Ⅱ 髙島屋\ufffd</title>"
+
+
 @pytest.mark.parametrize("body, title", [
     # Nothing declared: UTF-8 when the bytes read as UTF-8, else windows-1252.
     ("<title>Robe d’été</title>".encode(), "Robe d’été"),

@@ -126,17 +126,41 @@ class FetchResult:
                 return self.body[len(bom) :].decode(encoding, errors="replace")
         header = re.search(r"charset\s*=\s*[\"']?([\w.:-]+)", self.content_type or "", re.I)
         if header and (codec := python_codec(header.group(1))):
-            return self.body.decode(codec, errors="replace")
+            return _decoded(self.body, codec)
         meta = _META_CHARSET.search(self.body[:1024])
         if meta and (codec := python_codec(meta.group(1).decode("ascii"))):
             # A <meta> read as ASCII bytes is in no UTF-16: its label means UTF-8 (the HTML standard's rule).
-            return self.body.decode("utf-8" if codecs.lookup(codec).name.startswith("utf-16") else codec, errors="replace")
+            return _decoded(self.body, "utf-8" if codecs.lookup(codec).name.startswith("utf-16") else codec)
         text = self.body.decode("utf-8", errors="replace")
         # By the balance of evidence: a Latin-1 byte pair can happen to be UTF-8 ("É\xa0"), and a
         # UTF-8 page can hold a stray Latin-1 byte (a footer's "Café").
         if text.count("\ufffd") > len(re.findall(r"[^\x00-\x7f\ufffd]", text)):
             return self.body.decode("cp1252", errors="replace")
         return text
+
+
+def _decoded(body: bytes, codec: str) -> str:
+    """The body in `codec`, what it has no character for replaced, or in EUC-JP read as browsers read it."""
+    return body.decode(codec, errors="euc-jp-as-browsers" if codecs.lookup(codec).name == "euc_jp" else "replace")
+
+
+def _euc_jp_as_browsers(error: UnicodeDecodeError) -> tuple[str, int]:
+    """Where Python's euc_jp reads no character in a pair of bytes, what the WHATWG decoder reads: the
+    rows Microsoft's code page adds to JIS X 0208 (NEC's row 13: ①, ㈱, Ⅱ; its selection of IBM's
+    kanji, rows 89 to 92: 髙, 﨑), from cp932, with whose Shift_JIS the standard's EUC-JP shares its
+    index; else U+FFFD for the pair. euc_jis_2004 reads row 13 too, but other kanji in rows 89 to 92."""
+    pair = bytes(error.object[error.start : error.start + 2])
+    if len(pair) < 2 or not (0xA1 <= pair[0] <= 0xFE and 0xA1 <= pair[1] <= 0xFE):
+        return "\ufffd", error.end
+    row, cell = pair[0] - 0xA1, pair[1] - 0xA1  # the pair's place in JIS X 0208, as Shift_JIS writes it:
+    shift_jis = bytes(((row >> 1) + (0x81 if row < 62 else 0xC1), cell + 0x9F if row % 2 else cell + (0x40 if cell < 63 else 0x41)))
+    try:
+        return shift_jis.decode("cp932"), error.start + 2
+    except UnicodeDecodeError:
+        return "\ufffd", error.start + 2
+
+
+codecs.register_error("euc-jp-as-browsers", _euc_jp_as_browsers)
 
 
 def percent_encoded(url: str) -> str:
