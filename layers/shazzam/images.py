@@ -13,6 +13,7 @@ import io
 import logging
 import struct
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -217,16 +218,33 @@ def to_rgb(image: Image.Image) -> Image.Image:
 WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
+# Rows of a wide grey image converted at a time: each step makes full-size temporaries (NaN-free
+# copy, scaled, clipped), and a 40-megapixel float image's took about 800 MB at once.
+_BAND_PIXELS = 1 << 20
+
+
+def _bands(array: np.ndarray) -> Iterator[slice]:
+    rows = max(1, _BAND_PIXELS // max(1, array.shape[1]))
+    return (slice(start, start + rows) for start in range(0, len(array), rows))
+
+
 def _eight_bit_grey(array: np.ndarray, mode: str) -> np.ndarray:
     """16-bit (or 32-bit int) grey to 8 bits as the eye sees it (value / 257), float 0..1 to 0..255.
-    A 32-bit image whose values all fit 8 bits is taken as 8-bit."""
+    A 32-bit image whose values all fit 8 bits is taken as 8-bit. Converted a band of rows at a
+    time, so the temporaries are a band's, not the image's."""
+    grey = np.empty(array.shape, np.uint8)
     if mode == "F":
-        top = float(np.nanmax(array)) if array.size and not np.isnan(array).all() else 0.0
-        scaled = np.nan_to_num(array, nan=0.0) * (255.0 if top <= 1.0 else 1.0)
-        return np.clip(scaled, 0, 255).astype(np.uint8)
-    if mode == "I" and (not array.size or array.max() <= 255):
-        return np.clip(array, 0, 255).astype(np.uint8)
-    return (np.clip(array, 0, 65535) // 257).astype(np.uint8)
+        tops = [np.nanmax(array[rows]) for rows in _bands(array) if not np.isnan(array[rows]).all()]
+        scale = 255.0 if not tops or max(tops) <= 1.0 else 1.0
+        for rows in _bands(array):
+            grey[rows] = np.clip(np.nan_to_num(array[rows], nan=0.0) * scale, 0, 255).astype(np.uint8)
+    elif mode == "I" and (not array.size or array.max() <= 255):
+        for rows in _bands(array):
+            grey[rows] = np.clip(array[rows], 0, 255).astype(np.uint8)
+    else:
+        for rows in _bands(array):
+            grey[rows] = (np.clip(array[rows], 0, 65535) // 257).astype(np.uint8)
+    return grey
 
 
 def get_subsection_of_image(image: Image.Image, box: Box | list[int] | tuple[int, int, int, int]) -> Image.Image:

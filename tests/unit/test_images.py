@@ -575,3 +575,24 @@ def test_the_largest_photo_accepted_fits_the_standardise_functions_memory(tmp_pa
         del image
     peak_mb = int(subprocess.run([sys.executable, "-c", MEASURE_PEAK, str(path)], capture_output=True, text=True, check=True).stdout)
     assert peak_mb < 0.85 * wiring.by_name("standardise").memory_mb, peak_mb
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int32])
+def test_a_wide_grey_photo_is_made_8_bit_with_temporaries_of_a_band_not_of_the_photo(dtype):
+    """A 40-megapixel float TIFF made the search function (1,536 MB) run out of memory: each step
+    of the conversion made a full-size temporary. Here a 16-megapixel grey photo's conversion
+    may take its 8-bit result and a few bands, well under the photo's own size."""
+    import tracemalloc
+
+    from shazzam.images import _eight_bit_grey
+
+    array = np.full((4000, 4000), 0.5 if dtype == np.float32 else 30000, dtype)
+    array[0, 0] = np.nan if dtype == np.float32 else 65535
+    tracemalloc.start()
+    try:
+        grey = _eight_bit_grey(array, "F" if dtype == np.float32 else "I")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert grey.dtype == np.uint8 and grey[1, 1] == (127 if dtype == np.float32 else 116) and grey[0, 0] == (0 if dtype == np.float32 else 255)
+    assert peak < 0.6 * array.nbytes
