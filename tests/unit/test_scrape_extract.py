@@ -151,6 +151,7 @@ def test_gallery_images_srcset_lazy_and_protocol_relative_resolved_against_the_p
         # a file name beside the page is an address all the same
         ('<img src="/img/loader.gif" data-lazy="shirt-4.webp">', "/en/p/shirt-4.webp"),
         ('<img src="/img/loader.gif" data-lazy="shirt-5.jpeg?v=3">', "/en/p/shirt-5.jpeg?v=3"),
+        ('<img src="/img/loader.gif" data-lazy="shirt (1).jpg">', "/en/p/shirt%20(1).jpg"),  # a name ending in a bracket
         ('<img src="/img/blank.png" data-lazy-srcset="shirt-6.jpg 1x, shirt-7.jpg 2x">', "/en/p/shirt-7.jpg"),
         ('<img src="/img/blank.png" data-flickity-lazyload="//shop.example/img/shirt-8.png">', "/img/shirt-8.png"),
     ],

@@ -98,11 +98,11 @@ _LAZY_SRC = ("data-src", "data-lazy-src", "data-lazy", "data-flickity-lazyload",
 _LAZY_SRCSET = ("data-srcset", "data-lazy-srcset", "data-flickity-lazyload-srcset", "srcset")
 # Attributes that other scripts also set to a flag (data-lazy="true", "lazy", "1", ".lazy", "1.25"):
 # their value is a picture only when it looks like an address (a path, a scheme, or a file name:
-# a name, then an extension that starts with a letter, so neither a class nor a number), else the
-# next attribute (finally src) is.
+# a name ending in any character but a space, as in "shirt (1).jpg", then an extension that starts
+# with a letter, so neither a class nor a number), else the next attribute (finally src) is.
 _LAZY_OR_FLAG = frozenset(("data-lazy", "data-lazy-srcset", "data-flickity-lazyload", "data-flickity-lazyload-src",
                            "data-flickity-lazyload-srcset"))
-_ADDRESS_LIKE = re.compile(r"/|\w\.[a-z][a-z0-9]{1,4}\b|^\s*https?:", re.I)
+_ADDRESS_LIKE = re.compile(r"/|\S\.[a-z][a-z0-9]{1,4}\b|^\s*https?:", re.I)
 
 
 def _picture_attribute(attrs: dict[str, str | None], name: str) -> str:
