@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -179,22 +180,35 @@ def test_the_search_function_logs_to_stderr_under_the_command_too(tmp_path, monk
     assert '"message":"unhandled error"' in err and '"service":"shazzam-search"' in err
 
 
-def test_each_command_in_a_process_logs_at_its_own_level_and_leaves_the_environment_as_it_was(tmp_path, monkeypatch, capsys):
+def test_each_command_in_a_process_logs_at_its_own_level_and_leaves_the_environment_as_it_was(tmp_path, monkeypatch, capsys, caplog):
     """main() set $POWERTOOLS_LOG_LEVEL for good: a --verbose command after a quiet one in the same
-    process logged nothing, and the rest of the process inherited the quiet one's WARNING."""
+    process logged nothing, and the rest of the process inherited the quiet one's WARNING. The
+    root logger's level, which the stdlib loggers (the scraper's) follow, was set only by the
+    process's first command, and kept after it."""
     from shazzam import cli
 
     monkeypatch.delenv("POWERTOOLS_LOG_LEVEL", raising=False)
+    invoke = cli.cmd_invoke
 
-    def logged_done(*options: str) -> bool:
+    def invoke_as_the_scraper_logs(args):
+        logging.getLogger("shazzam.scrape.extract").info("scraped")
+        return invoke(args)
+
+    monkeypatch.setattr(cli, "cmd_invoke", invoke_as_the_scraper_logs)
+    root_level = logging.getLogger().level
+
+    def logged_done(*options: str) -> tuple[bool, bool]:
+        """Whether the function's logger, and the scraper's, logged at INFO."""
+        caplog.clear()
         event = str(REPO / "events" / "scheduled-index.json")
         assert cli.main(["--data-dir", str(tmp_path), "--quiet", *options, "invoke", "index", event, "--json"]) == 0
-        return '"message":"done"' in capsys.readouterr().err
+        return '"message":"done"' in capsys.readouterr().err, "scraped" in caplog.messages
 
-    assert [logged_done(), logged_done("--verbose"), logged_done()] == [False, True, False]
+    assert [logged_done(), logged_done("--verbose"), logged_done()] == [(False, False), (True, True), (False, False)]
+    assert logged_done("--verbose") == (True, True) and logging.getLogger().level == root_level
     assert "POWERTOOLS_LOG_LEVEL" not in os.environ
     monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "INFO")  # the user's own wins
-    assert logged_done() and os.environ["POWERTOOLS_LOG_LEVEL"] == "INFO"
+    assert logged_done()[0] and os.environ["POWERTOOLS_LOG_LEVEL"] == "INFO"
 
 
 def test_a_serving_model_that_is_not_there_is_one_line_and_status_2(tmp_path):
