@@ -431,7 +431,7 @@ _GROUP_SEPARATORS = "[ \u00a0\u202f\u2009'\u2019]"
 _PRICE_NUMBER = re.compile(rf"-?\d{{1,3}}(?:{_GROUP_SEPARATORS}\d{{3}})+(?:[.,]\d+)?(?!\d)|-?\d[\d.,]*")
 _SCIENTIFIC = re.compile(r"-?\d+(?:\.\d+)?[eE][+-]?\d+")
 # What follows a price in whole units: a dash after its separator ("12,-", "2.500,–", "49.—", "99,−":
-# hyphen, en or em dash, minus sign), or ":-" (Swedish "1.299:-").
+# hyphen, en or em dash, minus sign), or ":-" (Swedish "1.299:-", which still keeps öre: "24,90:-").
 _WHOLE_UNITS_MARK = re.compile("(?:(?<=[.,])|:)[-\u2013\u2014\u2212]")
 # "29€90" (French): the euro sign between euros and cents is the decimal point.
 _EURO_AS_POINT = re.compile(r"€(\d\d)(?![\d€])")
@@ -490,7 +490,9 @@ def parse_price(value: Any, currency: str | None = None) -> Decimal | None:
             return None
         text = re.sub(_GROUP_SEPARATORS, "", match.group())
         if _WHOLE_UNITS_MARK.match(unescaped, match.end()):
-            text = re.sub(r"[.,]", "", text)  # "12,-", "2.500,–", "1.299:-": whole units
+            # "12,-", "2.500,–": no separator is a decimal point; "1.299:-": a dot before three digits
+            # groups thousands, but "24,90:-" and "49.95:-" have decimals
+            text = re.sub(r"[.,]" if text[-1:] in ".," else r"\.(?=\d{3}\b)", "", text)
         elif text.isdigit() and (cents := _EURO_AS_POINT.match(unescaped, match.end())):
             text += "." + cents.group(1)
         text = text.rstrip(".,")
