@@ -515,6 +515,23 @@ def test_a_name_in_several_languages_is_the_one_in_the_pages_language():
     assert product.title == "Robe" and len(product.image_urls) == 2  # a list of pictures stays a list
 
 
+def test_a_property_with_several_values_in_the_pages_language_keeps_them_all():
+    """Only one value of a list of language-tagged ones was kept, though all were in one language:
+    the sizes were "S" alone, and a category of "Women", "Dresses" lost the dress."""
+    def tagged(language: str, *values: str) -> list[dict[str, str]]:
+        return [{"@language": language, "@value": value} for value in values]
+
+    block = {"@type": "Product", "name": "Dress", "image": "/k.jpg", "offers": {"price": "10", "priceCurrency": "EUR"},
+             "size": tagged("en", "S", "M", "L"), "category": tagged("en", "Women", "Dresses")}
+    [product] = extract_products(f'<html lang="en"><script type="application/ld+json">{json.dumps(block)}</script>', PAGE)
+    assert product.sizes == ("S", "M", "L") and product.category == "dress"
+    # in several languages, those in the page's, else the first's
+    block.update(name=tagged("fr", "Robe") + tagged("de", "Kleid"), size=tagged("fr", "S", "M") + tagged("de", "XS", "S", "M"))
+    script = f'<script type="application/ld+json">{json.dumps(block)}</script>'
+    assert [(p.title, p.sizes) for p in extract_products(f'<html lang="de-CH">{script}', PAGE)] == [("Kleid", ("XS", "S", "M"))]
+    assert [(p.title, p.sizes) for p in extract_products(script, PAGE)] == [("Robe", ("S", "M"))]
+
+
 def test_a_lone_price_of_zero_is_no_price_in_every_vocabulary():
     """A garment is never free: 0 is a theme's placeholder, which no max_price filter should let through."""
     microdata = ('<div itemscope itemtype="https://schema.org/Product"><span itemprop="name">Kleid</span><img itemprop="image" src="/k.jpg">'

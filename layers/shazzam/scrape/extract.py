@@ -997,8 +997,9 @@ def _resolved(json_ld: list[Any]) -> list[Any]:
 def _in_language(json_ld: list[Any], language: str | None) -> list[Any]:
     """The blocks with each value given in several languages ([{"@language": "fr", "@value": "Robe"},
     {"@language": "de", "@value": "Kleid"}], a name or a description) as the one in `language`, the
-    page's (its primary subtag: "fr" for "fr-CH"), else the first: a list is no text, and the product
-    was dropped for having no name."""
+    page's (its primary subtag: "fr" for "fr-CH"), else the first's: a list is no text, and the
+    product was dropped for having no name. The values of a property with several in that language
+    (sizes "S", "M", "L"; categories "Women", "Dresses") stay a list."""
     wanted = (language or "").split("-")[0].lower()
 
     def choose(value: Any, depth: int = 0) -> Any:
@@ -1006,7 +1007,10 @@ def _in_language(json_ld: list[Any], language: str | None) -> list[Any]:
             return {key: choose(item, depth + 1) for key, item in value.items()} if depth < 64 else value
         if isinstance(value, list):
             if value and all(isinstance(v, dict) and "@value" in v for v in value) and any("@language" in v for v in value):
-                return next((v for v in value if str(v.get("@language", "")).split("-")[0].lower() == wanted), value[0])
+                languages = [str(v.get("@language", "")).split("-")[0].lower() for v in value]
+                chosen = wanted if wanted in languages else languages[0]
+                kept = [v for v, in_language in zip(value, languages) if in_language == chosen]
+                return kept[0] if len(kept) == 1 else kept
             return [choose(item, depth + 1) for item in value] if depth < 64 else value
         return value
 
