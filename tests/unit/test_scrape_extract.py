@@ -54,7 +54,7 @@ def test_best_srcset_candidate(srcset, expected):
      ("1.2E3", "1200"), ("2e2", "200"),
      # other scripts' digits and separators: Arabic, full-width (a Japanese input method's); the euro sign as decimal point
      ("١٬٢٣٤٫٥٠ د.إ", "1234.50"), ("١٢٫٥٠", "12.50"), ("۱۲٫۵۰", "12.50"), ("１２，８００円", "12800"), ("￥１，２９９", "1299"),
-     ("１９．９９", "19.99"), ("29€90", "29.90"), ("1 299€90", "1299.90"), ("29€", "29"), ("29€900", "29"), ("19⁹⁹ €", "19")],
+     ("１９．９９", "19.99"), ("29€90", "29.90"), ("1 299€90", "1299.90"), ("1.299€90", "1299.90"), ("1.299.000€90", "1299000.90"), ("12.5€90", "12.5"), ("29€", "29"), ("29€900", "29"), ("19⁹⁹ €", "19")],
 )
 def test_parse_price_with_commas_and_symbols(text, expected):
     assert parse_price(text) == (Decimal(expected) if expected else None)

@@ -493,8 +493,8 @@ def parse_price(value: Any, currency: str | None = None) -> Decimal | None:
             # "12,-", "2.500,–": no separator is a decimal point; "1.299:-": a dot before three digits
             # groups thousands, but "24,90:-" and "49.95:-" have decimals
             text = re.sub(r"[.,]" if text[-1:] in ".," else r"\.(?=\d{3}\b)", "", text)
-        elif text.isdigit() and (cents := _EURO_AS_POINT.match(unescaped, match.end())):
-            text += "." + cents.group(1)
+        elif re.fullmatch(r"\d+|\d{1,3}(\.\d{3})+", text) and (cents := _EURO_AS_POINT.match(unescaped, match.end())):
+            text = text.replace(".", "") + "." + cents.group(1)  # "1.299€90": the dots group thousands
         text = text.rstrip(".,")
         if "," in text and "." in text:
             if text.rfind(",") > text.rfind("."):
