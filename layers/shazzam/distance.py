@@ -170,10 +170,15 @@ def take_rows(codes: np.ndarray, low_bits: np.ndarray, rows: np.ndarray) -> tupl
     whole bytes of the stream move with it, so no code is joined or split again."""
     rows = np.asarray(rows, np.int64)
     offsets = low_bit_offsets(codes)
-    starts, sizes = offsets[rows], offsets[rows + 1] - offsets[rows]
-    # Byte i of the new stream, in its row's bytes at b: that row's start in the old stream + b.
-    at = np.repeat(starts - (np.cumsum(sizes) - sizes), sizes) + np.arange(int(sizes.sum()))
-    return codes[rows], low_bits[at]
+    pieces = [low_bits[:0]]
+    # A block of rows at a time: the byte positions are int64, 8 times the stream they index.
+    for start in range(0, len(rows), CHUNK_ROWS):
+        block = rows[start : start + CHUNK_ROWS]
+        starts, sizes = offsets[block], offsets[block + 1] - offsets[block]
+        # Byte i of the new stream, in its row's bytes at b: that row's start in the old stream + b.
+        at = np.repeat(starts - (np.cumsum(sizes) - sizes), sizes) + np.arange(int(sizes.sum()))
+        pieces.append(low_bits[at])
+    return codes[rows], np.concatenate(pieces)
 
 
 def join_codes(codes: np.ndarray, low_bits: np.ndarray | None, offsets: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:

@@ -203,7 +203,9 @@ def unpack_ids(arrays: dict[str, np.ndarray], count: int) -> list[str]:
     for position, unit in zip((41, 42, 43), (100, 10, 1)):
         chars[:, position] = ord("0") + index // unit % 10
     ids = np.empty(count, dtype=object)
-    ids[packed] = chars.view("S44").ravel().astype("U44") if len(chars) else []
+    # Sliced from one string: a U44 array on the way would take 176 bytes an id.
+    packed_text = str(chars, "ascii")
+    ids[packed] = [packed_text[start : start + 44] for start in range(0, len(packed_text), 44)]
     text = arrays["id_text"].tobytes().decode()
     others = text.split("\n") if (~packed).any() else []
     if len(others) != (~packed).sum():
@@ -392,6 +394,9 @@ def publish(
             codes, low_bits = parts[0][1], parts[0][2]
         else:
             codes, low_bits = np.zeros((0, 0), np.uint8), np.zeros(0, np.uint8)
+        # The old shard goes before the new one is taken and encoded: three copies of a large
+        # category's codes alive at once pass the function's memory.
+        del current, kept, parts
         codes, low_bits = take_rows(codes, low_bits, rows)
         shard = Shard(category, ids, codes, model=model, low_bits=low_bits, step=step or QUANT_STEP)
         version = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"

@@ -158,8 +158,10 @@ def test_split_codes_round_trip():
     np.testing.assert_array_equal(join_codes(codes, None), 8 * codes.astype(int))
 
 
+@pytest.mark.parametrize("block_rows", [distance.CHUNK_ROWS, 2], ids=["one-block", "blocks-of-2"])
 @pytest.mark.parametrize("rows", [[7, 2, 2, 0], [], list(range(9))], ids=["some-reordered", "none", "all"])
-def test_take_rows_moves_each_rows_codes_and_quarter_bits(rows):
+def test_take_rows_moves_each_rows_codes_and_quarter_bits(rows, block_rows, monkeypatch):
+    monkeypatch.setattr(distance, "CHUNK_ROWS", block_rows)
     rng = np.random.default_rng(1)
     fine = fine_codes(l2_normalise(np.maximum(rng.normal(size=(9, 19)), 0)))
     fine[4] = 0  # a row without quarter bits
