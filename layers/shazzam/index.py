@@ -509,11 +509,16 @@ def compact(store: ObjectStore, model: str, on_merged: Callable[[str, list[str]]
     A category's shard of another model is replaced whole by one of `model`; `on_shard_replaced(category)`
     is told first, so that the items the replaced shard held are embedded again (whatever model
     embedded them last: switched back before re-embedding ended, an item still embedded by `model`
-    was in the replaced shard only). Returns, per category, the ids added and removed.
+    was in the replaced shard only). Categories go smallest first (items held and pending): one too
+    large for the function's memory kills the run, which no handler can catch, and then only after
+    the others are merged; the run still fails, every time, until the function has the memory.
+    Returns, per category, the ids added and removed.
     """
     report = {}
     pending, removed = vector_keys(store, PENDING_PREFIX), vector_keys(store, REMOVED_PREFIX, suffix="")
-    for category in sorted(set(pending) | set(removed)):
+    shards = read_manifest(store)[0]["shards"] if pending or removed else {}
+    held = {category: entry.get("count", 0) for category, entry in shards.items()}
+    for category in sorted(set(pending) | set(removed), key=lambda name: (held.get(name, 0) + len(pending.get(name, [])), name)):
         for _attempt in range(PUBLISH_ATTEMPTS):
             try:
                 report[category] = _compact_category(store, model, category, pending.get(category, []), removed.get(category, []),

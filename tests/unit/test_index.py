@@ -836,3 +836,23 @@ def test_an_item_refiled_out_and_back_before_the_run_stays_in_its_shard(store):
     assert compact(store, "m")["top"] == {"added": ["a-000"], "removed": [], "total": 2}
     assert "a-000" in live_shard(store, "top").ids
     assert not list(store.list("vectors/removed/")) and not list(store.list("vectors/pending/"))
+
+
+def test_a_category_too_large_for_the_function_does_not_hold_back_the_others(store, monkeypatch):
+    """A run killed for memory on a large category (here: made to fail there) merged no category
+    after it in name order, every run; the smaller ones now go first, and the run still fails."""
+    publish(store, "dresses", add=vectors([f"d{i}" for i in range(20)]), model="m")
+    for name, category in (("a-000", "dresses"), ("b-000", "tops"), ("c-000", "shoes")):
+        store.put(f"vectors/pending/{category}/{name}.npy", encode_vector(np.ones(DIM), "m"))
+    publish_ = index.publish
+
+    def killed_on_dresses(store_, category, **kwargs):
+        if category == "dresses":
+            raise MemoryError("Runtime exited with error: signal: killed")
+        return publish_(store_, category, **kwargs)
+
+    monkeypatch.setattr(index, "publish", killed_on_dresses)
+    with pytest.raises(MemoryError):
+        compact(store, "m")
+    assert live_shard(store, "tops").ids == ["b-000"] and live_shard(store, "shoes").ids == ["c-000"]
+    assert [info.key for info in store.list("vectors/pending/")] == ["vectors/pending/dresses/a-000.npy"]
