@@ -66,8 +66,11 @@ FUNCTIONS: tuple[Function, ...] = (
     # 1 GB: a 40-megapixel photo with transparency takes about 700 MB to decode and flatten.
     Function("standardise", "Crop and standardise each detected garment", (ObjectCreated("detections/", ".json"),), memory_mb=1024),
     Function("embed", "Embed and categorise a standardised garment", (ObjectCreated("standard/", ".png"),), memory_mb=1024),
-    Function("index", "Merge pending vectors into the category shards", (Schedule("rate(5 minutes)"),), timeout_s=300),
-    Function("revalidate", "Re-check product pages; drop dead items", (Schedule("cron(0 14 * * ? *)"),), timeout_s=900),
+    # 1 GB: both publish whole category shards (index.compact, pipeline.drop_dead_vectors), which
+    # peaks at about 160 MiB + 0.65 MiB per 1,000 items (420 MiB at 400k through S3): enough to
+    # about 1.3M items in a category, where 512 MB ran out at about 540k.
+    Function("index", "Merge pending vectors into the category shards", (Schedule("rate(5 minutes)"),), memory_mb=1024, timeout_s=300),
+    Function("revalidate", "Re-check product pages; drop dead items", (Schedule("cron(0 14 * * ? *)"),), memory_mb=1024, timeout_s=900),
     Function(
         "search",
         "The public API: find garments in a photo and the most similar items",
