@@ -380,7 +380,7 @@ def touch_products(db: Database, product_ids: Sequence[str]) -> None:
 
 
 def page_cache(db: Database, shop_id: str) -> dict[str, dict]:
-    """url -> {etag, last_modified, content_sha256, checked_at} of every URL of the shop visited before."""
+    """url -> {etag, last_modified, content_sha256, checked_at (a scrape round's last visit)} of every URL of the shop visited before."""
     columns = (http_cache.c.url, http_cache.c.etag, http_cache.c.last_modified, http_cache.c.content_sha256, http_cache.c.checked_at)
     with db.transaction() as connection:
         rows = connection.execute(sa.select(*columns).where(http_cache.c.shop_id == shop_id))
@@ -388,7 +388,10 @@ def page_cache(db: Database, shop_id: str) -> dict[str, dict]:
 
 
 @retried_on_deadlock
-def save_page_cache(db: Database, shop_id: str, url: str, etag: str | None, last_modified: str | None, content_sha256: str | None) -> None:
+def save_page_cache(db: Database, shop_id: str, url: str, etag: str | None, last_modified: str | None, content_sha256: str | None,
+                    checked: bool = True) -> None:
+    """The URL's validators and body hash, and when `checked`, that a scrape round visited it now
+    (mark_page_checked); a revalidation's visit keeps the validators only."""
     now = utcnow()
     values = {
         "id": _url_key(url),
@@ -398,15 +401,18 @@ def save_page_cache(db: Database, shop_id: str, url: str, etag: str | None, last
         "last_modified": (last_modified or None) and last_modified[:64],
         "content_sha256": content_sha256,
         "fetched_at": now,
-        "checked_at": now,
     }
+    if checked:
+        values["checked_at"] = now
     with db.transaction() as connection:
         connection.execute(upsert(connection, http_cache, values))
 
 
 @retried_on_deadlock
 def mark_page_checked(db: Database, shop_id: str, url: str) -> None:
-    """Visited now, whatever came of it (unchanged, gone, an error): its validators stay."""
+    """Visited now by a scrape round, whatever came of it (unchanged, gone, an error): its validators
+    stay. The round's next pass leaves it out (Crawl's round_started); a revalidation's visits are
+    no round's, or the scrape after it would read none of the pages it checked."""
     now = utcnow()
     values = {"id": _url_key(url), "shop_id": shop_id, "url": url, "fetched_at": now, "checked_at": now}
     with db.transaction() as connection:

@@ -132,8 +132,8 @@ http_cache = sa.Table(
     sa.Column("last_modified", sa.String(64)),
     sa.Column("content_sha256", sa.String(64)),
     sa.Column("fetched_at", sa.DateTime, nullable=False),
-    # v4: when a scrape or revalidate last visited the URL, whatever came of it; a scrape round cut
-    # short by its time budget goes on with the pages it has not visited yet.
+    # v4: when a scrape round last visited the URL, whatever came of it; a round cut short by its time
+    # budget goes on with the pages it has not visited yet (revalidate's visits are no round's).
     sa.Column("checked_at", sa.DateTime),
 )
 

@@ -978,6 +978,20 @@ def test_a_pass_out_of_time_leaves_the_rest_of_the_round_to_the_next(runtime, sh
     assert catalogue.shops_by_id(runtime.db)[shop_id]["last_scraped_at"] is not None
 
 
+def test_the_round_after_a_revalidation_reads_the_pages_it_checked(runtime, shop):
+    """Revalidate's visits are no scrape round's: the next round reads every page again, so that a
+    price cut or a removal after revalidate's run waits for the next scrape, not for the one after."""
+    register(runtime, shop)
+    pipeline.scrape(runtime.app)
+    assert pipeline.revalidate(runtime.app)["products_checked"] == 15
+    shop.set_price("twin-a", "9.00")
+    shop.remove("microdata")
+    report = pipeline.scrape(runtime.app)
+    assert report["products_changed"] == 1 and report["products_dead"] == 1
+    assert product(runtime, shop, "microdata")["dead_reason"] == "http-404"
+    assert catalogue.active_shops(runtime.db)[0]["last_scraped_at"] is not None
+
+
 def test_runs_with_a_limit_go_on_with_the_pages_the_last_did_not_reach(runtime, shop):
     register(runtime, shop)
     runs = [pipeline.scrape(runtime.app, limit=6) for _ in range(4)]  # 6 pages a run

@@ -75,7 +75,7 @@ class CachedPage:
     etag: str | None = None
     last_modified: str | None = None
     content_sha256: str | None = None
-    checked_at: datetime | None = None  # the last visit, whatever came of it
+    checked_at: datetime | None = None  # a scrape round's last visit, whatever came of it
 
 
 @dataclass

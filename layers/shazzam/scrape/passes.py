@@ -113,11 +113,15 @@ class SourcePass:
     """One scrape (or revalidation) of one source, writing to the catalogue and the store."""
 
     def __init__(self, app, shop_id: str, source: ShopSource, fetcher: Fetcher, summary: Summary,
-                 hashes: PictureHashes) -> None:
+                 hashes: PictureHashes, in_round: bool = False) -> None:
         self.app, self.db, self.shop_id, self.source = app, app.db, shop_id, source
         self.fetcher = fetcher
         self.summary = summary
         self.hashes = hashes  # of every stored image, shared by the sources
+        # Whether its visits are the shop's scrape round's (scrape_pass's crawl of it), which the
+        # round's next pass leaves out. A revalidation's share the pages' validators only: they are
+        # no round's, or the scrape after it would read none of the pages it checked.
+        self.in_round = in_round
         self.cache = catalogue.page_cache(self.db, shop_id)
         self.cached_pages = _cached(self.cache)
         self.known = catalogue.products_of_shop(self.db, shop_id)  # by product URL
@@ -158,7 +162,7 @@ class SourcePass:
         return self.by_page.get(page_url, [])
 
     def remember(self, url: str, cache: CachedPage) -> None:
-        catalogue.save_page_cache(self.db, self.shop_id, url, cache.etag, cache.last_modified, cache.content_sha256)
+        catalogue.save_page_cache(self.db, self.shop_id, url, cache.etag, cache.last_modified, cache.content_sha256, checked=self.in_round)
 
     # -- pages ----------------------------------------------------------------------------------
 
@@ -213,7 +217,7 @@ class SourcePass:
                         row.update(is_dead=True, dead_reason="removed")
                         counts["products_dead"] += 1
             self.remember(outcome.url, outcome.cache)
-        if outcome.state != "changed":
+        if outcome.state != "changed" and self.in_round:
             catalogue.mark_page_checked(self.db, self.shop_id, outcome.url)
 
     def refile(self, row: dict, page_url: str | None) -> None:
@@ -506,7 +510,7 @@ def scrape_pass(
             if deadline is not None and time.monotonic() >= deadline:
                 summary.counts["shops_left"] += 1
                 continue
-            visit = SourcePass(app, row["id"], source, base.with_policy(source.policy()), summary, hashes)
+            visit = SourcePass(app, row["id"], source, base.with_policy(source.policy()), summary, hashes, in_round=True)
             if visit.taken_off():
                 continue  # since the pass read the shops, minutes ago maybe
             summary.counts["shops"] += 1
@@ -546,6 +550,7 @@ def scrape_pass(
                 if crawl.feed_pages is not None:
                     visit.remove_unlisted(crawl.feed_pages, crawl.feed_read_in_parts)
                 catalogue.mark_shop_scraped(app.db, row["id"])
+                visit.in_round = False  # a page read again below (read_again) is no visit of the next round
             visits[row["id"]] = visit
         # Another shop's product whose copy of a picture died with one of these: it is searchable
         # again once it fetches its copy, and its shop's next round may be days away.
