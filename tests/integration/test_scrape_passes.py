@@ -1124,6 +1124,24 @@ def test_revalidate_keeps_to_its_budget_when_a_host_asks_to_retry_later(runtime,
     assert time.monotonic() - started < 1.5  # not 3 retries x 2 s for one page, then as long for its picture
 
 
+def test_a_shop_sending_its_pages_to_a_bot_challenge_or_a_maintenance_page_for_a_while_keeps_its_products(runtime, plain_shop):
+    shop, answers = one_page_shop(plain_shop, ["img/red.jpg"], lambda n: (200, jpeg(Image.new("RGB", (64, 64), (200, 30, 30))),
+                                                                        {"Content-Type": "image/jpeg"}))
+    catalogue.save_source(runtime.db, ShopSource(base_url=shop.base_url, name="s", strategy="sitemap", local=True, delay_s=0, fetch=FAST))
+    assert pipeline.scrape(runtime.app)["products_new"] == 1
+    html = {"Content-Type": "text/html"}
+    answers["/p/tee.html"] = (307, b"", {"Location": "/challenge?return=/p/tee.html"})
+    answers["/challenge"] = (200, b"<html><title>Just a moment...</title><h1>Checking your browser</h1></html>", html)
+    report = pipeline.scrape(runtime.app, force=True)
+    assert report["products_dead"] == 0 and report["errors.no-product"] == 1
+    answers["/p/tee.html"] = (302, b"", {"Location": "/maintenance.html"})
+    answers["/maintenance.html"] = (200, b"<html><title>Maintenance</title><h1>We are down for maintenance</h1></html>", html)
+    report = pipeline.revalidate(runtime.app)
+    assert report["products_dead"] == 0 and report["errors.no-product"] == 1
+    [tee] = catalogue.products_of_shop(runtime.db, ids.shop_id(shop.base_url)).values()
+    assert not tee["is_dead"]
+
+
 def test_the_page_in_hand_when_the_scrape_budget_ends_fetches_its_pictures(runtime, plain_shop, monkeypatch):
     pictures = [f"img/{n}.jpg" for n in range(3)]
     shop, answers = one_page_shop(plain_shop, pictures, lambda n: (200, jpeg(Image.new("RGB", (64, 64), (80 * n, 30, 30))),

@@ -449,6 +449,27 @@ def test_a_product_page_that_redirects_where_no_product_may_be_read_is_gone(plai
     assert crawl.product_page(shop.base_url + "search?q=x").state == "robots"  # asked for directly: not a product's fate
 
 
+def test_a_product_page_sent_to_a_bot_challenge_or_a_maintenance_page_says_nothing_of_the_product(plain_shop):
+    """A shop may send every page to one of those for a while: a no-product error, as when one is
+    served at the product's own address, not a product gone. A page sent home still is gone."""
+    html = {"Content-Type": "text/html"}
+    shop = plain_shop({"/robots.txt": (200, b"User-agent: *\nDisallow: /cdn-cgi/\n"),
+                       "/p/1": (307, b"", {"Location": "/challenge?return=/p/1"}),
+                       "/challenge": (200, b"<html><title>Just a moment...</title></html>", html),
+                       "/p/2": (302, b"", {"Location": "/info.html"}),
+                       "/info.html": (200, b"<html><title>Shop</title><h1>We are down for maintenance</h1></html>", html),
+                       "/p/3": (302, b"", {"Location": "/holding.html"}),
+                       "/holding.html": (200, b"<html><title>Wartungsarbeiten | Modehaus</title></html>", html),
+                       "/p/4": (302, b"", {"Location": "/cdn-cgi/challenge-platform/h/b"}),  # shut by robots.txt: not read
+                       "/p/5": (302, b"", {"Location": "http://localhost:1/captcha?return=/p/5"}),  # another site
+                       "/p/6": (301, b"", {"Location": "/"}), "/": (200, b"<html><title>Home</title></html>", html)})
+    source = ShopSource(base_url=shop.base_url, strategy="sitemap", local=True, fetch=FAST)
+    crawl = Crawl(source, Fetcher(policy=source.policy()))
+    outcomes = {page: crawl.product_page(shop.base_url + page) for page in ("p/1", "p/2", "p/3", "p/4", "p/5", "p/6")}
+    assert {page: (outcome.state, outcome.reason) for page, outcome in outcomes.items()} == {
+        **{page: ("error", "no-product") for page in ("p/1", "p/2", "p/3", "p/4", "p/5")}, "p/6": ("gone", "soft-404")}
+
+
 def test_pages_never_visited_come_first_then_those_checked_longest_ago(plain_shop):
     """A shop too large for one pass: its new products are read first, and the rest in turns, so
     that none is left unchecked for long."""

@@ -68,6 +68,20 @@ _NOT_FOUND = re.compile(
     r"|ei löytynyt)\b",  # Nordic
     re.I,
 )
+# How a bot challenge, a cookie wall or a maintenance page names itself in its title or heading (in
+# the same languages). A shop may send every page there for a while: a redirect there says nothing
+# of the product (a no-product error, as when one is served at the product's own address).
+_INTERSTITIAL = re.compile(
+    r"\b(?:just a moment|one more step|attention required|checking (?:your|the|if the site)|security check|access denied"
+    r"|pardon our interruption|verify(?:ing)? (?:that )?you are (?:a )?human|are you (?:a )?(?:human|robot)|captcha|ddos"
+    r"|einen moment|un instant|un momento|even geduld|um momento|chwileczk|ett ögonblick|et øjeblik|hetkinen"  # challenges
+    r"|cookie (?:consent|settings|preferences)|consent|before you continue|we value your privacy|privacy settings"  # cookie walls
+    r"|maintenance|be right back|wartung|mantenimiento|manutenzione|onderhoud|manutenção|przerwa techniczna|underhåll"
+    r"|vedligeholdelse|vedlikehold|huolto)",
+    re.I,
+)
+# And in its address: all there is of one on another host, or on a path robots.txt shuts.
+_INTERSTITIAL_ADDRESS = re.compile(r"(?<![a-z])(?:captcha|challenge|consent|maintenance)(?![a-z])", re.I)
 
 
 @dataclass(frozen=True)
@@ -293,9 +307,18 @@ def parse_sitemap(body: bytes, limit: int) -> tuple[str, list[str]]:
 
 
 def looks_not_found(page, redirected: bool) -> bool:
-    """A 200 page without a product that says "not found", or that a redirect led elsewhere."""
+    """A 200 page without a product that says "not found", or that a redirect led elsewhere: not to
+    a bot challenge, a cookie wall or a maintenance page (interstitial)."""
     wording = " ".join(filter(None, (page.title, page.h1)))
-    return redirected or bool(_NOT_FOUND.search(wording))
+    if _NOT_FOUND.search(wording):
+        return True
+    return redirected and not (_INTERSTITIAL.search(wording) or interstitial(page.page_url))
+
+
+def interstitial(url: str) -> bool:
+    """Whether the address is a bot challenge's, a cookie wall's or a maintenance page's, by its host and path."""
+    parts = urlsplit(url)
+    return bool(_INTERSTITIAL_ADDRESS.search(f"{parts.hostname or ''}{parts.path}"))
 
 
 class Crawl:
@@ -523,6 +546,9 @@ class Crawl:
             result = self.fetcher.get(url, etag=cached.etag, last_modified=cached.last_modified, accept=accept)
         except FetchError as error:
             if error.redirected and error.kind in ("robots", "host-not-allowed"):
+                if interstitial(error.refused_url or ""):
+                    # Sent to a bot challenge, a cookie wall or a maintenance page (see looks_not_found).
+                    return PageOutcome(url, "error", reason="no-product")
                 # Sent where the shop keeps no products (its search, another site): a redirect away.
                 return PageOutcome(url, "gone", reason="soft-404")
             if isinstance(error, RobotsDisallowed):

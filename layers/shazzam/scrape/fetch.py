@@ -60,6 +60,7 @@ class FetchError(Exception):
         super().__init__(message)
         self.kind = kind
         self.redirected = False  # refused at a redirect's target, not at the address asked for
+        self.refused_url: str | None = None  # the address refused without asking it (robots.txt, its host, time)
         # False: refused here before the host was asked anything (its Retry-After gate closed, the
         # run's time up), which says nothing of the page.
         self.asked = True
@@ -688,7 +689,7 @@ class Fetcher:
                 if not robots_file and not self._robots_for(url).can_fetch(url, self.robots_agent):
                     raise RobotsDisallowed(url, written=_origin(url) not in self._shut_out)
             except FetchError as error:
-                error.redirected = hop > 0
+                error.redirected, error.refused_url = hop > 0, url
                 error.asked |= hop > 0  # an earlier hop was answered
                 raise
             try:
