@@ -10,7 +10,7 @@ import unicodedata
 from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
@@ -45,6 +45,7 @@ TEXT_BYTES = 65_535
 # Ids per IN (...) list: a search may join thousands of candidates, more than SQLite's bound
 # parameters per statement on older builds (999).
 IN_LIST_SIZE = 900
+HASH_ROWS_PER_READ = 5_000  # stored pictures' hashes (image_hashes) read from the database at a time
 
 
 @retried_on_deadlock
@@ -518,15 +519,18 @@ def image_with_content(db: Database, content_sha256: str, other_than: str) -> st
         ).scalar()
 
 
-def image_hashes(db: Database) -> dict[str, tuple[str, str | None]]:
-    """image id -> (dHash, colour grid) of every live stored (not duplicate, not failed) image; one
-    stored before colour grids were kept has none (None) until it is fetched again."""
+def image_hashes(db: Database) -> Iterator[tuple[str, str, str | None]]:
+    """(image id, dHash, colour grid) of every live stored (not duplicate, not failed) image; one
+    stored before colour grids were kept has none (None) until it is fetched again. Streamed a batch
+    at a time (a server-side cursor on MySQL): read whole, then kept as a dict of strings, 600,000
+    pictures took 316 MB of the scrape function's 512 before their hashes were even compared."""
     with db.transaction() as connection:
-        rows = connection.execute(
+        rows = connection.execution_options(yield_per=HASH_ROWS_PER_READ).execute(
             sa.select(images.c.id, images.c.phash, images.c.colour_grid)
             .where(images.c.phash.is_not(None), images.c.duplicate_of.is_(None), images.c.status != "failed", images.c.is_dead.is_(False))
         )
-        return {row.id: (row.phash, row.colour_grid) for row in rows}
+        for row in rows:
+            yield row.id, row.phash, row.colour_grid
 
 
 def live_owner(db: Database, image_id: str) -> str | None:
