@@ -462,12 +462,22 @@ def test_a_product_page_sent_to_a_bot_challenge_or_a_maintenance_page_says_nothi
                        "/holding.html": (200, b"<html><title>Wartungsarbeiten | Modehaus</title></html>", html),
                        "/p/4": (302, b"", {"Location": "/cdn-cgi/challenge-platform/h/b"}),  # shut by robots.txt: not read
                        "/p/5": (302, b"", {"Location": "http://localhost:1/captcha?return=/p/5"}),  # another site
-                       "/p/6": (301, b"", {"Location": "/"}), "/": (200, b"<html><title>Home</title></html>", html)})
+                       "/p/6": (301, b"", {"Location": "/"}),
+                       "/": (200, b"<html><title>Home</title><div class=banner><h1>We value your privacy</h1></div></html>", html),
+                       # Removed products sent to pages whose names only share a word with those:
+                       "/p/7": (302, b"", {"Location": "/care.html"}),
+                       "/care.html": (200, b"<html><title>Care &amp; Maintenance | Leather Goods</title></html>", html),
+                       "/p/8": (302, b"", {"Location": "/collections/challenge-collection"}),
+                       "/collections/challenge-collection": (200, b"<html><title>Trail running</title></html>", html),
+                       "/p/9": (302, b"", {"Location": "/c/skovard"}),
+                       "/c/skovard": (200, "<html><title>Skovård &amp; underhåll</title></html>".encode(), html),
+                       "/p/10": (302, b"", {"Location": "/pages/leather-maintenance"}),
+                       "/pages/leather-maintenance": (200, b"<html><title>Leather</title></html>", html)})
     source = ShopSource(base_url=shop.base_url, strategy="sitemap", local=True, fetch=FAST)
     crawl = Crawl(source, Fetcher(policy=source.policy()))
-    outcomes = {page: crawl.product_page(shop.base_url + page) for page in ("p/1", "p/2", "p/3", "p/4", "p/5", "p/6")}
+    outcomes = {page: crawl.product_page(shop.base_url + page) for page in (f"p/{n}" for n in range(1, 11))}
     assert {page: (outcome.state, outcome.reason) for page, outcome in outcomes.items()} == {
-        **{page: ("error", "no-product") for page in ("p/1", "p/2", "p/3", "p/4", "p/5")}, "p/6": ("gone", "soft-404")}
+        **{f"p/{n}": ("error", "no-product") for n in range(1, 6)}, **{f"p/{n}": ("gone", "soft-404") for n in range(6, 11)}}
 
 
 def test_pages_never_visited_come_first_then_those_checked_longest_ago(plain_shop):

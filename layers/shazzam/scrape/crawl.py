@@ -68,20 +68,26 @@ _NOT_FOUND = re.compile(
     r"|ei löytynyt)\b",  # Nordic
     re.I,
 )
-# How a bot challenge, a cookie wall or a maintenance page names itself in its title or heading (in
-# the same languages). A shop may send every page there for a while: a redirect there says nothing
-# of the product (a no-product error, as when one is served at the product's own address).
-_INTERSTITIAL = re.compile(
-    r"\b(?:just a moment|one more step|attention required|checking (?:your|the|if the site)|security check|access denied"
-    r"|pardon our interruption|verify(?:ing)? (?:that )?you are (?:a )?human|are you (?:a )?(?:human|robot)|captcha|ddos"
-    r"|einen moment|un instant|un momento|even geduld|um momento|chwileczk|ett ögonblick|et øjeblik|hetkinen"  # challenges
-    r"|cookie (?:consent|settings|preferences)|consent|before you continue|we value your privacy|privacy settings"  # cookie walls
-    r"|maintenance|be right back|wartung|mantenimiento|manutenzione|onderhoud|manutenção|przerwa techniczna|underhåll"
-    r"|vedligeholdelse|vedlikehold|huolto)",
+# How a bot challenge, a cookie wall or a maintenance page names itself (in the same languages). A
+# shop may send every page there for a while: a redirect there says nothing of the product (a
+# no-product error, as when one is served at the product's own address). Phrases, not words: a
+# removed product sent to a "Care & Maintenance" category, or home under a cookie banner's "We value
+# your privacy" heading, is gone. Challenges, by title or heading:
+_CHALLENGE = re.compile(
+    r"\b(?:just a moment|one more step|attention required|checking (?:your browser|the site|if the site)|security check"
+    r"|pardon our interruption|verify(?:ing)? (?:that )?you are (?:a )?human|are you (?:a )?(?:human|robot)|captcha"
+    r"|down for maintenance|under maintenance|scheduled maintenance|maintenance mode|we(?:'|’)?ll be right back"
+    r"|wartungsarbeiten|wartungsmodus|en maintenance|en mantenimiento|in manutenzione|in onderhoud|em manutenção"
+    r"|przerwa techniczna|underhållsarbete)\b",
     re.I,
 )
-# And in its address: all there is of one on another host, or on a path robots.txt shuts.
-_INTERSTITIAL_ADDRESS = re.compile(r"(?<![a-z])(?:captcha|challenge|consent|maintenance)(?![a-z])", re.I)
+# Cookie walls, by title only (a banner's heading is on every page, the home page too):
+_COOKIE_WALL = re.compile(r"\b(?:before you continue|cookie (?:consent|settings|preferences)|privacy settings)\b", re.I)
+# And by address, all there is of one on another host or on a path robots.txt shuts: a whole path
+# segment ("/challenge?return=...", "/maintenance.html", Cloudflare's "/cdn-cgi/challenge-platform/"),
+# not a word in a name ("/challenge-collection", "/pages/leather-maintenance"), or a known host.
+_INTERSTITIAL_PATH = re.compile(r"/(?:captcha|challenge|consent|maintenance)(?:\.[a-z]{2,5})?(?:/|$)|/cdn-cgi/challenge-platform/", re.I)
+_INTERSTITIAL_HOST = re.compile(r"(?:^|\.)(?:challenges\.cloudflare\.com|captcha-delivery\.com|consent\.(?:google|youtube|yahoo)\.[a-z.]+)$", re.I)
 
 
 @dataclass(frozen=True)
@@ -312,13 +318,13 @@ def looks_not_found(page, redirected: bool) -> bool:
     wording = " ".join(filter(None, (page.title, page.h1)))
     if _NOT_FOUND.search(wording):
         return True
-    return redirected and not (_INTERSTITIAL.search(wording) or interstitial(page.page_url))
+    return redirected and not (_CHALLENGE.search(wording) or _COOKIE_WALL.search(page.title or "") or interstitial(page.page_url))
 
 
 def interstitial(url: str) -> bool:
     """Whether the address is a bot challenge's, a cookie wall's or a maintenance page's, by its host and path."""
     parts = urlsplit(url)
-    return bool(_INTERSTITIAL_ADDRESS.search(f"{parts.hostname or ''}{parts.path}"))
+    return bool(_INTERSTITIAL_PATH.search(parts.path) or _INTERSTITIAL_HOST.search(parts.hostname or ""))
 
 
 class Crawl:
