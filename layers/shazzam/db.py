@@ -277,6 +277,33 @@ def _prices_to_the_thousandth(connection: sa.Connection) -> None:
         connection.execute(sa.text("ALTER TABLE products MODIFY price DECIMAL(13, 3)"))
 
 
+def _retire_pictures_left_dead(connection: sa.Connection) -> None:
+    # Older versions let a picture whose address was gone die and no more, while live products
+    # still showed it: at its address (it had passed to one of them when its own product died) or
+    # through a copy at theirs (another shop selling the same photo). Nothing fetches a dead picture
+    # again, so those products stayed out of search for good. Each is retired as one found gone is
+    # now (catalogue._retire: its copies go back to never fetched, the live products still linked
+    # are unlinked), and the pages of all those products are forgotten (a pass that retires one
+    # reads them at once: scrape.passes.read_again), so that the next scrape reads them as new and
+    # stores what each shows as a picture of its own.
+    from shazzam.catalogue import _forget_page, _retire  # built on this module
+
+    shower, copy = products.alias("shower"), images.alias("copy")
+    shown = sa.exists().where(product_images.c.image_id == images.c.id, product_images.c.product_id == shower.c.id,
+                              shower.c.is_dead.is_(False))
+    copied = sa.exists().where(copy.c.duplicate_of == images.c.id, copy.c.is_dead.is_(False), copy.c.product_id == shower.c.id,
+                               shower.c.is_dead.is_(False))
+    left_dead = connection.execute(
+        sa.select(images.c.id).where(images.c.is_dead.is_(True), images.c.duplicate_of.is_(None),
+                                     images.c.status != "failed",  # a failed fetch stays linked now too: the link retries it
+                                     sa.or_(shown, copied)).order_by(images.c.id)
+    ).scalars().all()
+    now = utcnow()
+    for image_id in left_dead:
+        for product in _retire(connection, image_id, now):
+            _forget_page(connection, product)
+
+
 def _complete_schema(connection: sa.Connection) -> None:
     # Versions 4 and 5 grew after some databases had applied them (shops.attempted_at and
     # products.checked_at joined 4, the duplicate_of index joined 5), and those databases never ran
@@ -299,6 +326,7 @@ MIGRATIONS: Sequence[tuple[int, str, Any]] = (
     (8, "leases, so that only one crawler fetches from the shops at a time", _leases),
     (9, "what each shop's scrape round has discovered, kept between passes", _discovery),
     (10, "prices to the thousandth, for currencies of three decimals", _prices_to_the_thousandth),
+    (11, "pictures older versions let die while live products showed them, retired as a gone one is now", _retire_pictures_left_dead),
 )
 
 

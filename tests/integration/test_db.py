@@ -79,7 +79,7 @@ def test_open_migrates_once(db_url):
 
 def test_migrate_on_a_fresh_database_applies_every_version(db_url):
     database = Database(db_url, migrate=False).open_connection()
-    assert migrate(database.engine) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    assert migrate(database.engine) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
     assert migrate(database.engine) == []
     database.close()
 
@@ -110,7 +110,7 @@ def test_a_database_that_applied_versions_4_and_5_before_they_grew_is_completed(
         connection.execute(sa.text("ALTER TABLE shops DROP COLUMN attempted_at"))
         connection.execute(sa.text("ALTER TABLE products DROP COLUMN checked_at"))
     monkeypatch.setattr(shazzam.db, "MIGRATIONS", MIGRATIONS)
-    assert migrate(old.engine) == [6, 7, 8, 9, 10]
+    assert migrate(old.engine) == [6, 7, 8, 9, 10, 11]
     assert _schema(old.engine) == expected
     shop_id = catalogue.add_shop(old, SHOP, "Example")
     catalogue.mark_shop_attempted(old, shop_id)
@@ -126,6 +126,36 @@ def test_version_7_indexes_the_images_by_digest(db_url):
     assert "ix_images_content_sha256" not in _schema(database.engine)["images"][1]
     assert migrate(database.engine) == [7]
     assert "ix_images_content_sha256" in _schema(database.engine)["images"][1]
+    database.close()
+
+
+def test_version_11_retires_the_pictures_older_versions_let_die_under_live_products(db_url):
+    # An older revalidate found the picture's address gone and marked it dead, no more: it had passed
+    # to another shop's product showing a copy of it when its own product died, and that product kept
+    # linking it, its copy left a copy of a dead picture. Nothing fetched either again.
+    database = Database(db_url).open_connection()
+    other = "https://other.example"
+    gone, kept = catalogue.add_shop(database, SHOP, "Gone"), catalogue.add_shop(database, other, "Kept")
+    dead = catalogue.save_product(database, gone, product())
+    live = catalogue.save_product(database, kept, product(url=f"{other}/p/1"))
+    catalogue.save_page_cache(database, kept, f"{other}/p/1", '"v1"', None, "cd" * 32)
+    original, copy = ids.image_id(f"{SHOP}/p/1.jpg"), ids.image_id(f"{other}/p/1.jpg")
+    catalogue.save_image(database, original, f"{SHOP}/p/1.jpg", live)
+    catalogue.update_image(database, original, status="detected", content_sha256="ab" * 32, is_dead=True)
+    catalogue.save_image(database, copy, f"{other}/p/1.jpg", live)
+    catalogue.update_image(database, copy, status="duplicate", content_sha256="ab" * 32, duplicate_of=original)
+    for shown_by in (dead, live):
+        catalogue.link_image(database, shown_by, original, if_live=False)
+    catalogue.mark_product_dead(database, dead, "http-404")
+    assert catalogue.images_to_fetch_again(database, [live]) == []  # out of search for good
+    with database.transaction() as connection:
+        connection.execute(sa.text("DELETE FROM schema_migrations WHERE version = 11"))
+    assert migrate(database.engine) == [11]
+    assert catalogue.images_to_fetch_again(database, [live]) == [{"product_id": live, "src_link": f"{other}/p/1.jpg", "position": 0, "stored": False}]
+    links = database.run_query("SELECT product_id FROM product_images WHERE image_id = :id", {"id": original})
+    assert links == [{"product_id": dead}]  # a tombstone's links stay
+    assert catalogue.products_of_shop(database, kept)[f"{other}/p/1"]["fingerprint"] is None  # read as new by the next scrape
+    assert catalogue.page_cache(database, kept)[f"{other}/p/1"]["content_sha256"] is None
     database.close()
 
 
@@ -146,7 +176,7 @@ def test_a_migration_cut_between_a_table_and_its_index_is_completed_when_rerun(d
     tables = set(sa.inspect(database.engine).get_table_names())
     if database.dialect == "sqlite":  # one transaction per version: version 2 left nothing behind
         assert "http_cache" not in tables and "product_images" not in tables
-    assert migrate(database.engine) == [2, 3, 4, 5, 6, 7, 8, 9, 10]
+    assert migrate(database.engine) == [2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
     assert "ix_http_cache_shop_id" in _schema(database.engine)["http_cache"][1]
     database.close()
 

@@ -510,7 +510,7 @@ def test_later_migrations_upgrade_a_version_1_database(db_url):
         connection.execute(sa.text("INSERT INTO shops (id, base_url, name, active, created_at) VALUES ('t', 'http://127.0.0.1:8765/', 'y', 1, '2026-01-01 00:00:00')"))
     engine.dispose()
     database = Database(db_url, migrate=False).open_connection()
-    assert migrate(database.engine) == [2, 3, 4, 5, 6, 7, 8, 9, 10]
+    assert migrate(database.engine) == [2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
     assert "embedded_by" in {column["name"] for column in sa.inspect(database.engine).get_columns("detections")}
     assert "colour_grid" in {column["name"] for column in sa.inspect(database.engine).get_columns("images")}
     columns = {column["name"] for column in sa.inspect(database.engine).get_columns("products")}
@@ -892,6 +892,32 @@ def test_when_an_original_picture_is_gone_its_copies_stand_in(runtime, shop):
     assert second["duplicate_of"] == first["id"]  # the first copy is the original now
     for slug, shown in (("same-bytes", "shared-copy.jpg"), ("resized", "shared-small.jpg")):  # the gone one unlinked
         assert catalogue.get_item(runtime.db, product(runtime, shop, slug)["id"])["image_urls"] == [shop.url(f"images/{shown}")]
+
+
+def test_copies_of_a_picture_an_older_version_let_die_stand_in_once_upgraded(runtime, shop):
+    """An older revalidate marked a gone picture dead and no more: the products that showed it
+    through copies (one of them its owner, since its own products died) kept linking it, and were
+    out of search for good."""
+    register(runtime, shop)
+    pipeline.scrape(runtime.app)
+    shared = image(runtime, shop, "shared.jpg")["id"]
+    twins = [product(runtime, shop, slug)["id"] for slug in ("twin-a", "twin-b")]
+    for slug in ("twin-a", "twin-b"):
+        shop.remove(slug)
+    del shop.images["shared.jpg"]
+    # What the older version left: the twins dead, their picture passed to a product showing a copy of it, then found gone.
+    db = runtime.db
+    for twin in twins:
+        db.run_query("UPDATE products SET is_dead = 1, dead_reason = 'http-404', dead_at = :now WHERE id = :id", {"now": catalogue.utcnow(), "id": twin})
+    db.run_query("UPDATE images SET is_dead = 1, product_id = :owner WHERE id = :id", {"owner": product(runtime, shop, "same-bytes")["id"], "id": shared})
+    db.run_query("UPDATE detections SET embedding_status = 'removed' WHERE image_id = :id", {"id": shared})
+    assert pipeline.scrape(runtime.app)["images_uploaded"] == 0
+    db.run_query("DELETE FROM schema_migrations WHERE version = 11")  # the upgrade
+    assert migrate(db.engine) == [11]
+    report = pipeline.scrape(runtime.app)
+    assert report["images_uploaded"] == 1 and report["images_duplicate"] == 1  # the first copy is the original now
+    for slug, shown in (("same-bytes", "shared-copy.jpg"), ("resized", "shared-small.jpg")):  # the gone one unlinked
+        assert catalogue.get_item(db, product(runtime, shop, slug)["id"])["image_urls"] == [shop.url(f"images/{shown}")]
 
 
 def test_when_an_original_picture_is_gone_its_copy_in_another_shop_stands_in(runtime, shop):
