@@ -88,7 +88,7 @@ _BITS_SET = np.array([bin(byte).count("1") for byte in range(256)], np.uint8)
 _HASH_BYTES = HASH_SIDE * HASH_SIDE // 8
 _COLOUR_BYTES = COLOUR_SIDE * COLOUR_SIDE * 3
 _NO_COLOURS = "00" * _COLOUR_BYTES  # the place of a grid not kept (told apart by PictureHashes._coloured)
-_ID = f"S{MAX_ID_LENGTH}"  # an image id's bytes: ids are ASCII (hex digits, or ids.image_id_of_name's [a-z0-9_-])
+_ID = f"S{MAX_ID_LENGTH}"  # an image id's bytes: only scraped pictures have hashes, and their ids are SHA-1 hex
 _ROWS_PER_BATCH = 10_000
 
 
