@@ -6,6 +6,9 @@ const API = document.querySelector('meta[name="shazzam-api"]').content.replace(/
 // Bodies above this go through POST /uploads (a search takes 4.5 MB: Lambda's 6 MB less base64's third).
 const DIRECT_UPLOAD_LIMIT = 4 * 1024 * 1024;
 const MAX_PHOTO_BYTES = 20 * 1024 * 1024;
+// Other names phones give a photo's type (Android galleries say image/jpg): POST /uploads is asked
+// for the type they name, the one its grant then holds the upload to.
+const PHOTO_TYPE_ALIASES = { "image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg", "image/x-png": "image/png", "image/x-ms-bmp": "image/bmp" };
 
 const $ = (id) => document.getElementById(id);
 // search: the latest search's number; an answer to an older one (a photo or filters changed since)
@@ -109,7 +112,7 @@ async function uploadFirst(photo, signal) {
   const upload = await api("/uploads", {
     method: "POST",
     headers: { "content-type": "application/json" },
-    body: JSON.stringify({ content_type: photo.type || "image/jpeg" }),
+    body: JSON.stringify({ content_type: PHOTO_TYPE_ALIASES[photo.type] || photo.type || "image/jpeg" }),
     signal,
   });
   const form = new FormData();

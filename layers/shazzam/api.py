@@ -56,6 +56,10 @@ UPLOAD_GRANT_SUFFIX = ".grant.json"
 # Every format shazzam.images reads (a page may upload any photo a person drops on it).
 UPLOAD_CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp", "image/heic", "image/heif", "image/avif", "image/gif", "image/bmp",
                         "image/tiff")
+# Other names phones and older browsers give these types (Android galleries say image/jpg): taken as
+# the type they name, which the upload's grant (and the presigned POST's policy) then requires.
+UPLOAD_CONTENT_TYPE_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg", "image/x-png": "image/png",
+                               "image/x-ms-bmp": "image/bmp"}
 # Where the embedded runtime accepts what S3 accepts for a presigned POST (see local/runtime.py).
 LOCAL_UPLOAD_PATH = "/local-uploads"
 SEARCH_PARAMETERS = ("category", "k", "min_price", "max_price", "currency", "shop", "garment", "box")
@@ -353,7 +357,9 @@ def create_upload():
     body = _body_bytes()
     payload = _json_object(body) if body.strip() else {}
     content_type = payload.get("content_type") or "image/jpeg"  # null is absent, as elsewhere
-    content_type = content_type.strip().lower() if isinstance(content_type, str) else content_type  # media types are case-blind
+    if isinstance(content_type, str):
+        content_type = content_type.strip().lower()  # media types are case-blind
+        content_type = UPLOAD_CONTENT_TYPE_ALIASES.get(content_type, content_type)
     if content_type not in UPLOAD_CONTENT_TYPES:
         raise Problem(415, f"content_type must be one of {', '.join(UPLOAD_CONTENT_TYPES)}")
     key = f"{UPLOAD_PREFIX}{uuid.uuid4().hex}"

@@ -242,7 +242,13 @@ def _document() -> dict:
                         "required": False,
                         "content": {
                             "application/json": {
-                                "schema": {"type": "object", "properties": {"content_type": {"type": "string", "enum": list(api.UPLOAD_CONTENT_TYPES), "default": "image/jpeg"}}}
+                                "schema": {"type": "object", "properties": {"content_type": {
+                                    "type": "string",
+                                    "enum": [*api.UPLOAD_CONTENT_TYPES, *api.UPLOAD_CONTENT_TYPE_ALIASES],
+                                    "default": "image/jpeg",
+                                    "description": "An alias (image/jpg, image/pjpeg, image/x-png, image/x-ms-bmp) is taken as the type it names: "
+                                                   "the answer's fields carry that type, which the upload must send.",
+                                }}}
                             }
                         },
                     },

@@ -128,6 +128,16 @@ def test_a_photo_over_the_synchronous_limit_goes_through_an_upload(page, site, t
     assert page.console_errors == []
 
 
+def test_a_large_photo_typed_image_jpg_is_uploaded_as_a_jpeg(page, site, tmp_path):
+    # Some Android galleries type a JPEG image/jpg; the upload is asked for as image/jpeg.
+    asked = []
+    page.on("request", lambda request: request.url.endswith("/uploads") and asked.append(json.loads(request.post_data)))
+    page.goto(site)
+    page.set_input_files("#file", {"name": "IMG_0001.jpg", "mimeType": "image/jpg", "buffer": big_photo(tmp_path).read_bytes()})
+    page.wait_for_selector("#items .item")
+    assert asked == [{"content_type": "image/jpeg"}] and page.locator("#error").is_hidden()
+
+
 def test_an_older_answer_never_replaces_a_newer_search(page, site):
     # The first search answers late (a slow network, a cold start); the photo chosen after it wins.
     page.add_init_script("""(() => { const real = window.fetch; let searches = 0;

@@ -317,6 +317,16 @@ def test_upload_then_search_by_key_locally(call, runtime):
     assert status == 201 and upload["fields"]["Content-Type"] == "image/jpeg"
 
 
+def test_an_upload_typed_by_an_alias_is_granted_and_stored_as_the_type_it_names(call, runtime):
+    # Android galleries type a JPEG image/jpg: a photo over 4 MB was refused with the API's list of types.
+    for alias, named in (("Image/X-PNG", "image/png"), ("image/pjpeg", "image/jpeg"), ("image/jpg", "image/jpeg")):
+        status, _, upload = call("POST", "/uploads", json.dumps({"content_type": alias}).encode(), "application/json")
+        assert status == 201, upload
+        assert upload["fields"]["Content-Type"] == named  # the grant's type, which the upload sends
+    content_type, form = multipart({**upload["fields"], "file": PHOTO})
+    assert runtime.receive_upload(content_type, form)[0] == 204
+
+
 def test_a_form_with_a_long_epilogue_or_preamble_is_read():
     # Text after the closing delimiter (RFC 2046's epilogue) is no part's headers, however long.
     part = b'--x\r\nContent-Disposition: form-data;\r\n name="image"; filename="a.jpg"\r\nContent-Type: image/jpeg\r\n\r\nDATA\r\n'
