@@ -180,8 +180,10 @@ function choosePhoto(file) {
     return;
   }
   if (file.size > MAX_PHOTO_BYTES) {
-    const megabytes = (file.size / 1024 / 1024).toFixed(1);
-    showError(new ApiError(413, "That photo is too large", `It is ${megabytes} MB; photos up to 20 MB work.`));
+    // In the limit's unit (MB of 1024 × 1024 bytes, as the server counts), rounded up: a photo just
+    // over the limit must not read as the limit itself.
+    const megabytes = (Math.ceil((file.size / 1024 / 1024) * 10) / 10).toFixed(1);
+    showError(new ApiError(413, "That photo is too large", `It is ${megabytes} MB; photos up to ${MAX_PHOTO_BYTES / 1024 / 1024} MB work.`));
     return;
   }
   state.photo = file;

@@ -89,6 +89,15 @@ def test_a_file_that_is_not_an_image_shows_a_friendly_error(page, site, tmp_path
     assert [m for m in page.console_errors if "status of 415" not in m] == []
 
 
+def test_a_photo_just_over_the_limit_is_not_said_to_be_the_limit(page, site):
+    # 20,980,000 bytes is over the 20 MB (20 × 1024 × 1024 bytes) the server takes: it read "It is 20.0 MB".
+    page.goto(site)
+    page.set_input_files("#file", {"name": "big.jpg", "mimeType": "image/jpeg", "buffer": b"\xff" * 20_980_000})
+    page.locator("#error").wait_for(state="visible")
+    size, limit = map(float, re.search(r"It is ([\d.]+) MB; photos up to ([\d.]+) MB", page.inner_text("#error")).groups())
+    assert size > limit
+
+
 def test_works_on_a_phone_screen(browser, site):
     context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
     page = context.new_page()
