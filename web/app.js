@@ -191,6 +191,8 @@ function choosePhoto(file) {
   if (state.photoUrl) URL.revokeObjectURL(state.photoUrl);
   state.photoUrl = URL.createObjectURL(file);
   // Show the photo at once; its outlines and results follow when the search answers.
+  $("photo").hidden = false;
+  $("stage").removeAttribute("aria-label"); // the photo names itself again
   $("photo").src = state.photoUrl;
   $("stage").style.removeProperty("--photo-ratio");
   clearAnswer();
@@ -315,7 +317,16 @@ function hideTurnedPhoto() {
   if (!state.answer || !photo.naturalWidth) return; // not loaded yet: its load event looks again
   const { width, height } = state.answer.image;
   const portrait = (w, h) => Math.sign(h - w);
-  if (portrait(width, height) * portrait(photo.naturalWidth, photo.naturalHeight) === -1) photo.removeAttribute("src");
+  if (portrait(width, height) * portrait(photo.naturalWidth, photo.naturalHeight) === -1) hidePhoto();
+}
+
+// The photo taken off the stage, its broken-image icon and alt text with it (an img without a
+// picture still shows them); the stage takes its name, so a screen reader still hears "Your photo".
+function hidePhoto() {
+  const photo = $("photo");
+  photo.removeAttribute("src");
+  photo.hidden = true;
+  $("stage").setAttribute("aria-label", photo.alt);
 }
 
 function choose(index, focus = false) {
@@ -399,7 +410,7 @@ $("photo").addEventListener("load", () => {
 });
 $("photo").addEventListener("error", () => {
   // Browsers without HEIC support cannot show the photo; the outlines still show on a blank stage.
-  $("photo").removeAttribute("src");
+  hidePhoto();
 });
 
 keepLoadingOptions();

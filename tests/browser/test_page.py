@@ -322,3 +322,22 @@ def test_a_photo_the_browser_shows_turned_is_not_shown_under_the_outlines(page, 
     shown = float(page.evaluate("document.getElementById('stage').style.getPropertyValue('--photo-ratio')"))
     assert abs(shown - width / height) < 1e-3  # the server's shape, which the outlines are drawn on
     assert page.console_errors == []
+
+
+def test_a_photo_the_browser_cannot_show_leaves_a_blank_named_stage_under_the_outlines(page, site, tmp_path):
+    # Chromium shows no HEIC: its broken-image icon and "Your photo" were left under the outlines.
+    from PIL import Image
+
+    import shazzam.images  # noqa: F401  registers the HEIF writer
+
+    heic = tmp_path / "phone.heic"
+    Image.open(PHOTO).convert("RGB").save(heic, "HEIF")
+    search_photo(page, site, heic)
+    assert page.locator("#boxes .box").count() == 3
+    page.wait_for_function("document.getElementById('photo').hidden", timeout=3000)
+    assert page.locator("#photo").is_hidden()
+    assert page.get_by_role("figure", name="Your photo").count() == 1  # a screen reader still hears what it is
+    page.set_input_files("#file", str(PHOTO))  # a photo it can show is shown, named by itself again
+    page.wait_for_function("document.getElementById('photo').naturalWidth > 0")
+    assert page.locator("#photo").is_visible() and page.locator("#stage").get_attribute("aria-label") is None
+    assert page.console_errors == []
