@@ -12,7 +12,8 @@ const PHOTO_TYPE_ALIASES = { "image/jpg": "image/jpeg", "image/pjpeg": "image/jp
 
 const $ = (id) => document.getElementById(id);
 // search: the latest search's number; an answer to an older one (a photo or filters changed since)
-// is dropped. inFlight aborts that older request. options: the category and shop lists, loading.
+// is dropped. inFlight: the running search's AbortController, which aborts it when a newer one
+// starts, and the photo and parameters it is for. options: the category and shop lists, loading.
 const state = { photo: null, answer: null, chosen: 0, photoUrl: null, search: 0, inFlight: null, options: null, error: null };
 
 class ApiError extends Error {
@@ -125,8 +126,14 @@ async function uploadFirst(photo, signal) {
 
 async function search() {
   if (!state.photo) return;
+  const parameters = searchParameters();
+  const asked = JSON.stringify(parameters);
+  const running = state.inFlight;
+  // Apply tapped again while this same search runs (a slow link, an impatient thumb): it runs on;
+  // starting it over would throw its upload away.
+  if (running && running.photo === state.photo && running.asked === asked && $("filters").checkValidity()) return;
   const ticket = ++state.search; // from here on, an older search's answer is dropped
-  if (state.inFlight) state.inFlight.abort();
+  if (running) running.controller.abort();
   // A price the browser cannot read ("12e"), or a range the API refuses, is not sent: say so,
   // search nothing.
   if (!$("filters").reportValidity()) {
@@ -135,12 +142,11 @@ async function search() {
     return;
   }
   const controller = new AbortController();
-  state.inFlight = controller;
+  state.inFlight = { controller, photo: state.photo, asked };
   showError(null);
   setBusy(true, "Looking for garments…");
   loadOptions().catch(() => {}); // if the lists failed to load, try again now
   try {
-    const parameters = searchParameters();
     let answer;
     if (state.photo.size > DIRECT_UPLOAD_LIMIT) {
       const key = await uploadFirst(state.photo, controller.signal);

@@ -168,6 +168,27 @@ def test_an_older_answer_never_replaces_a_newer_search(page, site):
     assert abs(shown - width / height) < 1e-3 and page.console_errors == []
 
 
+def test_apply_tapped_again_during_an_upload_lets_it_run_and_new_filters_replace_it(page, site, tmp_path):
+    # On a slow link a second tap on Apply, nothing changed, started the upload over from zero.
+    page.add_init_script("""(() => { const real = window.fetch;
+      window.fetch = async (url, options) => { const answer = await real(url, options);
+        if (String(url).endsWith('/local-uploads')) await new Promise((done) => setTimeout(done, 2000));
+        return answer; }; })();""")
+    uploads = []
+    page.on("request", lambda request: request.method == "POST" and request.url.endswith("/uploads") and uploads.append(request.url))
+    page.goto(site)
+    page.set_input_files("#file", str(big_photo(tmp_path)))
+    page.wait_for_function("document.body.classList.contains('busy')")
+    page.click("#apply")
+    page.click("#apply")
+    page.wait_for_timeout(300)
+    assert len(uploads) == 1
+    page.fill("#min_price", "1")  # other filters: the running search is replaced, as before
+    page.click("#apply")
+    page.wait_for_selector("#items .item")
+    assert len(uploads) == 2 and page.locator("body.busy").count() == 0 and page.console_errors == []
+
+
 def test_the_photo_keeps_its_shape_and_the_outcome_is_announced(browser, site, tmp_path):
     from PIL import Image
 
