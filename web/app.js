@@ -10,6 +10,14 @@ const MAX_PHOTO_BYTES = 20 * 1024 * 1024;
 // for the type they name, the one its grant then holds the upload to.
 const PHOTO_TYPE_ALIASES = { "image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg", "image/x-png": "image/png", "image/x-ms-bmp": "image/bmp" };
 
+// A stalled link (a phone in a lift) neither answers nor fails, and fetch would wait for ever. A search
+// answers within 30 s (API Gateway gives up at 29 s, the local server at 30 s): one not answered 90 s
+// after its photo is sent is not coming. Sending the photo may take minutes on a slow link, so each
+// request has as long again as its bytes need at 16 kB/s (a poor 2G link): 22 minutes for 20 MB.
+const ANSWER_DEADLINE_MS = 90 * 1000;
+const SLOWEST_BYTES_PER_MS = 16;
+const deadlineFor = (bytes) => ANSWER_DEADLINE_MS + bytes / SLOWEST_BYTES_PER_MS;
+
 const $ = (id) => document.getElementById(id);
 // search: the latest search's number; an answer to an older one (a photo or filters changed since)
 // is dropped. inFlight: the running search's AbortController, which aborts it when a newer one
@@ -146,10 +154,22 @@ async function search() {
   showError(null);
   setBusy(true, "Looking for garments…");
   loadOptions().catch(() => {}); // if the lists failed to load, try again now
+  // The running request's deadline: once it passes, the search is aborted and says why.
+  let deadline = null;
+  let expired = false;
+  const giveUpAfter = (ms) => {
+    clearTimeout(deadline);
+    deadline = setTimeout(() => {
+      expired = true;
+      controller.abort();
+    }, ms);
+  };
   try {
     let answer;
     if (state.photo.size > DIRECT_UPLOAD_LIMIT) {
+      giveUpAfter(deadlineFor(state.photo.size));
       const key = await uploadFirst(state.photo, controller.signal);
+      giveUpAfter(deadlineFor(0));
       answer = await api("/search", {
         method: "POST",
         headers: { "content-type": "application/json" },
@@ -160,6 +180,7 @@ async function search() {
       const form = new FormData();
       form.append("image", state.photo, state.photo.name || "photo");
       for (const [name, value] of Object.entries(parameters)) form.append(name, value);
+      giveUpAfter(deadlineFor(state.photo.size));
       answer = await api("/search", { method: "POST", body: form, signal: controller.signal });
     }
     if (ticket !== state.search) return;
@@ -168,10 +189,11 @@ async function search() {
     render();
   } catch (error) {
     if (ticket === state.search) {
-      showError(error);
+      showError(expired ? new ApiError(0, "No answer from the server", "Check your connection and try again.") : error);
       clearAnswer(); // the results shown are not those of the filters now asked for
     }
   } finally {
+    clearTimeout(deadline);
     if (ticket === state.search) {
       state.inFlight = null;
       setBusy(false);

@@ -312,6 +312,25 @@ def test_a_dropped_upload_and_an_unreadable_answer_are_told_in_plain_words(page,
     assert "null" not in page.inner_text("#error") and page.locator("body.busy").count() == 0
 
 
+def test_a_search_never_answered_is_given_up_in_plain_words_and_can_be_tried_again(page, site):
+    # A link gone silent (a phone in a lift) neither answers nor fails: the spinner ran for ever.
+    stalled = []
+    page.route("**/search", lambda route: stalled.append(route))  # never answered
+    page.clock.install()
+    page.goto(site)
+    page.set_input_files("#file", str(PHOTO))
+    page.wait_for_function("document.body.classList.contains('busy')")
+    page.clock.run_for(60_000)  # longer than the server's own 30 s: still waited for
+    assert page.locator("body.busy").count() == 1 and page.locator("#error").is_hidden()
+    page.clock.run_for(60_000)
+    page.locator("#error").wait_for(state="visible", timeout=5000)
+    assert "Check your connection" in page.inner_text("#error") and page.locator("body.busy").count() == 0
+    page.unroute("**/search")
+    page.click("#apply")  # the way to try again
+    page.wait_for_selector("#items .item")
+    assert page.locator("#error").is_hidden() and len(stalled) == 1
+
+
 def test_a_failed_search_leaves_no_results_that_look_filtered(page, site):
     search_photo(page, site)
     searches = []
