@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Iterator, Mapping, Sequence
 
 import sqlalchemy as sa
@@ -304,24 +304,6 @@ def _retire_pictures_left_dead(connection: sa.Connection) -> None:
             _forget_page(connection, product)
 
 
-def _garments_left_embedded_without_a_vector(connection: sa.Connection) -> None:
-    # Older versions marked a garment embedded before writing its vector, and left it so when the
-    # write failed every retry: no index run could merge a vector that was never written, and nothing
-    # fetched its picture again, so it stayed out of search for good. Embed now sets such a garment
-    # back to pending, which the scrape fetches again a day on (catalogue.images_to_fetch_again);
-    # the ones older versions left are set back likewise, their last update kept, so that the next
-    # scrape fetches them. Only those embedded by a model (one the index set back by no model is the
-    # re-embed pass's) over a day ago: a vector is written seconds after its row, and merged by the
-    # next index run (every 5 minutes by default), so a healthy one still waiting for a rarer index
-    # run at the upgrade is at worst fetched once more.
-    connection.execute(
-        sa.update(detections)
-        .where(detections.c.embedding_status == "embedded", detections.c.embedded_by.is_not(None),
-               detections.c.updated_at < utcnow() - timedelta(days=1))
-        .values(embedding_status="pending")
-    )
-
-
 def _complete_schema(connection: sa.Connection) -> None:
     # Versions 4 and 5 grew after some databases had applied them (shops.attempted_at and
     # products.checked_at joined 4, the duplicate_of index joined 5), and those databases never ran
@@ -345,7 +327,6 @@ MIGRATIONS: Sequence[tuple[int, str, Any]] = (
     (9, "what each shop's scrape round has discovered, kept between passes", _discovery),
     (10, "prices to the thousandth, for currencies of three decimals", _prices_to_the_thousandth),
     (11, "pictures older versions let die while live products showed them, retired as a gone one is now", _retire_pictures_left_dead),
-    (12, "garments older versions left embedded when their vector's write failed, set back to pending", _garments_left_embedded_without_a_vector),
 )
 
 

@@ -79,7 +79,7 @@ def test_open_migrates_once(db_url):
 
 def test_migrate_on_a_fresh_database_applies_every_version(db_url):
     database = Database(db_url, migrate=False).open_connection()
-    assert migrate(database.engine) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+    assert migrate(database.engine) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
     assert migrate(database.engine) == []
     database.close()
 
@@ -110,7 +110,7 @@ def test_a_database_that_applied_versions_4_and_5_before_they_grew_is_completed(
         connection.execute(sa.text("ALTER TABLE shops DROP COLUMN attempted_at"))
         connection.execute(sa.text("ALTER TABLE products DROP COLUMN checked_at"))
     monkeypatch.setattr(shazzam.db, "MIGRATIONS", MIGRATIONS)
-    assert migrate(old.engine) == [6, 7, 8, 9, 10, 11, 12]
+    assert migrate(old.engine) == [6, 7, 8, 9, 10, 11]
     assert _schema(old.engine) == expected
     shop_id = catalogue.add_shop(old, SHOP, "Example")
     catalogue.mark_shop_attempted(old, shop_id)
@@ -159,27 +159,6 @@ def test_version_11_retires_the_pictures_older_versions_let_die_under_live_produ
     database.close()
 
 
-def test_version_12_sets_back_the_garments_older_versions_left_embedded_without_a_vector(db, image_with_detections):
-    # An older embed marked the garment embedded before writing its vector, and left it so when the
-    # write failed every retry: no index run could merge it, and its crop has since expired.
-    _, dress, picture = image_with_detections
-    catalogue.link_image(db, dress, picture, 0)
-    catalogue.update_image(db, picture, status="detected", content_sha256="ab" * 32)
-    stuck, re_embedded, waiting = (ids.detection_id(picture, n) for n in range(3))
-    # re_embedded the index set back by no model (the re-embed pass's); waiting's vector may be on its way.
-    for garment, model in ((stuck, "garment_v5"), (re_embedded, None), (waiting, "garment_v5")):
-        catalogue.update_detection(db, garment, embedding_status="embedded", embedded_by=model, category="dress")
-    with db.transaction() as connection:
-        connection.execute(sa.update(detections).where(detections.c.id.in_([stuck, re_embedded])).values(updated_at=utcnow() - timedelta(days=2)))
-    assert catalogue.images_to_fetch_again(db, [dress]) == []  # out of search for good
-    with db.transaction() as connection:
-        connection.execute(sa.text("DELETE FROM schema_migrations WHERE version = 12"))
-    assert migrate(db.engine) == [12]
-    statuses = {row["id"]: row["embedding_status"] for row in db.run_query("SELECT id, embedding_status FROM detections")}
-    assert statuses == {stuck: "pending", re_embedded: "embedded", waiting: "embedded"}
-    assert catalogue.images_to_fetch_again(db, [dress]) == [{"product_id": dress, "src_link": f"{SHOP}/p/1.jpg", "position": 0, "stored": True}]
-
-
 def test_a_migration_cut_between_a_table_and_its_index_is_completed_when_rerun(db_url):
     database = Database(db_url, migrate=False).open_connection()
 
@@ -197,7 +176,7 @@ def test_a_migration_cut_between_a_table_and_its_index_is_completed_when_rerun(d
     tables = set(sa.inspect(database.engine).get_table_names())
     if database.dialect == "sqlite":  # one transaction per version: version 2 left nothing behind
         assert "http_cache" not in tables and "product_images" not in tables
-    assert migrate(database.engine) == [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+    assert migrate(database.engine) == [2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
     assert "ix_http_cache_shop_id" in _schema(database.engine)["http_cache"][1]
     database.close()
 

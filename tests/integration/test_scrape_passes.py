@@ -510,7 +510,7 @@ def test_later_migrations_upgrade_a_version_1_database(db_url):
         connection.execute(sa.text("INSERT INTO shops (id, base_url, name, active, created_at) VALUES ('t', 'http://127.0.0.1:8765/', 'y', 1, '2026-01-01 00:00:00')"))
     engine.dispose()
     database = Database(db_url, migrate=False).open_connection()
-    assert migrate(database.engine) == [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+    assert migrate(database.engine) == [2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
     assert "embedded_by" in {column["name"] for column in sa.inspect(database.engine).get_columns("detections")}
     assert "colour_grid" in {column["name"] for column in sa.inspect(database.engine).get_columns("images")}
     columns = {column["name"] for column in sa.inspect(database.engine).get_columns("products")}
@@ -837,40 +837,6 @@ def test_a_garment_whose_stage_gave_up_is_fetched_again_once_its_object_is_gone(
     monkeypatch.setattr(catalogue, "UNFINISHED_AFTER", timedelta(0))
     # The other garments' vectors wait for an index run, however late: only the stuck one is fetched.
     assert pipeline.scrape(runtime.app)["images_uploaded"] == 1
-    runtime.drain()
-    runtime.fire_schedule("index")
-    assert status() == {"indexed"}
-
-
-def test_a_garment_an_older_embed_left_embedded_without_a_vector_is_fetched_again_once_upgraded(runtime, shop, monkeypatch):
-    """An older embed marked the garment embedded before writing its vector, and left it so
-    when the write failed every retry: no index run can merge it, and its crop has since expired."""
-    register(runtime, shop)
-    pipeline.scrape(runtime.app)
-    stuck = image(runtime, shop, "final.jpg")["id"]
-    put = runtime.store.put
-
-    def failing(key, *args, **kwargs):
-        if key.startswith("vectors/pending/") and stuck in key:
-            raise ConnectionError("SlowDown")
-        return put(key, *args, **kwargs)
-
-    monkeypatch.setattr(runtime.store, "put", failing)
-    assert runtime.drain().failed >= 1
-    monkeypatch.setattr(runtime.store, "put", put)
-    db = runtime.db
-    db.run_query("UPDATE detections SET embedding_status = 'embedded', embedded_by = :model, updated_at = :then WHERE image_id = :id",
-                 {"model": runtime.app.garment_model.name, "then": catalogue.utcnow() - timedelta(days=2), "id": stuck})  # as the older embed left it
-    for info in list(runtime.store.list("standard/")):  # the bucket's lifecycle, a day on
-        runtime.store.delete(info.key)
-    runtime.fire_schedule("index")
-    status = lambda: {row["embedding_status"] for row in db.run_query(  # noqa: E731
-        "SELECT embedding_status FROM detections WHERE image_id = :id", {"id": stuck})}
-    assert status() == {"embedded"}
-    assert pipeline.scrape(runtime.app)["images_uploaded"] == 0  # out of search for good
-    db.run_query("DELETE FROM schema_migrations WHERE version = 12")  # the upgrade
-    assert migrate(db.engine) == [12]
-    assert pipeline.scrape(runtime.app)["images_uploaded"] == 1  # the others were merged: only the stuck one
     runtime.drain()
     runtime.fire_schedule("index")
     assert status() == {"indexed"}
