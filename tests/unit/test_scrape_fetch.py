@@ -472,12 +472,22 @@ def test_a_product_page_sent_to_a_bot_challenge_or_a_maintenance_page_says_nothi
                        "/p/9": (302, b"", {"Location": "/c/skovard"}),
                        "/c/skovard": (200, "<html><title>Skovård &amp; underhåll</title></html>".encode(), html),
                        "/p/10": (302, b"", {"Location": "/pages/leather-maintenance"}),
-                       "/pages/leather-maintenance": (200, b"<html><title>Leather</title></html>", html)})
+                       "/pages/leather-maintenance": (200, b"<html><title>Leather</title></html>", html),
+                       # Holding pages known by a translated title, a whole title, or their address:
+                       "/p/11": (302, b"", {"Location": "/gate"}),
+                       "/gate": (200, "<html><title>Einen Moment…</title></html>".encode(), html),
+                       "/p/12": (302, b"", {"Location": "/denied"}),
+                       "/denied": (200, b"<html><title>Access Denied</title></html>", html),
+                       "/p/13": (302, b"", {"Location": "/soon"}),
+                       "/soon": (200, b"<html><title>Site Maintenance | Shop</title></html>", html),
+                       "/p/14": (302, b"", {"Location": "/password"}),
+                       "/password": (200, b"<html><title>Shop</title></html>", html)})
     source = ShopSource(base_url=shop.base_url, strategy="sitemap", local=True, fetch=FAST)
     crawl = Crawl(source, Fetcher(policy=source.policy()))
-    outcomes = {page: crawl.product_page(shop.base_url + page) for page in (f"p/{n}" for n in range(1, 11))}
+    outcomes = {page: crawl.product_page(shop.base_url + page) for page in (f"p/{n}" for n in range(1, 15))}
     assert {page: (outcome.state, outcome.reason) for page, outcome in outcomes.items()} == {
-        **{f"p/{n}": ("error", "no-product") for n in range(1, 6)}, **{f"p/{n}": ("gone", "soft-404") for n in range(6, 11)}}
+        **{f"p/{n}": ("error", "no-product") for n in (*range(1, 6), *range(11, 15))},
+        **{f"p/{n}": ("gone", "soft-404") for n in range(6, 11)}}
 
 
 def test_pages_never_visited_come_first_then_those_checked_longest_ago(plain_shop):
