@@ -11,11 +11,12 @@ const MAX_PHOTO_BYTES = 20 * 1024 * 1024;
 const PHOTO_TYPE_ALIASES = { "image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg", "image/x-png": "image/png", "image/x-ms-bmp": "image/bmp" };
 
 // A stalled link (a phone in a lift) neither answers nor fails, and fetch would wait for ever. A search
-// answers within 30 s (API Gateway gives up at 29 s, the local server at 30 s): one not answered 90 s
-// after its photo is sent is not coming. Sending the photo may take minutes on a slow link, so each
-// request has as long again as its bytes need at 16 kB/s (a poor 2G link): 22 minutes for 20 MB.
+// answers within 30 s (API Gateway gives up at 29 s): one not answered 90 s after its photo is sent is
+// not coming. fetch cannot tell how far the photo has gone, so each request also has as long as its
+// bytes need at 4 kB/s, below a 2G upload (6-15 kB/s), so that no upload still under way is cut off:
+// 14 minutes for a 3 MB photo sent with its search, longer for one sent first by /uploads.
 const ANSWER_DEADLINE_MS = 90 * 1000;
-const SLOWEST_BYTES_PER_MS = 16;
+const SLOWEST_BYTES_PER_MS = 4;
 const deadlineFor = (bytes) => ANSWER_DEADLINE_MS + bytes / SLOWEST_BYTES_PER_MS;
 
 const $ = (id) => document.getElementById(id);
