@@ -481,13 +481,22 @@ def test_a_product_page_sent_to_a_bot_challenge_or_a_maintenance_page_says_nothi
                        "/p/13": (302, b"", {"Location": "/soon"}),
                        "/soon": (200, b"<html><title>Site Maintenance | Shop</title></html>", html),
                        "/p/14": (302, b"", {"Location": "/password"}),
-                       "/password": (200, b"<html><title>Shop</title></html>", html)})
+                       "/password": (200, b"<html><title>Shop</title></html>", html),
+                       # ... and a shop's own pages that share their words:
+                       "/p/15": (302, b"", {"Location": "/collections/coming-soon"}),
+                       "/collections/coming-soon": (200, b"<html><title>Coming Soon | Shop</title></html>", html),
+                       "/p/16": (302, b"", {"Location": "/c/care"}),
+                       "/c/care": (200, b"<html><title>Maintenance &amp; Care products | Shop</title></html>", html),
+                       "/p/17": (302, b"", {"Location": "/fr/nouveau"}),
+                       "/fr/nouveau": (200, "<html><title>Un instant de style – Nouveautés</title></html>".encode(), html),
+                       "/p/18": (302, b"", {"Location": "/account/password"}),
+                       "/account/password": (200, b"<html><title>Account</title></html>", html)})
     source = ShopSource(base_url=shop.base_url, strategy="sitemap", local=True, fetch=FAST)
     crawl = Crawl(source, Fetcher(policy=source.policy()))
-    outcomes = {page: crawl.product_page(shop.base_url + page) for page in (f"p/{n}" for n in range(1, 15))}
+    outcomes = {page: crawl.product_page(shop.base_url + page) for page in (f"p/{n}" for n in range(1, 19))}
     assert {page: (outcome.state, outcome.reason) for page, outcome in outcomes.items()} == {
         **{f"p/{n}": ("error", "no-product") for n in (*range(1, 6), *range(11, 15))},
-        **{f"p/{n}": ("gone", "soft-404") for n in range(6, 11)}}
+        **{f"p/{n}": ("gone", "soft-404") for n in (*range(6, 11), *range(15, 19))}}
 
 
 def test_pages_never_visited_come_first_then_those_checked_longest_ago(plain_shop):

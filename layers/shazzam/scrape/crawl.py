@@ -75,26 +75,33 @@ _NOT_FOUND = re.compile(
 # your privacy" heading, is gone. Challenges, by title or heading:
 _CHALLENGE = re.compile(
     r"\b(?:just a moment|one more step|attention required|checking (?:your browser|the site|if the site)|security check"
-    r"|access denied|access to this page has been denied|ddos-guard|pardon our interruption"
+    r"|access to this page has been denied|ddos-guard|pardon our interruption"
     r"|verify(?:ing)? (?:that )?you are (?:a )?human|are you (?:a )?(?:human|robot)|captcha"
-    r"|einen moment|un instant|un momento|even geduld|um momento|chwileczk|ett ögonblick|et øjeblik|hetkinen"  # the same, translated
     r"|down for maintenance|under maintenance|scheduled maintenance|maintenance mode|service (?:temporarily )?unavailable"
-    r"|(?:we(?:'|’)?ll )?be right back|(?:be )?back soon|opening soon|coming soon|enter (?:store|shop) using password"
+    r"|we(?:'|’)?ll be right back"
     r"|wartungsarbeiten|wartungsmodus|en maintenance|en mantenimiento|in manutenzione|in onderhoud|em manutenção"
-    r"|przerwa techniczna|underhållsarbete)\b"
-    # a maintenance word alone is a holding page only as the whole title's start ("Maintenance | Shop"),
-    # not inside a category's ("Care & Maintenance")
-    r"|^\s*(?:site |store |shop )?(?:maintenance|wartung|mantenimiento|manutenzione|onderhoud|manutenção|underhåll"
-    r"|vedligeholdelse|vedlikehold|huoltokatko)\b",
+    r"|przerwa techniczna|underhållsarbete)\b",
     re.I,
 )
-# Cookie walls, by title only (a banner's heading is on every page, the home page too):
+# Words that are also a shop's own titles ("Un instant de style", "Access denied - please log in",
+# "Maintenance & Care") count only as the whole title: Cloudflare's translated "Just a moment...",
+# Akamai's "Access Denied", or a maintenance word alone or before the site's name ("Maintenance | Shop").
+_HOLDING_TITLE = re.compile(
+    r"^\s*(?:einen moment|un instant|(?:solo )?un momento|even geduld|um momento|chwileczk[eę]|ett ögonblick|et øjeblik"
+    r"|hetkinen|access denied)\s*(?:…|\.{3})?\s*$"
+    r"|^\s*(?:site |store |shop )?(?:maintenance|wartung|mantenimiento|manutenzione|onderhoud|manutenção|underhåll"
+    r"|vedligeholdelse|vedlikehold|huoltokatko)\s*(?:$|[|–—:!.…-])",
+    re.I,
+)
+# Cookie walls, by title only too (a banner's heading is on every page, the home page too):
 _COOKIE_WALL = re.compile(r"\b(?:before you continue|cookie (?:consent|settings|preferences)|privacy settings|we value your privacy)\b", re.I)
 # And by address, all there is of one on another host or on a path robots.txt shuts: a whole path
 # segment ("/challenge?return=...", "/maintenance.html", Cloudflare's "/cdn-cgi/challenge-platform/"),
 # not a word in a name ("/challenge-collection", "/pages/leather-maintenance"), or a known host.
 _INTERSTITIAL_PATH = re.compile(
-    r"/(?:captcha|challenge|consent|maintenance|password|blocked)(?:\.[a-z]{2,5})?(?:/|$)|/cdn-cgi/challenge-platform/|/errors/503\.php$", re.I)
+    r"/(?:captcha|challenge|consent|maintenance)(?:\.[a-z]{2,5})?(?:/|$)|/cdn-cgi/challenge-platform/|/errors/503\.php$"
+    r"|^(?:/[a-z]{2}(?:-[a-z]{2})?)?/password/?$|^/blocked/?$",  # Shopify's closed shop, at its root or a market's
+    re.I)
 _INTERSTITIAL_HOST = re.compile(r"(?:^|\.)(?:challenges\.cloudflare\.com|captcha-delivery\.com|consent\.(?:google|youtube|yahoo)\.[a-z.]+)$", re.I)
 
 
@@ -326,7 +333,9 @@ def looks_not_found(page, redirected: bool) -> bool:
     wording = " ".join(filter(None, (page.title, page.h1)))
     if _NOT_FOUND.search(wording):
         return True
-    return redirected and not (_CHALLENGE.search(wording) or _COOKIE_WALL.search(page.title or "") or interstitial(page.page_url))
+    title = page.title or ""
+    return redirected and not (_CHALLENGE.search(wording) or _HOLDING_TITLE.search(title) or _COOKIE_WALL.search(title)
+                               or interstitial(page.page_url))
 
 
 def interstitial(url: str) -> bool:
