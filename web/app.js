@@ -13,10 +13,12 @@ const PHOTO_TYPE_ALIASES = { "image/jpg": "image/jpeg", "image/pjpeg": "image/jp
 // A stalled link (a phone in a lift) neither answers nor fails, and fetch would wait for ever. A search
 // answers within 30 s (API Gateway gives up at 29 s): one not answered 90 s after its photo is sent is
 // not coming. fetch cannot tell how far the photo has gone, so each request also has as long as its
-// bytes need at 4 kB/s, below a 2G upload (6-15 kB/s), so that no upload still under way is cut off:
-// 14 minutes for a 3 MB photo sent with its search, longer for one sent first by /uploads.
+// bytes need at 4 kB/s, about a poor 2G upload, so that an upload still under way is seldom cut off:
+// 14 minutes for a 3 MB photo sent with its search. A photo sent first by /uploads has no longer than
+// its grant lasts (api.UPLOAD_EXPIRES_S, 15 minutes): the store refuses it after that.
 const ANSWER_DEADLINE_MS = 90 * 1000;
 const SLOWEST_BYTES_PER_MS = 4;
+const UPLOAD_GRANT_MS = 15 * 60 * 1000;
 const deadlineFor = (bytes) => ANSWER_DEADLINE_MS + bytes / SLOWEST_BYTES_PER_MS;
 
 const $ = (id) => document.getElementById(id);
@@ -168,7 +170,7 @@ async function search() {
   try {
     let answer;
     if (state.photo.size > DIRECT_UPLOAD_LIMIT) {
-      giveUpAfter(deadlineFor(state.photo.size));
+      giveUpAfter(Math.min(deadlineFor(state.photo.size), UPLOAD_GRANT_MS + ANSWER_DEADLINE_MS));
       const key = await uploadFirst(state.photo, controller.signal);
       giveUpAfter(deadlineFor(0));
       answer = await api("/search", {

@@ -49,7 +49,7 @@ PROBLEM_JSON = "application/problem+json"
 MAX_SEARCH_BODY_BYTES = (6 * 1024 * 1024 - 256 * 1024) * 3 // 4
 UPLOAD_PREFIX = "uploads/"
 UPLOAD_KEY = re.compile(re.escape(UPLOAD_PREFIX) + "[0-9a-f]{32}")
-UPLOAD_EXPIRES_S = 900
+UPLOAD_EXPIRES_S = 900  # the page gives an upload as long (web/app.js UPLOAD_GRANT_MS)
 # Beside a key the local server may receive: what a presigned POST's policy says in S3 (this key,
 # this type, until then). Not an upload key (UPLOAD_KEY does not match it): never searched.
 UPLOAD_GRANT_SUFFIX = ".grant.json"
