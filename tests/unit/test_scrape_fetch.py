@@ -452,45 +452,35 @@ def test_a_product_page_that_redirects_where_no_product_may_be_read_is_gone(plai
 def test_a_product_page_sent_to_a_bot_challenge_or_a_maintenance_page_says_nothing_of_the_product(plain_shop):
     """A shop may send every page to one of those for a while: a no-product error, as when one is
     served at the product's own address, not a product gone. A page sent home still is gone."""
-    html = {"Content-Type": "text/html"}
-    shop = plain_shop({"/robots.txt": (200, b"User-agent: *\nDisallow: /cdn-cgi/\n"),
-                       "/p/1": (307, b"", {"Location": "/challenge?return=/p/1"}),
-                       "/challenge": (200, b"<html><title>Just a moment...</title></html>", html),
-                       "/p/2": (302, b"", {"Location": "/info.html"}),
-                       "/info.html": (200, b"<html><title>Shop</title><h1>We are down for maintenance</h1></html>", html),
-                       "/p/3": (302, b"", {"Location": "/holding.html"}),
-                       "/holding.html": (200, b"<html><title>Wartungsarbeiten | Modehaus</title></html>", html),
-                       "/p/4": (302, b"", {"Location": "/cdn-cgi/challenge-platform/h/b"}),  # shut by robots.txt: not read
-                       "/p/5": (302, b"", {"Location": "http://localhost:1/captcha?return=/p/5"}),  # another site
-                       "/p/6": (301, b"", {"Location": "/"}),
-                       "/": (200, b"<html><title>Home</title><div class=banner><h1>We value your privacy</h1></div></html>", html),
-                       # Removed products sent to pages whose names only share a word with those:
-                       "/p/7": (302, b"", {"Location": "/care.html"}),
-                       "/care.html": (200, b"<html><title>Care &amp; Maintenance | Leather Goods</title></html>", html),
-                       "/p/8": (302, b"", {"Location": "/collections/challenge-collection"}),
-                       "/collections/challenge-collection": (200, b"<html><title>Trail running</title></html>", html),
-                       "/p/9": (302, b"", {"Location": "/c/skovard"}),
-                       "/c/skovard": (200, "<html><title>Skovård &amp; underhåll</title></html>".encode(), html),
-                       "/p/10": (302, b"", {"Location": "/pages/leather-maintenance"}),
-                       "/pages/leather-maintenance": (200, b"<html><title>Leather</title></html>", html),
-                       # Holding pages known by a translated title, a whole title, or their address:
-                       "/p/11": (302, b"", {"Location": "/gate"}),
-                       "/gate": (200, "<html><title>Einen Moment…</title></html>".encode(), html),
-                       "/p/12": (302, b"", {"Location": "/denied"}),
-                       "/denied": (200, b"<html><title>Access Denied</title></html>", html),
-                       "/p/13": (302, b"", {"Location": "/soon"}),
-                       "/soon": (200, b"<html><title>Site Maintenance | Shop</title></html>", html),
-                       "/p/14": (302, b"", {"Location": "/password"}),
-                       "/password": (200, b"<html><title>Shop</title></html>", html),
-                       # ... and a shop's own pages that share their words:
-                       "/p/15": (302, b"", {"Location": "/collections/coming-soon"}),
-                       "/collections/coming-soon": (200, b"<html><title>Coming Soon | Shop</title></html>", html),
-                       "/p/16": (302, b"", {"Location": "/c/care"}),
-                       "/c/care": (200, b"<html><title>Maintenance &amp; Care products | Shop</title></html>", html),
-                       "/p/17": (302, b"", {"Location": "/fr/nouveau"}),
-                       "/fr/nouveau": (200, "<html><title>Un instant de style – Nouveautés</title></html>".encode(), html),
-                       "/p/18": (302, b"", {"Location": "/account/password"}),
-                       "/account/password": (200, b"<html><title>Account</title></html>", html)})
+    answers = {"/robots.txt": (200, b"User-agent: *\nDisallow: /cdn-cgi/\n"),
+               "/p/1": (307, b"", {"Location": "/challenge?return=/p/1"}),
+               "/p/4": (302, b"", {"Location": "/cdn-cgi/challenge-platform/h/b"}),  # shut by robots.txt: not read
+               "/p/5": (302, b"", {"Location": "http://localhost:1/captcha?return=/p/5"}),  # another site
+               "/p/6": (301, b"", {"Location": "/"})}
+    pages = {"/challenge": "<title>Just a moment...</title>",
+             "/": "<title>Home</title><div class=banner><h1>We value your privacy</h1></div>"}
+    # /p/N sent (302) to a page and its title: holding pages, then removed products sent to pages
+    # whose names only share a word with those, then holding pages known by a translated title, a
+    # whole title or their address, then a shop's own pages that share their words.
+    sent_to = {2: ("/info.html", "<title>Shop</title><h1>We are down for maintenance</h1>"),
+               3: ("/holding.html", "<title>Wartungsarbeiten | Modehaus</title>"),
+               7: ("/care.html", "<title>Care &amp; Maintenance | Leather Goods</title>"),
+               8: ("/collections/challenge-collection", "<title>Trail running</title>"),
+               9: ("/c/skovard", "<title>Skovård &amp; underhåll</title>"),
+               10: ("/pages/leather-maintenance", "<title>Leather</title>"),
+               11: ("/gate", "<title>Einen Moment…</title>"),
+               12: ("/denied", "<title>Access Denied</title>"),
+               13: ("/soon", "<title>Site Maintenance | Shop</title>"),
+               14: ("/password", "<title>Shop</title>"),
+               15: ("/collections/coming-soon", "<title>Coming Soon | Shop</title>"),
+               16: ("/c/care", "<title>Maintenance &amp; Care products | Shop</title>"),
+               17: ("/fr/nouveau", "<title>Un instant de style – Nouveautés</title>"),
+               18: ("/account/password", "<title>Account</title>")}
+    for number, (path, head) in sent_to.items():
+        answers[f"/p/{number}"] = (302, b"", {"Location": path})
+        pages[path] = head
+    answers.update({path: (200, f"<html>{head}</html>".encode(), {"Content-Type": "text/html"}) for path, head in pages.items()})
+    shop = plain_shop(answers)
     source = ShopSource(base_url=shop.base_url, strategy="sitemap", local=True, fetch=FAST)
     crawl = Crawl(source, Fetcher(policy=source.policy()))
     outcomes = {page: crawl.product_page(shop.base_url + page) for page in (f"p/{n}" for n in range(1, 19))}
