@@ -651,10 +651,6 @@ def main(argv: list[str] | None = None) -> int:
     level = "INFO" if args.verbose else "WARNING"
     handlers.LOG_STREAM.to_stderr = True  # a --json result is then the whole of stdout
     logging.basicConfig(stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    # basicConfig's level would hold only for a process's first command, and for the rest of it
-    root = logging.getLogger()
-    root_level_before = root.level
-    root.setLevel(level)
     with handlers.log_level(level):
         try:
             return args.run(args)
@@ -666,8 +662,6 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             print(f"shazzam {args.command}: {type(exc).__name__}: {exc} (--verbose shows where)", file=sys.stderr)
             return 1
-        finally:
-            root.setLevel(root_level_before)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ unexpected exception propagates so Lambda retries and then dead-letters the even
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from contextlib import contextmanager
@@ -52,10 +53,14 @@ def function_logger(service: str) -> Logger:
 @contextmanager
 def log_level(level: str) -> Iterator[None]:
     """The functions' loggers at `level` while the `shazzam` command runs (at $POWERTOOLS_LOG_LEVEL
-    where the user set it): those made before and those made meanwhile. The environment, and the
-    loggers' level, are as they were after, so a second command in the process has its own."""
+    where the user set it): those made before and those made meanwhile; the standard library's (the
+    root logger) at `level`. The environment, and the loggers' levels, are as they were after, so a
+    second command in the process has its own (basicConfig's level holds only for the first)."""
     before = os.environ.get(LOG_LEVEL_ENV)
+    root = logging.getLogger()
+    root_before = root.level
     os.environ[LOG_LEVEL_ENV] = before or level
+    root.setLevel(level)
     _reread_levels()
     try:
         yield
@@ -64,6 +69,7 @@ def log_level(level: str) -> Iterator[None]:
             os.environ.pop(LOG_LEVEL_ENV, None)
         else:
             os.environ[LOG_LEVEL_ENV] = before
+        root.setLevel(root_before)
         _reread_levels()
 
 
