@@ -229,10 +229,20 @@ def cmd_ingest(args) -> int:
     finally:
         runtime.close()
     print(json.dumps(report, default=str) if args.json else _format_report(report))
-    if report["scrape"].get("shops_failed"):
-        print(f"{report['scrape']['shops_failed']} of {report['scrape']['shops']} shop(s) could not be read", file=sys.stderr)
-        return 1
-    return _failed_events(runtime, report["events"]["failed"])
+    return _shops_not_scraped(report["scrape"], "shop") or _failed_events(runtime, report["events"]["failed"])
+
+
+def _shops_not_scraped(report: dict, noun: str) -> int:
+    """Exit status 1, said on stderr, when a shop was skipped for its settings or could not be read:
+    the others were scraped all the same, but a job that runs the command must not read success."""
+    if report.get("shops_skipped"):
+        # Named by the scrape's ERROR log lines, which main sends to stderr, before this one.
+        print(f"{report['shops_skipped']} {noun}(s) skipped: their saved settings no scrape could use (each named above, with why);"
+              " correct them with `shazzam scrape --sources FILE`, or take them off with `shazzam shops remove URL`",
+              file=sys.stderr)
+    if report.get("shops_failed"):
+        print(f"{report['shops_failed']} of {report['shops']} {noun}(s) could not be read", file=sys.stderr)
+    return 1 if report.get("shops_skipped") or report.get("shops_failed") else 0
 
 
 def scrape_summary(report: dict) -> dict:
@@ -280,10 +290,7 @@ def cmd_scrape(args) -> int:
             f"pipeline: {summary['pipeline']['delivered']} events delivered, {summary['pipeline']['failed']} failed\n"
             f"errors: {errors}"
         )
-    if summary["shops_failed"]:
-        print(f"{summary['shops_failed']} of {summary['shops']} source(s) could not be read", file=sys.stderr)
-        return 1
-    return _failed_events(runtime, summary["pipeline"]["failed"])
+    return _shops_not_scraped(summary, "source") or _failed_events(runtime, summary["pipeline"]["failed"])
 
 
 def _format_report(report: dict) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,31 @@ def test_a_scrape_of_a_shop_that_cannot_be_reached_exits_1_and_leaves_it_due(tmp
     assert summary["shops_failed"] == 1 and summary["errors"]
     again = shazzam("--quiet", "scrape", "--json", data_dir=tmp_path)  # not marked scraped: still due
     assert json.loads(again.stdout.strip().splitlines()[-1])["shops"] == 1
+
+
+def spoil_settings(data_dir: Path, url: str) -> None:
+    """The shop's row as one saved before today's checks: a strategy no scrape knows."""
+    with sqlite3.connect(data_dir / "catalogue.db") as db:
+        db.execute("UPDATE shops SET strategy = 'crawl-all' WHERE base_url = ?", (url,))
+
+
+def test_a_scrape_that_skips_a_shop_for_its_settings_names_it_and_exits_1(tmp_path):
+    assert shazzam("shops", "add", "https://old.example/", data_dir=tmp_path).returncode == 0
+    spoil_settings(tmp_path, "https://old.example/")
+    for named in ([], ["https://old.example/"]):
+        run = shazzam("--quiet", "scrape", "--force", *named, data_dir=tmp_path)
+        assert run.returncode == 1, run.stdout + run.stderr
+        assert "https://old.example/ is skipped: unknown strategy 'crawl-all'" in run.stderr
+        assert "1 source(s) skipped" in run.stderr
+    with SampleShop(limit=1) as sample:  # beside a good shop, which is scraped all the same
+        assert shazzam("shops", "add", sample.base_url, data_dir=tmp_path).returncode == 0
+        run = shazzam("--quiet", "scrape", "--json", data_dir=tmp_path)
+        ingest = shazzam("--quiet", "ingest", "--json", data_dir=tmp_path)
+    assert run.returncode == 1 and "1 source(s) skipped" in run.stderr
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert summary["shops"] == 1 and summary["shops_skipped"] == 1 and summary["products_new"] == 1
+    assert ingest.returncode == 1 and "1 shop(s) skipped" in ingest.stderr
+    assert json.loads(ingest.stdout.strip().splitlines()[-1])["scrape"]["shops_skipped"] == 1
 
 
 def test_ingest_names_only_shops_that_are_on_and_brings_none_back(tmp_path):

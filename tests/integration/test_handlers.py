@@ -193,6 +193,16 @@ def test_a_scheduled_scrape_that_reaches_no_shop_fails_its_invocation(backend):
     assert catalogue.shops_by_id(app.db)[shop_id]["last_scraped_at"] is None  # still due
 
 
+def test_a_scheduled_scrape_that_skips_a_shop_for_its_settings_says_so_and_is_not_retried(backend, caplog):
+    # A setting no scrape could use does not mend itself: a failed invocation, retried, would only repeat it.
+    app, invoke = backend
+    app.db.run_query("INSERT INTO shops (id, base_url, name, active, created_at, is_local, strategy) "
+                     "VALUES ('old', 'https://old.example/', 'Old', 1, '2026-01-01 00:00:00', 0, 'crawl-all')")
+    assert invoke("scrape", sample_event("scheduled-scrape.json"))["shops_skipped"] == 1
+    assert any(record.levelname == "ERROR" and "https://old.example/ is skipped: unknown strategy" in record.getMessage()
+               for record in caplog.records)
+
+
 @pytest.mark.parametrize("detail, message", [
     ({"limit": "2"}, "limit must be a whole number"), ({"limit": 0}, "limit must be"), ({"limit": 1.5}, "limit must be"),
     ({"limit": True}, "limit must be"), ({"force": "false"}, "force must be true or false, not 'false'"),

@@ -1231,6 +1231,19 @@ def test_a_shop_row_saved_before_todays_checks_is_skipped_by_revalidate_and_can_
     assert [row["name"] for row in catalogue.active_shops(runtime.db)] == ["quirky"]
 
 
+def test_a_shop_row_no_scrape_could_use_is_skipped_counted_and_logged_and_the_others_scraped(runtime, shop, caplog):
+    register(runtime, shop)
+    runtime.db.run_query("INSERT INTO shops (id, base_url, name, active, created_at, is_local, strategy) "
+                         "VALUES ('old', 'https://old.example/', 'Old', 1, '2026-01-01 00:00:00', 0, 'crawl-all')")
+    report = pipeline.scrape(runtime.app)
+    assert report["shops"] == 1 and report["products_new"] > 0 and report["shops_skipped"] == 1  # the good shop scraped
+    assert [record.levelname for record in caplog.records if "https://old.example/ is skipped: unknown strategy 'crawl-all'"
+            in record.getMessage()] == ["ERROR"]
+    # Named, it is skipped too, and counted: not a pass over nothing that reads as a success.
+    assert pipeline.scrape(runtime.app, source="Old")["shops_skipped"] == 1
+    assert pipeline.scrape(runtime.app, shop_url="https://old.example/")["shops_skipped"] == 1
+
+
 def test_a_shop_saved_with_fetch_settings_now_refused_is_still_scraped(runtime, shop):
     """[source.fetch] delay_s and concurrency were once accepted (and overridden by the source's
     own); a row saved then keeps its shop scraped, without them."""

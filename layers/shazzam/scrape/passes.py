@@ -52,6 +52,7 @@ COUNTERS = (
     "skipped_by_robots",
     "shops_unfinished",
     "shops_failed",
+    "shops_skipped",
     "shops_left",
     "pages_left",
     "products",
@@ -435,7 +436,9 @@ def _canonical_or_none(text: str) -> str | None:
         return None
 
 
-def _sources(app, shop_url: str | None, source_name: str | None) -> list[tuple[dict, ShopSource]]:
+def _sources(app, shop_url: str | None, source_name: str | None, summary: Summary) -> list[tuple[dict, ShopSource]]:
+    """The active shops asked for, with their sources; those no scrape could use are logged
+    (_usable_source) and counted (``shops_skipped``), so that the pass does not read as a success."""
     shop_id = catalogue.active_shop_id(app.db, shop_url) if shop_url else None
     rows = [row for row in catalogue.active_shops(app.db) if (not shop_id or row["id"] == shop_id)]
     if source_name:
@@ -443,7 +446,9 @@ def _sources(app, shop_url: str | None, source_name: str | None) -> list[tuple[d
         rows = [row for row in rows if source_name in (row["name"], row["base_url"]) or (address and address == _canonical_or_none(row["base_url"]))]
         if not rows:
             raise ValueError(f"no active shop is named or based at {source_name!r}")
-    return [(row, source) for row in rows if (source := _usable_source(row)) is not None]
+    usable = [(row, source) for row in rows if (source := _usable_source(row)) is not None]
+    summary.counts["shops_skipped"] += len(rows) - len(usable)
+    return usable
 
 
 def read_again(concerned: list[dict], source_pass: Callable[[str], SourcePass | None], read: set[str], until: float,
@@ -491,7 +496,9 @@ def scrape_pass(
     with its product (killed, or showing it no more) leaves other shops' products that showed it
     through copies of their own without a searchable picture: their pages are read at once
     (read_again), the pass's budget allowing, whatever their shops' schedules; not in a run cut by
-    ``limit`` (N pages per source), where they wait for their pages' next visit."""
+    ``limit`` (N pages per source), where they wait for their pages' next visit. A shop whose saved
+    settings no scrape could use is skipped at every pass, due or not (its schedule is one of
+    them), logged as an error and counted (``shops_skipped``): only new settings mend it."""
     from shazzam.db import utcnow
 
     summary = Summary()
@@ -502,7 +509,7 @@ def scrape_pass(
         fetch_deadline = None if budget_s is None else deadline + budget_s * PAGE_IN_HAND_SHARE
         # Due shops take turns: the one a pass started on longest ago first (one whose round a pass
         # leaves unfinished goes behind the others, so a shop too large for a pass starves none).
-        sources = sorted(_sources(app, shop_url, source_name), key=lambda pair: pair[0]["attempted_at"] or datetime.min)
+        sources = sorted(_sources(app, shop_url, source_name, summary), key=lambda pair: pair[0]["attempted_at"] or datetime.min)
         visits: dict[str, SourcePass | None] = {}  # by shop id
         for row, source in sources:
             if not (force or shop_url or source_name or source.is_due(row.get("last_scraped_at"), utcnow())):
