@@ -130,12 +130,19 @@ def _shop_id(connection: sa.Connection, base_url: str) -> str:
 
 
 def active_shop_id(db: Database, base_url: str) -> str:
-    """The id of the active shop at this address (any spelling of it); ValueError for an address
-    no scrape could use, or one no active shop has (`shops add` registers or brings one back)."""
+    """The id of the active shop at this address (any spelling of it, or the one stored); ValueError
+    for an address no scrape could use, or one no active shop has (`shops add` registers or brings
+    one back)."""
     from shazzam.scrape.sources import ShopSource
 
-    canonical = ShopSource(base_url=base_url).base_url
     with db.transaction() as connection:
+        # As stored first: an active row saved under an address now refused is still found, so that
+        # the scrape asked for it skips and counts it (ingest names each shop by its stored address).
+        # Compared here too: MySQL's collation would match another shop whose path differs in case.
+        stored = connection.execute(sa.select(shops.c.id, shops.c.base_url).where(shops.c.base_url == base_url, shops.c.active.is_(True))).all()
+        if shop_id := next((row.id for row in stored if row.base_url == base_url), None):
+            return shop_id
+        canonical = ShopSource(base_url=base_url).base_url
         shop_id = _shop_id(connection, canonical)
         if not connection.execute(sa.select(shops.c.active).where(shops.c.id == shop_id)).scalar():
             raise ValueError(f"no active shop at {canonical} (`shazzam shops add {canonical}` registers it)")

@@ -99,6 +99,24 @@ def test_a_scrape_that_skips_a_shop_for_its_settings_names_it_and_exits_1(tmp_pa
     assert json.loads(ingest.stdout.strip().splitlines()[-1])["scrape"]["shops_skipped"] == 1
 
 
+def test_ingest_skips_a_shop_saved_under_an_address_now_refused_and_goes_on_with_the_others(tmp_path):
+    # Ingest names each shop by its stored address, which no scrape could use: found as stored, it is
+    # skipped and counted, not an error that stops the run before the shops after it.
+    assert shazzam("shops", "add", "http://old.example/", data_dir=tmp_path).returncode == 0
+    with sqlite3.connect(tmp_path / "catalogue.db") as db:  # saved before user names were refused; sorts first
+        db.execute("UPDATE shops SET base_url = 'http://0:0@old.example/' WHERE base_url = 'http://old.example/'")
+    with SampleShop(limit=1) as sample:
+        assert shazzam("shops", "add", sample.base_url, data_dir=tmp_path).returncode == 0
+        ingest = shazzam("--quiet", "ingest", "--json", data_dir=tmp_path)
+        named = shazzam("--quiet", "ingest", "--json", "--shop", "http://0:0@old.example/", data_dir=tmp_path)
+    assert ingest.returncode == 1, ingest.stdout + ingest.stderr
+    assert "http://0:0@old.example/ is skipped" in ingest.stderr and "1 shop(s) skipped" in ingest.stderr
+    report = json.loads(ingest.stdout.strip().splitlines()[-1])
+    assert report["scrape"]["shops_skipped"] == 1 and report["scrape"]["products_new"] == 1
+    assert report["events"]["embed"] == 1 and report["counts"]["indexed"] == 1
+    assert named.returncode == 1 and json.loads(named.stdout.strip().splitlines()[-1])["scrape"]["shops_skipped"] == 1
+
+
 def test_ingest_names_only_shops_that_are_on_and_brings_none_back(tmp_path):
     assert shazzam("shops", "add", "https://shop.example/", data_dir=tmp_path).returncode == 0
     assert shazzam("shops", "remove", "https://shop.example/", data_dir=tmp_path).returncode == 0

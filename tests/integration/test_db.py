@@ -834,6 +834,19 @@ def test_a_shop_is_taken_off_by_its_own_address_not_by_one_that_differs_in_case(
     assert [row["id"] for row in catalogue.active_shops(db)] == [upper]
 
 
+def test_an_active_shop_is_found_by_its_stored_address_though_it_is_now_refused(db):
+    # `shazzam ingest` names each shop by its stored address: the scrape must find the row to skip it.
+    refused = "http://0:0@old.example/"  # saved before user names were refused
+    db.run_query("INSERT INTO shops (id, base_url, name, active, created_at, is_local) VALUES ('old', :url, 'Old', 1, '2026-01-01', 0)",
+                 {"url": refused})
+    assert catalogue.active_shop_id(db, refused) == "old"
+    with pytest.raises(ValueError, match="user name or password"):  # another spelling is checked as a new address
+        catalogue.active_shop_id(db, "http://0:0@OLD.example/")
+    catalogue.take_shop_off(db, refused)
+    with pytest.raises(ValueError, match="user name or password"):
+        catalogue.active_shop_id(db, refused)
+
+
 def test_the_shop_names_are_in_one_order_on_every_database(db):
     for n, name in enumerate(["Zara", "adidas", "Élan", "Upper"]):
         catalogue.add_shop(db, f"https://shop{n}.example", name=name)
