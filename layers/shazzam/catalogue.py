@@ -129,6 +129,15 @@ def _shop_id(connection: sa.Connection, base_url: str) -> str:
     return shop_id
 
 
+def _is_text(value: str) -> bool:
+    """Whether the string encodes as UTF-8: lone surrogates (undecodable bytes) do not."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def active_shop_id(db: Database, base_url: str) -> str:
     """The id of the active shop at this address (any spelling of it, or the one stored); ValueError
     for an address no scrape could use, or one no active shop has (`shops add` registers or brings
@@ -139,9 +148,11 @@ def active_shop_id(db: Database, base_url: str) -> str:
         # As stored first: an active row saved under an address now refused is still found, so that
         # the scrape asked for it skips and counts it (ingest names each shop by its stored address).
         # Compared here too: MySQL's collation would match another shop whose path differs in case.
-        stored = connection.execute(sa.select(shops.c.id, shops.c.base_url).where(shops.c.base_url == base_url, shops.c.active.is_(True))).all()
-        if shop_id := next((row.id for row in stored if row.base_url == base_url), None):
-            return shop_id
+        # Text that is not UTF-8 (undecodable bytes of a command line) can be no stored address.
+        if _is_text(base_url):
+            stored = connection.execute(sa.select(shops.c.id, shops.c.base_url).where(shops.c.base_url == base_url, shops.c.active.is_(True))).all()
+            if shop_id := next((row.id for row in stored if row.base_url == base_url), None):
+                return shop_id
         canonical = ShopSource(base_url=base_url).base_url
         shop_id = _shop_id(connection, canonical)
         if not connection.execute(sa.select(shops.c.active).where(shops.c.id == shop_id)).scalar():

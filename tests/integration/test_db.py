@@ -847,6 +847,13 @@ def test_an_active_shop_is_found_by_its_stored_address_though_it_is_now_refused(
         catalogue.active_shop_id(db, refused)
 
 
+def test_an_address_that_is_not_text_is_refused_for_what_it_is(db):
+    # A command-line argument of undecodable bytes reaches Python as lone surrogates: no stored
+    # address can equal it, and the database driver could not encode it to look.
+    with pytest.raises(ValueError, match="not a usable URL"):
+        catalogue.active_shop_id(db, "http://a\udcff.example/")
+
+
 def test_the_shop_names_are_in_one_order_on_every_database(db):
     for n, name in enumerate(["Zara", "adidas", "Élan", "Upper"]):
         catalogue.add_shop(db, f"https://shop{n}.example", name=name)
