@@ -127,3 +127,11 @@ class ShazzamFunction(Construct):
             queued = self.failures.queue.metric_approximate_number_of_messages_visible(period=PERIOD, statistic="Maximum")
             alarms.append(alarm(self, "FailedEvents", f"{name}: events in the failure queue (retries exhausted)", queued, 1, topic))
         return alarms
+
+    def add_log_alarm(self, topic: sns.ITopic, construct_id: str, description: str, pattern: logs.IFilterPattern) -> cloudwatch.Alarm:
+        """Alarm on the first log line matching `pattern` in five minutes: for what a run goes on
+        past, and succeeds, but an operator must hear of (counted as `construct_id` in Shazzam/)."""
+        lines = self.log_group.add_metric_filter(
+            f"{construct_id}Lines", filter_pattern=pattern, metric_namespace="Shazzam", metric_name=construct_id, metric_value="1"
+        )
+        return alarm(self, construct_id, f"{self.wired.name}: {description}", lines.metric(period=PERIOD, statistic="Sum"), 1, topic)

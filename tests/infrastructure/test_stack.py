@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import re
+import uuid
+
 import pytest
 from aws_cdk.assertions import Match
 from shazzam import wiring
+from shazzam.scrape import passes
 from shazzam.wiring import ObjectCreated, Route
 from shazzam_cdk.access import ACCESS, TRANSIENT_PREFIXES
 
@@ -262,6 +267,24 @@ def test_alarms_on_errors_throttles_failure_queues_and_latency(resources):
     assert server_errors["Threshold"] == 1  # a fault is answered with a 500: Lambda's Errors never sees it
     for alarm in alarms:
         assert alarm["Properties"]["AlarmActions"], "every alarm notifies the alarm topic"
+
+
+def test_a_shop_left_out_of_the_scrape_alarms(resources, caplog):
+    # A shop whose saved settings no scrape can use is left out, logged at ERROR, and the run succeeds.
+    (metric_filter,) = of_type(resources, "AWS::Logs::MetricFilter").values()
+    scrape = resources[function_id(resources, "scrape")]["Properties"]
+    assert metric_filter["Properties"]["LogGroupName"] == scrape["LoggingConfig"]["LogGroup"]
+    with caplog.at_level(logging.ERROR, logger=passes.__name__):
+        assert passes._usable_source({"base_url": "https://shop.example/", "name": "Shop", "strategy": "nonsense"}) is None
+    (record,) = caplog.records
+    line = f"[{record.levelname}]\t2026-12-01T02:00:00.000Z\t{uuid.uuid4()}\t{record.getMessage()}"  # Lambda's text format
+    terms = re.findall(r'"([^"]+)"', metric_filter["Properties"]["FilterPattern"])
+    assert terms and all(term in line for term in terms), f"{terms} do not all match {line!r}"
+    (transformation,) = metric_filter["Properties"]["MetricTransformations"]
+    alarms = [a["Properties"] for a in of_type(resources, "AWS::CloudWatch::Alarm").values()
+              if (a["Properties"].get("Namespace"), a["Properties"].get("MetricName")) == (transformation["MetricNamespace"], transformation["MetricName"])]
+    (skipped,) = alarms
+    assert skipped["Threshold"] == 1 and skipped["Statistic"] == "Sum" and skipped["AlarmActions"]
 
 
 def test_cloudwatch_may_use_the_alarm_topics_key(resources):
