@@ -7,6 +7,7 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_rds as rds
+from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 DATABASE_NAME = "shazzam"
@@ -81,11 +82,20 @@ class CatalogueDatabase(Construct):
         self.secret = self.cluster.secret
         # Monthly single-user rotation; the functions re-read the secret when a login is refused
         # (shazzam.app), so a rotation costs warm containers one retried connection.
-        self.cluster.add_rotation_single_user(
+        rotation = self.cluster.add_rotation_single_user(
             automatically_after=Duration.days(30),
             vpc_subnets=network.function_subnets,
             exclude_characters=" %+~`#$&*()|[]{}:;<>?!'/@\"\\",
         )
+        # The rotation function comes from the Serverless Application Repository, under the name CDK
+        # gives it, with no log group: Lambda would make one on its first run that never expires.
+        # This one, kept a month, exists before the schedule's first (immediate) rotation runs it.
+        function_name = rotation.node.default_child.parameters["functionName"]
+        rotation_logs = logs.LogGroup(self, "RotationLogs", log_group_name=f"/aws/lambda/{function_name}",
+                                      retention=logs.RetentionDays.ONE_MONTH, removal_policy=RemovalPolicy.DESTROY)
+        for schedule in self.secret.node.find_all():
+            if isinstance(schedule, secretsmanager.CfnRotationSchedule):
+                schedule.node.add_dependency(rotation_logs)
         self.proxy = None
         self.endpoint = self.cluster.cluster_endpoint.hostname
         if use_proxy:

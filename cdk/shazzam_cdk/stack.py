@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import App, Aspects, CfnOutput, Duration, RemovalPolicy, Stack, triggers
+from aws_cdk import App, Aspects, CfnOutput, CfnResource, Duration, RemovalPolicy, Stack, triggers
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -82,6 +82,19 @@ class ShazzamStack(Stack):
         CfnOutput(self, "ApiUrl", value=self.api.url)
         CfnOutput(self, "BucketName", value=self.storage.bucket.bucket_name)
         CfnOutput(self, "AlarmTopic", value=self.alarm_topic.topic_arn)
+        self._keep_cdk_handler_logs_a_month()
+
+    def _keep_cdk_handler_logs_a_month(self) -> None:
+        """The Lambdas CDK adds on its own (bucket notifications, log retention, triggers) name no
+        log group, so Lambda would make one on their first run that never expires: each gets one
+        kept a month, as the stack's own functions' logs are. (Functions of the lambda.Function
+        construct get theirs from CDK: @aws-cdk/aws-lambda:useCdkManagedLogGroup.)"""
+        handlers = [node for node in self.node.find_all() if isinstance(node, CfnResource)
+                    and node.cfn_resource_type == "AWS::Lambda::Function" and not isinstance(node, lambda_.CfnFunction)]
+        for handler in handlers:
+            group = logs.LogGroup(handler.node.scope, f"{handler.node.id}Logs", retention=logs.RetentionDays.ONE_MONTH,
+                                  removal_policy=RemovalPolicy.DESTROY)
+            handler.add_property_override("LoggingConfig.LogGroup", group.log_group_name)
 
     def _environment(self) -> dict[str, str]:
         return {"SHAZZAM_BUCKET": self.storage.bucket.bucket_name, **self.database.environment()}

@@ -171,6 +171,37 @@ def test_only_scrape_has_reserved_concurrency(resources):
         assert reserved == (1 if function.name == "scrape" else None)
 
 
+def test_every_lambdas_logs_expire(resources):
+    # Lambda makes /aws/lambda/<name> on a function's first run, kept forever, unless the function
+    # names a log group of its own or one of that name is made first: CDK's own handlers (bucket
+    # notifications, log retention, triggers) and the secret's rotation function (from the
+    # Serverless Application Repository) get neither from CDK.
+    groups = of_type(resources, "AWS::Logs::LogGroup")
+    by_name = {}
+    for group_id, group in groups.items():
+        name = group["Properties"].get("LogGroupName")
+        joined = name.get("Fn::Join", [None, []])[1] if isinstance(name, dict) else []
+        if joined and joined[0] == "/aws/lambda/":
+            by_name[joined[1]["Ref"]] = group_id
+        elif isinstance(name, str):
+            by_name[name] = group_id
+    functions = {i: {"Ref": i} for i in of_type(resources, "AWS::Lambda::Function")}
+    for i, application in of_type(resources, "AWS::Serverless::Application").items():
+        functions[i] = application["Properties"]["Parameters"]["functionName"]
+    for function_id_, name in functions.items():
+        logging_config = resources[function_id_]["Properties"].get("LoggingConfig", {})
+        if "LogGroup" in logging_config:
+            group_id = logging_config["LogGroup"]["Ref"]
+        else:
+            group_id = by_name.get(name["Ref"] if isinstance(name, dict) else f"/aws/lambda/{name}")
+        assert group_id, f"{function_id_}: no log group of its own, so one that never expires"
+        assert groups[group_id]["Properties"].get("RetentionInDays"), f"{function_id_}: its log group never expires"
+    # The rotation function's group is named after it, so it must exist before the schedule's first rotation runs it.
+    (application_id,) = of_type(resources, "AWS::Serverless::Application")
+    (schedule,) = of_type(resources, "AWS::SecretsManager::RotationSchedule").values()
+    assert by_name[f"/aws/lambda/{functions[application_id]}"] in schedule["DependsOn"]
+
+
 def test_layers_ship_the_library_dependencies_and_models(resources):
     # Besides CDK's own AWS CLI layer (for its BucketDeployment handler, which has no runtime list).
     layers = {i: r for i, r in of_type(resources, "AWS::Lambda::LayerVersion").items() if i.startswith("Layers")}
