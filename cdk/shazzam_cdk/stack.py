@@ -32,6 +32,11 @@ from .storage import CatalogueBucket
 # shops and succeeds, so Lambda's Errors never counts it. Scrape reads every active shop's settings
 # at each run, so a shop left out alarms daily until it is fixed or taken off.
 SKIPPED_SHOP_LOG = logs.FilterPattern.all_terms("ERROR", "is skipped:")
+# What an index run goes on past, logged at ERROR by shazzam.index and shazzam.pipeline: a pending
+# vector set aside as unusable (its item unsearchable; vectors/unreadable/ expires in two weeks), a
+# shard or manifest unreadable and replaced (its items out of the results until embedded again).
+# A run that fails is Lambda's Errors, alarmed already: its line, with the traceback, is left out.
+INDEX_ERROR_LOG = logs.FilterPattern.literal('"[ERROR]" -Traceback')
 
 
 class ShazzamStack(Stack):
@@ -117,6 +122,8 @@ class ShazzamStack(Stack):
         function.add_alarms(self.alarm_topic)
         if name == "scrape":
             function.add_log_alarm(self.alarm_topic, "ShopsSkipped", "a shop left out for settings no scrape can use", SKIPPED_SHOP_LOG)
+        if name == "index":
+            function.add_log_alarm(self.alarm_topic, "IndexErrorsLogged", "a run logged an ERROR it went on past", INDEX_ERROR_LOG)
         for trigger in wired.triggers:
             if isinstance(trigger, ObjectCreated):
                 self.storage.bucket.add_event_notification(

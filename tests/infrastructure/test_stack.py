@@ -8,8 +8,9 @@ import uuid
 
 import pytest
 from aws_cdk.assertions import Match
-from shazzam import wiring
+from shazzam import index, wiring
 from shazzam.scrape import passes
+from shazzam.storage import LocalFolderStore
 from shazzam.wiring import ObjectCreated, Route
 from shazzam_cdk.access import ACCESS, TRANSIENT_PREFIXES
 
@@ -300,22 +301,50 @@ def test_alarms_on_errors_throttles_failure_queues_and_latency(resources):
         assert alarm["Properties"]["AlarmActions"], "every alarm notifies the alarm topic"
 
 
+def lambda_log_line(record: logging.LogRecord) -> str:
+    """A standard-library log record as the Lambda Python runtime writes it to CloudWatch (text format)."""
+    return f"[{record.levelname}]\t2026-12-01T02:00:00.000Z\t{uuid.uuid4()}\t{record.getMessage()}"
+
+
+def filter_matches(pattern: str, line: str) -> bool:
+    """CloudWatch Logs' term matching on an unstructured line: every term in it, no -term."""
+    terms = re.findall(r'(-?)(?:"([^"]+)"|(\S+))', pattern)
+    assert terms, f"no terms in {pattern!r}"
+    return all(((quoted or bare) in line) != bool(minus) for minus, quoted, bare in terms)
+
+
+def log_alarm(resources: dict, function: str) -> tuple[str, dict]:
+    """The filter pattern on `function`'s log group and the alarm on the metric it counts."""
+    log_group = resources[function_id(resources, function)]["Properties"]["LoggingConfig"]["LogGroup"]
+    (metric_filter,) = [f["Properties"] for f in of_type(resources, "AWS::Logs::MetricFilter").values()
+                        if f["Properties"]["LogGroupName"] == log_group]
+    (transformation,) = metric_filter["MetricTransformations"]
+    (found,) = [a["Properties"] for a in of_type(resources, "AWS::CloudWatch::Alarm").values()
+                if (a["Properties"].get("Namespace"), a["Properties"].get("MetricName")) == (transformation["MetricNamespace"], transformation["MetricName"])]
+    assert found["Threshold"] == 1 and found["Statistic"] == "Sum" and found["AlarmActions"]
+    return metric_filter["FilterPattern"], found
+
+
 def test_a_shop_left_out_of_the_scrape_alarms(resources, caplog):
     # A shop whose saved settings no scrape can use is left out, logged at ERROR, and the run succeeds.
-    (metric_filter,) = of_type(resources, "AWS::Logs::MetricFilter").values()
-    scrape = resources[function_id(resources, "scrape")]["Properties"]
-    assert metric_filter["Properties"]["LogGroupName"] == scrape["LoggingConfig"]["LogGroup"]
+    pattern, _ = log_alarm(resources, "scrape")
     with caplog.at_level(logging.ERROR, logger=passes.__name__):
         assert passes._usable_source({"base_url": "https://shop.example/", "name": "Shop", "strategy": "nonsense"}) is None
     (record,) = caplog.records
-    line = f"[{record.levelname}]\t2026-12-01T02:00:00.000Z\t{uuid.uuid4()}\t{record.getMessage()}"  # Lambda's text format
-    terms = re.findall(r'"([^"]+)"', metric_filter["Properties"]["FilterPattern"])
-    assert terms and all(term in line for term in terms), f"{terms} do not all match {line!r}"
-    (transformation,) = metric_filter["Properties"]["MetricTransformations"]
-    alarms = [a["Properties"] for a in of_type(resources, "AWS::CloudWatch::Alarm").values()
-              if (a["Properties"].get("Namespace"), a["Properties"].get("MetricName")) == (transformation["MetricNamespace"], transformation["MetricName"])]
-    (skipped,) = alarms
-    assert skipped["Threshold"] == 1 and skipped["Statistic"] == "Sum" and skipped["AlarmActions"]
+    assert filter_matches(pattern, lambda_log_line(record)), f"{pattern} misses {lambda_log_line(record)!r}"
+
+
+def test_what_an_index_run_goes_on_past_alarms(resources, caplog, tmp_path):
+    # An unusable pending vector is set aside (its item unsearchable; vectors/unreadable/ expires in
+    # two weeks), logged at ERROR, and the run succeeds: only its log says so.
+    pattern, _ = log_alarm(resources, "index")
+    with caplog.at_level(logging.ERROR, logger=index.__name__):
+        index.set_aside(LocalFolderStore(tmp_path), f"{index.PENDING_PREFIX}tops/abc.npy", b"junk", ValueError("not a vector"))
+    (record,) = caplog.records
+    assert filter_matches(pattern, lambda_log_line(record)), f"{pattern} misses {lambda_log_line(record)!r}"
+    # A run that fails is Lambda's Errors, alarmed already: its line (with the traceback) is not counted twice.
+    failed = "[ERROR] CorruptShard: unreadable shard\rTraceback (most recent call last):\r  File \"/var/task/handler.py\""
+    assert not filter_matches(pattern, failed)
 
 
 def test_cloudwatch_may_use_the_alarm_topics_key(resources):
