@@ -15,6 +15,7 @@ from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_cloudfront as cloudfront
 from aws_cdk import aws_cloudfront_origins as origins
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_deployment as s3deploy
 from constructs import Construct
@@ -146,6 +147,10 @@ class WebSite(Construct):
             distribution=self.distribution,
             distribution_paths=["/*"],
             memory_limit=256,
+            # A group of its own, named in the handler's configuration, is made before the handler:
+            # the copy runs it in this same deploy, and would otherwise race CDK's /aws/lambda/<name>
+            # group to make it.
+            log_group=logs.LogGroup(self, "DeployLogs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=RemovalPolicy.DESTROY),
         )
 
     def _viewer_certificate(self, domain_name: str | None, certificate_arn: str | None) -> dict:

@@ -180,6 +180,9 @@ class ShazzamStack(Stack):
             memory_size=512,
             environment=self.database.environment(),
             tracing=lambda_.Tracing.ACTIVE,
+            # A group of its own, named in its configuration, is made before it: the trigger runs it
+            # in this same deploy, and would otherwise race CDK's /aws/lambda/<name> group to make it.
+            log_group=logs.LogGroup(self, "MigrateLogs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=RemovalPolicy.DESTROY),
             vpc=self.network.vpc,
             vpc_subnets=self.network.function_subnets,
             security_groups=[self.network.functions_sg],

@@ -203,6 +203,15 @@ def test_every_lambdas_logs_expire(resources):
     assert by_name[f"/aws/lambda/{functions[application_id]}"] in schedule["DependsOn"]
 
 
+def test_no_lambda_can_run_before_its_log_group_exists(resources):
+    # A group named /aws/lambda/<function> is made after its function, and a custom resource that
+    # runs the function during the same deploy (the migration's trigger, the page copy) may run it
+    # first: Lambda makes the group, and the stack's own then fails as one that already exists.
+    # A function that names its group in its LoggingConfig is made after the group.
+    for i, function in of_type(resources, "AWS::Lambda::Function").items():
+        assert "LogGroup" in function["Properties"].get("LoggingConfig", {}), f"{i} does not wait for its log group"
+
+
 def test_layers_ship_the_library_dependencies_and_models(resources):
     # Besides CDK's own AWS CLI layer (for its BucketDeployment handler, which has no runtime list).
     layers = {i: r for i, r in of_type(resources, "AWS::Lambda::LayerVersion").items() if i.startswith("Layers")}
