@@ -89,10 +89,13 @@ class CatalogueDatabase(Construct):
         )
         # The rotation function comes from the Serverless Application Repository, under the name CDK
         # gives it, with no log group: Lambda would make one on its first run that never expires.
-        # This one, kept a month, exists before the schedule's first (immediate) rotation runs it.
+        # A retention setting (CDK's custom resource) sets it on that group, making the group if the
+        # function has not run yet. Not a LogGroup resource of that name: on a stack deployed before,
+        # whose rotation has run, the group already exists and creating it would fail the update.
+        # It is set before the schedule's first (immediate) rotation runs the function.
         function_name = rotation.node.default_child.parameters["functionName"]
-        rotation_logs = logs.LogGroup(self, "RotationLogs", log_group_name=f"/aws/lambda/{function_name}",
-                                      retention=logs.RetentionDays.ONE_MONTH, removal_policy=RemovalPolicy.DESTROY)
+        rotation_logs = logs.LogRetention(self, "RotationLogs", log_group_name=f"/aws/lambda/{function_name}",
+                                          retention=logs.RetentionDays.ONE_MONTH)
         for schedule in self.secret.node.find_all():
             if isinstance(schedule, secretsmanager.CfnRotationSchedule):
                 schedule.node.add_dependency(rotation_logs)
