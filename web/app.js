@@ -12,14 +12,13 @@ const PHOTO_TYPE_ALIASES = { "image/jpg": "image/jpeg", "image/pjpeg": "image/jp
 
 // A stalled link (a phone in a lift) neither answers nor fails, and fetch would wait for ever. A search
 // answers within 30 s (API Gateway gives up at 29 s): one not answered 90 s after its photo is sent is
-// not coming. fetch cannot tell how far the photo has gone, so each request also has as long as its
-// bytes need at 4 kB/s, about a poor 2G upload, so that an upload still under way is seldom cut off:
-// 14 minutes for a 3 MB photo sent with its search. A photo sent first by /uploads has no longer than
-// its grant lasts (api.UPLOAD_EXPIRES_S, 15 minutes): the store refuses it after that.
+// not coming. The photo goes by XMLHttpRequest, which tells how far it has gone: however slowly it
+// goes (GPRS sends under 4 kB/s), it is given up only once no byte of it has gone for 45 s. A photo
+// sent first by /uploads has no longer than its grant lasts (api.UPLOAD_EXPIRES_S, 15 minutes): the
+// store refuses it after that.
 const ANSWER_DEADLINE_MS = 90 * 1000;
-const SLOWEST_BYTES_PER_MS = 4;
+const UPLOAD_STALL_MS = 45 * 1000;
 const UPLOAD_GRANT_MS = 15 * 60 * 1000;
-const deadlineFor = (bytes) => ANSWER_DEADLINE_MS + bytes / SLOWEST_BYTES_PER_MS;
 
 const $ = (id) => document.getElementById(id);
 // search: the latest search's number; an answer to an older one (a photo or filters changed since)
@@ -44,14 +43,45 @@ const PLAIN_ERRORS = {
   504: ["The search took too long", "Try again, or with a smaller photo."],
 };
 
-// fetch, whose own error ("Failed to fetch") says nothing to a shopper.
+// fetch, whose own error ("Failed to fetch") says nothing to a shopper; a request with a photo to
+// send (options.sending) goes by send.
 async function reach(url, options) {
   try {
-    return await fetch(url, options);
+    return await (options.sending ? send(url, options) : fetch(url, options));
   } catch (error) {
     if (error.name === "AbortError") throw error; // a newer search replaced this one
     throw new ApiError(0, "Cannot reach the server", "Check your connection and try again.");
   }
+}
+
+// A POST as fetch makes it, answering a Response or failing as fetch does, by XMLHttpRequest, which
+// (unlike fetch) tells how far the body has gone: sending.progress(fraction) is called as it goes
+// (from 0, before the first byte), sending.sent() once all of it has. Its progress listener makes a
+// request to another origin (the bucket, a static page's API) a preflighted one; both answer it.
+function send(url, { method, body, signal, sending }) {
+  return new Promise((resolve, reject) => {
+    const request = new XMLHttpRequest();
+    request.open(method, url);
+    request.responseType = "blob";
+    request.upload.addEventListener("progress", (event) => event.total && sending.progress(event.loaded / event.total));
+    request.upload.addEventListener("load", () => sending.sent());
+    request.addEventListener("load", () => {
+      const headers = new Headers();
+      for (const line of request.getAllResponseHeaders().split("\r\n")) {
+        const colon = line.indexOf(":");
+        if (colon > 0) headers.append(line.slice(0, colon), line.slice(colon + 1).trim());
+      }
+      // The store's 204 has no body, and a Response refuses even an empty one for it.
+      resolve(new Response(request.response.size ? request.response : null, { status: request.status, headers }));
+    });
+    request.addEventListener("error", () => reject(new TypeError("Failed to fetch")));
+    const replaced = () => reject(new DOMException("A newer search replaced this one", "AbortError"));
+    request.addEventListener("abort", replaced);
+    if (signal.aborted) return replaced(); // an unsent request's abort() fires no event
+    signal.addEventListener("abort", () => request.abort());
+    sending.progress(0);
+    request.send(body);
+  });
 }
 
 async function api(path, options = {}) {
@@ -120,7 +150,7 @@ function checkPriceRange() {
   $("max_price").setCustomValidity(min > max ? "The max price is below the min price." : "");
 }
 
-async function uploadFirst(photo, signal) {
+async function uploadFirst(photo, signal, sending) {
   const upload = await api("/uploads", {
     method: "POST",
     headers: { "content-type": "application/json" },
@@ -130,7 +160,7 @@ async function uploadFirst(photo, signal) {
   const form = new FormData();
   for (const [name, value] of Object.entries(upload.fields)) form.append(name, value);
   form.append("file", photo);
-  const stored = await reach(upload.url, { method: "POST", body: form, signal });
+  const stored = await reach(upload.url, { method: "POST", body: form, signal, sending });
   if (!stored.ok) throw new ApiError(stored.status, "Upload failed", "The photo could not be uploaded; try a smaller one.");
   return upload.key;
 }
@@ -167,12 +197,27 @@ async function search() {
       controller.abort();
     }, ms);
   };
+  // While the photo goes, the deadline is UPLOAD_STALL_MS after its latest progress, but no later
+  // than its grant lapses, where it has one; once it has gone, its answer has ANSWER_DEADLINE_MS.
+  let sendBy = Infinity;
+  const sending = {
+    progress: (fraction) => {
+      giveUpAfter(Math.min(UPLOAD_STALL_MS, sendBy - Date.now()));
+      showUpload(fraction);
+    },
+    sent: () => {
+      giveUpAfter(ANSWER_DEADLINE_MS);
+      setBusy(true, "Looking for garments…");
+    },
+  };
   try {
     let answer;
     if (state.photo.size > DIRECT_UPLOAD_LIMIT) {
-      giveUpAfter(Math.min(deadlineFor(state.photo.size), UPLOAD_GRANT_MS + ANSWER_DEADLINE_MS));
-      const key = await uploadFirst(state.photo, controller.signal);
-      giveUpAfter(deadlineFor(0));
+      // Counted from before the grant is asked for, which it lapses a little after.
+      sendBy = Date.now() + UPLOAD_GRANT_MS;
+      giveUpAfter(ANSWER_DEADLINE_MS);
+      const key = await uploadFirst(state.photo, controller.signal, sending);
+      giveUpAfter(ANSWER_DEADLINE_MS);
       answer = await api("/search", {
         method: "POST",
         headers: { "content-type": "application/json" },
@@ -183,8 +228,7 @@ async function search() {
       const form = new FormData();
       form.append("image", state.photo, state.photo.name || "photo");
       for (const [name, value] of Object.entries(parameters)) form.append(name, value);
-      giveUpAfter(deadlineFor(state.photo.size));
-      answer = await api("/search", { method: "POST", body: form, signal: controller.signal });
+      answer = await api("/search", { method: "POST", body: form, signal: controller.signal, sending });
     }
     if (ticket !== state.search) return;
     state.answer = answer;
@@ -246,6 +290,17 @@ function setBusy(busy, message = "") {
   document.body.classList.toggle("busy", busy);
   $("result").setAttribute("aria-busy", String(busy));
   $("status").textContent = message;
+  $("upload").hidden = true;
+}
+
+// How much of the photo has gone: the bar follows every step; the status, which a screen reader
+// reads out, says it in steps of 10 %, not many times a second.
+function showUpload(fraction) {
+  const bar = $("upload");
+  bar.hidden = false;
+  bar.value = fraction;
+  const said = `Uploading the photo… ${Math.floor(fraction * 10) * 10} %`;
+  if ($("status").textContent !== said) $("status").textContent = said;
 }
 
 function showError(error) {

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import urllib.request
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from tests.browser.conftest import ARTEFACTS
@@ -170,10 +173,7 @@ def test_an_older_answer_never_replaces_a_newer_search(page, site):
 
 def test_apply_tapped_again_during_an_upload_lets_it_run_and_new_filters_replace_it(page, site, tmp_path):
     # On a slow link a second tap on Apply, nothing changed, started the upload over from zero.
-    page.add_init_script("""(() => { const real = window.fetch;
-      window.fetch = async (url, options) => { const answer = await real(url, options);
-        if (String(url).endsWith('/local-uploads')) await new Promise((done) => setTimeout(done, 2000));
-        return answer; }; })();""")
+    throttle_uploads(page, 2_000_000)  # a big photo takes a few seconds
     uploads = []
     page.on("request", lambda request: request.method == "POST" and request.url.endswith("/uploads") and uploads.append(request.url))
     page.goto(site)
@@ -312,23 +312,128 @@ def test_a_dropped_upload_and_an_unreadable_answer_are_told_in_plain_words(page,
     assert "null" not in page.inner_text("#error") and page.locator("body.busy").count() == 0
 
 
+@contextmanager
+def silent_server():
+    """The URL of a server that reads each request whole and never answers."""
+    done = threading.Event()
+
+    class Silent(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            done.wait()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Silent)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/search"
+    finally:
+        done.set()
+        server.shutdown()
+
+
 def test_a_search_never_answered_is_given_up_in_plain_words_and_can_be_tried_again(page, site):
     # A link gone silent (a phone in a lift) neither answers nor fails: the spinner ran for ever.
-    stalled = []
-    page.route("**/search", lambda route: stalled.append(route))  # never answered
+    with silent_server() as silent:
+        stalled = []
+        page.route("**/search", lambda route: stalled.append(route) or route.continue_(url=silent))  # read, never answered
+        page.clock.install()
+        page.goto(site)
+        page.set_input_files("#file", str(PHOTO))
+        page.wait_for_function("document.getElementById('status').textContent === 'Looking for garments…'", polling=100)  # sent
+        page.clock.run_for(89_000)  # past the server's own 30 s
+        assert page.locator("body.busy").count() == 1 and page.locator("#error").is_hidden()
+        page.clock.run_for(2_000)  # 90 s since the photo went
+        page.locator("#error").wait_for(state="visible", timeout=5000)
+        assert "Check your connection" in page.inner_text("#error") and page.locator("body.busy").count() == 0
+        page.unroute("**/search")
+        page.click("#apply")  # the way to try again
+        page.wait_for_selector("#items .item")
+        assert page.locator("#error").is_hidden() and len(stalled) == 1
+
+
+def throttle_uploads(page, bytes_per_second: int):
+    """Chromium's own throttling (DevTools'), its requests' bodies sent at `bytes_per_second`; the
+    CDP session it answers sets it again."""
+    link = page.context.new_cdp_session(page)
+    link.send("Network.enable")
+    link.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": bytes_per_second})
+    return link
+
+
+def noise_photo(folder: Path, side: int) -> Path:
+    """A JPEG of noise, `side` pixels square: as many bytes as a photo of its size, or more."""
+    import numpy as np
+    from PIL import Image
+
+    noise = np.random.default_rng(side).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    photo = folder / f"noise-{side}.jpg"
+    Image.fromarray(noise).save(photo, quality=90)
+    return photo
+
+
+def run_clock_while_the_photo_goes(page, step_ms: int) -> list[str]:
+    """Runs the page's clock `step_ms` on at each progress the upload shows, while it shows one; the
+    statuses seen on the way."""
+    said, gone = [], 0.0
+    page.locator("#upload").wait_for(state="visible")
+    while True:
+        page.wait_for_function(f"(bar => bar.hidden || bar.value > {gone})(document.getElementById('upload'))", polling=50)
+        gone = page.evaluate("(bar => bar.hidden ? null : bar.value)(document.getElementById('upload'))")
+        if gone is None:
+            return said
+        said.append(page.inner_text("#status"))
+        page.clock.run_for(step_ms)
+
+
+def test_a_slow_upload_shows_how_far_it_is_and_is_not_cut_off_while_it_goes(page, site, tmp_path):
+    # GPRS sends under 4 kB/s. A page that gave a search 90 s and its photo's bytes' time at 4 kB/s
+    # cut such an upload off while it went on, and showed nothing of how far it was.
+    photo = noise_photo(tmp_path, 400)
+    old_deadline_ms = 90_000 + photo.stat().st_size / 4
+    throttle_uploads(page, 48_000)
     page.clock.install()
     page.goto(site)
+    page.wait_for_function("document.querySelectorAll('#category option').length > 1")
+    page.set_input_files("#file", str(photo))
+    said = run_clock_while_the_photo_goes(page, 40_000)  # 40 s between progresses: slow, not stalled
+    page.wait_for_selector("#items .item")
+    assert 40_000 * len(said) > old_deadline_ms and page.locator("#error").is_hidden()
+    percents = [int(re.fullmatch(r"Uploading the photo… (\d+) %", text)[1]) for text in said]  # read out by screen readers
+    assert 0 < max(percents) < 100, said
+    assert page.console_errors == []
+
+
+def test_a_stalled_upload_is_given_up_in_plain_words_and_can_be_tried_again(page, site):
+    link = throttle_uploads(page, 1)  # a phone in a lift: not a byte gets through
+    page.clock.install()
+    page.goto(site)
+    page.wait_for_function("document.querySelectorAll('#category option').length > 1")
     page.set_input_files("#file", str(PHOTO))
     page.wait_for_function("document.body.classList.contains('busy')")
-    page.clock.run_for(90_000 + PHOTO.stat().st_size // 16 + 1000)  # past the server's own 30 s, and 90 s + its bytes at 16 kB/s
-    assert page.locator("body.busy").count() == 1 and page.locator("#error").is_hidden()  # a photo on a 2G link is still being sent
-    page.clock.run_for(PHOTO.stat().st_size // 4)  # 90 s, and the photo's bytes' time at 4 kB/s
+    page.wait_for_timeout(1000)  # whatever of it the link takes at once
+    page.clock.run_for(60_000)  # a minute without a byte gone: well before 90 s and its bytes' time
     page.locator("#error").wait_for(state="visible", timeout=5000)
-    assert "Check your connection" in page.inner_text("#error") and page.locator("body.busy").count() == 0
-    page.unroute("**/search")
+    assert "No answer from the server" in page.inner_text("#error") and "Check your connection" in page.inner_text("#error")
+    assert page.locator("body.busy").count() == 0 and page.locator("#upload").is_hidden()
+    link.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
     page.click("#apply")  # the way to try again
     page.wait_for_selector("#items .item")
-    assert page.locator("#error").is_hidden() and len(stalled) == 1
+    assert page.locator("#error").is_hidden()
+
+
+def test_an_upload_that_goes_on_is_given_up_when_its_grant_lapses(page, site, tmp_path):
+    # The store refuses a photo sent by /uploads once its grant has lapsed (api.UPLOAD_EXPIRES_S).
+    from shazzam import api
+
+    throttle_uploads(page, 400_000)
+    page.clock.install()
+    page.goto(site)
+    page.wait_for_function("document.querySelectorAll('#category option').length > 1")
+    page.set_input_files("#file", str(big_photo(tmp_path)))
+    said = run_clock_while_the_photo_goes(page, 30_000)
+    page.locator("#error").wait_for(state="visible", timeout=5000)
+    assert "No answer from the server" in page.inner_text("#error")
+    assert api.UPLOAD_EXPIRES_S * 1000 <= 30_000 * len(said) <= api.UPLOAD_EXPIRES_S * 1000 + 30_000
 
 
 def test_a_failed_search_leaves_no_results_that_look_filtered(page, site):
