@@ -118,6 +118,26 @@ def test_works_on_a_phone_screen(browser, site):
     assert errors == []
 
 
+def test_every_control_is_a_44_pixel_target_on_a_touch_screen(browser, site):
+    # WCAG 2.5.5 and Apple's guidelines: a fingertip needs 44 x 44 CSS px. The file inputs are hidden
+    # behind their labels, the targets; an outline is for pointing at the photo, and its tab is
+    # the same control at full size.
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    try:
+        search_photo(page, site)
+        assert page.evaluate("matchMedia('(pointer: coarse)').matches")
+        controls = page.locator("a[href], button:not(.box), select, input:not([type=file]), label[for], [role=tab], [tabindex]:not([tabindex='-1'])")
+        small = []
+        for control in controls.all():
+            box = control.bounding_box()
+            if box and (box["width"] < 44 or box["height"] < 44):
+                small.append(f"{control.evaluate('e => e.outerHTML.slice(0, 80)')}: {box['width']:.0f} x {box['height']:.0f}")
+        assert controls.count() > 10 and small == [], "\n".join(small)
+    finally:
+        context.close()
+
+
 def big_photo(folder: Path) -> Path:
     """A JPEG above the page's direct-upload limit."""
     import numpy as np
