@@ -13,12 +13,17 @@ const PHOTO_TYPE_ALIASES = { "image/jpg": "image/jpeg", "image/pjpeg": "image/jp
 // A stalled link (a phone in a lift) neither answers nor fails, and fetch would wait for ever. A search
 // answers within 30 s (API Gateway gives up at 29 s): one not answered 90 s after its photo is sent is
 // not coming. The photo goes by XMLHttpRequest, which tells how far it has gone: however slowly it
-// goes (GPRS sends under 4 kB/s), it is given up only once no byte of it has gone for 45 s. A photo
-// sent first by /uploads has no longer than its grant lasts (api.UPLOAD_EXPIRES_S, 15 minutes): the
-// store refuses it after that.
+// goes (GPRS sends under 4 kB/s), it is given up only once no byte of it has gone for 45 s. It counts
+// a byte gone once the system has taken it, though, and the system's send buffer can take most of a
+// photo at once: once the photo is said to have gone, its answer has 90 s, and no less than 90 s and
+// its bytes' time at 4 kB/s (about a poor 2G upload) from when it began to go. A photo sent first by
+// /uploads has no longer than its grant lasts (api.UPLOAD_EXPIRES_S, 15 minutes): the store refuses
+// it after that.
 const ANSWER_DEADLINE_MS = 90 * 1000;
 const UPLOAD_STALL_MS = 45 * 1000;
+const SLOWEST_BYTES_PER_MS = 4;
 const UPLOAD_GRANT_MS = 15 * 60 * 1000;
+const deadlineFor = (bytes) => ANSWER_DEADLINE_MS + bytes / SLOWEST_BYTES_PER_MS;
 
 const $ = (id) => document.getElementById(id);
 // search: the latest search's number; an answer to an older one (a photo or filters changed since)
@@ -198,15 +203,17 @@ async function search() {
     }, ms);
   };
   // While the photo goes, the deadline is UPLOAD_STALL_MS after its latest progress, but no later
-  // than its grant lapses, where it has one; once it has gone, its answer has ANSWER_DEADLINE_MS.
+  // than its grant lapses, where it has one; once it is said to have gone, its answer has
+  // ANSWER_DEADLINE_MS, and no less than until answerBy, while the rest of it may still be on its way.
   let sendBy = Infinity;
+  let answerBy = 0;
   const sending = {
     progress: (fraction) => {
       giveUpAfter(Math.min(UPLOAD_STALL_MS, sendBy - Date.now()));
       showUpload(fraction);
     },
     sent: () => {
-      giveUpAfter(ANSWER_DEADLINE_MS);
+      giveUpAfter(Math.max(ANSWER_DEADLINE_MS, answerBy - Date.now()));
       setBusy(true, "Looking for garments…");
     },
   };
@@ -215,6 +222,7 @@ async function search() {
     if (state.photo.size > DIRECT_UPLOAD_LIMIT) {
       // Counted from before the grant is asked for, which it lapses a little after.
       sendBy = Date.now() + UPLOAD_GRANT_MS;
+      answerBy = Date.now() + Math.min(deadlineFor(state.photo.size), UPLOAD_GRANT_MS + ANSWER_DEADLINE_MS);
       giveUpAfter(ANSWER_DEADLINE_MS);
       const key = await uploadFirst(state.photo, controller.signal, sending);
       giveUpAfter(ANSWER_DEADLINE_MS);
@@ -228,6 +236,7 @@ async function search() {
       const form = new FormData();
       form.append("image", state.photo, state.photo.name || "photo");
       for (const [name, value] of Object.entries(parameters)) form.append(name, value);
+      answerBy = Date.now() + deadlineFor(state.photo.size);
       answer = await api("/search", { method: "POST", body: form, signal: controller.signal, sending });
     }
     if (ticket !== state.search) return;
