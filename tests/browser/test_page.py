@@ -140,6 +140,24 @@ def test_every_control_is_a_44_pixel_target_on_a_touch_screen(browser, site):
         context.close()
 
 
+def test_a_wide_touch_screen_keeps_the_filters_widths(browser, site):
+    # A touch screen's 44 px targets must not narrow the filters below the 7 rem they have elsewhere
+    # (the shop list went from 112 to 104 px on a 1024 px tablet).
+    context = browser.new_context(viewport={"width": 1024, "height": 768}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    # Shop names no wider than "Any shop", which would otherwise widen the list themselves.
+    page.route("**/health", lambda route: route.fulfill(json={**route.fetch().json(), "shops": ["Zara"]}))
+    try:
+        page.goto(site)
+        page.wait_for_function("document.querySelectorAll('#shop option').length > 1")
+        assert page.evaluate("matchMedia('(pointer: coarse)').matches")
+        rem = page.evaluate("parseFloat(getComputedStyle(document.documentElement).fontSize)")
+        widths = {control.get_attribute("id"): control.bounding_box()["width"] for control in page.locator(".filters input, .filters select").all()}
+        assert len(widths) >= 4 and all(width >= 7 * rem for width in widths.values()), widths
+    finally:
+        context.close()
+
+
 def big_photo(folder: Path) -> Path:
     """A JPEG above the page's direct-upload limit."""
     import numpy as np
