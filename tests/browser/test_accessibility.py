@@ -1,0 +1,46 @@
+"""The web page for a shopper on a keyboard or with a screen reader: text readable against its
+background, results a screen reader hears as a list, and the focus kept when what held it is replaced."""
+
+from __future__ import annotations
+
+from tests.browser.test_page import search_photo
+
+# Every visible text's colour against the background under it (the nearest opaque one, with the
+# translucent ones above it laid over), as WCAG's contrast ratio, and whether the text is large
+# (24 px, or 18.66 px bold: 3:1 is enough there). The outlines' labels are ::after content.
+CONTRASTS = """() => {
+  const rgba = (colour) => colour.match(/[\\d.]+/g).map(Number).concat(1).slice(0, 4);
+  const luminance = ([r, g, b]) => {
+    const linear = (v) => (v /= 255) <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+    return 0.2126 * linear(r) + 0.7152 * linear(g) + 0.0722 * linear(b);
+  };
+  const background = (style, element) => {
+    const layers = [rgba(style.backgroundColor)];
+    for (let e = element; e && layers.at(-1)[3] < 1; e = e.parentElement) layers.push(rgba(getComputedStyle(e).backgroundColor));
+    return layers.reverse().reduce((under, [r, g, b, a]) => [r * a + under[0] * (1 - a), g * a + under[1] * (1 - a), b * a + under[2] * (1 - a)], [255, 255, 255]);
+  };
+  const measure = (what, style, under) => {
+    const [fore, back] = [luminance(rgba(style.color)), luminance(background(style, under))];
+    const size = parseFloat(style.fontSize);
+    return { what, colour: style.color, ratio: (Math.max(fore, back) + 0.05) / (Math.min(fore, back) + 0.05),
+             large: size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700) };
+  };
+  const found = [];
+  const texts = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  while (texts.nextNode()) {
+    const element = texts.currentNode.parentElement;
+    if (!texts.currentNode.textContent.trim() || !element.checkVisibility() || element.closest(".visually-hidden, :disabled")) continue;
+    found.push(measure(texts.currentNode.textContent.trim().slice(0, 40), getComputedStyle(element), element.parentElement));
+  }
+  for (const box of document.querySelectorAll(".box")) found.push(measure(box.dataset.label, getComputedStyle(box, "::after"), box));
+  return found;
+}"""
+
+
+def test_every_text_is_readable_against_its_background(page, site):
+    # White on the accent (the buttons, the chosen outline's label) and the accent's prices on white were 4.3:1.
+    search_photo(page, site)
+    contrasts = page.evaluate(CONTRASTS)
+    assert any(c["what"] == "Apply" for c in contrasts) and any(c["what"].startswith("1 ") for c in contrasts)
+    faint = [(c["what"], c["colour"], round(c["ratio"], 2)) for c in contrasts if c["ratio"] < (3 if c["large"] else 4.5)]  # WCAG AA
+    assert faint == [], faint
