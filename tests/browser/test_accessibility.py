@@ -44,3 +44,10 @@ def test_every_text_is_readable_against_its_background(page, site):
     assert any(c["what"] == "Apply" for c in contrasts) and any(c["what"].startswith("1 ") for c in contrasts)
     faint = [(c["what"], c["colour"], round(c["ratio"], 2)) for c in contrasts if c["ratio"] < (3 if c["large"] else 4.5)]  # WCAG AA
     assert faint == [], faint
+
+
+def test_a_screen_reader_hears_the_results_as_a_list(page, site):
+    # The list was itself the tab panel: its role replaced the list's, and no "list, 8 items" was heard.
+    search_photo(page, site)
+    panel = page.get_by_role("tabpanel", name="Similar items")
+    assert panel.get_by_role("list").get_by_role("listitem").count() == page.locator("#items .item").count() > 0
