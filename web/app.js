@@ -290,9 +290,17 @@ function choosePhoto(file) {
 // The outlines, tabs and results shown taken away: an older photo's, or those a failed search
 // leaves, which are not of the filters now asked for.
 function clearAnswer() {
+  const focused = answerFocused();
   state.answer = null;
   for (const id of ["boxes", "garments", "items"]) $(id).replaceChildren();
   $("summary").textContent = "";
+  if (focused) $("apply").focus(); // the way to search again, not the page's start
+}
+
+// Whether the garments' tabs or the results hold the focus: replaced, they would drop it to the
+// page's start, where a keyboard's next Tab begins.
+function answerFocused() {
+  return $("garments").contains(document.activeElement) || $("items").contains(document.activeElement);
 }
 
 function setBusy(busy, message = "") {
@@ -358,7 +366,7 @@ function render() {
 
   const boxes = $("boxes");
   const tabs = $("garments");
-  const tabFocused = tabs.contains(document.activeElement); // the new chosen tab takes the focus back
+  const focused = answerFocused(); // the new chosen tab takes the focus back
   boxes.replaceChildren();
   tabs.replaceChildren();
   // Smaller outlines stack above larger ones, so a dress inside a coat's outline can be clicked;
@@ -398,9 +406,10 @@ function render() {
   if (!answer.garments.length) {
     $("summary").textContent = "No garment found in this photo. Try one where the clothes fill more of the picture.";
     $("items").replaceChildren();
+    if (focused) $("apply").focus();
     return;
   }
-  choose(state.chosen, tabFocused);
+  choose(state.chosen, focused);
 }
 
 // A photo whose EXIF orientation the server applies and this browser does not (a WebP, a PNG whose

@@ -51,3 +51,27 @@ def test_a_screen_reader_hears_the_results_as_a_list(page, site):
     search_photo(page, site)
     panel = page.get_by_role("tabpanel", name="Similar items")
     assert panel.get_by_role("list").get_by_role("listitem").count() == page.locator("#items .item").count() > 0
+
+
+def focused(page) -> str:
+    active = "document.activeElement"
+    return page.evaluate(f"{active} === document.body ? '(the page)' : {active}.id || {active}.textContent")
+
+
+def test_the_focus_is_not_lost_when_the_results_holding_it_are_replaced(page, site):
+    # A shopper tabbed into the results while a search ran: its answer replaced them and dropped the
+    # focus to the page's start, and so did a failed search clearing them.
+    search_photo(page, site)
+    page.locator("#garments [role=tab]").nth(1).click()
+    page.locator("#items .item a").nth(2).focus()
+    with page.expect_response("**/search"):
+        page.evaluate("document.getElementById('filters').requestSubmit()")
+    page.wait_for_selector("body:not(.busy) #items .item")
+    assert focused(page).startswith("2.")  # the chosen garment's tab, just before its new results
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.closest('#items') !== null")
+    page.route("**/search", lambda route: route.fulfill(status=503, json={"message": "Service Unavailable"}))
+    page.evaluate("document.getElementById('filters').requestSubmit()")
+    page.locator("#error").wait_for(state="visible")
+    page.wait_for_selector("body:not(.busy)")
+    assert focused(page) == "apply"  # the way to try again
