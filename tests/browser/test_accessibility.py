@@ -1,28 +1,37 @@
-"""The web page for a shopper on a keyboard or with a screen reader: text readable against its
-background, results a screen reader hears as a list, and the focus kept when what held it is replaced."""
+"""The web page for a shopper on a keyboard or with a screen reader, or who sees poorly: text and
+form fields that stand out from their background, results a screen reader hears as a list, and the
+focus kept when what held it is replaced."""
 
 from __future__ import annotations
 
 from tests.browser.test_page import search_photo
 
-# Every visible text's colour against the background under it (the nearest opaque one, with the
-# translucent ones above it laid over), as WCAG's contrast ratio, and whether the text is large
-# (24 px, or 18.66 px bold: 3:1 is enough there). The outlines' labels are ::after content.
-CONTRASTS = """() => {
+# WCAG's contrast ratio of two computed colours, and the background under an element's own (the
+# nearest opaque one, with the translucent ones above it laid over).
+COLOURS = """
   const rgba = (colour) => colour.match(/[\\d.]+/g).map(Number).concat(1).slice(0, 4);
   const luminance = ([r, g, b]) => {
     const linear = (v) => (v /= 255) <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
     return 0.2126 * linear(r) + 0.7152 * linear(g) + 0.0722 * linear(b);
   };
+  const ratio = (one, other) => {
+    const [a, b] = [luminance(one), luminance(other)];
+    return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+  };
   const background = (style, element) => {
     const layers = [rgba(style.backgroundColor)];
     for (let e = element; e && layers.at(-1)[3] < 1; e = e.parentElement) layers.push(rgba(getComputedStyle(e).backgroundColor));
-    return layers.reverse().reduce((under, [r, g, b, a]) => [r * a + under[0] * (1 - a), g * a + under[1] * (1 - a), b * a + under[2] * (1 - a)], [255, 255, 255]);
+    const over = (under, [r, g, b, a]) => [r * a + under[0] * (1 - a), g * a + under[1] * (1 - a), b * a + under[2] * (1 - a)];
+    return layers.reverse().reduce(over, [255, 255, 255]);
   };
+"""
+
+# Every visible text's contrast against the background under it, and whether the text is large
+# (24 px, or 18.66 px bold: 3:1 is enough there). The outlines' labels are ::after content.
+CONTRASTS = "() => {" + COLOURS + """
   const measure = (what, style, under) => {
-    const [fore, back] = [luminance(rgba(style.color)), luminance(background(style, under))];
     const size = parseFloat(style.fontSize);
-    return { what, colour: style.color, ratio: (Math.max(fore, back) + 0.05) / (Math.min(fore, back) + 0.05),
+    return { what, colour: style.color, ratio: ratio(rgba(style.color), background(style, under)),
              large: size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700) };
   };
   const found = [];
@@ -34,6 +43,18 @@ CONTRASTS = """() => {
   }
   for (const box of document.querySelectorAll(".box")) found.push(measure(box.dataset.label, getComputedStyle(box, "::after"), box));
   return found;
+}"""
+
+
+# Each filter field's border against the field inside it and the page around it: a text field is
+# seen only by its border (WCAG AA's non-text contrast, 3:1).
+FIELD_EDGES = "() => {" + COLOURS + """
+  return [...document.querySelectorAll("#filters input, #filters select")].map((field) => {
+    const [style, label] = [getComputedStyle(field), field.parentElement];
+    const edge = rgba(style.borderTopColor);
+    const [inside, around] = [background(style, label), background(getComputedStyle(label), label.parentElement)];
+    return [field.id, style.borderTopColor, Math.min(ratio(edge, inside), ratio(edge, around))];
+  });
 }"""
 
 
@@ -75,3 +96,10 @@ def test_the_focus_is_not_lost_when_the_results_holding_it_are_replaced(page, si
     page.locator("#error").wait_for(state="visible")
     page.wait_for_selector("body:not(.busy)")
     assert focused(page) == "apply"  # the way to try again
+
+
+def test_every_filter_field_can_be_told_from_the_page(page, site):
+    # The price fields' only edge was a 1.2:1 border, white on a near-white page.
+    page.goto(site)
+    edges = page.evaluate(FIELD_EDGES)
+    assert len(edges) == 4 and [edge for edge in edges if edge[2] < 3] == []
