@@ -103,3 +103,18 @@ def test_every_filter_field_can_be_told_from_the_page(page, site):
     page.goto(site)
     edges = page.evaluate(FIELD_EDGES)
     assert len(edges) == 4 and [edge for edge in edges if edge[2] < 3] == []
+
+
+def test_no_empty_tab_list_is_left_when_a_search_fails(page, site):
+    # A screen reader heard "Garments found, tab list" with no tab in it, and an empty panel of no tab.
+    search_photo(page, site)
+    page.route("**/search", lambda route: route.fulfill(status=503, json={"message": "Service Unavailable"}))
+    page.click("#apply")
+    page.locator("#error").wait_for(state="visible")
+    page.wait_for_selector("body:not(.busy)")
+    assert page.get_by_role("tablist").count() == 0 and page.get_by_role("tabpanel").count() == 0
+    page.unroute("**/search")
+    page.click("#apply")
+    page.wait_for_selector("#items .item")
+    assert page.get_by_role("tablist", name="Garments found").get_by_role("tab").count() == 3
+    assert page.get_by_role("tabpanel", name="Similar items").is_visible()
