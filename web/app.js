@@ -241,7 +241,8 @@ async function search() {
     }
     if (ticket !== state.search) return;
     state.answer = answer;
-    state.chosen = Math.min(state.chosen, answer.garments.length - 1);
+    // The garment chosen stays chosen while it is there; after an answer of none, the first is.
+    state.chosen = Math.max(0, Math.min(state.chosen, answer.garments.length - 1));
     render();
   } catch (error) {
     if (ticket === state.search) {

@@ -539,6 +539,21 @@ def test_an_upload_that_goes_on_is_given_up_when_its_grant_lapses(page, site, tm
     assert api.UPLOAD_EXPIRES_S * 1000 <= 30_000 * len(said) <= api.UPLOAD_EXPIRES_S * 1000 + 30_000
 
 
+def test_after_no_garment_found_a_search_that_finds_some_shows_the_first(page, site):
+    # A shopper told "No garment found" tries again (a category, or Apply): the answer that finds
+    # garments shows the first, where the page had kept "none chosen" and failed on it.
+    page.goto(site)
+    page.wait_for_function("document.querySelectorAll('#category option').length > 1")
+    page.route("**/search", lambda route: route.fulfill(json={"garments": [], "results": [], "image": {"width": 100, "height": 200}, "took_ms": 3}))
+    page.set_input_files("#file", str(PHOTO))
+    page.wait_for_function("document.getElementById('summary').textContent.startsWith('No garment found')")
+    page.unroute("**/search")
+    page.click("#apply")
+    page.wait_for_selector("#items .item")
+    assert page.locator("#garments [role=tab]").first.get_attribute("aria-selected") == "true"
+    assert page.locator("#error").is_hidden() and page.console_errors == []
+
+
 def test_a_failed_search_leaves_no_results_that_look_filtered(page, site):
     search_photo(page, site)
     searches = []
