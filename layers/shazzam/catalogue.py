@@ -1096,6 +1096,28 @@ def mark_unindexed(db: Database, detection_ids: Iterable[str]) -> None:
             )
 
 
+def shops_taken_off(db: Database) -> frozenset[str]:
+    """The ids of the shops taken off (take_shop_off)."""
+    return frozenset(row["id"] for row in db.run_query(sa.select(shops.c.id).where(shops.c.active.is_(False))))
+
+
+def detections_only_shops_taken_off_show(db: Database) -> frozenset[str]:
+    """Detections whose picture no search may show for now: its own product's shop is taken off,
+    and no product of a shop not taken off links it (as items_for_detections reads them). Their
+    vectors stay in the shards, so that `add_shop` brings them back at once."""
+    shower, shower_shop = products.alias("shower"), shops.alias("shower_shop")
+    shown_by_another = sa.exists().where(product_images.c.image_id == images.c.id, product_images.c.product_id == shower.c.id,
+                                         shower.c.shop_id == shower_shop.c.id, shower_shop.c.active.is_(True))
+    rows = db.run_query(
+        sa.select(detections.c.id)
+        .join(images, detections.c.image_id == images.c.id)
+        .join(products, images.c.product_id == products.c.id)
+        .join(shops, products.c.shop_id == shops.c.id)
+        .where(shops.c.active.is_(False), ~shown_by_another)
+    )
+    return frozenset(row["id"] for row in rows)
+
+
 def _item_columns() -> tuple:
     """What a result shows of a catalogue item (products joined with shops)."""
     return (

@@ -29,8 +29,8 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 import h5py
@@ -134,6 +134,29 @@ class Shard:
 
     def search(self, query: np.ndarray, k: int) -> list[tuple[str, float]]:
         return self.search_many(query, k)[0]
+
+    def without(self, ids: frozenset[str]) -> "Shard":
+        """This shard less the rows of `ids`; itself when it holds none of them."""
+        if not ids:
+            return self
+        keep = np.fromiter((item not in ids for item in self.ids), bool, len(self.ids))
+        if keep.all():
+            return self
+        rows = np.flatnonzero(keep)
+        codes, low_bits = take_rows(self.codes, self.low_bits, rows) if self.low_bits is not None else (self.codes[rows], None)
+        return replace(self, ids=[self.ids[row] for row in rows], codes=codes, low_bits=low_bits)
+
+
+NOTHING_HIDDEN: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Hidden:
+    """Rows the shards hold that no search may show: the ids `read()` gives, read again only when
+    `key` changes (ShardReader.search)."""
+
+    key: Hashable
+    read: Callable[[], frozenset[str]] = field(compare=False)
 
 
 def encode_vector(vector: np.ndarray, model: str) -> bytes:
@@ -701,7 +724,10 @@ class ShardReader:
         self._lock = threading.Lock()
         self._manifest: dict = {"shards": {}}
         self._manifest_read_at = float("-inf")
-        self._shards: dict[str, Shard] = {}
+        self._shards: dict[str, Shard] = {}  # each served less the rows hidden when it was cached
+        self._hidden_key: Hashable = None
+        self._hidden: frozenset[str] = NOTHING_HIDDEN
+        self._hidden_from: dict[str, frozenset[str]] = {}  # the hidden ids each cached shard was served without
 
     def manifest(self, refresh: bool = False) -> dict:
         with self._lock:
@@ -716,22 +742,31 @@ class ShardReader:
         shards = sorted(self.manifest()["shards"].items())
         return {category: entry["count"] for category, entry in shards if model is None or entry.get("model") in (None, model)}
 
-    def shard(self, category: str) -> Shard | None:
-        """The live shard of a category; a corrupt new version is refused and the one in service kept."""
+    def shard(self, category: str, hidden: Hidden | None = None) -> Shard | None:
+        """The live shard of a category, less the `hidden` rows; a corrupt new version is refused
+        and the one in service kept."""
         entry = self.manifest()["shards"].get(category)
         if entry is None:
             return None
         try:
-            return self._load(category, entry)
+            return self._load(category, entry, hidden)
         except ObjectNotFound:
             # A manifest up to manifest_ttl_s old may name a version collected since: read it again.
             entry = self.manifest(refresh=True)["shards"].get(category)
-            return self._load(category, entry) if entry is not None else None
+            return self._load(category, entry, hidden) if entry is not None else None
 
-    def _load(self, category: str, entry: dict) -> Shard:
+    def _load(self, category: str, entry: dict, hidden: Hidden | None) -> Shard:
         with self._lock:
+            if hidden is not None and hidden.key != self._hidden_key:
+                ids = hidden.read()
+                self._hidden_key = hidden.key
+                if ids != self._hidden:  # else the shards cached without the same ids still serve
+                    self._hidden = ids
+            hidden_ids = self._hidden if hidden is not None else NOTHING_HIDDEN
             cached = self._shards.get(category)
-            if cached is None or cached.key != entry["key"]:
+            # Compared by identity: the ids change only when read anew, and then differ.
+            if cached is None or cached.key != entry["key"] or self._hidden_from.get(category) is not hidden_ids:
+                # Hidden rows that show again (a shop brought back) are only in the stored shard.
                 try:
                     loaded = decode_shard(self.store.get(entry["key"]))
                 except (CorruptShard, ObjectNotFound) as exc:
@@ -740,15 +775,19 @@ class ShardReader:
                     log.error("keeping %s in service: %s is unusable (%s)", cached.key, entry["key"], exc)
                     return cached
                 loaded.key = entry["key"]
-                self._shards[category] = cached = loaded
+                self._shards[category] = cached = loaded.without(hidden_ids)
+                self._hidden_from[category] = hidden_ids
             return cached
 
-    def search(self, category: str, query: np.ndarray, k: int, model: str | None = None) -> list[tuple[str, float]]:
-        """Nearest items of a category to one embedding; empty for an empty or unknown category."""
-        return self.search_many(category, np.asarray(query)[np.newaxis], k, model=model)[0]
+    def search(self, category: str, query: np.ndarray, k: int, model: str | None = None,
+               hidden: Hidden | None = None) -> list[tuple[str, float]]:
+        """Nearest items of a category to one embedding, none of the `hidden` rows; empty for an
+        empty or unknown category."""
+        return self.search_many(category, np.asarray(query)[np.newaxis], k, model=model, hidden=hidden)[0]
 
-    def search_many(self, category: str, queries: np.ndarray, k: int, model: str | None = None) -> list[list[tuple[str, float]]]:
-        shard = self.shard(category)
+    def search_many(self, category: str, queries: np.ndarray, k: int, model: str | None = None,
+                    hidden: Hidden | None = None) -> list[list[tuple[str, float]]]:
+        shard = self.shard(category, hidden)
         if shard is None or not shard.ids:
             return [[] for _ in queries]
         if model is not None and shard.model and model != shard.model:

@@ -22,7 +22,7 @@ from shazzam.app import App
 from shazzam.db import utcnow
 from shazzam.images import Box, ImageError, encode_png, get_subsection_of_image, load_catalogue_image, load_image, standardise_img
 from shazzam.money import price_text
-from shazzam.index import PUBLISH_ATTEMPTS, CorruptShard, ShardMoved, StaleShard, compact, encode_vector, publish, read_manifest, removal_marker
+from shazzam.index import PUBLISH_ATTEMPTS, CorruptShard, Hidden, ShardMoved, StaleShard, compact, encode_vector, publish, read_manifest, removal_marker
 from shazzam.storage import ObjectNotFound, delete_if_unchanged, validate_key
 from shazzam.taxonomy import DETECTOR_CLASS_OF, SEARCHABLE, category_within
 
@@ -36,6 +36,11 @@ MAX_K = 50
 # nearest_items): past that, a filter that only far items pass gets fewer than k results.
 FILTERED_CANDIDATES = 1000
 MAX_CANDIDATES = 16_000
+# A shop taken off keeps its vectors in the shards (`shops add` brings it back at once), and search
+# skips their rows, which would otherwise crowd the others out of its MAX_CANDIDATES (hidden_rows).
+# Which they are is read again when a shop is taken off or brought back, and at least this often:
+# a shop not taken off may have linked one of their pictures meanwhile.
+HIDDEN_ROWS_READ_S = 300
 
 
 class BadRequest(ValueError):
@@ -614,12 +619,14 @@ def nearest_items(app: App, category: str, embedding, k: int, filters: SearchFil
     """The k nearest live catalogue items passing the filters, each once (at its nearest picture).
 
     The shard holds pictures, not items: an item with several pictures has several rows, items
-    revalidate has just marked dead are still there, and filters drop more. So the search asks
+    revalidate has just marked dead are still there (those of shops taken off are too, but the
+    search skips them: hidden_rows), and filters drop more. So the search asks
     for more rows than k, and for four times as many again, up to MAX_CANDIDATES, while the
     catalogue join leaves fewer than k items."""
     wanted = FILTERED_CANDIDATES if filters.any() else k + 10
+    hidden = hidden_rows(app)
     while True:
-        hits = app.shards.search(category, embedding, wanted, model=app.garment_model.name)
+        hits = app.shards.search(category, embedding, wanted, model=app.garment_model.name, hidden=hidden)
         items = catalogue.items_for_detections(app.db, [detection_id for detection_id, _ in hits], filters)
         results, shown = [], set()
         for detection_id, distance in hits:
@@ -630,6 +637,15 @@ def nearest_items(app: App, category: str, embedding, k: int, filters: SearchFil
         if len(results) >= k or len(hits) < wanted or wanted >= MAX_CANDIDATES:
             return results[:k]
         wanted = min(wanted * 4, MAX_CANDIDATES)
+
+
+def hidden_rows(app: App) -> Hidden:
+    """The shard rows of shops taken off (catalogue.detections_only_shops_taken_off_show), which no
+    search reads; the shard reader reads them again when the key changes."""
+    taken_off = catalogue.shops_taken_off(app.db)
+    if not taken_off:
+        return Hidden(taken_off, frozenset)
+    return Hidden((taken_off, int(time.time() // HIDDEN_ROWS_READ_S)), lambda: catalogue.detections_only_shops_taken_off_show(app.db))
 
 
 def _result(item: dict, distance: float) -> dict:

@@ -100,3 +100,20 @@ def test_a_shop_taken_off_leaves_search_and_revalidation_and_comes_back_when_add
     catalogue.add_shop(app.db, "https://closing.example/")
     assert [r["shop"] for r in search(app)] == ["Closing", "Closing", "Open"]
     assert not catalogue.get_item(app.db, off[0])["is_dead"]
+
+
+
+def test_a_shop_taken_off_does_not_crowd_the_others_out_of_search(app, monkeypatch):
+    # Its pictures stay in the shard, so that `shops add` brings it back at once, and here they are
+    # the nearest, more than a search reads: those of the shops not taken off must still be found.
+    monkeypatch.setattr(pipeline, "MAX_CANDIDATES", 40)
+    closing = add_items(app, "https://closing.example/", [0.1 + 0.001 * n for n in range(60)], shop_name="Closing", salt=8)
+    open_ = add_items(app, "https://open.example/", [2.0, 2.1, 2.2], shop_name="Open", salt=9)
+    seller = add_items(app, "https://seller.example/", [3.0], shop_name="Seller", salt=10)
+    assert catalogue.link_image(app.db, seller[0], ids.image_id("https://closing.example/p/8-0/0.jpg"))  # a product shot both sell
+    assert catalogue.take_shop_off(app.db, "https://closing.example/")
+    results = search(app)
+    assert results[0]["item_id"] == seller[0] and results[0]["distance"] < 1  # at the shot it shares, still Seller's
+    assert {r["item_id"] for r in results[1:]} == set(open_)
+    catalogue.add_shop(app.db, "https://closing.example/")
+    assert {r["item_id"] for r in search(app)} < {*closing, *seller}  # back at once

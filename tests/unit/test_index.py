@@ -376,6 +376,24 @@ def test_reader_caches_the_manifest_within_its_ttl(store):
     assert ShardReader(store, manifest_ttl_s=0).categories() == {"top": 2}
 
 
+
+def test_reader_skips_hidden_rows_and_reads_them_again_only_when_their_key_changes(store):
+    publish(store, "top", add=vectors(["a", "b", "c", "d"]))
+    reader, reads = ShardReader(store, manifest_ttl_s=0), []
+
+    def hidden(key, ids):
+        return index.Hidden(key, lambda: reads.append(key) or frozenset(ids))
+
+    query = vectors(["a"])["a"]
+    everything = reader.search("top", query, 4)
+    assert reader.search("top", query, 4, hidden=hidden("off", {"a", "c"})) == [hit for hit in everything if hit[0] in ("b", "d")]
+    assert reader.search("top", query, 4, hidden=hidden("off", {"b"})) == [hit for hit in everything if hit[0] in ("b", "d")]
+    assert reads == ["off"]  # the same key: the ids read before
+    assert reader.search("top", query, 4, hidden=hidden("back", set())) == everything  # rows shown again
+    assert reader.shard("top").ids == ["a", "b", "c", "d"]
+    assert reader.search("top", query, 4, hidden=hidden("all off", {"a", "b", "c", "d"})) == []
+
+
 # -- old versions --------------------------------------------------------------------------
 
 
