@@ -725,6 +725,7 @@ class ShardReader:
         self._manifest: dict = {"shards": {}}
         self._manifest_read_at = float("-inf")
         self._shards: dict[str, Shard] = {}  # each served less the rows hidden when it was cached
+        self._hidden_lock = threading.Lock()
         self._hidden_key: Hashable = None
         self._hidden: frozenset[str] = NOTHING_HIDDEN
         self._hidden_from: dict[str, frozenset[str]] = {}  # the hidden ids each cached shard was served without
@@ -748,21 +749,32 @@ class ShardReader:
         entry = self.manifest()["shards"].get(category)
         if entry is None:
             return None
+        hidden_ids = self._hidden_ids(hidden)
         try:
-            return self._load(category, entry, hidden)
+            return self._load(category, entry, hidden_ids)
         except ObjectNotFound:
             # A manifest up to manifest_ttl_s old may name a version collected since: read it again.
             entry = self.manifest(refresh=True)["shards"].get(category)
-            return self._load(category, entry, hidden) if entry is not None else None
+            return self._load(category, entry, hidden_ids) if entry is not None else None
 
-    def _load(self, category: str, entry: dict, hidden: Hidden | None) -> Shard:
-        with self._lock:
-            if hidden is not None and hidden.key != self._hidden_key:
+    def _hidden_ids(self, hidden: Hidden | None) -> frozenset[str]:
+        """The ids `hidden` names, read again only when its key changes; the same object while they
+        are the same, so that the shards cached without them still serve."""
+        if hidden is None:
+            return NOTHING_HIDDEN
+        # A lock of their own, not the reader's: the read is a catalogue query (seconds with a large
+        # shop taken off), which manifest() (/categories) must not wait for, and the searches that
+        # come meanwhile wait for this one read rather than each running it again.
+        with self._hidden_lock:
+            if hidden.key != self._hidden_key:
                 ids = hidden.read()
                 self._hidden_key = hidden.key
-                if ids != self._hidden:  # else the shards cached without the same ids still serve
+                if ids != self._hidden:
                     self._hidden = ids
-            hidden_ids = self._hidden if hidden is not None else NOTHING_HIDDEN
+            return self._hidden
+
+    def _load(self, category: str, entry: dict, hidden_ids: frozenset[str]) -> Shard:
+        with self._lock:
             cached = self._shards.get(category)
             # Compared by identity: the ids change only when read anew, and then differ.
             if cached is None or cached.key != entry["key"] or self._hidden_from.get(category) is not hidden_ids:

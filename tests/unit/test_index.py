@@ -394,6 +394,21 @@ def test_reader_skips_hidden_rows_and_reads_them_again_only_when_their_key_chang
     assert reader.search("top", query, 4, hidden=hidden("all off", {"a", "b", "c", "d"})) == []
 
 
+def test_reader_reads_hidden_rows_without_holding_up_the_manifest(store):
+    # The read is a catalogue query (seconds with a large shop taken off): /categories must not wait.
+    publish(store, "top", add=vectors(["a", "b"]))
+    reader, waited = ShardReader(store, manifest_ttl_s=0), []
+
+    def read():
+        categories = threading.Thread(target=lambda: waited.append(reader.categories()))
+        categories.start()
+        categories.join(timeout=5)
+        return frozenset({"a"}) if waited else frozenset()
+
+    assert [item for item, _ in reader.search("top", vectors(["a"])["a"], 2, hidden=index.Hidden("off", read))] == ["b"]
+    assert waited == [{"top": 2}]
+
+
 # -- old versions --------------------------------------------------------------------------
 
 
