@@ -437,11 +437,15 @@ function hidePhoto() {
 function choose(index, focus = false) {
   state.chosen = index;
   const garment = state.answer.garments[index];
+  // The results, replaced below while they hold the focus (an outline clicked, or a tab in a browser
+  // whose click moves no focus: Safari, some screen readers), would drop it to the page's start: the
+  // chosen tab takes it, as it does from a tab no longer chosen.
+  const focusTab = focus || answerFocused();
   [...$("boxes").children].forEach((box, i) => box.classList.toggle("chosen", i === index));
   [...$("garments").children].forEach((tab, i) => {
     tab.setAttribute("aria-selected", String(i === index));
     tab.tabIndex = i === index ? 0 : -1;
-    if (i === index && focus) tab.focus();
+    if (i === index && focusTab) tab.focus();
   });
   const n = garment.results.length;
   $("summary").textContent = n

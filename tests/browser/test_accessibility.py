@@ -118,3 +118,15 @@ def test_no_empty_tab_list_is_left_when_a_search_fails(page, site):
     page.wait_for_selector("#items .item")
     assert page.get_by_role("tablist", name="Garments found").get_by_role("tab").count() == 3
     assert page.get_by_role("tabpanel", name="Similar items").is_visible()
+
+
+def test_an_outline_clicked_without_moving_the_focus_hands_it_to_the_chosen_tab(page, site):
+    # Safari and some screen readers click without focusing: a result link held the focus, the
+    # garment switch replaced the results, and the focus fell to the page's start.
+    search_photo(page, site)
+    page.locator("#items .item a").nth(1).focus()
+    page.evaluate("document.querySelectorAll('#boxes .box')[2].click()")
+    assert page.locator("#garments [role=tab]").nth(2).get_attribute("aria-selected") == "true"
+    assert focused(page).startswith("3.")  # the chosen garment's tab, just before its new results
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.closest('#items') !== null")
