@@ -29,7 +29,8 @@ const $ = (id) => document.getElementById(id);
 // search: the latest search's number; an answer to an older one (a photo or filters changed since)
 // is dropped. inFlight: the running search's AbortController, which aborts it when a newer one
 // starts, and the photo and parameters it is for. options: the category and shop lists, loading.
-const state = { photo: null, answer: null, chosen: 0, photoUrl: null, search: 0, inFlight: null, options: null, error: null };
+// settling: the timer of a search a list browsed with the keys waits on, which any search replaces.
+const state = { photo: null, answer: null, chosen: 0, photoUrl: null, search: 0, inFlight: null, options: null, error: null, settling: null };
 
 class ApiError extends Error {
   constructor(status, title, detail) {
@@ -171,6 +172,7 @@ async function uploadFirst(photo, signal, sending) {
 }
 
 async function search() {
+  clearTimeout(state.settling);
   if (!state.photo) return;
   const parameters = searchParameters();
   const asked = JSON.stringify(parameters);
@@ -256,6 +258,24 @@ async function search() {
       setBusy(false);
     }
   }
+}
+
+// The arrow keys on a closed list (Chromium, Firefox) change it, and fire change, at each press, while
+// a keyboard or screen-reader user browses its options: each started a search that aborted the one
+// before, and the status said "Looking for garments…" again at every option heard. A change made by
+// a key (between its keydown and keyup) is searched once the keys have rested SETTLE_MS; an option
+// picked from the opened list (a pointer, a finger) is searched at once.
+const SETTLE_MS = 500;
+
+function searchOnChange(list) {
+  let keyDown = false;
+  list.addEventListener("keydown", () => (keyDown = true));
+  list.addEventListener("keyup", () => (keyDown = false));
+  list.addEventListener("change", () => {
+    clearTimeout(state.settling);
+    if (keyDown) state.settling = setTimeout(search, SETTLE_MS);
+    else search();
+  });
 }
 
 function choosePhoto(file) {
@@ -509,8 +529,8 @@ $("filters").addEventListener("submit", (event) => {
 });
 $("min_price").addEventListener("input", checkPriceRange);
 $("max_price").addEventListener("input", checkPriceRange);
-$("category").addEventListener("change", search);
-$("shop").addEventListener("change", search);
+searchOnChange($("category"));
+searchOnChange($("shop"));
 $("photo").addEventListener("load", () => {
   const { naturalWidth: width, naturalHeight: height } = $("photo");
   // The answer's shape, once it has come, is the one its outlines are drawn on.

@@ -1,6 +1,6 @@
 """The web page for a shopper on a keyboard or with a screen reader, or who sees poorly: text and
-form fields that stand out from their background, results a screen reader hears as a list, and the
-focus kept when what held it is replaced."""
+form fields that stand out from their background, results a screen reader hears as a list, the
+focus kept when what held it is replaced, and a list browsed with the arrow keys searched once."""
 
 from __future__ import annotations
 
@@ -130,3 +130,27 @@ def test_an_outline_clicked_without_moving_the_focus_hands_it_to_the_chosen_tab(
     assert focused(page).startswith("3.")  # the chosen garment's tab, just before its new results
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.closest('#items') !== null")
+
+
+def test_browsing_a_list_with_the_arrow_keys_searches_once_the_keys_rest(page, site):
+    # Chromium changes a closed list at each arrow key: every option passed started a search, which
+    # aborted the one before, and a screen reader heard "Looking for garments…" at each.
+    search_photo(page, site)
+    searches = []
+    page.on("request", lambda request: request.url.endswith("/search") and searches.append(request))
+    page.focus("#category")
+    for _ in range(3):
+        page.keyboard.press("ArrowDown")
+    browsed_to = page.input_value("#category")
+    assert browsed_to and searches == [] and page.locator("body.busy").count() == 0
+    page.wait_for_timeout(1500)
+    assert len(searches) == 1
+    page.wait_for_selector("body:not(.busy) #items .item")
+    assert page.locator("#garments [role=tab]").first.inner_text() == f"1. {browsed_to} (as you chose)"  # the search was for it
+    # An option picked from the opened list (a pointer, a finger: a change with no key down, as
+    # select_option makes it) is searched at once, in the change's own handling.
+    picked = """() => { const list = document.getElementById('category'); list.value = 'dress';
+      list.dispatchEvent(new Event('change', { bubbles: true })); return document.body.classList.contains('busy'); }"""
+    assert page.evaluate(picked)
+    page.wait_for_selector("body:not(.busy) #items .item")
+    assert len(searches) == 2 and page.console_errors == []
