@@ -271,6 +271,7 @@ function searchOnChange(list) {
   let keyDown = false;
   list.addEventListener("keydown", () => (keyDown = true));
   list.addEventListener("keyup", () => (keyDown = false));
+  list.addEventListener("blur", () => (keyDown = false)); // Tab's keyup lands on the next field
   list.addEventListener("change", () => {
     clearTimeout(state.settling);
     if (keyDown) state.settling = setTimeout(search, SETTLE_MS);
