@@ -94,7 +94,7 @@ class CatalogueDatabase(Construct):
         # whose rotation has run, the group already exists and creating it would fail the update.
         # It is set before the schedule's first (immediate) rotation runs the function.
         function_name = rotation.node.default_child.parameters["functionName"]
-        rotation_logs = logs.LogRetention(self, "RotationLogs", log_group_name=f"/aws/lambda/{function_name}",
+        rotation_logs = logs.LogRetention(self, "RotationLogRetention", log_group_name=f"/aws/lambda/{function_name}",
                                           retention=logs.RetentionDays.ONE_MONTH)
         for schedule in self.secret.node.find_all():
             if isinstance(schedule, secretsmanager.CfnRotationSchedule):
