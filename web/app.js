@@ -415,6 +415,7 @@ function render() {
     tab.type = "button";
     tab.className = "garment";
     tab.setAttribute("role", "tab");
+    tab.setAttribute("aria-controls", "similar");
     tab.textContent = garmentLabel(garment, index);
     tab.addEventListener("click", () => choose(index));
     tab.addEventListener("keydown", (event) => {

@@ -74,6 +74,18 @@ def test_a_screen_reader_hears_the_results_as_a_list(page, site):
     assert panel.get_by_role("list").get_by_role("listitem").count() == page.locator("#items .item").count() > 0
 
 
+def test_a_screen_reader_finds_the_results_by_heading_and_from_each_tab(page, site):
+    # The page had no heading but its title, so a screen reader's heading keys could not reach the
+    # results, and the tabs named no panel, so "controls" could not take the shopper there.
+    search_photo(page, site)
+    heading = page.get_by_role("heading", level=2, name="What we found")
+    assert heading.count() == 1 and page.get_by_role("region", name="What we found").count() == 1
+    tabs = page.locator("#garments [role=tab]")
+    assert tabs.count() == 3
+    for tab in tabs.all():
+        assert page.locator(f"#{tab.get_attribute('aria-controls')}").get_attribute("role") == "tabpanel"
+
+
 def focused(page) -> str:
     active = "document.activeElement"
     return page.evaluate(f"{active} === document.body ? '(the page)' : {active}.id || {active}.textContent")
