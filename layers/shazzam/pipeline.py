@@ -573,6 +573,7 @@ def search(
             raise GarmentNotFound(garment, len(detections))
         chosen_ones = [chosen_ones[garment]]
     garments = []
+    hidden = hidden_rows(app)  # once for every garment of the photo
     for index, detection in chosen_ones:
         entry = {
             "index": index,
@@ -590,7 +591,7 @@ def search(
         predicted, confidence = category_within(prediction.probabilities, allowed) if detection.label is None or allowed else (None, None)
         chosen = category or predicted
         try:
-            results = nearest_items(app, chosen, prediction.embedding, k, filters)
+            results = nearest_items(app, chosen, prediction.embedding, k, filters, hidden)
         except StaleShard:
             # The category is still indexed by an older model and is being embedded again.
             log.warning("the %s shard predates model %s: no results until it is re-indexed", chosen, model.name)
@@ -615,7 +616,7 @@ def search(
     }
 
 
-def nearest_items(app: App, category: str, embedding, k: int, filters: SearchFilters) -> list[dict]:
+def nearest_items(app: App, category: str, embedding, k: int, filters: SearchFilters, hidden: Hidden | None = None) -> list[dict]:
     """The k nearest live catalogue items passing the filters, each once (at its nearest picture).
 
     The shard holds pictures, not items: an item with several pictures has several rows, items
@@ -624,7 +625,7 @@ def nearest_items(app: App, category: str, embedding, k: int, filters: SearchFil
     for more rows than k, and for four times as many again, up to MAX_CANDIDATES, while the
     catalogue join leaves fewer than k items."""
     wanted = FILTERED_CANDIDATES if filters.any() else k + 10
-    hidden = hidden_rows(app)
+    hidden = hidden if hidden is not None else hidden_rows(app)
     while True:
         hits = app.shards.search(category, embedding, wanted, model=app.garment_model.name, hidden=hidden)
         items = catalogue.items_for_detections(app.db, [detection_id for detection_id, _ in hits], filters)
